@@ -1,0 +1,273 @@
+"""A tenant's catalog: members, business types, statuses, stages, pools, fields and objects."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, get_args
+
+from leadhook.domain.errors import NotFoundError, ValidationError
+
+FieldType = Literal["text", "number", "date", "datetime", "image", "option", "reference"]
+FieldGroup = Literal["ordinary", "source", "system"]
+RefKind = Literal["members", "business_types", "lead_statuses", "life_stages", "lead_pools"]
+CatalogKind = Literal[
+    "members", "business_types", "lead_statuses", "life_stages", "lead_pools", "fields", "objects"
+]
+CATALOG_KINDS: tuple[str, ...] = get_args(CatalogKind)
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+EMPTY_TEXT = "-"
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+DEFAULT_OBJECT_ID = "56"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A person of the tenant who can own or collaborate on leads."""
+
+    id: str
+    name: str
+    omni_user_uuid: str = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A named catalog entry: a business type, a lead status or a lead pool."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class LifeStage:
+    """One lifecycle stage; stages are kept in ascending `order`."""
+
+    code: str
+    name: str
+    order: int
+
+
+@dataclass(frozen=True)
+class RelatedObject:
+    """Another object kind a lead can be related to (e.g. `account`) and its object id."""
+
+    name: str
+    label: str
+    object_id: str
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    """A lead field: its code, label, value type and the behaviour group that may change it."""
+
+    code: str
+    label: str
+    type: FieldType
+    group: FieldGroup
+    options: Mapping[str, str] = field(default_factory=dict)
+    ref: RefKind | None = None
+    builtin: bool = False
+
+
+ORDINARY_FIELDS: tuple[tuple[str, str, FieldType], ...] = (
+    ("name", "姓名", "text"),
+    ("business_type", "业务类型", "reference"),
+    ("first_name", "名", "text"),
+    ("last_name", "姓", "text"),
+    ("mobile", "手机号", "text"),
+    ("email", "邮箱", "text"),
+    ("company_id", "公司", "text"),
+    ("country_region", "国家/地区", "text"),
+    ("industry", "行业", "text"),
+    ("department", "部门", "text"),
+    ("account_id", "客户", "text"),
+    ("title", "职位", "text"),
+    ("official_website", "官网", "text"),
+    ("market", "市场活动", "text"),
+    ("headimgurl", "头像", "image"),
+)
+SYSTEM_FIELDS: tuple[tuple[str, str, RefKind], ...] = (
+    ("owner", "负责人", "members"),
+    ("leads_status", "线索状态", "lead_statuses"),
+    ("lead_pool", "公海池", "lead_pools"),
+    ("life_status", "生命周期阶段", "life_stages"),
+)
+SOURCE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("source", "来源"),
+    ("source_channel", "来源渠道"),
+    ("utm_source", "utm_source"),
+    ("utm_medium", "utm_medium"),
+    ("utm_campaign", "utm_campaign"),
+    ("utm_term", "utm_term"),
+    ("utm_content", "utm_content"),
+)
+DEFAULT_LIFE_STAGES = (
+    LifeStage("baby_lead", "初始线索", 1),
+    LifeStage("mql", "市场认可线索", 2),
+    LifeStage("sql", "销售认可线索", 3),
+    LifeStage("customer", "成交客户", 4),
+)
+DEFAULT_LEAD_POOLS = (Entry("market", "市场公海"), Entry("sales", "销售公海"))
+DEFAULT_BUSINESS_TYPE_NAME = "默认业务类型"
+
+
+def stage_timestamp_field(stage: str) -> str:
+    """Name the field that records when a lead entered `stage`."""
+    return f"to_{stage}_timestamp"
+
+
+def _builtin_fields() -> dict[str, FieldDef]:
+    defs: dict[str, FieldDef] = {}
+    for code, label, ftype in ORDINARY_FIELDS:
+        ref: RefKind | None = "business_types" if code == "business_type" else None
+        defs[code] = FieldDef(code, label, ftype, "ordinary", ref=ref, builtin=True)
+    for code, label, ref_kind in SYSTEM_FIELDS:
+        defs[code] = FieldDef(code, label, "reference", "system", ref=ref_kind, builtin=True)
+    for code, label in SOURCE_FIELDS:
+        defs[code] = FieldDef(code, label, "text", "source", builtin=True)
+    return defs
+
+
+BUILTIN_FIELDS: Mapping[str, FieldDef] = _builtin_fields()
+
+
+def validate_key(key: str, what: str = "key") -> str:
+    """Check a tenant-supplied id: 1–64 letters, digits, `_` or `-`."""
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise ValidationError.at((what,), "must be 1-64 characters of letters, digits, '_' and '-'")
+    return key
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything a tenant defines that events refer to, with the display text of each."""
+
+    mid: str
+    name: str
+    timezone: str
+    object_id: str
+    default_business_type: str
+    members: Mapping[str, Member]
+    business_types: Mapping[str, Entry]
+    lead_statuses: Mapping[str, Entry]
+    life_stages: Mapping[str, LifeStage]
+    lead_pools: Mapping[str, Entry]
+    custom_fields: Mapping[str, FieldDef]
+    objects: Mapping[str, RelatedObject]
+
+    @classmethod
+    def default(
+        cls,
+        mid: str,
+        default_business_type_id: str,
+        *,
+        name: str = "",
+        timezone: str = DEFAULT_TIMEZONE,
+        object_id: str = DEFAULT_OBJECT_ID,
+    ) -> Catalog:
+        """Build a new tenant's catalog with the defaults of the contract."""
+        return cls(
+            mid=mid,
+            name=name or mid,
+            timezone=timezone,
+            object_id=object_id,
+            default_business_type=default_business_type_id,
+            members={},
+            business_types={
+                default_business_type_id: Entry(
+                    default_business_type_id, DEFAULT_BUSINESS_TYPE_NAME
+                )
+            },
+            lead_statuses={},
+            life_stages={s.code: s for s in DEFAULT_LIFE_STAGES},
+            lead_pools={p.id: p for p in DEFAULT_LEAD_POOLS},
+            custom_fields={},
+            objects={},
+        )
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    @property
+    def first_stage(self) -> str:
+        """The stage every new lead starts in."""
+        return min(self.life_stages.values(), key=lambda s: (s.order, s.code)).code
+
+    @property
+    def first_pool(self) -> str:
+        """The pool a lead lands in when none is named."""
+        return next(iter(self.lead_pools))
+
+    def field_def(self, code: str) -> FieldDef | None:
+        """Return the definition of a field code, stage timestamps included."""
+        found = BUILTIN_FIELDS.get(code) or self.custom_fields.get(code)
+        if found is not None:
+            return found
+        if code.startswith("to_") and code.endswith("_timestamp"):
+            stage = self.life_stages.get(code[3 : -len("_timestamp")])
+            if stage is not None:
+                return FieldDef(code, f"{stage.name}时间", "datetime", "system", builtin=True)
+        return None
+
+    def field_order(self, code: str) -> tuple[int, str]:
+        """Sort key that lists fields in the contract's order: builtin, custom, stage times."""
+        builtin = list(BUILTIN_FIELDS)
+        if code in BUILTIN_FIELDS:
+            return (builtin.index(code), "")
+        if code in self.custom_fields:
+            return (len(builtin), code)
+        stages = sorted(self.life_stages.values(), key=lambda s: (s.order, s.code))
+        for i, stage in enumerate(stages):
+            if code == stage_timestamp_field(stage.code):
+                return (len(builtin) + 1 + i, "")
+        return (len(builtin) + len(stages) + 1, code)
+
+    def reference_exists(self, ref: RefKind, value: str) -> bool:
+        """Tell whether `value` is an id of the catalog kind `ref`."""
+        table: Mapping[str, object] = getattr(self, ref)
+        return value in table
+
+    def reference_name(self, ref: RefKind, value: str) -> str:
+        """Return the display name of a catalog id, or the id itself when unknown."""
+        entry = getattr(self, ref).get(value)
+        return value if entry is None else str(entry.name)
+
+    def member_name(self, member_id: str | None) -> str:
+        """Return a member's name, `""` for no member."""
+        return "" if member_id is None else self.reference_name("members", member_id)
+
+    def display(self, code: str, value: Any) -> str:
+        """Return the display text of one value of field `code` (`"-"` for empty)."""
+        if value is None or value == "":
+            return EMPTY_TEXT
+        fdef = self.field_def(code)
+        if fdef is None:
+            return str(value)
+        if fdef.type == "image":
+            return "image"
+        if fdef.type == "option":
+            return fdef.options.get(str(value), str(value))
+        if fdef.type == "reference" and fdef.ref is not None:
+            return self.reference_name(fdef.ref, str(value))
+        return str(value)
+
+    def related_object_id(self, name: str) -> str:
+        """Return the tenant's object id for an object name, or `""` when unknown."""
+        if name == "lead":
+            return self.object_id
+        obj = self.objects.get(name)
+        return "" if obj is None else obj.object_id
+
+    # ---- changes -------------------------------------------------------------------------
+
+    def with_settings(self, **changes: Any) -> Catalog:
+        """Return the catalog with tenant settings (name, timezone, object_id) changed."""
+        return replace(self, **changes)
+
+    def require(self, kind: str) -> None:
+        """Refuse an unknown catalog kind with 404."""
+        if kind not in CATALOG_KINDS:
+            raise NotFoundError(
+                f"unknown catalog kind {kind!r}; one of: {', '.join(CATALOG_KINDS)}"
+            )

@@ -1,0 +1,193 @@
+"""Validate catalog entries from outside and convert a catalog to and from plain JSON."""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, get_args
+
+from leadhook.domain.catalog import (
+    BUILTIN_FIELDS,
+    Catalog,
+    Entry,
+    FieldDef,
+    FieldGroup,
+    FieldType,
+    LifeStage,
+    Member,
+    RelatedObject,
+    validate_key,
+)
+from leadhook.domain.errors import ValidationError
+
+_ALLOWED_KEYS: Mapping[str, frozenset[str]] = {
+    "members": frozenset({"name", "omni_user_uuid"}),
+    "business_types": frozenset({"name", "default"}),
+    "lead_statuses": frozenset({"name"}),
+    "life_stages": frozenset({"name", "order"}),
+    "lead_pools": frozenset({"name"}),
+    "fields": frozenset({"name", "type", "group", "options"}),
+    "objects": frozenset({"name", "object_id"}),
+}
+_CUSTOM_TYPES = tuple(t for t in get_args(FieldType) if t != "reference")
+_CUSTOM_GROUPS = ("ordinary", "source")
+
+
+def _text(body: Mapping[str, Any], key: str, *, required: bool, max_len: int = 200) -> str:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise ValidationError.at(("body", key), "is required")
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_len:
+        raise ValidationError.at(("body", key), f"must be a non-empty string of at most {max_len}")
+    return value
+
+
+def upsert_entry(catalog: Catalog, kind: str, key: str, body: Mapping[str, Any]) -> Catalog:
+    """Return `catalog` with `key` of `kind` created or replaced from the request `body`."""
+    catalog.require(kind)
+    validate_key(key)
+    unknown = sorted(set(body) - _ALLOWED_KEYS[kind])
+    if unknown:
+        raise ValidationError.at(("body", unknown[0]), f"unknown key for {kind}")
+    name = _text(body, "name", required=True)
+    if kind == "members":
+        uuid = _text(body, "omni_user_uuid", required=False)
+        return replace(catalog, members={**catalog.members, key: Member(key, name, uuid)})
+    if kind == "business_types":
+        default = body.get("default", False)
+        if not isinstance(default, bool):
+            raise ValidationError.at(("body", "default"), "must be a boolean")
+        types = {**catalog.business_types, key: Entry(key, name)}
+        chosen = key if default else catalog.default_business_type
+        return replace(catalog, business_types=types, default_business_type=chosen)
+    if kind == "lead_statuses":
+        return replace(catalog, lead_statuses={**catalog.lead_statuses, key: Entry(key, name)})
+    if kind == "lead_pools":
+        return replace(catalog, lead_pools={**catalog.lead_pools, key: Entry(key, name)})
+    if kind == "life_stages":
+        order = body.get("order")
+        if order is None:
+            existing = catalog.life_stages.get(key)
+            order = (
+                existing.order
+                if existing
+                else 1 + max((s.order for s in catalog.life_stages.values()), default=0)
+            )
+        if not isinstance(order, int) or isinstance(order, bool):
+            raise ValidationError.at(("body", "order"), "must be an integer")
+        stages = {**catalog.life_stages, key: LifeStage(key, name, order)}
+        ordered = dict(sorted(stages.items(), key=lambda kv: (kv[1].order, kv[0])))
+        return replace(catalog, life_stages=ordered)
+    if kind == "objects":
+        object_id = _text(body, "object_id", required=True, max_len=64)
+        objs = {**catalog.objects, key: RelatedObject(key, name, object_id)}
+        return replace(catalog, objects=objs)
+    return replace(catalog, custom_fields={**catalog.custom_fields, key: _field(key, name, body)})
+
+
+def _field(code: str, label: str, body: Mapping[str, Any]) -> FieldDef:
+    ftype = body.get("type", "text")
+    group = body.get("group", "ordinary")
+    if ftype not in _CUSTOM_TYPES:
+        raise ValidationError.at(("body", "type"), f"must be one of {', '.join(_CUSTOM_TYPES)}")
+    if group not in _CUSTOM_GROUPS:
+        raise ValidationError.at(("body", "group"), f"must be one of {', '.join(_CUSTOM_GROUPS)}")
+    if code in BUILTIN_FIELDS or (code.startswith("to_") and code.endswith("_timestamp")):
+        raise ValidationError.at(("key",), f"{code!r} is a built-in field and cannot be redefined")
+    options = body.get("options", {})
+    if ftype == "option":
+        if (
+            not isinstance(options, dict)
+            or not options
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items())
+        ):
+            raise ValidationError.at(
+                ("body", "options"), "an option field needs options: {value: label, ...}"
+            )
+    elif options:
+        raise ValidationError.at(("body", "options"), "only option fields take options")
+    ft: FieldType = ftype
+    fg: FieldGroup = group
+    return FieldDef(code, label, ft, fg, options=dict(options))
+
+
+def validate_timezone(tz: str) -> str:
+    """Check an IANA time zone name."""
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise ValidationError.at(("body", "timezone"), f"unknown time zone {tz!r}") from exc
+    return tz
+
+
+def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
+    """Return the catalog as the API shows it and as the store keeps it."""
+    return {
+        "mid": catalog.mid,
+        "name": catalog.name,
+        "timezone": catalog.timezone,
+        "object_id": catalog.object_id,
+        "default_business_type": catalog.default_business_type,
+        "members": [
+            {"id": m.id, "name": m.name, "omni_user_uuid": m.omni_user_uuid}
+            for m in catalog.members.values()
+        ],
+        "business_types": [{"id": e.id, "name": e.name} for e in catalog.business_types.values()],
+        "lead_statuses": [{"id": e.id, "name": e.name} for e in catalog.lead_statuses.values()],
+        "life_stages": [
+            {"code": s.code, "name": s.name, "order": s.order} for s in catalog.life_stages.values()
+        ],
+        "lead_pools": [{"code": e.id, "name": e.name} for e in catalog.lead_pools.values()],
+        "fields": [
+            _field_json(f) for f in (*BUILTIN_FIELDS.values(), *catalog.custom_fields.values())
+        ],
+        "objects": [
+            {"name": o.name, "label": o.label, "object_id": o.object_id}
+            for o in catalog.objects.values()
+        ],
+    }
+
+
+def _field_json(f: FieldDef) -> dict[str, Any]:
+    out: dict[str, Any] = {"code": f.code, "name": f.label, "type": f.type, "group": f.group}
+    if f.ref:
+        out["ref"] = f.ref
+    if f.options:
+        out["options"] = dict(f.options)
+    out["builtin"] = f.builtin
+    return out
+
+
+def catalog_from_json(data: Mapping[str, Any]) -> Catalog:
+    """Rebuild a catalog from `catalog_to_json`'s output."""
+    return Catalog(
+        mid=data["mid"],
+        name=data["name"],
+        timezone=data["timezone"],
+        object_id=data["object_id"],
+        default_business_type=data["default_business_type"],
+        members={
+            m["id"]: Member(m["id"], m["name"], m.get("omni_user_uuid", ""))
+            for m in data["members"]
+        },
+        business_types={e["id"]: Entry(e["id"], e["name"]) for e in data["business_types"]},
+        lead_statuses={e["id"]: Entry(e["id"], e["name"]) for e in data["lead_statuses"]},
+        life_stages={
+            s["code"]: LifeStage(s["code"], s["name"], s["order"]) for s in data["life_stages"]
+        },
+        lead_pools={e["code"]: Entry(e["code"], e["name"]) for e in data["lead_pools"]},
+        custom_fields={
+            f["code"]: FieldDef(
+                f["code"], f["name"], f["type"], f["group"], options=f.get("options", {})
+            )
+            for f in data["fields"]
+            if not f.get("builtin")
+        },
+        objects={
+            o["name"]: RelatedObject(o["name"], o["label"], o["object_id"])
+            for o in data.get("objects", [])
+        },
+    )

@@ -1,0 +1,304 @@
+"""The event contract: the envelope and each event type's `extra_data`, as Pydantic models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+EVENT_TYPES: tuple[str, ...] = (
+    "object_create",
+    "object_update",
+    "object_update_status",
+    "object_voids",
+    "object_change_owner",
+    "object_update_life_cycle",
+    "object_add_notes",
+    "object_add_team_member",
+    "object_remove_team_member",
+    "object_change_lead_pool",
+    "object_restore",
+    "object_relation",
+    "object_source_info",
+)
+EVENT_CATEGORY = "object_v2"
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+
+Pair = Annotated[list[Any], Field(min_length=2, max_length=2)]
+TextPair = Annotated[list[str], Field(min_length=2, max_length=2)]
+Single = Annotated[list[Any], Field(min_length=1, max_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimelineData(_Strict):
+    """Login context of the operator, as shown on the lead's timeline."""
+
+    login_platform: str
+    login_environment: str
+    login_source_type: str
+    login_source_name: str
+
+
+class ChangeSide(_Strict):
+    """One side of an `entity_change_mapping` comparison: the value and its label."""
+
+    value: str
+    text: str
+
+
+class ChangeEntry(_Strict):
+    """Before and after of a reference or option field; a side is null when empty."""
+
+    before: ChangeSide | None
+    after: ChangeSide | None
+
+
+class ExtraData(_Strict):
+    """The keys present in `extra_data` of every event (contract section 2)."""
+
+    object_id: str
+    object_name: str
+    entity_id: str
+    operator_type: Literal[0, 1, 2]
+    operator_id: int
+    omni_user_uuid: str
+    is_follow_up: Literal[0, 1]
+    notes: str
+    login_platform: str
+    login_source_value: str
+    login_source_type: str
+    login_environment: str
+    timeline_data: TimelineData
+    business_type: str
+    created_timestamp: Annotated[str, Field(pattern=TIMESTAMP_PATTERN)]
+    owner: str | None
+    life_status: str
+    lead_omni_user_uuid: str
+    mapping_data: dict[str, Pair]
+    mapping_data_text: dict[str, TextPair]
+    business_type_name: str
+
+
+class CreateExtra(ExtraData):
+    """`object_create`: every initial value as a one-element list, its text as a string."""
+
+    mapping_data: dict[str, Single]
+    mapping_data_text: dict[str, str]  # type: ignore[assignment]
+
+
+class StatusExtra(ExtraData):
+    """`object_update_status`: status ids before and after (`""` if none)."""
+
+    from_leads_status: str
+    to_leads_status: str
+    entity_change_mapping: dict[str, ChangeEntry]
+
+
+class OwnerExtra(ExtraData):
+    """`object_change_owner`: the former owner and the scene of the change."""
+
+    former_owner: str | None
+    former_owner_name: str
+    scene_type: Literal[1, 2, 3, 4, 5, 6]
+    entity_change_mapping: dict[str, ChangeEntry]
+
+
+class LifeCycleExtra(ExtraData):
+    """`object_update_life_cycle`: stage codes before and after."""
+
+    from_life_status: str
+    to_life_status: str
+    entity_change_mapping: dict[str, ChangeEntry]
+
+
+class LeadPoolExtra(ExtraData):
+    """`object_change_lead_pool`: pool codes before and after (`""` if none)."""
+
+    from_lead_pool: str
+    to_lead_pool: str
+    entity_change_mapping: dict[str, ChangeEntry]
+
+
+class MembersExtra(ExtraData):
+    """`object_add_team_member` / `object_remove_team_member`: the member ids concerned."""
+
+    members: list[str]
+
+
+class RelationExtra(ExtraData):
+    """`object_relation`: the object the lead was associated with."""
+
+    target_object_id: str
+    target_entity_id: str
+    target_object_name: str
+
+
+class _Envelope(_Strict):
+    mid: str
+    event_category: Literal["object_v2"]
+    event_type: str
+    action_keyword: str
+    create_time: int
+    event_id: str
+    entity_version: Annotated[int, Field(ge=1)]
+    extra_data: ExtraData
+
+
+class ObjectCreate(_Envelope):
+    """A lead was created."""
+
+    event_type: Literal["object_create"]
+    action_keyword: Literal["object_create"]
+    extra_data: CreateExtra
+
+
+class ObjectUpdate(_Envelope):
+    """Ordinary fields of a lead were updated."""
+
+    event_type: Literal["object_update"]
+    action_keyword: Literal["object_update"]
+    extra_data: ExtraData
+
+
+class ObjectUpdateStatus(_Envelope):
+    """The lead status changed."""
+
+    event_type: Literal["object_update_status"]
+    action_keyword: Literal["object_update_status"]
+    extra_data: StatusExtra
+
+
+class ObjectVoids(_Envelope):
+    """The lead was voided (soft-deleted); `notes` carries the reason."""
+
+    event_type: Literal["object_voids"]
+    action_keyword: Literal["object_voids"]
+    extra_data: ExtraData
+
+
+class ObjectChangeOwner(_Envelope):
+    """The owner changed; `action_keyword` says whether by hand or automatically."""
+
+    event_type: Literal["object_change_owner"]
+    action_keyword: Literal["manual_distribution", "auto_distribution"]
+    extra_data: OwnerExtra
+
+
+class ObjectUpdateLifeCycle(_Envelope):
+    """The lifecycle stage changed."""
+
+    event_type: Literal["object_update_life_cycle"]
+    action_keyword: Literal["object_update_life_cycle"]
+    extra_data: LifeCycleExtra
+
+
+class ObjectAddNotes(_Envelope):
+    """A note (or follow-up record, `is_follow_up` 1) was added."""
+
+    event_type: Literal["object_add_notes"]
+    action_keyword: Literal["object_add_notes"]
+    extra_data: ExtraData
+
+
+class ObjectAddTeamMember(_Envelope):
+    """Collaborators were added."""
+
+    event_type: Literal["object_add_team_member"]
+    action_keyword: Literal["object_add_team_member"]
+    extra_data: MembersExtra
+
+
+class ObjectRemoveTeamMember(_Envelope):
+    """Collaborators were removed."""
+
+    event_type: Literal["object_remove_team_member"]
+    action_keyword: Literal["object_remove_team_member"]
+    extra_data: MembersExtra
+
+
+class ObjectChangeLeadPool(_Envelope):
+    """The lead pool changed."""
+
+    event_type: Literal["object_change_lead_pool"]
+    action_keyword: Literal["object_change_lead_pool"]
+    extra_data: LeadPoolExtra
+
+
+class ObjectRestore(_Envelope):
+    """A voided lead was restored."""
+
+    event_type: Literal["object_restore"]
+    action_keyword: Literal["object_restore"]
+    extra_data: ExtraData
+
+
+class ObjectRelation(_Envelope):
+    """The lead was associated with another object."""
+
+    event_type: Literal["object_relation"]
+    action_keyword: Literal["object_relation"]
+    extra_data: RelationExtra
+
+
+class ObjectSourceInfo(_Envelope):
+    """Source information (source, channel, utm_*) changed."""
+
+    event_type: Literal["object_source_info"]
+    action_keyword: Literal["object_source_info"]
+    extra_data: ExtraData
+
+
+EVENT_MODELS: dict[str, type[_Envelope]] = {
+    "object_create": ObjectCreate,
+    "object_update": ObjectUpdate,
+    "object_update_status": ObjectUpdateStatus,
+    "object_voids": ObjectVoids,
+    "object_change_owner": ObjectChangeOwner,
+    "object_update_life_cycle": ObjectUpdateLifeCycle,
+    "object_add_notes": ObjectAddNotes,
+    "object_add_team_member": ObjectAddTeamMember,
+    "object_remove_team_member": ObjectRemoveTeamMember,
+    "object_change_lead_pool": ObjectChangeLeadPool,
+    "object_restore": ObjectRestore,
+    "object_relation": ObjectRelation,
+    "object_source_info": ObjectSourceInfo,
+}
+
+LeadEvent = Annotated[
+    ObjectCreate
+    | ObjectUpdate
+    | ObjectUpdateStatus
+    | ObjectVoids
+    | ObjectChangeOwner
+    | ObjectUpdateLifeCycle
+    | ObjectAddNotes
+    | ObjectAddTeamMember
+    | ObjectRemoveTeamMember
+    | ObjectChangeLeadPool
+    | ObjectRestore
+    | ObjectRelation
+    | ObjectSourceInfo,
+    Field(discriminator="event_type"),
+]
+LEAD_EVENT_ADAPTER: TypeAdapter[LeadEvent] = TypeAdapter(LeadEvent)
+
+
+def parse_event(data: Any) -> LeadEvent:
+    """Validate a decoded event (dict) into the model of its `event_type`."""
+    return LEAD_EVENT_ADAPTER.validate_python(data)
+
+
+def parse_event_json(raw: bytes | str) -> LeadEvent:
+    """Validate an event's JSON text into the model of its `event_type`."""
+    return LEAD_EVENT_ADAPTER.validate_json(raw)
+
+
+def json_schema(event_type: str) -> dict[str, Any]:
+    """Return the JSON Schema of one event type (Draft 2020-12)."""
+    schema = EVENT_MODELS[event_type].model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://leadhook.dev/schemas/{event_type}.json"
+    return schema

@@ -1,0 +1,116 @@
+"""The Lead aggregate: its state, and a uniform view of every field code on it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+# Field codes that live in their own attribute of Lead rather than in `fields` / `source`.
+ATTRIBUTE_FIELDS = ("business_type", "owner", "lead_pool", "life_status", "leads_status")
+
+
+@dataclass(frozen=True)
+class Relation:
+    """An association of the lead with an object of another kind."""
+
+    target_object_name: str
+    target_entity_id: str
+    target_object_id: str
+
+
+@dataclass(frozen=True)
+class Lead:
+    """A lead as it is after its latest event (`version` = that event's entity_version)."""
+
+    id: str
+    mid: str
+    version: int
+    business_type: str
+    owner: str | None
+    lead_pool: str
+    life_status: str
+    leads_status: str | None = None
+    voided: bool = False
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, Any] = field(default_factory=dict)
+    team_members: tuple[str, ...] = ()
+    relations: tuple[Relation, ...] = ()
+    lead_omni_user_uuid: str = ""
+    created_at: int = 0
+    updated_at: int = 0
+
+    def value(self, code: str) -> Any:
+        """Return the value of field `code` (None when empty); codes are unique across groups."""
+        if code in ATTRIBUTE_FIELDS:
+            return getattr(self, code)
+        found = self.fields.get(code)
+        return self.source.get(code) if found is None else found
+
+    def with_values(
+        self, changes: Mapping[str, Any], source_codes: frozenset[str] = frozenset()
+    ) -> Lead:
+        """Return the lead with field values set; None removes a field."""
+        attrs: dict[str, Any] = {}
+        fields = dict(self.fields)
+        source = dict(self.source)
+        for code, value in changes.items():
+            if code in ATTRIBUTE_FIELDS:
+                attrs[code] = value
+                continue
+            target = source if code in source_codes else fields
+            if value is None:
+                target.pop(code, None)
+            else:
+                target[code] = value
+        return replace(self, fields=fields, source=source, **attrs)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the lead object of the API (and of the store)."""
+        return {
+            "id": self.id,
+            "mid": self.mid,
+            "version": self.version,
+            "business_type": self.business_type,
+            "owner": self.owner,
+            "lead_pool": self.lead_pool,
+            "life_status": self.life_status,
+            "leads_status": self.leads_status,
+            "voided": self.voided,
+            "fields": dict(self.fields),
+            "source": dict(self.source),
+            "team_members": list(self.team_members),
+            "relations": [
+                {
+                    "target_object_name": r.target_object_name,
+                    "target_entity_id": r.target_entity_id,
+                    "target_object_id": r.target_object_id,
+                }
+                for r in self.relations
+            ],
+            "lead_omni_user_uuid": self.lead_omni_user_uuid,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Lead:
+        """Rebuild a lead from `to_json`'s output."""
+        return cls(
+            id=data["id"],
+            mid=data["mid"],
+            version=data["version"],
+            business_type=data["business_type"],
+            owner=data["owner"],
+            lead_pool=data["lead_pool"],
+            life_status=data["life_status"],
+            leads_status=data["leads_status"],
+            voided=data["voided"],
+            fields=dict(data["fields"]),
+            source=dict(data["source"]),
+            team_members=tuple(data["team_members"]),
+            relations=tuple(Relation(**r) for r in data["relations"]),
+            lead_omni_user_uuid=data["lead_omni_user_uuid"],
+            created_at=data["created_at"],
+            updated_at=data["updated_at"],
+        )

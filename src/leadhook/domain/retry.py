@@ -1,0 +1,194 @@
+"""Decide what happens after a webhook delivery attempt: delivered, retry, dead or disable.
+
+Pure: the clock (``now``) and the random source (``rand``) are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+DecisionKind = Literal["delivered", "retry", "dead", "disable"]
+
+DEFAULT_DISABLE_AFTER: float = 5 * 86400.0
+"""Seconds of continuous failure after which an endpoint is auto-disabled."""
+
+MIN_JITTERED_WAIT: float = 0.1
+"""Jitter never shortens a wait below ``min(base, MIN_JITTERED_WAIT)`` seconds."""
+
+_DEFAULT_SCHEDULE: tuple[float, ...] = (
+    5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 86400,
+)  # fmt: skip
+_PLAIN_DECIMAL = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_DELTA_SECONDS = re.compile(r"\d+")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Hold the retry schedule: ``schedule[i]`` is the base wait before retry ``i + 1``."""
+
+    schedule: tuple[float, ...]
+    jitter: bool = True
+    max_retry_after: float = 86400.0
+
+    def __post_init__(self) -> None:
+        for i, value in enumerate(self.schedule, start=1):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"retry schedule entry {i} must be finite and >= 0, got {value!r}")
+        if not math.isfinite(self.max_retry_after) or self.max_retry_after < 0:
+            raise ValueError(
+                f"max_retry_after must be finite and >= 0, got {self.max_retry_after!r}"
+            )
+
+    @property
+    def max_retries(self) -> int:
+        """Return how many retries follow the first attempt."""
+        return len(self.schedule)
+
+    @classmethod
+    def default(cls) -> RetryPolicy:
+        """Return the default policy: 12 jittered retries whose base waits sum to about 3 days."""
+        return cls(schedule=_DEFAULT_SCHEDULE)
+
+    @classmethod
+    def from_env_value(cls, text: str) -> RetryPolicy:
+        """Parse ``LEADHOOK_RETRY_SCHEDULE``: comma-separated seconds, e.g. ``"1,2,4"``.
+
+        An empty (or blank) string means no retries. Jitter stays on.
+
+        Raises:
+            ValueError: an entry is empty, not a plain decimal number, negative or not finite.
+        """
+        if not text.strip():
+            return cls(schedule=())
+        values: list[float] = []
+        for i, raw in enumerate(text.split(","), start=1):
+            item = raw.strip()
+            where = f"LEADHOOK_RETRY_SCHEDULE entry {i} ({raw!r})"
+            if not item:
+                raise ValueError(f"{where} is empty; expected comma-separated seconds like '1,2,4'")
+            try:
+                value = float(item)
+            except ValueError:
+                raise ValueError(f"{where} is not a number of seconds") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{where} must be finite")
+            if value < 0:
+                raise ValueError(f"{where} must not be negative")
+            if not _PLAIN_DECIMAL.fullmatch(item):
+                raise ValueError(f"{where} must be plain decimal seconds like '30' or '0.5'")
+            values.append(value)
+        return cls(schedule=tuple(values))
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """Describe one delivery attempt; ``status_code`` is None when no HTTP response came back."""
+
+    status_code: int | None
+    retry_after: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """State the outcome of an attempt; ``next_attempt_at`` (unix seconds) is set only for retry."""
+
+    kind: DecisionKind
+    next_attempt_at: float | None
+    reason: str
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Return the delay a ``Retry-After`` header asks for, or None if absent or unparsable.
+
+    Accepts delta-seconds (digits only, RFC 9110) or an HTTP-date; a date in the past
+    gives 0.0. A date without a zone is taken as UTC.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def jittered_wait(policy: RetryPolicy, base: float, rand: Callable[[], float]) -> float:
+    """Return the wait for a schedule entry: full jitter ``uniform(0, base)`` with a small floor.
+
+    The result is always within ``[min(base, MIN_JITTERED_WAIT), base]``; ``rand`` is
+    expected in ``[0, 1)`` and is clamped to ``[0, 1]``.
+    """
+    if not policy.jitter:
+        return base
+    r = min(1.0, max(0.0, rand()))
+    return max(r * base, min(base, MIN_JITTERED_WAIT))
+
+
+def decide(
+    policy: RetryPolicy,
+    result: AttemptResult,
+    attempt_number: int,
+    now: float,
+    rand: Callable[[], float],
+) -> Decision:
+    """Decide the fate of attempt ``attempt_number`` (1 = first attempt).
+
+    2xx delivers; 410 disables the subscription (this delivery is then dead); 429/503
+    with a valid Retry-After retry after that delay, clamped to ``[0, max_retry_after]``
+    and without jitter; anything else, or an unparsable Retry-After, follows the
+    schedule. Once the schedule is exhausted the delivery is dead.
+    """
+    if attempt_number < 1:
+        raise ValueError(f"attempt_number must be >= 1, got {attempt_number}")
+    status = result.status_code
+    if status is not None and 200 <= status <= 299:
+        return Decision("delivered", None, f"HTTP {status}")
+    if status == 410:
+        return Decision(
+            "disable", None, "HTTP 410 Gone: subscription disabled; this delivery is dead"
+        )
+
+    what = _describe_failure(result)
+    if attempt_number > policy.max_retries:
+        return Decision("dead", None, f"{what}; retries exhausted after {attempt_number} attempts")
+    if status in (429, 503):
+        delay = retry_after_seconds(result.retry_after, now)
+        if delay is not None:
+            delay = min(max(delay, 0.0), policy.max_retry_after)
+            return Decision("retry", now + delay, f"{what}; Retry-After {delay:g}s")
+    base = policy.schedule[attempt_number - 1]
+    wait = jittered_wait(policy, base, rand)
+    return Decision("retry", now + wait, f"{what}; retry {attempt_number} in {wait:g}s")
+
+
+def should_auto_disable(
+    first_failure_at: float | None, now: float, disable_after: float = DEFAULT_DISABLE_AFTER
+) -> bool:
+    """Return True when an endpoint has failed without success for ``disable_after`` seconds.
+
+    ``first_failure_at`` is the start of the current failure streak, None if it is not failing.
+    """
+    if first_failure_at is None:
+        return False
+    return now - first_failure_at >= disable_after
+
+
+def _describe_failure(result: AttemptResult) -> str:
+    if result.status_code is None:
+        return f"no response: {result.error}" if result.error else "no response"
+    text = f"HTTP {result.status_code}"
+    return f"{text}: {result.error}" if result.error else text

@@ -1,0 +1,137 @@
+"""Field values: validate what a request sends, and describe what a behaviour changed."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from leadhook.domain.catalog import Catalog, FieldDef, FieldGroup
+from leadhook.domain.errors import ValidationError
+from leadhook.domain.lead import Lead
+
+MAX_TEXT = 10_000
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def local_timestamp(unix_seconds: int, timezone: str) -> str:
+    """Format an instant as `YYYY-MM-DD HH:MM:SS` in the tenant's time zone."""
+    return datetime.fromtimestamp(unix_seconds, ZoneInfo(timezone)).strftime(TIME_FORMAT)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Compare two field values by value and type (1, 1.0 and True all differ)."""
+    return type(a) is type(b) and a == b
+
+
+def coerce(catalog: Catalog, fdef: FieldDef, value: Any, loc: tuple[str | int, ...]) -> Any:
+    """Validate one value for field `fdef`; return it normalised (empty becomes None)."""
+    if value is None or value == "":
+        return None
+    if fdef.type == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError.at(loc, "must be a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError.at(loc, "must be a finite number")
+        return value
+    if fdef.type == "image" and isinstance(value, list):
+        if not all(isinstance(u, str) for u in value):
+            raise ValidationError.at(loc, "must be a list of image URLs")
+        return json.dumps(value, ensure_ascii=False) if value else None
+    if not isinstance(value, str):
+        raise ValidationError.at(loc, f"must be a string ({fdef.type} field)")
+    if len(value) > MAX_TEXT:
+        raise ValidationError.at(loc, f"must be at most {MAX_TEXT} characters")
+    if fdef.type == "date":
+        _check_time(value, "%Y-%m-%d", loc)
+    elif fdef.type == "datetime":
+        _check_time(value, TIME_FORMAT, loc)
+    elif fdef.type == "image":
+        _check_image(value, loc)
+    elif fdef.type == "option" and value not in fdef.options:
+        raise ValidationError.at(loc, f"unknown option {value!r}")
+    elif fdef.type == "reference" and fdef.ref and not catalog.reference_exists(fdef.ref, value):
+        raise ValidationError.at(loc, f"unknown {fdef.ref} id {value!r}")
+    return value
+
+
+def _check_time(value: str, fmt: str, loc: tuple[str | int, ...]) -> None:
+    try:
+        datetime.strptime(value, fmt)
+    except ValueError as exc:
+        raise ValidationError.at(loc, f"must be a time formatted {fmt}") from exc
+
+
+def _check_image(value: str, loc: tuple[str | int, ...]) -> None:
+    try:
+        urls = json.loads(value)
+    except ValueError as exc:
+        raise ValidationError.at(loc, "must be a JSON-encoded list of URLs") from exc
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ValidationError.at(loc, "must be a JSON-encoded list of URLs")
+
+
+_OWNING_BEHAVIOUR = {
+    "owner": "POST /v1/leads/{id}/owner",
+    "leads_status": "POST /v1/leads/{id}/status",
+    "lead_pool": "POST /v1/leads/{id}/lead-pool",
+    "life_status": "POST /v1/leads/{id}/life-cycle",
+}
+
+
+def parse_fields(
+    catalog: Catalog,
+    fields: Any,
+    groups: tuple[FieldGroup, ...],
+    loc: tuple[str | int, ...] = ("body", "fields"),
+) -> dict[str, Any]:
+    """Validate a `fields` object whose codes must all belong to one of `groups`."""
+    if not isinstance(fields, Mapping):
+        raise ValidationError.at(loc, "must be an object of field code to value")
+    out: dict[str, Any] = {}
+    for code, value in fields.items():
+        fdef = catalog.field_def(code)
+        if fdef is None:
+            raise ValidationError.at((*loc, code), "unknown field code")
+        if fdef.group not in groups:
+            raise ValidationError.at((*loc, code), _wrong_behaviour(fdef))
+        out[code] = coerce(catalog, fdef, value, (*loc, code))
+    return out
+
+
+def _wrong_behaviour(fdef: FieldDef) -> str:
+    if fdef.group == "source":
+        return "is a source field: change it with PATCH /v1/leads/{id}/source"
+    if fdef.code in _OWNING_BEHAVIOUR:
+        return f"has its own behaviour: {_OWNING_BEHAVIOUR[fdef.code]}"
+    if fdef.group == "system":
+        return "is set by the lifecycle behaviour, not directly"
+    return "is an ordinary field: change it with PATCH /v1/leads/{id}"
+
+
+def diff(
+    catalog: Catalog, before: Lead, after: Lead, codes: Iterable[str]
+) -> tuple[dict[str, list[Any]], dict[str, list[str]]]:
+    """Return `mapping_data` and `mapping_data_text` of the codes whose value changed."""
+    data: dict[str, list[Any]] = {}
+    text: dict[str, list[str]] = {}
+    for code in sorted(set(codes), key=catalog.field_order):
+        old, new = before.value(code), after.value(code)
+        if not same(old, new):
+            data[code] = [old, new]
+            text[code] = [catalog.display(code, old), catalog.display(code, new)]
+    return data, text
+
+
+def change_mapping(
+    catalog: Catalog, code: str, old: str | None, new: str | None
+) -> dict[str, dict[str, Any]]:
+    """Return the `entity_change_mapping` of one reference field."""
+
+    def side(value: str | None) -> dict[str, str] | None:
+        return None if value is None else {"value": value, "text": catalog.display(code, value)}
+
+    return {code: {"before": side(old), "after": side(new)}}

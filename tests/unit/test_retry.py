@@ -1,0 +1,276 @@
+"""Unit tests for the pure retry decision."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from leadhook.domain.retry import (
+    DEFAULT_DISABLE_AFTER,
+    AttemptResult,
+    Decision,
+    RetryPolicy,
+    decide,
+    retry_after_seconds,
+    should_auto_disable,
+)
+
+NOW = 1_700_000_000.0
+POLICY = RetryPolicy(schedule=(10.0, 20.0, 40.0), jitter=False, max_retry_after=3600.0)
+JITTERY = RetryPolicy(schedule=(10.0, 20.0, 40.0), jitter=True, max_retry_after=3600.0)
+
+
+def http_date(offset: float) -> str:
+    return format_datetime(datetime.fromtimestamp(NOW + offset, tz=UTC), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("policy", "result", "attempt", "rand", "kind", "at"),
+    [
+        # 2xx
+        (POLICY, AttemptResult(200, None, None), 1, 0.5, "delivered", None),
+        (POLICY, AttemptResult(204, "30", None), 4, 0.5, "delivered", None),
+        (POLICY, AttemptResult(299, None, None), 2, 0.5, "delivered", None),
+        # 410 disables regardless of remaining retries
+        (POLICY, AttemptResult(410, None, None), 1, 0.5, "disable", None),
+        (POLICY, AttemptResult(410, "30", None), 4, 0.5, "disable", None),
+        # 429 / 503 with a valid Retry-After
+        (POLICY, AttemptResult(429, "30", None), 1, 0.5, "retry", NOW + 30),
+        (POLICY, AttemptResult(503, " 0 ", None), 3, 0.5, "retry", NOW),
+        (JITTERY, AttemptResult(503, "30", None), 1, 0.0, "retry", NOW + 30),  # no jitter
+        (POLICY, AttemptResult(429, http_date(120), None), 2, 0.5, "retry", NOW + 120),
+        (POLICY, AttemptResult(429, http_date(-120), None), 2, 0.5, "retry", NOW),  # past
+        (POLICY, AttemptResult(429, "999999", None), 1, 0.5, "retry", NOW + 3600),  # clamped
+        (POLICY, AttemptResult(429, "9" * 500, None), 1, 0.5, "retry", NOW + 3600),  # huge
+        (POLICY, AttemptResult(429, http_date(10**6), None), 1, 0.5, "retry", NOW + 3600),
+        # ... but only while retries remain
+        (POLICY, AttemptResult(429, "30", None), 4, 0.5, "dead", None),
+        (POLICY, AttemptResult(503, http_date(60), None), 4, 0.5, "dead", None),
+        # unparsable / absent Retry-After falls back to the schedule
+        (POLICY, AttemptResult(429, "soon", None), 1, 0.5, "retry", NOW + 10),
+        (POLICY, AttemptResult(503, "-5", None), 2, 0.5, "retry", NOW + 20),
+        (POLICY, AttemptResult(503, "1.5", None), 2, 0.5, "retry", NOW + 20),
+        (POLICY, AttemptResult(503, "", None), 3, 0.5, "retry", NOW + 40),
+        (POLICY, AttemptResult(429, None, None), 3, 0.5, "retry", NOW + 40),
+        # Retry-After is ignored on other statuses
+        (POLICY, AttemptResult(500, "5", None), 1, 0.5, "retry", NOW + 10),
+        # other failures follow the schedule
+        (POLICY, AttemptResult(500, None, None), 1, 0.5, "retry", NOW + 10),
+        (POLICY, AttemptResult(404, None, None), 2, 0.5, "retry", NOW + 20),
+        (POLICY, AttemptResult(301, None, None), 3, 0.5, "retry", NOW + 40),
+        (POLICY, AttemptResult(None, None, "timeout"), 1, 0.5, "retry", NOW + 10),
+        (POLICY, AttemptResult(None, None, None), 3, 0.5, "retry", NOW + 40),
+        (POLICY, AttemptResult(500, None, None), 4, 0.5, "dead", None),
+        (POLICY, AttemptResult(None, None, "refused"), 9, 0.5, "dead", None),
+        # full jitter: uniform(0, base), floor min(base, 0.1)
+        (JITTERY, AttemptResult(500, None, None), 1, 0.5, "retry", NOW + 5),
+        (JITTERY, AttemptResult(500, None, None), 2, 0.25, "retry", NOW + 5),
+        (JITTERY, AttemptResult(500, None, None), 3, 1.0, "retry", NOW + 40),
+        (JITTERY, AttemptResult(500, None, None), 1, 0.0, "retry", NOW + 0.1),
+        (JITTERY, AttemptResult(500, None, None), 1, -3.0, "retry", NOW + 0.1),  # clamped rand
+        (JITTERY, AttemptResult(500, None, None), 1, 7.0, "retry", NOW + 10),  # clamped rand
+        (RetryPolicy((0.05,)), AttemptResult(500, None, None), 1, 0.0, "retry", NOW + 0.05),
+        (RetryPolicy((0.0,)), AttemptResult(500, None, None), 1, 0.7, "retry", NOW),
+        # no retries configured
+        (RetryPolicy(()), AttemptResult(500, None, None), 1, 0.5, "dead", None),
+        (RetryPolicy(()), AttemptResult(429, "30", None), 1, 0.5, "dead", None),
+        (RetryPolicy(()), AttemptResult(200, None, None), 1, 0.5, "delivered", None),
+    ],
+)
+def test_decide(
+    policy: RetryPolicy,
+    result: AttemptResult,
+    attempt: int,
+    rand: float,
+    kind: str,
+    at: float | None,
+) -> None:
+    decision = decide(policy, result, attempt, NOW, lambda: rand)
+    assert decision.kind == kind
+    if at is None:
+        assert decision.next_attempt_at is None
+    else:
+        assert decision.next_attempt_at == pytest.approx(at)
+    assert decision.reason
+
+
+@pytest.mark.parametrize(
+    ("result", "attempt", "fragments"),
+    [
+        (AttemptResult(200, None, None), 1, ["200"]),
+        (AttemptResult(410, None, None), 1, ["410", "disabled", "dead"]),
+        (AttemptResult(None, None, "timed out"), 1, ["no response", "timed out"]),
+        (AttemptResult(500, None, "boom"), 4, ["500", "boom", "exhausted"]),
+        (AttemptResult(429, "30", None), 1, ["429", "Retry-After"]),
+    ],
+)
+def test_reason_explains(result: AttemptResult, attempt: int, fragments: list[str]) -> None:
+    reason = decide(POLICY, result, attempt, NOW, lambda: 0.5).reason
+    for fragment in fragments:
+        assert fragment in reason
+
+
+@pytest.mark.parametrize("attempt", [0, -1])
+def test_decide_rejects_bad_attempt_number(attempt: int) -> None:
+    with pytest.raises(ValueError, match="attempt_number"):
+        decide(POLICY, AttemptResult(500, None, None), attempt, NOW, lambda: 0.5)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("0", 0.0),
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("-1", None),
+        ("+1", None),
+        ("1.5", None),
+        ("1e3", None),
+        ("soon", None),
+        ("Mon, 99 Foo 2024 00:00:00 GMT", None),
+        (http_date(90), 90.0),
+        (http_date(-90), 0.0),
+        ("Tue, 14 Nov 2023 22:14:20 -0000", 60.0),  # no zone (-0000) is taken as UTC
+    ],
+)
+def test_retry_after_seconds(value: str | None, expected: float | None) -> None:
+    got = retry_after_seconds(value, NOW)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected)
+
+
+def test_default_schedule_sums_to_about_three_days() -> None:
+    policy = RetryPolicy.default()
+    assert policy.jitter is True
+    assert policy.max_retries == len(policy.schedule) > 0
+    assert list(policy.schedule) == sorted(policy.schedule)
+    assert 0.9 * 3 * 86400 <= sum(policy.schedule) <= 1.1 * 3 * 86400
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1,2,4", (1.0, 2.0, 4.0)),
+        (" 0.5 , 1.5 ", (0.5, 1.5)),
+        ("", ()),
+        ("   ", ()),
+        ("0", (0.0,)),
+        ("30.", (30.0,)),
+        (".25", (0.25,)),
+    ],
+)
+def test_from_env_value_accepts(text: str, expected: tuple[float, ...]) -> None:
+    policy = RetryPolicy.from_env_value(text)
+    assert policy.schedule == expected
+    assert policy.jitter is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-1", "negative"),
+        ("1,-0.5", "entry 2.*negative"),
+        ("a", "not a number"),
+        ("1,,2", "entry 2.*empty"),
+        ("1,2,", "entry 3.*empty"),
+        ("nan", "finite"),
+        ("inf", "finite"),
+        ("1,-inf", "finite"),
+        ("1e3", "plain decimal"),
+        ("1_000", "plain decimal"),
+        ("+1", "plain decimal"),
+    ],
+)
+def test_from_env_value_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy.from_env_value(text)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"schedule": (1.0, -1.0)},
+        {"schedule": (math.nan,)},
+        {"schedule": (math.inf,)},
+        {"schedule": (), "max_retry_after": -1.0},
+        {"schedule": (), "max_retry_after": math.inf},
+    ],
+)
+def test_policy_rejects_invalid_values(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("first_failure_at", "now", "disable_after", "expected"),
+    [
+        (None, NOW, DEFAULT_DISABLE_AFTER, False),
+        (NOW, NOW, DEFAULT_DISABLE_AFTER, False),
+        (NOW - DEFAULT_DISABLE_AFTER + 1, NOW, DEFAULT_DISABLE_AFTER, False),
+        (NOW - DEFAULT_DISABLE_AFTER, NOW, DEFAULT_DISABLE_AFTER, True),
+        (NOW - 10 * 86400, NOW, DEFAULT_DISABLE_AFTER, True),
+        (NOW - 60, NOW, 60.0, True),
+        (NOW - 59, NOW, 60.0, False),
+    ],
+)
+def test_should_auto_disable(
+    first_failure_at: float | None, now: float, disable_after: float, expected: bool
+) -> None:
+    assert should_auto_disable(first_failure_at, now, disable_after) is expected
+
+
+def test_default_disable_after_is_five_days() -> None:
+    assert DEFAULT_DISABLE_AFTER == 5 * 86400
+    assert should_auto_disable(NOW - 5 * 86400, NOW) is True
+    assert should_auto_disable(NOW - 4 * 86400, NOW) is False
+
+
+finite_seconds = st.floats(min_value=0, max_value=10 * 86400, allow_nan=False)
+
+
+@given(
+    schedule=st.lists(finite_seconds, min_size=1, max_size=15),
+    jitter=st.booleans(),
+    data=st.data(),
+    now=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    rand=st.floats(min_value=0, max_value=1, exclude_max=True),
+    status=st.one_of(st.none(), st.integers(min_value=100, max_value=599)),
+    retry_after=st.one_of(st.none(), st.text(max_size=12), st.integers(0, 10**7).map(str)),
+)
+def test_wait_is_bounded(
+    schedule: list[float],
+    jitter: bool,
+    data: st.DataObject,
+    now: float,
+    rand: float,
+    status: int | None,
+    retry_after: str | None,
+) -> None:
+    policy = RetryPolicy(tuple(schedule), jitter=jitter)
+    attempt = data.draw(st.integers(min_value=1, max_value=len(schedule) + 2))
+    decision = decide(policy, AttemptResult(status, retry_after, None), attempt, now, lambda: rand)
+    assert isinstance(decision, Decision)
+    if decision.kind != "retry":
+        assert decision.next_attempt_at is None
+        return
+    assert decision.next_attempt_at is not None
+    assert attempt <= len(schedule)
+    assert decision.next_attempt_at >= now
+    wait = decision.next_attempt_at - now
+    eps = 4 * math.ulp(decision.next_attempt_at)  # float rounding of now + wait
+    if status in (429, 503) and retry_after_seconds(retry_after, now) is not None:
+        assert 0 <= wait <= policy.max_retry_after + eps
+    else:
+        base = schedule[attempt - 1]
+        assert 0 <= wait <= base + eps
+        assert wait >= min(base, 0.1) - eps
