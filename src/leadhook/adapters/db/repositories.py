@@ -1,0 +1,319 @@
+"""SQL repositories over one connection; the unit of work owns the transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from leadhook.adapters.db import tables as t
+from leadhook.domain.catalog import Catalog
+from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
+from leadhook.domain.errors import BadRequestError, ConflictError
+from leadhook.domain.lead import Lead
+from leadhook.services import cursor as cursors
+from leadhook.services.ports import (
+    ApiKey,
+    LeadFilter,
+    NewEvent,
+    Page,
+    StoredEvent,
+    StoredResponse,
+    Tenant,
+)
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+class _Repo:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def _lock(self, stmt: Any, for_update: bool) -> Any:
+        # SQLite has no row locks; its write transactions are serialised as a whole instead.
+        if for_update and self.conn.dialect.name == "postgresql":
+            return stmt.with_for_update()
+        return stmt
+
+
+class SqlTenants(_Repo):
+    """Tenants, their catalogs and API keys."""
+
+    def get(self, mid: str, *, for_update: bool = False) -> Tenant | None:
+        stmt = self._lock(select(t.tenants).where(t.tenants.c.mid == mid), for_update)
+        row = self.conn.execute(stmt).mappings().first()
+        if row is None:
+            return None
+        return Tenant(row["mid"], catalog_from_json(json.loads(row["catalog"])), row["created_at"])
+
+    def add(self, tenant: Tenant) -> None:
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    insert(t.tenants).values(
+                        mid=tenant.mid,
+                        catalog=_dump(catalog_to_json(tenant.catalog)),
+                        created_at=tenant.created_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ConflictError(f"tenant {tenant.mid!r} already exists") from exc
+
+    def save_catalog(self, mid: str, catalog: Catalog) -> None:
+        self.conn.execute(
+            update(t.tenants)
+            .where(t.tenants.c.mid == mid)
+            .values(catalog=_dump(catalog_to_json(catalog)))
+        )
+
+    def add_key(self, key: ApiKey, key_hash: str) -> None:
+        self.conn.execute(
+            insert(t.api_keys).values(
+                id=key.id,
+                mid=key.mid,
+                key_hash=key_hash,
+                prefix=key.prefix,
+                created_at=key.created_at,
+                revoked_at=key.revoked_at,
+            )
+        )
+
+    @staticmethod
+    def _key(row: RowMapping) -> ApiKey:
+        return ApiKey(row["id"], row["mid"], row["prefix"], row["created_at"], row["revoked_at"])
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = (
+            self.conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash))
+            .mappings()
+            .first()
+        )
+        return None if row is None else self._key(row)
+
+    def get_key(self, mid: str, key_id: str) -> ApiKey | None:
+        row = (
+            self.conn.execute(
+                select(t.api_keys).where(t.api_keys.c.mid == mid, t.api_keys.c.id == key_id)
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else self._key(row)
+
+    def revoke_key(self, mid: str, key_id: str, at: float) -> None:
+        self.conn.execute(
+            update(t.api_keys)
+            .where(t.api_keys.c.mid == mid, t.api_keys.c.id == key_id)
+            .values(revoked_at=at)
+        )
+
+    def list_keys(self, mid: str) -> list[ApiKey]:
+        rows = self.conn.execute(
+            select(t.api_keys).where(t.api_keys.c.mid == mid).order_by(t.api_keys.c.created_at)
+        ).mappings()
+        return [self._key(r) for r in rows]
+
+
+def _lead_row(lead: Lead) -> dict[str, Any]:
+    return {
+        "id": lead.id,
+        "mid": lead.mid,
+        "version": lead.version,
+        "owner": lead.owner,
+        "lead_pool": lead.lead_pool,
+        "life_status": lead.life_status,
+        "voided": lead.voided,
+        "state": _dump(lead.to_json()),
+        "created_at": lead.created_at,
+        "updated_at": lead.updated_at,
+    }
+
+
+class SqlLeads(_Repo):
+    """Leads: one row each, the whole state as JSON beside the columns that filter."""
+
+    def get(self, mid: str, lead_id: str, *, for_update: bool = False) -> Lead | None:
+        stmt = select(t.leads.c.state).where(t.leads.c.id == lead_id, t.leads.c.mid == mid)
+        state = self.conn.execute(self._lock(stmt, for_update)).scalar()
+        return None if state is None else Lead.from_json(json.loads(state))
+
+    def add(self, lead: Lead) -> None:
+        self.conn.execute(insert(t.leads).values(**_lead_row(lead)))
+
+    def add_many(self, leads: Sequence[Lead]) -> None:
+        if leads:
+            self.conn.execute(insert(t.leads), [_lead_row(lead) for lead in leads])
+
+    def update(self, lead: Lead, expected_version: int) -> None:
+        row = _lead_row(lead)
+        del row["id"], row["mid"], row["created_at"]
+        result = self.conn.execute(
+            update(t.leads)
+            .where(t.leads.c.id == lead.id, t.leads.c.version == expected_version)
+            .values(**row)
+        )
+        if result.rowcount != 1:
+            raise ConflictError(f"lead {lead.id} changed concurrently; retry the request")
+
+    def page(self, mid: str, filters: LeadFilter, cursor: str | None, limit: int) -> Page[Lead]:
+        c = t.leads.c
+        conds = [c.mid == mid]
+        after = cursors.decode(cursor)
+        if after is not None:
+            conds.append(c.seq > after)
+        for column, value in (
+            (c.owner, filters.owner),
+            (c.lead_pool, filters.lead_pool),
+            (c.life_status, filters.life_status),
+            (c.voided, filters.voided),
+        ):
+            if value is not None:
+                conds.append(column == value)
+        rows = self.conn.execute(
+            select(c.seq, c.state).where(and_(*conds)).order_by(c.seq).limit(limit + 1)
+        ).all()
+        leads = [Lead.from_json(json.loads(r.state)) for r in rows[:limit]]
+        nxt = cursors.encode(rows[limit - 1].seq) if len(rows) > limit else None
+        return Page(leads, nxt)
+
+
+def _event(row: Any) -> StoredEvent:
+    return StoredEvent(
+        row.seq,
+        row.event_id,
+        row.mid,
+        row.entity_id,
+        row.entity_version,
+        row.event_type,
+        row.create_time,
+        row.is_follow_up,
+        row.payload,
+    )
+
+
+class SqlEvents(_Repo):
+    """The append-only event log; `seq` orders it."""
+
+    def append(self, events: Sequence[NewEvent]) -> list[int]:
+        seqs: list[int] = []
+        for ev in events:
+            try:
+                with self.conn.begin_nested():
+                    seq = self.conn.execute(
+                        insert(t.events)
+                        .values(
+                            event_id=ev.event_id,
+                            mid=ev.mid,
+                            entity_id=ev.entity_id,
+                            entity_version=ev.entity_version,
+                            event_type=ev.event_type,
+                            create_time=ev.create_time,
+                            is_follow_up=ev.is_follow_up,
+                            payload=ev.payload,
+                        )
+                        .returning(t.events.c.seq)
+                    ).scalar_one()
+            except IntegrityError as exc:
+                raise ConflictError(
+                    f"lead {ev.entity_id} already has version {ev.entity_version}; retry"
+                ) from exc
+            seqs.append(seq)
+        return seqs
+
+    def get(self, mid: str, event_id: str) -> StoredEvent | None:
+        row = self.conn.execute(
+            select(t.events).where(t.events.c.mid == mid, t.events.c.event_id == event_id)
+        ).first()
+        return None if row is None else _event(row)
+
+    def page(
+        self,
+        mid: str,
+        *,
+        after: str | None,
+        event_type: str | None,
+        entity_id: str | None,
+        limit: int,
+    ) -> Page[StoredEvent]:
+        c = t.events.c
+        conds = [c.mid == mid]
+        if after:
+            anchor = self.get(mid, after)
+            if anchor is None:
+                raise BadRequestError(f"after={after!r} names no event of this tenant")
+            conds.append(c.seq > anchor.seq)
+        if event_type:
+            conds.append(c.event_type == event_type)
+        if entity_id:
+            conds.append(c.entity_id == entity_id)
+        rows = self.conn.execute(
+            select(t.events).where(and_(*conds)).order_by(c.seq).limit(limit + 1)
+        ).all()
+        data = [_event(r) for r in rows[:limit]]
+        nxt = data[-1].event_id if len(rows) > limit else None
+        return Page(data, nxt)
+
+    def timeline(
+        self, mid: str, entity_id: str, *, is_follow_up: int | None, cursor: str | None, limit: int
+    ) -> Page[StoredEvent]:
+        c = t.events.c
+        conds = [c.mid == mid, c.entity_id == entity_id]
+        before = cursors.decode(cursor)
+        if before is not None:
+            conds.append(c.entity_version < before)
+        if is_follow_up is not None:
+            conds.append(c.is_follow_up == is_follow_up)
+        rows = self.conn.execute(
+            select(t.events).where(and_(*conds)).order_by(c.entity_version.desc()).limit(limit + 1)
+        ).all()
+        data = [_event(r) for r in rows[:limit]]
+        nxt = cursors.encode(data[-1].entity_version) if len(rows) > limit else None
+        return Page(data, nxt)
+
+    def for_entity(self, mid: str, entity_id: str) -> list[StoredEvent]:
+        c = t.events.c
+        rows = self.conn.execute(
+            select(t.events)
+            .where(c.mid == mid, c.entity_id == entity_id)
+            .order_by(c.entity_version)
+        ).all()
+        return [_event(r) for r in rows]
+
+
+class SqlIdempotency(_Repo):
+    """Stored first responses of requests with an Idempotency-Key."""
+
+    def get(self, mid: str, key: str) -> StoredResponse | None:
+        c = t.idempotency_keys.c
+        row = self.conn.execute(
+            select(c.fingerprint, c.status_code, c.body).where(c.mid == mid, c.key == key)
+        ).first()
+        return None if row is None else StoredResponse(row.fingerprint, row.status_code, row.body)
+
+    def put(self, mid: str, key: str, response: StoredResponse, at: float) -> None:
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    insert(t.idempotency_keys).values(
+                        mid=mid,
+                        key=key,
+                        fingerprint=response.fingerprint,
+                        status_code=response.status_code,
+                        body=response.body,
+                        created_at=at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ConflictError("a request with this Idempotency-Key is in progress") from exc
+
+    def purge_before(self, at: float) -> int:
+        """Forget keys older than `at`."""
+        result = self.conn.execute(
+            delete(t.idempotency_keys).where(t.idempotency_keys.c.created_at < at)
+        )
+        return int(result.rowcount)

@@ -1,0 +1,165 @@
+"""The SQL schema, shared by SQLite and PostgreSQL (migrations mirror it)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+# SQLite only gives AUTOINCREMENT-style rowids to INTEGER PRIMARY KEY; BigInteger there is not.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("mid", String(64), primary_key=True),
+    Column("catalog", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("mid", String(64), ForeignKey("tenants.mid"), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("mid", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("owner", String(64)),
+    Column("lead_pool", String(64)),
+    Column("life_status", String(64)),
+    Column("voided", Boolean, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_leads_mid_seq", "mid", "seq"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(32), nullable=False, unique=True),
+    Column("mid", String(64), nullable=False),
+    Column("entity_id", String(32), nullable=False),
+    Column("entity_version", Integer, nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("is_follow_up", Integer, nullable=False),
+    Column("payload", Text, nullable=False),
+    UniqueConstraint("entity_id", "entity_version", name="uq_events_entity_version"),
+    Index("ix_events_mid_seq", "mid", "seq"),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("mid", String(64), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("event_types", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", Text),
+    Column("secret", String(128), nullable=False),
+    Column("previous_secret", String(128)),
+    Column("previous_secret_expires_at", Float),
+    Column("max_in_flight", Integer, nullable=False),
+    Column("rate_limit_per_s", Float),
+    Column("first_failure_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("deleted_at", Float),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("mid", String(64), nullable=False),
+    Column("subscription_id", String(32), nullable=False),
+    Column("event_seq", BigInteger, nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("entity_id", String(32), nullable=False),
+    Column("entity_version", Integer, nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt_count", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float),
+    Column("locked_until", Float),
+    Column("locked_by", String(64)),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_deliveries_subscription_seq", "subscription_id", "seq"),
+    # The claim reads only due, unfinished rows: this partial index stays small as history grows.
+    Index(
+        "ix_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=text("status IN ('pending', 'failed')"),
+        sqlite_where=text("status IN ('pending', 'failed')"),
+    ),
+    # Per-lead order: is there an earlier unfinished delivery of this lead to this subscription?
+    Index(
+        "ix_deliveries_lead_order",
+        "subscription_id",
+        "entity_id",
+        "entity_version",
+        postgresql_where=text("status IN ('pending', 'failed')"),
+        sqlite_where=text("status IN ('pending', 'failed')"),
+    ),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("delivery_seq", BigInteger, nullable=False, index=True),
+    Column("attempted_at", Float, nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Float, nullable=False),
+    Column("error", Text),
+    Column("response_body", Text, nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("mid", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

@@ -1,0 +1,83 @@
+"""The SQL unit of work: one connection, one transaction, every repository on it."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Connection, Engine
+
+from leadhook.adapters.db.engine import WriteGate
+from leadhook.adapters.db.outbox import SqlDeliveries, SqlSubscriptions
+from leadhook.adapters.db.repositories import SqlEvents, SqlIdempotency, SqlLeads, SqlTenants
+
+
+class SqlUnitOfWork:
+    """Open a transaction on enter; commit only when asked, roll back otherwise."""
+
+    tenants: SqlTenants
+    leads: SqlLeads
+    events: SqlEvents
+    subscriptions: SqlSubscriptions
+    deliveries: SqlDeliveries
+    idempotency: SqlIdempotency
+
+    def __init__(self, engine: Engine, gate: WriteGate, *, readonly: bool = False) -> None:
+        self._engine = engine
+        self._gate = gate
+        self._readonly = readonly
+        self._held: AbstractContextManager[Any] | None = None
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Self:
+        if not self._readonly:
+            self._held = self._gate.hold()
+            self._held.__enter__()
+        try:
+            conn = self._engine.connect()
+            if self._readonly:
+                conn = conn.execution_options(leadhook_readonly=True)
+            conn.begin()
+        except BaseException:
+            self._release()
+            raise
+        self._conn = conn
+        self.tenants = SqlTenants(conn)
+        self.leads = SqlLeads(conn)
+        self.events = SqlEvents(conn)
+        self.subscriptions = SqlSubscriptions(conn)
+        self.deliveries = SqlDeliveries(conn)
+        self.idempotency = SqlIdempotency(conn)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._conn is not None:
+                if self._conn.in_transaction():
+                    self._conn.rollback()
+                self._conn.close()
+        finally:
+            self._conn = None
+            self._release()
+
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held.__exit__(None, None, None)
+            self._held = None
+
+    def commit(self) -> None:
+        """Commit everything written in this unit of work."""
+        assert self._conn is not None, "commit outside the unit of work"
+        self._conn.commit()
+
+    @property
+    def connection(self) -> Connection:
+        """The connection of this unit of work (for adapter-level queries)."""
+        assert self._conn is not None
+        return self._conn

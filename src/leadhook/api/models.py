@@ -1,0 +1,195 @@
+"""Request bodies and documented response shapes of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from leadhook.domain.events import LeadEvent
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class OperatorIn(_In):
+    """Who performs the behaviour; omitted means the system (operator_type 0)."""
+
+    operator_type: Literal[0, 1, 2] = 0
+    operator_id: int = Field(0, ge=0)
+    omni_user_uuid: str = ""
+    login_platform: str = ""
+    login_source_value: str = ""
+    login_source_type: str = ""
+    login_environment: Literal["", "pc", "mobile"] = ""
+    login_source_name: str = ""
+
+
+class Mutating(_In):
+    """Every mutating call may name its operator."""
+
+    operator: OperatorIn | None = None
+
+
+class CreateLeadIn(Mutating):
+    """Create a lead: ordinary and source fields, plus where it starts."""
+
+    fields: dict[str, Any] = Field(default_factory=dict)
+    business_type: str | None = None
+    owner: str | None = None
+    lead_pool: str | None = None
+    lead_omni_user_uuid: str | None = None
+
+
+class BatchItemIn(_In):
+    """One lead of a batch create."""
+
+    fields: dict[str, Any] = Field(default_factory=dict)
+    business_type: str | None = None
+    owner: str | None = None
+    lead_pool: str | None = None
+    lead_omni_user_uuid: str | None = None
+
+
+class BatchCreateIn(Mutating):
+    """Create up to 1,000 leads at once; all or none are created."""
+
+    leads: list[BatchItemIn] = Field(min_length=1, max_length=1000)
+
+
+class FieldsIn(Mutating):
+    """Field code → new value (null or "" clears a field)."""
+
+    fields: dict[str, Any]
+
+
+class StatusIn(Mutating):
+    """The new lead status id, or null to clear it."""
+
+    leads_status: str | None
+
+
+class OwnerIn(Mutating):
+    """The new owner (member id, or null in scenes 4 and 5) and the scene of the change."""
+
+    owner: str | None
+    scene_type: int = Field(ge=1, le=6)
+    notes: str | None = None
+    lead_pool: str | None = Field(
+        None, description="scenes 4 and 5 only: also move the lead to this pool"
+    )
+
+
+class LifeCycleIn(Mutating):
+    """The lifecycle stage to enter."""
+
+    life_status: str
+
+
+class LeadPoolIn(Mutating):
+    """The lead pool to move to."""
+
+    lead_pool: str
+
+
+class NotesIn(Mutating):
+    """A note, or a follow-up record when `is_follow_up` is true."""
+
+    notes: str
+    is_follow_up: bool | Literal[0, 1] = False
+
+
+class TeamMembersIn(Mutating):
+    """Member ids to add as collaborators."""
+
+    members: list[str] = Field(min_length=1)
+
+
+class VoidIn(Mutating):
+    """Why the lead is voided (travels in the event's `notes`)."""
+
+    reason: str | None = None
+
+
+class RelationIn(Mutating):
+    """The object to associate the lead with."""
+
+    target_object_name: str
+    target_entity_id: str
+    target_object_id: str | None = None
+
+
+class TenantIn(_In):
+    """A new tenant."""
+
+    mid: str
+    name: str | None = None
+    timezone: str | None = None
+    object_id: str | None = None
+
+
+class RelationOut(BaseModel):
+    """A relation of a lead."""
+
+    target_object_name: str
+    target_entity_id: str
+    target_object_id: str
+
+
+class LeadOut(BaseModel):
+    """A lead as it is now."""
+
+    id: str
+    mid: str
+    version: int
+    business_type: str
+    owner: str | None
+    lead_pool: str
+    life_status: str
+    leads_status: str | None
+    voided: bool
+    fields: dict[str, Any]
+    source: dict[str, Any]
+    team_members: list[str]
+    relations: list[RelationOut]
+    lead_omni_user_uuid: str
+    created_at: int
+    updated_at: int
+
+
+class BehaviourOut(BaseModel):
+    """The lead after a behaviour and the events it emitted, as subscribers receive them."""
+
+    lead: LeadOut
+    events: list[LeadEvent]
+
+
+class BatchOut(BaseModel):
+    """The result of a batch create, one entry per lead in request order."""
+
+    data: list[BehaviourOut]
+
+
+class LeadPageOut(BaseModel):
+    """A page of leads."""
+
+    data: list[LeadOut]
+    next_cursor: str | None
+
+
+class EventPageOut(BaseModel):
+    """A page of events."""
+
+    data: list[LeadEvent]
+    next_cursor: str | None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,18 @@
+"""OpenAPI documentation of the problem+json answers every route may give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leadhook.api.models import Problem
+
+_DOC = {"model": Problem, "content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {**_DOC, "description": "Malformed request (bad JSON, cursor or header)"},
+    401: {**_DOC, "description": "Missing or unknown API key"},
+    404: {**_DOC, "description": "No such object in this tenant"},
+    409: {**_DOC, "description": "Conflicts with the current state"},
+    412: {**_DOC, "description": "If-Match names an older version"},
+    413: {**_DOC, "description": "Body over 1 MiB"},
+    422: {**_DOC, "description": "Invalid input; `errors` names each field"},
+}

@@ -1,0 +1,33 @@
+"""Catalog routes: a tenant's members, business types, statuses, stages, pools and fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+
+from leadhook.api.deps import ContainerDep, Mid
+from leadhook.api.problems_doc import ERRORS
+from leadhook.domain.catalog import CatalogKind
+
+router = APIRouter(prefix="/v1/catalog", tags=["catalog"], responses=ERRORS)
+
+
+@router.get("", summary="The whole catalog")
+def get_catalog(mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Return every kind of the tenant's catalog."""
+    return c.tenants.catalog(mid)
+
+
+@router.put("/{kind}/{key}", summary="Create or replace a catalog entry")
+def put_entry(
+    kind: CatalogKind,
+    key: str,
+    mid: Mid,
+    c: ContainerDep,
+    body: Annotated[dict[str, Any], Body()],
+) -> dict[str, Any]:
+    """Body: `{"name"}` plus `omni_user_uuid` (members), `order` (life_stages), `type` and
+    `group` (fields; `options` for option fields), `object_id` (objects), `default`
+    (business_types). Answers the entry as `GET /v1/catalog` lists it."""
+    return c.tenants.put_catalog_entry(mid, kind, key, body)

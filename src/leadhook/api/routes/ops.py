@@ -1,0 +1,37 @@
+"""Operations: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.responses import JSONResponse, Response
+
+from leadhook.api.deps import ContainerDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict[str, Any]:
+    """Answer 200 while the process serves requests."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database is reachable")
+def readyz(c: ContainerDep) -> Response:
+    """Answer 200 when a query reaches the database, 503 otherwise."""
+    try:
+        with c.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any driver error means "not ready"
+        return JSONResponse({"status": "unavailable", "detail": str(exc)[:200]}, status_code=503)
+    return JSONResponse({"status": "ready", "database": c.engine.dialect.name})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics(request: Request) -> Response:
+    """Expose the process's metrics in the Prometheus text format."""
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

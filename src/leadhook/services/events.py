@@ -1,0 +1,41 @@
+"""Reading the event log (the pull side of delivery)."""
+
+from __future__ import annotations
+
+from leadhook.domain.errors import NotFoundError, ValidationError
+from leadhook.domain.events import EVENT_TYPES
+from leadhook.services.leads import page_body
+from leadhook.services.ports import UnitOfWorkFactory
+
+
+class EventService:
+    """List and fetch events exactly as subscribers receive them."""
+
+    def __init__(self, readonly_uow: UnitOfWorkFactory) -> None:
+        self._read = readonly_uow
+
+    def list(
+        self,
+        mid: str,
+        *,
+        after: str | None,
+        event_type: str | None,
+        entity_id: str | None,
+        limit: int,
+    ) -> str:
+        """Return `{"data": [...], "next_cursor"}` JSON, oldest first."""
+        if event_type and event_type not in EVENT_TYPES:
+            raise ValidationError.at(("query", "event_type"), f"unknown event type {event_type!r}")
+        with self._read() as uow:
+            page = uow.events.page(
+                mid, after=after, event_type=event_type, entity_id=entity_id, limit=limit
+            )
+        return page_body([e.payload for e in page.data], page.next_cursor)
+
+    def get(self, mid: str, event_id: str) -> str:
+        """Return one event's JSON text, or 404."""
+        with self._read() as uow:
+            event = uow.events.get(mid, event_id)
+        if event is None:
+            raise NotFoundError(f"event {event_id!r} not found")
+        return event.payload

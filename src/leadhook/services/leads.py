@@ -1,0 +1,247 @@
+"""Lead use cases: every behaviour in one transaction with its events and their deliveries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from leadhook.domain import behaviours as b
+from leadhook.domain.errors import NotFoundError, ValidationError, VersionMismatchError
+from leadhook.domain.events import LeadEvent
+from leadhook.domain.lead import Lead
+from leadhook.domain.operator import Operator
+from leadhook.services.idempotency import Idempotent
+from leadhook.services.ports import (
+    Clock,
+    IdFactory,
+    LeadFilter,
+    NewEvent,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+Behaviour = Callable[[b.Context, Lead, Mapping[str, Any]], b.Outcome]
+
+BEHAVIOURS: dict[str, Behaviour] = {
+    "update": lambda ctx, lead, a: b.update_fields(ctx, lead, a["fields"]),
+    "status": lambda ctx, lead, a: b.change_status(ctx, lead, a["leads_status"]),
+    "owner": lambda ctx, lead, a: b.change_owner(
+        ctx, lead, a["owner"], a["scene_type"], notes=a.get("notes"), lead_pool=a.get("lead_pool")
+    ),
+    "life_cycle": lambda ctx, lead, a: b.change_life_cycle(ctx, lead, a["life_status"]),
+    "lead_pool": lambda ctx, lead, a: b.change_lead_pool(ctx, lead, a["lead_pool"]),
+    "notes": lambda ctx, lead, a: b.add_note(ctx, lead, a["notes"], a.get("is_follow_up", False)),
+    "add_team_members": lambda ctx, lead, a: b.add_team_members(ctx, lead, a["members"]),
+    "remove_team_member": lambda ctx, lead, a: b.remove_team_member(ctx, lead, a["member_id"]),
+    "void": lambda ctx, lead, a: b.void(ctx, lead, a.get("reason")),
+    "restore": lambda ctx, lead, a: b.restore(ctx, lead),
+    "relation": lambda ctx, lead, a: b.relate(
+        ctx, lead, a["target_object_name"], a["target_entity_id"], a.get("target_object_id")
+    ),
+    "source": lambda ctx, lead, a: b.change_source(ctx, lead, a["fields"]),
+}
+
+
+def dumps(obj: Any) -> str:
+    """Encode JSON the way every leadhook response does: compact, UTF-8 text kept as is."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def new_events(events: Sequence[LeadEvent]) -> list[NewEvent]:
+    """Serialise domain events once: this text is what the log keeps and subscribers get."""
+    return [
+        NewEvent(
+            event_id=e.event_id,
+            mid=e.mid,
+            entity_id=e.extra_data.entity_id,
+            entity_version=e.entity_version,
+            event_type=e.event_type,
+            create_time=e.create_time,
+            is_follow_up=e.extra_data.is_follow_up,
+            payload=e.model_dump_json(),
+        )
+        for e in events
+    ]
+
+
+def behaviour_body(lead: Lead, payloads: Sequence[str]) -> str:
+    """Return `{"lead": ..., "events": [...]}` with each event's stored JSON embedded as is."""
+    return '{"lead":' + dumps(lead.to_json()) + ',"events":[' + ",".join(payloads) + "]}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the API hands over for one behaviour call."""
+
+    mid: str
+    operator: Operator
+    if_match: int | None = None
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+
+
+class LeadService:
+    """Perform behaviours on leads; write lead, events and deliveries in one transaction."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        ids: IdFactory,
+        on_enqueued: Callable[[], None] = lambda: None,
+        readonly_uow: UnitOfWorkFactory | None = None,
+    ) -> None:
+        self._uow = uow
+        self._read = readonly_uow or uow
+        self._clock = clock
+        self._ids = ids
+        self._on_enqueued = on_enqueued
+        self._idem = Idempotent(clock)
+
+    def create(self, req: Request, args: Mapping[str, Any]) -> tuple[int, str]:
+        """Create a lead (201) and emit object_create."""
+        return self._run(req, None, lambda ctx, _lead: self._create(ctx, args), 201)
+
+    def create_many(self, req: Request, items: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+        """Create many leads in one transaction; each emits its own object_create (201)."""
+
+        def work(uow: UnitOfWork) -> tuple[int, str]:
+            ctx = self._context(uow, req)
+            outcomes: list[b.Outcome] = []
+            for i, item in enumerate(items):
+                try:
+                    outcomes.append(self._create(ctx, item))
+                except ValidationError as exc:
+                    raise ValidationError(
+                        f"leads[{i}]: {exc.detail}",
+                        [type(p)(("body", "leads", i, *p.loc[1:]), p.msg) for p in exc.errors],
+                    ) from exc
+            uow.leads.add_many([o.lead for o in outcomes])
+            events = [e for o in outcomes for e in o.events]
+            payloads = self._record(uow, events)
+            body = (
+                '{"data":['
+                + ",".join(
+                    behaviour_body(o.lead, [p]) for o, p in zip(outcomes, payloads, strict=True)
+                )
+                + "]}"
+            )
+            return 201, body
+
+        return self._idem.run(
+            self._uow, req.mid, req.idempotency_key, req.fingerprint, work, self._on_enqueued
+        )
+
+    def perform(
+        self, req: Request, behaviour: str, lead_id: str, args: Mapping[str, Any]
+    ) -> tuple[int, str]:
+        """Perform `behaviour` on a lead (200), emitting what it caused."""
+        fn = BEHAVIOURS[behaviour]
+        return self._run(req, lead_id, lambda ctx, lead: fn(ctx, lead, args), 200)
+
+    def _create(self, ctx: b.Context, args: Mapping[str, Any]) -> b.Outcome:
+        return b.create_lead(
+            ctx,
+            self._ids.short(),
+            args.get("fields") or {},
+            business_type=args.get("business_type"),
+            owner=args.get("owner"),
+            lead_pool=args.get("lead_pool"),
+            lead_omni_user_uuid=args.get("lead_omni_user_uuid"),
+        )
+
+    def _context(self, uow: UnitOfWork, req: Request) -> b.Context:
+        tenant = uow.tenants.get(req.mid)
+        if tenant is None:
+            raise NotFoundError(f"tenant {req.mid!r} does not exist")
+        now = self._clock()
+        return b.Context(
+            catalog=tenant.catalog,
+            now=int(now),
+            next_event_id=lambda: self._ids.event_id(now),
+            operator=req.operator,
+        )
+
+    def _run(
+        self,
+        req: Request,
+        lead_id: str | None,
+        act: Callable[[b.Context, Lead], b.Outcome],
+        status: int,
+    ) -> tuple[int, str]:
+        def work(uow: UnitOfWork) -> tuple[int, str]:
+            ctx = self._context(uow, req)
+            before: Lead | None = None
+            if lead_id is not None:
+                before = uow.leads.get(req.mid, lead_id, for_update=True)
+                if before is None:
+                    raise NotFoundError(f"lead {lead_id!r} not found")
+                if req.if_match is not None and req.if_match != before.version:
+                    raise VersionMismatchError(
+                        f"lead {lead_id} is at version {before.version}, not {req.if_match}"
+                    )
+            outcome = act(ctx, before)  # type: ignore[arg-type]
+            if before is None:
+                uow.leads.add(outcome.lead)
+            elif outcome.events:
+                uow.leads.update(outcome.lead, before.version)
+            payloads = self._record(uow, outcome.events)
+            return status, behaviour_body(outcome.lead, payloads)
+
+        return self._idem.run(
+            self._uow, req.mid, req.idempotency_key, req.fingerprint, work, self._on_enqueued
+        )
+
+    def _record(self, uow: UnitOfWork, events: Sequence[LeadEvent]) -> list[str]:
+        """Append events to the log and enqueue one delivery per matching subscription."""
+        if not events:
+            return []
+        rows = new_events(events)
+        seqs = uow.events.append(rows)
+        subs = uow.subscriptions.enabled_for(rows[0].mid)
+        fanout = [
+            (sub, seq, ev)
+            for ev, seq in zip(rows, seqs, strict=True)
+            for sub in subs
+            if sub.wants(ev.event_type)
+        ]
+        if fanout:
+            uow.deliveries.enqueue(fanout, self._clock())
+        return [r.payload for r in rows]
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def get(self, mid: str, lead_id: str) -> Lead:
+        """Return a lead of the tenant, or 404."""
+        with self._read() as uow:
+            lead = uow.leads.get(mid, lead_id)
+        if lead is None:
+            raise NotFoundError(f"lead {lead_id!r} not found")
+        return lead
+
+    def list(
+        self, mid: str, filters: LeadFilter, cursor: str | None, limit: int
+    ) -> tuple[list[Lead], str | None]:
+        """List the tenant's leads, oldest first."""
+        with self._read() as uow:
+            page = uow.leads.page(mid, filters, cursor, limit)
+        return page.data, page.next_cursor
+
+    def timeline(
+        self, mid: str, lead_id: str, is_follow_up: int | None, cursor: str | None, limit: int
+    ) -> str:
+        """Return the lead's events, newest first, as `{"data": [...], "next_cursor"}` JSON."""
+        with self._read() as uow:
+            if uow.leads.get(mid, lead_id) is None:
+                raise NotFoundError(f"lead {lead_id!r} not found")
+            page = uow.events.timeline(
+                mid, lead_id, is_follow_up=is_follow_up, cursor=cursor, limit=limit
+            )
+        return page_body([e.payload for e in page.data], page.next_cursor)
+
+
+def page_body(payloads: Sequence[str], next_cursor: str | None) -> str:
+    """Return `{"data": [...], "next_cursor": ...}` with stored JSON embedded byte for byte."""
+    return '{"data":[' + ",".join(payloads) + '],"next_cursor":' + dumps(next_cursor) + "}"

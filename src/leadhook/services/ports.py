@@ -1,0 +1,275 @@
+"""The ports the services need; adapters/ implements them (db/, memory/)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Generic, Literal, Protocol, Self, TypeVar
+
+from leadhook.domain.catalog import Catalog
+from leadhook.domain.lead import Lead
+
+T = TypeVar("T")
+DeliveryStatus = Literal["pending", "delivered", "failed", "dead"]
+DELIVERY_STATUSES: tuple[str, ...] = ("pending", "delivered", "failed", "dead")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A tenant (`mid`) and its catalog."""
+
+    mid: str
+    catalog: Catalog
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A tenant API key; only its hash is stored, the key itself is shown once."""
+
+    id: str
+    mid: str
+    prefix: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the log keeps it: its exact JSON text and the columns it is found by."""
+
+    seq: int
+    event_id: str
+    mid: str
+    entity_id: str
+    entity_version: int
+    event_type: str
+    create_time: int
+    is_follow_up: int
+    payload: str
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event about to be appended (its seq is assigned by the store)."""
+
+    event_id: str
+    mid: str
+    entity_id: str
+    entity_version: int
+    event_type: str
+    create_time: int
+    is_follow_up: int
+    payload: str
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A webhook endpoint of a tenant and the event types it wants."""
+
+    id: str
+    mid: str
+    url: str
+    event_types: tuple[str, ...]
+    description: str
+    enabled: bool
+    secret: str
+    max_in_flight: int
+    rate_limit_per_s: float | None
+    created_at: float
+    updated_at: float
+    disabled_reason: str | None = None
+    previous_secret: str | None = None
+    previous_secret_expires_at: float | None = None
+    first_failure_at: float | None = None
+
+    def wants(self, event_type: str) -> bool:
+        """Tell whether this subscription receives events of `event_type`."""
+        return self.enabled and ("*" in self.event_types or event_type in self.event_types)
+
+    def signing_secrets(self, now: float) -> tuple[str, ...]:
+        """Return the secrets that sign now: the current one, and the previous during rotation."""
+        if (
+            self.previous_secret
+            and self.previous_secret_expires_at is not None
+            and now < self.previous_secret_expires_at
+        ):
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP attempt of a delivery."""
+
+    attempted_at: float
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_body: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event to one subscription, with its attempts."""
+
+    id: str
+    mid: str
+    subscription_id: str
+    event_id: str
+    entity_id: str
+    entity_version: int
+    event_type: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: float | None
+    created_at: float
+    updated_at: float
+    last_error: str | None = None
+    attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing and the cursor of the next (None on the last page)."""
+
+    data: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class LeadFilter:
+    """Filters of the lead listing."""
+
+    owner: str | None = None
+    lead_pool: str | None = None
+    life_status: str | None = None
+    voided: bool | None = None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The first response to a request with an Idempotency-Key."""
+
+    fingerprint: str
+    status_code: int
+    body: str
+
+
+class TenantRepository(Protocol):
+    """Tenants, their catalogs and API keys."""
+
+    def get(self, mid: str, *, for_update: bool = False) -> Tenant | None: ...
+    def add(self, tenant: Tenant) -> None: ...
+    def save_catalog(self, mid: str, catalog: Catalog) -> None: ...
+    def add_key(self, key: ApiKey, key_hash: str) -> None: ...
+    def key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+    def get_key(self, mid: str, key_id: str) -> ApiKey | None: ...
+    def revoke_key(self, mid: str, key_id: str, at: float) -> None: ...
+    def list_keys(self, mid: str) -> list[ApiKey]: ...
+
+
+class LeadRepository(Protocol):
+    """Leads, read with a lock for a behaviour and written back with a version check."""
+
+    def get(self, mid: str, lead_id: str, *, for_update: bool = False) -> Lead | None: ...
+    def add(self, lead: Lead) -> None: ...
+    def add_many(self, leads: Sequence[Lead]) -> None: ...
+    def update(self, lead: Lead, expected_version: int) -> None: ...
+    def page(self, mid: str, filters: LeadFilter, cursor: str | None, limit: int) -> Page[Lead]: ...
+
+
+class EventRepository(Protocol):
+    """The append-only event log."""
+
+    def append(self, events: Sequence[NewEvent]) -> list[int]: ...
+    def get(self, mid: str, event_id: str) -> StoredEvent | None: ...
+    def page(
+        self,
+        mid: str,
+        *,
+        after: str | None,
+        event_type: str | None,
+        entity_id: str | None,
+        limit: int,
+    ) -> Page[StoredEvent]: ...
+    def timeline(
+        self, mid: str, entity_id: str, *, is_follow_up: int | None, cursor: str | None, limit: int
+    ) -> Page[StoredEvent]: ...
+    def for_entity(self, mid: str, entity_id: str) -> list[StoredEvent]: ...
+
+
+class SubscriptionRepository(Protocol):
+    """Webhook subscriptions."""
+
+    def get(self, mid: str, sub_id: str) -> Subscription | None: ...
+    def add(self, sub: Subscription) -> None: ...
+    def update(self, sub: Subscription) -> None: ...
+    def delete(self, mid: str, sub_id: str, at: float) -> None: ...
+    def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]: ...
+    def enabled_for(self, mid: str) -> list[Subscription]: ...
+
+
+class DeliveryRepository(Protocol):
+    """Deliveries: the outbox rows written with each event, and their history."""
+
+    def enqueue(self, rows: Sequence[tuple[Subscription, int, NewEvent]], now: float) -> int: ...
+    def get(self, mid: str, delivery_id: str) -> Delivery | None: ...
+    def page(
+        self, mid: str, sub_id: str, status: str | None, cursor: str | None, limit: int
+    ) -> Page[Delivery]: ...
+    def retry(self, mid: str, delivery_id: str, now: float) -> Delivery | None: ...
+    def replay(
+        self, mid: str, sub_id: str, since: float, status: str | None, now: float
+    ) -> int: ...
+
+
+class IdempotencyRepository(Protocol):
+    """Responses to requests that carried an Idempotency-Key."""
+
+    def get(self, mid: str, key: str) -> StoredResponse | None: ...
+    def put(self, mid: str, key: str, response: StoredResponse, at: float) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over every repository: all of it commits, or none."""
+
+    @property
+    def tenants(self) -> TenantRepository: ...
+    @property
+    def leads(self) -> LeadRepository: ...
+    @property
+    def events(self) -> EventRepository: ...
+    @property
+    def subscriptions(self) -> SubscriptionRepository: ...
+    @property
+    def deliveries(self) -> DeliveryRepository: ...
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    def commit(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class Clock(Protocol):
+    """Tell the time as unix seconds."""
+
+    def __call__(self) -> float: ...
+
+
+class IdFactory(Protocol):
+    """Mint ids: 22-character shortuuids for objects, time-ordered ULIDs for events."""
+
+    def short(self) -> str: ...
+    def event_id(self, at: float) -> str: ...
+    def secret(self) -> str: ...

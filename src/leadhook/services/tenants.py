@@ -1,0 +1,159 @@
+"""Tenants, their API keys and their catalogs."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from leadhook.domain.catalog import DEFAULT_OBJECT_ID, DEFAULT_TIMEZONE, Catalog, validate_key
+from leadhook.domain.catalog_entries import catalog_to_json, upsert_entry, validate_timezone
+from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
+from leadhook.services.ports import ApiKey, Clock, IdFactory, Tenant, UnitOfWorkFactory
+
+KEY_PREFIX = "lh_"
+
+
+def hash_key(key: str) -> str:
+    """Hash an API key for storage; keys are random, so a plain SHA-256 is enough."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_json(key: ApiKey) -> dict[str, Any]:
+    """Describe an API key without the key itself."""
+    return {
+        "id": key.id,
+        "mid": key.mid,
+        "prefix": key.prefix,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+def tenant_json(tenant: Tenant) -> dict[str, Any]:
+    """Describe a tenant as the API shows it."""
+    cat = tenant.catalog
+    return {
+        "mid": tenant.mid,
+        "name": cat.name,
+        "timezone": cat.timezone,
+        "object_id": cat.object_id,
+        "default_business_type": cat.default_business_type,
+        "created_at": tenant.created_at,
+    }
+
+
+class TenantService:
+    """Create tenants, issue and revoke keys, authenticate keys, read and change catalogs."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        ids: IdFactory,
+        readonly_uow: UnitOfWorkFactory | None = None,
+    ) -> None:
+        self._uow = uow
+        self._read = readonly_uow or uow
+        self._clock = clock
+        self._ids = ids
+
+    def create(
+        self,
+        mid: Any,
+        name: Any = None,
+        timezone: Any = None,
+        object_id: Any = None,
+    ) -> dict[str, Any]:
+        """Create a tenant with the default catalog and its first key (shown only here)."""
+        if not isinstance(mid, str):
+            raise ValidationError.at(("body", "mid"), "is required and must be a string")
+        validate_key(mid, "mid")
+        tz = validate_timezone(timezone or DEFAULT_TIMEZONE)
+        for field, value in (("name", name), ("object_id", object_id)):
+            if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 200):
+                raise ValidationError.at(("body", field), "must be a non-empty string")
+        if object_id is not None:
+            validate_key(object_id, "object_id")
+        catalog = Catalog.default(
+            mid,
+            self._ids.short(),
+            name=name or mid,
+            timezone=tz,
+            object_id=object_id or DEFAULT_OBJECT_ID,
+        )
+        tenant = Tenant(mid, catalog, self._clock())
+        with self._uow() as uow:
+            uow.tenants.add(tenant)
+            key, secret = self._new_key(mid)
+            uow.tenants.add_key(key, hash_key(secret))
+            uow.commit()
+        return {**tenant_json(tenant), "api_key": secret, "key_id": key.id}
+
+    def _new_key(self, mid: str) -> tuple[ApiKey, str]:
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        return ApiKey(self._ids.short(), mid, secret[:10], self._clock()), secret
+
+    def get(self, mid: str) -> Tenant:
+        """Return a tenant, or 404."""
+        with self._read() as uow:
+            tenant = uow.tenants.get(mid)
+        if tenant is None:
+            raise NotFoundError(f"tenant {mid!r} not found")
+        return tenant
+
+    def issue_key(self, mid: str) -> dict[str, Any]:
+        """Issue another key for a tenant; the key is in the answer only."""
+        with self._uow() as uow:
+            if uow.tenants.get(mid) is None:
+                raise NotFoundError(f"tenant {mid!r} not found")
+            key, secret = self._new_key(mid)
+            uow.tenants.add_key(key, hash_key(secret))
+            uow.commit()
+        return {**key_json(key), "api_key": secret}
+
+    def list_keys(self, mid: str) -> list[dict[str, Any]]:
+        """List a tenant's keys (never the keys themselves)."""
+        with self._read() as uow:
+            if uow.tenants.get(mid) is None:
+                raise NotFoundError(f"tenant {mid!r} not found")
+            return [key_json(k) for k in uow.tenants.list_keys(mid)]
+
+    def revoke_key(self, mid: str, key_id: str) -> None:
+        """Revoke a key; requests with it answer 401 from now on."""
+        with self._uow() as uow:
+            key = uow.tenants.get_key(mid, key_id)
+            if key is None:
+                raise NotFoundError(f"key {key_id!r} of tenant {mid!r} not found")
+            if key.revoked_at is None:
+                uow.tenants.revoke_key(mid, key_id, self._clock())
+            uow.commit()
+
+    def authenticate(self, api_key: str | None) -> str:
+        """Return the tenant (`mid`) of a valid, unrevoked key, else raise 401."""
+        if not api_key:
+            raise UnauthorizedError("missing API key: send Authorization: Bearer <key>")
+        with self._read() as uow:
+            key = uow.tenants.key_by_hash(hash_key(api_key))
+        if key is None or key.revoked_at is not None:
+            raise UnauthorizedError("unknown or revoked API key")
+        return key.mid
+
+    def catalog(self, mid: str) -> dict[str, Any]:
+        """Return the tenant's whole catalog."""
+        return catalog_to_json(self.get(mid).catalog)
+
+    def put_catalog_entry(
+        self, mid: str, kind: str, key: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create or replace one catalog entry; answer it as the catalog lists it."""
+        with self._uow() as uow:
+            tenant = uow.tenants.get(mid, for_update=True)
+            if tenant is None:
+                raise NotFoundError(f"tenant {mid!r} not found")
+            catalog = upsert_entry(tenant.catalog, kind, key, body)
+            uow.tenants.save_catalog(mid, catalog)
+            uow.commit()
+        entries: list[dict[str, Any]] = catalog_to_json(catalog)[kind]
+        return next(e for e in entries if key in (e.get("id"), e.get("code"), e.get("name")))
