@@ -245,7 +245,8 @@ def change_owner(
     """Change the owner in one of the six scenes; scenes 4 and 5 may also move the pool."""
     _live(lead)
     cat = ctx.catalog
-    if isinstance(scene_type, bool) or scene_type not in (1, 2, 3, 4, 5, 6):
+    # An int exactly: 1.0 == 1 and True == 1 would pass a plain `in` test.
+    if type(scene_type) is not int or scene_type not in (1, 2, 3, 4, 5, 6):
         raise ValidationError.at(("body", "scene_type"), "must be an integer from 1 to 6")
     new_owner = _ref(cat, "owner", owner)
     if scene_type in POOL_SCENES and new_owner is not None:
@@ -410,7 +411,9 @@ def relate(
     if target_object_id is not None and (
         not isinstance(target_object_id, str) or not KEY_PATTERN.match(target_object_id)
     ):
-        raise ValidationError.at(("body", "target_object_id"), "must be 1-64 letters or digits")
+        raise ValidationError.at(
+            ("body", "target_object_id"), "must be 1-64 letters, digits, '_' or '-'"
+        )
     object_id = target_object_id or ctx.catalog.related_object_id(target_object_name)
     relation = Relation(target_object_name, target_entity_id, object_id)
     if any(

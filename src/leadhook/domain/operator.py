@@ -43,7 +43,8 @@ class Operator:
         if unknown:
             raise ValidationError.at(("body", "operator", unknown[0]), "unknown key")
         op_type = data.get("operator_type", 0)
-        if op_type not in (0, 1, 2) or isinstance(op_type, bool):
+        # An int exactly: 1.0 == 1 and True == 1 would pass a plain `in` test.
+        if type(op_type) is not int or op_type not in (0, 1, 2):
             raise ValidationError.at(
                 ("body", "operator", "operator_type"), "must be 0 (system), 1 (user) or 2 (member)"
             )

@@ -93,7 +93,7 @@ def parse_fields(
         raise ValidationError.at(loc, "must be an object of field code to value")
     out: dict[str, Any] = {}
     for code, value in fields.items():
-        fdef = catalog.field_def(code)
+        fdef = catalog.field_def(code) if isinstance(code, str) else None
         if fdef is None:
             raise ValidationError.at((*loc, code), "unknown field code")
         if fdef.group not in groups:
