@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from leadhook.domain.catalog import KEY_PATTERN, Catalog, stage_timestamp_field
@@ -32,6 +33,11 @@ class Context:
     now: int
     next_event_id: Callable[[], str]
     operator: Operator = SYSTEM
+
+    @cached_property
+    def local_now(self) -> str:
+        """`now` as `YYYY-MM-DD HH:MM:SS` in the tenant's time zone."""
+        return local_timestamp(self.now, self.catalog.timezone)
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ class _Recorder:
                 "login_source_name": op.login_source_name,
             },
             "business_type": lead.business_type,
-            "created_timestamp": local_timestamp(ctx.now, cat.timezone),
+            "created_timestamp": ctx.local_now,
             "owner": lead.owner,
             "life_status": lead.life_status,
             "lead_omni_user_uuid": lead.lead_omni_user_uuid,
@@ -167,7 +173,7 @@ def create_lead(
     )
     source_codes = {c for c in values if (f := cat.field_def(c)) and f.group == "source"}
     lead = lead.with_values(
-        {**values, stage_timestamp_field(stage): local_timestamp(ctx.now, cat.timezone)},
+        {**values, stage_timestamp_field(stage): ctx.local_now},
         frozenset(source_codes),
     )
     codes = [*values, "business_type", "owner", "lead_pool", "life_status"]
@@ -317,7 +323,7 @@ def change_life_cycle(ctx: Context, lead: Lead, life_status: Any) -> Outcome:
     if stage == lead.life_status:
         return Outcome(lead)
     stamp = stage_timestamp_field(stage)
-    after = lead.with_values({"life_status": stage, stamp: local_timestamp(ctx.now, cat.timezone)})
+    after = lead.with_values({"life_status": stage, stamp: ctx.local_now})
     rec = _Recorder(ctx, lead)
     rec.emit(
         after,

@@ -131,6 +131,7 @@ def _builtin_fields() -> dict[str, FieldDef]:
 
 
 BUILTIN_FIELDS: Mapping[str, FieldDef] = _builtin_fields()
+_BUILTIN_POSITION: Mapping[str, int] = {code: i for i, code in enumerate(BUILTIN_FIELDS)}
 
 
 def validate_key(key: str, what: str = "key") -> str:
@@ -212,9 +213,10 @@ class Catalog:
 
     def field_order(self, code: str) -> tuple[int, str]:
         """Sort key that lists fields in the contract's order: builtin, custom, stage times."""
-        builtin = list(BUILTIN_FIELDS)
-        if code in BUILTIN_FIELDS:
-            return (builtin.index(code), "")
+        position = _BUILTIN_POSITION.get(code)
+        if position is not None:
+            return (position, "")
+        builtin = _BUILTIN_POSITION
         if code in self.custom_fields:
             return (len(builtin), code)
         stages = sorted(self.life_stages.values(), key=lambda s: (s.order, s.code))
