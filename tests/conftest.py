@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -83,3 +86,79 @@ def database_url(request: pytest.FixtureRequest, tmp_path: pytest.TempPathFactor
     url = create_postgres_database()
     yield url
     drop_postgres_database(url)
+
+
+# ---- seeded databases: prepared once per run, then restored for each test ------------------
+
+
+class SeededDatabases:
+    """Databases prepared once per test run (migrated, seeded) and restored before each test.
+
+    SQLite: the prepared file is copied to a new file per test. PostgreSQL: one database per
+    preparation, emptied with TRUNCATE and refilled with the prepared rows before each test,
+    because creating a database costs a quarter of a second and a restore a few milliseconds.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._made: dict[tuple[str, str], tuple[str, Any, dict[str, list[dict[str, Any]]]]] = {}
+        self._count = 0
+
+    def restore(self, backend: str, name: str, prepare: Callable[[str], Any]) -> tuple[str, Any]:
+        """Return the URL of a database just as `prepare(url)` left it, and what it returned."""
+        from leadhook.adapters.db.tables import metadata
+
+        if (backend, name) not in self._made:
+            if backend == "sqlite":
+                url = f"sqlite:///{self._workdir}/{name}.db"
+            else:
+                url = create_postgres_database(prefix="leadhook_seeded")
+            result = prepare(url)
+            engine = create_engine(url)
+            with engine.connect() as conn:
+                rows = {
+                    table.name: [dict(r) for r in conn.execute(table.select()).mappings()]
+                    for table in metadata.sorted_tables
+                }
+                if backend == "sqlite":
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            engine.dispose()
+            self._made[(backend, name)] = (url, result, rows)
+        url, result, rows = self._made[(backend, name)]
+        if backend == "sqlite":
+            self._count += 1
+            copy = f"{self._workdir}/{name}-{self._count}.db"
+            shutil.copyfile(make_url(url).database or "", copy)
+            return f"sqlite:///{copy}", result
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+            for table in metadata.sorted_tables:
+                if rows[table.name]:
+                    conn.execute(table.insert(), rows[table.name])
+        engine.dispose()
+        return url, result
+
+    def close(self) -> None:
+        """Drop the PostgreSQL databases."""
+        for (backend, _), (url, _, _) in self._made.items():
+            if backend != "sqlite":
+                drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def seeded_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDatabases]:
+    """The per-run prepared databases that `SeededDatabases.restore` hands out."""
+    databases = SeededDatabases(tmp_path_factory.mktemp("seeded"))
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each storage backend in turn, by name, for fixtures that make their database themselves."""
+    if request.param == "postgresql":
+        _postgres_or_skip()
+    name: str = request.param
+    return name

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
 from leadhook.bootstrap import Container
-from leadhook.domain.errors import BadRequestError, UnauthorizedError
+from leadhook.domain.errors import BadRequestError, UnauthorizedError, ValidationError
 from leadhook.domain.operator import Operator
 from leadhook.services.idempotency import fingerprint
 from leadhook.services.leads import Request as BehaviourRequest
@@ -54,8 +55,76 @@ def admin(
         raise UnauthorizedError("missing or wrong admin token")
 
 
-Mid = Annotated[str, Depends(tenant)]
-Admin = Depends(admin)
+# The JSON escape of NUL or of a UTF-16 surrogate: cheap to look for before parsing.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+async def storable_input(request: Request) -> None:
+    """Refuse input that no store can keep, the same on every backend, before it gets near one.
+
+    A NUL in the path or query (no id holds one, and PostgreSQL refuses it in any text
+    parameter) is a 400. In the body, text with a NUL (PostgreSQL text cannot hold one) or an
+    unpaired surrogate (valid JSON, but not Unicode: no driver can encode it) is a 422 naming
+    where it is.
+    """
+    query = request.query_params.multi_items()
+    if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in query):
+        raise BadRequestError("the path and the query must not contain NUL characters")
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+        return
+    body = await request.body()
+    if not _SUSPECT_ESCAPE.search(body):
+        return
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return  # not JSON: the body's own validation answers
+    loc = _unstorable(data, ("body",))
+    if loc is not None:
+        raise ValidationError.at(loc, "text must not contain NUL or unpaired UTF-16 surrogates")
+
+
+def _unstorable(value: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    if isinstance(value, str):
+        return None if _storable(value) else loc
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _storable(key):  # never echo it back: name it escaped
+                return (*loc, json.dumps(key)[1:-1])
+            items.append((key, item))
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    for key, item in items:
+        found = _unstorable(item, (*loc, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+async def checked_tenant(request: Request, mid: Annotated[str, Depends(tenant)]) -> str:
+    """Authenticate the tenant, then check its input (`storable_input`)."""
+    await storable_input(request)
+    return mid
+
+
+async def checked_admin(request: Request, _: Annotated[None, Depends(admin)]) -> None:
+    """Require the admin token, then check the input (`storable_input`)."""
+    await storable_input(request)
+
+
+Mid = Annotated[str, Depends(checked_tenant)]
+Admin = Depends(checked_admin)
 
 
 async def _fingerprint(request: Request) -> str:

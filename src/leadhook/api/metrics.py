@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class ApiMetrics:
@@ -31,22 +28,35 @@ class ApiMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Time and count one request."""
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = _route(request)
-        self.latency.labels(request.method, route).observe(time.perf_counter() - start)
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
-        return response
+    def asgi(self, app: ASGIApp) -> ASGIApp:
+        """Wrap an ASGI app so that every HTTP request is timed and counted."""
+
+        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            start = time.perf_counter()
+            status = 500
+
+            async def sending(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, sending)
+            finally:
+                route = _route(scope)
+                self.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+                self.requests.labels(scope["method"], route, str(status)).inc()
+
+        return wrapped
 
 
-def _route(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            path: Any = getattr(route, "path", None)
-            return str(path) if path else "other"
-    return "unmatched"
+def _route(scope: Scope) -> str:
+    # The router records the route it dispatched to in the scope; its path is the template
+    # (`/v1/leads/{lead_id}`), never the raw path, so the labels stay few. (Walking
+    # `app.router.routes` does not work: routers included by FastAPI are wrapped, path-less.)
+    path: Any = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else "unmatched"

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from leadhook.domain.events import LeadEvent
+
+
+def _zero_one_as_bool(value: Any) -> Any:
+    return bool(value) if type(value) is int and value in (0, 1) else value
+
+
+# true/false or 1/0, as one type: a union would name its members in an error's `loc`.
+BoolOrBit = Annotated[
+    bool,
+    BeforeValidator(_zero_one_as_bool),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"enum": [0, 1]}]}),
+]
 
 
 class _In(BaseModel):
@@ -97,7 +109,7 @@ class NotesIn(Mutating):
     """A note, or a follow-up record when `is_follow_up` is true."""
 
     notes: str
-    is_follow_up: bool | Literal[0, 1] = False
+    is_follow_up: BoolOrBit = False
 
 
 class TeamMembersIn(Mutating):

@@ -34,12 +34,24 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    text = json.dumps(body, ensure_ascii=False)
+    if not _encodable(text):
+        # Echoed input with an unpaired surrogate cannot be UTF-8: send it \u-escaped.
+        text = json.dumps(body)
     return Response(
-        json.dumps(body, ensure_ascii=False),
+        text,
         status_code=status,
         media_type="application/problem+json",
         headers=headers,
     )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _loc(loc: Any) -> list[str | int]:
@@ -67,7 +79,12 @@ async def _request_validation(_req: Request, exc: Exception) -> Response:
 
 async def _http_error(_req: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
+    titles = {
+        400: "Bad request",
+        404: "Not found",
+        405: "Method not allowed",
+        413: "Payload too large",
+    }
     title = titles.get(exc.status_code, "HTTP error")
     return problem(
         exc.status_code,

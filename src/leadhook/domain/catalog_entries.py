@@ -145,7 +145,7 @@ def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
             _field_json(f) for f in (*BUILTIN_FIELDS.values(), *catalog.custom_fields.values())
         ],
         "objects": [
-            {"name": o.name, "label": o.label, "object_id": o.object_id}
+            {"object_name": o.name, "name": o.label, "object_id": o.object_id}
             for o in catalog.objects.values()
         ],
     }
@@ -187,7 +187,7 @@ def catalog_from_json(data: Mapping[str, Any]) -> Catalog:
             if not f.get("builtin")
         },
         objects={
-            o["name"]: RelatedObject(o["name"], o["label"], o["object_id"])
+            o["object_name"]: RelatedObject(o["object_name"], o["name"], o["object_id"])
             for o in data.get("objects", [])
         },
     )

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from leadhook.domain.errors import BadRequestError
+
+# What `encode` makes: "p" and a canonical non-negative integer that fits a signed 64-bit
+# column; anything else would reach the database as a value it cannot take (a 500, not a 400).
+_POSITION = re.compile(r"p(0|[1-9][0-9]{0,18})", re.ASCII)
+MAX_POSITION = 2**63 - 1
 
 
 def encode(position: int) -> str:
@@ -19,8 +25,9 @@ def decode(cursor: str | None) -> int | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("p"):
+        match = _POSITION.fullmatch(raw)
+        if match is None or int(match.group(1)) > MAX_POSITION:
             raise ValueError(raw)
-        return int(raw[1:])
+        return int(match.group(1))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequestError(f"malformed cursor {cursor!r}") from exc

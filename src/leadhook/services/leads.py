@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from leadhook.domain import behaviours as b
-from leadhook.domain.errors import NotFoundError, ValidationError, VersionMismatchError
+from leadhook.domain.errors import (
+    FieldProblem,
+    NotFoundError,
+    ValidationError,
+    VersionMismatchError,
+)
 from leadhook.domain.events import LeadEvent
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import Operator
@@ -114,9 +119,14 @@ class LeadService:
                 try:
                     outcomes.append(self._create(ctx, item))
                 except ValidationError as exc:
+                    # Locate each problem in the batch: ("body", "fields", …) of the lead
+                    # becomes ("body", "leads", i, "fields", …).
+                    problems = [
+                        FieldProblem(("body", "leads", i, *p.loc[1:]), p.msg) for p in exc.errors
+                    ] or [FieldProblem(("body", "leads", i), exc.detail)]
+                    first = problems[0]
                     raise ValidationError(
-                        f"leads[{i}]: {exc.detail}",
-                        [type(p)(("body", "leads", i, *p.loc[1:]), p.msg) for p in exc.errors],
+                        f"{'.'.join(str(x) for x in first.loc)}: {first.msg}", problems
                     ) from exc
             uow.leads.add_many([o.lead for o in outcomes])
             events = [e for o in outcomes for e in o.events]
@@ -172,7 +182,6 @@ class LeadService:
         status: int,
     ) -> tuple[int, str]:
         def work(uow: UnitOfWork) -> tuple[int, str]:
-            ctx = self._context(uow, req)
             before: Lead | None = None
             if lead_id is not None:
                 before = uow.leads.get(req.mid, lead_id, for_update=True)
@@ -182,6 +191,9 @@ class LeadService:
                     raise VersionMismatchError(
                         f"lead {lead_id} is at version {before.version}, not {req.if_match}"
                     )
+            # Read the clock only once the lead is locked: a writer that waited for the lock
+            # must not stamp its event earlier than the one it waited for.
+            ctx = self._context(uow, req)
             outcome = act(ctx, before)  # type: ignore[arg-type]
             if before is None:
                 uow.leads.add(outcome.lead)

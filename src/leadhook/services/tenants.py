@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from leadhook.domain.catalog import DEFAULT_OBJECT_ID, DEFAULT_TIMEZONE, Catalog, validate_key
 from leadhook.domain.catalog_entries import catalog_to_json, upsert_entry, validate_timezone
-from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
+from leadhook.domain.errors import (
+    FieldProblem,
+    NotFoundError,
+    UnauthorizedError,
+    ValidationError,
+)
 from leadhook.services.ports import ApiKey, Clock, IdFactory, Tenant, UnitOfWorkFactory
 
 KEY_PREFIX = "lh_"
@@ -69,13 +75,15 @@ class TenantService:
         """Create a tenant with the default catalog and its first key (shown only here)."""
         if not isinstance(mid, str):
             raise ValidationError.at(("body", "mid"), "is required and must be a string")
-        validate_key(mid, "mid")
+        with _located("body"):
+            validate_key(mid, "mid")
         tz = validate_timezone(timezone or DEFAULT_TIMEZONE)
         for field, value in (("name", name), ("object_id", object_id)):
             if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 200):
                 raise ValidationError.at(("body", field), "must be a non-empty string")
         if object_id is not None:
-            validate_key(object_id, "object_id")
+            with _located("body"):
+                validate_key(object_id, "object_id")
         catalog = Catalog.default(
             mid,
             self._ids.short(),
@@ -152,8 +160,29 @@ class TenantService:
             tenant = uow.tenants.get(mid, for_update=True)
             if tenant is None:
                 raise NotFoundError(f"tenant {mid!r} not found")
-            catalog = upsert_entry(tenant.catalog, kind, key, body)
+            with _located("path"):  # the domain names the entry's key `key`
+                catalog = upsert_entry(tenant.catalog, kind, key, body)
             uow.tenants.save_catalog(mid, catalog)
             uow.commit()
         entries: list[dict[str, Any]] = catalog_to_json(catalog)[kind]
-        return next(e for e in entries if key in (e.get("id"), e.get("code"), e.get("name")))
+        id_key = _ENTRY_ID.get(kind, "id")
+        return next(e for e in entries if e[id_key] == key)
+
+
+# The member of each catalog kind's JSON entries that holds the entry's key.
+_ENTRY_ID = {"life_stages": "code", "lead_pools": "code", "fields": "code", "objects": "object_name"}
+
+
+@contextmanager
+def _located(part: str) -> Iterator[None]:
+    """Prefix the `loc` of validation errors that name a bare key with the request part."""
+    try:
+        yield
+    except ValidationError as exc:
+        errors = [FieldProblem((part, *p.loc), p.msg) if len(p.loc) == 1 else p for p in exc.errors]
+        if errors == exc.errors:
+            raise
+        first = errors[0]
+        raise ValidationError(
+            f"{'.'.join(str(x) for x in first.loc)}: {first.msg}", errors
+        ) from exc

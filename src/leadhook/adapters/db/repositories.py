@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
@@ -24,6 +24,11 @@ from leadhook.services.ports import (
     StoredResponse,
     Tenant,
 )
+
+_MAX_INT32 = 2**31 - 1
+# The class of the advisory locks on a tenant's event log; two-key advisory locks never collide
+# with the one-key lock that migrations take.
+_EVENT_LOG_LOCK = 7_340_212
 
 
 def _dump(obj: Any) -> str:
@@ -199,31 +204,53 @@ def _event(row: Any) -> StoredEvent:
 class SqlEvents(_Repo):
     """The append-only event log; `seq` orders it."""
 
+    def _log_lock(self, mid: str, *, shared: bool) -> None:
+        # Readers page by `seq` (`after=`), but a seq is handed out at insert and seen only at
+        # commit: two writers may commit out of seq order, and a reader already past the later
+        # event would never see the earlier one. So on PostgreSQL every writer holds a shared
+        # lock on its tenant's log from its first event to its commit (writers never wait for
+        # each other), and a page of the log is read under the exclusive lock: after every
+        # writer holding a seq has committed (or rolled back), before any new one takes a seq.
+        # SQLite has a single writer: nothing to do.
+        if self.conn.dialect.name == "postgresql":
+            function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+            self.conn.execute(
+                text(f"SELECT {function}(:lock, hashtext(:mid))"),
+                {"lock": _EVENT_LOG_LOCK, "mid": mid},
+            )
+
     def append(self, events: Sequence[NewEvent]) -> list[int]:
-        seqs: list[int] = []
-        for ev in events:
-            try:
-                with self.conn.begin_nested():
-                    seq = self.conn.execute(
-                        insert(t.events)
-                        .values(
-                            event_id=ev.event_id,
-                            mid=ev.mid,
-                            entity_id=ev.entity_id,
-                            entity_version=ev.entity_version,
-                            event_type=ev.event_type,
-                            create_time=ev.create_time,
-                            is_follow_up=ev.is_follow_up,
-                            payload=ev.payload,
-                        )
-                        .returning(t.events.c.seq)
-                    ).scalar_one()
-            except IntegrityError as exc:
-                raise ConflictError(
-                    f"lead {ev.entity_id} already has version {ev.entity_version}; retry"
-                ) from exc
-            seqs.append(seq)
-        return seqs
+        for mid in sorted({ev.mid for ev in events}):
+            self._log_lock(mid, shared=True)
+        if not events:
+            return []
+        rows = [
+            {
+                "event_id": ev.event_id,
+                "mid": ev.mid,
+                "entity_id": ev.entity_id,
+                "entity_version": ev.entity_version,
+                "event_type": ev.event_type,
+                "create_time": ev.create_time,
+                "is_follow_up": ev.is_follow_up,
+                "payload": ev.payload,
+            }
+            for ev in events
+        ]
+        # One statement and one savepoint for the whole batch (a 1,000-lead import is one
+        # round trip, not 1,000): a duplicate (lead, version) undoes the batch only, and the
+        # unit of work can go on.
+        try:
+            with self.conn.begin_nested():
+                result = self.conn.execute(
+                    insert(t.events).returning(t.events.c.seq, sort_by_parameter_order=True), rows
+                )
+                return [int(seq) for seq in result.scalars().all()]
+        except IntegrityError as exc:
+            first = events[0]
+            raise ConflictError(
+                f"lead {first.entity_id} already has version {first.entity_version}; retry"
+            ) from exc
 
     def get(self, mid: str, event_id: str) -> StoredEvent | None:
         row = self.conn.execute(
@@ -242,6 +269,7 @@ class SqlEvents(_Repo):
     ) -> Page[StoredEvent]:
         c = t.events.c
         conds = [c.mid == mid]
+        self._log_lock(mid, shared=False)
         if after:
             anchor = self.get(mid, after)
             if anchor is None:
@@ -264,7 +292,9 @@ class SqlEvents(_Repo):
         c = t.events.c
         conds = [c.mid == mid, c.entity_id == entity_id]
         before = cursors.decode(cursor)
-        if before is not None:
+        # entity_version is a 32-bit column: a larger position is past every version (and
+        # PostgreSQL would refuse to compare it).
+        if before is not None and before <= _MAX_INT32:
             conds.append(c.entity_version < before)
         if is_follow_up is not None:
             conds.append(c.is_follow_up == is_follow_up)

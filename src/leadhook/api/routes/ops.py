@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from leadhook.api.deps import ContainerDep
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger("leadhook.api")
 
 
 @router.get("/healthz", summary="The process is up")
@@ -27,7 +29,11 @@ def readyz(c: ContainerDep) -> Response:
         with c.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means "not ready"
-        return JSONResponse({"status": "unavailable", "detail": str(exc)[:200]}, status_code=503)
+        # The driver's message can name hosts and users: log it, never show it unauthenticated.
+        log.warning("readiness check failed", extra={"error": repr(exc)[:500]})
+        return JSONResponse(
+            {"status": "unavailable", "detail": "the database is not reachable"}, status_code=503
+        )
     return JSONResponse({"status": "ready", "database": c.engine.dialect.name})
 
 

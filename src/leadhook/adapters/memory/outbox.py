@@ -1,0 +1,181 @@
+"""In-memory subscriptions and deliveries, behaving as the SQL outbox repositories do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
+from leadhook.services import cursor as cursors
+from leadhook.services.ports import Delivery, NewEvent, Page, Subscription
+
+UNFINISHED = ("pending", "failed")
+
+
+class MemorySubscriptions:
+    """Webhook subscriptions; a deleted one is kept (its deliveries refer to it) but hidden."""
+
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def _live(self, mid: str, sub_id: str) -> SubscriptionRow | None:
+        row = self._s.subscriptions.get(sub_id)
+        return row if row is not None and row.sub.mid == mid and row.deleted_at is None else None
+
+    def get(self, mid: str, sub_id: str) -> Subscription | None:
+        row = self._live(mid, sub_id)
+        return None if row is None else row.sub
+
+    def add(self, sub: Subscription) -> None:
+        if sub.id in self._s.subscriptions:
+            raise ValueError(f"subscription {sub.id!r} exists already")
+        self._s.subscriptions[sub.id] = SubscriptionRow(sub)
+
+    def update(self, sub: Subscription) -> None:
+        row = self._s.subscriptions.get(sub.id)
+        if row is not None and row.sub.mid == sub.mid:
+            # As in SQL, id, mid and created_at are never overwritten.
+            kept = replace(sub, created_at=row.sub.created_at)
+            self._s.subscriptions[sub.id] = SubscriptionRow(kept, row.deleted_at)
+
+    def delete(self, mid: str, sub_id: str, at: float) -> None:
+        row = self._s.subscriptions.get(sub_id)
+        if row is None or row.sub.mid != mid:
+            return
+        gone = replace(row.sub, enabled=False, disabled_reason="deleted")
+        self._s.subscriptions[sub_id] = SubscriptionRow(gone, at)
+        # Nothing more is sent to a deleted endpoint: its unfinished deliveries end as dead.
+        for seq, d in list(self._s.deliveries.items()):
+            if d.subscription_id == sub_id and d.status in UNFINISHED:
+                self._s.deliveries[seq] = d.with_(
+                    status="dead", last_error="subscription deleted", updated_at=at
+                )
+
+    def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:
+        subs = sorted(
+            (
+                r.sub
+                for r in self._s.subscriptions.values()
+                if r.sub.mid == mid and r.deleted_at is None
+            ),
+            key=lambda s: (s.created_at, s.id),
+        )
+        after = cursors.decode(cursor)
+        start = 0 if after is None else after
+        nxt = cursors.encode(start + limit) if start + limit < len(subs) else None
+        return Page(subs[start : start + limit], nxt)
+
+    def enabled_for(self, mid: str) -> list[Subscription]:
+        return [
+            r.sub
+            for r in self._s.subscriptions.values()
+            if r.sub.mid == mid and r.sub.enabled and r.deleted_at is None
+        ]
+
+
+class MemoryDeliveries:
+    """Delivery rows: written in the unit of work of their event, then worked by the dispatcher."""
+
+    def __init__(self, state: MemoryState, new_id: Callable[[], str]) -> None:
+        self._s = state
+        self._new_id = new_id
+
+    def enqueue(self, rows: Sequence[tuple[Subscription, int, NewEvent]], now: float) -> int:
+        for sub, seq, ev in rows:
+            self._s.delivery_seq += 1
+            self._s.deliveries[self._s.delivery_seq] = DeliveryRow(
+                seq=self._s.delivery_seq,
+                id=self._new_id(),
+                mid=ev.mid,
+                subscription_id=sub.id,
+                event_seq=seq,
+                event_id=ev.event_id,
+                entity_id=ev.entity_id,
+                entity_version=ev.entity_version,
+                event_type=ev.event_type,
+                status="pending",
+                attempt_count=0,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        return len(rows)
+
+    def _delivery(self, row: DeliveryRow) -> Delivery:
+        return Delivery(
+            id=row.id,
+            mid=row.mid,
+            subscription_id=row.subscription_id,
+            event_id=row.event_id,
+            entity_id=row.entity_id,
+            entity_version=row.entity_version,
+            event_type=row.event_type,
+            status=row.status,
+            attempt_count=row.attempt_count,
+            next_attempt_at=row.next_attempt_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_error=row.last_error,
+            attempts=self._s.attempts.get(row.seq, ()),
+        )
+
+    def _row(self, mid: str, delivery_id: str) -> DeliveryRow | None:
+        return next(
+            (d for d in self._s.deliveries.values() if d.mid == mid and d.id == delivery_id), None
+        )
+
+    def get(self, mid: str, delivery_id: str) -> Delivery | None:
+        row = self._row(mid, delivery_id)
+        return None if row is None else self._delivery(row)
+
+    def page(
+        self, mid: str, sub_id: str, status: str | None, cursor: str | None, limit: int
+    ) -> Page[Delivery]:
+        before = cursors.decode(cursor)
+        rows = sorted(
+            (
+                d
+                for d in self._s.deliveries.values()
+                if d.mid == mid
+                and d.subscription_id == sub_id
+                and (before is None or d.seq < before)
+                and (not status or d.status == status)
+            ),
+            key=lambda d: -d.seq,
+        )
+        chunk = rows[:limit]
+        nxt = cursors.encode(chunk[-1].seq) if len(rows) > limit else None
+        return Page([self._delivery(d) for d in chunk], nxt)
+
+    def retry(self, mid: str, delivery_id: str, now: float) -> Delivery | None:
+        row = self._row(mid, delivery_id)
+        if row is None:
+            return None
+        self._s.deliveries[row.seq] = row.with_(
+            status="pending",
+            attempt_count=0,
+            next_attempt_at=now,
+            locked_until=None,
+            updated_at=now,
+        )
+        return self.get(mid, delivery_id)
+
+    def replay(self, mid: str, sub_id: str, since: float, status: str | None, now: float) -> int:
+        wanted = (status,) if status else ("delivered", "dead")
+        count = 0
+        for seq, d in list(self._s.deliveries.items()):
+            if (
+                d.mid == mid
+                and d.subscription_id == sub_id
+                and d.created_at >= since
+                and d.status in wanted
+            ):
+                self._s.deliveries[seq] = d.with_(
+                    status="pending",
+                    attempt_count=0,
+                    next_attempt_at=now,
+                    locked_until=None,
+                    updated_at=now,
+                )
+                count += 1
+        return count

@@ -1,0 +1,124 @@
+"""The rows an in-memory store keeps: the same columns as the SQL tables, in dicts and lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from leadhook.services.ports import ApiKey, Attempt, DeliveryStatus, StoredEvent, Subscription
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    """A row of `tenants`: the catalog kept as the JSON text SQL keeps."""
+
+    mid: str
+    catalog: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """A row of `api_keys`."""
+
+    key: ApiKey
+    key_hash: str
+
+
+@dataclass(frozen=True)
+class LeadRow:
+    """A row of `leads`: the columns that filter and the whole state as JSON text."""
+
+    seq: int
+    id: str
+    mid: str
+    version: int
+    owner: str | None
+    lead_pool: str | None
+    life_status: str | None
+    voided: bool
+    state: str
+
+
+@dataclass(frozen=True)
+class SubscriptionRow:
+    """A row of `subscriptions`; a deleted one is kept but hidden."""
+
+    sub: Subscription
+    deleted_at: float | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """A row of `deliveries`."""
+
+    seq: int
+    id: str
+    mid: str
+    subscription_id: str
+    event_seq: int
+    event_id: str
+    entity_id: str
+    entity_version: int
+    event_type: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: float | None
+    created_at: float
+    updated_at: float
+    locked_until: float | None = None
+    locked_by: str | None = None
+    last_error: str | None = None
+
+    def with_(self, **changes: Any) -> DeliveryRow:
+        """Return the row with columns changed."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class IdempotencyRow:
+    """A row of `idempotency_keys`."""
+
+    fingerprint: str
+    status_code: int
+    body: str
+    created_at: float
+
+
+@dataclass
+class MemoryState:
+    """Every table of the store; rows are immutable, so copying the containers copies it all."""
+
+    tenants: dict[str, TenantRow] = field(default_factory=dict)
+    keys: dict[str, KeyRow] = field(default_factory=dict)
+    leads: dict[str, LeadRow] = field(default_factory=dict)
+    events: list[StoredEvent] = field(default_factory=list)
+    # The unique indexes of `events`: event_id → position in `events`, (entity_id, version).
+    event_index: dict[str, int] = field(default_factory=dict)
+    event_versions: set[tuple[str, int]] = field(default_factory=set)
+    subscriptions: dict[str, SubscriptionRow] = field(default_factory=dict)
+    deliveries: dict[int, DeliveryRow] = field(default_factory=dict)
+    attempts: dict[int, tuple[Attempt, ...]] = field(default_factory=dict)
+    idempotency: dict[tuple[str, str], IdempotencyRow] = field(default_factory=dict)
+    # Sequences, like SQL's autoincrement columns.
+    lead_seq: int = 0
+    event_seq: int = 0
+    delivery_seq: int = 0
+
+    def copy(self) -> MemoryState:
+        """Return an independent copy (a snapshot a unit of work may change freely)."""
+        return MemoryState(
+            tenants=dict(self.tenants),
+            keys=dict(self.keys),
+            leads=dict(self.leads),
+            events=list(self.events),
+            event_index=dict(self.event_index),
+            event_versions=set(self.event_versions),
+            subscriptions=dict(self.subscriptions),
+            deliveries=dict(self.deliveries),
+            attempts=dict(self.attempts),
+            idempotency=dict(self.idempotency),
+            lead_seq=self.lead_seq,
+            event_seq=self.event_seq,
+            delivery_seq=self.delivery_seq,
+        )

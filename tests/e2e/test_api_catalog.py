@@ -1,0 +1,193 @@
+"""The catalog API: every kind listed, created and replaced, bad entries refused with 422."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from api_helpers import Api, assert_behaviour, assert_problem, seeded_api
+
+
+@pytest.fixture
+def api(backend: str, seeded_databases: Any) -> Iterator[Api]:
+    with seeded_api(backend, seeded_databases) as api:
+        yield api
+
+
+KINDS = ("members", "business_types", "lead_statuses", "life_stages", "lead_pools", "fields")
+
+
+def _entry(catalog: dict[str, Any], kind: str, key: str) -> dict[str, Any] | None:
+    id_key = {"life_stages": "code", "lead_pools": "code", "fields": "code", "objects": "object_name"}
+    return next((e for e in catalog[kind] if e[id_key.get(kind, "id")] == key), None)
+
+
+def test_get_catalog_lists_every_kind(api: Api) -> None:
+    resp = api.get("/v1/catalog")
+    assert resp.status_code == 200
+    catalog = resp.json()
+    for kind in (*KINDS, "objects"):
+        assert isinstance(catalog[kind], list), kind
+    assert catalog["mid"] == api.mid
+    assert _entry(catalog, "members", "m1") == {
+        "id": "m1",
+        "name": "王五",
+        "omni_user_uuid": "omni-m1",
+    }
+    assert _entry(catalog, "lead_statuses", "s_new") == {"id": "s_new", "name": "新线索"}
+    assert _entry(catalog, "business_types", "bt_authing") == {
+        "id": "bt_authing",
+        "name": "Authing",
+    }
+    assert _entry(catalog, "lead_pools", "market") == {"code": "market", "name": "市场公海"}
+    assert _entry(catalog, "life_stages", "baby_lead") == {
+        "code": "baby_lead",
+        "name": "初始线索",
+        "order": 1,
+    }
+    grade = _entry(catalog, "fields", "grade")
+    assert grade == {
+        "code": "grade",
+        "name": "等级",
+        "type": "option",
+        "group": "ordinary",
+        "options": {"a": "A级", "b": "B级"},
+        "builtin": False,
+    }
+    assert _entry(catalog, "fields", "mobile") is not None
+    assert _entry(catalog, "objects", "account") == {
+        "object_name": "account",
+        "name": "客户",
+        "object_id": "12",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "body", "listed"),
+    [
+        (
+            "members",
+            "m9",
+            {"name": "赵六", "omni_user_uuid": "u-9"},
+            {"id": "m9", "name": "赵六", "omni_user_uuid": "u-9"},
+        ),
+        ("business_types", "bt_x", {"name": "X"}, {"id": "bt_x", "name": "X"}),
+        ("lead_statuses", "s_won", {"name": "赢单"}, {"id": "s_won", "name": "赢单"}),
+        (
+            "life_stages",
+            "lost",
+            {"name": "流失", "order": 9},
+            {"code": "lost", "name": "流失", "order": 9},
+        ),
+        ("lead_pools", "vip", {"name": "VIP池"}, {"code": "vip", "name": "VIP池"}),
+        (
+            "fields",
+            "utm_extra",
+            {"name": "额外", "type": "text", "group": "source"},
+            {
+                "code": "utm_extra",
+                "name": "额外",
+                "type": "text",
+                "group": "source",
+                "builtin": False,
+            },
+        ),
+        (
+            "objects",
+            "contact",
+            {"name": "联系人", "object_id": "7"},
+            {"object_name": "contact", "name": "联系人", "object_id": "7"},
+        ),
+    ],
+)
+def test_put_creates_then_replaces_an_entry(
+    api: Api, kind: str, key: str, body: dict[str, Any], listed: dict[str, Any]
+) -> None:
+    resp = api.put(f"/v1/catalog/{kind}/{key}", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == listed
+    assert _entry(api.get("/v1/catalog").json(), kind, key) == listed
+    before = len(api.get("/v1/catalog").json()[kind])
+    renamed = {**body, "name": "Renamed"}
+    again = api.put(f"/v1/catalog/{kind}/{key}", json=renamed)
+    assert again.status_code == 200
+    catalog = api.get("/v1/catalog").json()
+    assert len(catalog[kind]) == before
+    entry = _entry(catalog, kind, key)
+    assert entry is not None
+    assert entry["name"] == "Renamed"
+
+
+def test_catalog_entries_take_effect_on_leads(api: Api) -> None:
+    api.put("/v1/catalog/members/m9", json={"name": "赵六"})
+    api.put("/v1/catalog/business_types/bt_new", json={"name": "New", "default": True})
+    api.put("/v1/catalog/life_stages/pre", json={"name": "前置", "order": 0})
+    api.put("/v1/catalog/lead_pools/vip", json={"name": "VIP池"})
+    api.put("/v1/catalog/fields/score", json={"name": "分数", "type": "number"})
+    lead = api.create_lead(owner="m9", lead_pool="vip", fields={"score": 7})
+    assert lead["business_type"] == "bt_new"
+    assert lead["life_status"] == "pre"  # the new first stage
+    assert lead["fields"]["score"] == 7
+    create = api.events()[-1]
+    assert create["extra_data"]["mapping_data_text"]["owner"] == "赵六"
+    assert create["extra_data"]["business_type_name"] == "New"
+    assert create["extra_data"]["mapping_data"]["to_pre_timestamp"]
+    # A renamed member is shown by its new name in later events.
+    api.put("/v1/catalog/members/m9", json={"name": "赵六六"})
+    resp = api.post(f"/v1/leads/{lead['id']}/owner", json={"owner": "m1", "scene_type": 2})
+    body = assert_behaviour(resp)
+    assert body["events"][0]["extra_data"]["former_owner_name"] == "赵六六"
+
+
+BAD_ENTRIES: list[tuple[str, Any, int, list[str | int] | None]] = [
+    ("/v1/catalog/widgets/x", {"name": "x"}, 422, ["path", "kind"]),
+    ("/v1/catalog/members/bad%20key", {"name": "x"}, 422, ["path", "key"]),
+    ("/v1/catalog/members/" + "k" * 65, {"name": "x"}, 422, ["path", "key"]),
+    ("/v1/catalog/members/m9", {}, 422, ["body", "name"]),
+    ("/v1/catalog/members/m9", {"name": ""}, 422, ["body", "name"]),
+    ("/v1/catalog/members/m9", {"name": 5}, 422, ["body", "name"]),
+    ("/v1/catalog/members/m9", {"name": "x" * 201}, 422, ["body", "name"]),
+    ("/v1/catalog/members/m9", {"name": "x", "order": 1}, 422, ["body", "order"]),
+    ("/v1/catalog/members/m9", {"name": "x", "omni_user_uuid": 3}, 422, ["body", "omni_user_uuid"]),
+    ("/v1/catalog/members/m9", ["name"], 422, ["body"]),
+    ("/v1/catalog/business_types/b", {"name": "x", "default": "yes"}, 422, ["body", "default"]),
+    ("/v1/catalog/life_stages/s", {"name": "x", "order": "1"}, 422, ["body", "order"]),
+    ("/v1/catalog/life_stages/s", {"name": "x", "order": True}, 422, ["body", "order"]),
+    ("/v1/catalog/fields/f", {"name": "x", "type": "blob"}, 422, ["body", "type"]),
+    ("/v1/catalog/fields/f", {"name": "x", "type": "reference"}, 422, ["body", "type"]),
+    ("/v1/catalog/fields/f", {"name": "x", "group": "system"}, 422, ["body", "group"]),
+    ("/v1/catalog/fields/f", {"name": "x", "type": "option"}, 422, ["body", "options"]),
+    ("/v1/catalog/fields/f", {"name": "x", "options": {"a": "A"}}, 422, ["body", "options"]),
+    ("/v1/catalog/fields/mobile", {"name": "x"}, 422, ["path", "key"]),
+    ("/v1/catalog/fields/to_mql_timestamp", {"name": "x"}, 422, ["path", "key"]),
+    ("/v1/catalog/objects/o", {"name": "x"}, 422, ["body", "object_id"]),
+]
+
+
+def test_put_refuses_bad_entries(api: Api) -> None:
+    before = api.get("/v1/catalog").json()
+    for path, body, status, loc in BAD_ENTRIES:
+        try:
+            assert_problem(api.put(path, json=body), status, loc)
+        except AssertionError as exc:
+            raise AssertionError(f"PUT {path} {body}: {exc}") from None
+    assert api.get("/v1/catalog").json() == before
+
+
+def test_put_answers_the_entry_it_put(api: Api) -> None:
+    # A member whose name is another member's id must not be mistaken for it.
+    api.put("/v1/catalog/members/alice", json={"name": "bob"})
+    resp = api.put("/v1/catalog/members/bob", json={"name": "Bob"})
+    assert resp.json() == {"id": "bob", "name": "Bob", "omni_user_uuid": ""}
+    api.put("/v1/catalog/objects/contact", json={"name": "account", "object_id": "1"})
+    resp = api.put("/v1/catalog/objects/account", json={"name": "Account", "object_id": "2"})
+    assert resp.json() == {"object_name": "account", "name": "Account", "object_id": "2"}
+
+
+def test_put_refuses_malformed_json(api: Api) -> None:
+    resp = api.put(
+        "/v1/catalog/members/m9", content=b'{"name": ', headers={"content-type": "application/json"}
+    )
+    assert_problem(resp, 400)
+    assert _entry(api.get("/v1/catalog").json(), "members", "m9") is None
