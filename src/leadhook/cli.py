@@ -1,0 +1,386 @@
+"""The `leadhook` command: serve, worker, tenants, demo and listen."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
+
+from leadhook import __version__
+from leadhook.domain.errors import LeadhookError
+
+if TYPE_CHECKING:
+    from leadhook.bootstrap import Container
+    from leadhook.settings import Settings
+
+# The heavy modules (database, API, servers) are imported by the commands that need them, so
+# that `leadhook --help` and `leadhook tenants ...` start quickly.
+
+console = Console(soft_wrap=True, highlight=False)
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
+
+app = typer.Typer(
+    name="leadhook",
+    help="CRM lead events, recorded in a fixed contract and delivered to signed webhooks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tenants_app = typer.Typer(help="Create tenants and manage their API keys, without HTTP calls.")
+keys_app = typer.Typer(help="List, issue and revoke a tenant's API keys.")
+tenants_app.add_typer(keys_app, name="keys", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants", no_args_is_help=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL (default: $LEADHOOK_DATABASE_URL or sqlite:///./leadhook.db).",
+        show_default=False,
+    ),
+]
+Concurrency = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency", min=1, help="Deliveries in flight at once in this process (default: 64)."
+    ),
+]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LogLevel = Annotated[
+    str,
+    typer.Option("--log-level", help="debug, info, warning or error."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error on stderr and exit with `code`."""
+    errors.print(Text.assemble(("error: ", "bold red"), message))
+    raise typer.Exit(code)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment, with command-line flags winning; exit 2 on a bad value."""
+    from leadhook.settings import Settings, SettingsError
+
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        fail(str(exc), 2)
+
+
+def display_url(url: str) -> str:
+    """Return a database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def opened(settings: Settings) -> Iterator[Container]:
+    """Build the container (migrating the database) and close it after; fail on errors."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from leadhook.bootstrap import build
+
+    try:
+        container = build(settings)
+    except SQLAlchemyError as exc:
+        fail(f"cannot open {display_url(settings.database_url)}: {exc.__class__.__name__}: {exc}")
+    try:
+        yield container
+    except LeadhookError as exc:
+        fail(exc.detail.removeprefix("body."))
+    finally:
+        container.close()
+
+
+class KeyValueFormatter(logging.Formatter):
+    """Append a record's structured fields (`extra=`) to its message as `key=value`."""
+
+    STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "color_message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format the message, then its extra fields."""
+        fields = {k: v for k, v in vars(record).items() if k not in self.STANDARD}
+        return super().format(record) + "".join(f" {k}={v}" for k, v in fields.items())
+
+
+def configure_logging(level: str) -> None:
+    """Send leadhook's and uvicorn's logs to stderr through Rich."""
+    if level.lower() not in LOG_LEVELS:
+        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {level!r}", 2)
+    handler = RichHandler(console=errors, show_path=False, rich_tracebacks=False, markup=False)
+    handler.setFormatter(KeyValueFormatter())
+    for name in ("leadhook", "uvicorn"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"leadhook {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """leadhook: every behaviour on a CRM lead becomes an event, delivered to signed webhooks."""
+
+
+# ---- serve and worker ---------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    database_url: DatabaseUrl = None,
+    concurrency: Concurrency = None,
+    log_level: LogLevel = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+) -> None:
+    """Serve the HTTP API and deliver webhooks in one process (migrates the database first)."""
+    from leadhook.cli_runtime import base_url, bind, run_async, run_service
+
+    configure_logging(log_level)
+    settings = load_settings(database_url=database_url, concurrency=concurrency)
+    generated = settings.admin_token is None
+    if generated:
+        settings = replace(settings, admin_token=secrets.token_urlsafe(24))
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    with opened(settings) as container:
+        url = base_url(sock)
+
+        def banner() -> None:
+            print_serve_banner(url, settings, generated=generated)
+
+        run_async(
+            run_service(
+                container,
+                sock=sock,
+                concurrency=concurrency,
+                on_started=banner,
+                log_level=log_level,
+                access_log=access_log,
+            )
+        )
+    console.print("leadhook stopped.")
+
+
+def print_serve_banner(url: str, settings: Settings, *, generated: bool) -> None:
+    """Tell where the API, its docs and metrics are and how to create a first tenant."""
+    from leadhook.settings import Settings
+
+    db_flag = ""
+    if settings.database_url != Settings().database_url:
+        db_flag = f" --database-url '{display_url(settings.database_url)}'"
+    console.print(f"[bold green]leadhook {__version__}[/] is serving and delivering webhooks.")
+    console.print(f"  API      {url}")
+    console.print(f"  Docs     {url}/docs")
+    console.print(f"  Metrics  {url}/metrics")
+    console.print(f"  Database {display_url(settings.database_url)} (migrated)")
+    if generated:
+        console.print(
+            "[bold yellow]LEADHOOK_ADMIN_TOKEN is not set, so this admin token was generated"
+            " for this run only (set the variable to keep one):[/]"
+        )
+        console.print(f"  Admin token: {settings.admin_token}")
+    else:
+        console.print("  Admin token: the value of LEADHOOK_ADMIN_TOKEN")
+    console.print("Create a first tenant (prints its API key) in another terminal:")
+    console.print(f"  leadhook tenants create acme{db_flag}")
+    console.print(
+        f"  or: curl -X POST {url}/v1/tenants -H 'Authorization: Bearer <admin token>'"
+        " -H 'content-type: application/json' -d '{\"mid\": \"acme\"}'"
+    )
+    console.print("Press Ctrl-C to stop.")
+
+
+@app.command()
+def worker(
+    database_url: DatabaseUrl = None,
+    concurrency: Concurrency = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Deliver webhooks only; run several against PostgreSQL to share the work."""
+    from leadhook.cli_runtime import run_async, run_service
+
+    configure_logging(log_level)
+    settings = load_settings(database_url=database_url, concurrency=concurrency)
+    with opened(settings) as container:
+
+        def started() -> None:
+            console.print(
+                f"[bold green]leadhook worker[/] delivering from"
+                f" {display_url(settings.database_url)} with concurrency"
+                f" {concurrency or settings.concurrency}. Press Ctrl-C to stop."
+            )
+
+        run_async(run_service(container, sock=None, concurrency=concurrency, on_started=started))
+    console.print("leadhook worker stopped.")
+
+
+# ---- tenants ------------------------------------------------------------------------------
+
+
+@tenants_app.command("create")
+def tenants_create(
+    mid: Annotated[str, typer.Argument(help="The tenant id (1-64 letters, digits, _ or -).")],
+    name: Annotated[str | None, typer.Option(help="Display name (default: the mid).")] = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA time zone (default: Asia/Shanghai).")
+    ] = None,
+    object_id: Annotated[
+        str | None, typer.Option(help="The lead object's id in events (default: 56).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create a tenant with the default catalog and print its first API key (shown once)."""
+    with opened(load_settings(database_url=database_url)) as container:
+        tenant = container.tenants.create(mid, name, timezone, object_id)
+    if as_json:
+        console.print_json(json.dumps(tenant))
+        return
+    console.print(
+        f"Tenant {tenant['mid']} created: name {tenant['name']!r}, time zone"
+        f" {tenant['timezone']}, object id {tenant['object_id']}.",
+        markup=False,
+    )
+    _print_new_key(tenant["api_key"], tenant["key_id"])
+
+
+def _print_new_key(api_key: str, key_id: str) -> None:
+    console.print("API key ([bold]shown once[/]: store it now; only its hash is kept):")
+    console.print(f"  {api_key}")
+    console.print(f"Key id: {key_id}")
+    console.print(
+        "Use it as: curl -H 'Authorization: Bearer <API key>' http://127.0.0.1:8000/v1/catalog"
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    mid: Annotated[str, typer.Argument(help="The tenant id.")],
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """List a tenant's keys: id, prefix, created, revoked (never the keys themselves)."""
+    with opened(load_settings(database_url=database_url)) as container:
+        keys = container.tenants.list_keys(mid)
+    if as_json:
+        console.print_json(json.dumps({"data": keys}))
+        return
+    table = Table("key id", "prefix", "created (UTC)", "revoked (UTC)", title=f"API keys of {mid}")
+    for key in keys:
+        table.add_row(
+            key["id"], key["prefix"] + "…", _when(key["created_at"]), _when(key["revoked_at"])
+        )
+    console.print(table)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@keys_app.command("issue")
+def keys_issue(
+    mid: Annotated[str, typer.Argument(help="The tenant id.")],
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Issue another API key for a tenant (shown once)."""
+    with opened(load_settings(database_url=database_url)) as container:
+        key = container.tenants.issue_key(mid)
+    if as_json:
+        console.print_json(json.dumps(key))
+        return
+    _print_new_key(key["api_key"], key["id"])
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    mid: Annotated[str, typer.Argument(help="The tenant id.")],
+    key_id: Annotated[str, typer.Argument(help="The key id (see `keys list`).")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key: requests with it answer 401 from now on."""
+    with opened(load_settings(database_url=database_url)) as container:
+        container.tenants.revoke_key(mid, key_id)
+    console.print(f"Key {key_id} of {mid} revoked.")
+
+
+# ---- demo and listen ----------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for every event to arrive.")
+    ] = 30.0,
+) -> None:
+    """Run a self-contained tour: every behaviour, every event delivered, verified and shown."""
+    from leadhook.cli_demo import run_demo
+    from leadhook.cli_runtime import run_async
+
+    raise typer.Exit(run_async(run_demo(console, timeout=timeout)))
+
+
+@app.command()
+def listen(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8787,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            envvar="LEADHOOK_LISTEN_SECRET",
+            help="The subscription's whsec_ secret; repeat it during a rotation.",
+        ),
+    ] = None,
+    forward_to: Annotated[
+        str | None,
+        typer.Option("--forward-to", help="Also POST each delivery, as received, to this URL."),
+    ] = None,
+) -> None:
+    """Receive deliveries locally: verify their signature and pretty-print each event."""
+    from leadhook.cli_listen import run_listener
+    from leadhook.cli_runtime import bind, run_async
+
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    try:
+        run_async(run_listener(console, sock, secrets=secret or [], forward_to=forward_to))
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+
+def main() -> None:
+    """Run the command line (the `leadhook` console script)."""
+    app()

@@ -1,0 +1,191 @@
+"""`leadhook listen`: a local receiver that verifies deliveries and pretty-prints their events."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiohttp import web
+from rich.console import Console
+from rich.text import Text
+
+from leadhook.cli_runtime import base_url, shutdown_on_signals
+from leadhook.domain.signing import secret_key
+from leadhook.receiver import (
+    InvalidPayload,
+    LeadEvent,
+    SignatureError,
+    WebhookTestReceived,
+    parse,
+    verify_and_parse,
+)
+
+SCENES = {
+    1: "automatic allocation",
+    2: "manual allocation",
+    3: "claimed from a pool",
+    4: "returned to a pool",
+    5: "reclaimed into a pool",
+    6: "duplicate merge",
+}
+OPERATORS = {0: "system", 1: "back-office user", 2: "member"}
+# Not passed on when forwarding: they describe this hop, not the delivery.
+HOP_HEADERS = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "upgrade"}
+)
+
+
+def _side(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def render_event(event: LeadEvent, *, verified: bool) -> Text:
+    """Describe one event in a few lines: type, lead, version, then each change with labels."""
+    extra = event.extra_data
+    line = Text()
+    line.append("✔ verified  " if verified else "⚠ unverified  ", "green" if verified else "yellow")
+    line.append(f"{event.event_type:<26}", "bold cyan")
+    line.append(f" lead {extra.entity_id}  v{event.entity_version}")
+    line.append(f"  by {OPERATORS.get(extra.operator_type, '?')}", "dim")
+    if extra.operator_id:
+        line.append(f" {extra.operator_id}", "dim")
+    if event.action_keyword != event.event_type:
+        line.append(f"  ({event.action_keyword})", "magenta")
+    for detail in _details(event):
+        line.append("\n      ")
+        line.append(detail)
+    return line
+
+
+def _details(event: LeadEvent) -> list[str]:
+    extra = event.extra_data
+    texts: Mapping[str, Any] = extra.mapping_data_text
+    out: list[str] = []
+    for code, values in extra.mapping_data.items():
+        text = texts.get(code)
+        if event.event_type == "object_create":
+            out.append(f"{code} = {text if isinstance(text, str) else _side(values[0])}")
+        else:
+            before, after = (text if isinstance(text, list) else [_side(v) for v in values])[:2]
+            out.append(f"{code}: {before} → {after}")
+    own = extra.model_dump()
+    if extra.notes:
+        out.append(f"notes: {extra.notes!r}" + (" (follow-up)" if extra.is_follow_up else ""))
+    if "members" in own:
+        out.append("members: " + ", ".join(own["members"]))
+    if "scene_type" in own:
+        out.append(f"scene {own['scene_type']}: {SCENES.get(own['scene_type'], '?')}")
+    if "target_object_name" in own:
+        out.append(
+            f"related to {own['target_object_name']} {own['target_entity_id']}"
+            f" (object id {own['target_object_id'] or '-'})"
+        )
+    return out
+
+
+@dataclass
+class Listener:
+    """Verify, show and optionally forward each delivery; count what happened."""
+
+    console: Console
+    secrets: Sequence[str]
+    forward_to: str | None = None
+    client: httpx.AsyncClient | None = None
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"received": 0, "verified": 0, "rejected": 0}
+    )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer 204, 401 (bad signature), 400 (not an event) or the forward target's status."""
+        if request.method != "POST":
+            return web.Response(text="leadhook listen: POST webhook deliveries here\n")
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.counts["received"] += 1
+        verified = bool(self.secrets)
+        try:
+            event = verify_and_parse(body, headers, self.secrets) if verified else parse(body)
+        except WebhookTestReceived as test:
+            self.counts["verified"] += int(verified)
+            mark = "✔ verified  " if verified else "⚠ unverified  "
+            message = test.event.get("data", {}).get("message", "")
+            self.console.print(Text(f"{mark}{test.event.get('event_type')}  {message}", "green"))
+            return await self._answer(body, headers)
+        except (SignatureError, InvalidPayload) as exc:
+            self.counts["rejected"] += 1
+            status = 401 if isinstance(exc, SignatureError) else 400
+            self.console.print(Text(f"✘ rejected ({status}): {exc}", "bold red"))
+            return web.Response(status=status, text=f"{exc}\n")
+        self.counts["verified"] += int(verified)
+        self.console.print(render_event(event, verified=verified))
+        return await self._answer(body, headers)
+
+    async def _answer(self, body: bytes, headers: Mapping[str, str]) -> web.Response:
+        if self.forward_to is None or self.client is None:
+            return web.Response(status=204)
+        label = f"{headers.get('webhook-id', '?')} to {self.forward_to}"
+        passed = {k: v for k, v in headers.items() if k not in HOP_HEADERS}
+        try:
+            resp = await self.client.post(self.forward_to, content=body, headers=passed)
+        except httpx.HTTPError as exc:
+            self.console.print(Text(f"      → forwarding {label} failed: {exc!r}", "red"))
+            return web.Response(status=502, text=f"forwarding failed: {exc!r}\n")
+        self.console.print(Text(f"      → forwarded {label}: {resp.status_code}", "dim"))
+        keep = {k: v for k, v in resp.headers.items() if k.lower() == "retry-after"}
+        body_out = resp.content if resp.status_code not in (204, 304) else None
+        return web.Response(status=resp.status_code, body=body_out, headers=keep)
+
+
+async def run_listener(
+    console: Console,
+    sock: socket.socket,
+    *,
+    secrets: Sequence[str],
+    forward_to: str | None = None,
+    stop: asyncio.Event | None = None,
+) -> dict[str, int]:
+    """Serve deliveries on `sock` until SIGINT/SIGTERM (or `stop`); return the counts."""
+    for s in secrets:
+        try:
+            secret_key(s)
+        except ValueError as exc:
+            raise ValueError(f"--secret {s[:10]}…: {exc}") from None
+    client = httpx.AsyncClient(timeout=10.0) if forward_to else None
+    listener = Listener(console, list(secrets), forward_to, client)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", listener.handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    url = base_url(sock)
+    console.print(f"[bold green]leadhook listen[/] receiving webhook deliveries at {url}/")
+    if secrets:
+        console.print(f"Verifying signatures with {len(secrets)} secret(s).")
+    else:
+        console.print(
+            "[bold yellow]warning: no --secret given: deliveries are shown UNVERIFIED."
+            " Pass the subscription's whsec_ secret to check their signatures.[/]"
+        )
+    if forward_to:
+        console.print(f"Forwarding each delivery to {forward_to}.", markup=False)
+    console.print("Press Ctrl-C to stop.")
+    stop = stop or asyncio.Event()
+    started = time.monotonic()
+    try:
+        with shutdown_on_signals(stop, lambda: None):
+            await stop.wait()
+    finally:
+        await runner.cleanup()
+        if client is not None:
+            await client.aclose()
+    c = listener.counts
+    console.print(
+        f"Stopped after {time.monotonic() - started:.0f}s: {c['received']} received,"
+        f" {c['verified']} verified, {c['rejected']} rejected."
+    )
+    return listener.counts

@@ -1,0 +1,263 @@
+"""The `leadhook` command, run as a user runs it: the installed executable in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from leadhook.domain.events import EVENT_TYPES
+from leadhook.domain.signing import webhook_headers
+
+LEADHOOK = Path(sys.executable).parent / "leadhook"
+ADMIN_TOKEN = "cli-test-admin-token"
+STARTUP = 30.0  # seconds: generous, the suite may share two cores with other work
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHOOK_")}
+    return {**env, "COLUMNS": "160", **extra}
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LEADHOOK), *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class Running:
+    """A `leadhook` process in the background, its output captured in a file."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], name: str) -> None:
+        self.log = cwd / f"{name}.out"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [str(LEADHOOK), *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for(self, text: str, timeout: float = STARTUP) -> str:
+        """Wait until `text` is in the output; fail with the output if the process ended."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output()
+            if text in out:
+                return out
+            if self.proc.poll() is not None:
+                pytest.fail(f"exited {self.proc.returncode} before printing {text!r}:\n{out}")
+            time.sleep(0.05)
+        pytest.fail(f"no {text!r} after {timeout}s:\n{self.output()}")
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send `sig` and return the exit code, which must come within `timeout` seconds."""
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """Start `leadhook` processes that are killed at the end of the test if still running."""
+    procs: list[Running] = []
+
+    def starter(*args: str, name: str, **env: str) -> Running:
+        proc = Running(list(args), tmp_path, clean_env(**env), name)
+        procs.append(proc)
+        return proc
+
+    yield starter
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = STARTUP) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def post(url: str, body: dict[str, Any], token: str, status: int = 201) -> dict[str, Any]:
+    resp = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert resp.status_code == status, resp.text
+    data: dict[str, Any] = resp.json()
+    return data
+
+
+# ---- commands that finish ----------------------------------------------------------------
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    result = run("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "worker", "tenants", "demo", "listen"):
+        assert command in result.stdout
+    version = run("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("leadhook ")
+
+
+def test_tenants_and_keys_without_http(tmp_path: Path) -> None:
+    db = ["--database-url", f"sqlite:///{tmp_path}/cli.db"]
+    created = run("tenants", "create", "acme", "--name", "Acme 公司", *db, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert "shown once" in created.stdout
+    first_key = next(w for w in created.stdout.split() if w.startswith("lh_"))
+
+    issued = run("tenants", "keys", "issue", "acme", "--json", *db, cwd=tmp_path)
+    assert issued.returncode == 0, issued.stderr
+    second = json.loads(issued.stdout)
+    assert second["api_key"].startswith("lh_") and second["api_key"] != first_key
+
+    revoked = run("tenants", "keys", "revoke", "acme", second["id"], *db, cwd=tmp_path)
+    assert revoked.returncode == 0, revoked.stderr
+
+    listed = run("tenants", "keys", "list", "acme", "--json", *db, cwd=tmp_path)
+    keys = {k["id"]: k for k in json.loads(listed.stdout)["data"]}
+    assert len(keys) == 2 and keys[second["id"]]["revoked_at"] is not None
+    assert "api_key" not in json.dumps(keys)
+    assert next(k for k in keys.values() if k["revoked_at"] is None)["prefix"] == first_key[:10]
+
+    again = run("tenants", "create", "acme", *db, cwd=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_demo_delivers_and_verifies_every_event_type(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for event_type in EVENT_TYPES:
+        assert f"✔ verified  {event_type}" in result.stdout
+    assert "21 of 21 events delivered" in result.stdout
+    assert time.monotonic() - started < 30
+    assert list(tmp_path.iterdir()) == []  # temporary storage only
+
+
+# ---- long-running commands ---------------------------------------------------------------
+
+
+def test_serve_on_the_default_database_then_stop_cleanly(
+    tmp_path: Path, start: Callable[..., Running]
+) -> None:
+    port = free_port()
+    serve = start("serve", "--port", str(port), name="serve")
+    out = serve.wait_for("Ctrl-C")
+    base = f"http://127.0.0.1:{port}"
+    assert f"{base}/docs" in out and f"{base}/metrics" in out
+    assert "generated for this run" in out and "leadhook tenants create" in out
+    token = out.split("Admin token: ", 1)[1].split()[0]
+    assert httpx.get(f"{base}/healthz").status_code == 200
+
+    tenant = post(f"{base}/v1/tenants", {"mid": "acme"}, token)
+    lead = post(f"{base}/v1/leads", {"fields": {"name": "Ada"}}, tenant["api_key"])
+    events = httpx.get(
+        f"{base}/v1/events", headers={"Authorization": f"Bearer {tenant['api_key']}"}
+    )
+    assert [e["event_id"] for e in events.json()["data"]] == [lead["events"][0]["event_id"]]
+    assert (tmp_path / "leadhook.db").exists()
+
+    assert serve.terminate() == 0
+    assert "leadhook stopped." in serve.output()
+
+
+def test_worker_delivers_until_interrupted(tmp_path: Path, start: Callable[..., Running]) -> None:
+    worker = start(
+        "worker",
+        "--concurrency",
+        "4",
+        name="worker",
+        LEADHOOK_DATABASE_URL=f"sqlite:///{tmp_path}/w.db",
+    )
+    worker.wait_for("Ctrl-C")
+    assert "concurrency 4" in worker.output()
+    assert worker.terminate(signal.SIGINT) == 0
+    assert "worker stopped" in worker.output()
+
+
+def test_listen_verifies_what_serve_delivers(tmp_path: Path, start: Callable[..., Running]) -> None:
+    api_port, listen_port, downstream_port = free_port(), free_port(), free_port()
+    serve = start(
+        "serve",
+        "--port",
+        str(api_port),
+        "--database-url",
+        f"sqlite:///{tmp_path}/listen.db",
+        name="serve",
+        LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN,
+        LEADHOOK_ALLOW_PRIVATE_TARGETS="1",
+    )
+    # The downstream receiver, without a secret: it shows deliveries unverified.
+    downstream = start("listen", "--port", str(downstream_port), name="downstream")
+    serve.wait_for("Ctrl-C")
+    base = f"http://127.0.0.1:{api_port}"
+    key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    hook = f"http://127.0.0.1:{listen_port}/hook"
+    sub = post(f"{base}/v1/subscriptions", {"url": hook, "event_types": ["*"]}, key)
+
+    listen = start(
+        "listen",
+        "--port",
+        str(listen_port),
+        "--secret",
+        sub["secret"],
+        "--forward-to",
+        f"http://127.0.0.1:{downstream_port}/in",
+        name="listen",
+    )
+    listen.wait_for("Ctrl-C")
+    assert "no --secret given" in downstream.wait_for("Ctrl-C")
+
+    created = post(f"{base}/v1/leads", {"fields": {"name": "Ada Lovelace"}}, key)
+    lead, event_id = created["lead"], created["events"][0]["event_id"]
+    out = listen.wait_for(f"lead {lead['id']}  v1")
+    assert "✔ verified  object_create" in out and "name = Ada Lovelace" in out
+    assert f"forwarded {event_id} to http://127.0.0.1:{downstream_port}/in: 204" in (
+        listen.wait_for("/in: 204")
+    )
+    assert "⚠ unverified  object_create" in downstream.wait_for(f"lead {lead['id']}")
+
+    body = b'{"not": "an event"}'
+    now = int(time.time())
+    good = webhook_headers([sub["secret"]], "msg_1", now, body, "test")
+    assert httpx.post(hook, content=body, headers=good).status_code == 400
+    forged = webhook_headers(["whsec_" + "A" * 32], "msg_1", now, body, "test")
+    assert httpx.post(hook, content=body, headers=forged).status_code == 401
+    assert httpx.post(hook, content=body).status_code == 401
+
+    def delivered() -> bool:
+        url = f"{base}/v1/subscriptions/{sub['id']}/deliveries?status=delivered"
+        resp = httpx.get(url, headers={"Authorization": f"Bearer {key}"})
+        return len(resp.json()["data"]) == 1
+
+    wait_until(delivered)
+
+    assert listen.terminate() == 0
+    assert "4 received, 1 verified, 3 rejected" in listen.output()
+    assert downstream.terminate() == 0
+    assert serve.terminate() == 0
