@@ -9,11 +9,16 @@ from sqlalchemy import Engine
 
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.engine import WriteGate, make_engine
+from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.uow import SqlUnitOfWork
+from leadhook.adapters.http.sender import HttpSender
 from leadhook.adapters.system import SystemClock, SystemIds
+from leadhook.services.delivery import Sender
+from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
 from leadhook.services.leads import LeadService
 from leadhook.services.ports import Clock, IdFactory, UnitOfWorkFactory
+from leadhook.services.subscriptions import SubscriptionService
 from leadhook.services.tenants import TenantService
 from leadhook.services.wakeup import Wakeup
 from leadhook.settings import Settings
@@ -32,11 +37,41 @@ class Container:
     tenants: TenantService
     leads: LeadService
     events: EventService
+    subscriptions: SubscriptionService
+    gate: WriteGate
     wakeup: Wakeup = field(default_factory=Wakeup)
+
+    def make_dispatcher(
+        self, *, concurrency: int | None = None, worker_id: str | None = None
+    ) -> Dispatcher:
+        """Build a delivery loop over this database: its queue, its sender, these settings."""
+        s = self.settings
+        conc = concurrency or s.concurrency
+        return Dispatcher(
+            SqlDeliveryQueue(self.engine, self.gate),
+            partial(make_sender, s, conc),
+            policy=s.retry_policy,
+            clock=self.clock,
+            wakeup=self.wakeup,
+            concurrency=conc,
+            lease_seconds=s.lease_seconds,
+            timeout=s.delivery_timeout,
+            auto_disable_after=s.auto_disable_after,
+            worker_id=worker_id,
+        )
 
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()
+
+
+def make_sender(settings: Settings, limit: int) -> Sender:
+    """Build an HTTP sender with up to `limit` connections; call it inside its event loop."""
+    return HttpSender(
+        timeout=settings.delivery_timeout,
+        allow_private=settings.allow_private_targets,
+        limit=limit,
+    )
 
 
 def build(
@@ -66,5 +101,15 @@ def build(
         tenants=TenantService(uow, clock, ids, readonly_uow=readonly),
         leads=LeadService(uow, clock, ids, on_enqueued=wakeup.notify, readonly_uow=readonly),
         events=EventService(readonly),
+        subscriptions=SubscriptionService(
+            uow,
+            clock,
+            ids,
+            partial(make_sender, settings, 1),
+            allow_private=settings.allow_private_targets,
+            readonly_uow=readonly,
+            on_enqueued=wakeup.notify,
+        ),
+        gate=gate,
         wakeup=wakeup,
     )

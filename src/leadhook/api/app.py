@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook import __version__
 from leadhook.api import problems
 from leadhook.api.metrics import ApiMetrics
-from leadhook.api.routes import catalog, events, leads, ops, tenants
+from leadhook.api.routes import catalog, events, leads, ops, subscriptions, tenants
 from leadhook.bootstrap import Container
 from leadhook.domain.events import EVENT_MODELS
 
@@ -36,30 +34,70 @@ def create_app(container: Container) -> FastAPI:
     api_metrics = ApiMetrics(registry)
     app.state.api_metrics = api_metrics
     problems.install(app)
-    app.middleware("http")(api_metrics.middleware)
-    app.middleware("http")(_limit_body(container.settings.max_body_bytes))
+    app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
+    app.add_middleware(api_metrics.asgi)  # outermost: refused requests are counted too
     for router in (tenants.router, catalog.router, leads.router, events.router, ops.router):
         app.include_router(router)
+    app.include_router(subscriptions.router)
+    app.include_router(subscriptions.deliveries_router)
     _document_webhooks(app)
     return app
 
 
-def _limit_body(
-    limit: int,
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    async def middleware(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return _too_large(limit)
-        if request.method in ("POST", "PUT", "PATCH", "DELETE") and declared is None:
-            body = await request.body()  # chunked: read it (bounded by the server) and check
-            if len(body) > limit:
-                return _too_large(limit)
-        return await call_next(request)
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, reading at most `limit` + 1 of them.
 
-    return middleware
+    A declared Content-Length over the limit is refused before reading; a chunked body is
+    buffered up to the limit and refused as soon as it passes it, then replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+                break
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def _too_large(limit: int) -> Response:

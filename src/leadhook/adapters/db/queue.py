@@ -1,0 +1,254 @@
+"""The delivery queue in SQL: claim due deliveries with a lease, record outcomes in batches.
+
+PostgreSQL claims in one statement with `FOR UPDATE SKIP LOCKED`, so several workers share the
+work. SQLite has one writer at a time (`BEGIN IMMEDIATE` under the write gate): its claim reads
+the due rows, caps them per subscription in Python (cheaper there than a window function), then
+leases them, all in one transaction. Outcomes are written with driver-level `executemany`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, TextClause, bindparam, text, update
+
+from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.engine import WriteGate, is_sqlite
+from leadhook.services.delivery import LANE_DEPTH, Job, Outcome
+
+UNFINISHED = "('pending', 'failed')"
+
+# Due, unleased deliveries of enabled subscriptions whose lead has no earlier unfinished delivery
+# to that subscription (that is what keeps each lead in order), earliest due first. Written so
+# the plan is a walk of ix_deliveries_due in order that stops at the limit, whatever the
+# statistics say; the subscription columns are joined to the few rows found.
+_DUE = f"""
+    SELECT due.seq, due.subscription_id, due.next_attempt_at, s.max_in_flight, s.rate_limit_per_s
+    FROM (
+        SELECT d.seq, d.subscription_id, d.next_attempt_at
+        FROM deliveries d
+        WHERE d.status IN {UNFINISHED}
+          AND d.next_attempt_at <= :now
+          AND (d.locked_until IS NULL OR d.locked_until < :now)
+          AND d.subscription_id NOT IN (
+              SELECT id FROM subscriptions WHERE NOT enabled OR deleted_at IS NOT NULL)
+          {{exclude}}
+          AND NOT EXISTS (
+              SELECT 1 FROM deliveries e
+              WHERE e.subscription_id = d.subscription_id
+                AND e.entity_id = d.entity_id
+                AND e.entity_version < d.entity_version
+                AND e.status IN {UNFINISHED})
+        ORDER BY d.next_attempt_at
+        LIMIT :scan
+    ) AS due
+    JOIN subscriptions s ON s.id = due.subscription_id"""
+
+# At most `cap` rows per subscription in one claim (see `claim_cap`), so one busy endpoint
+# cannot fill a claim; then lock what no other worker holds, lease it and return it whole.
+_PG_CLAIM = f"""
+WITH due AS ({_DUE}
+), ranked AS (
+    SELECT seq, next_attempt_at,
+           ROW_NUMBER() OVER (
+               PARTITION BY subscription_id ORDER BY next_attempt_at, seq) AS rn,
+           CASE WHEN rate_limit_per_s IS NULL THEN max_in_flight * :depth
+                WHEN rate_limit_per_s < 1 THEN 1
+                WHEN rate_limit_per_s >= max_in_flight THEN max_in_flight
+                ELSE CAST(FLOOR(rate_limit_per_s) AS INTEGER) END AS cap
+    FROM due
+), picked AS (
+    SELECT d.seq FROM deliveries d
+    WHERE d.seq IN (SELECT seq FROM ranked WHERE rn <= cap ORDER BY next_attempt_at LIMIT :limit)
+      AND d.status IN {UNFINISHED}
+      AND (d.locked_until IS NULL OR d.locked_until < :now)
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries AS d SET locked_until = :lease_until, locked_by = :worker
+FROM picked p, events e, subscriptions s
+WHERE d.seq = p.seq AND e.seq = d.event_seq AND s.id = d.subscription_id
+RETURNING {{columns}}"""
+
+_COLUMNS = """d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
+    d.attempt_count, d.next_attempt_at, e.payload, s.url, s.secret, s.previous_secret,
+    s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at"""
+
+# The claimed seqs travel as one JSON array, so these statements are the same text every time.
+_SQLITE_LEASE = """UPDATE deliveries SET locked_until = ?, locked_by = ?
+WHERE seq IN (SELECT value FROM json_each(?))"""
+_SQLITE_JOBS = f"""
+SELECT {_COLUMNS}
+FROM deliveries d
+JOIN events e ON e.seq = d.event_seq
+JOIN subscriptions s ON s.id = d.subscription_id
+WHERE d.seq IN (SELECT value FROM json_each(?))"""
+
+_INSERT_ATTEMPTS = """INSERT INTO delivery_attempts
+    (delivery_seq, attempted_at, status_code, latency_ms, error, response_body)
+    VALUES (?, ?, ?, ?, ?, ?)"""
+_FINISH = """UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?,
+    last_error = ?, locked_until = NULL, locked_by = NULL, updated_at = ?
+    WHERE seq = ? AND locked_by = ?"""
+
+_d = t.deliveries.c
+_s = t.subscriptions.c
+
+
+def claim_cap(max_in_flight: int, rate_limit_per_s: float | None) -> int:
+    """Return how many deliveries of one subscription a single claim may take."""
+    if rate_limit_per_s is None:
+        return max_in_flight * LANE_DEPTH
+    return max(1, min(max_in_flight, int(rate_limit_per_s)))
+
+
+def _text(template: str, exclude: bool) -> TextClause:
+    clause = "AND d.subscription_id NOT IN :exclude" if exclude else ""
+    stmt = text(template.replace("{exclude}", clause).replace("{columns}", _COLUMNS))
+    return stmt.bindparams(bindparam("exclude", expanding=True)) if exclude else stmt
+
+
+def _job(row: Sequence[Any], lease_until: float) -> Job:
+    (seq, id_, mid, sub_id, event_id, entity_id, version, attempts, _due, payload, url, secret,
+     previous, previous_expires, max_in_flight, rate, first_failure_at) = row  # fmt: skip
+    return Job(
+        seq, id_, mid, sub_id, event_id, entity_id, version, attempts, payload.encode(), url,
+        secret, max_in_flight, rate, lease_until, previous, previous_expires, first_failure_at,
+    )  # fmt: skip
+
+
+class SqlDeliveryQueue:
+    """Claim, finish and release deliveries; every call is one short transaction."""
+
+    def __init__(self, engine: Engine, gate: WriteGate) -> None:
+        self._engine = engine
+        self._gate = gate
+        self._sqlite = is_sqlite(engine)
+        template = _DUE if self._sqlite else _PG_CLAIM
+        self._claim_sql = {flag: _text(template, flag) for flag in (False, True)}
+        marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert_attempts = _INSERT_ATTEMPTS.replace("?", marker)
+        self._finish = _FINISH.replace("?", marker)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._gate.hold(), self._engine.begin() as conn:
+            yield conn
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        exclude: Collection[str],
+    ) -> list[Job]:
+        """Lease up to `limit` due deliveries to `worker_id`, earliest due first."""
+        params: dict[str, Any] = {"now": now, "limit": limit, "scan": limit * 2}
+        if exclude:
+            params["exclude"] = list(exclude)
+        stmt = self._claim_sql[bool(exclude)]
+        with self._tx() as conn:
+            if self._sqlite:
+                rows = self._claim_sqlite(conn, stmt, params, worker_id, lease_until)
+            else:
+                params.update(lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH)
+                rows = [tuple(r) for r in conn.execute(stmt, params)]
+        rows.sort(key=lambda r: (r[8], r[0]))  # next_attempt_at, then seq
+        return [_job(r, lease_until) for r in rows]
+
+    def _claim_sqlite(
+        self,
+        conn: Connection,
+        stmt: TextClause,
+        params: dict[str, Any],
+        worker_id: str,
+        lease_until: float,
+    ) -> list[tuple[Any, ...]]:
+        taken: dict[str, int] = defaultdict(int)
+        seqs: list[int] = []
+        for seq, sub_id, _due, max_in_flight, rate in conn.execute(stmt, params):
+            if taken[sub_id] < claim_cap(max_in_flight, rate):
+                taken[sub_id] += 1
+                seqs.append(seq)
+                if len(seqs) == params["limit"]:
+                    break
+        if not seqs:
+            return []
+        batch = json.dumps(seqs)
+        conn.exec_driver_sql(_SQLITE_LEASE, (lease_until, worker_id, batch))
+        return [tuple(r) for r in conn.exec_driver_sql(_SQLITE_JOBS, (batch,))]
+
+    def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
+        """Store the attempts and the deliveries' new states; track failing subscriptions."""
+        if not outcomes:
+            return
+        attempts = [
+            (o.job.seq, a.attempted_at, a.status_code, a.latency_ms, a.error, a.response_body)
+            for o in outcomes
+            for a in (o.attempt,)
+        ]
+        finished = [
+            (
+                o.status,
+                o.job.attempt_count + 1,
+                o.next_attempt_at,
+                o.last_error,
+                now,
+                o.job.seq,
+                worker_id,
+            )
+            for o in outcomes
+        ]
+        succeeded = {o.job.subscription_id for o in outcomes if o.status == "delivered"}
+        failing = {o.job.subscription_id for o in outcomes} - succeeded
+        with self._tx() as conn:
+            conn.exec_driver_sql(self._insert_attempts, attempts)
+            conn.exec_driver_sql(self._finish, finished)
+            if succeeded:
+                conn.execute(
+                    update(t.subscriptions)
+                    .where(_s.id.in_(succeeded), _s.first_failure_at.is_not(None))
+                    .values(first_failure_at=None)
+                )
+            if failing:
+                conn.execute(
+                    update(t.subscriptions)
+                    .where(_s.id.in_(failing), _s.first_failure_at.is_(None))
+                    .values(first_failure_at=now)
+                )
+            self._disable(conn, outcomes, now)
+
+    @staticmethod
+    def _disable(conn: Connection, outcomes: Sequence[Outcome], now: float) -> None:
+        reasons: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
+        for o in outcomes:
+            if o.disable is not None:
+                reasons[o.job.subscription_id].append((o.disable.reason, o.disable.failing_before))
+        for sub_id, items in reasons.items():
+            unconditional = [r for r, before in items if before is None]
+            reason, before = (unconditional[0], None) if unconditional else items[0]
+            conds = [_s.id == sub_id, _s.enabled.is_(True)]
+            if before is not None:
+                # Auto-disable only if no success has reset the failure streak meanwhile.
+                conds.append(_s.first_failure_at <= before)
+            conn.execute(
+                update(t.subscriptions)
+                .where(*conds)
+                .values(enabled=False, disabled_reason=reason, updated_at=now)
+            )
+
+    def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
+        """Give leased deliveries back unsent, so any worker can claim them at once."""
+        if not seqs:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                update(t.deliveries)
+                .where(_d.seq.in_(list(seqs)), _d.locked_by == worker_id)
+                .values(locked_until=None, locked_by=None)
+            )

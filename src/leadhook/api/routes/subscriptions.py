@@ -1,0 +1,122 @@
+"""Subscription and delivery routes: manage webhook endpoints, inspect, retry and replay."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from leadhook.api import subscription_models as m
+from leadhook.api.deps import ContainerDep, Mid
+from leadhook.api.problems_doc import ERRORS
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"], responses=ERRORS)
+deliveries_router = APIRouter(prefix="/v1/deliveries", tags=["subscriptions"], responses=ERRORS)
+Limit = Annotated[int, Query(ge=1, le=200)]
+Status = Literal["pending", "delivered", "failed", "dead"]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=m.SubscriptionWithSecretOut,
+    summary="Create a subscription",
+)
+def create_subscription(body: m.SubscriptionIn, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Create a webhook endpoint. The answer carries its signing `secret`; afterwards the secret
+    is only shown by `GET /v1/subscriptions/{id}/secret` and by a rotation, never in `GET`."""
+    return c.subscriptions.create(mid, body.model_dump())
+
+
+@router.get("", response_model=m.SubscriptionPageOut, summary="List subscriptions")
+def list_subscriptions(
+    mid: Mid, c: ContainerDep, cursor: str | None = None, limit: Limit = 50
+) -> dict[str, Any]:
+    """List the tenant's subscriptions, oldest first; follow `next_cursor` for more."""
+    return c.subscriptions.list(mid, cursor, limit)
+
+
+@router.get("/{sub_id}", response_model=m.SubscriptionOut, summary="Get a subscription")
+def get_subscription(sub_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Return a subscription without its secret; `disabled_reason` says why it is disabled."""
+    return c.subscriptions.get(mid, sub_id)
+
+
+@router.patch("/{sub_id}", response_model=m.SubscriptionOut, summary="Change a subscription")
+def update_subscription(
+    sub_id: str, body: m.SubscriptionPatch, mid: Mid, c: ContainerDep
+) -> dict[str, Any]:
+    """Change the fields sent; invalid input changes nothing. Re-enabling lets the deliveries
+    still pending flow again; events of the disabled period are not queued (use replay)."""
+    return c.subscriptions.update(mid, sub_id, body.model_dump(exclude_unset=True))
+
+
+@router.delete("/{sub_id}", status_code=204, summary="Delete a subscription")
+def delete_subscription(sub_id: str, mid: Mid, c: ContainerDep) -> Response:
+    """Delete a subscription; its unfinished deliveries end as `dead`."""
+    c.subscriptions.delete(mid, sub_id)
+    return Response(status_code=204)
+
+
+@router.get("/{sub_id}/secret", response_model=m.SecretOut, summary="Get the signing secret")
+def get_secret(sub_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Return the current signing secret (`whsec_` + base64)."""
+    return c.subscriptions.secret(mid, sub_id)
+
+
+@router.post(
+    "/{sub_id}/rotate-secret",
+    response_model=m.SubscriptionWithSecretOut,
+    summary="Rotate the signing secret",
+)
+def rotate_secret(sub_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Issue a new secret. For 24 h every delivery is signed with both the new and the previous
+    secret (two `v1,` signatures), so receivers can switch without losing a message."""
+    return c.subscriptions.rotate_secret(mid, sub_id)
+
+
+@router.post("/{sub_id}/test", response_model=m.TestEventOut, summary="Send a test event")
+async def send_test(sub_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """POST a signed `{"event_type": "webhook_test", ...}` event to the endpoint now, once,
+    and answer how it responded (200 whatever the endpoint said: see `success`). The test event
+    is not one of the lead event types, is not logged, retried or listed among deliveries, and
+    is sent even when the subscription is disabled or does not subscribe to it."""
+    return await c.subscriptions.send_test(mid, sub_id)
+
+
+@router.get("/{sub_id}/deliveries", response_model=m.DeliveryPageOut, summary="List deliveries")
+def list_deliveries(
+    sub_id: str,
+    mid: Mid,
+    c: ContainerDep,
+    status: Status | None = None,
+    cursor: str | None = None,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """List the subscription's deliveries, newest first, each with its attempts."""
+    return c.subscriptions.deliveries(mid, sub_id, status, cursor, limit)
+
+
+@router.post(
+    "/{sub_id}/replay", status_code=202, response_model=m.ReplayOut, summary="Replay deliveries"
+)
+def replay(sub_id: str, body: m.ReplayIn, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Queue again the finished deliveries created since `since`. They are sent again with the
+    same `webhook-id`, in order per lead, with a fresh retry schedule."""
+    return c.subscriptions.replay(mid, sub_id, body.since, body.status)
+
+
+@deliveries_router.get("/{delivery_id}", response_model=m.DeliveryOut, summary="Get a delivery")
+def get_delivery(delivery_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Return one delivery with its attempts."""
+    return c.subscriptions.delivery(mid, delivery_id)
+
+
+@deliveries_router.post(
+    "/{delivery_id}/retry", status_code=202, response_model=m.DeliveryOut, summary="Retry now"
+)
+def retry_delivery(delivery_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Send a `failed`, `dead` or `delivered` delivery again now, with a fresh retry schedule
+    (409 if it is already `pending` or its subscription was deleted)."""
+    return c.subscriptions.retry(mid, delivery_id)

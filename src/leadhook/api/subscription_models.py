@@ -1,0 +1,161 @@
+"""Request bodies and documented answers of the subscription and delivery routes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from leadhook.services.subscriptions import (
+    DEFAULT_MAX_IN_FLIGHT,
+    MAX_DESCRIPTION,
+    MAX_IN_FLIGHT_LIMIT,
+    MAX_RATE,
+)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SubscriptionIn(_In):
+    """A new webhook endpoint and the event types it receives."""
+
+    url: str = Field(
+        max_length=2048,
+        description="absolute http(s) URL without credentials; private, loopback, link-local,"
+        " CGNAT and metadata addresses are refused unless LEADHOOK_ALLOW_PRIVATE_TARGETS=1",
+    )
+    event_types: list[str] = Field(
+        min_length=1, description='lead event types (see Webhooks), or exactly ["*"] for all'
+    )
+    description: str = Field("", max_length=MAX_DESCRIPTION)
+    enabled: bool = True
+    max_in_flight: int = Field(
+        DEFAULT_MAX_IN_FLIGHT,
+        ge=1,
+        le=MAX_IN_FLIGHT_LIMIT,
+        description="attempts sent to this endpoint at the same time, per worker",
+    )
+    rate_limit_per_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_RATE,
+        description="attempts per second, per worker, smoothed (bursts of at most 0.1 s worth);"
+        " null: no limit",
+    )
+
+
+class SubscriptionPatch(_In):
+    """The fields to change; absent fields keep their value (`rate_limit_per_s: null` lifts it)."""
+
+    url: str | None = Field(None, max_length=2048)
+    event_types: list[str] | None = Field(None, min_length=1)
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION)
+    enabled: bool | None = Field(
+        None, description="true re-enables and clears `disabled_reason` and `failing_since`"
+    )
+    max_in_flight: int | None = Field(None, ge=1, le=MAX_IN_FLIGHT_LIMIT)
+    rate_limit_per_s: float | None = Field(None, gt=0, le=MAX_RATE)
+
+
+class ReplayIn(_In):
+    """Queue again the deliveries created since a time: dead ones, delivered ones, or both."""
+
+    since: float = Field(ge=0, description="unix seconds; deliveries created at or after it")
+    status: Literal["dead", "delivered"] | None = Field(
+        None, description="only deliveries in this state; omitted: dead and delivered"
+    )
+
+
+class SubscriptionOut(BaseModel):
+    """A subscription (its secret is shown on create, rotate and `GET .../secret` only)."""
+
+    id: str
+    url: str
+    event_types: list[str]
+    description: str
+    enabled: bool
+    disabled_reason: str | None = Field(
+        description="why it is disabled: HTTP 410, failing for days (auto-disabled), the API"
+    )
+    max_in_flight: int
+    rate_limit_per_s: float | None
+    failing_since: float | None = Field(
+        description="start of the current streak of failed attempts (unix s), null if none"
+    )
+    previous_secret_expires_at: float | None = Field(
+        description="while a rotation overlaps: when the previous secret stops signing"
+    )
+    created_at: float
+    updated_at: float
+
+
+class SubscriptionWithSecretOut(SubscriptionOut):
+    """A subscription and its signing secret (`whsec_` + base64)."""
+
+    secret: str
+
+
+class SubscriptionPageOut(BaseModel):
+    """A page of subscriptions."""
+
+    data: list[SubscriptionOut]
+    next_cursor: str | None
+
+
+class SecretOut(BaseModel):
+    """The current signing secret."""
+
+    secret: str
+    previous_secret_expires_at: float | None
+
+
+class AttemptOut(BaseModel):
+    """One HTTP attempt: when, the answer (null: none came), its latency and first 1 KB."""
+
+    attempted_at: float
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_body: str
+
+
+class DeliveryOut(BaseModel):
+    """One event to one subscription: `pending` (queued or being sent), `failed` (waiting for
+    a retry at `next_attempt_at`), `delivered` or `dead` (retries exhausted, 410, deleted)."""
+
+    id: str
+    subscription_id: str
+    event_id: str
+    event_type: str
+    entity_id: str
+    entity_version: int
+    status: Literal["pending", "delivered", "failed", "dead"]
+    attempt_count: int
+    next_attempt_at: float | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    attempts: list[AttemptOut]
+
+
+class DeliveryPageOut(BaseModel):
+    """A page of deliveries, newest first."""
+
+    data: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class TestEventOut(BaseModel):
+    """How the endpoint answered the test event."""
+
+    success: bool = Field(description="the endpoint answered 2xx")
+    event: dict[str, object] = Field(description="the test event exactly as it was sent")
+    attempt: AttemptOut
+
+
+class ReplayOut(BaseModel):
+    """How many deliveries were queued again."""
+
+    replayed: int

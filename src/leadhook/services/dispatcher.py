@@ -1,0 +1,404 @@
+"""The delivery loop: claim due deliveries in batches, sign and POST them, record the outcomes.
+
+Ordering per lead and the lease live in the queue (the claim query); the limits per subscription
+(in flight, rate) and the global concurrency live here, in memory, per worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from leadhook.domain.retry import AttemptResult, RetryPolicy, decide, should_auto_disable
+from leadhook.domain.signing import webhook_headers
+from leadhook.services.delivery import (
+    USER_AGENT,
+    DeliveryQueue,
+    Disable,
+    DispatcherStats,
+    Job,
+    Lane,
+    Outcome,
+    SenderFactory,
+    SendResult,
+    burst,
+)
+from leadhook.services.ports import Attempt, Clock, DeliveryStatus
+from leadhook.services.wakeup import Wakeup
+
+log = logging.getLogger("leadhook.dispatcher")
+
+
+def default_worker_id() -> str:
+    """Name this worker for the `locked_by` column: host, pid and a random suffix."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Dispatcher:
+    """Run the delivery loop of one worker; several workers may share one PostgreSQL queue."""
+
+    def __init__(
+        self,
+        queue: DeliveryQueue,
+        sender_factory: SenderFactory,
+        *,
+        policy: RetryPolicy,
+        clock: Clock,
+        wakeup: Wakeup | None = None,
+        concurrency: int = 64,
+        lease_seconds: float = 60.0,
+        timeout: float = 10.0,
+        auto_disable_after: float = 5 * 86400.0,
+        worker_id: str | None = None,
+        batch_size: int = 100,
+        poll_interval: float = 0.25,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if concurrency < 1 or batch_size < 1:
+            raise ValueError("concurrency and batch_size must be at least 1")
+        if lease_seconds <= timeout:
+            raise ValueError(f"lease ({lease_seconds}s) must outlast an attempt ({timeout}s)")
+        self._queue, self._make_sender, self._policy = queue, sender_factory, policy
+        self._clock, self._wakeup, self._rand = clock, wakeup, rand
+        self._concurrency, self._batch, self._poll = concurrency, batch_size, poll_interval
+        self._lease, self._timeout, self._disable_after = lease_seconds, timeout, auto_disable_after
+        # A job is sent only while its lease outlasts the attempt plus time to record it.
+        self._margin = min(2.0, (lease_seconds - timeout) / 2)
+        self._prefetch = 2 * concurrency + batch_size
+        self.worker_id = worker_id or default_worker_id()
+        self.stats = DispatcherStats()
+        self._lanes: dict[str, Lane] = {}
+        self._ring: deque[str] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes: list[Outcome] = []
+        self._releases: list[int] = []
+        self._active = 0
+        self._ready = 0
+        self._next_due: float | None = None
+        self._done = False  # stopping: claim nothing more, release what arrives
+        self._drained = False  # stopped: no attempt is running any more
+
+    @property
+    def in_flight(self) -> int:
+        """Return how many attempts are being sent right now."""
+        return self._active
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; then finish in-flight attempts and release the rest."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._wake, self._flush = asyncio.Event(), asyncio.Event()
+        self._sender = self._make_sender()
+        self._done = self._drained = False
+
+        def poke() -> None:
+            with contextlib.suppress(RuntimeError):  # a closing loop has nothing left to wake
+                loop.call_soon_threadsafe(self._wake.set)
+
+        unlisten = self._wakeup.listen(poke) if self._wakeup is not None else None
+        relay = asyncio.create_task(self._relay(stop))
+        recorder = asyncio.create_task(self._recorder())
+        log.info("dispatcher started", extra={"worker_id": self.worker_id})
+        try:
+            await self._claim_loop(stop)
+        finally:
+            if unlisten is not None:
+                unlisten()
+            relay.cancel()
+            await self._shutdown(recorder)
+            await self._sender.aclose()
+            log.info("dispatcher stopped", extra={"worker_id": self.worker_id, **vars(self.stats)})
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    # ---- claiming ----------------------------------------------------------------------------
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        last_sweep = self._loop.time()
+        while not stop.is_set():
+            self._wake.clear()
+            limit = self._claim_limit()
+            if limit:
+                got = await self._claim(limit)
+                if got == limit and not stop.is_set():
+                    continue  # more may be due right now
+                if got < 0:
+                    await self._sleep(1.0)
+                    continue
+            if self._loop.time() - last_sweep > 5.0:
+                last_sweep = self._loop.time()
+                self._sweep()
+            await self._sleep(self._idle_timeout())
+
+    def _claim_limit(self) -> int:
+        # Jobs waiting on their own subscription's limits do not count: a slow endpoint's backlog
+        # (at most LANE_DEPTH x its max_in_flight) must not keep other endpoints from being claimed.
+        held = self._active + self._ready
+        room = min(self._batch, self._prefetch - held)
+        if room <= 0 or (held >= self._concurrency and room < self._batch // 2):
+            return 0  # enough on hand: wait for room for a good-sized batch
+        return room
+
+    def _idle_timeout(self) -> float:
+        due = self._next_due
+        if due is None:
+            return self._poll
+        wait = due - self._clock()
+        if wait <= 0:
+            self._next_due = None
+        return max(0.0, min(self._poll, wait))
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    async def _claim(self, limit: int) -> int:
+        now = self._clock()
+        mono = self._loop.time()
+        exclude = [sub for sub, lane in self._lanes.items() if lane.saturated(mono)]
+        try:
+            jobs = await asyncio.to_thread(
+                self._queue.claim,
+                worker_id=self.worker_id,
+                limit=limit,
+                now=now,
+                lease_until=now + self._lease,
+                exclude=exclude,
+            )
+        except Exception:
+            log.exception("claim failed; retrying in 1s", extra={"worker_id": self.worker_id})
+            return -1
+        self.stats.claimed += len(jobs)
+        self._accept(jobs)
+        return len(jobs)
+
+    def _accept(self, jobs: Sequence[Job]) -> None:
+        now = self._loop.time()
+        for job in jobs:
+            lane = self._lanes.get(job.subscription_id)
+            rate = job.rate_limit_per_s
+            if lane is None:
+                lane = Lane(job.max_in_flight, rate, burst(rate or 1.0), now)
+                self._lanes[job.subscription_id] = lane
+            lane.refill(now)
+            lane.max_in_flight, lane.rate = job.max_in_flight, rate
+            if lane.gone or self._done:
+                self._releases.append(job.seq)
+                continue
+            lane.waiting.append(job)
+            self._tally(lane)
+            self._enqueue(job.subscription_id, lane)
+        if self._releases:
+            self._flush.set()
+        self._pump()
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        for sub in [s for s, lane in self._lanes.items() if lane.idle(now)]:
+            del self._lanes[sub]
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def _tally(self, lane: Lane) -> None:
+        """Recount the lane's jobs that could be sent as soon as a global slot is free."""
+        ready = 0
+        if lane.timer is None and not lane.gone:
+            ready = min(len(lane.waiting), max(0, lane.max_in_flight - lane.in_flight))
+        self._ready += ready - lane.ready
+        lane.ready = ready
+
+    def _enqueue(self, sub: str, lane: Lane) -> None:
+        if not lane.queued and lane.timer is None and lane.waiting:
+            lane.queued = True
+            self._ring.append(sub)
+
+    def _pump(self) -> None:
+        """Start attempts while there are free slots, round-robin over subscriptions."""
+        now = self._loop.time()
+        while self._active < self._concurrency and self._ring:
+            sub = self._ring.popleft()
+            lane = self._lanes.get(sub)
+            if lane is None:
+                continue  # swept while queued
+            lane.queued = False
+            if not lane.waiting or lane.in_flight >= lane.max_in_flight:
+                continue  # re-queued when one of its attempts ends
+            if lane.rate is not None:
+                lane.refill(now)
+                if lane.tokens < 1.0:
+                    delay = (1.0 - lane.tokens) / lane.rate
+                    lane.timer = self._loop.call_later(delay, self._tick, sub)
+                    self._tally(lane)
+                    continue
+                lane.tokens -= 1.0
+            job = lane.waiting.popleft()
+            lane.in_flight += 1
+            self._active += 1
+            self._tally(lane)
+            task = asyncio.create_task(self._attempt(job, lane))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self._enqueue(sub, lane)
+
+    def _tick(self, sub: str) -> None:
+        lane = self._lanes.get(sub)
+        if lane is not None:
+            lane.timer = None
+            self._tally(lane)
+            self._enqueue(sub, lane)
+            self._pump()
+
+    async def _attempt(self, job: Job, lane: Lane) -> None:
+        try:
+            start = self._clock()
+            if job.lease_until - start < self._timeout + self._margin:
+                # Waited too long: another worker may claim it once the lease ends; don't race it.
+                self._releases.append(job.seq)
+                return
+            headers = webhook_headers(
+                job.signing_secrets(start), job.event_id, int(start), job.body, USER_AGENT
+            )
+            try:
+                result = await self._sender.send(job.url, job.body, headers)
+            except Exception as exc:  # a Sender should not raise; never let it kill the loop
+                log.exception("sender raised", extra={"delivery_id": job.id})
+                result = SendResult(None, (self._clock() - start) * 1000, f"sender error: {exc!r}")
+            self._outcomes.append(self._judge(job, lane, start, result))
+            self._flush.set()
+        except asyncio.CancelledError:
+            self._releases.append(job.seq)
+            raise
+        finally:
+            lane.in_flight -= 1
+            self._active -= 1
+            self._tally(lane)
+            self._enqueue(job.subscription_id, lane)
+            self._pump()
+            if self._claim_limit():
+                self._wake.set()  # room for another claim
+
+    def _judge(self, job: Job, lane: Lane, start: float, result: SendResult) -> Outcome:
+        now = self._clock()
+        attempt = Attempt(start, result.status_code, result.latency_ms, result.error, result.body)
+        decision = decide(
+            self._policy,
+            AttemptResult(result.status_code, result.retry_after, result.error),
+            job.attempt_count + 1,
+            now,
+            self._rand,
+        )
+        if decision.kind == "delivered":
+            return Outcome(job, attempt, "delivered", None, None)
+        disable: Disable | None = None
+        status: DeliveryStatus = "failed" if decision.kind == "retry" else "dead"
+        if decision.kind == "disable":
+            disable = Disable("endpoint answered HTTP 410 Gone")
+        elif should_auto_disable(job.first_failure_at, now, self._disable_after):
+            since = datetime.fromtimestamp(job.first_failure_at or now, UTC).isoformat()
+            disable = Disable(
+                f"auto-disabled: every attempt has failed since {since}",
+                failing_before=now - self._disable_after,
+            )
+        if disable is not None and not lane.gone:
+            lane.gone = True  # stop sending its waiting jobs; they stay pending for a re-enable
+            self._releases.extend(j.seq for j in lane.waiting)
+            lane.waiting.clear()
+            self._tally(lane)
+        log.info(
+            "delivery attempt failed",
+            extra={"delivery_id": job.id, "status": status, "reason": decision.reason},
+        )
+        return Outcome(job, attempt, status, decision.next_attempt_at, decision.reason, disable)
+
+    # ---- recording ---------------------------------------------------------------------------
+
+    async def _recorder(self) -> None:
+        while True:
+            await self._flush.wait()
+            self._flush.clear()
+            if not self._done and len(self._outcomes) < self._batch:
+                await asyncio.sleep(0.002)  # let attempts ending together share a transaction
+            await self._write_all()
+            if self._drained and not (self._outcomes or self._releases):
+                return
+
+    async def _write_all(self) -> None:
+        failures = 0
+        while self._outcomes or self._releases:
+            outcomes, self._outcomes = self._outcomes[: self._batch], self._outcomes[self._batch :]
+            releases, self._releases = self._releases, []
+            try:
+                await asyncio.to_thread(self._write, outcomes, releases)
+            except Exception:
+                failures += 1
+                log.exception("recording outcomes failed", extra={"attempts": failures})
+                self._outcomes[:0], self._releases[:0] = outcomes, releases
+                if self._drained and failures >= 3:
+                    # Giving up is safe: the leases expire and the deliveries are sent again.
+                    self._outcomes, self._releases = [], []
+                    return
+                await asyncio.sleep(min(5.0, 0.5 * 2**failures))
+                continue
+            self._recorded(outcomes, releases)
+
+    def _write(self, outcomes: list[Outcome], releases: list[int]) -> None:
+        if outcomes:
+            self._queue.record(worker_id=self.worker_id, outcomes=outcomes, now=self._clock())
+        if releases:
+            self._queue.release(worker_id=self.worker_id, seqs=releases)
+
+    def _recorded(self, outcomes: list[Outcome], releases: list[int]) -> None:
+        stats = self.stats
+        stats.released += len(releases)
+        for o in outcomes:
+            if o.status == "delivered":
+                stats.delivered += 1
+            elif o.status == "failed":
+                stats.failed += 1
+                due = o.next_attempt_at
+                if due is not None and (self._next_due is None or due < self._next_due):
+                    self._next_due = due
+            else:
+                stats.dead += 1
+            if o.disable is not None:
+                stats.disabled += 1
+                lane = self._lanes.get(o.job.subscription_id)
+                if lane is not None:
+                    lane.gone = False  # the database now says disabled: claims skip it
+                    self._tally(lane)
+        self._wake.set()  # finished deliveries unblock the next event of their lead
+
+    # ---- stopping ----------------------------------------------------------------------------
+
+    async def _shutdown(self, recorder: asyncio.Task[None]) -> None:
+        self._done = True
+        for lane in self._lanes.values():
+            self._releases.extend(j.seq for j in lane.waiting)
+            lane.waiting.clear()
+            if lane.timer is not None:
+                lane.timer.cancel()
+                lane.timer = None
+            lane.ready = 0
+        self._ready = 0
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self._timeout + 5.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._drained = True
+        self._flush.set()
+        try:
+            await asyncio.wait_for(recorder, self._timeout + 30.0)
+        except Exception:
+            log.exception("gave up recording on shutdown; the leases expire and resend")

@@ -1,0 +1,357 @@
+"""Subscription use cases: manage webhook endpoints, send test events, inspect and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
+from leadhook.domain.events import EVENT_TYPES
+from leadhook.domain.signing import webhook_headers
+from leadhook.domain.targets import TargetError, validate_url
+from leadhook.services.delivery import USER_AGENT, SenderFactory
+from leadhook.services.ports import (
+    DELIVERY_STATUSES,
+    Attempt,
+    Clock,
+    Delivery,
+    IdFactory,
+    Subscription,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+ROTATION_OVERLAP = 86400.0
+"""Seconds the previous secret keeps signing beside the new one after a rotation."""
+DEFAULT_MAX_IN_FLIGHT = 16
+MAX_IN_FLIGHT_LIMIT = 1000
+MAX_RATE = 100_000.0
+MAX_DESCRIPTION = 1000
+TEST_EVENT_TYPE = "webhook_test"
+REPLAYABLE = ("dead", "delivered")
+EDITABLE = frozenset(
+    {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}
+)
+
+
+def subscription_json(sub: Subscription, now: float) -> dict[str, Any]:
+    """Describe a subscription as the API shows it, without its secret."""
+    rotating = len(sub.signing_secrets(now)) > 1
+    return {
+        "id": sub.id,
+        "url": sub.url,
+        "event_types": list(sub.event_types),
+        "description": sub.description,
+        "enabled": sub.enabled,
+        "disabled_reason": sub.disabled_reason,
+        "max_in_flight": sub.max_in_flight,
+        "rate_limit_per_s": sub.rate_limit_per_s,
+        "failing_since": sub.first_failure_at,
+        "previous_secret_expires_at": sub.previous_secret_expires_at if rotating else None,
+        "created_at": sub.created_at,
+        "updated_at": sub.updated_at,
+    }
+
+
+def attempt_json(a: Attempt) -> dict[str, Any]:
+    """Describe one HTTP attempt."""
+    return {
+        "attempted_at": a.attempted_at,
+        "status_code": a.status_code,
+        "latency_ms": a.latency_ms,
+        "error": a.error,
+        "response_body": a.response_body,
+    }
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    """Describe a delivery and its attempts, oldest attempt first."""
+    return {
+        "id": d.id,
+        "subscription_id": d.subscription_id,
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "entity_id": d.entity_id,
+        "entity_version": d.entity_version,
+        "status": d.status,
+        "attempt_count": d.attempt_count,
+        "next_attempt_at": d.next_attempt_at if d.status in ("pending", "failed") else None,
+        "last_error": d.last_error,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "attempts": [attempt_json(a) for a in d.attempts],
+    }
+
+
+def _bad(field: str | tuple[str | int, ...], msg: str) -> ValidationError:
+    loc = (field,) if isinstance(field, str) else field
+    return ValidationError.at(("body", *loc), msg)
+
+
+class SubscriptionService:
+    """Create, change, rotate and test subscriptions; list, retry and replay their deliveries."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        ids: IdFactory,
+        sender_factory: SenderFactory,
+        *,
+        allow_private: bool = False,
+        readonly_uow: UnitOfWorkFactory | None = None,
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._uow = uow
+        self._read = readonly_uow or uow
+        self._clock = clock
+        self._ids = ids
+        self._make_sender = sender_factory
+        self._allow_private = allow_private
+        self._on_enqueued = on_enqueued
+
+    # ---- validation --------------------------------------------------------------------------
+
+    def _url(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _bad("url", "must be a string")
+        try:
+            return validate_url(value, allow_private=self._allow_private)
+        except TargetError as exc:
+            raise _bad("url", str(exc)) from None
+
+    @staticmethod
+    def _event_types(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, Sequence) or isinstance(value, str) or not value:
+            raise _bad("event_types", 'must be a non-empty list of event types, or ["*"]')
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if item == "*":
+                if len(value) > 1:
+                    raise _bad(("event_types", i), '"*" must be the only item')
+            elif item not in EVENT_TYPES:
+                raise _bad(("event_types", i), f"unknown event type {item!r}")
+            if item not in out:
+                out.append(item)
+        return tuple(out)
+
+    @staticmethod
+    def _checked(field: str, value: Any) -> Any:
+        if field == "description":
+            if not isinstance(value, str) or len(value) > MAX_DESCRIPTION:
+                raise _bad(field, f"must be a string of at most {MAX_DESCRIPTION} characters")
+        elif field == "enabled":
+            if not isinstance(value, bool):
+                raise _bad(field, "must be true or false")
+        elif field == "max_in_flight":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            if not ok or not 1 <= value <= MAX_IN_FLIGHT_LIMIT:
+                raise _bad(field, f"must be an integer from 1 to {MAX_IN_FLIGHT_LIMIT}")
+        elif field == "rate_limit_per_s" and value is not None:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value) or not 0 < value <= MAX_RATE:
+                raise _bad(field, f"must be null or a number above 0 and at most {MAX_RATE:g}")
+            value = float(value)
+        return value
+
+    def _validated(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(changes) - EDITABLE)
+        if unknown:
+            raise _bad(unknown[0], "is not a field of a subscription")
+        out: dict[str, Any] = {}
+        for field, value in changes.items():
+            if field == "url":
+                out[field] = self._url(value)
+            elif field == "event_types":
+                out[field] = self._event_types(value)
+            else:
+                out[field] = self._checked(field, value)
+        return out
+
+    # ---- subscriptions -----------------------------------------------------------------------
+
+    def create(self, mid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a subscription; the answer carries its `secret`."""
+        for required in ("url", "event_types"):
+            if required not in fields:
+                raise _bad(required, "is required")
+        values = self._validated(fields)
+        now = self._clock()
+        sub = Subscription(
+            id=self._ids.short(),
+            mid=mid,
+            url=values["url"],
+            event_types=values["event_types"],
+            description=values.get("description", ""),
+            enabled=values.get("enabled", True),
+            secret=self._ids.secret(),
+            max_in_flight=values.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT),
+            rate_limit_per_s=values.get("rate_limit_per_s"),
+            created_at=now,
+            updated_at=now,
+            disabled_reason=None if values.get("enabled", True) else "disabled via the API",
+        )
+        with self._uow() as uow:
+            self._tenant(uow, mid)
+            uow.subscriptions.add(sub)
+            uow.commit()
+        return {**subscription_json(sub, now), "secret": sub.secret}
+
+    @staticmethod
+    def _tenant(uow: UnitOfWork, mid: str) -> None:
+        if uow.tenants.get(mid) is None:
+            raise NotFoundError(f"tenant {mid!r} not found")
+
+    @staticmethod
+    def _sub(uow: UnitOfWork, mid: str, sub_id: str) -> Subscription:
+        sub = uow.subscriptions.get(mid, sub_id)
+        if sub is None:
+            raise NotFoundError(f"subscription {sub_id!r} not found")
+        return sub
+
+    def _load(self, mid: str, sub_id: str) -> Subscription:
+        with self._read() as uow:
+            return self._sub(uow, mid, sub_id)
+
+    def get(self, mid: str, sub_id: str) -> dict[str, Any]:
+        """Return a subscription (without its secret), or 404."""
+        return subscription_json(self._load(mid, sub_id), self._clock())
+
+    def secret(self, mid: str, sub_id: str) -> dict[str, Any]:
+        """Return the current signing secret of a subscription."""
+        sub = self._load(mid, sub_id)
+        now = self._clock()
+        expires = sub.previous_secret_expires_at if len(sub.signing_secrets(now)) > 1 else None
+        return {"secret": sub.secret, "previous_secret_expires_at": expires}
+
+    def list(self, mid: str, cursor: str | None, limit: int) -> dict[str, Any]:
+        """List the tenant's subscriptions, oldest first."""
+        with self._read() as uow:
+            page = uow.subscriptions.page(mid, cursor, limit)
+        now = self._clock()
+        data = [subscription_json(s, now) for s in page.data]
+        return {"data": data, "next_cursor": page.next_cursor}
+
+    def update(self, mid: str, sub_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change the given fields; enabling clears the disabled reason and the failure streak."""
+        values = self._validated(changes)
+        now = self._clock()
+        with self._uow() as uow:
+            sub = self._sub(uow, mid, sub_id)
+            new = replace(sub, **values, updated_at=now)
+            if new.enabled and not sub.enabled:
+                new = replace(new, disabled_reason=None, first_failure_at=None)
+            elif sub.enabled and not new.enabled:
+                new = replace(new, disabled_reason="disabled via the API")
+            uow.subscriptions.update(new)
+            uow.commit()
+        if new.enabled and not sub.enabled:
+            self._on_enqueued()  # its pending deliveries may flow again
+        return subscription_json(new, now)
+
+    def delete(self, mid: str, sub_id: str) -> None:
+        """Delete a subscription; its unfinished deliveries end as dead."""
+        with self._uow() as uow:
+            self._sub(uow, mid, sub_id)
+            uow.subscriptions.delete(mid, sub_id, self._clock())
+            uow.commit()
+
+    def rotate_secret(self, mid: str, sub_id: str) -> dict[str, Any]:
+        """Issue a new secret; the current one keeps signing beside it for ROTATION_OVERLAP."""
+        now = self._clock()
+        with self._uow() as uow:
+            sub = self._sub(uow, mid, sub_id)
+            new = replace(
+                sub,
+                secret=self._ids.secret(),
+                previous_secret=sub.secret,
+                previous_secret_expires_at=now + ROTATION_OVERLAP,
+                updated_at=now,
+            )
+            uow.subscriptions.update(new)
+            uow.commit()
+        return {**subscription_json(new, now), "secret": new.secret}
+
+    async def send_test(self, mid: str, sub_id: str) -> dict[str, Any]:
+        """Send a signed `webhook_test` event now, once, and answer how the endpoint responded.
+
+        The test event is not logged, not retried and not listed among the deliveries; it is
+        sent even to a disabled subscription, so an endpoint can be checked before re-enabling.
+        """
+        sub = await asyncio.to_thread(self._load, mid, sub_id)
+        now = self._clock()
+        event_id = self._ids.event_id(now)
+        event = {
+            "event_type": TEST_EVENT_TYPE,
+            "event_id": event_id,
+            "mid": mid,
+            "subscription_id": sub.id,
+            "create_time": int(now),
+            "data": {"message": "A test event from leadhook: answer 2xx to acknowledge."},
+        }
+        body = json.dumps(event, separators=(",", ":")).encode()
+        headers = webhook_headers(sub.signing_secrets(now), event_id, int(now), body, USER_AGENT)
+        sender = self._make_sender()
+        try:
+            result = await sender.send(sub.url, body, headers)
+        finally:
+            await sender.aclose()
+        ok = result.status_code is not None and 200 <= result.status_code <= 299
+        attempt = Attempt(now, result.status_code, result.latency_ms, result.error, result.body)
+        return {"success": ok, "event": event, "attempt": attempt_json(attempt)}
+
+    # ---- deliveries --------------------------------------------------------------------------
+
+    def deliveries(
+        self, mid: str, sub_id: str, status: str | None, cursor: str | None, limit: int
+    ) -> dict[str, Any]:
+        """List a subscription's deliveries, newest first, with their attempts."""
+        if status is not None and status not in DELIVERY_STATUSES:
+            raise ValidationError.at(("query", "status"), f"must be one of {DELIVERY_STATUSES}")
+        with self._read() as uow:
+            self._sub(uow, mid, sub_id)
+            page = uow.deliveries.page(mid, sub_id, status, cursor, limit)
+        return {"data": [delivery_json(d) for d in page.data], "next_cursor": page.next_cursor}
+
+    def delivery(self, mid: str, delivery_id: str) -> dict[str, Any]:
+        """Return one delivery with its attempts, or 404."""
+        with self._read() as uow:
+            found = uow.deliveries.get(mid, delivery_id)
+        if found is None:
+            raise NotFoundError(f"delivery {delivery_id!r} not found")
+        return delivery_json(found)
+
+    def retry(self, mid: str, delivery_id: str) -> dict[str, Any]:
+        """Send a failed, dead or delivered delivery again now, with a fresh retry schedule."""
+        with self._uow() as uow:
+            found = uow.deliveries.get(mid, delivery_id)
+            if found is None:
+                raise NotFoundError(f"delivery {delivery_id!r} not found")
+            if uow.subscriptions.get(mid, found.subscription_id) is None:
+                raise ConflictError("the subscription of this delivery was deleted")
+            if found.status == "pending":
+                raise ConflictError("this delivery is already pending (queued or being sent)")
+            retried = uow.deliveries.retry(mid, delivery_id, self._clock())
+            uow.commit()
+        self._on_enqueued()
+        assert retried is not None
+        return delivery_json(retried)
+
+    def replay(self, mid: str, sub_id: str, since: Any, status: Any = None) -> dict[str, Any]:
+        """Queue again the subscription's finished deliveries created since `since` (unix s)."""
+        ok = isinstance(since, int | float) and not isinstance(since, bool)
+        if not ok or not math.isfinite(since) or since < 0:
+            raise _bad("since", "must be unix seconds (a number >= 0)")
+        if status is not None and status not in REPLAYABLE:
+            raise _bad("status", f"must be one of {REPLAYABLE} or omitted (both)")
+        with self._uow() as uow:
+            self._sub(uow, mid, sub_id)
+            count = uow.deliveries.replay(mid, sub_id, float(since), status, self._clock())
+            uow.commit()
+        if count:
+            self._on_enqueued()
+        return {"replayed": count}

@@ -1,0 +1,171 @@
+"""The aiohttp sender against a real server on 127.0.0.1: headers, body, pool, limits, SSRF."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from leadhook.adapters.http.sender import BODY_LIMIT, GuardedResolver, HttpSender
+from leadhook.domain.signing import generate_secret, webhook_headers
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SECRET = generate_secret(b"\x11" * 32)
+
+
+@dataclass
+class Server:
+    port: int
+    seen: list[tuple[dict[str, str], bytes, object]] = field(default_factory=list)
+    handler: Handler | None = None
+
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    state = Server(0)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        state.seen.append(({k.lower(): v for k, v in request.headers.items()}, body, peer))
+        if state.handler is not None:
+            return await state.handler(request)
+        return web.Response(text="thanks")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield state
+    await runner.cleanup()
+
+
+class FakeResolver(AbstractResolver):
+    """Resolve every name to `addresses` (and count the lookups)."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+        self.lookups = 0
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.lookups += 1
+        return [
+            {
+                "hostname": host,
+                "host": a,
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": 0,
+            }
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_posts_the_body_and_headers_as_given_and_reuses_connections(server: Server) -> None:
+    body = '{"event_type":"object_create","name":"张三"}'.encode()
+    headers = webhook_headers([SECRET], "01JTEST", 1_700_000_000, body, "leadhook/9.9")
+    async with HttpSender(timeout=5, allow_private=True) as sender:
+        results = [await sender.send(server.url(), body, headers) for _ in range(3)]
+    assert [r.status_code for r in results] == [200, 200, 200]
+    assert all(r.body == "thanks" and r.error is None and r.latency_ms > 0 for r in results)
+    for got, raw, _ in server.seen:
+        assert raw == body
+        assert {name: got[name] for name in headers} == headers
+        assert got["content-type"] == "application/json" and got["user-agent"] == "leadhook/9.9"
+    assert len({peer for _, _, peer in server.seen}) == 1  # one pooled keep-alive connection
+
+
+async def test_keeps_only_the_first_kilobyte_of_the_answer(server: Server) -> None:
+    async def big(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=500, text="é" * 5000, headers={"Retry-After": "7"})
+
+    server.handler = big
+    async with HttpSender(timeout=5, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {"content-type": "application/json"})
+        again = await sender.send(server.url(), b"{}", {})
+    assert result.status_code == 500 and result.retry_after == "7"
+    assert len(result.body.encode("utf-8", errors="surrogateescape")) <= BODY_LIMIT + 3
+    assert result.body.startswith("é" * 500)
+    assert again.status_code == 500  # the connection closed early did not break the next one
+
+
+async def test_redirects_are_not_followed(server: Server) -> None:
+    async def moved(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data")
+
+    server.handler = moved
+    async with HttpSender(timeout=5, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert result.status_code == 302 and len(server.seen) == 1
+
+
+async def test_a_slow_endpoint_times_out_with_a_clear_error(server: Server) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(1)
+        return web.Response(text="late")
+
+    server.handler = slow
+    async with HttpSender(timeout=0.3, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert result.status_code is None and result.error == "timeout after 0.3s"
+    assert 250 < result.latency_ms < 1500
+
+
+async def test_a_closed_port_is_a_connection_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connections are refused
+        async with HttpSender(timeout=2, allow_private=True) as sender:
+            result = await sender.send(f"http://127.0.0.1:{port}/", b"{}", {})
+    assert result.status_code is None and result.error and "Connect" in result.error
+
+
+async def test_literal_private_targets_are_refused_without_a_connection(server: Server) -> None:
+    async with HttpSender(timeout=2) as sender:
+        for url in (server.url(), server.url(host="[::1]"), "http://169.254.169.254/x"):
+            result = await sender.send(url, b"{}", {})
+            assert result.status_code is None
+            assert result.error and result.error.startswith("refused target")
+            assert "LEADHOOK_ALLOW_PRIVATE_TARGETS" in result.error
+    assert server.seen == []
+
+
+async def test_names_resolving_to_private_addresses_are_refused_at_send_time(
+    server: Server,
+) -> None:
+    resolver = FakeResolver("127.0.0.1")
+    async with HttpSender(timeout=2, resolver=resolver) as sender:
+        result = await sender.send(server.url(host="hooks.example.test"), b"{}", {})
+    assert resolver.lookups == 1 and server.seen == []
+    assert result.status_code is None and result.error is not None
+    assert result.error.startswith("refused target hooks.example.test: 127.0.0.1 is a loopback")
+    # With private targets allowed, the same name is resolved and sent to.
+    allowed = FakeResolver("127.0.0.1")
+    async with HttpSender(timeout=2, allow_private=True, resolver=allowed) as sender:
+        ok = await sender.send(server.url(host="hooks.example.test"), b"{}", {})
+    assert ok.status_code == 200 and len(server.seen) == 1
+
+
+async def test_the_guard_refuses_a_name_if_any_address_is_private() -> None:
+    mixed = GuardedResolver(FakeResolver("93.184.216.34", "10.0.0.1"))
+    with pytest.raises(OSError, match=r"10\.0\.0\.1 is a private address"):
+        await mixed.resolve("rebind.example.test", 443)
+    public = await GuardedResolver(FakeResolver("93.184.216.34")).resolve("ok.example.test", 443)
+    assert [r["host"] for r in public] == ["93.184.216.34"]
