@@ -19,7 +19,12 @@ KINDS = ("members", "business_types", "lead_statuses", "life_stages", "lead_pool
 
 
 def _entry(catalog: dict[str, Any], kind: str, key: str) -> dict[str, Any] | None:
-    id_key = {"life_stages": "code", "lead_pools": "code", "fields": "code", "objects": "object_name"}
+    id_key = {
+        "life_stages": "code",
+        "lead_pools": "code",
+        "fields": "code",
+        "objects": "object_name",
+    }
     return next((e for e in catalog[kind] if e[id_key.get(kind, "id")] == key), None)
 
 

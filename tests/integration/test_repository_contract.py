@@ -509,13 +509,8 @@ def test_deliveries(uow: UnitOfWorkFactory) -> None:
     assert _deliveries(uow, "s1", "pending", 1) == mine
     assert _deliveries(uow, "s1", "dead") == []
     assert [d.entity_id for d in _deliveries(uow, "s2")] == ["L2"]
-    # Retry puts a delivery back at the head of the line; replay re-enqueues finished ones.
-    retried = _write(uow, lambda u: u.deliveries.retry("t1", first.id, T0 + 50))
-    assert (retried.status, retried.next_attempt_at, retried.updated_at) == (
-        "pending",
-        T0 + 50,
-        T0 + 50,
-    )
+    # A pending delivery may be in a worker's hands: retry leaves it alone (no second sender).
+    assert _write(uow, lambda u: u.deliveries.retry("t1", first.id, T0 + 50)) is None
     assert _write(uow, lambda u: u.deliveries.retry("t2", first.id, T0)) is None
     assert _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0, None, T0 + 60)) == 0
     # Deleting a subscription ends its unfinished deliveries as dead, and replay finds them.
@@ -525,6 +520,14 @@ def test_deliveries(uow: UnitOfWorkFactory) -> None:
     assert _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0 + 1, "dead", T0 + 80)) == 1
     assert [d.entity_id for d in _deliveries(uow, "s1", "pending")] == ["L2"]
     assert _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0, None, T0 + 90)) == 2
+    # Retry puts a settled delivery back at the head of the line, with a fresh schedule.
+    _write(uow, lambda u: u.subscriptions.delete("t1", "s1", T0 + 95))
+    retried = _write(uow, lambda u: u.deliveries.retry("t1", first.id, T0 + 100))
+    assert (retried.status, retried.attempt_count, retried.next_attempt_at) == (
+        "pending",
+        0,
+        T0 + 100,
+    )
     assert _deliveries(uow, "s2", "pending")[0].status == "pending"
 
 

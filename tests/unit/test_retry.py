@@ -67,13 +67,13 @@ def http_date(offset: float) -> str:
         (POLICY, AttemptResult(None, None, None), 3, 0.5, "retry", NOW + 40),
         (POLICY, AttemptResult(500, None, None), 4, 0.5, "dead", None),
         (POLICY, AttemptResult(None, None, "refused"), 9, 0.5, "dead", None),
-        # full jitter: uniform(0, base), floor min(base, 0.1)
-        (JITTERY, AttemptResult(500, None, None), 1, 0.5, "retry", NOW + 5),
-        (JITTERY, AttemptResult(500, None, None), 2, 0.25, "retry", NOW + 5),
-        (JITTERY, AttemptResult(500, None, None), 3, 1.0, "retry", NOW + 40),
-        (JITTERY, AttemptResult(500, None, None), 1, 0.0, "retry", NOW + 0.1),
-        (JITTERY, AttemptResult(500, None, None), 1, -3.0, "retry", NOW + 0.1),  # clamped rand
-        (JITTERY, AttemptResult(500, None, None), 1, 7.0, "retry", NOW + 10),  # clamped rand
+        # jitter within the last quarter: base * (1 - 0.25 * rand)
+        (JITTERY, AttemptResult(500, None, None), 1, 0.5, "retry", NOW + 8.75),
+        (JITTERY, AttemptResult(500, None, None), 2, 0.2, "retry", NOW + 19),
+        (JITTERY, AttemptResult(500, None, None), 3, 1.0, "retry", NOW + 30),
+        (JITTERY, AttemptResult(500, None, None), 1, 0.0, "retry", NOW + 10),
+        (JITTERY, AttemptResult(500, None, None), 1, -3.0, "retry", NOW + 10),  # clamped rand
+        (JITTERY, AttemptResult(500, None, None), 1, 7.0, "retry", NOW + 7.5),  # clamped rand
         (RetryPolicy((0.05,)), AttemptResult(500, None, None), 1, 0.0, "retry", NOW + 0.05),
         (RetryPolicy((0.0,)), AttemptResult(500, None, None), 1, 0.7, "retry", NOW),
         # no retries configured
@@ -273,4 +273,7 @@ def test_wait_is_bounded(
     else:
         base = schedule[attempt - 1]
         assert 0 <= wait <= base + eps
-        assert wait >= min(base, 0.1) - eps
+        if jitter:
+            assert wait >= 0.75 * base - eps
+        else:
+            assert abs(wait - base) <= eps

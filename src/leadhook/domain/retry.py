@@ -18,8 +18,8 @@ DecisionKind = Literal["delivered", "retry", "dead", "disable"]
 DEFAULT_DISABLE_AFTER: float = 5 * 86400.0
 """Seconds of continuous failure after which an endpoint is auto-disabled."""
 
-MIN_JITTERED_WAIT: float = 0.1
-"""Jitter never shortens a wait below ``min(base, MIN_JITTERED_WAIT)`` seconds."""
+JITTER_SPREAD: float = 0.25
+"""Jitter draws each wait from ``[(1 - JITTER_SPREAD) * base, base]``."""
 
 _DEFAULT_SCHEDULE: tuple[float, ...] = (
     5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 86400,
@@ -127,15 +127,17 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 
 
 def jittered_wait(policy: RetryPolicy, base: float, rand: Callable[[], float]) -> float:
-    """Return the wait for a schedule entry: full jitter ``uniform(0, base)`` with a small floor.
+    """Return the wait for a schedule entry, jittered within its last quarter.
 
-    The result is always within ``[min(base, MIN_JITTERED_WAIT), base]``; ``rand`` is
-    expected in ``[0, 1)`` and is clamped to ``[0, 1]``.
+    The result is within ``[0.75 * base, base]``: retries of many deliveries that failed
+    together spread out, yet a wait never exceeds what the schedule names, and the whole
+    schedule keeps its span (the default: about three days, never more than 3.2). ``rand``
+    is expected in ``[0, 1)`` and is clamped to ``[0, 1]``.
     """
     if not policy.jitter:
         return base
     r = min(1.0, max(0.0, rand()))
-    return max(r * base, min(base, MIN_JITTERED_WAIT))
+    return base * (1.0 - JITTER_SPREAD * r)
 
 
 def decide(

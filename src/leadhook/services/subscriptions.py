@@ -336,9 +336,10 @@ class SubscriptionService:
             if found.status == "pending":
                 raise ConflictError("this delivery is already pending (queued or being sent)")
             retried = uow.deliveries.retry(mid, delivery_id, self._clock())
+            if retried is None:
+                raise ConflictError("this delivery is being sent right now; retry it afterwards")
             uow.commit()
         self._on_enqueued()
-        assert retried is not None
         return delivery_json(retried)
 
     def replay(self, mid: str, sub_id: str, since: Any, status: Any = None) -> dict[str, Any]:

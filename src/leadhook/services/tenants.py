@@ -170,7 +170,12 @@ class TenantService:
 
 
 # The member of each catalog kind's JSON entries that holds the entry's key.
-_ENTRY_ID = {"life_stages": "code", "lead_pools": "code", "fields": "code", "objects": "object_name"}
+_ENTRY_ID = {
+    "life_stages": "code",
+    "lead_pools": "code",
+    "fields": "code",
+    "objects": "object_name",
+}
 
 
 @contextmanager

@@ -209,18 +209,20 @@ class SqlDeliveries:
 
     def retry(self, mid: str, delivery_id: str, now: float) -> Delivery | None:
         d = t.deliveries.c
-        self.conn.execute(
+        # Only a delivery no worker holds: a pending one may be in flight right now, and
+        # clearing its lease would let a second worker send it at the same time.
+        # A failed one keeps its status while a worker re-attempts it, so its lease counts too.
+        result = self.conn.execute(
             update(t.deliveries)
-            .where(d.mid == mid, d.id == delivery_id)
-            .values(
-                status="pending",
-                attempt_count=0,
-                next_attempt_at=now,
-                locked_until=None,
-                updated_at=now,
+            .where(
+                d.mid == mid,
+                d.id == delivery_id,
+                d.status.in_(_SETTLED),
+                or_(d.locked_until.is_(None), d.locked_until < now),
             )
+            .values(**_requeued(now))
         )
-        return self.get(mid, delivery_id)
+        return self.get(mid, delivery_id) if result.rowcount == 1 else None
 
     def replay(self, mid: str, sub_id: str, since: float, status: str | None, now: float) -> int:
         d = t.deliveries.c
@@ -230,14 +232,22 @@ class SqlDeliveries:
         else:
             conds.append(or_(d.status == "delivered", d.status == "dead"))
         result = self.conn.execute(
-            update(t.deliveries)
-            .where(and_(*conds))
-            .values(
-                status="pending",
-                attempt_count=0,
-                next_attempt_at=now,
-                locked_until=None,
-                updated_at=now,
-            )
+            update(t.deliveries).where(and_(*conds)).values(**_requeued(now))
         )
         return int(result.rowcount)
+
+
+# Statuses in which no worker holds a delivery (failed = waiting for its next attempt).
+_SETTLED = ("failed", "dead", "delivered")
+
+
+def _requeued(now: float) -> dict[str, Any]:
+    """Column values that put a settled delivery back in the queue with a fresh schedule."""
+    return {
+        "status": "pending",
+        "attempt_count": 0,
+        "next_attempt_at": now,
+        "locked_until": None,
+        "locked_by": None,
+        "updated_at": now,
+    }

@@ -149,13 +149,15 @@ class MemoryDeliveries:
 
     def retry(self, mid: str, delivery_id: str, now: float) -> Delivery | None:
         row = self._row(mid, delivery_id)
-        if row is None:
+        held = row is not None and row.locked_until is not None and row.locked_until >= now
+        if row is None or row.status not in ("failed", "dead", "delivered") or held:
             return None
         self._s.deliveries[row.seq] = row.with_(
             status="pending",
             attempt_count=0,
             next_attempt_at=now,
             locked_until=None,
+            locked_by=None,
             updated_at=now,
         )
         return self.get(mid, delivery_id)
@@ -172,6 +174,7 @@ class MemoryDeliveries:
             ):
                 self._s.deliveries[seq] = d.with_(
                     status="pending",
+                    locked_by=None,
                     attempt_count=0,
                     next_attempt_at=now,
                     locked_until=None,
