@@ -156,3 +156,13 @@ def _required(headers: Mapping[str, str], name: str) -> str:
     if not value or not value.strip():
         raise MissingHeaderError(f"missing {name} header")
     return value
+
+
+def active_secrets(
+    secret: str, previous: str | None, previous_expires_at: float | None, now: float
+) -> tuple[str, ...]:
+    """Return the secrets that sign at `now`: the current one, plus the previous one while
+    a rotation's overlap (until `previous_expires_at`) lasts."""
+    if previous and previous_expires_at is not None and now < previous_expires_at:
+        return (secret, previous)
+    return (secret,)

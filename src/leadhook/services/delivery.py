@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from leadhook import __version__
+from leadhook.domain.signing import active_secrets
 from leadhook.services.ports import Attempt, DeliveryStatus
 
 USER_AGENT = f"leadhook/{__version__}"
@@ -40,10 +41,9 @@ class Job:
 
     def signing_secrets(self, now: float) -> tuple[str, ...]:
         """Return the secrets that sign now: the current one, and the previous during rotation."""
-        expires = self.previous_secret_expires_at
-        if self.previous_secret and expires is not None and now < expires:
-            return (self.secret, self.previous_secret)
-        return (self.secret,)
+        return active_secrets(
+            self.secret, self.previous_secret, self.previous_secret_expires_at, now
+        )
 
 
 @dataclass(frozen=True)

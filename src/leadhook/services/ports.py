@@ -9,6 +9,7 @@ from typing import Generic, Literal, Protocol, Self, TypeVar
 
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.lead import Lead
+from leadhook.domain.signing import active_secrets
 
 T = TypeVar("T")
 DeliveryStatus = Literal["pending", "delivered", "failed", "dead"]
@@ -90,13 +91,9 @@ class Subscription:
 
     def signing_secrets(self, now: float) -> tuple[str, ...]:
         """Return the secrets that sign now: the current one, and the previous during rotation."""
-        if (
-            self.previous_secret
-            and self.previous_secret_expires_at is not None
-            and now < self.previous_secret_expires_at
-        ):
-            return (self.secret, self.previous_secret)
-        return (self.secret,)
+        return active_secrets(
+            self.secret, self.previous_secret, self.previous_secret_expires_at, now
+        )
 
 
 @dataclass(frozen=True)
