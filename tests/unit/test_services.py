@@ -26,7 +26,7 @@ from leadhook.services.events import EventService
 from leadhook.services.idempotency import Idempotent, fingerprint
 from leadhook.services.leads import BEHAVIOURS, LeadService, Request
 from leadhook.services.ports import LeadFilter, StoredResponse, Subscription, UnitOfWork
-from leadhook.services.tenants import TenantService, hash_key
+from leadhook.services.tenants import AUTH_CACHE_SECONDS, TenantService, hash_key
 from leadhook.services.wakeup import Wakeup
 
 START = 1_676_962_253.0
@@ -543,3 +543,19 @@ def test_wakeup_calls_listeners_until_they_stop() -> None:
 
 def test_hash_key_is_sha256() -> None:
     assert hash_key("lh_x") == hashlib.sha256(b"lh_x").hexdigest()
+
+
+def test_a_revoked_key_fails_at_once_here_and_within_the_auth_cache_elsewhere() -> None:
+    store, clock, ids = MemoryStore(), FakeClock(START), SequentialIds()
+    here = TenantService(store.uow, clock, ids)
+    elsewhere = TenantService(store.uow, clock, ids)  # another process on the same database
+    created = here.create("t1")
+    key = created["api_key"]
+    assert here.authenticate(key) == "t1" and elsewhere.authenticate(key) == "t1"
+    here.revoke_key("t1", created["key_id"])
+    with pytest.raises(UnauthorizedError):
+        here.authenticate(key)
+    assert elsewhere.authenticate(key) == "t1"  # still cached
+    clock.advance(AUTH_CACHE_SECONDS + 0.01)
+    with pytest.raises(UnauthorizedError):
+        elsewhere.authenticate(key)

@@ -18,7 +18,7 @@ from leadhook.services.leads import Request as BehaviourRequest
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,12})"?\s*$')
 
 
-def container(request: Request) -> Container:
+async def container(request: Request) -> Container:
     """Return the container the app was built with."""
     c: Container = request.app.state.container
     return c
@@ -42,7 +42,7 @@ def tenant(
     return c.tenants.authenticate(_bearer(authorization))
 
 
-def admin(
+async def admin(
     c: ContainerDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
@@ -131,7 +131,7 @@ async def _fingerprint(request: Request) -> str:
     return fingerprint(request.method, request.url.path, await request.body())
 
 
-def behaviour_request(
+async def behaviour_request(
     mid: Mid,
     fp: Annotated[str, Depends(_fingerprint)],
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,

@@ -19,6 +19,9 @@ from leadhook.domain.errors import (
 from leadhook.services.ports import ApiKey, Clock, IdFactory, Tenant, UnitOfWorkFactory
 
 KEY_PREFIX = "lh_"
+# A revoked key stops working at once in the process that revoked it, and within this many
+# seconds in every other process sharing the database.
+AUTH_CACHE_SECONDS = 2.0
 
 
 def hash_key(key: str) -> str:
@@ -64,6 +67,8 @@ class TenantService:
         self._read = readonly_uow or uow
         self._clock = clock
         self._ids = ids
+        # key hash → (mid, valid until): one database read per key per AUTH_CACHE_SECONDS.
+        self._auth_cache: dict[str, tuple[str, float]] = {}
 
     def create(
         self,
@@ -137,15 +142,24 @@ class TenantService:
             if key.revoked_at is None:
                 uow.tenants.revoke_key(mid, key_id, self._clock())
             uow.commit()
+        self._auth_cache.clear()
 
     def authenticate(self, api_key: str | None) -> str:
         """Return the tenant (`mid`) of a valid, unrevoked key, else raise 401."""
         if not api_key:
             raise UnauthorizedError("missing API key: send Authorization: Bearer <key>")
+        digest = hash_key(api_key)
+        now = self._clock()
+        cached = self._auth_cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         with self._read() as uow:
-            key = uow.tenants.key_by_hash(hash_key(api_key))
+            key = uow.tenants.key_by_hash(digest)
         if key is None or key.revoked_at is not None:
             raise UnauthorizedError("unknown or revoked API key")
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = (key.mid, now + AUTH_CACHE_SECONDS)
         return key.mid
 
     def catalog(self, mid: str) -> dict[str, Any]:

@@ -27,14 +27,16 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 16) -> Engine:
     """Create the engine for `url`, with SQLite tuned for a single-writer outbox."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
+    # No overflow: the API's thread pool is larger than the pool, and overflow connections are
+    # opened and closed per checkout under load (milliseconds each). A thread waits instead.
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, future=True
+        url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True
     )
 
 
@@ -45,8 +47,11 @@ def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=8,
-        max_overflow=8,
+        # Enough for every thread of the API's pool and the dispatcher: an overflow connection
+        # would be opened (PRAGMAs, schema read) and closed again on every checkout.
+        pool_size=48,
+        max_overflow=0,
+        pool_timeout=30,
     )
 
     @event.listens_for(engine, "connect")

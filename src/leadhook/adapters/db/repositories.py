@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, text, update
@@ -31,6 +32,13 @@ _MAX_INT32 = 2**31 - 1
 _EVENT_LOG_LOCK = 7_340_212
 
 
+@lru_cache(maxsize=256)
+def _parse_catalog(text: str) -> Catalog:
+    # Read on every behaviour, changed rarely: parse each distinct catalog text once. A Catalog
+    # is immutable (changes make a new one), so sharing it between requests is safe.
+    return catalog_from_json(json.loads(text))
+
+
 def _dump(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
@@ -54,7 +62,7 @@ class SqlTenants(_Repo):
         row = self.conn.execute(stmt).mappings().first()
         if row is None:
             return None
-        return Tenant(row["mid"], catalog_from_json(json.loads(row["catalog"])), row["created_at"])
+        return Tenant(row["mid"], _parse_catalog(row["catalog"]), row["created_at"])
 
     def add(self, tenant: Tenant) -> None:
         try:

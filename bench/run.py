@@ -1,0 +1,99 @@
+"""Run the benchmarks and write bench/results/*.json and docs/benchmarks.md (+ a plot).
+
+.venv/bin/python -m bench.run                 # everything, 3 runs each (~15 minutes)
+.venv/bin/python -m bench.run --quick         # smaller loads, 1 run (~3 minutes)
+.venv/bin/python -m bench.run --only drain    # one scenario
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios as sc
+from bench.harness import ROOT, summary
+from bench.report import write_report
+
+Scenario = Callable[[Path], dict[str, Any]]
+
+
+def plan(quick: bool) -> dict[str, tuple[Scenario, int]]:
+    """Name → (scenario, how many runs)."""
+    n = 5_000 if quick else 20_000
+    runs = 1 if quick else 3
+    steady_s = 15 if quick else 60
+    return {
+        "drain_sqlite": (lambda t: sc.drain("sqlite", n, 1, t), runs),
+        "drain_postgresql_2_workers": (lambda t: sc.drain("postgresql", n, 2, t), runs),
+        "raw_aiohttp": (lambda t: sc.raw_aiohttp(n, t), runs),
+        "celery_redis": (lambda t: sc.celery_drain(n if quick else 10_000, t), 1),
+        "end_to_end_sqlite": (lambda t: sc.end_to_end("sqlite", 600, 4, t), runs),
+        "steady_200_per_s_sqlite": (
+            lambda t: sc.end_to_end("sqlite", 200 * steady_s, 0, t, pace=1 / 200),
+            1,
+        ),
+        "bulk_import_sqlite": (
+            lambda t: sc.bulk_import("sqlite", 5 if quick else 20, t, False),
+            runs,
+        ),
+        "bulk_import_sqlite_subscribed": (
+            lambda t: sc.bulk_import("sqlite", 5 if quick else 20, t, True),
+            runs,
+        ),
+        "slow_neighbour_sqlite": (lambda t: sc.slow_neighbour("sqlite", n // 4, t), runs),
+    }
+
+
+def main() -> None:
+    """Parse arguments, run, write results."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller loads, one run each")
+    parser.add_argument("--only", action="append", help="run only these scenarios (repeatable)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    chosen = plan(args.quick)
+    if args.only:
+        chosen = {k: v for k, v in chosen.items() if any(k.startswith(o) for o in args.only)}
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": __import__("os").cpu_count(),
+            "platform": platform.platform(),
+        },
+        "quick": args.quick,
+        "scenarios": {},
+    }
+    for name, (scenario, runs) in chosen.items():
+        measured = []
+        for i in range(runs):
+            with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+                print(f"[bench] {name} run {i + 1}/{runs} …", flush=True)
+                measured.append(scenario(Path(tmp)))
+                print(f"[bench] {name}: {measured[-1]}", flush=True)
+        keys = [k for k, v in measured[0].items() if isinstance(v, (int, float))]
+        results["scenarios"][name] = {
+            "runs": measured,
+            "summary": {k: summary([float(m[k]) for m in measured]) for k in keys},
+        }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    suffix = "-quick" if args.quick else ""
+    path = args.out / f"results-{stamp}{suffix}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"latest{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"[bench] wrote {path}")
+    if not args.quick and not args.only:
+        write_report(results, ROOT / "docs")
+
+
+if __name__ == "__main__":
+    main()
