@@ -47,7 +47,7 @@ from leadhook.domain.events import (
     ObjectUpdateLifeCycle,
     ObjectUpdateStatus,
     ObjectVoids,
-    parse_event_json,
+    parse_event_tolerant,
 )
 from leadhook.domain.signing import (
     DEFAULT_TOLERANCE,
@@ -161,7 +161,7 @@ def parse(body: bytes | str) -> LeadEvent:
     Raises `InvalidPayload`, or `WebhookTestReceived` for leadhook's test event.
     """
     try:
-        return parse_event_json(body)
+        return parse_event_tolerant(body)
     except ValidationError as exc:
         test = _test_event(body)
         if test is not None:

@@ -93,6 +93,21 @@ def test_owner_change_has_its_own_keys() -> None:
     assert event.extra_data.scene_type in range(1, 7)
 
 
+def test_keys_added_by_a_newer_leadhook_are_ignored_not_refused() -> None:
+    data = json.loads(golden("object_change_owner"))
+    data["added_later"] = {"x": 1}
+    data["extra_data"]["added_later_too"] = [1, 2]
+    data["extra_data"]["entity_change_mapping"]["owner"]["after"]["added"] = "y"
+    body = json.dumps(data).encode()
+    event = verify_and_parse(body, signed(body, [SECRET]), SECRET, now=NOW)
+    assert isinstance(event, ObjectChangeOwner)
+    assert event.extra_data.former_owner_name == data["extra_data"]["former_owner_name"]
+    del data["extra_data"]["scene_type"]  # a missing key is still an invalid event
+    body = json.dumps(data).encode()
+    with pytest.raises(InvalidPayload):
+        verify_and_parse(body, signed(body, [SECRET]), SECRET, now=NOW)
+
+
 def test_wrong_secret_is_a_bad_signature() -> None:
     with pytest.raises(BadSignatureError):
         verify_and_parse(BODY, HEADERS, OTHER_SECRET, now=NOW)

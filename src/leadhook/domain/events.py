@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
 EVENT_TYPES: tuple[str, ...] = (
     "object_create",
@@ -294,6 +296,33 @@ def parse_event(data: Any) -> LeadEvent:
 def parse_event_json(raw: bytes | str) -> LeadEvent:
     """Validate an event's JSON text into the model of its `event_type`."""
     return LEAD_EVENT_ADAPTER.validate_json(raw)
+
+
+def parse_event_tolerant(raw: bytes | str) -> LeadEvent:
+    """Validate an event's JSON text, ignoring keys this version does not know.
+
+    The contract grows only by new keys: a subscriber on an older leadhook must still read
+    newer events. Anything else wrong (a missing key, a wrong type) still fails.
+    """
+    try:
+        return LEAD_EVENT_ADAPTER.validate_json(raw)
+    except PydanticValidationError as exc:
+        extra = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if not extra or len(extra) != len(exc.errors()):
+            raise
+    data = json.loads(raw)
+    for loc in extra:
+        _drop(data, loc)
+    return LEAD_EVENT_ADAPTER.validate_python(data)
+
+
+def _drop(data: Any, loc: tuple[int | str, ...]) -> None:
+    # The loc of a union member starts with its tag (the event type): skip what isn't a key.
+    node = data
+    path = [p for p in loc if not (isinstance(p, str) and p in EVENT_MODELS)]
+    for part in path[:-1]:
+        node = node[part]
+    node.pop(path[-1], None)
 
 
 def json_schema(event_type: str) -> dict[str, Any]:
