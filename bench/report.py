@@ -23,6 +23,7 @@ GOALS: dict[str, tuple[str, str, float, str]] = {
         50,
         "<=",
     ),
+    "steady_50_per_s_sqlite": ("latency_ms_p99", "steady 50/s: p99 commit→receipt (ms)", 50, "<="),
     "bulk_import_sqlite": ("leads_per_s", "bulk import, no subscriber (leads/s)", 10000, ">="),
     "bulk_import_sqlite_subscribed": (
         "leads_per_s",

@@ -38,6 +38,10 @@ def plan(quick: bool) -> dict[str, tuple[Scenario, int]]:
             lambda t: sc.end_to_end("sqlite", 200 * steady_s, 0, t, pace=1 / 200),
             1,
         ),
+        "steady_50_per_s_sqlite": (
+            lambda t: sc.end_to_end("sqlite", 50 * steady_s, 0, t, pace=1 / 50),
+            1,
+        ),
         "bulk_import_sqlite": (
             lambda t: sc.bulk_import("sqlite", 5 if quick else 20, t, False),
             runs,
