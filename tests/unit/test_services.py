@@ -342,6 +342,16 @@ def test_deliveries_go_to_the_subscriptions_that_want_the_event(world: World) ->
     assert w.notified == 3  # once per committed behaviour
 
 
+def test_the_dispatcher_is_woken_only_when_deliveries_were_enqueued(world: World) -> None:
+    w = world
+    w.subscribe("notes only", ("object_add_notes",))
+    lead_id = w.create()["id"]  # no subscriber wants object_create
+    w.perform("update", lead_id, fields={"name": "y"})
+    assert w.notified == 0
+    w.perform("notes", lead_id, notes="x")
+    assert w.notified == 1
+
+
 class Boom(Exception):
     """The failure injected into a unit of work."""
 

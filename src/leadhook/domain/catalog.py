@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from leadhook.domain.errors import NotFoundError, ValidationError
@@ -262,10 +262,6 @@ class Catalog:
         return "" if obj is None else obj.object_id
 
     # ---- changes -------------------------------------------------------------------------
-
-    def with_settings(self, **changes: Any) -> Catalog:
-        """Return the catalog with tenant settings (name, timezone, object_id) changed."""
-        return replace(self, **changes)
 
     def require(self, kind: str) -> None:
         """Refuse an unknown catalog kind with 404."""

@@ -76,6 +76,13 @@ def behaviour_body(lead: Lead, payloads: Sequence[str]) -> str:
     return '{"lead":' + dumps(lead.to_json()) + ',"events":[' + ",".join(payloads) + "]}"
 
 
+@dataclass
+class _Tally:
+    """What one unit of work enqueued (read after its commit)."""
+
+    deliveries: int = 0
+
+
 @dataclass(frozen=True)
 class Request:
     """What the API hands over for one behaviour call."""
@@ -112,7 +119,7 @@ class LeadService:
     def create_many(self, req: Request, items: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
         """Create many leads in one transaction; each emits its own object_create (201)."""
 
-        def work(uow: UnitOfWork) -> tuple[int, str]:
+        def work(uow: UnitOfWork, tally: _Tally) -> tuple[int, str]:
             ctx = self._context(uow, req)
             outcomes: list[b.Outcome] = []
             for i, item in enumerate(items):
@@ -130,7 +137,7 @@ class LeadService:
                     ) from exc
             uow.leads.add_many([o.lead for o in outcomes])
             events = [e for o in outcomes for e in o.events]
-            payloads = self._record(uow, events)
+            payloads = self._record(uow, events, tally)
             body = (
                 '{"data":['
                 + ",".join(
@@ -140,9 +147,7 @@ class LeadService:
             )
             return 201, body
 
-        return self._idem.run(
-            self._uow, req.mid, req.idempotency_key, req.fingerprint, work, self._on_enqueued
-        )
+        return self._commit(req, work)
 
     def perform(
         self, req: Request, behaviour: str, lead_id: str, args: Mapping[str, Any]
@@ -181,7 +186,7 @@ class LeadService:
         act: Callable[[b.Context, Lead], b.Outcome],
         status: int,
     ) -> tuple[int, str]:
-        def work(uow: UnitOfWork) -> tuple[int, str]:
+        def work(uow: UnitOfWork, tally: _Tally) -> tuple[int, str]:
             before: Lead | None = None
             if lead_id is not None:
                 before = uow.leads.get(req.mid, lead_id, for_update=True)
@@ -199,14 +204,32 @@ class LeadService:
                 uow.leads.add(outcome.lead)
             elif outcome.events:
                 uow.leads.update(outcome.lead, before.version)
-            payloads = self._record(uow, outcome.events)
+            payloads = self._record(uow, outcome.events, tally)
             return status, behaviour_body(outcome.lead, payloads)
 
+        return self._commit(req, work)
+
+    def _commit(
+        self, req: Request, work: Callable[[UnitOfWork, _Tally], tuple[int, str]]
+    ) -> tuple[int, str]:
+        """Run `work` once per Idempotency-Key; wake the dispatcher only if it enqueued."""
+        tally = _Tally()
+
+        def wake() -> None:
+            # A behaviour without subscribers must not cost the dispatcher a claim query.
+            if tally.deliveries:
+                self._on_enqueued()
+
         return self._idem.run(
-            self._uow, req.mid, req.idempotency_key, req.fingerprint, work, self._on_enqueued
+            self._uow,
+            req.mid,
+            req.idempotency_key,
+            req.fingerprint,
+            lambda uow: work(uow, tally),
+            wake,
         )
 
-    def _record(self, uow: UnitOfWork, events: Sequence[LeadEvent]) -> list[str]:
+    def _record(self, uow: UnitOfWork, events: Sequence[LeadEvent], tally: _Tally) -> list[str]:
         """Append events to the log and enqueue one delivery per matching subscription."""
         if not events:
             return []
@@ -220,7 +243,7 @@ class LeadService:
             if sub.wants(ev.event_type)
         ]
         if fanout:
-            uow.deliveries.enqueue(fanout, self._clock())
+            tally.deliveries += uow.deliveries.enqueue(fanout, self._clock())
         return [r.payload for r in rows]
 
     # ---- reads ----------------------------------------------------------------------------
