@@ -19,6 +19,8 @@ from bench.harness import (
     BIN,
     RssSampler,
     child,
+    child_pids,
+    cpu_seconds,
     free_port,
     percentile,
     receipts,
@@ -243,6 +245,12 @@ class Api:
         self.rss.__exit__()
         self._ctx.__exit__(None, None, None)
 
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds used so far by the API process and by its delivery child(ren)."""
+        return cpu_seconds(self.proc.pid), sum(
+            cpu_seconds(p) for p in child_pids(self.proc.pid)
+        )
+
     def tenant(self, hooks: list[str]) -> str:
         """Create a tenant (and subscriptions to `hooks`); return its API key."""
         admin = {"Authorization": f"Bearer {ADMIN}"}
@@ -369,6 +377,73 @@ def slow_neighbour(kind: str, events: int, tmp: Path) -> dict[str, Any]:
         return {
             "fast_deliveries_per_s": rate_of(recs, "/hook"),
             "slow_received_meanwhile": sum(1 for _, p, _ in recs if p == "/slow"),
+        }
+    finally:
+        drop_database(url)
+
+
+# ---- 7. the write path against a hand-written skeleton -----------------------------------
+
+
+class Skeleton:
+    """The baseline app of `bench.baselines.skeleton_app` in its own process."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Skeleton:
+        cmd = [
+            str(BIN / "python"),
+            "-m",
+            "bench.baselines.skeleton_app",
+            str(self.port),
+            str(self.tmp / f"skeleton-{self.port}.db"),
+        ]
+        self._ctx = child(cmd, log=self.tmp / f"skeleton-{self.port}.log")
+        self.proc = self._ctx.__enter__()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.base + "/openapi.json", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("the skeleton app did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(None, None, None)
+
+
+def skeleton_ingest(leads: int, concurrency: int, tmp: Path) -> dict[str, Any]:
+    """POST /v1/leads to the hand-written skeleton: leads/s with `concurrency` clients."""
+    with Skeleton(tmp) as app:
+        asyncio.run(_behaviours(app.base, "none", 50, 0, concurrency, None))  # warm up
+        cpu = cpu_seconds(app.proc.pid)
+        emitted, seconds = asyncio.run(_behaviours(app.base, "none", leads, 0, concurrency, None))
+        cpu = cpu_seconds(app.proc.pid) - cpu
+    return {"leads_per_s": emitted / seconds, "server_cpu_ms_per_lead": cpu / emitted * 1000}
+
+
+def sequential(kind: str, leads: int, tmp: Path) -> dict[str, Any]:
+    """One sequential client POSTing leads to `leadhook serve` with one subscription."""
+    url = new_database(kind, tmp)
+    try:
+        with receiver(tmp) as base, Api(url, tmp) as api:
+            key = api.tenant([base + "/hook"])
+            asyncio.run(_behaviours(api.base, key, 50, 0, 1, None))  # warm up
+            cpu = api.cpu()
+            emitted, seconds = asyncio.run(_behaviours(api.base, key, leads, 0, 1, None))
+            wait_count(base, emitted + 50, timeout=600)
+            api_cpu, delivery_cpu = (now - before for now, before in zip(api.cpu(), cpu))
+            rss = api.rss.peak_mb
+        return {
+            "leads_per_s": emitted / seconds,
+            "api_cpu_ms_per_lead": api_cpu / emitted * 1000,
+            "delivery_cpu_ms_per_lead": delivery_cpu / emitted * 1000,
+            "peak_rss_mb": rss,
         }
     finally:
         drop_database(url)

@@ -11,6 +11,7 @@ from leadhook.adapters.db import migrate
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.uow import SqlUnitOfWork
+from leadhook.adapters.db.writer import GroupWriter
 from leadhook.adapters.http.sender import HttpSender
 from leadhook.adapters.system import SystemClock, SystemIds
 from leadhook.services.delivery import Sender
@@ -39,6 +40,7 @@ class Container:
     events: EventService
     subscriptions: SubscriptionService
     gate: WriteGate
+    writer: GroupWriter
     wakeup: Wakeup = field(default_factory=Wakeup)
 
     def make_dispatcher(
@@ -61,7 +63,8 @@ class Container:
         )
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Finish queued writes, then release the database connections."""
+        self.writer.close()
         self.engine.dispose()
 
 
@@ -91,6 +94,7 @@ def build(
     clock = clock or SystemClock()
     ids = ids or SystemIds()
     wakeup = Wakeup()
+    writer = GroupWriter(engine, gate)
     return Container(
         settings=settings,
         engine=engine,
@@ -99,7 +103,14 @@ def build(
         clock=clock,
         ids=ids,
         tenants=TenantService(uow, clock, ids, readonly_uow=readonly),
-        leads=LeadService(uow, clock, ids, on_enqueued=wakeup.notify, readonly_uow=readonly),
+        leads=LeadService(
+            uow,
+            clock,
+            ids,
+            on_enqueued=wakeup.notify,
+            readonly_uow=readonly,
+            transactor=writer,
+        ),
         events=EventService(readonly),
         subscriptions=SubscriptionService(
             uow,
@@ -111,5 +122,6 @@ def build(
             on_enqueued=wakeup.notify,
         ),
         gate=gate,
+        writer=writer,
         wakeup=wakeup,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -9,7 +10,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -180,6 +181,7 @@ def serve(
             run_service(
                 container,
                 sock=sock,
+                deliver=delivery_mode(settings.database_url),
                 concurrency=concurrency,
                 on_started=banner,
                 log_level=log_level,
@@ -187,6 +189,16 @@ def serve(
             )
         )
     console.print("leadhook stopped.")
+
+
+def delivery_mode(database_url: str) -> Literal["inline", "process"]:
+    """Deliver from a child process, unless the database lives only in this process's memory."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return "inline"
+    return "process"
 
 
 def print_serve_banner(url: str, settings: Settings, *, generated: bool) -> None:
@@ -223,23 +235,47 @@ def worker(
     database_url: DatabaseUrl = None,
     concurrency: Concurrency = None,
     log_level: LogLevel = "info",
+    wake_fd: Annotated[
+        int | None,
+        typer.Option(
+            "--wake-fd",
+            hidden=True,
+            help="Used by `serve`: a pipe whose bytes wake the delivery loop; EOF stops it.",
+        ),
+    ] = None,
 ) -> None:
     """Deliver webhooks only; run several against PostgreSQL to share the work."""
-    from leadhook.cli_runtime import run_async, run_service
+    from leadhook.cli_runtime import run_async, run_service, watch_wake_fd
 
     configure_logging(log_level)
     settings = load_settings(database_url=database_url, concurrency=concurrency)
+    supervised = wake_fd is not None
     with opened(settings) as container:
 
         def started() -> None:
+            if supervised:
+                return  # serve's own banner speaks for both processes
             console.print(
                 f"[bold green]leadhook worker[/] delivering from"
                 f" {display_url(settings.database_url)} with concurrency"
                 f" {concurrency or settings.concurrency}. Press Ctrl-C to stop."
             )
 
-        run_async(run_service(container, sock=None, concurrency=concurrency, on_started=started))
-    console.print("leadhook worker stopped.")
+        async def deliver() -> None:
+            shutdown = asyncio.Event()
+            if wake_fd is not None:
+                watch_wake_fd(wake_fd, container.wakeup.notify, shutdown.set)
+            await run_service(
+                container,
+                sock=None,
+                concurrency=concurrency,
+                on_started=started,
+                shutdown=shutdown,
+            )
+
+        run_async(deliver())
+    if not supervised:
+        console.print("leadhook worker stopped.")
 
 
 # ---- tenants ------------------------------------------------------------------------------

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import uvicorn
 
@@ -16,6 +19,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+log = logging.getLogger("leadhook.serve")
+Deliver = Literal["inline", "process"] | None
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -82,7 +87,7 @@ async def run_service(
     container: Container,
     *,
     sock: socket.socket | None,
-    deliver: bool = True,
+    deliver: Deliver = "inline",
     concurrency: int | None = None,
     shutdown: asyncio.Event | None = None,
     on_started: Callable[[], None] = lambda: None,
@@ -90,11 +95,12 @@ async def run_service(
     access_log: bool = False,
     handle_signals: bool = True,
 ) -> None:
-    """Serve the API on `sock` (if any) and deliver (if `deliver`) until `shutdown` is set.
+    """Serve the API on `sock` (if any) and deliver until `shutdown` is set.
 
-    Stops in order: uvicorn finishes the requests in flight, then the delivery loop drains
-    and releases what it claimed. An API or delivery loop that fails stops the other and the
-    failure is raised.
+    `deliver` says where the delivery loop runs: `inline` on this event loop, `process` in a
+    supervised child process (`DeliveryProcess`), None nowhere. Stops in order: uvicorn
+    finishes the requests in flight, then the delivery loop drains and releases what it
+    claimed. An API or delivery loop that fails stops the other and the failure is raised.
     """
     from leadhook.api.app import create_app  # here: `listen` needs this module, not the API
 
@@ -112,9 +118,12 @@ async def run_service(
         )
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))
-    if deliver:
+    if deliver == "inline":
         dispatcher = container.make_dispatcher(concurrency=concurrency)
         tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+    elif deliver == "process":
+        child = DeliveryProcess(container, concurrency=concurrency, log_level=log_level)
+        tasks.append(asyncio.create_task(child.run(stop), name="delivery-process"))
 
     def force() -> None:
         if server is not None:
@@ -142,3 +151,114 @@ async def run_service(
 async def _until_started(server: _Server | None, tasks: list[asyncio.Task[None]]) -> None:
     while server is not None and not server.started and not any(t.done() for t in tasks):
         await asyncio.sleep(0.02)
+
+
+class DeliveryProcess:
+    """Run the delivery loop in a child process (`leadhook worker`), and keep it running.
+
+    The API and the delivery loop then each have a core's worth of interpreter: on one GIL,
+    every delivery's claim, signature, POST and record slowed the requests. The API wakes the
+    child through a pipe when a commit enqueued deliveries (one byte; a full pipe already says
+    "wake up"). A child that exits on its own is started again after a short, growing pause;
+    nothing is lost meanwhile (its leases expire, the deliveries wait in the outbox). When
+    `stop` is set the child gets SIGTERM and drains as `leadhook worker` does.
+
+    The child runs in its own session, so a Ctrl-C in the terminal reaches only serve, which
+    then stops the child in order; if serve itself dies, the child reads end-of-file on the
+    pipe and stops.
+    """
+
+    RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+    def __init__(
+        self, container: Container, *, concurrency: int | None, log_level: str = "info"
+    ) -> None:
+        self._container = container
+        self._concurrency = concurrency
+        self._log_level = log_level
+        self.pid: int | None = None
+        self.restarts = 0
+
+    def command(self, wake_fd: int) -> list[str]:
+        """The child's command line."""
+        settings = self._container.settings
+        cmd = [sys.executable, "-m", "leadhook", "worker", "--database-url"]
+        cmd += [settings.database_url, "--log-level", self._log_level, "--wake-fd", str(wake_fd)]
+        if self._concurrency:
+            cmd += ["--concurrency", str(self._concurrency)]
+        return cmd
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep a child delivering until `stop` is set; then stop it gracefully."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+
+        def wake() -> None:
+            with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is pending
+                os.write(write_end, b"!")
+
+        unlisten = self._container.wakeup.listen(wake)
+        failures = 0
+        try:
+            while not stop.is_set():
+                proc = await asyncio.create_subprocess_exec(
+                    *self.command(read_end), pass_fds=(read_end,), start_new_session=True
+                )
+                self.pid = proc.pid
+                log.info("delivery process started", extra={"pid": proc.pid})
+                waiter = asyncio.create_task(stop.wait())
+                exited = asyncio.create_task(proc.wait())
+                started = asyncio.get_running_loop().time()
+                await asyncio.wait([waiter, exited], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if stop.is_set() and not exited.done():
+                    await self._terminate(proc, exited)
+                    return
+                code = exited.result()
+                if stop.is_set():
+                    return
+                ran = asyncio.get_running_loop().time() - started
+                failures = 0 if ran > 60 else failures + 1
+                delay = self.RESTART_DELAYS[min(failures, len(self.RESTART_DELAYS)) - 1]
+                log.warning(
+                    "delivery process exited; starting another",
+                    extra={"pid": proc.pid, "exit_code": code, "restart_in_s": delay},
+                )
+                self.restarts += 1
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+        finally:
+            unlisten()
+            os.close(write_end)
+            os.close(read_end)
+
+    async def _terminate(self, proc: asyncio.subprocess.Process, exited: asyncio.Task[int]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        settings = self._container.settings
+        try:
+            # As long as the child's own drain may take: attempts in flight, then recording.
+            await asyncio.wait_for(asyncio.shield(exited), settings.delivery_timeout + 40.0)
+        except TimeoutError:
+            log.error("delivery process did not stop; killing it", extra={"pid": proc.pid})
+            proc.kill()
+            await exited
+
+
+def watch_wake_fd(fd: int, wake: Callable[[], None], on_eof: Callable[[], None]) -> None:
+    """Call `wake` whenever bytes arrive on `fd`, `on_eof` once its writer is gone."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if data:
+            wake()
+        else:
+            loop.remove_reader(fd)
+            on_eof()
+
+    loop.add_reader(fd, readable)

@@ -25,7 +25,14 @@ from leadhook.domain.replay import fold
 from leadhook.services.events import EventService
 from leadhook.services.idempotency import Idempotent, fingerprint
 from leadhook.services.leads import BEHAVIOURS, LeadService, Request
-from leadhook.services.ports import LeadFilter, StoredResponse, Subscription, UnitOfWork
+from leadhook.services.ports import (
+    InlineTransactor,
+    LeadFilter,
+    StoredResponse,
+    Subscription,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from leadhook.services.tenants import AUTH_CACHE_SECONDS, TenantService, hash_key
 from leadhook.services.wakeup import Wakeup
 
@@ -455,6 +462,11 @@ def test_event_service_serves_the_stored_text(world: World) -> None:
 # ---- idempotency -----------------------------------------------------------------------------
 
 
+def _run(idem: Idempotent, uow: UnitOfWorkFactory, *args: Any) -> tuple[int, str]:
+    """Submit through a transactor that commits each unit of work at once, and wait."""
+    return idem.submit(InlineTransactor(uow), *args).result()
+
+
 def test_idempotent_runs_once_and_replays() -> None:
     store = MemoryStore()
     idem = Idempotent(FakeClock())
@@ -465,15 +477,15 @@ def test_idempotent_runs_once_and_replays() -> None:
         calls.append(1)
         return 201, '{"n":' + str(len(calls)) + "}"
 
-    first = idem.run(store.uow, "t1", "k", "fp", work, lambda: after.append(1))
-    again = idem.run(store.uow, "t1", "k", "fp", work, lambda: after.append(1))
+    first = _run(idem, store.uow, "t1", "k", "fp", work, lambda: after.append(1))
+    again = _run(idem, store.uow, "t1", "k", "fp", work, lambda: after.append(1))
     assert first == again == (201, '{"n":1}')
     assert (len(calls), len(after)) == (1, 1)
     with pytest.raises(ConflictError):
-        idem.run(store.uow, "t1", "k", "other", work, lambda: None)
-    assert idem.run(store.uow, "t2", "k", "other", work, lambda: None) == (201, '{"n":2}')
-    assert idem.run(store.uow, "t1", None, "fp", work, lambda: None) == (201, '{"n":3}')
-    assert idem.run(store.uow, "t1", None, "fp", work, lambda: None) == (201, '{"n":4}')
+        _run(idem, store.uow, "t1", "k", "other", work, lambda: None)
+    assert _run(idem, store.uow, "t2", "k", "other", work, lambda: None) == (201, '{"n":2}')
+    assert _run(idem, store.uow, "t1", None, "fp", work, lambda: None) == (201, '{"n":3}')
+    assert _run(idem, store.uow, "t1", None, "fp", work, lambda: None) == (201, '{"n":4}')
 
 
 def test_idempotent_stores_nothing_when_the_work_fails() -> None:
@@ -484,8 +496,11 @@ def test_idempotent_stores_nothing_when_the_work_fails() -> None:
         raise ValidationError.at(("body",), "bad")
 
     with pytest.raises(ValidationError):
-        idem.run(store.uow, "t1", "k", "fp", fail, lambda: None)
-    assert idem.run(store.uow, "t1", "k", "fp", lambda u: (200, "{}"), lambda: None) == (200, "{}")
+        _run(idem, store.uow, "t1", "k", "fp", fail, lambda: None)
+    assert _run(idem, store.uow, "t1", "k", "fp", lambda u: (200, "{}"), lambda: None) == (
+        200,
+        "{}",
+    )
 
 
 def test_idempotent_answers_what_a_concurrent_twin_answered() -> None:
@@ -495,13 +510,13 @@ def test_idempotent_answers_what_a_concurrent_twin_answered() -> None:
 
     def racing(u: UnitOfWork) -> tuple[int, str]:
         # The twin commits while this request is still working (a nested unit of work here).
-        idem.run(store.uow, "t1", "k", "fp", lambda v: (201, '{"winner":true}'), lambda: None)
+        _run(idem, store.uow, "t1", "k", "fp", lambda v: (201, '{"winner":true}'), lambda: None)
         u.leads.add_many([])
         return 201, '{"winner":false}'
 
-    assert idem.run(store.uow, "t1", "k", "fp", racing, lambda: None) == (201, '{"winner":true}')
+    assert _run(idem, store.uow, "t1", "k", "fp", racing, lambda: None) == (201, '{"winner":true}')
     with pytest.raises(ConflictError):
-        idem.run(store.uow, "t1", "k", "fp2", lambda u: (200, "{}"), lambda: None)
+        _run(idem, store.uow, "t1", "k", "fp2", lambda u: (200, "{}"), lambda: None)
 
 
 def test_fingerprint_tells_requests_apart() -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TypeVar
 
 from leadhook.domain.errors import ConflictError
-from leadhook.services.ports import Clock, StoredResponse, UnitOfWork, UnitOfWorkFactory
+from leadhook.services.ports import Clock, StoredResponse, Transactor, UnitOfWork
 
+T = TypeVar("T")
 Work = Callable[[UnitOfWork], tuple[int, str]]
 
 
@@ -26,40 +29,68 @@ class Idempotent:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
 
-    def run(
+    def submit(
         self,
-        uow_factory: UnitOfWorkFactory,
+        tx: Transactor,
         mid: str,
         key: str | None,
         fp: str,
         work: Work,
         after_commit: Callable[[], None],
-    ) -> tuple[int, str]:
-        """Run `work` in a new unit of work and commit, unless `key` has answered already."""
-        try:
-            with uow_factory() as uow:
-                if key is not None:
-                    stored = uow.idempotency.get(mid, key)
-                    if stored is not None:
-                        return self._replay(stored, fp)
-                status, body = work(uow)
-                if key is not None:
-                    uow.idempotency.put(mid, key, StoredResponse(fp, status, body), self._clock())
-                uow.commit()
-        except ConflictError:
-            if key is None:
-                raise
-            # A concurrent request with the same key won the race: answer what it answered.
-            with uow_factory() as uow:
+    ) -> Future[tuple[int, str]]:
+        """Submit `work` (with the key's check and record) to `tx`; answer in the future.
+
+        `after_commit` runs once a fresh (not replayed) answer is committed.
+        """
+        answer: Future[tuple[int, str]] = Future()
+
+        def once(uow: UnitOfWork) -> tuple[tuple[int, str], bool]:
+            if key is not None:
                 stored = uow.idempotency.get(mid, key)
-            if stored is None:
-                raise
-            return self._replay(stored, fp)
-        after_commit()
-        return status, body
+                if stored is not None:
+                    return self._replay(stored, fp), False
+            status, body = work(uow)
+            if key is not None:
+                uow.idempotency.put(mid, key, StoredResponse(fp, status, body), self._clock())
+            return (status, body), True
+
+        def first_done(done: Future[tuple[tuple[int, str], bool]]) -> None:
+            exc = done.exception()
+            if exc is None:
+                result, fresh = done.result()
+                if fresh:
+                    after_commit()
+                answer.set_result(result)
+            elif isinstance(exc, ConflictError) and key is not None:
+                # A concurrent request with the same key may have won the race: once it has
+                # committed, answer what it answered; if it has not, the conflict stands.
+                tx.submit(lambda uow: self._stored(uow, mid, key, fp, exc)).add_done_callback(
+                    lambda again: _settle(answer, again)
+                )
+            else:
+                answer.set_exception(exc)
+
+        tx.submit(once).add_done_callback(first_done)
+        return answer
+
+    def _stored(
+        self, uow: UnitOfWork, mid: str, key: str, fp: str, conflict: ConflictError
+    ) -> tuple[int, str]:
+        stored = uow.idempotency.get(mid, key)
+        if stored is None:
+            raise conflict
+        return self._replay(stored, fp)
 
     @staticmethod
     def _replay(stored: StoredResponse, fp: str) -> tuple[int, str]:
         if stored.fingerprint != fp:
             raise ConflictError("this Idempotency-Key was already used for a different request")
         return stored.status_code, stored.body
+
+
+def _settle(answer: Future[T], done: Future[T]) -> None:
+    exc = done.exception()
+    if exc is None:
+        answer.set_result(done.result())
+    else:
+        answer.set_exception(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,16 @@ from leadhook.services.idempotency import Idempotent
 from leadhook.services.ports import (
     Clock,
     IdFactory,
+    InlineTransactor,
     LeadFilter,
     NewEvent,
+    Transactor,
     UnitOfWork,
     UnitOfWorkFactory,
 )
+
+Answer = tuple[int, str]
+"""A behaviour's HTTP status and its JSON body text."""
 
 Behaviour = Callable[[b.Context, Lead, Mapping[str, Any]], b.Outcome]
 
@@ -104,22 +110,42 @@ class LeadService:
         ids: IdFactory,
         on_enqueued: Callable[[], None] = lambda: None,
         readonly_uow: UnitOfWorkFactory | None = None,
+        transactor: Transactor | None = None,
     ) -> None:
-        self._uow = uow
+        self._tx = transactor or InlineTransactor(uow)
         self._read = readonly_uow or uow
         self._clock = clock
         self._ids = ids
         self._on_enqueued = on_enqueued
         self._idem = Idempotent(clock)
 
-    def create(self, req: Request, args: Mapping[str, Any]) -> tuple[int, str]:
+    # Each behaviour comes in two forms: `submit_*` answers a future at once (the API awaits
+    # it without tying up a thread), the plain one waits for it (the CLI, scripts, tests).
+
+    def create(self, req: Request, args: Mapping[str, Any]) -> Answer:
+        """Create a lead (201) and emit object_create."""
+        return self.submit_create(req, args).result()
+
+    def create_many(self, req: Request, items: Sequence[Mapping[str, Any]]) -> Answer:
+        """Create many leads in one transaction; each emits its own object_create (201)."""
+        return self.submit_create_many(req, items).result()
+
+    def perform(
+        self, req: Request, behaviour: str, lead_id: str, args: Mapping[str, Any]
+    ) -> Answer:
+        """Perform `behaviour` on a lead (200), emitting what it caused."""
+        return self.submit_perform(req, behaviour, lead_id, args).result()
+
+    def submit_create(self, req: Request, args: Mapping[str, Any]) -> Future[Answer]:
         """Create a lead (201) and emit object_create."""
         return self._run(req, None, lambda ctx, _lead: self._create(ctx, args), 201)
 
-    def create_many(self, req: Request, items: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    def submit_create_many(
+        self, req: Request, items: Sequence[Mapping[str, Any]]
+    ) -> Future[Answer]:
         """Create many leads in one transaction; each emits its own object_create (201)."""
 
-        def work(uow: UnitOfWork, tally: _Tally) -> tuple[int, str]:
+        def work(uow: UnitOfWork, tally: _Tally) -> Answer:
             ctx = self._context(uow, req)
             outcomes: list[b.Outcome] = []
             for i, item in enumerate(items):
@@ -149,9 +175,9 @@ class LeadService:
 
         return self._commit(req, work)
 
-    def perform(
+    def submit_perform(
         self, req: Request, behaviour: str, lead_id: str, args: Mapping[str, Any]
-    ) -> tuple[int, str]:
+    ) -> Future[Answer]:
         """Perform `behaviour` on a lead (200), emitting what it caused."""
         fn = BEHAVIOURS[behaviour]
         return self._run(req, lead_id, lambda ctx, lead: fn(ctx, lead, args), 200)
@@ -185,8 +211,8 @@ class LeadService:
         lead_id: str | None,
         act: Callable[[b.Context, Lead], b.Outcome],
         status: int,
-    ) -> tuple[int, str]:
-        def work(uow: UnitOfWork, tally: _Tally) -> tuple[int, str]:
+    ) -> Future[Answer]:
+        def work(uow: UnitOfWork, tally: _Tally) -> Answer:
             before: Lead | None = None
             if lead_id is not None:
                 before = uow.leads.get(req.mid, lead_id, for_update=True)
@@ -209,9 +235,7 @@ class LeadService:
 
         return self._commit(req, work)
 
-    def _commit(
-        self, req: Request, work: Callable[[UnitOfWork, _Tally], tuple[int, str]]
-    ) -> tuple[int, str]:
+    def _commit(self, req: Request, work: Callable[[UnitOfWork, _Tally], Answer]) -> Future[Answer]:
         """Run `work` once per Idempotency-Key; wake the dispatcher only if it enqueued."""
         tally = _Tally()
 
@@ -220,8 +244,8 @@ class LeadService:
             if tally.deliveries:
                 self._on_enqueued()
 
-        return self._idem.run(
-            self._uow,
+        return self._idem.submit(
+            self._tx,
             req.mid,
             req.idempotency_key,
             req.fingerprint,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Generic, Literal, Protocol, Self, TypeVar
@@ -256,6 +257,37 @@ class UnitOfWork(Protocol):
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class Transactor(Protocol):
+    """Run units of work that write, each atomically, and tell when each is committed.
+
+    `submit` returns at once; the future holds what `work` returned once its writes are
+    committed, or the exception that undid them. An implementation may commit several units
+    together (group commit): each still succeeds or fails alone.
+    """
+
+    def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]: ...
+
+
+class InlineTransactor:
+    """A Transactor that runs each unit of work at once, in its own transaction."""
+
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]:
+        """Run `work` in a new unit of work and commit it; the future is already resolved."""
+        future: Future[T] = Future()
+        try:
+            with self._uow() as uow:
+                result = work(uow)
+                uow.commit()
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return future
 
 
 class Clock(Protocol):

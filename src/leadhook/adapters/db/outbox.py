@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import shortuuid
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.repositories import driver_in_transaction
+from leadhook.adapters.db.sql import statements
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import Attempt, Delivery, NewEvent, Page, Subscription
 
@@ -21,7 +23,7 @@ def _sub(row: Any) -> Subscription:
         url=row.url,
         event_types=tuple(json.loads(row.event_types)),
         description=row.description,
-        enabled=row.enabled,
+        enabled=bool(row.enabled),
         secret=row.secret,
         max_in_flight=row.max_in_flight,
         rate_limit_per_s=row.rate_limit_per_s,
@@ -51,11 +53,21 @@ def _sub_values(sub: Subscription) -> dict[str, Any]:
     }
 
 
-class SqlSubscriptions:
-    """Webhook subscriptions; a deleted one is kept (its deliveries refer to it) but hidden."""
+class _OnConnection:
+    """Rows on one connection: SQLAlchemy Core, and named SQL on its driver for hot paths."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.sql = statements(conn.dialect.name)
+
+    @property
+    def driver(self) -> Any:
+        """The DB-API connection under `conn`, in its transaction."""
+        return driver_in_transaction(self.conn)
+
+
+class SqlSubscriptions(_OnConnection):
+    """Webhook subscriptions; a deleted one is kept (its deliveries refer to it) but hidden."""
 
     def get(self, mid: str, sub_id: str) -> Subscription | None:
         c = t.subscriptions.c
@@ -108,43 +120,57 @@ class SqlSubscriptions:
         return Page(chunk, nxt)
 
     def enabled_for(self, mid: str) -> list[Subscription]:
-        c = t.subscriptions.c
-        rows = self.conn.execute(
-            select(t.subscriptions).where(c.mid == mid, c.enabled.is_(True), c.deleted_at.is_(None))
-        ).all()
-        return [_sub(r) for r in rows]
+        # Read by every behaviour (its fan-out): named SQL, columns in `_SubRow`'s order.
+        rows = self.driver.execute(self.sql.enabled_subscriptions, (mid,)).fetchall()
+        return [_sub(_SubRow(*r)) for r in rows]
 
 
-class SqlDeliveries:
+class _SubRow(NamedTuple):
+    """A row of `enabled_subscriptions`, with the names `_sub` reads."""
+
+    id: str
+    mid: str
+    url: str
+    event_types: str
+    description: str
+    enabled: bool
+    secret: str
+    max_in_flight: int
+    rate_limit_per_s: float | None
+    created_at: float
+    updated_at: float
+    disabled_reason: str | None
+    previous_secret: str | None
+    previous_secret_expires_at: float | None
+    first_failure_at: float | None
+
+
+class SqlDeliveries(_OnConnection):
     """Delivery rows: written in the transaction of their event, then worked by the dispatcher."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
 
     def enqueue(self, rows: Sequence[tuple[Subscription, int, NewEvent]], now: float) -> int:
         if not rows:
             return 0
-        self.conn.execute(
-            insert(t.deliveries),
-            [
-                {
-                    "id": shortuuid.uuid(),
-                    "mid": ev.mid,
-                    "subscription_id": sub.id,
-                    "event_seq": seq,
-                    "event_id": ev.event_id,
-                    "entity_id": ev.entity_id,
-                    "entity_version": ev.entity_version,
-                    "event_type": ev.event_type,
-                    "status": "pending",
-                    "attempt_count": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for sub, seq, ev in rows
-            ],
-        )
+        params = [
+            (
+                shortuuid.uuid(),
+                ev.mid,
+                sub.id,
+                seq,
+                ev.event_id,
+                ev.entity_id,
+                ev.entity_version,
+                ev.event_type,
+                now,
+                now,
+                now,
+            )
+            for sub, seq, ev in rows
+        ]
+        if len(params) == 1:
+            self.driver.execute(self.sql.insert_delivery, params[0])
+        else:
+            self.driver.cursor().executemany(self.sql.insert_delivery, params)
         return len(rows)
 
     def _attempts(self, seqs: list[int]) -> dict[int, list[Attempt]]:

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, tex
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.sql import EVENT_LOG_LOCK, statements
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
 from leadhook.domain.errors import BadRequestError, ConflictError
@@ -27,9 +28,6 @@ from leadhook.services.ports import (
 )
 
 _MAX_INT32 = 2**31 - 1
-# The class of the advisory locks on a tenant's event log; two-key advisory locks never collide
-# with the one-key lock that migrations take.
-_EVENT_LOG_LOCK = 7_340_212
 
 
 @lru_cache(maxsize=256)
@@ -39,13 +37,36 @@ def _parse_catalog(text: str) -> Catalog:
     return catalog_from_json(json.loads(text))
 
 
+def driver_in_transaction(conn: Connection) -> Any:
+    """Return the DB-API connection of `conn`, beginning its transaction as SQLAlchemy would.
+
+    Named SQL goes to the driver directly; SQLAlchemy still owns the transaction (it begins
+    it, with `BEGIN IMMEDIATE` on SQLite, and commits or rolls it back).
+    """
+    if not conn.in_transaction():
+        conn.begin()
+    return conn.connection.driver_connection
+
+
 def _dump(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 class _Repo:
+    """A repository over one connection: SQLAlchemy Core for the rest, named SQL for hot paths."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.sql = statements(conn.dialect.name)
+
+    @property
+    def driver(self) -> Any:
+        """The DB-API connection under `conn`, in its transaction (for named SQL)."""
+        return driver_in_transaction(self.conn)
+
+    def _integrity_error(self) -> type[Exception]:
+        error: type[Exception] = self.conn.dialect.loaded_dbapi.IntegrityError
+        return error
 
     def _lock(self, stmt: Any, for_update: bool) -> Any:
         # SQLite has no row locks; its write transactions are serialised as a whole instead.
@@ -58,6 +79,9 @@ class SqlTenants(_Repo):
     """Tenants, their catalogs and API keys."""
 
     def get(self, mid: str, *, for_update: bool = False) -> Tenant | None:
+        if not for_update:  # every behaviour reads its tenant's catalog: the hot path
+            found = self.driver.execute(self.sql.tenant, (mid,)).fetchone()
+            return None if found is None else Tenant(mid, _parse_catalog(found[0]), found[1])
         stmt = self._lock(select(t.tenants).where(t.tenants.c.mid == mid), for_update)
         row = self.conn.execute(stmt).mappings().first()
         if row is None:
@@ -132,45 +156,50 @@ class SqlTenants(_Repo):
         return [self._key(r) for r in rows]
 
 
-def _lead_row(lead: Lead) -> dict[str, Any]:
-    return {
-        "id": lead.id,
-        "mid": lead.mid,
-        "version": lead.version,
-        "owner": lead.owner,
-        "lead_pool": lead.lead_pool,
-        "life_status": lead.life_status,
-        "voided": lead.voided,
-        "state": _dump(lead.to_json()),
-        "created_at": lead.created_at,
-        "updated_at": lead.updated_at,
-    }
+def _lead_row(lead: Lead) -> tuple[Any, ...]:
+    """The bind parameters of `insert_lead`, in its column order."""
+    return (
+        lead.id,
+        lead.mid,
+        lead.version,
+        lead.owner,
+        lead.lead_pool,
+        lead.life_status,
+        lead.voided,
+        _dump(lead.to_json()),
+        lead.created_at,
+        lead.updated_at,
+    )
 
 
 class SqlLeads(_Repo):
     """Leads: one row each, the whole state as JSON beside the columns that filter."""
 
     def get(self, mid: str, lead_id: str, *, for_update: bool = False) -> Lead | None:
-        stmt = select(t.leads.c.state).where(t.leads.c.id == lead_id, t.leads.c.mid == mid)
-        state = self.conn.execute(self._lock(stmt, for_update)).scalar()
-        return None if state is None else Lead.from_json(json.loads(state))
+        sql = self.sql.lead_for_update if for_update else self.sql.lead
+        row = self.driver.execute(sql, (lead_id, mid)).fetchone()
+        return None if row is None else Lead.from_json(json.loads(row[0]))
 
     def add(self, lead: Lead) -> None:
-        self.conn.execute(insert(t.leads).values(**_lead_row(lead)))
+        self.driver.execute(self.sql.insert_lead, _lead_row(lead))
 
     def add_many(self, leads: Sequence[Lead]) -> None:
         if leads:
-            self.conn.execute(insert(t.leads), [_lead_row(lead) for lead in leads])
+            self.driver.cursor().executemany(self.sql.insert_lead, [_lead_row(x) for x in leads])
 
     def update(self, lead: Lead, expected_version: int) -> None:
-        row = _lead_row(lead)
-        del row["id"], row["mid"], row["created_at"]
-        result = self.conn.execute(
-            update(t.leads)
-            .where(t.leads.c.id == lead.id, t.leads.c.version == expected_version)
-            .values(**row)
+        params = (
+            lead.version,
+            lead.owner,
+            lead.lead_pool,
+            lead.life_status,
+            lead.voided,
+            _dump(lead.to_json()),
+            lead.updated_at,
+            lead.id,
+            expected_version,
         )
-        if result.rowcount != 1:
+        if self.driver.execute(self.sql.update_lead, params).rowcount != 1:
             raise ConflictError(f"lead {lead.id} changed concurrently; retry the request")
 
     def page(self, mid: str, filters: LeadFilter, cursor: str | None, limit: int) -> Page[Lead]:
@@ -220,11 +249,12 @@ class SqlEvents(_Repo):
         # each other), and a page of the log is read under the exclusive lock: after every
         # writer holding a seq has committed (or rolled back), before any new one takes a seq.
         # SQLite has a single writer: nothing to do.
-        if self.conn.dialect.name == "postgresql":
-            function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        if shared and self.sql.log_lock_shared is not None:
+            self.driver.execute(self.sql.log_lock_shared, (mid,))
+        elif not shared and self.conn.dialect.name == "postgresql":
             self.conn.execute(
-                text(f"SELECT {function}(:lock, hashtext(:mid))"),
-                {"lock": _EVENT_LOG_LOCK, "mid": mid},
+                text("SELECT pg_advisory_xact_lock(:lock, hashtext(:mid))"),
+                {"lock": EVENT_LOG_LOCK, "mid": mid},
             )
 
     def append(self, events: Sequence[NewEvent]) -> list[int]:
@@ -233,32 +263,50 @@ class SqlEvents(_Repo):
         if not events:
             return []
         rows = [
-            {
-                "event_id": ev.event_id,
-                "mid": ev.mid,
-                "entity_id": ev.entity_id,
-                "entity_version": ev.entity_version,
-                "event_type": ev.event_type,
-                "create_time": ev.create_time,
-                "is_follow_up": ev.is_follow_up,
-                "payload": ev.payload,
-            }
+            (
+                ev.event_id,
+                ev.mid,
+                ev.entity_id,
+                ev.entity_version,
+                ev.event_type,
+                ev.create_time,
+                ev.is_follow_up,
+                ev.payload,
+            )
             for ev in events
         ]
-        # One statement and one savepoint for the whole batch (a 1,000-lead import is one
-        # round trip, not 1,000): a duplicate (lead, version) undoes the batch only, and the
-        # unit of work can go on.
+        first = events[0]
+        conflict = ConflictError(
+            f"lead {first.entity_id} already has version {first.entity_version}; retry"
+        )
+        if len(rows) == 1:
+            # The hot path: one statement, and a conflict leaves the transaction usable.
+            found = self.driver.execute(self.sql.insert_event, rows[0]).fetchone()
+            if found is None:
+                raise conflict
+            return [int(found[0])]
+        # A batch in one savepoint: a duplicate undoes the batch only, the unit of work goes on.
         try:
             with self.conn.begin_nested():
-                result = self.conn.execute(
-                    insert(t.events).returning(t.events.c.seq, sort_by_parameter_order=True), rows
-                )
-                return [int(seq) for seq in result.scalars().all()]
-        except IntegrityError as exc:
-            first = events[0]
-            raise ConflictError(
-                f"lead {first.entity_id} already has version {first.entity_version}; retry"
-            ) from exc
+                return self._insert_events(rows)
+        except self._integrity_error() as exc:
+            raise conflict from exc
+
+    def _insert_events(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        cur = self.driver.cursor()
+        if self.conn.dialect.name == "postgresql":
+            # psycopg pipelines the statements and keeps each RETURNING result, in order.
+            cur.executemany(self.sql.insert_events, rows, returning=True)
+            seqs = []
+            while True:
+                seqs.append(int(cur.fetchone()[0]))
+                if not cur.nextset():
+                    return seqs
+        # SQLite: one writer, and an INTEGER PRIMARY KEY takes max(seq) + 1, so the rows of one
+        # executemany get consecutive seqs ending at the last one inserted.
+        cur.executemany(self.sql.insert_events, rows)
+        last = int(self.driver.execute("SELECT last_insert_rowid()").fetchone()[0])
+        return list(range(last - len(rows) + 1, last + 1))
 
     def get(self, mid: str, event_id: str) -> StoredEvent | None:
         row = self.conn.execute(
@@ -327,27 +375,13 @@ class SqlIdempotency(_Repo):
     """Stored first responses of requests with an Idempotency-Key."""
 
     def get(self, mid: str, key: str) -> StoredResponse | None:
-        c = t.idempotency_keys.c
-        row = self.conn.execute(
-            select(c.fingerprint, c.status_code, c.body).where(c.mid == mid, c.key == key)
-        ).first()
-        return None if row is None else StoredResponse(row.fingerprint, row.status_code, row.body)
+        row = self.driver.execute(self.sql.idempotency_get, (mid, key)).fetchone()
+        return None if row is None else StoredResponse(row[0], row[1], row[2])
 
     def put(self, mid: str, key: str, response: StoredResponse, at: float) -> None:
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(
-                    insert(t.idempotency_keys).values(
-                        mid=mid,
-                        key=key,
-                        fingerprint=response.fingerprint,
-                        status_code=response.status_code,
-                        body=response.body,
-                        created_at=at,
-                    )
-                )
-        except IntegrityError as exc:
-            raise ConflictError("a request with this Idempotency-Key is in progress") from exc
+        params = (mid, key, response.fingerprint, response.status_code, response.body, at)
+        if self.driver.execute(self.sql.idempotency_put, params).rowcount != 1:
+            raise ConflictError("a request with this Idempotency-Key is in progress")
 
     def purge_before(self, at: float) -> int:
         """Forget keys older than `at`."""

@@ -81,3 +81,34 @@ class SqlUnitOfWork:
         """The connection of this unit of work (for adapter-level queries)."""
         assert self._conn is not None
         return self._conn
+
+
+class BoundUnitOfWork:
+    """Every repository on a connection whose transaction belongs to someone else.
+
+    The group-commit writer (`adapters.db.writer`) hands one to each unit of work it runs:
+    the writer opens the transaction, puts each unit in a savepoint and commits them together,
+    so `commit` here does nothing.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.tenants = SqlTenants(conn)
+        self.leads = SqlLeads(conn)
+        self.events = SqlEvents(conn)
+        self.subscriptions = SqlSubscriptions(conn)
+        self.deliveries = SqlDeliveries(conn)
+        self.idempotency = SqlIdempotency(conn)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def commit(self) -> None:
+        """Nothing to do: the writer commits the whole group."""

@@ -1,0 +1,101 @@
+"""Named SQL of the write path, run on the driver (sqlite3 / psycopg) without SQLAlchemy.
+
+A behaviour is a handful of short statements; through SQLAlchemy Core, compiling them and
+handling their results cost more than SQLite took to run them. These are the same statements
+as plain text with bind parameters, one set per dialect, so that the driver prepares each once
+(sqlite3's statement cache; psycopg prepares a statement after a few executions).
+
+The two dialects differ only where they must: the placeholder style (`?` and `%s`), row locks
+(`FOR UPDATE`, PostgreSQL only) and the tenant's event-log lock (an advisory lock on
+PostgreSQL; SQLite has a single writer and needs none). Both are spelled out in full below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The class of the advisory locks on a tenant's event log; two-key advisory locks never collide
+# with the one-key lock that migrations take.
+EVENT_LOG_LOCK = 7_340_212
+
+
+@dataclass(frozen=True)
+class Statements:
+    """The hot statements of one dialect."""
+
+    tenant: str
+    lead: str
+    lead_for_update: str
+    insert_lead: str
+    update_lead: str
+    log_lock_shared: str | None
+    insert_event: str
+    insert_events: str
+    enabled_subscriptions: str
+    insert_delivery: str
+    idempotency_get: str
+    idempotency_put: str
+
+
+_SUB_COLUMNS = """id, mid, url, event_types, description, enabled, secret, max_in_flight,
+    rate_limit_per_s, created_at, updated_at, disabled_reason, previous_secret,
+    previous_secret_expires_at, first_failure_at"""
+
+SQLITE = Statements(
+    tenant="SELECT catalog, created_at FROM tenants WHERE mid = ?",
+    lead="SELECT state FROM leads WHERE id = ? AND mid = ?",
+    # SQLite has no row locks: its write transactions are serialised whole (BEGIN IMMEDIATE).
+    lead_for_update="SELECT state FROM leads WHERE id = ? AND mid = ?",
+    insert_lead="""INSERT INTO leads (id, mid, version, owner, lead_pool, life_status, voided,
+        state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+    update_lead="""UPDATE leads SET version = ?, owner = ?, lead_pool = ?, life_status = ?,
+        voided = ?, state = ?, updated_at = ? WHERE id = ? AND version = ?""",
+    log_lock_shared=None,
+    # A version or event id already written answers no row (and leaves the transaction usable).
+    insert_event="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
+        create_time, is_follow_up, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT DO NOTHING RETURNING seq""",
+    insert_events="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
+        create_time, is_follow_up, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+    enabled_subscriptions=f"""SELECT {_SUB_COLUMNS} FROM subscriptions
+        WHERE mid = ? AND enabled AND deleted_at IS NULL""",
+    insert_delivery="""INSERT INTO deliveries (id, mid, subscription_id, event_seq, event_id,
+        entity_id, entity_version, event_type, status, attempt_count, next_attempt_at,
+        created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)""",
+    idempotency_get="""SELECT fingerprint, status_code, body FROM idempotency_keys
+        WHERE mid = ? AND key = ?""",
+    idempotency_put="""INSERT INTO idempotency_keys (mid, key, fingerprint, status_code, body,
+        created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+)
+
+POSTGRES = Statements(
+    tenant="SELECT catalog, created_at FROM tenants WHERE mid = %s",
+    lead="SELECT state FROM leads WHERE id = %s AND mid = %s",
+    lead_for_update="SELECT state FROM leads WHERE id = %s AND mid = %s FOR UPDATE",
+    insert_lead="""INSERT INTO leads (id, mid, version, owner, lead_pool, life_status, voided,
+        state, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+    update_lead="""UPDATE leads SET version = %s, owner = %s, lead_pool = %s, life_status = %s,
+        voided = %s, state = %s, updated_at = %s WHERE id = %s AND version = %s""",
+    log_lock_shared=f"SELECT pg_advisory_xact_lock_shared({EVENT_LOG_LOCK}, hashtext(%s))",
+    insert_event="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
+        create_time, is_follow_up, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT DO NOTHING RETURNING seq""",
+    insert_events="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
+        create_time, is_follow_up, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        RETURNING seq""",
+    enabled_subscriptions=f"""SELECT {_SUB_COLUMNS} FROM subscriptions
+        WHERE mid = %s AND enabled AND deleted_at IS NULL""",
+    insert_delivery="""INSERT INTO deliveries (id, mid, subscription_id, event_seq, event_id,
+        entity_id, entity_version, event_type, status, attempt_count, next_attempt_at,
+        created_at, updated_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s)""",
+    idempotency_get="""SELECT fingerprint, status_code, body FROM idempotency_keys
+        WHERE mid = %s AND key = %s""",
+    idempotency_put="""INSERT INTO idempotency_keys (mid, key, fingerprint, status_code, body,
+        created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+)
+
+
+def statements(dialect: str) -> Statements:
+    """Return the statements of `dialect` (`sqlite` or `postgresql`)."""
+    return SQLITE if dialect == "sqlite" else POSTGRES

@@ -1,0 +1,241 @@
+"""Group commit: behaviours that arrive together share one transaction, each in a savepoint.
+
+A commit is the dearest part of a small write (SQLite takes its write lock and appends a WAL
+frame; PostgreSQL flushes its WAL to disk). Writer threads take whatever work is waiting (up
+to `max_batch` items), run each item in its own savepoint, and commit once: N concurrent
+requests cost one commit, and a lone request costs what it did before. An item that fails is
+rolled back to its savepoint and fails alone; the others commit. Each item's future is resolved
+only after the commit, so nobody is answered for a write that could still be lost.
+
+SQLite has one writer and answers in microseconds: handing each write to another thread cost
+more (a GIL hand-over each way) than the write itself. So on SQLite the writes submitted from
+an event loop are run on that loop: items submitted during one turn of the loop are committed
+together at the end of it (`loop.call_soon`). Writes submitted from a thread with no loop (the
+command line, scripts) run at once in the caller's thread. Either way the process's write gate
+is held for each transaction.
+
+PostgreSQL answers over the network, so its writes go to a few writer threads, each with its
+own connection, and a batch waiting on a row lock or on its commit does not stop the others or
+the loop. An item that PostgreSQL aborts to break a deadlock (or a serialisation failure) is
+run again in a later batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+from leadhook.adapters.db.engine import WriteGate, is_sqlite
+from leadhook.adapters.db.repositories import driver_in_transaction
+from leadhook.adapters.db.uow import BoundUnitOfWork
+from leadhook.services.ports import UnitOfWork
+
+T = TypeVar("T")
+log = logging.getLogger("leadhook.writer")
+
+# SQLSTATEs after which the same work may simply run again: deadlock, serialisation failure.
+_RETRYABLE = frozenset({"40P01", "40001"})
+_MAX_RUNS = 3
+
+
+@dataclass
+class _Item:
+    work: Callable[[UnitOfWork], Any]
+    future: Future[Any]
+    runs: int = 0
+
+
+def _retryable(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if getattr(cause, "sqlstate", None) in _RETRYABLE:
+            return True
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    return False
+
+
+class GroupWriter:
+    """Run units of work on writer threads, committing whatever arrived together at once."""
+
+    def __init__(
+        self, engine: Engine, gate: WriteGate, *, threads: int | None = None, max_batch: int = 64
+    ) -> None:
+        self._engine = engine
+        self._gate = gate
+        self._on_loop = is_sqlite(engine) and not threads
+        self._threads_wanted = threads or 4
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        # SQLite, on an event loop: the items of this turn, and the loop's own connection.
+        self._pending: list[_Item] = []
+        self._loop_conn: Connection | None = None
+
+    def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]:
+        """Queue `work`; its future holds what it returned once its transaction committed."""
+        future: Future[T] = Future()
+        item = _Item(work, future)
+        if self._closed:
+            future.set_exception(RuntimeError("the writer is closed"))
+        elif not self._on_loop:
+            if not self._threads:
+                self._start()
+            self._queue.put(item)
+        else:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop in this thread: write now, on a connection of its own
+                self._commit(None, [item], keep=False)
+                return future
+            if not self._pending:
+                loop.call_soon(self._flush)
+            self._pending.append(item)
+        return future
+
+    def _flush(self) -> None:
+        """Commit what this turn of the loop submitted (SQLite), in batches of `max_batch`."""
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self._loop_conn = self._commit(self._loop_conn, batch)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._threads or self._closed:
+                return
+            for i in range(self._threads_wanted):
+                thread = threading.Thread(
+                    target=self._run, name=f"leadhook-writer-{i}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def close(self) -> None:
+        """Finish what was queued, then stop the threads and release the connections."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join()
+        self._flush()
+        if self._loop_conn is not None:
+            self._loop_conn.close()
+            self._loop_conn = None
+
+    # ---- the writer thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn: Connection | None = None
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                conn = self._commit(conn, batch)
+                if stop:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _commit(
+        self, conn: Connection | None, batch: list[_Item], *, keep: bool = True
+    ) -> Connection | None:
+        """Run `batch` in one transaction; resolve its futures; return the connection to reuse."""
+        outcomes: list[tuple[_Item, bool, Any]] = []
+        again: list[_Item] = []
+        try:
+            with self._gate.hold():
+                if conn is None:
+                    conn = self._engine.connect()
+                outcomes, again = self._run_items(conn, batch)
+                if any(ok for _, ok, _ in outcomes):
+                    conn.commit()
+                else:
+                    conn.rollback()
+        except Exception as exc:
+            # The transaction itself failed (commit refused, connection lost): nothing of this
+            # batch was written. Every item that had succeeded fails with it.
+            conn = self._discard(conn)
+            outcomes = [(item, False, exc if ok else value) for item, ok, value in outcomes]
+            done = {id(item) for item, _, _ in outcomes} | {id(item) for item in again}
+            outcomes += [(item, False, exc) for item in batch if id(item) not in done]
+        if again:
+            # Deadlock victims: in the queue again (threads), or run once more right now.
+            if self._on_loop:
+                conn = self._commit(conn, again, keep=keep)
+            else:
+                for item in again:
+                    self._queue.put(item)
+        if not keep and conn is not None:
+            conn.close()
+            conn = None
+        for item, ok, value in outcomes:
+            if ok:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
+        return conn
+
+    def _run_items(
+        self, conn: Connection, batch: list[_Item]
+    ) -> tuple[list[tuple[_Item, bool, Any]], list[_Item]]:
+        driver = driver_in_transaction(conn)
+        uow = BoundUnitOfWork(conn)
+        alone = len(batch) == 1
+        outcomes: list[tuple[_Item, bool, Any]] = []
+        again: list[_Item] = []
+        for item in batch:
+            item.runs += 1
+            if not alone:
+                driver.execute("SAVEPOINT leadhook_item")
+            try:
+                value = item.work(uow)
+            except Exception as exc:
+                if alone:
+                    conn.rollback()
+                else:
+                    driver.execute("ROLLBACK TO SAVEPOINT leadhook_item")
+                    driver.execute("RELEASE SAVEPOINT leadhook_item")
+                if _retryable(exc) and item.runs < _MAX_RUNS:
+                    again.append(item)
+                else:
+                    outcomes.append((item, False, exc))
+                continue
+            if not alone:
+                driver.execute("RELEASE SAVEPOINT leadhook_item")
+            outcomes.append((item, True, value))
+        return outcomes, again
+
+    @staticmethod
+    def _discard(conn: Connection | None) -> None:
+        if conn is not None:
+            try:
+                conn.invalidate()
+                conn.close()
+            except Exception:  # already broken: nothing more to release
+                log.debug("closing a failed writer connection failed", exc_info=True)
+        return None
