@@ -60,6 +60,7 @@ class Container:
             timeout=s.delivery_timeout,
             auto_disable_after=s.auto_disable_after,
             worker_id=worker_id,
+            poll_interval=s.poll_interval,
         )
 
     def close(self) -> None:

@@ -45,6 +45,7 @@ class Settings:
     lease_seconds: float = 60.0
     concurrency: int = 64
     max_body_bytes: int = 1024 * 1024
+    poll_interval: float = 0.25
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -67,6 +68,9 @@ class Settings:
             ),
             auto_disable_after=_positive(
                 "LEADHOOK_AUTO_DISABLE_AFTER", env.get("LEADHOOK_AUTO_DISABLE_AFTER"), 5 * 86400.0
+            ),
+            poll_interval=_positive(
+                "LEADHOOK_POLL_INTERVAL", env.get("LEADHOOK_POLL_INTERVAL"), 0.25
             ),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

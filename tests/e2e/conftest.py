@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from delivery_support import Receiver, Stack, make_stack
+from test_cli import start  # noqa: F401  (the fixture that runs `leadhook` processes)
 
 
 @pytest.fixture

@@ -1,0 +1,122 @@
+"""`leadhook serve` delivers from a child process: supervised, restarted, stopped in order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from delivery_support import Receiver
+from test_cli import ADMIN_TOKEN, Running, free_port, post, wait_until
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid and stat[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return stat[0] != "Z"
+
+
+def _one_child(serve: Running) -> int:
+    found: list[int] = []
+
+    def has_child() -> bool:
+        found[:] = _children(serve.proc.pid)
+        return len(found) == 1
+
+    wait_until(has_child)
+    return found[0]
+
+
+def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
+    tmp_path: Path,
+    start: Callable[..., Running],
+    receiver: Receiver,
+) -> None:
+    port = free_port()
+    serve = start(
+        "serve",
+        "--port",
+        str(port),
+        "--database-url",
+        f"sqlite:///{tmp_path}/serve.db",
+        name="serve",
+        LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN,
+        LEADHOOK_ALLOW_PRIVATE_TARGETS="1",
+    )
+    serve.wait_for("Ctrl-C")
+    base = f"http://127.0.0.1:{port}"
+    key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    sub = post(f"{base}/v1/subscriptions", {"url": receiver.url(), "event_types": ["*"]}, key)
+    receiver.secrets.append(sub["secret"])
+    first = _one_child(serve)
+
+    def lead() -> str:
+        created = post(f"{base}/v1/leads", {"fields": {"name": "Ada"}}, key)
+        event_id: str = created["events"][0]["event_id"]
+        return event_id
+
+    sent = [lead() for _ in range(10)]
+    wait_until(lambda: {r.msg_id for r in receiver.acked()} >= set(sent))
+
+    os.kill(first, signal.SIGKILL)
+    killed_at = time.monotonic()
+    sent += [lead() for _ in range(20)]  # committed while nobody delivers: they wait
+    wait_until(lambda: not _alive(first))
+    second = _one_child(serve)
+    assert second != first
+    wait_until(lambda: {r.msg_id for r in receiver.acked()} >= set(sent))
+    recovered_in = time.monotonic() - killed_at
+    assert recovered_in < 30, recovered_in
+    assert all(r.verified_with for r in receiver.all())
+    assert "delivery process exited; starting another" in serve.output()
+
+    # SIGTERM stops serve and, in order, its delivery process: nothing left running.
+    assert serve.terminate() == 0
+    assert not _alive(second)
+    assert "leadhook stopped." in serve.output()
+
+
+def test_serve_wakes_its_delivery_process_on_commit(
+    tmp_path: Path,
+    start: Callable[..., Running],
+    receiver: Receiver,
+) -> None:
+    """With polling slowed to a minute, only the commit's wake-up can deliver in time."""
+    port = free_port()
+    serve = start(
+        "serve",
+        "--port",
+        str(port),
+        "--database-url",
+        f"sqlite:///{tmp_path}/wake.db",
+        name="serve",
+        LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN,
+        LEADHOOK_ALLOW_PRIVATE_TARGETS="1",
+        LEADHOOK_POLL_INTERVAL="120",
+    )
+    serve.wait_for("Ctrl-C")
+    base = f"http://127.0.0.1:{port}"
+    key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    post(f"{base}/v1/subscriptions", {"url": receiver.url(), "event_types": ["*"]}, key)
+    _one_child(serve)
+    for i in range(5):
+        post(f"{base}/v1/leads", {"fields": {"name": f"L{i}"}}, key)
+        wait_until(lambda n=i + 1: len(receiver.acked()) == n, timeout=60)
+    assert serve.terminate() == 0
