@@ -24,24 +24,35 @@ Scenario = Callable[[Path], dict[str, Any]]
 
 
 def plan(quick: bool) -> dict[str, tuple[Scenario, int]]:
-    """Name → (scenario, how many runs)."""
+    """Name → (scenario, how many runs). Each goal compares figures of the same run."""
     n = 5_000 if quick else 20_000
     runs = 1 if quick else 3
     steady_s = 15 if quick else 60
+    seq = 1_000 if quick else 3_000
+    many = 3_000 if quick else 10_000
     return {
+        # The write path against the hand-written skeleton, with the same client.
+        "skeleton_sequential": (lambda t: sc.skeleton_ingest(seq, 1, t), runs),
+        "sequential_sqlite": (lambda t: sc.sequential("sqlite", seq, t), runs),
+        "skeleton_16_clients": (lambda t: sc.skeleton_ingest(many, 16, t), runs),
+        "end_to_end_16_sqlite": (
+            lambda t: sc.end_to_end("sqlite", many, 0, t, concurrency=16),
+            runs,
+        ),
+        "end_to_end_16_postgresql": (
+            lambda t: sc.end_to_end("postgresql", many, 0, t, concurrency=16),
+            runs,
+        ),
+        "steady_300_per_s_sqlite": (
+            lambda t: sc.end_to_end("sqlite", 300 * steady_s, 0, t, pace=1 / 300),
+            1,
+        ),
+        # The delivery path against a raw sender and two queues a Python team would pick.
         "drain_sqlite": (lambda t: sc.drain("sqlite", n, 1, t), runs),
         "drain_postgresql_2_workers": (lambda t: sc.drain("postgresql", n, 2, t), runs),
         "raw_aiohttp": (lambda t: sc.raw_aiohttp(n, t), runs),
         "celery_redis": (lambda t: sc.celery_drain(n if quick else 10_000, t), 1),
-        "end_to_end_sqlite": (lambda t: sc.end_to_end("sqlite", 600, 4, t), runs),
-        "steady_200_per_s_sqlite": (
-            lambda t: sc.end_to_end("sqlite", 200 * steady_s, 0, t, pace=1 / 200),
-            1,
-        ),
-        "steady_50_per_s_sqlite": (
-            lambda t: sc.end_to_end("sqlite", 50 * steady_s, 0, t, pace=1 / 50),
-            1,
-        ),
+        "pgqueuer_postgresql_2_workers": (lambda t: sc.pgqueuer(n, t), runs),
         "bulk_import_sqlite": (
             lambda t: sc.bulk_import("sqlite", 5 if quick else 20, t, False),
             runs,

@@ -239,17 +239,25 @@ class Api:
         self.proc = self._ctx.__enter__()
         wait_http(self.base + "/healthz", 60)
         self.rss = RssSampler(self.proc.pid).__enter__()
+        deadline = time.monotonic() + 30
+        while not child_pids(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.child_rss = [RssSampler(pid).__enter__() for pid in child_pids(self.proc.pid)]
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.rss.__exit__()
+        for sampler in self.child_rss:
+            sampler.__exit__()
         self._ctx.__exit__(None, None, None)
+
+    def peak_rss_mb(self) -> float:
+        """The peak RSS of serve and of its delivery process, whichever is larger."""
+        return max([self.rss.peak_mb] + [s.peak_mb for s in self.child_rss])
 
     def cpu(self) -> tuple[float, float]:
         """CPU seconds used so far by the API process and by its delivery child(ren)."""
-        return cpu_seconds(self.proc.pid), sum(
-            cpu_seconds(p) for p in child_pids(self.proc.pid)
-        )
+        return cpu_seconds(self.proc.pid), sum(cpu_seconds(p) for p in child_pids(self.proc.pid))
 
     def tenant(self, hooks: list[str]) -> str:
         """Create a tenant (and subscriptions to `hooks`); return its API key."""
@@ -308,17 +316,32 @@ async def _behaviours(
 
 
 def end_to_end(
-    kind: str, leads: int, updates: int, tmp: Path, pace: float | None = None
+    kind: str,
+    leads: int,
+    updates: int,
+    tmp: Path,
+    pace: float | None = None,
+    concurrency: int = 32,
 ) -> dict[str, Any]:
-    """Behaviours through the HTTP API → delivered events/s and commit→receipt latency."""
+    """Behaviours through the HTTP API → delivered events/s and commit→receipt latency.
+
+    `serve` delivers from its own child process, on SQLite and on PostgreSQL alike (serve + 1
+    worker). Every event must arrive, and once: the scenario fails otherwise.
+    """
     url = new_database(kind, tmp)
     try:
         with receiver(tmp) as base, Api(url, tmp) as api:
             key = api.tenant([base + "/hook"])
-            emitted, seconds = asyncio.run(_behaviours(api.base, key, leads, updates, 32, pace))
+            emitted, seconds = asyncio.run(
+                _behaviours(api.base, key, leads, updates, concurrency, pace)
+            )
             wait_count(base, emitted, timeout=600)
+            time.sleep(0.5)  # anything sent twice would arrive now
+            s = stats(base)
             recs = receipts(base)
-            rss = api.rss.peak_mb
+            rss = api.peak_rss_mb()
+        if s["unique"] != emitted or s["duplicates"]:
+            raise AssertionError(f"{emitted} events emitted, receiver saw {s}")
         commits = delivery_times(url)
         lat = [(t - commits[i]) * 1000 for i, _, t in recs if i in commits]
         first = min(commits.values())
@@ -330,6 +353,8 @@ def end_to_end(
             "latency_ms_p50": percentile(lat, 50),
             "latency_ms_p99": percentile(lat, 99),
             "latency_ms_max": max(lat),
+            "unique": s["unique"],
+            "duplicates": s["duplicates"],
             "peak_rss_mb": rss,
         }
     finally:
@@ -356,7 +381,7 @@ def bulk_import(kind: str, batches: int, tmp: Path, subscribed: bool) -> dict[st
                 for _ in range(batches):
                     client.post("/v1/leads/batch", json=payload).raise_for_status()
                 seconds = time.perf_counter() - start
-            rss = api.rss.peak_mb
+            rss = api.peak_rss_mb()
         return {"leads_per_s": batches * 1000 / seconds, "peak_rss_mb": rss}
     finally:
         drop_database(url)
@@ -434,11 +459,14 @@ def sequential(kind: str, leads: int, tmp: Path) -> dict[str, Any]:
         with receiver(tmp) as base, Api(url, tmp) as api:
             key = api.tenant([base + "/hook"])
             asyncio.run(_behaviours(api.base, key, 50, 0, 1, None))  # warm up
+            wait_count(base, 50, timeout=120)  # the delivery process is up and delivering
             cpu = api.cpu()
             emitted, seconds = asyncio.run(_behaviours(api.base, key, leads, 0, 1, None))
             wait_count(base, emitted + 50, timeout=600)
-            api_cpu, delivery_cpu = (now - before for now, before in zip(api.cpu(), cpu))
-            rss = api.rss.peak_mb
+            api_cpu, delivery_cpu = (
+                now - before for now, before in zip(api.cpu(), cpu, strict=True)
+            )
+            rss = api.peak_rss_mb()
         return {
             "leads_per_s": emitted / seconds,
             "api_cpu_ms_per_lead": api_cpu / emitted * 1000,
@@ -447,3 +475,10 @@ def sequential(kind: str, leads: int, tmp: Path) -> dict[str, Any]:
         }
     finally:
         drop_database(url)
+
+
+def pgqueuer(events: int, tmp: Path) -> dict[str, Any]:
+    """The same drain through pgqueuer on PostgreSQL, 2 worker processes (the baseline)."""
+    from bench.baselines.pgqueuer_drain import pgqueuer_drain
+
+    return pgqueuer_drain(events, tmp)

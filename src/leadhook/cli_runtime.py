@@ -102,13 +102,13 @@ async def run_service(
     finishes the requests in flight, then the delivery loop drains and releases what it
     claimed. An API or delivery loop that fails stops the other and the failure is raised.
     """
-    from leadhook.api.app import create_app  # here: `listen` needs this module, not the API
-
     shutdown = shutdown or asyncio.Event()
     stop = asyncio.Event()
     server: _Server | None = None
     tasks: list[asyncio.Task[None]] = []
     if sock is not None:
+        from leadhook.api.app import create_app  # here: a worker and `listen` need no API
+
         config = uvicorn.Config(
             create_app(container),
             log_config=None,  # the command configures logging (`leadhook.cli.configure_logging`)

@@ -339,7 +339,7 @@ def test_two_worker_processes_on_postgresql_deliver_each_event_exactly_once(
         for _ in range(2):
             body = {"leads": [{"fields": {"name": f"L{i}"}} for i in range(1000)]}
             assert stack.call("POST", "/v1/leads/batch", json=body).status_code == 201
-        wait_for(lambda: _statuses(stack) == {"delivered": 2000}, timeout=60, what="2000")
+        wait_for(lambda: _statuses(stack) == {"delivered": 2000}, timeout=180, what="2000")
         stats = [_stop_worker(w) for w in workers]
         workers = []
     finally:

@@ -60,6 +60,7 @@ class Dispatcher:
         worker_id: str | None = None,
         batch_size: int = 100,
         poll_interval: float = 0.25,
+        gather: float = 0.004,
         rand: Callable[[], float] = random.random,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
@@ -69,6 +70,7 @@ class Dispatcher:
         self._queue, self._make_sender, self._policy = queue, sender_factory, policy
         self._clock, self._wakeup, self._rand = clock, wakeup, rand
         self._concurrency, self._batch, self._poll = concurrency, batch_size, poll_interval
+        self._gather = gather
         self._lease, self._timeout, self._disable_after = lease_seconds, timeout, auto_disable_after
         # A job is sent only while its lease outlasts the attempt plus time to record it.
         self._margin = min(2.0, (lease_seconds - timeout) / 2)
@@ -138,7 +140,10 @@ class Dispatcher:
             if self._loop.time() - last_sweep > 5.0:
                 last_sweep = self._loop.time()
                 self._sweep()
-            await self._sleep(self._idle_timeout())
+            if await self._sleep(self._idle_timeout()) and self._gather:
+                # Woken by a commit: let the commits of the next moments join this claim, so
+                # that a steady trickle of behaviours is claimed in batches, not one by one.
+                await asyncio.sleep(self._gather)
 
     def _claim_limit(self) -> int:
         # Jobs waiting on their own subscription's limits do not count: a slow endpoint's backlog
@@ -158,10 +163,13 @@ class Dispatcher:
             self._next_due = None
         return max(0.0, min(self._poll, wait))
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep until woken or `seconds` have passed; tell whether it was a wake-up."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
+                return True
+        return False
 
     async def _claim(self, limit: int) -> int:
         now = self._clock()

@@ -62,6 +62,9 @@ def _sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA busy_timeout=30000")
         _enable_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
+        # Pages read through a memory map, not a read() each: the API and the delivery process
+        # write the same file, and each one's commits send the other back to the file.
+        cur.execute("PRAGMA mmap_size=268435456")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
