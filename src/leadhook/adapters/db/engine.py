@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +101,41 @@ def _enable_wal(cur: Any, attempts: int = 200) -> None:
 
 
 class WriteGate:
-    """Serialise write transactions in this process where the database has a single writer."""
+    """Serialise write transactions where the database has a single writer (SQLite).
+
+    In this process, a thread lock. Across processes (serve and its delivery process, or a
+    worker beside serve), an exclusive `flock` on a file beside the database: SQLite's own
+    busy handler waits by sleeping and polling (1, 2, 5 … 100 ms), so two processes taking
+    turns at short transactions stalled each other for whole sleeps, while a waiter on the
+    kernel's lock wakes the moment the holder lets go. PostgreSQL needs neither.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._lock: threading.Lock | None = threading.Lock() if is_sqlite(engine) else None
+        self._file: int | None = None
+        database = engine.url.database if self._lock is not None else None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database).expanduser()
+            self._path: Path | None = path.with_name(path.name + "-writer.lock")
+        else:
+            self._path = None
 
     def hold(self) -> AbstractContextManager[Any]:
         """Return a context manager held for one write transaction."""
-        return self._lock if self._lock is not None else nullcontext()
+        if self._lock is None:
+            return nullcontext()
+        if self._path is None:
+            return self._lock
+        return self._both()
+
+    @contextmanager
+    def _both(self) -> Iterator[None]:
+        assert self._lock is not None and self._path is not None
+        with self._lock:
+            if self._file is None:
+                self._file = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
