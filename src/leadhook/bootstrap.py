@@ -13,6 +13,7 @@ from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.uow import SqlUnitOfWork
 from leadhook.adapters.http.sender import HttpSender
 from leadhook.adapters.system import SystemClock, SystemIds
+from leadhook.services.automation import AutomationScheduler, AutomationService, PoolService
 from leadhook.services.delivery import Sender
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
@@ -39,6 +40,8 @@ class Container:
     events: EventService
     subscriptions: SubscriptionService
     gate: WriteGate
+    pools: PoolService
+    automation: AutomationService
     wakeup: Wakeup = field(default_factory=Wakeup)
 
     def make_dispatcher(
@@ -59,6 +62,11 @@ class Container:
             auto_disable_after=s.auto_disable_after,
             worker_id=worker_id,
         )
+
+    def make_automation(self) -> AutomationScheduler | None:
+        """Build the loop that runs the due pool rules, or None when turned off (interval 0)."""
+        interval = self.settings.automation_interval
+        return AutomationScheduler(self.automation, interval) if interval > 0 else None
 
     def close(self) -> None:
         """Release the database connections."""
@@ -91,6 +99,7 @@ def build(
     clock = clock or SystemClock()
     ids = ids or SystemIds()
     wakeup = Wakeup()
+    leads = LeadService(uow, clock, ids, on_enqueued=wakeup.notify, readonly_uow=readonly)
     return Container(
         settings=settings,
         engine=engine,
@@ -99,7 +108,7 @@ def build(
         clock=clock,
         ids=ids,
         tenants=TenantService(uow, clock, ids, readonly_uow=readonly),
-        leads=LeadService(uow, clock, ids, on_enqueued=wakeup.notify, readonly_uow=readonly),
+        leads=leads,
         events=EventService(readonly),
         subscriptions=SubscriptionService(
             uow,
@@ -111,5 +120,7 @@ def build(
             on_enqueued=wakeup.notify,
         ),
         gate=gate,
+        pools=PoolService(leads, readonly),
+        automation=AutomationService(leads, uow, clock, ids, readonly_uow=readonly),
         wakeup=wakeup,
     )

@@ -115,6 +115,9 @@ async def run_service(
     if deliver:
         dispatcher = container.make_dispatcher(concurrency=concurrency)
         tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+        automation = container.make_automation()  # the pool rules run beside delivery
+        if automation is not None:
+            tasks.append(asyncio.create_task(automation.run(stop), name="automation"))
 
     def force() -> None:
         if server is not None:

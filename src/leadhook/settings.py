@@ -32,6 +32,13 @@ def _positive(name: str, value: str | None, default: float) -> float:
     return number
 
 
+def _interval(name: str, value: str | None, default: float) -> float:
+    """Like `_positive`, but 0 is allowed (it turns the periodic work off)."""
+    if value is not None and value.strip() in ("0", "0.0"):
+        return 0.0
+    return _positive(name, value, default)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with the defaults of the contract."""
@@ -45,6 +52,7 @@ class Settings:
     lease_seconds: float = 60.0
     concurrency: int = 64
     max_body_bytes: int = 1024 * 1024
+    automation_interval: float = 60.0  # seconds between passes of the pool rules; 0: never
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -67,6 +75,9 @@ class Settings:
             ),
             auto_disable_after=_positive(
                 "LEADHOOK_AUTO_DISABLE_AFTER", env.get("LEADHOOK_AUTO_DISABLE_AFTER"), 5 * 86400.0
+            ),
+            automation_interval=_interval(
+                "LEADHOOK_AUTOMATION_INTERVAL", env.get("LEADHOOK_AUTOMATION_INTERVAL"), 60.0
             ),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

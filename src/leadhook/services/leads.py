@@ -17,6 +17,7 @@ from leadhook.domain.errors import (
 from leadhook.domain.events import LeadEvent
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import Operator
+from leadhook.services.allocation import Allocation
 from leadhook.services.idempotency import Idempotent
 from leadhook.services.ports import (
     Clock,
@@ -76,6 +77,16 @@ def behaviour_body(lead: Lead, payloads: Sequence[str]) -> str:
     return '{"lead":' + dumps(lead.to_json()) + ',"events":[' + ",".join(payloads) + "]}"
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What a behaviour over several leads did: each changed lead (before, after), all events
+    in emission order, and the lead the answer shows (None: only the events)."""
+
+    leads: Sequence[tuple[Lead, Lead]]
+    events: Sequence[LeadEvent]
+    answer: Lead | None
+
+
 @dataclass
 class _Tally:
     """What one unit of work enqueued (read after its commit)."""
@@ -121,10 +132,11 @@ class LeadService:
 
         def work(uow: UnitOfWork, tally: _Tally) -> tuple[int, str]:
             ctx = self._context(uow, req)
+            allocate = Allocation(uow, ctx)  # pool automation: scene 1 for unowned leads
             outcomes: list[b.Outcome] = []
             for i, item in enumerate(items):
                 try:
-                    outcomes.append(self._create(ctx, item))
+                    outcomes.append(allocate(None, self._create(ctx, item)))
                 except ValidationError as exc:
                     # Locate each problem in the batch: ("body", "fields", …) of the lead
                     # becomes ("body", "leads", i, "fields", …).
@@ -137,11 +149,12 @@ class LeadService:
                     ) from exc
             uow.leads.add_many([o.lead for o in outcomes])
             events = [e for o in outcomes for e in o.events]
-            payloads = self._record(uow, events, tally)
+            payloads = iter(self._record(uow, events, tally))
+            # A lead allocated on arrival has two events (object_create, object_change_owner).
             body = (
                 '{"data":['
                 + ",".join(
-                    behaviour_body(o.lead, [p]) for o, p in zip(outcomes, payloads, strict=True)
+                    behaviour_body(o.lead, [next(payloads) for _ in o.events]) for o in outcomes
                 )
                 + "]}"
             )
@@ -200,6 +213,7 @@ class LeadService:
             # must not stamp its event earlier than the one it waited for.
             ctx = self._context(uow, req)
             outcome = act(ctx, before)  # type: ignore[arg-type]
+            outcome = Allocation(uow, ctx)(before, outcome)  # pool automation: scene 1
             if before is None:
                 uow.leads.add(outcome.lead)
             elif outcome.events:
@@ -245,6 +259,26 @@ class LeadService:
         if fanout:
             tally.deliveries += uow.deliveries.enqueue(fanout, self._clock())
         return [r.payload for r in rows]
+
+    # ---- behaviours over several leads that read the store (services/automation.py) ------
+
+    def transact(
+        self, req: Request, act: Callable[[UnitOfWork, Callable[[], b.Context]], Changes]
+    ) -> tuple[int, str]:
+        """Run `act` in one transaction (honouring `Idempotency-Key`): it locks the leads it
+        needs, builds the context once they are locked, and returns what changed; each changed
+        lead is written with its version check and every event recorded, in `act`'s order."""
+
+        def work(uow: UnitOfWork, tally: _Tally) -> tuple[int, str]:
+            changes = act(uow, lambda: self._context(uow, req))
+            for before, after in changes.leads:
+                uow.leads.update(after, before.version)
+            payloads = self._record(uow, changes.events, tally)
+            if changes.answer is None:
+                return 200, '{"events":[' + ",".join(payloads) + "]}"
+            return 200, behaviour_body(changes.answer, payloads)
+
+        return self._commit(req, work)
 
     # ---- reads ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, tex
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.pools import lead_columns
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
 from leadhook.domain.errors import BadRequestError, ConflictError
@@ -144,6 +145,8 @@ def _lead_row(lead: Lead) -> dict[str, Any]:
         "state": _dump(lead.to_json()),
         "created_at": lead.created_at,
         "updated_at": lead.updated_at,
+        # Pool automation's columns (reclaim clocks, duplicate keys): see adapters/db/pools.py.
+        **lead_columns(lead),
     }
 
 
