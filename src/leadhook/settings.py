@@ -33,9 +33,12 @@ def _positive(name: str, value: str | None, default: float) -> float:
 
 
 def _interval(name: str, value: str | None, default: float) -> float:
-    """Like `_positive`, but 0 is allowed (it turns the periodic work off)."""
-    if value is not None and value.strip() in ("0", "0.0"):
-        return 0.0
+    """Like `_positive`, but 0 is allowed: it turns the periodic work off."""
+    try:
+        if value is not None and value.strip() and float(value) == 0:
+            return 0.0
+    except ValueError:
+        pass  # `_positive` names the problem
     return _positive(name, value, default)
 
 

@@ -630,3 +630,14 @@ def test_a_bad_merge_changes_nothing(world: World, duplicates: Any) -> None:
     with pytest.raises(NotFoundError):
         world.pools.merge(world.req(), survivor, [other, "missing"])
     assert world.log() == log
+
+
+def test_the_automation_interval_comes_from_the_environment() -> None:
+    from leadhook.settings import Settings, SettingsError
+
+    assert Settings.from_env({}).automation_interval == 60.0
+    assert Settings.from_env({"LEADHOOK_AUTOMATION_INTERVAL": "2.5"}).automation_interval == 2.5
+    assert Settings.from_env({"LEADHOOK_AUTOMATION_INTERVAL": "0"}).automation_interval == 0.0
+    for bad in ("-1", "soon", "inf"):
+        with pytest.raises(SettingsError):
+            Settings.from_env({"LEADHOOK_AUTOMATION_INTERVAL": bad})

@@ -340,17 +340,6 @@ class MergeOutcome:
     events: tuple[LeadEvent, ...]
 
 
-def merge_order() -> tuple[str, ...]:
-    """The order of a merge's events (documented in docs/automation.md)."""
-    return (
-        "object_update",
-        "object_add_team_member",
-        "object_add_notes",
-        "object_change_owner",
-        "object_voids",
-    )
-
-
 def merge(ctx: b.Context, survivor: Lead, duplicates: Sequence[Duplicate]) -> MergeOutcome:
     """Merge duplicates into `survivor`, in one go and in this order of events:
 
