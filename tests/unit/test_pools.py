@@ -641,3 +641,11 @@ def test_the_automation_interval_comes_from_the_environment() -> None:
     for bad in ("-1", "soon", "inf"):
         with pytest.raises(SettingsError):
             Settings.from_env({"LEADHOOK_AUTOMATION_INTERVAL": bad})
+
+
+def test_a_retried_create_does_not_take_a_second_turn(world: World) -> None:
+    round_robin(world)
+    first = world.leads.create(world.req(idempotency_key="k1"), {"lead_pool": "east"})
+    again = world.leads.create(world.req(idempotency_key="k1"), {"lead_pool": "east"})
+    assert again == first
+    assert world.create(lead_pool="east")["lead"]["owner"] == "m2"
