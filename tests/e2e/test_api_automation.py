@@ -7,9 +7,10 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
-from api_helpers import ADMIN, Api, assert_behaviour, assert_problem, seed_catalog
+from api_helpers import Api, _seed_template, assert_behaviour, assert_problem
 from fastapi.testclient import TestClient
 
 from leadhook.adapters.memory import FakeClock
@@ -30,15 +31,14 @@ EAST = {
 
 
 @pytest.fixture
-def api(database_url: str) -> Iterator[tuple[Api, FakeClock]]:
+def api(backend: str, seeded_databases: Any) -> Iterator[tuple[Api, FakeClock]]:
+    """The API over a seeded database of each backend, with a clock the test moves."""
+    url, key = seeded_databases.restore(backend, "api-seeded", _seed_template)
     clock = FakeClock(START)
-    settings = Settings(database_url=database_url, admin_token="admin-token-for-tests")
-    container = build(settings, clock=clock)
+    settings = Settings(database_url=url, admin_token="admin-token-for-tests")
+    container = build(settings, run_migrations=False, clock=clock)
     try:
         with TestClient(create_app(container)) as client:
-            resp = client.post("/v1/tenants", json={"mid": "t1"}, headers=ADMIN)
-            key = resp.json()["api_key"]
-            seed_catalog(client, key)
             api = Api(client, container, "t1", key)
             assert api.put("/v1/catalog/lead_pools/east", json=EAST).status_code == 200
             yield api, clock

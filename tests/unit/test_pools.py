@@ -586,6 +586,14 @@ def test_a_merge_emits_exactly_these_events(world: World) -> None:
     )
     assert note["is_follow_up"] == 0
     assert (owner["scene_type"], owner["former_owner"], owner["owner"]) == (6, None, "m2")
+    assert owner["mapping_data"] == {"owner": [None, "m2"]}
+    assert owner["mapping_data_text"] == {"owner": ["-", "成员1"]}
+    assert owner["entity_change_mapping"] == {
+        "owner": {"before": None, "after": {"value": "m2", "text": "成员1"}}
+    }
+    assert note["mapping_data"] == {} and team["mapping_data"] == {}
+    assert void1["mapping_data"] == {} and void1["owner"] == "m2" and void2["owner"] is None
+    assert [e["extra_data"]["operator_type"] for e in events] == [1] * 6
     assert events[3]["action_keyword"] == "manual_distribution"  # a person merged
     assert void1["notes"] == void2["notes"] == f"merged into lead {survivor}"
     assert [e["entity_version"] for e in events] == [3, 4, 5, 6, 4, 3]

@@ -242,8 +242,8 @@ class AutomationService:
         def act(uow: UnitOfWork, context: Callable[[], b.Context]) -> Changes:
             nonlocal moved
             lead = uow.pools.lock_if_free(mid, lead_id)
-            if lead is None:
-                return Changes((), (), None)
+            if lead is None or lead.owner is None or lead.voided:
+                return Changes((), (), lead)  # held elsewhere, or reclaimed meanwhile
             outcome = pools.reclaim(context(), lead)
             moved = bool(outcome.events)
             return _one(lead, outcome)
