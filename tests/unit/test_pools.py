@@ -657,3 +657,14 @@ def test_a_retried_create_does_not_take_a_second_turn(world: World) -> None:
     again = world.leads.create(world.req(idempotency_key="k1"), {"lead_pool": "east"})
     assert again == first
     assert world.create(lead_pool="east")["lead"]["owner"] == "m2"
+
+
+def test_a_stopping_worker_leaves_the_rest_due(world: World) -> None:
+    reclaiming(world, days=1)
+    for _ in range(5):
+        world.create(lead_pool="east", owner="m1")
+    world.clock.advance(DAY)
+    asked = iter([False, False, True])
+    runs = world.automation.run_due(stopping=lambda: next(asked, True))
+    assert [len(r.lead_ids) for r in runs] == [2]
+    assert sum(len(r.lead_ids) for r in world.automation.run_due()) == 3

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -204,8 +205,16 @@ class AutomationService:
         self._ids = ids
         self._batch = batch
 
-    def run_due(self, mid: str | None = None, trigger: str = "schedule") -> list[AutomationRun]:
-        """Run every due rule (of one tenant, or all); return the runs that moved leads."""
+    def run_due(
+        self,
+        mid: str | None = None,
+        trigger: str = "schedule",
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> list[AutomationRun]:
+        """Run every due rule (of one tenant, or all); return the runs that moved leads.
+
+        `stopping` is asked between leads: a worker shutting down stops at the next lead, and
+        what it did not reach is still due at the next run."""
         with self._read() as uow:
             tenants = [x for x in uow.pools.tenants_with_reclaim() if mid is None or x.mid == mid]
         runs: list[AutomationRun] = []
@@ -213,11 +222,16 @@ class AutomationService:
             for pool in tenant.catalog.lead_pools.values():
                 if pool.reclaim is not None and pool.reclaim.enabled:
                     cutoff = self._clock() - pool.reclaim.after_seconds
-                    runs += self._reclaim_pool(tenant.mid, pool.id, cutoff, trigger)
+                    runs += self._reclaim_pool(tenant.mid, pool.id, cutoff, trigger, stopping)
         return runs
 
     def _reclaim_pool(
-        self, mid: str, lead_pool: str, cutoff: float, trigger: str
+        self,
+        mid: str,
+        lead_pool: str,
+        cutoff: float,
+        trigger: str,
+        stopping: Callable[[], bool],
     ) -> list[AutomationRun]:
         runs: list[AutomationRun] = []
         after: DueLead | None = None
@@ -229,10 +243,10 @@ class AutomationService:
             if not due:
                 return runs
             started = self._clock()
-            moved = tuple(d.id for d in due if self._reclaim_one(mid, d.id))
+            moved = tuple(d.id for d in due if not stopping() and self._reclaim_one(mid, d.id))
             if moved:
                 runs.append(self._record(mid, lead_pool, trigger, started, moved))
-            if len(due) < self._batch:
+            if len(due) < self._batch or stopping():
                 return runs
             after = due[-1]
 
@@ -295,9 +309,22 @@ class AutomationScheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run a pass now and then every interval; a failed pass is logged, never fatal."""
+        halt = threading.Event()  # what the pass, in its thread, can see of `stop`
+
+        async def mirror() -> None:
+            await stop.wait()
+            halt.set()
+
+        mirroring = asyncio.create_task(mirror())
+        try:
+            await self._loop(stop, halt)
+        finally:
+            mirroring.cancel()
+
+    async def _loop(self, stop: asyncio.Event, halt: threading.Event) -> None:
         while not stop.is_set():
             try:
-                runs = await asyncio.to_thread(self._service.run_due)
+                runs = await asyncio.to_thread(self._service.run_due, stopping=halt.is_set)
                 for run in runs:
                     log.info(
                         "automation: %s of lead pool %s (tenant %s) moved %d leads",
