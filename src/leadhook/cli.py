@@ -224,7 +224,8 @@ def worker(
     concurrency: Concurrency = None,
     log_level: LogLevel = "info",
 ) -> None:
-    """Deliver webhooks only; run several against PostgreSQL to share the work."""
+    """Deliver webhooks and run the due pool rules, without the API; run several against
+    PostgreSQL to share the work."""
     from leadhook.cli_runtime import run_async, run_service
 
     configure_logging(log_level)
