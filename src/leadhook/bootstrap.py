@@ -14,6 +14,7 @@ from leadhook.adapters.db.uow import SqlUnitOfWork
 from leadhook.adapters.db.writer import GroupWriter
 from leadhook.adapters.http.sender import HttpSender
 from leadhook.adapters.system import SystemClock, SystemIds
+from leadhook.services.automation import AutomationScheduler, AutomationService, PoolService
 from leadhook.services.delivery import Sender
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
@@ -41,6 +42,8 @@ class Container:
     subscriptions: SubscriptionService
     gate: WriteGate
     writer: GroupWriter
+    pools: PoolService
+    automation: AutomationService
     wakeup: Wakeup = field(default_factory=Wakeup)
 
     def make_dispatcher(
@@ -62,6 +65,11 @@ class Container:
             worker_id=worker_id,
             poll_interval=s.poll_interval,
         )
+
+    def make_automation(self) -> AutomationScheduler | None:
+        """Build the loop that runs the due pool rules, or None when turned off (interval 0)."""
+        interval = self.settings.automation_interval
+        return AutomationScheduler(self.automation, interval) if interval > 0 else None
 
     def close(self) -> None:
         """Finish queued writes, then release the database connections."""
@@ -96,6 +104,9 @@ def build(
     ids = ids or SystemIds()
     wakeup = Wakeup()
     writer = GroupWriter(engine, gate)
+    leads = LeadService(
+        uow, clock, ids, on_enqueued=wakeup.notify, readonly_uow=readonly, transactor=writer
+    )
     return Container(
         settings=settings,
         engine=engine,
@@ -104,14 +115,7 @@ def build(
         clock=clock,
         ids=ids,
         tenants=TenantService(uow, clock, ids, readonly_uow=readonly),
-        leads=LeadService(
-            uow,
-            clock,
-            ids,
-            on_enqueued=wakeup.notify,
-            readonly_uow=readonly,
-            transactor=writer,
-        ),
+        leads=leads,
         events=EventService(readonly),
         subscriptions=SubscriptionService(
             uow,
@@ -124,5 +128,7 @@ def build(
         ),
         gate=gate,
         writer=writer,
+        pools=PoolService(leads, readonly),
+        automation=AutomationService(leads, uow, clock, ids, readonly_uow=readonly),
         wakeup=wakeup,
     )

@@ -121,7 +121,11 @@ async def run_service(
     if deliver == "inline":
         dispatcher = container.make_dispatcher(concurrency=concurrency)
         tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+        automation = container.make_automation()  # the pool rules run beside delivery
+        if automation is not None:
+            tasks.append(asyncio.create_task(automation.run(stop), name="automation"))
     elif deliver == "process":
+        # The child (`leadhook worker`) runs the pool rules' schedule beside its delivery loop.
         child = DeliveryProcess(container, concurrency=concurrency, log_level=log_level)
         tasks.append(asyncio.create_task(child.run(stop), name="delivery-process"))
 

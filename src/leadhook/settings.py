@@ -32,6 +32,16 @@ def _positive(name: str, value: str | None, default: float) -> float:
     return number
 
 
+def _interval(name: str, value: str | None, default: float) -> float:
+    """Like `_positive`, but 0 is allowed: it turns the periodic work off."""
+    try:
+        if value is not None and value.strip() and float(value) == 0:
+            return 0.0
+    except ValueError:
+        pass  # `_positive` names the problem
+    return _positive(name, value, default)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with the defaults of the contract."""
@@ -46,6 +56,7 @@ class Settings:
     concurrency: int = 64
     max_body_bytes: int = 1024 * 1024
     poll_interval: float = 0.25
+    automation_interval: float = 60.0  # seconds between passes of the pool rules; 0: never
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -71,6 +82,9 @@ class Settings:
             ),
             poll_interval=_positive(
                 "LEADHOOK_POLL_INTERVAL", env.get("LEADHOOK_POLL_INTERVAL"), 0.25
+            ),
+            automation_interval=_interval(
+                "LEADHOOK_AUTOMATION_INTERVAL", env.get("LEADHOOK_AUTOMATION_INTERVAL"), 60.0
             ),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -45,7 +45,14 @@ def test_get_catalog_lists_every_kind(api: Api) -> None:
         "id": "bt_authing",
         "name": "Authing",
     }
-    assert _entry(catalog, "lead_pools", "market") == {"code": "market", "name": "市场公海"}
+    assert _entry(catalog, "lead_pools", "market") == {
+        "code": "market",
+        "name": "市场公海",
+        "members": [],
+        "claim_limit": None,
+        "assignment": None,
+        "reclaim": None,
+    }
     assert _entry(catalog, "life_stages", "baby_lead") == {
         "code": "baby_lead",
         "name": "初始线索",
@@ -85,7 +92,19 @@ def test_get_catalog_lists_every_kind(api: Api) -> None:
             {"name": "流失", "order": 9},
             {"code": "lost", "name": "流失", "order": 9},
         ),
-        ("lead_pools", "vip", {"name": "VIP池"}, {"code": "vip", "name": "VIP池"}),
+        (
+            "lead_pools",
+            "vip",
+            {"name": "VIP池"},
+            {
+                "code": "vip",
+                "name": "VIP池",
+                "members": [],
+                "claim_limit": None,
+                "assignment": None,
+                "reclaim": None,
+            },
+        ),
         (
             "fields",
             "utm_extra",

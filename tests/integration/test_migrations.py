@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,11 +13,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.engine import make_engine
 from leadhook.adapters.db.tables import metadata
+from leadhook.domain.lead import Lead
 
 TABLES = set(metadata.tables)
 
@@ -82,7 +85,8 @@ def test_upgrade_builds_the_metadata_and_downgrade_removes_it(engine: Engine) ->
     migrate.upgrade(engine)
     assert _diffs(engine) == []
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        head = ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
     migrate.upgrade(engine)  # at head already: nothing to do
 
 
@@ -119,3 +123,56 @@ def test_processes_starting_together_migrate_once(database_url: str, engine: Eng
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     assert _diffs(engine) == []
+
+
+def test_automation_migration_backfills_clocks_and_duplicate_keys(engine: Engine) -> None:
+    """Leads stored before 0004 get their reclaim clocks and duplicate keys, state included."""
+    migrate.upgrade(engine, "0001")
+    state = {
+        "id": "L1",
+        "mid": "t1",
+        "version": 3,
+        "business_type": "bt",
+        "owner": "m1",
+        "lead_pool": "market",
+        "life_status": "baby_lead",
+        "leads_status": None,
+        "voided": False,
+        "fields": {"mobile": "+86 138 0013 8000", "email": " Zhao@Example.COM"},
+        "source": {},
+        "team_members": [],
+        "relations": [],
+        "lead_omni_user_uuid": "",
+        "created_at": 100,
+        "updated_at": 300,
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO leads (id, mid, version, owner, lead_pool, life_status, voided,"
+                " state, created_at, updated_at) VALUES ('L1', 't1', 3, 'm1', 'market',"
+                " 'baby_lead', false, :state, 100, 300)"
+            ),
+            {"state": json.dumps(state)},
+        )
+        for version, (kind, follow_up, at) in enumerate(
+            [("object_create", 0, 100), ("object_add_notes", 1, 200), ("object_update", 0, 300)],
+            start=1,
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,"
+                    " create_time, is_follow_up, payload) VALUES (:e, 't1', 'L1', :v, :k, :at,"
+                    " :f, '{}')"
+                ),
+                {"e": f"E{version}", "v": version, "k": kind, "at": at, "f": follow_up},
+            )
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT owner_since, last_follow_up_at, mobile_key, email_key, state FROM leads")
+        ).one()
+    assert (row.owner_since, row.last_follow_up_at) == (300, 200)
+    assert (row.mobile_key, row.email_key) == ("13800138000", "zhao@example.com")
+    lead = Lead.from_json(json.loads(row.state))
+    assert (lead.owner_since, lead.last_follow_up_at) == (300, 200)

@@ -26,8 +26,11 @@ from leadhook.domain.lead import Lead, Relation
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
     ApiKey,
+    AutomationRun,
+    DueLead,
     LeadFilter,
     NewEvent,
+    PoolTurn,
     StoredResponse,
     Subscription,
     Tenant,
@@ -548,3 +551,103 @@ def test_idempotency_keys(uow: UnitOfWorkFactory) -> None:
     assert _write(uow, lambda u: u.idempotency.purge_before(T0 + 5)) == 1  # type: ignore[attr-defined]
     assert _read(uow, lambda u: u.idempotency.get("t1", "k1")) is None
     assert _read(uow, lambda u: u.idempotency.get("t2", "k1")) is not None
+
+
+# ---- pool automation -------------------------------------------------------------------------
+
+
+def test_pool_turns_are_kept_per_pool(uow: UnitOfWorkFactory) -> None:
+    assert _read(uow, lambda u: u.pools.lock_turn("t1", "market")) == PoolTurn(None, 0)
+    _write(uow, lambda u: u.pools.lock_turn("t1", "market"))
+    _write(uow, lambda u: u.pools.save_turn("t1", "market", PoolTurn("m1", 7), T0))
+    assert _read(uow, lambda u: u.pools.lock_turn("t1", "market")) == PoolTurn("m1", 7)
+    assert _read(uow, lambda u: u.pools.lock_turn("t1", "sales")) == PoolTurn(None, 0)
+    assert _read(uow, lambda u: u.pools.lock_turn("t2", "market")) == PoolTurn(None, 0)
+
+
+def test_member_loads_count_open_leads(uow: UnitOfWorkFactory) -> None:
+    leads = [
+        _lead("L0", owner="m1"),
+        _lead("L1", owner="m1", lead_pool="sales"),
+        _lead("L2", owner="m1", voided=True),
+        _lead("L3", owner="m2"),
+        _lead("L4"),
+        _lead("L5", mid="t2", owner="m1"),
+    ]
+    _write(uow, lambda u: u.leads.add_many(leads))
+    assert _read(uow, lambda u: u.pools.open_leads("t1", ["m1", "m2", "m3"])) == {"m1": 2, "m2": 1}
+    assert _read(uow, lambda u: u.pools.held_in_pool("t1", "market", "m1")) == 1
+    assert _read(uow, lambda u: u.pools.held_in_pool("t1", "sales", "m1")) == 1
+    assert _read(uow, lambda u: u.pools.held_in_pool("t1", "sales", "m2")) == 0
+
+
+def test_due_for_reclaim_uses_both_clocks_and_pages(uow: UnitOfWorkFactory) -> None:
+    t = int(T0)
+    leads = [
+        _lead("A", owner="m1", owner_since=t - 100),
+        _lead("B", owner="m1", owner_since=t - 100, last_follow_up_at=t - 50),
+        _lead("C", owner="m1", owner_since=t - 200),
+        _lead("D", owner="m1", owner_since=t - 10),  # not due yet
+        _lead("E", owner="m1", owner_since=t - 300, last_follow_up_at=t),  # followed up
+        _lead("F", owner="m1", owner_since=t - 300, voided=True),
+        _lead("G", owner="m1", owner_since=t - 300, lead_pool="sales"),
+        _lead("H", mid="t2", owner="m1", owner_since=t - 300),
+        _lead("I", owner_since=None),
+    ]
+    _write(uow, lambda u: u.leads.add_many(leads))
+    cutoff = T0 - 50
+
+    def due(after: DueLead | None = None, limit: int = 10) -> list[DueLead]:
+        return _read(uow, lambda u: u.pools.due_for_reclaim("t1", "market", cutoff, after, limit))
+
+    assert [d.id for d in due()] == ["C", "A", "B"]
+    first = due(limit=2)
+    assert [d.id for d in first] == ["C", "A"]
+    assert [d.id for d in due(first[-1])] == ["B"]
+    assert due(DueLead("B", t - 100)) == []
+
+
+def test_lock_if_free_reads_the_lead_of_its_tenant(uow: UnitOfWorkFactory) -> None:
+    lead = _lead("L1", owner="m1", owner_since=int(T0))
+    _write(uow, lambda u: u.leads.add(lead))
+    assert _read(uow, lambda u: u.pools.lock_if_free("t1", "L1")) == lead
+    assert _read(uow, lambda u: u.pools.lock_if_free("t2", "L1")) is None
+
+
+def test_duplicates_match_normalised_mobile_or_email(uow: UnitOfWorkFactory) -> None:
+    base = _lead("L0", fields={"mobile": "+86 138-0013-8000", "email": "A@x.cn"})
+    leads = [
+        base,
+        _lead("L1", fields={"mobile": "13800138000"}),
+        _lead("L2", fields={"email": " a@X.CN "}),
+        _lead("L3", fields={"mobile": "13800138001", "email": "b@x.cn"}),
+        _lead("L4", fields={"mobile": "13800138000"}, voided=True),
+        _lead("L5", mid="t2", fields={"mobile": "13800138000"}),
+    ]
+    _write(uow, lambda u: u.leads.add_many(leads))
+    found = _read(uow, lambda u: u.pools.duplicates(base, 10))
+    assert [x.id for x in found] == ["L1", "L2"]
+    assert _read(uow, lambda u: u.pools.duplicates(_lead("L9", fields={}), 10)) == []
+
+
+def test_automation_runs_page_newest_first(uow: UnitOfWorkFactory) -> None:
+    runs = [
+        AutomationRun(f"R{i}", "t1", "reclaim", "market", "schedule", T0 + i, T0 + i, (f"L{i}",))
+        for i in range(5)
+    ]
+    other = AutomationRun("X", "t2", "reclaim", "market", "manual", T0, T0, ())
+    _write(uow, lambda u: [u.pools.add_run(r) for r in [*runs, other]])
+    page = _read(uow, lambda u: u.pools.runs("t1", None, 3))
+    assert [r.id for r in page.data] == ["R4", "R3", "R2"]
+    assert page.data[0] == runs[4]
+    rest = _read(uow, lambda u: u.pools.runs("t1", page.next_cursor, 3))
+    assert [r.id for r in rest.data] == ["R1", "R0"] and rest.next_cursor is None
+
+
+def test_tenants_with_reclaim(uow: UnitOfWorkFactory) -> None:
+    _tenant(uow, "t1")
+    cat = upsert_entry(
+        _catalog("t2"), "lead_pools", "east", {"name": "东区", "reclaim": {"after_days": 1}}
+    )
+    _write(uow, lambda u: u.tenants.add(Tenant("t2", cat, T0)))
+    assert [x.mid for x in _read(uow, lambda u: u.pools.tenants_with_reclaim())] == ["t2"]

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from leadhook import __version__
 from leadhook.api import problems
 from leadhook.api.metrics import ApiMetrics
-from leadhook.api.routes import catalog, events, leads, ops, subscriptions, tenants
+from leadhook.api.routes import automation, catalog, events, leads, ops, subscriptions, tenants
 from leadhook.bootstrap import Container
 from leadhook.domain.events import EVENT_MODELS
 
@@ -40,6 +40,7 @@ def create_app(container: Container) -> FastAPI:
         app.include_router(router)
     app.include_router(subscriptions.router)
     app.include_router(subscriptions.deliveries_router)
+    app.include_router(automation.router)
     _document_webhooks(app)
     return app
 

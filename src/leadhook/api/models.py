@@ -118,6 +118,25 @@ class TeamMembersIn(Mutating):
     members: list[str] = Field(min_length=1)
 
 
+class ClaimIn(Mutating):
+    """The member claiming the lead (she is the operator, operator_type 2)."""
+
+    member: str
+
+
+class ReturnIn(Mutating):
+    """Return the lead to a pool without owner: into `lead_pool` when named, else its own."""
+
+    lead_pool: str | None = None
+    notes: str | None = None
+
+
+class MergeIn(Mutating):
+    """The leads to merge into this one (each is voided)."""
+
+    duplicates: list[str] = Field(min_length=1, max_length=50)
+
+
 class VoidIn(Mutating):
     """Why the lead is voided (travels in the event's `notes`)."""
 
@@ -168,6 +187,10 @@ class LeadOut(BaseModel):
     lead_omni_user_uuid: str
     created_at: int
     updated_at: int
+    owner_since: int | None = Field(None, description="when the current owner got the lead")
+    last_follow_up_at: int | None = Field(
+        None, description="the last follow-up note or status change"
+    )
 
 
 class BehaviourOut(BaseModel):
@@ -195,6 +218,46 @@ class EventPageOut(BaseModel):
 
     data: list[LeadEvent]
     next_cursor: str | None
+
+
+class DuplicateOut(BaseModel):
+    """A live lead sharing the lead's mobile or email, and which of them it shares."""
+
+    lead: LeadOut
+    matched_on: list[Literal["mobile", "email"]]
+
+
+class DuplicatesOut(BaseModel):
+    """The lead's duplicates, oldest first."""
+
+    data: list[DuplicateOut]
+
+
+class AutomationRunOut(BaseModel):
+    """One batch of an automatic rule in one lead pool, and the leads it moved."""
+
+    id: str
+    rule: Literal["reclaim"]
+    lead_pool: str
+    trigger: Literal["schedule", "manual"]
+    started_at: float
+    finished_at: float
+    moved: int
+    lead_ids: list[str]
+
+
+class AutomationRunPageOut(BaseModel):
+    """A page of automation runs, newest first."""
+
+    data: list[AutomationRunOut]
+    next_cursor: str | None
+
+
+class AutomationRunNowOut(BaseModel):
+    """What running the due rules now moved."""
+
+    moved: int
+    data: list[AutomationRunOut]
 
 
 class Problem(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 from leadhook.domain.catalog import KEY_PATTERN, Catalog, stage_timestamp_field
 from leadhook.domain.errors import LeadVoidedError, ValidationError
 from leadhook.domain.events import EVENT_CATEGORY, LeadEvent, parse_event
-from leadhook.domain.lead import Lead, Relation
+from leadhook.domain.lead import Lead, Relation, track_clocks
 from leadhook.domain.operator import SYSTEM, Operator
 from leadhook.domain.values import (
     MAX_TEXT,
@@ -23,6 +23,8 @@ from leadhook.domain.values import (
 
 AUTO_SCENES = frozenset({1, 5})
 POOL_SCENES = frozenset({4, 5})  # returned or reclaimed into a pool: the owner becomes null
+# Besides a note with is_follow_up 1, a status change counts as following the lead up.
+FOLLOW_UP_EVENT = "object_update_status"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class _Recorder:
     ) -> None:
         ctx, op = self.ctx, self.ctx.operator
         version = 1 if event_type == "object_create" else self.lead.version + 1
+        after = track_clocks(
+            None if event_type == "object_create" else self.lead,
+            after,
+            follow_up=is_follow_up == 1 or event_type == FOLLOW_UP_EVENT,
+            now=ctx.now,
+        )
         self.lead = replace(after, version=version, updated_at=ctx.now)
         lead, cat = self.lead, ctx.catalog
         extra: dict[str, Any] = {

@@ -40,6 +40,53 @@ class Entry:
     name: str
 
 
+AssignmentMode = Literal["round_robin", "least_loaded"]
+ASSIGNMENT_MODES: tuple[str, ...] = get_args(AssignmentMode)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A pool's automatic allocation rule: who gets its new and returned leads, and how."""
+
+    mode: AssignmentMode
+    members: tuple[str, ...]
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Reclaim:
+    """A pool's automatic reclaim rule: owned leads without follow-up for `after_days` go back."""
+
+    after_days: float
+    enabled: bool = True
+    to_lead_pool: str | None = None  # None: back into the pool the lead is in
+
+    @property
+    def after_seconds(self) -> int:
+        """The rule's delay in whole seconds (a lead is due once this much time has passed)."""
+        return round(self.after_days * 86400)
+
+
+@dataclass(frozen=True)
+class LeadPool(Entry):
+    """A lead pool: who may claim from it, how many each may hold, and its automatic rules."""
+
+    members: tuple[str, ...] = ()
+    claim_limit: int | None = None  # None: no limit
+    assignment: Assignment | None = None
+    reclaim: Reclaim | None = None
+
+    @property
+    def assigns(self) -> bool:
+        """Tell whether new and returned leads of this pool get an owner automatically."""
+        return self.assignment is not None and self.assignment.enabled
+
+    @property
+    def reclaims(self) -> bool:
+        """Tell whether owned leads of this pool are reclaimed automatically."""
+        return self.reclaim is not None and self.reclaim.enabled
+
+
 @dataclass(frozen=True)
 class LifeStage:
     """One lifecycle stage; stages are kept in ascending `order`."""
@@ -109,7 +156,7 @@ DEFAULT_LIFE_STAGES = (
     LifeStage("sql", "销售认可线索", 3),
     LifeStage("customer", "成交客户", 4),
 )
-DEFAULT_LEAD_POOLS = (Entry("market", "市场公海"), Entry("sales", "销售公海"))
+DEFAULT_LEAD_POOLS = (LeadPool("market", "市场公海"), LeadPool("sales", "销售公海"))
 DEFAULT_BUSINESS_TYPE_NAME = "默认业务类型"
 
 
@@ -154,7 +201,7 @@ class Catalog:
     business_types: Mapping[str, Entry]
     lead_statuses: Mapping[str, Entry]
     life_stages: Mapping[str, LifeStage]
-    lead_pools: Mapping[str, Entry]
+    lead_pools: Mapping[str, LeadPool]
     custom_fields: Mapping[str, FieldDef]
     objects: Mapping[str, RelatedObject]
 

@@ -20,13 +20,14 @@ from leadhook.domain.catalog import (
     validate_key,
 )
 from leadhook.domain.errors import ValidationError
+from leadhook.domain.pools import parse_pool, pool_from_json, pool_keys, pool_to_json
 
 _ALLOWED_KEYS: Mapping[str, frozenset[str]] = {
     "members": frozenset({"name", "omni_user_uuid"}),
     "business_types": frozenset({"name", "default"}),
     "lead_statuses": frozenset({"name"}),
     "life_stages": frozenset({"name", "order"}),
-    "lead_pools": frozenset({"name"}),
+    "lead_pools": pool_keys(),
     "fields": frozenset({"name", "type", "group", "options"}),
     "objects": frozenset({"name", "object_id"}),
 }
@@ -66,7 +67,8 @@ def upsert_entry(catalog: Catalog, kind: str, key: str, body: Mapping[str, Any])
     if kind == "lead_statuses":
         return replace(catalog, lead_statuses={**catalog.lead_statuses, key: Entry(key, name)})
     if kind == "lead_pools":
-        return replace(catalog, lead_pools={**catalog.lead_pools, key: Entry(key, name)})
+        pool = parse_pool(catalog, key, name, body)
+        return replace(catalog, lead_pools={**catalog.lead_pools, key: pool})
     if kind == "life_stages":
         order = body.get("order")
         if order is None:
@@ -140,7 +142,7 @@ def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
         "life_stages": [
             {"code": s.code, "name": s.name, "order": s.order} for s in catalog.life_stages.values()
         ],
-        "lead_pools": [{"code": e.id, "name": e.name} for e in catalog.lead_pools.values()],
+        "lead_pools": [pool_to_json(p) for p in catalog.lead_pools.values()],
         "fields": [
             _field_json(f) for f in (*BUILTIN_FIELDS.values(), *catalog.custom_fields.values())
         ],
@@ -178,7 +180,7 @@ def catalog_from_json(data: Mapping[str, Any]) -> Catalog:
         life_stages={
             s["code"]: LifeStage(s["code"], s["name"], s["order"]) for s in data["life_stages"]
         },
-        lead_pools={e["code"]: Entry(e["code"], e["name"]) for e in data["lead_pools"]},
+        lead_pools={p["code"]: pool_from_json(p) for p in data["lead_pools"]},
         custom_fields={
             f["code"]: FieldDef(
                 f["code"], f["name"], f["type"], f["group"], options=f.get("options", {})

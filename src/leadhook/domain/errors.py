@@ -95,3 +95,11 @@ class PayloadTooLargeError(LeadhookError):
     status = 413
     title = "Payload too large"
     type_slug = "payload-too-large"
+
+
+class ClaimRefusedError(ConflictError):
+    """A claim the pool's rules refuse: the lead has an owner, the member may not claim from
+    the pool, or she holds its claim_limit already."""
+
+    type_slug = "claim-refused"
+    title = "Claim refused"

@@ -39,6 +39,10 @@ class Lead:
     lead_omni_user_uuid: str = ""
     created_at: int = 0
     updated_at: int = 0
+    # The clocks of the reclaim rule (see `track_clocks`): when the current owner got the lead
+    # (None without owner), and when it was last followed up (None if never).
+    owner_since: int | None = None
+    last_follow_up_at: int | None = None
 
     def value(self, code: str) -> Any:
         """Return the value of field `code` (None when empty); codes are unique across groups."""
@@ -91,6 +95,8 @@ class Lead:
             "lead_omni_user_uuid": self.lead_omni_user_uuid,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "owner_since": self.owner_since,
+            "last_follow_up_at": self.last_follow_up_at,
         }
 
     @classmethod
@@ -113,4 +119,28 @@ class Lead:
             lead_omni_user_uuid=data["lead_omni_user_uuid"],
             created_at=data["created_at"],
             updated_at=data["updated_at"],
+            # A lead stored before the clocks existed: its owner has had it at least since
+            # its last change (the same backfill as migration 0004).
+            owner_since=(
+                data["owner_since"]
+                if "owner_since" in data
+                else (data["updated_at"] if data["owner"] is not None else None)
+            ),
+            last_follow_up_at=data.get("last_follow_up_at"),
         )
+
+
+def track_clocks(before: Lead | None, after: Lead, *, follow_up: bool, now: int) -> Lead:
+    """Advance the reclaim clocks of a lead across one event (`before` None on create).
+
+    A new owner starts `owner_since` (no owner clears it); a follow-up (a note with
+    is_follow_up 1, or a status change) sets `last_follow_up_at`. Both the behaviours and the
+    replay of the log apply this one rule, so a folded lead equals the stored one.
+    """
+    owner_since = after.owner_since
+    if before is None or before.owner != after.owner:
+        owner_since = None if after.owner is None else now
+    last = now if follow_up else after.last_follow_up_at
+    if owner_since == after.owner_since and last == after.last_follow_up_at:
+        return after
+    return replace(after, owner_since=owner_since, last_follow_up_at=last)

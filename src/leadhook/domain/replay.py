@@ -8,7 +8,7 @@ from dataclasses import replace
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.errors import ConflictError
 from leadhook.domain.events import LeadEvent, MembersExtra, RelationExtra
-from leadhook.domain.lead import Lead, Relation
+from leadhook.domain.lead import Lead, Relation, track_clocks
 
 
 def fold(catalog: Catalog, events: Iterable[LeadEvent]) -> Lead:
@@ -24,6 +24,7 @@ def fold(catalog: Catalog, events: Iterable[LeadEvent]) -> Lead:
 def apply(catalog: Catalog, lead: Lead | None, event: LeadEvent) -> Lead:
     """Apply one event to the lead before it (None before object_create)."""
     extra = event.extra_data
+    before = lead
     if lead is None:
         if event.event_type != "object_create":
             raise ConflictError(
@@ -57,6 +58,8 @@ def apply(catalog: Catalog, lead: Lead | None, event: LeadEvent) -> Lead:
             {c: pair[1] for c, pair in extra.mapping_data.items()}, source_codes
         )
         lead = _apply_own(lead, event)
+    follow_up = extra.is_follow_up == 1 or event.event_type == "object_update_status"
+    lead = track_clocks(before, lead, follow_up=follow_up, now=event.create_time)
     return replace(lead, version=event.entity_version, updated_at=event.create_time)
 
 

@@ -18,6 +18,7 @@ from leadhook.domain.errors import (
 from leadhook.domain.events import LeadEvent
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import Operator
+from leadhook.services.allocation import Allocation
 from leadhook.services.idempotency import Idempotent
 from leadhook.services.ports import (
     Clock,
@@ -80,6 +81,16 @@ def new_events(events: Sequence[LeadEvent]) -> list[NewEvent]:
 def behaviour_body(lead: Lead, payloads: Sequence[str]) -> str:
     """Return `{"lead": ..., "events": [...]}` with each event's stored JSON embedded as is."""
     return '{"lead":' + dumps(lead.to_json()) + ',"events":[' + ",".join(payloads) + "]}"
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a behaviour over several leads did: each changed lead (before, after), all events
+    in emission order, and the lead the answer shows (None: only the events)."""
+
+    leads: Sequence[tuple[Lead, Lead]]
+    events: Sequence[LeadEvent]
+    answer: Lead | None
 
 
 @dataclass
@@ -147,10 +158,11 @@ class LeadService:
 
         def work(uow: UnitOfWork, tally: _Tally) -> Answer:
             ctx = self._context(uow, req)
+            allocate = Allocation(uow, ctx)  # pool automation: scene 1 for unowned leads
             outcomes: list[b.Outcome] = []
             for i, item in enumerate(items):
                 try:
-                    outcomes.append(self._create(ctx, item))
+                    outcomes.append(allocate(None, self._create(ctx, item)))
                 except ValidationError as exc:
                     # Locate each problem in the batch: ("body", "fields", …) of the lead
                     # becomes ("body", "leads", i, "fields", …).
@@ -163,11 +175,12 @@ class LeadService:
                     ) from exc
             uow.leads.add_many([o.lead for o in outcomes])
             events = [e for o in outcomes for e in o.events]
-            payloads = self._record(uow, events, tally)
+            payloads = iter(self._record(uow, events, tally))
+            # A lead allocated on arrival has two events (object_create, object_change_owner).
             body = (
                 '{"data":['
                 + ",".join(
-                    behaviour_body(o.lead, [p]) for o, p in zip(outcomes, payloads, strict=True)
+                    behaviour_body(o.lead, [next(payloads) for _ in o.events]) for o in outcomes
                 )
                 + "]}"
             )
@@ -226,6 +239,7 @@ class LeadService:
             # must not stamp its event earlier than the one it waited for.
             ctx = self._context(uow, req)
             outcome = act(ctx, before)  # type: ignore[arg-type]
+            outcome = Allocation(uow, ctx)(before, outcome)  # pool automation: scene 1
             if before is None:
                 uow.leads.add(outcome.lead)
             elif outcome.events:
@@ -269,6 +283,26 @@ class LeadService:
         if fanout:
             tally.deliveries += uow.deliveries.enqueue(fanout, self._clock())
         return [r.payload for r in rows]
+
+    # ---- behaviours over several leads that read the store (services/automation.py) ------
+
+    def transact(
+        self, req: Request, act: Callable[[UnitOfWork, Callable[[], b.Context]], Changes]
+    ) -> tuple[int, str]:
+        """Run `act` in one transaction (honouring `Idempotency-Key`): it locks the leads it
+        needs, builds the context once they are locked, and returns what changed; each changed
+        lead is written with its version check and every event recorded, in `act`'s order."""
+
+        def work(uow: UnitOfWork, tally: _Tally) -> tuple[int, str]:
+            changes = act(uow, lambda: self._context(uow, req))
+            for before, after in changes.leads:
+                uow.leads.update(after, before.version)
+            payloads = self._record(uow, changes.events, tally)
+            if changes.answer is None:
+                return 200, '{"events":[' + ",".join(payloads) + "]}"
+            return 200, behaviour_body(changes.answer, payloads)
+
+        return self._commit(req, work)
 
     # ---- reads ----------------------------------------------------------------------------
 

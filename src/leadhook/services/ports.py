@@ -230,6 +230,53 @@ class IdempotencyRepository(Protocol):
     def put(self, mid: str, key: str, response: StoredResponse, at: float) -> None: ...
 
 
+@dataclass(frozen=True)
+class PoolTurn:
+    """Where a pool's automatic allocation stands: the member who got its last lead."""
+
+    last_member: str | None = None
+    turns: int = 0
+
+
+@dataclass(frozen=True)
+class AutomationRun:
+    """One batch of one automatic rule in one lead pool of a tenant, and the leads it moved."""
+
+    id: str
+    mid: str
+    rule: str
+    lead_pool: str
+    trigger: str  # "schedule" (the worker) or "manual" (POST /v1/automation/run)
+    started_at: float
+    finished_at: float
+    lead_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DueLead:
+    """A lead a reclaim rule is due for, and the position of the due listing after it."""
+
+    id: str
+    owner_since: float
+
+
+class PoolRepository(Protocol):
+    """What the pool rules read and keep: turns, loads, due leads, duplicates, runs."""
+
+    def lock_turn(self, mid: str, lead_pool: str) -> PoolTurn: ...
+    def save_turn(self, mid: str, lead_pool: str, turn: PoolTurn, at: float) -> None: ...
+    def open_leads(self, mid: str, members: Sequence[str]) -> dict[str, int]: ...
+    def held_in_pool(self, mid: str, lead_pool: str, member: str) -> int: ...
+    def tenants_with_reclaim(self) -> list[Tenant]: ...
+    def due_for_reclaim(
+        self, mid: str, lead_pool: str, cutoff: float, after: DueLead | None, limit: int
+    ) -> list[DueLead]: ...
+    def lock_if_free(self, mid: str, lead_id: str) -> Lead | None: ...
+    def duplicates(self, lead: Lead, limit: int) -> list[Lead]: ...
+    def add_run(self, run: AutomationRun) -> None: ...
+    def runs(self, mid: str, cursor: str | None, limit: int) -> Page[AutomationRun]: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every repository: all of it commits, or none."""
 
@@ -245,6 +292,8 @@ class UnitOfWork(Protocol):
     def deliveries(self) -> DeliveryRepository: ...
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+    @property
+    def pools(self) -> PoolRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, tex
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.pools import lead_columns
 from leadhook.adapters.db.sql import EVENT_LOG_LOCK, statements
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
@@ -158,6 +159,7 @@ class SqlTenants(_Repo):
 
 def _lead_row(lead: Lead) -> tuple[Any, ...]:
     """The bind parameters of `insert_lead`, in its column order."""
+    pools = lead_columns(lead)  # pool automation's columns: see adapters/db/pools.py
     return (
         lead.id,
         lead.mid,
@@ -169,6 +171,10 @@ def _lead_row(lead: Lead) -> tuple[Any, ...]:
         _dump(lead.to_json()),
         lead.created_at,
         lead.updated_at,
+        pools["owner_since"],
+        pools["last_follow_up_at"],
+        pools["mobile_key"],
+        pools["email_key"],
     )
 
 

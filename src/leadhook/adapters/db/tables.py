@@ -62,7 +62,72 @@ leads = Table(
     Column("state", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Pool automation (migration 0004): the reclaim clocks and the duplicate-check keys,
+    # written with the state by the one write path (adapters/db/pools.py `lead_columns`).
+    Column("owner_since", Float),
+    Column("last_follow_up_at", Float),
+    Column("mobile_key", String(255)),
+    Column("email_key", String(255)),
     Index("ix_leads_mid_seq", "mid", "seq"),
+    # The reclaim rule's due query: owned leads of one pool, longest owned first.
+    Index(
+        "ix_leads_reclaim",
+        "mid",
+        "lead_pool",
+        "owner_since",
+        postgresql_where=text("owner IS NOT NULL"),
+        sqlite_where=text("owner IS NOT NULL"),
+    ),
+    # Least-loaded allocation and claim limits count a member's leads.
+    Index(
+        "ix_leads_owner",
+        "mid",
+        "owner",
+        postgresql_where=text("owner IS NOT NULL"),
+        sqlite_where=text("owner IS NOT NULL"),
+    ),
+    Index(
+        "ix_leads_mobile_key",
+        "mid",
+        "mobile_key",
+        postgresql_where=text("mobile_key IS NOT NULL"),
+        sqlite_where=text("mobile_key IS NOT NULL"),
+    ),
+    Index(
+        "ix_leads_email_key",
+        "mid",
+        "email_key",
+        postgresql_where=text("email_key IS NOT NULL"),
+        sqlite_where=text("email_key IS NOT NULL"),
+    ),
+)
+
+# Where each pool's automatic allocation stands; its row is locked while a lead is allocated,
+# so concurrent creates never hand out the same turn twice.
+pool_turns = Table(
+    "pool_turns",
+    metadata,
+    Column("mid", String(64), primary_key=True),
+    Column("lead_pool", String(64), primary_key=True),
+    Column("last_member", String(64)),
+    Column("turns", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# One row per batch of an automatic rule that moved leads (GET /v1/automation/runs).
+automation_runs = Table(
+    "automation_runs",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("mid", String(64), nullable=False),
+    Column("rule", String(32), nullable=False),
+    Column("lead_pool", String(64), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("lead_ids", Text, nullable=False),
+    Index("ix_automation_runs_mid_seq", "mid", "seq"),
 )
 
 events = Table(

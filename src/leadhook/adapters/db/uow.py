@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine
 
 from leadhook.adapters.db.engine import WriteGate
 from leadhook.adapters.db.outbox import SqlDeliveries, SqlSubscriptions
+from leadhook.adapters.db.pools import SqlPools
 from leadhook.adapters.db.repositories import SqlEvents, SqlIdempotency, SqlLeads, SqlTenants
 
 
@@ -22,6 +23,7 @@ class SqlUnitOfWork:
     subscriptions: SqlSubscriptions
     deliveries: SqlDeliveries
     idempotency: SqlIdempotency
+    pools: SqlPools
 
     def __init__(self, engine: Engine, gate: WriteGate, *, readonly: bool = False) -> None:
         self._engine = engine
@@ -49,6 +51,7 @@ class SqlUnitOfWork:
         self.subscriptions = SqlSubscriptions(conn)
         self.deliveries = SqlDeliveries(conn)
         self.idempotency = SqlIdempotency(conn)
+        self.pools = SqlPools(conn)
         return self
 
     def __exit__(

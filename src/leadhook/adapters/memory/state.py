@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from leadhook.services.ports import ApiKey, Attempt, DeliveryStatus, StoredEvent, Subscription
+from leadhook.services.ports import (
+    ApiKey,
+    Attempt,
+    AutomationRun,
+    DeliveryStatus,
+    PoolTurn,
+    StoredEvent,
+    Subscription,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,9 @@ class MemoryState:
     deliveries: dict[int, DeliveryRow] = field(default_factory=dict)
     attempts: dict[int, tuple[Attempt, ...]] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], IdempotencyRow] = field(default_factory=dict)
+    # Pool automation: (mid, lead_pool) → turn; runs in insertion (seq) order.
+    pool_turns: dict[tuple[str, str], PoolTurn] = field(default_factory=dict)
+    automation_runs: list[AutomationRun] = field(default_factory=list)
     # Sequences, like SQL's autoincrement columns.
     lead_seq: int = 0
     event_seq: int = 0
@@ -118,6 +129,8 @@ class MemoryState:
             deliveries=dict(self.deliveries),
             attempts=dict(self.attempts),
             idempotency=dict(self.idempotency),
+            pool_turns=dict(self.pool_turns),
+            automation_runs=list(self.automation_runs),
             lead_seq=self.lead_seq,
             event_seq=self.event_seq,
             delivery_seq=self.delivery_seq,

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from leadhook.adapters.memory.outbox import MemoryDeliveries, MemorySubscriptions
+from leadhook.adapters.memory.pools import MemoryPools
 from leadhook.adapters.memory.repositories import (
     MemoryEvents,
     MemoryIdempotency,
@@ -55,6 +56,7 @@ class MemoryUnitOfWork:
         self._subscriptions: MemorySubscriptions | None = None
         self._deliveries: MemoryDeliveries | None = None
         self._idempotency: MemoryIdempotency | None = None
+        self._pools: MemoryPools | None = None
 
     def __enter__(self) -> Self:
         self._store.lock.acquire()
@@ -68,6 +70,7 @@ class MemoryUnitOfWork:
             self._subscriptions = MemorySubscriptions(state)
             self._deliveries = MemoryDeliveries(state, self._store.new_id)
             self._idempotency = MemoryIdempotency(state)
+            self._pools = MemoryPools(state)
         except BaseException:
             self._store.lock.release()
             raise
@@ -86,6 +89,7 @@ class MemoryUnitOfWork:
         self._subscriptions = None
         self._deliveries = None
         self._idempotency = None
+        self._pools = None
         self._store.lock.release()
 
     def commit(self) -> None:
@@ -128,3 +132,7 @@ class MemoryUnitOfWork:
     @property
     def idempotency(self) -> MemoryIdempotency:
         return self._open(self._idempotency)
+
+    @property
+    def pools(self) -> MemoryPools:
+        return self._open(self._pools)

@@ -270,3 +270,40 @@ async def change_source(
 ) -> Response:
     """Emits `object_source_info`."""
     return await _behaviour("source", lead_id, req, body, c)
+
+
+# ---- lead pools: claim, return, duplicate check and merge (docs/automation.md) --------------
+
+
+@router.post("/{lead_id}/claim", response_model=m.BehaviourOut, summary="Claim from the pool")
+def claim(lead_id: str, body: m.ClaimIn, req: BehaviourReq, c: ContainerDep) -> Response:
+    """A member of the lead's pool takes the unowned lead (scene 3, she is the operator):
+    `object_change_owner`. 409 when the lead has an owner, the member may not claim from the
+    pool, or she holds the pool's `claim_limit` already."""
+    return _json(c.pools.claim(_with_operator(req, body), lead_id, body.member))
+
+
+@router.post("/{lead_id}/return", response_model=m.BehaviourOut, summary="Return to a pool")
+def return_lead(lead_id: str, body: m.ReturnIn, req: BehaviourReq, c: ContainerDep) -> Response:
+    """Empty the owner (scene 4) and move the lead to `lead_pool` if named:
+    `object_change_owner`, then `object_change_lead_pool`; a pool whose assignment is enabled
+    then gives it an owner (`object_change_owner`, scene 1)."""
+    req = _with_operator(req, body)
+    return _json(c.pools.return_(req, lead_id, body.lead_pool, body.notes))
+
+
+@router.get(
+    "/{lead_id}/duplicates", response_model=m.DuplicatesOut, summary="Duplicates of a lead"
+)
+def duplicates(lead_id: str, mid: Mid, c: ContainerDep, limit: Limit = 50) -> Response:
+    """Live leads of the tenant with the same mobile or email (ignoring spaces, dashes, a
+    leading +86 and case), oldest first."""
+    return Response(c.pools.duplicates(mid, lead_id, limit), media_type=JSON)
+
+
+@router.post("/{lead_id}/merge", response_model=m.BehaviourOut, summary="Merge duplicates")
+def merge(lead_id: str, body: m.MergeIn, req: BehaviourReq, c: ContainerDep) -> Response:
+    """Keep this lead, fill its empty fields, notes, team members and (if it has none) owner
+    from the duplicates, and void them, in one transaction (scene 6). `events` lists every
+    event in order: see docs/automation.md."""
+    return _json(c.pools.merge(_with_operator(req, body), lead_id, body.duplicates))
