@@ -8,11 +8,13 @@ from functools import partial
 from sqlalchemy import Engine
 
 from leadhook.adapters.db import migrate
+from leadhook.adapters.db.console import SqlConsoleQueries
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.uow import SqlUnitOfWork
 from leadhook.adapters.http.sender import HttpSender
 from leadhook.adapters.system import SystemClock, SystemIds
+from leadhook.services.console import ConsoleService
 from leadhook.services.delivery import Sender
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
@@ -38,6 +40,7 @@ class Container:
     leads: LeadService
     events: EventService
     subscriptions: SubscriptionService
+    console: ConsoleService
     gate: WriteGate
     wakeup: Wakeup = field(default_factory=Wakeup)
 
@@ -110,6 +113,7 @@ def build(
             readonly_uow=readonly,
             on_enqueued=wakeup.notify,
         ),
+        console=ConsoleService(readonly, SqlConsoleQueries(engine), clock),
         gate=gate,
         wakeup=wakeup,
     )

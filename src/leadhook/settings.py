@@ -45,6 +45,9 @@ class Settings:
     lease_seconds: float = 60.0
     concurrency: int = 64
     max_body_bytes: int = 1024 * 1024
+    # Signs the web console's session cookies; unset: a random secret per process (sessions
+    # end when it restarts and do not carry between processes).
+    console_secret: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -60,6 +63,7 @@ class Settings:
         settings = cls(
             database_url=env.get("LEADHOOK_DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_token=env.get("LEADHOOK_ADMIN_TOKEN") or None,
+            console_secret=env.get("LEADHOOK_CONSOLE_SECRET") or None,
             allow_private_targets=_flag(env.get("LEADHOOK_ALLOW_PRIVATE_TARGETS")),
             retry_policy=policy,
             delivery_timeout=_positive(
