@@ -79,7 +79,9 @@ def login(page: PageDep, api_key: Text = "", next: OptText = None) -> Response:
     try:
         principal = page.container.console.sign_in(api_key)
     except UnauthorizedError:
-        return page.render("login.html", status=401, error=True, next=safe_next(next))
+        # 200, not 401: a mistyped key is an ordinary turn of the form, not a failed load
+        # that the browser would report as an error in its console.
+        return page.render("login.html", error=True, next=safe_next(next))
     now = page.container.clock()
     page.replace_session(page.session.signed_in(principal.mid, principal.key_id, now))
     return page.redirect(safe_next(next))
@@ -270,6 +272,7 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
         chart_json=page.render_json("charts", [chart.__dict__]),
         replayable=REPLAYABLE,
         nav="subscriptions",
+        canonical=f"/console/subscriptions/{sub.id}",
         **extra,
     )
 

@@ -72,6 +72,12 @@
   }
 
   function init() {
+    // A page answered to a POST (a new subscription, a rotated secret) shows its real address,
+    // so that reloading it reads the page again rather than repeating the POST.
+    var canonical = document.body.getAttribute("data-canonical");
+    if (canonical && canonical !== location.pathname + location.search) {
+      history.replaceState(null, "", canonical);
+    }
     var live = document.getElementById("live");
     if (live) startLive(live);
     var charts = document.getElementById("charts");
