@@ -106,6 +106,7 @@ STRINGS: dict[str, tuple[str, str]] = {
         "The previous secret keeps signing beside this one for 24 hours.",
         "旧密钥在 24 小时内仍会同时签名。",
     ),
+    "actions": ("Actions", "操作"),
     "test": ("Send a test event", "发送测试事件"),
     "test.result": ("Test answer", "测试结果"),
     "test.ok": ("The endpoint acknowledged the test event.", "接收端已确认测试事件。"),

@@ -434,6 +434,7 @@ def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any
         body=pretty_json(body),
         attempts=attempts,
         nav="deliveries",
+        canonical=f"/console/deliveries/{found.id}",
         **extra,
     )
 

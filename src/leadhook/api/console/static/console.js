@@ -50,6 +50,7 @@
     var width = Math.max(260, Math.min(box.clientWidth || 600, 1100));
     var rateLabel = box.getAttribute("data-rate");
     var failLabel = box.getAttribute("data-failures");
+    var zone = box.getAttribute("data-tz");  // times on the axis in the tenant's timezone
     var colors = ["#1f5fbf", "#1b7a3d", "#8a4fd6", "#b36b00", "#0f7c8c", "#b3261e"];
     function chart(title, values, label, scale) {
       var wrap = el("div", { "class": "chart-box" });
@@ -62,6 +63,7 @@
       var columns = [data[0].times].concat(data.map(values));
       new window.uPlot({
         width: width, height: 180,
+        tzDate: function (ts) { return zone ? window.uPlot.tzDate(new Date(ts * 1e3), zone) : new Date(ts * 1e3); },
         series: series,
         scales: { y: scale },
         axes: [{}, { label: label, size: 60 }],
