@@ -22,12 +22,12 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from delivery_support import Receiver  # noqa: E402
+from delivery_support import Receiver
 
-from leadhook.bootstrap import Container, build  # noqa: E402
-from leadhook.cli_runtime import base_url, bind, run_service  # noqa: E402
-from leadhook.domain.retry import RetryPolicy  # noqa: E402
-from leadhook.settings import Settings  # noqa: E402
+from leadhook.bootstrap import Container, build
+from leadhook.cli_runtime import base_url, bind, run_service
+from leadhook.domain.retry import RetryPolicy
+from leadhook.settings import Settings
 
 CHROMIUM = os.environ.get("LEADHOOK_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -11,9 +11,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import expect
-from conftest import ConsoleLog, Server, Tenant, screenshot
 from delivery_support import Receiver
+from playwright.sync_api import expect
+
+from conftest import ConsoleLog, Server, Tenant, screenshot
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,9 @@ def test_a_leads_timeline_shows_before_and_after_in_catalog_labels(
 
     rows.first.get_by_role("link", name="赵拥晨").click()
     page.wait_for_url(f"**/console/leads/{lead}")
-    status = page.locator('.entry[data-event-type="object_update_status"] tr[data-field="leads_status"]')
+    status = page.locator(
+        '.entry[data-event-type="object_update_status"] tr[data-field="leads_status"]'
+    )
     assert status.locator("th").inner_text() == "线索状态"  # the catalog's label of the field
     assert status.locator(".before").inner_text() == "-"
     assert status.locator(".after").inner_text() == "已联系"
