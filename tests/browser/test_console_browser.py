@@ -11,10 +11,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from console_support import ConsoleLog, Server, Tenant, screenshot
 from delivery_support import Receiver
 from playwright.sync_api import expect
-
-from conftest import ConsoleLog, Server, Tenant, screenshot
 
 pytestmark = pytest.mark.slow
 
