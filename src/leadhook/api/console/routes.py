@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -227,7 +228,7 @@ def _subscriptions_page(page: PageDep, status: int = 200, **extra: Any) -> Respo
         status=status,
         catalog=svc.catalog(mid),
         subs=subs,
-        chart_json=page.render_json("charts", [c.__dict__ for c in charts]),
+        chart_json=page.render_json([asdict(c) for c in charts]),
         nav="subscriptions",
         **extra,
     )
@@ -269,7 +270,7 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
         catalog=svc.catalog(mid),
         sub=sub,
         health=health,
-        chart_json=page.render_json("charts", [chart.__dict__]),
+        chart_json=page.render_json([asdict(chart)]),
         replayable=REPLAYABLE,
         nav="subscriptions",
         canonical=f"/console/subscriptions/{sub.id}",

@@ -26,7 +26,7 @@ from leadhook.api.console import i18n
 from leadhook.api.console.session import COOKIE, LANG_COOKIE, MAX_AGE, Session, SessionSigner
 from leadhook.bootstrap import Container
 from leadhook.domain.catalog import Catalog
-from leadhook.domain.errors import LeadhookError
+from leadhook.domain.errors import LeadhookError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
 from leadhook.services.console import Principal, local_time
 
@@ -139,7 +139,8 @@ class Page:
             )
         return response
 
-    def render_json(self, name: str, value: Any) -> str:
+    @staticmethod
+    def render_json(value: Any) -> str:
         """Serialise data for a page's script (read from a `type=application/json` element)."""
         return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
 
@@ -176,8 +177,6 @@ def parse_local(catalog: Catalog, text: str | None) -> float | None:
     try:
         return float(text) if text.replace(".", "", 1).isdigit() else _from_local(catalog, text)
     except ValueError:
-        from leadhook.domain.errors import ValidationError
-
         raise ValidationError(f"{text!r} is not a time (YYYY-MM-DDTHH:MM)") from None
 
 
