@@ -132,6 +132,7 @@ def test_an_event_arrives_live(page: Any, server: Server, acme: Tenant, tmp_path
     assert "Created" in item.inner_text()
     item.locator("summary").click()
     assert '"event_type": "object_create"' in item.locator("pre").inner_text()
+    screenshot(page, "events", tmp_path)
 
     page.goto(server.url + f"/console/events?lead={lead}")
     page.locator("#live-state").get_by_text("connected").wait_for()
@@ -139,7 +140,6 @@ def test_an_event_arrives_live(page: Any, server: Server, acme: Tenant, tmp_path
     assert logged.count() == 1
     logged.first.locator("summary").click()  # its JSON, pretty-printed
     assert '\n  "mid": "acme"' in logged.first.locator("pre").inner_text()
-    screenshot(page, "events", tmp_path)
 
 
 def test_a_failed_delivery_is_retried_after_the_receiver_recovers_then_replayed(
@@ -265,7 +265,7 @@ def test_a_form_without_its_csrf_token_is_refused(
 
 
 def test_the_language_follows_the_browser_and_the_switch(
-    browser: Any, server: Server, acme: Tenant, console_log: ConsoleLog
+    browser: Any, server: Server, acme: Tenant, console_log: ConsoleLog, tmp_path: Path
 ) -> None:
     context = browser.new_context(locale="zh-CN")
     page = context.new_page()
@@ -277,6 +277,7 @@ def test_the_language_follows_the_browser_and_the_switch(
         page.get_by_role("button", name="登录").click()
         page.wait_for_url("**/console/leads")
         assert page.get_by_role("link", name="订阅").is_visible()
+        screenshot(page, "leads-zh", tmp_path)
         page.get_by_role("button", name="EN").click()
         page.wait_for_url("**/console/leads")
         assert page.get_by_role("link", name="Subscriptions").is_visible()
