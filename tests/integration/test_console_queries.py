@@ -59,11 +59,14 @@ def test_leads_are_searched_by_any_text_and_by_id_within_the_tenant(container: C
     assert [r.id for r in rows] == [first]  # only this tenant's
     _, rows, _ = svc.leads(MID, first, 1, 10)
     assert [r.id for r in rows] == [first]
+    lead(container, MID, "Ada Lovelace")
+    _, rows, _ = svc.leads(MID, "ada LOVE", 1, 10)
+    assert [r.name for r in rows] == ["Ada Lovelace"]  # any case, on every backend
     _, rows, _ = svc.leads(MID, "100%_", 1, 10)
     assert rows == []  # LIKE wildcards are matched literally
-    _, rows, more = svc.leads(MID, "", 1, 1)
-    assert len(rows) == 1 and more
-    _, rows, more = svc.leads(MID, "", 2, 1)
+    _, rows, more = svc.leads(MID, "", 1, 2)
+    assert len(rows) == 2 and more
+    _, rows, more = svc.leads(MID, "", 2, 2)
     assert [r.id for r in rows] == [first] and not more
 
 

@@ -40,8 +40,9 @@ class SqlConsoleQueries:
         conds = [c.mid == mid]
         if text:
             # The state is JSON with its text unescaped (ensure_ascii off), so a substring
-            # search over it finds names, mobiles and any other value; the id matches exactly.
-            conds.append(or_(c.id == text, c.state.like(_like(text), escape="\\")))
+            # search over it (case-insensitive on every backend) finds names, mobiles and any
+            # other value; the id matches exactly.
+            conds.append(or_(c.id == text, c.state.ilike(_like(text), escape="\\")))
         with self._conn() as conn:
             rows = conn.execute(
                 select(c.state)
