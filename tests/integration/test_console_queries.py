@@ -120,7 +120,8 @@ def test_deliveries_are_filtered_and_health_is_computed_from_the_last_hours_atte
     rest, _ = svc.deliveries(MID, DeliveryQuery(), cursor, 2)
     assert len(page) == 2 and len(rest) == 1 and rest[0].id not in {d.id for d in page}
 
-    ((listed, health),) = svc.subscriptions(MID)
+    ((listed, health),), (chart,) = svc.subscriptions(MID)
+    assert chart.subscription_id == sub["id"] and sum(chart.rate) * 60 == pytest.approx(3)
     assert listed.id == sub["id"] and health.attempts == 3
     codes = sorted(str(d.status) for d in found)
     assert health.successes == codes.count("delivered")

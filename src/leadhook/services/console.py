@@ -514,19 +514,26 @@ class ConsoleService:
             by_sub[s.subscription_id].append(s)
         return now, by_sub
 
-    def subscriptions(self, mid: str) -> list[tuple[Subscription, Health]]:
-        """Return every subscription of the tenant with its last hour's health."""
+    def subscription_list(self, mid: str) -> list[Subscription]:
+        """Return every subscription of the tenant, oldest first."""
+        subs: list[Subscription] = []
+        cursor: str | None = None
         with self._read() as uow:
-            subs: list[Subscription] = []
-            cursor: str | None = None
             while True:
                 page: Page[Subscription] = uow.subscriptions.page(mid, cursor, 200)
                 subs.extend(page.data)
                 cursor = page.next_cursor
                 if cursor is None:
-                    break
-        _, by_sub = self._samples(mid)
-        return [(s, health_of(by_sub.get(s.id, ()))) for s in subs]
+                    return subs
+
+    def subscriptions(
+        self, mid: str
+    ) -> tuple[list[tuple[Subscription, Health]], list[ChartSeries]]:
+        """Return every subscription with its last hour's health, and the chart of each."""
+        subs = self.subscription_list(mid)
+        now, by_sub = self._samples(mid)
+        healths = [(s, health_of(by_sub.get(s.id, ()))) for s in subs]
+        return healths, [chart_series(s, by_sub.get(s.id, ()), now) for s in subs]
 
     def subscription(self, mid: str, sub_id: str) -> tuple[Subscription, Health, ChartSeries]:
         """Return one subscription, its health and its chart, or 404."""
@@ -537,11 +544,6 @@ class ConsoleService:
         now, by_sub = self._samples(mid)
         samples = by_sub.get(sub.id, [])
         return sub, health_of(samples), chart_series(sub, samples, now)
-
-    def charts(self, mid: str, subs: Sequence[Subscription]) -> list[ChartSeries]:
-        """Return the chart series of each subscription."""
-        now, by_sub = self._samples(mid)
-        return [chart_series(s, by_sub.get(s.id, ()), now) for s in subs]
 
     # ---- deliveries ----
 

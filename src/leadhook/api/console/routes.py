@@ -221,8 +221,7 @@ def _event_types_of(values: list[str]) -> list[str]:
 def _subscriptions_page(page: PageDep, status: int = 200, **extra: Any) -> Response:
     mid = signed_in(page)
     svc = page.container.console
-    subs = svc.subscriptions(mid)
-    charts = svc.charts(mid, [s for s, _ in subs])
+    subs, charts = svc.subscriptions(mid)
     return page.render(
         "subscriptions.html",
         status=status,
@@ -398,7 +397,7 @@ def deliveries(
         until=parse_local(catalog, until),
     )
     found, nxt = svc.deliveries(mid, query, before, PER_PAGE)
-    subs = [s for s, _ in svc.subscriptions(mid)]
+    subs = svc.subscription_list(mid)
     return page.render(
         "deliveries.html",
         catalog=catalog,
