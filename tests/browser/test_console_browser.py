@@ -90,10 +90,11 @@ def test_a_leads_timeline_shows_before_and_after_in_catalog_labels(
         '.entry[data-event-type="object_update_status"] tr[data-field="leads_status"]'
     )
     assert status.locator("th").inner_text() == "线索状态"  # the catalog's label of the field
-    assert status.locator(".before").inner_text() == "-"
-    assert status.locator(".after").inner_text() == "已联系"
+    assert status.locator(".before .value").inner_text() == "-"
+    assert status.locator(".after .value").inner_text() == "已联系"
+    assert status.inner_text().split() == ["线索状态", "before:", "-", "→", "after:", "已联系"]
     owner = page.locator('.entry[data-event-type="object_change_owner"]')
-    assert "王芳" in owner.locator('tr[data-field="owner"] .after').inner_text()
+    assert "王芳" in owner.locator('tr[data-field="owner"] .after .value').inner_text()
     assert "member #3021" in owner.locator(".who").inner_text()
     assert "crm" in owner.locator(".who").inner_text()
     note = page.locator('.entry[data-event-type="object_add_notes"]')
