@@ -29,7 +29,13 @@ from leadhook.api.console.views import (
     signed_in,
 )
 from leadhook.domain.errors import BadRequestError, LeadhookError, UnauthorizedError
-from leadhook.services.console import DeliveryQuery, lead_fields, lead_row, pretty_json
+from leadhook.services.console import (
+    DeliveryQuery,
+    lead_fields,
+    lead_row,
+    local_time,
+    pretty_json,
+)
 from leadhook.services.subscriptions import REPLAYABLE
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -263,10 +269,13 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
     mid = signed_in(page)
     svc = page.container.console
     sub, health, chart = svc.subscription(mid, sub_id)
+    catalog = svc.catalog(mid)
+    hour_ago = local_time(catalog, page.container.clock() - 3600).replace(" ", "T")
     return page.render(
         "subscription.html",
         status=status,
-        catalog=svc.catalog(mid),
+        catalog=catalog,
+        replay_since=hour_ago,
         sub=sub,
         health=health,
         chart_json=page.render_json([asdict(chart)]),
@@ -403,6 +412,7 @@ def deliveries(
         catalog=catalog,
         items=found,
         subs=subs,
+        sub_names={s.id: s.description or s.url for s in subs},
         f={
             "subscription": subscription,
             "status": status,
