@@ -8,6 +8,7 @@ from functools import partial
 from sqlalchemy import Engine
 
 from leadhook.adapters.db import migrate
+from leadhook.adapters.db.console import SqlConsoleQueries
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.uow import SqlUnitOfWork
@@ -15,6 +16,7 @@ from leadhook.adapters.db.writer import GroupWriter
 from leadhook.adapters.http.sender import HttpSender
 from leadhook.adapters.system import SystemClock, SystemIds
 from leadhook.services.automation import AutomationScheduler, AutomationService, PoolService
+from leadhook.services.console import ConsoleService
 from leadhook.services.delivery import Sender
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
@@ -40,6 +42,7 @@ class Container:
     leads: LeadService
     events: EventService
     subscriptions: SubscriptionService
+    console: ConsoleService
     gate: WriteGate
     writer: GroupWriter
     pools: PoolService
@@ -126,6 +129,7 @@ def build(
             readonly_uow=readonly,
             on_enqueued=wakeup.notify,
         ),
+        console=ConsoleService(readonly, SqlConsoleQueries(engine), clock),
         gate=gate,
         writer=writer,
         pools=PoolService(leads, readonly),

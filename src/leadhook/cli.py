@@ -211,6 +211,7 @@ def print_serve_banner(url: str, settings: Settings, *, generated: bool) -> None
     console.print(f"[bold green]leadhook {__version__}[/] is serving and delivering webhooks.")
     console.print(f"  API      {url}")
     console.print(f"  Docs     {url}/docs")
+    console.print(f"  Console  {url}/console (sign in with a tenant API key)")
     console.print(f"  Metrics  {url}/metrics")
     console.print(f"  Database {display_url(settings.database_url)} (migrated)")
     if generated:

@@ -57,6 +57,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     poll_interval: float = 0.25
     automation_interval: float = 60.0  # seconds between passes of the pool rules; 0: never
+    # Signs the web console's session cookies; unset: a random secret per process (sessions
+    # end when it restarts and do not carry between processes).
+    console_secret: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -72,6 +75,7 @@ class Settings:
         settings = cls(
             database_url=env.get("LEADHOOK_DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_token=env.get("LEADHOOK_ADMIN_TOKEN") or None,
+            console_secret=env.get("LEADHOOK_CONSOLE_SECRET") or None,
             allow_private_targets=_flag(env.get("LEADHOOK_ALLOW_PRIVATE_TARGETS")),
             retry_policy=policy,
             delivery_timeout=_positive(

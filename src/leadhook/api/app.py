@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook import __version__
-from leadhook.api import problems
+from leadhook.api import console, problems
 from leadhook.api.metrics import ApiMetrics
 from leadhook.api.routes import automation, catalog, events, leads, ops, subscriptions, tenants
 from leadhook.bootstrap import Container
@@ -41,6 +41,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(subscriptions.router)
     app.include_router(subscriptions.deliveries_router)
     app.include_router(automation.router)
+    console.install(app)  # the web console at /console
     _document_webhooks(app)
     return app
 

@@ -302,7 +302,7 @@ class LeadService:
                 return 200, '{"events":[' + ",".join(payloads) + "]}"
             return 200, behaviour_body(changes.answer, payloads)
 
-        return self._commit(req, work)
+        return self._commit(req, work).result()
 
     # ---- reads ----------------------------------------------------------------------------
 

@@ -194,17 +194,9 @@ class SqlLeads(_Repo):
             self.driver.cursor().executemany(self.sql.insert_lead, [_lead_row(x) for x in leads])
 
     def update(self, lead: Lead, expected_version: int) -> None:
-        params = (
-            lead.version,
-            lead.owner,
-            lead.lead_pool,
-            lead.life_status,
-            lead.voided,
-            _dump(lead.to_json()),
-            lead.updated_at,
-            lead.id,
-            expected_version,
-        )
+        row = _lead_row(lead)
+        # Every column but id, mid and created_at (0, 1, 8), then the key and the version check.
+        params = (*row[2:8], row[9], *row[10:], lead.id, expected_version)
         if self.driver.execute(self.sql.update_lead, params).rowcount != 1:
             raise ConflictError(f"lead {lead.id} changed concurrently; retry the request")
 

@@ -47,9 +47,11 @@ SQLITE = Statements(
     # SQLite has no row locks: its write transactions are serialised whole (BEGIN IMMEDIATE).
     lead_for_update="SELECT state FROM leads WHERE id = ? AND mid = ?",
     insert_lead="""INSERT INTO leads (id, mid, version, owner, lead_pool, life_status, voided,
-        state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        state, created_at, updated_at, owner_since, last_follow_up_at, mobile_key, email_key)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
     update_lead="""UPDATE leads SET version = ?, owner = ?, lead_pool = ?, life_status = ?,
-        voided = ?, state = ?, updated_at = ? WHERE id = ? AND version = ?""",
+        voided = ?, state = ?, updated_at = ?, owner_since = ?, last_follow_up_at = ?,
+        mobile_key = ?, email_key = ? WHERE id = ? AND version = ?""",
     log_lock_shared=None,
     # A version or event id already written answers no row (and leaves the transaction usable).
     insert_event="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
@@ -73,9 +75,11 @@ POSTGRES = Statements(
     lead="SELECT state FROM leads WHERE id = %s AND mid = %s",
     lead_for_update="SELECT state FROM leads WHERE id = %s AND mid = %s FOR UPDATE",
     insert_lead="""INSERT INTO leads (id, mid, version, owner, lead_pool, life_status, voided,
-        state, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        state, created_at, updated_at, owner_since, last_follow_up_at, mobile_key, email_key)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
     update_lead="""UPDATE leads SET version = %s, owner = %s, lead_pool = %s, life_status = %s,
-        voided = %s, state = %s, updated_at = %s WHERE id = %s AND version = %s""",
+        voided = %s, state = %s, updated_at = %s, owner_since = %s, last_follow_up_at = %s,
+        mobile_key = %s, email_key = %s WHERE id = %s AND version = %s""",
     log_lock_shared=f"SELECT pg_advisory_xact_lock_shared({EVENT_LOG_LOCK}, hashtext(%s))",
     insert_event="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
         create_time, is_follow_up, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)

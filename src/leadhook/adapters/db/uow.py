@@ -101,6 +101,7 @@ class BoundUnitOfWork:
         self.subscriptions = SqlSubscriptions(conn)
         self.deliveries = SqlDeliveries(conn)
         self.idempotency = SqlIdempotency(conn)
+        self.pools = SqlPools(conn)
 
     def __enter__(self) -> Self:
         return self

@@ -29,6 +29,11 @@ async def _answer(pending: Future[tuple[int, str]]) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
+def _json(status_body: tuple[int, str]) -> Response:
+    status, body = status_body
+    return Response(body, status_code=status, media_type=JSON)
+
+
 def _with_operator(req: Request, body: m.Mutating | None) -> Request:
     op = body.operator if body is not None else None
     return replace(req, operator=Operator.parse(None if op is None else op.model_dump()))

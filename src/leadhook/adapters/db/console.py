@@ -1,0 +1,132 @@
+"""The web console's read-only queries (services/console.py, `ConsoleQueries`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, and_, or_, select
+
+from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.outbox import SqlDeliveries
+from leadhook.adapters.db.repositories import SqlEvents, _event
+from leadhook.domain.lead import Lead
+from leadhook.services.console import AttemptSample, DeliveryQuery
+from leadhook.services.ports import Delivery, StoredEvent
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern that matches `text` literally anywhere (escape char `\\`)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class SqlConsoleQueries:
+    """Each query in a read-only transaction of its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @contextmanager
+    def _conn(self) -> Iterator[Connection]:
+        with self._engine.connect() as raw:
+            conn = raw.execution_options(leadhook_readonly=True)
+            with conn.begin():
+                yield conn
+
+    def search_leads(self, mid: str, text: str, offset: int, limit: int) -> list[Lead]:
+        c = t.leads.c
+        conds = [c.mid == mid]
+        if text:
+            # The state is JSON with its text unescaped (ensure_ascii off), so a substring
+            # search over it (case-insensitive on every backend) finds names, mobiles and any
+            # other value; the id matches exactly.
+            conds.append(or_(c.id == text, c.state.ilike(_like(text), escape="\\")))
+        with self._conn() as conn:
+            rows = conn.execute(
+                select(c.state)
+                .where(and_(*conds))
+                .order_by(c.seq.desc())
+                .offset(offset)
+                .limit(limit)
+            ).all()
+        return [Lead.from_json(json.loads(r.state)) for r in rows]
+
+    def events(
+        self,
+        mid: str,
+        *,
+        event_type: str | None,
+        entity_id: str | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[StoredEvent]:
+        c = t.events.c
+        conds = [c.mid == mid]
+        if event_type:
+            conds.append(c.event_type == event_type)
+        if entity_id:
+            conds.append(c.entity_id == entity_id)
+        if before_seq is not None:
+            conds.append(c.seq < before_seq)
+        with self._conn() as conn:
+            rows = conn.execute(
+                select(t.events).where(and_(*conds)).order_by(c.seq.desc()).limit(limit)
+            ).all()
+        return [_event(r) for r in rows]
+
+    def latest_event_id(self, mid: str) -> str | None:
+        c = t.events.c
+        with self._conn() as conn:
+            # Under the log's exclusive lock, like any page of the log: every event with a
+            # lower seq has committed, so a live view that starts after this one misses none.
+            SqlEvents(conn)._log_lock(mid, shared=False)
+            row = conn.execute(
+                select(c.event_id).where(c.mid == mid).order_by(c.seq.desc()).limit(1)
+            ).first()
+        return None if row is None else str(row.event_id)
+
+    def deliveries(
+        self, mid: str, query: DeliveryQuery, before_seq: int | None, limit: int
+    ) -> list[tuple[int, Delivery]]:
+        d = t.deliveries.c
+        conds = [d.mid == mid]
+        for column, value in (
+            (d.subscription_id, query.subscription_id),
+            (d.status, query.status),
+            (d.event_type, query.event_type),
+            (d.entity_id, query.entity_id),
+        ):
+            if value:
+                conds.append(column == value)
+        if query.since is not None:
+            conds.append(d.created_at >= query.since)
+        if query.until is not None:
+            conds.append(d.created_at < query.until)
+        if before_seq is not None:
+            conds.append(d.seq < before_seq)
+        with self._conn() as conn:
+            rows = conn.execute(
+                select(t.deliveries).where(and_(*conds)).order_by(d.seq.desc()).limit(limit)
+            ).all()
+        # The listing shows the attempt count and last error; attempts are on the detail page.
+        return [(int(r.seq), SqlDeliveries._delivery(r, [])) for r in rows]
+
+    def attempts_since(self, mid: str, since: float, limit: int) -> list[AttemptSample]:
+        a = t.delivery_attempts.c
+        d = t.deliveries.c
+        with self._conn() as conn:
+            rows = conn.execute(
+                select(d.subscription_id, a.attempted_at, a.status_code, a.latency_ms, a.error)
+                .select_from(t.delivery_attempts.join(t.deliveries, d.seq == a.delivery_seq))
+                # A delivery attempted since `since` was updated since then too: this bounds
+                # the deliveries joined before the attempts are looked at.
+                .where(d.mid == mid, d.updated_at >= since, a.attempted_at >= since)
+                .order_by(a.attempted_at.desc())
+                .limit(limit)
+            ).all()
+        return [
+            AttemptSample(r.subscription_id, r.attempted_at, r.status_code, r.latency_ms, r.error)
+            for r in rows
+        ]

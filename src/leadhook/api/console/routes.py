@@ -1,0 +1,462 @@
+"""The console's pages: sign-in, leads, events (and their live stream), subscriptions, deliveries.
+
+Reads go through `ConsoleService` (container.console); changes through the services the JSON
+API uses (container.subscriptions), so the console and the API cannot disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from leadhook.api.console.i18n import LANGS
+from leadhook.api.console.session import LANG_COOKIE, Session, csrf_ok
+from leadhook.api.console.views import (
+    SECURITY_HEADERS,
+    ConsoleRoute,
+    CsrfRefused,
+    Page,
+    page_of,
+    parse_local,
+    safe_next,
+    signed_in,
+)
+from leadhook.domain.errors import BadRequestError, LeadhookError, UnauthorizedError
+from leadhook.services.console import (
+    DeliveryQuery,
+    lead_fields,
+    lead_row,
+    local_time,
+    pretty_json,
+)
+from leadhook.services.subscriptions import REPLAYABLE
+
+router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
+
+PER_PAGE = 25
+LIVE_POLL_SECONDS = 0.5
+LIVE_STREAM_SECONDS = 30.0
+"""A live stream ends after this long and the browser reconnects where it left off, so an
+open console never holds a server's graceful shutdown for long."""
+
+
+PageDep = Annotated[Page, Depends(page_of)]
+
+
+async def checked(request: Request) -> None:
+    """Refuse a POST whose form (or X-CSRF-Token header) lacks the session's CSRF token."""
+    page = await asyncio.to_thread(page_of, request)
+    form = await request.form()
+    given = form.get("csrf_token")
+    token = given if isinstance(given, str) else request.headers.get("x-csrf-token")
+    if not csrf_ok(page.session, token):
+        raise CsrfRefused("this form has no valid CSRF token: reload the page and try again")
+
+
+Csrf = Depends(checked)
+Text = Annotated[str, Form()]
+OptText = Annotated[str | None, Form()]
+
+
+# ---- entry, sign-in, language -------------------------------------------------------------
+
+
+@router.get("")
+def home(page: PageDep) -> Response:
+    """Leads when signed in, else the sign-in form."""
+    return page.redirect("/console/leads" if page.session.mid else "/console/login")
+
+
+@router.get("/login")
+def login_form(page: PageDep, next: str | None = None) -> Response:
+    """The sign-in form: one password field for a tenant API key."""
+    return page.render("login.html", next=safe_next(next))
+
+
+@router.post("/login", dependencies=[Csrf])
+def login(page: PageDep, api_key: Text = "", next: OptText = None) -> Response:
+    """Check the key; start a signed-in session (with a new CSRF token) and go on."""
+    try:
+        principal = page.container.console.sign_in(api_key)
+    except UnauthorizedError:
+        # 200, not 401: a mistyped key is an ordinary turn of the form, not a failed load
+        # that the browser would report as an error in its console.
+        return page.render("login.html", error=True, next=safe_next(next))
+    now = page.container.clock()
+    page.replace_session(page.session.signed_in(principal.mid, principal.key_id, now))
+    return page.redirect(safe_next(next))
+
+
+@router.post("/logout", dependencies=[Csrf])
+def logout(page: PageDep) -> Response:
+    """End the session (a new anonymous one replaces it)."""
+    page.replace_session(Session.new(page.container.clock()))
+    return page.redirect("/console/login")
+
+
+@router.post("/lang", dependencies=[Csrf])
+def switch_language(page: PageDep, lang: Text = "en", next: OptText = None) -> Response:
+    """Remember the chosen language in a cookie, whatever the browser asks for."""
+    response = page.redirect(safe_next(next) if page.session.mid else "/console/login")
+    if lang in LANGS:
+        response.set_cookie(
+            LANG_COOKIE,
+            lang,
+            max_age=365 * 86400,
+            path="/console",
+            samesite="strict",
+            httponly=True,
+        )
+    return response
+
+
+# ---- leads --------------------------------------------------------------------------------
+
+
+@router.get("/leads")
+def leads(
+    page: PageDep,
+    q: str = "",
+    p: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    """The tenant's leads, newest first, searched by id or any text."""
+    mid = signed_in(page)
+    catalog, rows, more = page.container.console.leads(mid, q, p, PER_PAGE)
+    return page.render("leads.html", catalog=catalog, rows=rows, q=q, p=p, more=more, nav="leads")
+
+
+@router.get("/leads/{lead_id}")
+def lead(page: PageDep, lead_id: str) -> Response:
+    """A lead's fields and its timeline, newest first."""
+    mid = signed_in(page)
+    catalog, found, entries = page.container.console.lead(mid, lead_id)
+    return page.render(
+        "lead.html",
+        catalog=catalog,
+        lead=found,
+        row=lead_row(catalog, found),
+        fields=lead_fields(catalog, found),
+        members=[catalog.member_name(m) for m in found.team_members],
+        entries=entries,
+        nav="leads",
+    )
+
+
+# ---- events -------------------------------------------------------------------------------
+
+
+@router.get("/events")
+def events(
+    page: PageDep,
+    event_type: str = "",
+    lead: str = "",
+    before: str | None = None,
+) -> Response:
+    """The event log, newest first, filtered by type and lead; a live view above it."""
+    mid = signed_in(page)
+    svc = page.container.console
+    found, nxt = svc.events(mid, event_type or None, lead.strip() or None, before, PER_PAGE)
+    catalog = svc.catalog(mid)
+    items = [(e, pretty_json(e.payload)) for e in found]
+    return page.render(
+        "events.html",
+        catalog=catalog,
+        items=items,
+        event_type=event_type,
+        lead=lead,
+        next_before=nxt,
+        live_after=svc.latest_event_id(mid) or "",
+        nav="events",
+    )
+
+
+@router.get("/events/stream")
+async def event_stream(request: Request, after: str | None = None) -> Response:
+    """Server-sent events: each event of the tenant as it commits (the log polled by position)."""
+    page = await asyncio.to_thread(page_of, request)
+    mid = signed_in(page)
+    svc = page.container.console
+    t = page.t
+    start = request.headers.get("last-event-id") or after or None
+    try:
+        await asyncio.to_thread(svc.events_after, mid, start)
+    except BadRequestError:  # not an event of this tenant: start from now
+        start = await asyncio.to_thread(svc.latest_event_id, mid)
+
+    async def stream() -> AsyncIterator[bytes]:
+        last = start
+        ends = time.monotonic() + LIVE_STREAM_SECONDS
+        yield b"retry: 500\n\n"
+        while time.monotonic() < ends and not await request.is_disconnected():
+            batch = await asyncio.to_thread(svc.events_after, mid, last)
+            for e in batch:
+                data = {
+                    "event_id": e.event_id,
+                    "event_type": e.event_type,
+                    "label": t("type." + e.event_type),
+                    "entity_id": e.entity_id,
+                    "entity_version": e.entity_version,
+                    "create_time": e.create_time,
+                    "json": pretty_json(e.payload),
+                }
+                text = json.dumps(data, ensure_ascii=False)
+                yield f"id: {e.event_id}\nevent: lead-event\ndata: {text}\n\n".encode()
+                last = e.event_id
+            if not batch:
+                await asyncio.sleep(LIVE_POLL_SECONDS)
+
+    headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+# ---- subscriptions ------------------------------------------------------------------------
+
+
+def _event_types_of(values: list[str]) -> list[str]:
+    chosen = [v for v in values if v]
+    return ["*"] if not chosen or "*" in chosen else chosen
+
+
+def _subscriptions_page(page: PageDep, status: int = 200, **extra: Any) -> Response:
+    mid = signed_in(page)
+    svc = page.container.console
+    subs, charts = svc.subscriptions(mid)
+    return page.render(
+        "subscriptions.html",
+        status=status,
+        catalog=svc.catalog(mid),
+        subs=subs,
+        chart_json=page.render_json([asdict(c) for c in charts]),
+        nav="subscriptions",
+        **extra,
+    )
+
+
+@router.get("/subscriptions")
+def subscriptions(page: PageDep) -> Response:
+    """Every subscription with its last hour's health, a chart, and a form for a new one."""
+    return _subscriptions_page(page)
+
+
+@router.post("/subscriptions", dependencies=[Csrf])
+def create_subscription(
+    page: PageDep,
+    url: Text = "",
+    description: Text = "",
+    event_types: Annotated[list[str] | None, Form()] = None,
+) -> Response:
+    """Create a subscription; its page shows the secret, this once."""
+    mid = signed_in(page)
+    fields = {"url": url.strip(), "event_types": _event_types_of(event_types or [])}
+    if description.strip():
+        fields["description"] = description.strip()
+    try:
+        created = page.container.subscriptions.create(mid, fields)
+    except LeadhookError as exc:
+        form = {"url": url, "description": description, "event_types": event_types or []}
+        return _subscriptions_page(page, status=exc.status, error=exc.detail, form=form)
+    return _subscription_page(page, created["id"], secret=created["secret"], status=201)
+
+
+def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any) -> Response:
+    mid = signed_in(page)
+    svc = page.container.console
+    sub, health, chart = svc.subscription(mid, sub_id)
+    catalog = svc.catalog(mid)
+    hour_ago = local_time(catalog, page.container.clock() - 3600).replace(" ", "T")
+    return page.render(
+        "subscription.html",
+        status=status,
+        catalog=catalog,
+        replay_since=hour_ago,
+        sub=sub,
+        health=health,
+        chart_json=page.render_json([asdict(chart)]),
+        replayable=REPLAYABLE,
+        nav="subscriptions",
+        canonical=f"/console/subscriptions/{sub.id}",
+        **extra,
+    )
+
+
+@router.get("/subscriptions/{sub_id}")
+def subscription(
+    page: PageDep, sub_id: str, done: str | None = None, n: int | None = None
+) -> Response:
+    """One subscription: its health, chart, settings and actions."""
+    return _subscription_page(page, sub_id, done=done, replayed=n)
+
+
+def _optional_number(text: str | None, integer: bool) -> float | int | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text) if integer else float(text)
+    except ValueError:
+        return text  # type: ignore[return-value]  # the service refuses it with a clear message
+
+
+@router.post("/subscriptions/{sub_id}", dependencies=[Csrf])
+def edit_subscription(
+    page: PageDep,
+    sub_id: str,
+    url: Text = "",
+    description: Text = "",
+    event_types: Annotated[list[str] | None, Form()] = None,
+    max_in_flight: OptText = None,
+    rate_limit_per_s: OptText = None,
+) -> Response:
+    """Change a subscription's settings (all or nothing)."""
+    mid = signed_in(page)
+    changes: dict[str, Any] = {
+        "url": url.strip(),
+        "description": description.strip(),
+        "event_types": _event_types_of(event_types or []),
+        "rate_limit_per_s": _optional_number(rate_limit_per_s, integer=False),
+    }
+    in_flight = _optional_number(max_in_flight, integer=True)
+    if in_flight is not None:
+        changes["max_in_flight"] = in_flight
+    try:
+        page.container.subscriptions.update(mid, sub_id, changes)
+    except LeadhookError as exc:
+        if exc.status == 404:
+            raise
+        return _subscription_page(page, sub_id, status=exc.status, error=exc.detail)
+    return page.redirect(f"/console/subscriptions/{sub_id}?done=saved")
+
+
+@router.post("/subscriptions/{sub_id}/enable", dependencies=[Csrf])
+def enable(page: PageDep, sub_id: str) -> Response:
+    """Enable the subscription (its pending deliveries flow again)."""
+    page.container.subscriptions.update(signed_in(page), sub_id, {"enabled": True})
+    return page.redirect(f"/console/subscriptions/{sub_id}?done=saved")
+
+
+@router.post("/subscriptions/{sub_id}/disable", dependencies=[Csrf])
+def disable(page: PageDep, sub_id: str) -> Response:
+    """Disable the subscription (nothing is sent to it until enabled)."""
+    page.container.subscriptions.update(signed_in(page), sub_id, {"enabled": False})
+    return page.redirect(f"/console/subscriptions/{sub_id}?done=saved")
+
+
+@router.post("/subscriptions/{sub_id}/rotate-secret", dependencies=[Csrf])
+def rotate(page: PageDep, sub_id: str) -> Response:
+    """Issue a new secret and show it, this once."""
+    rotated = page.container.subscriptions.rotate_secret(signed_in(page), sub_id)
+    return _subscription_page(page, sub_id, secret=rotated["secret"], rotated=True)
+
+
+@router.post("/subscriptions/{sub_id}/test", dependencies=[Csrf])
+async def send_test(request: Request, sub_id: str) -> Response:
+    """Send a signed test event now and show how the endpoint answered."""
+    page = await asyncio.to_thread(page_of, request)
+    result = await page.container.subscriptions.send_test(signed_in(page), sub_id)
+    return await asyncio.to_thread(_subscription_page, page, sub_id, test=result)
+
+
+@router.post("/subscriptions/{sub_id}/replay", dependencies=[Csrf])
+def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> Response:
+    """Queue again the finished deliveries created since a time (tenant's timezone)."""
+    mid = signed_in(page)
+    catalog = page.container.console.catalog(mid)
+    try:
+        at = parse_local(catalog, since)
+        answer = page.container.subscriptions.replay(
+            mid, sub_id, at if at is not None else -1, status or None
+        )
+    except LeadhookError as exc:
+        if exc.status == 404:
+            raise
+        return _subscription_page(page, sub_id, status=exc.status, error=exc.detail)
+    return page.redirect(f"/console/subscriptions/{sub_id}?done=replayed&n={answer['replayed']}")
+
+
+# ---- deliveries ---------------------------------------------------------------------------
+
+
+@router.get("/deliveries")
+def deliveries(
+    page: PageDep,
+    subscription: str = "",
+    status: str = "",
+    event_type: str = "",
+    lead: str = "",
+    since: str = "",
+    until: str = "",
+    before: str | None = None,
+) -> Response:
+    """Deliveries across subscriptions, newest first, filtered."""
+    mid = signed_in(page)
+    svc = page.container.console
+    catalog = svc.catalog(mid)
+    query = DeliveryQuery(
+        subscription_id=subscription or None,
+        status=status or None,
+        event_type=event_type or None,
+        entity_id=lead.strip() or None,
+        since=parse_local(catalog, since),
+        until=parse_local(catalog, until),
+    )
+    found, nxt = svc.deliveries(mid, query, before, PER_PAGE)
+    subs = svc.subscription_list(mid)
+    return page.render(
+        "deliveries.html",
+        catalog=catalog,
+        items=found,
+        subs=subs,
+        sub_names={s.id: s.description or s.url for s in subs},
+        f={
+            "subscription": subscription,
+            "status": status,
+            "event_type": event_type,
+            "lead": lead,
+            "since": since,
+            "until": until,
+        },
+        next_before=nxt,
+        nav="deliveries",
+    )
+
+
+@router.get("/deliveries/{delivery_id}")
+def delivery(page: PageDep, delivery_id: str, done: str | None = None) -> Response:
+    """One delivery: what it sends, each attempt's headers, answer and latency."""
+    return _delivery_page(page, delivery_id, done=done)
+
+
+def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any) -> Response:
+    mid = signed_in(page)
+    svc = page.container.console
+    found, body, attempts = svc.delivery(mid, delivery_id)
+    return page.render(
+        "delivery.html",
+        status=status,
+        catalog=svc.catalog(mid),
+        d=found,
+        body=pretty_json(body),
+        attempts=attempts,
+        nav="deliveries",
+        canonical=f"/console/deliveries/{found.id}",
+        **extra,
+    )
+
+
+@router.post("/deliveries/{delivery_id}/retry", dependencies=[Csrf])
+def retry(page: PageDep, delivery_id: str) -> Response:
+    """Send the delivery again now, with a fresh retry schedule."""
+    mid = signed_in(page)
+    try:
+        page.container.subscriptions.retry(mid, delivery_id)
+    except LeadhookError as exc:
+        if exc.status == 404:
+            raise
+        return _delivery_page(page, delivery_id, status=exc.status, error=exc.detail)
+    return page.redirect(f"/console/deliveries/{delivery_id}?done=retried")

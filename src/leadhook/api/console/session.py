@@ -1,0 +1,95 @@
+"""The console's session cookie: signed (HMAC-SHA256), HttpOnly, SameSite=Strict, with a CSRF token.
+
+The cookie holds who signed in (tenant and key id), a random CSRF token and when the session
+began, as base64url JSON followed by its HMAC. It is signed, not encrypted: it holds no secret.
+A visitor who has not signed in gets a session too (no tenant), so that the sign-in form
+carries a CSRF token like every other form.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass, replace
+from typing import Any
+
+COOKIE = "leadhook_console"
+LANG_COOKIE = "leadhook_console_lang"
+MAX_AGE = 12 * 3600
+"""Seconds a session lasts from sign-in; then the console asks for the key again."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """One browser's session; `mid` is None until it signs in."""
+
+    csrf: str
+    issued_at: float
+    mid: str | None = None
+    key_id: str | None = None
+
+    @classmethod
+    def new(cls, now: float) -> Session:
+        """Start an anonymous session with a fresh CSRF token."""
+        return cls(csrf=secrets.token_urlsafe(32), issued_at=now)
+
+    def signed_in(self, mid: str, key_id: str, now: float) -> Session:
+        """Return the session of a tenant that just signed in (a new CSRF token with it)."""
+        return replace(Session.new(now), mid=mid, key_id=key_id)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionSigner:
+    """Encode and verify session cookies with a server secret."""
+
+    def __init__(self, secret: str | None) -> None:
+        raw = secret.encode() if secret else secrets.token_bytes(32)
+        # A key of its own for this purpose, whatever else the configured secret is used for.
+        self._key = hashlib.sha256(b"leadhook console session\x00" + raw).digest()
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+    def dumps(self, session: Session) -> str:
+        """Return the cookie value of a session."""
+        data: dict[str, Any] = {"c": session.csrf, "t": int(session.issued_at)}
+        if session.mid is not None:
+            data["m"], data["k"] = session.mid, session.key_id
+        payload = _b64(json.dumps(data, separators=(",", ":")).encode())
+        return f"{payload}.{self._mac(payload)}"
+
+    def loads(self, value: str | None, now: float) -> Session | None:
+        """Return the session of a cookie value, or None if it is forged, malformed or expired."""
+        if not value or value.count(".") != 1 or len(value) > 4096:
+            return None
+        payload, mac = value.split(".")
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            return None
+        try:
+            data = json.loads(_unb64(payload))
+            session = Session(
+                csrf=str(data["c"]),
+                issued_at=float(data["t"]),
+                mid=None if data.get("m") is None else str(data["m"]),
+                key_id=None if data.get("k") is None else str(data["k"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not 0 <= now - session.issued_at <= MAX_AGE:
+            return None
+        return session
+
+
+def csrf_ok(session: Session, given: str | None) -> bool:
+    """Tell whether a form's (or header's) CSRF token is this session's."""
+    return bool(given) and hmac.compare_digest(session.csrf.encode(), (given or "").encode())

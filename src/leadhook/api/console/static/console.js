@@ -1,0 +1,91 @@
+// leadhook console: the live event view (server-sent events) and the delivery charts (uPlot).
+// Loaded from this server only; no inline script is needed anywhere (see the page's CSP).
+(function () {
+  "use strict";
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function startLive(section) {
+    var list = document.getElementById("live-events");
+    var state = document.getElementById("live-state");
+    var empty = document.getElementById("live-empty");
+    var lead = section.getAttribute("data-lead");
+    var type = section.getAttribute("data-type");
+    var url = section.getAttribute("data-stream");
+    var after = section.getAttribute("data-after");
+    if (after) url += "?after=" + encodeURIComponent(after);
+    var source = new EventSource(url);
+    source.onopen = function () { state.textContent = section.getAttribute("data-connected"); };
+    source.onerror = function () { state.textContent = section.getAttribute("data-disconnected"); };
+    source.addEventListener("lead-event", function (message) {
+      var e = JSON.parse(message.data);
+      if ((lead && e.entity_id !== lead) || (type && e.event_type !== type)) return;
+      if (empty) { empty.remove(); empty = null; }
+      var item = el("li", { "class": "event-item new", "data-event-id": e.event_id });
+      var details = el("details");
+      var summary = el("summary");
+      summary.appendChild(el("strong", {}, e.label));
+      summary.appendChild(document.createTextNode(" "));
+      summary.appendChild(el("code", {}, e.event_type));
+      summary.appendChild(document.createTextNode(" · "));
+      summary.appendChild(el("a", { href: "/console/leads/" + encodeURIComponent(e.entity_id) }, e.entity_id));
+      summary.appendChild(document.createTextNode(" v" + e.entity_version));
+      details.appendChild(summary);
+      details.appendChild(el("pre", { "class": "json" }, e.json));
+      item.appendChild(details);
+      list.insertBefore(item, list.firstChild);
+      while (list.children.length > 200) list.removeChild(list.lastChild);
+    });
+    window.addEventListener("pagehide", function () { source.close(); });
+  }
+
+  function drawCharts(box) {
+    var data = JSON.parse(document.getElementById("chart-data").textContent);
+    if (!window.uPlot || !data.length) return;
+    var width = Math.max(260, Math.min(box.clientWidth || 600, 1100));
+    var rateLabel = box.getAttribute("data-rate");
+    var failLabel = box.getAttribute("data-failures");
+    var zone = box.getAttribute("data-tz");  // times on the axis in the tenant's timezone
+    var colors = ["#1f5fbf", "#1b7a3d", "#8a4fd6", "#b36b00", "#0f7c8c", "#b3261e"];
+    function chart(title, values, label, scale) {
+      var wrap = el("div", { "class": "chart-box" });
+      wrap.appendChild(el("h3", {}, title));
+      box.appendChild(wrap);
+      var series = [{}];
+      data.forEach(function (s, i) {
+        series.push({ label: s.label, stroke: colors[i % colors.length], width: 2, spanGaps: false });
+      });
+      var columns = [data[0].times].concat(data.map(values));
+      new window.uPlot({
+        width: width, height: 180,
+        tzDate: function (ts) { return zone ? window.uPlot.tzDate(new Date(ts * 1e3), zone) : new Date(ts * 1e3); },
+        series: series,
+        scales: { y: scale },
+        axes: [{}, { label: label, size: 60 }],
+      }, columns, wrap);
+    }
+    chart(rateLabel, function (s) { return s.rate; }, rateLabel, { range: function (u, min, max) { return [0, Math.max(1, max)]; } });
+    chart(failLabel, function (s) { return s.failure_pct; }, failLabel, { range: [0, 100] });
+  }
+
+  function init() {
+    // A page answered to a POST (a new subscription, a rotated secret) shows its real address,
+    // so that reloading it reads the page again rather than repeating the POST.
+    var canonical = document.body.getAttribute("data-canonical");
+    if (canonical && canonical !== location.pathname + location.search) {
+      history.replaceState(null, "", canonical);
+    }
+    var live = document.getElementById("live");
+    if (live) startLive(live);
+    var charts = document.getElementById("charts");
+    if (charts) drawCharts(charts);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

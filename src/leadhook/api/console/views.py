@@ -1,0 +1,253 @@
+"""What every console page needs: the request's session and language, rendering, errors.
+
+Pages are rendered on the server with Jinja2; htmx (served from the package) only makes some
+of them quicker (search as you type, the test send's answer in place). Every form works
+without JavaScript, and every POST must carry the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from leadhook import __version__
+from leadhook.api.console import i18n
+from leadhook.api.console.session import COOKIE, LANG_COOKIE, MAX_AGE, Session, SessionSigner
+from leadhook.bootstrap import Container
+from leadhook.domain.catalog import Catalog
+from leadhook.domain.errors import LeadhookError, ValidationError
+from leadhook.domain.events import EVENT_TYPES
+from leadhook.services.console import Principal, local_time
+
+# Scripts and styles from this server only; htmx's own indicator styles are turned off in
+# the page's htmx-config so that it needs no inline style element.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'"
+    ),
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+_env = Environment(
+    loader=PackageLoader("leadhook.api.console", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+class SignInRequired(Exception):
+    """The page needs a signed-in tenant; the browser is sent to the sign-in form."""
+
+
+class CsrfRefused(LeadhookError):
+    """A form posted without this session's CSRF token."""
+
+    status = 403
+
+
+def _fmt_number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+_env.filters["num"] = _fmt_number
+_env.filters["pct"] = _fmt_pct
+
+
+@dataclass
+class Page:
+    """The state of one console request: container, session, language, tenant."""
+
+    request: Request
+    container: Container
+    signer: SessionSigner
+    session: Session
+    lang: str
+    fresh: bool = False  # the session is new or changed: send its cookie
+    vars: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def t(self) -> Callable[[str], str]:
+        """The translator of this request's language."""
+        return i18n.translator(self.lang)
+
+    @property
+    def mid(self) -> str:
+        """The signed-in tenant (the page required one)."""
+        assert self.session.mid is not None
+        return self.session.mid
+
+    def replace_session(self, session: Session) -> None:
+        """Use a new session from now on (sign-in, sign-out) and send its cookie."""
+        self.session = session
+        self.fresh = True
+
+    def render(self, template: str, status: int = 200, **context: Any) -> Response:
+        """Render a template with what every page shows (navigation, language, CSRF)."""
+        catalog: Catalog | None = context.get("catalog")
+        html = _env.get_template(template).render(
+            t=self.t,
+            lang=self.lang,
+            csrf=self.session.csrf,
+            mid=self.session.mid,
+            path=self.request.url.path,
+            here=_here(self.request),
+            version=__version__,
+            event_types=EVENT_TYPES,
+            when=lambda at: _when(catalog, at),
+            query=lambda **kw: _query(self.request, **kw),
+            **context,
+        )
+        return self.finish(HTMLResponse(html, status_code=status))
+
+    def redirect(self, url: str) -> Response:
+        """Answer 303 See Other to `url` (after a POST, so a reload does not repeat it)."""
+        return self.finish(RedirectResponse(url, status_code=303))
+
+    def finish(self, response: Response) -> Response:
+        """Add the security headers and, when it changed, the session cookie."""
+        response.headers.update(SECURITY_HEADERS)
+        if self.fresh:
+            response.set_cookie(
+                COOKIE,
+                self.signer.dumps(self.session),
+                max_age=MAX_AGE,
+                path="/console",
+                httponly=True,
+                samesite="strict",
+                secure=self.request.url.scheme == "https",
+            )
+        return response
+
+    @staticmethod
+    def render_json(value: Any) -> str:
+        """Serialise data for a page's script (read from a `type=application/json` element)."""
+        return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+
+
+def _here(request: Request) -> str:
+    path = request.url.path
+    return path + ("?" + request.url.query if request.url.query else "")
+
+
+def _query(request: Request, **changes: Any) -> str:
+    """The current query string with some parameters changed (None removes one)."""
+    params = dict(request.query_params)
+    for key, value in changes.items():
+        if value is None or value == "":
+            params.pop(key, None)
+        else:
+            params[key] = str(value)
+    return "?" + urlencode(params) if params else "?"
+
+
+def _when(catalog: Catalog | None, at: float | None) -> str:
+    if at is None:
+        return "-"
+    if catalog is not None:
+        return local_time(catalog, at)
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def parse_local(catalog: Catalog, text: str | None) -> float | None:
+    """Read a `datetime-local` input (or unix seconds) as a time in the tenant's timezone."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else _from_local(catalog, text)
+    except ValueError:
+        raise ValidationError(f"{text!r} is not a time (YYYY-MM-DDTHH:MM)") from None
+
+
+def _from_local(catalog: Catalog, text: str) -> float:
+    naive = datetime.fromisoformat(text)
+    if naive.tzinfo is not None:
+        return naive.timestamp()
+    return naive.replace(tzinfo=ZoneInfo(catalog.timezone)).timestamp()
+
+
+def page_of(request: Request) -> Page:
+    """Build the request's Page: its session (a new one if none is valid) and language."""
+    container: Container = request.app.state.container
+    signer: SessionSigner = request.app.state.console_signer
+    now = container.clock()
+    session = signer.loads(request.cookies.get(COOKIE), now)
+    fresh = session is None
+    if session is None:
+        session = Session.new(now)
+    elif session.mid is not None and session.key_id is not None:
+        principal = Principal(session.mid, session.key_id)
+        if not container.console.still_valid(principal):
+            session, fresh = Session.new(now), True
+    lang = i18n.pick(request.headers.get("accept-language"), request.cookies.get(LANG_COOKIE))
+    return Page(request, container, signer, session, lang, fresh)
+
+
+def signed_in(page: Page) -> str:
+    """Return the signed-in tenant, or send the browser to sign in."""
+    if page.session.mid is None:
+        raise SignInRequired
+    return page.session.mid
+
+
+def safe_next(value: str | None) -> str:
+    """A redirect target inside the console only (never another site)."""
+    if value and value.startswith("/console") and not value.startswith("//"):
+        return value
+    return "/console/leads"
+
+
+def error_page(request: Request, status: int, title_key: str, detail: str) -> Response:
+    """Render an error as a page of the console, in its language."""
+    page = page_of(request)
+    return page.render("error.html", status=status, title_key=title_key, detail=detail)
+
+
+_TITLES = {400: "bad_request", 403: "forbidden", 404: "not_found", 422: "bad_request"}
+
+
+class ConsoleRoute(APIRoute):
+    """Console routes answer errors with pages (not problem+json) and send strangers to sign in."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInRequired:
+                target = "/console/login?" + urlencode({"next": _here(request)})
+                response = RedirectResponse(target, status_code=303)
+                response.headers.update(SECURITY_HEADERS)
+                return response
+            except LeadhookError as exc:
+                title = _TITLES.get(exc.status, "bad_request")
+                return error_page(request, exc.status, title, exc.detail)
+            except RequestValidationError as exc:
+                detail = "; ".join(
+                    f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                return error_page(request, 400, "bad_request", detail)
+
+        return route

@@ -1,0 +1,288 @@
+"""The console in a real browser: sign-in, leads and timelines, live events, subscriptions,
+a failing delivery retried after its receiver recovers, replay, tenant isolation and CSRF."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from console_support import ConsoleLog, Server, Tenant, screenshot
+from delivery_support import Receiver
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.slow
+
+
+def sign_in(page: Any, server: Server, tenant: Tenant, next_path: str = "") -> None:
+    page.goto(server.url + "/console" + next_path)
+    page.get_by_label("Tenant API key").fill(tenant.key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/console/(?!login)"))
+
+
+def until(check: Any, page: Any, what: str, timeout: float = 15.0) -> None:
+    """Reload the page until `check()` holds (the dispatcher works in the background)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+        page.reload()
+
+
+def test_sign_in_with_a_key_then_sign_out(
+    page: Any, server: Server, acme: Tenant, tmp_path: Path
+) -> None:
+    resp = page.goto(server.url + "/console")
+    assert page.url.endswith("/console/login")
+    assert resp.ok
+    cookie = next(c for c in page.context.cookies() if c["name"] == "leadhook_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    screenshot(page, "login", tmp_path)
+
+    page.get_by_label("Tenant API key").fill("lh_not-a-key")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("alert").get_by_text("Unknown or revoked API key.").wait_for()
+
+    page.get_by_label("Tenant API key").fill(acme.key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/console/leads")
+    assert page.get_by_role("heading", name="Leads").is_visible()
+    assert page.locator(".tenant").inner_text() == "acme"
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/console/login")
+    page.goto(server.url + "/console/leads")
+    assert "/console/login" in page.url  # signed out for real
+
+
+def test_a_leads_timeline_shows_before_and_after_in_catalog_labels(
+    page: Any, server: Server, acme: Tenant, tmp_path: Path
+) -> None:
+    lead = acme.lead("赵拥晨", "13800138000")
+    acme.lead("李四", "13900139000")
+    operator = {"operator_type": 2, "operator_id": 3021, "login_platform": "crm"}
+    acme.call(
+        "POST",
+        f"/v1/leads/{lead}/owner",
+        json={"owner": "wang_fang", "scene_type": 3, "operator": operator},
+    )
+    acme.call("POST", f"/v1/leads/{lead}/status", json={"leads_status": "contacted"})
+    acme.call(
+        "POST", f"/v1/leads/{lead}/notes", json={"notes": "Wants a trial", "is_follow_up": True}
+    )
+    sign_in(page, server, acme)
+
+    page.get_by_label("Search").fill("1380013")
+    page.wait_for_url(re.compile(r"q=1380013"))
+    rows = page.locator("#results tbody tr")
+    expect(rows).to_have_count(1)  # typed: htmx searched as the text came
+    assert "王芳" in rows.first.inner_text() and "已联系" in rows.first.inner_text()
+    screenshot(page, "leads", tmp_path)
+
+    rows.first.get_by_role("link", name="赵拥晨").click()
+    page.wait_for_url(f"**/console/leads/{lead}")
+    status = page.locator(
+        '.entry[data-event-type="object_update_status"] tr[data-field="leads_status"]'
+    )
+    assert status.locator("th").inner_text() == "线索状态"  # the catalog's label of the field
+    assert status.locator(".before .value").inner_text() == "-"
+    assert status.locator(".after .value").inner_text() == "已联系"
+    assert status.inner_text().split() == ["线索状态", "before:", "-", "→", "after:", "已联系"]
+    owner = page.locator('.entry[data-event-type="object_change_owner"]')
+    assert "王芳" in owner.locator('tr[data-field="owner"] .after .value').inner_text()
+    assert "member #3021" in owner.locator(".who").inner_text()
+    assert "crm" in owner.locator(".who").inner_text()
+    note = page.locator('.entry[data-event-type="object_add_notes"]')
+    assert note.locator(".badge.follow").inner_text() == "Follow-up"
+    assert "Wants a trial" in note.inner_text()
+    screenshot(page, "lead", tmp_path)
+
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than it
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0
+    screenshot(page, "lead-phone", tmp_path)
+
+
+def test_keyboard_reaches_the_content_and_the_navigation(
+    page: Any, server: Server, acme: Tenant
+) -> None:
+    sign_in(page, server, acme)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")  # past the brand, to the first navigation link
+    assert page.evaluate("document.activeElement.textContent") == "Leads"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/console/events")
+
+
+def test_an_event_arrives_live(page: Any, server: Server, acme: Tenant, tmp_path: Path) -> None:
+    sign_in(page, server, acme, "/events")
+    page.goto(server.url + "/console/events")
+    page.locator("#live-state").get_by_text("connected").wait_for()
+    lead = acme.lead("王五", "13700137000")
+    live = page.locator(f'#live-events [data-event-id] a[href="/console/leads/{lead}"]')
+    live.wait_for(timeout=10_000)
+    item = page.locator("#live-events li").first
+    assert "Created" in item.inner_text()
+    item.locator("summary").click()
+    assert '"event_type": "object_create"' in item.locator("pre").inner_text()
+    screenshot(page, "events", tmp_path)
+
+    page.goto(server.url + f"/console/events?lead={lead}")
+    page.locator("#live-state").get_by_text("connected").wait_for()
+    logged = page.locator("ol.events").nth(1).locator("li")
+    assert logged.count() == 1
+    logged.first.locator("summary").click()  # its JSON, pretty-printed
+    assert '\n  "mid": "acme"' in logged.first.locator("pre").inner_text()
+
+
+def test_a_failed_delivery_is_retried_after_the_receiver_recovers_then_replayed(
+    page: Any, server: Server, acme: Tenant, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.behaviour = lambda r, n: (500, {}, 0.0)
+    sign_in(page, server, acme, "/subscriptions")
+    page.goto(server.url + "/console/subscriptions")
+    page.get_by_label("Endpoint URL").fill(receiver.url("/crm"))
+    page.get_by_label("Description").fill("CRM sync")
+    page.get_by_role("button", name="Create").click()
+    secret = page.get_by_test_id("secret").inner_text()
+    assert secret.startswith("whsec_")
+    receiver.secrets.append(secret)
+    sub_id = page.locator("p.meta code").inner_text()
+    assert page.url == server.url + f"/console/subscriptions/{sub_id}"  # reloadable, no resend
+
+    page.get_by_role("button", name="Send a test event").click()
+    assert "HTTP 500" in page.get_by_test_id("test-result").inner_text()
+
+    lead = acme.lead("钱七", "13600136000")
+    page.goto(server.url + f"/console/deliveries?subscription={sub_id}&lead={lead}")
+    failed = page.locator('tr[data-status="failed"]')
+    until(lambda: failed.count() == 1, page, "the delivery to fail")
+    failed.get_by_role("link", name="Open").click()
+    page.wait_for_url("**/console/deliveries/*")
+    attempt = page.locator("article.attempt").first
+    assert attempt.locator(".status-code").inner_text() == "HTTP 500"
+    assert attempt.locator("pre.response").inner_text() == "answer 500"
+    attempt.locator("summary").click()
+    assert "webhook-timestamp" in attempt.locator("table.headers").inner_text()
+
+    receiver.behaviour = lambda r, n: (200, {}, 0.0)  # the receiver recovers
+    page.get_by_role("button", name="Retry now").click()
+    page.get_by_role("status").get_by_text("Queued again").wait_for()
+    status = page.get_by_test_id("delivery-status")
+    until(lambda: status.inner_text() == "delivered", page, "the retry to be delivered")
+    assert page.locator("article.attempt").count() == 2
+    screenshot(page, "delivery", tmp_path)
+    page.goto(server.url + f"/console/deliveries?subscription={sub_id}")
+    screenshot(page, "deliveries", tmp_path)
+    event_id = acme.call("GET", f"/v1/events?entity_id={lead}").json()["data"][0]["event_id"]
+    assert sum(r.msg_id == event_id for r in receiver.acked()) == 1
+
+    page.goto(server.url + f"/console/subscriptions/{sub_id}")
+    zone = ZoneInfo("Asia/Shanghai")  # the tenant's timezone: the form's times are in it
+    since = (datetime.now(zone) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S")
+    page.get_by_label("Since").fill(since)
+    page.get_by_role("button", name="Replay", exact=True).click()
+    assert int(page.get_by_test_id("replayed").inner_text()) >= 1
+    deadline = time.monotonic() + 15
+    while sum(r.msg_id == event_id for r in receiver.acked()) < 2:
+        assert time.monotonic() < deadline, "the replayed delivery did not arrive"
+        time.sleep(0.05)
+    assert all(r.verified_with == [secret] for r in receiver.acked() if r.msg_id == event_id)
+    page.reload()
+    assert page.locator('dd[data-stat="success"]').inner_text() != "-"
+    screenshot(page, "subscription", tmp_path)
+    page.goto(server.url + "/console/subscriptions")
+    assert page.locator(f'tr[data-subscription="{sub_id}"]').is_visible()
+    page.locator("#charts canvas").first.wait_for()
+    screenshot(page, "subscriptions", tmp_path)
+
+
+def test_another_tenants_ids_answer_404(
+    page: Any,
+    server: Server,
+    acme: Tenant,
+    other: Tenant,
+    receiver: Receiver,
+    console_log: ConsoleLog,
+) -> None:
+    console_log.http_errors_expected = True
+    sub = other.call(
+        "POST", "/v1/subscriptions", json={"url": receiver.url("/other"), "event_types": ["*"]}
+    ).json()
+    lead = other.lead("外人", "13500135000")
+    deliveries = other.call("GET", f"/v1/subscriptions/{sub['id']}/deliveries").json()["data"]
+    sign_in(page, server, acme)
+    for path in (
+        f"/console/leads/{lead}",
+        f"/console/subscriptions/{sub['id']}",
+        f"/console/deliveries/{deliveries[0]['id']}",
+    ):
+        resp = page.goto(server.url + path)
+        assert resp.status == 404, path
+        assert page.get_by_role("heading", name="Not found").is_visible()
+    listing = page.goto(server.url + f"/console/deliveries?subscription={sub['id']}")
+    assert listing.status == 200 and page.locator("tbody tr").count() == 0
+    csrf = page.locator('input[name="csrf_token"]').first.get_attribute("value")
+    retry = page.request.post(
+        server.url + f"/console/deliveries/{deliveries[0]['id']}/retry",
+        form={"csrf_token": csrf},
+        max_redirects=0,
+    )
+    assert retry.status == 404
+
+
+def test_a_form_without_its_csrf_token_is_refused(
+    page: Any, server: Server, acme: Tenant, receiver: Receiver, console_log: ConsoleLog
+) -> None:
+    console_log.http_errors_expected = True
+    sub = acme.call(
+        "POST", "/v1/subscriptions", json={"url": receiver.url("/csrf"), "event_types": ["*"]}
+    ).json()
+    sign_in(page, server, acme)
+    page.goto(server.url + f"/console/subscriptions/{sub['id']}")
+    form = page.locator(f'form[action="/console/subscriptions/{sub["id"]}/disable"]')
+    form.locator('input[name="csrf_token"]').evaluate("input => input.remove()")
+    with page.expect_response(re.compile(r"/disable$")) as answer:
+        form.get_by_role("button", name="Disable").click()
+    assert answer.value.status == 403
+    assert page.get_by_role("heading", name="Refused").is_visible()
+    assert acme.call("GET", f"/v1/subscriptions/{sub['id']}").json()["enabled"] is True
+    # A token of another session is no better than none.
+    forged = page.request.post(
+        server.url + f"/console/subscriptions/{sub['id']}/disable",
+        form={"csrf_token": "x" * 43},
+        max_redirects=0,
+    )
+    assert forged.status == 403
+    assert acme.call("GET", f"/v1/subscriptions/{sub['id']}").json()["enabled"] is True
+
+
+def test_the_language_follows_the_browser_and_the_switch(
+    browser: Any, server: Server, acme: Tenant, console_log: ConsoleLog, tmp_path: Path
+) -> None:
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    page.on("console", console_log.on_console)
+    try:
+        page.goto(server.url + "/console/login")
+        assert page.get_by_role("heading", name="登录").is_visible()
+        page.get_by_label("租户 API 密钥").fill(acme.key)
+        page.get_by_role("button", name="登录").click()
+        page.wait_for_url("**/console/leads")
+        assert page.get_by_role("link", name="订阅").is_visible()
+        screenshot(page, "leads-zh", tmp_path)
+        page.get_by_role("button", name="EN").click()
+        page.wait_for_url("**/console/leads")
+        assert page.get_by_role("link", name="Subscriptions").is_visible()
+        assert page.locator("html").get_attribute("lang") == "en"
+    finally:
+        context.close()
+    assert console_log.errors == []

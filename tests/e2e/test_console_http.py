@@ -1,0 +1,153 @@
+"""The console over HTTP without a browser: sessions, CSRF, isolation, headers, assets."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from leadhook.api.app import create_app
+from leadhook.bootstrap import build
+from leadhook.settings import Settings
+
+ADMIN = "console-admin"
+
+
+@pytest.fixture
+def client(tmp_path: Any) -> Iterator[TestClient]:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/console.db",
+        admin_token=ADMIN,
+        allow_private_targets=True,
+        console_secret="s3cret",
+    )
+    container = build(settings)
+    with TestClient(create_app(container), follow_redirects=False) as c:
+        yield c
+    container.close()
+
+
+def tenant(client: TestClient, mid: str) -> str:
+    resp = client.post(
+        "/v1/tenants", json={"mid": mid}, headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    assert resp.status_code == 201, resp.text
+    key: str = resp.json()["api_key"]
+    return key
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+def sign_in(client: TestClient, key: str) -> str:
+    token = csrf_of(client.get("/console/login").text)
+    resp = client.post("/console/login", data={"api_key": key, "csrf_token": token})
+    assert resp.status_code == 303 and resp.headers["location"] == "/console/leads"
+    return csrf_of(client.get("/console/leads").text)
+
+
+def test_pages_need_a_session_and_the_cookie_is_locked_down(client: TestClient) -> None:
+    resp = client.get("/console/leads?q=x")
+    assert resp.status_code == 303
+    assert resp.headers["location"] == "/console/login?next=%2Fconsole%2Fleads%3Fq%3Dx"
+    login = client.get("/console/login")
+    cookie = login.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+    csp = login.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert login.headers["cache-control"] == "no-store"
+
+
+def test_sign_in_needs_the_forms_csrf_token_and_a_valid_key(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    client.get("/console/login")
+    refused = client.post("/console/login", data={"api_key": key})
+    assert refused.status_code == 403
+    token = csrf_of(client.get("/console/login").text)
+    wrong = client.post("/console/login", data={"api_key": "lh_nope", "csrf_token": token})
+    assert wrong.status_code == 200 and "Unknown or revoked API key." in wrong.text
+    elsewhere = client.post(
+        "/console/login",
+        data={"api_key": key, "csrf_token": token, "next": "https://evil.example/"},
+    )
+    assert elsewhere.headers["location"] == "/console/leads"  # never off the console
+
+
+def test_a_tenant_sees_only_its_own_objects(client: TestClient) -> None:
+    mine, theirs = tenant(client, "acme"), tenant(client, "other")
+    auth = {"Authorization": f"Bearer {theirs}"}
+    lead = client.post("/v1/leads", json={"fields": {"name": "外人"}}, headers=auth).json()
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]},
+        headers=auth,
+    ).json()
+    token = sign_in(client, mine)
+    for path in (f"/console/leads/{lead['lead']['id']}", f"/console/subscriptions/{sub['id']}"):
+        resp = client.get(path)
+        assert resp.status_code == 404 and "Not found" in resp.text
+    resp = client.post(f"/console/subscriptions/{sub['id']}/disable", data={"csrf_token": token})
+    assert resp.status_code == 404
+    assert client.get(f"/v1/subscriptions/{sub['id']}", headers=auth).json()["enabled"] is True
+    assert "外人" not in client.get("/console/leads").text
+
+
+def test_a_subscription_made_in_the_console_is_the_apis(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    token = sign_in(client, key)
+    resp = client.post(
+        "/console/subscriptions",
+        data={
+            "csrf_token": token,
+            "url": "http://127.0.0.1:9/hook",
+            "description": "CRM",
+            "event_types": ["object_create", "object_voids"],
+        },
+    )
+    assert resp.status_code == 201
+    secret = re.search(r'data-testid="secret">(whsec_[^<]+)<', resp.text)
+    assert secret is not None
+    (sub,) = client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {key}"}).json()[
+        "data"
+    ]
+    assert sub["event_types"] == ["object_create", "object_voids"] and sub["description"] == "CRM"
+    bad = client.post(
+        "/console/subscriptions", data={"csrf_token": token, "url": "ftp://x", "event_types": "*"}
+    )
+    assert bad.status_code == 422 and 'role="alert"' in bad.text
+    again = client.get(f"/console/subscriptions/{sub['id']}")
+    assert again.status_code == 200 and secret.group(1) not in again.text  # shown once
+
+
+def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
+    sign_in(client, tenant(client, "acme"))
+    resp = client.get("/console/deliveries?since=yesterday")
+    assert resp.status_code == 422 and "is not a time" in resp.text
+    resp = client.get("/console/events?event_type=nope")
+    assert resp.status_code == 422 and "unknown event type" in resp.text
+    resp = client.get("/console/leads?p=0")
+    assert resp.status_code == 400
+
+
+def test_the_language_follows_the_browser_then_the_switch(client: TestClient) -> None:
+    page = client.get("/console/login", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    assert '<html lang="zh-CN">' in page.text and "租户 API 密钥" in page.text
+    switched = client.post("/console/lang", data={"csrf_token": csrf_of(page.text), "lang": "en"})
+    assert switched.status_code == 303
+    page = client.get("/console/login", headers={"Accept-Language": "zh-CN"})
+    assert "Tenant API key" in page.text
+
+
+def test_assets_and_their_licences_are_served_from_the_package(client: TestClient) -> None:
+    for name in ("htmx.min.js", "uPlot.iife.min.js", "uPlot.min.css", "console.js", "console.css"):
+        assert client.get(f"/console/static/{name}").status_code == 200, name
+    assert "MIT" in client.get("/console/static/uPlot.LICENSE.txt").text
+    assert "BSD" in client.get("/console/static/htmx.LICENSE.txt").text
+    html = client.get("/console/login").text
+    assert "http://" not in html and "https://" not in html  # nothing from elsewhere

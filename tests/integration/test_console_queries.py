@@ -1,0 +1,154 @@
+"""The console's read-only queries on SQLite and PostgreSQL, through ConsoleService."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from leadhook.adapters.db.queue import SqlDeliveryQueue
+from leadhook.bootstrap import Container
+from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
+from leadhook.domain.operator import Operator
+from leadhook.services.console import DeliveryQuery, Principal
+from leadhook.services.delivery import Job, Outcome
+from leadhook.services.leads import Request
+from leadhook.services.ports import Attempt
+
+MID, OTHER = "acme", "other"
+
+
+def lead(c: Container, mid: str, name: str, mobile: str = "") -> str:
+    fields = {"name": name, **({"mobile": mobile} if mobile else {})}
+    _, body = c.leads.create(Request(mid=mid, operator=Operator()), {"fields": fields})
+    lead_id: str = json.loads(body)["lead"]["id"]
+    return lead_id
+
+
+def subscribe(c: Container, mid: str) -> dict[str, Any]:
+    return c.subscriptions.create(mid, {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]})
+
+
+def record(c: Container, now: float, codes: list[int | None]) -> list[Job]:
+    """Claim due deliveries and record one attempt each, with these status codes."""
+    q = SqlDeliveryQueue(c.engine, c.gate)
+    jobs = q.claim(worker_id="w", now=now, limit=100, lease_until=now + 60, exclude=())
+    outcomes = []
+    for job, code in zip(jobs, codes, strict=False):
+        ok = code is not None and 200 <= code < 300
+        error = None if ok else ("connection refused" if code is None else f"HTTP {code}")
+        attempt = Attempt(now, code, 10.0 * (len(outcomes) + 1), error, "body")
+        status = "delivered" if ok else "dead"
+        outcomes.append(Outcome(job, attempt, status, None, error, None))
+    q.record(worker_id="w", outcomes=outcomes, now=now)
+    return jobs
+
+
+def test_leads_are_searched_by_any_text_and_by_id_within_the_tenant(container: Container) -> None:
+    container.tenants.create(MID)
+    container.tenants.create(OTHER)
+    first = lead(container, MID, "赵拥晨", "13800138000")
+    lead(container, MID, "李四", "13900139000")
+    lead(container, OTHER, "赵拥晨", "13800138000")
+    svc = container.console
+    _, rows, more = svc.leads(MID, "", 1, 10)
+    assert [r.name for r in rows] == ["李四", "赵拥晨"] and not more  # newest first
+    _, rows, _ = svc.leads(MID, "1380013", 1, 10)
+    assert [r.id for r in rows] == [first]  # only this tenant's
+    _, rows, _ = svc.leads(MID, first, 1, 10)
+    assert [r.id for r in rows] == [first]
+    lead(container, MID, "Ada Lovelace")
+    _, rows, _ = svc.leads(MID, "ada LOVE", 1, 10)
+    assert [r.name for r in rows] == ["Ada Lovelace"]  # any case, on every backend
+    _, rows, _ = svc.leads(MID, "100%_", 1, 10)
+    assert rows == []  # LIKE wildcards are matched literally
+    _, rows, more = svc.leads(MID, "", 1, 2)
+    assert len(rows) == 2 and more
+    _, rows, more = svc.leads(MID, "", 2, 2)
+    assert [r.id for r in rows] == [first] and not more
+
+
+def test_the_event_log_pages_newest_first_and_the_live_view_starts_after_the_newest(
+    container: Container,
+) -> None:
+    container.tenants.create(MID)
+    container.tenants.create(OTHER)
+    ids = [lead(container, MID, f"n{i}") for i in range(3)]
+    lead(container, OTHER, "x")
+    svc = container.console
+    page, nxt = svc.events(MID, None, None, None, 2)
+    assert [e.entity_id for e in page] == ids[:0:-1] and nxt is not None
+    rest, last = svc.events(MID, None, None, nxt, 2)
+    assert [e.entity_id for e in rest] == ids[:1] and last is None
+    only, _ = svc.events(MID, "object_create", ids[1], None, 10)
+    assert [e.entity_id for e in only] == [ids[1]]
+    with pytest.raises(ValidationError):
+        svc.events(MID, "nope", None, None, 10)
+    newest = svc.latest_event_id(MID)
+    assert newest == page[0].event_id
+    assert svc.events_after(MID, newest) == []
+    later = lead(container, MID, "later")
+    assert [e.entity_id for e in svc.events_after(MID, newest)] == [later]
+
+
+def test_deliveries_are_filtered_and_health_is_computed_from_the_last_hours_attempts(
+    container: Container,
+) -> None:
+    container.tenants.create(MID)
+    container.tenants.create(OTHER)
+    sub = subscribe(container, MID)
+    theirs = subscribe(container, OTHER)
+    leads = [lead(container, MID, f"n{i}") for i in range(3)]
+    lead(container, OTHER, "x")
+    now = time.time() + 1
+    record(container, now, [200, 500, None, 200])  # one of the other tenant's is among them
+    svc = container.console
+
+    found, nxt = svc.deliveries(MID, DeliveryQuery(), None, 10)
+    assert len(found) == 3 and nxt is None and {d.mid for d in found} == {MID}
+    by_lead, _ = svc.deliveries(MID, DeliveryQuery(entity_id=leads[0]), None, 10)
+    assert [d.entity_id for d in by_lead] == [leads[0]]
+    failing, _ = svc.deliveries(MID, DeliveryQuery(status="dead"), None, 10)
+    assert {d.status for d in failing} == {"dead"}
+    none, _ = svc.deliveries(MID, DeliveryQuery(subscription_id=theirs["id"]), None, 10)
+    assert none == []
+    later, _ = svc.deliveries(MID, DeliveryQuery(since=now + 3600), None, 10)
+    assert later == []
+    page, cursor = svc.deliveries(MID, DeliveryQuery(), None, 2)
+    rest, _ = svc.deliveries(MID, DeliveryQuery(), cursor, 2)
+    assert len(page) == 2 and len(rest) == 1 and rest[0].id not in {d.id for d in page}
+
+    ((listed, health),), (chart,) = svc.subscriptions(MID)
+    assert chart.subscription_id == sub["id"] and sum(chart.rate) * 60 == pytest.approx(3)
+    assert listed.id == sub["id"] and health.attempts == 3
+    codes = sorted(str(d.status) for d in found)
+    assert health.successes == codes.count("delivered")
+    assert health.last_error in ("HTTP 500", "connection refused")
+    assert health.p50_ms is not None and health.p99_ms is not None
+
+    d, body, attempts = svc.delivery(MID, found[0].id)
+    assert json.loads(body)["event_id"] == d.event_id
+    (view,) = attempts
+    headers = dict(view.request_headers)
+    assert headers["webhook-id"] == d.event_id
+    assert headers["webhook-timestamp"] == str(int(now))
+    assert headers["content-length"] == str(len(body.encode()))
+    with pytest.raises(NotFoundError):
+        svc.delivery(OTHER, found[0].id)
+
+
+def test_sign_in_names_the_key_and_a_revoked_key_ends_its_sessions(container: Container) -> None:
+    created = container.tenants.create(MID)
+    svc = container.console
+    principal = svc.sign_in(created["api_key"])
+    assert principal == Principal(MID, created["key_id"])
+    assert svc.still_valid(principal)
+    with pytest.raises(UnauthorizedError):
+        svc.sign_in("lh_wrong")
+    container.tenants.revoke_key(MID, created["key_id"])
+    svc._keys.clear()  # the 2-second cache, as after it expires
+    assert not svc.still_valid(principal)
+    with pytest.raises(UnauthorizedError):
+        svc.sign_in(created["api_key"])

@@ -1,0 +1,134 @@
+"""The console's pure parts: health and charts, the timeline's text, sessions, language choice."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from leadhook.api.console.i18n import STRINGS, pick, translator
+from leadhook.api.console.session import MAX_AGE, Session, SessionSigner, csrf_ok
+from leadhook.domain.catalog import Catalog, Entry, Member
+from leadhook.domain.events import EVENT_TYPES
+from leadhook.services.console import (
+    AttemptSample,
+    chart_series,
+    health_of,
+    percentile,
+    timeline_entry,
+)
+from leadhook.services.ports import Subscription
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+NOW = 1_700_000_000.0
+
+
+def sample(
+    at: float, code: int | None, latency: float = 10.0, error: str | None = None
+) -> AttemptSample:
+    return AttemptSample("s1", at, code, latency, error)
+
+
+def test_percentiles_use_the_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50 and percentile(values, 0.99) == 99
+    assert percentile([7.0], 0.99) == 7.0 and percentile([], 0.5) is None
+
+
+def test_health_counts_successes_and_names_the_newest_failure() -> None:
+    h = health_of(
+        [
+            sample(NOW - 30, 200, 5),
+            sample(NOW - 20, 500, 50),
+            sample(NOW - 10, None, 9, "timeout"),
+            sample(NOW - 5, 204, 7),
+        ]
+    )
+    assert (h.attempts, h.successes, h.success_rate) == (4, 2, 0.5)
+    assert h.last_error == "timeout" and h.last_error_at == NOW - 10
+    assert h.p50_ms == 7 and h.p99_ms == 50
+    assert h.per_second == 4 / 3600
+    empty = health_of([])
+    assert empty.success_rate is None and empty.last_error is None and empty.per_second == 0
+
+
+def test_the_chart_buckets_rate_and_failure_share_per_minute() -> None:
+    sub = Subscription("s1", "m", "http://x", ("*",), "", True, "whsec_x", 16, None, 0, 0)
+    now = 3600 * 1000 + 30.0  # half a minute into a bucket
+    series = chart_series(
+        sub, [sample(now - 1, 200), sample(now - 2, 500), sample(now - 3600 * 2, 500)], now
+    )
+    assert len(series.times) == 60 and series.times[-1] == 3600 * 1000
+    assert series.rate[-1] == round(2 / 60, 3) and series.failure_pct[-1] == 50.0
+    assert series.failure_pct[0] is None and series.rate[0] == 0  # no attempts, no share
+    assert series.label == "http://x"
+
+
+def test_a_timeline_entry_has_labels_before_after_operator_and_follow_up() -> None:
+    catalog = Catalog.default("941", "WNh7rwLXUQPFwACQ6EKPqD")
+    status = timeline_entry(catalog, (GOLDEN / "object_update_status.json").read_text())
+    (change,) = status.changes
+    assert (change.code, change.label, change.before, change.after) == (
+        "leads_status",
+        "线索状态",
+        "-",
+        "跟进中",
+    )
+    assert status.operator_type == 1 and status.operator_id == 17
+    assert status.origin == "jingsocial · pc"
+    assert status.time == "2023-02-21 17:50:53"  # the tenant's timezone (Asia/Shanghai)
+    notes = json.loads((GOLDEN / "object_add_notes.json").read_text())
+    assert timeline_entry(catalog, json.dumps(notes)).follow_up == (
+        notes["extra_data"]["is_follow_up"] == 1
+    )
+    created = timeline_entry(catalog, (GOLDEN / "object_create.json").read_text())
+    assert created.changes and all(c.before == "-" for c in created.changes)
+
+
+def test_the_operator_is_named_when_the_catalog_knows_the_person() -> None:
+    base = Catalog.default("941", "bt")
+    catalog = Catalog(
+        **{
+            **base.__dict__,
+            "members": {"wang": Member("wang", "王芳", "7wJy")},
+            "lead_statuses": {"c": Entry("c", "已联系")},
+        }
+    )
+    event = json.loads((GOLDEN / "object_update_status.json").read_text())
+    event["extra_data"]["omni_user_uuid"] = "7wJy"
+    assert timeline_entry(catalog, json.dumps(event)).operator_name == "王芳"
+
+
+def test_sessions_are_signed_expire_and_refuse_tampering() -> None:
+    signer = SessionSigner("secret")
+    session = Session.new(NOW).signed_in("acme", "k1", NOW)
+    value = signer.dumps(session)
+    assert signer.loads(value, NOW + 60) == session
+    assert signer.loads(value, NOW + MAX_AGE + 1) is None
+    assert SessionSigner("another").loads(value, NOW) is None
+    _, mac = value.split(".")
+    forged = json.dumps({"c": session.csrf, "t": int(NOW), "m": "other", "k": "k1"}).encode()
+
+    forged_value = base64.urlsafe_b64encode(forged).decode().rstrip("=") + "." + mac
+    assert signer.loads(forged_value, NOW) is None
+    assert signer.loads("garbage", NOW) is None and signer.loads(None, NOW) is None
+    assert csrf_ok(session, session.csrf) and not csrf_ok(session, None)
+    assert not csrf_ok(session, Session.new(NOW).csrf)
+    assert session.signed_in("acme", "k1", NOW).csrf != session.csrf  # sign-in rotates it
+
+
+def test_the_language_follows_the_cookie_then_the_browser() -> None:
+    assert pick("zh-CN,zh;q=0.9,en;q=0.8", None) == "zh"
+    assert pick("fr-FR,en;q=0.5,zh;q=0.4", None) == "en"
+    assert pick("en;q=0.2,zh-TW;q=0.9", None) == "zh"
+    assert (
+        pick("zh-CN", "en") == "en" and pick(None, None) == "en" and pick("x;q=bad", "zz") == "en"
+    )
+    t = translator("zh")
+    assert t("nav.leads") == "线索" and t("no.such.key") == "no.such.key"
+
+
+def test_every_event_type_has_a_label_in_both_languages() -> None:
+    for event_type in EVENT_TYPES:
+        en, zh = STRINGS["type." + event_type]
+        assert en and zh and en != zh
