@@ -107,14 +107,21 @@ def opened(settings: Settings) -> Iterator[Container]:
 
 
 class KeyValueFormatter(logging.Formatter):
-    """Append a record's structured fields (`extra=`) to its message as `key=value`."""
+    """Append a record's structured fields (`extra=`) to its message as `key=value`.
+
+    The whole line, traceback included, is redacted: a webhook secret or an API key quoted
+    by any library's error text never reaches the log.
+    """
 
     STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format the message, then its extra fields."""
+        """Format the message, then its extra fields, with secrets redacted."""
+        from leadhook.services.redaction import redact
+
         fields = {k: v for k, v in vars(record).items() if k not in self.STANDARD}
-        return super().format(record) + "".join(f" {k}={v}" for k, v in fields.items())
+        line = super().format(record) + "".join(f" {k}={v}" for k, v in fields.items())
+        return redact(line)
 
 
 def configure_logging(level: str) -> None:
