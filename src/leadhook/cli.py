@@ -92,12 +92,15 @@ def opened(settings: Settings) -> Iterator[Container]:
     """Build the container (migrating the database) and close it after; fail on errors."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from leadhook.adapters.secretbox import SecretKeyError
     from leadhook.bootstrap import build
 
     try:
         container = build(settings)
     except SQLAlchemyError as exc:
         fail(f"cannot open {display_url(settings.database_url)}: {exc.__class__.__name__}: {exc}")
+    except SecretKeyError as exc:
+        fail(str(exc), 2)
     try:
         yield container
     except LeadhookError as exc:
@@ -223,6 +226,14 @@ def print_serve_banner(url: str, settings: Settings, *, generated: bool) -> None
         " -H 'content-type: application/json' -d '{\"mid\": \"acme\"}'"
     )
     console.print("Press Ctrl-C to stop.")
+
+
+@app.command("secret-key")
+def secret_key() -> None:
+    """Print a new key for LEADHOOK_SECRET_KEY (to rotate: new key first, a comma, the old)."""
+    from leadhook.adapters.secretbox import generate_key
+
+    console.print(generate_key())
 
 
 @app.command()

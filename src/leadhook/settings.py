@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leadhook.adapters.db.engine import DEFAULT_DATABASE_URL
+from leadhook.adapters.secretbox import SecretKeyError, parse_keys
 from leadhook.domain.retry import RetryPolicy
 
 
@@ -45,6 +46,9 @@ class Settings:
     lease_seconds: float = 60.0
     concurrency: int = 64
     max_body_bytes: int = 1024 * 1024
+    # Fernet keys of the webhook secrets at rest (first encrypts, all decrypt); empty: the key
+    # file beside the database. Never in a repr: settings may be printed or logged.
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -57,7 +61,13 @@ class Settings:
             )
         except ValueError as exc:
             raise SettingsError(f"LEADHOOK_RETRY_SCHEDULE: {exc}") from exc
+        try:
+            raw_keys = env.get("LEADHOOK_SECRET_KEY", "").strip()
+            keys = parse_keys(raw_keys) if raw_keys else ()
+        except SecretKeyError as exc:
+            raise SettingsError(str(exc)) from None
         settings = cls(
+            secret_keys=keys,
             database_url=env.get("LEADHOOK_DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_token=env.get("LEADHOOK_ADMIN_TOKEN") or None,
             allow_private_targets=_flag(env.get("LEADHOOK_ALLOW_PRIVATE_TARGETS")),

@@ -82,7 +82,7 @@ def test_upgrade_builds_the_metadata_and_downgrade_removes_it(engine: Engine) ->
     migrate.upgrade(engine)
     assert _diffs(engine) == []
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     migrate.upgrade(engine)  # at head already: nothing to do
 
 

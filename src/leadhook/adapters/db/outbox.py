@@ -10,11 +10,12 @@ import shortuuid
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from leadhook.adapters.db import tables as t
+from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import Attempt, Delivery, NewEvent, Page, Subscription
 
 
-def _sub(row: Any) -> Subscription:
+def _sub(row: Any, box: SecretBox) -> Subscription:
     return Subscription(
         id=row.id,
         mid=row.mid,
@@ -22,27 +23,28 @@ def _sub(row: Any) -> Subscription:
         event_types=tuple(json.loads(row.event_types)),
         description=row.description,
         enabled=row.enabled,
-        secret=row.secret,
+        secret=box.decrypt(row.secret),
         max_in_flight=row.max_in_flight,
         rate_limit_per_s=row.rate_limit_per_s,
         created_at=row.created_at,
         updated_at=row.updated_at,
         disabled_reason=row.disabled_reason,
-        previous_secret=row.previous_secret,
+        previous_secret=box.decrypt_optional(row.previous_secret),
         previous_secret_expires_at=row.previous_secret_expires_at,
         first_failure_at=row.first_failure_at,
     )
 
 
-def _sub_values(sub: Subscription) -> dict[str, Any]:
+def _sub_values(sub: Subscription, box: SecretBox) -> dict[str, Any]:
     return {
         "url": sub.url,
         "event_types": json.dumps(list(sub.event_types)),
         "description": sub.description,
         "enabled": sub.enabled,
         "disabled_reason": sub.disabled_reason,
-        "secret": sub.secret,
-        "previous_secret": sub.previous_secret,
+        # Encrypted at rest; a rewrite of an unchanged secret re-encrypts it (new token).
+        "secret": box.encrypt(sub.secret),
+        "previous_secret": box.encrypt_optional(sub.previous_secret),
         "previous_secret_expires_at": sub.previous_secret_expires_at,
         "max_in_flight": sub.max_in_flight,
         "rate_limit_per_s": sub.rate_limit_per_s,
@@ -56,18 +58,19 @@ class SqlSubscriptions:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.box = box_for(conn.engine)
 
     def get(self, mid: str, sub_id: str) -> Subscription | None:
         c = t.subscriptions.c
         row = self.conn.execute(
             select(t.subscriptions).where(c.mid == mid, c.id == sub_id, c.deleted_at.is_(None))
         ).first()
-        return None if row is None else _sub(row)
+        return None if row is None else _sub(row, self.box)
 
     def add(self, sub: Subscription) -> None:
         self.conn.execute(
             insert(t.subscriptions).values(
-                id=sub.id, mid=sub.mid, created_at=sub.created_at, **_sub_values(sub)
+                id=sub.id, mid=sub.mid, created_at=sub.created_at, **_sub_values(sub, self.box)
             )
         )
 
@@ -76,7 +79,7 @@ class SqlSubscriptions:
         self.conn.execute(
             update(t.subscriptions)
             .where(c.id == sub.id, c.mid == sub.mid)
-            .values(**_sub_values(sub))
+            .values(**_sub_values(sub, self.box))
         )
 
     def delete(self, mid: str, sub_id: str, at: float) -> None:
@@ -101,7 +104,7 @@ class SqlSubscriptions:
         rows = self.conn.execute(
             select(t.subscriptions, c.created_at).where(*conds).order_by(c.created_at, c.id)
         ).all()
-        subs = [_sub(r) for r in rows]
+        subs = [_sub(r, self.box) for r in rows]
         start = 0 if after is None else after
         chunk = subs[start : start + limit]
         nxt = cursors.encode(start + limit) if start + limit < len(subs) else None
@@ -112,7 +115,7 @@ class SqlSubscriptions:
         rows = self.conn.execute(
             select(t.subscriptions).where(c.mid == mid, c.enabled.is_(True), c.deleted_at.is_(None))
         ).all()
-        return [_sub(r) for r in rows]
+        return [_sub(r, self.box) for r in rows]
 
 
 class SqlDeliveries:
