@@ -182,9 +182,7 @@ def read_or_create_key_file(path: Path) -> tuple[str, ...]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretKeyError(f"cannot read the key file {path}: {exc}") from None
     if mode & 0o077:
-        log.warning(
-            "the key file is readable by other users: chmod 600 it", extra={"path": str(path)}
-        )
+        log.warning("the key file %s is readable by other users: chmod 600 it", path)
     return parse_keys(text, source=f"the key file {path}")
 
 
@@ -204,9 +202,9 @@ def _create_key_file(path: Path) -> None:
         except FileExistsError:
             return
         log.warning(
-            "LEADHOOK_SECRET_KEY is not set: webhook secrets are encrypted with a new key file;"
-            " keep it (and back it up apart from the database)",
-            extra={"path": str(path)},
+            "LEADHOOK_SECRET_KEY is not set: webhook secrets are encrypted with the key in the"
+            " new file %s; keep it (and back it up apart from the database)",
+            path,
         )
     finally:
         tmp.unlink(missing_ok=True)
