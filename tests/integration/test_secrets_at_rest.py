@@ -44,7 +44,8 @@ def _stored(url: str) -> list[tuple[str, str | None]]:
 
 def _subscribe(c: Container) -> dict[str, Any]:
     c.tenants.create(MID)
-    return c.subscriptions.create(MID, {"url": "https://hooks.example.com/hook", "event_types": ["*"]})
+    hook = {"url": "https://hooks.example.com/hook", "event_types": ["*"]}
+    return c.subscriptions.create(MID, hook)
 
 
 def _claimed_secrets(c: Container) -> set[tuple[str, ...]]:

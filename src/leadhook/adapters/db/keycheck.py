@@ -60,7 +60,7 @@ def _sweep(engine: Engine, box: SecretBox) -> int:
         rows = conn.execute(select(s.id, s.secret, s.previous_secret)).all()
     changed = 0
     for sub_id, secret, previous in rows:
-        stale = not box.is_current(secret) or (previous is not None and not box.is_current(previous))
+        stale = [v for v in (secret, previous) if v is not None and not box.is_current(v)]
         if not stale:
             continue
         # Compare-and-set: a rotation of the subscription meanwhile wins over this rewrite.
