@@ -21,6 +21,31 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+DEFAULT_RATE_LIMIT = (100.0, 200.0)
+"""Requests a second per API key and the burst above it, unless LEADHOOK_RATE_LIMIT says."""
+
+
+def _rate_limit(value: str | None) -> tuple[float, float] | None:
+    """Parse `RATE[,BURST]` (requests a second per key; burst defaults to twice the rate)."""
+    if value is None or value.strip() == "":
+        return DEFAULT_RATE_LIMIT
+    text = value.strip().lower()
+    if text in ("0", "off", "none", "false", "no"):
+        return None
+    try:
+        numbers = [float(p) for p in text.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or not all(math.isfinite(n) and n > 0 for n in numbers):
+        raise SettingsError(
+            "LEADHOOK_RATE_LIMIT must be RATE or RATE,BURST (requests a second per API key,"
+            f" positive numbers) or off, not {value!r}"
+        )
+    rate = numbers[0]
+    burst = numbers[1] if len(numbers) == 2 else 2 * rate
+    return rate, max(burst, 1.0)
+
+
 def _positive(name: str, value: str | None, default: float) -> float:
     if value is None or value.strip() == "":
         return default
@@ -46,6 +71,11 @@ class Settings:
     lease_seconds: float = 60.0
     concurrency: int = 64
     max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    max_url_bytes: int = 8 * 1024
+    # (requests a second, burst) per API key; None: no limit. `from_env` applies the default
+    # (DEFAULT_RATE_LIMIT); settings built in code (tests, embedding) opt in.
+    rate_limit: tuple[float, float] | None = None
     # Fernet keys of the webhook secrets at rest (first encrypts, all decrypt); empty: the key
     # file beside the database. Never in a repr: settings may be printed or logged.
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -68,6 +98,7 @@ class Settings:
             raise SettingsError(str(exc)) from None
         settings = cls(
             secret_keys=keys,
+            rate_limit=_rate_limit(env.get("LEADHOOK_RATE_LIMIT")),
             database_url=env.get("LEADHOOK_DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_token=env.get("LEADHOOK_ADMIN_TOKEN") or None,
             allow_private_targets=_flag(env.get("LEADHOOK_ALLOW_PRIVATE_TARGETS")),
