@@ -226,7 +226,7 @@ async def _storage_error(req: Request, exc: Exception) -> Response:
     return problem(
         status,
         title,
-        f"{reason}; nothing was changed, retry later",
+        f"{reason}; retry later (with the same Idempotency-Key, if the request had one)",
         slug,
         headers={"Retry-After": str(retry_after)},
     )

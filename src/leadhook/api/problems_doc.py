@@ -19,8 +19,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     431: {**_DOC, "description": "Request headers over 16 KiB"},
     503: {
         **_DOC,
-        "description": "The database is down or locked; nothing changed, retry after"
-        " `Retry-After`",
+        "description": "The database is down or locked; retry after `Retry-After` (with the"
+        " same Idempotency-Key)",
     },
-    507: {**_DOC, "description": "The database's disk is full; nothing changed"},
+    507: {**_DOC, "description": "The database's disk is full; the write was rolled back"},
 }
