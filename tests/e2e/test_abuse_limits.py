@@ -98,3 +98,29 @@ def test_token_buckets_refill_at_the_rate_and_forget_old_keys() -> None:
     for i in range(20_000):
         buckets.take(str(i).encode())
     assert len(buckets._buckets) <= 10_000
+
+
+def test_the_command_refuses_a_wrong_secret_key_clearly_without_printing_it(
+    tmp_path: Path,
+) -> None:
+    from test_cli import clean_env, run
+
+    from leadhook.adapters.secretbox import generate_key
+
+    db = ["--database-url", f"sqlite:///{tmp_path}/keys.db"]
+    first = run("tenants", "create", "acme", *db, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "keys.db.key").stat().st_mode & 0o777 == 0o600
+    made = run("secret-key", cwd=tmp_path)
+    assert made.returncode == 0
+    wrong = made.stdout.strip()
+    assert len(wrong) == 44 and wrong != generate_key()
+    refused = run("tenants", "create", "b", *db, cwd=tmp_path,
+                  env=clean_env(LEADHOOK_SECRET_KEY=wrong))  # fmt: skip
+    assert refused.returncode == 2
+    assert "is not the key this database" in refused.stderr
+    assert wrong not in refused.stderr + refused.stdout
+    malformed = run("tenants", "create", "b", *db, cwd=tmp_path,
+                    env=clean_env(LEADHOOK_SECRET_KEY="x" * 44))  # fmt: skip
+    assert malformed.returncode == 2 and "not a Fernet key" in malformed.stderr
+    assert "x" * 44 not in malformed.stderr

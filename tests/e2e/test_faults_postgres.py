@@ -112,6 +112,9 @@ def test_an_outage_answers_503_and_leadhook_recovers_without_restart(
     print(f"\noutage of {outage:.1f} s: 30 requests answered 503; recovered {recovery:.2f} s"
           " after PostgreSQL accepted connections again")  # fmt: skip
 
+    metrics = httpx.get(f"{api}/metrics", timeout=10).text
+    assert 'status="503"' in metrics  # the refused requests are counted
+    _assert_no_secret_in(metrics, key, sub["secret"])
     out = proc.output()
     # One line for the outage, one for its end; never a traceback of a request.
     assert out.count("database unavailable") == 1, out

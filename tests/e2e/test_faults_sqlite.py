@@ -149,3 +149,33 @@ def test_a_file_locked_past_the_busy_timeout_answers_503(tmp_path: Path) -> None
         _create(api, {"fields": {"name": "after"}})
         leads, events, check = _counts(db)
         assert (leads, events, check) == (2, 2, "ok")
+
+
+def test_a_raw_driver_error_on_a_hot_path_is_an_outage_answer_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hot paths may use sqlite3 or psycopg directly: their errors map like SQLAlchemy's."""
+    import psycopg
+
+    db = tmp_path / "raw.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        sqlite3.connect(db, timeout=0.05).execute("INSERT INTO t VALUES (1)")
+    except sqlite3.OperationalError as exc:
+        locked: BaseException = exc  # a real "database is locked", raised by the driver
+    holder.execute("ROLLBACK")
+    try:
+        psycopg.connect("host=127.0.0.1 port=1 connect_timeout=2")
+    except psycopg.OperationalError as exc:
+        refused: BaseException = exc  # a real refused connection, raised by the driver
+    with open_api(f"sqlite:///{tmp_path}/app.db") as api:
+        for error in (locked, refused):
+
+            def fail(*_args: Any, error: BaseException = error) -> Any:
+                raise error
+
+            monkeypatch.setattr(api.container.leads, "create", fail)
+            resp = api.client.post("/v1/leads", json={"fields": {}}, headers=api.auth())
+            _problem(resp, 503)
