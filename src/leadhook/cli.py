@@ -124,7 +124,20 @@ class KeyValueFormatter(logging.Formatter):
 
         fields = {k: v for k, v in vars(record).items() if k not in self.STANDARD}
         line = super().format(record) + "".join(f" {k}={v}" for k, v in fields.items())
-        return redact(line)
+        return _clip_lines(redact(line))  # redacted whole first: no secret cut in two
+
+
+MAX_LOG_LINE = 2000
+"""Characters kept of one line of a log record: an error quoting a 100 KB input stays short."""
+
+
+def _clip_lines(text: str) -> str:
+    if len(text) <= MAX_LOG_LINE:
+        return text
+    return "\n".join(
+        line if len(line) <= MAX_LOG_LINE else f"{line[:MAX_LOG_LINE]}… ({len(line)} characters)"
+        for line in text.split("\n")
+    )
 
 
 def configure_logging(level: str) -> None:

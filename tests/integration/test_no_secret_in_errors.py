@@ -45,3 +45,11 @@ def test_the_log_formatter_redacts_secrets_in_messages_fields_and_tracebacks() -
     line = KeyValueFormatter().format(record)
     assert "whsec_" not in line and API_KEY not in line
     assert "[redacted]" in line and "Traceback" in line
+
+
+def test_a_log_line_quoting_a_huge_input_is_clipped() -> None:
+    record = logging.LogRecord(
+        "leadhook.api", logging.ERROR, __file__, 1, "bad %s", ("z" * 100_000,), None
+    )
+    line = KeyValueFormatter().format(record)
+    assert len(line) < 2100 and line.endswith("(100004 characters)")
