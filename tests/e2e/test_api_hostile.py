@@ -88,3 +88,9 @@ async def test_a_disguised_private_target_is_refused_at_send(url: str) -> None:
         result = await sender.send(url, b"{}", {})
     assert result.status_code is None
     assert result.error and result.error.startswith("refused target"), result.error
+
+
+def test_a_huge_field_name_is_not_echoed_whole(api: Api) -> None:
+    resp = api.client.post("/v1/leads", json={"fields": {"k" * 100_000: 1}}, headers=api.auth())
+    assert_problem(resp, 422)
+    assert len(resp.content) < 2000

@@ -46,7 +46,7 @@ def problem(
         "detail": clip(detail),
     }
     if errors is not None:
-        body["errors"] = [{**e, "msg": clip(str(e.get("msg", "")))} for e in errors[:50]]
+        body["errors"] = [_clipped(e) for e in errors[:50]]
     text = json.dumps(body, ensure_ascii=False)
     if not _encodable(text):
         # Echoed input with an unpaired surrogate cannot be UTF-8: send it \u-escaped.
@@ -62,6 +62,11 @@ def problem(
 def clip(text: str, limit: int = MAX_ECHO) -> str:
     """Bound a message that may echo input (a 100 KB string comes back as its first 300)."""
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more)"
+
+
+def _clipped(error: dict[str, Any]) -> dict[str, Any]:
+    loc = [p if isinstance(p, int) else clip(str(p)) for p in error.get("loc", [])]
+    return {**error, "loc": loc, "msg": clip(str(error.get("msg", "")))}
 
 
 def _encodable(text: str) -> bool:
