@@ -175,7 +175,13 @@ def load_box(keys: Sequence[str], database_url: str) -> SecretBox:
 def read_or_create_key_file(path: Path) -> tuple[str, ...]:
     """Read the keys of `path`, creating it (mode 0600, one new key) when it does not exist."""
     if not path.exists():
-        _create_key_file(path)
+        try:
+            _create_key_file(path)
+        except OSError as exc:
+            raise SecretKeyError(
+                f"cannot create the key file {path} ({exc.strerror or exc}):"
+                " set LEADHOOK_SECRET_KEY (make a key with `leadhook secret-key`)"
+            ) from None
     try:
         mode = path.stat().st_mode
         text = path.read_text(encoding="ascii")
