@@ -38,7 +38,12 @@ PG_ADMIN = os.environ.get(
     "LEADHOOK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 ADMIN = "bench-admin-token"
-ENV = {"LEADHOOK_ALLOW_PRIVATE_TARGETS": "1", "LEADHOOK_ADMIN_TOKEN": ADMIN}
+# No rate limit: the benchmarks measure capacity with one tenant's key, not the limiter.
+ENV = {
+    "LEADHOOK_ALLOW_PRIVATE_TARGETS": "1",
+    "LEADHOOK_ADMIN_TOKEN": ADMIN,
+    "LEADHOOK_RATE_LIMIT": "off",
+}
 LEAD_FIELDS = {
     "name": "赵拥晨",
     "mobile": "13800000000",

@@ -129,6 +129,9 @@ class SeededDatabases:
             self._count += 1
             copy = f"{self._workdir}/{name}-{self._count}.db"
             shutil.copyfile(make_url(url).database or "", copy)
+            key_file = Path(f"{make_url(url).database}.key")  # the secret key goes with it
+            if key_file.exists():
+                shutil.copyfile(key_file, f"{copy}.key")
             return f"sqlite:///{copy}", result
         engine = create_engine(url)
         with engine.begin() as conn:

@@ -10,10 +10,12 @@ from sqlalchemy import Engine
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.console import SqlConsoleQueries
 from leadhook.adapters.db.engine import WriteGate, make_engine
+from leadhook.adapters.db.keycheck import prepare_secrets
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.uow import SqlUnitOfWork
 from leadhook.adapters.db.writer import GroupWriter
 from leadhook.adapters.http.sender import HttpSender
+from leadhook.adapters.secretbox import attach, load_box
 from leadhook.adapters.system import SystemClock, SystemIds
 from leadhook.services.automation import AutomationScheduler, AutomationService, PoolService
 from leadhook.services.console import ConsoleService
@@ -96,10 +98,17 @@ def build(
     clock: Clock | None = None,
     ids: IdFactory | None = None,
 ) -> Container:
-    """Wire the real adapters into the services for `settings`."""
+    """Wire the real adapters into the services for `settings`.
+
+    With `run_migrations` (a process starting), the database is migrated, the secret key is
+    checked against it and stored webhook secrets are brought under the first key.
+    """
     engine = make_engine(settings.database_url)
+    box = load_box(settings.secret_keys, settings.database_url)
+    attach(engine, box)
     if run_migrations:
-        migrate.upgrade(engine)
+        migrate.upgrade(engine, secret_box=box)
+        prepare_secrets(engine, box)
     gate = WriteGate(engine)
     uow: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate)
     readonly: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate, readonly=True)

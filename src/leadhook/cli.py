@@ -93,12 +93,15 @@ def opened(settings: Settings) -> Iterator[Container]:
     """Build the container (migrating the database) and close it after; fail on errors."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from leadhook.adapters.secretbox import SecretKeyError
     from leadhook.bootstrap import build
 
     try:
         container = build(settings)
     except SQLAlchemyError as exc:
         fail(f"cannot open {display_url(settings.database_url)}: {exc.__class__.__name__}: {exc}")
+    except SecretKeyError as exc:
+        fail(str(exc), 2)
     try:
         yield container
     except LeadhookError as exc:
@@ -108,14 +111,34 @@ def opened(settings: Settings) -> Iterator[Container]:
 
 
 class KeyValueFormatter(logging.Formatter):
-    """Append a record's structured fields (`extra=`) to its message as `key=value`."""
+    """Append a record's structured fields (`extra=`) to its message as `key=value`.
+
+    The whole line, traceback included, is redacted: a webhook secret or an API key quoted
+    by any library's error text never reaches the log.
+    """
 
     STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format the message, then its extra fields."""
+        """Format the message, then its extra fields, with secrets redacted."""
+        from leadhook.services.redaction import redact
+
         fields = {k: v for k, v in vars(record).items() if k not in self.STANDARD}
-        return super().format(record) + "".join(f" {k}={v}" for k, v in fields.items())
+        line = super().format(record) + "".join(f" {k}={v}" for k, v in fields.items())
+        return _clip_lines(redact(line))  # redacted whole first: no secret cut in two
+
+
+MAX_LOG_LINE = 2000
+"""Characters kept of one line of a log record: an error quoting a 100 KB input stays short."""
+
+
+def _clip_lines(text: str) -> str:
+    if len(text) <= MAX_LOG_LINE:
+        return text
+    return "\n".join(
+        line if len(line) <= MAX_LOG_LINE else f"{line[:MAX_LOG_LINE]}… ({len(line)} characters)"
+        for line in text.split("\n")
+    )
 
 
 def configure_logging(level: str) -> None:
@@ -229,6 +252,14 @@ def print_serve_banner(url: str, settings: Settings, *, generated: bool) -> None
         " -H 'content-type: application/json' -d '{\"mid\": \"acme\"}'"
     )
     console.print("Press Ctrl-C to stop.")
+
+
+@app.command("secret-key")
+def secret_key() -> None:
+    """Print a new key for LEADHOOK_SECRET_KEY (to rotate: new key first, a comma, the old)."""
+    from leadhook.adapters.secretbox import generate_key
+
+    console.print(generate_key())
 
 
 @app.command()

@@ -21,6 +21,7 @@ T = TypeVar("T")
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = logging.getLogger("leadhook.serve")
 Deliver = Literal["inline", "process"] | None
+MAX_REQUEST_HEAD = 64 * 1024
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -115,6 +116,9 @@ async def run_service(
             log_level=log_level,
             access_log=access_log,
             timeout_graceful_shutdown=5,
+            # h11 refuses a request head over this with a bare 400; below it, the app's
+            # HeaderLimit answers 431 problem+json for heads over its own (smaller) limit.
+            h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         )
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leadhook.adapters.db.engine import DEFAULT_DATABASE_URL
+from leadhook.adapters.secretbox import SecretKeyError, parse_keys
 from leadhook.domain.retry import RetryPolicy
 
 
@@ -18,6 +19,31 @@ class SettingsError(ValueError):
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+DEFAULT_RATE_LIMIT = (100.0, 200.0)
+"""Requests a second per API key and the burst above it, unless LEADHOOK_RATE_LIMIT says."""
+
+
+def _rate_limit(value: str | None) -> tuple[float, float] | None:
+    """Parse `RATE[,BURST]` (requests a second per key; burst defaults to twice the rate)."""
+    if value is None or value.strip() == "":
+        return DEFAULT_RATE_LIMIT
+    text = value.strip().lower()
+    if text in ("0", "off", "none", "false", "no"):
+        return None
+    try:
+        numbers = [float(p) for p in text.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or not all(math.isfinite(n) and n > 0 for n in numbers):
+        raise SettingsError(
+            "LEADHOOK_RATE_LIMIT must be RATE or RATE,BURST (requests a second per API key,"
+            f" positive numbers) or off, not {value!r}"
+        )
+    rate = numbers[0]
+    burst = numbers[1] if len(numbers) == 2 else 2 * rate
+    return rate, max(burst, 1.0)
 
 
 def _positive(name: str, value: str | None, default: float) -> float:
@@ -60,6 +86,14 @@ class Settings:
     # Signs the web console's session cookies; unset: a random secret per process (sessions
     # end when it restarts and do not carry between processes).
     console_secret: str | None = None
+    max_header_bytes: int = 16 * 1024
+    max_url_bytes: int = 8 * 1024
+    # (requests a second, burst) per API key; None: no limit. `from_env` applies the default
+    # (DEFAULT_RATE_LIMIT); settings built in code (tests, embedding) opt in.
+    rate_limit: tuple[float, float] | None = None
+    # Fernet keys of the webhook secrets at rest (first encrypts, all decrypt); empty: the key
+    # file beside the database. Never in a repr: settings may be printed or logged.
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -72,7 +106,14 @@ class Settings:
             )
         except ValueError as exc:
             raise SettingsError(f"LEADHOOK_RETRY_SCHEDULE: {exc}") from exc
+        try:
+            raw_keys = env.get("LEADHOOK_SECRET_KEY", "").strip()
+            keys = parse_keys(raw_keys) if raw_keys else ()
+        except SecretKeyError as exc:
+            raise SettingsError(str(exc)) from None
         settings = cls(
+            secret_keys=keys,
+            rate_limit=_rate_limit(env.get("LEADHOOK_RATE_LIMIT")),
             database_url=env.get("LEADHOOK_DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_token=env.get("LEADHOOK_ADMIN_TOKEN") or None,
             console_secret=env.get("LEADHOOK_CONSOLE_SECRET") or None,

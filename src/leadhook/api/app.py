@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook import __version__
 from leadhook.api import console, problems
+from leadhook.api.limits import HeaderLimit, RateLimit
 from leadhook.api.metrics import ApiMetrics
 from leadhook.api.routes import automation, catalog, events, leads, ops, subscriptions, tenants
 from leadhook.bootstrap import Container
@@ -34,7 +35,13 @@ def create_app(container: Container) -> FastAPI:
     api_metrics = ApiMetrics(registry)
     app.state.api_metrics = api_metrics
     problems.install(app)
-    app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
+    s = container.settings
+    app.add_middleware(BodyLimit, limit=s.max_body_bytes)
+    if s.rate_limit is not None:
+        app.add_middleware(RateLimit, rate=s.rate_limit[0], burst=s.rate_limit[1])
+    app.add_middleware(
+        HeaderLimit, max_header_bytes=s.max_header_bytes, max_url_bytes=s.max_url_bytes
+    )
     app.add_middleware(api_metrics.asgi)  # outermost: refused requests are counted too
     for router in (tenants.router, catalog.router, leads.router, events.router, ops.router):
         app.include_router(router)

@@ -15,7 +15,7 @@ from leadhook.domain.operator import Operator
 from leadhook.services.idempotency import fingerprint
 from leadhook.services.leads import Request as BehaviourRequest
 
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,12})"?\s*$')
+_IF_MATCH = re.compile(r'\A\s*(?:W/)?"?(\d{1,12})"?\s*\Z', re.ASCII)
 
 
 async def container(request: Request) -> Container:

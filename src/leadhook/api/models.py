@@ -29,7 +29,7 @@ class OperatorIn(_In):
     """Who performs the behaviour; omitted means the system (operator_type 0)."""
 
     operator_type: Literal[0, 1, 2] = 0
-    operator_id: int = Field(0, ge=0)
+    operator_id: int = Field(0, ge=0, le=2**53 - 1)
     omni_user_uuid: str = ""
     login_platform: str = ""
     login_source_value: str = ""

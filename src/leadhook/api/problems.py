@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import threading
+import time
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook.domain.errors import LeadhookError, ValidationError
+from leadhook.services.redaction import redact
 
 PROBLEM_TYPE_BASE = "https://leadhook.dev/problems/"
 log = logging.getLogger("leadhook.api")
+
+MAX_ECHO = 300
+"""Characters of a detail or error message kept in a body: echoed input stays bounded."""
+RETRY_AFTER_UNAVAILABLE = 5
+RETRY_AFTER_LOCKED = 1
+RETRY_AFTER_FULL = 60
 
 
 def problem(
@@ -30,10 +43,10 @@ def problem(
         "type": PROBLEM_TYPE_BASE + slug,
         "title": title,
         "status": status,
-        "detail": detail,
+        "detail": clip(detail),
     }
     if errors is not None:
-        body["errors"] = errors
+        body["errors"] = [_clipped(e) for e in errors[:50]]
     text = json.dumps(body, ensure_ascii=False)
     if not _encodable(text):
         # Echoed input with an unpaired surrogate cannot be UTF-8: send it \u-escaped.
@@ -44,6 +57,16 @@ def problem(
         media_type="application/problem+json",
         headers=headers,
     )
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """Bound a message that may echo input (a 100 KB string comes back as its first 300)."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more)"
+
+
+def _clipped(error: dict[str, Any]) -> dict[str, Any]:
+    loc = [p if isinstance(p, int) else clip(str(p)) for p in error.get("loc", [])]
+    return {**error, "loc": loc, "msg": clip(str(error.get("msg", "")))}
 
 
 def _encodable(text: str) -> bool:
@@ -97,12 +120,158 @@ async def _http_error(_req: Request, exc: Exception) -> Response:
 
 async def _unexpected(_req: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
+    return _internal()
+
+
+def _internal() -> Response:
     return problem(500, "Internal error", "an unexpected error occurred", "internal")
+
+
+# ---- the database is down, locked or full: 503 / 507, logged once per outage ---------------
+
+# SQLite primary result codes (the low byte of `sqlite_errorcode`).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL = 5, 6, 13
+_SQLITE_UNAVAILABLE = frozenset({8, 10, 14})  # READONLY, IOERR, CANTOPEN
+
+
+def classify_storage_error(exc: BaseException) -> tuple[int, str, int] | None:
+    """Return (status, reason, Retry-After seconds) for a store that cannot answer now.
+
+    Works on SQLAlchemy's wrappers and on the raw drivers alike (hot paths may use sqlite3 or
+    psycopg directly). None means the error is not an outage: a bug, answered 500.
+    """
+    if isinstance(exc, sa_exc.TimeoutError):
+        return 503, "no database connection became free in time", RETRY_AFTER_UNAVAILABLE
+    orig: BaseException = exc
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        return _classify_sqlite(orig)
+    if isinstance(orig, psycopg.Error):
+        return _classify_psycopg(orig)
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return 503, "the database connection was lost", RETRY_AFTER_UNAVAILABLE
+    if isinstance(exc, sa_exc.OperationalError):
+        return 503, "the database cannot answer now", RETRY_AFTER_UNAVAILABLE
+    return None
+
+
+def _classify_sqlite(exc: sqlite3.Error) -> tuple[int, str, int] | None:
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == _SQLITE_FULL:
+        return 507, "the database's disk is full", RETRY_AFTER_FULL
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return 503, "the database stayed locked past the busy timeout", RETRY_AFTER_LOCKED
+    if code in _SQLITE_UNAVAILABLE:
+        return 503, "the database file cannot be read or written now", RETRY_AFTER_UNAVAILABLE
+    return None
+
+
+def _classify_psycopg(exc: psycopg.Error) -> tuple[int, str, int] | None:
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate.startswith("53"):  # insufficient resources: disk full, out of memory, too many
+        status = 507 if sqlstate == "53100" else 503
+        return status, "the database is out of resources", RETRY_AFTER_FULL
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return 503, "the database is unavailable", RETRY_AFTER_UNAVAILABLE
+    return None
+
+
+class OutageLog:
+    """Log a storage outage once when it starts and once when it ends, never per request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.since: float | None = None
+        self.refused = 0
+
+    def failed(self, status: int, reason: str, exc: BaseException) -> None:
+        """Record a request refused because of the store; log only the first of an outage."""
+        with self._lock:
+            self.refused += 1
+            if self.since is not None:
+                return
+            self.since = time.monotonic()
+        # The exception's class and first line only: no traceback, no SQL, no parameters.
+        first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        log.error(
+            "database unavailable: answering %d until it recovers (%s: %s)",
+            status,
+            type(exc).__name__,
+            clip(first, 200),
+            extra={"reason": reason},
+        )
+
+    def answered(self) -> None:
+        """Record a request the store answered; ends an outage in progress."""
+        if self.since is None:
+            return
+        with self._lock:
+            if self.since is None:
+                return
+            lasted, refused = time.monotonic() - self.since, self.refused
+            self.since, self.refused = None, 0
+        log.warning(
+            "database available again after %.1f s; %d requests were refused meanwhile",
+            lasted,
+            refused,
+        )
+
+
+async def _storage_error(req: Request, exc: Exception) -> Response:
+    verdict = classify_storage_error(exc)
+    if verdict is None:
+        log.error("database error", exc_info=exc)
+        return _internal()
+    status, reason, retry_after = verdict
+    outages: OutageLog = req.app.state.outages
+    outages.failed(status, reason, exc)
+    title = "Insufficient storage" if status == 507 else "Service unavailable"
+    slug = "insufficient-storage" if status == 507 else "unavailable"
+    return problem(
+        status,
+        title,
+        f"{reason}; retry later (with the same Idempotency-Key, if the request had one)",
+        slug,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+class OutageRecovery:
+    """Tell the outage log when an API request (they all use the store) answers below 500."""
+
+    def __init__(self, app: ASGIApp, outages: OutageLog) -> None:
+        self.app = app
+        self.outages = outages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 500:
+                self.outages.answered()
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+
+STORAGE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.DBAPIError,
+    sa_exc.TimeoutError,
+    sqlite3.Error,
+    psycopg.Error,
+)
 
 
 def install(app: FastAPI) -> None:
     """Register the problem+json handlers on `app`."""
+    app.state.outages = OutageLog()
     app.add_exception_handler(LeadhookError, _leadhook_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for error in STORAGE_ERRORS:
+        app.add_exception_handler(error, _storage_error)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(OutageRecovery, outages=app.state.outages)

@@ -15,4 +15,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     412: {**_DOC, "description": "If-Match names an older version"},
     413: {**_DOC, "description": "Body over 1 MiB"},
     422: {**_DOC, "description": "Invalid input; `errors` names each field"},
+    429: {**_DOC, "description": "Over this API key's request rate; retry after `Retry-After`"},
+    431: {**_DOC, "description": "Request headers over 16 KiB"},
+    503: {
+        **_DOC,
+        "description": "The database is down or locked; retry after `Retry-After` (with the"
+        " same Idempotency-Key)",
+    },
+    507: {**_DOC, "description": "The database's disk is full; the write was rolled back"},
 }

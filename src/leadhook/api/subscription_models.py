@@ -62,7 +62,9 @@ class SubscriptionPatch(_In):
 class ReplayIn(_In):
     """Queue again the deliveries created since a time: dead ones, delivered ones, or both."""
 
-    since: float = Field(ge=0, description="unix seconds; deliveries created at or after it")
+    since: float = Field(
+        ge=0, allow_inf_nan=False, description="unix seconds; deliveries created at or after it"
+    )
     status: Literal["dead", "delivered"] | None = Field(
         None, description="only deliveries in this state; omitted: dead and delivered"
     )

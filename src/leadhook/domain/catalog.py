@@ -17,7 +17,8 @@ CatalogKind = Literal[
 ]
 CATALOG_KINDS: tuple[str, ...] = get_args(CatalogKind)
 
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# \Z, not $: `$` also matches before a trailing newline, which would let "id\n" through.
+KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 EMPTY_TEXT = "-"
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_OBJECT_ID = "56"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import replace
@@ -80,6 +81,8 @@ def upsert_entry(catalog: Catalog, kind: str, key: str, body: Mapping[str, Any])
             )
         if not isinstance(order, int) or isinstance(order, bool):
             raise ValidationError.at(("body", "order"), "must be an integer")
+        if abs(order) > 1_000_000:
+            raise ValidationError.at(("body", "order"), "must be from -1000000 to 1000000")
         stages = {**catalog.life_stages, key: LifeStage(key, name, order)}
         ordered = dict(sorted(stages.items(), key=lambda kv: (kv[1].order, kv[0])))
         return replace(catalog, life_stages=ordered)
@@ -116,12 +119,29 @@ def _field(code: str, label: str, body: Mapping[str, Any]) -> FieldDef:
     return FieldDef(code, label, ft, fg, options=dict(options))
 
 
+MAX_TIMEZONE = 64
+
+
+@functools.cache
+def _known_timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
 def validate_timezone(tz: str) -> str:
-    """Check an IANA time zone name."""
+    """Check an IANA time zone name against the known names, never against the file system.
+
+    `ZoneInfo(name)` opens a file: a directory (`Europe`) or a 100 KB name raises OSError,
+    not a clean "unknown" answer, so the name must be a known one before it is opened.
+    """
+    loc = ("body", "timezone")
+    if not isinstance(tz, str) or len(tz) > MAX_TIMEZONE or tz not in _known_timezones():
+        text = tz if isinstance(tz, str) else repr(tz)
+        shown = repr(text[:MAX_TIMEZONE]) + ("…" if len(text) > MAX_TIMEZONE else "")
+        raise ValidationError.at(loc, f"unknown time zone {shown} (an IANA name: Asia/Shanghai)")
     try:
         zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise ValidationError.at(("body", "timezone"), f"unknown time zone {tz!r}") from exc
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValidationError.at(loc, f"unknown time zone {tz!r}") from exc
     return tz
 
 

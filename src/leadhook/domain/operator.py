@@ -17,6 +17,8 @@ _TEXT_KEYS = (
     "login_source_name",
 )
 _ALL_KEYS = frozenset({"operator_type", "operator_id", *_TEXT_KEYS})
+MAX_OPERATOR_ID = 2**53 - 1
+"""The largest id every JSON consumer (int64 or double) reads exactly."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,10 @@ class Operator:
         if not isinstance(op_id, int) or isinstance(op_id, bool) or op_id < 0:
             raise ValidationError.at(
                 ("body", "operator", "operator_id"), "must be a non-negative integer"
+            )
+        if op_id > MAX_OPERATOR_ID:
+            raise ValidationError.at(
+                ("body", "operator", "operator_id"), f"must be at most {MAX_OPERATOR_ID}"
             )
         if op_type == 0 and op_id != 0:
             raise ValidationError.at(

@@ -24,8 +24,8 @@ JITTER_SPREAD: float = 0.25
 _DEFAULT_SCHEDULE: tuple[float, ...] = (
     5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 86400,
 )  # fmt: skip
-_PLAIN_DECIMAL = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_DELTA_SECONDS = re.compile(r"\d+")
+_PLAIN_DECIMAL = re.compile(r"\d+(?:\.\d*)?|\.\d+", re.ASCII)
+_DELTA_SECONDS = re.compile(r"\d+", re.ASCII)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ MIN_SECRET_BYTES = 24
 MAX_SECRET_BYTES = 64
 DEFAULT_TOLERANCE = 300
 
-_TIMESTAMP = re.compile(r"\d+")
+_TIMESTAMP = re.compile(r"\d+", re.ASCII)
 
 
 class SignatureError(Exception):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+import unicodedata
+from urllib.parse import unquote, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -23,7 +24,8 @@ _METADATA = frozenset(
     }
 )
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known NAT64: the last 32 bits are IPv4
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # local-use NAT64 (RFC 8215): never public
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "metadata.google.internal"})
 
 
@@ -31,13 +33,29 @@ class TargetError(ValueError):
     """A target URL or address that webhooks must not be sent to."""
 
 
+def canonical_host(host: str) -> str:
+    """Return `host` as an HTTP client or resolver reads it, before it is classified.
+
+    Clients percent-decode a host (``%31%32%37.0.0.1``), map it through IDNA's compatibility
+    normalisation (``①②⑦.0.0.1``, full-width digits and dots) and ignore a final dot
+    (``2130706433.``): all of those reach 127.0.0.1, so they are classified as such.
+    """
+    text = host.strip("[]")
+    if ":" in text:  # IPv6: only a zone id (after %) may follow the address
+        return text.split("%", 1)[0].lower()
+    text = unicodedata.normalize("NFKC", unquote(text))
+    for dot in ("\u3002", "\uff0e", "\uff61"):  # IDNA label separators
+        text = text.replace(dot, ".")
+    return text.rstrip(".").lower()
+
+
 def parse_ip(host: str) -> IPAddress | None:
     """Return the address a URL host names literally, or None for a DNS name.
 
     Legacy IPv4 spellings that resolvers accept (``127.1``, ``0x7f.0.0.1``, ``2130706433``)
-    count as literal addresses too.
+    count as literal addresses too, and so do the spellings `canonical_host` undoes.
     """
-    text = host.strip("[]").split("%", 1)[0]
+    text = canonical_host(host)
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -53,11 +71,18 @@ def parse_ip(host: str) -> IPAddress | None:
 def refusal_reason(ip: IPAddress) -> str | None:
     """Say why webhooks must not go to `ip`, or None when it is a public address."""
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or (
-            ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None
+        if ip in _NAT64_LOCAL:
+            return f"{ip} is a local-use NAT64 address"
+        # IPv4 reached through IPv6: mapped (::ffff:a.b.c.d), 6to4 (2002:aabb:ccdd::) and
+        # well-known NAT64 (64:ff9b::a.b.c.d) are judged by the IPv4 address they carry.
+        embedded = (
+            ip.ipv4_mapped
+            or ip.sixtofour
+            or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None)
         )
         if embedded is not None:
-            return refusal_reason(embedded)
+            reason = refusal_reason(embedded)
+            return None if reason is None else f"{reason} (embedded in {ip})"
     checks: tuple[tuple[bool, str], ...] = (
         (ip.is_unspecified, "an unspecified address"),
         (ip.is_loopback, "a loopback address"),
@@ -95,7 +120,7 @@ def check_host(host: str, *, allow_private: bool) -> None:
     if ip is not None:
         check_address(ip, allow_private=False)
         return
-    name = host.rstrip(".").lower()
+    name = canonical_host(host)
     if name in _LOCAL_NAMES or name.endswith(".localhost"):
         raise TargetError(f"{host} names this machine; {ALLOW_HINT}")
 

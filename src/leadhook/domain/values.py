@@ -14,6 +14,8 @@ from leadhook.domain.errors import ValidationError
 from leadhook.domain.lead import Lead
 
 MAX_TEXT = 10_000
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest integer every JSON consumer reads exactly (a double's 53-bit mantissa)."""
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -36,6 +38,12 @@ def coerce(catalog: Catalog, fdef: FieldDef, value: Any, loc: tuple[str | int, .
             raise ValidationError.at(loc, "must be a number")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValidationError.at(loc, "must be a finite number")
+        if isinstance(value, int) and abs(value) > MAX_SAFE_INTEGER:
+            # Subscribers parse numbers as int64 or double: a 4,000-digit integer (or one
+            # just past 2**53) would fail or silently change in their hands.
+            raise ValidationError.at(
+                loc, f"integers must be between -{MAX_SAFE_INTEGER} and {MAX_SAFE_INTEGER}"
+            )
         return value
     if fdef.type == "image" and isinstance(value, list):
         if not all(isinstance(u, str) for u in value):

@@ -38,8 +38,15 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
         return _sqlite_engine(url)
     # No overflow: the API's thread pool is larger than the pool, and overflow connections are
     # opened and closed per checkout under load (milliseconds each). A thread waits instead.
+    # hide_parameters: a failed statement's error text must never carry its bound values
+    # (webhook secrets, lead data) into a log line or a traceback.
     return create_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=30,
+        pool_pre_ping=True,
+        hide_parameters=True,
     )
 
 
@@ -55,6 +62,7 @@ def _sqlite_engine(url: str) -> Engine:
         pool_size=48,
         max_overflow=0,
         pool_timeout=30,
+        hide_parameters=True,  # see make_engine
     )
 
     @event.listens_for(engine, "connect")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -20,9 +21,14 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database to `revision`; concurrent callers on PostgreSQL take turns."""
+def upgrade(engine: Engine, revision: str = "head", *, secret_box: Any = None) -> None:
+    """Migrate the database to `revision`; concurrent callers on PostgreSQL take turns.
+
+    `secret_box` (an `adapters.secretbox.SecretBox`) encrypts stored webhook secrets; the
+    migration that does so refuses to run without it when there are secrets to encrypt.
+    """
     cfg = alembic_config()
+    cfg.attributes["secret_box"] = secret_box
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
@@ -37,9 +43,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 conn.commit()
 
 
-def downgrade(engine: Engine, revision: str = "base") -> None:
-    """Migrate the database down to `revision`."""
+def downgrade(engine: Engine, revision: str = "base", *, secret_box: Any = None) -> None:
+    """Migrate the database down to `revision` (`secret_box` decrypts stored secrets)."""
     cfg = alembic_config()
+    cfg.attributes["secret_box"] = secret_box
     with engine.connect() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)

@@ -12,11 +12,12 @@ from sqlalchemy import Connection, and_, insert, or_, select, update
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.db.sql import statements
+from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import Attempt, Delivery, NewEvent, Page, Subscription
 
 
-def _sub(row: Any) -> Subscription:
+def _sub(row: Any, box: SecretBox) -> Subscription:
     return Subscription(
         id=row.id,
         mid=row.mid,
@@ -24,27 +25,28 @@ def _sub(row: Any) -> Subscription:
         event_types=tuple(json.loads(row.event_types)),
         description=row.description,
         enabled=bool(row.enabled),
-        secret=row.secret,
+        secret=box.decrypt(row.secret),
         max_in_flight=row.max_in_flight,
         rate_limit_per_s=row.rate_limit_per_s,
         created_at=row.created_at,
         updated_at=row.updated_at,
         disabled_reason=row.disabled_reason,
-        previous_secret=row.previous_secret,
+        previous_secret=box.decrypt_optional(row.previous_secret),
         previous_secret_expires_at=row.previous_secret_expires_at,
         first_failure_at=row.first_failure_at,
     )
 
 
-def _sub_values(sub: Subscription) -> dict[str, Any]:
+def _sub_values(sub: Subscription, box: SecretBox) -> dict[str, Any]:
     return {
         "url": sub.url,
         "event_types": json.dumps(list(sub.event_types)),
         "description": sub.description,
         "enabled": sub.enabled,
         "disabled_reason": sub.disabled_reason,
-        "secret": sub.secret,
-        "previous_secret": sub.previous_secret,
+        # Encrypted at rest; a rewrite of an unchanged secret re-encrypts it (new token).
+        "secret": box.encrypt(sub.secret),
+        "previous_secret": box.encrypt_optional(sub.previous_secret),
         "previous_secret_expires_at": sub.previous_secret_expires_at,
         "max_in_flight": sub.max_in_flight,
         "rate_limit_per_s": sub.rate_limit_per_s,
@@ -59,6 +61,7 @@ class _OnConnection:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.sql = statements(conn.dialect.name)
+        self.box = box_for(conn.engine)
 
     @property
     def driver(self) -> Any:
@@ -74,12 +77,12 @@ class SqlSubscriptions(_OnConnection):
         row = self.conn.execute(
             select(t.subscriptions).where(c.mid == mid, c.id == sub_id, c.deleted_at.is_(None))
         ).first()
-        return None if row is None else _sub(row)
+        return None if row is None else _sub(row, self.box)
 
     def add(self, sub: Subscription) -> None:
         self.conn.execute(
             insert(t.subscriptions).values(
-                id=sub.id, mid=sub.mid, created_at=sub.created_at, **_sub_values(sub)
+                id=sub.id, mid=sub.mid, created_at=sub.created_at, **_sub_values(sub, self.box)
             )
         )
 
@@ -88,7 +91,7 @@ class SqlSubscriptions(_OnConnection):
         self.conn.execute(
             update(t.subscriptions)
             .where(c.id == sub.id, c.mid == sub.mid)
-            .values(**_sub_values(sub))
+            .values(**_sub_values(sub, self.box))
         )
 
     def delete(self, mid: str, sub_id: str, at: float) -> None:
@@ -113,7 +116,7 @@ class SqlSubscriptions(_OnConnection):
         rows = self.conn.execute(
             select(t.subscriptions, c.created_at).where(*conds).order_by(c.created_at, c.id)
         ).all()
-        subs = [_sub(r) for r in rows]
+        subs = [_sub(r, self.box) for r in rows]
         start = 0 if after is None else after
         chunk = subs[start : start + limit]
         nxt = cursors.encode(start + limit) if start + limit < len(subs) else None
@@ -122,7 +125,7 @@ class SqlSubscriptions(_OnConnection):
     def enabled_for(self, mid: str) -> list[Subscription]:
         # Read by every behaviour (its fan-out): named SQL, columns in `_SubRow`'s order.
         rows = self.driver.execute(self.sql.enabled_subscriptions, (mid,)).fetchall()
-        return [_sub(_SubRow(*r)) for r in rows]
+        return [_sub(_SubRow(*r), self.box) for r in rows]
 
 
 class _SubRow(NamedTuple):

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, TextClause, bindparam, text, update
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
+from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.services.delivery import LANE_DEPTH, Job, Outcome
 
 UNFINISHED = "('pending', 'failed')"
@@ -111,9 +112,11 @@ def _text(template: str, exclude: bool) -> TextClause:
     return stmt.bindparams(bindparam("exclude", expanding=True)) if exclude else stmt
 
 
-def _job(row: Sequence[Any], lease_until: float) -> Job:
+def _job(row: Sequence[Any], lease_until: float, box: SecretBox) -> Job:
     (seq, id_, mid, sub_id, event_id, entity_id, version, attempts, _due, payload, url, secret,
      previous, previous_expires, max_in_flight, rate, first_failure_at) = row  # fmt: skip
+    # Stored encrypted; the box caches each decrypted token, so a claim pays a dict lookup.
+    secret, previous = box.decrypt(secret), box.decrypt_optional(previous)
     return Job(
         seq, id_, mid, sub_id, event_id, entity_id, version, attempts, payload.encode(), url,
         secret, max_in_flight, rate, lease_until, previous, previous_expires, first_failure_at,
@@ -126,6 +129,7 @@ class SqlDeliveryQueue:
     def __init__(self, engine: Engine, gate: WriteGate) -> None:
         self._engine = engine
         self._gate = gate
+        self._box = box_for(engine)
         self._sqlite = is_sqlite(engine)
         template = _DUE if self._sqlite else _PG_CLAIM
         self._claim_sql = {flag: _text(template, flag) for flag in (False, True)}
@@ -159,7 +163,7 @@ class SqlDeliveryQueue:
                 params.update(lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH)
                 rows = [tuple(r) for r in conn.execute(stmt, params)]
         rows.sort(key=lambda r: (r[8], r[0]))  # next_attempt_at, then seq
-        return [_job(r, lease_until) for r in rows]
+        return [_job(r, lease_until, self._box) for r in rows]
 
     def _claim_sqlite(
         self,

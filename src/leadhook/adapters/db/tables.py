@@ -156,8 +156,9 @@ subscriptions = Table(
     Column("description", Text, nullable=False),
     Column("enabled", Boolean, nullable=False),
     Column("disabled_reason", Text),
-    Column("secret", String(128), nullable=False),
-    Column("previous_secret", String(128)),
+    # Encrypted: "fernet:" + a Fernet token (adapters/secretbox.py), about 170 characters.
+    Column("secret", String(512), nullable=False),
+    Column("previous_secret", String(512)),
     Column("previous_secret_expires_at", Float),
     Column("max_in_flight", Integer, nullable=False),
     Column("rate_limit_per_s", Float),
@@ -227,4 +228,13 @@ idempotency_keys = Table(
     Column("status_code", Integer, nullable=False),
     Column("body", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+# One row: a value encrypted with the secret key, so a process started with another key
+# refuses to start instead of writing secrets the others cannot read (adapters/secretbox.py).
+key_check = Table(
+    "key_check",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("token", Text, nullable=False),
 )

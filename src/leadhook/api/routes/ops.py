@@ -11,6 +11,7 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from leadhook.api.deps import ContainerDep
+from leadhook.api.problems import OutageLog
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("leadhook.api")
@@ -23,17 +24,22 @@ def healthz() -> dict[str, Any]:
 
 
 @router.get("/readyz", summary="The database is reachable")
-def readyz(c: ContainerDep) -> Response:
+def readyz(request: Request, c: ContainerDep) -> Response:
     """Answer 200 when a query reaches the database, 503 otherwise."""
+    outages: OutageLog = request.app.state.outages
     try:
         with c.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means "not ready"
-        # The driver's message can name hosts and users: log it, never show it unauthenticated.
-        log.warning("readiness check failed", extra={"error": repr(exc)[:500]})
+        # The driver's message can name hosts and users: log it (once per outage, however
+        # often probes ask), never show it unauthenticated.
+        outages.failed(503, "the readiness check failed", exc)
         return JSONResponse(
-            {"status": "unavailable", "detail": "the database is not reachable"}, status_code=503
+            {"status": "unavailable", "detail": "the database is not reachable"},
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
+    outages.answered()
     return JSONResponse({"status": "ready", "database": c.engine.dialect.name})
 
 

@@ -24,6 +24,9 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "sqlite:///./leadhook.db")
+    engine = create_engine(
+        config.get_main_option("sqlalchemy.url") or "sqlite:///./leadhook.db",
+        hide_parameters=True,  # as every leadhook engine: no bound value in an error text
+    )
     with engine.connect() as conn:
         _run(conn)

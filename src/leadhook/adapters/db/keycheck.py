@@ -1,0 +1,78 @@
+"""At start-up: prove the secret key is this database's, and re-encrypt under the first key."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from leadhook.adapters.db import tables as t
+from leadhook.adapters.secretbox import SecretBox, SecretKeyError
+
+CHECK_PLAINTEXT = "leadhook secret key check"
+
+
+def prepare_secrets(engine: Engine, box: SecretBox) -> int:
+    """Check the key against the database and bring every stored secret under the first key.
+
+    Raises SecretKeyError when the database's secrets were encrypted with keys `box` does not
+    hold. Returns how many subscriptions were (re-)encrypted: plaintext rows written by an
+    older version, and rows under a key that is no longer first (a key rotation).
+    """
+    _check(engine, box)
+    return _sweep(engine, box)
+
+
+def _check(engine: Engine, box: SecretBox) -> None:
+    c = t.key_check.c
+    with engine.begin() as conn:
+        token = conn.execute(select(c.token).where(c.id == 1)).scalar()
+    if token is None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert(t.key_check).values(id=1, token=box.encrypt(CHECK_PLAINTEXT)))
+            return
+        except IntegrityError:  # another process started at the same moment: check its row
+            with engine.begin() as conn:
+                token = conn.execute(select(c.token).where(c.id == 1)).scalar()
+    try:
+        ok = token is not None and box.decrypt(token) == CHECK_PLAINTEXT
+    except SecretKeyError:
+        ok = False
+    if not ok:
+        raise SecretKeyError(
+            f"{box.source} is not the key this database's webhook secrets were encrypted with:"
+            " start leadhook with the key used before (LEADHOOK_SECRET_KEY, or the key file"
+            " created on the first start); to rotate keys, list the new key first and the old"
+            " one after it"
+        )
+    if token is not None and not box.is_current(token):
+        with engine.begin() as conn:
+            conn.execute(
+                update(t.key_check)
+                .where(c.id == 1, c.token == token)
+                .values(token=box.encrypt(CHECK_PLAINTEXT))
+            )
+
+
+def _sweep(engine: Engine, box: SecretBox) -> int:
+    s = t.subscriptions.c
+    with engine.begin() as conn:
+        rows = conn.execute(select(s.id, s.secret, s.previous_secret)).all()
+    changed = 0
+    for sub_id, secret, previous in rows:
+        stale = [v for v in (secret, previous) if v is not None and not box.is_current(v)]
+        if not stale:
+            continue
+        # Compare-and-set: a rotation of the subscription meanwhile wins over this rewrite.
+        with engine.begin() as conn:
+            conn.execute(
+                update(t.subscriptions)
+                .where(s.id == sub_id, s.secret == secret)
+                .values(secret=box.reencrypt(secret), previous_secret=_again(box, previous))
+            )
+        changed += 1
+    return changed
+
+
+def _again(box: SecretBox, stored: str | None) -> str | None:
+    return None if stored is None else box.reencrypt(stored)

@@ -1,0 +1,132 @@
+"""Abuse limits at the door: request rate per API key, header and URL sizes.
+
+Both are pure ASGI middlewares that answer problem+json before any route, dependency or
+database work runs, so a flood costs leadhook as little as possible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from leadhook.api import problems
+
+MAX_TRACKED_KEYS = 10_000
+"""Buckets kept at once; the least recently used goes first (random keys cannot grow memory)."""
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class TokenBuckets:
+    """One token bucket per key: `rate` tokens a second, holding at most `burst`."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self._clock = clock
+        self._buckets: OrderedDict[bytes, _Bucket] = OrderedDict()
+
+    def take(self, key: bytes) -> float:
+        """Spend a token of `key`; return 0 if there was one, else the seconds until one."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = _Bucket(self.burst, now)
+            self._buckets[key] = bucket
+            if len(self._buckets) > MAX_TRACKED_KEYS:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+            bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+
+def _bearer_key(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            token = token.strip()
+            if scheme.lower() != b"bearer" or not token:
+                return None
+            # A digest, not the key itself, is what the limiter keeps in memory.
+            return hashlib.blake2b(token, digest_size=16).digest()
+    return None
+
+
+class RateLimit:
+    """Limit requests per API key (per process); over the limit: 429 with Retry-After.
+
+    Requests without a bearer key are not limited here: they are answered 401 at once.
+    """
+
+    def __init__(self, app: ASGIApp, rate: float, burst: float) -> None:
+        self.app = app
+        self.buckets = TokenBuckets(rate, burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            key = _bearer_key(scope)
+            if key is not None:
+                wait = self.buckets.take(key)
+                if wait > 0:
+                    response = problems.problem(
+                        429,
+                        "Too many requests",
+                        f"this API key is limited to {self.buckets.rate:g} requests a second"
+                        f" (bursts of {self.buckets.burst:g}); retry after the time Retry-After"
+                        " gives",
+                        "rate-limited",
+                        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+class HeaderLimit:
+    """Refuse oversized request heads: 431 for the headers, 414 for the URL."""
+
+    def __init__(self, app: ASGIApp, max_header_bytes: int, max_url_bytes: int) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+        self.max_url_bytes = max_url_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.max_header_bytes:
+                response = problems.problem(
+                    431,
+                    "Request header fields too large",
+                    f"request headers are limited to {self.max_header_bytes} bytes in all",
+                    "header-fields-too-large",
+                )
+                await response(scope, receive, send)
+                return
+            url = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            if url > self.max_url_bytes:
+                response = problems.problem(
+                    414,
+                    "URI too long",
+                    f"request URLs are limited to {self.max_url_bytes} bytes",
+                    "uri-too-long",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

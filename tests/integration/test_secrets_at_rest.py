@@ -1,0 +1,202 @@
+"""Webhook secrets at rest: encrypted in the row, decrypted to sign, keys rotate, a wrong key
+is refused; on real SQLite files and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.engine import make_url
+
+from leadhook.adapters.db import migrate
+from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.engine import make_engine
+from leadhook.adapters.db.queue import SqlDeliveryQueue
+from leadhook.adapters.secretbox import (
+    PREFIX,
+    SecretBox,
+    SecretKeyError,
+    generate_key,
+    parse_keys,
+)
+from leadhook.bootstrap import Container, build
+from leadhook.domain.operator import Operator
+from leadhook.services.leads import Request
+from leadhook.settings import Settings, SettingsError
+
+MID = "acme"
+
+
+def _stored(url: str) -> list[tuple[str, str | None]]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.subscriptions.c.secret, t.subscriptions.c.previous_secret))
+        out = [(r[0], r[1]) for r in rows]
+    engine.dispose()
+    return out
+
+
+def _subscribe(c: Container) -> dict[str, Any]:
+    c.tenants.create(MID)
+    hook = {"url": "https://hooks.example.com/hook", "event_types": ["*"]}
+    return c.subscriptions.create(MID, hook)
+
+
+def _claimed_secrets(c: Container) -> set[tuple[str, ...]]:
+    """Emit one event and claim its delivery: the secrets the dispatcher would sign with."""
+    c.leads.create(Request(mid=MID, operator=Operator()), {"fields": {}})
+    now = time.time()
+    jobs = SqlDeliveryQueue(c.engine, c.gate).claim(
+        worker_id="w", now=now + 1, limit=10, lease_until=now + 60, exclude=()
+    )
+    assert jobs
+    return {job.signing_secrets(now) for job in jobs}
+
+
+def test_the_row_holds_ciphertext_and_the_dispatcher_signs_with_the_secret(
+    database_url: str,
+) -> None:
+    key = generate_key()
+    c = build(Settings(database_url=database_url, secret_keys=(key,)))
+    try:
+        sub = _subscribe(c)
+        secret = sub["secret"]
+        assert secret.startswith("whsec_")
+        [(stored, previous)] = _stored(database_url)
+        assert stored.startswith(PREFIX) and "whsec_" not in stored and previous is None
+        assert c.subscriptions.secret(MID, sub["id"])["secret"] == secret
+        assert _claimed_secrets(c) == {(secret,)}
+        rotated = c.subscriptions.rotate_secret(MID, sub["id"])["secret"]
+        [(stored, previous)] = _stored(database_url)
+        assert previous is not None
+        assert not any("whsec_" in v for v in (stored, previous))
+        assert _claimed_secrets(c) == {(rotated, secret)}
+    finally:
+        c.close()
+
+
+def test_key_rotation_reencrypts_every_secret_under_the_new_key(database_url: str) -> None:
+    old, new = generate_key(), generate_key()
+    c = build(Settings(database_url=database_url, secret_keys=(old,)))
+    secret = _subscribe(c)["secret"]
+    c.close()
+    before = _stored(database_url)
+
+    # Step 2 of a rotation: the new key first, the old one still listed.
+    c = build(Settings(database_url=database_url, secret_keys=(new, old)))
+    c.close()
+    after = _stored(database_url)
+    assert after != before
+    assert SecretBox([new]).decrypt(after[0][0]) == secret  # re-encrypted under the new key
+
+    # Step 3: the old key dropped; everything still decrypts and signs.
+    c = build(Settings(database_url=database_url, secret_keys=(new,)))
+    try:
+        assert _claimed_secrets(c) == {(secret,)}
+    finally:
+        c.close()
+
+
+def test_a_wrong_key_is_refused_at_start_with_a_clear_message(database_url: str) -> None:
+    c = build(Settings(database_url=database_url, secret_keys=(generate_key(),)))
+    c.close()  # no subscription yet: the key check alone catches the wrong key
+    with pytest.raises(SecretKeyError, match="is not the key this database"):
+        build(Settings(database_url=database_url, secret_keys=(generate_key(),)))
+
+
+def test_the_quick_start_makes_a_private_key_file_beside_sqlite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path}/leadhook.db"
+    caplog.set_level(logging.DEBUG)
+    c = build(Settings(database_url=url))
+    secret = _subscribe(c)["secret"]
+    c.close()
+    key_file = tmp_path / "leadhook.db.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    parse_keys(key)
+    assert key not in caplog.text and "leadhook.db.key" in caplog.text
+    assert "whsec_" not in json.dumps(_stored(url))
+    # A restart reads the same file; the secret is intact.
+    c = build(Settings(database_url=url))
+    try:
+        assert _claimed_secrets(c) == {(secret,)}
+    finally:
+        c.close()
+    # The database without its key file (copied elsewhere) is refused, not silently re-keyed.
+    key_file.rename(tmp_path / "elsewhere.key")
+    with pytest.raises(SecretKeyError, match="is not the key"):
+        build(Settings(database_url=url))
+
+
+def test_migration_0002_encrypts_existing_plaintext_secrets(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate.upgrade(engine, "0001")
+    plain, previous = "whsec_" + "A" * 43 + "=", "whsec_" + "B" * 43 + "="
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(t.tenants).values(mid=MID, catalog=_catalog_json(), created_at=now)
+        )
+        conn.execute(
+            text(
+                "INSERT INTO subscriptions (id, mid, url, event_types, description, enabled,"
+                " secret, previous_secret, previous_secret_expires_at, max_in_flight,"
+                " created_at, updated_at) VALUES ('s1', :mid, 'http://127.0.0.1:9/', '[\"*\"]',"
+                " '', :yes, :secret, :previous, :expires, 1, :now, :now)"
+            ),
+            {"mid": MID, "yes": True, "secret": plain, "previous": previous,
+             "expires": now + 3600, "now": now},
+        )  # fmt: skip
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="needs the secret key"):
+        bare = make_engine(database_url)  # the bare alembic path knows no key: it refuses
+        try:
+            migrate.upgrade(bare)
+        finally:
+            bare.dispose()
+    key = generate_key()
+    c = build(Settings(database_url=database_url, secret_keys=(key,)))
+    try:
+        [(stored, stored_previous)] = _stored(database_url)
+        assert stored.startswith(PREFIX) and stored_previous and stored_previous.startswith(PREFIX)
+        assert c.subscriptions.secret(MID, "s1")["secret"] == plain
+        assert _claimed_secrets(c) == {(plain, previous)}
+    finally:
+        c.close()
+
+
+def _catalog_json() -> str:
+    from leadhook.domain.catalog import Catalog
+    from leadhook.domain.catalog_entries import catalog_to_json
+
+    return json.dumps(catalog_to_json(Catalog.default(MID, "bt1")))
+
+
+def test_settings_refuse_a_malformed_key_without_echoing_it() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"LEADHOOK_SECRET_KEY": f"{generate_key()},not-a-key-at-all"})
+    assert "key 2" in str(caught.value) and "not-a-key-at-all" not in str(caught.value)
+    keys = (generate_key(), generate_key())
+    settings = Settings.from_env({"LEADHOOK_SECRET_KEY": " , ".join(keys)})
+    assert settings.secret_keys == keys
+    assert keys[0] not in repr(settings)
+
+
+def test_a_postgres_url_without_a_key_uses_a_key_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadhook.adapters.secretbox import default_key_file
+
+    monkeypatch.chdir(tmp_path)
+    url = "postgresql+psycopg://u@db.internal/leadhook"
+    assert default_key_file(url) == tmp_path / "leadhook.key"
+    assert default_key_file("sqlite:///:memory:") is None
+    assert make_url(url).database == "leadhook"
