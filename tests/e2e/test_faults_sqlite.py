@@ -176,6 +176,6 @@ def test_a_raw_driver_error_on_a_hot_path_is_an_outage_answer_too(
             def fail(*_args: Any, error: BaseException = error) -> Any:
                 raise error
 
-            monkeypatch.setattr(api.container.leads, "create", fail)
+            monkeypatch.setattr(api.container.leads, "submit_create", fail)
             resp = api.client.post("/v1/leads", json={"fields": {}}, headers=api.auth())
             _problem(resp, 503)
