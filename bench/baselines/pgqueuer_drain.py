@@ -1,0 +1,210 @@
+"""A PostgreSQL outbox built the way a Python team would build it: PgQueuer + aiohttp (issue 9).
+
+The writing transaction inserts the event row and enqueues a PgQueuer job naming it, so the
+job commits (or rolls back) with the data — the transactional outbox. Then worker processes,
+each a PgQueuer ``QueueManager`` on psycopg, load the event and POST it signed with one shared
+aiohttp session on uvloop. Measured like leadhook's drain: deliveries/s between the first and
+the last receipt of a backlog committed before the workers start, every event once.
+
+Only the stdlib, psycopg and aiohttp are imported at module level, so the benchmark plan can
+import `pgqueuer_drain` without PgQueuer installed; it is needed only when the drain runs.
+
+Run a worker by hand with:
+    python -m bench.baselines.pgqueuer_drain worker DSN RECEIVER_URL [BATCH MAX_TASKS IN_FLIGHT]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+
+from bench.harness import BIN, child, receipts, receiver, stats, wait_count
+from leadhook.domain.signing import webhook_headers
+
+ENTRYPOINT = "deliver_webhook"
+SECRET = "whsec_" + "QUJD" * 8
+USER_AGENT = "pgqueuer-baseline"
+CHUNK = 1000  # events per writing transaction, as leadhook's backlog is prepared
+WORKERS = 2  # compared with leadhook's drain on PostgreSQL with 2 workers
+
+# Tuned on the 2-core benchmark machine with 20,000 events (deliveries/s, one run each):
+# see the report of issue 9. The knobs are PgQueuer's `batch_size` (jobs per dequeue
+# round trip, also the size of its completion buffer), `max_concurrent_tasks` (the jobs a
+# worker holds picked at once; PgQueuer wants at least 2 x batch_size) and the HTTP
+# connections per worker. The entrypoint keeps PgQueuer's default `concurrency_limit=0`
+# (unlimited): a limit is enforced in the dequeue SQL across workers and only adds work.
+BATCH_SIZE = 50
+MAX_CONCURRENT_TASKS = 200
+IN_FLIGHT = 64
+LOADERS = 4  # psycopg connections per worker that load event payloads (one query each at once)
+
+SCHEMA = "CREATE TABLE events (id bigserial PRIMARY KEY, payload text NOT NULL)"
+
+
+def psycopg_dsn(url: str) -> str:
+    """The libpq form of a SQLAlchemy `postgresql+psycopg://` URL from `new_database`."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# ---- the writing side ----------------------------------------------------------------------
+
+
+async def prepare_outbox(dsn: str, body: str, events: int) -> None:
+    """Install PgQueuer, then commit `events` event rows, each with its job, 1,000 a transaction.
+
+    PgQueuer's psycopg driver needs an autocommit connection; `connection.transaction()` then
+    opens the explicit transaction its README shows for enqueueing with your own data, and
+    `Queries.enqueue` runs on that same connection, so it is inside it.
+    """
+    from pgqueuer import PsycopgDriver, Queries
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        queries = Queries(PsycopgDriver(conn))
+        await queries.install()  # what `pgq install` does
+        await conn.execute(SCHEMA)
+        for start in range(0, events, CHUNK):
+            n = min(CHUNK, events - start)
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO events (payload) SELECT unnest(%s::text[]) RETURNING id",
+                    ([body] * n,),
+                )
+                ids = [row[0] for row in await cur.fetchall()]
+                await queries.enqueue([ENTRYPOINT] * n, [str(i).encode() for i in ids], [0] * n)
+
+
+# ---- the sending side (one worker process) -------------------------------------------------
+
+
+async def run_worker(dsn: str, hook: str, batch_size: int, max_tasks: int, in_flight: int) -> None:
+    """Deliver jobs until SIGTERM: load the event, POST it signed, raise on a non-2xx answer."""
+    from pgqueuer import PsycopgDriver, Queries, QueueManager
+    from pgqueuer.models import Job
+
+    loaders: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
+    for _ in range(LOADERS):
+        loaders.put_nowait(await psycopg.AsyncConnection.connect(dsn, autocommit=True))
+    queue_conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    connector = aiohttp.TCPConnector(limit=in_flight)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        qm = QueueManager(Queries(PsycopgDriver(queue_conn)))
+
+        async def load(event_id: int) -> bytes:
+            db = await loaders.get()
+            try:
+                cur = await db.execute("SELECT payload FROM events WHERE id = %s", (event_id,))
+                row = await cur.fetchone()
+            finally:
+                loaders.put_nowait(db)
+            assert row is not None, f"event {event_id} has no row"
+            return str(row[0]).encode()
+
+        # on_failure="hold" keeps a job whose POST failed as `failed` for re-queueing,
+        # rather than PgQueuer's default of deleting it: an outbox must not lose events.
+        @qm.entrypoint(ENTRYPOINT, on_failure="hold")
+        async def deliver(job: Job) -> None:
+            assert job.payload is not None
+            event_id = int(job.payload)
+            body = await load(event_id)
+            now = int(time.time())
+            headers = webhook_headers([SECRET], f"evt_{event_id}", now, body, USER_AGENT)
+            async with session.post(hook, data=body, headers=headers) as resp:
+                await resp.read()
+                resp.raise_for_status()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, qm.shutdown.set)
+        await qm.run(
+            dequeue_timeout=timedelta(seconds=1),
+            batch_size=batch_size,
+            max_concurrent_tasks=max_tasks,
+        )
+    await queue_conn.close()
+    while not loaders.empty():
+        await loaders.get_nowait().close()
+
+
+def worker_cmd(dsn: str, hook: str, batch_size: int, max_tasks: int, in_flight: int) -> list[str]:
+    """The command line of one worker process."""
+    return [
+        str(BIN / "python"),
+        "-m",
+        "bench.baselines.pgqueuer_drain",
+        "worker",
+        dsn,
+        hook,
+        str(batch_size),
+        str(max_tasks),
+        str(in_flight),
+    ]
+
+
+# ---- the scenario --------------------------------------------------------------------------
+
+
+def pgqueuer_drain(
+    events: int,
+    tmp: Path,
+    *,
+    batch_size: int = BATCH_SIZE,
+    max_concurrent_tasks: int = MAX_CONCURRENT_TASKS,
+    in_flight: int = IN_FLIGHT,
+) -> dict[str, Any]:
+    """Deliveries/s draining `events` PgQueuer outbox jobs with 2 worker processes."""
+    from bench.scenarios import drop_database, new_database, rate_of, sample_body
+
+    url = new_database("postgresql", tmp)
+    try:
+        dsn = psycopg_dsn(url)
+        with receiver(tmp) as base:
+            asyncio.run(prepare_outbox(dsn, sample_body().decode(), events))
+            cmd = worker_cmd(dsn, base + "/hook", batch_size, max_concurrent_tasks, in_flight)
+            procs = []
+            try:
+                for i in range(WORKERS):
+                    ctx = child(cmd, log=tmp / f"pgqueuer-worker-{i}.log")
+                    ctx.__enter__()
+                    procs.append(ctx)
+                wait_count(base, events, timeout=900)
+                time.sleep(0.5)  # anything sent twice would arrive now
+                s = stats(base)
+                recs = receipts(base)
+            finally:
+                for ctx in procs:
+                    ctx.__exit__(None, None, None)
+        return {
+            "deliveries_per_s": rate_of(recs),
+            "received": s["count"],
+            "unique": s["unique"],
+            "duplicates": s["duplicates"],
+        }
+    finally:
+        drop_database(url)
+
+
+def main() -> None:
+    """`worker DSN RECEIVER_URL [BATCH MAX_TASKS IN_FLIGHT]`: run one worker process."""
+    import uvloop
+
+    if len(sys.argv) < 4 or sys.argv[1] != "worker":
+        raise SystemExit(__doc__)
+    dsn, hook = sys.argv[2], sys.argv[3]
+    knobs = [int(x) for x in sys.argv[4:7]]
+    batch_size, max_tasks, in_flight = (
+        knobs + [BATCH_SIZE, MAX_CONCURRENT_TASKS, IN_FLIGHT][len(knobs) :]
+    )
+    uvloop.run(run_worker(dsn, hook, batch_size, max_tasks, in_flight))
+
+
+if __name__ == "__main__":
+    main()
