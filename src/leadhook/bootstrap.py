@@ -13,6 +13,7 @@ from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.uow import SqlUnitOfWork
 from leadhook.adapters.http.sender import HttpSender
 from leadhook.adapters.system import SystemClock, SystemIds
+from leadhook.services.deliveries import DeliveryService
 from leadhook.services.delivery import Sender
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
@@ -38,6 +39,7 @@ class Container:
     leads: LeadService
     events: EventService
     subscriptions: SubscriptionService
+    deliveries: DeliveryService
     gate: WriteGate
     wakeup: Wakeup = field(default_factory=Wakeup)
 
@@ -110,6 +112,7 @@ def build(
             readonly_uow=readonly,
             on_enqueued=wakeup.notify,
         ),
+        deliveries=DeliveryService(readonly),
         gate=gate,
         wakeup=wakeup,
     )

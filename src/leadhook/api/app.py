@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Annotated
+
+from fastapi import Body, FastAPI
+from fastapi.openapi.models import Example
 from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,8 +13,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from leadhook import __version__
 from leadhook.api import problems
 from leadhook.api.metrics import ApiMetrics
-from leadhook.api.routes import catalog, events, leads, ops, subscriptions, tenants
+from leadhook.api.routes import (
+    catalog,
+    event_types,
+    events,
+    leads,
+    ops,
+    subscriptions,
+    tenants,
+)
 from leadhook.bootstrap import Container
+from leadhook.domain import event_types as types
 from leadhook.domain.events import EVENT_MODELS
 
 DESCRIPTION = """\
@@ -40,6 +52,7 @@ def create_app(container: Container) -> FastAPI:
         app.include_router(router)
     app.include_router(subscriptions.router)
     app.include_router(subscriptions.deliveries_router)
+    app.include_router(event_types.router)
     _document_webhooks(app)
     return app
 
@@ -110,15 +123,22 @@ def _too_large(limit: int) -> Response:
 
 
 def _document_webhooks(app: FastAPI) -> None:
+    # The same description and example as GET /v1/event-types (leadhook.domain.event_types);
+    # the schema is the event model's, which the committed schemas/ are generated from.
     for event_type, model in EVENT_MODELS.items():
 
         def receiver(body: object) -> None:
             """Documentation only."""
 
+        example: dict[str, Example] = {
+            "example": {"summary": event_type, "value": types.example(event_type)}
+        }
         # Set at run time: with postponed annotations a loop variable cannot be an annotation.
-        receiver.__annotations__ = {"body": model, "return": None}
-
-        receiver.__doc__ = (model.__doc__ or event_type) + (
+        receiver.__annotations__ = {
+            "body": Annotated[model, Body(openapi_examples=example)],
+            "return": None,
+        }
+        receiver.__doc__ = types.description(event_type) + (
             " Sent as a signed POST (headers webhook-id, webhook-timestamp, webhook-signature);"
             " answer 2xx to acknowledge."
         )

@@ -197,6 +197,21 @@ class EventPageOut(BaseModel):
     next_cursor: str | None
 
 
+class EventTypeOut(BaseModel):
+    """An event type: what it means, its JSON Schema and an example as subscribers get it."""
+
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema, Draft 2020-12")
+    example: dict[str, Any]
+
+
+class EventTypesOut(BaseModel):
+    """Every event type, in the contract's order."""
+
+    data: list[EventTypeOut]
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem document."""
 

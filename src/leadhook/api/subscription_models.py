@@ -147,6 +147,14 @@ class DeliveryPageOut(BaseModel):
     next_cursor: str | None
 
 
+class AttemptPageOut(BaseModel):
+    """The attempts of one delivery, oldest first."""
+
+    delivery_id: str
+    status: Literal["pending", "delivered", "failed", "dead"]
+    data: list[AttemptOut]
+
+
 class TestEventOut(BaseModel):
     """How the endpoint answered the test event."""
 
