@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import secrets
@@ -301,10 +300,11 @@ def keys_list(
     console.print(table)
 
 
-def _when(ts: float | None) -> str:
+def _when(ts: str | None) -> str:
+    # The services answer RFC 3339 in UTC (`2026-12-01T08:30:00.250Z`): show it to the minute.
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
+    return ts[:16].replace("T", " ")
 
 
 @keys_app.command("issue")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+from typing import Any
 
-from fastapi import Body, FastAPI
-from fastapi.openapi.models import Example
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,9 +37,20 @@ exactly as subscribers receive it.
 """
 
 
+# A JSON body without a Content-Type is read as JSON (any other media type is a 415, see
+# deps.storable_input). FastAPI 0.12x reads it so by default; newer versions need the flag.
+_LENIENT_CONTENT_TYPE: dict[str, Any] = (
+    {"strict_content_type": False}
+    if "strict_content_type" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
+
 def create_app(container: Container) -> FastAPI:
     """Build the API around a container (settings, database, services)."""
-    app = FastAPI(title="leadhook", version=__version__, description=DESCRIPTION)
+    app = FastAPI(
+        title="leadhook", version=__version__, description=DESCRIPTION, **_LENIENT_CONTENT_TYPE
+    )
     app.state.container = container
     registry = CollectorRegistry()
     app.state.registry = registry
@@ -130,16 +141,26 @@ def _document_webhooks(app: FastAPI) -> None:
         def receiver(body: object) -> None:
             """Documentation only."""
 
-        example: dict[str, Example] = {
-            "example": {"summary": event_type, "value": types.example(event_type)}
-        }
         # Set at run time: with postponed annotations a loop variable cannot be an annotation.
-        receiver.__annotations__ = {
-            "body": Annotated[model, Body(openapi_examples=example)],
-            "return": None,
-        }
+        receiver.__annotations__ = {"body": model, "return": None}
         receiver.__doc__ = types.description(event_type) + (
             " Sent as a signed POST (headers webhook-id, webhook-timestamp, webhook-signature);"
             " answer 2xx to acknowledge."
         )
         app.webhooks.post(event_type, summary=event_type)(receiver)
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # Examples go in after generation: FastAPI drops every null from the document it
+        # builds, and an example event must keep its nulls (`"owner": null`).
+        if app.openapi_schema is None:
+            doc = generate()
+            for event_type, hook in doc.get("webhooks", {}).items():
+                content = hook["post"]["requestBody"]["content"]["application/json"]
+                value = types.example(event_type)
+                content["examples"] = {"example": {"summary": event_type, "value": value}}
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

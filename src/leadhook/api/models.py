@@ -166,8 +166,8 @@ class LeadOut(BaseModel):
     team_members: list[str]
     relations: list[RelationOut]
     lead_omni_user_uuid: str
-    created_at: int
-    updated_at: int
+    created_at: str = Field(description="RFC 3339, UTC")
+    updated_at: str = Field(description="RFC 3339, UTC: the latest behaviour")
 
 
 class BehaviourOut(BaseModel):

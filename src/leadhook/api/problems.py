@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from leadhook.domain.errors import LeadhookError, ValidationError
+from leadhook.domain.errors import LeadhookError, UnsupportedMediaTypeError, ValidationError
 
 PROBLEM_TYPE_BASE = "https://leadhook.dev/problems/"
 log = logging.getLogger("leadhook.api")
@@ -64,6 +64,11 @@ async def _leadhook_error(_req: Request, exc: Exception) -> Response:
     if isinstance(exc, ValidationError):
         errors = [{"loc": _loc(e.loc), "msg": e.msg} for e in exc.errors]
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if isinstance(exc, UnsupportedMediaTypeError):
+        # RFC 9110 15.5.16 and RFC 5789: say which media type the method accepts.
+        method = _req.method.upper()
+        name = "Accept-Patch" if method == "PATCH" else "Accept-Post"
+        headers = {name: exc.expected} if method in ("POST", "PATCH") else None
     return problem(exc.status, exc.title, exc.detail, exc.type_slug, errors, headers)
 
 

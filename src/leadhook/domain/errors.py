@@ -95,3 +95,12 @@ class PayloadTooLargeError(LeadhookError):
     status = 413
     title = "Payload too large"
     type_slug = "payload-too-large"
+
+
+class UnsupportedMediaTypeError(LeadhookError):
+    """A request body that is not JSON (by its Content-Type): the API reads JSON only."""
+
+    status = 415
+    title = "Unsupported media type"
+    type_slug = "unsupported-media-type"
+    expected = "application/json"

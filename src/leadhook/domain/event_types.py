@@ -14,7 +14,6 @@ from leadhook.domain.errors import NotFoundError
 from leadhook.domain.events import EVENT_MODELS, EVENT_TYPES, json_schema
 from leadhook.domain.specimens import examples
 
-
 # The HTTP call of the behaviour that emits each type (contract section 3).
 EMITTED_BY = {
     "object_create": "POST /v1/leads (and POST /v1/leads/batch, one per lead)",

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from leadhook.domain.times import rfc3339
+
 # Field codes that live in their own attribute of Lead rather than in `fields` / `source`.
 ATTRIBUTE_FIELDS = ("business_type", "owner", "lead_pool", "life_status", "leads_status")
 
@@ -91,6 +93,14 @@ class Lead:
             "lead_omni_user_uuid": self.lead_omni_user_uuid,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+        }
+
+    def to_api_json(self) -> dict[str, Any]:
+        """Return the lead object as the API answers it: times as RFC 3339 UTC strings."""
+        return {
+            **self.to_json(),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
         }
 
     @classmethod
