@@ -193,9 +193,7 @@ def serve(
     console.print("leadhook stopped.")
 
 
-def print_serve_banner(
-    url: str, settings: Settings, *, generated: bool, mid: str = "acme"
-) -> None:
+def print_serve_banner(url: str, settings: Settings, *, generated: bool, mid: str = "acme") -> None:
     """Tell where the API, its docs and metrics are and how to create a first tenant.
 
     The commands it prints run as printed: the executable as it was invoked, the database

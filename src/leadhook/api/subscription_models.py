@@ -88,8 +88,7 @@ class SubscriptionOut(BaseModel):
         description="start of the current streak of failed attempts (RFC 3339), null if none"
     )
     previous_secret_expires_at: str | None = Field(
-        description="while a rotation overlaps: when the previous secret stops signing"
-        " (RFC 3339)"
+        description="while a rotation overlaps: when the previous secret stops signing (RFC 3339)"
     )
     created_at: str = Field(description="RFC 3339, UTC")
     updated_at: str = Field(description="RFC 3339, UTC")
