@@ -31,9 +31,11 @@ leadhook owns CRM leads for many tenants, records every behaviour on a lead as a
 fixed JSON contract, and delivers the events to subscribers' webhooks, signed (Standard
 Webhooks), in order per lead, retried for about three days, never lost.
 
-Errors are `application/problem+json` (RFC 9457). Every mutating lead call honours
-`Idempotency-Key` and `If-Match: <version>`. The *Webhooks* section documents each event type
-exactly as subscribers receive it.
+Errors are `application/problem+json` (RFC 9457). Bodies are JSON: any other media type
+answers 415. Every mutating lead call honours `Idempotency-Key` and `If-Match: <version>`.
+Times in answers are RFC 3339 UTC strings (`2026-12-01T08:30:00.250Z`); the event contract's
+own fields keep their form. The *Webhooks* section documents each event type exactly as
+subscribers receive it, as does `GET /v1/event-types`.
 """
 
 
