@@ -27,7 +27,7 @@ def test_round_trip_within_a_millisecond(seconds: float) -> None:
     text = rfc3339(seconds)
     assert len(text) == 24 and text.endswith("Z")
     # Milliseconds are cut, not rounded (microseconds are rounded first: half a µs either way).
-    assert -1e-6 <= seconds - parse_rfc3339(text) < 0.001 + 1e-6
+    assert -4e-6 <= seconds - parse_rfc3339(text) < 0.001 + 4e-6  # and a float ulp or two
 
 
 @given(instants, instants)
