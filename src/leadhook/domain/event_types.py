@@ -14,7 +14,7 @@ from leadhook.domain.errors import NotFoundError
 from leadhook.domain.events import EVENT_MODELS, EVENT_TYPES, json_schema
 from leadhook.domain.specimens import examples
 
-# The HTTP call of the behaviour that emits each type (contract section 3).
+# The HTTP call of the behaviour that emits each type (docs/contract.md, section 4).
 EMITTED_BY = {
     "object_create": "POST /v1/leads (and POST /v1/leads/batch, one per lead)",
     "object_update": "PATCH /v1/leads/{id}",
