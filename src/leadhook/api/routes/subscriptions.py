@@ -10,7 +10,9 @@ from starlette.responses import Response
 from leadhook.api import subscription_models as m
 from leadhook.api.deps import ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
+from leadhook.domain.events import EVENT_TYPES
 from leadhook.services.deliveries import delivery_filter
+from leadhook.services.ports import DELIVERY_STATUSES as STATUSES
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"], responses=ERRORS)
 deliveries_router = APIRouter(prefix="/v1/deliveries", tags=["subscriptions"], responses=ERRORS)
@@ -114,8 +116,14 @@ def replay(sub_id: str, body: m.ReplayIn, mid: Mid, c: ContainerDep) -> dict[str
 def list_all_deliveries(
     mid: Mid,
     c: ContainerDep,
-    status: Annotated[str | None, Query(description="pending, delivered, failed or dead")] = None,
-    event_type: Annotated[str | None, Query(description="one of the 13 event types")] = None,
+    status: Annotated[
+        str | None,
+        Query(description="the delivery's status", json_schema_extra={"enum": [*STATUSES]}),
+    ] = None,
+    event_type: Annotated[
+        str | None,
+        Query(description="one of the event types", json_schema_extra={"enum": [*EVENT_TYPES]}),
+    ] = None,
     lead_id: Annotated[
         str | None, Query(description="the lead (the events' `extra_data.entity_id`)")
     ] = None,
