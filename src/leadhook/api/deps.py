@@ -76,7 +76,7 @@ async def storable_input(request: Request) -> None:
 
     A NUL in the path or query (no id holds one, and PostgreSQL refuses it in any text
     parameter) is a 400. A body sent as anything but JSON (`text/plain`, a form) is a 415;
-    a body without a Content-Type is read as JSON, as `curl --data-raw` users expect. In the
+    a body without a Content-Type is read as JSON (the API reads nothing else). In the
     body, text with a NUL (PostgreSQL text cannot hold one) or an unpaired surrogate (valid
     JSON, but not Unicode: no driver can encode it) is a 422 naming where it is.
     """
