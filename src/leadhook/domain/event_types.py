@@ -8,6 +8,8 @@ type in the contract's example life (`docs/examples/`, see `leadhook.domain.spec
 
 from __future__ import annotations
 
+import copy
+from functools import cache
 from typing import Any
 
 from leadhook.domain.errors import NotFoundError
@@ -51,6 +53,12 @@ def describe(event_type: str) -> dict[str, Any]:
         raise NotFoundError(
             f"event type {event_type!r} not found: it is one of {', '.join(EVENT_TYPES)}"
         )
+    # Built once (a schema takes milliseconds to generate), copied so no caller can change it.
+    return copy.deepcopy(_described(event_type))
+
+
+@cache
+def _described(event_type: str) -> dict[str, Any]:
     return {
         "name": event_type,
         "description": description(event_type),
