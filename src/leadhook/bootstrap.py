@@ -19,6 +19,7 @@ from leadhook.adapters.secretbox import attach, load_box
 from leadhook.adapters.system import SystemClock, SystemIds
 from leadhook.services.automation import AutomationScheduler, AutomationService, PoolService
 from leadhook.services.console import ConsoleService
+from leadhook.services.deliveries import DeliveryService
 from leadhook.services.delivery import Sender
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
@@ -45,6 +46,7 @@ class Container:
     events: EventService
     subscriptions: SubscriptionService
     console: ConsoleService
+    deliveries: DeliveryService
     gate: WriteGate
     writer: GroupWriter
     pools: PoolService
@@ -139,6 +141,7 @@ def build(
             on_enqueued=wakeup.notify,
         ),
         console=ConsoleService(readonly, SqlConsoleQueries(engine), clock),
+        deliveries=DeliveryService(readonly),
         gate=gate,
         writer=writer,
         pools=PoolService(leads, readonly),

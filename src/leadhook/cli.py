@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import secrets
+import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
@@ -197,8 +199,10 @@ def serve(
     with opened(settings) as container:
         url = base_url(sock)
 
+        mid = free_mid(container, "acme")
+
         def banner() -> None:
-            print_serve_banner(url, settings, generated=generated)
+            print_serve_banner(url, settings, generated=generated, mid=mid)
 
         run_async(
             run_service(
@@ -224,13 +228,12 @@ def delivery_mode(database_url: str) -> Literal["inline", "process"]:
     return "process"
 
 
-def print_serve_banner(url: str, settings: Settings, *, generated: bool) -> None:
-    """Tell where the API, its docs and metrics are and how to create a first tenant."""
-    from leadhook.settings import Settings
+def print_serve_banner(url: str, settings: Settings, *, generated: bool, mid: str = "acme") -> None:
+    """Tell where the API, its docs and metrics are and how to create a first tenant.
 
-    db_flag = ""
-    if settings.database_url != Settings().database_url:
-        db_flag = f" --database-url '{display_url(settings.database_url)}'"
+    The commands it prints run as printed: the executable as it was invoked, the database
+    of this process, the admin token of this run, and a tenant id not taken yet (`mid`).
+    """
     console.print(f"[bold green]leadhook {__version__}[/] is serving and delivering webhooks.")
     console.print(f"  API      {url}")
     console.print(f"  Docs     {url}/docs")
@@ -242,14 +245,13 @@ def print_serve_banner(url: str, settings: Settings, *, generated: bool) -> None
             "[bold yellow]LEADHOOK_ADMIN_TOKEN is not set, so this admin token was generated"
             " for this run only (set the variable to keep one):[/]"
         )
-        console.print(f"  Admin token: {settings.admin_token}")
-    else:
-        console.print("  Admin token: the value of LEADHOOK_ADMIN_TOKEN")
-    console.print("Create a first tenant (prints its API key) in another terminal:")
-    console.print(f"  leadhook tenants create acme{db_flag}")
+    console.print(f"  Admin token: {settings.admin_token}", markup=False)
+    console.print(f"Create a tenant (prints its API key) in another terminal, from {Path.cwd()}:")
+    console.print(f"  {invoked_as()} tenants create {mid}{database_flag(settings)}", markup=False)
     console.print(
-        f"  or: curl -X POST {url}/v1/tenants -H 'Authorization: Bearer <admin token>'"
-        " -H 'content-type: application/json' -d '{\"mid\": \"acme\"}'"
+        f"  or: curl -X POST {url}/v1/tenants -H 'Authorization: Bearer {settings.admin_token}'"
+        f" -H 'content-type: application/json' -d '{{\"mid\": \"{mid}\"}}'",
+        markup=False,
     )
     console.print("Press Ctrl-C to stop.")
 
@@ -260,6 +262,52 @@ def secret_key() -> None:
     from leadhook.adapters.secretbox import generate_key
 
     console.print(generate_key())
+def invoked_as() -> str:
+    """Return how to run this same `leadhook` again from the current directory.
+
+    `leadhook` when that name finds this executable on PATH; otherwise its path, relative to
+    the current directory when it is inside it (`.venv/bin/leadhook`), else absolute.
+    """
+    argv0 = Path(sys.argv[0])
+    if argv0.name != "leadhook":
+        return "leadhook"  # run some other way (tests, python -c): the installed name
+    here = argv0.resolve()
+    found = shutil.which("leadhook")
+    if found is not None and Path(found).resolve() == here:
+        return "leadhook"
+    try:
+        return str(here.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(here)
+
+
+def database_flag(settings: Settings) -> str:
+    """Return the `--database-url` option that names this process's database ("" if default).
+
+    A URL with a password is not printed: the option then reads the environment variable.
+    """
+    from sqlalchemy.engine import make_url
+
+    from leadhook.settings import Settings
+
+    if settings.database_url == Settings().database_url:
+        return ""
+    if make_url(settings.database_url).password is not None:
+        return ' --database-url "$LEADHOOK_DATABASE_URL"'
+    return f" --database-url '{settings.database_url}'"
+
+
+def free_mid(container: Container, wanted: str) -> str:
+    """Return `wanted`, or `wanted-2`, `wanted-3`, ... : the first tenant id not taken yet."""
+    from leadhook.domain.errors import NotFoundError
+
+    for n in range(1, 1000):
+        mid = wanted if n == 1 else f"{wanted}-{n}"
+        try:
+            container.tenants.get(mid)
+        except NotFoundError:
+            return mid
+    return f"{wanted}-{secrets.token_hex(3)}"
 
 
 @app.command()
@@ -346,7 +394,9 @@ def _print_new_key(api_key: str, key_id: str) -> None:
     console.print(f"  {api_key}")
     console.print(f"Key id: {key_id}")
     console.print(
-        "Use it as: curl -H 'Authorization: Bearer <API key>' http://127.0.0.1:8000/v1/catalog"
+        f"Use it as: curl -H 'Authorization: Bearer {api_key}' http://127.0.0.1:8000/v1/catalog"
+        " (or the address `leadhook serve` printed)",
+        markup=False,
     )
 
 
@@ -370,10 +420,11 @@ def keys_list(
     console.print(table)
 
 
-def _when(ts: float | None) -> str:
+def _when(ts: str | None) -> str:
+    # The services answer RFC 3339 in UTC (`2026-12-01T08:30:00.250Z`): show it to the minute.
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
+    return ts[:16].replace("T", " ")
 
 
 @keys_app.command("issue")

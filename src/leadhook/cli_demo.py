@@ -67,6 +67,7 @@ CATALOG: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("lead_statuses", "qualified", {"name": "已确认"}),
     ("objects", "account", {"name": "客户", "object_id": "57"}),
 )
+MEMBER_NAMES = {key: body["name"] for kind, key, body in CATALOG if kind == "members"}
 SYSTEM = None
 
 
@@ -186,7 +187,7 @@ class DemoReceiver:
         gap = self.gaps.observe(event)
         if gap is not None:
             self.problems.append(f"lead {gap.entity_id}: versions {list(gap.versions)} missing")
-        self.console.print(render_event(event, verified=True))
+        self.console.print(render_event(event, verified=True, member_names=MEMBER_NAMES))
         self.bodies[event.event_id] = json.loads(body)
         self.verified[event.event_id] = event.event_type
         self.changed.set()

@@ -44,8 +44,14 @@ def _side(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def render_event(event: LeadEvent, *, verified: bool) -> Text:
-    """Describe one event in a few lines: type, lead, version, then each change with labels."""
+def render_event(
+    event: LeadEvent, *, verified: bool, member_names: Mapping[str, str] | None = None
+) -> Text:
+    """Describe one event in a few lines: type, lead, version, then each change with labels.
+
+    Owners show by name (the event's display text carries it); team members travel as ids,
+    so `member_names` (member id → display name, e.g. from the tenant's catalog) names them.
+    """
     extra = event.extra_data
     line = Text()
     line.append("✔ verified  " if verified else "⚠ unverified  ", "green" if verified else "yellow")
@@ -56,13 +62,13 @@ def render_event(event: LeadEvent, *, verified: bool) -> Text:
         line.append(f" {extra.operator_id}", "dim")
     if event.action_keyword != event.event_type:
         line.append(f"  ({event.action_keyword})", "magenta")
-    for detail in _details(event):
+    for detail in _details(event, member_names or {}):
         line.append("\n      ")
         line.append(detail)
     return line
 
 
-def _details(event: LeadEvent) -> list[str]:
+def _details(event: LeadEvent, member_names: Mapping[str, str]) -> list[str]:
     extra = event.extra_data
     texts: Mapping[str, Any] = extra.mapping_data_text
     out: list[str] = []
@@ -77,7 +83,7 @@ def _details(event: LeadEvent) -> list[str]:
     if extra.notes:
         out.append(f"notes: {extra.notes!r}" + (" (follow-up)" if extra.is_follow_up else ""))
     if "members" in own:
-        out.append("members: " + ", ".join(own["members"]))
+        out.append("members: " + ", ".join(_member(m, member_names) for m in own["members"]))
     if "scene_type" in own:
         out.append(f"scene {own['scene_type']}: {SCENES.get(own['scene_type'], '?')}")
     if "target_object_name" in own:
@@ -86,6 +92,11 @@ def _details(event: LeadEvent) -> list[str]:
             f" (object id {own['target_object_id'] or '-'})"
         )
     return out
+
+
+def _member(member_id: str, names: Mapping[str, str]) -> str:
+    name = names.get(member_id)
+    return member_id if not name else f"{name} ({member_id})"
 
 
 @dataclass

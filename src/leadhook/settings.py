@@ -1,4 +1,4 @@
-"""Settings from the environment (names in spec/api.md, section Command line)."""
+"""Settings from the environment (names in docs/api.md, section Environment)."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ def test_every_behaviour_through_its_endpoint(api: Api) -> None:
     # The log rebuilds the lead.
     catalog = api.container.tenants.get(api.mid).catalog
     rebuilt = fold(catalog, [parse_event_json(p) for p in seen])
-    assert rebuilt.to_json() == final
+    assert rebuilt.to_api_json() == final
 
 
 def test_events_carry_the_operator_and_the_labels(api: Api) -> None:

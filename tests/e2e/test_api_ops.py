@@ -23,7 +23,7 @@ def api(backend: str, seeded_databases: Any) -> Iterator[Api]:
         yield api
 
 
-# Every path and method of spec/api.md.
+# Every path and method of the original interface (docs/api.md has them all).
 SPEC_PATHS: dict[str, set[str]] = {
     "/v1/tenants": {"post"},
     "/v1/tenants/{mid}/keys": {"post"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -155,6 +156,9 @@ def test_demo_delivers_and_verifies_every_event_type(tmp_path: Path) -> None:
     for event_type in EVENT_TYPES:
         assert f"✔ verified  {event_type}" in result.stdout
     assert "21 of 21 events delivered" in result.stdout
+    # Team members show by name, as owners do.
+    assert "members: 李四 (li_si), 张伟 (zhang_wei)" in result.stdout
+    assert "owner: - → 王芳" in result.stdout
     assert time.monotonic() - started < 30
     assert list(tmp_path.iterdir()) == []  # temporary storage only
 
@@ -170,11 +174,20 @@ def test_serve_on_the_default_database_then_stop_cleanly(
     out = serve.wait_for("Ctrl-C")
     base = f"http://127.0.0.1:{port}"
     assert f"{base}/docs" in out and f"{base}/metrics" in out
-    assert "generated for this run" in out and "leadhook tenants create" in out
+    assert "generated for this run" in out
     token = out.split("Admin token: ", 1)[1].split()[0]
     assert httpx.get(f"{base}/healthz").status_code == 200
+    # The banner's commands run as printed, from where serve runs: the executable as it was
+    # invoked (here by its absolute path), the admin token filled in.
+    command, curl = _banner_commands(out)
+    assert command == f"{LEADHOOK} tenants create acme"
+    assert f"curl -X POST {base}/v1/tenants -H 'Authorization: Bearer {token}'" in curl
+    created = subprocess.run(
+        shlex.split(command), cwd=tmp_path, env=clean_env(), capture_output=True, text=True
+    )
+    assert created.returncode == 0 and "shown once" in created.stdout, created.stderr
 
-    tenant = post(f"{base}/v1/tenants", {"mid": "acme"}, token)
+    tenant = post(f"{base}/v1/tenants", {"mid": "acme-http"}, token)
     lead = post(f"{base}/v1/leads", {"fields": {"name": "Ada"}}, tenant["api_key"])
     events = httpx.get(
         f"{base}/v1/events", headers={"Authorization": f"Bearer {tenant['api_key']}"}
@@ -184,6 +197,17 @@ def test_serve_on_the_default_database_then_stop_cleanly(
 
     assert serve.terminate() == 0
     assert "leadhook stopped." in serve.output()
+    # Twice in a row on the same database: the banner names a tenant not taken yet.
+    again = start("serve", "--port", str(free_port()), name="serve-again")
+    command, _ = _banner_commands(again.wait_for("Ctrl-C"))
+    assert command == f"{LEADHOOK} tenants create acme-2"
+    assert again.terminate() == 0
+
+
+def _banner_commands(out: str) -> tuple[str, str]:
+    """Return the CLI command and the curl command that the serve banner prints."""
+    lines = out.split("Create a tenant", 1)[1].splitlines()
+    return lines[1].strip(), lines[2].strip().removeprefix("or: ")
 
 
 def test_worker_delivers_until_interrupted(tmp_path: Path, start: Callable[..., Running]) -> None:

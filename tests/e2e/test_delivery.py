@@ -18,6 +18,7 @@ from delivery_support import Receiver, Stack, e2e_settings, make_stack, wait_for
 from sqlalchemy import func, select
 
 from leadhook.adapters.db import tables as t
+from leadhook.domain.times import parse_rfc3339
 
 WORKER = Path(__file__).with_name("_worker_main.py")
 
@@ -151,7 +152,8 @@ def test_rotation_signs_with_both_secrets_and_the_test_event(stack: Stack) -> No
     assert rotated.status_code == 200
     new = rotated.json()["secret"]
     assert new != old and new.startswith("whsec_")
-    assert rotated.json()["previous_secret_expires_at"] > time.time() + 86000
+    expires = parse_rfc3339(rotated.json()["previous_secret_expires_at"])
+    assert expires > time.time() + 86000
     stack.receiver.secrets.append(new)
     secret = stack.call("GET", f"/v1/subscriptions/{sub['id']}/secret").json()
     assert secret["secret"] == new

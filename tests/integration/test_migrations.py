@@ -85,8 +85,8 @@ def test_upgrade_builds_the_metadata_and_downgrade_removes_it(engine: Engine) ->
     migrate.upgrade(engine)
     assert _diffs(engine) == []
     with engine.connect() as conn:
-        head = ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
     migrate.upgrade(engine)  # at head already: nothing to do
 
 

@@ -14,6 +14,7 @@ from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue, claim_cap
 from leadhook.bootstrap import Container
 from leadhook.domain.operator import Operator
+from leadhook.domain.times import rfc3339
 from leadhook.services.delivery import LANE_DEPTH, Disable, Job, Outcome
 from leadhook.services.leads import Request
 from leadhook.services.ports import Attempt, DeliveryStatus
@@ -155,7 +156,7 @@ def test_record_stores_attempts_states_and_the_failure_streak(container: Contain
     assert sub_row(container, sub["id"]).first_failure_at == now
     page = container.subscriptions.deliveries(MID, sub["id"], None, None, 10)["data"]
     by_id = {d["id"]: d for d in page}
-    assert by_id[a.id]["status"] == "failed" and by_id[a.id]["next_attempt_at"] == now + 30
+    assert by_id[a.id]["status"] == "failed" and by_id[a.id]["next_attempt_at"] == rfc3339(now + 30)
     assert by_id[a.id]["attempt_count"] == 1 and by_id[a.id]["last_error"] == "HTTP 503"
     (attempt,) = by_id[a.id]["attempts"]
     assert attempt["status_code"] == 503 and attempt["latency_ms"] == 12.5
@@ -215,7 +216,7 @@ def test_410_disables_at_once_and_auto_disable_respects_a_recent_success(
     )
     shown = container.subscriptions.get(MID, failing["id"])
     assert shown["enabled"] is False and shown["disabled_reason"] == "auto"
-    assert shown["failing_since"] == now
+    assert shown["failing_since"] == rfc3339(now)
 
 
 def test_released_deliveries_are_claimable_at_once(container: Container) -> None:

@@ -27,6 +27,7 @@ from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
     ApiKey,
     AutomationRun,
+    DeliveryFilter,
     DueLead,
     LeadFilter,
     NewEvent,
@@ -532,6 +533,52 @@ def test_deliveries(uow: UnitOfWorkFactory) -> None:
         T0 + 100,
     )
     assert _deliveries(uow, "s2", "pending")[0].status == "pending"
+
+
+def _search(uow: UnitOfWorkFactory, mid: str = "t1", limit: int = 2, **filters: Any) -> list[Any]:
+    """Follow the cursor of the listing across subscriptions to its end."""
+    out: list[Any] = []
+    cursor = None
+    f = DeliveryFilter(**filters)
+    while True:
+        page = _read(uow, lambda u, c=cursor: u.deliveries.search(mid, f, c, limit))
+        out.extend(page.data)
+        cursor = page.next_cursor
+        if cursor is None:
+            return out
+
+
+def test_delivery_search_across_subscriptions(uow: UnitOfWorkFactory) -> None:
+    s1, s2, other = _sub("s1"), _sub("s2"), _sub("s3", mid="t2")
+    for sub in (s1, s2, other):
+        _write(uow, lambda u, sub=sub: u.subscriptions.add(sub))
+    _enqueue(uow, s1, [_event("L1", 1), _event("L1", 2)], T0)
+    _enqueue(uow, s2, [_event("L2", 1)], T0 + 10)
+    _enqueue(uow, s1, [_event("L2", 2)], T0 + 20)
+    _enqueue(uow, other, [_event("L3", 1, mid="t2")], T0 + 30)
+
+    def keys(found: list[Any]) -> list[tuple[str, str, int]]:
+        return [(d.subscription_id, d.entity_id, d.entity_version) for d in found]
+
+    everything = _search(uow)
+    assert keys(everything) == [("s1", "L2", 2), ("s2", "L2", 1), ("s1", "L1", 2), ("s1", "L1", 1)]
+    assert _search(uow, limit=10) == everything
+    assert keys(_search(uow, mid="t2")) == [("s3", "L3", 1)]
+    assert keys(_search(uow, entity_id="L2")) == [("s1", "L2", 2), ("s2", "L2", 1)]
+    assert keys(_search(uow, subscription_id="s2")) == [("s2", "L2", 1)]
+    assert _search(uow, subscription_id="s3") == []  # another tenant's subscription
+    assert keys(_search(uow, event_type="object_create")) == [("s2", "L2", 1), ("s1", "L1", 1)]
+    # created_after is inclusive, created_before exclusive.
+    assert keys(_search(uow, created_after=T0 + 10)) == [("s1", "L2", 2), ("s2", "L2", 1)]
+    assert keys(_search(uow, created_before=T0 + 10)) == [("s1", "L1", 2), ("s1", "L1", 1)]
+    window = _search(uow, created_after=T0 + 5, created_before=T0 + 20, limit=1)
+    assert keys(window) == [("s2", "L2", 1)]
+    assert _search(uow, status="pending", limit=3) == everything
+    assert _search(uow, status="dead") == []
+    _write(uow, lambda u: u.subscriptions.delete("t1", "s1", T0 + 40))
+    dead = _search(uow, status="dead", entity_id="L1")
+    assert keys(dead) == [("s1", "L1", 2), ("s1", "L1", 1)]  # deleted subscriptions' too
+    assert keys(_search(uow, status="pending")) == [("s2", "L2", 1)]
 
 
 # ---- idempotency keys ------------------------------------------------------------------------

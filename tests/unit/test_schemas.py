@@ -14,19 +14,11 @@ from leadhook.schemas import REGENERATE_COMMAND, schema_documents, write_schemas
 
 REPO = Path(__file__).parents[2]
 SCHEMA_DIR = REPO / "schemas"
-SHARED = Path(__file__).parents[2].parent / "shared"
-EXAMPLES = SHARED / "spec" / "examples"
+EXAMPLES = REPO / "docs" / "examples"
 
 
 def _examples() -> list[Path]:
-    if not EXAMPLES.is_dir():
-        return []
     return sorted(EXAMPLES.glob("*.json"))
-
-
-def _need_examples() -> None:
-    if not EXAMPLES.is_dir():
-        pytest.skip(f"shared/ is not beside the repository: {EXAMPLES} is absent")
 
 
 # ---- committed schemas ---------------------------------------------------------------------
@@ -89,15 +81,7 @@ def test_schema_text_keeps_non_ascii_and_model_key_order() -> None:
 
 def _event_examples() -> list[Any]:
     found = [p for p in _examples() if "event_id" in json.loads(p.read_text(encoding="utf-8"))]
-    if not found:
-        return [
-            pytest.param(
-                None,
-                marks=pytest.mark.skip(
-                    reason=f"shared/ is not beside the repository: no examples in {EXAMPLES}"
-                ),
-            )
-        ]
+    assert found, f"no example events in {EXAMPLES}"
     return [pytest.param(p, id=p.name) for p in found]
 
 
@@ -113,7 +97,6 @@ def test_example_validates_against_its_schema(path: Path) -> None:
 
 
 def test_every_event_type_has_an_example() -> None:
-    _need_examples()
     types = {
         json.loads(p.read_text(encoding="utf-8"))["event_type"]
         for p in _examples()
@@ -123,7 +106,6 @@ def test_every_event_type_has_an_example() -> None:
 
 
 def test_the_verbatim_source_example_lacks_only_the_additions() -> None:
-    _need_examples()
     event = json.loads((EXAMPLES / "object_create.json").read_text(encoding="utf-8"))
     errors = list(Draft202012Validator(json_schema("object_create")).iter_errors(event))
     assert {e.validator for e in errors} == {"required"}
@@ -133,7 +115,6 @@ def test_the_verbatim_source_example_lacks_only_the_additions() -> None:
 
 
 def test_schema_refuses_an_unknown_key_and_a_bad_scene() -> None:
-    _need_examples()
     event = json.loads((EXAMPLES / "object_change_owner.claim.json").read_text(encoding="utf-8"))
     validator = Draft202012Validator(json_schema("object_change_owner"))
     assert validator.is_valid(event)

@@ -22,6 +22,7 @@ from leadhook.domain.errors import (
 from leadhook.domain.events import parse_event_json
 from leadhook.domain.operator import SYSTEM, Operator
 from leadhook.domain.replay import fold
+from leadhook.domain.times import rfc3339
 from leadhook.services.events import EventService
 from leadhook.services.idempotency import Idempotent, fingerprint
 from leadhook.services.leads import BEHAVIOURS, LeadService, Request
@@ -171,7 +172,7 @@ def test_authenticate_issue_and_revoke(world: World) -> None:
     with pytest.raises(UnauthorizedError):
         w.tenants.authenticate(issued["api_key"])
     revoked = next(k for k in w.tenants.list_keys("t1") if k["id"] == issued["id"])
-    assert revoked["revoked_at"] == START + 5
+    assert revoked["revoked_at"] == rfc3339(START + 5)
     w.tenants.revoke_key("t1", issued["id"])  # again: harmless
     for call in (
         lambda: w.tenants.revoke_key("t1", "nope"),
@@ -226,7 +227,7 @@ def test_create_writes_lead_event_and_answer_together(world: World) -> None:
         "object_create",
     )
     assert event.create_time == int(START) and answer["events"][0]["create_time"] == int(START)
-    assert w.leads.get("t1", lead["id"]).to_json() == lead
+    assert w.leads.get("t1", lead["id"]).to_api_json() == lead
     assert lead["business_type"] == w.tenants.get("t1").catalog.default_business_type
 
 
@@ -258,7 +259,7 @@ def test_every_behaviour_emits_at_the_next_version(world: World) -> None:
         version += 1
         assert answer["lead"]["version"] == answer["events"][0]["entity_version"] == version
         assert answer["events"][0]["create_time"] == int(w.clock())
-        assert w.leads.get("t1", lead_id).to_json() == answer["lead"]
+        assert w.leads.get("t1", lead_id).to_api_json() == answer["lead"]
     events = [parse_event_json(e.payload) for e in w.log()]
     assert [e.entity_version for e in events] == list(range(1, version + 1))
     assert fold(w.tenants.get("t1").catalog, events) == w.leads.get("t1", lead_id)

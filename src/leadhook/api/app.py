@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.responses import Response
@@ -11,8 +14,18 @@ from leadhook import __version__
 from leadhook.api import console, problems
 from leadhook.api.limits import HeaderLimit, RateLimit
 from leadhook.api.metrics import ApiMetrics
-from leadhook.api.routes import automation, catalog, events, leads, ops, subscriptions, tenants
+from leadhook.api.routes import (
+    automation,
+    catalog,
+    event_types,
+    events,
+    leads,
+    ops,
+    subscriptions,
+    tenants,
+)
 from leadhook.bootstrap import Container
+from leadhook.domain import event_types as types
 from leadhook.domain.events import EVENT_MODELS
 
 DESCRIPTION = """\
@@ -20,15 +33,28 @@ leadhook owns CRM leads for many tenants, records every behaviour on a lead as a
 fixed JSON contract, and delivers the events to subscribers' webhooks, signed (Standard
 Webhooks), in order per lead, retried for about three days, never lost.
 
-Errors are `application/problem+json` (RFC 9457). Every mutating lead call honours
-`Idempotency-Key` and `If-Match: <version>`. The *Webhooks* section documents each event type
-exactly as subscribers receive it.
+Errors are `application/problem+json` (RFC 9457). Bodies are JSON: any other media type
+answers 415. Every mutating lead call honours `Idempotency-Key` and `If-Match: <version>`.
+Times in answers are RFC 3339 UTC strings (`2026-12-01T08:30:00.250Z`); the event contract's
+own fields keep their form. The *Webhooks* section documents each event type exactly as
+subscribers receive it, as does `GET /v1/event-types`.
 """
+
+
+# A JSON body without a Content-Type is read as JSON (any other media type is a 415, see
+# deps.storable_input). FastAPI 0.12x reads it so by default; newer versions need the flag.
+_LENIENT_CONTENT_TYPE: dict[str, Any] = (
+    {"strict_content_type": False}
+    if "strict_content_type" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def create_app(container: Container) -> FastAPI:
     """Build the API around a container (settings, database, services)."""
-    app = FastAPI(title="leadhook", version=__version__, description=DESCRIPTION)
+    app = FastAPI(
+        title="leadhook", version=__version__, description=DESCRIPTION, **_LENIENT_CONTENT_TYPE
+    )
     app.state.container = container
     registry = CollectorRegistry()
     app.state.registry = registry
@@ -49,6 +75,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(subscriptions.deliveries_router)
     app.include_router(automation.router)
     console.install(app)  # the web console at /console
+    app.include_router(event_types.router)
     _document_webhooks(app)
     return app
 
@@ -119,6 +146,8 @@ def _too_large(limit: int) -> Response:
 
 
 def _document_webhooks(app: FastAPI) -> None:
+    # The same description and example as GET /v1/event-types (leadhook.domain.event_types);
+    # the schema is the event model's, which the committed schemas/ are generated from.
     for event_type, model in EVENT_MODELS.items():
 
         def receiver(body: object) -> None:
@@ -126,9 +155,24 @@ def _document_webhooks(app: FastAPI) -> None:
 
         # Set at run time: with postponed annotations a loop variable cannot be an annotation.
         receiver.__annotations__ = {"body": model, "return": None}
-
-        receiver.__doc__ = (model.__doc__ or event_type) + (
+        receiver.__doc__ = types.description(event_type) + (
             " Sent as a signed POST (headers webhook-id, webhook-timestamp, webhook-signature);"
             " answer 2xx to acknowledge."
         )
         app.webhooks.post(event_type, summary=event_type)(receiver)
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # Examples go in after generation: FastAPI drops every null from the document it
+        # builds, and an example event must keep its nulls (`"owner": null`).
+        if app.openapi_schema is None:
+            doc = generate()
+            for event_type, hook in doc.get("webhooks", {}).items():
+                content = hook["post"]["requestBody"]["content"]["application/json"]
+                value = types.example(event_type)
+                content["examples"] = {"example": {"summary": event_type, "value": value}}
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -10,7 +10,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from leadhook.bootstrap import Container
-from leadhook.domain.errors import BadRequestError, UnauthorizedError, ValidationError
+from leadhook.domain.errors import (
+    BadRequestError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
 from leadhook.domain.operator import Operator
 from leadhook.services.idempotency import fingerprint
 from leadhook.services.leads import Request as BehaviourRequest
@@ -63,13 +68,21 @@ async def admin(
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
+def _json_media_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def storable_input(request: Request) -> None:
     """Refuse input that no store can keep, the same on every backend, before it gets near one.
 
     A NUL in the path or query (no id holds one, and PostgreSQL refuses it in any text
-    parameter) is a 400. In the body, text with a NUL (PostgreSQL text cannot hold one) or an
-    unpaired surrogate (valid JSON, but not Unicode: no driver can encode it) is a 422 naming
-    where it is.
+    parameter) is a 400. A body sent as anything but JSON (`text/plain`, a form) is a 415;
+    a body without a Content-Type is read as JSON (the API reads nothing else). In the
+    body, text with a NUL (PostgreSQL text cannot hold one) or an unpaired surrogate (valid
+    JSON, but not Unicode: no driver can encode it) is a 422 naming where it is.
     """
     query = request.query_params.multi_items()
     if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in query):
@@ -77,6 +90,12 @@ async def storable_input(request: Request) -> None:
     if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
         return
     body = await request.body()
+    content_type = request.headers.get("content-type")
+    if body and content_type is not None and not _json_media_type(content_type):
+        raise UnsupportedMediaTypeError(
+            f"the request body must be {UnsupportedMediaTypeError.expected},"
+            f" not {content_type.split(';', 1)[0].strip() or 'an empty media type'}"
+        )
     if not _SUSPECT_ESCAPE.search(body):
         return
     try:

@@ -59,4 +59,19 @@ def _route(scope: Scope) -> str:
     # (`/v1/leads/{lead_id}`), never the raw path, so the labels stay few. (Walking
     # `app.router.routes` does not work: routers included by FastAPI are wrapped, path-less.)
     path: Any = getattr(scope.get("route"), "path", None)
-    return path if isinstance(path, str) and path else "unmatched"
+    if isinstance(path, str) and path:
+        return path
+    return _plain_route(scope) or "unmatched"
+
+
+def _plain_route(scope: Scope) -> str | None:
+    # FastAPI's own pages (`/docs`, `/openapi.json`, `/redoc`) are plain Starlette routes,
+    # which record only their endpoint: find the route of that endpoint in the router.
+    endpoint, router = scope.get("endpoint"), scope.get("router")
+    if endpoint is None or router is None:
+        return None
+    for route in getattr(router, "routes", ()):
+        if getattr(route, "endpoint", None) is endpoint:
+            path: Any = getattr(route, "path", None)
+            return path if isinstance(path, str) and path else None
+    return None

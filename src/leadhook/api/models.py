@@ -185,11 +185,13 @@ class LeadOut(BaseModel):
     team_members: list[str]
     relations: list[RelationOut]
     lead_omni_user_uuid: str
-    created_at: int
-    updated_at: int
-    owner_since: int | None = Field(None, description="when the current owner got the lead")
-    last_follow_up_at: int | None = Field(
-        None, description="the last follow-up note or status change"
+    created_at: str = Field(description="RFC 3339, UTC")
+    updated_at: str = Field(description="RFC 3339, UTC: the latest behaviour")
+    owner_since: str | None = Field(
+        None, description="RFC 3339, UTC: when the current owner got the lead"
+    )
+    last_follow_up_at: str | None = Field(
+        None, description="RFC 3339, UTC: the last follow-up note or status change"
     )
 
 
@@ -240,8 +242,8 @@ class AutomationRunOut(BaseModel):
     rule: Literal["reclaim"]
     lead_pool: str
     trigger: Literal["schedule", "manual"]
-    started_at: float
-    finished_at: float
+    started_at: str = Field(description="RFC 3339, UTC")
+    finished_at: str = Field(description="RFC 3339, UTC")
     moved: int
     lead_ids: list[str]
 
@@ -258,6 +260,19 @@ class AutomationRunNowOut(BaseModel):
 
     moved: int
     data: list[AutomationRunOut]
+class EventTypeOut(BaseModel):
+    """An event type: what it means, its JSON Schema and an example as subscribers get it."""
+
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema, Draft 2020-12")
+    example: dict[str, Any]
+
+
+class EventTypesOut(BaseModel):
+    """Every event type, in the contract's order."""
+
+    data: list[EventTypeOut]
 
 
 class Problem(BaseModel):

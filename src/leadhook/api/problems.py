@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from leadhook.domain.errors import LeadhookError, ValidationError
+from leadhook.domain.errors import LeadhookError, UnsupportedMediaTypeError, ValidationError
 from leadhook.services.redaction import redact
 
 PROBLEM_TYPE_BASE = "https://leadhook.dev/problems/"
@@ -81,12 +81,17 @@ def _loc(loc: Any) -> list[str | int]:
     return [p if isinstance(p, int) else str(p) for p in loc]
 
 
-async def _leadhook_error(_req: Request, exc: Exception) -> Response:
+async def _leadhook_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LeadhookError)
     errors = None
     if isinstance(exc, ValidationError):
         errors = [{"loc": _loc(e.loc), "msg": e.msg} for e in exc.errors]
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if isinstance(exc, UnsupportedMediaTypeError):
+        # RFC 9110 15.5.16 and RFC 5789: say which media type the method accepts.
+        method = request.method.upper()
+        name = "Accept-Patch" if method == "PATCH" else "Accept-Post"
+        headers = {name: exc.expected} if method in ("POST", "PATCH") else None
     return problem(exc.status, exc.title, exc.detail, exc.type_slug, errors, headers)
 
 

@@ -62,8 +62,9 @@ class SubscriptionPatch(_In):
 class ReplayIn(_In):
     """Queue again the deliveries created since a time: dead ones, delivered ones, or both."""
 
-    since: float = Field(
-        ge=0, allow_inf_nan=False, description="unix seconds; deliveries created at or after it"
+    since: float | str = Field(
+        description="deliveries created at or after it: unix seconds (a number >= 0) or an"
+        " RFC 3339 date-time with its time zone"
     )
     status: Literal["dead", "delivered"] | None = Field(
         None, description="only deliveries in this state; omitted: dead and delivered"
@@ -83,14 +84,14 @@ class SubscriptionOut(BaseModel):
     )
     max_in_flight: int
     rate_limit_per_s: float | None
-    failing_since: float | None = Field(
-        description="start of the current streak of failed attempts (unix s), null if none"
+    failing_since: str | None = Field(
+        description="start of the current streak of failed attempts (RFC 3339), null if none"
     )
-    previous_secret_expires_at: float | None = Field(
-        description="while a rotation overlaps: when the previous secret stops signing"
+    previous_secret_expires_at: str | None = Field(
+        description="while a rotation overlaps: when the previous secret stops signing (RFC 3339)"
     )
-    created_at: float
-    updated_at: float
+    created_at: str = Field(description="RFC 3339, UTC")
+    updated_at: str = Field(description="RFC 3339, UTC")
 
 
 class SubscriptionWithSecretOut(SubscriptionOut):
@@ -110,13 +111,13 @@ class SecretOut(BaseModel):
     """The current signing secret."""
 
     secret: str
-    previous_secret_expires_at: float | None
+    previous_secret_expires_at: str | None
 
 
 class AttemptOut(BaseModel):
     """One HTTP attempt: when, the answer (null: none came), its latency and first 1 KB."""
 
-    attempted_at: float
+    attempted_at: str = Field(description="RFC 3339, UTC")
     status_code: int | None
     latency_ms: float
     error: str | None
@@ -135,10 +136,10 @@ class DeliveryOut(BaseModel):
     entity_version: int
     status: Literal["pending", "delivered", "failed", "dead"]
     attempt_count: int
-    next_attempt_at: float | None
+    next_attempt_at: str | None = Field(description="RFC 3339, UTC; null once finished")
     last_error: str | None
-    created_at: float
-    updated_at: float
+    created_at: str = Field(description="RFC 3339, UTC")
+    updated_at: str = Field(description="RFC 3339, UTC")
     attempts: list[AttemptOut]
 
 
@@ -147,6 +148,14 @@ class DeliveryPageOut(BaseModel):
 
     data: list[DeliveryOut]
     next_cursor: str | None
+
+
+class AttemptPageOut(BaseModel):
+    """The attempts of one delivery, oldest first."""
+
+    delivery_id: str
+    status: Literal["pending", "delivered", "failed", "dead"]
+    data: list[AttemptOut]
 
 
 class TestEventOut(BaseModel):

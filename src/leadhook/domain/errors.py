@@ -103,3 +103,10 @@ class ClaimRefusedError(ConflictError):
 
     type_slug = "claim-refused"
     title = "Claim refused"
+class UnsupportedMediaTypeError(LeadhookError):
+    """A request body that is not JSON (by its Content-Type): the API reads JSON only."""
+
+    status = 415
+    title = "Unsupported media type"
+    type_slug = "unsupported-media-type"
+    expected = "application/json"

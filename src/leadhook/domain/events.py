@@ -59,7 +59,7 @@ class ChangeEntry(_Strict):
 
 
 class ExtraData(_Strict):
-    """The keys present in `extra_data` of every event (contract section 2)."""
+    """The keys present in `extra_data` of every event (docs/contract.md, section 3)."""
 
     object_id: str
     object_name: str

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from leadhook.domain.times import rfc3339, rfc3339_or_none
+
 # Field codes that live in their own attribute of Lead rather than in `fields` / `source`.
 ATTRIBUTE_FIELDS = ("business_type", "owner", "lead_pool", "life_status", "leads_status")
 
@@ -97,6 +99,16 @@ class Lead:
             "updated_at": self.updated_at,
             "owner_since": self.owner_since,
             "last_follow_up_at": self.last_follow_up_at,
+        }
+
+    def to_api_json(self) -> dict[str, Any]:
+        """Return the lead object as the API answers it: times as RFC 3339 UTC strings."""
+        return {
+            **self.to_json(),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "owner_since": rfc3339_or_none(self.owner_since),
+            "last_follow_up_at": rfc3339_or_none(self.last_follow_up_at),
         }
 
     @classmethod

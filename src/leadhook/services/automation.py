@@ -28,6 +28,7 @@ from leadhook.domain.errors import (
 )
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import SYSTEM, Operator
+from leadhook.domain.times import rfc3339
 from leadhook.services.allocation import Allocation
 from leadhook.services.leads import Changes, LeadService, Request, dumps
 from leadhook.services.ports import (
@@ -52,8 +53,8 @@ def run_json(run: AutomationRun) -> dict[str, Any]:
         "rule": run.rule,
         "lead_pool": run.lead_pool,
         "trigger": run.trigger,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
+        "started_at": rfc3339(run.started_at),
+        "finished_at": rfc3339(run.finished_at),
         "moved": len(run.lead_ids),
         "lead_ids": list(run.lead_ids),
     }

@@ -80,7 +80,7 @@ def new_events(events: Sequence[LeadEvent]) -> list[NewEvent]:
 
 def behaviour_body(lead: Lead, payloads: Sequence[str]) -> str:
     """Return `{"lead": ..., "events": [...]}` with each event's stored JSON embedded as is."""
-    return '{"lead":' + dumps(lead.to_json()) + ',"events":[' + ",".join(payloads) + "]}"
+    return '{"lead":' + dumps(lead.to_api_json()) + ',"events":[' + ",".join(payloads) + "]}"
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,21 @@ class LeadFilter:
 
 
 @dataclass(frozen=True)
+class DeliveryFilter:
+    """Filters of the delivery listing across a tenant's subscriptions (None: any).
+
+    `created_after` is inclusive and `created_before` exclusive (unix seconds).
+    """
+
+    status: str | None = None
+    event_type: str | None = None
+    entity_id: str | None = None
+    subscription_id: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+
+
+@dataclass(frozen=True)
 class StoredResponse:
     """The first response to a request with an Idempotency-Key."""
 
@@ -216,6 +231,9 @@ class DeliveryRepository(Protocol):
     def get(self, mid: str, delivery_id: str) -> Delivery | None: ...
     def page(
         self, mid: str, sub_id: str, status: str | None, cursor: str | None, limit: int
+    ) -> Page[Delivery]: ...
+    def search(
+        self, mid: str, filters: DeliveryFilter, cursor: str | None, limit: int
     ) -> Page[Delivery]: ...
     def retry(self, mid: str, delivery_id: str, now: float) -> Delivery | None: ...
     def replay(

@@ -13,6 +13,7 @@ from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
 from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
+from leadhook.domain.times import parse_rfc3339, rfc3339, rfc3339_or_none
 from leadhook.services.delivery import USER_AGENT, SenderFactory
 from leadhook.services.ports import (
     DELIVERY_STATUSES,
@@ -50,17 +51,19 @@ def subscription_json(sub: Subscription, now: float) -> dict[str, Any]:
         "disabled_reason": sub.disabled_reason,
         "max_in_flight": sub.max_in_flight,
         "rate_limit_per_s": sub.rate_limit_per_s,
-        "failing_since": sub.first_failure_at,
-        "previous_secret_expires_at": sub.previous_secret_expires_at if rotating else None,
-        "created_at": sub.created_at,
-        "updated_at": sub.updated_at,
+        "failing_since": rfc3339_or_none(sub.first_failure_at),
+        "previous_secret_expires_at": (
+            rfc3339_or_none(sub.previous_secret_expires_at) if rotating else None
+        ),
+        "created_at": rfc3339(sub.created_at),
+        "updated_at": rfc3339(sub.updated_at),
     }
 
 
 def attempt_json(a: Attempt) -> dict[str, Any]:
     """Describe one HTTP attempt."""
     return {
-        "attempted_at": a.attempted_at,
+        "attempted_at": rfc3339(a.attempted_at),
         "status_code": a.status_code,
         "latency_ms": a.latency_ms,
         "error": a.error,
@@ -79,10 +82,12 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
         "entity_version": d.entity_version,
         "status": d.status,
         "attempt_count": d.attempt_count,
-        "next_attempt_at": d.next_attempt_at if d.status in ("pending", "failed") else None,
+        "next_attempt_at": (
+            rfc3339_or_none(d.next_attempt_at) if d.status in ("pending", "failed") else None
+        ),
         "last_error": d.last_error,
-        "created_at": d.created_at,
-        "updated_at": d.updated_at,
+        "created_at": rfc3339(d.created_at),
+        "updated_at": rfc3339(d.updated_at),
         "attempts": [attempt_json(a) for a in d.attempts],
     }
 
@@ -226,7 +231,7 @@ class SubscriptionService:
         sub = self._load(mid, sub_id)
         now = self._clock()
         expires = sub.previous_secret_expires_at if len(sub.signing_secrets(now)) > 1 else None
-        return {"secret": sub.secret, "previous_secret_expires_at": expires}
+        return {"secret": sub.secret, "previous_secret_expires_at": rfc3339_or_none(expires)}
 
     def list(self, mid: str, cursor: str | None, limit: int) -> dict[str, Any]:
         """List the tenant's subscriptions, oldest first."""
@@ -343,7 +348,15 @@ class SubscriptionService:
         return delivery_json(retried)
 
     def replay(self, mid: str, sub_id: str, since: Any, status: Any = None) -> dict[str, Any]:
-        """Queue again the subscription's finished deliveries created since `since` (unix s)."""
+        """Queue again the subscription's finished deliveries created since `since`.
+
+        `since` is unix seconds, or an RFC 3339 date-time with its time zone.
+        """
+        if isinstance(since, str):
+            try:
+                since = parse_rfc3339(since)
+            except ValueError as exc:
+                raise _bad("since", str(exc)) from None
         ok = isinstance(since, int | float) and not isinstance(since, bool)
         if not ok or not math.isfinite(since) or since < 0:
             raise _bad("since", "must be unix seconds (a number >= 0)")

@@ -16,6 +16,7 @@ from leadhook.domain.errors import (
     UnauthorizedError,
     ValidationError,
 )
+from leadhook.domain.times import rfc3339, rfc3339_or_none
 from leadhook.services.ports import ApiKey, Clock, IdFactory, Tenant, UnitOfWorkFactory
 
 KEY_PREFIX = "lh_"
@@ -35,8 +36,8 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "id": key.id,
         "mid": key.mid,
         "prefix": key.prefix,
-        "created_at": key.created_at,
-        "revoked_at": key.revoked_at,
+        "created_at": rfc3339(key.created_at),
+        "revoked_at": rfc3339_or_none(key.revoked_at),
     }
 
 
@@ -49,7 +50,7 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
         "timezone": cat.timezone,
         "object_id": cat.object_id,
         "default_business_type": cat.default_business_type,
-        "created_at": tenant.created_at,
+        "created_at": rfc3339(tenant.created_at),
     }
 
 

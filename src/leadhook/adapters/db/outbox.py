@@ -14,7 +14,14 @@ from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.db.sql import statements
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.services import cursor as cursors
-from leadhook.services.ports import Attempt, Delivery, NewEvent, Page, Subscription
+from leadhook.services.ports import (
+    Attempt,
+    Delivery,
+    DeliveryFilter,
+    NewEvent,
+    Page,
+    Subscription,
+)
 
 
 def _sub(row: Any, box: SecretBox) -> Subscription:
@@ -227,6 +234,37 @@ class SqlDeliveries(_OnConnection):
             conds.append(d.seq < before)
         if status:
             conds.append(d.status == status)
+        rows = self.conn.execute(
+            select(t.deliveries).where(and_(*conds)).order_by(d.seq.desc()).limit(limit + 1)
+        ).all()
+        rows_page = rows[:limit]
+        attempts = self._attempts([r.seq for r in rows_page])
+        data = [self._delivery(r, attempts[r.seq]) for r in rows_page]
+        nxt = cursors.encode(rows_page[-1].seq) if len(rows) > limit else None
+        return Page(data, nxt)
+
+    def search(
+        self, mid: str, filters: DeliveryFilter, cursor: str | None, limit: int
+    ) -> Page[Delivery]:
+        """List a tenant's deliveries across its subscriptions, newest first, filtered."""
+        d = t.deliveries.c
+        conds = [d.mid == mid]
+        before = cursors.decode(cursor)
+        if before is not None:
+            conds.append(d.seq < before)
+        f = filters
+        for column, value in (
+            (d.status, f.status),
+            (d.event_type, f.event_type),
+            (d.entity_id, f.entity_id),
+            (d.subscription_id, f.subscription_id),
+        ):
+            if value is not None:
+                conds.append(column == value)
+        if f.created_after is not None:
+            conds.append(d.created_at >= f.created_after)
+        if f.created_before is not None:
+            conds.append(d.created_at < f.created_before)
         rows = self.conn.execute(
             select(t.deliveries).where(and_(*conds)).order_by(d.seq.desc()).limit(limit + 1)
         ).all()

@@ -189,6 +189,12 @@ deliveries = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_deliveries_subscription_seq", "subscription_id", "seq"),
+    # The listing across a tenant's subscriptions (GET /v1/deliveries), newest first, by each
+    # filter that narrows it most (migration 0005).
+    Index("ix_deliveries_mid_seq", "mid", "seq"),
+    Index("ix_deliveries_mid_status_seq", "mid", "status", "seq"),
+    Index("ix_deliveries_mid_entity_id_seq", "mid", "entity_id", "seq"),
+    Index("ix_deliveries_mid_created_at", "mid", "created_at"),
     # The claim reads only due, unfinished rows: this partial index stays small as history grows.
     Index(
         "ix_deliveries_due",

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
 from leadhook.services import cursor as cursors
-from leadhook.services.ports import Delivery, NewEvent, Page, Subscription
+from leadhook.services.ports import Delivery, DeliveryFilter, NewEvent, Page, Subscription
 
 UNFINISHED = ("pending", "failed")
 
@@ -140,6 +140,30 @@ class MemoryDeliveries:
                 and d.subscription_id == sub_id
                 and (before is None or d.seq < before)
                 and (not status or d.status == status)
+            ),
+            key=lambda d: -d.seq,
+        )
+        chunk = rows[:limit]
+        nxt = cursors.encode(chunk[-1].seq) if len(rows) > limit else None
+        return Page([self._delivery(d) for d in chunk], nxt)
+
+    def search(
+        self, mid: str, filters: DeliveryFilter, cursor: str | None, limit: int
+    ) -> Page[Delivery]:
+        before = cursors.decode(cursor)
+        f = filters
+        rows = sorted(
+            (
+                d
+                for d in self._s.deliveries.values()
+                if d.mid == mid
+                and (before is None or d.seq < before)
+                and f.status in (None, d.status)
+                and f.event_type in (None, d.event_type)
+                and f.entity_id in (None, d.entity_id)
+                and f.subscription_id in (None, d.subscription_id)
+                and (f.created_after is None or d.created_at >= f.created_after)
+                and (f.created_before is None or d.created_at < f.created_before)
             ),
             key=lambda d: -d.seq,
         )

@@ -82,14 +82,14 @@ def list_leads(
     """List the tenant's leads, oldest first, filtered; follow `next_cursor` for more."""
     leads, nxt = c.leads.list(mid, LeadFilter(owner, lead_pool, life_status, voided), cursor, limit)
     return Response(
-        dumps({"data": [lead.to_json() for lead in leads], "next_cursor": nxt}), media_type=JSON
+        dumps({"data": [lead.to_api_json() for lead in leads], "next_cursor": nxt}), media_type=JSON
     )
 
 
 @router.get("/{lead_id}", response_model=m.LeadOut, summary="Get a lead")
 def get_lead(lead_id: str, mid: Mid, c: ContainerDep) -> Response:
     """Return the lead object itself."""
-    return Response(dumps(c.leads.get(mid, lead_id).to_json()), media_type=JSON)
+    return Response(dumps(c.leads.get(mid, lead_id).to_api_json()), media_type=JSON)
 
 
 @router.get("/{lead_id}/timeline", response_model=m.EventPageOut, summary="A lead's events")

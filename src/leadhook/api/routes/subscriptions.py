@@ -10,6 +10,9 @@ from starlette.responses import Response
 from leadhook.api import subscription_models as m
 from leadhook.api.deps import ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
+from leadhook.domain.events import EVENT_TYPES
+from leadhook.services.deliveries import delivery_filter
+from leadhook.services.ports import DELIVERY_STATUSES as STATUSES
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"], responses=ERRORS)
 deliveries_router = APIRouter(prefix="/v1/deliveries", tags=["subscriptions"], responses=ERRORS)
@@ -107,10 +110,59 @@ def replay(sub_id: str, body: m.ReplayIn, mid: Mid, c: ContainerDep) -> dict[str
     return c.subscriptions.replay(mid, sub_id, body.since, body.status)
 
 
+@deliveries_router.get(
+    "", response_model=m.DeliveryPageOut, summary="List deliveries of every subscription"
+)
+def list_all_deliveries(
+    mid: Mid,
+    c: ContainerDep,
+    status: Annotated[
+        str | None,
+        Query(description="the delivery's status", json_schema_extra={"enum": [*STATUSES]}),
+    ] = None,
+    event_type: Annotated[
+        str | None,
+        Query(description="one of the event types", json_schema_extra={"enum": [*EVENT_TYPES]}),
+    ] = None,
+    lead_id: Annotated[
+        str | None, Query(description="the lead (the events' `extra_data.entity_id`)")
+    ] = None,
+    subscription_id: str | None = None,
+    created_after: Annotated[
+        str | None, Query(description="RFC 3339 with a time zone; deliveries created at or after")
+    ] = None,
+    created_before: Annotated[
+        str | None, Query(description="RFC 3339 with a time zone; deliveries created before")
+    ] = None,
+    cursor: str | None = None,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """List the tenant's deliveries across all its subscriptions (deleted ones included),
+    newest first, each with its attempts; every filter narrows the list. A bad filter is a 422
+    naming it; follow `next_cursor` (with the same filters) for the next page."""
+    filters = delivery_filter(
+        status=status,
+        event_type=event_type,
+        lead_id=lead_id,
+        subscription_id=subscription_id,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    return c.deliveries.list(mid, filters, cursor, limit)
+
+
 @deliveries_router.get("/{delivery_id}", response_model=m.DeliveryOut, summary="Get a delivery")
 def get_delivery(delivery_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
     """Return one delivery with its attempts."""
     return c.subscriptions.delivery(mid, delivery_id)
+
+
+@deliveries_router.get(
+    "/{delivery_id}/attempts", response_model=m.AttemptPageOut, summary="A delivery's attempts"
+)
+def list_attempts(delivery_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Every HTTP attempt of one delivery, oldest first (404 for another tenant's)."""
+    return c.deliveries.attempts(mid, delivery_id)
 
 
 @deliveries_router.post(

@@ -1,0 +1,85 @@
+"""Delivery use cases across a tenant's subscriptions: list them filtered, read their attempts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leadhook.domain.errors import FieldProblem, NotFoundError, ValidationError
+from leadhook.domain.events import EVENT_TYPES
+from leadhook.domain.times import parse_rfc3339
+from leadhook.services.ports import DELIVERY_STATUSES, DeliveryFilter, UnitOfWorkFactory
+from leadhook.services.subscriptions import attempt_json, delivery_json
+
+
+def delivery_filter(
+    *,
+    status: str | None = None,
+    event_type: str | None = None,
+    lead_id: str | None = None,
+    subscription_id: str | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
+) -> DeliveryFilter:
+    """Check the query's filters and build the listing's filter; 422 naming each bad one."""
+    problems: list[FieldProblem] = []
+
+    def bad(name: str, msg: str) -> None:
+        problems.append(FieldProblem(("query", name), msg))
+
+    if status is not None and status not in DELIVERY_STATUSES:
+        bad("status", f"must be one of {', '.join(DELIVERY_STATUSES)}")
+    if event_type is not None and event_type not in EVENT_TYPES:
+        bad("event_type", f"unknown event type {event_type!r}")
+    times: dict[str, float | None] = {}
+    for name, text in (("created_after", created_after), ("created_before", created_before)):
+        times[name] = None
+        if text is not None:
+            try:
+                times[name] = parse_rfc3339(text)
+            except ValueError as exc:
+                bad(name, str(exc))
+    after, before = times["created_after"], times["created_before"]
+    if after is not None and before is not None and after >= before:
+        bad("created_before", "must be later than created_after")
+    if problems:
+        first = problems[0]
+        raise ValidationError(f"{'.'.join(map(str, first.loc))}: {first.msg}", problems)
+    return DeliveryFilter(
+        status=status,
+        event_type=event_type,
+        entity_id=lead_id,
+        subscription_id=subscription_id,
+        created_after=after,
+        created_before=before,
+    )
+
+
+class DeliveryService:
+    """Read deliveries of every subscription of a tenant, and the attempts of one."""
+
+    def __init__(self, readonly_uow: UnitOfWorkFactory) -> None:
+        self._read = readonly_uow
+
+    def list(
+        self, mid: str, filters: DeliveryFilter, cursor: str | None, limit: int
+    ) -> dict[str, Any]:
+        """List the tenant's deliveries, newest first, each with its attempts.
+
+        Deliveries of deleted subscriptions are listed too (they ended `dead`): a filter on a
+        subscription id that is not the tenant's simply matches nothing.
+        """
+        with self._read() as uow:
+            page = uow.deliveries.search(mid, filters, cursor, limit)
+        return {"data": [delivery_json(d) for d in page.data], "next_cursor": page.next_cursor}
+
+    def attempts(self, mid: str, delivery_id: str) -> dict[str, Any]:
+        """Return the attempts of one delivery, oldest first; 404 if it is not the tenant's."""
+        with self._read() as uow:
+            found = uow.deliveries.get(mid, delivery_id)
+        if found is None:
+            raise NotFoundError(f"delivery {delivery_id!r} not found")
+        return {
+            "delivery_id": found.id,
+            "status": found.status,
+            "data": [attempt_json(a) for a in found.attempts],
+        }
