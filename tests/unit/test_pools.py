@@ -25,6 +25,7 @@ from leadhook.domain.events import parse_event_json
 from leadhook.domain.operator import SYSTEM, Operator
 from leadhook.domain.pools import choose_member, email_key, mobile_key
 from leadhook.domain.replay import fold
+from leadhook.domain.times import rfc3339
 from leadhook.services.automation import AutomationService, PoolService
 from leadhook.services.leads import LeadService, Request
 from leadhook.services.tenants import TenantService
@@ -210,7 +211,7 @@ def test_a_lead_created_into_an_assigning_pool_gets_an_owner_in_the_same_answer(
         "after": {"value": "m1", "text": "成员0"},
     }
     assert 'lead pool "east"' in extra["notes"] and "round_robin" in extra["notes"]
-    assert answer["lead"]["owner"] == "m1" and answer["lead"]["owner_since"] == int(START)
+    assert answer["lead"]["owner"] == "m1" and answer["lead"]["owner_since"] == rfc3339(START)
     # The log holds both, and folds back to the stored lead.
     assert [e["event_type"] for e in world.log()] == ["object_create", "object_change_owner"]
 
