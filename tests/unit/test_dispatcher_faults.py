@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from test_dispatcher import FakeQueue, FakeSender, Sub, finished, make, run_until
+from test_dispatcher import FakeSender, MemoryQueue, Sub, finished, make, run_until
 
 from leadhook.services.delivery import Job
 
 
-class ClaimFailsFirst(FakeQueue):
+class ClaimFailsFirst(MemoryQueue):
     """A queue whose first `failures` claims raise, as a database unreachable for a moment."""
 
     def __init__(self, failures: int) -> None:
@@ -43,7 +43,7 @@ async def test_a_failing_claim_is_retried_and_the_loop_delivers_afterwards() -> 
     assert dispatcher.stats.delivered == 3 and len(sender.sent) == 3
 
 
-class RecordAlwaysFails(FakeQueue):
+class RecordAlwaysFails(MemoryQueue):
     """A queue that cannot record: every `record` raises, and each call is counted."""
 
     def __init__(self) -> None:
