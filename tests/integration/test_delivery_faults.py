@@ -2,21 +2,25 @@
 
 - a manual retry of a delivery that a worker holds is refused (409) and changes nothing, on
   SQLite and PostgreSQL;
-- a claim that fails because the database is locked for a moment (a real SQLite lock held by
-  another connection past a short busy timeout) is retried, and the loop delivers afterwards.
+- a claim that fails because the database is out of reach for a moment is retried, and the
+  loop delivers afterwards: on SQLite a real write lock held by another connection past a short
+  busy timeout, on PostgreSQL a relay that drops the dispatcher's connections until it is up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from queue_support import empty_database
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from test_queue import MID, claim, new_lead, outcome, queue_of, setup
@@ -153,30 +157,11 @@ def short_busy_engine(url: str, busy_ms: int) -> Engine:
     return engine
 
 
-@pytest.fixture
-def sqlite_container(sqlite_url: str) -> Iterator[Container]:
-    c = build(Settings(database_url=sqlite_url, allow_private_targets=True))
-    yield c
-    c.close()
-
-
-def test_a_claim_failing_on_a_locked_database_is_retried_then_delivers(
-    sqlite_container: Container,
+def deliver_through_an_outage(
+    c: Container, sub_id: str, engine: Engine, end_outage: Callable[[], None]
 ) -> None:
-    """Catches: the claim loop's error branch turned into a crash (services/dispatcher.py).
-
-    A real fault: another connection holds SQLite's write lock (`BEGIN EXCLUSIVE`) longer than
-    the dispatcher's busy timeout, so its claims fail with "database is locked". The loop must
-    survive them, claim again, and deliver once the lock is gone.
-    """
-    c = sqlite_container
-    sub = setup(c)
-    new_lead(c, notes=1)
-    path = make_url(c.settings.database_url).database
-    assert path
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    engine = short_busy_engine(c.settings.database_url, busy_ms=50)
+    """Run a dispatcher over `engine` while the store fails; end the outage after two failed
+    claims; then the loop must deliver the two queued deliveries and stop cleanly."""
     queue = CountingQueue(SqlDeliveryQueue(engine, WriteGate(engine)))
     sender = OkSender()
     dispatcher = Dispatcher(
@@ -201,24 +186,124 @@ def test_a_claim_failing_on_a_locked_database_is_retried_then_delivers(
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while queue.failed_claims < 2:
             assert not errors, errors
-            assert time.monotonic() < deadline, "the claims never hit the lock"
+            assert time.monotonic() < deadline, "the claims never failed"
             time.sleep(0.02)
         assert worker.is_alive() and not errors, errors  # the loop survived both failures
         assert sender.sent == []
-        holder.execute("ROLLBACK")  # the database answers again
+        end_outage()  # the database answers again
         while len(sender.sent) < 2 or dispatcher.stats.delivered < 2:
             assert not errors, errors
-            assert time.monotonic() < deadline, "nothing was delivered after the lock went"
+            assert time.monotonic() < deadline, "nothing was delivered after the outage"
             time.sleep(0.02)
     finally:
-        holder.close()
         loop.call_soon_threadsafe(stop.set)
         worker.join(15)
         engine.dispose()
     assert not worker.is_alive() and not errors, errors
+    loop.close()
     assert queue.claims > queue.failed_claims >= 2
-    shown = c.subscriptions.deliveries(MID, sub["id"], None, None, 10)["data"]
+    shown = c.subscriptions.deliveries(MID, sub_id, None, None, 10)["data"]
     assert [d["status"] for d in shown] == ["delivered", "delivered"]
+
+
+@pytest.fixture
+def sqlite_container(sqlite_url: str) -> Iterator[Container]:
+    c = build(Settings(database_url=sqlite_url, allow_private_targets=True))
+    yield c
+    c.close()
+
+
+def test_a_claim_failing_on_a_locked_database_is_retried_then_delivers(
+    sqlite_container: Container,
+) -> None:
+    """Catches: the claim loop's error branch turned into a crash (services/dispatcher.py).
+
+    A real fault: another connection holds SQLite's write lock (`BEGIN EXCLUSIVE`) longer than
+    the dispatcher's busy timeout, so its claims fail with "database is locked". The loop must
+    survive them, claim again, and deliver once the lock is gone.
+    """
+    c = sqlite_container
+    sub = setup(c)
+    new_lead(c, notes=1)
+    path = make_url(c.settings.database_url).database
+    assert path
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    engine = short_busy_engine(c.settings.database_url, busy_ms=50)
+    try:
+        deliver_through_an_outage(c, sub["id"], engine, lambda: holder.execute("ROLLBACK"))
+    finally:
+        holder.close()
+
+
+class Gateway:
+    """A TCP relay on 127.0.0.1 to the PostgreSQL server that can be down (it then drops every
+    connection at once, as a server restarting or a network cut does) or up (it relays)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.up = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            if not self.up.is_set():
+                client.close()
+                continue
+            server = socket.create_connection(self._target)
+            self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.mark.postgres
+def test_a_claim_failing_while_postgresql_is_unreachable_is_retried_then_delivers(
+    queue_pg_url: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """Catches: the claim loop's error branch turned into a crash (services/dispatcher.py).
+
+    A real fault: the dispatcher reaches PostgreSQL through a relay that drops its connections,
+    so its claims fail with a connection error; once the relay forwards again, it delivers.
+    """
+    url = empty_database("postgresql", request, tmp_path)
+    c = build(Settings(database_url=url, allow_private_targets=True), run_migrations=False)
+    gateway: Gateway | None = None
+    try:
+        sub = setup(c)
+        new_lead(c, notes=1)
+        parsed = make_url(url)
+        gateway = Gateway(parsed.host or "127.0.0.1", parsed.port or 5432)
+        relayed = parsed.set(host="127.0.0.1", port=gateway.port)
+        engine = make_engine(relayed.render_as_string(hide_password=False))
+        deliver_through_an_outage(c, sub["id"], engine, gateway.up.set)
+    finally:
+        if gateway is not None:
+            gateway.close()
+        c.close()
