@@ -25,6 +25,7 @@ from delivery_support import (
 from sqlalchemy import func, select
 
 from leadhook.adapters.db import tables as t
+from leadhook.settings import Settings
 
 WORKER = Path(__file__).with_name("_worker_main.py")
 
@@ -77,7 +78,7 @@ def test_failures_are_retried_then_delivered(stack: Stack) -> None:
 def test_dead_after_the_last_attempt_then_replay_and_retry_send_again(stack: Stack) -> None:
     stack.receiver.behaviour = lambda rec, seen: (500, {}, 0.0)
     sub = stack.subscribe()
-    stack.dispatch()
+    stack.dispatch(patient(stack))
     since = int(time.time()) - 1
     stack.lead()
     wait_for(lambda: len(stack.deliveries(sub["id"], "dead")) == 1, what="dead")
@@ -92,7 +93,7 @@ def test_dead_after_the_last_attempt_then_replay_and_retry_send_again(stack: Sta
     wait_for(lambda: len(stack.receiver.acked()) == 1, what="replayed delivery")
     wait_for(lambda: stack.deliveries(sub["id"])[0]["status"] == "delivered", what="recorded")
     # A delivered delivery can be sent once more on request; while it is being sent, not again.
-    stack.receiver.behaviour = lambda rec, seen: (200, {}, 1.0)  # the resend stays in flight
+    stack.receiver.behaviour = lambda rec, seen: (200, {}, HOLD)  # the resend stays in flight
     resp = stack.call("POST", f"/v1/deliveries/{dead['id']}/retry")
     assert resp.status_code == 202 and resp.json()["status"] == "pending"
     wait_for(lambda: len(stack.receiver.all()) == 5, what="the resend in flight")  # 3 + 1 + 1
@@ -101,6 +102,16 @@ def test_dead_after_the_last_attempt_then_replay_and_retry_send_again(stack: Sta
     assert stack.receiver.acked()[0].body == stack.receiver.acked()[1].body
     wait_for(lambda: stack.deliveries(sub["id"])[0]["status"] == "delivered", what="recorded")
     assert len(stack.receiver.all()) == 5  # the refused retry sent nothing
+
+
+# How long the receiver holds an attempt that a test retries while it is in flight: long enough
+# for the test's calls on a loaded machine, within the attempt timeout of `patient`.
+HOLD = 2.5
+
+
+def patient(stack: Stack) -> Settings:
+    """Settings of a dispatcher that waits up to 5 s for an answer (HOLD fits in an attempt)."""
+    return e2e_settings(stack.container.settings.database_url, delivery_timeout=5.0)
 
 
 def assert_problem(resp: Any, status: int) -> None:
@@ -114,12 +125,12 @@ def test_retry_while_a_worker_re_attempts_a_failed_delivery_is_409(stack: Stack)
     """Catches: `retry` ignoring a live lease (adapters/db/outbox.py, the retry statement).
 
     The first attempt fails, so the delivery is `failed`; the second attempt is in flight (the
-    receiver holds it 1 s) under the worker's lease. A retry now must answer 409 and must not
-    cause a second, concurrent send of the same delivery.
+    receiver holds it HOLD seconds) under the worker's lease. A retry now must answer 409 and
+    must not cause a second, concurrent send of the same delivery.
     """
-    stack.receiver.behaviour = lambda rec, seen: (500, {}, 0.0) if seen == 0 else (200, {}, 1.0)
+    stack.receiver.behaviour = lambda rec, seen: (500, {}, 0.0) if seen == 0 else (200, {}, HOLD)
     sub = stack.subscribe()
-    stack.dispatch()
+    stack.dispatch(patient(stack))
     stack.lead()
     wait_for(lambda: len(stack.receiver.all()) == 2, what="the second attempt in flight")
     (held,) = stack.deliveries(sub["id"])
