@@ -4,7 +4,9 @@
   SQLite and PostgreSQL;
 - a claim that fails because the database is out of reach for a moment is retried, and the
   loop delivers afterwards: on SQLite a real write lock held by another connection past a short
-  busy timeout, on PostgreSQL a relay that drops the dispatcher's connections until it is up.
+  busy timeout, on PostgreSQL a relay that drops the dispatcher's connections until it is up;
+- recording that keeps failing at shutdown (the SQLite write lock again) is given up after
+  three attempts, within seconds, and the unrecorded delivery is sent again after its lease.
 """
 
 from __future__ import annotations
@@ -100,12 +102,13 @@ def test_retry_of_a_failed_delivery_whose_lease_ran_out_is_accepted(
 
 
 class CountingQueue:
-    """The real SQL queue, counting the claims that raised (it injects nothing)."""
+    """The real SQL queue, counting the claims and records that raised (it injects nothing)."""
 
     def __init__(self, inner: SqlDeliveryQueue) -> None:
         self.inner = inner
         self.failed_claims = 0
         self.claims = 0
+        self.failed_records = 0
 
     def claim(
         self,
@@ -126,19 +129,26 @@ class CountingQueue:
             raise
 
     def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
-        self.inner.record(worker_id=worker_id, outcomes=outcomes, now=now)
+        try:
+            self.inner.record(worker_id=worker_id, outcomes=outcomes, now=now)
+        except Exception:
+            self.failed_records += 1
+            raise
 
     def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
         self.inner.release(worker_id=worker_id, seqs=seqs)
 
 
 class OkSender:
-    """Answer 200 to every POST and remember the bodies (the HTTP sender is not under test)."""
+    """Answer 200 to every POST and remember the bodies (the HTTP sender is not under test);
+    `on_send` runs before each answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_send: Callable[[], None] = lambda: None) -> None:
         self.sent: list[bytes] = []
+        self.on_send = on_send
 
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        self.on_send()
         self.sent.append(body)
         return SendResult(200, 1.0, body="ok")
 
@@ -157,14 +167,39 @@ def short_busy_engine(url: str, busy_ms: int) -> Engine:
     return engine
 
 
-def deliver_through_an_outage(
-    c: Container, sub_id: str, engine: Engine, end_outage: Callable[[], None]
-) -> None:
-    """Run a dispatcher over `engine` while the store fails; end the outage after two failed
-    claims; then the loop must deliver the two queued deliveries and stop cleanly."""
-    queue = CountingQueue(SqlDeliveryQueue(engine, WriteGate(engine)))
-    sender = OkSender()
-    dispatcher = Dispatcher(
+class LoopThread:
+    """Run `dispatcher.run(stop)` on an event loop of its own thread, as `leadhook worker` does."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.errors: list[BaseException] = []
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._loop.run_until_complete(self.dispatcher.run(self._stop))
+        except BaseException as exc:  # reported by the tests
+            self.errors.append(exc)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, within: float) -> None:
+        """Ask the loop to stop, wait up to `within` seconds; it must have stopped cleanly."""
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(within)
+        assert not self._thread.is_alive(), f"the dispatcher did not stop within {within} s"
+        assert not self.errors, self.errors
+        self._loop.close()
+
+
+def dispatcher_over(queue: CountingQueue, sender: OkSender) -> Dispatcher:
+    """A dispatcher with short timings (1 s attempts, 5 s leases), as a worker would run it."""
+    return Dispatcher(
         queue,
         lambda: sender,
         policy=RetryPolicy.from_env_value("0.05"),
@@ -173,37 +208,32 @@ def deliver_through_an_outage(
         timeout=1.0,
         poll_interval=0.05,
     )
-    stop = asyncio.Event()
-    errors: list[BaseException] = []
-    loop = asyncio.new_event_loop()
 
-    def run() -> None:
-        try:
-            loop.run_until_complete(dispatcher.run(stop))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
 
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
+def deliver_through_an_outage(
+    c: Container, sub_id: str, engine: Engine, end_outage: Callable[[], None]
+) -> None:
+    """Run a dispatcher over `engine` while the store fails; end the outage after two failed
+    claims; then the loop must deliver the two queued deliveries and stop cleanly."""
+    queue = CountingQueue(SqlDeliveryQueue(engine, WriteGate(engine)))
+    sender = OkSender()
+    worker = LoopThread(dispatcher_over(queue, sender))
     try:
         deadline = time.monotonic() + 15
         while queue.failed_claims < 2:
-            assert not errors, errors
+            assert not worker.errors, worker.errors
             assert time.monotonic() < deadline, "the claims never failed"
             time.sleep(0.02)
-        assert worker.is_alive() and not errors, errors  # the loop survived both failures
+        assert worker.alive and not worker.errors, worker.errors  # it survived both failures
         assert sender.sent == []
         end_outage()  # the database answers again
-        while len(sender.sent) < 2 or dispatcher.stats.delivered < 2:
-            assert not errors, errors
+        while len(sender.sent) < 2 or worker.dispatcher.stats.delivered < 2:
+            assert not worker.errors, worker.errors
             assert time.monotonic() < deadline, "nothing was delivered after the outage"
             time.sleep(0.02)
     finally:
-        loop.call_soon_threadsafe(stop.set)
-        worker.join(15)
+        worker.stop(within=15)
         engine.dispose()
-    assert not worker.is_alive() and not errors, errors
-    loop.close()
     assert queue.claims > queue.failed_claims >= 2
     shown = c.subscriptions.deliveries(MID, sub_id, None, None, 10)["data"]
     assert [d["status"] for d in shown] == ["delivered", "delivered"]
@@ -307,3 +337,48 @@ def test_a_claim_failing_while_postgresql_is_unreachable_is_retried_then_deliver
         if gateway is not None:
             gateway.close()
         c.close()
+
+
+# ---- recording that keeps failing at shutdown -----------------------------------------------
+
+
+def test_recording_that_fails_at_shutdown_is_given_up_and_the_delivery_is_sent_again(
+    sqlite_container: Container,
+) -> None:
+    """Catches: a recorder that never gives up (services/dispatcher.py, `_write_all`): stopping
+    would wait for the whole shutdown timeout (~40 s by default) instead of ~3 s.
+
+    A real fault: as the attempt is answered, another connection takes SQLite's write lock and
+    keeps it, so the outcome cannot be written. Asked to stop, the dispatcher tries to record
+    three times, gives up and stops; the delivery, still leased and unrecorded, is claimed and
+    sent again once its lease runs out: giving up loses nothing.
+    """
+    c = sqlite_container
+    sub = setup(c)
+    new_lead(c)
+    path = make_url(c.settings.database_url).database
+    assert path
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    engine = short_busy_engine(c.settings.database_url, busy_ms=50)
+    queue = CountingQueue(SqlDeliveryQueue(engine, WriteGate(engine)))
+    sender = OkSender(on_send=lambda: holder.execute("BEGIN EXCLUSIVE"))
+    worker = LoopThread(dispatcher_over(queue, sender))
+    try:
+        deadline = time.monotonic() + 10
+        while queue.failed_records == 0:
+            assert not worker.errors and time.monotonic() < deadline, worker.errors
+            time.sleep(0.02)
+        started = time.monotonic()
+        worker.stop(within=10)  # a recorder that never gives up holds it for 31 s
+        assert time.monotonic() - started < 8  # ~3 s: 1 s and 2 s between the three attempts
+        assert queue.failed_records == 3  # the bound: three attempts in all, then give up
+    finally:
+        holder.close()  # releases the lock (its transaction rolls back)
+        engine.dispose()
+    assert len(sender.sent) == 1
+    (shown,) = c.subscriptions.deliveries(MID, sub["id"], None, None, 10)["data"]
+    assert shown["status"] == "pending" and shown["attempts"] == []  # nothing was recorded
+    q = queue_of(c)
+    assert claim(q, time.time(), worker="w2") == []  # still leased by the stopped worker
+    (again,) = claim(q, time.time() + 6, worker="w2")  # once the 5 s lease has run out
+    assert again.id == shown["id"] and again.attempt_count == 0
