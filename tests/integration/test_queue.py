@@ -52,15 +52,17 @@ Queue = SqlDeliveryQueue | MemoryDeliveryQueue
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def container(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
     """The services and the queue over each backend in turn (this module's contract)."""
-    c: Backend
-    if request.param == "memory":
-        c = MemoryContainer()
-    else:
-        url = empty_database(request.param, request, tmp_path)
-        settings = Settings(database_url=url, allow_private_targets=True)
-        c = build(settings, run_migrations=False)
+    c = open_backend(request.param, request, tmp_path)
     yield c
     c.close()
+
+
+def open_backend(name: str, request: pytest.FixtureRequest, tmp_path: Any) -> Backend:
+    """The services over the memory store, or a container over an empty database of `name`."""
+    if name == "memory":
+        return MemoryContainer()
+    url = empty_database(name, request, tmp_path)
+    return build(Settings(database_url=url, allow_private_targets=True), run_migrations=False)
 
 
 def queue_of(c: Backend) -> Queue:
