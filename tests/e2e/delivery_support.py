@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 from aiohttp import web
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -22,6 +23,11 @@ from leadhook.services.dispatcher import Dispatcher
 from leadhook.settings import Settings
 
 ADMIN_TOKEN = "e2e-admin"
+
+# Run a test that takes the `stack` fixture on SQLite and on PostgreSQL.
+ON_EVERY_BACKEND = pytest.mark.parametrize(
+    "stack", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 @dataclass

@@ -39,6 +39,7 @@ def test_get_catalog_lists_every_kind(api: Api) -> None:
         "id": "m1",
         "name": "王五",
         "omni_user_uuid": "omni-m1",
+        "operator_id": None,
     }
     assert _entry(catalog, "lead_statuses", "s_new") == {"id": "s_new", "name": "新线索"}
     assert _entry(catalog, "business_types", "bt_authing") == {
@@ -81,8 +82,8 @@ def test_get_catalog_lists_every_kind(api: Api) -> None:
         (
             "members",
             "m9",
-            {"name": "赵六", "omni_user_uuid": "u-9"},
-            {"id": "m9", "name": "赵六", "omni_user_uuid": "u-9"},
+            {"name": "赵六", "omni_user_uuid": "u-9", "operator_id": 909},
+            {"id": "m9", "name": "赵六", "omni_user_uuid": "u-9", "operator_id": 909},
         ),
         ("business_types", "bt_x", {"name": "X"}, {"id": "bt_x", "name": "X"}),
         ("lead_statuses", "s_won", {"name": "赢单"}, {"id": "s_won", "name": "赢单"}),
@@ -132,6 +133,8 @@ def test_put_creates_then_replaces_an_entry(
     assert resp.status_code == 200, resp.text
     assert resp.json() == listed
     assert _entry(api.get("/v1/catalog").json(), kind, key) == listed
+    one = api.get(f"/v1/catalog/{kind}/{key}")
+    assert one.status_code == 200 and one.json() == listed
     before = len(api.get("/v1/catalog").json()[kind])
     renamed = {**body, "name": "Renamed"}
     again = api.put(f"/v1/catalog/{kind}/{key}", json=renamed)
@@ -203,7 +206,7 @@ def test_put_answers_the_entry_it_put(api: Api) -> None:
     # A member whose name is another member's id must not be mistaken for it.
     api.put("/v1/catalog/members/alice", json={"name": "bob"})
     resp = api.put("/v1/catalog/members/bob", json={"name": "Bob"})
-    assert resp.json() == {"id": "bob", "name": "Bob", "omni_user_uuid": ""}
+    assert resp.json() == {"id": "bob", "name": "Bob", "omni_user_uuid": "", "operator_id": None}
     api.put("/v1/catalog/objects/contact", json={"name": "account", "object_id": "1"})
     resp = api.put("/v1/catalog/objects/account", json={"name": "Account", "object_id": "2"})
     assert resp.json() == {"object_name": "account", "name": "Account", "object_id": "2"}
@@ -215,3 +218,39 @@ def test_put_refuses_malformed_json(api: Api) -> None:
     )
     assert_problem(resp, 400)
     assert _entry(api.get("/v1/catalog").json(), "members", "m9") is None
+
+
+def test_one_entry_of_an_unknown_key_or_kind_is_refused(api: Api) -> None:
+    assert_problem(api.get("/v1/catalog/members/nobody"), 404)
+    assert_problem(api.get("/v1/catalog/widgets/m1"), 422, ["path", "kind"])
+
+
+def test_a_members_operator_binding_is_shown_and_fills_the_operators_user_id(api: Api) -> None:
+    resp = api.put(
+        "/v1/catalog/members/m1",
+        json={"name": "王五", "operator_id": 17, "omni_user_uuid": "omni-m1"},
+    )
+    assert resp.status_code == 200, resp.text
+    shown = api.get("/v1/catalog/members/m1").json()
+    assert shown == {"id": "m1", "name": "王五", "omni_user_uuid": "omni-m1", "operator_id": 17}
+    lid = api.create_lead(fields={"name": "x"})["id"]
+    operator = {"operator_type": 1, "operator_id": 17, "login_environment": "pad"}
+    resp = api.post(f"/v1/leads/{lid}/notes", json={"notes": "called", "operator": operator})
+    extra = assert_behaviour(resp)["events"][0]["extra_data"]
+    assert (extra["omni_user_uuid"], extra["login_environment"]) == ("omni-m1", "pad")
+    # a value in the request wins over the binding
+    operator["omni_user_uuid"] = "from-request"
+    resp = api.post(f"/v1/leads/{lid}/notes", json={"notes": "again", "operator": operator})
+    assert assert_behaviour(resp)["events"][0]["extra_data"]["omni_user_uuid"] == "from-request"
+
+
+def test_binding_an_account_already_bound_to_another_member_is_409(api: Api) -> None:
+    assert api.put("/v1/catalog/members/m1", json={"name": "王五", "operator_id": 17}).is_success
+    before = api.get("/v1/catalog").json()
+    resp = api.put("/v1/catalog/members/m2", json={"name": "李四", "operator_id": 17})
+    problem = assert_problem(resp, 409)
+    assert "already bound to member 'm1'" in problem["detail"]
+    assert api.get("/v1/catalog").json() == before
+    for bad in (0, -3, "17", True):
+        resp = api.put("/v1/catalog/members/m2", json={"name": "李四", "operator_id": bad})
+        assert_problem(resp, 422, ["body", "operator_id"])

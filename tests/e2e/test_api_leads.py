@@ -167,8 +167,9 @@ def _prepared(api: Api) -> str:
         ("/team-members", {"members": ["m2"]}),
         ("/relations", {"target_object_name": "account", "target_entity_id": "acc-1"}),
         ("/source", {"fields": {"utm_source": "x"}}),
+        ("", {"fields": {"budget": 0}}),
     ):
-        method = "PATCH" if suffix == "/source" else "POST"
+        method = "PATCH" if suffix in ("/source", "") else "POST"
         assert api.request(method, f"/v1/leads/{lid}{suffix}", json=body).status_code == 200
     return lid
 
@@ -185,6 +186,8 @@ NO_OPS: list[tuple[str, str, Any]] = [
     ("POST", "/relations", {"target_object_name": "account", "target_entity_id": "acc-1"}),
     ("PATCH", "/source", {"fields": {"utm_source": "x"}}),
     ("POST", "/restore", None),
+    ("PATCH", "", {"fields": {"budget": 0.0}}),  # 0 and 0.0 are one JSON number
+    ("PATCH", "", {"fields": {"budget": 0, "name": "李雷"}}),
 ]
 
 
@@ -300,8 +303,20 @@ BAD_INPUT: list[tuple[str, str, Any, list[str | int]]] = [
     (
         "POST",
         "/notes",
-        {"notes": "x", "operator": {"login_environment": "tv"}},
+        {"notes": "x", "operator": {"login_environment": "t" * 65}},
         ["body", "operator", "login_environment"],
+    ),
+    (
+        "POST",
+        "/notes",
+        {"notes": "x", "operator": {"login_platform": "a\u0007b"}},
+        ["body", "operator", "login_platform"],
+    ),
+    (
+        "POST",
+        "/notes",
+        {"notes": "x", "operator": {"login_source_type": 3}},
+        ["body", "operator", "login_source_type"],
     ),
 ]
 

@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from delivery_support import Receiver, Stack, e2e_settings, make_stack, wait_for
+from delivery_support import (
+    ON_EVERY_BACKEND,
+    Receiver,
+    Stack,
+    e2e_settings,
+    make_stack,
+    wait_for,
+)
 from sqlalchemy import func, select
 
 from leadhook.adapters.db import tables as t
 from leadhook.domain.times import parse_rfc3339
+from leadhook.settings import Settings
 
 WORKER = Path(__file__).with_name("_worker_main.py")
 
@@ -53,6 +61,7 @@ def test_deliveries_are_signed_and_carry_the_stored_event(stack: Stack) -> None:
     assert one.status_code == 200 and one.json() == newest
 
 
+@ON_EVERY_BACKEND
 def test_failures_are_retried_then_delivered(stack: Stack) -> None:
     stack.receiver.behaviour = lambda rec, seen: (500 if seen < 2 else 200, {}, 0.0)
     sub = stack.subscribe()
@@ -66,10 +75,11 @@ def test_failures_are_retried_then_delivered(stack: Stack) -> None:
     assert len({r.body for r in stack.receiver.all()}) == 1  # the same bytes every time
 
 
+@ON_EVERY_BACKEND
 def test_dead_after_the_last_attempt_then_replay_and_retry_send_again(stack: Stack) -> None:
     stack.receiver.behaviour = lambda rec, seen: (500, {}, 0.0)
     sub = stack.subscribe()
-    stack.dispatch()
+    stack.dispatch(patient(stack))
     since = int(time.time()) - 1
     stack.lead()
     wait_for(lambda: len(stack.deliveries(sub["id"], "dead")) == 1, what="dead")
@@ -83,14 +93,59 @@ def test_dead_after_the_last_attempt_then_replay_and_retry_send_again(stack: Sta
     assert resp.status_code == 202 and resp.json() == {"replayed": 1}
     wait_for(lambda: len(stack.receiver.acked()) == 1, what="replayed delivery")
     wait_for(lambda: stack.deliveries(sub["id"])[0]["status"] == "delivered", what="recorded")
-    # A delivered delivery can be sent once more on request; a pending one cannot.
+    # A delivered delivery can be sent once more on request; while it is being sent, not again.
+    stack.receiver.behaviour = lambda rec, seen: (200, {}, HOLD)  # the resend stays in flight
     resp = stack.call("POST", f"/v1/deliveries/{dead['id']}/retry")
     assert resp.status_code == 202 and resp.json()["status"] == "pending"
+    wait_for(lambda: len(stack.receiver.all()) == 5, what="the resend in flight")  # 3 + 1 + 1
+    assert_problem(stack.call("POST", f"/v1/deliveries/{dead['id']}/retry"), 409)
     wait_for(lambda: len(stack.receiver.acked()) == 2, what="retried delivery")
     assert stack.receiver.acked()[0].body == stack.receiver.acked()[1].body
-    assert stack.call("POST", f"/v1/deliveries/{dead['id']}/retry").status_code in (202, 409)
+    wait_for(lambda: stack.deliveries(sub["id"])[0]["status"] == "delivered", what="recorded")
+    assert len(stack.receiver.all()) == 5  # the refused retry sent nothing
 
 
+# How long the receiver holds an attempt that a test retries while it is in flight: long enough
+# for the test's calls on a loaded machine, within the attempt timeout of `patient`.
+HOLD = 2.5
+
+
+def patient(stack: Stack) -> Settings:
+    """Settings of a dispatcher that waits up to 5 s for an answer (HOLD fits in an attempt)."""
+    return e2e_settings(stack.container.settings.database_url, delivery_timeout=5.0)
+
+
+def assert_problem(resp: Any, status: int) -> None:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    assert resp.json()["status"] == status
+
+
+@ON_EVERY_BACKEND
+def test_retry_while_a_worker_re_attempts_a_failed_delivery_is_409(stack: Stack) -> None:
+    """Catches: `retry` ignoring a live lease (adapters/db/outbox.py, the retry statement).
+
+    The first attempt fails, so the delivery is `failed`; the second attempt is in flight (the
+    receiver holds it HOLD seconds) under the worker's lease. A retry now must answer 409 and
+    must not cause a second, concurrent send of the same delivery.
+    """
+    stack.receiver.behaviour = lambda rec, seen: (500, {}, 0.0) if seen == 0 else (200, {}, HOLD)
+    sub = stack.subscribe()
+    stack.dispatch(patient(stack))
+    stack.lead()
+    wait_for(lambda: len(stack.receiver.all()) == 2, what="the second attempt in flight")
+    (held,) = stack.deliveries(sub["id"])
+    assert held["status"] == "failed" and held["attempt_count"] == 1
+    resp = stack.call("POST", f"/v1/deliveries/{held['id']}/retry")
+    assert_problem(resp, 409)
+    assert "being sent right now" in resp.json()["detail"]
+    wait_for(lambda: stack.deliveries(sub["id"])[0]["status"] == "delivered", what="recorded")
+    (done,) = stack.deliveries(sub["id"])
+    assert [a["status_code"] for a in done["attempts"]] == [500, 200]
+    assert len(stack.receiver.all()) == 2  # no second send while the first was in flight
+
+
+@ON_EVERY_BACKEND
 def test_410_disables_the_subscription_until_it_is_enabled_again(stack: Stack) -> None:
     stack.receiver.behaviour = lambda rec, seen: (410, {}, 0.0)
     sub = stack.subscribe()
@@ -107,6 +162,7 @@ def test_410_disables_the_subscription_until_it_is_enabled_again(stack: Stack) -
     assert resp.json()["enabled"] is True and resp.json()["disabled_reason"] is None
 
 
+@ON_EVERY_BACKEND
 def test_retry_after_is_honoured(stack: Stack) -> None:
     stack.receiver.behaviour = lambda rec, seen: (
         (503, {"Retry-After": "1"}, 0.0) if seen == 0 else (200, {}, 0.0)
@@ -122,6 +178,7 @@ def test_retry_after_is_honoured(stack: Stack) -> None:
     assert [a["status_code"] for a in d["attempts"]] == [503, 200]
 
 
+@ON_EVERY_BACKEND
 def test_each_lead_arrives_in_order_while_first_attempts_fail_at_random(stack: Stack) -> None:
     rng = random.Random(11)
     stack.receiver.behaviour = lambda rec, seen: (
@@ -145,6 +202,7 @@ def test_each_lead_arrives_in_order_while_first_attempts_fail_at_random(stack: S
     assert any(len(v) > 6 for v in arrivals.values())  # some first attempts did fail
 
 
+@ON_EVERY_BACKEND
 def test_rotation_signs_with_both_secrets_and_the_test_event(stack: Stack) -> None:
     sub = stack.subscribe()
     old = sub["secret"]

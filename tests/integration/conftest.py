@@ -12,12 +12,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from queue_support import empty_database
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.engine import make_engine
-from leadhook.adapters.db.tables import metadata
 from leadhook.bootstrap import Container, build
 from leadhook.settings import Settings
 
@@ -65,19 +65,7 @@ def queue_pg_url() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def queue_db(request: pytest.FixtureRequest, tmp_path: pytest.TempPathFactory) -> str:
     """An empty, migrated database of each backend in turn."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/queue.db"
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
-        return url
-    url: str = request.getfixturevalue("queue_pg_url")
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
-    engine.dispose()
-    return url
+    return empty_database(request.param, request, tmp_path)
 
 
 @pytest.fixture

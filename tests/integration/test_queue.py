@@ -1,36 +1,44 @@
-"""The SQL delivery queue on SQLite and PostgreSQL: lease, order, record, release."""
+"""The delivery queue contract: lease, order, record, release.
+
+Every test runs on the in-memory queue (`adapters/memory/queue.py`, which the dispatcher's unit
+tests use) and on the SQL queue over SQLite and PostgreSQL, so the three keep one set of rules.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import select
+import pytest
+from queue_support import MemoryContainer, empty_database
 
-from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue, claim_cap
-from leadhook.bootstrap import Container
+from leadhook.adapters.memory import queue as memory_queue
+from leadhook.adapters.memory.queue import MemoryDeliveryQueue
+from leadhook.bootstrap import Container, build
 from leadhook.domain.operator import Operator
 from leadhook.domain.times import rfc3339
 from leadhook.services.delivery import LANE_DEPTH, Disable, Job, Outcome
 from leadhook.services.leads import Request
 from leadhook.services.ports import Attempt, DeliveryStatus
+from leadhook.settings import Settings
 
 MID = "acme"
 REQ = Request(mid=MID, operator=Operator())
 
 
-def setup(c: Container, **sub: Any) -> dict[str, Any]:
+def setup(c: Backend, **sub: Any) -> dict[str, Any]:
     c.tenants.create(MID)
     return c.subscriptions.create(
         MID, {"url": "http://127.0.0.1:9/hook", "event_types": ["*"], **sub}
     )
 
 
-def new_lead(c: Container, notes: int = 0) -> str:
+def new_lead(c: Backend, notes: int = 0) -> str:
     _, body = c.leads.create(REQ, {"fields": {}})
     lead_id: str = json.loads(body)["lead"]["id"]
     for i in range(notes):
@@ -38,11 +46,41 @@ def new_lead(c: Container, notes: int = 0) -> str:
     return lead_id
 
 
-def queue_of(c: Container) -> SqlDeliveryQueue:
+Backend = Container | MemoryContainer
+Queue = SqlDeliveryQueue | MemoryDeliveryQueue
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def container(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """The services and the queue over each backend in turn (this module's contract)."""
+    c = open_backend(request.param, request, tmp_path)
+    yield c
+    c.close()
+
+
+def open_backend(name: str, request: pytest.FixtureRequest, tmp_path: Any) -> Backend:
+    """The services over the memory store, or a container over an empty database of `name`."""
+    if name == "memory":
+        return MemoryContainer()
+    url = empty_database(name, request, tmp_path)
+    return build(Settings(database_url=url, allow_private_targets=True), run_migrations=False)
+
+
+def queue_of(c: Backend) -> Queue:
+    if isinstance(c, MemoryContainer):
+        return c.queue()
     return SqlDeliveryQueue(c.engine, c.gate)
 
 
-def claim(q: SqlDeliveryQueue, now: float, *, worker: str = "w1", **kw: Any) -> list[Job]:
+def independent_queue(c: Backend) -> tuple[Queue, Callable[[], None]]:
+    """A queue as another worker process would have it (its own engine), and how to close it."""
+    if isinstance(c, MemoryContainer):
+        return c.queue(), lambda: None
+    engine = make_engine(c.settings.database_url)
+    return SqlDeliveryQueue(engine, WriteGate(engine)), engine.dispose
+
+
+def claim(q: Queue, now: float, *, worker: str = "w1", **kw: Any) -> list[Job]:
     args: dict[str, Any] = {"limit": 100, "lease_until": now + 60, "exclude": (), **kw}
     return q.claim(worker_id=worker, now=now, **args)
 
@@ -60,21 +98,20 @@ def outcome(
     return Outcome(job, attempt, status, at, error, disable)
 
 
-def sub_row(c: Container, sub_id: str) -> Any:
-    with c.engine.connect() as conn:
-        return conn.execute(select(t.subscriptions).where(t.subscriptions.c.id == sub_id)).one()
+def failing_since(c: Backend, sub_id: str) -> float | None:
+    since: float | None = c.subscriptions.get(MID, sub_id)["failing_since"]
+    return since
 
 
-def test_claim_returns_all_a_send_needs_and_leases_it(container: Container) -> None:
+def test_claim_returns_all_a_send_needs_and_leases_it(container: Backend) -> None:
     sub = setup(container)
     leads = {new_lead(container) for _ in range(3)}
     q, now = queue_of(container), time.time() + 1
     jobs = claim(q, now)
     assert {j.entity_id for j in jobs} == leads and len(jobs) == 3
-    with container.engine.connect() as conn:
-        payloads = dict(conn.execute(select(t.events.c.event_id, t.events.c.payload)).all())
     for job in jobs:
-        assert job.body == payloads[job.event_id].encode()  # the stored bytes, exactly
+        stored = container.events.get(MID, job.event_id)
+        assert job.body == stored.encode()  # the stored bytes, exactly
         assert (job.url, job.secret, job.subscription_id) == (sub["url"], sub["secret"], sub["id"])
         assert job.max_in_flight == sub["max_in_flight"] and job.attempt_count == 0
         assert job.lease_until == now + 60 and job.mid == MID
@@ -83,7 +120,7 @@ def test_claim_returns_all_a_send_needs_and_leases_it(container: Container) -> N
     assert sorted(j.seq for j in again) == sorted(j.seq for j in jobs)
 
 
-def test_a_lead_is_claimed_one_event_at_a_time_in_version_order(container: Container) -> None:
+def test_a_lead_is_claimed_one_event_at_a_time_in_version_order(container: Backend) -> None:
     setup(container)
     lead = new_lead(container, notes=2)  # versions 1, 2, 3
     q, now = queue_of(container), time.time() + 1
@@ -101,7 +138,7 @@ def test_a_lead_is_claimed_one_event_at_a_time_in_version_order(container: Conta
     assert v3.entity_version == 3
 
 
-def test_a_claim_takes_a_bounded_share_of_one_subscription(container: Container) -> None:
+def test_a_claim_takes_a_bounded_share_of_one_subscription(container: Backend) -> None:
     narrow = setup(container, max_in_flight=1)
     wide = container.subscriptions.create(
         MID, {"url": "http://127.0.0.1:9/b", "event_types": ["*"], "max_in_flight": 50}
@@ -117,12 +154,15 @@ def test_a_claim_takes_a_bounded_share_of_one_subscription(container: Container)
     assert per_sub == {narrow["id"]: LANE_DEPTH, wide["id"]: 10}
     assert sum(j.subscription_id == slow["id"] for j in jobs) == 1
     assert claim_cap(1, None) == LANE_DEPTH and claim_cap(10, 3.7) == 3 and claim_cap(2, 50) == 2
+    for max_in_flight in (1, 2, 10, 64):
+        for rate in (None, 0.1, 0.5, 1.0, 3.7, 50.0):
+            assert memory_queue.claim_cap(max_in_flight, rate) == claim_cap(max_in_flight, rate)
     rest = claim(q, now, exclude=[narrow["id"]])
     assert rest and all(j.subscription_id == slow["id"] for j in rest)
 
 
 def test_disabled_deleted_and_not_yet_due_deliveries_are_not_claimed(
-    container: Container,
+    container: Backend,
 ) -> None:
     sub = setup(container)
     new_lead(container)
@@ -138,7 +178,7 @@ def test_disabled_deleted_and_not_yet_due_deliveries_are_not_claimed(
     assert container.subscriptions.delivery(MID, job.id)["status"] == "dead"
 
 
-def test_record_stores_attempts_states_and_the_failure_streak(container: Container) -> None:
+def test_record_stores_attempts_states_and_the_failure_streak(container: Backend) -> None:
     sub = setup(container, max_in_flight=10)
     for _ in range(3):
         new_lead(container)
@@ -153,7 +193,7 @@ def test_record_stores_attempts_states_and_the_failure_streak(container: Contain
         ],
         now=now,
     )
-    assert sub_row(container, sub["id"]).first_failure_at == now
+    assert failing_since(container, sub["id"]) == now
     page = container.subscriptions.deliveries(MID, sub["id"], None, None, 10)["data"]
     by_id = {d["id"]: d for d in page}
     assert by_id[a.id]["status"] == "failed" and by_id[a.id]["next_attempt_at"] == rfc3339(now + 30)
@@ -163,13 +203,13 @@ def test_record_stores_attempts_states_and_the_failure_streak(container: Contain
     assert by_id[b.id]["status"] == "dead" and by_id[b.id]["next_attempt_at"] is None
     (a2,) = [j for j in claim(q, now + 31) if j.seq == a.seq]
     q.record(worker_id="w1", outcomes=[outcome(a2, "delivered")], now=now + 31)
-    assert sub_row(container, sub["id"]).first_failure_at is None  # a success ends the streak
+    assert failing_since(container, sub["id"]) is None  # a success ends the streak
     done = container.subscriptions.delivery(MID, a.id)
     assert done["status"] == "delivered" and len(done["attempts"]) == 2
     assert done["attempts"][0]["attempted_at"] <= done["attempts"][1]["attempted_at"]
 
 
-def test_a_late_record_does_not_overwrite_the_next_lease_holder(container: Container) -> None:
+def test_a_late_record_does_not_overwrite_the_next_lease_holder(container: Backend) -> None:
     setup(container)
     new_lead(container)
     q, now = queue_of(container), time.time() + 1
@@ -183,7 +223,7 @@ def test_a_late_record_does_not_overwrite_the_next_lease_holder(container: Conta
 
 
 def test_410_disables_at_once_and_auto_disable_respects_a_recent_success(
-    container: Container,
+    container: Backend,
 ) -> None:
     gone = setup(container)
     failing = container.subscriptions.create(
@@ -219,7 +259,7 @@ def test_410_disables_at_once_and_auto_disable_respects_a_recent_success(
     assert shown["failing_since"] == rfc3339(now)
 
 
-def test_released_deliveries_are_claimable_at_once(container: Container) -> None:
+def test_released_deliveries_are_claimable_at_once(container: Backend) -> None:
     setup(container)
     new_lead(container)
     q, now = queue_of(container), time.time() + 1
@@ -230,19 +270,17 @@ def test_released_deliveries_are_claimable_at_once(container: Container) -> None
     assert [j.seq for j in claim(q, now, worker="w3")] == [job.seq]
 
 
-def test_concurrent_workers_never_claim_the_same_delivery(container: Container) -> None:
+def test_concurrent_workers_never_claim_the_same_delivery(container: Backend) -> None:
     setup(container, max_in_flight=1000)
     container.subscriptions.create(
         MID, {"url": "http://127.0.0.1:9/b", "event_types": ["*"], "max_in_flight": 1000}
     )
     container.leads.create_many(REQ, [{"fields": {}} for _ in range(300)])
-    url = container.settings.database_url
     claimed: dict[str, list[int]] = {}
     errors: list[BaseException] = []
 
     def worker(name: str) -> None:
-        engine = make_engine(url)  # a process of its own would have its own engine and gate
-        q = SqlDeliveryQueue(engine, WriteGate(engine))
+        q, close = independent_queue(container)  # a process of its own has its own engine
         mine: list[int] = []
         try:
             while True:
@@ -259,7 +297,7 @@ def test_concurrent_workers_never_claim_the_same_delivery(container: Container) 
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
-            engine.dispose()
+            close()
             claimed[name] = mine
 
     threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]

@@ -304,11 +304,18 @@ def test_void_carries_the_reason_in_notes() -> None:
 WITH_NAME = b.update_fields(ctx(), LEAD, {"name": "赵拥晨", "budget": 10}).lead
 WITH_SOURCE = b.change_source(ctx(), LEAD, {"utm_source": "wechat"}).lead
 WITH_STATUS = b.change_status(ctx(), LEAD, WON).lead
+WITH_ZERO = b.update_fields(ctx(), LEAD, {"budget": 0}).lead
+WITH_ONE_FLOAT = b.update_fields(ctx(), LEAD, {"budget": 1.0}).lead
 
 NO_OPS: list[tuple[str, Lead, Callable[[b.Context, Lead], b.Outcome]]] = [
     ("same ordinary value", WITH_NAME,
      lambda c, lead: b.update_fields(c, lead, {"name": "赵拥晨"})),
     ("same number", WITH_NAME, lambda c, lead: b.update_fields(c, lead, {"budget": 10})),
+    ("same number as a float", WITH_NAME,
+     lambda c, lead: b.update_fields(c, lead, {"budget": 10.0})),
+    ("0.0 over 0", WITH_ZERO, lambda c, lead: b.update_fields(c, lead, {"budget": 0.0})),
+    ("-0.0 over 0", WITH_ZERO, lambda c, lead: b.update_fields(c, lead, {"budget": -0.0})),
+    ("1 over 1.0", WITH_ONE_FLOAT, lambda c, lead: b.update_fields(c, lead, {"budget": 1})),
     ("empty an empty field", LEAD, lambda c, lead: b.update_fields(c, lead, {"title": None})),
     ("'' on an empty field", LEAD, lambda c, lead: b.update_fields(c, lead, {"title": ""})),
     ("no fields", LEAD, lambda c, lead: b.update_fields(c, lead, {})),
@@ -352,8 +359,25 @@ def test_adding_members_skips_those_already_there_and_duplicates() -> None:
 def test_update_reports_only_the_fields_that_changed() -> None:
     outcome = b.update_fields(ctx(), WITH_NAME, {"name": "赵拥晨", "title": "CTO", "budget": 10.0})
     data = outcome.events[0].extra_data.mapping_data
-    # 10 and 10.0 differ in type, so the number counts as changed: values keep their type
-    assert data == {"title": [None, "CTO"], "budget": [10, 10.0]}
+    # 10 and 10.0 are one JSON number: no change, and the stored value stays as it was
+    assert data == {"title": [None, "CTO"]}
+    assert type(outcome.lead.value("budget")) is int
+
+
+@pytest.mark.parametrize(
+    ("before", "after"), [(0, 1), (1, 1.5), (0.5, 0), (None, 0), (0, None), (2, 2.000001)]
+)
+def test_a_number_that_really_changes_is_reported(before: Any, after: Any) -> None:
+    lead = b.update_fields(ctx(), LEAD, {"budget": before}).lead
+    (event,) = b.update_fields(ctx(), lead, {"budget": after}).events
+    assert event.extra_data.mapping_data == {"budget": [before, after]}
+
+
+def test_a_text_field_holding_digits_is_not_a_number() -> None:
+    lead = b.update_fields(ctx(), LEAD, {"title": "1"}).lead
+    assert b.update_fields(ctx(), lead, {"title": "1"}).events == ()
+    with pytest.raises(ValidationError):
+        b.update_fields(ctx(), lead, {"title": 1})
 
 
 # ---- owner changes: scene_type and action_keyword ----------------------------------------------
@@ -708,12 +732,22 @@ def test_operator_parse_accepts_a_full_operator_and_defaults() -> None:
          "must be a non-negative integer"),
         ({"operator_type": 0, "operator_id": 5}, ("body", "operator", "operator_id"),
          "must be 0 when operator_type is 0"),
-        ({"login_platform": 5}, ("body", "operator", "login_platform"),
+        ({"login_source_value": 5}, ("body", "operator", "login_source_value"),
          "must be a string of at most 200 characters"),
+        ({"login_platform": 5}, ("body", "operator", "login_platform"),
+         "must be a string of at most 64 characters"),
         ({"login_source_name": "x" * 201}, ("body", "operator", "login_source_name"),
          "must be a string of at most 200 characters"),
-        ({"login_environment": "tablet"}, ("body", "operator", "login_environment"),
-         "must be 'pc', 'mobile' or ''"),
+        ({"login_environment": "x" * 65}, ("body", "operator", "login_environment"),
+         "must be a string of at most 64 characters"),
+        ({"login_platform": "a\nb"}, ("body", "operator", "login_platform"),
+         "must not contain control characters"),
+        ({"login_source_type": "wechat\x00"}, ("body", "operator", "login_source_type"),
+         "must not contain control characters"),
+        ({"login_environment": "pc\x7f"}, ("body", "operator", "login_environment"),
+         "must not contain control characters"),
+        ({"login_environment": 1}, ("body", "operator", "login_environment"),
+         "must be a string of at most 64 characters"),
     ],
 )  # fmt: skip
 def test_operator_parse_refusals(data: Any, loc: tuple[str, ...], msg: str) -> None:
@@ -733,3 +767,99 @@ def test_operator_fields_travel_on_every_event() -> None:
         "login_source_type": "wechat",
         "login_source_name": "径硕服务号",
     }
+
+
+@pytest.mark.parametrize(
+    "value", ["tablet", "wechat_mini_program", "iPad OS 17", "小程序", "x" * 64, ""]
+)
+def test_login_vocabularies_are_open_and_kept_as_given(value: str) -> None:
+    data = {"login_environment": value, "login_platform": value, "login_source_type": value}
+    op = Operator.parse({"operator_type": 1, "operator_id": 17, **data})
+    extra = b.add_note(ctx(operator=op), LEAD, "n").events[0].extra_data.model_dump()
+    assert {k: extra[k] for k in data} == data
+    timeline = extra["timeline_data"]
+    assert (timeline["login_environment"], timeline["login_platform"]) == (value, value)
+    assert timeline["login_source_type"] == value
+
+
+# ---- the operator's member: omni_user_uuid from the catalog's binding -------------------------
+
+BOUND_UUID = "Bd3uUsErUuId000000000a"
+
+
+def bound_catalog() -> Catalog:
+    """CATALOG with member ALICE bound to back-office account 17 (USER's operator_id)."""
+    return upsert_entry(
+        CATALOG, "members", ALICE, {"name": "王芳", "operator_id": 17, "omni_user_uuid": BOUND_UUID}
+    )
+
+
+def test_an_operator_bound_to_a_member_reports_that_members_user_id() -> None:
+    cat = bound_catalog()
+    assert cat.member_bound_to(17) == cat.members[ALICE]
+    outcome = b.change_owner(ctx(cat, operator=USER), LEAD, BOB, 2)
+    (event,) = outcome.events
+    assert event.extra_data.omni_user_uuid == BOUND_UUID
+    assert (event.extra_data.operator_type, event.extra_data.operator_id) == (1, 17)
+
+
+def test_every_event_of_one_behaviour_carries_the_bound_user_id() -> None:
+    cat = bound_catalog()
+    owned = b.change_owner(ctx(cat), LEAD, BOB, 2).lead
+    events = b.change_owner(ctx(cat), owned, None, 4, lead_pool="sales").events
+    assert [e.event_type for e in events] == ["object_change_owner", "object_change_lead_pool"]
+    assert {e.extra_data.omni_user_uuid for e in events} == {BOUND_UUID}
+
+
+@pytest.mark.parametrize(
+    ("operator", "expected"),
+    [
+        (Operator(operator_type=1, operator_id=17, omni_user_uuid="FromRequest"), "FromRequest"),
+        (Operator(operator_type=2, operator_id=17), BOUND_UUID),  # a member account: same rule
+        (Operator(operator_type=1, operator_id=18), ""),  # bound to nobody
+        (SYSTEM, ""),
+    ],
+)
+def test_the_request_value_wins_and_unbound_operators_report_none(
+    operator: Operator, expected: str
+) -> None:
+    event = b.add_note(ctx(bound_catalog(), operator=operator), LEAD, "n").events[0]
+    assert event.extra_data.omni_user_uuid == expected
+
+
+def test_a_member_bound_without_a_user_id_reports_empty() -> None:
+    cat = upsert_entry(CATALOG, "members", BOB, {"name": "李娜", "operator_id": 17})
+    assert b.add_note(ctx(cat), LEAD, "n").events[0].extra_data.omni_user_uuid == ""
+
+
+def test_binding_an_operator_already_bound_to_another_member_is_a_conflict() -> None:
+    cat = bound_catalog()
+    with pytest.raises(ConflictError, match=f"operator_id 17 is already bound to member '{ALICE}'"):
+        upsert_entry(cat, "members", BOB, {"name": "李娜", "operator_id": 17})
+    assert cat.member_bound_to(17) == cat.members[ALICE]  # unchanged
+    # The same member may be replaced with its binding; unbinding frees the account for another.
+    again = upsert_entry(cat, "members", ALICE, {"name": "王芳二", "operator_id": 17})
+    assert again.member_bound_to(17) == again.members[ALICE]
+    freed = upsert_entry(cat, "members", ALICE, {"name": "王芳"})
+    assert freed.member_bound_to(17) is None
+    moved = upsert_entry(freed, "members", BOB, {"name": "李娜", "operator_id": 17})
+    assert moved.member_bound_to(17) == moved.members[BOB]
+
+
+@pytest.mark.parametrize("operator_id", [0, -1, "17", True, 1.5, 17.0])
+def test_a_binding_must_be_a_positive_integer(operator_id: Any) -> None:
+    with pytest.raises(ValidationError) as info:
+        upsert_entry(CATALOG, "members", ALICE, {"name": "王芳", "operator_id": operator_id})
+    assert info.value.errors[0].loc == ("body", "operator_id")
+
+
+def test_the_binding_survives_the_catalogs_json_round_trip() -> None:
+    from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
+
+    cat = bound_catalog()
+    shown = catalog_to_json(cat)
+    alice = next(m for m in shown["members"] if m["id"] == ALICE)
+    assert alice == {"id": ALICE, "name": "王芳", "omni_user_uuid": BOUND_UUID, "operator_id": 17}
+    assert next(m for m in shown["members"] if m["id"] == BOB)["operator_id"] is None
+    assert catalog_from_json(shown) == cat
+    assert catalog_from_json(shown).member_bound_to(17) == cat.members[ALICE]

@@ -1,4 +1,6 @@
-"""The delivery loop over an in-memory queue and sender: order, limits, decisions, stopping."""
+"""The delivery loop over the in-memory queue and a fake sender: order, limits, decisions,
+stopping. The queue is the product's `MemoryDeliveryQueue`, which runs the same contract tests
+as the SQL queue, so the ordering checked here is the real claim rules', not a test double's."""
 
 from __future__ import annotations
 
@@ -8,15 +10,19 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from leadhook.adapters.memory import MemoryStore
+from leadhook.adapters.memory.queue import MemoryDeliveryQueue
+from leadhook.adapters.memory.state import DeliveryRow, SubscriptionRow
 from leadhook.domain.retry import RetryPolicy
 from leadhook.domain.signing import generate_secret
-from leadhook.services.delivery import LANE_DEPTH, Job, Outcome, SendResult
+from leadhook.services.delivery import Job, Outcome, SendResult
 from leadhook.services.dispatcher import Dispatcher
+from leadhook.services.ports import StoredEvent, Subscription
 from leadhook.services.wakeup import Wakeup
 
 SECRET = generate_secret(bytes(range(32)))
@@ -35,43 +41,83 @@ class Sub:
     previous_expires: float | None = None
 
 
-@dataclass
 class Row:
-    seq: int
-    sub: Sub
-    lead: str
-    version: int
-    status: str = "pending"
-    attempts: int = 0
-    next_at: float = 0.0
-    locked_until: float | None = None
-    locked_by: str | None = None
-    last_error: str | None = None
+    """A live view of one delivery row of the memory store, as a test reads it."""
+
+    def __init__(self, store: MemoryStore, seq: int, sub: Sub, lead: str, version: int) -> None:
+        self._store, self.seq, self.sub, self.lead, self.version = store, seq, sub, lead, version
+
+    @property
+    def _row(self) -> DeliveryRow:
+        return self._store.state.deliveries[self.seq]
+
+    @property
+    def status(self) -> str:
+        return self._row.status
+
+    @property
+    def attempts(self) -> int:
+        return self._row.attempt_count
+
+    @property
+    def next_at(self) -> float:
+        return self._row.next_attempt_at or 0.0
+
+    @property
+    def locked_until(self) -> float | None:
+        return self._row.locked_until
+
+    @property
+    def locked_by(self) -> str | None:
+        return self._row.locked_by
+
+    @property
+    def last_error(self) -> str | None:
+        return self._row.last_error
 
 
-@dataclass
-class FakeQueue:
-    """The claim rules of the SQL queue, in memory."""
+class MemoryQueue:
+    """The product's in-memory queue (`MemoryDeliveryQueue`, held to the SQL queue's rules by the
+    queue contract tests) over a `MemoryStore` this harness fills, plus what tests observe: the
+    claims, the outcomes recorded, the releases, and records made to fail on purpose."""
 
-    rows: list[Row] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
-    released: list[int] = field(default_factory=list)
-    claims: int = 0
-    fail_records: int = 0
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self._queue = MemoryDeliveryQueue(self.store)
+        self.rows: list[Row] = []
+        self.outcomes: list[Outcome] = []
+        self.released: list[int] = []
+        self.claims = 0
+        self.fail_records = 0
+        self._subs: dict[str, Sub] = {}
+        self._events: dict[tuple[str, int], StoredEvent] = {}
 
     def add(self, sub: Sub, lead: str, version: int, at: float = 0.0) -> Row:
-        row = Row(len(self.rows) + 1, sub, lead, version, next_at=at)
+        """Queue one delivery of (lead, version) to `sub`, due at `at`."""
+        with self.store.lock:
+            state = self.store.state
+            if sub.id not in self._subs:
+                self._subs[sub.id] = sub
+                state.subscriptions[sub.id] = SubscriptionRow(_subscription(sub))
+            event = self._events.get((lead, version))
+            if event is None:  # one event, delivered to every subscription it is added for
+                state.event_seq += 1
+                body = json.dumps({"lead": lead, "v": version})
+                event = StoredEvent(state.event_seq, f"ev{state.event_seq}", "acme", lead,
+                                    version, "object_add_notes", 0, 0, body)  # fmt: skip
+                state.event_index[event.event_id] = len(state.events)
+                state.events.append(event)
+                state.event_versions.add((lead, version))
+                self._events[(lead, version)] = event
+            state.delivery_seq += 1
+            seq = state.delivery_seq
+            state.deliveries[seq] = DeliveryRow(
+                seq, f"d{seq}", "acme", sub.id, event.seq, event.event_id, lead, version,
+                event.event_type, "pending", 0, at, 0.0, 0.0,
+            )  # fmt: skip
+        row = Row(self.store, seq, sub, lead, version)
         self.rows.append(row)
         return row
-
-    def _blocked(self, row: Row) -> bool:
-        return any(
-            r.sub is row.sub
-            and r.lead == row.lead
-            and r.version < row.version
-            and r.status in ("pending", "failed")
-            for r in self.rows
-        )
 
     def claim(
         self,
@@ -83,70 +129,44 @@ class FakeQueue:
         exclude: Collection[str],
     ) -> list[Job]:
         self.claims += 1
-        taken: Counter[str] = Counter()
-        jobs: list[Job] = []
-        for row in sorted(self.rows, key=lambda r: (r.next_at, r.seq)):
-            sub = row.sub
-            cap = sub.max_in_flight * LANE_DEPTH if sub.rate is None else max(1, int(sub.rate))
-            if (
-                row.status not in ("pending", "failed")
-                or row.next_at > now
-                or (row.locked_until is not None and row.locked_until >= now)
-                or not sub.enabled
-                or sub.id in exclude
-                or taken[sub.id] >= min(cap, sub.max_in_flight * LANE_DEPTH)
-                or self._blocked(row)
-            ):
-                continue
-            taken[sub.id] += 1
-            row.locked_until, row.locked_by = lease_until, worker_id
-            body = json.dumps({"lead": row.lead, "v": row.version}).encode()
-            jobs.append(
-                Job(
-                    row.seq,
-                    f"d{row.seq}",
-                    "acme",
-                    sub.id,
-                    f"ev{row.seq}",
-                    row.lead,
-                    row.version,
-                    row.attempts,
-                    body,
-                    f"http://{sub.id}.test/hook",
-                    SECRET,
-                    sub.max_in_flight,
-                    sub.rate,
-                    lease_until,
-                    sub.previous_secret,
-                    sub.previous_expires,
-                    sub.first_failure_at,
-                )
-            )
-            if len(jobs) == limit:
-                break
-        return jobs
+        return self._queue.claim(
+            worker_id=worker_id, limit=limit, now=now, lease_until=lease_until, exclude=exclude
+        )
 
     def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
         if self.fail_records:
             self.fail_records -= 1
             raise RuntimeError("database is down")
-        by_seq = {r.seq: r for r in self.rows}
-        for o in outcomes:
-            row = by_seq[o.job.seq]
-            self.outcomes.append(o)
-            if row.locked_by != worker_id:
-                continue
-            row.status, row.attempts = o.status, o.job.attempt_count + 1
-            row.next_at = o.next_attempt_at or 0.0
-            row.last_error, row.locked_until, row.locked_by = o.last_error, None, None
-            if o.disable is not None:
-                row.sub.enabled, row.sub.disabled_reason = False, o.disable.reason
+        self._queue.record(worker_id=worker_id, outcomes=outcomes, now=now)
+        self.outcomes.extend(outcomes)
+        for sub in self._subs.values():  # let tests read what the store now says
+            stored = self.store.state.subscriptions[sub.id].sub
+            sub.enabled, sub.disabled_reason = stored.enabled, stored.disabled_reason
+            sub.first_failure_at = stored.first_failure_at
 
     def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
         self.released.extend(seqs)
-        for row in self.rows:
-            if row.seq in seqs and row.locked_by == worker_id:
-                row.locked_until = row.locked_by = None
+        self._queue.release(worker_id=worker_id, seqs=seqs)
+
+
+def _subscription(sub: Sub) -> Subscription:
+    return Subscription(
+        id=sub.id,
+        mid="acme",
+        url=f"http://{sub.id}.test/hook",
+        event_types=("*",),
+        description="",
+        enabled=sub.enabled,
+        secret=SECRET,
+        max_in_flight=sub.max_in_flight,
+        rate_limit_per_s=sub.rate,
+        created_at=0.0,
+        updated_at=0.0,
+        disabled_reason=sub.disabled_reason,
+        previous_secret=sub.previous_secret,
+        previous_secret_expires_at=sub.previous_expires,
+        first_failure_at=sub.first_failure_at,
+    )
 
 
 Behaviour = Callable[[str, bytes, Mapping[str, str]], Awaitable[SendResult]]
@@ -181,7 +201,7 @@ class FakeSender:
 
 
 def make(
-    queue: FakeQueue,
+    queue: MemoryQueue,
     sender: FakeSender,
     *,
     schedule: str = "0.05,0.05,0.05",
@@ -220,12 +240,12 @@ async def run_until(
     await asyncio.wait_for(task, 10)
 
 
-def finished(queue: FakeQueue) -> Callable[[], bool]:
+def finished(queue: MemoryQueue) -> Callable[[], bool]:
     return lambda: all(r.status in ("delivered", "dead") for r in queue.rows)
 
 
 async def test_delivers_everything_signed_and_counts_it() -> None:
-    queue, sender = FakeQueue(), FakeSender()
+    queue, sender = MemoryQueue(), FakeSender()
     sub = Sub("s1", previous_secret=OLD_SECRET, previous_expires=time.time() + 60)
     for i in range(50):
         queue.add(sub, f"L{i % 5}", i // 5 + 1)
@@ -254,7 +274,7 @@ async def test_each_lead_is_sent_in_order_while_attempts_fail_at_random() -> Non
             return SendResult(500, 1.0)
         return SendResult(200, 1.0)
 
-    queue, sender = FakeQueue(), FakeSender(flaky)
+    queue, sender = MemoryQueue(), FakeSender(flaky)
     subs = [Sub("a", max_in_flight=4), Sub("b", max_in_flight=16)]
     for version in range(1, 9):
         for lead in range(6):
@@ -281,7 +301,7 @@ async def test_a_slow_endpoint_keeps_its_limit_and_delays_no_one_else() -> None:
         await asyncio.sleep(0.3 if "slow" in url else 0.001)
         return SendResult(200, 1.0)
 
-    queue, sender = FakeQueue(), FakeSender(slow_or_fast)
+    queue, sender = MemoryQueue(), FakeSender(slow_or_fast)
     slow, fast = Sub("slow", max_in_flight=2), Sub("fast", max_in_flight=8)
     for i in range(40):
         queue.add(slow, f"S{i}", 1)
@@ -303,7 +323,7 @@ async def test_a_slow_endpoint_keeps_its_limit_and_delays_no_one_else() -> None:
 
 
 async def test_rate_limit_spaces_the_attempts() -> None:
-    queue, sender = FakeQueue(), FakeSender()
+    queue, sender = MemoryQueue(), FakeSender()
     sub = Sub("r", max_in_flight=4, rate=20.0)
     for i in range(40):
         queue.add(sub, f"L{i}", 1)
@@ -325,7 +345,7 @@ async def test_decisions_failed_dead_retry_after_and_410() -> None:
             return SendResult(429, 1.0, retry_after="30")
         return SendResult(None, 1000.0, error="timeout after 1s")
 
-    queue, sender = FakeQueue(), FakeSender(answer)
+    queue, sender = MemoryQueue(), FakeSender(answer)
     gone, busy, down = Sub("gone", max_in_flight=1), Sub("busy"), Sub("down")
     rows = {s.id: [queue.add(s, "L1", 1), queue.add(s, "L2", 1)] for s in (gone, busy, down)}
     dispatcher = make(queue, sender, schedule="0.01")
@@ -351,7 +371,7 @@ async def test_decisions_failed_dead_retry_after_and_410() -> None:
 
 
 async def test_an_endpoint_failing_for_days_is_auto_disabled() -> None:
-    queue = FakeQueue()
+    queue = MemoryQueue()
     sub = Sub("old", first_failure_at=time.time() - 3 * 86400)
     queue.add(sub, "L1", 1)
     queue.add(sub, "L2", 1)
@@ -373,7 +393,7 @@ async def test_graceful_stop_finishes_in_flight_and_releases_the_rest() -> None:
         await asyncio.sleep(0.3)
         return SendResult(200, 300.0)
 
-    queue, sender = FakeQueue(), FakeSender(slow)
+    queue, sender = MemoryQueue(), FakeSender(slow)
     sub = Sub("s", max_in_flight=3)
     for i in range(20):
         queue.add(sub, f"L{i}", 1)
@@ -392,7 +412,7 @@ async def test_graceful_stop_finishes_in_flight_and_releases_the_rest() -> None:
 
 
 async def test_a_job_whose_lease_ran_out_is_released_not_sent() -> None:
-    class StaleQueue(FakeQueue):
+    class StaleQueue(MemoryQueue):
         def claim(self, **kwargs: object) -> list[Job]:
             kwargs["lease_until"] = time.time() + 0.5  # less than timeout + margin
             return super().claim(**kwargs)  # type: ignore[arg-type]
@@ -408,7 +428,7 @@ async def test_a_sender_that_raises_is_a_failed_attempt() -> None:
     async def broken(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         raise RuntimeError("kaput")
 
-    queue = FakeQueue()
+    queue = MemoryQueue()
     queue.add(Sub("s"), "L1", 1)
     await run_until(make(queue, FakeSender(broken), schedule="5"), lambda: bool(queue.outcomes))
     row = queue.rows[0]
@@ -416,7 +436,7 @@ async def test_a_sender_that_raises_is_a_failed_attempt() -> None:
 
 
 async def test_outcomes_survive_a_failed_write_and_are_recorded_later() -> None:
-    queue, sender = FakeQueue(), FakeSender()
+    queue, sender = MemoryQueue(), FakeSender()
     queue.fail_records = 1
     for i in range(5):
         queue.add(Sub("s"), f"L{i}", 1)
@@ -426,7 +446,7 @@ async def test_outcomes_survive_a_failed_write_and_are_recorded_later() -> None:
 
 
 async def test_wakeup_claims_at_once_instead_of_waiting_for_the_poll() -> None:
-    queue, sender, wakeup = FakeQueue(), FakeSender(), Wakeup()
+    queue, sender, wakeup = MemoryQueue(), FakeSender(), Wakeup()
     dispatcher = make(queue, sender, wakeup=wakeup, poll=30.0)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
@@ -446,4 +466,4 @@ async def test_wakeup_claims_at_once_instead_of_waiting_for_the_poll() -> None:
 def test_nonsense_settings_are_refused(bad: dict[str, float]) -> None:
     args: dict[str, object] = {"policy": RetryPolicy.default(), "clock": time.time, **bad}
     with pytest.raises(ValueError):
-        Dispatcher(FakeQueue(), lambda: FakeSender(), **args)  # type: ignore[arg-type]
+        Dispatcher(MemoryQueue(), lambda: FakeSender(), **args)  # type: ignore[arg-type]

@@ -5,7 +5,9 @@ For every life hypothesis draws (refused steps are skipped, as a caller would se
     the envelope (owner, life_status, business_type) and display texts agree with it;
 (b) `entity_version` is 1 on create and rises by exactly one per event;
 (c) folding all events (also after a JSON round trip) rebuilds the final lead exactly;
-(d) every event's JSON validates against its JSON Schema.
+(d) every event's JSON validates against its JSON Schema;
+(e) no event reports an empty change: no `[before, after]` pair whose two sides are equal as
+    JSON values (numbers compare as numbers: 0 and 0.0, 1 and 1.0 are one value).
 """
 
 from __future__ import annotations
@@ -95,8 +97,12 @@ ORDINARY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "business_type": st.sampled_from([BT, BT2]),
     "headimgurl": st.sampled_from([None, '["http://a/1.png"]', ["http://b/2.png"], []]),
     "grade": st.sampled_from([None, "a", "b"]),
+    # Integers and the floats equal to them, often: setting one over the other must be a no-op.
     "budget": st.one_of(
-        st.none(), st.integers(-3, 3), st.floats(allow_nan=False, allow_infinity=False, width=32)
+        st.sampled_from([None, 0, 0.0, -0.0, 1, 1.0]),
+        st.sampled_from([0, 0.0, 1, 1.0, 2, 2.0]),
+        st.integers(-3, 3),
+        st.floats(allow_nan=False, allow_infinity=False, width=32),
     ),
     "visit_date": st.sampled_from([None, "2023-03-01", "2024-02-29"]),
 }
@@ -208,6 +214,15 @@ def behaviours(draw: st.DrawFn) -> tuple[str, Call]:
 # ---- the checks ------------------------------------------------------------------------------
 
 
+def json_equal(a: Any, b: Any) -> bool:
+    """Tell whether two values are one JSON value, written independently of the domain's rule:
+    numbers (bool excluded) by numeric value, anything else by its canonical JSON text."""
+    numbers = (int, float)
+    if all(isinstance(v, numbers) and not isinstance(v, bool) for v in (a, b)):
+        return bool(a == b)
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def all_codes(*leads: Lead) -> set[str]:
     codes = set(ATTRIBUTE_FIELDS)
     for lead in leads:
@@ -255,6 +270,7 @@ def check_outcome(catalog: Catalog, before: Lead, outcome: b.Outcome) -> None:
         for code, (old, new) in extra.mapping_data.items():
             assert same(old, current.get(code)), (event.event_type, code, old, current.get(code))
             assert not same(old, new), (event.event_type, code)
+            assert not json_equal(old, new), ("empty change", event.event_type, code, old, new)
             assert extra.mapping_data_text[code] == [
                 catalog.display(code, old),
                 catalog.display(code, new),
@@ -343,3 +359,37 @@ def test_any_life_is_reported_truthfully_and_replays(data: st.DataObject) -> Non
     assert fold(catalog, events) == lead
     stored = [parse_event_json(e.model_dump_json()) for e in events]
     assert fold(catalog, stored) == lead
+
+
+NUMBERS = st.one_of(
+    st.sampled_from([None, 0, 0.0, -0.0, 1, 1.0, 2, 2.0]),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False, allow_infinity=False, width=16),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(first=NUMBERS, values=st.lists(NUMBERS, min_size=1, max_size=8))
+def test_a_number_field_never_reports_an_empty_change(first: Any, values: list[Any]) -> None:
+    """(e) focused on numbers: whatever sequence of ints and floats is set, an event appears
+    exactly when the value changes as a JSON number, and the lead keeps the value it had."""
+    catalog = CATALOGS["UTC"]
+    ids = itertools.count(1)
+
+    def next_id() -> str:
+        return f"01HQ{next(ids):022d}"
+
+    lead = b.create_lead(
+        b.Context(catalog, T0, next_id), "e9vMaiGWybEQ3Nc9xGgwV4", {"budget": first}
+    ).lead
+    for value in values:
+        before = lead.value("budget")
+        outcome = b.update_fields(b.Context(catalog, T0, next_id), lead, {"budget": value})
+        if json_equal(before, value):
+            assert outcome.events == (), ("empty change", before, value)
+            assert same(outcome.lead.value("budget"), before)
+        else:
+            (event,) = outcome.events
+            old, new = event.extra_data.mapping_data["budget"]
+            assert same(old, before) and same(new, value) and not json_equal(old, new)
+        lead = outcome.lead

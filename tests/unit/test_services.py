@@ -192,7 +192,8 @@ def test_catalog_entries(world: World) -> None:
     entry = w.tenants.put_catalog_entry(
         "t1", "members", "m3", {"name": "张三", "omni_user_uuid": "u"}
     )
-    assert entry == {"id": "m3", "name": "张三", "omni_user_uuid": "u"}
+    assert entry == {"id": "m3", "name": "张三", "omni_user_uuid": "u", "operator_id": None}
+    assert w.tenants.catalog_entry("t1", "members", "m3") == entry
     assert w.tenants.put_catalog_entry("t1", "life_stages", "lost", {"name": "流失"})["order"] == 5
     catalog = w.tenants.catalog("t1")
     assert [m["id"] for m in catalog["members"]] == ["m1", "m2", "m3"]
@@ -201,6 +202,20 @@ def test_catalog_entries(world: World) -> None:
     with pytest.raises(NotFoundError):
         w.tenants.put_catalog_entry("t1", "widgets", "x", {"name": "x"})
     assert [m["id"] for m in w.tenants.catalog("t1")["members"]] == ["m1", "m2", "m3"]
+    with pytest.raises(NotFoundError):
+        w.tenants.catalog_entry("t1", "members", "m9")
+    with pytest.raises(NotFoundError):
+        w.tenants.catalog_entry("t1", "widgets", "m3")
+
+
+def test_a_conflicting_binding_changes_nothing(world: World) -> None:
+    w = world
+    w.tenants.put_catalog_entry("t1", "members", "m1", {"name": "甲", "operator_id": 17})
+    with pytest.raises(ConflictError):
+        w.tenants.put_catalog_entry("t1", "members", "m2", {"name": "乙二", "operator_id": 17})
+    assert w.tenants.catalog_entry("t1", "members", "m1")["operator_id"] == 17
+    m2 = w.tenants.catalog_entry("t1", "members", "m2")
+    assert m2["name"] != "乙二" and m2["operator_id"] is None
 
 
 # ---- lead behaviours ------------------------------------------------------------------------

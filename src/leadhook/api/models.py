@@ -31,10 +31,12 @@ class OperatorIn(_In):
     operator_type: Literal[0, 1, 2] = 0
     operator_id: int = Field(0, ge=0, le=2**53 - 1)
     omni_user_uuid: str = ""
-    login_platform: str = ""
+    login_platform: str = Field("", max_length=64, examples=["member_center", "jingsocial"])
     login_source_value: str = ""
-    login_source_type: str = ""
-    login_environment: Literal["", "pc", "mobile"] = ""
+    login_source_type: str = Field("", max_length=64, examples=["wechat", "workwechat_user"])
+    # An open vocabulary: `pc` and `mobile` are examples; any short text without control
+    # characters is kept as given.
+    login_environment: str = Field("", max_length=64, examples=["pc", "mobile"])
     login_source_name: str = ""
 
 

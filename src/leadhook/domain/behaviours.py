@@ -19,6 +19,7 @@ from leadhook.domain.values import (
     diff,
     local_timestamp,
     parse_fields,
+    same,
 )
 
 AUTO_SCENES = frozenset({1, 5})
@@ -40,6 +41,16 @@ class Context:
     def local_now(self) -> str:
         """`now` as `YYYY-MM-DD HH:MM:SS` in the tenant's time zone."""
         return local_timestamp(self.now, self.catalog.timezone)
+
+    @cached_property
+    def omni_user_uuid(self) -> str:
+        """The user id of the member the operator is bound to: the request's value wins,
+        else the catalog's member bound to `operator_id`, else `""`."""
+        op = self.operator
+        if op.omni_user_uuid or op.operator_type == 0:
+            return op.omni_user_uuid
+        member = self.catalog.member_bound_to(op.operator_id)
+        return "" if member is None else member.omni_user_uuid
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ class _Recorder:
             "entity_id": lead.id,
             "operator_type": op.operator_type,
             "operator_id": op.operator_id,
-            "omni_user_uuid": op.omni_user_uuid,
+            "omni_user_uuid": ctx.omni_user_uuid,
             "is_follow_up": is_follow_up,
             "notes": notes,
             "login_platform": op.login_platform,
@@ -204,11 +215,14 @@ def _change_fields(ctx: Context, lead: Lead, fields: Any, group: str, event_type
     values = parse_fields(cat, fields, ("ordinary",) if group == "ordinary" else ("source",))
     if "business_type" in values and values["business_type"] is None:
         raise ValidationError.at(("body", "fields", "business_type"), "cannot be emptied")
+    # A value equal to the current one (as JSON: 0 and 0.0 are one number) is no change:
+    # dropping it keeps the stored value as it was and lets an all-equal request emit nothing.
+    values = {code: v for code, v in values.items() if not same(lead.value(code), v)}
+    if not values:
+        return Outcome(lead)
     codes = frozenset(values) if group == "source" else frozenset()
     after = lead.with_values(values, codes)
     mapping = diff(cat, lead, after, values)
-    if not mapping[0]:
-        return Outcome(lead)
     rec = _Recorder(ctx, lead)
     rec.emit(after, event_type, mapping=mapping)
     return rec.outcome()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, get_args
 
 from leadhook.domain.errors import NotFoundError, ValidationError
@@ -26,11 +27,16 @@ DEFAULT_OBJECT_ID = "56"
 
 @dataclass(frozen=True)
 class Member:
-    """A person of the tenant who can own or collaborate on leads."""
+    """A person of the tenant who can own or collaborate on leads.
+
+    `operator_id` is the back-office account the member is bound to (None: not bound); a
+    behaviour performed by that account reports the member's `omni_user_uuid`.
+    """
 
     id: str
     name: str
     omni_user_uuid: str = ""
+    operator_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +288,15 @@ class Catalog:
         """Return the display name of a catalog id, or the id itself when unknown."""
         entry = getattr(self, ref).get(value)
         return value if entry is None else str(entry.name)
+
+    def member_bound_to(self, operator_id: int) -> Member | None:
+        """Return the member bound to the back-office account `operator_id`, if any."""
+        return self._members_by_operator.get(operator_id)
+
+    @cached_property
+    def _members_by_operator(self) -> Mapping[int, Member]:
+        # Built once per catalog (catalogs are immutable): behaviours look it up on every event.
+        return {m.operator_id: m for m in self.members.values() if m.operator_id is not None}
 
     def member_name(self, member_id: str | None) -> str:
         """Return a member's name, `""` for no member."""

@@ -20,11 +20,11 @@ from leadhook.domain.catalog import (
     RelatedObject,
     validate_key,
 )
-from leadhook.domain.errors import ValidationError
+from leadhook.domain.errors import ConflictError, ValidationError
 from leadhook.domain.pools import parse_pool, pool_from_json, pool_keys, pool_to_json
 
 _ALLOWED_KEYS: Mapping[str, frozenset[str]] = {
-    "members": frozenset({"name", "omni_user_uuid"}),
+    "members": frozenset({"name", "omni_user_uuid", "operator_id"}),
     "business_types": frozenset({"name", "default"}),
     "lead_statuses": frozenset({"name"}),
     "life_stages": frozenset({"name", "order"}),
@@ -57,7 +57,8 @@ def upsert_entry(catalog: Catalog, kind: str, key: str, body: Mapping[str, Any])
     name = _text(body, "name", required=True)
     if kind == "members":
         uuid = _text(body, "omni_user_uuid", required=False)
-        return replace(catalog, members={**catalog.members, key: Member(key, name, uuid)})
+        member = Member(key, name, uuid, _operator_binding(catalog, key, body))
+        return replace(catalog, members={**catalog.members, key: member})
     if kind == "business_types":
         default = body.get("default", False)
         if not isinstance(default, bool):
@@ -91,6 +92,28 @@ def upsert_entry(catalog: Catalog, kind: str, key: str, body: Mapping[str, Any])
         objs = {**catalog.objects, key: RelatedObject(key, name, object_id)}
         return replace(catalog, objects=objs)
     return replace(catalog, custom_fields={**catalog.custom_fields, key: _field(key, name, body)})
+
+
+def _operator_binding(catalog: Catalog, key: str, body: Mapping[str, Any]) -> int | None:
+    """Validate the back-office account (`operator_id`) a member is bound to, if any.
+
+    One account is one person: binding it to a second member would make the `omni_user_uuid`
+    of its events ambiguous, so that is a conflict (409), not a silent move.
+    """
+    operator_id = body.get("operator_id")
+    if operator_id is None:
+        return None
+    if type(operator_id) is not int or operator_id <= 0:
+        raise ValidationError.at(
+            ("body", "operator_id"), "must be a positive integer (a back-office account id)"
+        )
+    bound = catalog.member_bound_to(operator_id)
+    if bound is not None and bound.id != key:
+        raise ConflictError(
+            f"operator_id {operator_id} is already bound to member {bound.id!r}; "
+            "unbind it there first (PUT that member without operator_id)"
+        )
+    return operator_id
 
 
 def _field(code: str, label: str, body: Mapping[str, Any]) -> FieldDef:
@@ -154,7 +177,12 @@ def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
         "object_id": catalog.object_id,
         "default_business_type": catalog.default_business_type,
         "members": [
-            {"id": m.id, "name": m.name, "omni_user_uuid": m.omni_user_uuid}
+            {
+                "id": m.id,
+                "name": m.name,
+                "omni_user_uuid": m.omni_user_uuid,
+                "operator_id": m.operator_id,
+            }
             for m in catalog.members.values()
         ],
         "business_types": [{"id": e.id, "name": e.name} for e in catalog.business_types.values()],
@@ -192,7 +220,7 @@ def catalog_from_json(data: Mapping[str, Any]) -> Catalog:
         object_id=data["object_id"],
         default_business_type=data["default_business_type"],
         members={
-            m["id"]: Member(m["id"], m["name"], m.get("omni_user_uuid", ""))
+            m["id"]: Member(m["id"], m["name"], m.get("omni_user_uuid", ""), m.get("operator_id"))
             for m in data["members"]
         },
         business_types={e["id"]: Entry(e["id"], e["name"]) for e in data["business_types"]},

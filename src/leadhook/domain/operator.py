@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,11 @@ _TEXT_KEYS = (
 _ALL_KEYS = frozenset({"operator_type", "operator_id", *_TEXT_KEYS})
 MAX_OPERATOR_ID = 2**53 - 1
 """The largest id every JSON consumer (int64 or double) reads exactly."""
+# Open vocabularies: the source lists examples ("such as pc, mobile"), not a closed set, so any
+# short label is kept as given; only its length and control characters are refused.
+VOCABULARY_KEYS = ("login_platform", "login_source_type", "login_environment")
+MAX_VOCABULARY = 64
+MAX_OPERATOR_TEXT = 200
 
 
 @dataclass(frozen=True)
@@ -68,16 +74,23 @@ class Operator:
             value = data.get(key, "")
             if value is None:
                 value = ""
-            if not isinstance(value, str) or len(value) > 200:
-                raise ValidationError.at(
-                    ("body", "operator", key), "must be a string of at most 200 characters"
-                )
-            texts[key] = value
-        if texts["login_environment"] not in ("", "pc", "mobile"):
-            raise ValidationError.at(
-                ("body", "operator", "login_environment"), "must be 'pc', 'mobile' or ''"
-            )
+            texts[key] = _operator_text(key, value)
         return cls(operator_type=op_type, operator_id=op_id, **texts)
+
+
+def _operator_text(key: str, value: Any) -> str:
+    loc = ("body", "operator", key)
+    if key in VOCABULARY_KEYS:
+        if not isinstance(value, str) or len(value) > MAX_VOCABULARY:
+            raise ValidationError.at(
+                loc, f"must be a string of at most {MAX_VOCABULARY} characters"
+            )
+        if any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise ValidationError.at(loc, "must not contain control characters")
+        return value
+    if not isinstance(value, str) or len(value) > MAX_OPERATOR_TEXT:
+        raise ValidationError.at(loc, f"must be a string of at most {MAX_OPERATOR_TEXT} characters")
+    return value
 
 
 SYSTEM = Operator()

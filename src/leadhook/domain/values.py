@@ -24,8 +24,19 @@ def local_timestamp(unix_seconds: int, timezone: str) -> str:
     return datetime.fromtimestamp(unix_seconds, ZoneInfo(timezone)).strftime(TIME_FORMAT)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def same(a: Any, b: Any) -> bool:
-    """Compare two field values by value and type (1, 1.0 and True all differ)."""
+    """Compare two field values as JSON values: numbers by value, everything else by value
+    and type.
+
+    `0` and `0.0` (or `1` and `1.0`) are the same JSON number, so setting one over the other
+    changes nothing; `True` is not the number 1, and `"1"` is not 1.
+    """
+    if _is_number(a) and _is_number(b):
+        return bool(a == b)
     return type(a) is type(b) and a == b
 
 

@@ -167,6 +167,15 @@ class TenantService:
         """Return the tenant's whole catalog."""
         return catalog_to_json(self.get(mid).catalog)
 
+    def catalog_entry(self, mid: str, kind: str, key: str) -> dict[str, Any]:
+        """Return one catalog entry as the catalog lists it (404 when there is none)."""
+        catalog = self.get(mid).catalog
+        catalog.require(kind)
+        found = _entry_json(catalog, kind, key)
+        if found is None:
+            raise NotFoundError(f"no {kind} entry {key!r} in the catalog")
+        return found
+
     def put_catalog_entry(
         self, mid: str, kind: str, key: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -179,9 +188,15 @@ class TenantService:
                 catalog = upsert_entry(tenant.catalog, kind, key, body)
             uow.tenants.save_catalog(mid, catalog)
             uow.commit()
-        entries: list[dict[str, Any]] = catalog_to_json(catalog)[kind]
-        id_key = _ENTRY_ID.get(kind, "id")
-        return next(e for e in entries if e[id_key] == key)
+        found = _entry_json(catalog, kind, key)
+        assert found is not None  # just written
+        return found
+
+
+def _entry_json(catalog: Catalog, kind: str, key: str) -> dict[str, Any] | None:
+    entries: list[dict[str, Any]] = catalog_to_json(catalog)[kind]
+    id_key = _ENTRY_ID.get(kind, "id")
+    return next((e for e in entries if e[id_key] == key), None)
 
 
 # The member of each catalog kind's JSON entries that holds the entry's key.

@@ -7,6 +7,7 @@ store and publishes it on commit, so a unit of work that fails half-way changes 
 from typing import TYPE_CHECKING
 
 from leadhook.adapters.memory.outbox import MemoryDeliveries, MemorySubscriptions
+from leadhook.adapters.memory.queue import MemoryDeliveryQueue
 from leadhook.adapters.memory.repositories import (
     IntegrityViolation,
     MemoryEvents,
@@ -22,6 +23,7 @@ __all__ = [
     "FakeClock",
     "IntegrityViolation",
     "MemoryDeliveries",
+    "MemoryDeliveryQueue",
     "MemoryEvents",
     "MemoryIdempotency",
     "MemoryLeads",
@@ -34,8 +36,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # mypy --strict proves that the fakes implement the ports.
-    from leadhook.services import ports
+    from leadhook.services import delivery, ports
 
     _uow: ports.UnitOfWorkFactory = MemoryStore().uow
+    _queue: delivery.DeliveryQueue = MemoryDeliveryQueue(MemoryStore())
     _clock: ports.Clock = FakeClock()
     _ids: ports.IdFactory = SequentialIds()

@@ -19,6 +19,13 @@ def get_catalog(mid: Mid, c: ContainerDep) -> dict[str, Any]:
     return c.tenants.catalog(mid)
 
 
+@router.get("/{kind}/{key}", summary="One catalog entry")
+def get_entry(kind: CatalogKind, key: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+    """Answer the entry as `GET /v1/catalog` lists it (a member with its `operator_id`
+    binding and `omni_user_uuid`); 404 when the tenant has no such entry."""
+    return c.tenants.catalog_entry(mid, kind, key)
+
+
 @router.put("/{kind}/{key}", summary="Create or replace a catalog entry")
 def put_entry(
     kind: CatalogKind,
@@ -27,7 +34,8 @@ def put_entry(
     c: ContainerDep,
     body: Annotated[dict[str, Any], Body()],
 ) -> dict[str, Any]:
-    """Body: `{"name"}` plus `omni_user_uuid` (members), `order` (life_stages), `type` and
-    `group` (fields; `options` for option fields), `object_id` (objects), `default`
-    (business_types). Answers the entry as `GET /v1/catalog` lists it."""
+    """Body: `{"name"}` plus `omni_user_uuid` and `operator_id` (members: the back-office
+    account the member is bound to; 409 if another member is bound to it), `order`
+    (life_stages), `type` and `group` (fields; `options` for option fields), `object_id`
+    (objects), `default` (business_types). Answers the entry as `GET /v1/catalog` lists it."""
     return c.tenants.put_catalog_entry(mid, kind, key, body)

@@ -1,0 +1,179 @@
+"""The delivery queue over the in-memory store: the claim rules of the SQL queue, in Python.
+
+It implements `services.delivery.DeliveryQueue` with the same rules as
+`adapters.db.queue.SqlDeliveryQueue` (the queue contract tests run both): a claim takes due,
+unleased, unfinished deliveries of enabled subscriptions, earliest due first, never a lead's
+event before that lead's earlier unfinished one (per subscription), at most `claim_cap` per
+subscription, and leases them; `record` stores attempts and outcomes for the lease holder only;
+`release` gives a worker's leases back. Each call is one "transaction": it works on a copy of
+the store and publishes it whole, under the store's lock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+
+from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
+from leadhook.adapters.memory.uow import MemoryStore
+from leadhook.services.delivery import LANE_DEPTH, Job, Outcome
+
+UNFINISHED = ("pending", "failed")
+
+
+def claim_cap(max_in_flight: int, rate_limit_per_s: float | None) -> int:
+    """Return how many deliveries of one subscription a single claim may take (as in SQL)."""
+    if rate_limit_per_s is None:
+        return max_in_flight * LANE_DEPTH
+    return max(1, min(max_in_flight, int(rate_limit_per_s)))
+
+
+class MemoryDeliveryQueue:
+    """Claim, finish and release the deliveries of a `MemoryStore`."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    @contextmanager
+    def _tx(self) -> Iterator[MemoryState]:
+        """Work on a copy of the store; publish it only if the block ends without error."""
+        with self._store.lock:
+            state = self._store.state.copy()
+            yield state
+            self._store.state = state
+            self._store.commits += 1
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        exclude: Collection[str],
+    ) -> list[Job]:
+        """Lease up to `limit` due deliveries to `worker_id`, earliest due first."""
+        with self._tx() as state:
+            picked = _pick(state, now, limit, frozenset(exclude))
+            jobs: list[Job] = []
+            for row in picked:
+                state.deliveries[row.seq] = row.with_(locked_until=lease_until, locked_by=worker_id)
+                jobs.append(_job(state, row, lease_until))
+        return jobs
+
+    def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
+        """Store the attempts and the deliveries' new states; track failing subscriptions."""
+        if not outcomes:
+            return
+        with self._tx() as state:
+            for o in outcomes:
+                seq = o.job.seq
+                # The attempt happened, whoever holds the lease now: it is always kept.
+                state.attempts[seq] = (*state.attempts.get(seq, ()), o.attempt)
+                row = state.deliveries.get(seq)
+                if row is None or row.locked_by != worker_id:
+                    continue  # a late record must not overwrite the next lease holder's work
+                state.deliveries[seq] = row.with_(
+                    status=o.status,
+                    attempt_count=o.job.attempt_count + 1,
+                    next_attempt_at=o.next_attempt_at,
+                    last_error=o.last_error,
+                    locked_until=None,
+                    locked_by=None,
+                    updated_at=now,
+                )
+            succeeded = {o.job.subscription_id for o in outcomes if o.status == "delivered"}
+            failing = {o.job.subscription_id for o in outcomes} - succeeded
+            for sub_id in succeeded:  # a success ends the failure streak
+                _set_streak(state, sub_id, None)
+            for sub_id in failing:  # a failure starts one, unless it has started already
+                _set_streak(state, sub_id, now)
+            _disable(state, outcomes, now)
+
+    def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
+        """Give leased deliveries back unsent, so any worker can claim them at once."""
+        if not seqs:
+            return
+        with self._tx() as state:
+            for seq in seqs:
+                row = state.deliveries.get(seq)
+                if row is not None and row.locked_by == worker_id:
+                    state.deliveries[seq] = row.with_(locked_until=None, locked_by=None)
+
+
+def _pick(state: MemoryState, now: float, limit: int, exclude: frozenset[str]) -> list[DeliveryRow]:
+    # The lowest unfinished version of each (subscription, lead): only it may be sent.
+    first: dict[tuple[str, str], int] = {}
+    for d in state.deliveries.values():
+        if d.status in UNFINISHED:
+            key = (d.subscription_id, d.entity_id)
+            first[key] = min(first.get(key, d.entity_version), d.entity_version)
+    due = sorted(
+        (
+            d
+            for d in state.deliveries.values()
+            if d.status in UNFINISHED
+            and d.next_attempt_at is not None
+            and d.next_attempt_at <= now
+            and (d.locked_until is None or d.locked_until < now)
+            and d.subscription_id not in exclude
+            and _claimable(state.subscriptions.get(d.subscription_id))
+            and first[(d.subscription_id, d.entity_id)] == d.entity_version
+        ),
+        key=lambda d: (d.next_attempt_at, d.seq),
+    )
+    # As in SQL: look at twice the limit of due rows, then cap each subscription's share.
+    taken: dict[str, int] = defaultdict(int)
+    picked: list[DeliveryRow] = []
+    for d in due[: limit * 2]:
+        sub = state.subscriptions[d.subscription_id].sub
+        if taken[sub.id] < claim_cap(sub.max_in_flight, sub.rate_limit_per_s):
+            taken[sub.id] += 1
+            picked.append(d)
+            if len(picked) == limit:
+                break
+    return picked
+
+
+def _claimable(row: SubscriptionRow | None) -> bool:
+    return row is not None and row.sub.enabled and row.deleted_at is None
+
+
+def _job(state: MemoryState, row: DeliveryRow, lease_until: float) -> Job:
+    sub = state.subscriptions[row.subscription_id].sub
+    event = state.events[state.event_index[row.event_id]]
+    return Job(
+        row.seq, row.id, row.mid, sub.id, row.event_id, row.entity_id, row.entity_version,
+        row.attempt_count, event.payload.encode(), sub.url, sub.secret, sub.max_in_flight,
+        sub.rate_limit_per_s, lease_until, sub.previous_secret, sub.previous_secret_expires_at,
+        sub.first_failure_at,
+    )  # fmt: skip
+
+
+def _set_streak(state: MemoryState, sub_id: str, since: float | None) -> None:
+    row = state.subscriptions.get(sub_id)
+    if row is None or (since is not None and row.sub.first_failure_at is not None):
+        return
+    changed = replace(row.sub, first_failure_at=since)
+    state.subscriptions[sub_id] = SubscriptionRow(changed, row.deleted_at)
+
+
+def _disable(state: MemoryState, outcomes: Sequence[Outcome], now: float) -> None:
+    reasons: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
+    for o in outcomes:
+        if o.disable is not None:
+            reasons[o.job.subscription_id].append((o.disable.reason, o.disable.failing_before))
+    for sub_id, items in reasons.items():
+        unconditional = [r for r, before in items if before is None]
+        reason, before = (unconditional[0], None) if unconditional else items[0]
+        row = state.subscriptions.get(sub_id)
+        if row is None or not row.sub.enabled:
+            continue
+        streak = row.sub.first_failure_at
+        # Auto-disable only if no success has reset the failure streak meanwhile.
+        if before is not None and (streak is None or streak > before):
+            continue
+        gone = replace(row.sub, enabled=False, disabled_reason=reason, updated_at=now)
+        state.subscriptions[sub_id] = SubscriptionRow(gone, row.deleted_at)
