@@ -98,8 +98,8 @@ def outcome(
     return Outcome(job, attempt, status, at, error, disable)
 
 
-def failing_since(c: Backend, sub_id: str) -> float | None:
-    since: float | None = c.subscriptions.get(MID, sub_id)["failing_since"]
+def failing_since(c: Backend, sub_id: str) -> str | None:
+    since: str | None = c.subscriptions.get(MID, sub_id)["failing_since"]
     return since
 
 
@@ -193,7 +193,7 @@ def test_record_stores_attempts_states_and_the_failure_streak(container: Backend
         ],
         now=now,
     )
-    assert failing_since(container, sub["id"]) == now
+    assert failing_since(container, sub["id"]) == rfc3339(now)
     page = container.subscriptions.deliveries(MID, sub["id"], None, None, 10)["data"]
     by_id = {d["id"]: d for d in page}
     assert by_id[a.id]["status"] == "failed" and by_id[a.id]["next_attempt_at"] == rfc3339(now + 30)
