@@ -27,6 +27,7 @@ OLD_SECRET = generate_secret(b"\x07" * 32)
 class Sub:
     id: str
     max_in_flight: int = 8
+    mid: str = "acme"
     rate: float | None = None
     enabled: bool = True
     first_failure_at: float | None = None
@@ -58,6 +59,7 @@ class FakeQueue:
     released: list[int] = field(default_factory=list)
     claims: int = 0
     fail_records: int = 0
+    renewals: list[tuple[list[int], float]] = field(default_factory=list)
 
     def add(self, sub: Sub, lead: str, version: int, at: float = 0.0) -> Row:
         row = Row(len(self.rows) + 1, sub, lead, version, next_at=at)
@@ -105,7 +107,7 @@ class FakeQueue:
                 Job(
                     row.seq,
                     f"d{row.seq}",
-                    "acme",
+                    sub.mid,
                     sub.id,
                     f"ev{row.seq}",
                     row.lead,
@@ -147,6 +149,18 @@ class FakeQueue:
         for row in self.rows:
             if row.seq in seqs and row.locked_by == worker_id:
                 row.locked_until = row.locked_by = None
+
+    def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
+        self.renewals.append((list(seqs), lease_until))
+        kept = set()
+        for row in self.rows:
+            if row.seq in seqs and row.locked_by == worker_id:
+                row.locked_until = lease_until
+                kept.add(row.seq)
+        return kept
+
+    def recover(self, *, worker_id: str) -> int:
+        return 0
 
 
 Behaviour = Callable[[str, bytes, Mapping[str, str]], Awaitable[SendResult]]
@@ -377,7 +391,7 @@ async def test_graceful_stop_finishes_in_flight_and_releases_the_rest() -> None:
     sub = Sub("s", max_in_flight=3)
     for i in range(20):
         queue.add(sub, f"L{i}", 1)
-    dispatcher = make(queue, sender, concurrency=3)
+    dispatcher = make(queue, sender, concurrency=4)  # a tenant alone leaves one slot free
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     while len(sender.sent) < 3:
@@ -442,7 +456,7 @@ async def test_wakeup_claims_at_once_instead_of_waiting_for_the_poll() -> None:
     await asyncio.wait_for(task, 5)
 
 
-@pytest.mark.parametrize("bad", [{"concurrency": 0}, {"lease_seconds": 1.0, "timeout": 1.0}])
+@pytest.mark.parametrize("bad", [{"concurrency": 0}, {"lease_seconds": 0.5}])
 def test_nonsense_settings_are_refused(bad: dict[str, float]) -> None:
     args: dict[str, object] = {"policy": RetryPolicy.default(), "clock": time.time, **bad}
     with pytest.raises(ValueError):

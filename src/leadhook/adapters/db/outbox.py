@@ -10,6 +10,7 @@ import shortuuid
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from leadhook.adapters.db import tables as t
+from leadhook.domain.circuit import Circuit
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import Attempt, Delivery, NewEvent, Page, Subscription
 
@@ -31,6 +32,13 @@ def _sub(row: Any) -> Subscription:
         previous_secret=row.previous_secret,
         previous_secret_expires_at=row.previous_secret_expires_at,
         first_failure_at=row.first_failure_at,
+        # The circuit is the dispatcher's to change (queue.py): read here, never written.
+        circuit=Circuit(
+            row.circuit_failures,
+            row.circuit_opened_at,
+            row.circuit_retry_at,
+            row.circuit_cooldown,
+        ),
     )
 
 
