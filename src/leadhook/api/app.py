@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook import __version__
 from leadhook.api import problems
-from leadhook.api.metrics import ApiMetrics
+from leadhook.api.metrics import ApiMetrics, PurgeCounts
 from leadhook.api.routes import catalog, events, leads, ops, subscriptions, tenants
 from leadhook.bootstrap import Container
 from leadhook.domain.events import EVENT_MODELS
@@ -33,6 +33,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.registry = registry
     api_metrics = ApiMetrics(registry)
     app.state.api_metrics = api_metrics
+    registry.register(PurgeCounts(container.purge_counts))
     problems.install(app)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
     app.add_middleware(api_metrics.asgi)  # outermost: refused requests are counted too
