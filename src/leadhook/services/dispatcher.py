@@ -63,10 +63,11 @@ class TenantTurn:
     ring: deque[str] = field(default_factory=deque)
     queued: bool = False
     in_flight: int = 0
+    ready: int = 0  # the sum of its lanes' `ready`
 
     def idle(self) -> bool:
         """Tell whether forgetting this tenant would change nothing."""
-        return not (self.ring or self.queued or self.in_flight)
+        return not (self.ring or self.queued or self.in_flight or self.ready)
 
 
 def reserve_of(concurrency: int) -> int:
@@ -227,9 +228,10 @@ class Dispatcher:
             await self._sleep(self._idle_timeout())
 
     def _claim_limit(self) -> int:
-        # Jobs waiting on their own subscription's limits do not count: a slow endpoint's backlog
-        # (at most LANE_DEPTH x its max_in_flight) must not keep other endpoints from being claimed.
-        held = self._active + self._ready
+        # Jobs waiting on their own subscription's limits, or on their tenant's share, do not
+        # count: a slow endpoint's or a noisy tenant's backlog must not keep the others from
+        # being claimed.
+        held = self._active + self._startable()
         room = min(self._batch, self._prefetch - held)
         if room <= 0 or (held >= self._concurrency and room < self._refill):
             return 0  # enough on hand: wait for room for a good-sized batch
@@ -274,10 +276,11 @@ class Dispatcher:
         A tenant is full with a set of slots' worth of jobs in flight or ready to start; jobs
         waiting on their own subscription's limits do not count (see `_claim_limit`).
         """
-        held: dict[str, int] = {}
-        for lane in self._lanes.values():
-            held[lane.mid] = held.get(lane.mid, 0) + lane.in_flight + lane.ready
-        full = {mid for mid, n in held.items() if n >= self._concurrency}
+        full = {
+            m
+            for m, turn in self._tenants.items()
+            if turn.in_flight + turn.ready >= self._concurrency
+        }
         return [
             sub for sub, lane in self._lanes.items() if lane.saturated(mono) or lane.mid in full
         ]
@@ -320,6 +323,7 @@ class Dispatcher:
         if lane.timer is None and not lane.gone:
             ready = min(len(lane.waiting), max(0, lane.max_in_flight - lane.in_flight))
         self._ready += ready - lane.ready
+        self._tenant(lane.mid).ready += ready - lane.ready
         lane.ready = ready
 
     def _tenant(self, mid: str) -> TenantTurn:
@@ -337,26 +341,42 @@ class Dispatcher:
                 turn.queued = True
                 self._turns.append(lane.mid)
 
-    def _tenant_cap(self, mid: str) -> int:
-        """Return how many attempts `mid` may have in flight now (see the module docstring)."""
-        busy = [m for m, turn in self._tenants.items() if turn.ring or turn.in_flight]
-        others_wait = any(self._tenants[m].ring for m in busy if m != mid)
-        if not others_wait:
+    def _census(self) -> tuple[int, int]:
+        """Count the busy tenants (jobs to start or in flight) and those with jobs to start."""
+        busy = wanting = 0
+        for turn in self._tenants.values():
+            wanting += bool(turn.ring)
+            busy += bool(turn.ring or turn.in_flight)
+        return busy, wanting
+
+    def _cap(self, turn: TenantTurn, busy: int, wanting: int) -> int:
+        """Return how many attempts a tenant may have in flight (see the module docstring)."""
+        if wanting - bool(turn.ring) <= 0:  # nobody else waits for a slot
             return self._concurrency - self._reserve
-        return max(1, -(-self._concurrency // len(busy)))  # ceil(slots / busy tenants)
+        return max(1, -(-self._concurrency // max(1, busy)))  # ceil(slots / busy tenants)
+
+    def _startable(self) -> int:
+        """Count the jobs on hand that could start as soon as a slot is free."""
+        busy, wanting = self._census()
+        return sum(
+            min(turn.ready, max(0, self._cap(turn, busy, wanting) - turn.in_flight))
+            for turn in self._tenants.values()
+            if turn.ready
+        )
 
     def _pump(self) -> None:
         """Start attempts while there are free slots: round-robin over tenants, then over
         each tenant's subscriptions, one attempt per turn."""
         now = self._loop.time()
         parked: list[str] = []  # tenants at their share: queued again for the next pump
+        busy, wanting = self._census()
         while self._active < self._concurrency and self._turns:
             mid = self._turns.popleft()
             turn = self._tenants[mid]
             turn.queued = False
             if not turn.ring:
                 continue
-            if turn.in_flight >= self._tenant_cap(mid):
+            if turn.in_flight >= self._cap(turn, busy, wanting):
                 parked.append(mid)
                 continue
             self._start_one(turn, now)
@@ -568,6 +588,8 @@ class Dispatcher:
                 lane.timer = None
             lane.ready = 0
         self._ready = 0
+        for turn in self._tenants.values():
+            turn.ready = 0
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self._timeout + 5.0)
             for task in pending:
