@@ -63,6 +63,11 @@ leads = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_leads_mid_seq", "mid", "seq"),
+    # The listing's filters: a filter matching few leads must not walk all of a tenant's.
+    Index("ix_leads_mid_owner_seq", "mid", "owner", "seq"),
+    Index("ix_leads_mid_lead_pool_seq", "mid", "lead_pool", "seq"),
+    Index("ix_leads_mid_life_status_seq", "mid", "life_status", "seq"),
+    Index("ix_leads_mid_voided_seq", "mid", "voided", "seq"),
 )
 
 events = Table(
@@ -80,6 +85,9 @@ events = Table(
     UniqueConstraint("entity_id", "entity_version", name="uq_events_entity_version"),
     Index("ix_events_mid_seq", "mid", "seq"),
     Index("ix_events_create_time", "create_time"),  # retention of the log, oldest first
+    # The log's filters (`entity_id=`, `event_type=`), in log order.
+    Index("ix_events_mid_entity_id_seq", "mid", "entity_id", "seq"),
+    Index("ix_events_mid_event_type_seq", "mid", "event_type", "seq"),
 )
 
 subscriptions = Table(

@@ -16,6 +16,16 @@ branch_labels = None
 depends_on = None
 
 _LEASED = sa.text("locked_by IS NOT NULL")
+_LEAD_INDEXES = {
+    "ix_leads_mid_owner_seq": ["mid", "owner", "seq"],
+    "ix_leads_mid_lead_pool_seq": ["mid", "lead_pool", "seq"],
+    "ix_leads_mid_life_status_seq": ["mid", "life_status", "seq"],
+    "ix_leads_mid_voided_seq": ["mid", "voided", "seq"],
+}
+_EVENT_INDEXES = {
+    "ix_events_mid_entity_id_seq": ["mid", "entity_id", "seq"],
+    "ix_events_mid_event_type_seq": ["mid", "event_type", "seq"],
+}
 _CIRCUIT = ("circuit_opened_at", "circuit_retry_at", "circuit_cooldown", "circuit_probe_until")
 
 
@@ -47,6 +57,12 @@ def upgrade() -> None:
 
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.create_index("ix_events_create_time", ["create_time"], unique=False)
+        for name, columns in _EVENT_INDEXES.items():
+            batch_op.create_index(name, columns, unique=False)
+
+    with op.batch_alter_table("leads", schema=None) as batch_op:
+        for name, columns in _LEAD_INDEXES.items():
+            batch_op.create_index(name, columns, unique=False)
 
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.create_index(
@@ -66,7 +82,12 @@ def downgrade() -> None:
     op.drop_table("purge_counts")
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_idempotency_keys_created_at"))
+    with op.batch_alter_table("leads", schema=None) as batch_op:
+        for name in reversed(list(_LEAD_INDEXES)):
+            batch_op.drop_index(name)
     with op.batch_alter_table("events", schema=None) as batch_op:
+        for name in reversed(list(_EVENT_INDEXES)):
+            batch_op.drop_index(name)
         batch_op.drop_index("ix_events_create_time")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(
