@@ -174,7 +174,7 @@ class History:
         """Insert in chunks; return the first new row's sequence number (seq tables)."""
         engine = self.c.engine
         with engine.begin() as conn:
-            pk = list(table.primary_key.columns)[0]
+            pk = next(iter(table.primary_key.columns))
             before = conn.execute(select(func.max(pk))).scalar() if pk.name in ("seq", "id") else 0
             for k in range(0, len(rows), CHUNK):
                 conn.execute(insert(table), rows[k : k + CHUNK])
