@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from leadhook.domain.retry import RetryPolicy
 from leadhook.domain.signing import generate_secret
-from leadhook.services.delivery import LANE_DEPTH, Job, Outcome, SendResult
+from leadhook.services.delivery import LANE_DEPTH, MAX_IN_FLIGHT, Job, Outcome, SendResult
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.wakeup import Wakeup
 
@@ -461,3 +461,109 @@ def test_nonsense_settings_are_refused(bad: dict[str, float]) -> None:
     args: dict[str, object] = {"policy": RetryPolicy.default(), "clock": time.time, **bad}
     with pytest.raises(ValueError):
         Dispatcher(FakeQueue(), lambda: FakeSender(), **args)  # type: ignore[arg-type]
+
+
+# ---- fairness, circuit, leases ---------------------------------------------------------------
+
+
+async def test_a_tenant_never_starts_beyond_its_share_while_another_waits() -> None:
+    active: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+    a_when_b_starts: list[tuple[float, int]] = []
+
+    async def answer(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        tenant = "b" if "b0" in url else "a"
+        if tenant == "b":
+            a_when_b_starts.append((time.monotonic(), active["a"]))
+        active[tenant] += 1
+        peak[tenant] = max(peak[tenant], active[tenant])
+        await asyncio.sleep(0.3 if tenant == "a" else 0.03)  # B's endpoint is the quick one
+        active[tenant] -= 1
+        return SendResult(200, 1.0)
+
+    queue, sender = FakeQueue(), FakeSender(answer)
+    for i in range(3):
+        sub = Sub(f"a{i}", max_in_flight=100, mid="A")
+        for n in range(60):
+            queue.add(sub, f"A{i}-{n}", 1)
+    dispatcher = make(queue, sender, concurrency=16)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    while active["a"] < 14:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert peak["a"] == 14  # alone: every slot but the reserve (16 // 8)
+    b = Sub("b0", max_in_flight=100, mid="B")
+    for n in range(300):
+        queue.add(b, f"B{n}", 1, at=time.time())
+    arrived = time.monotonic()
+    while sum(r.status == "delivered" for r in queue.rows if r.sub is b) < 300:
+        assert time.monotonic() - arrived < 6.0, "tenant B waited behind tenant A"
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    # B started at once in the reserve, before any of A's attempts ended.
+    assert a_when_b_starts[0][0] - arrived < 0.2 and a_when_b_starts[0][1] == 14
+    # Once A's first attempts ended, A started nothing beyond half the slots while B waited.
+    later = [a for at, a in a_when_b_starts if at - arrived > 0.4]
+    assert later and max(later) <= 8 and peak["b"] >= 8
+
+
+async def test_an_endpoint_that_never_answers_trips_and_its_waiting_jobs_go_back() -> None:
+    async def silence(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(0.05)
+        return SendResult(None, 50.0, error="timeout after 0.05s")
+
+    queue, sender = FakeQueue(), FakeSender(silence)
+    hole = Sub("hole", max_in_flight=2)
+    for n in range(30):
+        queue.add(hole, f"L{n}", 1)
+    dispatcher = make(queue, sender, schedule="30")
+    await run_until(dispatcher, lambda: dispatcher.stats.tripped == 1 and bool(queue.released))
+    sent = len(sender.sent)
+    await asyncio.sleep(0.3)
+    # Five silent attempts (and whatever was already in flight), then nothing more is sent.
+    assert 5 <= sent <= 6 and len(sender.sent) == sent
+    waiting = [r for r in queue.rows if r.status == "pending"]
+    assert len(waiting) == 30 - sent and all(r.locked_by is None for r in waiting)
+
+
+async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
+    async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(2.5)  # longer than a lease of 2 s: only the heartbeat keeps it
+        return SendResult(200, 2500.0)
+
+    queue, sender = FakeQueue(), FakeSender(slow)
+    sub = Sub("s", max_in_flight=2)
+    for n in range(4):
+        queue.add(sub, f"L{n}", 1)
+    dispatcher = Dispatcher(
+        queue,
+        lambda: sender,
+        policy=RetryPolicy.from_env_value("1"),
+        clock=time.time,
+        concurrency=8,
+        lease_seconds=2.0,
+        timeout=3.0,
+        worker_id="w1",
+        poll_interval=0.02,
+    )
+    await run_until(dispatcher, finished(queue), timeout=15)
+    assert {r.status for r in queue.rows} == {"delivered"} and len(sender.sent) == 4
+    assert queue.released == []  # no job was given up for a short lease
+    assert len(queue.renewals) >= 3
+    first_seqs, _ = queue.renewals[0]
+    assert sorted(first_seqs) == [1, 2, 3, 4]  # in flight and waiting, in one statement
+
+
+async def test_max_in_flight_is_clamped_to_the_cap() -> None:
+    async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(0.3)
+        return SendResult(200, 300.0)
+
+    queue, sender = FakeQueue(), FakeSender(slow)
+    wide = Sub("wide", max_in_flight=1000)  # a row written before the API refused it
+    for n in range(250):
+        queue.add(wide, f"L{n}", 1)
+    await run_until(make(queue, sender, concurrency=200), finished(queue), timeout=20)
+    assert sender.peak["http://wide.test/hook"] == MAX_IN_FLIGHT
