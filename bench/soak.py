@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -290,6 +291,7 @@ def main() -> None:
             report["purge_counts"] = c.purge_counts()
     finally:
         c.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     text_out = json.dumps(report, indent=2, ensure_ascii=False)
     print(text_out)
     out = Path(__file__).parent / "results" / f"soak-{report['database']}.json"
