@@ -130,7 +130,7 @@ def drain(kind: str, events: int, workers: int, tmp: Path) -> dict[str, Any]:
     url = new_database(kind, tmp)
     try:
         with receiver(tmp) as base:
-            prepare_backlog(url, [(base + "/hook", 100)], events)
+            prepare_backlog(url, [(base + "/hook", 256)], events)
             procs = []
             samplers = []
             try:
@@ -252,7 +252,7 @@ class Api:
         for hook in hooks:
             r = httpx.post(
                 self.base + "/v1/subscriptions",
-                json={"url": hook, "event_types": ["*"], "max_in_flight": 100},
+                json={"url": hook, "event_types": ["*"], "max_in_flight": 256},
                 headers={"Authorization": f"Bearer {key}"},
             )
             r.raise_for_status()
@@ -362,7 +362,7 @@ def slow_neighbour(kind: str, events: int, tmp: Path) -> dict[str, Any]:
     url = new_database(kind, tmp)
     try:
         with receiver(tmp) as base:
-            prepare_backlog(url, [(base + "/hook", 100), (base + "/slow", 16)], events)
+            prepare_backlog(url, [(base + "/hook", 256), (base + "/slow", 16)], events)
             with child(worker_cmd(url), env=ENV, log=tmp / "worker-slow.log"):
                 wait_count(base, events, timeout=600, path="/hook")
                 recs = receipts(base)
