@@ -563,7 +563,9 @@ async def test_max_in_flight_is_clamped_to_the_cap() -> None:
 
     queue, sender = FakeQueue(), FakeSender(slow)
     wide = Sub("wide", max_in_flight=1000)  # a row written before the API refused it
-    for n in range(250):
+    for n in range(MAX_IN_FLIGHT + 40):
         queue.add(wide, f"L{n}", 1)
-    await run_until(make(queue, sender, concurrency=200), finished(queue), timeout=20)
+    # Slots enough for more than the cap, even after the reserve.
+    dispatcher = make(queue, sender, concurrency=MAX_IN_FLIGHT + 60)
+    await run_until(dispatcher, finished(queue), timeout=20)
     assert sender.peak["http://wide.test/hook"] == MAX_IN_FLIGHT

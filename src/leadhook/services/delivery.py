@@ -15,7 +15,7 @@ from leadhook.services.ports import Attempt, DeliveryStatus
 USER_AGENT = f"leadhook/{__version__}"
 LANE_DEPTH = 4
 """A worker holds up to this many times a subscription's `max_in_flight` (in flight + waiting)."""
-MAX_IN_FLIGHT = 100
+MAX_IN_FLIGHT = 256
 """The most attempts one subscription may have in flight in one worker (the API refuses more)."""
 
 
