@@ -303,7 +303,9 @@ def _start_worker(url: str, *, concurrency: int = 32, lease: float = 30.0) -> su
         "LEADHOOK_DATABASE_URL": url,
         "LEADHOOK_ALLOW_PRIVATE_TARGETS": "1",
         "LEADHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2,0.2",
-        "LEADHOOK_DELIVERY_TIMEOUT": "2",
+        # Long enough that a receiver slowed by a busy machine is not timed out (and so sent
+        # the same delivery again): these tests count duplicates.
+        "LEADHOOK_DELIVERY_TIMEOUT": "10",
         "LEADHOOK_TEST_LEASE_SECONDS": str(lease),
         "LEADHOOK_TEST_CONCURRENCY": str(concurrency),
     }
@@ -413,5 +415,5 @@ def _kill_and_recover(stack: Stack, receiver: Receiver, url: str) -> None:
     )
     assert set(received) == events  # every event at least once: nothing lost
     assert recovered < 30.0
-    # Only what was in flight at the kill (at most the 32 slots) could be sent twice.
-    assert 0 < twice <= 32
+    # Only what the killed worker held (in flight, or sent but not yet recorded) went twice.
+    assert 0 < twice <= held
