@@ -34,7 +34,7 @@ class RetentionPolicy:
     delivery_retention: float | None = 30 * 86400.0
     event_retention: float | None = None
     batch: int = 1000
-    pause: float = 0.05
+    pause: float = 0.2  # between batches: other writers get the (SQLite) write lock in between
     interval: float = 60.0
 
     def horizon(self, kind: Kind) -> float | None:
