@@ -57,6 +57,16 @@ def db_size(engine: Engine) -> dict[str, int]:
         return {"bytes": int(size)}
 
 
+def analyze(engine: Engine) -> None:
+    """Refresh PostgreSQL's planner statistics, as autovacuum does some time after a bulk load
+    or a large purge (until then the planner may think a subscription has a few deliveries and
+    sort all of them instead of reading the newest through the index)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+
+
 def counts(engine: Engine) -> dict[str, int]:
     tables = (t.events, t.deliveries, t.delivery_attempts, t.idempotency_keys)
     with engine.connect() as conn:
@@ -268,6 +278,7 @@ def main() -> None:
                     history.day(per_day, start_day + d * DAY)
 
             _, report["insert_s"] = timed(fill)
+            analyze(c.engine)
             report["rows"] = counts(c.engine)
             report["size_before"] = db_size(c.engine)
             report["endpoints"] = time_endpoints(client, key, sub["id"], history.middle())
@@ -276,6 +287,7 @@ def main() -> None:
             retention = Retention(SqlRetention(c.engine, c.gate), policy, lambda: clock["now"])
             purged, report["first_purge_s"] = timed(retention.purge_all)
             report["first_purge"] = purged
+            analyze(c.engine)
             report["rows_after_purge"] = counts(c.engine)
             steady = []
             for d in range(args.steady_days):
