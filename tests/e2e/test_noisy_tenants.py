@@ -75,7 +75,7 @@ def _run(stack: Stack, receiver: Receiver, black_hole: BlackHole) -> None:
             "POST",
             "/v1/subscriptions",
             headers=noisy,
-            json={"url": black_hole.url(f"/{i}"), "event_types": ["*"], "max_in_flight": 100},
+            json={"url": black_hole.url(f"/{i}"), "event_types": ["*"], "max_in_flight": 256},
         )
         assert resp.status_code == 201, resp.text
         holes.append(resp.json()["id"])
