@@ -12,6 +12,7 @@ from leadhook.adapters.db.console import SqlConsoleQueries
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.keycheck import prepare_secrets
 from leadhook.adapters.db.queue import SqlDeliveryQueue
+from leadhook.adapters.db.retention import SqlRetention
 from leadhook.adapters.db.uow import SqlUnitOfWork
 from leadhook.adapters.db.writer import GroupWriter
 from leadhook.adapters.http.sender import HttpSender
@@ -25,6 +26,7 @@ from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
 from leadhook.services.leads import LeadService
 from leadhook.services.ports import Clock, IdFactory, UnitOfWorkFactory
+from leadhook.services.retention import Retention
 from leadhook.services.subscriptions import SubscriptionService
 from leadhook.services.tenants import TenantService
 from leadhook.services.wakeup import Wakeup
@@ -71,7 +73,17 @@ class Container:
             auto_disable_after=s.auto_disable_after,
             worker_id=worker_id,
             poll_interval=s.poll_interval,
+            # Whatever process delivers also purges: retention runs beside the delivery loop.
+            retention=self.make_retention(),
         )
+
+    def make_retention(self) -> Retention:
+        """Build the purge of old rows over this database, with these settings."""
+        return Retention(SqlRetention(self.engine, self.gate), self.settings.retention, self.clock)
+
+    def purge_counts(self) -> dict[str, int]:
+        """Return the rows retention purged per table since the database was created."""
+        return SqlRetention(self.engine, self.gate).counts()
 
     def make_automation(self) -> AutomationScheduler | None:
         """Build the loop that runs the due pool rules, or None when turned off (interval 0)."""

@@ -11,6 +11,7 @@ from typing import Any
 from leadhook.adapters.db.engine import DEFAULT_DATABASE_URL
 from leadhook.adapters.secretbox import SecretKeyError, parse_keys
 from leadhook.domain.retry import RetryPolicy
+from leadhook.services.retention import RetentionPolicy
 
 
 class SettingsError(ValueError):
@@ -66,6 +67,45 @@ def _interval(name: str, value: str | None, default: float) -> float:
     except ValueError:
         pass  # `_positive` names the problem
     return _positive(name, value, default)
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(name: str, value: str | None, default: float | None) -> float | None:
+    """Read a duration: seconds (`3600`), or a number with a unit (`90m`, `24h`, `30d`);
+    `off` (or `0`) keeps the rows forever."""
+    if value is None or value.strip() == "":
+        return default
+    text = value.strip().lower()
+    if text in ("off", "0", "none", "never"):
+        return None
+    scale = _UNITS.get(text[-1])
+    number = text[:-1] if scale is not None else text
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError as exc:
+        raise SettingsError(
+            f"{name} must be a duration such as 3600, 90m, 24h or 30d, or off; not {value!r}"
+        ) from exc
+    if not math.isfinite(seconds) or seconds < 0:
+        raise SettingsError(f"{name} must be a positive duration or off, not {value!r}")
+    return seconds
+
+
+def _retention(env: Mapping[str, str]) -> RetentionPolicy:
+    default = RetentionPolicy()
+    return RetentionPolicy(
+        idempotency_ttl=_duration(
+            "LEADHOOK_IDEMPOTENCY_TTL", env.get("LEADHOOK_IDEMPOTENCY_TTL"), default.idempotency_ttl
+        ),
+        delivery_retention=_duration(
+            "LEADHOOK_DELIVERY_RETENTION",
+            env.get("LEADHOOK_DELIVERY_RETENTION"),
+            default.delivery_retention,
+        ),
+        event_retention=_duration(
+            "LEADHOOK_EVENT_RETENTION", env.get("LEADHOOK_EVENT_RETENTION"), None
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -78,7 +118,7 @@ class Settings:
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy.default)
     delivery_timeout: float = 10.0
     auto_disable_after: float = 5 * 86400.0
-    lease_seconds: float = 60.0
+    lease_seconds: float = 15.0
     concurrency: int = 64
     max_body_bytes: int = 1024 * 1024
     poll_interval: float = 0.25
@@ -94,6 +134,7 @@ class Settings:
     # Fernet keys of the webhook secrets at rest (first encrypts, all decrypt); empty: the key
     # file beside the database. Never in a repr: settings may be printed or logged.
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -131,5 +172,6 @@ class Settings:
             automation_interval=_interval(
                 "LEADHOOK_AUTOMATION_INTERVAL", env.get("LEADHOOK_AUTOMATION_INTERVAL"), 60.0
             ),
+            retention=_retention(env),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

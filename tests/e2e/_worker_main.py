@@ -17,7 +17,7 @@ from leadhook.settings import Settings
 
 def main() -> None:
     settings = Settings.from_env(
-        lease_seconds=float(os.environ.get("LEADHOOK_TEST_LEASE_SECONDS", "60")),
+        lease_seconds=float(os.environ.get("LEADHOOK_TEST_LEASE_SECONDS", "15")),
     )
     container = build(settings, run_migrations=False)
     concurrency = int(os.environ.get("LEADHOOK_TEST_CONCURRENCY", "32"))

@@ -271,9 +271,9 @@ def test_released_deliveries_are_claimable_at_once(container: Backend) -> None:
 
 
 def test_concurrent_workers_never_claim_the_same_delivery(container: Backend) -> None:
-    setup(container, max_in_flight=1000)
+    setup(container, max_in_flight=100)
     container.subscriptions.create(
-        MID, {"url": "http://127.0.0.1:9/b", "event_types": ["*"], "max_in_flight": 1000}
+        MID, {"url": "http://127.0.0.1:9/b", "event_types": ["*"], "max_in_flight": 100}
     )
     container.leads.create_many(REQ, [{"fields": {}} for _ in range(300)])
     claimed: dict[str, list[int]] = {}

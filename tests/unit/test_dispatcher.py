@@ -1,6 +1,4 @@
-"""The delivery loop over the in-memory queue and a fake sender: order, limits, decisions,
-stopping. The queue is the product's `MemoryDeliveryQueue`, which runs the same contract tests
-as the SQL queue, so the ordering checked here is the real claim rules', not a test double's."""
+"""The delivery loop over an in-memory queue and sender: order, limits, decisions, stopping."""
 
 from __future__ import annotations
 
@@ -10,19 +8,15 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from leadhook.adapters.memory import MemoryStore
-from leadhook.adapters.memory.queue import MemoryDeliveryQueue
-from leadhook.adapters.memory.state import DeliveryRow, SubscriptionRow
 from leadhook.domain.retry import RetryPolicy
 from leadhook.domain.signing import generate_secret
-from leadhook.services.delivery import Job, Outcome, SendResult
+from leadhook.services.delivery import LANE_DEPTH, MAX_IN_FLIGHT, Job, Outcome, SendResult
 from leadhook.services.dispatcher import Dispatcher
-from leadhook.services.ports import StoredEvent, Subscription
 from leadhook.services.wakeup import Wakeup
 
 SECRET = generate_secret(bytes(range(32)))
@@ -33,6 +27,7 @@ OLD_SECRET = generate_secret(b"\x07" * 32)
 class Sub:
     id: str
     max_in_flight: int = 8
+    mid: str = "acme"
     rate: float | None = None
     enabled: bool = True
     first_failure_at: float | None = None
@@ -41,83 +36,44 @@ class Sub:
     previous_expires: float | None = None
 
 
+@dataclass
 class Row:
-    """A live view of one delivery row of the memory store, as a test reads it."""
-
-    def __init__(self, store: MemoryStore, seq: int, sub: Sub, lead: str, version: int) -> None:
-        self._store, self.seq, self.sub, self.lead, self.version = store, seq, sub, lead, version
-
-    @property
-    def _row(self) -> DeliveryRow:
-        return self._store.state.deliveries[self.seq]
-
-    @property
-    def status(self) -> str:
-        return self._row.status
-
-    @property
-    def attempts(self) -> int:
-        return self._row.attempt_count
-
-    @property
-    def next_at(self) -> float:
-        return self._row.next_attempt_at or 0.0
-
-    @property
-    def locked_until(self) -> float | None:
-        return self._row.locked_until
-
-    @property
-    def locked_by(self) -> str | None:
-        return self._row.locked_by
-
-    @property
-    def last_error(self) -> str | None:
-        return self._row.last_error
+    seq: int
+    sub: Sub
+    lead: str
+    version: int
+    status: str = "pending"
+    attempts: int = 0
+    next_at: float = 0.0
+    locked_until: float | None = None
+    locked_by: str | None = None
+    last_error: str | None = None
 
 
-class MemoryQueue:
-    """The product's in-memory queue (`MemoryDeliveryQueue`, held to the SQL queue's rules by the
-    queue contract tests) over a `MemoryStore` this harness fills, plus what tests observe: the
-    claims, the outcomes recorded, the releases, and records made to fail on purpose."""
+@dataclass
+class FakeQueue:
+    """The claim rules of the SQL queue, in memory."""
 
-    def __init__(self) -> None:
-        self.store = MemoryStore()
-        self._queue = MemoryDeliveryQueue(self.store)
-        self.rows: list[Row] = []
-        self.outcomes: list[Outcome] = []
-        self.released: list[int] = []
-        self.claims = 0
-        self.fail_records = 0
-        self._subs: dict[str, Sub] = {}
-        self._events: dict[tuple[str, int], StoredEvent] = {}
+    rows: list[Row] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+    claims: int = 0
+    fail_records: int = 0
+    renewals: list[tuple[list[int], float]] = field(default_factory=list)
 
     def add(self, sub: Sub, lead: str, version: int, at: float = 0.0) -> Row:
-        """Queue one delivery of (lead, version) to `sub`, due at `at`."""
-        with self.store.lock:
-            state = self.store.state
-            if sub.id not in self._subs:
-                self._subs[sub.id] = sub
-                state.subscriptions[sub.id] = SubscriptionRow(_subscription(sub))
-            event = self._events.get((lead, version))
-            if event is None:  # one event, delivered to every subscription it is added for
-                state.event_seq += 1
-                body = json.dumps({"lead": lead, "v": version})
-                event = StoredEvent(state.event_seq, f"ev{state.event_seq}", "acme", lead,
-                                    version, "object_add_notes", 0, 0, body)  # fmt: skip
-                state.event_index[event.event_id] = len(state.events)
-                state.events.append(event)
-                state.event_versions.add((lead, version))
-                self._events[(lead, version)] = event
-            state.delivery_seq += 1
-            seq = state.delivery_seq
-            state.deliveries[seq] = DeliveryRow(
-                seq, f"d{seq}", "acme", sub.id, event.seq, event.event_id, lead, version,
-                event.event_type, "pending", 0, at, 0.0, 0.0,
-            )  # fmt: skip
-        row = Row(self.store, seq, sub, lead, version)
+        row = Row(len(self.rows) + 1, sub, lead, version, next_at=at)
         self.rows.append(row)
         return row
+
+    def _blocked(self, row: Row) -> bool:
+        return any(
+            r.sub is row.sub
+            and r.lead == row.lead
+            and r.version < row.version
+            and r.status in ("pending", "failed")
+            for r in self.rows
+        )
 
     def claim(
         self,
@@ -129,44 +85,82 @@ class MemoryQueue:
         exclude: Collection[str],
     ) -> list[Job]:
         self.claims += 1
-        return self._queue.claim(
-            worker_id=worker_id, limit=limit, now=now, lease_until=lease_until, exclude=exclude
-        )
+        taken: Counter[str] = Counter()
+        jobs: list[Job] = []
+        for row in sorted(self.rows, key=lambda r: (r.next_at, r.seq)):
+            sub = row.sub
+            cap = sub.max_in_flight * LANE_DEPTH if sub.rate is None else max(1, int(sub.rate))
+            if (
+                row.status not in ("pending", "failed")
+                or row.next_at > now
+                or (row.locked_until is not None and row.locked_until >= now)
+                or not sub.enabled
+                or sub.id in exclude
+                or taken[sub.id] >= min(cap, sub.max_in_flight * LANE_DEPTH)
+                or self._blocked(row)
+            ):
+                continue
+            taken[sub.id] += 1
+            row.locked_until, row.locked_by = lease_until, worker_id
+            body = json.dumps({"lead": row.lead, "v": row.version}).encode()
+            jobs.append(
+                Job(
+                    row.seq,
+                    f"d{row.seq}",
+                    sub.mid,
+                    sub.id,
+                    f"ev{row.seq}",
+                    row.lead,
+                    row.version,
+                    row.attempts,
+                    body,
+                    f"http://{sub.id}.test/hook",
+                    SECRET,
+                    sub.max_in_flight,
+                    sub.rate,
+                    lease_until,
+                    sub.previous_secret,
+                    sub.previous_expires,
+                    sub.first_failure_at,
+                )
+            )
+            if len(jobs) == limit:
+                break
+        return jobs
 
     def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
         if self.fail_records:
             self.fail_records -= 1
             raise RuntimeError("database is down")
-        self._queue.record(worker_id=worker_id, outcomes=outcomes, now=now)
-        self.outcomes.extend(outcomes)
-        for sub in self._subs.values():  # let tests read what the store now says
-            stored = self.store.state.subscriptions[sub.id].sub
-            sub.enabled, sub.disabled_reason = stored.enabled, stored.disabled_reason
-            sub.first_failure_at = stored.first_failure_at
+        by_seq = {r.seq: r for r in self.rows}
+        for o in outcomes:
+            row = by_seq[o.job.seq]
+            self.outcomes.append(o)
+            if row.locked_by != worker_id:
+                continue
+            row.status, row.attempts = o.status, o.job.attempt_count + 1
+            row.next_at = o.next_attempt_at or 0.0
+            row.last_error, row.locked_until, row.locked_by = o.last_error, None, None
+            if o.disable is not None:
+                row.sub.enabled, row.sub.disabled_reason = False, o.disable.reason
 
     def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
         self.released.extend(seqs)
-        self._queue.release(worker_id=worker_id, seqs=seqs)
+        for row in self.rows:
+            if row.seq in seqs and row.locked_by == worker_id:
+                row.locked_until = row.locked_by = None
 
+    def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
+        self.renewals.append((list(seqs), lease_until))
+        kept = set()
+        for row in self.rows:
+            if row.seq in seqs and row.locked_by == worker_id:
+                row.locked_until = lease_until
+                kept.add(row.seq)
+        return kept
 
-def _subscription(sub: Sub) -> Subscription:
-    return Subscription(
-        id=sub.id,
-        mid="acme",
-        url=f"http://{sub.id}.test/hook",
-        event_types=("*",),
-        description="",
-        enabled=sub.enabled,
-        secret=SECRET,
-        max_in_flight=sub.max_in_flight,
-        rate_limit_per_s=sub.rate,
-        created_at=0.0,
-        updated_at=0.0,
-        disabled_reason=sub.disabled_reason,
-        previous_secret=sub.previous_secret,
-        previous_secret_expires_at=sub.previous_expires,
-        first_failure_at=sub.first_failure_at,
-    )
+    def recover(self, *, worker_id: str) -> int:
+        return 0
 
 
 Behaviour = Callable[[str, bytes, Mapping[str, str]], Awaitable[SendResult]]
@@ -201,7 +195,7 @@ class FakeSender:
 
 
 def make(
-    queue: MemoryQueue,
+    queue: FakeQueue,
     sender: FakeSender,
     *,
     schedule: str = "0.05,0.05,0.05",
@@ -240,12 +234,12 @@ async def run_until(
     await asyncio.wait_for(task, 10)
 
 
-def finished(queue: MemoryQueue) -> Callable[[], bool]:
+def finished(queue: FakeQueue) -> Callable[[], bool]:
     return lambda: all(r.status in ("delivered", "dead") for r in queue.rows)
 
 
 async def test_delivers_everything_signed_and_counts_it() -> None:
-    queue, sender = MemoryQueue(), FakeSender()
+    queue, sender = FakeQueue(), FakeSender()
     sub = Sub("s1", previous_secret=OLD_SECRET, previous_expires=time.time() + 60)
     for i in range(50):
         queue.add(sub, f"L{i % 5}", i // 5 + 1)
@@ -274,7 +268,7 @@ async def test_each_lead_is_sent_in_order_while_attempts_fail_at_random() -> Non
             return SendResult(500, 1.0)
         return SendResult(200, 1.0)
 
-    queue, sender = MemoryQueue(), FakeSender(flaky)
+    queue, sender = FakeQueue(), FakeSender(flaky)
     subs = [Sub("a", max_in_flight=4), Sub("b", max_in_flight=16)]
     for version in range(1, 9):
         for lead in range(6):
@@ -301,7 +295,7 @@ async def test_a_slow_endpoint_keeps_its_limit_and_delays_no_one_else() -> None:
         await asyncio.sleep(0.3 if "slow" in url else 0.001)
         return SendResult(200, 1.0)
 
-    queue, sender = MemoryQueue(), FakeSender(slow_or_fast)
+    queue, sender = FakeQueue(), FakeSender(slow_or_fast)
     slow, fast = Sub("slow", max_in_flight=2), Sub("fast", max_in_flight=8)
     for i in range(40):
         queue.add(slow, f"S{i}", 1)
@@ -323,7 +317,7 @@ async def test_a_slow_endpoint_keeps_its_limit_and_delays_no_one_else() -> None:
 
 
 async def test_rate_limit_spaces_the_attempts() -> None:
-    queue, sender = MemoryQueue(), FakeSender()
+    queue, sender = FakeQueue(), FakeSender()
     sub = Sub("r", max_in_flight=4, rate=20.0)
     for i in range(40):
         queue.add(sub, f"L{i}", 1)
@@ -345,7 +339,7 @@ async def test_decisions_failed_dead_retry_after_and_410() -> None:
             return SendResult(429, 1.0, retry_after="30")
         return SendResult(None, 1000.0, error="timeout after 1s")
 
-    queue, sender = MemoryQueue(), FakeSender(answer)
+    queue, sender = FakeQueue(), FakeSender(answer)
     gone, busy, down = Sub("gone", max_in_flight=1), Sub("busy"), Sub("down")
     rows = {s.id: [queue.add(s, "L1", 1), queue.add(s, "L2", 1)] for s in (gone, busy, down)}
     dispatcher = make(queue, sender, schedule="0.01")
@@ -371,7 +365,7 @@ async def test_decisions_failed_dead_retry_after_and_410() -> None:
 
 
 async def test_an_endpoint_failing_for_days_is_auto_disabled() -> None:
-    queue = MemoryQueue()
+    queue = FakeQueue()
     sub = Sub("old", first_failure_at=time.time() - 3 * 86400)
     queue.add(sub, "L1", 1)
     queue.add(sub, "L2", 1)
@@ -393,11 +387,11 @@ async def test_graceful_stop_finishes_in_flight_and_releases_the_rest() -> None:
         await asyncio.sleep(0.3)
         return SendResult(200, 300.0)
 
-    queue, sender = MemoryQueue(), FakeSender(slow)
+    queue, sender = FakeQueue(), FakeSender(slow)
     sub = Sub("s", max_in_flight=3)
     for i in range(20):
         queue.add(sub, f"L{i}", 1)
-    dispatcher = make(queue, sender, concurrency=3)
+    dispatcher = make(queue, sender, concurrency=4)  # a tenant alone leaves one slot free
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     while len(sender.sent) < 3:
@@ -412,7 +406,7 @@ async def test_graceful_stop_finishes_in_flight_and_releases_the_rest() -> None:
 
 
 async def test_a_job_whose_lease_ran_out_is_released_not_sent() -> None:
-    class StaleQueue(MemoryQueue):
+    class StaleQueue(FakeQueue):
         def claim(self, **kwargs: object) -> list[Job]:
             kwargs["lease_until"] = time.time() + 0.5  # less than timeout + margin
             return super().claim(**kwargs)  # type: ignore[arg-type]
@@ -428,7 +422,7 @@ async def test_a_sender_that_raises_is_a_failed_attempt() -> None:
     async def broken(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         raise RuntimeError("kaput")
 
-    queue = MemoryQueue()
+    queue = FakeQueue()
     queue.add(Sub("s"), "L1", 1)
     await run_until(make(queue, FakeSender(broken), schedule="5"), lambda: bool(queue.outcomes))
     row = queue.rows[0]
@@ -436,7 +430,7 @@ async def test_a_sender_that_raises_is_a_failed_attempt() -> None:
 
 
 async def test_outcomes_survive_a_failed_write_and_are_recorded_later() -> None:
-    queue, sender = MemoryQueue(), FakeSender()
+    queue, sender = FakeQueue(), FakeSender()
     queue.fail_records = 1
     for i in range(5):
         queue.add(Sub("s"), f"L{i}", 1)
@@ -446,7 +440,7 @@ async def test_outcomes_survive_a_failed_write_and_are_recorded_later() -> None:
 
 
 async def test_wakeup_claims_at_once_instead_of_waiting_for_the_poll() -> None:
-    queue, sender, wakeup = MemoryQueue(), FakeSender(), Wakeup()
+    queue, sender, wakeup = FakeQueue(), FakeSender(), Wakeup()
     dispatcher = make(queue, sender, wakeup=wakeup, poll=30.0)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
@@ -462,8 +456,120 @@ async def test_wakeup_claims_at_once_instead_of_waiting_for_the_poll() -> None:
     await asyncio.wait_for(task, 5)
 
 
-@pytest.mark.parametrize("bad", [{"concurrency": 0}, {"lease_seconds": 1.0, "timeout": 1.0}])
+@pytest.mark.parametrize("bad", [{"concurrency": 0}, {"lease_seconds": 0.5}])
 def test_nonsense_settings_are_refused(bad: dict[str, float]) -> None:
     args: dict[str, object] = {"policy": RetryPolicy.default(), "clock": time.time, **bad}
     with pytest.raises(ValueError):
-        Dispatcher(MemoryQueue(), lambda: FakeSender(), **args)  # type: ignore[arg-type]
+        Dispatcher(FakeQueue(), lambda: FakeSender(), **args)  # type: ignore[arg-type]
+
+
+# ---- fairness, circuit, leases ---------------------------------------------------------------
+
+
+async def test_a_tenant_never_starts_beyond_its_share_while_another_waits() -> None:
+    active: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+    a_when_b_starts: list[tuple[float, int]] = []
+
+    async def answer(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        tenant = "b" if "b0" in url else "a"
+        if tenant == "b":
+            a_when_b_starts.append((time.monotonic(), active["a"]))
+        active[tenant] += 1
+        peak[tenant] = max(peak[tenant], active[tenant])
+        await asyncio.sleep(0.3 if tenant == "a" else 0.03)  # B's endpoint is the quick one
+        active[tenant] -= 1
+        return SendResult(200, 1.0)
+
+    queue, sender = FakeQueue(), FakeSender(answer)
+    for i in range(3):
+        sub = Sub(f"a{i}", max_in_flight=100, mid="A")
+        for n in range(60):
+            queue.add(sub, f"A{i}-{n}", 1)
+    dispatcher = make(queue, sender, concurrency=16)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    while active["a"] < 14:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert peak["a"] == 14  # alone: every slot but the reserve (16 // 8)
+    b = Sub("b0", max_in_flight=100, mid="B")
+    for n in range(300):
+        queue.add(b, f"B{n}", 1, at=time.time())
+    arrived = time.monotonic()
+    while sum(r.status == "delivered" for r in queue.rows if r.sub is b) < 300:
+        assert time.monotonic() - arrived < 6.0, "tenant B waited behind tenant A"
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    # B started at once in the reserve, before any of A's attempts ended.
+    assert a_when_b_starts[0][0] - arrived < 0.2 and a_when_b_starts[0][1] == 14
+    # Once A's first attempts ended, A started nothing beyond half the slots while B waited.
+    later = [a for at, a in a_when_b_starts if at - arrived > 0.4]
+    assert later and max(later) <= 8 and peak["b"] >= 8
+
+
+async def test_an_endpoint_that_never_answers_trips_and_its_waiting_jobs_go_back() -> None:
+    async def silence(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(0.05)
+        return SendResult(None, 50.0, error="timeout after 0.05s")
+
+    queue, sender = FakeQueue(), FakeSender(silence)
+    hole = Sub("hole", max_in_flight=2)
+    for n in range(30):
+        queue.add(hole, f"L{n}", 1)
+    dispatcher = make(queue, sender, schedule="30")
+    await run_until(dispatcher, lambda: dispatcher.stats.tripped == 1 and bool(queue.released))
+    sent = len(sender.sent)
+    await asyncio.sleep(0.3)
+    # Five silent attempts (and whatever was already in flight), then nothing more is sent.
+    assert 5 <= sent <= 6 and len(sender.sent) == sent
+    waiting = [r for r in queue.rows if r.status == "pending"]
+    assert len(waiting) == 30 - sent and all(r.locked_by is None for r in waiting)
+
+
+async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
+    async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(2.5)  # longer than a lease of 2 s: only the heartbeat keeps it
+        return SendResult(200, 2500.0)
+
+    queue, sender = FakeQueue(), FakeSender(slow)
+    sub = Sub("s", max_in_flight=2)
+    for n in range(4):
+        queue.add(sub, f"L{n}", 1)
+    dispatcher = Dispatcher(
+        queue,
+        lambda: sender,
+        policy=RetryPolicy.from_env_value("1"),
+        clock=time.time,
+        concurrency=8,
+        lease_seconds=2.0,
+        timeout=3.0,
+        worker_id="w1",
+        poll_interval=0.02,
+    )
+    await run_until(dispatcher, finished(queue), timeout=15)
+    assert {r.status for r in queue.rows} == {"delivered"} and len(sender.sent) == 4
+    assert queue.released == []  # no job was given up for a short lease
+    assert len(queue.renewals) >= 3
+    first_seqs, _ = queue.renewals[0]
+    assert sorted(first_seqs) == [1, 2, 3, 4]  # in flight and waiting, in one statement
+
+
+async def test_max_in_flight_is_clamped_to_the_cap() -> None:
+    async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(0.3)
+        return SendResult(200, 300.0)
+
+    queue, sender = FakeQueue(), FakeSender(slow)
+    wide = Sub("wide", max_in_flight=1000)  # a row written before the API refused it
+    for n in range(MAX_IN_FLIGHT + 40):
+        queue.add(wide, f"L{n}", 1)
+    # Slots enough for more than the cap, even after the reserve.
+    dispatcher = make(queue, sender, concurrency=MAX_IN_FLIGHT + 60)
+    await run_until(dispatcher, finished(queue), timeout=20)
+    assert sender.peak["http://wide.test/hook"] == MAX_IN_FLIGHT
+
+
+# The fault-path tests (test_dispatcher_faults.py) build on the same queue under this name.
+MemoryQueue = FakeQueue

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from leadhook import __version__
 from leadhook.api import console, problems
 from leadhook.api.limits import HeaderLimit, RateLimit
-from leadhook.api.metrics import ApiMetrics
+from leadhook.api.metrics import ApiMetrics, PurgeCounts
 from leadhook.api.routes import (
     automation,
     catalog,
@@ -60,6 +60,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.registry = registry
     api_metrics = ApiMetrics(registry)
     app.state.api_metrics = api_metrics
+    registry.register(PurgeCounts(container.purge_counts))
     problems.install(app)
     s = container.settings
     app.add_middleware(BodyLimit, limit=s.max_body_bytes)

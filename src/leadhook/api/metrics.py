@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -52,6 +56,42 @@ class ApiMetrics:
                 self.requests.labels(scope["method"], route, str(status)).inc()
 
         return wrapped
+
+
+class PurgeCounts(Collector):
+    """Rows purged by retention per table, read from the database at each scrape.
+
+    The purge runs wherever the delivery loop runs (this process, a child process, or
+    `leadhook worker` elsewhere): the database is the one place that knows them all.
+    """
+
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        # Without it, registering would call collect(), and read the database, right away.
+        yield self._family()
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "leadhook_retention_purged_rows",
+            "Rows deleted by retention since the database was created",
+            labels=["table"],
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        try:
+            counts = self._read()
+        except Exception as exc:  # a scrape must not fail because the database is down
+            logging.getLogger("leadhook.api").warning(
+                "reading purge counts failed", extra={"error": type(exc).__name__}
+            )
+            return
+        for table in ("idempotency_keys", "deliveries", "delivery_attempts", "events"):
+            family.add_metric([table], counts.get(table, 0))
+        yield family
 
 
 def _route(scope: Scope) -> str:

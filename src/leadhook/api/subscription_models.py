@@ -35,7 +35,8 @@ class SubscriptionIn(_In):
         DEFAULT_MAX_IN_FLIGHT,
         ge=1,
         le=MAX_IN_FLIGHT_LIMIT,
-        description="attempts sent to this endpoint at the same time, per worker",
+        description="attempts sent to this endpoint at the same time, per worker"
+        f" (at most {MAX_IN_FLIGHT_LIMIT})",
     )
     rate_limit_per_s: float | None = Field(
         None,
@@ -71,6 +72,18 @@ class ReplayIn(_In):
     )
 
 
+class CircuitOut(BaseModel):
+    """The endpoint's circuit breaker: `open` after 5 attempts in a row got no answer (timeout,
+    connection refused or reset); nothing is sent until `retry_at`, then `half_open`: one probe.
+    An answer closes it; no answer opens it again for twice as long (up to 10 minutes).
+    Deliveries wait as `pending` meanwhile: nothing is lost."""
+
+    state: Literal["closed", "open", "half_open"]
+    opened_at: float | None = Field(description="when it last opened (unix s); null if closed")
+    retry_at: float | None = Field(description="when the next probe may go (unix s)")
+    consecutive_failures: int = Field(description="attempts in a row that got no answer")
+
+
 class SubscriptionOut(BaseModel):
     """A subscription (its secret is shown on create, rotate and `GET .../secret` only)."""
 
@@ -90,6 +103,7 @@ class SubscriptionOut(BaseModel):
     previous_secret_expires_at: str | None = Field(
         description="while a rotation overlaps: when the previous secret stops signing (RFC 3339)"
     )
+    circuit: CircuitOut
     created_at: str = Field(description="RFC 3339, UTC")
     updated_at: str = Field(description="RFC 3339, UTC")
 

@@ -15,6 +15,8 @@ from leadhook.services.ports import Attempt, DeliveryStatus
 USER_AGENT = f"leadhook/{__version__}"
 LANE_DEPTH = 4
 """A worker holds up to this many times a subscription's `max_in_flight` (in flight + waiting)."""
+MAX_IN_FLIGHT = 256
+"""The most attempts one subscription may have in flight in one worker (the API refuses more)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class DeliveryQueue(Protocol):
     ) -> list[Job]: ...
     def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None: ...
     def release(self, *, worker_id: str, seqs: Sequence[int]) -> None: ...
+    def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]: ...
+    def recover(self, *, worker_id: str) -> int: ...
 
 
 @dataclass
@@ -113,6 +117,9 @@ class DispatcherStats:
     dead: int = 0
     released: int = 0
     disabled: int = 0
+    renewed: int = 0
+    recovered: int = 0
+    tripped: int = 0
 
 
 @dataclass
@@ -123,12 +130,15 @@ class Lane:
     rate: float | None
     tokens: float
     stamp: float
+    mid: str = ""
     waiting: deque[Job] = field(default_factory=deque)
     in_flight: int = 0
     queued: bool = False
     gone: bool = False
     timer: asyncio.TimerHandle | None = None
     ready: int = 0  # waiting jobs that only wait for a global slot (counted in Dispatcher._ready)
+    silent: int = 0  # attempts in a row that got no answer (the circuit breaker's count)
+    tripped_until: float = 0.0  # monotonic: no new attempt before (the circuit opened)
 
     def refill(self, now: float) -> None:
         """Add the tokens earned since the last refill (monotonic seconds)."""
@@ -139,6 +149,8 @@ class Lane:
     def saturated(self, now: float) -> bool:
         """Tell whether a claim should skip this subscription for now."""
         held = self.in_flight + len(self.waiting)
+        if self.tripped_until > now:
+            return True
         if self.rate is None:
             return self.gone or held >= self.max_in_flight * LANE_DEPTH
         self.refill(now)
@@ -149,6 +161,7 @@ class Lane:
         self.refill(now)
         full = self.rate is None or self.tokens >= burst(self.rate)
         busy = bool(self.waiting) or self.in_flight > 0 or self.timer is not None or self.gone
+        busy = busy or self.tripped_until > now
         return full and not busy
 
 

@@ -2,6 +2,16 @@
 
 Ordering per lead and the lease live in the queue (the claim query); the limits per subscription
 (in flight, rate) and the global concurrency live here, in memory, per worker process.
+
+Fairness: the sending slots are shared round-robin over tenants, then over each tenant's
+subscriptions. While another tenant waits for a slot, a tenant starts no attempt beyond its
+share (the slots divided by the busy tenants); alone, it may use every slot but a reserve
+(an eighth), kept free for the next tenant to arrive, because an attempt in flight cannot be
+taken back and a black-holed endpoint holds its slot for the whole timeout. A tenant holding a
+full set of slots' worth of jobs is not claimed for, so others' deliveries get claimed.
+
+Leases: short, and renewed by a heartbeat for every job this worker holds (waiting, in flight,
+or awaiting its record), so a killed worker's deliveries are free again within one lease.
 """
 
 from __future__ import annotations
@@ -15,11 +25,14 @@ import socket
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from leadhook.domain import circuit
 from leadhook.domain.retry import AttemptResult, RetryPolicy, decide, should_auto_disable
 from leadhook.domain.signing import webhook_headers
 from leadhook.services.delivery import (
+    MAX_IN_FLIGHT,
     USER_AGENT,
     DeliveryQueue,
     Disable,
@@ -32,6 +45,7 @@ from leadhook.services.delivery import (
     burst,
 )
 from leadhook.services.ports import Attempt, Clock, DeliveryStatus
+from leadhook.services.retention import Retention
 from leadhook.services.wakeup import Wakeup
 
 log = logging.getLogger("leadhook.dispatcher")
@@ -40,6 +54,25 @@ log = logging.getLogger("leadhook.dispatcher")
 def default_worker_id() -> str:
     """Name this worker for the `locked_by` column: host, pid and a random suffix."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class TenantTurn:
+    """One tenant's place in the round robin: its subscriptions with jobs, its attempts."""
+
+    ring: deque[str] = field(default_factory=deque)
+    queued: bool = False
+    in_flight: int = 0
+    ready: int = 0  # the sum of its lanes' `ready`
+
+    def idle(self) -> bool:
+        """Tell whether forgetting this tenant would change nothing."""
+        return not (self.ring or self.queued or self.in_flight or self.ready)
+
+
+def reserve_of(concurrency: int) -> int:
+    """Return the slots a tenant alone leaves free for the next tenant to arrive."""
+    return max(1, concurrency // 8) if concurrency > 1 else 0
 
 
 class Dispatcher:
@@ -54,7 +87,7 @@ class Dispatcher:
         clock: Clock,
         wakeup: Wakeup | None = None,
         concurrency: int = 64,
-        lease_seconds: float = 60.0,
+        lease_seconds: float = 15.0,
         timeout: float = 10.0,
         auto_disable_after: float = 5 * 86400.0,
         worker_id: str | None = None,
@@ -62,23 +95,32 @@ class Dispatcher:
         poll_interval: float = 0.25,
         gather: float = 0.004,
         rand: Callable[[], float] = random.random,
+        retention: Retention | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ValueError("concurrency and batch_size must be at least 1")
-        if lease_seconds <= timeout:
-            raise ValueError(f"lease ({lease_seconds}s) must outlast an attempt ({timeout}s)")
+        if lease_seconds < 1.0:
+            raise ValueError(f"a lease ({lease_seconds}s) must last at least a second")
         self._queue, self._make_sender, self._policy = queue, sender_factory, policy
         self._clock, self._wakeup, self._rand = clock, wakeup, rand
         self._concurrency, self._batch, self._poll = concurrency, batch_size, poll_interval
         self._gather = gather
         self._lease, self._timeout, self._disable_after = lease_seconds, timeout, auto_disable_after
-        # A job is sent only while its lease outlasts the attempt plus time to record it.
-        self._margin = min(2.0, (lease_seconds - timeout) / 2)
-        self._prefetch = 2 * concurrency + batch_size
+        # The heartbeat renews every held lease three times per lease: one missed beat is
+        # survived. An attempt starts only if its lease lasts until the next beat and a margin.
+        self._heartbeat = lease_seconds / 3
+        self._margin = min(2.0, lease_seconds / 6)
+        # Claim no more than the slots can start soon: at most one batch beyond the slots.
+        self._prefetch = concurrency + min(batch_size, concurrency)
+        self._refill = max(1, min(batch_size, concurrency) // 2)  # a claim worth its round trip
+        self._reserve = reserve_of(concurrency)
         self.worker_id = worker_id or default_worker_id()
+        self.retention = retention
         self.stats = DispatcherStats()
         self._lanes: dict[str, Lane] = {}
-        self._ring: deque[str] = deque()
+        self._tenants: dict[str, TenantTurn] = {}
+        self._turns: deque[str] = deque()  # tenants whose subscriptions have jobs to start
+        self._held: dict[int, float] = {}  # seq -> lease_until of every job not yet written
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[Outcome] = []
         self._releases: list[int] = []
@@ -108,20 +150,65 @@ class Dispatcher:
         unlisten = self._wakeup.listen(poke) if self._wakeup is not None else None
         relay = asyncio.create_task(self._relay(stop))
         recorder = asyncio.create_task(self._recorder())
+        heartbeat = asyncio.create_task(self._beat())
+        purging = asyncio.create_task(self.retention.run(stop)) if self.retention else None
         log.info("dispatcher started", extra={"worker_id": self.worker_id})
         try:
+            await self._recover()
             await self._claim_loop(stop)
         finally:
             if unlisten is not None:
                 unlisten()
             relay.cancel()
             await self._shutdown(recorder)
+            heartbeat.cancel()
+            if purging is not None:
+                purging.cancel()
+                await asyncio.gather(purging, return_exceptions=True)
             await self._sender.aclose()
             log.info("dispatcher stopped", extra={"worker_id": self.worker_id, **vars(self.stats)})
 
     async def _relay(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._wake.set()
+
+    # ---- leases ------------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Free the leases of dead workers of this host, where the queue can tell (SQLite)."""
+        try:
+            freed = await asyncio.to_thread(self._queue.recover, worker_id=self.worker_id)
+        except Exception:
+            log.exception("recovering dead workers' leases failed; they expire on their own")
+            return
+        if freed:
+            self.stats.recovered += freed
+            log.warning(
+                "released the leases of dead workers",
+                extra={"worker_id": self.worker_id, "deliveries": freed},
+            )
+
+    async def _beat(self) -> None:
+        """Renew the lease of every job held, in one statement, every third of a lease."""
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            seqs = list(self._held)
+            if not seqs:
+                continue
+            lease_until = self._clock() + self._lease
+            try:
+                kept = await asyncio.to_thread(
+                    self._queue.renew, worker_id=self.worker_id, seqs=seqs, lease_until=lease_until
+                )
+            except Exception:
+                log.exception("renewing leases failed", extra={"worker_id": self.worker_id})
+                continue
+            self.stats.renewed += len(kept)
+            for seq in seqs:
+                if seq in self._held:  # not written meanwhile
+                    # A lease lost (it ran out and another worker took the job) reads as
+                    # expired: the job is then released instead of sent.
+                    self._held[seq] = lease_until if seq in kept else 0.0
 
     # ---- claiming ----------------------------------------------------------------------------
 
@@ -146,11 +233,12 @@ class Dispatcher:
                 await asyncio.sleep(self._gather)
 
     def _claim_limit(self) -> int:
-        # Jobs waiting on their own subscription's limits do not count: a slow endpoint's backlog
-        # (at most LANE_DEPTH x its max_in_flight) must not keep other endpoints from being claimed.
-        held = self._active + self._ready
+        # Jobs waiting on their own subscription's limits, or on their tenant's share, do not
+        # count: a slow endpoint's or a noisy tenant's backlog must not keep the others from
+        # being claimed.
+        held = self._active + self._startable()
         room = min(self._batch, self._prefetch - held)
-        if room <= 0 or (held >= self._concurrency and room < self._batch // 2):
+        if room <= 0 or (held >= self._concurrency and room < self._refill):
             return 0  # enough on hand: wait for room for a good-sized batch
         return room
 
@@ -173,8 +261,7 @@ class Dispatcher:
 
     async def _claim(self, limit: int) -> int:
         now = self._clock()
-        mono = self._loop.time()
-        exclude = [sub for sub, lane in self._lanes.items() if lane.saturated(mono)]
+        exclude = self._excluded(self._loop.time())
         try:
             jobs = await asyncio.to_thread(
                 self._queue.claim,
@@ -191,17 +278,35 @@ class Dispatcher:
         self._accept(jobs)
         return len(jobs)
 
+    def _excluded(self, mono: float) -> list[str]:
+        """Return the subscriptions a claim should skip: their lane, or their tenant, is full.
+
+        A tenant is full with a set of slots' worth of jobs in flight or ready to start; jobs
+        waiting on their own subscription's limits do not count (see `_claim_limit`).
+        """
+        full = {
+            m
+            for m, turn in self._tenants.items()
+            if turn.in_flight + turn.ready >= self._concurrency
+        }
+        return [
+            sub for sub, lane in self._lanes.items() if lane.saturated(mono) or lane.mid in full
+        ]
+
     def _accept(self, jobs: Sequence[Job]) -> None:
         now = self._loop.time()
         for job in jobs:
+            self._held[job.seq] = job.lease_until
             lane = self._lanes.get(job.subscription_id)
             rate = job.rate_limit_per_s
+            # Clamped here too: a row written before the API refused larger values.
+            limit = max(1, min(job.max_in_flight, MAX_IN_FLIGHT))
             if lane is None:
-                lane = Lane(job.max_in_flight, rate, burst(rate or 1.0), now)
+                lane = Lane(limit, rate, burst(rate or 1.0), now, job.mid)
                 self._lanes[job.subscription_id] = lane
             lane.refill(now)
-            lane.max_in_flight, lane.rate = job.max_in_flight, rate
-            if lane.gone or self._done:
+            lane.max_in_flight, lane.rate = limit, rate
+            if lane.gone or self._done or lane.tripped_until > now:
                 self._releases.append(job.seq)
                 continue
             lane.waiting.append(job)
@@ -215,6 +320,8 @@ class Dispatcher:
         now = self._loop.time()
         for sub in [s for s, lane in self._lanes.items() if lane.idle(now)]:
             del self._lanes[sub]
+        for mid in [m for m, turn in self._tenants.items() if turn.idle()]:
+            del self._tenants[mid]
 
     # ---- sending -----------------------------------------------------------------------------
 
@@ -224,24 +331,84 @@ class Dispatcher:
         if lane.timer is None and not lane.gone:
             ready = min(len(lane.waiting), max(0, lane.max_in_flight - lane.in_flight))
         self._ready += ready - lane.ready
+        self._tenant(lane.mid).ready += ready - lane.ready
         lane.ready = ready
+
+    def _tenant(self, mid: str) -> TenantTurn:
+        turn = self._tenants.get(mid)
+        if turn is None:
+            turn = self._tenants[mid] = TenantTurn()
+        return turn
 
     def _enqueue(self, sub: str, lane: Lane) -> None:
         if not lane.queued and lane.timer is None and lane.waiting:
             lane.queued = True
-            self._ring.append(sub)
+            turn = self._tenant(lane.mid)
+            turn.ring.append(sub)
+            if not turn.queued:
+                turn.queued = True
+                self._turns.append(lane.mid)
+
+    def _census(self) -> tuple[int, int]:
+        """Count the busy tenants (jobs to start or in flight) and those with jobs to start."""
+        busy = wanting = 0
+        for turn in self._tenants.values():
+            wanting += bool(turn.ring)
+            busy += bool(turn.ring or turn.in_flight)
+        return busy, wanting
+
+    def _cap(self, turn: TenantTurn, busy: int, wanting: int) -> int:
+        """Return how many attempts a tenant may have in flight (see the module docstring)."""
+        if wanting - bool(turn.ring) <= 0:  # nobody else waits for a slot
+            return self._concurrency - self._reserve
+        return max(1, -(-self._concurrency // max(1, busy)))  # ceil(slots / busy tenants)
+
+    def _startable(self) -> int:
+        """Count the jobs on hand that could start as soon as a slot is free."""
+        busy, wanting = self._census()
+        return sum(
+            min(turn.ready, max(0, self._cap(turn, busy, wanting) - turn.in_flight))
+            for turn in self._tenants.values()
+            if turn.ready
+        )
 
     def _pump(self) -> None:
-        """Start attempts while there are free slots, round-robin over subscriptions."""
+        """Start attempts while there are free slots: round-robin over tenants, then over
+        each tenant's subscriptions, one attempt per turn."""
         now = self._loop.time()
-        while self._active < self._concurrency and self._ring:
-            sub = self._ring.popleft()
+        parked: list[str] = []  # tenants at their share: queued again for the next pump
+        busy, wanting = self._census()
+        while self._active < self._concurrency and self._turns:
+            mid = self._turns.popleft()
+            turn = self._tenants[mid]
+            turn.queued = False
+            if not turn.ring:
+                continue
+            if turn.in_flight >= self._cap(turn, busy, wanting):
+                parked.append(mid)
+                continue
+            self._start_one(turn, now)
+            if turn.ring and not turn.queued:  # more to start: back of the line
+                turn.queued = True
+                self._turns.append(mid)
+        for mid in parked:
+            turn = self._tenants[mid]
+            if turn.ring and not turn.queued:
+                turn.queued = True
+                self._turns.append(mid)
+
+    def _start_one(self, turn: TenantTurn, now: float) -> None:
+        """Start one attempt of the first of the tenant's subscriptions that may send now."""
+        while turn.ring:
+            sub = turn.ring.popleft()
             lane = self._lanes.get(sub)
             if lane is None:
                 continue  # swept while queued
             lane.queued = False
             if not lane.waiting or lane.in_flight >= lane.max_in_flight:
                 continue  # re-queued when one of its attempts ends
+            if lane.tripped_until > now:
+                continue  # its circuit opened: nothing more is sent for now
             if lane.rate is not None:
                 lane.refill(now)
                 if lane.tokens < 1.0:
@@ -252,12 +419,14 @@ class Dispatcher:
                 lane.tokens -= 1.0
             job = lane.waiting.popleft()
             lane.in_flight += 1
+            turn.in_flight += 1
             self._active += 1
             self._tally(lane)
             task = asyncio.create_task(self._attempt(job, lane))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             self._enqueue(sub, lane)
+            return
 
     def _tick(self, sub: str) -> None:
         lane = self._lanes.get(sub)
@@ -270,9 +439,11 @@ class Dispatcher:
     async def _attempt(self, job: Job, lane: Lane) -> None:
         try:
             start = self._clock()
-            if job.lease_until - start < self._timeout + self._margin:
-                # Waited too long: another worker may claim it once the lease ends; don't race it.
+            if self._held.get(job.seq, 0.0) - start < self._heartbeat + self._margin:
+                # The lease may end before the heartbeat renews it (or it was lost): another
+                # worker may claim the job then; don't race it.
                 self._releases.append(job.seq)
+                self._flush.set()
                 return
             headers = webhook_headers(
                 job.signing_secrets(start), job.event_id, int(start), job.body, USER_AGENT
@@ -289,6 +460,7 @@ class Dispatcher:
             raise
         finally:
             lane.in_flight -= 1
+            self._tenant(lane.mid).in_flight -= 1
             self._active -= 1
             self._tally(lane)
             self._enqueue(job.subscription_id, lane)
@@ -296,7 +468,28 @@ class Dispatcher:
             if self._claim_limit():
                 self._wake.set()  # room for another claim
 
+    def _watch(self, job: Job, lane: Lane, result: SendResult) -> None:
+        """Count attempts that got no answer; enough in a row trip the lane's circuit here at
+        once (the queue opens it for every worker when the outcome is recorded)."""
+        if result.status_code is not None:
+            lane.silent, lane.tripped_until = 0, 0.0
+            return
+        lane.silent += 1
+        mono = self._loop.time()
+        if lane.silent < circuit.THRESHOLD or lane.tripped_until > mono:
+            return
+        lane.tripped_until = mono + circuit.BASE_COOLDOWN
+        self.stats.tripped += 1
+        self._releases.extend(j.seq for j in lane.waiting)  # they stay pending: nothing lost
+        lane.waiting.clear()
+        self._tally(lane)
+        log.warning(
+            "circuit opened: the endpoint does not answer",
+            extra={"subscription_id": job.subscription_id, "silent_attempts": lane.silent},
+        )
+
     def _judge(self, job: Job, lane: Lane, start: float, result: SendResult) -> Outcome:
+        self._watch(job, lane, result)
         now = self._clock()
         attempt = Attempt(start, result.status_code, result.latency_ms, result.error, result.body)
         decision = decide(
@@ -369,6 +562,10 @@ class Dispatcher:
     def _recorded(self, outcomes: list[Outcome], releases: list[int]) -> None:
         stats = self.stats
         stats.released += len(releases)
+        for seq in releases:
+            self._held.pop(seq, None)
+        for o in outcomes:
+            self._held.pop(o.job.seq, None)
         for o in outcomes:
             if o.status == "delivered":
                 stats.delivered += 1
@@ -399,6 +596,8 @@ class Dispatcher:
                 lane.timer = None
             lane.ready = 0
         self._ready = 0
+        for turn in self._tenants.values():
+            turn.ready = 0
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self._timeout + 5.0)
             for task in pending:

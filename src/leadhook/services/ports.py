@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Generic, Literal, Protocol, Self, TypeVar
 
 from leadhook.domain.catalog import Catalog
+from leadhook.domain.circuit import CLOSED, Circuit
 from leadhook.domain.lead import Lead
 from leadhook.domain.signing import active_secrets
 
@@ -85,6 +86,7 @@ class Subscription:
     previous_secret: str | None = None
     previous_secret_expires_at: float | None = None
     first_failure_at: float | None = None
+    circuit: Circuit = CLOSED
 
     def wants(self, event_type: str) -> bool:
         """Tell whether this subscription receives events of `event_type`."""

@@ -9,12 +9,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from leadhook.domain.circuit import circuit_json
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
 from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
 from leadhook.domain.times import parse_rfc3339, rfc3339, rfc3339_or_none
-from leadhook.services.delivery import USER_AGENT, SenderFactory
+from leadhook.services.delivery import MAX_IN_FLIGHT, USER_AGENT, SenderFactory
 from leadhook.services.ports import (
     DELIVERY_STATUSES,
     Attempt,
@@ -29,7 +30,8 @@ from leadhook.services.ports import (
 ROTATION_OVERLAP = 86400.0
 """Seconds the previous secret keeps signing beside the new one after a rotation."""
 DEFAULT_MAX_IN_FLIGHT = 16
-MAX_IN_FLIGHT_LIMIT = 1000
+MAX_IN_FLIGHT_LIMIT = MAX_IN_FLIGHT
+"""More attempts at once to one endpoint only lets one subscriber hold more of the slots."""
 MAX_RATE = 100_000.0
 MAX_DESCRIPTION = 1000
 TEST_EVENT_TYPE = "webhook_test"
@@ -52,6 +54,7 @@ def subscription_json(sub: Subscription, now: float) -> dict[str, Any]:
         "max_in_flight": sub.max_in_flight,
         "rate_limit_per_s": sub.rate_limit_per_s,
         "failing_since": rfc3339_or_none(sub.first_failure_at),
+        "circuit": circuit_json(sub.circuit, now),
         "previous_secret_expires_at": (
             rfc3339_or_none(sub.previous_secret_expires_at) if rotating else None
         ),

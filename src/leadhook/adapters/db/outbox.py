@@ -13,6 +13,7 @@ from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.db.sql import statements
 from leadhook.adapters.secretbox import SecretBox, box_for
+from leadhook.domain.circuit import Circuit
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
     Attempt,
@@ -41,6 +42,13 @@ def _sub(row: Any, box: SecretBox) -> Subscription:
         previous_secret=box.decrypt_optional(row.previous_secret),
         previous_secret_expires_at=row.previous_secret_expires_at,
         first_failure_at=row.first_failure_at,
+        # The circuit is the dispatcher's to change (queue.py): read here, never written.
+        circuit=Circuit(
+            row.circuit_failures,
+            row.circuit_opened_at,
+            row.circuit_retry_at,
+            row.circuit_cooldown,
+        ),
     )
 
 

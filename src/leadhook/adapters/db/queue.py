@@ -4,22 +4,33 @@ PostgreSQL claims in one statement with `FOR UPDATE SKIP LOCKED`, so several wor
 work. SQLite has one writer at a time (`BEGIN IMMEDIATE` under the write gate): its claim reads
 the due rows, caps them per subscription in Python (cheaper there than a window function), then
 leases them, all in one transaction. Outcomes are written with driver-level `executemany`.
+
+Three things keep one endpoint or one crash from holding up the rest:
+- the circuit breaker (domain/circuit.py): a subscription whose circuit is open is not claimed
+  at all (its deliveries stay pending); a half-open one gives one delivery, the probe, to one
+  worker at a time (`circuit_probe_until` reserves it);
+- leases are short and renewed by the worker's heartbeat (`renew`), one statement per tick;
+- on SQLite (one host), a starting worker releases the leases of local workers that are gone
+  (`recover`): `locked_by` is `host:pid:suffix`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, TextClause, bindparam, text, update
+from sqlalchemy import Connection, Engine, String, TextClause, bindparam, select, text, update
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
 from leadhook.adapters.secretbox import SecretBox, box_for
-from leadhook.services.delivery import LANE_DEPTH, Job, Outcome
+from leadhook.domain.circuit import Circuit, after_no_answer
+from leadhook.services.delivery import LANE_DEPTH, MAX_IN_FLIGHT, Job, Outcome
 
 UNFINISHED = "('pending', 'failed')"
 
@@ -27,8 +38,11 @@ UNFINISHED = "('pending', 'failed')"
 # to that subscription (that is what keeps each lead in order), earliest due first. Written so
 # the plan is a walk of ix_deliveries_due in order that stops at the limit, whatever the
 # statistics say; the subscription columns are joined to the few rows found.
+# A subscription whose circuit is not closed (circuit_retry_at set) is skipped, unless this
+# claim reserved its probe (`:probes`, see _RESERVE_PROBES); the probe is capped at one row.
 _DUE = f"""
-    SELECT due.seq, due.subscription_id, due.next_attempt_at, s.max_in_flight, s.rate_limit_per_s
+    SELECT due.seq, due.subscription_id, due.next_attempt_at, s.max_in_flight, s.rate_limit_per_s,
+           s.circuit_retry_at
     FROM (
         SELECT d.seq, d.subscription_id, d.next_attempt_at
         FROM deliveries d
@@ -36,7 +50,9 @@ _DUE = f"""
           AND d.next_attempt_at <= :now
           AND (d.locked_until IS NULL OR d.locked_until < :now)
           AND d.subscription_id NOT IN (
-              SELECT id FROM subscriptions WHERE NOT enabled OR deleted_at IS NOT NULL)
+              SELECT id FROM subscriptions
+              WHERE NOT enabled OR deleted_at IS NOT NULL
+                 OR (circuit_retry_at IS NOT NULL AND id NOT IN :probes))
           {{exclude}}
           AND NOT EXISTS (
               SELECT 1 FROM deliveries e
@@ -57,9 +73,10 @@ WITH due AS ({_DUE}
     SELECT seq, next_attempt_at,
            ROW_NUMBER() OVER (
                PARTITION BY subscription_id ORDER BY next_attempt_at, seq) AS rn,
-           CASE WHEN rate_limit_per_s IS NULL THEN max_in_flight * :depth
+           CASE WHEN circuit_retry_at IS NOT NULL THEN 1  -- the probe of a half-open circuit
+                WHEN rate_limit_per_s IS NULL THEN LEAST(max_in_flight, :mif) * :depth
                 WHEN rate_limit_per_s < 1 THEN 1
-                WHEN rate_limit_per_s >= max_in_flight THEN max_in_flight
+                WHEN rate_limit_per_s >= LEAST(max_in_flight, :mif) THEN LEAST(max_in_flight, :mif)
                 ELSE CAST(FLOOR(rate_limit_per_s) AS INTEGER) END AS cap
     FROM due
 ), picked AS (
@@ -88,6 +105,19 @@ JOIN events e ON e.seq = d.event_seq
 JOIN subscriptions s ON s.id = d.subscription_id
 WHERE d.seq IN (SELECT value FROM json_each(?))"""
 
+# Half-open circuits whose probe nobody holds: this claim takes their probes. On PostgreSQL a
+# concurrent claim waits for the row lock, then finds the probe taken and skips the row.
+_RESERVE_PROBES = """UPDATE subscriptions SET circuit_probe_until = :lease_until
+WHERE circuit_retry_at <= :now
+  AND (circuit_probe_until IS NULL OR circuit_probe_until <= :now)
+  AND enabled AND deleted_at IS NULL
+RETURNING id"""
+
+# The heartbeat: push the lease of every job this worker still holds, in one statement.
+_RENEW = """UPDATE deliveries SET locked_until = :lease_until
+WHERE seq IN :seqs AND locked_by = :worker
+RETURNING seq"""
+
 _INSERT_ATTEMPTS = """INSERT INTO delivery_attempts
     (delivery_seq, attempted_at, status_code, latency_ms, error, response_body)
     VALUES (?, ?, ?, ?, ?, ?)"""
@@ -99,8 +129,13 @@ _d = t.deliveries.c
 _s = t.subscriptions.c
 
 
-def claim_cap(max_in_flight: int, rate_limit_per_s: float | None) -> int:
+def claim_cap(
+    max_in_flight: int, rate_limit_per_s: float | None, circuit_retry_at: float | None = None
+) -> int:
     """Return how many deliveries of one subscription a single claim may take."""
+    if circuit_retry_at is not None:
+        return 1  # a half-open circuit: one probe
+    max_in_flight = min(max_in_flight, MAX_IN_FLIGHT)
     if rate_limit_per_s is None:
         return max_in_flight * LANE_DEPTH
     return max(1, min(max_in_flight, int(rate_limit_per_s)))
@@ -109,7 +144,31 @@ def claim_cap(max_in_flight: int, rate_limit_per_s: float | None) -> int:
 def _text(template: str, exclude: bool) -> TextClause:
     clause = "AND d.subscription_id NOT IN :exclude" if exclude else ""
     stmt = text(template.replace("{exclude}", clause).replace("{columns}", _COLUMNS))
+    # Typed: an empty list renders as an empty set of that type (usually no probe is taken).
+    stmt = stmt.bindparams(bindparam("probes", expanding=True, type_=String))
     return stmt.bindparams(bindparam("exclude", expanding=True)) if exclude else stmt
+
+
+def _this_host() -> str:
+    return socket.gethostname()[:32]
+
+
+def _gone(locked_by: str, host: str) -> bool:
+    """Tell whether the worker named `locked_by` (host:pid:suffix) was a process of this host
+    that no longer runs."""
+    parts = locked_by.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # an earlier dispatcher of this very process: its leases are its own
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, owned by another user
+    return False
 
 
 def _job(row: Sequence[Any], lease_until: float, box: SecretBox) -> Job:
@@ -133,6 +192,7 @@ class SqlDeliveryQueue:
         self._sqlite = is_sqlite(engine)
         template = _DUE if self._sqlite else _PG_CLAIM
         self._claim_sql = {flag: _text(template, flag) for flag in (False, True)}
+        self._renew = text(_RENEW).bindparams(bindparam("seqs", expanding=True))
         marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         self._insert_attempts = _INSERT_ATTEMPTS.replace("?", marker)
         self._finish = _FINISH.replace("?", marker)
@@ -157,11 +217,26 @@ class SqlDeliveryQueue:
             params["exclude"] = list(exclude)
         stmt = self._claim_sql[bool(exclude)]
         with self._tx() as conn:
+            probes = set(
+                conn.execute(text(_RESERVE_PROBES), {"now": now, "lease_until": lease_until})
+                .scalars()
+                .all()
+            )
+            params["probes"] = sorted(probes)
             if self._sqlite:
                 rows = self._claim_sqlite(conn, stmt, params, worker_id, lease_until)
             else:
-                params.update(lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH)
+                params.update(
+                    lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH, mif=MAX_IN_FLIGHT
+                )
                 rows = [tuple(r) for r in conn.execute(stmt, params)]
+            unused = probes - {r[3] for r in rows}
+            if unused:  # nothing of theirs was due: the next claim may probe them
+                conn.execute(
+                    update(t.subscriptions)
+                    .where(_s.id.in_(sorted(unused)))
+                    .values(circuit_probe_until=None)
+                )
         rows.sort(key=lambda r: (r[8], r[0]))  # next_attempt_at, then seq
         return [_job(r, lease_until, self._box) for r in rows]
 
@@ -175,8 +250,8 @@ class SqlDeliveryQueue:
     ) -> list[tuple[Any, ...]]:
         taken: dict[str, int] = defaultdict(int)
         seqs: list[int] = []
-        for seq, sub_id, _due, max_in_flight, rate in conn.execute(stmt, params):
-            if taken[sub_id] < claim_cap(max_in_flight, rate):
+        for seq, sub_id, _due, max_in_flight, rate, retry_at in conn.execute(stmt, params):
+            if taken[sub_id] < claim_cap(max_in_flight, rate, retry_at):
                 taken[sub_id] += 1
                 seqs.append(seq)
                 if len(seqs) == params["limit"]:
@@ -226,6 +301,50 @@ class SqlDeliveryQueue:
                     .values(first_failure_at=now)
                 )
             self._disable(conn, outcomes, now)
+            self._circuits(conn, outcomes, now)
+
+    def _circuits(self, conn: Connection, outcomes: Sequence[Outcome], now: float) -> None:
+        """Close the circuit of endpoints that answered; count the silence of the others."""
+        answered = {o.job.subscription_id for o in outcomes if o.attempt.status_code is not None}
+        silent: dict[str, list[float]] = defaultdict(list)
+        for o in outcomes:
+            if o.attempt.status_code is None and o.job.subscription_id not in answered:
+                silent[o.job.subscription_id].append(o.attempt.attempted_at)
+        if answered:
+            conn.execute(
+                update(t.subscriptions)
+                .where(
+                    _s.id.in_(sorted(answered)),
+                    (_s.circuit_failures > 0) | _s.circuit_retry_at.is_not(None),
+                )
+                .values(
+                    circuit_failures=0,
+                    circuit_opened_at=None,
+                    circuit_retry_at=None,
+                    circuit_cooldown=None,
+                    circuit_probe_until=None,
+                )
+            )
+        if not silent:
+            return
+        stmt = select(
+            _s.id, _s.circuit_failures, _s.circuit_opened_at, _s.circuit_retry_at,
+            _s.circuit_cooldown,
+        ).where(_s.id.in_(sorted(silent))).order_by(_s.id)  # fmt: skip
+        if not self._sqlite:
+            stmt = stmt.with_for_update()
+        for sub_id, failures, opened_at, retry_at, cooldown in conn.execute(stmt).all():
+            before = Circuit(failures, opened_at, retry_at, cooldown)
+            after = after_no_answer(before, silent[sub_id], now)
+            values: dict[str, Any] = {
+                "circuit_failures": after.failures,
+                "circuit_opened_at": after.opened_at,
+                "circuit_retry_at": after.retry_at,
+                "circuit_cooldown": after.cooldown,
+            }
+            if after.opened_at != before.opened_at:
+                values["circuit_probe_until"] = None  # (re)opened: the probe is over
+            conn.execute(update(t.subscriptions).where(_s.id == sub_id).values(**values))
 
     @staticmethod
     def _disable(conn: Connection, outcomes: Sequence[Outcome], now: float) -> None:
@@ -256,3 +375,36 @@ class SqlDeliveryQueue:
                 .where(_d.seq.in_(list(seqs)), _d.locked_by == worker_id)
                 .values(locked_until=None, locked_by=None)
             )
+
+    def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
+        """Extend the leases `worker_id` still holds on `seqs`; return the seqs it still holds."""
+        if not seqs:
+            return set()
+        with self._tx() as conn:
+            params = {"lease_until": lease_until, "seqs": list(seqs), "worker": worker_id}
+            return {int(seq) for seq in conn.execute(self._renew, params).scalars()}
+
+    def recover(self, *, worker_id: str) -> int:
+        """Release the leases of workers of this host that died (SQLite only); return how many.
+
+        SQLite lives on one host, so a lease held by a process of this host that no longer
+        runs will never be renewed or recorded: waiting for it to expire only delays delivery.
+        On PostgreSQL, workers on other hosts (or in other pid namespaces) cannot be checked:
+        their leases expire on their own.
+        """
+        if not self._sqlite:
+            return 0
+        host = _this_host()
+        with self._tx() as conn:
+            holders = conn.execute(
+                select(_d.locked_by).where(_d.locked_by.is_not(None)).distinct()
+            ).scalars()
+            dead = [h for h in holders if h != worker_id and _gone(h, host)]
+            if not dead:
+                return 0
+            result = conn.execute(
+                update(t.deliveries)
+                .where(_d.locked_by.in_(dead))
+                .values(locked_until=None, locked_by=None)
+            )
+            return int(result.rowcount)

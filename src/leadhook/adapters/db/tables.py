@@ -100,6 +100,11 @@ leads = Table(
         postgresql_where=text("email_key IS NOT NULL"),
         sqlite_where=text("email_key IS NOT NULL"),
     ),
+    # The listing's filters: a filter matching few leads must not walk all of a tenant's.
+    Index("ix_leads_mid_owner_seq", "mid", "owner", "seq"),
+    Index("ix_leads_mid_lead_pool_seq", "mid", "lead_pool", "seq"),
+    Index("ix_leads_mid_life_status_seq", "mid", "life_status", "seq"),
+    Index("ix_leads_mid_voided_seq", "mid", "voided", "seq"),
 )
 
 # Where each pool's automatic allocation stands; its row is locked while a lead is allocated,
@@ -144,6 +149,10 @@ events = Table(
     Column("payload", Text, nullable=False),
     UniqueConstraint("entity_id", "entity_version", name="uq_events_entity_version"),
     Index("ix_events_mid_seq", "mid", "seq"),
+    Index("ix_events_create_time", "create_time"),  # retention of the log, oldest first
+    # The log's filters (`entity_id=`, `event_type=`), in log order.
+    Index("ix_events_mid_entity_id_seq", "mid", "entity_id", "seq"),
+    Index("ix_events_mid_event_type_seq", "mid", "event_type", "seq"),
 )
 
 subscriptions = Table(
@@ -166,6 +175,13 @@ subscriptions = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("deleted_at", Float),
+    # The circuit breaker (domain/circuit.py): closed while circuit_retry_at is null.
+    Column("circuit_failures", Integer, nullable=False, server_default="0"),
+    Column("circuit_opened_at", Float),
+    Column("circuit_retry_at", Float),
+    Column("circuit_cooldown", Float),
+    # While half open: the probe a worker took, until its lease ends (one probe at a time).
+    Column("circuit_probe_until", Float),
 )
 
 deliveries = Table(
@@ -211,6 +227,18 @@ deliveries = Table(
         postgresql_where=text("status IN ('pending', 'failed')"),
         sqlite_where=text("status IN ('pending', 'failed')"),
     ),
+    # A listing filtered by status walks only that status (a few dead among millions delivered).
+    Index("ix_deliveries_subscription_status_seq", "subscription_id", "status", "seq"),
+    # Retention: the oldest delivered (or dead) rows first, and the deliveries of an event.
+    Index("ix_deliveries_status_updated_at", "status", "updated_at"),
+    Index("ix_deliveries_event_seq", "event_seq"),
+    # The leases held by one worker (crash recovery): only leased rows are in it, so it is tiny.
+    Index(
+        "ix_deliveries_locked_by",
+        "locked_by",
+        postgresql_where=text("locked_by IS NOT NULL"),
+        sqlite_where=text("locked_by IS NOT NULL"),
+    ),
 )
 
 delivery_attempts = Table(
@@ -233,7 +261,17 @@ idempotency_keys = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("status_code", Integer, nullable=False),
     Column("body", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False, index=True),  # purged by age
+)
+
+# Rows purged by retention since the database was created, per table (shown in /metrics):
+# kept in the database because the purging worker and the API may be different processes.
+purge_counts = Table(
+    "purge_counts",
+    metadata,
+    Column("table_name", String(64), primary_key=True),
+    Column("rows", BigInteger, nullable=False),
+    Column("last_purge_at", Float, nullable=False),
 )
 
 # One row: a value encrypted with the secret key, so a process started with another key

@@ -102,6 +102,21 @@ class MemoryDeliveryQueue:
                 if row is not None and row.locked_by == worker_id:
                     state.deliveries[seq] = row.with_(locked_until=None, locked_by=None)
 
+    def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
+        """Extend the leases `worker_id` still holds on `seqs`; return the seqs it still holds."""
+        held: set[int] = set()
+        with self._tx() as state:
+            for seq in seqs:
+                row = state.deliveries.get(seq)
+                if row is not None and row.locked_by == worker_id:
+                    state.deliveries[seq] = row.with_(locked_until=lease_until)
+                    held.add(seq)
+        return held
+
+    def recover(self, *, worker_id: str) -> int:
+        """Nothing to recover: an in-memory queue dies with the only process that holds it."""
+        return 0
+
 
 def _pick(state: MemoryState, now: float, limit: int, exclude: frozenset[str]) -> list[DeliveryRow]:
     # The lowest unfinished version of each (subscription, lead): only it may be sent.

@@ -1,0 +1,138 @@
+"""Retention in SQL: delete old rows in bounded batches, each batch one short transaction.
+
+Every statement walks an index in order and stops at the limit (checked by
+tests/integration/test_query_plans.py): idempotency keys by `created_at`, delivered deliveries
+by `(status, updated_at)`, events by `create_time`, and what hangs on them by
+`delivery_attempts.delivery_seq` and `deliveries.event_seq`. The rows deleted are added to
+`purge_counts` in the same transaction, so the counters `/metrics` shows are exact whichever
+process purged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, TextClause, bindparam, select, text
+
+from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.engine import WriteGate, is_sqlite
+from leadhook.services.retention import Kind
+
+# Only one PostgreSQL worker purges at a time (the others skip the batch): the same rows would
+# be fought over otherwise. Any constant works, as long as every leadhook process uses it.
+_PG_PURGE_LOCK = 7_340_212
+
+_KEYS = text("""DELETE FROM idempotency_keys
+WHERE (mid, key) IN (
+    SELECT mid, key FROM idempotency_keys
+    WHERE created_at < :before ORDER BY created_at LIMIT :limit)""")
+
+# Delivered deliveries, oldest first; `status` is checked again by the DELETE itself, so a
+# delivery replayed meanwhile (status back to pending) is kept.
+_DELIVERED = text("""DELETE FROM deliveries
+WHERE seq IN (
+    SELECT seq FROM deliveries
+    WHERE status = 'delivered' AND updated_at < :before ORDER BY updated_at LIMIT :limit)
+  AND status = 'delivered'
+RETURNING seq""")
+
+_ATTEMPTS = text("DELETE FROM delivery_attempts WHERE delivery_seq IN :seqs").bindparams(
+    bindparam("seqs", expanding=True)
+)
+
+# Settled events past the horizon: none of their deliveries is pending or failed.
+_SETTLED_EVENTS = text("""SELECT e.seq FROM events e
+WHERE e.create_time < :before
+  AND NOT EXISTS (
+      SELECT 1 FROM deliveries d
+      WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed'))
+ORDER BY e.create_time
+LIMIT :limit""")
+
+_EVENT_DELIVERIES = text("""DELETE FROM deliveries
+WHERE event_seq IN :seqs AND status IN ('delivered', 'dead')
+RETURNING seq""").bindparams(bindparam("seqs", expanding=True))
+
+# Checked again: a delivery replayed since the SELECT keeps its event.
+_EVENTS = text("""DELETE FROM events
+WHERE seq IN :seqs
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)
+RETURNING seq""").bindparams(bindparam("seqs", expanding=True))
+
+_COUNT = text("""INSERT INTO purge_counts (table_name, rows, last_purge_at)
+VALUES (:table_name, :rows, :now)
+ON CONFLICT (table_name)
+DO UPDATE SET rows = purge_counts.rows + excluded.rows, last_purge_at = excluded.last_purge_at""")
+
+# What each kind's purge statements are, for the query-plan test.
+PURGE_QUERIES: dict[str, TextClause] = {
+    "idempotency_keys": _KEYS,
+    "deliveries": _DELIVERED,
+    "delivery_attempts": _ATTEMPTS,
+    "events": _SETTLED_EVENTS,
+    "event_deliveries": _EVENT_DELIVERIES,
+    "events_delete": _EVENTS,
+}
+
+
+class SqlRetention:
+    """Purge old rows of one kind per call; count them in `purge_counts`."""
+
+    def __init__(self, engine: Engine, gate: WriteGate) -> None:
+        self._engine = engine
+        self._gate = gate
+        self._sqlite = is_sqlite(engine)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._gate.hold(), self._engine.begin() as conn:
+            yield conn
+
+    def purge(self, kind: Kind, *, before: float, limit: int, now: float) -> dict[str, int]:
+        """Delete up to `limit` rows of `kind` older than `before`; count them."""
+        with self._tx() as conn:
+            if (
+                not self._sqlite
+                and not conn.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _PG_PURGE_LOCK}
+                ).scalar()
+            ):
+                return {}  # another worker is purging right now
+            params = {"before": before, "limit": limit}
+            done: dict[str, int]
+            if kind == "idempotency_keys":
+                done = {kind: int(conn.execute(_KEYS, params).rowcount)}
+            elif kind == "deliveries":
+                seqs = list(conn.execute(_DELIVERED, params).scalars())
+                done = {"deliveries": len(seqs), "delivery_attempts": _attempts(conn, seqs)}
+            else:
+                done = self._events(conn, int(before), limit)
+            for table, rows in done.items():
+                if rows:
+                    conn.execute(_COUNT, {"table_name": table, "rows": rows, "now": now})
+            return done
+
+    @staticmethod
+    def _events(conn: Connection, before: int, limit: int) -> dict[str, int]:
+        seqs = list(conn.execute(_SETTLED_EVENTS, {"before": before, "limit": limit}).scalars())
+        if not seqs:
+            return {"events": 0}
+        deliveries = list(conn.execute(_EVENT_DELIVERIES, {"seqs": seqs}).scalars())
+        attempts = _attempts(conn, deliveries)
+        events = len(list(conn.execute(_EVENTS, {"seqs": seqs}).scalars()))
+        return {"events": events, "deliveries": len(deliveries), "delivery_attempts": attempts}
+
+    def counts(self) -> dict[str, int]:
+        """Return the rows purged per table since the database was created."""
+        c = t.purge_counts.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(c.table_name, c.rows)).all()
+        return {name: int(n) for name, n in rows}
+
+
+def _attempts(conn: Connection, seqs: Sequence[Any]) -> int:
+    if not seqs:
+        return 0
+    return int(conn.execute(_ATTEMPTS, {"seqs": list(seqs)}).rowcount)

@@ -1,0 +1,75 @@
+"""The circuit breaker of a webhook endpoint: stop sending to an endpoint that never answers.
+
+An attempt that got no HTTP answer at all (a timeout, a refused or reset connection) holds a
+sending slot for up to the whole timeout and tells the subscriber nothing; an endpoint that
+answers, even with an error, costs a round trip. So only attempts without an answer count:
+after `THRESHOLD` of them in a row the circuit **opens** and nothing is sent to the endpoint for
+a cooldown; then it is **half open**: one probe is sent. An answer closes the circuit; no
+answer opens it again for twice the cooldown (up to `MAX_COOLDOWN`). Deliveries are never
+dropped by the breaker: they stay pending while the circuit is open.
+
+The state lives in the subscription's row, so every worker and the API see the same circuit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+CircuitState = Literal["closed", "open", "half_open"]
+
+THRESHOLD = 5
+"""Consecutive attempts without an answer that open the circuit."""
+BASE_COOLDOWN = 5.0
+"""Seconds the circuit stays open the first time."""
+MAX_COOLDOWN = 600.0
+"""The longest cooldown, however often the probe fails."""
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A subscription's circuit as stored: all None / 0 when closed."""
+
+    failures: int = 0
+    opened_at: float | None = None
+    retry_at: float | None = None
+    cooldown: float | None = None
+
+    def state(self, now: float) -> CircuitState:
+        """Return closed, open (until `retry_at`) or half_open (a probe may go, or is going)."""
+        if self.retry_at is None:
+            return "closed"
+        return "open" if now < self.retry_at else "half_open"
+
+
+CLOSED = Circuit()
+
+
+def after_no_answer(circuit: Circuit, started: Iterable[float], now: float) -> Circuit:
+    """Return the circuit after attempts started at `started` all ended without an answer.
+
+    An attempt that started before the circuit opened is a straggler of the burst that opened
+    it: it only counts. One started after (the probe) reopens the circuit for a longer time.
+    """
+    starts = list(started)
+    failures = circuit.failures + len(starts)
+    if circuit.opened_at is not None:
+        probed = any(s >= circuit.opened_at for s in starts)
+        if not probed:
+            return Circuit(failures, circuit.opened_at, circuit.retry_at, circuit.cooldown)
+        cooldown = min(MAX_COOLDOWN, 2 * (circuit.cooldown or BASE_COOLDOWN))
+        return Circuit(failures, now, now + cooldown, cooldown)
+    if failures >= THRESHOLD:
+        return Circuit(failures, now, now + BASE_COOLDOWN, BASE_COOLDOWN)
+    return Circuit(failures)
+
+
+def circuit_json(circuit: Circuit, now: float) -> dict[str, object]:
+    """Describe a circuit as the API shows it."""
+    return {
+        "state": circuit.state(now),
+        "opened_at": circuit.opened_at,
+        "retry_at": circuit.retry_at,
+        "consecutive_failures": circuit.failures,
+    }

@@ -1,0 +1,249 @@
+"""The delivery engine's SQL on SQLite and PostgreSQL: circuit breaker, lease renewal, crash
+recovery and retention."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from test_queue import MID, REQ, claim, new_lead, outcome, queue_of, setup
+
+from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.retention import SqlRetention
+from leadhook.bootstrap import Container
+from leadhook.domain import circuit
+from leadhook.services.delivery import Job, Outcome
+from leadhook.services.ports import Attempt
+from leadhook.services.retention import Retention, RetentionPolicy
+
+
+def silent(job: Job, at: float) -> Outcome:
+    """A failed attempt that got no answer (a timeout)."""
+    attempt = Attempt(at, None, 2000.0, "timeout after 2s", "")
+    return Outcome(job, attempt, "failed", at + 0.001, "timeout after 2s")
+
+
+def shown(c: Container, sub_id: str) -> dict[str, Any]:
+    shown: dict[str, Any] = c.subscriptions.get(MID, sub_id)["circuit"]
+    return shown
+
+
+def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it(
+    container: Container,
+) -> None:
+    sub = setup(container, max_in_flight=10)
+    other = container.subscriptions.create(
+        MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]}
+    )
+    for _ in range(8):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+
+    def mine(jobs: list[Job]) -> list[Job]:
+        return [j for j in jobs if j.subscription_id == sub["id"]]
+
+    claimed = claim(q, now)
+    jobs = [j for j in claimed if j.subscription_id == sub["id"]]
+    q.release(worker_id="w1", seqs=[j.seq for j in claimed if j.subscription_id == other["id"]])
+    assert len(jobs) == 8 and shown(container, sub["id"])["state"] == "closed"
+    q.record(worker_id="w1", outcomes=[silent(j, now) for j in jobs[:4]], now=now)
+    assert shown(container, sub["id"]) == {
+        "state": "closed",
+        "opened_at": None,
+        "retry_at": None,
+        "consecutive_failures": 4,
+    }
+    q.record(worker_id="w1", outcomes=[silent(jobs[4], now)], now=now)
+    opened = shown(container, sub["id"])
+    assert opened["state"] == "open" and opened["opened_at"] == now
+    assert opened["retry_at"] == now + circuit.BASE_COOLDOWN
+    # Open: none of its deliveries is claimed; the other subscription's are, as before.
+    later = now + 1
+    assert {j.subscription_id for j in claim(q, later, lease_until=later + 1)} == {other["id"]}
+    # Stragglers (started before it opened) count, but do not push the retry further.
+    q.record(worker_id="w1", outcomes=[silent(j, now - 0.5) for j in jobs[5:7]], now=later)
+    assert shown(container, sub["id"])["retry_at"] == now + circuit.BASE_COOLDOWN
+    assert shown(container, sub["id"])["consecutive_failures"] == 7
+    # Half open: one probe, to one worker; nothing more while it is out.
+    probe_time = now + circuit.BASE_COOLDOWN + 0.5
+    assert shown(container, sub["id"])["state"] == "open"
+    (probe,) = mine(claim(q, probe_time, worker="w2"))
+    assert probe.subscription_id == sub["id"]
+    assert mine(claim(q, probe_time, worker="w3")) == []
+    with container.engine.connect() as conn:
+        probe_until = conn.execute(
+            select(t.subscriptions.c.circuit_probe_until).where(t.subscriptions.c.id == sub["id"])
+        ).scalar()
+    assert probe_until == probe_time + 60  # reserved for the probe's lease
+    # No answer again: open for twice as long.
+    q.record(worker_id="w2", outcomes=[silent(probe, probe_time)], now=probe_time + 2)
+    reopened = shown(container, sub["id"])
+    assert reopened["state"] == "open" and reopened["opened_at"] == probe_time + 2
+    assert reopened["retry_at"] == probe_time + 2 + 2 * circuit.BASE_COOLDOWN
+    # The next probe gets an answer (even an error): closed, the count starts again.
+    second = reopened["retry_at"] + 0.5
+    (probe2,) = mine(claim(q, second, worker="w2"))
+    q.record(worker_id="w2", outcomes=[outcome(probe2, "failed", code=500, at=second)], now=second)
+    assert shown(container, sub["id"])["state"] == "closed"
+    assert shown(container, sub["id"])["consecutive_failures"] == 0
+    # Nothing was lost on the way: every delivery is still there, unfinished.
+    statuses = [
+        d["status"]
+        for d in container.subscriptions.deliveries(MID, sub["id"], None, None, 50)["data"]
+    ]
+    assert len(statuses) == 8 and set(statuses) <= {"pending", "failed"}
+
+
+def test_a_reserved_probe_with_nothing_due_is_handed_back(container: Container) -> None:
+    sub = setup(container)
+    with container.engine.begin() as conn:
+        conn.execute(
+            update(t.subscriptions)
+            .where(t.subscriptions.c.id == sub["id"])
+            .values(circuit_failures=5, circuit_opened_at=1.0, circuit_retry_at=2.0)
+        )
+    q, now = queue_of(container), time.time()
+    assert claim(q, now) == []  # no delivery: the probe is not kept reserved
+    with container.engine.connect() as conn:
+        probe = conn.execute(
+            select(t.subscriptions.c.circuit_probe_until).where(t.subscriptions.c.id == sub["id"])
+        ).scalar()
+    assert probe is None
+    new_lead(container)
+    assert len(claim(q, now + 1)) == 1
+
+
+def test_renew_extends_only_this_workers_leases(container: Container) -> None:
+    setup(container, max_in_flight=10)
+    for _ in range(3):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    jobs = claim(q, now, lease_until=now + 2)
+    seqs = [j.seq for j in jobs]
+    assert q.renew(worker_id="w2", seqs=seqs, lease_until=now + 30) == set()
+    assert q.renew(worker_id="w1", seqs=seqs, lease_until=now + 30) == set(seqs)
+    assert claim(q, now + 10, worker="w2") == []  # renewed: still held at now + 10
+    q.record(worker_id="w1", outcomes=[outcome(jobs[0], "delivered")], now=now)
+    assert q.renew(worker_id="w1", seqs=seqs, lease_until=now + 60) == set(seqs[1:])
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_starting_worker_frees_the_leases_of_dead_local_workers(container: Container) -> None:
+    setup(container, max_in_flight=10)
+    for _ in range(3):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    host = socket.gethostname()[:32]
+    dead, alive = f"{host}:{_dead_pid()}:dead", f"{host}:{os.getppid()}:alive"
+    a, b, c = claim(q, now, worker=dead)
+    d = t.deliveries.c
+    with container.engine.begin() as conn:
+        conn.execute(update(t.deliveries).where(d.seq == b.seq).values(locked_by=alive))
+        conn.execute(update(t.deliveries).where(d.seq == c.seq).values(locked_by="elsewhere:1:x"))
+    freed = q.recover(worker_id=f"{host}:1:me")
+    if container.engine.dialect.name == "sqlite":
+        assert freed == 1
+        assert [j.seq for j in claim(q, now, worker="w2")] == [a.seq]
+    else:  # other hosts' workers cannot be checked: their leases expire on their own
+        assert freed == 0 and claim(q, now, worker="w2") == []
+
+
+# ---- retention -------------------------------------------------------------------------------
+
+DAY = 86400.0
+
+
+def _age(c: Container, days: float) -> None:
+    """Make every row so far `days` old."""
+    then = time.time() - days * DAY
+    with c.engine.begin() as conn:
+        conn.execute(update(t.events).values(create_time=int(then)))
+        conn.execute(update(t.deliveries).values(created_at=then, updated_at=then))
+        conn.execute(update(t.idempotency_keys).values(created_at=then))
+
+
+def _count(c: Container, table: Any) -> int:
+    with c.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _finish_all(c: Container, status: str = "delivered") -> None:
+    q, now = queue_of(c), time.time() + 1
+    while jobs := claim(q, now):
+        q.record(worker_id="w1", outcomes=[outcome(j, status) for j in jobs], now=now)  # type: ignore[arg-type]
+
+
+def test_retention_purges_in_batches_and_counts_what_it_purged(container: Container) -> None:
+    setup(container, max_in_flight=50)
+    for i in range(5):
+        container.leads.create(replace(REQ, idempotency_key=f"k{i}"), {"fields": {}})
+    _finish_all(container)
+    _age(container, 40)
+    for i in range(2):  # recent: kept
+        container.leads.create(replace(REQ, idempotency_key=f"new{i}"), {"fields": {}})
+    assert _count(container, t.idempotency_keys) == 7
+    policy = RetentionPolicy(batch=2, event_retention=None)
+    retention = Retention(SqlRetention(container.engine, container.gate), policy, time.time)
+    purged = retention.purge_all()
+    assert purged == {"idempotency_keys": 5, "deliveries": 5, "delivery_attempts": 5}
+    assert _count(container, t.idempotency_keys) == 2
+    assert _count(container, t.deliveries) == 2 and _count(container, t.delivery_attempts) == 0
+    assert _count(container, t.events) == 7  # the log is kept by default
+    assert container.purge_counts() == purged
+    assert retention.purge_all() == {}  # nothing more
+    # Cumulative across runs.
+    _finish_all(container)
+    _age(container, 40)
+    retention.purge_all()
+    assert container.purge_counts()["deliveries"] == 7
+
+
+def test_event_retention_keeps_events_with_unfinished_deliveries(container: Container) -> None:
+    setup(container, max_in_flight=50)
+    leads = [new_lead(container) for _ in range(4)]
+    q, now = queue_of(container), time.time() + 1
+    jobs = claim(q, now)
+    q.record(
+        worker_id="w1",
+        outcomes=[
+            outcome(jobs[0], "delivered"),
+            outcome(jobs[1], "dead", code=500),
+            outcome(jobs[2], "failed", code=500, at=now + 3600),
+        ],
+        now=now,
+    )  # jobs[3] stays pending (leased)
+    _age(container, 400)
+    policy = RetentionPolicy(event_retention=365 * DAY, delivery_retention=None)
+    retention = Retention(SqlRetention(container.engine, container.gate), policy, time.time)
+    purged = retention.purge_all()
+    assert purged == {"events": 2, "deliveries": 2, "delivery_attempts": 2}
+    with container.engine.connect() as conn:
+        kept = set(conn.execute(select(t.events.c.entity_id)).scalars())
+    assert kept == {jobs[2].entity_id, jobs[3].entity_id} and kept <= set(leads)
+    assert _count(container, t.deliveries) == 2
+
+
+def test_purge_counts_reach_metrics(container: Container) -> None:
+    from fastapi.testclient import TestClient
+
+    from leadhook.api.app import create_app
+
+    with container.engine.begin() as conn:
+        conn.execute(
+            insert(t.purge_counts).values(table_name="deliveries", rows=12, last_purge_at=1.0)
+        )
+    with TestClient(create_app(container)) as client:
+        text = client.get("/metrics").text
+    assert 'leadhook_retention_purged_rows_total{table="deliveries"} 12.0' in text
+    assert 'leadhook_retention_purged_rows_total{table="events"} 0.0' in text

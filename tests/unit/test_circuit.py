@@ -1,0 +1,47 @@
+"""The circuit breaker's rules: open after silence, probe, back off, close on an answer."""
+
+from __future__ import annotations
+
+from leadhook.domain.circuit import (
+    BASE_COOLDOWN,
+    CLOSED,
+    MAX_COOLDOWN,
+    THRESHOLD,
+    Circuit,
+    after_no_answer,
+    circuit_json,
+)
+
+
+def test_silence_opens_it_after_the_threshold() -> None:
+    c = after_no_answer(CLOSED, [1.0] * (THRESHOLD - 1), now=2.0)
+    assert c == Circuit(THRESHOLD - 1) and c.state(2.0) == "closed"
+    c = after_no_answer(c, [1.5], now=3.0)
+    assert (c.opened_at, c.retry_at, c.cooldown) == (3.0, 3.0 + BASE_COOLDOWN, BASE_COOLDOWN)
+    assert c.state(3.0) == "open" and c.state(3.0 + BASE_COOLDOWN) == "half_open"
+
+
+def test_stragglers_count_but_a_failed_probe_doubles_the_cooldown_up_to_the_cap() -> None:
+    c = after_no_answer(CLOSED, [0.0] * THRESHOLD, now=10.0)
+    late = after_no_answer(c, [9.0, 9.5], now=11.0)  # started before it opened
+    assert late.retry_at == c.retry_at and late.failures == THRESHOLD + 2
+    cooldown = BASE_COOLDOWN
+    now = 10.0
+    for _ in range(12):
+        probe_at = c.retry_at or 0.0
+        now = probe_at + 1
+        c = after_no_answer(c, [probe_at], now=now)
+        cooldown = min(MAX_COOLDOWN, cooldown * 2)
+        assert c.opened_at == now and c.retry_at == now + cooldown
+    assert c.cooldown == MAX_COOLDOWN
+
+
+def test_the_api_shape() -> None:
+    c = after_no_answer(CLOSED, [0.0] * THRESHOLD, now=10.0)
+    assert circuit_json(c, 11.0) == {
+        "state": "open",
+        "opened_at": 10.0,
+        "retry_at": 10.0 + BASE_COOLDOWN,
+        "consecutive_failures": THRESHOLD,
+    }
+    assert circuit_json(CLOSED, 0.0)["state"] == "closed"
