@@ -99,6 +99,9 @@ def main() -> None:
             "runs": measured,
             "summary": {k: summary([float(m[k]) for m in measured]) for k in keys},
         }
+        # Kept as it goes: a scenario that fails later does not lose the figures measured.
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "partial.json").write_text(json.dumps(results, indent=2) + "\n")
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     suffix = "-quick" if args.quick else ""

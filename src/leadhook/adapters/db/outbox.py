@@ -161,6 +161,10 @@ class _SubRow(NamedTuple):
     previous_secret: str | None
     previous_secret_expires_at: float | None
     first_failure_at: float | None
+    circuit_failures: int
+    circuit_opened_at: float | None
+    circuit_retry_at: float | None
+    circuit_cooldown: float | None
 
 
 class SqlDeliveries(_OnConnection):

@@ -39,7 +39,8 @@ class Statements:
 
 _SUB_COLUMNS = """id, mid, url, event_types, description, enabled, secret, max_in_flight,
     rate_limit_per_s, created_at, updated_at, disabled_reason, previous_secret,
-    previous_secret_expires_at, first_failure_at"""
+    previous_secret_expires_at, first_failure_at, circuit_failures, circuit_opened_at,
+    circuit_retry_at, circuit_cooldown"""
 
 SQLITE = Statements(
     tenant="SELECT catalog, created_at FROM tenants WHERE mid = ?",
