@@ -245,6 +245,7 @@ def write_report(results: dict[str, Any], docs: Path) -> None:
         "Reproduce: `.venv/bin/pip install -e '.[dev,bench]' && .venv/bin/python -m bench.run`"
         " (needs PostgreSQL and Redis on 127.0.0.1; `--quick` for a smaller run).",
         "",
+        *([f"Note: {results['note']}.", ""] if results.get("note") else []),
         "## Goals (issue 9), each against its baseline in this run",
         "",
         *goals(results),

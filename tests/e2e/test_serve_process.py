@@ -33,6 +33,26 @@ def _alive(pid: int) -> bool:
     return stat[0] != "Z"
 
 
+def _serve(
+    tmp_path: Path, start: Callable[..., Running], name: str, **env: str
+) -> tuple[Running, str]:
+    """Start `leadhook serve` on a SQLite file; return it and its base URL."""
+    port = free_port()
+    serve = start(
+        "serve",
+        "--port",
+        str(port),
+        "--database-url",
+        f"sqlite:///{tmp_path}/{name}.db",
+        name=name,
+        LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN,
+        LEADHOOK_ALLOW_PRIVATE_TARGETS="1",
+        **env,
+    )
+    serve.wait_for("Ctrl-C")
+    return serve, f"http://127.0.0.1:{port}"
+
+
 def _one_child(serve: Running) -> int:
     found: list[int] = []
 
@@ -49,19 +69,7 @@ def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
     start: Callable[..., Running],
     receiver: Receiver,
 ) -> None:
-    port = free_port()
-    serve = start(
-        "serve",
-        "--port",
-        str(port),
-        "--database-url",
-        f"sqlite:///{tmp_path}/serve.db",
-        name="serve",
-        LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN,
-        LEADHOOK_ALLOW_PRIVATE_TARGETS="1",
-    )
-    serve.wait_for("Ctrl-C")
-    base = f"http://127.0.0.1:{port}"
+    serve, base = _serve(tmp_path, start, "serve")
     key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
     sub = post(f"{base}/v1/subscriptions", {"url": receiver.url(), "event_types": ["*"]}, key)
     receiver.secrets.append(sub["secret"])
@@ -98,21 +106,8 @@ def test_serve_wakes_its_delivery_process_on_commit(
     start: Callable[..., Running],
     receiver: Receiver,
 ) -> None:
-    """With polling slowed to a minute, only the commit's wake-up can deliver in time."""
-    port = free_port()
-    serve = start(
-        "serve",
-        "--port",
-        str(port),
-        "--database-url",
-        f"sqlite:///{tmp_path}/wake.db",
-        name="serve",
-        LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN,
-        LEADHOOK_ALLOW_PRIVATE_TARGETS="1",
-        LEADHOOK_POLL_INTERVAL="120",
-    )
-    serve.wait_for("Ctrl-C")
-    base = f"http://127.0.0.1:{port}"
+    """With polling slowed to two minutes, only the commit's wake-up can deliver in time."""
+    serve, base = _serve(tmp_path, start, "wake", LEADHOOK_POLL_INTERVAL="120")
     key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
     post(f"{base}/v1/subscriptions", {"url": receiver.url(), "event_types": ["*"]}, key)
     _one_child(serve)

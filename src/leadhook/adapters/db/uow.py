@@ -14,8 +14,8 @@ from leadhook.adapters.db.pools import SqlPools
 from leadhook.adapters.db.repositories import SqlEvents, SqlIdempotency, SqlLeads, SqlTenants
 
 
-class SqlUnitOfWork:
-    """Open a transaction on enter; commit only when asked, roll back otherwise."""
+class _Repositories:
+    """Every repository of a unit of work, on one connection."""
 
     tenants: SqlTenants
     leads: SqlLeads
@@ -24,6 +24,19 @@ class SqlUnitOfWork:
     deliveries: SqlDeliveries
     idempotency: SqlIdempotency
     pools: SqlPools
+
+    def _bind(self, conn: Connection) -> None:
+        self.tenants = SqlTenants(conn)
+        self.leads = SqlLeads(conn)
+        self.events = SqlEvents(conn)
+        self.subscriptions = SqlSubscriptions(conn)
+        self.deliveries = SqlDeliveries(conn)
+        self.idempotency = SqlIdempotency(conn)
+        self.pools = SqlPools(conn)
+
+
+class SqlUnitOfWork(_Repositories):
+    """Open a transaction on enter; commit only when asked, roll back otherwise."""
 
     def __init__(self, engine: Engine, gate: WriteGate, *, readonly: bool = False) -> None:
         self._engine = engine
@@ -45,13 +58,7 @@ class SqlUnitOfWork:
             self._release()
             raise
         self._conn = conn
-        self.tenants = SqlTenants(conn)
-        self.leads = SqlLeads(conn)
-        self.events = SqlEvents(conn)
-        self.subscriptions = SqlSubscriptions(conn)
-        self.deliveries = SqlDeliveries(conn)
-        self.idempotency = SqlIdempotency(conn)
-        self.pools = SqlPools(conn)
+        self._bind(conn)
         return self
 
     def __exit__(
@@ -86,7 +93,7 @@ class SqlUnitOfWork:
         return self._conn
 
 
-class BoundUnitOfWork:
+class BoundUnitOfWork(_Repositories):
     """Every repository on a connection whose transaction belongs to someone else.
 
     The group-commit writer (`adapters.db.writer`) hands one to each unit of work it runs:
@@ -95,13 +102,7 @@ class BoundUnitOfWork:
     """
 
     def __init__(self, conn: Connection) -> None:
-        self.tenants = SqlTenants(conn)
-        self.leads = SqlLeads(conn)
-        self.events = SqlEvents(conn)
-        self.subscriptions = SqlSubscriptions(conn)
-        self.deliveries = SqlDeliveries(conn)
-        self.idempotency = SqlIdempotency(conn)
-        self.pools = SqlPools(conn)
+        self._bind(conn)
 
     def __enter__(self) -> Self:
         return self
