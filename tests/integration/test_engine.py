@@ -18,6 +18,7 @@ from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.retention import SqlRetention
 from leadhook.bootstrap import Container
 from leadhook.domain import circuit
+from leadhook.domain.times import rfc3339
 from leadhook.services.delivery import Job, Outcome
 from leadhook.services.ports import Attempt
 from leadhook.services.retention import Retention, RetentionPolicy
@@ -61,14 +62,14 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
     }
     q.record(worker_id="w1", outcomes=[silent(jobs[4], now)], now=now)
     opened = shown(container, sub["id"])
-    assert opened["state"] == "open" and opened["opened_at"] == now
-    assert opened["retry_at"] == now + circuit.BASE_COOLDOWN
+    assert opened["state"] == "open" and opened["opened_at"] == rfc3339(now)
+    assert opened["retry_at"] == rfc3339(now + circuit.BASE_COOLDOWN)
     # Open: none of its deliveries is claimed; the other subscription's are, as before.
     later = now + 1
     assert {j.subscription_id for j in claim(q, later, lease_until=later + 1)} == {other["id"]}
     # Stragglers (started before it opened) count, but do not push the retry further.
     q.record(worker_id="w1", outcomes=[silent(j, now - 0.5) for j in jobs[5:7]], now=later)
-    assert shown(container, sub["id"])["retry_at"] == now + circuit.BASE_COOLDOWN
+    assert shown(container, sub["id"])["retry_at"] == rfc3339(now + circuit.BASE_COOLDOWN)
     assert shown(container, sub["id"])["consecutive_failures"] == 7
     # Half open: one probe, to one worker; nothing more while it is out.
     probe_time = now + circuit.BASE_COOLDOWN + 0.5
@@ -84,10 +85,10 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
     # No answer again: open for twice as long.
     q.record(worker_id="w2", outcomes=[silent(probe, probe_time)], now=probe_time + 2)
     reopened = shown(container, sub["id"])
-    assert reopened["state"] == "open" and reopened["opened_at"] == probe_time + 2
-    assert reopened["retry_at"] == probe_time + 2 + 2 * circuit.BASE_COOLDOWN
+    assert reopened["state"] == "open" and reopened["opened_at"] == rfc3339(probe_time + 2)
+    assert reopened["retry_at"] == rfc3339(probe_time + 2 + 2 * circuit.BASE_COOLDOWN)
     # The next probe gets an answer (even an error): closed, the count starts again.
-    second = reopened["retry_at"] + 0.5
+    second = probe_time + 2 + 2 * circuit.BASE_COOLDOWN + 0.5
     (probe2,) = mine(claim(q, second, worker="w2"))
     q.record(worker_id="w2", outcomes=[outcome(probe2, "failed", code=500, at=second)], now=second)
     assert shown(container, sub["id"])["state"] == "closed"

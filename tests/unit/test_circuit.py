@@ -11,6 +11,7 @@ from leadhook.domain.circuit import (
     after_no_answer,
     circuit_json,
 )
+from leadhook.domain.times import rfc3339
 
 
 def test_silence_opens_it_after_the_threshold() -> None:
@@ -40,8 +41,8 @@ def test_the_api_shape() -> None:
     c = after_no_answer(CLOSED, [0.0] * THRESHOLD, now=10.0)
     assert circuit_json(c, 11.0) == {
         "state": "open",
-        "opened_at": 10.0,
-        "retry_at": 10.0 + BASE_COOLDOWN,
+        "opened_at": rfc3339(10.0),
+        "retry_at": rfc3339(10.0 + BASE_COOLDOWN),
         "consecutive_failures": THRESHOLD,
     }
     assert circuit_json(CLOSED, 0.0)["state"] == "closed"

@@ -79,8 +79,8 @@ class CircuitOut(BaseModel):
     Deliveries wait as `pending` meanwhile: nothing is lost."""
 
     state: Literal["closed", "open", "half_open"]
-    opened_at: float | None = Field(description="when it last opened (unix s); null if closed")
-    retry_at: float | None = Field(description="when the next probe may go (unix s)")
+    opened_at: str | None = Field(description="when it last opened (RFC 3339, UTC); null if closed")
+    retry_at: str | None = Field(description="when the next probe may go (RFC 3339, UTC)")
     consecutive_failures: int = Field(description="attempts in a row that got no answer")
 
 

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from leadhook.domain.times import rfc3339_or_none
+
 CircuitState = Literal["closed", "open", "half_open"]
 
 THRESHOLD = 5
@@ -69,7 +71,7 @@ def circuit_json(circuit: Circuit, now: float) -> dict[str, object]:
     """Describe a circuit as the API shows it."""
     return {
         "state": circuit.state(now),
-        "opened_at": circuit.opened_at,
-        "retry_at": circuit.retry_at,
+        "opened_at": rfc3339_or_none(circuit.opened_at),
+        "retry_at": rfc3339_or_none(circuit.retry_at),
         "consecutive_failures": circuit.failures,
     }
