@@ -63,6 +63,33 @@ def drop_postgres_database(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def session_postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database shared by this test run (see `empty_session_postgres`)."""
+    from leadhook.adapters.db import migrate
+    from leadhook.adapters.db.engine import make_engine
+
+    url = create_postgres_database()
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture
+def empty_session_postgres(session_postgres_url: str) -> str:
+    """`session_postgres_url`, every table emptied: a fresh database at the cost of a TRUNCATE."""
+    from leadhook.adapters.db.tables import metadata
+
+    engine = create_engine(session_postgres_url)
+    with engine.begin() as conn:
+        names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    engine.dispose()
+    return session_postgres_url
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test."""

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.engine import make_engine
-from leadhook.adapters.db.tables import metadata
 from leadhook.adapters.memory import MemoryStore
 from leadhook.adapters.memory.queue import MemoryDeliveryQueue
 from leadhook.adapters.system import SystemClock, SystemIds
@@ -34,12 +32,7 @@ def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Any) 
         migrate.upgrade(engine)
         engine.dispose()
         return url
-    url: str = request.getfixturevalue("queue_pg_url")
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
-    engine.dispose()
+    url: str = request.getfixturevalue("empty_session_postgres")
     return url
 
 
