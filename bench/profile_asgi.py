@@ -66,7 +66,9 @@ async def _one(app: Any, headers: list[tuple[bytes, bytes]]) -> None:
         raise AssertionError(sent)
 
 
-async def _drive(app: Any, headers: list[tuple[bytes, bytes]], n: int, profile: bool) -> float:
+async def _drive(
+    app: Any, headers: list[tuple[bytes, bytes]], n: int, profile: bool, sort: str
+) -> float:
     for _ in range(100):
         await _one(app, headers)
     prof = cProfile.Profile() if profile else None
@@ -78,7 +80,7 @@ async def _drive(app: Any, headers: list[tuple[bytes, bytes]], n: int, profile: 
     cpu = time.process_time() - cpu
     if prof:
         prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        pstats.Stats(prof).sort_stats(sort).print_stats(45)
     return cpu / n * 1000
 
 
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("app", choices=("leadhook", "skeleton"))
     parser.add_argument("n", type=int, nargs="?", default=3000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sort", default="tottime", help="cProfile order: tottime, cumulative")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-asgi-")
     headers: list[tuple[bytes, bytes]] = []
@@ -108,7 +111,7 @@ def main() -> None:
         container.subscriptions.create(tenant["mid"], hook)
         app = create_app(container)
         headers = [(b"authorization", f"Bearer {tenant['api_key']}".encode())]
-    ms = uvloop.run(_drive(app, headers, args.n, args.profile))
+    ms = uvloop.run(_drive(app, headers, args.n, args.profile, args.sort))
     print(f"{args.app}: {ms:.3f} ms of CPU per POST /v1/leads (in-process, {args.n} requests)")
 
 

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook import __version__
 from leadhook.api import console, problems
+from leadhook.api.fastpath import FastBehaviours, fast_routes
 from leadhook.api.limits import HeaderLimit, RateLimit
 from leadhook.api.metrics import ApiMetrics, PurgeCounts
 from leadhook.api.routes import (
@@ -61,6 +62,9 @@ def create_app(container: Container) -> FastAPI:
     api_metrics = ApiMetrics(registry)
     app.state.api_metrics = api_metrics
     registry.register(PurgeCounts(container.purge_counts))
+    # Innermost: behaviour requests that need no judgement skip the router (api/fastpath.py).
+    fast = fast_routes(leads.router.routes, leads.FAST_ACTIONS)
+    app.add_middleware(FastBehaviours, api=app, container=container, table=fast)
     problems.install(app)
     s = container.settings
     app.add_middleware(BodyLimit, limit=s.max_body_bytes)

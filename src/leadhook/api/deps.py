@@ -32,7 +32,8 @@ async def container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(container)]
 
 
-def _bearer(authorization: str | None) -> str | None:
+def bearer(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
     if not authorization:
         return None
     scheme, _, token = authorization.partition(" ")
@@ -48,7 +49,7 @@ async def tenant(
     Async on purpose: a known key is answered from the service's cache without a thread hop;
     a key not seen for a while costs one indexed read, on the loop.
     """
-    return c.tenants.authenticate(_bearer(authorization))
+    return c.tenants.authenticate(bearer(authorization))
 
 
 async def admin(
@@ -57,7 +58,7 @@ async def admin(
 ) -> None:
     """Require the admin token (`LEADHOOK_ADMIN_TOKEN`)."""
     expected = c.settings.admin_token
-    given = _bearer(authorization)
+    given = bearer(authorization)
     if not expected:
         raise UnauthorizedError("the admin API is disabled: set LEADHOOK_ADMIN_TOKEN")
     if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
@@ -66,6 +67,17 @@ async def admin(
 
 # The JSON escape of NUL or of a UTF-16 surrogate: cheap to look for before parsing.
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def plain_json_input(path: str, query: bytes, content_type: str | None, body: bytes) -> bool:
+    """Tell whether `storable_input` would pass this request without a second look: no
+    query, no NUL in the path, a JSON (or no) media type, no escaped NUL or surrogate."""
+    return (
+        not query
+        and "\x00" not in path
+        and (not body or content_type is None or _json_media_type(content_type))
+        and not _SUSPECT_ESCAPE.search(body)
+    )
 
 
 def _json_media_type(content_type: str) -> bool:
@@ -142,7 +154,7 @@ async def checked_tenant(request: Request) -> str:
     sub-dependency (the container, the Authorization header) cost FastAPI a resolution step.
     """
     c: Container = request.app.state.container
-    mid = c.tenants.authenticate(_bearer(request.headers.get("authorization")))
+    mid = c.tenants.authenticate(bearer(request.headers.get("authorization")))
     await storable_input(request)
     return mid
 
@@ -163,10 +175,26 @@ async def behaviour_request(request: Request) -> BehaviourRequest:
     of five on the hottest routes); `BEHAVIOUR_HEADERS` documents them in the OpenAPI document.
     """
     mid = await checked_tenant(request)
-    fp = fingerprint(request.method, request.scope["path"], await request.body())
     headers = request.headers
-    if_match = headers.get("if-match")
-    idempotency_key = headers.get("idempotency-key")
+    return behaviour_metadata(
+        mid,
+        request.method,
+        request.scope["path"],
+        await request.body(),
+        headers.get("if-match"),
+        headers.get("idempotency-key"),
+    )
+
+
+def behaviour_metadata(
+    mid: str,
+    method: str,
+    path: str,
+    body: bytes,
+    if_match: str | None,
+    idempotency_key: str | None,
+) -> BehaviourRequest:
+    """The behaviour request of tenant `mid`: checks If-Match and Idempotency-Key (400)."""
     version: int | None = None
     if if_match is not None:
         m = _IF_MATCH.match(if_match)
@@ -180,7 +208,7 @@ async def behaviour_request(request: Request) -> BehaviourRequest:
         operator=Operator(),
         if_match=version,
         idempotency_key=idempotency_key,
-        fingerprint=fp,
+        fingerprint=fingerprint(method, path, body),
     )
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Query
 from starlette.responses import Response
@@ -13,6 +14,7 @@ from starlette.responses import Response
 from leadhook.api import models as m
 from leadhook.api.deps import BEHAVIOUR_HEADERS, BehaviourReq, ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
+from leadhook.bootstrap import Container
 from leadhook.domain.operator import Operator
 from leadhook.services.leads import Request, dumps
 from leadhook.services.ports import LeadFilter
@@ -43,6 +45,35 @@ def _args(body: m.Mutating) -> dict[str, Any]:
     return body.model_dump(exclude={"operator"})
 
 
+def submit(
+    c: Container, action: str, req: Request, body: m.Mutating | None, lead_id: str
+) -> Future[tuple[int, str]]:
+    """Hand one behaviour to the lead service: `create`, `create_many`, or a behaviour name
+    of `LeadService.submit_perform` (its `lead_id` is then the path's)."""
+    req = _with_operator(req, body)
+    if action == "create":
+        assert body is not None
+        return c.leads.submit_create(req, _args(body))
+    if action == "create_many":
+        assert isinstance(body, m.BatchCreateIn)
+        return c.leads.submit_create_many(req, [item.model_dump() for item in body.leads])
+    return c.leads.submit_perform(req, action, lead_id, _args(body) if body is not None else {})
+
+
+FAST_ACTIONS: dict[Callable[..., Any], str] = {}
+"""Route endpoint → the action it submits: the routes `api/fastpath.py` may answer itself."""
+
+_E = TypeVar("_E", bound=Callable[..., Any])
+
+
+def _fast(action: str) -> Callable[[_E], _E]:
+    def mark(endpoint: _E) -> _E:
+        FAST_ACTIONS[endpoint] = action
+        return endpoint
+
+    return mark
+
+
 @router.post(
     "",
     status_code=201,
@@ -50,9 +81,10 @@ def _args(body: m.Mutating) -> dict[str, Any]:
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Create a lead",
 )
+@_fast("create")
 async def create_lead(body: m.CreateLeadIn, req: BehaviourReq, c: ContainerDep) -> Response:
     """Create a lead; emits `object_create`."""
-    return await _answer(c.leads.submit_create(_with_operator(req, body), _args(body)))
+    return await _answer(submit(c, "create", req, body, ""))
 
 
 @router.post(
@@ -62,10 +94,10 @@ async def create_lead(body: m.CreateLeadIn, req: BehaviourReq, c: ContainerDep) 
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Create up to 1,000 leads",
 )
+@_fast("create_many")
 async def create_leads(body: m.BatchCreateIn, req: BehaviourReq, c: ContainerDep) -> Response:
     """Create many leads in one transaction; each emits its own `object_create`."""
-    items = [item.model_dump() for item in body.leads]
-    return await _answer(c.leads.submit_create_many(_with_operator(req, body), items))
+    return await _answer(submit(c, "create_many", req, body, ""))
 
 
 @router.get("", response_model=m.LeadPageOut, summary="List leads")
@@ -107,10 +139,9 @@ def timeline(
 
 
 async def _behaviour(
-    name: str, lead_id: str, req: Request, body: m.Mutating | None, c: Any
+    name: str, lead_id: str, req: Request, body: m.Mutating | None, c: Container
 ) -> Response:
-    args = _args(body) if body is not None else {}
-    return await _answer(c.leads.submit_perform(_with_operator(req, body), name, lead_id, args))
+    return await _answer(submit(c, name, req, body, lead_id))
 
 
 @router.patch(
@@ -119,6 +150,7 @@ async def _behaviour(
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Update ordinary fields",
 )
+@_fast("update")
 async def update_lead(
     lead_id: str, body: m.FieldsIn, req: BehaviourReq, c: ContainerDep
 ) -> Response:
@@ -132,6 +164,7 @@ async def update_lead(
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Change lead status",
 )
+@_fast("status")
 async def change_status(
     lead_id: str, body: m.StatusIn, req: BehaviourReq, c: ContainerDep
 ) -> Response:
@@ -145,6 +178,7 @@ async def change_status(
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Change owner",
 )
+@_fast("owner")
 async def change_owner(
     lead_id: str, body: m.OwnerIn, req: BehaviourReq, c: ContainerDep
 ) -> Response:
@@ -158,6 +192,7 @@ async def change_owner(
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Change lifecycle stage",
 )
+@_fast("life_cycle")
 async def change_life_cycle(
     lead_id: str, body: m.LifeCycleIn, req: BehaviourReq, c: ContainerDep
 ) -> Response:
@@ -171,6 +206,7 @@ async def change_life_cycle(
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Change lead pool",
 )
+@_fast("lead_pool")
 async def change_lead_pool(
     lead_id: str, body: m.LeadPoolIn, req: BehaviourReq, c: ContainerDep
 ) -> Response:
@@ -184,6 +220,7 @@ async def change_lead_pool(
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Add a note",
 )
+@_fast("notes")
 async def add_notes(lead_id: str, body: m.NotesIn, req: BehaviourReq, c: ContainerDep) -> Response:
     """Emits `object_add_notes` (`is_follow_up` 1 for a follow-up record)."""
     return await _behaviour("notes", lead_id, req, body, c)
@@ -195,6 +232,7 @@ async def add_notes(lead_id: str, body: m.NotesIn, req: BehaviourReq, c: Contain
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Add members",
 )
+@_fast("add_team_members")
 async def add_team_members(
     lead_id: str, body: m.TeamMembersIn, req: BehaviourReq, c: ContainerDep
 ) -> Response:
@@ -227,6 +265,7 @@ async def remove_team_member(
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Void a lead",
 )
+@_fast("void")
 async def void_lead(
     lead_id: str,
     req: BehaviourReq,
@@ -243,6 +282,7 @@ async def void_lead(
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Restore a lead",
 )
+@_fast("restore")
 async def restore_lead(
     lead_id: str,
     req: BehaviourReq,
@@ -259,6 +299,7 @@ async def restore_lead(
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Relate an object",
 )
+@_fast("relation")
 async def relate(lead_id: str, body: m.RelationIn, req: BehaviourReq, c: ContainerDep) -> Response:
     """Emits `object_relation`."""
     return await _behaviour("relation", lead_id, req, body, c)
@@ -270,6 +311,7 @@ async def relate(lead_id: str, body: m.RelationIn, req: BehaviourReq, c: Contain
     openapi_extra=BEHAVIOUR_HEADERS,
     summary="Change source info",
 )
+@_fast("source")
 async def change_source(
     lead_id: str, body: m.FieldsIn, req: BehaviourReq, c: ContainerDep
 ) -> Response:
@@ -297,9 +339,7 @@ def return_lead(lead_id: str, body: m.ReturnIn, req: BehaviourReq, c: ContainerD
     return _json(c.pools.return_(req, lead_id, body.lead_pool, body.notes))
 
 
-@router.get(
-    "/{lead_id}/duplicates", response_model=m.DuplicatesOut, summary="Duplicates of a lead"
-)
+@router.get("/{lead_id}/duplicates", response_model=m.DuplicatesOut, summary="Duplicates of a lead")
 def duplicates(lead_id: str, mid: Mid, c: ContainerDep, limit: Limit = 50) -> Response:
     """Live leads of the tenant with the same mobile or email (ignoring spaces, dashes, a
     leading +86 and case), oldest first."""

@@ -1,0 +1,89 @@
+"""Profile leadhook's processes under load with py-spy (raw collapsed stacks).
+
+.venv/bin/python -m bench.profile_child sequential 3000 /tmp/prof
+    `leadhook serve` with one subscription and one sequential client: /tmp/prof-api.txt
+    (the API process) and /tmp/prof-child.txt (its delivery process)
+.venv/bin/python -m bench.profile_child drain 20000 /tmp/prof
+    one `leadhook worker` draining a backlog: /tmp/prof-worker.txt
+
+These stacks are what the profiles in docs/benchmarks.md were read from (py-spy samples wall
+time: a thread blocked in a system call counts as busy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import child, child_pids
+from bench.scenarios import (
+    ENV,
+    Api,
+    _behaviours,
+    new_database,
+    prepare_backlog,
+    receiver,
+    wait_count,
+    worker_cmd,
+)
+
+
+def _spy(out: str, pid: int) -> subprocess.Popen[bytes]:
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen(
+        [spy, "record", "-r", "300", "-f", "raw", "-o", out, "-p", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop(spies: list[subprocess.Popen[bytes]]) -> None:
+    for s in spies:
+        s.send_signal(2)
+        s.wait()
+
+
+def sequential(n: int, out: str, tmp: Path) -> None:
+    """serve + one sequential client; py-spy on the API and on its delivery process."""
+    url = new_database("sqlite", tmp)
+    with receiver(tmp) as base, Api(url, tmp) as api:
+        key = api.tenant([base + "/hook"])
+        asyncio.run(_behaviours(api.base, key, 50, 0, 1, None))
+        wait_count(base, 50, timeout=120)
+        spies = [
+            _spy(f"{out}-api.txt", api.proc.pid),
+            _spy(f"{out}-child.txt", child_pids(api.proc.pid)[0]),
+        ]
+        emitted, seconds = asyncio.run(_behaviours(api.base, key, n, 0, 1, None))
+        wait_count(base, emitted + 50, timeout=600)
+        _stop(spies)
+        print(f"{emitted / seconds:.0f} leads/s")
+
+
+def drain(n: int, out: str, tmp: Path) -> None:
+    """One worker draining `n` due deliveries; py-spy on the worker."""
+    url = new_database("sqlite", tmp)
+    with receiver(tmp) as base:
+        prepare_backlog(url, [(base + "/hook", 256)], n)
+        with child(worker_cmd(url), env=ENV, log=tmp / "worker.log") as proc:
+            spies = [_spy(f"{out}-worker.txt", proc.pid)]
+            start = time.monotonic()
+            wait_count(base, n, timeout=600)
+            seconds = time.monotonic() - start
+            _stop(spies)
+        print(f"{n / seconds:.0f} deliveries/s (under py-spy)")
+
+
+def main() -> None:
+    """Run the chosen load under py-spy."""
+    mode, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        {"sequential": sequential, "drain": drain}[mode](n, out, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

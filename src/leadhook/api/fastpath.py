@@ -1,0 +1,208 @@
+"""The behaviour routes' short way through the app: plain requests skip FastAPI's machinery.
+
+A behaviour (`POST /v1/leads`, `PATCH /v1/leads/{id}`, `POST /v1/leads/{id}/status`, …) is
+the busiest request leadhook serves, and the cheapest part of it was the work: routing over a
+hundred routes, resolving dependencies and building a `Request` cost as much CPU as writing the
+lead, its event and its deliveries. For a request that needs none of FastAPI's judgement (a
+known tenant key, a JSON body the route's own model accepts, well-formed headers) this
+middleware does what the route would do, with the route's own pieces: the body model the route
+declares, `deps.behaviour_metadata`, `routes.leads.submit`, the app's exception handlers.
+
+Anything else (a bad or missing key, a body the model refuses, a query string, an odd media
+type) is handed to the app unchanged, body replayed, so every refusal is the one the route
+gives, byte for byte. The table is built from the router's routes (`routes.leads.FAST_ACTIONS`
+marks the endpoints), so a route and its short way cannot disagree about path or model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from leadhook.api.deps import bearer, behaviour_metadata, plain_json_input
+from leadhook.api.routes.leads import submit
+from leadhook.bootstrap import Container
+
+_JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class FastRoute:
+    """One behaviour route as the short way runs it."""
+
+    route: APIRoute
+    action: str
+    model: type[BaseModel]
+    body_optional: bool
+
+
+def fast_routes(
+    routes: Iterable[Any], actions: Mapping[Callable[..., Any], str]
+) -> dict[tuple[str, str], FastRoute]:
+    """(method, path template) → FastRoute for every route whose endpoint `actions` marks."""
+    table: dict[tuple[str, str], FastRoute] = {}
+    for route in routes:
+        if not isinstance(route, APIRoute) or route.endpoint not in actions:
+            continue
+        model, optional = _body_model(route.endpoint)
+        for method in route.methods or ():
+            table[(method, route.path)] = FastRoute(route, actions[route.endpoint], model, optional)
+    return table
+
+
+def _body_model(endpoint: Callable[..., Any]) -> tuple[type[BaseModel], bool]:
+    hint = typing.get_type_hints(endpoint)["body"]  # Annotated[...] is stripped
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(members) < len(typing.get_args(hint))
+        (hint,) = members
+    if not (inspect.isclass(hint) and issubclass(hint, BaseModel)):
+        raise TypeError(f"{endpoint.__name__}: the body must be a model, not {hint!r}")
+    return hint, optional
+
+
+def _template(path: str) -> tuple[str, str] | None:
+    # /v1/leads, /v1/leads/batch, /v1/leads/{lead_id}, /v1/leads/{lead_id}/<behaviour>
+    parts = path.split("/")
+    if len(parts) < 3 or parts[1] != "v1" or parts[2] != "leads":
+        return None
+    if len(parts) == 3:
+        return "/v1/leads", ""
+    lead_id = parts[3]
+    if not lead_id:
+        return None
+    if len(parts) == 4:
+        return ("/v1/leads/batch", "") if lead_id == "batch" else ("/v1/leads/{lead_id}", lead_id)
+    if len(parts) == 5 and parts[4]:
+        return "/v1/leads/{lead_id}/" + parts[4], lead_id
+    return None
+
+
+class _Fallback(Exception):
+    """The request needs the app's own judgement."""
+
+
+class FastBehaviours:
+    """ASGI middleware: answer plain behaviour requests directly, hand the rest to the app."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        api: FastAPI,
+        container: Container,
+        table: Mapping[tuple[str, str], FastRoute],
+    ) -> None:
+        self.app = app
+        self.api = api
+        self.container = container
+        self.table = table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        found = _template(scope["path"])
+        fast = None if found is None else self.table.get((scope["method"], found[0]))
+        if fast is None or found is None:
+            await self.app(scope, receive, send)
+            return
+        body = await _read(receive)
+        if body is None:  # the client went away
+            return
+        scope["route"] = fast.route  # for the metrics' route label, as the router would set
+        scope["path_params"] = {"lead_id": found[1]} if found[1] else {}
+        try:
+            pending = self._submit(scope, fast, found[1], body)
+        except _Fallback:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        except Exception as exc:
+            await self._problem(exc, scope, body, receive, send)
+            return
+        try:
+            status, text = await asyncio.wrap_future(pending)
+        except Exception as exc:
+            await self._problem(exc, scope, body, receive, send)
+            return
+        await Response(text, status_code=status, media_type=_JSON)(scope, receive, send)
+
+    def _submit(self, scope: Scope, fast: FastRoute, lead_id: str, raw: bytes) -> Any:
+        wanted = {b"authorization": None, b"content-type": None, b"if-match": None,
+                  b"idempotency-key": None}  # fmt: skip
+        for name, value in scope["headers"]:
+            if name in wanted:
+                if wanted[name] is not None:
+                    raise _Fallback  # a repeated header: let the app decide
+                wanted[name] = value.decode("latin-1")
+        content_type = wanted[b"content-type"]
+        if not plain_json_input(scope["path"], scope["query_string"], content_type, raw):
+            raise _Fallback
+        try:
+            data = json.loads(raw) if raw else None
+            if data is None and not fast.body_optional:
+                raise _Fallback
+            body = None if data is None else fast.model.model_validate(data)
+            mid = self.container.tenants.authenticate(bearer(wanted[b"authorization"]))
+            req = behaviour_metadata(
+                mid,
+                scope["method"],
+                scope["path"],
+                raw,
+                wanted[b"if-match"],
+                wanted[b"idempotency-key"],
+            )
+        except Exception as exc:
+            raise _Fallback from exc
+        return submit(self.container, fast.action, req, body, lead_id)  # type: ignore[arg-type]
+
+    async def _problem(
+        self, exc: Exception, scope: Scope, body: bytes, receive: Receive, send: Send
+    ) -> None:
+        handler = None
+        for cls in type(exc).__mro__:
+            handler = self.api.exception_handlers.get(cls)
+            if handler is not None:
+                break
+        if handler is None:
+            raise exc
+        answer = handler(StarletteRequest(scope, _replay(body, receive)), exc)
+        response = await answer if inspect.isawaitable(answer) else answer
+        await response(scope, receive, send)
+
+
+async def _read(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
