@@ -347,10 +347,12 @@ def end_to_end(
             asyncio.run(_behaviours(api.base, key, 20, 0, 1, None))
             wait_count(base, 20, timeout=120)
             httpx.get(base + "/reset", timeout=10).raise_for_status()
+            cpu = api.cpu()
             emitted, seconds = asyncio.run(
                 _behaviours(api.base, key, leads, updates, concurrency, pace)
             )
             wait_count(base, emitted, timeout=600)
+            api_cpu, delivery_cpu = (now - then for now, then in zip(api.cpu(), cpu, strict=True))
             time.sleep(0.5)  # anything sent twice would arrive now
             s = stats(base)
             recs = receipts(base)
@@ -368,6 +370,8 @@ def end_to_end(
             "latency_ms_p50": percentile(lat, 50),
             "latency_ms_p99": percentile(lat, 99),
             "latency_ms_max": max(lat),
+            "api_cpu_ms_per_event": api_cpu / emitted * 1000,
+            "delivery_cpu_ms_per_event": delivery_cpu / emitted * 1000,
             "unique": s["unique"],
             "duplicates": s["duplicates"],
             "peak_rss_mb": rss,

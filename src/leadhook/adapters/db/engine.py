@@ -138,12 +138,60 @@ class WriteGate:
 
     @contextmanager
     def _both(self) -> Iterator[None]:
-        assert self._lock is not None and self._path is not None
-        with self._lock:
-            if self._file is None:
-                self._file = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self._file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def try_acquire(self) -> bool:
+        """Take the gate if it is free right now, without waiting; tell whether it was taken.
+
+        For an event loop, which must not block: when this answers False it waits for the
+        gate in a thread (`acquire`) and carries on serving meanwhile.
+        """
+        if self._lock is None:
+            return True
+        if not self._lock.acquire(blocking=False):
+            return False
+        if self._path is None:
+            return True
+        try:
+            fcntl.flock(self._descriptor(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.release()
+            return False
+        except BaseException:
+            self._lock.release()
+            raise
+        return True
+
+    def acquire(self) -> None:
+        """Take the gate, waiting as long as it takes (any thread may `release` it)."""
+        if self._lock is None:
+            return
+        self._lock.acquire()
+        if self._path is None:
+            return
+        try:
+            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def release(self) -> None:
+        """Give the gate back."""
+        if self._lock is None:
+            return
+        try:
+            if self._path is not None and self._file is not None:
                 fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def _descriptor(self) -> int:
+        # Only ever called with the thread lock held: one descriptor per gate.
+        assert self._path is not None
+        if self._file is None:
+            self._file = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._file

@@ -28,6 +28,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -44,6 +45,8 @@ log = logging.getLogger("leadhook.writer")
 # SQLSTATEs after which the same work may simply run again: deadlock, serialisation failure.
 _RETRYABLE = frozenset({"40P01", "40001"})
 _MAX_RUNS = 3
+# The longest the loop waits between two tries for a write gate another process holds.
+_GATE_RETRY_MAX = 0.002
 
 
 @dataclass
@@ -80,6 +83,8 @@ class GroupWriter:
         # SQLite, on an event loop: the items of this turn, and the loop's own connection.
         self._pending: list[_Item] = []
         self._loop_conn: Connection | None = None
+        self._retry: asyncio.TimerHandle | None = None  # a flush waiting for the gate
+        self._backoff = 0.0
 
     def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]:
         """Queue `work`; its future holds what it returned once its transaction committed."""
@@ -97,13 +102,40 @@ class GroupWriter:
             except RuntimeError:  # no loop in this thread: write now, on a connection of its own
                 self._commit(None, [item], keep=False)
                 return future
-            if not self._pending:
+            if not self._pending and self._retry is None:
                 loop.call_soon(self._flush)
             self._pending.append(item)
         return future
 
     def _flush(self) -> None:
-        """Commit what this turn of the loop submitted (SQLite), in batches of `max_batch`."""
+        """Commit what this turn of the loop submitted (SQLite), in batches of `max_batch`.
+
+        The loop never waits for the gate: when another process (the delivery process, a
+        worker) holds it, the flush is tried again a moment later (0.2 ms, doubling up to
+        2 ms) and the loop goes on taking requests meanwhile; their writes join the batch
+        committed as soon as the gate is free.
+        """
+        self._retry = None
+        if not self._pending:
+            return
+        if not self._gate.try_acquire():
+            self._backoff = min(_GATE_RETRY_MAX, self._backoff * 2) if self._backoff else 0.0002
+            loop = asyncio.get_running_loop()
+            self._retry = loop.call_later(self._backoff, self._flush)
+            return
+        self._backoff = 0.0
+        self._flush_held()
+
+    def _flush_held(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                self._loop_conn = self._commit(self._loop_conn, batch, held=True)
+        finally:
+            self._gate.release()
+
+    def _flush_inline(self) -> None:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
@@ -129,7 +161,10 @@ class GroupWriter:
             self._queue.put(None)
         for thread in threads:
             thread.join()
-        self._flush()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._flush_inline()
         if self._loop_conn is not None:
             self._loop_conn.close()
             self._loop_conn = None
@@ -162,13 +197,15 @@ class GroupWriter:
                 conn.close()
 
     def _commit(
-        self, conn: Connection | None, batch: list[_Item], *, keep: bool = True
+        self, conn: Connection | None, batch: list[_Item], *, keep: bool = True, held: bool = False
     ) -> Connection | None:
-        """Run `batch` in one transaction; resolve its futures; return the connection to reuse."""
+        """Run `batch` in one transaction; resolve its futures; return the connection to reuse.
+
+        `held`: the caller holds the write gate already (the loop's flush)."""
         outcomes: list[tuple[_Item, bool, Any]] = []
         again: list[_Item] = []
         try:
-            with self._gate.hold():
+            with nullcontext() if held else self._gate.hold():
                 if conn is None:
                     conn = self._engine.connect()
                 outcomes, again = self._run_items(conn, batch)
@@ -186,7 +223,7 @@ class GroupWriter:
         if again:
             # Deadlock victims: in the queue again (threads), or run once more right now.
             if self._on_loop:
-                conn = self._commit(conn, again, keep=keep)
+                conn = self._commit(conn, again, keep=keep, held=held)
             else:
                 for item in again:
                     self._queue.put(item)
