@@ -93,7 +93,7 @@ class Dispatcher:
         worker_id: str | None = None,
         batch_size: int = 100,
         poll_interval: float = 0.25,
-        gather: float = 0.004,
+        gather: float = 0.010,
         rand: Callable[[], float] = random.random,
         retention: Retention | None = None,
     ) -> None:
