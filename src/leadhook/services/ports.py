@@ -39,32 +39,24 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
-class StoredEvent:
-    """An event as the log keeps it: its exact JSON text and the columns it is found by."""
+class NewEvent:
+    """An event about to be appended: its exact JSON text and the columns it is found by."""
+
+    event_id: str
+    mid: str
+    entity_id: str
+    entity_version: int
+    event_type: str
+    create_time: int
+    is_follow_up: int
+    payload: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredEvent(NewEvent):
+    """An event as the log keeps it: a `NewEvent` and the `seq` the store gave it."""
 
     seq: int
-    event_id: str
-    mid: str
-    entity_id: str
-    entity_version: int
-    event_type: str
-    create_time: int
-    is_follow_up: int
-    payload: str
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event about to be appended (its seq is assigned by the store)."""
-
-    event_id: str
-    mid: str
-    entity_id: str
-    entity_version: int
-    event_type: str
-    create_time: int
-    is_follow_up: int
-    payload: str
 
 
 @dataclass(frozen=True)

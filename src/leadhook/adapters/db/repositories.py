@@ -16,6 +16,7 @@ from leadhook.adapters.db.sql import EVENT_LOG_LOCK, statements
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
 from leadhook.domain.errors import BadRequestError, ConflictError
+from leadhook.domain.jsontext import dumps
 from leadhook.domain.lead import Lead
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
@@ -47,10 +48,6 @@ def driver_in_transaction(conn: Connection) -> Any:
     if not conn.in_transaction():
         conn.begin()
     return conn.connection.driver_connection
-
-
-def _dump(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 class _Repo:
@@ -95,7 +92,7 @@ class SqlTenants(_Repo):
                 self.conn.execute(
                     insert(t.tenants).values(
                         mid=tenant.mid,
-                        catalog=_dump(catalog_to_json(tenant.catalog)),
+                        catalog=dumps(catalog_to_json(tenant.catalog)),
                         created_at=tenant.created_at,
                     )
                 )
@@ -106,7 +103,7 @@ class SqlTenants(_Repo):
         self.conn.execute(
             update(t.tenants)
             .where(t.tenants.c.mid == mid)
-            .values(catalog=_dump(catalog_to_json(catalog)))
+            .values(catalog=dumps(catalog_to_json(catalog)))
         )
 
     def add_key(self, key: ApiKey, key_hash: str) -> None:
@@ -168,7 +165,7 @@ def _lead_row(lead: Lead) -> tuple[Any, ...]:
         lead.lead_pool,
         lead.life_status,
         lead.voided,
-        _dump(lead.to_json()),
+        dumps(lead.to_json()),
         lead.created_at,
         lead.updated_at,
         pools["owner_since"],
@@ -224,15 +221,15 @@ class SqlLeads(_Repo):
 
 def _event(row: Any) -> StoredEvent:
     return StoredEvent(
-        row.seq,
-        row.event_id,
-        row.mid,
-        row.entity_id,
-        row.entity_version,
-        row.event_type,
-        row.create_time,
-        row.is_follow_up,
-        row.payload,
+        seq=row.seq,
+        event_id=row.event_id,
+        mid=row.mid,
+        entity_id=row.entity_id,
+        entity_version=row.entity_version,
+        event_type=row.event_type,
+        create_time=row.create_time,
+        is_follow_up=row.is_follow_up,
+        payload=row.payload,
     )
 
 
