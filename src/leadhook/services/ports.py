@@ -351,6 +351,15 @@ class InlineTransactor:
         return future
 
 
+class Readiness(Protocol):
+    """Tell whether the database answers (`GET /readyz`)."""
+
+    def check(self) -> str:
+        """Run a query on the database and return its kind (`sqlite`, `postgresql`); raise
+        whatever the driver raises when it cannot be reached."""
+        ...
+
+
 class Clock(Protocol):
     """Tell the time as unix seconds."""
 
