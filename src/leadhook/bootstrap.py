@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.console import SqlConsoleQueries
 from leadhook.adapters.db.engine import WriteGate, make_engine
+from leadhook.adapters.db.health import SqlReadiness
 from leadhook.adapters.db.keycheck import prepare_secrets
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.retention import SqlRetention
@@ -25,7 +26,7 @@ from leadhook.services.delivery import Sender
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
 from leadhook.services.leads import LeadService
-from leadhook.services.ports import Clock, IdFactory, UnitOfWorkFactory
+from leadhook.services.ports import Clock, IdFactory, Readiness, UnitOfWorkFactory
 from leadhook.services.retention import Retention
 from leadhook.services.subscriptions import SubscriptionService
 from leadhook.services.tenants import TenantService
@@ -53,6 +54,7 @@ class Container:
     writer: GroupWriter
     pools: PoolService
     automation: AutomationService
+    readiness: Readiness
     wakeup: Wakeup = field(default_factory=Wakeup)
 
     def make_dispatcher(
@@ -158,5 +160,6 @@ def build(
         writer=writer,
         pools=PoolService(leads, readonly),
         automation=AutomationService(leads, uow, clock, ids, readonly_uow=readonly),
+        readiness=SqlReadiness(engine),
         wakeup=wakeup,
     )

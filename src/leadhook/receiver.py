@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from leadhook.domain.events import (
     EVENT_TYPES,
+    TEST_EVENT_TYPE,
     LeadEvent,
     ObjectAddNotes,
     ObjectAddTeamMember,
@@ -99,9 +100,6 @@ __all__ = [
 ]
 
 Secrets = str | Sequence[str]
-
-
-TEST_EVENT_TYPE = "webhook_test"
 
 
 class InvalidPayload(ValueError):

@@ -46,16 +46,8 @@ class Mutating(_In):
     operator: OperatorIn | None = None
 
 
-class CreateLeadIn(Mutating):
-    """Create a lead: ordinary and source fields, plus where it starts."""
-
-    fields: dict[str, Any] = Field(default_factory=dict)
-    business_type: str | None = None
-    owner: str | None = None
-    lead_pool: str | None = None
-    lead_omni_user_uuid: str | None = None
-
-
+# One model of a new lead's fields; a single create adds its operator (a batch names it once,
+# so an operator inside a batch item is refused). The two OpenAPI names stay.
 class BatchItemIn(_In):
     """One lead of a batch create."""
 
@@ -64,6 +56,10 @@ class BatchItemIn(_In):
     owner: str | None = None
     lead_pool: str | None = None
     lead_omni_user_uuid: str | None = None
+
+
+class CreateLeadIn(BatchItemIn, Mutating):
+    """Create a lead: ordinary and source fields, plus where it starts."""
 
 
 class BatchCreateIn(Mutating):

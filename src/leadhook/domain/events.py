@@ -1,29 +1,22 @@
-"""The event contract: the envelope and each event type's `extra_data`, as Pydantic models."""
+"""The event contract: the envelope and each event type's `extra_data`, as Pydantic models.
+
+`LeadEvent`, the union of the event models, is the one registry of event types: `EVENT_MODELS`,
+`EVENT_TYPES`, the schemas, `GET /v1/event-types`, the OpenAPI webhooks and every list of types
+elsewhere are derived from it (CONTRIBUTING.md, "Adding an event type").
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-EVENT_TYPES: tuple[str, ...] = (
-    "object_create",
-    "object_update",
-    "object_update_status",
-    "object_voids",
-    "object_change_owner",
-    "object_update_life_cycle",
-    "object_add_notes",
-    "object_add_team_member",
-    "object_remove_team_member",
-    "object_change_lead_pool",
-    "object_restore",
-    "object_relation",
-    "object_source_info",
-)
 EVENT_CATEGORY = "object_v2"
+TEST_EVENT_TYPE = "webhook_test"
+"""The `event_type` of the subscription's test event (`POST /v1/subscriptions/{id}/test`):
+signed like a lead event but not one of them (never logged, not in `EVENT_TYPES`)."""
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
 
 Pair = Annotated[list[Any], Field(min_length=2, max_length=2)]
@@ -139,6 +132,11 @@ class RelationExtra(ExtraData):
 
 
 class _Envelope(_Strict):
+    """What every event has; each event type is a subclass, listed once in `LeadEvent`."""
+
+    emitted_by: ClassVar[str]
+    """The HTTP call of the behaviour that emits the type (docs/contract.md, section 4)."""
+
     mid: str
     event_category: Literal["object_v2"]
     event_type: str
@@ -152,6 +150,7 @@ class _Envelope(_Strict):
 class ObjectCreate(_Envelope):
     """A lead was created."""
 
+    emitted_by: ClassVar[str] = "POST /v1/leads (and POST /v1/leads/batch, one per lead)"
     event_type: Literal["object_create"]
     action_keyword: Literal["object_create"]
     extra_data: CreateExtra
@@ -160,6 +159,7 @@ class ObjectCreate(_Envelope):
 class ObjectUpdate(_Envelope):
     """Ordinary fields of a lead were updated."""
 
+    emitted_by: ClassVar[str] = "PATCH /v1/leads/{id}"
     event_type: Literal["object_update"]
     action_keyword: Literal["object_update"]
     extra_data: ExtraData
@@ -168,6 +168,7 @@ class ObjectUpdate(_Envelope):
 class ObjectUpdateStatus(_Envelope):
     """The lead status changed."""
 
+    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/status"
     event_type: Literal["object_update_status"]
     action_keyword: Literal["object_update_status"]
     extra_data: StatusExtra
@@ -176,6 +177,7 @@ class ObjectUpdateStatus(_Envelope):
 class ObjectVoids(_Envelope):
     """The lead was voided (soft-deleted); `notes` carries the reason."""
 
+    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/void"
     event_type: Literal["object_voids"]
     action_keyword: Literal["object_voids"]
     extra_data: ExtraData
@@ -184,6 +186,7 @@ class ObjectVoids(_Envelope):
 class ObjectChangeOwner(_Envelope):
     """The owner changed; `action_keyword` says whether by hand or automatically."""
 
+    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/owner"
     event_type: Literal["object_change_owner"]
     action_keyword: Literal["manual_distribution", "auto_distribution"]
     extra_data: OwnerExtra
@@ -192,6 +195,7 @@ class ObjectChangeOwner(_Envelope):
 class ObjectUpdateLifeCycle(_Envelope):
     """The lifecycle stage changed."""
 
+    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/life-cycle"
     event_type: Literal["object_update_life_cycle"]
     action_keyword: Literal["object_update_life_cycle"]
     extra_data: LifeCycleExtra
@@ -200,6 +204,7 @@ class ObjectUpdateLifeCycle(_Envelope):
 class ObjectAddNotes(_Envelope):
     """A note (or follow-up record, `is_follow_up` 1) was added."""
 
+    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/notes"
     event_type: Literal["object_add_notes"]
     action_keyword: Literal["object_add_notes"]
     extra_data: ExtraData
@@ -208,6 +213,7 @@ class ObjectAddNotes(_Envelope):
 class ObjectAddTeamMember(_Envelope):
     """Collaborators were added."""
 
+    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/team-members"
     event_type: Literal["object_add_team_member"]
     action_keyword: Literal["object_add_team_member"]
     extra_data: MembersExtra
@@ -216,6 +222,7 @@ class ObjectAddTeamMember(_Envelope):
 class ObjectRemoveTeamMember(_Envelope):
     """Collaborators were removed."""
 
+    emitted_by: ClassVar[str] = "DELETE /v1/leads/{id}/team-members/{member_id}"
     event_type: Literal["object_remove_team_member"]
     action_keyword: Literal["object_remove_team_member"]
     extra_data: MembersExtra
@@ -224,6 +231,9 @@ class ObjectRemoveTeamMember(_Envelope):
 class ObjectChangeLeadPool(_Envelope):
     """The lead pool changed."""
 
+    emitted_by: ClassVar[str] = (
+        "POST /v1/leads/{id}/lead-pool (and an owner change in scene 4 or 5 that moves the pool)"
+    )
     event_type: Literal["object_change_lead_pool"]
     action_keyword: Literal["object_change_lead_pool"]
     extra_data: LeadPoolExtra
@@ -232,6 +242,7 @@ class ObjectChangeLeadPool(_Envelope):
 class ObjectRestore(_Envelope):
     """A voided lead was restored."""
 
+    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/restore"
     event_type: Literal["object_restore"]
     action_keyword: Literal["object_restore"]
     extra_data: ExtraData
@@ -240,6 +251,7 @@ class ObjectRestore(_Envelope):
 class ObjectRelation(_Envelope):
     """The lead was associated with another object."""
 
+    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/relations"
     event_type: Literal["object_relation"]
     action_keyword: Literal["object_relation"]
     extra_data: RelationExtra
@@ -248,27 +260,14 @@ class ObjectRelation(_Envelope):
 class ObjectSourceInfo(_Envelope):
     """Source information (source, channel, utm_*) changed."""
 
+    emitted_by: ClassVar[str] = "PATCH /v1/leads/{id}/source"
     event_type: Literal["object_source_info"]
     action_keyword: Literal["object_source_info"]
     extra_data: ExtraData
 
 
-EVENT_MODELS: dict[str, type[_Envelope]] = {
-    "object_create": ObjectCreate,
-    "object_update": ObjectUpdate,
-    "object_update_status": ObjectUpdateStatus,
-    "object_voids": ObjectVoids,
-    "object_change_owner": ObjectChangeOwner,
-    "object_update_life_cycle": ObjectUpdateLifeCycle,
-    "object_add_notes": ObjectAddNotes,
-    "object_add_team_member": ObjectAddTeamMember,
-    "object_remove_team_member": ObjectRemoveTeamMember,
-    "object_change_lead_pool": ObjectChangeLeadPool,
-    "object_restore": ObjectRestore,
-    "object_relation": ObjectRelation,
-    "object_source_info": ObjectSourceInfo,
-}
-
+# THE registry of event types: adding one is a model above and a line here (CONTRIBUTING.md,
+# "Adding an event type"). Its order is the contract's; everything below is derived from it.
 LeadEvent = Annotated[
     ObjectCreate
     | ObjectUpdate
@@ -285,6 +284,24 @@ LeadEvent = Annotated[
     | ObjectSourceInfo,
     Field(discriminator="event_type"),
 ]
+
+
+def event_type_of(model: type[_Envelope]) -> str:
+    """Return the `event_type` an event model is tagged with (its `Literal`)."""
+    (name,) = get_args(model.model_fields["event_type"].annotation)
+    return str(name)
+
+
+def _registered() -> dict[str, type[_Envelope]]:
+    union, _discriminator = get_args(LeadEvent)
+    models: tuple[type[_Envelope], ...] = get_args(union)
+    return {event_type_of(m): m for m in models}
+
+
+EVENT_MODELS: dict[str, type[_Envelope]] = _registered()
+"""The model of each event type, in the contract's order."""
+EVENT_TYPES: tuple[str, ...] = tuple(EVENT_MODELS)
+"""Every event type, in the contract's order."""
 LEAD_EVENT_ADAPTER: TypeAdapter[LeadEvent] = TypeAdapter(LeadEvent)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from leadhook.domain.errors import (
     VersionMismatchError,
 )
 from leadhook.domain.events import LeadEvent
+from leadhook.domain.jsontext import dumps as dumps  # re-exported: the API encodes with it
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import Operator
 from leadhook.services.allocation import Allocation
@@ -54,11 +54,6 @@ BEHAVIOURS: dict[str, Behaviour] = {
     ),
     "source": lambda ctx, lead, a: b.change_source(ctx, lead, a["fields"]),
 }
-
-
-def dumps(obj: Any) -> str:
-    """Encode JSON the way every leadhook response does: compact, UTF-8 text kept as is."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def new_events(events: Sequence[LeadEvent]) -> list[NewEvent]:

@@ -39,32 +39,24 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
-class StoredEvent:
-    """An event as the log keeps it: its exact JSON text and the columns it is found by."""
+class NewEvent:
+    """An event about to be appended: its exact JSON text and the columns it is found by."""
+
+    event_id: str
+    mid: str
+    entity_id: str
+    entity_version: int
+    event_type: str
+    create_time: int
+    is_follow_up: int
+    payload: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredEvent(NewEvent):
+    """An event as the log keeps it: a `NewEvent` and the `seq` the store gave it."""
 
     seq: int
-    event_id: str
-    mid: str
-    entity_id: str
-    entity_version: int
-    event_type: str
-    create_time: int
-    is_follow_up: int
-    payload: str
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event about to be appended (its seq is assigned by the store)."""
-
-    event_id: str
-    mid: str
-    entity_id: str
-    entity_version: int
-    event_type: str
-    create_time: int
-    is_follow_up: int
-    payload: str
 
 
 @dataclass(frozen=True)
@@ -357,6 +349,15 @@ class InlineTransactor:
         else:
             future.set_result(result)
         return future
+
+
+class Readiness(Protocol):
+    """Tell whether the database answers (`GET /readyz`)."""
+
+    def check(self) -> str:
+        """Run a query on the database and return its kind (`sqlite`, `postgresql`); raise
+        whatever the driver raises when it cannot be reached."""
+        ...
 
 
 class Clock(Protocol):

@@ -11,7 +11,7 @@ from typing import Any
 
 from leadhook.domain.circuit import circuit_json
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
-from leadhook.domain.events import EVENT_TYPES
+from leadhook.domain.events import EVENT_TYPES, TEST_EVENT_TYPE
 from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
 from leadhook.domain.times import parse_rfc3339, rfc3339, rfc3339_or_none
@@ -34,7 +34,6 @@ MAX_IN_FLIGHT_LIMIT = MAX_IN_FLIGHT
 """More attempts at once to one endpoint only lets one subscriber hold more of the slots."""
 MAX_RATE = 100_000.0
 MAX_DESCRIPTION = 1000
-TEST_EVENT_TYPE = "webhook_test"
 REPLAYABLE = ("dead", "delivered")
 EDITABLE = frozenset(
     {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}

@@ -12,6 +12,9 @@ from sqlalchemy import Engine, text
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant works: it only has to be the same in every leadhook process.
 _PG_MIGRATION_LOCK = 7_340_211
+# Session-level (held across the migration's commits), PostgreSQL only: SQLite has one writer.
+_LOCK = text("SELECT pg_advisory_lock(:k)").bindparams(k=_PG_MIGRATION_LOCK)
+_UNLOCK = text("SELECT pg_advisory_unlock(:k)").bindparams(k=_PG_MIGRATION_LOCK)
 
 
 def alembic_config() -> Config:
@@ -31,7 +34,7 @@ def upgrade(engine: Engine, revision: str = "head", *, secret_box: Any = None) -
     cfg.attributes["secret_box"] = secret_box
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            conn.execute(_LOCK)
             conn.commit()
         try:
             cfg.attributes["connection"] = conn
@@ -39,7 +42,7 @@ def upgrade(engine: Engine, revision: str = "head", *, secret_box: Any = None) -
             conn.commit()
         finally:
             if engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                conn.execute(_UNLOCK)
                 conn.commit()
 
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
 
 from leadhook.adapters.db import tables as t
 from leadhook.domain.catalog_entries import catalog_from_json
@@ -31,15 +31,19 @@ def lead_columns(lead: Lead) -> dict[str, Any]:
     }
 
 
+# A pool's first turn, on both dialects (SQLite has ON CONFLICT since 3.24).
+_INSERT_TURN = text("""INSERT INTO pool_turns (mid, lead_pool, turns, updated_at)
+VALUES (:mid, :lead_pool, 0, 0.0) ON CONFLICT DO NOTHING""")
+
+
 class SqlPools:
     """Pool rules' reads and writes, on the connection of the unit of work."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-
-    @property
-    def _pg(self) -> bool:
-        return self.conn.dialect.name == "postgresql"
+        # The one dialect difference here: row locks (FOR UPDATE), which only PostgreSQL has;
+        # SQLite serialises its write transactions whole instead.
+        self._pg = conn.dialect.name == "postgresql"
 
     def lock_turn(self, mid: str, lead_pool: str) -> PoolTurn:
         """Read the pool's turn, locked until commit (SQLite serialises writers instead)."""
@@ -55,14 +59,9 @@ class SqlPools:
         return PoolTurn(row.last_member, int(row.turns))
 
     def _insert_turn(self, mid: str, lead_pool: str) -> None:
-        values = {"mid": mid, "lead_pool": lead_pool, "turns": 0, "updated_at": 0.0}
-        if self._pg:
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            # Two first allocations at once: one inserts, the other waits for it, then locks.
-            self.conn.execute(pg_insert(t.pool_turns).values(**values).on_conflict_do_nothing())
-        else:
-            self.conn.execute(insert(t.pool_turns).values(**values))
+        # Two first allocations at once (PostgreSQL): one inserts, the other waits for it, then
+        # locks. SQLite has one writer: the conflict never happens there.
+        self.conn.execute(_INSERT_TURN, {"mid": mid, "lead_pool": lead_pool})
 
     def save_turn(self, mid: str, lead_pool: str, turn: PoolTurn, at: float) -> None:
         c = t.pool_turns.c

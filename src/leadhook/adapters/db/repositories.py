@@ -7,15 +7,16 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, text, update
+from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.pools import lead_columns
-from leadhook.adapters.db.sql import EVENT_LOG_LOCK, statements
+from leadhook.adapters.db.sql import statements
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
 from leadhook.domain.errors import BadRequestError, ConflictError
+from leadhook.domain.jsontext import dumps
 from leadhook.domain.lead import Lead
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
@@ -49,10 +50,6 @@ def driver_in_transaction(conn: Connection) -> Any:
     return conn.connection.driver_connection
 
 
-def _dump(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
 class _Repo:
     """A repository over one connection: SQLAlchemy Core for the rest, named SQL for hot paths."""
 
@@ -69,25 +66,15 @@ class _Repo:
         error: type[Exception] = self.conn.dialect.loaded_dbapi.IntegrityError
         return error
 
-    def _lock(self, stmt: Any, for_update: bool) -> Any:
-        # SQLite has no row locks; its write transactions are serialised as a whole instead.
-        if for_update and self.conn.dialect.name == "postgresql":
-            return stmt.with_for_update()
-        return stmt
-
 
 class SqlTenants(_Repo):
     """Tenants, their catalogs and API keys."""
 
     def get(self, mid: str, *, for_update: bool = False) -> Tenant | None:
-        if not for_update:  # every behaviour reads its tenant's catalog: the hot path
-            found = self.driver.execute(self.sql.tenant, (mid,)).fetchone()
-            return None if found is None else Tenant(mid, _parse_catalog(found[0]), found[1])
-        stmt = self._lock(select(t.tenants).where(t.tenants.c.mid == mid), for_update)
-        row = self.conn.execute(stmt).mappings().first()
-        if row is None:
-            return None
-        return Tenant(row["mid"], _parse_catalog(row["catalog"]), row["created_at"])
+        # Every behaviour reads its tenant's catalog: the hot path.
+        sql = self.sql.tenant_for_update if for_update else self.sql.tenant
+        found = self.driver.execute(sql, (mid,)).fetchone()
+        return None if found is None else Tenant(mid, _parse_catalog(found[0]), found[1])
 
     def add(self, tenant: Tenant) -> None:
         try:
@@ -95,7 +82,7 @@ class SqlTenants(_Repo):
                 self.conn.execute(
                     insert(t.tenants).values(
                         mid=tenant.mid,
-                        catalog=_dump(catalog_to_json(tenant.catalog)),
+                        catalog=dumps(catalog_to_json(tenant.catalog)),
                         created_at=tenant.created_at,
                     )
                 )
@@ -106,7 +93,7 @@ class SqlTenants(_Repo):
         self.conn.execute(
             update(t.tenants)
             .where(t.tenants.c.mid == mid)
-            .values(catalog=_dump(catalog_to_json(catalog)))
+            .values(catalog=dumps(catalog_to_json(catalog)))
         )
 
     def add_key(self, key: ApiKey, key_hash: str) -> None:
@@ -168,7 +155,7 @@ def _lead_row(lead: Lead) -> tuple[Any, ...]:
         lead.lead_pool,
         lead.life_status,
         lead.voided,
-        _dump(lead.to_json()),
+        dumps(lead.to_json()),
         lead.created_at,
         lead.updated_at,
         pools["owner_since"],
@@ -224,15 +211,15 @@ class SqlLeads(_Repo):
 
 def _event(row: Any) -> StoredEvent:
     return StoredEvent(
-        row.seq,
-        row.event_id,
-        row.mid,
-        row.entity_id,
-        row.entity_version,
-        row.event_type,
-        row.create_time,
-        row.is_follow_up,
-        row.payload,
+        seq=row.seq,
+        event_id=row.event_id,
+        mid=row.mid,
+        entity_id=row.entity_id,
+        entity_version=row.entity_version,
+        event_type=row.event_type,
+        create_time=row.create_time,
+        is_follow_up=row.is_follow_up,
+        payload=row.payload,
     )
 
 
@@ -247,13 +234,9 @@ class SqlEvents(_Repo):
         # each other), and a page of the log is read under the exclusive lock: after every
         # writer holding a seq has committed (or rolled back), before any new one takes a seq.
         # SQLite has a single writer: nothing to do.
-        if shared and self.sql.log_lock_shared is not None:
-            self.driver.execute(self.sql.log_lock_shared, (mid,))
-        elif not shared and self.conn.dialect.name == "postgresql":
-            self.conn.execute(
-                text("SELECT pg_advisory_xact_lock(:lock, hashtext(:mid))"),
-                {"lock": EVENT_LOG_LOCK, "mid": mid},
-            )
+        lock = self.sql.log_lock_shared if shared else self.sql.log_lock
+        if lock is not None:
+            self.driver.execute(lock, (mid,))
 
     def append(self, events: Sequence[NewEvent]) -> list[int]:
         for mid in sorted({ev.mid for ev in events}):
@@ -292,7 +275,7 @@ class SqlEvents(_Repo):
 
     def _insert_events(self, rows: list[tuple[Any, ...]]) -> list[int]:
         cur = self.driver.cursor()
-        if self.conn.dialect.name == "postgresql":
+        if self.sql.last_rowid is None:
             # psycopg pipelines the statements and keeps each RETURNING result, in order.
             cur.executemany(self.sql.insert_events, rows, returning=True)
             seqs = []
@@ -303,7 +286,7 @@ class SqlEvents(_Repo):
         # SQLite: one writer, and an INTEGER PRIMARY KEY takes max(seq) + 1, so the rows of one
         # executemany get consecutive seqs ending at the last one inserted.
         cur.executemany(self.sql.insert_events, rows)
-        last = int(self.driver.execute("SELECT last_insert_rowid()").fetchone()[0])
+        last = int(self.driver.execute(self.sql.last_rowid).fetchone()[0])
         return list(range(last - len(rows) + 1, last + 1))
 
     def get(self, mid: str, event_id: str) -> StoredEvent | None:

@@ -23,6 +23,7 @@ from leadhook.services.retention import Kind
 # Only one PostgreSQL worker purges at a time (the others skip the batch): the same rows would
 # be fought over otherwise. Any constant works, as long as every leadhook process uses it.
 _PG_PURGE_LOCK = 7_340_212
+_TRY_PURGE_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)").bindparams(k=_PG_PURGE_LOCK)
 
 _KEYS = text("""DELETE FROM idempotency_keys
 WHERE (mid, key) IN (
@@ -93,12 +94,7 @@ class SqlRetention:
     def purge(self, kind: Kind, *, before: float, limit: int, now: float) -> dict[str, int]:
         """Delete up to `limit` rows of `kind` older than `before`; count them."""
         with self._tx() as conn:
-            if (
-                not self._sqlite
-                and not conn.execute(
-                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _PG_PURGE_LOCK}
-                ).scalar()
-            ):
+            if not self._sqlite and not conn.execute(_TRY_PURGE_LOCK).scalar():
                 return {}  # another worker is purging right now
             params = {"before": before, "limit": limit}
             done: dict[str, int]

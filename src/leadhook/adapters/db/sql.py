@@ -6,8 +6,10 @@ as plain text with bind parameters, one set per dialect, so that the driver prep
 (sqlite3's statement cache; psycopg prepares a statement after a few executions).
 
 The two dialects differ only where they must: the placeholder style (`?` and `%s`), row locks
-(`FOR UPDATE`, PostgreSQL only) and the tenant's event-log lock (an advisory lock on
-PostgreSQL; SQLite has a single writer and needs none). Both are spelled out in full below.
+(`FOR UPDATE`, PostgreSQL only), the tenant's event-log locks (advisory locks on PostgreSQL;
+SQLite has a single writer and needs none) and how a batch of events learns its seqs
+(`RETURNING` per row on PostgreSQL, the last rowid on SQLite). Both are spelled out in full
+below, and nowhere else: the stores run whichever set their connection's dialect names.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ class Statements:
     """The hot statements of one dialect."""
 
     tenant: str
+    tenant_for_update: str
     lead: str
     lead_for_update: str
     insert_lead: str
     update_lead: str
     log_lock_shared: str | None
+    log_lock: str | None
     insert_event: str
     insert_events: str
+    last_rowid: str | None
     enabled_subscriptions: str
     insert_delivery: str
     idempotency_get: str
@@ -43,9 +48,10 @@ _SUB_COLUMNS = """id, mid, url, event_types, description, enabled, secret, max_i
     circuit_retry_at, circuit_cooldown"""
 
 SQLITE = Statements(
-    tenant="SELECT catalog, created_at FROM tenants WHERE mid = ?",
-    lead="SELECT state FROM leads WHERE id = ? AND mid = ?",
     # SQLite has no row locks: its write transactions are serialised whole (BEGIN IMMEDIATE).
+    tenant="SELECT catalog, created_at FROM tenants WHERE mid = ?",
+    tenant_for_update="SELECT catalog, created_at FROM tenants WHERE mid = ?",
+    lead="SELECT state FROM leads WHERE id = ? AND mid = ?",
     lead_for_update="SELECT state FROM leads WHERE id = ? AND mid = ?",
     insert_lead="""INSERT INTO leads (id, mid, version, owner, lead_pool, life_status, voided,
         state, created_at, updated_at, owner_since, last_follow_up_at, mobile_key, email_key)
@@ -54,12 +60,15 @@ SQLITE = Statements(
         voided = ?, state = ?, updated_at = ?, owner_since = ?, last_follow_up_at = ?,
         mobile_key = ?, email_key = ? WHERE id = ? AND version = ?""",
     log_lock_shared=None,
+    log_lock=None,
     # A version or event id already written answers no row (and leaves the transaction usable).
     insert_event="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
         create_time, is_follow_up, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT DO NOTHING RETURNING seq""",
     insert_events="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
         create_time, is_follow_up, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+    # The seq of the last row inserted: a batch's rows get consecutive seqs ending there.
+    last_rowid="SELECT last_insert_rowid()",
     enabled_subscriptions=f"""SELECT {_SUB_COLUMNS} FROM subscriptions
         WHERE mid = ? AND enabled AND deleted_at IS NULL""",
     insert_delivery="""INSERT INTO deliveries (id, mid, subscription_id, event_seq, event_id,
@@ -73,6 +82,7 @@ SQLITE = Statements(
 
 POSTGRES = Statements(
     tenant="SELECT catalog, created_at FROM tenants WHERE mid = %s",
+    tenant_for_update="SELECT catalog, created_at FROM tenants WHERE mid = %s FOR UPDATE",
     lead="SELECT state FROM leads WHERE id = %s AND mid = %s",
     lead_for_update="SELECT state FROM leads WHERE id = %s AND mid = %s FOR UPDATE",
     insert_lead="""INSERT INTO leads (id, mid, version, owner, lead_pool, life_status, voided,
@@ -82,12 +92,14 @@ POSTGRES = Statements(
         voided = %s, state = %s, updated_at = %s, owner_since = %s, last_follow_up_at = %s,
         mobile_key = %s, email_key = %s WHERE id = %s AND version = %s""",
     log_lock_shared=f"SELECT pg_advisory_xact_lock_shared({EVENT_LOG_LOCK}, hashtext(%s))",
+    log_lock=f"SELECT pg_advisory_xact_lock({EVENT_LOG_LOCK}, hashtext(%s))",
     insert_event="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
         create_time, is_follow_up, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT DO NOTHING RETURNING seq""",
     insert_events="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
         create_time, is_follow_up, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
         RETURNING seq""",
+    last_rowid=None,  # psycopg returns each row's seq (executemany with returning)
     enabled_subscriptions=f"""SELECT {_SUB_COLUMNS} FROM subscriptions
         WHERE mid = %s AND enabled AND deleted_at IS NULL""",
     insert_delivery="""INSERT INTO deliveries (id, mid, subscription_id, event_seq, event_id,

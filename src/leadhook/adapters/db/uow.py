@@ -86,12 +86,6 @@ class SqlUnitOfWork(_Repositories):
         assert self._conn is not None, "commit outside the unit of work"
         self._conn.commit()
 
-    @property
-    def connection(self) -> Connection:
-        """The connection of this unit of work (for adapter-level queries)."""
-        assert self._conn is not None
-        return self._conn
-
 
 class BoundUnitOfWork(_Repositories):
     """Every repository on a connection whose transaction belongs to someone else.

@@ -47,6 +47,10 @@ _RETRYABLE = frozenset({"40P01", "40001"})
 _MAX_RUNS = 3
 # The longest the loop waits between two tries for a write gate another process holds.
 _GATE_RETRY_MAX = 0.002
+# Each unit of a group runs in a savepoint of its own (the same text on both dialects).
+_SAVEPOINT = "SAVEPOINT leadhook_item"
+_ROLLBACK_ITEM = "ROLLBACK TO SAVEPOINT leadhook_item"
+_RELEASE_ITEM = "RELEASE SAVEPOINT leadhook_item"
 
 
 @dataclass
@@ -248,22 +252,22 @@ class GroupWriter:
         for item in batch:
             item.runs += 1
             if not alone:
-                driver.execute("SAVEPOINT leadhook_item")
+                driver.execute(_SAVEPOINT)
             try:
                 value = item.work(uow)
             except Exception as exc:
                 if alone:
                     conn.rollback()
                 else:
-                    driver.execute("ROLLBACK TO SAVEPOINT leadhook_item")
-                    driver.execute("RELEASE SAVEPOINT leadhook_item")
+                    driver.execute(_ROLLBACK_ITEM)
+                    driver.execute(_RELEASE_ITEM)
                 if _retryable(exc) and item.runs < _MAX_RUNS:
                     again.append(item)
                 else:
                     outcomes.append((item, False, exc))
                 continue
             if not alone:
-                driver.execute("RELEASE SAVEPOINT leadhook_item")
+                driver.execute(_RELEASE_ITEM)
             outcomes.append((item, True, value))
         return outcomes, again
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import fields
 
 from leadhook.adapters.memory.state import (
     IdempotencyRow,
@@ -16,6 +16,7 @@ from leadhook.adapters.memory.state import (
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
 from leadhook.domain.errors import BadRequestError, ConflictError
+from leadhook.domain.jsontext import dumps
 from leadhook.domain.lead import Lead
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
@@ -31,10 +32,6 @@ from leadhook.services.ports import (
 
 class IntegrityViolation(Exception):
     """A write that a SQL constraint would refuse (unique key, foreign key)."""
-
-
-def _dump(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 class MemoryTenants:
@@ -53,13 +50,13 @@ class MemoryTenants:
         if tenant.mid in self._s.tenants:
             raise ConflictError(f"tenant {tenant.mid!r} already exists")
         self._s.tenants[tenant.mid] = TenantRow(
-            tenant.mid, _dump(catalog_to_json(tenant.catalog)), tenant.created_at
+            tenant.mid, dumps(catalog_to_json(tenant.catalog)), tenant.created_at
         )
 
     def save_catalog(self, mid: str, catalog: Catalog) -> None:
         row = self._s.tenants.get(mid)
         if row is not None:
-            self._s.tenants[mid] = TenantRow(mid, _dump(catalog_to_json(catalog)), row.created_at)
+            self._s.tenants[mid] = TenantRow(mid, dumps(catalog_to_json(catalog)), row.created_at)
 
     def add_key(self, key: ApiKey, key_hash: str) -> None:
         if key.mid not in self._s.tenants:
@@ -97,7 +94,7 @@ def _lead_row(seq: int, lead: Lead) -> LeadRow:
         lead_pool=lead.lead_pool,
         life_status=lead.life_status,
         voided=lead.voided,
-        state=_dump(lead.to_json()),
+        state=dumps(lead.to_json()),
     )
 
 
@@ -169,17 +166,7 @@ class MemoryEvents:
             self._s.event_seq += 1
             seq = self._s.event_seq
             self._s.events.append(
-                StoredEvent(
-                    seq=seq,
-                    event_id=ev.event_id,
-                    mid=ev.mid,
-                    entity_id=ev.entity_id,
-                    entity_version=ev.entity_version,
-                    event_type=ev.event_type,
-                    create_time=ev.create_time,
-                    is_follow_up=ev.is_follow_up,
-                    payload=ev.payload,
-                )
+                StoredEvent(seq=seq, **{f.name: getattr(ev, f.name) for f in fields(NewEvent)})
             )
             self._s.event_index[ev.event_id] = len(self._s.events) - 1
             self._s.event_versions.add((ev.entity_id, ev.entity_version))

@@ -1,4 +1,4 @@
-"""Event type routes: what each of the 13 event types is, its JSON Schema and an example."""
+"""Event type routes: what each event type is, its JSON Schema and an example."""
 
 from __future__ import annotations
 

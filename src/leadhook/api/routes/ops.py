@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from leadhook.api.deps import ContainerDep
@@ -28,8 +27,7 @@ def readyz(request: Request, c: ContainerDep) -> Response:
     """Answer 200 when a query reaches the database, 503 otherwise."""
     outages: OutageLog = request.app.state.outages
     try:
-        with c.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        database = c.readiness.check()
     except Exception as exc:  # any driver error means "not ready"
         # The driver's message can name hosts and users: log it (once per outage, however
         # often probes ask), never show it unauthenticated.
@@ -40,7 +38,7 @@ def readyz(request: Request, c: ContainerDep) -> Response:
             headers={"Retry-After": "5"},
         )
     outages.answered()
-    return JSONResponse({"status": "ready", "database": c.engine.dialect.name})
+    return JSONResponse({"status": "ready", "database": database})
 
 
 @router.get("/metrics", summary="Prometheus metrics")
