@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -94,3 +96,12 @@ def test_delivery_filters_name_every_bad_one() -> None:
         "s1",
     )
     assert (f.created_after, f.created_before) == (1676962253.0, 1677024000.0)
+
+
+@given(st.floats(min_value=-2e9, max_value=4e9, allow_nan=False))
+def test_rfc3339_formats_as_the_plain_datetime_formatting_does(seconds: float) -> None:
+    # rfc3339 caches the whole second's text: the result must be the uncached one exactly,
+    # including instants whose microseconds round up into the next second.
+    instant = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    plain = instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+    assert rfc3339(seconds) == plain

@@ -10,6 +10,7 @@ fields exactly as it defines them (`create_time` in unix seconds, `created_times
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 
@@ -23,7 +24,14 @@ EXAMPLE = "2026-12-01T08:30:00Z"
 def rfc3339(seconds: float) -> str:
     """Format unix seconds as RFC 3339 in UTC with milliseconds, e.g. `...T08:30:00.250Z`."""
     instant = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+    whole = int(instant.replace(microsecond=0).timestamp())
+    return _second(whole) + f".{instant.microsecond // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second(whole: int) -> str:
+    # A busy second formats its date and time once, not once per answer.
+    return dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def rfc3339_or_none(seconds: float | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -19,8 +20,10 @@ MAX_SAFE_INTEGER = 2**53 - 1
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+@functools.lru_cache(maxsize=256)
 def local_timestamp(unix_seconds: int, timezone: str) -> str:
-    """Format an instant as `YYYY-MM-DD HH:MM:SS` in the tenant's time zone."""
+    """Format an instant as `YYYY-MM-DD HH:MM:SS` in the tenant's time zone (the behaviours
+    of one busy second format it once)."""
     return datetime.fromtimestamp(unix_seconds, ZoneInfo(timezone)).strftime(TIME_FORMAT)
 
 
