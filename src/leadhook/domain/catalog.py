@@ -273,11 +273,16 @@ class Catalog:
         builtin = _BUILTIN_POSITION
         if code in self.custom_fields:
             return (len(builtin), code)
+        stage_position = self._stage_positions.get(code)
+        if stage_position is not None:
+            return (len(builtin) + 1 + stage_position, "")
+        return (len(builtin) + len(self.life_stages) + 1, code)
+
+    @cached_property
+    def _stage_positions(self) -> Mapping[str, int]:
+        # Built once per catalog (catalogs are immutable): every create sorts its fields.
         stages = sorted(self.life_stages.values(), key=lambda s: (s.order, s.code))
-        for i, stage in enumerate(stages):
-            if code == stage_timestamp_field(stage.code):
-                return (len(builtin) + 1 + i, "")
-        return (len(builtin) + len(stages) + 1, code)
+        return {stage_timestamp_field(stage.code): i for i, stage in enumerate(stages)}
 
     def reference_exists(self, ref: RefKind, value: str) -> bool:
         """Tell whether `value` is an id of the catalog kind `ref`."""
