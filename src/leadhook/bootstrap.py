@@ -21,11 +21,10 @@ from leadhook.adapters.system import SystemClock, SystemIds
 from leadhook.services.automation import AutomationScheduler, AutomationService, PoolService
 from leadhook.services.console import ConsoleService
 from leadhook.services.deliveries import DeliveryService
-from leadhook.services.delivery import Sender
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
 from leadhook.services.leads import LeadService
-from leadhook.services.ports import Clock, IdFactory, UnitOfWorkFactory
+from leadhook.services.ports import Clock, IdFactory, Sender, UnitOfWorkFactory
 from leadhook.services.retention import Retention
 from leadhook.services.subscriptions import SubscriptionService
 from leadhook.services.tenants import TenantService

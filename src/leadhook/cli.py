@@ -262,6 +262,8 @@ def secret_key() -> None:
     from leadhook.adapters.secretbox import generate_key
 
     console.print(generate_key())
+
+
 def invoked_as() -> str:
     """Return how to run this same `leadhook` again from the current directory.
 

@@ -67,6 +67,8 @@ def _interval(name: str, value: str | None, default: float) -> float:
     except ValueError:
         pass  # `_positive` names the problem
     return _positive(name, value, default)
+
+
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 

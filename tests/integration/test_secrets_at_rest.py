@@ -142,9 +142,7 @@ def test_migration_0002_encrypts_existing_plaintext_secrets(database_url: str) -
     plain, previous = "whsec_" + "A" * 43 + "=", "whsec_" + "B" * 43 + "="
     now = time.time()
     with engine.begin() as conn:
-        conn.execute(
-            insert(t.tenants).values(mid=MID, catalog=_catalog_json(), created_at=now)
-        )
+        conn.execute(insert(t.tenants).values(mid=MID, catalog=_catalog_json(), created_at=now))
         conn.execute(
             text(
                 "INSERT INTO subscriptions (id, mid, url, event_types, description, enabled,"

@@ -15,8 +15,9 @@ from standardwebhooks.webhooks import Webhook
 
 from leadhook.domain.retry import RetryPolicy
 from leadhook.domain.signing import generate_secret
-from leadhook.services.delivery import LANE_DEPTH, MAX_IN_FLIGHT, Job, Outcome, SendResult
 from leadhook.services.dispatcher import Dispatcher
+from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT
+from leadhook.services.ports import Job, SendResult, Verdict
 from leadhook.services.wakeup import Wakeup
 
 SECRET = generate_secret(bytes(range(32)))
@@ -55,7 +56,7 @@ class FakeQueue:
     """The claim rules of the SQL queue, in memory."""
 
     rows: list[Row] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[Verdict] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
     claims: int = 0
     fail_records: int = 0
@@ -128,12 +129,12 @@ class FakeQueue:
                 break
         return jobs
 
-    def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
+    def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
         if self.fail_records:
             self.fail_records -= 1
             raise RuntimeError("database is down")
         by_seq = {r.seq: r for r in self.rows}
-        for o in outcomes:
+        for o in verdicts:
             row = by_seq[o.job.seq]
             self.outcomes.append(o)
             if row.locked_by != worker_id:

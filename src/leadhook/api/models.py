@@ -262,6 +262,8 @@ class AutomationRunNowOut(BaseModel):
 
     moved: int
     data: list[AutomationRunOut]
+
+
 class EventTypeOut(BaseModel):
     """An event type: what it means, its JSON Schema and an example as subscribers get it."""
 

@@ -103,6 +103,8 @@ class ClaimRefusedError(ConflictError):
 
     type_slug = "claim-refused"
     title = "Claim refused"
+
+
 class UnsupportedMediaTypeError(LeadhookError):
     """A request body that is not JSON (by its Content-Type): the API reads JSON only."""
 

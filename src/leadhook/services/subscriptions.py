@@ -15,13 +15,15 @@ from leadhook.domain.events import EVENT_TYPES
 from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
 from leadhook.domain.times import parse_rfc3339, rfc3339, rfc3339_or_none
-from leadhook.services.delivery import MAX_IN_FLIGHT, USER_AGENT, SenderFactory
+from leadhook.services.lanes import MAX_IN_FLIGHT
 from leadhook.services.ports import (
     DELIVERY_STATUSES,
+    USER_AGENT,
     Attempt,
     Clock,
     Delivery,
     IdFactory,
+    SenderFactory,
     Subscription,
     UnitOfWork,
     UnitOfWorkFactory,

@@ -1,9 +1,9 @@
-"""The delivery queue in SQL: claim due deliveries with a lease, record outcomes in batches.
+"""The delivery queue in SQL: claim due deliveries with a lease, record verdicts in batches.
 
 PostgreSQL claims in one statement with `FOR UPDATE SKIP LOCKED`, so several workers share the
 work. SQLite has one writer at a time (`BEGIN IMMEDIATE` under the write gate): its claim reads
 the due rows, caps them per subscription in Python (cheaper there than a window function), then
-leases them, all in one transaction. Outcomes are written with driver-level `executemany`.
+leases them, all in one transaction. Verdicts are written with driver-level `executemany`.
 
 Three things keep one endpoint or one crash from holding up the rest:
 - the circuit breaker (domain/circuit.py): a subscription whose circuit is open is not claimed
@@ -30,7 +30,8 @@ from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit, after_no_answer
-from leadhook.services.delivery import LANE_DEPTH, MAX_IN_FLIGHT, Job, Outcome
+from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
+from leadhook.services.ports import Job, Verdict
 
 UNFINISHED = "('pending', 'failed')"
 
@@ -127,18 +128,6 @@ _FINISH = """UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_a
 
 _d = t.deliveries.c
 _s = t.subscriptions.c
-
-
-def claim_cap(
-    max_in_flight: int, rate_limit_per_s: float | None, circuit_retry_at: float | None = None
-) -> int:
-    """Return how many deliveries of one subscription a single claim may take."""
-    if circuit_retry_at is not None:
-        return 1  # a half-open circuit: one probe
-    max_in_flight = min(max_in_flight, MAX_IN_FLIGHT)
-    if rate_limit_per_s is None:
-        return max_in_flight * LANE_DEPTH
-    return max(1, min(max_in_flight, int(rate_limit_per_s)))
 
 
 def _text(template: str, exclude: bool) -> TextClause:
@@ -262,13 +251,13 @@ class SqlDeliveryQueue:
         conn.exec_driver_sql(_SQLITE_LEASE, (lease_until, worker_id, batch))
         return [tuple(r) for r in conn.exec_driver_sql(_SQLITE_JOBS, (batch,))]
 
-    def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
+    def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
         """Store the attempts and the deliveries' new states; track failing subscriptions."""
-        if not outcomes:
+        if not verdicts:
             return
         attempts = [
             (o.job.seq, a.attempted_at, a.status_code, a.latency_ms, a.error, a.response_body)
-            for o in outcomes
+            for o in verdicts
             for a in (o.attempt,)
         ]
         finished = [
@@ -281,10 +270,10 @@ class SqlDeliveryQueue:
                 o.job.seq,
                 worker_id,
             )
-            for o in outcomes
+            for o in verdicts
         ]
-        succeeded = {o.job.subscription_id for o in outcomes if o.status == "delivered"}
-        failing = {o.job.subscription_id for o in outcomes} - succeeded
+        succeeded = {o.job.subscription_id for o in verdicts if o.status == "delivered"}
+        failing = {o.job.subscription_id for o in verdicts} - succeeded
         with self._tx() as conn:
             conn.exec_driver_sql(self._insert_attempts, attempts)
             conn.exec_driver_sql(self._finish, finished)
@@ -300,14 +289,14 @@ class SqlDeliveryQueue:
                     .where(_s.id.in_(failing), _s.first_failure_at.is_(None))
                     .values(first_failure_at=now)
                 )
-            self._disable(conn, outcomes, now)
-            self._circuits(conn, outcomes, now)
+            self._disable(conn, verdicts, now)
+            self._circuits(conn, verdicts, now)
 
-    def _circuits(self, conn: Connection, outcomes: Sequence[Outcome], now: float) -> None:
+    def _circuits(self, conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
         """Close the circuit of endpoints that answered; count the silence of the others."""
-        answered = {o.job.subscription_id for o in outcomes if o.attempt.status_code is not None}
+        answered = {o.job.subscription_id for o in verdicts if o.attempt.status_code is not None}
         silent: dict[str, list[float]] = defaultdict(list)
-        for o in outcomes:
+        for o in verdicts:
             if o.attempt.status_code is None and o.job.subscription_id not in answered:
                 silent[o.job.subscription_id].append(o.attempt.attempted_at)
         if answered:
@@ -347,9 +336,9 @@ class SqlDeliveryQueue:
             conn.execute(update(t.subscriptions).where(_s.id == sub_id).values(**values))
 
     @staticmethod
-    def _disable(conn: Connection, outcomes: Sequence[Outcome], now: float) -> None:
+    def _disable(conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
         reasons: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
-        for o in outcomes:
+        for o in verdicts:
             if o.disable is not None:
                 reasons[o.job.subscription_id].append((o.disable.reason, o.disable.failing_before))
         for sub_id, items in reasons.items():

@@ -14,7 +14,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from leadhook.domain.targets import TargetError, check_address, check_host
-from leadhook.services.delivery import SendResult
+from leadhook.services.ports import SendResult
 
 BODY_LIMIT = 1024
 

@@ -297,9 +297,7 @@ def return_lead(lead_id: str, body: m.ReturnIn, req: BehaviourReq, c: ContainerD
     return _json(c.pools.return_(req, lead_id, body.lead_pool, body.notes))
 
 
-@router.get(
-    "/{lead_id}/duplicates", response_model=m.DuplicatesOut, summary="Duplicates of a lead"
-)
+@router.get("/{lead_id}/duplicates", response_model=m.DuplicatesOut, summary="Duplicates of a lead")
 def duplicates(lead_id: str, mid: Mid, c: ContainerDep, limit: Limit = 50) -> Response:
     """Live leads of the tenant with the same mobile or email (ignoring spaces, dashes, a
     leading +86 and case), oldest first."""

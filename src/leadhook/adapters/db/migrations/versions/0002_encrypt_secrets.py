@@ -54,7 +54,9 @@ def _rewrite(convert: Any, needs: Any, purpose: str) -> None:
             .where(subs.c.id == row.id)
             .values(
                 secret=convert(box, row.secret),
-                previous_secret=None if row.previous_secret is None else convert(box, row.previous_secret),
+                previous_secret=None
+                if row.previous_secret is None
+                else convert(box, row.previous_secret),
             )
         )
 
@@ -62,10 +64,16 @@ def _rewrite(convert: Any, needs: Any, purpose: str) -> None:
 def upgrade() -> None:
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
         batch_op.alter_column(
-            "secret", existing_type=sa.String(length=128), type_=sa.String(length=512), existing_nullable=False
+            "secret",
+            existing_type=sa.String(length=128),
+            type_=sa.String(length=512),
+            existing_nullable=False,
         )
         batch_op.alter_column(
-            "previous_secret", existing_type=sa.String(length=128), type_=sa.String(length=512), existing_nullable=True
+            "previous_secret",
+            existing_type=sa.String(length=128),
+            type_=sa.String(length=512),
+            existing_nullable=True,
         )
     op.create_table(
         "key_check",
@@ -81,12 +89,20 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    _rewrite(lambda box, value: box.decrypt(value), lambda value: value.startswith(_PREFIX), "decrypt")
+    _rewrite(
+        lambda box, value: box.decrypt(value), lambda value: value.startswith(_PREFIX), "decrypt"
+    )
     op.drop_table("key_check")
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
         batch_op.alter_column(
-            "previous_secret", existing_type=sa.String(length=512), type_=sa.String(length=128), existing_nullable=True
+            "previous_secret",
+            existing_type=sa.String(length=512),
+            type_=sa.String(length=128),
+            existing_nullable=True,
         )
         batch_op.alter_column(
-            "secret", existing_type=sa.String(length=512), type_=sa.String(length=128), existing_nullable=False
+            "secret",
+            existing_type=sa.String(length=512),
+            type_=sa.String(length=128),
+            existing_nullable=False,
         )

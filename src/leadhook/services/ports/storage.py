@@ -1,4 +1,4 @@
-"""The ports the services need; adapters/ implements them (db/, memory/)."""
+"""The storage ports: repositories, the unit of work over them, and the values they keep."""
 
 from __future__ import annotations
 
