@@ -13,7 +13,7 @@ from leadhook.bootstrap import Container
 from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
 from leadhook.domain.operator import Operator
 from leadhook.services.console import DeliveryQuery, Principal
-from leadhook.services.leads import Request
+from leadhook.services.leads import BehaviourRequest
 from leadhook.services.ports import Attempt, Job, Verdict
 
 MID, OTHER = "acme", "other"
@@ -21,7 +21,7 @@ MID, OTHER = "acme", "other"
 
 def lead(c: Container, mid: str, name: str, mobile: str = "") -> str:
     fields = {"name": name, **({"mobile": mobile} if mobile else {})}
-    _, body = c.leads.create(Request(mid=mid, operator=Operator()), {"fields": fields})
+    _, body = c.leads.create(BehaviourRequest(mid=mid, operator=Operator()), {"fields": fields})
     lead_id: str = json.loads(body)["lead"]["id"]
     return lead_id
 

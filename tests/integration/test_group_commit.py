@@ -14,7 +14,7 @@ from leadhook.adapters.db.writer import GroupWriter
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import NotFoundError, ValidationError
 from leadhook.domain.operator import Operator
-from leadhook.services.leads import Request
+from leadhook.services.leads import BehaviourRequest
 from leadhook.services.ports import LeadFilter
 
 
@@ -24,8 +24,8 @@ def tenant(container: Container) -> Iterator[str]:
     yield mid
 
 
-def _req(mid: str, key: str | None = None) -> Request:
-    return Request(mid=mid, operator=Operator(), idempotency_key=key, fingerprint="fp")
+def _req(mid: str, key: str | None = None) -> BehaviourRequest:
+    return BehaviourRequest(mid=mid, operator=Operator(), idempotency_key=key, fingerprint="fp")
 
 
 def _count(container: Container, mid: str) -> int:

@@ -22,12 +22,12 @@ from leadhook.bootstrap import Container, build
 from leadhook.domain.operator import Operator
 from leadhook.domain.times import rfc3339
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
-from leadhook.services.leads import Request
+from leadhook.services.leads import BehaviourRequest
 from leadhook.services.ports import Attempt, DeliveryStatus, Disable, Job, Verdict
 from leadhook.settings import Settings
 
 MID = "acme"
-REQ = Request(mid=MID, operator=Operator())
+REQ = BehaviourRequest(mid=MID, operator=Operator())
 
 
 def setup(c: Backend, **sub: Any) -> dict[str, Any]:

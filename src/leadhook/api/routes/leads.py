@@ -14,7 +14,7 @@ from leadhook.api import models as m
 from leadhook.api.deps import BEHAVIOUR_HEADERS, BehaviourReq, ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
 from leadhook.domain.operator import Operator
-from leadhook.services.leads import Request, dumps
+from leadhook.services.leads import BehaviourRequest, dumps
 from leadhook.services.ports import LeadFilter
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"], responses=ERRORS)
@@ -34,7 +34,7 @@ def _json(status_body: tuple[int, str]) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
-def _with_operator(req: Request, body: m.Mutating | None) -> Request:
+def _with_operator(req: BehaviourRequest, body: m.Mutating | None) -> BehaviourRequest:
     op = body.operator if body is not None else None
     return replace(req, operator=Operator.parse(None if op is None else op.model_dump()))
 
@@ -107,7 +107,7 @@ def timeline(
 
 
 async def _behaviour(
-    name: str, lead_id: str, req: Request, body: m.Mutating | None, c: Any
+    name: str, lead_id: str, req: BehaviourRequest, body: m.Mutating | None, c: Any
 ) -> Response:
     args = _args(body) if body is not None else {}
     return await _answer(c.leads.submit_perform(_with_operator(req, body), name, lead_id, args))
