@@ -26,6 +26,7 @@ from leadhook.services.events import EventService
 from leadhook.services.leads import LeadService
 from leadhook.services.ports import Clock, IdFactory, Sender, UnitOfWorkFactory
 from leadhook.services.retention import Retention
+from leadhook.services.senders import SchemeSenders
 from leadhook.services.subscriptions import SubscriptionService
 from leadhook.services.tenants import TenantService
 from leadhook.services.wakeup import Wakeup
@@ -96,12 +97,14 @@ class Container:
 
 
 def make_sender(settings: Settings, limit: int) -> Sender:
-    """Build an HTTP sender with up to `limit` connections; call it inside its event loop."""
-    return HttpSender(
+    """Build the senders of every URL scheme (HTTP: up to `limit` connections); call it inside
+    its event loop."""
+    http = HttpSender(
         timeout=settings.delivery_timeout,
         allow_private=settings.allow_private_targets,
         limit=limit,
     )
+    return SchemeSenders({"https": http, "http": http})
 
 
 def build(

@@ -31,10 +31,11 @@ from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.api.app import create_app
 from leadhook.bootstrap import Container, build
+from leadhook.domain.attempts import Delivered, SendResult
 from leadhook.domain.errors import ConflictError
 from leadhook.domain.retry import RetryPolicy
 from leadhook.services.dispatcher import Dispatcher
-from leadhook.services.ports import Job, SendResult, Verdict
+from leadhook.services.ports import Job, Verdict
 from leadhook.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -162,7 +163,7 @@ class OkSender:
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         self.on_send()
         self.sent.append(body)
-        return SendResult(200, 1.0, body="ok")
+        return Delivered(latency_ms=1.0, status_code=200, body="ok")
 
     async def aclose(self) -> None:
         pass

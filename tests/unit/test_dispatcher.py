@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from leadhook.adapters.http.answers import http_answer
+from leadhook.domain.attempts import SendResult, no_answer
 from leadhook.domain.retry import RetryPolicy
 from leadhook.domain.signing import generate_secret
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT
-from leadhook.services.ports import Job, SendResult, Verdict
+from leadhook.services.ports import Job, Verdict
 from leadhook.services.wakeup import Wakeup
 
 SECRET = generate_secret(bytes(range(32)))
@@ -164,6 +166,13 @@ class FakeQueue:
         return 0
 
 
+def http(
+    status: int, latency_ms: float, body: str = "", retry_after: str | None = None
+) -> SendResult:
+    """Return what the HTTP sender answers when the endpoint answers `status`."""
+    return http_answer(status, latency_ms, body, retry_after, time.time())
+
+
 Behaviour = Callable[[str, bytes, Mapping[str, str]], Awaitable[SendResult]]
 
 
@@ -183,7 +192,7 @@ class FakeSender:
         self.peak[url] = max(self.peak[url], self.active[url])
         try:
             if self.behaviour is None:
-                return SendResult(200, 1.0, body="ok")
+                return http(200, 1.0, body="ok")
             return await self.behaviour(url, body, headers)
         finally:
             self.active[url] -= 1
@@ -266,8 +275,8 @@ async def test_each_lead_is_sent_in_order_while_attempts_fail_at_random() -> Non
         await asyncio.sleep(rng.random() / 200)
         if body not in failed_once and rng.random() < 0.4:
             failed_once.add(body)
-            return SendResult(500, 1.0)
-        return SendResult(200, 1.0)
+            return http(500, 1.0)
+        return http(200, 1.0)
 
     queue, sender = FakeQueue(), FakeSender(flaky)
     subs = [Sub("a", max_in_flight=4), Sub("b", max_in_flight=16)]
@@ -294,7 +303,7 @@ async def test_each_lead_is_sent_in_order_while_attempts_fail_at_random() -> Non
 async def test_a_slow_endpoint_keeps_its_limit_and_delays_no_one_else() -> None:
     async def slow_or_fast(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.3 if "slow" in url else 0.001)
-        return SendResult(200, 1.0)
+        return http(200, 1.0)
 
     queue, sender = FakeQueue(), FakeSender(slow_or_fast)
     slow, fast = Sub("slow", max_in_flight=2), Sub("fast", max_in_flight=8)
@@ -335,10 +344,10 @@ async def test_rate_limit_spaces_the_attempts() -> None:
 async def test_decisions_failed_dead_retry_after_and_410() -> None:
     async def answer(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         if "gone" in url:
-            return SendResult(410, 1.0, body="bye")
+            return http(410, 1.0, body="bye")
         if "busy" in url:
-            return SendResult(429, 1.0, retry_after="30")
-        return SendResult(None, 1000.0, error="timeout after 1s")
+            return http(429, 1.0, retry_after="30")
+        return no_answer(1000.0, "timeout after 1s")
 
     queue, sender = FakeQueue(), FakeSender(answer)
     gone, busy, down = Sub("gone", max_in_flight=1), Sub("busy"), Sub("down")
@@ -372,7 +381,7 @@ async def test_an_endpoint_failing_for_days_is_auto_disabled() -> None:
     queue.add(sub, "L2", 1)
 
     async def boom(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
-        return SendResult(500, 1.0, body="no")
+        return http(500, 1.0, body="no")
 
     sender = FakeSender(boom)
     await run_until(make(queue, sender, auto_disable_after=86400.0), lambda: not sub.enabled)
@@ -386,7 +395,7 @@ async def test_an_endpoint_failing_for_days_is_auto_disabled() -> None:
 async def test_graceful_stop_finishes_in_flight_and_releases_the_rest() -> None:
     async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.3)
-        return SendResult(200, 300.0)
+        return http(200, 300.0)
 
     queue, sender = FakeQueue(), FakeSender(slow)
     sub = Sub("s", max_in_flight=3)
@@ -480,7 +489,7 @@ async def test_a_tenant_never_starts_beyond_its_share_while_another_waits() -> N
         peak[tenant] = max(peak[tenant], active[tenant])
         await asyncio.sleep(0.3 if tenant == "a" else 0.03)  # B's endpoint is the quick one
         active[tenant] -= 1
-        return SendResult(200, 1.0)
+        return http(200, 1.0)
 
     queue, sender = FakeQueue(), FakeSender(answer)
     for i in range(3):
@@ -513,7 +522,7 @@ async def test_a_tenant_never_starts_beyond_its_share_while_another_waits() -> N
 async def test_an_endpoint_that_never_answers_trips_and_its_waiting_jobs_go_back() -> None:
     async def silence(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.05)
-        return SendResult(None, 50.0, error="timeout after 0.05s")
+        return no_answer(50.0, "timeout after 0.05s")
 
     queue, sender = FakeQueue(), FakeSender(silence)
     hole = Sub("hole", max_in_flight=2)
@@ -532,7 +541,7 @@ async def test_an_endpoint_that_never_answers_trips_and_its_waiting_jobs_go_back
 async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
     async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(2.5)  # longer than a lease of 2 s: only the heartbeat keeps it
-        return SendResult(200, 2500.0)
+        return http(200, 2500.0)
 
     queue, sender = FakeQueue(), FakeSender(slow)
     sub = Sub("s", max_in_flight=2)
@@ -560,7 +569,7 @@ async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
 async def test_max_in_flight_is_clamped_to_the_cap() -> None:
     async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.3)
-        return SendResult(200, 300.0)
+        return http(200, 300.0)
 
     queue, sender = FakeQueue(), FakeSender(slow)
     wide = Sub("wide", max_in_flight=1000)  # a row written before the API refused it

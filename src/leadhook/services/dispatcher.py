@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from leadhook.domain import circuit
-from leadhook.domain.retry import AttemptResult, RetryPolicy, decide, should_auto_disable
+from leadhook.domain.attempts import Gone, SendResult, no_answer
+from leadhook.domain.retry import RetryPolicy, decide, should_auto_disable
 from leadhook.domain.signing import webhook_headers
 from leadhook.services.lanes import MAX_IN_FLIGHT, Lane, burst
 from leadhook.services.ports import (
@@ -41,7 +42,6 @@ from leadhook.services.ports import (
     Disable,
     Job,
     SenderFactory,
-    SendResult,
     Verdict,
 )
 from leadhook.services.retention import Retention
@@ -466,7 +466,7 @@ class Dispatcher:
                 result = await self._sender.send(job.url, job.body, headers)
             except Exception as exc:  # a Sender should not raise; never let it kill the loop
                 log.exception("sender raised", extra={"delivery_id": job.id})
-                result = SendResult(None, (self._clock() - start) * 1000, f"sender error: {exc!r}")
+                result = no_answer((self._clock() - start) * 1000, f"sender error: {exc!r}")
             self._verdicts.append(self._judge(job, lane, start, result))
             self._flush.set()
         except asyncio.CancelledError:
@@ -506,19 +506,13 @@ class Dispatcher:
         self._watch(job, lane, result)
         now = self._clock()
         attempt = Attempt(start, result.status_code, result.latency_ms, result.error, result.body)
-        decision = decide(
-            self._policy,
-            AttemptResult(result.status_code, result.retry_after, result.error),
-            job.attempt_count + 1,
-            now,
-            self._rand,
-        )
+        decision = decide(self._policy, result, job.attempt_count + 1, now, self._rand)
         if decision.kind == "delivered":
             return Verdict(job, attempt, "delivered", None, None)
         disable: Disable | None = None
         status: DeliveryStatus = "failed" if decision.kind == "retry" else "dead"
-        if decision.kind == "disable":
-            disable = Disable("endpoint answered HTTP 410 Gone")
+        if isinstance(result, Gone):
+            disable = Disable(f"endpoint answered {result.why}")
         elif should_auto_disable(job.first_failure_at, now, self._disable_after):
             since = datetime.fromtimestamp(job.first_failure_at or now, UTC).isoformat()
             disable = Disable(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from leadhook.domain.attempts import Delivered
 from leadhook.domain.circuit import circuit_json
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
@@ -310,7 +311,7 @@ class SubscriptionService:
             result = await sender.send(sub.url, body, headers)
         finally:
             await sender.aclose()
-        ok = result.status_code is not None and 200 <= result.status_code <= 299
+        ok = isinstance(result, Delivered)
         attempt = Attempt(now, result.status_code, result.latency_ms, result.error, result.body)
         return {"success": ok, "event": event, "attempt": attempt_json(attempt)}
 

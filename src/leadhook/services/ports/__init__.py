@@ -6,6 +6,7 @@
 Every name is re-exported here, so `from leadhook.services.ports import X` works for all.
 """
 
+from leadhook.domain.attempts import SendResult
 from leadhook.services.ports.delivery import (
     USER_AGENT,
     DeliveryQueue,
@@ -13,7 +14,6 @@ from leadhook.services.ports.delivery import (
     Job,
     Sender,
     SenderFactory,
-    SendResult,
     Verdict,
 )
 from leadhook.services.ports.storage import (

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from leadhook import __version__
+from leadhook.domain.attempts import SendResult
 from leadhook.domain.signing import active_secrets
 from leadhook.services.ports.storage import Attempt, DeliveryStatus
 
@@ -63,19 +64,12 @@ class Verdict:
     disable: Disable | None = None
 
 
-@dataclass(frozen=True)
-class SendResult:
-    """The answer to one POST; `status_code` is None when no HTTP response came back."""
-
-    status_code: int | None
-    latency_ms: float
-    error: str | None = None
-    body: str = ""
-    retry_after: str | None = None
-
-
 class Sender(Protocol):
-    """POST webhook bodies over a pooled client; never raises for a failed attempt."""
+    """Carry webhook bodies to a URL; never raises for a failed attempt.
+
+    It answers what came of the attempt, whatever the transport (domain/attempts.py); which
+    sender carries a URL is chosen by its scheme (services/senders.py).
+    """
 
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult: ...
     async def aclose(self) -> None: ...
