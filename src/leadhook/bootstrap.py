@@ -126,12 +126,12 @@ def build(
         migrate.upgrade(engine, secret_box=box)
         prepare_secrets(engine, box)
     gate = WriteGate(engine)
-    uow: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate)
-    readonly: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate, readonly=True)
     clock = clock or SystemClock()
     ids = ids or SystemIds()
+    uow: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate, ids=ids)
+    readonly: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate, ids=ids, readonly=True)
     wakeup = Wakeup()
-    writer = GroupWriter(engine, gate)
+    writer = GroupWriter(engine, gate, ids=ids)
     leads = LeadService(
         uow, clock, ids, on_enqueued=wakeup.notify, readonly_uow=readonly, transactor=writer
     )

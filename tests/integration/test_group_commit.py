@@ -101,7 +101,7 @@ def test_an_idempotency_key_twice_in_one_group_answers_once(
 
 
 def test_a_closed_writer_refuses_new_work(container: Container) -> None:
-    writer = GroupWriter(container.engine, container.gate)
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids)
     writer.close()
     future = writer.submit(lambda uow: 1)
     with pytest.raises(RuntimeError, match="closed"):

@@ -48,6 +48,7 @@ from leadhook.services.retention import Retention
 from leadhook.services.wakeup import Wakeup
 
 log = logging.getLogger("leadhook.dispatcher")
+DELIVERED, FAILED, DEAD = DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.DEAD
 
 
 def default_worker_id() -> str:
@@ -508,9 +509,9 @@ class Dispatcher:
         attempt = Attempt(start, result.status_code, result.latency_ms, result.error, result.body)
         decision = decide(self._policy, result, job.attempt_count + 1, now, self._rand)
         if decision.kind == "delivered":
-            return Verdict(job, attempt, "delivered", None, None)
+            return Verdict(job, attempt, DELIVERED, None, None)
         disable: Disable | None = None
-        status: DeliveryStatus = "failed" if decision.kind == "retry" else "dead"
+        status = FAILED if decision.kind == "retry" else DEAD
         if isinstance(result, Gone):
             disable = Disable(f"endpoint answered {result.why}")
         elif should_auto_disable(job.first_failure_at, now, self._disable_after):
@@ -575,9 +576,9 @@ class Dispatcher:
         for o in verdicts:
             self._held.pop(o.job.seq, None)
         for o in verdicts:
-            if o.status == "delivered":
+            if o.status == DELIVERED:
                 stats.delivered += 1
-            elif o.status == "failed":
+            elif o.status == FAILED:
                 stats.failed += 1
                 due = o.next_attempt_at
                 if due is not None and (self._next_due is None or due < self._next_due):

@@ -16,13 +16,16 @@ from leadhook.domain.events import EVENT_TYPES
 from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
 from leadhook.domain.times import parse_rfc3339, rfc3339, rfc3339_or_none
+from leadhook.services import ports
 from leadhook.services.lanes import MAX_IN_FLIGHT
 from leadhook.services.ports import (
     DELIVERY_STATUSES,
+    UNFINISHED,
     USER_AGENT,
     Attempt,
     Clock,
     Delivery,
+    DeliveryStatus,
     IdFactory,
     SenderFactory,
     Subscription,
@@ -38,7 +41,8 @@ MAX_IN_FLIGHT_LIMIT = MAX_IN_FLIGHT
 MAX_RATE = 100_000.0
 MAX_DESCRIPTION = 1000
 TEST_EVENT_TYPE = "webhook_test"
-REPLAYABLE = ("dead", "delivered")
+REPLAYABLE: tuple[str, ...] = tuple(s.value for s in ports.REPLAYABLE)
+"""What a replay may name (`dead`, `delivered`); the console offers them too."""
 EDITABLE = frozenset(
     {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}
 )
@@ -86,11 +90,9 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
         "event_type": d.event_type,
         "entity_id": d.entity_id,
         "entity_version": d.entity_version,
-        "status": d.status,
+        "status": str(d.status),
         "attempt_count": d.attempt_count,
-        "next_attempt_at": (
-            rfc3339_or_none(d.next_attempt_at) if d.status in ("pending", "failed") else None
-        ),
+        "next_attempt_at": (rfc3339_or_none(d.next_attempt_at) if d.status in UNFINISHED else None),
         "last_error": d.last_error,
         "created_at": rfc3339(d.created_at),
         "updated_at": rfc3339(d.updated_at),
@@ -344,7 +346,7 @@ class SubscriptionService:
                 raise NotFoundError(f"delivery {delivery_id!r} not found")
             if uow.subscriptions.get(mid, found.subscription_id) is None:
                 raise ConflictError("the subscription of this delivery was deleted")
-            if found.status == "pending":
+            if found.status == DeliveryStatus.PENDING:
                 raise ConflictError("this delivery is already pending (queued or being sent)")
             retried = uow.deliveries.retry(mid, delivery_id, self._clock())
             if retried is None:

@@ -19,9 +19,7 @@ from dataclasses import replace
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
 from leadhook.adapters.memory.uow import MemoryStore
 from leadhook.services.lanes import claim_cap
-from leadhook.services.ports import Job, Verdict
-
-UNFINISHED = ("pending", "failed")
+from leadhook.services.ports import UNFINISHED, DeliveryStatus, Job, Verdict
 
 
 class MemoryDeliveryQueue:
@@ -78,7 +76,9 @@ class MemoryDeliveryQueue:
                     locked_by=None,
                     updated_at=now,
                 )
-            succeeded = {o.job.subscription_id for o in verdicts if o.status == "delivered"}
+            succeeded = {
+                o.job.subscription_id for o in verdicts if o.status == DeliveryStatus.DELIVERED
+            }
             failing = {o.job.subscription_id for o in verdicts} - succeeded
             for sub_id in succeeded:  # a success ends the failure streak
                 _set_streak(state, sub_id, None)

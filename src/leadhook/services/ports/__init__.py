@@ -18,6 +18,9 @@ from leadhook.services.ports.delivery import (
 )
 from leadhook.services.ports.storage import (
     DELIVERY_STATUSES,
+    REPLAYABLE,
+    SETTLED,
+    UNFINISHED,
     ApiKey,
     Attempt,
     AutomationRun,
@@ -46,10 +49,15 @@ from leadhook.services.ports.storage import (
     Transactor,
     UnitOfWork,
     UnitOfWorkFactory,
+    delivery_of,
+    requeued,
 )
 
 __all__ = [
     "DELIVERY_STATUSES",
+    "REPLAYABLE",
+    "SETTLED",
+    "UNFINISHED",
     "USER_AGENT",
     "ApiKey",
     "Attempt",
@@ -86,4 +94,6 @@ __all__ = [
     "UnitOfWork",
     "UnitOfWorkFactory",
     "Verdict",
+    "delivery_of",
+    "requeued",
 ]
