@@ -55,3 +55,30 @@ def test_lists_travel_as_one_value() -> None:
 def test_statements_by_dialect() -> None:
     assert queue_statements("sqlite") is queue_sql.SQLITE
     assert queue_statements("postgresql") is queue_sql.POSTGRES
+
+
+STATUS_WORDS = re.compile(r"status\s*(?:=\s*'(\w+)'|IN\s*\(([^)]*)\))")
+
+
+def _status_words(sql: str) -> list[str]:
+    words: list[str] = []
+    for one, many in STATUS_WORDS.findall(sql):
+        words += [one] if one else [w.strip().strip("'") for w in many.split(",")]
+    return words
+
+
+def test_every_status_spelled_in_sql_is_a_delivery_status() -> None:
+    """Where SQL must spell a status (a literal the planner matches to a partial index, or a
+    fixed value of a write), it is one of `DeliveryStatus`: renaming one breaks this test."""
+    from sqlalchemy import TextClause
+
+    from leadhook.adapters.db import retention, sql
+
+    texts = [*_texts(SQLITE).values(), *_texts(POSTGRES).values()]
+    texts += [v.text for v in vars(retention).values() if isinstance(v, TextClause)]
+    for statements in (sql.SQLITE, sql.POSTGRES):
+        texts += [v for v in vars(statements).values() if isinstance(v, str)]
+    texts += [str(i.dialect_options[d]["where"]) for i in deliveries.indexes for d in ("sqlite",)]
+    words = [w for t in texts for w in _status_words(t)]
+    assert {"pending", "failed", "delivered", "dead"} <= set(words)
+    assert set(words) <= {s.value for s in DeliveryStatus}
