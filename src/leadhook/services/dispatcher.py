@@ -552,7 +552,7 @@ class Dispatcher:
                 await asyncio.to_thread(self._write, verdicts, releases)
             except Exception:
                 failures += 1
-                log.exception("recording verdicts failed", extra={"attempts": failures})
+                log.exception("recording outcomes failed", extra={"attempts": failures})
                 self._verdicts[:0], self._releases[:0] = verdicts, releases
                 if self._drained and failures >= 3:
                     # Giving up is safe: the leases expire and the deliveries are sent again.
