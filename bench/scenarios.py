@@ -31,7 +31,7 @@ from bench.harness import (
 )
 from leadhook.bootstrap import build
 from leadhook.domain.operator import Operator
-from leadhook.services.leads import Request
+from leadhook.services.leads import BehaviourRequest
 from leadhook.settings import Settings
 
 PG_ADMIN = os.environ.get(
@@ -87,7 +87,7 @@ def prepare_backlog(url: str, hooks: list[tuple[str, int]], events: int) -> None
             container.subscriptions.create(
                 mid, {"url": hook, "event_types": ["*"], "max_in_flight": max_in_flight}
             )
-        req = Request(mid=mid, operator=Operator())
+        req = BehaviourRequest(mid=mid, operator=Operator())
         for start in range(0, events, 1000):
             n = min(1000, events - start)
             container.leads.create_many(req, [{"fields": LEAD_FIELDS}] * n)

@@ -22,12 +22,12 @@ from leadhook.adapters.system import SystemClock, SystemIds
 from leadhook.services.automation import AutomationScheduler, AutomationService, PoolService
 from leadhook.services.console import ConsoleService
 from leadhook.services.deliveries import DeliveryService
-from leadhook.services.delivery import Sender
 from leadhook.services.dispatcher import Dispatcher
 from leadhook.services.events import EventService
 from leadhook.services.leads import LeadService
-from leadhook.services.ports import Clock, IdFactory, Readiness, UnitOfWorkFactory
+from leadhook.services.ports import Clock, IdFactory, Readiness, Sender, UnitOfWorkFactory
 from leadhook.services.retention import Retention
+from leadhook.services.senders import SchemeSenders
 from leadhook.services.subscriptions import SubscriptionService
 from leadhook.services.tenants import TenantService
 from leadhook.services.wakeup import Wakeup
@@ -99,12 +99,14 @@ class Container:
 
 
 def make_sender(settings: Settings, limit: int) -> Sender:
-    """Build an HTTP sender with up to `limit` connections; call it inside its event loop."""
-    return HttpSender(
+    """Build the senders of every URL scheme (HTTP: up to `limit` connections); call it inside
+    its event loop."""
+    http = HttpSender(
         timeout=settings.delivery_timeout,
         allow_private=settings.allow_private_targets,
         limit=limit,
     )
+    return SchemeSenders({"https": http, "http": http})
 
 
 def build(
@@ -126,12 +128,12 @@ def build(
         migrate.upgrade(engine, secret_box=box)
         prepare_secrets(engine, box)
     gate = WriteGate(engine)
-    uow: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate)
-    readonly: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate, readonly=True)
     clock = clock or SystemClock()
     ids = ids or SystemIds()
+    uow: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate, ids=ids)
+    readonly: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate, ids=ids, readonly=True)
     wakeup = Wakeup()
-    writer = GroupWriter(engine, gate)
+    writer = GroupWriter(engine, gate, ids=ids)
     leads = LeadService(
         uow, clock, ids, on_enqueued=wakeup.notify, readonly_uow=readonly, transactor=writer
     )

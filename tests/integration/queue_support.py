@@ -17,9 +17,9 @@ from leadhook.adapters.db.engine import make_engine
 from leadhook.adapters.memory import MemoryStore
 from leadhook.adapters.memory.queue import MemoryDeliveryQueue
 from leadhook.adapters.system import SystemClock, SystemIds
-from leadhook.services.delivery import Sender
 from leadhook.services.events import EventService
 from leadhook.services.leads import LeadService
+from leadhook.services.ports import Sender
 from leadhook.services.subscriptions import SubscriptionService
 from leadhook.services.tenants import TenantService
 

@@ -20,7 +20,7 @@ from leadhook.adapters.db import tables as t
 from leadhook.adapters.memory import FakeClock
 from leadhook.bootstrap import Container, build
 from leadhook.domain.operator import SYSTEM
-from leadhook.services.leads import Request
+from leadhook.services.leads import BehaviourRequest
 from leadhook.settings import Settings
 
 pytestmark = pytest.mark.postgres
@@ -77,7 +77,7 @@ def test_two_workers_reclaim_1000_due_leads_each_once(
         "t1", "lead_pools", "east", {"name": "东区", "reclaim": {"after_days": 1}}
     )
     items = [{"lead_pool": "east", "owner": ("m1", "m2", "m3")[i % 3]} for i in range(LEADS)]
-    status, body = a.leads.create_many(Request("t1", SYSTEM), items)
+    status, body = a.leads.create_many(BehaviourRequest("t1", SYSTEM), items)
     assert status == 201
     ids = {d["lead"]["id"] for d in json.loads(body)["data"]}
     clock.advance(DAY)
@@ -117,7 +117,9 @@ def test_concurrent_creates_never_share_a_round_robin_turn(
         def run() -> list[str]:
             owners = []
             for _ in range(30):
-                _, body = container.leads.create(Request("t1", SYSTEM), {"lead_pool": "east"})
+                _, body = container.leads.create(
+                    BehaviourRequest("t1", SYSTEM), {"lead_pool": "east"}
+                )
                 owners.append(json.loads(body)["lead"]["owner"])
             return owners
 

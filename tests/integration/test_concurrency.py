@@ -16,7 +16,7 @@ from leadhook.bootstrap import Container, build
 from leadhook.domain.events import parse_event_json
 from leadhook.domain.operator import SYSTEM
 from leadhook.domain.replay import fold
-from leadhook.services.leads import LeadService, Request
+from leadhook.services.leads import BehaviourRequest, LeadService
 from leadhook.services.ports import LeadFilter
 from leadhook.settings import Settings
 
@@ -87,7 +87,7 @@ def _run_concurrently(container: Container, lead_id: str, writers: int) -> list[
             name, args = _behaviour(worker, step)
             try:
                 status, body = container.leads.perform(
-                    Request(mid="t1", operator=SYSTEM), name, lead_id, args
+                    BehaviourRequest(mid="t1", operator=SYSTEM), name, lead_id, args
                 )
             except BaseException as exc:  # every behaviour must succeed: record, then fail
                 errors.append(exc)
@@ -104,7 +104,9 @@ def _run_concurrently(container: Container, lead_id: str, writers: int) -> list[
 
 def test_concurrent_writers_on_one_lead(container: Container, database_url: str) -> None:
     c = container
-    _, body = c.leads.create(Request(mid="t1", operator=SYSTEM), {"fields": {"name": "start"}})
+    _, body = c.leads.create(
+        BehaviourRequest(mid="t1", operator=SYSTEM), {"fields": {"name": "start"}}
+    )
     lead_id = json.loads(body)["lead"]["id"]
     writers = _writers(database_url)
     answers = _run_concurrently(c, lead_id, writers)
@@ -152,7 +154,7 @@ def test_concurrent_retries_of_one_idempotent_request(
 
     def create(_: int) -> tuple[int, str]:
         barrier.wait()
-        req = Request(mid="t1", operator=SYSTEM, idempotency_key="once", fingerprint="fp")
+        req = BehaviourRequest(mid="t1", operator=SYSTEM, idempotency_key="once", fingerprint="fp")
         return c.leads.create(req, {"fields": {"name": "only one"}})
 
     with ThreadPoolExecutor(writers) as pool:
@@ -189,10 +191,13 @@ def test_concurrent_creates_and_reads(container: Container, database_url: str) -
     def writer(worker: int) -> None:
         for step in range(STEPS):
             _, body = c.leads.create(
-                Request(mid="t1", operator=SYSTEM), {"fields": {"name": f"{worker}-{step}"}}
+                BehaviourRequest(mid="t1", operator=SYSTEM),
+                {"fields": {"name": f"{worker}-{step}"}},
             )
             lead_id = json.loads(body)["lead"]["id"]
-            c.leads.perform(Request(mid="t1", operator=SYSTEM), "notes", lead_id, {"notes": "n"})
+            c.leads.perform(
+                BehaviourRequest(mid="t1", operator=SYSTEM), "notes", lead_id, {"notes": "n"}
+            )
 
     read_thread = threading.Thread(target=reader)
     read_thread.start()
@@ -233,7 +238,7 @@ def test_a_reader_following_after_never_skips_an_event(container: Container) -> 
     c = container
     appended, release = threading.Event(), threading.Event()
     slow = LeadService(lambda: _HoldAfterAppend(c.uow(), appended, release), c.clock, c.ids)  # type: ignore[arg-type,return-value]
-    req = Request(mid="t1", operator=SYSTEM)
+    req = BehaviourRequest(mid="t1", operator=SYSTEM)
 
     def read(after: str | None) -> list[dict[str, Any]]:
         body = c.events.list("t1", after=after, event_type=None, entity_id=None, limit=100)

@@ -13,16 +13,15 @@ from leadhook.bootstrap import Container
 from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
 from leadhook.domain.operator import Operator
 from leadhook.services.console import DeliveryQuery, Principal
-from leadhook.services.delivery import Job, Outcome
-from leadhook.services.leads import Request
-from leadhook.services.ports import Attempt
+from leadhook.services.leads import BehaviourRequest
+from leadhook.services.ports import Attempt, Job, Verdict
 
 MID, OTHER = "acme", "other"
 
 
 def lead(c: Container, mid: str, name: str, mobile: str = "") -> str:
     fields = {"name": name, **({"mobile": mobile} if mobile else {})}
-    _, body = c.leads.create(Request(mid=mid, operator=Operator()), {"fields": fields})
+    _, body = c.leads.create(BehaviourRequest(mid=mid, operator=Operator()), {"fields": fields})
     lead_id: str = json.loads(body)["lead"]["id"]
     return lead_id
 
@@ -41,8 +40,8 @@ def record(c: Container, now: float, codes: list[int | None]) -> list[Job]:
         error = None if ok else ("connection refused" if code is None else f"HTTP {code}")
         attempt = Attempt(now, code, 10.0 * (len(outcomes) + 1), error, "body")
         status = "delivered" if ok else "dead"
-        outcomes.append(Outcome(job, attempt, status, None, error, None))
-    q.record(worker_id="w", outcomes=outcomes, now=now)
+        outcomes.append(Verdict(job, attempt, status, None, error, None))
+    q.record(worker_id="w", verdicts=outcomes, now=now)
     return jobs
 
 

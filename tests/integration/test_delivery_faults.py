@@ -31,10 +31,11 @@ from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.api.app import create_app
 from leadhook.bootstrap import Container, build
+from leadhook.domain.attempts import Delivered, SendResult
 from leadhook.domain.errors import ConflictError
 from leadhook.domain.retry import RetryPolicy
-from leadhook.services.delivery import Job, Outcome, SendResult
 from leadhook.services.dispatcher import Dispatcher
+from leadhook.services.ports import Job, Verdict
 from leadhook.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -66,7 +67,7 @@ def test_retry_of_a_failed_delivery_a_worker_is_re_attempting_is_409(
     new_lead(container)
     q, now = queue_of(container), time.time()
     (first,) = claim(q, now)
-    q.record(worker_id="w1", outcomes=[outcome(first, "failed", code=500, at=now)], now=now)
+    q.record(worker_id="w1", verdicts=[outcome(first, "failed", code=500, at=now)], now=now)
     # Another worker claims it for its next attempt: status `failed`, lease live for 60 s.
     (held,) = claim(q, time.time(), worker="w2")
     before = container.subscriptions.delivery(MID, held.id)
@@ -87,7 +88,7 @@ def test_retry_of_a_failed_delivery_a_worker_is_re_attempting_is_409(
     assert claim(q, time.time(), worker="w3") == []  # still w2's
 
     # The holder's outcome still lands; once settled and free, a retry is accepted.
-    q.record(worker_id="w2", outcomes=[outcome(held, "delivered")], now=time.time())
+    q.record(worker_id="w2", verdicts=[outcome(held, "delivered")], now=time.time())
     assert container.subscriptions.delivery(MID, held.id)["status"] == "delivered"
     retried = container.subscriptions.retry(MID, held.id)
     assert (retried["status"], retried["attempt_count"]) == ("pending", 0)
@@ -102,7 +103,7 @@ def test_retry_of_a_failed_delivery_whose_lease_ran_out_is_accepted(
     new_lead(container)
     q, now = queue_of(container), time.time()
     (first,) = claim(q, now)
-    q.record(worker_id="w1", outcomes=[outcome(first, "failed", code=500, at=now)], now=now)
+    q.record(worker_id="w1", verdicts=[outcome(first, "failed", code=500, at=now)], now=now)
     claim(q, time.time(), worker="w2", lease_until=time.time() - 1)  # a lease already over
     retried = container.subscriptions.retry(MID, first.id)
     assert (retried["status"], retried["attempt_count"]) == ("pending", 0)
@@ -140,9 +141,9 @@ class CountingQueue:
             self.failed_claims += 1
             raise
 
-    def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
+    def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
         try:
-            self.inner.record(worker_id=worker_id, outcomes=outcomes, now=now)
+            self.inner.record(worker_id=worker_id, verdicts=verdicts, now=now)
         except Exception:
             self.failed_records += 1
             raise
@@ -162,7 +163,7 @@ class OkSender:
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         self.on_send()
         self.sent.append(body)
-        return SendResult(200, 1.0, body="ok")
+        return Delivered(latency_ms=1.0, status_code=200, body="ok")
 
     async def aclose(self) -> None:
         pass

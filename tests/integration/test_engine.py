@@ -19,15 +19,14 @@ from leadhook.adapters.db.retention import SqlRetention
 from leadhook.bootstrap import Container
 from leadhook.domain import circuit
 from leadhook.domain.times import rfc3339
-from leadhook.services.delivery import Job, Outcome
-from leadhook.services.ports import Attempt
+from leadhook.services.ports import Attempt, Job, Verdict
 from leadhook.services.retention import Retention, RetentionPolicy
 
 
-def silent(job: Job, at: float) -> Outcome:
+def silent(job: Job, at: float) -> Verdict:
     """A failed attempt that got no answer (a timeout)."""
     attempt = Attempt(at, None, 2000.0, "timeout after 2s", "")
-    return Outcome(job, attempt, "failed", at + 0.001, "timeout after 2s")
+    return Verdict(job, attempt, "failed", at + 0.001, "timeout after 2s")
 
 
 def shown(c: Container, sub_id: str) -> dict[str, Any]:
@@ -53,14 +52,14 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
     jobs = [j for j in claimed if j.subscription_id == sub["id"]]
     q.release(worker_id="w1", seqs=[j.seq for j in claimed if j.subscription_id == other["id"]])
     assert len(jobs) == 8 and shown(container, sub["id"])["state"] == "closed"
-    q.record(worker_id="w1", outcomes=[silent(j, now) for j in jobs[:4]], now=now)
+    q.record(worker_id="w1", verdicts=[silent(j, now) for j in jobs[:4]], now=now)
     assert shown(container, sub["id"]) == {
         "state": "closed",
         "opened_at": None,
         "retry_at": None,
         "consecutive_failures": 4,
     }
-    q.record(worker_id="w1", outcomes=[silent(jobs[4], now)], now=now)
+    q.record(worker_id="w1", verdicts=[silent(jobs[4], now)], now=now)
     opened = shown(container, sub["id"])
     assert opened["state"] == "open" and opened["opened_at"] == rfc3339(now)
     assert opened["retry_at"] == rfc3339(now + circuit.BASE_COOLDOWN)
@@ -68,7 +67,7 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
     later = now + 1
     assert {j.subscription_id for j in claim(q, later, lease_until=later + 1)} == {other["id"]}
     # Stragglers (started before it opened) count, but do not push the retry further.
-    q.record(worker_id="w1", outcomes=[silent(j, now - 0.5) for j in jobs[5:7]], now=later)
+    q.record(worker_id="w1", verdicts=[silent(j, now - 0.5) for j in jobs[5:7]], now=later)
     assert shown(container, sub["id"])["retry_at"] == rfc3339(now + circuit.BASE_COOLDOWN)
     assert shown(container, sub["id"])["consecutive_failures"] == 7
     # Half open: one probe, to one worker; nothing more while it is out.
@@ -83,14 +82,14 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
         ).scalar()
     assert probe_until == probe_time + 60  # reserved for the probe's lease
     # No answer again: open for twice as long.
-    q.record(worker_id="w2", outcomes=[silent(probe, probe_time)], now=probe_time + 2)
+    q.record(worker_id="w2", verdicts=[silent(probe, probe_time)], now=probe_time + 2)
     reopened = shown(container, sub["id"])
     assert reopened["state"] == "open" and reopened["opened_at"] == rfc3339(probe_time + 2)
     assert reopened["retry_at"] == rfc3339(probe_time + 2 + 2 * circuit.BASE_COOLDOWN)
     # The next probe gets an answer (even an error): closed, the count starts again.
     second = probe_time + 2 + 2 * circuit.BASE_COOLDOWN + 0.5
     (probe2,) = mine(claim(q, second, worker="w2"))
-    q.record(worker_id="w2", outcomes=[outcome(probe2, "failed", code=500, at=second)], now=second)
+    q.record(worker_id="w2", verdicts=[outcome(probe2, "failed", code=500, at=second)], now=second)
     assert shown(container, sub["id"])["state"] == "closed"
     assert shown(container, sub["id"])["consecutive_failures"] == 0
     # Nothing was lost on the way: every delivery is still there, unfinished.
@@ -130,7 +129,7 @@ def test_renew_extends_only_this_workers_leases(container: Container) -> None:
     assert q.renew(worker_id="w2", seqs=seqs, lease_until=now + 30) == set()
     assert q.renew(worker_id="w1", seqs=seqs, lease_until=now + 30) == set(seqs)
     assert claim(q, now + 10, worker="w2") == []  # renewed: still held at now + 10
-    q.record(worker_id="w1", outcomes=[outcome(jobs[0], "delivered")], now=now)
+    q.record(worker_id="w1", verdicts=[outcome(jobs[0], "delivered")], now=now)
     assert q.renew(worker_id="w1", seqs=seqs, lease_until=now + 60) == set(seqs[1:])
 
 
@@ -182,7 +181,7 @@ def _count(c: Container, table: Any) -> int:
 def _finish_all(c: Container, status: str = "delivered") -> None:
     q, now = queue_of(c), time.time() + 1
     while jobs := claim(q, now):
-        q.record(worker_id="w1", outcomes=[outcome(j, status) for j in jobs], now=now)  # type: ignore[arg-type]
+        q.record(worker_id="w1", verdicts=[outcome(j, status) for j in jobs], now=now)  # type: ignore[arg-type]
 
 
 def test_retention_purges_in_batches_and_counts_what_it_purged(container: Container) -> None:
@@ -217,7 +216,7 @@ def test_event_retention_keeps_events_with_unfinished_deliveries(container: Cont
     jobs = claim(q, now)
     q.record(
         worker_id="w1",
-        outcomes=[
+        verdicts=[
             outcome(jobs[0], "delivered"),
             outcome(jobs[1], "dead", code=500),
             outcome(jobs[2], "failed", code=500, at=now + 3600),

@@ -14,7 +14,7 @@ from leadhook.adapters.db.writer import GroupWriter
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import NotFoundError, ValidationError
 from leadhook.domain.operator import Operator
-from leadhook.services.leads import Request
+from leadhook.services.leads import BehaviourRequest
 from leadhook.services.ports import LeadFilter
 
 
@@ -24,8 +24,8 @@ def tenant(container: Container) -> Iterator[str]:
     yield mid
 
 
-def _req(mid: str, key: str | None = None) -> Request:
-    return Request(mid=mid, operator=Operator(), idempotency_key=key, fingerprint="fp")
+def _req(mid: str, key: str | None = None) -> BehaviourRequest:
+    return BehaviourRequest(mid=mid, operator=Operator(), idempotency_key=key, fingerprint="fp")
 
 
 def _count(container: Container, mid: str) -> int:
@@ -101,7 +101,7 @@ def test_an_idempotency_key_twice_in_one_group_answers_once(
 
 
 def test_a_closed_writer_refuses_new_work(container: Container) -> None:
-    writer = GroupWriter(container.engine, container.gate)
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids)
     writer.close()
     future = writer.submit(lambda uow: 1)
     with pytest.raises(RuntimeError, match="closed"):

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from leadhook.adapters.db import tables as t
 from leadhook.bootstrap import Container, build
 from leadhook.domain.operator import SYSTEM
-from leadhook.services.leads import LeadService, Request
+from leadhook.services.leads import BehaviourRequest, LeadService
 from leadhook.services.ports import Subscription, UnitOfWork, UnitOfWorkFactory
 from leadhook.settings import Settings
 
@@ -113,8 +113,8 @@ def _counts(c: Container) -> dict[str, int]:
         }
 
 
-def _req(key: str | None = None) -> Request:
-    return Request(mid="t1", operator=SYSTEM, idempotency_key=key, fingerprint="fp")
+def _req(key: str | None = None) -> BehaviourRequest:
+    return BehaviourRequest(mid="t1", operator=SYSTEM, idempotency_key=key, fingerprint="fp")
 
 
 def _lead(c: Container) -> str:
@@ -204,7 +204,7 @@ CHILD = textwrap.dedent(
     from leadhook.adapters.db import outbox
     from leadhook.bootstrap import build
     from leadhook.domain.operator import SYSTEM
-    from leadhook.services.leads import Request
+    from leadhook.services.leads import BehaviourRequest
     from leadhook.settings import Settings
 
     url, lead_id = sys.argv[1], sys.argv[2]
@@ -219,7 +219,10 @@ CHILD = textwrap.dedent(
 
     outbox.SqlDeliveries.enqueue = enqueue_then_die
     container.leads.perform(
-        Request(mid="t1", operator=SYSTEM), "update", lead_id, {"fields": {"name": "doomed"}}
+        BehaviourRequest(mid="t1", operator=SYSTEM),
+        "update",
+        lead_id,
+        {"fields": {"name": "doomed"}},
     )
     print("unreachable", flush=True)
     """

@@ -71,7 +71,7 @@ def _populate(c: Container) -> dict[str, Any]:
     c.leads.create(replace(REQ, idempotency_key="k1"), {"fields": {}})
     q, now = queue_of(c), time.time() + 1
     jobs = claim(q, now)
-    q.record(worker_id="w1", outcomes=[outcome(j, "delivered") for j in jobs], now=now)
+    q.record(worker_id="w1", verdicts=[outcome(j, "delivered") for j in jobs], now=now)
     with c.engine.connect() as conn:
         event_id = conn.execute(t.events.select().limit(1)).first().event_id  # type: ignore[union-attr]
     return {"sub": sub, "lead": leads[0], "event_id": event_id}

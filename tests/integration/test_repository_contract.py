@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.uow import SqlUnitOfWork
-from leadhook.adapters.memory import IntegrityViolation, MemoryStore
+from leadhook.adapters.memory import IntegrityViolation, MemoryStore, SequentialIds
 from leadhook.domain.catalog import Catalog, Member
 from leadhook.domain.catalog_entries import catalog_to_json, upsert_entry
 from leadhook.domain.errors import BadRequestError, ConflictError
@@ -40,6 +40,7 @@ from leadhook.services.ports import (
 )
 
 T0 = 1_700_000_000.0
+IDS_SEED = 7_000  # the delivery ids each store mints: SequentialIds(IDS_SEED).short(), ...
 
 
 def _migrate(url: str) -> None:
@@ -52,13 +53,13 @@ def _migrate(url: str) -> None:
 def uow(request: pytest.FixtureRequest, seeded_databases: Any) -> Iterator[UnitOfWorkFactory]:
     """A unit-of-work factory over an empty store of each kind."""
     if request.param == "memory":
-        yield MemoryStore().uow
+        yield MemoryStore(SequentialIds(IDS_SEED)).uow
         return
     # PostgreSQL missing: a visible skip, or a failure under LEADHOOK_REQUIRE_POSTGRES=1.
     url, _ = seeded_databases.restore(request.param, "migrated", _migrate)
     engine: Engine = make_engine(url)
     try:
-        yield partial(SqlUnitOfWork, engine, WriteGate(engine))
+        yield partial(SqlUnitOfWork, engine, WriteGate(engine), ids=SequentialIds(IDS_SEED))
     finally:
         engine.dispose()
 
@@ -486,6 +487,15 @@ def _deliveries(
         cursor = page.next_cursor
         if cursor is None:
             return out
+
+
+def test_delivery_ids_come_from_the_id_factory(uow: UnitOfWorkFactory) -> None:
+    sub = _sub("s1")
+    _write(uow, lambda u: u.subscriptions.add(sub))
+    _enqueue(uow, sub, [_event("L1", 1), _event("L1", 2)], T0)
+    expected = SequentialIds(IDS_SEED)
+    ids = [d.id for d in reversed(_deliveries(uow, "s1"))]
+    assert ids == [expected.short(), expected.short()]
 
 
 def test_deliveries(uow: UnitOfWorkFactory) -> None:

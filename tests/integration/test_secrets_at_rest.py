@@ -27,7 +27,7 @@ from leadhook.adapters.secretbox import (
 )
 from leadhook.bootstrap import Container, build
 from leadhook.domain.operator import Operator
-from leadhook.services.leads import Request
+from leadhook.services.leads import BehaviourRequest
 from leadhook.settings import Settings, SettingsError
 
 MID = "acme"
@@ -50,7 +50,7 @@ def _subscribe(c: Container) -> dict[str, Any]:
 
 def _claimed_secrets(c: Container) -> set[tuple[str, ...]]:
     """Emit one event and claim its delivery: the secrets the dispatcher would sign with."""
-    c.leads.create(Request(mid=MID, operator=Operator()), {"fields": {}})
+    c.leads.create(BehaviourRequest(mid=MID, operator=Operator()), {"fields": {}})
     now = time.time()
     jobs = SqlDeliveryQueue(c.engine, c.gate).claim(
         worker_id="w", now=now + 1, limit=10, lease_until=now + 60, exclude=()

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from leadhook.adapters.http.sender import BODY_LIMIT, GuardedResolver, HttpSender
+from leadhook.domain.attempts import Delivered, Failed, Gone, Retry
 from leadhook.domain.signing import generate_secret, webhook_headers
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -84,6 +85,7 @@ async def test_posts_the_body_and_headers_as_given_and_reuses_connections(server
     async with HttpSender(timeout=5, allow_private=True) as sender:
         results = [await sender.send(server.url(), body, headers) for _ in range(3)]
     assert [r.status_code for r in results] == [200, 200, 200]
+    assert all(isinstance(r, Delivered) for r in results)
     assert all(r.body == "thanks" and r.error is None and r.latency_ms > 0 for r in results)
     for got, raw, _ in server.seen:
         assert raw == body
@@ -94,16 +96,16 @@ async def test_posts_the_body_and_headers_as_given_and_reuses_connections(server
 
 async def test_keeps_only_the_first_kilobyte_of_the_answer(server: Server) -> None:
     async def big(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=500, text="é" * 5000, headers={"Retry-After": "7"})
+        return web.Response(status=503, text="é" * 5000, headers={"Retry-After": "7"})
 
     server.handler = big
     async with HttpSender(timeout=5, allow_private=True) as sender:
         result = await sender.send(server.url(), b"{}", {"content-type": "application/json"})
         again = await sender.send(server.url(), b"{}", {})
-    assert result.status_code == 500 and result.retry_after == "7"
+    assert isinstance(result, Retry) and result.status_code == 503 and result.after == 7.0
     assert len(result.body.encode("utf-8", errors="surrogateescape")) <= BODY_LIMIT + 3
     assert result.body.startswith("é" * 500)
-    assert again.status_code == 500  # the connection closed early did not break the next one
+    assert again.status_code == 503  # the connection closed early did not break the next one
 
 
 async def test_redirects_are_not_followed(server: Server) -> None:
@@ -114,6 +116,18 @@ async def test_redirects_are_not_followed(server: Server) -> None:
     async with HttpSender(timeout=5, allow_private=True) as sender:
         result = await sender.send(server.url(), b"{}", {})
     assert result.status_code == 302 and len(server.seen) == 1
+    assert isinstance(result, Failed) and result.why == "HTTP 302"
+
+
+async def test_410_is_gone_and_keeps_what_the_attempt_records(server: Server) -> None:
+    async def gone(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=410, text="bye")
+
+    server.handler = gone
+    async with HttpSender(timeout=5, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert isinstance(result, Gone) and result.why == "HTTP 410 Gone"
+    assert (result.status_code, result.body, result.error) == (410, "bye", None)
 
 
 async def test_a_slow_endpoint_times_out_with_a_clear_error(server: Server) -> None:
@@ -125,6 +139,7 @@ async def test_a_slow_endpoint_times_out_with_a_clear_error(server: Server) -> N
     async with HttpSender(timeout=0.3, allow_private=True) as sender:
         result = await sender.send(server.url(), b"{}", {})
     assert result.status_code is None and result.error == "timeout after 0.3s"
+    assert isinstance(result, Failed) and result.why == "no response: timeout after 0.3s"
     assert 250 < result.latency_ms < 1500
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from leadhook.adapters.memory import FakeClock, MemoryStore, SequentialIds
 from leadhook.domain.operator import SYSTEM, Operator
 from leadhook.services.automation import AutomationService, PoolService
-from leadhook.services.leads import LeadService, Request
+from leadhook.services.leads import BehaviourRequest, LeadService
 from leadhook.services.tenants import TenantService
 
 DOC = Path(__file__).parents[2] / "docs" / "automation.md"
@@ -61,7 +61,7 @@ def _scenario() -> dict[str, Any]:
             "reclaim": {"after_days": 2.5, "to_lead_pool": "sales"},
         },
     )
-    system = Request("941", SYSTEM)
+    system = BehaviourRequest("941", SYSTEM)
 
     def answer(result: tuple[int, str]) -> Any:
         return json.loads(result[1])
@@ -71,11 +71,13 @@ def _scenario() -> dict[str, Any]:
     lead_id = created["lead"]["id"]
 
     clock.advance(3600)
-    returned = answer(pools.return_(Request("941", WANG), lead_id, "market", "客户暂无需求"))
+    returned = answer(
+        pools.return_(BehaviourRequest("941", WANG), lead_id, "market", "客户暂无需求")
+    )
     out["return"] = returned["events"]
 
     clock.advance(3600)
-    claimed = answer(pools.claim(Request("941", WANG), lead_id, "wang_fang"))
+    claimed = answer(pools.claim(BehaviourRequest("941", WANG), lead_id, "wang_fang"))
     out["claim"] = claimed["events"]
 
     clock.advance(2.5 * DAY)
@@ -102,7 +104,7 @@ def _scenario() -> dict[str, Any]:
     leads.perform(system, "add_team_members", dup, {"members": ["zhang_wei"]})
     out["duplicates"] = json.loads(pools.duplicates("941", keep, 50))
     clock.advance(60)
-    merged = answer(pools.merge(Request("941", WANG), keep, [dup]))
+    merged = answer(pools.merge(BehaviourRequest("941", WANG), keep, [dup]))
     out["merge"] = merged["events"]
     return out
 

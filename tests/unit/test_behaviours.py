@@ -75,7 +75,7 @@ TEAM = b.add_team_members(ctx(), OWNED, [BOB]).lead
 RELATED = b.relate(ctx(), LEAD, "account", "Ac2sD4fG6hJ8kL1zX3cV5b").lead
 VOIDED = b.void(ctx(), OWNED, "重复线索").lead
 
-Call = Callable[[b.Context], b.Outcome]
+Call = Callable[[b.Context], b.Effect]
 
 
 def refusal(call: Call) -> ValidationError:
@@ -307,7 +307,7 @@ WITH_STATUS = b.change_status(ctx(), LEAD, WON).lead
 WITH_ZERO = b.update_fields(ctx(), LEAD, {"budget": 0}).lead
 WITH_ONE_FLOAT = b.update_fields(ctx(), LEAD, {"budget": 1.0}).lead
 
-NO_OPS: list[tuple[str, Lead, Callable[[b.Context, Lead], b.Outcome]]] = [
+NO_OPS: list[tuple[str, Lead, Callable[[b.Context, Lead], b.Effect]]] = [
     ("same ordinary value", WITH_NAME,
      lambda c, lead: b.update_fields(c, lead, {"name": "赵拥晨"})),
     ("same number", WITH_NAME, lambda c, lead: b.update_fields(c, lead, {"budget": 10})),
@@ -342,7 +342,7 @@ NO_OPS: list[tuple[str, Lead, Callable[[b.Context, Lead], b.Outcome]]] = [
 
 @pytest.mark.parametrize(("lead", "call"), [pytest.param(*c[1:], id=c[0]) for c in NO_OPS])
 def test_no_op_behaviour_emits_no_event(
-    lead: Lead, call: Callable[[b.Context, Lead], b.Outcome]
+    lead: Lead, call: Callable[[b.Context, Lead], b.Effect]
 ) -> None:
     outcome = call(ctx(), lead)
     assert outcome.events == ()

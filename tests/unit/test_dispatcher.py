@@ -8,15 +8,21 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from leadhook.adapters.http.answers import http_answer
+from leadhook.adapters.memory.queue import MemoryDeliveryQueue
+from leadhook.adapters.memory.state import DeliveryRow, SubscriptionRow
+from leadhook.adapters.memory.uow import MemoryStore
+from leadhook.domain.attempts import SendResult, no_answer
 from leadhook.domain.retry import RetryPolicy
 from leadhook.domain.signing import generate_secret
-from leadhook.services.delivery import LANE_DEPTH, MAX_IN_FLIGHT, Job, Outcome, SendResult
 from leadhook.services.dispatcher import Dispatcher
+from leadhook.services.lanes import MAX_IN_FLIGHT
+from leadhook.services.ports import DeliveryStatus, Job, StoredEvent, Subscription, Verdict
 from leadhook.services.wakeup import Wakeup
 
 SECRET = generate_secret(bytes(range(32)))
@@ -25,6 +31,8 @@ OLD_SECRET = generate_secret(b"\x07" * 32)
 
 @dataclass
 class Sub:
+    """A subscription to seed the queue with (its URL: http://<id>.test/hook)."""
+
     id: str
     max_in_flight: int = 8
     mid: str = "acme"
@@ -35,45 +43,62 @@ class Sub:
     previous_secret: str | None = None
     previous_expires: float | None = None
 
-
-@dataclass
-class Row:
-    seq: int
-    sub: Sub
-    lead: str
-    version: int
-    status: str = "pending"
-    attempts: int = 0
-    next_at: float = 0.0
-    locked_until: float | None = None
-    locked_by: str | None = None
-    last_error: str | None = None
+    def subscription(self) -> Subscription:
+        return Subscription(
+            self.id, self.mid, f"http://{self.id}.test/hook", ("*",), "", self.enabled, SECRET,
+            self.max_in_flight, self.rate, 0.0, 0.0, self.disabled_reason, self.previous_secret,
+            self.previous_expires, self.first_failure_at,
+        )  # fmt: skip
 
 
-@dataclass
-class FakeQueue:
-    """The claim rules of the SQL queue, in memory."""
+class MemoryQueue(MemoryDeliveryQueue):
+    """The in-memory queue (adapters/memory/queue.py: the claim rules of the SQL queue, held to
+    the same queue contract tests), seeded here and watched: it counts the claims and keeps
+    what was recorded, released and renewed. `fail_records` is the one fault it adds: the next
+    so many `record` calls raise, as a database that is down would."""
 
-    rows: list[Row] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
-    released: list[int] = field(default_factory=list)
-    claims: int = 0
-    fail_records: int = 0
-    renewals: list[tuple[list[int], float]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        super().__init__(self.store)
+        self.outcomes: list[Verdict] = []
+        self.released: list[int] = []
+        self.claims = 0
+        self.fail_records = 0
+        self.renewals: list[tuple[list[int], float]] = []
 
-    def add(self, sub: Sub, lead: str, version: int, at: float = 0.0) -> Row:
-        row = Row(len(self.rows) + 1, sub, lead, version, next_at=at)
-        self.rows.append(row)
+    def add(self, sub: Sub, lead: str, version: int, at: float = 0.0) -> DeliveryRow:
+        """Add a pending delivery of lead `lead` at `version` to `sub` (added if new), due `at`."""
+        with self.store.lock:
+            state = self.store.state
+            if sub.id not in state.subscriptions:
+                state.subscriptions[sub.id] = SubscriptionRow(sub.subscription())
+            state.event_seq += 1
+            event = StoredEvent(
+                state.event_seq, f"ev{state.event_seq}", sub.mid, lead, version, "object_update",
+                0, 0, json.dumps({"lead": lead, "v": version}),
+            )  # fmt: skip
+            state.event_index[event.event_id] = len(state.events)
+            state.events.append(event)
+            state.delivery_seq += 1
+            row = DeliveryRow(
+                state.delivery_seq, f"d{state.delivery_seq}", sub.mid, sub.id, event.seq,
+                event.event_id, lead, version, event.event_type, DeliveryStatus.PENDING, 0, at,
+                0.0, 0.0,
+            )  # fmt: skip
+            state.deliveries[row.seq] = row
         return row
 
-    def _blocked(self, row: Row) -> bool:
-        return any(
-            r.sub is row.sub
-            and r.lead == row.lead
-            and r.version < row.version
-            and r.status in ("pending", "failed")
-            for r in self.rows
-        )
+    @property
+    def rows(self) -> list[DeliveryRow]:
+        """Every delivery as the store holds it now, in the order they were added."""
+        deliveries = self.store.state.deliveries
+        return [deliveries[seq] for seq in sorted(deliveries)]
+
+    def row(self, seq: int) -> DeliveryRow:
+        return self.store.state.deliveries[seq]
+
+    def subscription(self, sub_id: str) -> Subscription:
+        return self.store.state.subscriptions[sub_id].sub
 
     def claim(
         self,
@@ -85,82 +110,31 @@ class FakeQueue:
         exclude: Collection[str],
     ) -> list[Job]:
         self.claims += 1
-        taken: Counter[str] = Counter()
-        jobs: list[Job] = []
-        for row in sorted(self.rows, key=lambda r: (r.next_at, r.seq)):
-            sub = row.sub
-            cap = sub.max_in_flight * LANE_DEPTH if sub.rate is None else max(1, int(sub.rate))
-            if (
-                row.status not in ("pending", "failed")
-                or row.next_at > now
-                or (row.locked_until is not None and row.locked_until >= now)
-                or not sub.enabled
-                or sub.id in exclude
-                or taken[sub.id] >= min(cap, sub.max_in_flight * LANE_DEPTH)
-                or self._blocked(row)
-            ):
-                continue
-            taken[sub.id] += 1
-            row.locked_until, row.locked_by = lease_until, worker_id
-            body = json.dumps({"lead": row.lead, "v": row.version}).encode()
-            jobs.append(
-                Job(
-                    row.seq,
-                    f"d{row.seq}",
-                    sub.mid,
-                    sub.id,
-                    f"ev{row.seq}",
-                    row.lead,
-                    row.version,
-                    row.attempts,
-                    body,
-                    f"http://{sub.id}.test/hook",
-                    SECRET,
-                    sub.max_in_flight,
-                    sub.rate,
-                    lease_until,
-                    sub.previous_secret,
-                    sub.previous_expires,
-                    sub.first_failure_at,
-                )
-            )
-            if len(jobs) == limit:
-                break
-        return jobs
+        return super().claim(
+            worker_id=worker_id, limit=limit, now=now, lease_until=lease_until, exclude=exclude
+        )
 
-    def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
+    def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
         if self.fail_records:
             self.fail_records -= 1
             raise RuntimeError("database is down")
-        by_seq = {r.seq: r for r in self.rows}
-        for o in outcomes:
-            row = by_seq[o.job.seq]
-            self.outcomes.append(o)
-            if row.locked_by != worker_id:
-                continue
-            row.status, row.attempts = o.status, o.job.attempt_count + 1
-            row.next_at = o.next_attempt_at or 0.0
-            row.last_error, row.locked_until, row.locked_by = o.last_error, None, None
-            if o.disable is not None:
-                row.sub.enabled, row.sub.disabled_reason = False, o.disable.reason
+        super().record(worker_id=worker_id, verdicts=verdicts, now=now)
+        self.outcomes.extend(verdicts)
 
     def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
         self.released.extend(seqs)
-        for row in self.rows:
-            if row.seq in seqs and row.locked_by == worker_id:
-                row.locked_until = row.locked_by = None
+        super().release(worker_id=worker_id, seqs=seqs)
 
     def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
         self.renewals.append((list(seqs), lease_until))
-        kept = set()
-        for row in self.rows:
-            if row.seq in seqs and row.locked_by == worker_id:
-                row.locked_until = lease_until
-                kept.add(row.seq)
-        return kept
+        return super().renew(worker_id=worker_id, seqs=seqs, lease_until=lease_until)
 
-    def recover(self, *, worker_id: str) -> int:
-        return 0
+
+def http(
+    status: int, latency_ms: float, body: str = "", retry_after: str | None = None
+) -> SendResult:
+    """Return what the HTTP sender answers when the endpoint answers `status`."""
+    return http_answer(status, latency_ms, body, retry_after, time.time())
 
 
 Behaviour = Callable[[str, bytes, Mapping[str, str]], Awaitable[SendResult]]
@@ -182,7 +156,7 @@ class FakeSender:
         self.peak[url] = max(self.peak[url], self.active[url])
         try:
             if self.behaviour is None:
-                return SendResult(200, 1.0, body="ok")
+                return http(200, 1.0, body="ok")
             return await self.behaviour(url, body, headers)
         finally:
             self.active[url] -= 1
@@ -195,7 +169,7 @@ class FakeSender:
 
 
 def make(
-    queue: FakeQueue,
+    queue: MemoryQueue,
     sender: FakeSender,
     *,
     schedule: str = "0.05,0.05,0.05",
@@ -234,12 +208,12 @@ async def run_until(
     await asyncio.wait_for(task, 10)
 
 
-def finished(queue: FakeQueue) -> Callable[[], bool]:
+def finished(queue: MemoryQueue) -> Callable[[], bool]:
     return lambda: all(r.status in ("delivered", "dead") for r in queue.rows)
 
 
 async def test_delivers_everything_signed_and_counts_it() -> None:
-    queue, sender = FakeQueue(), FakeSender()
+    queue, sender = MemoryQueue(), FakeSender()
     sub = Sub("s1", previous_secret=OLD_SECRET, previous_expires=time.time() + 60)
     for i in range(50):
         queue.add(sub, f"L{i % 5}", i // 5 + 1)
@@ -265,10 +239,10 @@ async def test_each_lead_is_sent_in_order_while_attempts_fail_at_random() -> Non
         await asyncio.sleep(rng.random() / 200)
         if body not in failed_once and rng.random() < 0.4:
             failed_once.add(body)
-            return SendResult(500, 1.0)
-        return SendResult(200, 1.0)
+            return http(500, 1.0)
+        return http(200, 1.0)
 
-    queue, sender = FakeQueue(), FakeSender(flaky)
+    queue, sender = MemoryQueue(), FakeSender(flaky)
     subs = [Sub("a", max_in_flight=4), Sub("b", max_in_flight=16)]
     for version in range(1, 9):
         for lead in range(6):
@@ -293,9 +267,9 @@ async def test_each_lead_is_sent_in_order_while_attempts_fail_at_random() -> Non
 async def test_a_slow_endpoint_keeps_its_limit_and_delays_no_one_else() -> None:
     async def slow_or_fast(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.3 if "slow" in url else 0.001)
-        return SendResult(200, 1.0)
+        return http(200, 1.0)
 
-    queue, sender = FakeQueue(), FakeSender(slow_or_fast)
+    queue, sender = MemoryQueue(), FakeSender(slow_or_fast)
     slow, fast = Sub("slow", max_in_flight=2), Sub("fast", max_in_flight=8)
     for i in range(40):
         queue.add(slow, f"S{i}", 1)
@@ -303,21 +277,24 @@ async def test_a_slow_endpoint_keeps_its_limit_and_delays_no_one_else() -> None:
         queue.add(fast, f"F{i}", 1, at=0.001)  # due after every slow one
     dispatcher = make(queue, sender, concurrency=8)
     start = time.monotonic()
-    fast_done = lambda: all(r.status == "delivered" for r in queue.rows if r.sub is fast)  # noqa: E731
+
+    def fast_done() -> bool:
+        return all(r.status == "delivered" for r in queue.rows if r.subscription_id == fast.id)
+
     await run_until(dispatcher, fast_done)
     assert time.monotonic() - start < 2.0  # the 40 slow ones alone take 6 s at 2 at a time
     assert sender.peak["http://slow.test/hook"] == 2
     assert sender.peak["http://fast.test/hook"] <= 8
-    assert sum(r.status == "delivered" for r in queue.rows if r.sub is slow) < 40
+    assert sum(r.status == "delivered" for r in queue.rows if r.subscription_id == slow.id) < 40
     # What was claimed for the slow endpoint but not sent went back to the queue unsent.
-    unsent = [r for r in queue.rows if r.sub is slow and r.status == "pending"]
+    unsent = [r for r in queue.rows if r.subscription_id == slow.id and r.status == "pending"]
     assert unsent and all(r.locked_by is None for r in unsent), [
         (r.seq, r.locked_by, r.locked_until) for r in unsent if r.locked_by
     ]
 
 
 async def test_rate_limit_spaces_the_attempts() -> None:
-    queue, sender = FakeQueue(), FakeSender()
+    queue, sender = MemoryQueue(), FakeSender()
     sub = Sub("r", max_in_flight=4, rate=20.0)
     for i in range(40):
         queue.add(sub, f"L{i}", 1)
@@ -334,48 +311,60 @@ async def test_rate_limit_spaces_the_attempts() -> None:
 async def test_decisions_failed_dead_retry_after_and_410() -> None:
     async def answer(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         if "gone" in url:
-            return SendResult(410, 1.0, body="bye")
+            return http(410, 1.0, body="bye")
         if "busy" in url:
-            return SendResult(429, 1.0, retry_after="30")
-        return SendResult(None, 1000.0, error="timeout after 1s")
+            return http(429, 1.0, retry_after="30")
+        return no_answer(1000.0, "timeout after 1s")
 
-    queue, sender = FakeQueue(), FakeSender(answer)
+    queue, sender = MemoryQueue(), FakeSender(answer)
     gone, busy, down = Sub("gone", max_in_flight=1), Sub("busy"), Sub("down")
-    rows = {s.id: [queue.add(s, "L1", 1), queue.add(s, "L2", 1)] for s in (gone, busy, down)}
+    seqs = {
+        s.id: [queue.add(s, "L1", 1).seq, queue.add(s, "L2", 1).seq] for s in (gone, busy, down)
+    }
+
+    def rows(sub_id: str) -> list[DeliveryRow]:
+        return [queue.row(seq) for seq in seqs[sub_id]]
+
     dispatcher = make(queue, sender, schedule="0.01")
     await run_until(
         dispatcher,
         lambda: (
-            all(r.status == "dead" for r in rows["down"])
-            and all(r.status == "failed" for r in rows["busy"])
-            and any(r.status == "dead" for r in rows["gone"])
+            all(r.status == "dead" for r in rows("down"))
+            and all(r.status == "failed" for r in rows("busy"))
+            and any(r.status == "dead" for r in rows("gone"))
         ),
     )
     now = time.time()
-    assert all(25 < r.next_at - now <= 30 for r in rows["busy"])
-    assert all(r.attempts == 1 and "Retry-After 30" in (r.last_error or "") for r in rows["busy"])
+    assert all(25 < (r.next_attempt_at or 0) - now <= 30 for r in rows("busy"))
     assert all(
-        r.attempts == 2 and "retries exhausted" in (r.last_error or "") for r in rows["down"]
+        r.attempt_count == 1 and "Retry-After 30" in (r.last_error or "") for r in rows("busy")
     )
-    assert not gone.enabled and "410" in (gone.disabled_reason or "")
+    assert all(
+        r.attempt_count == 2 and "retries exhausted" in (r.last_error or "") for r in rows("down")
+    )
+    gone_now = queue.subscription("gone")
+    assert not gone_now.enabled and gone_now.disabled_reason == "endpoint answered HTTP 410 Gone"
     # The other delivery of the gone endpoint is not sent to it: it stays for a re-enable.
-    assert sorted(r.status for r in rows["gone"]) == ["dead", "pending"]
+    assert sorted(r.status for r in rows("gone")) == ["dead", "pending"]
     assert sum(url == "http://gone.test/hook" for _, url, _, _ in sender.sent) == 1
     assert dispatcher.stats.disabled == 1
 
 
 async def test_an_endpoint_failing_for_days_is_auto_disabled() -> None:
-    queue = FakeQueue()
+    queue = MemoryQueue()
     sub = Sub("old", first_failure_at=time.time() - 3 * 86400)
     queue.add(sub, "L1", 1)
     queue.add(sub, "L2", 1)
 
     async def boom(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
-        return SendResult(500, 1.0, body="no")
+        return http(500, 1.0, body="no")
 
     sender = FakeSender(boom)
-    await run_until(make(queue, sender, auto_disable_after=86400.0), lambda: not sub.enabled)
-    assert "auto-disabled" in (sub.disabled_reason or "")
+    await run_until(
+        make(queue, sender, auto_disable_after=86400.0),
+        lambda: not queue.subscription("old").enabled,
+    )
+    assert "auto-disabled" in (queue.subscription("old").disabled_reason or "")
     outcome = queue.outcomes[0]
     assert outcome.status == "failed" and outcome.disable is not None
     assert outcome.disable.failing_before is not None
@@ -385,9 +374,9 @@ async def test_an_endpoint_failing_for_days_is_auto_disabled() -> None:
 async def test_graceful_stop_finishes_in_flight_and_releases_the_rest() -> None:
     async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.3)
-        return SendResult(200, 300.0)
+        return http(200, 300.0)
 
-    queue, sender = FakeQueue(), FakeSender(slow)
+    queue, sender = MemoryQueue(), FakeSender(slow)
     sub = Sub("s", max_in_flight=3)
     for i in range(20):
         queue.add(sub, f"L{i}", 1)
@@ -406,7 +395,7 @@ async def test_graceful_stop_finishes_in_flight_and_releases_the_rest() -> None:
 
 
 async def test_a_job_whose_lease_ran_out_is_released_not_sent() -> None:
-    class StaleQueue(FakeQueue):
+    class StaleQueue(MemoryQueue):
         def claim(self, **kwargs: object) -> list[Job]:
             kwargs["lease_until"] = time.time() + 0.5  # less than timeout + margin
             return super().claim(**kwargs)  # type: ignore[arg-type]
@@ -422,7 +411,7 @@ async def test_a_sender_that_raises_is_a_failed_attempt() -> None:
     async def broken(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         raise RuntimeError("kaput")
 
-    queue = FakeQueue()
+    queue = MemoryQueue()
     queue.add(Sub("s"), "L1", 1)
     await run_until(make(queue, FakeSender(broken), schedule="5"), lambda: bool(queue.outcomes))
     row = queue.rows[0]
@@ -430,7 +419,7 @@ async def test_a_sender_that_raises_is_a_failed_attempt() -> None:
 
 
 async def test_outcomes_survive_a_failed_write_and_are_recorded_later() -> None:
-    queue, sender = FakeQueue(), FakeSender()
+    queue, sender = MemoryQueue(), FakeSender()
     queue.fail_records = 1
     for i in range(5):
         queue.add(Sub("s"), f"L{i}", 1)
@@ -440,7 +429,7 @@ async def test_outcomes_survive_a_failed_write_and_are_recorded_later() -> None:
 
 
 async def test_wakeup_claims_at_once_instead_of_waiting_for_the_poll() -> None:
-    queue, sender, wakeup = FakeQueue(), FakeSender(), Wakeup()
+    queue, sender, wakeup = MemoryQueue(), FakeSender(), Wakeup()
     dispatcher = make(queue, sender, wakeup=wakeup, poll=30.0)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
@@ -460,7 +449,7 @@ async def test_wakeup_claims_at_once_instead_of_waiting_for_the_poll() -> None:
 def test_nonsense_settings_are_refused(bad: dict[str, float]) -> None:
     args: dict[str, object] = {"policy": RetryPolicy.default(), "clock": time.time, **bad}
     with pytest.raises(ValueError):
-        Dispatcher(FakeQueue(), lambda: FakeSender(), **args)  # type: ignore[arg-type]
+        Dispatcher(MemoryQueue(), lambda: FakeSender(), **args)  # type: ignore[arg-type]
 
 
 # ---- fairness, circuit, leases ---------------------------------------------------------------
@@ -479,9 +468,9 @@ async def test_a_tenant_never_starts_beyond_its_share_while_another_waits() -> N
         peak[tenant] = max(peak[tenant], active[tenant])
         await asyncio.sleep(0.3 if tenant == "a" else 0.03)  # B's endpoint is the quick one
         active[tenant] -= 1
-        return SendResult(200, 1.0)
+        return http(200, 1.0)
 
-    queue, sender = FakeQueue(), FakeSender(answer)
+    queue, sender = MemoryQueue(), FakeSender(answer)
     for i in range(3):
         sub = Sub(f"a{i}", max_in_flight=100, mid="A")
         for n in range(60):
@@ -497,7 +486,7 @@ async def test_a_tenant_never_starts_beyond_its_share_while_another_waits() -> N
     for n in range(300):
         queue.add(b, f"B{n}", 1, at=time.time())
     arrived = time.monotonic()
-    while sum(r.status == "delivered" for r in queue.rows if r.sub is b) < 300:
+    while sum(r.status == "delivered" for r in queue.rows if r.subscription_id == b.id) < 300:
         assert time.monotonic() - arrived < 6.0, "tenant B waited behind tenant A"
         await asyncio.sleep(0.01)
     stop.set()
@@ -512,9 +501,9 @@ async def test_a_tenant_never_starts_beyond_its_share_while_another_waits() -> N
 async def test_an_endpoint_that_never_answers_trips_and_its_waiting_jobs_go_back() -> None:
     async def silence(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.05)
-        return SendResult(None, 50.0, error="timeout after 0.05s")
+        return no_answer(50.0, "timeout after 0.05s")
 
-    queue, sender = FakeQueue(), FakeSender(silence)
+    queue, sender = MemoryQueue(), FakeSender(silence)
     hole = Sub("hole", max_in_flight=2)
     for n in range(30):
         queue.add(hole, f"L{n}", 1)
@@ -531,9 +520,9 @@ async def test_an_endpoint_that_never_answers_trips_and_its_waiting_jobs_go_back
 async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
     async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(2.5)  # longer than a lease of 2 s: only the heartbeat keeps it
-        return SendResult(200, 2500.0)
+        return http(200, 2500.0)
 
-    queue, sender = FakeQueue(), FakeSender(slow)
+    queue, sender = MemoryQueue(), FakeSender(slow)
     sub = Sub("s", max_in_flight=2)
     for n in range(4):
         queue.add(sub, f"L{n}", 1)
@@ -559,9 +548,9 @@ async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
 async def test_max_in_flight_is_clamped_to_the_cap() -> None:
     async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.3)
-        return SendResult(200, 300.0)
+        return http(200, 300.0)
 
-    queue, sender = FakeQueue(), FakeSender(slow)
+    queue, sender = MemoryQueue(), FakeSender(slow)
     wide = Sub("wide", max_in_flight=1000)  # a row written before the API refused it
     for n in range(MAX_IN_FLIGHT + 40):
         queue.add(wide, f"L{n}", 1)
@@ -569,7 +558,3 @@ async def test_max_in_flight_is_clamped_to_the_cap() -> None:
     dispatcher = make(queue, sender, concurrency=MAX_IN_FLIGHT + 60)
     await run_until(dispatcher, finished(queue), timeout=20)
     assert sender.peak["http://wide.test/hook"] == MAX_IN_FLIGHT
-
-
-# The fault-path tests (test_dispatcher_faults.py) build on the same queue under this name.
-MemoryQueue = FakeQueue

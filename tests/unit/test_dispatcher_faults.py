@@ -11,7 +11,7 @@ import time
 
 from test_dispatcher import FakeSender, MemoryQueue, Sub, finished, make, run_until
 
-from leadhook.services.delivery import Job
+from leadhook.services.ports import Job
 
 
 class ClaimFailsFirst(MemoryQueue):

@@ -27,7 +27,7 @@ from leadhook.domain.pools import choose_member, email_key, mobile_key
 from leadhook.domain.replay import fold
 from leadhook.domain.times import rfc3339
 from leadhook.services.automation import AutomationService, PoolService
-from leadhook.services.leads import LeadService, Request
+from leadhook.services.leads import BehaviourRequest, LeadService
 from leadhook.services.tenants import TenantService
 
 START = 1_676_962_253.0
@@ -64,8 +64,8 @@ class World:
     def put(self, kind: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.tenants.put_catalog_entry("t1", kind, key, body)
 
-    def req(self, operator: Operator = SYSTEM, **kwargs: Any) -> Request:
-        return Request(mid="t1", operator=operator, **kwargs)
+    def req(self, operator: Operator = SYSTEM, **kwargs: Any) -> BehaviourRequest:
+        return BehaviourRequest(mid="t1", operator=operator, **kwargs)
 
     def create(self, **args: Any) -> dict[str, Any]:
         status, body = self.leads.create(self.req(), args)

@@ -136,7 +136,7 @@ def field_values(
     return out
 
 
-Call = Callable[[b.Context, Lead], b.Outcome]
+Call = Callable[[b.Context, Lead], b.Effect]
 
 
 @st.composite
@@ -254,7 +254,7 @@ def check_create(catalog: Catalog, event: LeadEvent, lead: Lead) -> None:
     )
 
 
-def check_outcome(catalog: Catalog, before: Lead, outcome: b.Outcome) -> None:
+def check_outcome(catalog: Catalog, before: Lead, outcome: b.Effect) -> None:
     """Check (a) and (b) for one behaviour's events, chained from `before` to `outcome.lead`."""
     after = outcome.lead
     if not outcome.events:

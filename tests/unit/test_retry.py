@@ -1,4 +1,9 @@
-"""Unit tests for the pure retry decision."""
+"""Unit tests for the pure retry decision, and the HTTP answers it is fed.
+
+The decision tables go through the HTTP sender's mapping (`adapters/http/answers.py`), so they
+pin the whole path from a status code and `Retry-After` to the decision, as it was when the
+domain read status codes itself; the domain's own results are tested directly below them.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from leadhook.adapters.http.answers import http_answer, retry_after_seconds
+from leadhook.domain.attempts import Delivered, Failed, Gone, Retry, SendResult, no_answer
 from leadhook.domain.retry import (
     DEFAULT_DISABLE_AFTER,
-    AttemptResult,
     Decision,
     RetryPolicy,
     decide,
-    retry_after_seconds,
     should_auto_disable,
 )
 
 NOW = 1_700_000_000.0
 POLICY = RetryPolicy(schedule=(10.0, 20.0, 40.0), jitter=False, max_retry_after=3600.0)
 JITTERY = RetryPolicy(schedule=(10.0, 20.0, 40.0), jitter=True, max_retry_after=3600.0)
+
+
+def http_result(
+    status: int | None, retry_after: str | None, error: str | None, now: float = NOW
+) -> SendResult:
+    """Return what the HTTP sender answers for `status` (None: no answer, because `error`)."""
+    if status is None:
+        return no_answer(1.0, error)
+    return http_answer(status, 1.0, "", retry_after, now)
 
 
 def http_date(offset: float) -> str:
@@ -33,58 +47,58 @@ def http_date(offset: float) -> str:
     ("policy", "result", "attempt", "rand", "kind", "at"),
     [
         # 2xx
-        (POLICY, AttemptResult(200, None, None), 1, 0.5, "delivered", None),
-        (POLICY, AttemptResult(204, "30", None), 4, 0.5, "delivered", None),
-        (POLICY, AttemptResult(299, None, None), 2, 0.5, "delivered", None),
+        (POLICY, http_result(200, None, None), 1, 0.5, "delivered", None),
+        (POLICY, http_result(204, "30", None), 4, 0.5, "delivered", None),
+        (POLICY, http_result(299, None, None), 2, 0.5, "delivered", None),
         # 410 disables regardless of remaining retries
-        (POLICY, AttemptResult(410, None, None), 1, 0.5, "disable", None),
-        (POLICY, AttemptResult(410, "30", None), 4, 0.5, "disable", None),
+        (POLICY, http_result(410, None, None), 1, 0.5, "disable", None),
+        (POLICY, http_result(410, "30", None), 4, 0.5, "disable", None),
         # 429 / 503 with a valid Retry-After
-        (POLICY, AttemptResult(429, "30", None), 1, 0.5, "retry", NOW + 30),
-        (POLICY, AttemptResult(503, " 0 ", None), 3, 0.5, "retry", NOW),
-        (JITTERY, AttemptResult(503, "30", None), 1, 0.0, "retry", NOW + 30),  # no jitter
-        (POLICY, AttemptResult(429, http_date(120), None), 2, 0.5, "retry", NOW + 120),
-        (POLICY, AttemptResult(429, http_date(-120), None), 2, 0.5, "retry", NOW),  # past
-        (POLICY, AttemptResult(429, "999999", None), 1, 0.5, "retry", NOW + 3600),  # clamped
-        (POLICY, AttemptResult(429, "9" * 500, None), 1, 0.5, "retry", NOW + 3600),  # huge
-        (POLICY, AttemptResult(429, http_date(10**6), None), 1, 0.5, "retry", NOW + 3600),
+        (POLICY, http_result(429, "30", None), 1, 0.5, "retry", NOW + 30),
+        (POLICY, http_result(503, " 0 ", None), 3, 0.5, "retry", NOW),
+        (JITTERY, http_result(503, "30", None), 1, 0.0, "retry", NOW + 30),  # no jitter
+        (POLICY, http_result(429, http_date(120), None), 2, 0.5, "retry", NOW + 120),
+        (POLICY, http_result(429, http_date(-120), None), 2, 0.5, "retry", NOW),  # past
+        (POLICY, http_result(429, "999999", None), 1, 0.5, "retry", NOW + 3600),  # clamped
+        (POLICY, http_result(429, "9" * 500, None), 1, 0.5, "retry", NOW + 3600),  # huge
+        (POLICY, http_result(429, http_date(10**6), None), 1, 0.5, "retry", NOW + 3600),
         # ... but only while retries remain
-        (POLICY, AttemptResult(429, "30", None), 4, 0.5, "dead", None),
-        (POLICY, AttemptResult(503, http_date(60), None), 4, 0.5, "dead", None),
+        (POLICY, http_result(429, "30", None), 4, 0.5, "dead", None),
+        (POLICY, http_result(503, http_date(60), None), 4, 0.5, "dead", None),
         # unparsable / absent Retry-After falls back to the schedule
-        (POLICY, AttemptResult(429, "soon", None), 1, 0.5, "retry", NOW + 10),
-        (POLICY, AttemptResult(503, "-5", None), 2, 0.5, "retry", NOW + 20),
-        (POLICY, AttemptResult(503, "1.5", None), 2, 0.5, "retry", NOW + 20),
-        (POLICY, AttemptResult(503, "", None), 3, 0.5, "retry", NOW + 40),
-        (POLICY, AttemptResult(429, None, None), 3, 0.5, "retry", NOW + 40),
+        (POLICY, http_result(429, "soon", None), 1, 0.5, "retry", NOW + 10),
+        (POLICY, http_result(503, "-5", None), 2, 0.5, "retry", NOW + 20),
+        (POLICY, http_result(503, "1.5", None), 2, 0.5, "retry", NOW + 20),
+        (POLICY, http_result(503, "", None), 3, 0.5, "retry", NOW + 40),
+        (POLICY, http_result(429, None, None), 3, 0.5, "retry", NOW + 40),
         # Retry-After is ignored on other statuses
-        (POLICY, AttemptResult(500, "5", None), 1, 0.5, "retry", NOW + 10),
+        (POLICY, http_result(500, "5", None), 1, 0.5, "retry", NOW + 10),
         # other failures follow the schedule
-        (POLICY, AttemptResult(500, None, None), 1, 0.5, "retry", NOW + 10),
-        (POLICY, AttemptResult(404, None, None), 2, 0.5, "retry", NOW + 20),
-        (POLICY, AttemptResult(301, None, None), 3, 0.5, "retry", NOW + 40),
-        (POLICY, AttemptResult(None, None, "timeout"), 1, 0.5, "retry", NOW + 10),
-        (POLICY, AttemptResult(None, None, None), 3, 0.5, "retry", NOW + 40),
-        (POLICY, AttemptResult(500, None, None), 4, 0.5, "dead", None),
-        (POLICY, AttemptResult(None, None, "refused"), 9, 0.5, "dead", None),
+        (POLICY, http_result(500, None, None), 1, 0.5, "retry", NOW + 10),
+        (POLICY, http_result(404, None, None), 2, 0.5, "retry", NOW + 20),
+        (POLICY, http_result(301, None, None), 3, 0.5, "retry", NOW + 40),
+        (POLICY, http_result(None, None, "timeout"), 1, 0.5, "retry", NOW + 10),
+        (POLICY, http_result(None, None, None), 3, 0.5, "retry", NOW + 40),
+        (POLICY, http_result(500, None, None), 4, 0.5, "dead", None),
+        (POLICY, http_result(None, None, "refused"), 9, 0.5, "dead", None),
         # jitter within the last quarter: base * (1 - 0.25 * rand)
-        (JITTERY, AttemptResult(500, None, None), 1, 0.5, "retry", NOW + 8.75),
-        (JITTERY, AttemptResult(500, None, None), 2, 0.2, "retry", NOW + 19),
-        (JITTERY, AttemptResult(500, None, None), 3, 1.0, "retry", NOW + 30),
-        (JITTERY, AttemptResult(500, None, None), 1, 0.0, "retry", NOW + 10),
-        (JITTERY, AttemptResult(500, None, None), 1, -3.0, "retry", NOW + 10),  # clamped rand
-        (JITTERY, AttemptResult(500, None, None), 1, 7.0, "retry", NOW + 7.5),  # clamped rand
-        (RetryPolicy((0.05,)), AttemptResult(500, None, None), 1, 0.0, "retry", NOW + 0.05),
-        (RetryPolicy((0.0,)), AttemptResult(500, None, None), 1, 0.7, "retry", NOW),
+        (JITTERY, http_result(500, None, None), 1, 0.5, "retry", NOW + 8.75),
+        (JITTERY, http_result(500, None, None), 2, 0.2, "retry", NOW + 19),
+        (JITTERY, http_result(500, None, None), 3, 1.0, "retry", NOW + 30),
+        (JITTERY, http_result(500, None, None), 1, 0.0, "retry", NOW + 10),
+        (JITTERY, http_result(500, None, None), 1, -3.0, "retry", NOW + 10),  # clamped rand
+        (JITTERY, http_result(500, None, None), 1, 7.0, "retry", NOW + 7.5),  # clamped rand
+        (RetryPolicy((0.05,)), http_result(500, None, None), 1, 0.0, "retry", NOW + 0.05),
+        (RetryPolicy((0.0,)), http_result(500, None, None), 1, 0.7, "retry", NOW),
         # no retries configured
-        (RetryPolicy(()), AttemptResult(500, None, None), 1, 0.5, "dead", None),
-        (RetryPolicy(()), AttemptResult(429, "30", None), 1, 0.5, "dead", None),
-        (RetryPolicy(()), AttemptResult(200, None, None), 1, 0.5, "delivered", None),
+        (RetryPolicy(()), http_result(500, None, None), 1, 0.5, "dead", None),
+        (RetryPolicy(()), http_result(429, "30", None), 1, 0.5, "dead", None),
+        (RetryPolicy(()), http_result(200, None, None), 1, 0.5, "delivered", None),
     ],
 )
 def test_decide(
     policy: RetryPolicy,
-    result: AttemptResult,
+    result: SendResult,
     attempt: int,
     rand: float,
     kind: str,
@@ -102,14 +116,15 @@ def test_decide(
 @pytest.mark.parametrize(
     ("result", "attempt", "fragments"),
     [
-        (AttemptResult(200, None, None), 1, ["200"]),
-        (AttemptResult(410, None, None), 1, ["410", "disabled", "dead"]),
-        (AttemptResult(None, None, "timed out"), 1, ["no response", "timed out"]),
-        (AttemptResult(500, None, "boom"), 4, ["500", "boom", "exhausted"]),
-        (AttemptResult(429, "30", None), 1, ["429", "Retry-After"]),
+        (http_result(200, None, None), 1, ["delivered"]),
+        (http_result(410, None, None), 1, ["410", "disabled", "dead"]),
+        (http_result(None, None, "timed out"), 1, ["no response", "timed out"]),
+        (http_result(500, None, None), 4, ["HTTP 500", "exhausted after 4 attempts"]),
+        (http_result(None, None, "boom"), 4, ["no response: boom", "exhausted"]),
+        (http_result(429, "30", None), 1, ["429", "Retry-After"]),
     ],
 )
-def test_reason_explains(result: AttemptResult, attempt: int, fragments: list[str]) -> None:
+def test_reason_explains(result: SendResult, attempt: int, fragments: list[str]) -> None:
     reason = decide(POLICY, result, attempt, NOW, lambda: 0.5).reason
     for fragment in fragments:
         assert fragment in reason
@@ -118,7 +133,7 @@ def test_reason_explains(result: AttemptResult, attempt: int, fragments: list[st
 @pytest.mark.parametrize("attempt", [0, -1])
 def test_decide_rejects_bad_attempt_number(attempt: int) -> None:
     with pytest.raises(ValueError, match="attempt_number"):
-        decide(POLICY, AttemptResult(500, None, None), attempt, NOW, lambda: 0.5)
+        decide(POLICY, http_result(500, None, None), attempt, NOW, lambda: 0.5)
 
 
 @pytest.mark.parametrize(
@@ -258,7 +273,9 @@ def test_wait_is_bounded(
 ) -> None:
     policy = RetryPolicy(tuple(schedule), jitter=jitter)
     attempt = data.draw(st.integers(min_value=1, max_value=len(schedule) + 2))
-    decision = decide(policy, AttemptResult(status, retry_after, None), attempt, now, lambda: rand)
+    decision = decide(
+        policy, http_result(status, retry_after, None, now), attempt, now, lambda: rand
+    )
     assert isinstance(decision, Decision)
     if decision.kind != "retry":
         assert decision.next_attempt_at is None
@@ -277,3 +294,64 @@ def test_wait_is_bounded(
             assert wait >= 0.75 * base - eps
         else:
             assert abs(wait - base) <= eps
+
+
+# ---- the transport-neutral results, as a sink that is not HTTP would answer them -------------
+
+
+def test_results_of_any_transport_decide_alike() -> None:
+    assert decide(POLICY, Delivered(latency_ms=1.0), 9, NOW, lambda: 0.5).kind == "delivered"
+    gone = decide(POLICY, Gone(latency_ms=1.0, why="queue deleted"), 1, NOW, lambda: 0.5)
+    assert (gone.kind, gone.reason) == (
+        "disable",
+        "queue deleted: subscription disabled; this delivery is dead",
+    )
+    later = decide(POLICY, Retry(latency_ms=1.0, why="throttled", after=90), 1, NOW, lambda: 0.5)
+    assert (later.kind, later.next_attempt_at, later.reason) == (
+        "retry",
+        NOW + 90,
+        "throttled; Retry-After 90s",
+    )
+    # Retry without a delay, or with one that is not a number, follows the schedule.
+    for after in (None, math.nan):
+        plain = decide(POLICY, Retry(latency_ms=1.0, why="busy", after=after), 2, NOW, lambda: 0)
+        assert plain.next_attempt_at == NOW + 20 and plain.reason == "busy; retry 2 in 20s"
+    failed = decide(POLICY, Failed(latency_ms=1.0, why="broker down"), 4, NOW, lambda: 0.5)
+    assert (failed.kind, failed.reason) == (
+        "dead",
+        "broker down; retries exhausted after 4 attempts",
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "why"),
+    [
+        (200, Delivered, None),
+        (299, Delivered, None),
+        (410, Gone, "HTTP 410 Gone"),
+        (429, Retry, "HTTP 429"),
+        (503, Retry, "HTTP 503"),
+        (500, Failed, "HTTP 500"),
+        (404, Failed, "HTTP 404"),
+        (301, Failed, "HTTP 301"),
+    ],
+)
+def test_http_answers_map_status_codes(status: int, kind: type, why: str | None) -> None:
+    result = http_answer(status, 12.5, "body", "30", NOW)
+    assert type(result) is kind and getattr(result, "why", None) == why
+    # What the attempt records is kept whatever the result.
+    assert (result.status_code, result.latency_ms, result.body, result.error) == (
+        status,
+        12.5,
+        "body",
+        None,
+    )
+    if isinstance(result, Retry):
+        assert result.after == 30.0
+
+
+def test_no_answer_keeps_the_error_and_names_it() -> None:
+    result = no_answer(300.0, "timeout after 0.3s")
+    assert result.status_code is None and result.error == "timeout after 0.3s"
+    assert result.why == "no response: timeout after 0.3s"
+    assert no_answer(0.0, None).why == "no response"

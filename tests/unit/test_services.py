@@ -25,7 +25,7 @@ from leadhook.domain.replay import fold
 from leadhook.domain.times import rfc3339
 from leadhook.services.events import EventService
 from leadhook.services.idempotency import Idempotent, fingerprint
-from leadhook.services.leads import BEHAVIOURS, LeadService, Request
+from leadhook.services.leads import BEHAVIOURS, BehaviourRequest, LeadService
 from leadhook.services.ports import (
     InlineTransactor,
     LeadFilter,
@@ -55,8 +55,8 @@ class World:
     def _notify(self) -> None:
         self.notified += 1
 
-    def req(self, mid: str = "t1", **kwargs: Any) -> Request:
-        return Request(mid=mid, operator=kwargs.pop("operator", SYSTEM), **kwargs)
+    def req(self, mid: str = "t1", **kwargs: Any) -> BehaviourRequest:
+        return BehaviourRequest(mid=mid, operator=kwargs.pop("operator", SYSTEM), **kwargs)
 
     def create(self, **args: Any) -> dict[str, Any]:
         status, body = self.leads.create(self.req(), args)

@@ -18,7 +18,7 @@ from leadhook.domain.errors import (
 )
 from leadhook.domain.operator import Operator
 from leadhook.services.idempotency import fingerprint
-from leadhook.services.leads import Request as BehaviourRequest
+from leadhook.services.leads import BehaviourRequest
 
 _IF_MATCH = re.compile(r'\A\s*(?:W/)?"?(\d{1,12})"?\s*\Z', re.ASCII)
 

@@ -54,7 +54,7 @@ class Context:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Effect:
     """The lead after a behaviour and the events it emitted, oldest first."""
 
     lead: Lead
@@ -134,8 +134,8 @@ class _Recorder:
             )
         )
 
-    def outcome(self) -> Outcome:
-        return Outcome(self.lead, tuple(self.events))
+    def outcome(self) -> Effect:
+        return Effect(self.lead, tuple(self.events))
 
 
 def _live(lead: Lead) -> None:
@@ -168,7 +168,7 @@ def create_lead(
     owner: str | None = None,
     lead_pool: str | None = None,
     lead_omni_user_uuid: str | None = None,
-) -> Outcome:
+) -> Effect:
     """Create a lead in the tenant's first stage; its initial values go in `mapping_data`."""
     cat = ctx.catalog
     values = parse_fields(cat, fields, ("ordinary", "source"))
@@ -209,7 +209,7 @@ def create_lead(
     return rec.outcome()
 
 
-def _change_fields(ctx: Context, lead: Lead, fields: Any, group: str, event_type: str) -> Outcome:
+def _change_fields(ctx: Context, lead: Lead, fields: Any, group: str, event_type: str) -> Effect:
     _live(lead)
     cat = ctx.catalog
     values = parse_fields(cat, fields, ("ordinary",) if group == "ordinary" else ("source",))
@@ -219,7 +219,7 @@ def _change_fields(ctx: Context, lead: Lead, fields: Any, group: str, event_type
     # dropping it keeps the stored value as it was and lets an all-equal request emit nothing.
     values = {code: v for code, v in values.items() if not same(lead.value(code), v)}
     if not values:
-        return Outcome(lead)
+        return Effect(lead)
     codes = frozenset(values) if group == "source" else frozenset()
     after = lead.with_values(values, codes)
     mapping = diff(cat, lead, after, values)
@@ -228,22 +228,22 @@ def _change_fields(ctx: Context, lead: Lead, fields: Any, group: str, event_type
     return rec.outcome()
 
 
-def update_fields(ctx: Context, lead: Lead, fields: Any) -> Outcome:
+def update_fields(ctx: Context, lead: Lead, fields: Any) -> Effect:
     """Update ordinary fields (business_type and custom ones included)."""
     return _change_fields(ctx, lead, fields, "ordinary", "object_update")
 
 
-def change_source(ctx: Context, lead: Lead, fields: Any) -> Outcome:
+def change_source(ctx: Context, lead: Lead, fields: Any) -> Effect:
     """Update source fields (source, source_channel, utm_*, custom source fields)."""
     return _change_fields(ctx, lead, fields, "source", "object_source_info")
 
 
-def change_status(ctx: Context, lead: Lead, leads_status: Any) -> Outcome:
+def change_status(ctx: Context, lead: Lead, leads_status: Any) -> Effect:
     """Set the lead status (a catalog status id, or null to clear it)."""
     _live(lead)
     new = _ref(ctx.catalog, "leads_status", leads_status)
     if new == lead.leads_status:
-        return Outcome(lead)
+        return Effect(lead)
     after = replace(lead, leads_status=new)
     rec = _Recorder(ctx, lead)
     rec.emit(
@@ -269,7 +269,7 @@ def change_owner(
     *,
     notes: Any = None,
     lead_pool: Any = None,
-) -> Outcome:
+) -> Effect:
     """Change the owner in one of the six scenes; scenes 4 and 5 may also move the pool."""
     _live(lead)
     cat = ctx.catalog
@@ -323,7 +323,7 @@ def _emit_pool(rec: _Recorder, new_pool: str) -> None:
     )
 
 
-def change_lead_pool(ctx: Context, lead: Lead, lead_pool: Any) -> Outcome:
+def change_lead_pool(ctx: Context, lead: Lead, lead_pool: Any) -> Effect:
     """Move the lead to another lead pool."""
     _live(lead)
     new_pool = _ref(ctx.catalog, "lead_pool", lead_pool)
@@ -335,7 +335,7 @@ def change_lead_pool(ctx: Context, lead: Lead, lead_pool: Any) -> Outcome:
     return rec.outcome()
 
 
-def change_life_cycle(ctx: Context, lead: Lead, life_status: Any) -> Outcome:
+def change_life_cycle(ctx: Context, lead: Lead, life_status: Any) -> Effect:
     """Move the lead to a lifecycle stage; entering stage S stamps `to_S_timestamp`."""
     _live(lead)
     cat = ctx.catalog
@@ -343,7 +343,7 @@ def change_life_cycle(ctx: Context, lead: Lead, life_status: Any) -> Outcome:
     if stage is None:
         raise ValidationError.at(("body", "life_status"), "is required")
     if stage == lead.life_status:
-        return Outcome(lead)
+        return Effect(lead)
     stamp = stage_timestamp_field(stage)
     after = lead.with_values({"life_status": stage, stamp: ctx.local_now})
     rec = _Recorder(ctx, lead)
@@ -360,7 +360,7 @@ def change_life_cycle(ctx: Context, lead: Lead, life_status: Any) -> Outcome:
     return rec.outcome()
 
 
-def add_note(ctx: Context, lead: Lead, notes: Any, is_follow_up: Any = False) -> Outcome:
+def add_note(ctx: Context, lead: Lead, notes: Any, is_follow_up: Any = False) -> Effect:
     """Add a note; `is_follow_up` makes it a follow-up record of the lead."""
     _live(lead)
     text = _text(notes, ("body", "notes"), required=True)
@@ -371,7 +371,7 @@ def add_note(ctx: Context, lead: Lead, notes: Any, is_follow_up: Any = False) ->
     return rec.outcome()
 
 
-def add_team_members(ctx: Context, lead: Lead, members: Any) -> Outcome:
+def add_team_members(ctx: Context, lead: Lead, members: Any) -> Effect:
     """Add collaborators; members already on the team are skipped."""
     _live(lead)
     if not isinstance(members, list) or not members:
@@ -383,27 +383,27 @@ def add_team_members(ctx: Context, lead: Lead, members: Any) -> Outcome:
         if member not in lead.team_members and member not in added:
             added.append(member)
     if not added:
-        return Outcome(lead)
+        return Effect(lead)
     rec = _Recorder(ctx, lead)
     after = replace(lead, team_members=(*lead.team_members, *added))
     rec.emit(after, "object_add_team_member", own={"members": added})
     return rec.outcome()
 
 
-def remove_team_member(ctx: Context, lead: Lead, member_id: str) -> Outcome:
+def remove_team_member(ctx: Context, lead: Lead, member_id: str) -> Effect:
     """Remove one collaborator; removing someone not on the team changes nothing."""
     _live(lead)
     if member_id not in lead.team_members:
         if member_id not in ctx.catalog.members:
             raise ValidationError.at(("path", "member_id"), f"unknown member id {member_id!r}")
-        return Outcome(lead)
+        return Effect(lead)
     rec = _Recorder(ctx, lead)
     after = replace(lead, team_members=tuple(m for m in lead.team_members if m != member_id))
     rec.emit(after, "object_remove_team_member", own={"members": [member_id]})
     return rec.outcome()
 
 
-def void(ctx: Context, lead: Lead, reason: Any = None) -> Outcome:
+def void(ctx: Context, lead: Lead, reason: Any = None) -> Effect:
     """Void (soft-delete) the lead; the reason travels in `notes`."""
     _live(lead)
     text = _text(reason, ("body", "reason"), required=False)
@@ -412,10 +412,10 @@ def void(ctx: Context, lead: Lead, reason: Any = None) -> Outcome:
     return rec.outcome()
 
 
-def restore(ctx: Context, lead: Lead) -> Outcome:
+def restore(ctx: Context, lead: Lead) -> Effect:
     """Restore a voided lead; restoring a live lead changes nothing."""
     if not lead.voided:
-        return Outcome(lead)
+        return Effect(lead)
     rec = _Recorder(ctx, lead)
     rec.emit(replace(lead, voided=False), "object_restore")
     return rec.outcome()
@@ -427,7 +427,7 @@ def relate(
     target_object_name: Any,
     target_entity_id: Any,
     target_object_id: Any = None,
-) -> Outcome:
+) -> Effect:
     """Associate the lead with an object of another kind (e.g. an account)."""
     _live(lead)
     for key, value in (
@@ -448,7 +448,7 @@ def relate(
         r.target_object_name == target_object_name and r.target_entity_id == target_entity_id
         for r in lead.relations
     ):
-        return Outcome(lead)
+        return Effect(lead)
     rec = _Recorder(ctx, lead)
     rec.emit(
         replace(lead, relations=(*lead.relations, relation)),

@@ -182,7 +182,7 @@ def choose_member(
     return next(m for m in candidates if loads.get(m, 0) == fewest)
 
 
-def arrives_unowned(before: Lead | None, outcome: b.Outcome) -> bool:
+def arrives_unowned(before: Lead | None, outcome: b.Effect) -> bool:
     """Tell whether a behaviour left a live lead without owner in a pool it just arrived in.
 
     That is: a lead created without owner, returned to a pool (scene 4), or moved to another
@@ -203,22 +203,22 @@ def arrives_unowned(before: Lead | None, outcome: b.Outcome) -> bool:
     return moved and not owner_scenes
 
 
-def allocate(ctx: b.Context, lead: Lead, pool: LeadPool, member: str) -> b.Outcome:
+def allocate(ctx: b.Context, lead: Lead, pool: LeadPool, member: str) -> b.Effect:
     """Give an unowned lead to `member` by the pool's assignment rule (scene 1, the system)."""
     mode = pool.assignment.mode if pool.assignment else "manual"
     note = f'assignment rule of lead pool "{pool.id}" ({pool.name}): {mode}'
     return b.change_owner(replace(ctx, operator=SYSTEM), lead, member, 1, notes=note)
 
 
-def then(first: b.Outcome, second: b.Outcome) -> b.Outcome:
+def then(first: b.Effect, second: b.Effect) -> b.Effect:
     """Chain two outcomes on the same lead: the lead after both, the events of both in order."""
-    return b.Outcome(second.lead, (*first.events, *second.events))
+    return b.Effect(second.lead, (*first.events, *second.events))
 
 
 # ---- claim (scene 3) and return (scene 4) -------------------------------------------------
 
 
-def claim(ctx: b.Context, lead: Lead, member: Any, held: int) -> b.Outcome:
+def claim(ctx: b.Context, lead: Lead, member: Any, held: int) -> b.Effect:
     """A member takes an unowned lead from its pool (scene 3); `held` = what she holds there.
 
     Refused (409) when the lead has an owner, the member may not claim from the pool, or she
@@ -241,7 +241,7 @@ def claim(ctx: b.Context, lead: Lead, member: Any, held: int) -> b.Outcome:
     return b.change_owner(ctx, lead, member, 3)
 
 
-def return_to_pool(ctx: b.Context, lead: Lead, lead_pool: Any, notes: Any) -> b.Outcome:
+def return_to_pool(ctx: b.Context, lead: Lead, lead_pool: Any, notes: Any) -> b.Effect:
     """Return a lead to a pool without owner (scene 4), into `lead_pool` when named."""
     return b.change_owner(ctx, lead, None, 4, notes=notes, lead_pool=lead_pool)
 
@@ -264,7 +264,7 @@ def reclaim_due_at(lead: Lead, pool: LeadPool) -> int | None:
     return start + pool.reclaim.after_seconds
 
 
-def reclaim(ctx: b.Context, lead: Lead) -> b.Outcome:
+def reclaim(ctx: b.Context, lead: Lead) -> b.Effect:
     """Take a lead due under its pool's reclaim rule back into the pool (scene 5).
 
     Checks again that the rule is due (the caller locked the lead after finding it due, and it
@@ -273,7 +273,7 @@ def reclaim(ctx: b.Context, lead: Lead) -> b.Outcome:
     pool = ctx.catalog.lead_pools.get(lead.lead_pool)
     due = None if pool is None else reclaim_due_at(lead, pool)
     if pool is None or pool.reclaim is None or due is None or ctx.now < due:
-        return b.Outcome(lead)
+        return b.Effect(lead)
     rule = pool.reclaim
     since = due - rule.after_seconds
     why = "followed up" if since == lead.last_follow_up_at else "owned"
@@ -368,7 +368,7 @@ def merge(ctx: b.Context, survivor: Lead, duplicates: Sequence[Duplicate]) -> Me
                 and code not in fills
             ):
                 fills[code] = value
-    out = b.Outcome(survivor)
+    out = b.Effect(survivor)
     if fills:
         out = then(out, b.update_fields(ctx, out.lead, fills))
     team = [m for d in duplicates for m in d.lead.team_members if m in cat.members]

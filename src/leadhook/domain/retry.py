@@ -1,6 +1,7 @@
 """Decide what happens after a webhook delivery attempt: delivered, retry, dead or disable.
 
-Pure: the clock (``now``) and the random source (``rand``) are passed in.
+Works on the transport-neutral results of domain/attempts.py (an adapter maps its transport
+onto them). Pure: the clock (``now``) and the random source (``rand``) are passed in.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Literal
+
+from leadhook.domain.attempts import Delivered, Gone, Retry, SendResult
 
 DecisionKind = Literal["delivered", "retry", "dead", "disable"]
 
@@ -25,7 +26,6 @@ _DEFAULT_SCHEDULE: tuple[float, ...] = (
     5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 86400,
 )  # fmt: skip
 _PLAIN_DECIMAL = re.compile(r"\d+(?:\.\d*)?|\.\d+", re.ASCII)
-_DELTA_SECONDS = re.compile(r"\d+", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -87,43 +87,12 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
-class AttemptResult:
-    """Describe one delivery attempt; ``status_code`` is None when no HTTP response came back."""
-
-    status_code: int | None
-    retry_after: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class Decision:
     """State the outcome of an attempt; ``next_attempt_at`` (unix seconds) is set only for retry."""
 
     kind: DecisionKind
     next_attempt_at: float | None
     reason: str
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """Return the delay a ``Retry-After`` header asks for, or None if absent or unparsable.
-
-    Accepts delta-seconds (digits only, RFC 9110) or an HTTP-date; a date in the past
-    gives 0.0. A date without a zone is taken as UTC.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if _DELTA_SECONDS.fullmatch(text):
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
 
 
 def jittered_wait(policy: RetryPolicy, base: float, rand: Callable[[], float]) -> float:
@@ -142,36 +111,33 @@ def jittered_wait(policy: RetryPolicy, base: float, rand: Callable[[], float]) -
 
 def decide(
     policy: RetryPolicy,
-    result: AttemptResult,
+    result: SendResult,
     attempt_number: int,
     now: float,
     rand: Callable[[], float],
 ) -> Decision:
     """Decide the fate of attempt ``attempt_number`` (1 = first attempt).
 
-    2xx delivers; 410 disables the subscription (this delivery is then dead); 429/503
-    with a valid Retry-After retry after that delay, clamped to ``[0, max_retry_after]``
-    and without jitter; anything else, or an unparsable Retry-After, follows the
-    schedule. Once the schedule is exhausted the delivery is dead.
+    Delivered delivers; Gone disables the subscription (this delivery is then dead); Retry
+    with ``after`` retries after that delay, clamped to ``[0, max_retry_after]`` and without
+    jitter; Failed, or Retry without ``after``, follows the schedule. Once the schedule is
+    exhausted the delivery is dead.
     """
     if attempt_number < 1:
         raise ValueError(f"attempt_number must be >= 1, got {attempt_number}")
-    status = result.status_code
-    if status is not None and 200 <= status <= 299:
-        return Decision("delivered", None, f"HTTP {status}")
-    if status == 410:
+    if isinstance(result, Delivered):
+        return Decision("delivered", None, "delivered")
+    if isinstance(result, Gone):
         return Decision(
-            "disable", None, "HTTP 410 Gone: subscription disabled; this delivery is dead"
+            "disable", None, f"{result.why}: subscription disabled; this delivery is dead"
         )
 
-    what = _describe_failure(result)
+    what = result.why
     if attempt_number > policy.max_retries:
         return Decision("dead", None, f"{what}; retries exhausted after {attempt_number} attempts")
-    if status in (429, 503):
-        delay = retry_after_seconds(result.retry_after, now)
-        if delay is not None:
-            delay = min(max(delay, 0.0), policy.max_retry_after)
-            return Decision("retry", now + delay, f"{what}; Retry-After {delay:g}s")
+    if isinstance(result, Retry) and result.after is not None and not math.isnan(result.after):
+        delay = min(max(result.after, 0.0), policy.max_retry_after)
+        return Decision("retry", now + delay, f"{what}; Retry-After {delay:g}s")
     base = policy.schedule[attempt_number - 1]
     wait = jittered_wait(policy, base, rand)
     return Decision("retry", now + wait, f"{what}; retry {attempt_number} in {wait:g}s")
@@ -187,10 +153,3 @@ def should_auto_disable(
     if first_failure_at is None:
         return False
     return now - first_failure_at >= disable_after
-
-
-def _describe_failure(result: AttemptResult) -> str:
-    if result.status_code is None:
-        return f"no response: {result.error}" if result.error else "no response"
-    text = f"HTTP {result.status_code}"
-    return f"{text}: {result.error}" if result.error else text

@@ -82,7 +82,7 @@ def life_catalog() -> Catalog:
     return upsert_entry(cat, "objects", "account", {"name": "客户", "object_id": "57"})
 
 
-def create(catalog: Catalog, next_event_id: Callable[[], str]) -> b.Outcome:
+def create(catalog: Catalog, next_event_id: Callable[[], str]) -> b.Effect:
     """Create the source example's lead."""
     ctx = b.Context(catalog, CREATE_TIME, next_event_id, SYSTEM)
     return b.create_lead(
@@ -94,7 +94,7 @@ def create(catalog: Catalog, next_event_id: Callable[[], str]) -> b.Outcome:
     )
 
 
-Behaviour = Callable[[b.Context, Lead], b.Outcome]
+Behaviour = Callable[[b.Context, Lead], b.Effect]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ class Allocation:
         self._ctx = ctx
         self._given: dict[str, int] = {}
 
-    def __call__(self, before: Lead | None, outcome: b.Outcome) -> b.Outcome:
+    def __call__(self, before: Lead | None, outcome: b.Effect) -> b.Effect:
         """Return `outcome`, followed by an allocation when the lead arrived unowned."""
         if not pools.arrives_unowned(before, outcome):
             return outcome

@@ -30,7 +30,7 @@ from leadhook.domain.lead import Lead
 from leadhook.domain.operator import SYSTEM, Operator
 from leadhook.domain.times import rfc3339
 from leadhook.services.allocation import Allocation
-from leadhook.services.leads import Changes, LeadService, Request, dumps
+from leadhook.services.leads import BehaviourRequest, Changes, LeadService, dumps
 from leadhook.services.ports import (
     AutomationRun,
     Clock,
@@ -60,21 +60,21 @@ def run_json(run: AutomationRun) -> dict[str, Any]:
     }
 
 
-def _lock(uow: UnitOfWork, req: Request, lead_id: str) -> Lead:
+def _lock(uow: UnitOfWork, req: BehaviourRequest, lead_id: str) -> Lead:
     lead = uow.leads.get(req.mid, lead_id, for_update=True)
     if lead is None:
         raise NotFoundError(f"lead {lead_id!r} not found")
     return lead
 
 
-def _check_version(req: Request, lead: Lead) -> None:
+def _check_version(req: BehaviourRequest, lead: Lead) -> None:
     if req.if_match is not None and req.if_match != lead.version:
         raise VersionMismatchError(
             f"lead {lead.id} is at version {lead.version}, not {req.if_match}"
         )
 
 
-def _one(before: Lead, outcome: b.Outcome) -> Changes:
+def _one(before: Lead, outcome: b.Effect) -> Changes:
     changed = ((before, outcome.lead),) if outcome.events else ()
     return Changes(changed, outcome.events, outcome.lead)
 
@@ -86,7 +86,7 @@ class PoolService:
         self._leads = leads
         self._read = readonly_uow
 
-    def claim(self, req: Request, lead_id: str, member: Any) -> tuple[int, str]:
+    def claim(self, req: BehaviourRequest, lead_id: str, member: Any) -> tuple[int, str]:
         """A member claims an unowned lead from its pool (scene 3), acting as herself."""
 
         def act(uow: UnitOfWork, context: Callable[[], b.Context]) -> Changes:
@@ -106,7 +106,9 @@ class PoolService:
 
         return self._leads.transact(req, act)
 
-    def return_(self, req: Request, lead_id: str, lead_pool: Any, notes: Any) -> tuple[int, str]:
+    def return_(
+        self, req: BehaviourRequest, lead_id: str, lead_pool: Any, notes: Any
+    ) -> tuple[int, str]:
         """Return a lead to a pool without owner (scene 4); the pool's assignment may then
         give it to another member (scene 1)."""
 
@@ -129,7 +131,7 @@ class PoolService:
         data = [{"lead": d.to_json(), "matched_on": pools.matched_on(lead, d)} for d in found]
         return dumps({"data": data})
 
-    def merge(self, req: Request, lead_id: str, duplicates: Any) -> tuple[int, str]:
+    def merge(self, req: BehaviourRequest, lead_id: str, duplicates: Any) -> tuple[int, str]:
         """Merge duplicates into the lead, all in one transaction (scene 6)."""
         ids = _merge_ids(lead_id, duplicates)
 
@@ -264,7 +266,7 @@ class AutomationService:
             return _one(lead, outcome)
 
         try:
-            self._leads.transact(Request(mid, SYSTEM), act)
+            self._leads.transact(BehaviourRequest(mid, SYSTEM), act)
         except LeadhookError as exc:  # changed under us (version check): the next run sees it
             log.warning("reclaim of lead %s skipped: %s", lead_id, exc)
             return False

@@ -20,9 +20,9 @@ from leadhook.domain.catalog import EMPTY_TEXT, Catalog
 from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
 from leadhook.domain.lead import ATTRIBUTE_FIELDS, Lead
-from leadhook.services.delivery import USER_AGENT
 from leadhook.services.ports import (
     DELIVERY_STATUSES,
+    USER_AGENT,
     Attempt,
     Clock,
     Delivery,

@@ -29,31 +29,46 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from leadhook.domain import circuit
-from leadhook.domain.retry import AttemptResult, RetryPolicy, decide, should_auto_disable
+from leadhook.domain.attempts import Gone, SendResult, no_answer
+from leadhook.domain.retry import RetryPolicy, decide, should_auto_disable
 from leadhook.domain.signing import webhook_headers
-from leadhook.services.delivery import (
-    MAX_IN_FLIGHT,
+from leadhook.services.lanes import MAX_IN_FLIGHT, Lane, burst
+from leadhook.services.ports import (
     USER_AGENT,
+    Attempt,
+    Clock,
     DeliveryQueue,
+    DeliveryStatus,
     Disable,
-    DispatcherStats,
     Job,
-    Lane,
-    Outcome,
     SenderFactory,
-    SendResult,
-    burst,
+    Verdict,
 )
-from leadhook.services.ports import Attempt, Clock, DeliveryStatus
 from leadhook.services.retention import Retention
 from leadhook.services.wakeup import Wakeup
 
 log = logging.getLogger("leadhook.dispatcher")
+DELIVERED, FAILED, DEAD = DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.DEAD
 
 
 def default_worker_id() -> str:
     """Name this worker for the `locked_by` column: host, pid and a random suffix."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class DispatcherStats:
+    """Counters since start, for metrics; the delivery counters count recorded verdicts."""
+
+    claimed: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+    released: int = 0
+    disabled: int = 0
+    renewed: int = 0
+    recovered: int = 0
+    tripped: int = 0
 
 
 @dataclass
@@ -122,7 +137,7 @@ class Dispatcher:
         self._turns: deque[str] = deque()  # tenants whose subscriptions have jobs to start
         self._held: dict[int, float] = {}  # seq -> lease_until of every job not yet written
         self._tasks: set[asyncio.Task[None]] = set()
-        self._outcomes: list[Outcome] = []
+        self._verdicts: list[Verdict] = []
         self._releases: list[int] = []
         self._active = 0
         self._ready = 0
@@ -452,8 +467,8 @@ class Dispatcher:
                 result = await self._sender.send(job.url, job.body, headers)
             except Exception as exc:  # a Sender should not raise; never let it kill the loop
                 log.exception("sender raised", extra={"delivery_id": job.id})
-                result = SendResult(None, (self._clock() - start) * 1000, f"sender error: {exc!r}")
-            self._outcomes.append(self._judge(job, lane, start, result))
+                result = no_answer((self._clock() - start) * 1000, f"sender error: {exc!r}")
+            self._verdicts.append(self._judge(job, lane, start, result))
             self._flush.set()
         except asyncio.CancelledError:
             self._releases.append(job.seq)
@@ -488,23 +503,17 @@ class Dispatcher:
             extra={"subscription_id": job.subscription_id, "silent_attempts": lane.silent},
         )
 
-    def _judge(self, job: Job, lane: Lane, start: float, result: SendResult) -> Outcome:
+    def _judge(self, job: Job, lane: Lane, start: float, result: SendResult) -> Verdict:
         self._watch(job, lane, result)
         now = self._clock()
         attempt = Attempt(start, result.status_code, result.latency_ms, result.error, result.body)
-        decision = decide(
-            self._policy,
-            AttemptResult(result.status_code, result.retry_after, result.error),
-            job.attempt_count + 1,
-            now,
-            self._rand,
-        )
+        decision = decide(self._policy, result, job.attempt_count + 1, now, self._rand)
         if decision.kind == "delivered":
-            return Outcome(job, attempt, "delivered", None, None)
+            return Verdict(job, attempt, DELIVERED, None, None)
         disable: Disable | None = None
-        status: DeliveryStatus = "failed" if decision.kind == "retry" else "dead"
-        if decision.kind == "disable":
-            disable = Disable("endpoint answered HTTP 410 Gone")
+        status = FAILED if decision.kind == "retry" else DEAD
+        if isinstance(result, Gone):
+            disable = Disable(f"endpoint answered {result.why}")
         elif should_auto_disable(job.first_failure_at, now, self._disable_after):
             since = datetime.fromtimestamp(job.first_failure_at or now, UTC).isoformat()
             disable = Disable(
@@ -520,7 +529,7 @@ class Dispatcher:
             "delivery attempt failed",
             extra={"delivery_id": job.id, "status": status, "reason": decision.reason},
         )
-        return Outcome(job, attempt, status, decision.next_attempt_at, decision.reason, disable)
+        return Verdict(job, attempt, status, decision.next_attempt_at, decision.reason, disable)
 
     # ---- recording ---------------------------------------------------------------------------
 
@@ -528,48 +537,48 @@ class Dispatcher:
         while True:
             await self._flush.wait()
             self._flush.clear()
-            if not self._done and len(self._outcomes) < self._batch:
+            if not self._done and len(self._verdicts) < self._batch:
                 await asyncio.sleep(0.002)  # let attempts ending together share a transaction
             await self._write_all()
-            if self._drained and not (self._outcomes or self._releases):
+            if self._drained and not (self._verdicts or self._releases):
                 return
 
     async def _write_all(self) -> None:
         failures = 0
-        while self._outcomes or self._releases:
-            outcomes, self._outcomes = self._outcomes[: self._batch], self._outcomes[self._batch :]
+        while self._verdicts or self._releases:
+            verdicts, self._verdicts = self._verdicts[: self._batch], self._verdicts[self._batch :]
             releases, self._releases = self._releases, []
             try:
-                await asyncio.to_thread(self._write, outcomes, releases)
+                await asyncio.to_thread(self._write, verdicts, releases)
             except Exception:
                 failures += 1
                 log.exception("recording outcomes failed", extra={"attempts": failures})
-                self._outcomes[:0], self._releases[:0] = outcomes, releases
+                self._verdicts[:0], self._releases[:0] = verdicts, releases
                 if self._drained and failures >= 3:
                     # Giving up is safe: the leases expire and the deliveries are sent again.
-                    self._outcomes, self._releases = [], []
+                    self._verdicts, self._releases = [], []
                     return
                 await asyncio.sleep(min(5.0, 0.5 * 2**failures))
                 continue
-            self._recorded(outcomes, releases)
+            self._recorded(verdicts, releases)
 
-    def _write(self, outcomes: list[Outcome], releases: list[int]) -> None:
-        if outcomes:
-            self._queue.record(worker_id=self.worker_id, outcomes=outcomes, now=self._clock())
+    def _write(self, verdicts: list[Verdict], releases: list[int]) -> None:
+        if verdicts:
+            self._queue.record(worker_id=self.worker_id, verdicts=verdicts, now=self._clock())
         if releases:
             self._queue.release(worker_id=self.worker_id, seqs=releases)
 
-    def _recorded(self, outcomes: list[Outcome], releases: list[int]) -> None:
+    def _recorded(self, verdicts: list[Verdict], releases: list[int]) -> None:
         stats = self.stats
         stats.released += len(releases)
         for seq in releases:
             self._held.pop(seq, None)
-        for o in outcomes:
+        for o in verdicts:
             self._held.pop(o.job.seq, None)
-        for o in outcomes:
-            if o.status == "delivered":
+        for o in verdicts:
+            if o.status == DELIVERED:
                 stats.delivered += 1
-            elif o.status == "failed":
+            elif o.status == FAILED:
                 stats.failed += 1
                 due = o.next_attempt_at
                 if due is not None and (self._next_due is None or due < self._next_due):

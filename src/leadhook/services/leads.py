@@ -34,7 +34,7 @@ from leadhook.services.ports import (
 Answer = tuple[int, str]
 """A behaviour's HTTP status and its JSON body text."""
 
-Behaviour = Callable[[b.Context, Lead, Mapping[str, Any]], b.Outcome]
+Behaviour = Callable[[b.Context, Lead, Mapping[str, Any]], b.Effect]
 
 BEHAVIOURS: dict[str, Behaviour] = {
     "update": lambda ctx, lead, a: b.update_fields(ctx, lead, a["fields"]),
@@ -96,7 +96,7 @@ class _Tally:
 
 
 @dataclass(frozen=True)
-class Request:
+class BehaviourRequest:
     """What the API hands over for one behaviour call."""
 
     mid: str
@@ -128,33 +128,33 @@ class LeadService:
     # Each behaviour comes in two forms: `submit_*` answers a future at once (the API awaits
     # it without tying up a thread), the plain one waits for it (the CLI, scripts, tests).
 
-    def create(self, req: Request, args: Mapping[str, Any]) -> Answer:
+    def create(self, req: BehaviourRequest, args: Mapping[str, Any]) -> Answer:
         """Create a lead (201) and emit object_create."""
         return self.submit_create(req, args).result()
 
-    def create_many(self, req: Request, items: Sequence[Mapping[str, Any]]) -> Answer:
+    def create_many(self, req: BehaviourRequest, items: Sequence[Mapping[str, Any]]) -> Answer:
         """Create many leads in one transaction; each emits its own object_create (201)."""
         return self.submit_create_many(req, items).result()
 
     def perform(
-        self, req: Request, behaviour: str, lead_id: str, args: Mapping[str, Any]
+        self, req: BehaviourRequest, behaviour: str, lead_id: str, args: Mapping[str, Any]
     ) -> Answer:
         """Perform `behaviour` on a lead (200), emitting what it caused."""
         return self.submit_perform(req, behaviour, lead_id, args).result()
 
-    def submit_create(self, req: Request, args: Mapping[str, Any]) -> Future[Answer]:
+    def submit_create(self, req: BehaviourRequest, args: Mapping[str, Any]) -> Future[Answer]:
         """Create a lead (201) and emit object_create."""
         return self._run(req, None, lambda ctx, _lead: self._create(ctx, args), 201)
 
     def submit_create_many(
-        self, req: Request, items: Sequence[Mapping[str, Any]]
+        self, req: BehaviourRequest, items: Sequence[Mapping[str, Any]]
     ) -> Future[Answer]:
         """Create many leads in one transaction; each emits its own object_create (201)."""
 
         def work(uow: UnitOfWork, tally: _Tally) -> Answer:
             ctx = self._context(uow, req)
             allocate = Allocation(uow, ctx)  # pool automation: scene 1 for unowned leads
-            outcomes: list[b.Outcome] = []
+            outcomes: list[b.Effect] = []
             for i, item in enumerate(items):
                 try:
                     outcomes.append(allocate(None, self._create(ctx, item)))
@@ -184,13 +184,13 @@ class LeadService:
         return self._commit(req, work)
 
     def submit_perform(
-        self, req: Request, behaviour: str, lead_id: str, args: Mapping[str, Any]
+        self, req: BehaviourRequest, behaviour: str, lead_id: str, args: Mapping[str, Any]
     ) -> Future[Answer]:
         """Perform `behaviour` on a lead (200), emitting what it caused."""
         fn = BEHAVIOURS[behaviour]
         return self._run(req, lead_id, lambda ctx, lead: fn(ctx, lead, args), 200)
 
-    def _create(self, ctx: b.Context, args: Mapping[str, Any]) -> b.Outcome:
+    def _create(self, ctx: b.Context, args: Mapping[str, Any]) -> b.Effect:
         return b.create_lead(
             ctx,
             self._ids.short(),
@@ -201,7 +201,7 @@ class LeadService:
             lead_omni_user_uuid=args.get("lead_omni_user_uuid"),
         )
 
-    def _context(self, uow: UnitOfWork, req: Request) -> b.Context:
+    def _context(self, uow: UnitOfWork, req: BehaviourRequest) -> b.Context:
         tenant = uow.tenants.get(req.mid)
         if tenant is None:
             raise NotFoundError(f"tenant {req.mid!r} does not exist")
@@ -215,9 +215,9 @@ class LeadService:
 
     def _run(
         self,
-        req: Request,
+        req: BehaviourRequest,
         lead_id: str | None,
-        act: Callable[[b.Context, Lead], b.Outcome],
+        act: Callable[[b.Context, Lead], b.Effect],
         status: int,
     ) -> Future[Answer]:
         def work(uow: UnitOfWork, tally: _Tally) -> Answer:
@@ -244,7 +244,9 @@ class LeadService:
 
         return self._commit(req, work)
 
-    def _commit(self, req: Request, work: Callable[[UnitOfWork, _Tally], Answer]) -> Future[Answer]:
+    def _commit(
+        self, req: BehaviourRequest, work: Callable[[UnitOfWork, _Tally], Answer]
+    ) -> Future[Answer]:
         """Run `work` once per Idempotency-Key; wake the dispatcher only if it enqueued."""
         tally = _Tally()
 
@@ -282,7 +284,7 @@ class LeadService:
     # ---- behaviours over several leads that read the store (services/automation.py) ------
 
     def transact(
-        self, req: Request, act: Callable[[UnitOfWork, Callable[[], b.Context]], Changes]
+        self, req: BehaviourRequest, act: Callable[[UnitOfWork, Callable[[], b.Context]], Changes]
     ) -> tuple[int, str]:
         """Run `act` in one transaction (honouring `Idempotency-Key`): it locks the leads it
         needs, builds the context once they are locked, and returns what changed; each changed

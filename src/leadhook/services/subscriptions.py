@@ -9,19 +9,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from leadhook.domain.attempts import Delivered
 from leadhook.domain.circuit import circuit_json
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES, TEST_EVENT_TYPE
 from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
 from leadhook.domain.times import parse_rfc3339, rfc3339, rfc3339_or_none
-from leadhook.services.delivery import MAX_IN_FLIGHT, USER_AGENT, SenderFactory
+from leadhook.services import ports
+from leadhook.services.lanes import MAX_IN_FLIGHT
 from leadhook.services.ports import (
     DELIVERY_STATUSES,
+    UNFINISHED,
+    USER_AGENT,
     Attempt,
     Clock,
     Delivery,
+    DeliveryStatus,
     IdFactory,
+    SenderFactory,
     Subscription,
     UnitOfWork,
     UnitOfWorkFactory,
@@ -34,7 +40,8 @@ MAX_IN_FLIGHT_LIMIT = MAX_IN_FLIGHT
 """More attempts at once to one endpoint only lets one subscriber hold more of the slots."""
 MAX_RATE = 100_000.0
 MAX_DESCRIPTION = 1000
-REPLAYABLE = ("dead", "delivered")
+REPLAYABLE: tuple[str, ...] = tuple(s.value for s in ports.REPLAYABLE)
+"""What a replay may name (`dead`, `delivered`); the console offers them too."""
 EDITABLE = frozenset(
     {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}
 )
@@ -82,11 +89,9 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
         "event_type": d.event_type,
         "entity_id": d.entity_id,
         "entity_version": d.entity_version,
-        "status": d.status,
+        "status": str(d.status),
         "attempt_count": d.attempt_count,
-        "next_attempt_at": (
-            rfc3339_or_none(d.next_attempt_at) if d.status in ("pending", "failed") else None
-        ),
+        "next_attempt_at": (rfc3339_or_none(d.next_attempt_at) if d.status in UNFINISHED else None),
         "last_error": d.last_error,
         "created_at": rfc3339(d.created_at),
         "updated_at": rfc3339(d.updated_at),
@@ -307,7 +312,7 @@ class SubscriptionService:
             result = await sender.send(sub.url, body, headers)
         finally:
             await sender.aclose()
-        ok = result.status_code is not None and 200 <= result.status_code <= 299
+        ok = isinstance(result, Delivered)
         attempt = Attempt(now, result.status_code, result.latency_ms, result.error, result.body)
         return {"success": ok, "event": event, "attempt": attempt_json(attempt)}
 
@@ -340,7 +345,7 @@ class SubscriptionService:
                 raise NotFoundError(f"delivery {delivery_id!r} not found")
             if uow.subscriptions.get(mid, found.subscription_id) is None:
                 raise ConflictError("the subscription of this delivery was deleted")
-            if found.status == "pending":
+            if found.status == DeliveryStatus.PENDING:
                 raise ConflictError("this delivery is already pending (queued or being sent)")
             retried = uow.deliveries.retry(mid, delivery_id, self._clock())
             if retried is None:

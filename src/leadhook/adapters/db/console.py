@@ -9,11 +9,10 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, and_, or_, select
 
 from leadhook.adapters.db import tables as t
-from leadhook.adapters.db.outbox import SqlDeliveries
 from leadhook.adapters.db.repositories import SqlEvents, _event
 from leadhook.domain.lead import Lead
 from leadhook.services.console import AttemptSample, DeliveryQuery
-from leadhook.services.ports import Delivery, StoredEvent
+from leadhook.services.ports import Delivery, StoredEvent, delivery_of
 
 
 def _like(text: str) -> str:
@@ -111,7 +110,7 @@ class SqlConsoleQueries:
                 select(t.deliveries).where(and_(*conds)).order_by(d.seq.desc()).limit(limit)
             ).all()
         # The listing shows the attempt count and last error; attempts are on the detail page.
-        return [(int(r.seq), SqlDeliveries._delivery(r, [])) for r in rows]
+        return [(int(r.seq), delivery_of(r, ())) for r in rows]
 
     def attempts_since(self, mid: str, since: float, limit: int) -> list[AttemptSample]:
         a = t.delivery_attempts.c

@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import shortuuid
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from leadhook.adapters.db import tables as t
@@ -16,12 +15,19 @@ from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
+    REPLAYABLE,
+    SETTLED,
+    UNFINISHED,
     Attempt,
     Delivery,
     DeliveryFilter,
+    DeliveryStatus,
+    IdFactory,
     NewEvent,
     Page,
     Subscription,
+    delivery_of,
+    requeued,
 )
 
 
@@ -120,8 +126,8 @@ class SqlSubscriptions(_OnConnection):
         d = t.deliveries.c
         self.conn.execute(
             update(t.deliveries)
-            .where(d.subscription_id == sub_id, d.status.in_(("pending", "failed")))
-            .values(status="dead", last_error="subscription deleted", updated_at=at)
+            .where(d.subscription_id == sub_id, d.status.in_(UNFINISHED))
+            .values(status=DeliveryStatus.DEAD, last_error="subscription deleted", updated_at=at)
         )
 
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:
@@ -170,12 +176,17 @@ class _SubRow(NamedTuple):
 class SqlDeliveries(_OnConnection):
     """Delivery rows: written in the transaction of their event, then worked by the dispatcher."""
 
+    def __init__(self, conn: Connection, ids: IdFactory) -> None:
+        super().__init__(conn)
+        self.ids = ids
+
     def enqueue(self, rows: Sequence[tuple[Subscription, int, NewEvent]], now: float) -> int:
         if not rows:
             return 0
+        new_id = self.ids.short
         params = [
             (
-                shortuuid.uuid(),
+                new_id(),
                 ev.mid,
                 sub.id,
                 seq,
@@ -208,25 +219,6 @@ class SqlDeliveries(_OnConnection):
             )
         return out
 
-    @staticmethod
-    def _delivery(row: Any, attempts: list[Attempt]) -> Delivery:
-        return Delivery(
-            id=row.id,
-            mid=row.mid,
-            subscription_id=row.subscription_id,
-            event_id=row.event_id,
-            entity_id=row.entity_id,
-            entity_version=row.entity_version,
-            event_type=row.event_type,
-            status=row.status,
-            attempt_count=row.attempt_count,
-            next_attempt_at=row.next_attempt_at,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            last_error=row.last_error,
-            attempts=tuple(attempts),
-        )
-
     def get(self, mid: str, delivery_id: str) -> Delivery | None:
         d = t.deliveries.c
         row = self.conn.execute(
@@ -234,26 +226,14 @@ class SqlDeliveries(_OnConnection):
         ).first()
         if row is None:
             return None
-        return self._delivery(row, self._attempts([row.seq])[row.seq])
+        return delivery_of(row, self._attempts([row.seq])[row.seq])
 
     def page(
         self, mid: str, sub_id: str, status: str | None, cursor: str | None, limit: int
     ) -> Page[Delivery]:
-        d = t.deliveries.c
-        conds = [d.mid == mid, d.subscription_id == sub_id]
-        before = cursors.decode(cursor)
-        if before is not None:
-            conds.append(d.seq < before)
-        if status:
-            conds.append(d.status == status)
-        rows = self.conn.execute(
-            select(t.deliveries).where(and_(*conds)).order_by(d.seq.desc()).limit(limit + 1)
-        ).all()
-        rows_page = rows[:limit]
-        attempts = self._attempts([r.seq for r in rows_page])
-        data = [self._delivery(r, attempts[r.seq]) for r in rows_page]
-        nxt = cursors.encode(rows_page[-1].seq) if len(rows) > limit else None
-        return Page(data, nxt)
+        return self.search(
+            mid, DeliveryFilter(status=status or None, subscription_id=sub_id), cursor, limit
+        )
 
     def search(
         self, mid: str, filters: DeliveryFilter, cursor: str | None, limit: int
@@ -282,7 +262,7 @@ class SqlDeliveries(_OnConnection):
         ).all()
         rows_page = rows[:limit]
         attempts = self._attempts([r.seq for r in rows_page])
-        data = [self._delivery(r, attempts[r.seq]) for r in rows_page]
+        data = [delivery_of(r, attempts[r.seq]) for r in rows_page]
         nxt = cursors.encode(rows_page[-1].seq) if len(rows) > limit else None
         return Page(data, nxt)
 
@@ -296,10 +276,10 @@ class SqlDeliveries(_OnConnection):
             .where(
                 d.mid == mid,
                 d.id == delivery_id,
-                d.status.in_(_SETTLED),
+                d.status.in_(SETTLED),
                 or_(d.locked_until.is_(None), d.locked_until < now),
             )
-            .values(**_requeued(now))
+            .values(**requeued(now))
         )
         return self.get(mid, delivery_id) if result.rowcount == 1 else None
 
@@ -309,24 +289,6 @@ class SqlDeliveries(_OnConnection):
         if status:
             conds.append(d.status == status)
         else:
-            conds.append(or_(d.status == "delivered", d.status == "dead"))
-        result = self.conn.execute(
-            update(t.deliveries).where(and_(*conds)).values(**_requeued(now))
-        )
+            conds.append(d.status.in_(REPLAYABLE))
+        result = self.conn.execute(update(t.deliveries).where(and_(*conds)).values(**requeued(now)))
         return int(result.rowcount)
-
-
-# Statuses in which no worker holds a delivery (failed = waiting for its next attempt).
-_SETTLED = ("failed", "dead", "delivered")
-
-
-def _requeued(now: float) -> dict[str, Any]:
-    """Column values that put a settled delivery back in the queue with a fresh schedule."""
-    return {
-        "status": "pending",
-        "attempt_count": 0,
-        "next_attempt_at": now,
-        "locked_until": None,
-        "locked_by": None,
-        "updated_at": now,
-    }

@@ -1,9 +1,10 @@
-"""The delivery queue in SQL: claim due deliveries with a lease, record outcomes in batches.
+"""The delivery queue in SQL: claim due deliveries with a lease, record verdicts in batches.
 
 PostgreSQL claims in one statement with `FOR UPDATE SKIP LOCKED`, so several workers share the
 work. SQLite has one writer at a time (`BEGIN IMMEDIATE` under the write gate): its claim reads
 the due rows, caps them per subscription in Python (cheaper there than a window function), then
-leases them, all in one transaction. Outcomes are written with driver-level `executemany`.
+leases them, all in one transaction. Verdicts are written with driver-level `executemany`.
+The statements of each dialect are named in adapters/db/queue_sql.py.
 
 Three things keep one endpoint or one crash from holding up the rest:
 - the circuit breaker (domain/circuit.py): a subscription whose circuit is open is not claimed
@@ -16,7 +17,6 @@ Three things keep one endpoint or one crash from holding up the rest:
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections import defaultdict
@@ -24,129 +24,20 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, TextClause, bindparam, select, text, update
+from sqlalchemy import Connection, Engine, TextClause, select, text, update
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
+from leadhook.adapters.db.queue_sql import queue_statements
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit, after_no_answer
-from leadhook.services.delivery import LANE_DEPTH, MAX_IN_FLIGHT, Job, Outcome
+from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
+from leadhook.services.ports import DeliveryStatus, Job, Verdict
 
-UNFINISHED = "('pending', 'failed')"
-
-# Due, unleased deliveries of enabled subscriptions whose lead has no earlier unfinished delivery
-# to that subscription (that is what keeps each lead in order), earliest due first. Written so
-# the plan is a walk of ix_deliveries_due in order that stops at the limit, whatever the
-# statistics say; the subscription columns are joined to the few rows found.
-# A subscription whose circuit is not closed (circuit_retry_at set) is skipped, unless this
-# claim reserved its probe (`:probes`, see _RESERVE_PROBES); the probe is capped at one row.
-_DUE = f"""
-    SELECT due.seq, due.subscription_id, due.next_attempt_at, s.max_in_flight, s.rate_limit_per_s,
-           s.circuit_retry_at
-    FROM (
-        SELECT d.seq, d.subscription_id, d.next_attempt_at
-        FROM deliveries d
-        WHERE d.status IN {UNFINISHED}
-          AND d.next_attempt_at <= :now
-          AND (d.locked_until IS NULL OR d.locked_until < :now)
-          AND d.subscription_id NOT IN (
-              SELECT id FROM subscriptions
-              WHERE NOT enabled OR deleted_at IS NOT NULL
-                 OR (circuit_retry_at IS NOT NULL AND id NOT IN :probes))
-          {{exclude}}
-          AND NOT EXISTS (
-              SELECT 1 FROM deliveries e
-              WHERE e.subscription_id = d.subscription_id
-                AND e.entity_id = d.entity_id
-                AND e.entity_version < d.entity_version
-                AND e.status IN {UNFINISHED})
-        ORDER BY d.next_attempt_at
-        LIMIT :scan
-    ) AS due
-    JOIN subscriptions s ON s.id = due.subscription_id"""
-
-# At most `cap` rows per subscription in one claim (see `claim_cap`), so one busy endpoint
-# cannot fill a claim; then lock what no other worker holds, lease it and return it whole.
-_PG_CLAIM = f"""
-WITH due AS ({_DUE}
-), ranked AS (
-    SELECT seq, next_attempt_at,
-           ROW_NUMBER() OVER (
-               PARTITION BY subscription_id ORDER BY next_attempt_at, seq) AS rn,
-           CASE WHEN circuit_retry_at IS NOT NULL THEN 1  -- the probe of a half-open circuit
-                WHEN rate_limit_per_s IS NULL THEN LEAST(max_in_flight, :mif) * :depth
-                WHEN rate_limit_per_s < 1 THEN 1
-                WHEN rate_limit_per_s >= LEAST(max_in_flight, :mif) THEN LEAST(max_in_flight, :mif)
-                ELSE CAST(FLOOR(rate_limit_per_s) AS INTEGER) END AS cap
-    FROM due
-), picked AS (
-    SELECT d.seq FROM deliveries d
-    WHERE d.seq IN (SELECT seq FROM ranked WHERE rn <= cap ORDER BY next_attempt_at LIMIT :limit)
-      AND d.status IN {UNFINISHED}
-      AND (d.locked_until IS NULL OR d.locked_until < :now)
-    FOR UPDATE OF d SKIP LOCKED
-)
-UPDATE deliveries AS d SET locked_until = :lease_until, locked_by = :worker
-FROM picked p, events e, subscriptions s
-WHERE d.seq = p.seq AND e.seq = d.event_seq AND s.id = d.subscription_id
-RETURNING {{columns}}"""
-
-_COLUMNS = """d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
-    d.attempt_count, d.next_attempt_at, e.payload, s.url, s.secret, s.previous_secret,
-    s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at"""
-
-# The claimed seqs travel as one JSON array, so these statements are the same text every time.
-_SQLITE_LEASE = """UPDATE deliveries SET locked_until = ?, locked_by = ?
-WHERE seq IN (SELECT value FROM json_each(?))"""
-_SQLITE_JOBS = f"""
-SELECT {_COLUMNS}
-FROM deliveries d
-JOIN events e ON e.seq = d.event_seq
-JOIN subscriptions s ON s.id = d.subscription_id
-WHERE d.seq IN (SELECT value FROM json_each(?))"""
-
-# Half-open circuits whose probe nobody holds: this claim takes their probes. On PostgreSQL a
-# concurrent claim waits for the row lock, then finds the probe taken and skips the row.
-_RESERVE_PROBES = """UPDATE subscriptions SET circuit_probe_until = :lease_until
-WHERE circuit_retry_at <= :now
-  AND (circuit_probe_until IS NULL OR circuit_probe_until <= :now)
-  AND enabled AND deleted_at IS NULL
-RETURNING id"""
-
-# The heartbeat: push the lease of every job this worker still holds, in one statement.
-_RENEW = """UPDATE deliveries SET locked_until = :lease_until
-WHERE seq IN :seqs AND locked_by = :worker
-RETURNING seq"""
-
-_INSERT_ATTEMPTS = """INSERT INTO delivery_attempts
-    (delivery_seq, attempted_at, status_code, latency_ms, error, response_body)
-    VALUES (?, ?, ?, ?, ?, ?)"""
-_FINISH = """UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?,
-    last_error = ?, locked_until = NULL, locked_by = NULL, updated_at = ?
-    WHERE seq = ? AND locked_by = ?"""
+DELIVERED = DeliveryStatus.DELIVERED
 
 _d = t.deliveries.c
 _s = t.subscriptions.c
-
-
-def claim_cap(
-    max_in_flight: int, rate_limit_per_s: float | None, circuit_retry_at: float | None = None
-) -> int:
-    """Return how many deliveries of one subscription a single claim may take."""
-    if circuit_retry_at is not None:
-        return 1  # a half-open circuit: one probe
-    max_in_flight = min(max_in_flight, MAX_IN_FLIGHT)
-    if rate_limit_per_s is None:
-        return max_in_flight * LANE_DEPTH
-    return max(1, min(max_in_flight, int(rate_limit_per_s)))
-
-
-def _text(template: str, exclude: bool) -> TextClause:
-    clause = "AND d.subscription_id NOT IN :exclude" if exclude else ""
-    stmt = text(template.replace("{exclude}", clause).replace("{columns}", _COLUMNS))
-    # Typed: an empty list renders as an empty set of that type (usually no probe is taken).
-    stmt = stmt.bindparams(bindparam("probes", expanding=True, type_=String))
-    return stmt.bindparams(bindparam("exclude", expanding=True)) if exclude else stmt
 
 
 def _this_host() -> str:
@@ -190,12 +81,10 @@ class SqlDeliveryQueue:
         self._gate = gate
         self._box = box_for(engine)
         self._sqlite = is_sqlite(engine)
-        template = _DUE if self._sqlite else _PG_CLAIM
-        self._claim_sql = {flag: _text(template, flag) for flag in (False, True)}
-        self._renew = text(_RENEW).bindparams(bindparam("seqs", expanding=True))
-        marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._insert_attempts = _INSERT_ATTEMPTS.replace("?", marker)
-        self._finish = _FINISH.replace("?", marker)
+        self._sql = sql = queue_statements(engine.dialect.name)
+        self._claim_sql = text(sql.claim)
+        self._reserve_probes = text(sql.reserve_probes)
+        self._renew = text(sql.renew)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -212,17 +101,21 @@ class SqlDeliveryQueue:
         exclude: Collection[str],
     ) -> list[Job]:
         """Lease up to `limit` due deliveries to `worker_id`, earliest due first."""
-        params: dict[str, Any] = {"now": now, "limit": limit, "scan": limit * 2}
-        if exclude:
-            params["exclude"] = list(exclude)
-        stmt = self._claim_sql[bool(exclude)]
+        id_list = self._sql.id_list
+        params: dict[str, Any] = {
+            "now": now,
+            "limit": limit,
+            "scan": limit * 2,
+            "exclude": id_list(list(exclude)),
+        }
+        stmt = self._claim_sql
         with self._tx() as conn:
             probes = set(
-                conn.execute(text(_RESERVE_PROBES), {"now": now, "lease_until": lease_until})
+                conn.execute(self._reserve_probes, {"now": now, "lease_until": lease_until})
                 .scalars()
                 .all()
             )
-            params["probes"] = sorted(probes)
+            params["probes"] = id_list(sorted(probes))
             if self._sqlite:
                 rows = self._claim_sqlite(conn, stmt, params, worker_id, lease_until)
             else:
@@ -258,17 +151,19 @@ class SqlDeliveryQueue:
                     break
         if not seqs:
             return []
-        batch = json.dumps(seqs)
-        conn.exec_driver_sql(_SQLITE_LEASE, (lease_until, worker_id, batch))
-        return [tuple(r) for r in conn.exec_driver_sql(_SQLITE_JOBS, (batch,))]
+        sql = self._sql
+        assert sql.lease is not None and sql.jobs is not None  # the SQLite statements
+        batch = sql.id_list(seqs)
+        conn.exec_driver_sql(sql.lease, (lease_until, worker_id, batch))
+        return [tuple(r) for r in conn.exec_driver_sql(sql.jobs, (batch,))]
 
-    def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
+    def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
         """Store the attempts and the deliveries' new states; track failing subscriptions."""
-        if not outcomes:
+        if not verdicts:
             return
         attempts = [
             (o.job.seq, a.attempted_at, a.status_code, a.latency_ms, a.error, a.response_body)
-            for o in outcomes
+            for o in verdicts
             for a in (o.attempt,)
         ]
         finished = [
@@ -281,13 +176,13 @@ class SqlDeliveryQueue:
                 o.job.seq,
                 worker_id,
             )
-            for o in outcomes
+            for o in verdicts
         ]
-        succeeded = {o.job.subscription_id for o in outcomes if o.status == "delivered"}
-        failing = {o.job.subscription_id for o in outcomes} - succeeded
+        succeeded = {o.job.subscription_id for o in verdicts if o.status == DELIVERED}
+        failing = {o.job.subscription_id for o in verdicts} - succeeded
         with self._tx() as conn:
-            conn.exec_driver_sql(self._insert_attempts, attempts)
-            conn.exec_driver_sql(self._finish, finished)
+            conn.exec_driver_sql(self._sql.insert_attempts, attempts)
+            conn.exec_driver_sql(self._sql.finish, finished)
             if succeeded:
                 conn.execute(
                     update(t.subscriptions)
@@ -300,14 +195,14 @@ class SqlDeliveryQueue:
                     .where(_s.id.in_(failing), _s.first_failure_at.is_(None))
                     .values(first_failure_at=now)
                 )
-            self._disable(conn, outcomes, now)
-            self._circuits(conn, outcomes, now)
+            self._disable(conn, verdicts, now)
+            self._circuits(conn, verdicts, now)
 
-    def _circuits(self, conn: Connection, outcomes: Sequence[Outcome], now: float) -> None:
+    def _circuits(self, conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
         """Close the circuit of endpoints that answered; count the silence of the others."""
-        answered = {o.job.subscription_id for o in outcomes if o.attempt.status_code is not None}
+        answered = {o.job.subscription_id for o in verdicts if o.attempt.status_code is not None}
         silent: dict[str, list[float]] = defaultdict(list)
-        for o in outcomes:
+        for o in verdicts:
             if o.attempt.status_code is None and o.job.subscription_id not in answered:
                 silent[o.job.subscription_id].append(o.attempt.attempted_at)
         if answered:
@@ -347,9 +242,9 @@ class SqlDeliveryQueue:
             conn.execute(update(t.subscriptions).where(_s.id == sub_id).values(**values))
 
     @staticmethod
-    def _disable(conn: Connection, outcomes: Sequence[Outcome], now: float) -> None:
+    def _disable(conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
         reasons: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
-        for o in outcomes:
+        for o in verdicts:
             if o.disable is not None:
                 reasons[o.job.subscription_id].append((o.disable.reason, o.disable.failing_before))
         for sub_id, items in reasons.items():
@@ -381,7 +276,11 @@ class SqlDeliveryQueue:
         if not seqs:
             return set()
         with self._tx() as conn:
-            params = {"lease_until": lease_until, "seqs": list(seqs), "worker": worker_id}
+            params = {
+                "lease_until": lease_until,
+                "seqs": self._sql.id_list(seqs),
+                "worker": worker_id,
+            }
             return {int(seq) for seq in conn.execute(self._renew, params).scalars()}
 
     def recover(self, *, worker_id: str) -> int:

@@ -12,6 +12,7 @@ from leadhook.adapters.db.engine import WriteGate
 from leadhook.adapters.db.outbox import SqlDeliveries, SqlSubscriptions
 from leadhook.adapters.db.pools import SqlPools
 from leadhook.adapters.db.repositories import SqlEvents, SqlIdempotency, SqlLeads, SqlTenants
+from leadhook.services.ports import IdFactory
 
 
 class _Repositories:
@@ -25,12 +26,12 @@ class _Repositories:
     idempotency: SqlIdempotency
     pools: SqlPools
 
-    def _bind(self, conn: Connection) -> None:
+    def _bind(self, conn: Connection, ids: IdFactory) -> None:
         self.tenants = SqlTenants(conn)
         self.leads = SqlLeads(conn)
         self.events = SqlEvents(conn)
         self.subscriptions = SqlSubscriptions(conn)
-        self.deliveries = SqlDeliveries(conn)
+        self.deliveries = SqlDeliveries(conn, ids)
         self.idempotency = SqlIdempotency(conn)
         self.pools = SqlPools(conn)
 
@@ -38,8 +39,11 @@ class _Repositories:
 class SqlUnitOfWork(_Repositories):
     """Open a transaction on enter; commit only when asked, roll back otherwise."""
 
-    def __init__(self, engine: Engine, gate: WriteGate, *, readonly: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, gate: WriteGate, *, ids: IdFactory, readonly: bool = False
+    ) -> None:
         self._engine = engine
+        self._ids = ids
         self._gate = gate
         self._readonly = readonly
         self._held: AbstractContextManager[Any] | None = None
@@ -58,7 +62,7 @@ class SqlUnitOfWork(_Repositories):
             self._release()
             raise
         self._conn = conn
-        self._bind(conn)
+        self._bind(conn, self._ids)
         return self
 
     def __exit__(
@@ -95,8 +99,8 @@ class BoundUnitOfWork(_Repositories):
     so `commit` here does nothing.
     """
 
-    def __init__(self, conn: Connection) -> None:
-        self._bind(conn)
+    def __init__(self, conn: Connection, ids: IdFactory) -> None:
+        self._bind(conn, ids)
 
     def __enter__(self) -> Self:
         return self

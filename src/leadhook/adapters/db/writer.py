@@ -37,7 +37,7 @@ from sqlalchemy import Connection, Engine
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
 from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.db.uow import BoundUnitOfWork
-from leadhook.services.ports import UnitOfWork
+from leadhook.services.ports import IdFactory, UnitOfWork
 
 T = TypeVar("T")
 log = logging.getLogger("leadhook.writer")
@@ -73,9 +73,16 @@ class GroupWriter:
     """Run units of work on writer threads, committing whatever arrived together at once."""
 
     def __init__(
-        self, engine: Engine, gate: WriteGate, *, threads: int | None = None, max_batch: int = 64
+        self,
+        engine: Engine,
+        gate: WriteGate,
+        *,
+        ids: IdFactory,
+        threads: int | None = None,
+        max_batch: int = 64,
     ) -> None:
         self._engine = engine
+        self._ids = ids  # the ids of the rows the units of work mint (deliveries)
         self._gate = gate
         self._on_loop = is_sqlite(engine) and not threads
         self._threads_wanted = threads or 4
@@ -245,7 +252,7 @@ class GroupWriter:
         self, conn: Connection, batch: list[_Item]
     ) -> tuple[list[tuple[_Item, bool, Any]], list[_Item]]:
         driver = driver_in_transaction(conn)
-        uow = BoundUnitOfWork(conn)
+        uow = BoundUnitOfWork(conn, self._ids)
         alone = len(batch) == 1
         outcomes: list[tuple[_Item, bool, Any]] = []
         again: list[_Item] = []

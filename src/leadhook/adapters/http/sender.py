@@ -1,10 +1,14 @@
-"""POST webhooks with one pooled aiohttp session, refusing private targets at send time."""
+"""POST webhooks with one pooled aiohttp session, refusing private targets at send time.
+
+The sender of the `http` and `https` schemes (services/senders.py); what it got back is mapped
+onto the transport-neutral results by adapters/http/answers.py.
+"""
 
 from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -13,8 +17,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from leadhook.adapters.http.answers import http_answer, no_answer
+from leadhook.domain.attempts import SendResult
 from leadhook.domain.targets import TargetError, check_address, check_host
-from leadhook.services.delivery import SendResult
 
 BODY_LIMIT = 1024
 
@@ -66,7 +71,9 @@ class HttpSender:
         allow_private: bool = False,
         limit: int = 100,
         resolver: AbstractResolver | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock  # unix seconds: for a Retry-After given as a date
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_s = timeout
         self._allow_private = allow_private
@@ -85,26 +92,27 @@ class HttpSender:
         if not self._allow_private:
             refusal = _literal_refusal(url)
             if refusal is not None:
-                return SendResult(None, 0.0, refusal)
+                return no_answer(0.0, refusal)
         try:
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 head = await _read_head(resp)
-                return SendResult(
-                    status_code=resp.status,
-                    latency_ms=_ms(start),
-                    body=head.decode("utf-8", errors="replace"),
-                    retry_after=resp.headers.get("Retry-After"),
+                return http_answer(
+                    resp.status,
+                    _ms(start),
+                    head.decode("utf-8", errors="replace"),
+                    resp.headers.get("Retry-After"),
+                    self._clock(),
                 )
         except TimeoutError:
-            return SendResult(None, _ms(start), f"timeout after {self._timeout_s:g}s")
+            return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
         except aiohttp.ClientConnectorDNSError as exc:
-            return SendResult(None, _ms(start), _dns_error(exc))
+            return no_answer(_ms(start), _dns_error(exc))
         except aiohttp.ClientError as exc:
-            return SendResult(None, _ms(start), f"{type(exc).__name__}: {exc}"[:500])
+            return no_answer(_ms(start), f"{type(exc).__name__}: {exc}"[:500])
         except (OSError, ValueError) as exc:
-            return SendResult(None, _ms(start), f"{type(exc).__name__}: {exc}"[:500])
+            return no_answer(_ms(start), f"{type(exc).__name__}: {exc}"[:500])
 
     async def aclose(self) -> None:
         """Close the session and its pooled connections."""

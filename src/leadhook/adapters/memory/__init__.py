@@ -36,9 +36,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # mypy --strict proves that the fakes implement the ports.
-    from leadhook.services import delivery, ports
+    from leadhook.services import ports
 
     _uow: ports.UnitOfWorkFactory = MemoryStore().uow
-    _queue: delivery.DeliveryQueue = MemoryDeliveryQueue(MemoryStore())
+    _queue: ports.DeliveryQueue = MemoryDeliveryQueue(MemoryStore())
     _clock: ports.Clock = FakeClock()
     _ids: ports.IdFactory = SequentialIds()

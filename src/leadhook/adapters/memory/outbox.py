@@ -7,9 +7,19 @@ from dataclasses import replace
 
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
 from leadhook.services import cursor as cursors
-from leadhook.services.ports import Delivery, DeliveryFilter, NewEvent, Page, Subscription
-
-UNFINISHED = ("pending", "failed")
+from leadhook.services.ports import (
+    REPLAYABLE,
+    SETTLED,
+    UNFINISHED,
+    Delivery,
+    DeliveryFilter,
+    DeliveryStatus,
+    NewEvent,
+    Page,
+    Subscription,
+    delivery_of,
+    requeued,
+)
 
 
 class MemorySubscriptions:
@@ -48,7 +58,7 @@ class MemorySubscriptions:
         for seq, d in list(self._s.deliveries.items()):
             if d.subscription_id == sub_id and d.status in UNFINISHED:
                 self._s.deliveries[seq] = d.with_(
-                    status="dead", last_error="subscription deleted", updated_at=at
+                    status=DeliveryStatus.DEAD, last_error="subscription deleted", updated_at=at
                 )
 
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:
@@ -93,7 +103,7 @@ class MemoryDeliveries:
                 entity_id=ev.entity_id,
                 entity_version=ev.entity_version,
                 event_type=ev.event_type,
-                status="pending",
+                status=DeliveryStatus.PENDING,
                 attempt_count=0,
                 next_attempt_at=now,
                 created_at=now,
@@ -102,22 +112,7 @@ class MemoryDeliveries:
         return len(rows)
 
     def _delivery(self, row: DeliveryRow) -> Delivery:
-        return Delivery(
-            id=row.id,
-            mid=row.mid,
-            subscription_id=row.subscription_id,
-            event_id=row.event_id,
-            entity_id=row.entity_id,
-            entity_version=row.entity_version,
-            event_type=row.event_type,
-            status=row.status,
-            attempt_count=row.attempt_count,
-            next_attempt_at=row.next_attempt_at,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            last_error=row.last_error,
-            attempts=self._s.attempts.get(row.seq, ()),
-        )
+        return delivery_of(row, self._s.attempts.get(row.seq, ()))
 
     def _row(self, mid: str, delivery_id: str) -> DeliveryRow | None:
         return next(
@@ -131,21 +126,9 @@ class MemoryDeliveries:
     def page(
         self, mid: str, sub_id: str, status: str | None, cursor: str | None, limit: int
     ) -> Page[Delivery]:
-        before = cursors.decode(cursor)
-        rows = sorted(
-            (
-                d
-                for d in self._s.deliveries.values()
-                if d.mid == mid
-                and d.subscription_id == sub_id
-                and (before is None or d.seq < before)
-                and (not status or d.status == status)
-            ),
-            key=lambda d: -d.seq,
+        return self.search(
+            mid, DeliveryFilter(status=status or None, subscription_id=sub_id), cursor, limit
         )
-        chunk = rows[:limit]
-        nxt = cursors.encode(chunk[-1].seq) if len(rows) > limit else None
-        return Page([self._delivery(d) for d in chunk], nxt)
 
     def search(
         self, mid: str, filters: DeliveryFilter, cursor: str | None, limit: int
@@ -174,20 +157,13 @@ class MemoryDeliveries:
     def retry(self, mid: str, delivery_id: str, now: float) -> Delivery | None:
         row = self._row(mid, delivery_id)
         held = row is not None and row.locked_until is not None and row.locked_until >= now
-        if row is None or row.status not in ("failed", "dead", "delivered") or held:
+        if row is None or row.status not in SETTLED or held:
             return None
-        self._s.deliveries[row.seq] = row.with_(
-            status="pending",
-            attempt_count=0,
-            next_attempt_at=now,
-            locked_until=None,
-            locked_by=None,
-            updated_at=now,
-        )
+        self._s.deliveries[row.seq] = row.with_(**requeued(now))
         return self.get(mid, delivery_id)
 
     def replay(self, mid: str, sub_id: str, since: float, status: str | None, now: float) -> int:
-        wanted = (status,) if status else ("delivered", "dead")
+        wanted = (status,) if status else REPLAYABLE
         count = 0
         for seq, d in list(self._s.deliveries.items()):
             if (
@@ -196,13 +172,6 @@ class MemoryDeliveries:
                 and d.created_at >= since
                 and d.status in wanted
             ):
-                self._s.deliveries[seq] = d.with_(
-                    status="pending",
-                    locked_by=None,
-                    attempt_count=0,
-                    next_attempt_at=now,
-                    locked_until=None,
-                    updated_at=now,
-                )
+                self._s.deliveries[seq] = d.with_(**requeued(now))
                 count += 1
         return count

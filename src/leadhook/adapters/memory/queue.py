@@ -1,10 +1,10 @@
 """The delivery queue over the in-memory store: the claim rules of the SQL queue, in Python.
 
-It implements `services.delivery.DeliveryQueue` with the same rules as
+It implements `services.ports.DeliveryQueue` with the same rules as
 `adapters.db.queue.SqlDeliveryQueue` (the queue contract tests run both): a claim takes due,
 unleased, unfinished deliveries of enabled subscriptions, earliest due first, never a lead's
 event before that lead's earlier unfinished one (per subscription), at most `claim_cap` per
-subscription, and leases them; `record` stores attempts and outcomes for the lease holder only;
+subscription, and leases them; `record` stores attempts and verdicts for the lease holder only;
 `release` gives a worker's leases back. Each call is one "transaction": it works on a copy of
 the store and publishes it whole, under the store's lock.
 """
@@ -18,16 +18,8 @@ from dataclasses import replace
 
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
 from leadhook.adapters.memory.uow import MemoryStore
-from leadhook.services.delivery import LANE_DEPTH, Job, Outcome
-
-UNFINISHED = ("pending", "failed")
-
-
-def claim_cap(max_in_flight: int, rate_limit_per_s: float | None) -> int:
-    """Return how many deliveries of one subscription a single claim may take (as in SQL)."""
-    if rate_limit_per_s is None:
-        return max_in_flight * LANE_DEPTH
-    return max(1, min(max_in_flight, int(rate_limit_per_s)))
+from leadhook.services.lanes import claim_cap
+from leadhook.services.ports import UNFINISHED, DeliveryStatus, Job, Verdict
 
 
 class MemoryDeliveryQueue:
@@ -63,12 +55,12 @@ class MemoryDeliveryQueue:
                 jobs.append(_job(state, row, lease_until))
         return jobs
 
-    def record(self, *, worker_id: str, outcomes: Sequence[Outcome], now: float) -> None:
+    def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
         """Store the attempts and the deliveries' new states; track failing subscriptions."""
-        if not outcomes:
+        if not verdicts:
             return
         with self._tx() as state:
-            for o in outcomes:
+            for o in verdicts:
                 seq = o.job.seq
                 # The attempt happened, whoever holds the lease now: it is always kept.
                 state.attempts[seq] = (*state.attempts.get(seq, ()), o.attempt)
@@ -84,13 +76,15 @@ class MemoryDeliveryQueue:
                     locked_by=None,
                     updated_at=now,
                 )
-            succeeded = {o.job.subscription_id for o in outcomes if o.status == "delivered"}
-            failing = {o.job.subscription_id for o in outcomes} - succeeded
+            succeeded = {
+                o.job.subscription_id for o in verdicts if o.status == DeliveryStatus.DELIVERED
+            }
+            failing = {o.job.subscription_id for o in verdicts} - succeeded
             for sub_id in succeeded:  # a success ends the failure streak
                 _set_streak(state, sub_id, None)
             for sub_id in failing:  # a failure starts one, unless it has started already
                 _set_streak(state, sub_id, now)
-            _disable(state, outcomes, now)
+            _disable(state, verdicts, now)
 
     def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
         """Give leased deliveries back unsent, so any worker can claim them at once."""
@@ -175,9 +169,9 @@ def _set_streak(state: MemoryState, sub_id: str, since: float | None) -> None:
     state.subscriptions[sub_id] = SubscriptionRow(changed, row.deleted_at)
 
 
-def _disable(state: MemoryState, outcomes: Sequence[Outcome], now: float) -> None:
+def _disable(state: MemoryState, verdicts: Sequence[Verdict], now: float) -> None:
     reasons: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
-    for o in outcomes:
+    for o in verdicts:
         if o.disable is not None:
             reasons[o.job.subscription_id].append((o.disable.reason, o.disable.failing_before))
     for sub_id, items in reasons.items():

@@ -17,6 +17,7 @@ from leadhook.adapters.memory.repositories import (
 )
 from leadhook.adapters.memory.state import MemoryState
 from leadhook.domain.errors import ConflictError
+from leadhook.services.ports import IdFactory
 
 R = TypeVar("R")
 
@@ -24,8 +25,9 @@ R = TypeVar("R")
 class MemoryStore:
     """Every table of leadhook in memory, shared by the units of work made from it."""
 
-    def __init__(self) -> None:
+    def __init__(self, ids: IdFactory | None = None) -> None:
         self.state = MemoryState()
+        self._minted = ids
         # Held by a unit of work from enter to exit: units run one at a time (serialisable),
         # which is what SQLite gives and what PostgreSQL's row locks give per lead. It is
         # re-entrant so a unit of work nested in another (same thread) does not hang; the
@@ -35,7 +37,10 @@ class MemoryStore:
         self._ids = itertools.count(1)
 
     def new_id(self) -> str:
-        """Return a fresh 22-character id for rows the store names itself (deliveries)."""
+        """Return a fresh 22-character id for rows the store names itself (deliveries): from
+        the `IdFactory` given, else from a counter."""
+        if self._minted is not None:
+            return self._minted.short()
         return f"d{next(self._ids):021d}"
 
     def uow(self) -> MemoryUnitOfWork:

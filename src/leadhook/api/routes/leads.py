@@ -16,7 +16,7 @@ from leadhook.api.deps import BEHAVIOUR_HEADERS, BehaviourReq, ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
 from leadhook.bootstrap import Container
 from leadhook.domain.operator import Operator
-from leadhook.services.leads import Request, dumps
+from leadhook.services.leads import BehaviourRequest, dumps
 from leadhook.services.ports import LeadFilter
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"], responses=ERRORS)
@@ -36,7 +36,7 @@ def _json(status_body: tuple[int, str]) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
-def _with_operator(req: Request, body: m.Mutating | None) -> Request:
+def _with_operator(req: BehaviourRequest, body: m.Mutating | None) -> BehaviourRequest:
     op = body.operator if body is not None else None
     return replace(req, operator=Operator.parse(None if op is None else op.model_dump()))
 
@@ -46,7 +46,7 @@ def _args(body: m.Mutating) -> dict[str, Any]:
 
 
 def submit(
-    c: Container, action: str, req: Request, body: m.Mutating | None, lead_id: str
+    c: Container, action: str, req: BehaviourRequest, body: m.Mutating | None, lead_id: str
 ) -> Future[tuple[int, str]]:
     """Hand one behaviour to the lead service: `create`, `create_many`, or a behaviour name
     of `LeadService.submit_perform` (its `lead_id` is then the path's)."""
@@ -139,7 +139,7 @@ def timeline(
 
 
 async def _behaviour(
-    name: str, lead_id: str, req: Request, body: m.Mutating | None, c: Container
+    name: str, lead_id: str, req: BehaviourRequest, body: m.Mutating | None, c: Container
 ) -> Response:
     return await _answer(submit(c, name, req, body, lead_id))
 

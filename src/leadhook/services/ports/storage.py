@@ -1,12 +1,13 @@
-"""The ports the services need; adapters/ implements them (db/, memory/)."""
+"""The storage ports: repositories, the unit of work over them, and the values they keep."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import TracebackType
-from typing import Generic, Literal, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.circuit import CLOSED, Circuit
@@ -14,8 +15,33 @@ from leadhook.domain.lead import Lead
 from leadhook.domain.signing import active_secrets
 
 T = TypeVar("T")
-DeliveryStatus = Literal["pending", "delivered", "failed", "dead"]
-DELIVERY_STATUSES: tuple[str, ...] = ("pending", "delivered", "failed", "dead")
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands; the value is what the `deliveries.status` column and the API say.
+
+    pending: not attempted yet (or requeued); failed: attempted, waiting for its next attempt;
+    delivered and dead: settled.
+    """
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+DELIVERY_STATUSES: tuple[str, ...] = tuple(s.value for s in DeliveryStatus)
+UNFINISHED: tuple[DeliveryStatus, ...] = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+"""Statuses a worker may still attempt (the claim's and the due index's `status IN (...)`)."""
+SETTLED: tuple[DeliveryStatus, ...] = (
+    DeliveryStatus.FAILED,
+    DeliveryStatus.DEAD,
+    DeliveryStatus.DELIVERED,
+)
+"""Statuses in which no worker holds a delivery (failed: waiting for its next attempt), so a
+retry may requeue it."""
+REPLAYABLE: tuple[DeliveryStatus, ...] = (DeliveryStatus.DEAD, DeliveryStatus.DELIVERED)
+"""Statuses a replay requeues when it names none."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +146,40 @@ class Delivery:
     updated_at: float
     last_error: str | None = None
     attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+
+
+def delivery_of(row: Any, attempts: Sequence[Attempt]) -> Delivery:
+    """Return the `Delivery` of a stored row: anything with the `deliveries` columns as
+    attributes (a SQL row, an in-memory row)."""
+    return Delivery(
+        id=row.id,
+        mid=row.mid,
+        subscription_id=row.subscription_id,
+        event_id=row.event_id,
+        entity_id=row.entity_id,
+        entity_version=row.entity_version,
+        event_type=row.event_type,
+        status=DeliveryStatus(row.status),
+        attempt_count=row.attempt_count,
+        next_attempt_at=row.next_attempt_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_error=row.last_error,
+        attempts=tuple(attempts),
+    )
+
+
+def requeued(now: float) -> dict[str, Any]:
+    """Return the column values that put a settled delivery back in the queue, with a fresh
+    schedule (a retry, a replay)."""
+    return {
+        "status": DeliveryStatus.PENDING,
+        "attempt_count": 0,
+        "next_attempt_at": now,
+        "locked_until": None,
+        "locked_by": None,
+        "updated_at": now,
+    }
 
 
 @dataclass(frozen=True)

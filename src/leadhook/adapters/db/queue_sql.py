@@ -1,0 +1,196 @@
+"""Named SQL of the delivery queue (adapters/db/queue.py), one frozen set per dialect.
+
+As in adapters/db/sql.py, every statement is written out in full, with bind parameters, so
+what runs is what is read here. Named parameters (`:now`) go through SQLAlchemy's `text()`;
+the statements the driver runs itself (`executemany`) use its own markers (`?` and `%s`).
+
+The dialects differ where they must:
+- the claim: PostgreSQL claims in one statement (caps per subscription with a window function,
+  then `FOR UPDATE SKIP LOCKED`, lease, return the jobs); SQLite reads the due rows, caps them
+  in Python (`services/lanes.claim_cap`), then leases them (`lease`) and reads them (`jobs`);
+- lists of ids travel as one value, so a statement is the same text whatever their number: a
+  JSON array read with `json_each` on SQLite, an array (`= ANY`, `<> ALL`) on PostgreSQL. The
+  `id_list` of each dialect makes that value from a Python list;
+- the driver's placeholder style.
+
+Only unfinished deliveries are claimed: the `status IN ('pending', 'failed')` below is written
+as a literal, so the planner can use the partial index ix_deliveries_due (whose predicate says
+the same); tests/unit/test_queue_sql.py checks these literals against `DeliveryStatus`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class QueueStatements:
+    """The delivery queue's statements in one dialect."""
+
+    claim: str
+    """SQLite: the due rows (capped in Python). PostgreSQL: claim, lease and return the jobs.
+
+    Due, unleased deliveries of enabled subscriptions whose lead has no earlier unfinished
+    delivery to that subscription (that is what keeps each lead in order), earliest due first,
+    skipping the subscriptions in `:exclude`. Written so the plan is a walk of ix_deliveries_due
+    in order that stops at the limit, whatever the statistics say; the subscription columns are
+    joined to the few rows found. A subscription whose circuit is not closed (circuit_retry_at
+    set) is skipped, unless this claim reserved its probe (`:probes`, see `reserve_probes`).
+    """
+    lease: str | None
+    """SQLite: lease the picked seqs (driver markers: lease_until, worker, JSON seqs)."""
+    jobs: str | None
+    """SQLite: the leased rows with the job columns (driver marker: JSON seqs)."""
+    reserve_probes: str
+    """Half-open circuits whose probe nobody holds: this claim takes their probes. On
+    PostgreSQL a concurrent claim waits for the row lock, then finds the probe taken."""
+    renew: str
+    """The heartbeat: push the lease of every job this worker still holds, in one statement."""
+    insert_attempts: str
+    """One attempt row (driver markers, run with executemany)."""
+    finish: str
+    """A delivery's new state, for its lease holder only (driver markers, executemany)."""
+    id_list: Callable[[Sequence[Any]], Any]
+    """The value one list parameter (`:exclude`, `:probes`, `:seqs`, a JSON seqs marker) takes."""
+
+
+def _json_list(items: Sequence[Any]) -> str:
+    return json.dumps(list(items))
+
+
+def _array(items: Sequence[Any]) -> list[Any]:
+    return list(items)
+
+
+SQLITE = QueueStatements(
+    claim="""
+SELECT due.seq, due.subscription_id, due.next_attempt_at, s.max_in_flight, s.rate_limit_per_s,
+       s.circuit_retry_at
+FROM (
+    SELECT d.seq, d.subscription_id, d.next_attempt_at
+    FROM deliveries d
+    WHERE d.status IN ('pending', 'failed')
+      AND d.next_attempt_at <= :now
+      AND (d.locked_until IS NULL OR d.locked_until < :now)
+      AND d.subscription_id NOT IN (
+          SELECT id FROM subscriptions
+          WHERE NOT enabled OR deleted_at IS NOT NULL
+             OR (circuit_retry_at IS NOT NULL
+                 AND id NOT IN (SELECT value FROM json_each(:probes))))
+      AND d.subscription_id NOT IN (SELECT value FROM json_each(:exclude))
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries e
+          WHERE e.subscription_id = d.subscription_id
+            AND e.entity_id = d.entity_id
+            AND e.entity_version < d.entity_version
+            AND e.status IN ('pending', 'failed'))
+    ORDER BY d.next_attempt_at
+    LIMIT :scan
+) AS due
+JOIN subscriptions s ON s.id = due.subscription_id""",
+    lease="""UPDATE deliveries SET locked_until = ?, locked_by = ?
+WHERE seq IN (SELECT value FROM json_each(?))""",
+    jobs="""
+SELECT d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
+    d.attempt_count, d.next_attempt_at, e.payload, s.url, s.secret, s.previous_secret,
+    s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at
+FROM deliveries d
+JOIN events e ON e.seq = d.event_seq
+JOIN subscriptions s ON s.id = d.subscription_id
+WHERE d.seq IN (SELECT value FROM json_each(?))""",
+    reserve_probes="""UPDATE subscriptions SET circuit_probe_until = :lease_until
+WHERE circuit_retry_at <= :now
+  AND (circuit_probe_until IS NULL OR circuit_probe_until <= :now)
+  AND enabled AND deleted_at IS NULL
+RETURNING id""",
+    renew="""UPDATE deliveries SET locked_until = :lease_until
+WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker
+RETURNING seq""",
+    insert_attempts="""INSERT INTO delivery_attempts
+    (delivery_seq, attempted_at, status_code, latency_ms, error, response_body)
+    VALUES (?, ?, ?, ?, ?, ?)""",
+    finish="""UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?,
+    last_error = ?, locked_until = NULL, locked_by = NULL, updated_at = ?
+    WHERE seq = ? AND locked_by = ?""",
+    id_list=_json_list,
+)
+
+# The claim caps each subscription at `cap` rows (services/lanes.claim_cap, computed here from
+# `:depth` = LANE_DEPTH and `:mif` = MAX_IN_FLIGHT), so one busy endpoint cannot fill a claim;
+# then it locks what no other worker holds, leases it and returns it whole.
+POSTGRES = QueueStatements(
+    claim="""
+WITH due AS (
+    SELECT due.seq, due.subscription_id, due.next_attempt_at, s.max_in_flight,
+           s.rate_limit_per_s, s.circuit_retry_at
+    FROM (
+        SELECT d.seq, d.subscription_id, d.next_attempt_at
+        FROM deliveries d
+        WHERE d.status IN ('pending', 'failed')
+          AND d.next_attempt_at <= :now
+          AND (d.locked_until IS NULL OR d.locked_until < :now)
+          AND d.subscription_id NOT IN (
+              SELECT id FROM subscriptions
+              WHERE NOT enabled OR deleted_at IS NOT NULL
+                 OR (circuit_retry_at IS NOT NULL
+                     AND id <> ALL(CAST(:probes AS TEXT[]))))
+          AND d.subscription_id <> ALL(CAST(:exclude AS TEXT[]))
+          AND NOT EXISTS (
+              SELECT 1 FROM deliveries e
+              WHERE e.subscription_id = d.subscription_id
+                AND e.entity_id = d.entity_id
+                AND e.entity_version < d.entity_version
+                AND e.status IN ('pending', 'failed'))
+        ORDER BY d.next_attempt_at
+        LIMIT :scan
+    ) AS due
+    JOIN subscriptions s ON s.id = due.subscription_id
+), ranked AS (
+    SELECT seq, next_attempt_at,
+           ROW_NUMBER() OVER (
+               PARTITION BY subscription_id ORDER BY next_attempt_at, seq) AS rn,
+           CASE WHEN circuit_retry_at IS NOT NULL THEN 1  -- the probe of a half-open circuit
+                WHEN rate_limit_per_s IS NULL THEN LEAST(max_in_flight, :mif) * :depth
+                WHEN rate_limit_per_s < 1 THEN 1
+                WHEN rate_limit_per_s >= LEAST(max_in_flight, :mif) THEN LEAST(max_in_flight, :mif)
+                ELSE CAST(FLOOR(rate_limit_per_s) AS INTEGER) END AS cap
+    FROM due
+), picked AS (
+    SELECT d.seq FROM deliveries d
+    WHERE d.seq IN (SELECT seq FROM ranked WHERE rn <= cap ORDER BY next_attempt_at LIMIT :limit)
+      AND d.status IN ('pending', 'failed')
+      AND (d.locked_until IS NULL OR d.locked_until < :now)
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries AS d SET locked_until = :lease_until, locked_by = :worker
+FROM picked p, events e, subscriptions s
+WHERE d.seq = p.seq AND e.seq = d.event_seq AND s.id = d.subscription_id
+RETURNING d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
+    d.attempt_count, d.next_attempt_at, e.payload, s.url, s.secret, s.previous_secret,
+    s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at""",
+    lease=None,
+    jobs=None,
+    reserve_probes="""UPDATE subscriptions SET circuit_probe_until = :lease_until
+WHERE circuit_retry_at <= :now
+  AND (circuit_probe_until IS NULL OR circuit_probe_until <= :now)
+  AND enabled AND deleted_at IS NULL
+RETURNING id""",
+    renew="""UPDATE deliveries SET locked_until = :lease_until
+WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker
+RETURNING seq""",
+    insert_attempts="""INSERT INTO delivery_attempts
+    (delivery_seq, attempted_at, status_code, latency_ms, error, response_body)
+    VALUES (%s, %s, %s, %s, %s, %s)""",
+    finish="""UPDATE deliveries SET status = %s, attempt_count = %s, next_attempt_at = %s,
+    last_error = %s, locked_until = NULL, locked_by = NULL, updated_at = %s
+    WHERE seq = %s AND locked_by = %s""",
+    id_list=_array,
+)
+
+
+def queue_statements(dialect: str) -> QueueStatements:
+    """Return the queue statements of `dialect` (`sqlite` or `postgresql`)."""
+    return SQLITE if dialect == "sqlite" else POSTGRES

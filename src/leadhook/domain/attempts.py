@@ -1,0 +1,66 @@
+"""What one delivery attempt came to, whatever carried it: Delivered, Retry, Gone or Failed.
+
+A sender (the port in `services/ports/delivery.py`) answers one of these; the transport's own
+vocabulary (HTTP status codes, `Retry-After`, timeouts) stays in its adapter, which maps it
+here (`adapters/http/sender.py`). `retry.decide` works on these alone.
+
+Each also carries what the attempt row records, whatever came of it (`Attempt`): the sink's
+answer code (an HTTP status; None when no answer came, which is what the circuit breaker
+counts), the latency, the first KB of the answer and the error text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """The part of every attempt's result that is recorded as it is."""
+
+    latency_ms: float
+    status_code: int | None = None
+    body: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivered(Answer):
+    """The sink took the delivery (HTTP: a 2xx answer)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retry(Answer):
+    """The sink asked to be tried again later (HTTP: 429 or 503).
+
+    `after`: the seconds it asked to wait (HTTP: a valid `Retry-After`), or None to follow
+    the retry schedule. `why` names the answer in the delivery's `last_error`.
+    """
+
+    why: str
+    after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gone(Answer):
+    """The sink is gone for good (HTTP: 410): the subscription is disabled."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failed(Answer):
+    """Any other failure, answered or not (an HTTP error status, a timeout, a refused target):
+    retried on the schedule. `why` names it in the delivery's `last_error`."""
+
+    why: str
+
+
+SendResult = Delivered | Retry | Gone | Failed
+"""What a sender answers for one attempt."""
+
+
+def no_answer(latency_ms: float, error: str | None) -> Failed:
+    """Return the result of an attempt that got no answer at all; `error` says why."""
+    why = f"no response: {error}" if error else "no response"
+    return Failed(latency_ms=latency_ms, error=error, why=why)

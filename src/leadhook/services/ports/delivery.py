@@ -1,0 +1,96 @@
+"""The delivery ports: a claimed job, what one attempt of it led to, the queue, the sender."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from leadhook import __version__
+from leadhook.domain.attempts import SendResult
+from leadhook.domain.signing import active_secrets
+from leadhook.services.ports.storage import Attempt, DeliveryStatus
+
+USER_AGENT = f"leadhook/{__version__}"
+"""What every webhook POST names itself with."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed delivery with everything needed to send it, so no lookup follows the claim."""
+
+    seq: int
+    id: str
+    mid: str
+    subscription_id: str
+    event_id: str
+    entity_id: str
+    entity_version: int
+    attempt_count: int
+    body: bytes
+    url: str
+    secret: str
+    max_in_flight: int
+    rate_limit_per_s: float | None
+    lease_until: float
+    previous_secret: str | None = None
+    previous_secret_expires_at: float | None = None
+    first_failure_at: float | None = None
+
+    def signing_secrets(self, now: float) -> tuple[str, ...]:
+        """Return the secrets that sign now: the current one, and the previous during rotation."""
+        return active_secrets(
+            self.secret, self.previous_secret, self.previous_secret_expires_at, now
+        )
+
+
+@dataclass(frozen=True)
+class Disable:
+    """Disable the subscription; with `failing_before`, only if still failing since before it."""
+
+    reason: str
+    failing_before: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one attempt of a job led to: the attempt row and the delivery's new state."""
+
+    job: Job
+    attempt: Attempt
+    status: DeliveryStatus
+    next_attempt_at: float | None
+    last_error: str | None
+    disable: Disable | None = None
+
+
+class Sender(Protocol):
+    """Carry webhook bodies to a URL; never raises for a failed attempt.
+
+    It answers what came of the attempt, whatever the transport (domain/attempts.py); which
+    sender carries a URL is chosen by its scheme (services/senders.py).
+    """
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult: ...
+    async def aclose(self) -> None: ...
+
+
+SenderFactory = Callable[[], Sender]
+
+
+class DeliveryQueue(Protocol):
+    """Due deliveries, claimed with a lease and finished in batches (blocking calls)."""
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        exclude: Collection[str],
+    ) -> list[Job]: ...
+    def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None: ...
+    def release(self, *, worker_id: str, seqs: Sequence[int]) -> None: ...
+    def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]: ...
+    def recover(self, *, worker_id: str) -> int: ...
