@@ -74,8 +74,9 @@ class MemoryQueue(MemoryDeliveryQueue):
                 state.subscriptions[sub.id] = SubscriptionRow(sub.subscription())
             state.event_seq += 1
             event = StoredEvent(
-                state.event_seq, f"ev{state.event_seq}", sub.mid, lead, version, "object_update",
-                0, 0, json.dumps({"lead": lead, "v": version}),
+                seq=state.event_seq, event_id=f"ev{state.event_seq}", mid=sub.mid,
+                entity_id=lead, entity_version=version, event_type="object_update",
+                create_time=0, is_follow_up=0, payload=json.dumps({"lead": lead, "v": version}),
             )  # fmt: skip
             state.event_index[event.event_id] = len(state.events)
             state.events.append(event)
