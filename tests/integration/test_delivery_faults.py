@@ -148,8 +148,8 @@ class CountingQueue:
             self.failed_records += 1
             raise
 
-    def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
-        self.inner.release(worker_id=worker_id, seqs=seqs)
+    def release(self, *, worker_id: str, seqs: Sequence[int], now: float) -> None:
+        self.inner.release(worker_id=worker_id, seqs=seqs, now=now)
 
 
 class OkSender:

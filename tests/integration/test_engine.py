@@ -50,7 +50,9 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
 
     claimed = claim(q, now)
     jobs = [j for j in claimed if j.subscription_id == sub["id"]]
-    q.release(worker_id="w1", seqs=[j.seq for j in claimed if j.subscription_id == other["id"]])
+    q.release(
+        worker_id="w1", seqs=[j.seq for j in claimed if j.subscription_id == other["id"]], now=now
+    )
     assert len(jobs) == 8 and shown(container, sub["id"])["state"] == "closed"
     q.record(worker_id="w1", verdicts=[silent(j, now) for j in jobs[:4]], now=now)
     assert shown(container, sub["id"]) == {
@@ -151,7 +153,7 @@ def test_a_starting_worker_frees_the_leases_of_dead_local_workers(container: Con
     with container.engine.begin() as conn:
         conn.execute(update(t.deliveries).where(d.seq == b.seq).values(locked_by=alive))
         conn.execute(update(t.deliveries).where(d.seq == c.seq).values(locked_by="elsewhere:1:x"))
-    freed = q.recover(worker_id=f"{host}:1:me")
+    freed = q.recover(worker_id=f"{host}:1:me", now=now)
     if container.engine.dialect.name == "sqlite":
         assert freed == 1
         assert [j.seq for j in claim(q, now, worker="w2")] == [a.seq]

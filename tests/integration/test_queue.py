@@ -170,7 +170,7 @@ def test_disabled_deleted_and_not_yet_due_deliveries_are_not_claimed(
     assert claim(q, now) == []
     container.subscriptions.update(MID, sub["id"], {"enabled": True})
     (job,) = claim(q, now)
-    q.release(worker_id="w1", seqs=[job.seq])
+    q.release(worker_id="w1", seqs=[job.seq], now=now)
     container.subscriptions.delete(MID, sub["id"])
     assert claim(q, now) == []
     assert container.subscriptions.delivery(MID, job.id)["status"] == "dead"
@@ -262,9 +262,9 @@ def test_released_deliveries_are_claimable_at_once(container: Backend) -> None:
     new_lead(container)
     q, now = queue_of(container), time.time() + 1
     (job,) = claim(q, now)
-    q.release(worker_id="w2", seqs=[job.seq])  # not its lease: nothing happens
+    q.release(worker_id="w2", seqs=[job.seq], now=now)  # not its lease: nothing happens
     assert claim(q, now) == []
-    q.release(worker_id="w1", seqs=[job.seq])
+    q.release(worker_id="w1", seqs=[job.seq], now=now)
     assert [j.seq for j in claim(q, now, worker="w3")] == [job.seq]
 
 
@@ -306,3 +306,34 @@ def test_concurrent_workers_never_claim_the_same_delivery(container: Backend) ->
     assert not errors
     everything = [seq for seqs in claimed.values() for seq in seqs]
     assert len(everything) == len(set(everything)) == 600
+
+
+def test_a_lease_makes_the_delivery_due_at_its_end_and_a_release_due_at_once(
+    container: Backend,
+) -> None:
+    setup(container)
+    new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    (job,) = claim(q, now, lease_until=now + 15)
+    shown = container.subscriptions.delivery(MID, job.id)
+    assert shown["status"] == "pending" and shown["next_attempt_at"] == rfc3339(now + 15)
+    assert q.renew(worker_id="w1", seqs=[job.seq], lease_until=now + 30) == {job.seq}
+    assert container.subscriptions.delivery(MID, job.id)["next_attempt_at"] == rfc3339(now + 30)
+    # Lost with its worker, it is due when the lease runs out, not before.
+    assert claim(q, now + 29, worker="w2") == []
+    q.release(worker_id="w1", seqs=[job.seq], now=now + 2)
+    assert container.subscriptions.delivery(MID, job.id)["next_attempt_at"] == rfc3339(now + 2)
+    assert [j.seq for j in claim(q, now + 2, worker="w2")] == [job.seq]
+
+
+def test_a_small_claim_finds_due_deliveries_behind_many_in_flight(container: Backend) -> None:
+    # The claim reads at most twice its limit of due rows: deliveries in flight must not be
+    # among them (they would fill the read and starve the claim).
+    setup(container, max_in_flight=100)
+    for _ in range(12):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    held = claim(q, now, limit=10)
+    assert len(held) == 10
+    got = claim(q, now, limit=1, worker="w2")
+    assert len(got) == 1 and got[0].seq not in {j.seq for j in held}

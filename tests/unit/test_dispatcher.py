@@ -122,9 +122,9 @@ class MemoryQueue(MemoryDeliveryQueue):
         super().record(worker_id=worker_id, verdicts=verdicts, now=now)
         self.outcomes.extend(verdicts)
 
-    def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
+    def release(self, *, worker_id: str, seqs: Sequence[int], now: float) -> None:
         self.released.extend(seqs)
-        super().release(worker_id=worker_id, seqs=seqs)
+        super().release(worker_id=worker_id, seqs=seqs, now=now)
 
     def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
         self.renewals.append((list(seqs), lease_until))

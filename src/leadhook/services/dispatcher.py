@@ -192,7 +192,9 @@ class Dispatcher:
     async def _recover(self) -> None:
         """Free the leases of dead workers of this host, where the queue can tell (SQLite)."""
         try:
-            freed = await asyncio.to_thread(self._queue.recover, worker_id=self.worker_id)
+            freed = await asyncio.to_thread(
+                self._queue.recover, worker_id=self.worker_id, now=self._clock()
+            )
         except Exception:
             log.exception("recovering dead workers' leases failed; they expire on their own")
             return
@@ -566,7 +568,7 @@ class Dispatcher:
         if verdicts:
             self._queue.record(worker_id=self.worker_id, verdicts=verdicts, now=self._clock())
         if releases:
-            self._queue.release(worker_id=self.worker_id, seqs=releases)
+            self._queue.release(worker_id=self.worker_id, seqs=releases, now=self._clock())
 
     def _recorded(self, verdicts: list[Verdict], releases: list[int]) -> None:
         stats = self.stats

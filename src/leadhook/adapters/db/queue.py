@@ -85,6 +85,7 @@ class SqlDeliveryQueue:
         self._claim_sql = text(sql.claim)
         self._reserve_probes = text(sql.reserve_probes)
         self._renew = text(sql.renew)
+        self._release = text(sql.release)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -154,7 +155,7 @@ class SqlDeliveryQueue:
         sql = self._sql
         assert sql.lease is not None and sql.jobs is not None  # the SQLite statements
         batch = sql.id_list(seqs)
-        conn.exec_driver_sql(sql.lease, (lease_until, worker_id, batch))
+        conn.exec_driver_sql(sql.lease, (lease_until, lease_until, worker_id, batch))
         return [tuple(r) for r in conn.exec_driver_sql(sql.jobs, (batch,))]
 
     def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
@@ -260,16 +261,13 @@ class SqlDeliveryQueue:
                 .values(enabled=False, disabled_reason=reason, updated_at=now)
             )
 
-    def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
+    def release(self, *, worker_id: str, seqs: Sequence[int], now: float) -> None:
         """Give leased deliveries back unsent, so any worker can claim them at once."""
         if not seqs:
             return
+        params = {"seqs": self._sql.id_list(seqs), "worker": worker_id, "now": now}
         with self._tx() as conn:
-            conn.execute(
-                update(t.deliveries)
-                .where(_d.seq.in_(list(seqs)), _d.locked_by == worker_id)
-                .values(locked_until=None, locked_by=None)
-            )
+            conn.execute(self._release, params)
 
     def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
         """Extend the leases `worker_id` still holds on `seqs`; return the seqs it still holds."""
@@ -283,7 +281,7 @@ class SqlDeliveryQueue:
             }
             return {int(seq) for seq in conn.execute(self._renew, params).scalars()}
 
-    def recover(self, *, worker_id: str) -> int:
+    def recover(self, *, worker_id: str, now: float) -> int:
         """Release the leases of workers of this host that died (SQLite only); return how many.
 
         SQLite lives on one host, so a lease held by a process of this host that no longer
@@ -304,6 +302,6 @@ class SqlDeliveryQueue:
             result = conn.execute(
                 update(t.deliveries)
                 .where(_d.locked_by.in_(dead))
-                .values(locked_until=None, locked_by=None)
+                .values(locked_until=None, locked_by=None, next_attempt_at=now)
             )
             return int(result.rowcount)

@@ -13,6 +13,12 @@ The dialects differ where they must:
   `id_list` of each dialect makes that value from a Python list;
 - the driver's placeholder style.
 
+A lease moves the delivery's `next_attempt_at` to the lease's end (and the heartbeat moves it
+on): a delivery in flight is not due, so a claim's walk of ix_deliveries_due never steps over
+the rows other claims hold, however many are in flight, and a delivery whose worker died is due
+again exactly when its lease runs out. Giving a lease back (`release`, `recover`) makes it due
+at once.
+
 Only unfinished deliveries are claimed: the `status IN ('pending', 'failed')` below is written
 as a literal, so the planner can use the partial index ix_deliveries_due (whose predicate says
 the same); tests/unit/test_queue_sql.py checks these literals against `DeliveryStatus`.
@@ -49,6 +55,8 @@ class QueueStatements:
     PostgreSQL a concurrent claim waits for the row lock, then finds the probe taken."""
     renew: str
     """The heartbeat: push the lease of every job this worker still holds, in one statement."""
+    release: str
+    """Give leased deliveries back unsent: due again at once (`:now`)."""
     insert_attempts: str
     """One attempt row (driver markers, run with executemany)."""
     finish: str
@@ -91,7 +99,7 @@ FROM (
     LIMIT :scan
 ) AS due
 JOIN subscriptions s ON s.id = due.subscription_id""",
-    lease="""UPDATE deliveries SET locked_until = ?, locked_by = ?
+    lease="""UPDATE deliveries SET locked_until = ?, next_attempt_at = ?, locked_by = ?
 WHERE seq IN (SELECT value FROM json_each(?))""",
     jobs="""
 SELECT d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
@@ -106,9 +114,11 @@ WHERE circuit_retry_at <= :now
   AND (circuit_probe_until IS NULL OR circuit_probe_until <= :now)
   AND enabled AND deleted_at IS NULL
 RETURNING id""",
-    renew="""UPDATE deliveries SET locked_until = :lease_until
+    renew="""UPDATE deliveries SET locked_until = :lease_until, next_attempt_at = :lease_until
 WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker
 RETURNING seq""",
+    release="""UPDATE deliveries SET locked_until = NULL, locked_by = NULL, next_attempt_at = :now
+WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker""",
     insert_attempts="""INSERT INTO delivery_attempts
     (delivery_seq, attempted_at, status_code, latency_ms, error, response_body)
     VALUES (?, ?, ?, ?, ?, ?)""",
@@ -165,7 +175,8 @@ WITH due AS (
       AND (d.locked_until IS NULL OR d.locked_until < :now)
     FOR UPDATE OF d SKIP LOCKED
 )
-UPDATE deliveries AS d SET locked_until = :lease_until, locked_by = :worker
+UPDATE deliveries AS d
+SET locked_until = :lease_until, next_attempt_at = :lease_until, locked_by = :worker
 FROM picked p, events e, subscriptions s
 WHERE d.seq = p.seq AND e.seq = d.event_seq AND s.id = d.subscription_id
 RETURNING d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
@@ -178,9 +189,11 @@ WHERE circuit_retry_at <= :now
   AND (circuit_probe_until IS NULL OR circuit_probe_until <= :now)
   AND enabled AND deleted_at IS NULL
 RETURNING id""",
-    renew="""UPDATE deliveries SET locked_until = :lease_until
+    renew="""UPDATE deliveries SET locked_until = :lease_until, next_attempt_at = :lease_until
 WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker
 RETURNING seq""",
+    release="""UPDATE deliveries SET locked_until = NULL, locked_by = NULL, next_attempt_at = :now
+WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker""",
     insert_attempts="""INSERT INTO delivery_attempts
     (delivery_seq, attempted_at, status_code, latency_ms, error, response_body)
     VALUES (%s, %s, %s, %s, %s, %s)""",

@@ -51,7 +51,9 @@ class MemoryDeliveryQueue:
             picked = _pick(state, now, limit, frozenset(exclude))
             jobs: list[Job] = []
             for row in picked:
-                state.deliveries[row.seq] = row.with_(locked_until=lease_until, locked_by=worker_id)
+                state.deliveries[row.seq] = row.with_(
+                    locked_until=lease_until, next_attempt_at=lease_until, locked_by=worker_id
+                )
                 jobs.append(_job(state, row, lease_until))
         return jobs
 
@@ -86,7 +88,7 @@ class MemoryDeliveryQueue:
                 _set_streak(state, sub_id, now)
             _disable(state, verdicts, now)
 
-    def release(self, *, worker_id: str, seqs: Sequence[int]) -> None:
+    def release(self, *, worker_id: str, seqs: Sequence[int], now: float) -> None:
         """Give leased deliveries back unsent, so any worker can claim them at once."""
         if not seqs:
             return
@@ -94,7 +96,9 @@ class MemoryDeliveryQueue:
             for seq in seqs:
                 row = state.deliveries.get(seq)
                 if row is not None and row.locked_by == worker_id:
-                    state.deliveries[seq] = row.with_(locked_until=None, locked_by=None)
+                    state.deliveries[seq] = row.with_(
+                        locked_until=None, locked_by=None, next_attempt_at=now
+                    )
 
     def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
         """Extend the leases `worker_id` still holds on `seqs`; return the seqs it still holds."""
@@ -103,11 +107,13 @@ class MemoryDeliveryQueue:
             for seq in seqs:
                 row = state.deliveries.get(seq)
                 if row is not None and row.locked_by == worker_id:
-                    state.deliveries[seq] = row.with_(locked_until=lease_until)
+                    state.deliveries[seq] = row.with_(
+                        locked_until=lease_until, next_attempt_at=lease_until
+                    )
                     held.add(seq)
         return held
 
-    def recover(self, *, worker_id: str) -> int:
+    def recover(self, *, worker_id: str, now: float) -> int:
         """Nothing to recover: an in-memory queue dies with the only process that holds it."""
         return 0
 
