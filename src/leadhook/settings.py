@@ -10,7 +10,7 @@ from typing import Any
 
 from leadhook.adapters.db.engine import DEFAULT_DATABASE_URL
 from leadhook.adapters.secretbox import SecretKeyError, parse_keys
-from leadhook.domain.retry import RetryPolicy
+from leadhook.domain.retry import DEFAULT_DELIVERY_TIMEOUT, DEFAULT_DISABLE_AFTER, RetryPolicy
 from leadhook.services.retention import RetentionPolicy
 
 
@@ -118,8 +118,8 @@ class Settings:
     admin_token: str | None = None
     allow_private_targets: bool = False
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy.default)
-    delivery_timeout: float = 10.0
-    auto_disable_after: float = 5 * 86400.0
+    delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT
+    auto_disable_after: float = DEFAULT_DISABLE_AFTER
     lease_seconds: float = 15.0
     concurrency: int = 64
     max_body_bytes: int = 1024 * 1024
@@ -163,10 +163,14 @@ class Settings:
             allow_private_targets=_flag(env.get("LEADHOOK_ALLOW_PRIVATE_TARGETS")),
             retry_policy=policy,
             delivery_timeout=_positive(
-                "LEADHOOK_DELIVERY_TIMEOUT", env.get("LEADHOOK_DELIVERY_TIMEOUT"), 10.0
+                "LEADHOOK_DELIVERY_TIMEOUT",
+                env.get("LEADHOOK_DELIVERY_TIMEOUT"),
+                DEFAULT_DELIVERY_TIMEOUT,
             ),
             auto_disable_after=_positive(
-                "LEADHOOK_AUTO_DISABLE_AFTER", env.get("LEADHOOK_AUTO_DISABLE_AFTER"), 5 * 86400.0
+                "LEADHOOK_AUTO_DISABLE_AFTER",
+                env.get("LEADHOOK_AUTO_DISABLE_AFTER"),
+                DEFAULT_DISABLE_AFTER,
             ),
             poll_interval=_positive(
                 "LEADHOOK_POLL_INTERVAL", env.get("LEADHOOK_POLL_INTERVAL"), 0.25

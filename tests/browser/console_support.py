@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 from leadhook.bootstrap import Container, build
-from leadhook.cli_runtime import base_url, bind, run_service
+from leadhook.cli.runtime import base_url, bind, run_service
 from leadhook.settings import Settings
 
 CHROMIUM = os.environ.get("LEADHOOK_CHROMIUM", "/usr/bin/chromium")

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from leadhook.adapters.memory import FakeClock
 from leadhook.api.app import create_app
 from leadhook.bootstrap import build
-from leadhook.cli_runtime import run_service
+from leadhook.cli.runtime import run_service
 from leadhook.settings import Settings
 
 START = 1_676_962_253.0

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.engine import make_engine
-from leadhook.cli import KeyValueFormatter
+from leadhook.cli.logs import KeyValueFormatter
 
 SECRET = "whsec_c2VjcmV0LW5ldmVyLWluLWEtbG9nLWxpbmUtZXZlcg=="
 API_KEY = "lh_" + "k" * 43

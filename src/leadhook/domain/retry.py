@@ -16,8 +16,13 @@ from leadhook.domain.attempts import Delivered, Gone, Retry, SendResult
 
 DecisionKind = Literal["delivered", "retry", "dead", "disable"]
 
+DEFAULT_DELIVERY_TIMEOUT: float = 10.0
+"""Seconds one delivery attempt may take before it counts as failed
+(`LEADHOOK_DELIVERY_TIMEOUT`)."""
+
 DEFAULT_DISABLE_AFTER: float = 5 * 86400.0
-"""Seconds of continuous failure after which an endpoint is auto-disabled."""
+"""Seconds of continuous failure after which an endpoint is auto-disabled
+(`LEADHOOK_AUTO_DISABLE_AFTER`)."""
 
 JITTER_SPREAD: float = 0.25
 """Jitter draws each wait from ``[(1 - JITTER_SPREAD) * base, base]``."""

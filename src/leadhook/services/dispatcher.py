@@ -30,7 +30,13 @@ from datetime import UTC, datetime
 
 from leadhook.domain import circuit
 from leadhook.domain.attempts import Gone, SendResult, no_answer
-from leadhook.domain.retry import RetryPolicy, decide, should_auto_disable
+from leadhook.domain.retry import (
+    DEFAULT_DELIVERY_TIMEOUT,
+    DEFAULT_DISABLE_AFTER,
+    RetryPolicy,
+    decide,
+    should_auto_disable,
+)
 from leadhook.domain.signing import webhook_headers
 from leadhook.services.lanes import MAX_IN_FLIGHT, Lane, burst
 from leadhook.services.ports import (
@@ -103,8 +109,8 @@ class Dispatcher:
         wakeup: Wakeup | None = None,
         concurrency: int = 64,
         lease_seconds: float = 15.0,
-        timeout: float = 10.0,
-        auto_disable_after: float = 5 * 86400.0,
+        timeout: float = DEFAULT_DELIVERY_TIMEOUT,
+        auto_disable_after: float = DEFAULT_DISABLE_AFTER,
         worker_id: str | None = None,
         batch_size: int = 100,
         poll_interval: float = 0.25,

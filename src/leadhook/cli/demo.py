@@ -16,10 +16,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
-from aiohttp import web
+import typer
 from rich.console import Console
 from rich.live import Live
 from rich.progress import (
@@ -33,19 +32,17 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from leadhook.bootstrap import build
-from leadhook.cli_listen import render_event
-from leadhook.cli_runtime import base_url, bind, run_service
-from leadhook.domain.events import EVENT_TYPES
-from leadhook.domain.retry import RetryPolicy
-from leadhook.receiver import (
-    Deduplicator,
-    GapDetector,
-    InvalidPayload,
-    SignatureError,
-    verify_and_parse,
-)
-from leadhook.settings import Settings
+from leadhook.cli import common
+from leadhook.cli.listen import render_event
+
+if TYPE_CHECKING:
+    import httpx
+    from aiohttp import web
+
+    from leadhook.receiver import Deduplicator, GapDetector
+
+# The database, the API and the HTTP libraries load when the tour starts, not with
+# `leadhook --help`.
 
 MEMBER = {
     "operator_type": 2,
@@ -169,11 +166,21 @@ class DemoReceiver:
     problems: list[str] = field(default_factory=list)
     duplicates: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    dedup: Deduplicator = field(default_factory=Deduplicator)
-    gaps: GapDetector = field(default_factory=lambda: GapDetector(start_at_one=True))
+    dedup: Deduplicator = field(init=False)
+    gaps: GapDetector = field(init=False)
+
+    def __post_init__(self) -> None:
+        from leadhook.receiver import Deduplicator, GapDetector
+
+        self.dedup = Deduplicator()
+        self.gaps = GapDetector(start_at_one=True)
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answer 204 for a verified event, 401 or 400 otherwise."""
+        from aiohttp import web
+
+        from leadhook.receiver import InvalidPayload, SignatureError, verify_and_parse
+
         body = await request.read()
         try:
             event = verify_and_parse(body, request.headers, self.secret)
@@ -237,6 +244,14 @@ async def play(api: Api, token: str, progress: Progress, task: TaskID) -> None:
 
 async def run_demo(console: Console, *, timeout: float = 30.0) -> int:
     """Run the tour; return 0 when every emitted event arrived verified, else 1."""
+    import httpx
+    from aiohttp import web
+
+    from leadhook.bootstrap import build
+    from leadhook.cli.runtime import base_url, bind, run_service
+    from leadhook.domain.retry import RetryPolicy
+    from leadhook.settings import Settings
+
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="leadhook-demo-") as tmp:
         admin = secrets.token_urlsafe(24)
@@ -333,6 +348,8 @@ async def _tour(
 
 
 def _report(console: Console, receiver: DemoReceiver) -> int:
+    from leadhook.domain.events import EVENT_TYPES
+
     sent = Counter(e["event_type"] for e in receiver.expected.values())
     got = Counter(receiver.verified[e] for e in receiver.expected if e in receiver.verified)
     table = Table("event type", "emitted", "verified", title="Every event type, end to end")
@@ -366,3 +383,14 @@ def _report(console: Console, receiver: DemoReceiver) -> int:
         f" ({receiver.duplicates} redeliveries dropped).[/]"
     )
     return 0
+
+
+def demo(
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for every event to arrive.")
+    ] = 30.0,
+) -> None:
+    """Run a self-contained tour: every behaviour, every event delivered, verified and shown."""
+    from leadhook.cli.runtime import run_async
+
+    raise typer.Exit(run_async(run_demo(common.console, timeout=timeout)))

@@ -7,23 +7,23 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
-from aiohttp import web
+import typer
 from rich.console import Console
 from rich.text import Text
 
-from leadhook.cli_runtime import base_url, shutdown_on_signals
+from leadhook.cli import common
 from leadhook.domain.signing import secret_key
-from leadhook.receiver import (
-    InvalidPayload,
-    LeadEvent,
-    SignatureError,
-    WebhookTestReceived,
-    parse,
-    verify_and_parse,
-)
+
+if TYPE_CHECKING:
+    import httpx
+    from aiohttp import web
+
+    from leadhook.receiver import LeadEvent
+
+# The receiver's own libraries (aiohttp, httpx, pydantic) load when it starts, not with
+# `leadhook --help`.
 
 SCENES = {
     1: "automatic allocation",
@@ -113,6 +113,16 @@ class Listener:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer 204, 401 (bad signature), 400 (not an event) or the forward target's status."""
+        from aiohttp import web
+
+        from leadhook.receiver import (
+            InvalidPayload,
+            SignatureError,
+            WebhookTestReceived,
+            parse,
+            verify_and_parse,
+        )
+
         if request.method != "POST":
             return web.Response(text="leadhook listen: POST webhook deliveries here\n")
         body = await request.read()
@@ -137,6 +147,9 @@ class Listener:
         return await self._answer(body, headers)
 
     async def _answer(self, body: bytes, headers: Mapping[str, str]) -> web.Response:
+        import httpx
+        from aiohttp import web
+
         if self.forward_to is None or self.client is None:
             return web.Response(status=204)
         label = f"{headers.get('webhook-id', '?')} to {self.forward_to}"
@@ -161,6 +174,11 @@ async def run_listener(
     stop: asyncio.Event | None = None,
 ) -> dict[str, int]:
     """Serve deliveries on `sock` until SIGINT/SIGTERM (or `stop`); return the counts."""
+    import httpx
+    from aiohttp import web
+
+    from leadhook.cli.runtime import base_url, shutdown_on_signals
+
     for s in secrets:
         try:
             secret_key(s)
@@ -200,3 +218,32 @@ async def run_listener(
         f" {c['verified']} verified, {c['rejected']} rejected."
     )
     return listener.counts
+
+
+def listen(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8787,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            envvar="LEADHOOK_LISTEN_SECRET",
+            help="The subscription's whsec_ secret; repeat it during a rotation.",
+        ),
+    ] = None,
+    forward_to: Annotated[
+        str | None,
+        typer.Option("--forward-to", help="Also POST each delivery, as received, to this URL."),
+    ] = None,
+) -> None:
+    """Receive deliveries locally: verify their signature and pretty-print each event."""
+    from leadhook.cli.runtime import bind, run_async
+
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    try:
+        run_async(run_listener(common.console, sock, secrets=secret or [], forward_to=forward_to))
+    except ValueError as exc:
+        common.fail(str(exc), 2)

@@ -112,7 +112,7 @@ async def run_service(
 
         config = uvicorn.Config(
             create_app(container),
-            log_config=None,  # the command configures logging (`leadhook.cli.configure_logging`)
+            log_config=None,  # the command configures logging (`cli.logs.configure_logging`)
             log_level=log_level,
             access_log=access_log,
             timeout_graceful_shutdown=5,

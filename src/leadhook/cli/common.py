@@ -1,0 +1,91 @@
+"""What every command shares: the consoles, the common options, settings, errors, the container.
+
+The heavy modules (database, API, servers) are imported by the commands that need them, so
+that `leadhook --help` and `leadhook tenants ...` start quickly: nothing in `leadhook.cli`
+imports them at module level (tests/unit/test_cli_package.py checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from leadhook.domain.errors import LeadhookError
+
+if TYPE_CHECKING:
+    from leadhook.bootstrap import Container
+    from leadhook.settings import Settings
+
+console = Console(soft_wrap=True, highlight=False)
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL (default: $LEADHOOK_DATABASE_URL or sqlite:///./leadhook.db).",
+        show_default=False,
+    ),
+]
+Concurrency = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency", min=1, help="Deliveries in flight at once in this process (default: 64)."
+    ),
+]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LogLevel = Annotated[
+    str,
+    typer.Option("--log-level", help="debug, info, warning or error."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error on stderr and exit with `code`."""
+    errors.print(Text.assemble(("error: ", "bold red"), message))
+    raise typer.Exit(code)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment, with command-line flags winning; exit 2 on a bad value."""
+    from leadhook.settings import Settings, SettingsError
+
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        fail(str(exc), 2)
+
+
+def display_url(url: str) -> str:
+    """Return a database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def opened(settings: Settings) -> Iterator[Container]:
+    """Build the container (migrating the database) and close it after; fail on errors."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from leadhook.adapters.secretbox import SecretKeyError
+    from leadhook.bootstrap import build
+
+    try:
+        container = build(settings)
+    except SQLAlchemyError as exc:
+        fail(f"cannot open {display_url(settings.database_url)}: {exc.__class__.__name__}: {exc}")
+    except SecretKeyError as exc:
+        fail(str(exc), 2)
+    try:
+        yield container
+    except LeadhookError as exc:
+        fail(exc.detail.removeprefix("body."))
+    finally:
+        container.close()

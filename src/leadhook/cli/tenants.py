@@ -1,0 +1,107 @@
+"""`leadhook tenants`: create tenants and list, issue and revoke their API keys, without HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from leadhook.cli.common import AsJson, DatabaseUrl, console, load_settings, opened
+
+tenants_app = typer.Typer(help="Create tenants and manage their API keys, without HTTP calls.")
+keys_app = typer.Typer(help="List, issue and revoke a tenant's API keys.")
+tenants_app.add_typer(keys_app, name="keys", no_args_is_help=True)
+
+
+@tenants_app.command("create")
+def tenants_create(
+    mid: Annotated[str, typer.Argument(help="The tenant id (1-64 letters, digits, _ or -).")],
+    name: Annotated[str | None, typer.Option(help="Display name (default: the mid).")] = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA time zone (default: Asia/Shanghai).")
+    ] = None,
+    object_id: Annotated[
+        str | None, typer.Option(help="The lead object's id in events (default: 56).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create a tenant with the default catalog and print its first API key (shown once)."""
+    with opened(load_settings(database_url=database_url)) as container:
+        tenant = container.tenants.create(mid, name, timezone, object_id)
+    if as_json:
+        console.print_json(json.dumps(tenant))
+        return
+    console.print(
+        f"Tenant {tenant['mid']} created: name {tenant['name']!r}, time zone"
+        f" {tenant['timezone']}, object id {tenant['object_id']}.",
+        markup=False,
+    )
+    _print_new_key(tenant["api_key"], tenant["key_id"])
+
+
+def _print_new_key(api_key: str, key_id: str) -> None:
+    console.print("API key ([bold]shown once[/]: store it now; only its hash is kept):")
+    console.print(f"  {api_key}")
+    console.print(f"Key id: {key_id}")
+    console.print(
+        f"Use it as: curl -H 'Authorization: Bearer {api_key}' http://127.0.0.1:8000/v1/catalog"
+        " (or the address `leadhook serve` printed)",
+        markup=False,
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    mid: Annotated[str, typer.Argument(help="The tenant id.")],
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """List a tenant's keys: id, prefix, created, revoked (never the keys themselves)."""
+    with opened(load_settings(database_url=database_url)) as container:
+        keys = container.tenants.list_keys(mid)
+    if as_json:
+        console.print_json(json.dumps({"data": keys}))
+        return
+    table = Table("key id", "prefix", "created (UTC)", "revoked (UTC)", title=f"API keys of {mid}")
+    for key in keys:
+        table.add_row(
+            key["id"], key["prefix"] + "…", _when(key["created_at"]), _when(key["revoked_at"])
+        )
+    console.print(table)
+
+
+def _when(ts: str | None) -> str:
+    # The services answer RFC 3339 in UTC (`2026-12-01T08:30:00.250Z`): show it to the minute.
+    if ts is None:
+        return "-"
+    return ts[:16].replace("T", " ")
+
+
+@keys_app.command("issue")
+def keys_issue(
+    mid: Annotated[str, typer.Argument(help="The tenant id.")],
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Issue another API key for a tenant (shown once)."""
+    with opened(load_settings(database_url=database_url)) as container:
+        key = container.tenants.issue_key(mid)
+    if as_json:
+        console.print_json(json.dumps(key))
+        return
+    _print_new_key(key["api_key"], key["id"])
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    mid: Annotated[str, typer.Argument(help="The tenant id.")],
+    key_id: Annotated[str, typer.Argument(help="The key id (see `keys list`).")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key: requests with it answer 401 from now on."""
+    with opened(load_settings(database_url=database_url)) as container:
+        container.tenants.revoke_key(mid, key_id)
+    console.print(f"Key {key_id} of {mid} revoked.")

@@ -1,0 +1,71 @@
+"""The `leadhook.cli` package: its entry points resolve, and it starts without the heavy modules.
+
+`leadhook --help` and `leadhook tenants ...` should not pay for the database, the API, the
+servers or the HTTP clients: every command imports them when it runs, never at module level.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from leadhook import __version__
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = (
+    "aiohttp",
+    "alembic",
+    "fastapi",
+    "httpx",
+    "pydantic",
+    "sqlalchemy",
+    "starlette",
+    "uvicorn",
+    "leadhook.adapters",
+    "leadhook.api",
+    "leadhook.bootstrap",
+    "leadhook.receiver",
+    "leadhook.services",
+    "leadhook.settings",
+    "leadhook.cli.runtime",
+)
+
+
+def _loaded_by(statement: str) -> list[str]:
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    loaded: list[str] = json.loads(out.splitlines()[-1])
+    return loaded
+
+
+def test_importing_the_command_line_loads_no_heavy_module() -> None:
+    loaded = _loaded_by("import leadhook.cli")
+    assert "leadhook.cli.serve" in loaded  # every command module is imported, to register it
+    heavy = [m for m in loaded if any(m == h or m.startswith(f"{h}.") for h in HEAVY)]
+    assert heavy == []
+
+
+def test_the_console_script_names_the_command_line_main() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, attribute = scripts["leadhook"].partition(":")
+    main = getattr(importlib.import_module(module), attribute)
+    from leadhook.cli import main as cli_main
+
+    assert main is cli_main
+
+
+def test_python_dash_m_leadhook_runs_the_command_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "leadhook", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, f"leadhook {__version__}")
