@@ -123,6 +123,11 @@ class SqlDeliveryQueue:
                 params.update(
                     lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH, mif=MAX_IN_FLIGHT
                 )
+                # A fresh backlog has no statistics yet: the planner then read every due row
+                # in a bitmap scan and sorted them all, where a walk of the due index in order
+                # stops at the limit (80 ms → 30 ms a claim of 256 out of 10,000).
+                assert self._sql.claim_setup is not None  # the PostgreSQL statements
+                conn.exec_driver_sql(self._sql.claim_setup)
                 rows = [tuple(r) for r in conn.execute(stmt, params)]
             unused = probes - {r[3] for r in rows}
             if unused:  # nothing of theirs was due: the next claim may probe them

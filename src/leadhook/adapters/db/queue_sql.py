@@ -46,6 +46,8 @@ class QueueStatements:
     joined to the few rows found. A subscription whose circuit is not closed (circuit_retry_at
     set) is skipped, unless this claim reserved its probe (`:probes`, see `reserve_probes`).
     """
+    claim_setup: str | None
+    """PostgreSQL: run first in the claim's transaction (its planner settings)."""
     lease: str | None
     """SQLite: lease the picked seqs (driver markers: lease_until, worker, JSON seqs)."""
     jobs: str | None
@@ -79,7 +81,8 @@ SELECT due.seq, due.subscription_id, due.next_attempt_at, s.max_in_flight, s.rat
        s.circuit_retry_at
 FROM (
     SELECT d.seq, d.subscription_id, d.next_attempt_at
-    FROM deliveries d
+    -- Named: left to itself the planner took the status index and sorted every due row.
+    FROM deliveries d INDEXED BY ix_deliveries_due
     WHERE d.status IN ('pending', 'failed')
       AND d.next_attempt_at <= :now
       AND (d.locked_until IS NULL OR d.locked_until < :now)
@@ -99,6 +102,7 @@ FROM (
     LIMIT :scan
 ) AS due
 JOIN subscriptions s ON s.id = due.subscription_id""",
+    claim_setup=None,
     lease="""UPDATE deliveries SET locked_until = ?, next_attempt_at = ?, locked_by = ?
 WHERE seq IN (SELECT value FROM json_each(?))""",
     jobs="""
@@ -182,6 +186,7 @@ WHERE d.seq = p.seq AND e.seq = d.event_seq AND s.id = d.subscription_id
 RETURNING d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
     d.attempt_count, d.next_attempt_at, e.payload, s.url, s.secret, s.previous_secret,
     s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at""",
+    claim_setup="SET LOCAL enable_bitmapscan = off",
     lease=None,
     jobs=None,
     reserve_probes="""UPDATE subscriptions SET circuit_probe_until = :lease_until
