@@ -134,3 +134,28 @@ def test_purges_use_indexes(container: Container) -> None:
     store = SqlRetention(c.engine, c.gate)
     for kind in ("idempotency_keys", "deliveries", "events"):
         _check(c, f"purge of {kind}", lambda k=kind: store.purge(k, before=1.0, limit=10, now=1.0))  # type: ignore[misc]
+
+
+def test_the_claim_walks_the_due_index_in_order(container: Container) -> None:
+    # A claim must stop after reading twice its limit of due rows: the plan walks
+    # ix_deliveries_due in next_attempt_at order, with no sort of every due row (what the
+    # planner chose on its own, 26 ms a claim behind 10,000 due deliveries).
+    c = container
+    setup(c, max_in_flight=50)
+    for _ in range(30):
+        new_lead(c)
+    q, now = queue_of(c), time.time() + 1
+    with captured(c.engine) as statements:
+        claim(q, now, limit=5)
+    (statement, params), *_ = [(s, p) for s, p in statements if "next_attempt_at <=" in s]
+    with c.engine.connect() as conn:
+        if c.engine.dialect.name == "sqlite":
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+            plan = "\n".join(str(r[-1]) for r in rows)
+            assert "USING INDEX ix_deliveries_due" in plan, plan
+            assert "TEMP B-TREE FOR ORDER BY" not in plan, plan
+        else:
+            conn.exec_driver_sql("SET enable_bitmapscan = off")  # as the claim sets it
+            rows = conn.exec_driver_sql("EXPLAIN " + statement, params).all()
+            plan = "\n".join(str(r[0]) for r in rows)
+            assert "Index Scan using ix_deliveries_due" in plan, plan
