@@ -86,6 +86,9 @@ class SqlDeliveryQueue:
         self._reserve_probes = text(sql.reserve_probes)
         self._renew = text(sql.renew)
         self._release = text(sql.release)
+        self._streak_end = text(sql.streak_end)
+        self._streak_start = text(sql.streak_start)
+        self._circuit_close = text(sql.circuit_close)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -190,17 +193,10 @@ class SqlDeliveryQueue:
             conn.exec_driver_sql(self._sql.insert_attempts, attempts)
             conn.exec_driver_sql(self._sql.finish, finished)
             if succeeded:
-                conn.execute(
-                    update(t.subscriptions)
-                    .where(_s.id.in_(succeeded), _s.first_failure_at.is_not(None))
-                    .values(first_failure_at=None)
-                )
+                conn.execute(self._streak_end, {"ids": self._sql.id_list(sorted(succeeded))})
             if failing:
-                conn.execute(
-                    update(t.subscriptions)
-                    .where(_s.id.in_(failing), _s.first_failure_at.is_(None))
-                    .values(first_failure_at=now)
-                )
+                ids = self._sql.id_list(sorted(failing))
+                conn.execute(self._streak_start, {"ids": ids, "now": now})
             self._disable(conn, verdicts, now)
             self._circuits(conn, verdicts, now)
 
@@ -212,20 +208,7 @@ class SqlDeliveryQueue:
             if o.attempt.status_code is None and o.job.subscription_id not in answered:
                 silent[o.job.subscription_id].append(o.attempt.attempted_at)
         if answered:
-            conn.execute(
-                update(t.subscriptions)
-                .where(
-                    _s.id.in_(sorted(answered)),
-                    (_s.circuit_failures > 0) | _s.circuit_retry_at.is_not(None),
-                )
-                .values(
-                    circuit_failures=0,
-                    circuit_opened_at=None,
-                    circuit_retry_at=None,
-                    circuit_cooldown=None,
-                    circuit_probe_until=None,
-                )
-            )
+            conn.execute(self._circuit_close, {"ids": self._sql.id_list(sorted(answered))})
         if not silent:
             return
         stmt = select(

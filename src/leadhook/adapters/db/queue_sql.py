@@ -63,6 +63,12 @@ class QueueStatements:
     """One attempt row (driver markers, run with executemany)."""
     finish: str
     """A delivery's new state, for its lease holder only (driver markers, executemany)."""
+    streak_end: str
+    """Subscriptions (`:ids`) whose delivery succeeded: their failure streak ends."""
+    streak_start: str
+    """Subscriptions (`:ids`) whose delivery failed: a streak starts at `:now` unless one runs."""
+    circuit_close: str
+    """Subscriptions (`:ids`) that answered: their circuit closes (if it was not closed)."""
     id_list: Callable[[Sequence[Any]], Any]
     """The value one list parameter (`:exclude`, `:probes`, `:seqs`, a JSON seqs marker) takes."""
 
@@ -129,6 +135,14 @@ WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker""",
     finish="""UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?,
     last_error = ?, locked_until = NULL, locked_by = NULL, updated_at = ?
     WHERE seq = ? AND locked_by = ?""",
+    streak_end="""UPDATE subscriptions SET first_failure_at = NULL
+WHERE id IN (SELECT value FROM json_each(:ids)) AND first_failure_at IS NOT NULL""",
+    streak_start="""UPDATE subscriptions SET first_failure_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND first_failure_at IS NULL""",
+    circuit_close="""UPDATE subscriptions SET circuit_failures = 0, circuit_opened_at = NULL,
+    circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
     id_list=_json_list,
 )
 
@@ -205,6 +219,14 @@ WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker""",
     finish="""UPDATE deliveries SET status = %s, attempt_count = %s, next_attempt_at = %s,
     last_error = %s, locked_until = NULL, locked_by = NULL, updated_at = %s
     WHERE seq = %s AND locked_by = %s""",
+    streak_end="""UPDATE subscriptions SET first_failure_at = NULL
+WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NOT NULL""",
+    streak_start="""UPDATE subscriptions SET first_failure_at = :now
+WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NULL""",
+    circuit_close="""UPDATE subscriptions SET circuit_failures = 0, circuit_opened_at = NULL,
+    circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
+WHERE id = ANY(CAST(:ids AS TEXT[]))
+  AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
     id_list=_array,
 )
 
