@@ -3,6 +3,8 @@
 .venv/bin/python -m bench.profile_child sequential 3000 /tmp/prof
     `leadhook serve` with one subscription and one sequential client: /tmp/prof-api.txt
     (the API process) and /tmp/prof-child.txt (its delivery process)
+.venv/bin/python -m bench.profile_child concurrent 10000 /tmp/prof
+    the same with 16 concurrent clients
 .venv/bin/python -m bench.profile_child drain 20000 /tmp/prof
     one `leadhook worker` draining a backlog: /tmp/prof-worker.txt
 
@@ -47,8 +49,8 @@ def _stop(spies: list[subprocess.Popen[bytes]]) -> None:
         s.wait()
 
 
-def sequential(n: int, out: str, tmp: Path) -> None:
-    """serve + one sequential client; py-spy on the API and on its delivery process."""
+def sequential(n: int, out: str, tmp: Path, clients: int = 1) -> None:
+    """serve + `clients` clients; py-spy on the API and on its delivery process."""
     url = new_database("sqlite", tmp)
     with receiver(tmp) as base, Api(url, tmp) as api:
         key = api.tenant([base + "/hook"])
@@ -58,10 +60,15 @@ def sequential(n: int, out: str, tmp: Path) -> None:
             _spy(f"{out}-api.txt", api.proc.pid),
             _spy(f"{out}-child.txt", child_pids(api.proc.pid)[0]),
         ]
-        emitted, seconds = asyncio.run(_behaviours(api.base, key, n, 0, 1, None))
+        emitted, seconds = asyncio.run(_behaviours(api.base, key, n, 0, clients, None))
         wait_count(base, emitted + 50, timeout=600)
         _stop(spies)
         print(f"{emitted / seconds:.0f} leads/s")
+
+
+def concurrent(n: int, out: str, tmp: Path) -> None:
+    """serve + 16 concurrent clients; py-spy on the API and on its delivery process."""
+    sequential(n, out, tmp, clients=16)
 
 
 def drain(n: int, out: str, tmp: Path) -> None:
@@ -82,7 +89,7 @@ def main() -> None:
     """Run the chosen load under py-spy."""
     mode, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-        {"sequential": sequential, "drain": drain}[mode](n, out, Path(tmp))
+        {"sequential": sequential, "concurrent": concurrent, "drain": drain}[mode](n, out, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 
 import pytest
 
@@ -106,3 +107,26 @@ def test_a_closed_writer_refuses_new_work(container: Container) -> None:
     future = writer.submit(lambda uow: 1)
     with pytest.raises(RuntimeError, match="closed"):
         future.result()
+
+
+def test_a_group_reads_its_tenant_and_subscriptions_once_and_forgets_them_on_a_write(
+    container: Container, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadhook.adapters.db import outbox
+    from leadhook.adapters.db.uow import BoundUnitOfWork
+
+    container.subscriptions.create(tenant, {"url": "http://127.0.0.1:9/h", "event_types": ["*"]})
+    reads: list[str] = []
+    real = outbox._sub
+    monkeypatch.setattr(outbox, "_sub", lambda row, box: reads.append(row.id) or real(row, box))
+    with container.engine.connect() as conn:
+        uow = BoundUnitOfWork(conn, container.ids)
+        first = uow.subscriptions.enabled_for(tenant)
+        assert uow.subscriptions.enabled_for(tenant) == first and len(reads) == 1
+        assert uow.tenants.get(tenant) is uow.tenants.get(tenant)  # read once
+        sub = uow.subscriptions.get(tenant, first[0].id)
+        assert sub is not None
+        reads.clear()
+        uow.subscriptions.update(replace(sub, enabled=False))  # a write forgets
+        assert uow.subscriptions.enabled_for(tenant) == [] and len(reads) == 0
+        conn.rollback()

@@ -101,6 +101,7 @@ class SqlSubscriptions(_OnConnection):
         return None if row is None else _sub(row, self.box)
 
     def add(self, sub: Subscription) -> None:
+        self._forget()
         self.conn.execute(
             insert(t.subscriptions).values(
                 id=sub.id, mid=sub.mid, created_at=sub.created_at, **_sub_values(sub, self.box)
@@ -108,6 +109,7 @@ class SqlSubscriptions(_OnConnection):
         )
 
     def update(self, sub: Subscription) -> None:
+        self._forget()
         c = t.subscriptions.c
         self.conn.execute(
             update(t.subscriptions)
@@ -116,6 +118,7 @@ class SqlSubscriptions(_OnConnection):
         )
 
     def delete(self, mid: str, sub_id: str, at: float) -> None:
+        self._forget()
         c = t.subscriptions.c
         self.conn.execute(
             update(t.subscriptions)
@@ -145,8 +148,22 @@ class SqlSubscriptions(_OnConnection):
 
     def enabled_for(self, mid: str) -> list[Subscription]:
         # Read by every behaviour (its fan-out): named SQL, columns in `_SubRow`'s order.
+        memo = self.memo
+        if memo is not None and mid in memo:
+            return list(memo[mid])
         rows = self.driver.execute(self.sql.enabled_subscriptions, (mid,)).fetchall()
-        return [_sub(_SubRow(*r), self.box) for r in rows]
+        subs = [_sub(_SubRow(*r), self.box) for r in rows]
+        if memo is not None:
+            memo[mid] = subs
+        return list(subs)
+
+    memo: dict[str, list[Subscription]] | None = None
+    """Set by a unit of work whose transaction runs only behaviours (the group writer's): each
+    tenant's enabled subscriptions, read once; any write here forgets them."""
+
+    def _forget(self) -> None:
+        if self.memo is not None:
+            self.memo.clear()
 
 
 class _SubRow(NamedTuple):

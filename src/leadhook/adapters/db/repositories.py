@@ -70,13 +70,28 @@ class _Repo:
 class SqlTenants(_Repo):
     """Tenants, their catalogs and API keys."""
 
+    memo: dict[str, Tenant | None] | None = None
+    """Set by a unit of work whose transaction runs only behaviours (the group writer's): the
+    tenants read in it, read once; any write here forgets them."""
+
     def get(self, mid: str, *, for_update: bool = False) -> Tenant | None:
         # Every behaviour reads its tenant's catalog: the hot path.
+        memo = None if for_update else self.memo
+        if memo is not None and mid in memo:
+            return memo[mid]
         sql = self.sql.tenant_for_update if for_update else self.sql.tenant
         found = self.driver.execute(sql, (mid,)).fetchone()
-        return None if found is None else Tenant(mid, _parse_catalog(found[0]), found[1])
+        tenant = None if found is None else Tenant(mid, _parse_catalog(found[0]), found[1])
+        if memo is not None:
+            memo[mid] = tenant
+        return tenant
+
+    def _forget(self) -> None:
+        if self.memo is not None:
+            self.memo.clear()
 
     def add(self, tenant: Tenant) -> None:
+        self._forget()
         try:
             with self.conn.begin_nested():
                 self.conn.execute(
@@ -90,6 +105,7 @@ class SqlTenants(_Repo):
             raise ConflictError(f"tenant {tenant.mid!r} already exists") from exc
 
     def save_catalog(self, mid: str, catalog: Catalog) -> None:
+        self._forget()
         self.conn.execute(
             update(t.tenants)
             .where(t.tenants.c.mid == mid)

@@ -101,6 +101,10 @@ class BoundUnitOfWork(_Repositories):
 
     def __init__(self, conn: Connection, ids: IdFactory) -> None:
         self._bind(conn, ids)
+        # The group's units are behaviours: they read their tenant and its subscriptions, and
+        # never write either, so the group reads each once (a write would forget them).
+        self.tenants.memo = {}
+        self.subscriptions.memo = {}
 
     def __enter__(self) -> Self:
         return self
