@@ -7,13 +7,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook import __version__
 from leadhook.api import console, problems
 from leadhook.api.fastpath import FastBehaviours, fast_routes
-from leadhook.api.limits import HeaderLimit, RateLimit
+from leadhook.api.limits import BodyLimit, HeaderLimit, RateLimit
 from leadhook.api.metrics import ApiMetrics, PurgeCounts
 from leadhook.api.routes import (
     automation,
@@ -84,71 +82,6 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(event_types.router)
     _document_webhooks(app)
     return app
-
-
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, reading at most `limit` + 1 of them.
-
-    A declared Content-Length over the limit is refused before reading; a chunked body is
-    buffered up to the limit and refused as soon as it passes it, then replayed to the app.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = value
-                break
-        if declared is not None:
-            if declared.isdigit() and int(declared) > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-def _too_large(limit: int) -> Response:
-    return problems.problem(
-        413,
-        "Payload too large",
-        f"request bodies are limited to {limit} bytes",
-        "payload-too-large",
-    )
 
 
 def _document_webhooks(app: FastAPI) -> None:

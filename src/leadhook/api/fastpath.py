@@ -30,9 +30,10 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from leadhook.api.deps import bearer, behaviour_metadata, plain_json_input
+from leadhook.api.limits import replayed
 from leadhook.api.routes.leads import submit
 from leadhook.bootstrap import Container
 
@@ -128,7 +129,7 @@ class FastBehaviours:
         try:
             pending = self._submit(scope, fast, found[1], body)
         except _Fallback:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replayed(body, receive), send)
             return
         except Exception as exc:
             await self._problem(exc, scope, body, receive, send)
@@ -179,7 +180,7 @@ class FastBehaviours:
                 break
         if handler is None:
             raise exc
-        answer = handler(StarletteRequest(scope, _replay(body, receive)), exc)
+        answer = handler(StarletteRequest(scope, replayed(body, receive)), exc)
         response = await answer if inspect.isawaitable(answer) else answer
         await response(scope, receive, send)
 
@@ -193,16 +194,3 @@ async def _read(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

@@ -1,4 +1,4 @@
-"""Abuse limits at the door: request rate per API key, header and URL sizes.
+"""Abuse limits at the door: request rate per API key, header, URL and body sizes.
 
 Both are pure ASGI middlewares that answer problem+json before any route, dependency or
 database work runs, so a flood costs leadhook as little as possible.
@@ -13,7 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook.api import problems
 
@@ -130,3 +131,72 @@ class HeaderLimit:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, reading at most `limit` + 1 of them.
+
+    A declared Content-Length over the limit is refused before reading; a chunked body is
+    buffered up to the limit and refused as soon as it passes it, then replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+                break
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, replayed(b"".join(chunks), receive), send)
+
+
+def _too_large(limit: int) -> Response:
+    return problems.problem(
+        413,
+        "Payload too large",
+        f"request bodies are limited to {limit} bytes",
+        "payload-too-large",
+    )
+
+
+def replayed(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app `body` (already read) whole, then what `receive` says."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
