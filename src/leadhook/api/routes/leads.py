@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Query
@@ -138,106 +139,78 @@ def timeline(
     return Response(body, media_type=JSON)
 
 
-async def _behaviour(
-    name: str, lead_id: str, req: BehaviourRequest, body: m.Mutating | None, c: Container
-) -> Response:
-    return await _answer(submit(c, name, req, body, lead_id))
+@dataclass(frozen=True)
+class _BehaviourRoute:
+    """One behaviour on a lead, as an operation: everything but its handler, which is the same
+    for all (`submit` the action with the body, answer once committed)."""
+
+    name: str  # the endpoint's name: the OpenAPI operation id is made from it
+    method: str
+    path: str
+    action: str  # LeadService.submit_perform's behaviour
+    model: type[m.Mutating]
+    summary: str
+    doc: str
+    body_optional: bool = False
 
 
-@router.patch(
-    "/{lead_id}",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Update ordinary fields",
-)
-@_fast("update")
-async def update_lead(
-    lead_id: str, body: m.FieldsIn, req: BehaviourReq, c: ContainerDep
-) -> Response:
-    """Emits `object_update` with the fields that changed."""
-    return await _behaviour("update", lead_id, req, body, c)
+def _behaviour_route(spec: _BehaviourRoute) -> None:
+    """Add `spec` to the router, marked for the short way (api/fastpath.py)."""
+
+    async def endpoint(
+        lead_id: str, req: BehaviourRequest, c: Container, body: m.Mutating | None = None
+    ) -> Response:
+        return await _answer(submit(c, spec.action, req, body, lead_id))
+
+    body: Any = Annotated[spec.model | None, Body()] if spec.body_optional else spec.model
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [
+        inspect.Parameter("lead_id", kind, annotation=str),
+        inspect.Parameter("req", kind, annotation=BehaviourReq),
+        inspect.Parameter("c", kind, annotation=ContainerDep),
+        inspect.Parameter(
+            "body",
+            kind,
+            annotation=body,
+            default=None if spec.body_optional else inspect.Parameter.empty,
+        ),
+    ]
+    # What FastAPI reads to document and parse the operation: set here, as the table says.
+    endpoint.__signature__ = inspect.Signature(params, return_annotation=Response)  # type: ignore[attr-defined]
+    endpoint.__annotations__ = {p.name: p.annotation for p in params} | {"return": Response}
+    endpoint.__name__ = endpoint.__qualname__ = spec.name
+    endpoint.__doc__ = spec.doc
+    router.add_api_route(
+        spec.path,
+        _fast(spec.action)(endpoint),
+        methods=[spec.method],
+        response_model=m.BehaviourOut,
+        openapi_extra=BEHAVIOUR_HEADERS,
+        summary=spec.summary,
+        name=spec.name,
+    )
 
 
-@router.post(
-    "/{lead_id}/status",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Change lead status",
-)
-@_fast("status")
-async def change_status(
-    lead_id: str, body: m.StatusIn, req: BehaviourReq, c: ContainerDep
-) -> Response:
-    """Emits `object_update_status`."""
-    return await _behaviour("status", lead_id, req, body, c)
-
-
-@router.post(
-    "/{lead_id}/owner",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Change owner",
-)
-@_fast("owner")
-async def change_owner(
-    lead_id: str, body: m.OwnerIn, req: BehaviourReq, c: ContainerDep
-) -> Response:
-    """Emits `object_change_owner` (then `object_change_lead_pool` if the pool moves too)."""
-    return await _behaviour("owner", lead_id, req, body, c)
-
-
-@router.post(
-    "/{lead_id}/life-cycle",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Change lifecycle stage",
-)
-@_fast("life_cycle")
-async def change_life_cycle(
-    lead_id: str, body: m.LifeCycleIn, req: BehaviourReq, c: ContainerDep
-) -> Response:
-    """Emits `object_update_life_cycle` and stamps `to_<stage>_timestamp`."""
-    return await _behaviour("life_cycle", lead_id, req, body, c)
-
-
-@router.post(
-    "/{lead_id}/lead-pool",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Change lead pool",
-)
-@_fast("lead_pool")
-async def change_lead_pool(
-    lead_id: str, body: m.LeadPoolIn, req: BehaviourReq, c: ContainerDep
-) -> Response:
-    """Emits `object_change_lead_pool`."""
-    return await _behaviour("lead_pool", lead_id, req, body, c)
-
-
-@router.post(
-    "/{lead_id}/notes",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Add a note",
-)
-@_fast("notes")
-async def add_notes(lead_id: str, body: m.NotesIn, req: BehaviourReq, c: ContainerDep) -> Response:
-    """Emits `object_add_notes` (`is_follow_up` 1 for a follow-up record)."""
-    return await _behaviour("notes", lead_id, req, body, c)
-
-
-@router.post(
-    "/{lead_id}/team-members",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Add members",
-)
-@_fast("add_team_members")
-async def add_team_members(
-    lead_id: str, body: m.TeamMembersIn, req: BehaviourReq, c: ContainerDep
-) -> Response:
-    """Emits `object_add_team_member` with the members actually added."""
-    return await _behaviour("add_team_members", lead_id, req, body, c)
+_B = _BehaviourRoute
+for _spec in (
+    _B("update_lead", "PATCH", "/{lead_id}", "update", m.FieldsIn, "Update ordinary fields",
+       "Emits `object_update` with the fields that changed."),
+    _B("change_status", "POST", "/{lead_id}/status", "status", m.StatusIn, "Change lead status",
+       "Emits `object_update_status`."),
+    _B("change_owner", "POST", "/{lead_id}/owner", "owner", m.OwnerIn, "Change owner",
+       "Emits `object_change_owner` (then `object_change_lead_pool` if the pool moves too)."),
+    _B("change_life_cycle", "POST", "/{lead_id}/life-cycle", "life_cycle", m.LifeCycleIn,
+       "Change lifecycle stage",
+       "Emits `object_update_life_cycle` and stamps `to_<stage>_timestamp`."),
+    _B("change_lead_pool", "POST", "/{lead_id}/lead-pool", "lead_pool", m.LeadPoolIn,
+       "Change lead pool", "Emits `object_change_lead_pool`."),
+    _B("add_notes", "POST", "/{lead_id}/notes", "notes", m.NotesIn, "Add a note",
+       "Emits `object_add_notes` (`is_follow_up` 1 for a follow-up record)."),
+    _B("add_team_members", "POST", "/{lead_id}/team-members", "add_team_members",
+       m.TeamMembersIn, "Add members",
+       "Emits `object_add_team_member` with the members actually added."),
+):  # fmt: skip
+    _behaviour_route(_spec)
 
 
 @router.delete(
@@ -259,64 +232,17 @@ async def remove_team_member(
     return await _answer(c.leads.submit_perform(req, "remove_team_member", lead_id, args))
 
 
-@router.post(
-    "/{lead_id}/void",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Void a lead",
-)
-@_fast("void")
-async def void_lead(
-    lead_id: str,
-    req: BehaviourReq,
-    c: ContainerDep,
-    body: Annotated[m.VoidIn | None, Body()] = None,
-) -> Response:
-    """Emits `object_voids`; the reason travels in `notes`."""
-    return await _behaviour("void", lead_id, req, body, c)
-
-
-@router.post(
-    "/{lead_id}/restore",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Restore a lead",
-)
-@_fast("restore")
-async def restore_lead(
-    lead_id: str,
-    req: BehaviourReq,
-    c: ContainerDep,
-    body: Annotated[m.Mutating | None, Body()] = None,
-) -> Response:
-    """Emits `object_restore`."""
-    return await _behaviour("restore", lead_id, req, body, c)
-
-
-@router.post(
-    "/{lead_id}/relations",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Relate an object",
-)
-@_fast("relation")
-async def relate(lead_id: str, body: m.RelationIn, req: BehaviourReq, c: ContainerDep) -> Response:
-    """Emits `object_relation`."""
-    return await _behaviour("relation", lead_id, req, body, c)
-
-
-@router.patch(
-    "/{lead_id}/source",
-    response_model=m.BehaviourOut,
-    openapi_extra=BEHAVIOUR_HEADERS,
-    summary="Change source info",
-)
-@_fast("source")
-async def change_source(
-    lead_id: str, body: m.FieldsIn, req: BehaviourReq, c: ContainerDep
-) -> Response:
-    """Emits `object_source_info`."""
-    return await _behaviour("source", lead_id, req, body, c)
+for _spec in (
+    _B("void_lead", "POST", "/{lead_id}/void", "void", m.VoidIn, "Void a lead",
+       "Emits `object_voids`; the reason travels in `notes`.", body_optional=True),
+    _B("restore_lead", "POST", "/{lead_id}/restore", "restore", m.Mutating, "Restore a lead",
+       "Emits `object_restore`.", body_optional=True),
+    _B("relate", "POST", "/{lead_id}/relations", "relation", m.RelationIn, "Relate an object",
+       "Emits `object_relation`."),
+    _B("change_source", "PATCH", "/{lead_id}/source", "source", m.FieldsIn, "Change source info",
+       "Emits `object_source_info`."),
+):  # fmt: skip
+    _behaviour_route(_spec)
 
 
 # ---- lead pools: claim, return, duplicate check and merge (docs/automation.md) --------------
