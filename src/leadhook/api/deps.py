@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from leadhook.api.problems import JSON_MEDIA_TYPE
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import (
     BadRequestError,
@@ -105,7 +106,7 @@ async def storable_input(request: Request) -> None:
     content_type = request.headers.get("content-type")
     if body and content_type is not None and not _json_media_type(content_type):
         raise UnsupportedMediaTypeError(
-            f"the request body must be {UnsupportedMediaTypeError.expected},"
+            f"the request body must be {JSON_MEDIA_TYPE},"
             f" not {content_type.split(';', 1)[0].strip() or 'an empty media type'}"
         )
     if not _SUSPECT_ESCAPE.search(body):

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -17,7 +18,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from leadhook.domain.errors import LeadhookError, UnsupportedMediaTypeError, ValidationError
+from leadhook.domain.errors import (
+    BadRequestError,
+    ClaimRefusedError,
+    ConflictError,
+    LeadhookError,
+    LeadVoidedError,
+    NotFoundError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+    VersionMismatchError,
+)
 from leadhook.services.redaction import redact
 
 PROBLEM_TYPE_BASE = "https://leadhook.dev/problems/"
@@ -28,6 +40,42 @@ MAX_ECHO = 300
 RETRY_AFTER_UNAVAILABLE = 5
 RETRY_AFTER_LOCKED = 1
 RETRY_AFTER_FULL = 60
+JSON_MEDIA_TYPE = "application/json"
+"""The one media type request bodies may have (a 415 names it in Accept-Post/Accept-Patch)."""
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    """How the API answers one class of domain error."""
+
+    status: int
+    slug: str
+    """The last part of the problem's `type` URI."""
+    title: str
+
+
+PROBLEMS: dict[type[LeadhookError], ProblemKind] = {
+    LeadhookError: ProblemKind(500, "internal", "Internal error"),
+    ValidationError: ProblemKind(422, "validation", "Validation failed"),
+    BadRequestError: ProblemKind(400, "bad-request", "Bad request"),
+    UnsupportedMediaTypeError: ProblemKind(415, "unsupported-media-type", "Unsupported media type"),
+    UnauthorizedError: ProblemKind(401, "unauthorized", "Unauthorized"),
+    NotFoundError: ProblemKind(404, "not-found", "Not found"),
+    VersionMismatchError: ProblemKind(412, "version-mismatch", "Precondition failed"),
+    ConflictError: ProblemKind(409, "conflict", "Conflict"),
+    LeadVoidedError: ProblemKind(409, "lead-voided", "Lead is voided"),
+    ClaimRefusedError: ProblemKind(409, "claim-refused", "Claim refused"),
+}
+"""Domain error class → its answer; a subclass not listed answers as its nearest listed base."""
+
+
+def problem_kind(exc: LeadhookError) -> ProblemKind:
+    """The answer for a domain error: its class's entry, else its nearest base's."""
+    for cls in type(exc).__mro__:
+        kind = PROBLEMS.get(cls)
+        if kind is not None:
+            return kind
+    raise AssertionError("LeadhookError is in PROBLEMS")  # pragma: no cover
 
 
 def problem(
@@ -83,16 +131,17 @@ def _loc(loc: Any) -> list[str | int]:
 
 async def _leadhook_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LeadhookError)
+    kind = problem_kind(exc)
     errors = None
     if isinstance(exc, ValidationError):
         errors = [{"loc": _loc(e.loc), "msg": e.msg} for e in exc.errors]
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if kind.status == 401 else None
     if isinstance(exc, UnsupportedMediaTypeError):
         # RFC 9110 15.5.16 and RFC 5789: say which media type the method accepts.
         method = request.method.upper()
         name = "Accept-Patch" if method == "PATCH" else "Accept-Post"
-        headers = {name: exc.expected} if method in ("POST", "PATCH") else None
-    return problem(exc.status, exc.title, exc.detail, exc.type_slug, errors, headers)
+        headers = {name: JSON_MEDIA_TYPE} if method in ("POST", "PATCH") else None
+    return problem(kind.status, kind.title, exc.detail, kind.slug, errors, headers)
 
 
 async def _request_validation(_req: Request, exc: Exception) -> Response:

@@ -1,4 +1,21 @@
-"""The one error hierarchy of leadhook; the API maps it to problem+json in one place."""
+"""The one error hierarchy of leadhook.
+
+These are domain errors: they say what went wrong, never how HTTP answers it. The API maps
+each class to its problem+json status, `type` and title in one table (`api/problems.py`).
+
+Hierarchy:
+
+LeadhookError: every error leadhook raises on purpose
+  ├── ValidationError: input with an unknown field or id, a wrong type or shape
+  ├── BadRequestError: a request that cannot be understood (bad cursor, bad header)
+  ├── UnsupportedMediaTypeError: a request body that is not JSON
+  ├── UnauthorizedError: a missing, unknown or revoked credential
+  ├── NotFoundError: no such object in this tenant
+  ├── VersionMismatchError: `If-Match` named a version the lead has moved on from
+  └── ConflictError: a request that contradicts the current state
+        ├── LeadVoidedError: a behaviour other than restore on a voided lead
+        └── ClaimRefusedError: a claim the pool's rules refuse
+"""
 
 from __future__ import annotations
 
@@ -16,10 +33,6 @@ class FieldProblem:
 class LeadhookError(Exception):
     """Base of every error leadhook raises on purpose."""
 
-    status = 500
-    title = "Internal error"
-    type_slug = "internal"
-
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -27,10 +40,6 @@ class LeadhookError(Exception):
 
 class ValidationError(LeadhookError):
     """Input that names an unknown field or catalog id, or has the wrong type or shape."""
-
-    status = 422
-    title = "Validation failed"
-    type_slug = "validation"
 
     def __init__(self, detail: str, errors: list[FieldProblem] | None = None) -> None:
         super().__init__(detail)
@@ -45,70 +54,31 @@ class ValidationError(LeadhookError):
 class BadRequestError(LeadhookError):
     """A request that cannot be understood (bad cursor, bad header value)."""
 
-    status = 400
-    title = "Bad request"
-    type_slug = "bad-request"
 
-
-class NotFoundError(LeadhookError):
-    """An object that does not exist, or that belongs to another tenant."""
-
-    status = 404
-    title = "Not found"
-    type_slug = "not-found"
-
-
-class ConflictError(LeadhookError):
-    """A request that contradicts the current state (voided lead, reused idempotency key)."""
-
-    status = 409
-    title = "Conflict"
-    type_slug = "conflict"
-
-
-class LeadVoidedError(ConflictError):
-    """A behaviour other than restore on a voided lead."""
-
-    type_slug = "lead-voided"
-    title = "Lead is voided"
-
-
-class VersionMismatchError(LeadhookError):
-    """`If-Match` named a version the lead has moved on from."""
-
-    status = 412
-    title = "Precondition failed"
-    type_slug = "version-mismatch"
+class UnsupportedMediaTypeError(LeadhookError):
+    """A request body that is not JSON (by its declared media type): leadhook reads JSON only."""
 
 
 class UnauthorizedError(LeadhookError):
     """A missing or unknown credential."""
 
-    status = 401
-    title = "Unauthorized"
-    type_slug = "unauthorized"
+
+class NotFoundError(LeadhookError):
+    """An object that does not exist, or that belongs to another tenant."""
 
 
-class PayloadTooLargeError(LeadhookError):
-    """A request body over the size limit."""
+class VersionMismatchError(LeadhookError):
+    """`If-Match` named a version the lead has moved on from."""
 
-    status = 413
-    title = "Payload too large"
-    type_slug = "payload-too-large"
+
+class ConflictError(LeadhookError):
+    """A request that contradicts the current state (voided lead, reused idempotency key)."""
+
+
+class LeadVoidedError(ConflictError):
+    """A behaviour other than restore on a voided lead."""
 
 
 class ClaimRefusedError(ConflictError):
     """A claim the pool's rules refuse: the lead has an owner, the member may not claim from
     the pool, or she holds its claim_limit already."""
-
-    type_slug = "claim-refused"
-    title = "Claim refused"
-
-
-class UnsupportedMediaTypeError(LeadhookError):
-    """A request body that is not JSON (by its Content-Type): the API reads JSON only."""
-
-    status = 415
-    title = "Unsupported media type"
-    type_slug = "unsupported-media-type"
-    expected = "application/json"

@@ -23,6 +23,7 @@ from leadhook.api.console.views import (
     ConsoleRoute,
     CsrfRefused,
     Page,
+    error_status,
     page_of,
     parse_local,
     safe_next,
@@ -261,7 +262,7 @@ def create_subscription(
         created = page.container.subscriptions.create(mid, fields)
     except LeadhookError as exc:
         form = {"url": url, "description": description, "event_types": event_types or []}
-        return _subscriptions_page(page, status=exc.status, error=exc.detail, form=form)
+        return _subscriptions_page(page, status=error_status(exc), error=exc.detail, form=form)
     return _subscription_page(page, created["id"], secret=created["secret"], status=201)
 
 
@@ -327,9 +328,9 @@ def edit_subscription(
     try:
         page.container.subscriptions.update(mid, sub_id, changes)
     except LeadhookError as exc:
-        if exc.status == 404:
+        if error_status(exc) == 404:
             raise
-        return _subscription_page(page, sub_id, status=exc.status, error=exc.detail)
+        return _subscription_page(page, sub_id, status=error_status(exc), error=exc.detail)
     return page.redirect(f"/console/subscriptions/{sub_id}?done=saved")
 
 
@@ -373,9 +374,9 @@ def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> R
             mid, sub_id, at if at is not None else -1, status or None
         )
     except LeadhookError as exc:
-        if exc.status == 404:
+        if error_status(exc) == 404:
             raise
-        return _subscription_page(page, sub_id, status=exc.status, error=exc.detail)
+        return _subscription_page(page, sub_id, status=error_status(exc), error=exc.detail)
     return page.redirect(f"/console/subscriptions/{sub_id}?done=replayed&n={answer['replayed']}")
 
 
@@ -456,7 +457,7 @@ def retry(page: PageDep, delivery_id: str) -> Response:
     try:
         page.container.subscriptions.retry(mid, delivery_id)
     except LeadhookError as exc:
-        if exc.status == 404:
+        if error_status(exc) == 404:
             raise
-        return _delivery_page(page, delivery_id, status=exc.status, error=exc.detail)
+        return _delivery_page(page, delivery_id, status=error_status(exc), error=exc.detail)
     return page.redirect(f"/console/deliveries/{delivery_id}?done=retried")

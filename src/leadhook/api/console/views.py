@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from leadhook import __version__
 from leadhook.api.console import i18n
 from leadhook.api.console.session import COOKIE, LANG_COOKIE, MAX_AGE, Session, SessionSigner
+from leadhook.api.problems import problem_kind
 from leadhook.bootstrap import Container
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.errors import LeadhookError, ValidationError
@@ -57,9 +58,12 @@ class SignInRequired(Exception):
 
 
 class CsrfRefused(LeadhookError):
-    """A form posted without this session's CSRF token."""
+    """A form posted without this session's CSRF token (answered 403)."""
 
-    status = 403
+
+def error_status(exc: LeadhookError) -> int:
+    """The HTTP status a console page answers a domain error with: the API's, 403 for CSRF."""
+    return 403 if isinstance(exc, CsrfRefused) else problem_kind(exc).status
 
 
 def _fmt_number(value: float | None, digits: int = 1) -> str:
@@ -242,8 +246,8 @@ class ConsoleRoute(APIRoute):
                 response.headers.update(SECURITY_HEADERS)
                 return response
             except LeadhookError as exc:
-                title = _TITLES.get(exc.status, "bad_request")
-                return error_page(request, exc.status, title, exc.detail)
+                status = error_status(exc)
+                return error_page(request, status, _TITLES.get(status, "bad_request"), exc.detail)
             except RequestValidationError as exc:
                 detail = "; ".join(
                     f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
