@@ -116,9 +116,9 @@ def main() -> None:
         )
         tenant = container.tenants.create("bench", "bench")
         hook = {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
-        container.subscriptions.create(tenant["mid"], hook)
+        container.subscriptions.create(tenant.tenant.mid, hook)
         app = create_app(container)
-        headers = [(b"authorization", f"Bearer {tenant['api_key']}".encode())]
+        headers = [(b"authorization", f"Bearer {tenant.api_key}".encode())]
     ms = uvloop.run(_drive(app, headers, args.n, args.profile, args.sort))
     print(f"{args.app}: {ms:.3f} ms of CPU per POST {PATH} (in-process, {args.n} requests)")
 

@@ -82,7 +82,7 @@ def prepare_backlog(url: str, hooks: list[tuple[str, int]], events: int) -> None
     """Commit `events` object_create events with a pending delivery to each hook URL."""
     container = build(Settings(database_url=url, allow_private_targets=True))
     try:
-        mid = container.tenants.create("bench", "bench")["mid"]
+        mid = container.tenants.create("bench", "bench").tenant.mid
         for hook, max_in_flight in hooks:
             container.subscriptions.create(
                 mid, {"url": hook, "event_types": ["*"], "max_in_flight": max_in_flight}

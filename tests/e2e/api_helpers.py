@@ -163,7 +163,7 @@ def _seed_template(database_url: str) -> str:
     """Migrate a database, add tenant `t1` with the test catalog, and return its key."""
     container = build(Settings(database_url=database_url))
     try:
-        key: str = container.tenants.create("t1")["api_key"]
+        key: str = container.tenants.create("t1").api_key
         for kind, entry, body in CATALOG_PUTS:
             container.tenants.put_catalog_entry("t1", kind, entry, body)
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import pytest
 
@@ -14,7 +13,7 @@ from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationE
 from leadhook.domain.operator import Operator
 from leadhook.services.console import DeliveryQuery, Principal
 from leadhook.services.leads import BehaviourRequest
-from leadhook.services.ports import Attempt, Job, Verdict
+from leadhook.services.ports import Attempt, Job, Subscription, Verdict
 
 MID, OTHER = "acme", "other"
 
@@ -26,7 +25,7 @@ def lead(c: Container, mid: str, name: str, mobile: str = "") -> str:
     return lead_id
 
 
-def subscribe(c: Container, mid: str) -> dict[str, Any]:
+def subscribe(c: Container, mid: str) -> Subscription:
     return c.subscriptions.create(mid, {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]})
 
 
@@ -111,7 +110,7 @@ def test_deliveries_are_filtered_and_health_is_computed_from_the_last_hours_atte
     assert [d.entity_id for d in by_lead] == [leads[0]]
     failing, _ = svc.deliveries(MID, DeliveryQuery(status="dead"), None, 10)
     assert {d.status for d in failing} == {"dead"}
-    none, _ = svc.deliveries(MID, DeliveryQuery(subscription_id=theirs["id"]), None, 10)
+    none, _ = svc.deliveries(MID, DeliveryQuery(subscription_id=theirs.id), None, 10)
     assert none == []
     later, _ = svc.deliveries(MID, DeliveryQuery(since=now + 3600), None, 10)
     assert later == []
@@ -120,8 +119,8 @@ def test_deliveries_are_filtered_and_health_is_computed_from_the_last_hours_atte
     assert len(page) == 2 and len(rest) == 1 and rest[0].id not in {d.id for d in page}
 
     ((listed, health),), (chart,) = svc.subscriptions(MID)
-    assert chart.subscription_id == sub["id"] and sum(chart.rate) * 60 == pytest.approx(3)
-    assert listed.id == sub["id"] and health.attempts == 3
+    assert chart.subscription_id == sub.id and sum(chart.rate) * 60 == pytest.approx(3)
+    assert listed.id == sub.id and health.attempts == 3
     codes = sorted(str(d.status) for d in found)
     assert health.successes == codes.count("delivered")
     assert health.last_error in ("HTTP 500", "connection refused")
@@ -141,13 +140,13 @@ def test_deliveries_are_filtered_and_health_is_computed_from_the_last_hours_atte
 def test_sign_in_names_the_key_and_a_revoked_key_ends_its_sessions(container: Container) -> None:
     created = container.tenants.create(MID)
     svc = container.console
-    principal = svc.sign_in(created["api_key"])
-    assert principal == Principal(MID, created["key_id"])
+    principal = svc.sign_in(created.api_key)
+    assert principal == Principal(MID, created.key.id)
     assert svc.still_valid(principal)
     with pytest.raises(UnauthorizedError):
         svc.sign_in("lh_wrong")
-    container.tenants.revoke_key(MID, created["key_id"])
+    container.tenants.revoke_key(MID, created.key.id)
     svc._keys.clear()  # the 2-second cache, as after it expires
     assert not svc.still_valid(principal)
     with pytest.raises(UnauthorizedError):
-        svc.sign_in(created["api_key"])
+        svc.sign_in(created.api_key)

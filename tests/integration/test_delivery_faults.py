@@ -25,7 +25,18 @@ from fastapi.testclient import TestClient
 from queue_support import empty_database
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
-from test_queue import MID, Backend, claim, new_lead, open_backend, outcome, queue_of, setup
+from test_queue import (
+    MID,
+    Backend,
+    claim,
+    deliveries,
+    delivery,
+    new_lead,
+    open_backend,
+    outcome,
+    queue_of,
+    setup,
+)
 
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue
@@ -70,13 +81,13 @@ def test_retry_of_a_failed_delivery_a_worker_is_re_attempting_is_409(
     q.record(worker_id="w1", verdicts=[outcome(first, "failed", code=500, at=now)], now=now)
     # Another worker claims it for its next attempt: status `failed`, lease live for 60 s.
     (held,) = claim(q, time.time(), worker="w2")
-    before = container.subscriptions.delivery(MID, held.id)
+    before = delivery(container, held.id)
     assert before["status"] == "failed" and before["attempt_count"] == 1
 
     with pytest.raises(ConflictError, match="being sent right now"):
         container.subscriptions.retry(MID, held.id)
     if isinstance(container, Container):  # and over HTTP: 409 problem+json
-        key = container.tenants.issue_key(MID)["api_key"]
+        key = container.tenants.issue_key(MID).api_key
         client = TestClient(create_app(container))  # no lifespan: no dispatcher of its own
         resp = client.post(
             f"/v1/deliveries/{held.id}/retry", headers={"Authorization": f"Bearer {key}"}
@@ -84,14 +95,14 @@ def test_retry_of_a_failed_delivery_a_worker_is_re_attempting_is_409(
         assert resp.status_code == 409, resp.text
         assert resp.headers["content-type"].startswith(PROBLEM)
         assert resp.json()["status"] == 409 and "being sent right now" in resp.json()["detail"]
-    assert container.subscriptions.delivery(MID, held.id) == before  # nothing changed
+    assert delivery(container, held.id) == before  # nothing changed
     assert claim(q, time.time(), worker="w3") == []  # still w2's
 
     # The holder's outcome still lands; once settled and free, a retry is accepted.
     q.record(worker_id="w2", verdicts=[outcome(held, "delivered")], now=time.time())
-    assert container.subscriptions.delivery(MID, held.id)["status"] == "delivered"
+    assert delivery(container, held.id)["status"] == "delivered"
     retried = container.subscriptions.retry(MID, held.id)
-    assert (retried["status"], retried["attempt_count"]) == ("pending", 0)
+    assert (retried.status, retried.attempt_count) == ("pending", 0)
 
 
 def test_retry_of_a_failed_delivery_whose_lease_ran_out_is_accepted(
@@ -106,7 +117,7 @@ def test_retry_of_a_failed_delivery_whose_lease_ran_out_is_accepted(
     q.record(worker_id="w1", verdicts=[outcome(first, "failed", code=500, at=now)], now=now)
     claim(q, time.time(), worker="w2", lease_until=time.time() - 1)  # a lease already over
     retried = container.subscriptions.retry(MID, first.id)
-    assert (retried["status"], retried["attempt_count"]) == ("pending", 0)
+    assert (retried.status, retried.attempt_count) == ("pending", 0)
     (again,) = claim(q, time.time(), worker="w3")
     assert again.seq == first.seq and again.attempt_count == 0
 
@@ -248,7 +259,7 @@ def deliver_through_an_outage(
         worker.stop(within=15)
         engine.dispose()
     assert queue.claims > queue.failed_claims >= 2
-    shown = c.subscriptions.deliveries(MID, sub_id, None, None, 10)["data"]
+    shown = deliveries(c, sub_id)
     assert [d["status"] for d in shown] == ["delivered", "delivered"]
 
 
@@ -389,7 +400,7 @@ def test_recording_that_fails_at_shutdown_is_given_up_and_the_delivery_is_sent_a
         holder.close()  # releases the lock (its transaction rolls back)
         engine.dispose()
     assert len(sender.sent) == 1
-    (shown,) = c.subscriptions.deliveries(MID, sub["id"], None, None, 10)["data"]
+    (shown,) = deliveries(c, sub["id"])
     assert shown["status"] == "pending" and shown["attempts"] == []  # nothing was recorded
     q = queue_of(c)
     assert claim(q, time.time(), worker="w2") == []  # still leased by the stopped worker

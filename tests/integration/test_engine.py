@@ -12,10 +12,11 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from test_queue import MID, REQ, claim, new_lead, outcome, queue_of, setup
+from test_queue import MID, REQ, claim, create, deliveries, new_lead, outcome, queue_of, setup
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.retention import SqlRetention
+from leadhook.api import bodies
 from leadhook.bootstrap import Container
 from leadhook.domain import circuit
 from leadhook.domain.times import rfc3339
@@ -30,17 +31,14 @@ def silent(job: Job, at: float) -> Verdict:
 
 
 def shown(c: Container, sub_id: str) -> dict[str, Any]:
-    shown: dict[str, Any] = c.subscriptions.get(MID, sub_id)["circuit"]
-    return shown
+    return bodies.circuit(c.subscriptions.get(MID, sub_id).circuit, c.clock()).model_dump()
 
 
 def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it(
     container: Container,
 ) -> None:
     sub = setup(container, max_in_flight=10)
-    other = container.subscriptions.create(
-        MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]}
-    )
+    other = create(container, MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]})
     for _ in range(8):
         new_lead(container)
     q, now = queue_of(container), time.time() + 1
@@ -95,10 +93,7 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
     assert shown(container, sub["id"])["state"] == "closed"
     assert shown(container, sub["id"])["consecutive_failures"] == 0
     # Nothing was lost on the way: every delivery is still there, unfinished.
-    statuses = [
-        d["status"]
-        for d in container.subscriptions.deliveries(MID, sub["id"], None, None, 50)["data"]
-    ]
+    statuses = [d["status"] for d in deliveries(container, sub["id"])]
     assert len(statuses) == 8 and set(statuses) <= {"pending", "failed"}
 
 

@@ -21,7 +21,7 @@ from leadhook.services.ports import LeadFilter
 
 @pytest.fixture
 def tenant(container: Container) -> Iterator[str]:
-    mid: str = container.tenants.create("t1", "t1")["mid"]
+    mid: str = container.tenants.create("t1", "t1").tenant.mid
     yield mid
 
 

@@ -18,6 +18,7 @@ from queue_support import MemoryContainer, empty_database
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.memory.queue import MemoryDeliveryQueue
+from leadhook.api import bodies
 from leadhook.bootstrap import Container, build
 from leadhook.domain.operator import Operator
 from leadhook.domain.times import rfc3339
@@ -32,9 +33,26 @@ REQ = BehaviourRequest(mid=MID, operator=Operator())
 
 def setup(c: Backend, **sub: Any) -> dict[str, Any]:
     c.tenants.create(MID)
-    return c.subscriptions.create(
-        MID, {"url": "http://127.0.0.1:9/hook", "event_types": ["*"], **sub}
-    )
+    return create(c, MID, {"url": "http://127.0.0.1:9/hook", "event_types": ["*"], **sub})
+
+
+# The services answer domain objects; these show them as the API does.
+def create(c: Backend, mid: str, fields: dict[str, Any]) -> dict[str, Any]:
+    made = c.subscriptions.create(mid, fields)
+    return bodies.subscription_with_secret(made, c.clock()).model_dump()
+
+
+def subscription(c: Backend, sub_id: str) -> dict[str, Any]:
+    return bodies.subscription(c.subscriptions.get(MID, sub_id), c.clock()).model_dump()
+
+
+def delivery(c: Backend, delivery_id: str) -> dict[str, Any]:
+    return bodies.delivery(c.subscriptions.delivery(MID, delivery_id)).model_dump()
+
+
+def deliveries(c: Backend, sub_id: str) -> list[dict[str, Any]]:
+    page = c.subscriptions.deliveries(MID, sub_id, None, None, 10)
+    return bodies.deliveries(page).model_dump()["data"]
 
 
 def new_lead(c: Backend, notes: int = 0) -> str:
@@ -98,7 +116,7 @@ def outcome(
 
 
 def failing_since(c: Backend, sub_id: str) -> str | None:
-    since: str | None = c.subscriptions.get(MID, sub_id)["failing_since"]
+    since: str | None = subscription(c, sub_id)["failing_since"]
     return since
 
 
@@ -139,11 +157,13 @@ def test_a_lead_is_claimed_one_event_at_a_time_in_version_order(container: Backe
 
 def test_a_claim_takes_a_bounded_share_of_one_subscription(container: Backend) -> None:
     narrow = setup(container, max_in_flight=1)
-    wide = container.subscriptions.create(
-        MID, {"url": "http://127.0.0.1:9/b", "event_types": ["*"], "max_in_flight": 50}
+    wide = create(
+        container, MID, {"url": "http://127.0.0.1:9/b", "event_types": ["*"], "max_in_flight": 50}
     )
-    slow = container.subscriptions.create(
-        MID, {"url": "http://127.0.0.1:9/c", "event_types": ["*"], "rate_limit_per_s": 0.5}
+    slow = create(
+        container,
+        MID,
+        {"url": "http://127.0.0.1:9/c", "event_types": ["*"], "rate_limit_per_s": 0.5},
     )
     for _ in range(10):
         new_lead(container)
@@ -173,7 +193,7 @@ def test_disabled_deleted_and_not_yet_due_deliveries_are_not_claimed(
     q.release(worker_id="w1", seqs=[job.seq], now=now)
     container.subscriptions.delete(MID, sub["id"])
     assert claim(q, now) == []
-    assert container.subscriptions.delivery(MID, job.id)["status"] == "dead"
+    assert delivery(container, job.id)["status"] == "dead"
 
 
 def test_record_stores_attempts_states_and_the_failure_streak(container: Backend) -> None:
@@ -192,7 +212,7 @@ def test_record_stores_attempts_states_and_the_failure_streak(container: Backend
         now=now,
     )
     assert failing_since(container, sub["id"]) == rfc3339(now)
-    page = container.subscriptions.deliveries(MID, sub["id"], None, None, 10)["data"]
+    page = deliveries(container, sub["id"])
     by_id = {d["id"]: d for d in page}
     assert by_id[a.id]["status"] == "failed" and by_id[a.id]["next_attempt_at"] == rfc3339(now + 30)
     assert by_id[a.id]["attempt_count"] == 1 and by_id[a.id]["last_error"] == "HTTP 503"
@@ -202,7 +222,7 @@ def test_record_stores_attempts_states_and_the_failure_streak(container: Backend
     (a2,) = [j for j in claim(q, now + 31) if j.seq == a.seq]
     q.record(worker_id="w1", verdicts=[outcome(a2, "delivered")], now=now + 31)
     assert failing_since(container, sub["id"]) is None  # a success ends the streak
-    done = container.subscriptions.delivery(MID, a.id)
+    done = delivery(container, a.id)
     assert done["status"] == "delivered" and len(done["attempts"]) == 2
     assert done["attempts"][0]["attempted_at"] <= done["attempts"][1]["attempted_at"]
 
@@ -214,19 +234,17 @@ def test_a_late_record_does_not_overwrite_the_next_lease_holder(container: Backe
     (job,) = claim(q, now, lease_until=now + 1)
     (taken,) = claim(q, now + 2, worker="w2")
     q.record(worker_id="w1", verdicts=[outcome(job, "delivered")], now=now + 3)
-    state = container.subscriptions.delivery(MID, job.id)
+    state = delivery(container, job.id)
     assert state["status"] == "pending" and len(state["attempts"]) == 1
     q.record(worker_id="w2", verdicts=[outcome(taken, "delivered")], now=now + 3)
-    assert container.subscriptions.delivery(MID, job.id)["status"] == "delivered"
+    assert delivery(container, job.id)["status"] == "delivered"
 
 
 def test_410_disables_at_once_and_auto_disable_respects_a_recent_success(
     container: Backend,
 ) -> None:
     gone = setup(container)
-    failing = container.subscriptions.create(
-        MID, {"url": "http://127.0.0.1:9/f", "event_types": ["*"]}
-    )
+    failing = create(container, MID, {"url": "http://127.0.0.1:9/f", "event_types": ["*"]})
     new_lead(container)
     new_lead(container)
     q, now = queue_of(container), time.time() + 1
@@ -242,17 +260,17 @@ def test_410_disables_at_once_and_auto_disable_respects_a_recent_success(
         ],
         now=now,
     )
-    assert container.subscriptions.get(MID, gone["id"])["disabled_reason"] == (
+    assert subscription(container, gone["id"])["disabled_reason"] == (
         "endpoint answered HTTP 410 Gone"
     )
-    assert container.subscriptions.get(MID, gone["id"])["enabled"] is False
-    assert container.subscriptions.get(MID, failing["id"])["enabled"] is True
+    assert subscription(container, gone["id"])["enabled"] is False
+    assert subscription(container, failing["id"])["enabled"] is True
     q.record(
         worker_id="w1",
         verdicts=[outcome(f[1], "failed", code=500, at=now + 1, disable=Disable("auto", now))],
         now=now + 1,
     )
-    shown = container.subscriptions.get(MID, failing["id"])
+    shown = subscription(container, failing["id"])
     assert shown["enabled"] is False and shown["disabled_reason"] == "auto"
     assert shown["failing_since"] == rfc3339(now)
 
@@ -315,14 +333,14 @@ def test_a_lease_makes_the_delivery_due_at_its_end_and_a_release_due_at_once(
     new_lead(container)
     q, now = queue_of(container), time.time() + 1
     (job,) = claim(q, now, lease_until=now + 15)
-    shown = container.subscriptions.delivery(MID, job.id)
+    shown = delivery(container, job.id)
     assert shown["status"] == "pending" and shown["next_attempt_at"] == rfc3339(now + 15)
     assert q.renew(worker_id="w1", seqs=[job.seq], lease_until=now + 30) == {job.seq}
-    assert container.subscriptions.delivery(MID, job.id)["next_attempt_at"] == rfc3339(now + 30)
+    assert delivery(container, job.id)["next_attempt_at"] == rfc3339(now + 30)
     # Lost with its worker, it is due when the lease runs out, not before.
     assert claim(q, now + 29, worker="w2") == []
     q.release(worker_id="w1", seqs=[job.seq], now=now + 2)
-    assert container.subscriptions.delivery(MID, job.id)["next_attempt_at"] == rfc3339(now + 2)
+    assert delivery(container, job.id)["next_attempt_at"] == rfc3339(now + 2)
     assert [j.seq for j in claim(q, now + 2, worker="w2")] == [job.seq]
 
 

@@ -8,7 +8,6 @@ import logging
 import stat
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, insert, select, text
@@ -28,6 +27,7 @@ from leadhook.adapters.secretbox import (
 from leadhook.bootstrap import Container, build
 from leadhook.domain.operator import Operator
 from leadhook.services.leads import BehaviourRequest
+from leadhook.services.ports import Subscription
 from leadhook.settings import Settings, SettingsError
 
 MID = "acme"
@@ -42,7 +42,7 @@ def _stored(url: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def _subscribe(c: Container) -> dict[str, Any]:
+def _subscribe(c: Container) -> Subscription:
     c.tenants.create(MID)
     hook = {"url": "https://hooks.example.com/hook", "event_types": ["*"]}
     return c.subscriptions.create(MID, hook)
@@ -66,13 +66,13 @@ def test_the_row_holds_ciphertext_and_the_dispatcher_signs_with_the_secret(
     c = build(Settings(database_url=database_url, secret_keys=(key,)))
     try:
         sub = _subscribe(c)
-        secret = sub["secret"]
+        secret = sub.secret
         assert secret.startswith("whsec_")
         [(stored, previous)] = _stored(database_url)
         assert stored.startswith(PREFIX) and "whsec_" not in stored and previous is None
-        assert c.subscriptions.secret(MID, sub["id"])["secret"] == secret
+        assert c.subscriptions.get(MID, sub.id).secret == secret
         assert _claimed_secrets(c) == {(secret,)}
-        rotated = c.subscriptions.rotate_secret(MID, sub["id"])["secret"]
+        rotated = c.subscriptions.rotate_secret(MID, sub.id).secret
         [(stored, previous)] = _stored(database_url)
         assert previous is not None
         assert not any("whsec_" in v for v in (stored, previous))
@@ -84,7 +84,7 @@ def test_the_row_holds_ciphertext_and_the_dispatcher_signs_with_the_secret(
 def test_key_rotation_reencrypts_every_secret_under_the_new_key(database_url: str) -> None:
     old, new = generate_key(), generate_key()
     c = build(Settings(database_url=database_url, secret_keys=(old,)))
-    secret = _subscribe(c)["secret"]
+    secret = _subscribe(c).secret
     c.close()
     before = _stored(database_url)
 
@@ -116,7 +116,7 @@ def test_the_quick_start_makes_a_private_key_file_beside_sqlite(
     url = f"sqlite:///{tmp_path}/leadhook.db"
     caplog.set_level(logging.DEBUG)
     c = build(Settings(database_url=url))
-    secret = _subscribe(c)["secret"]
+    secret = _subscribe(c).secret
     c.close()
     key_file = tmp_path / "leadhook.db.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -165,7 +165,7 @@ def test_migration_0002_encrypts_existing_plaintext_secrets(database_url: str) -
     try:
         [(stored, stored_previous)] = _stored(database_url)
         assert stored.startswith(PREFIX) and stored_previous and stored_previous.startswith(PREFIX)
-        assert c.subscriptions.secret(MID, "s1")["secret"] == plain
+        assert c.subscriptions.get(MID, "s1").secret == plain
         assert _claimed_secrets(c) == {(plain, previous)}
     finally:
         c.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from leadhook.adapters.memory import FakeClock, MemoryStore, SequentialIds
+from leadhook.api import bodies
 from leadhook.domain.operator import SYSTEM, Operator
 from leadhook.services.automation import AutomationService, PoolService
 from leadhook.services.leads import BehaviourRequest, LeadService
@@ -39,18 +40,15 @@ def _scenario() -> dict[str, Any]:
             "941", "members", key, {"name": name, "omni_user_uuid": f"omni-{key}"}
         )
     out: dict[str, Any] = {}
-    out["pool-entry"] = tenants.put_catalog_entry(
-        "941",
-        "lead_pools",
-        "east",
-        {
-            "name": "东区公海",
-            "members": ["wang_fang", "li_na"],
-            "claim_limit": 20,
-            "assignment": {"mode": "round_robin", "members": ["wang_fang", "li_na", "zhang_wei"]},
-            "reclaim": {"after_days": 3, "enabled": True},
-        },
-    )
+    east = {
+        "name": "东区公海",
+        "members": ["wang_fang", "li_na"],
+        "claim_limit": 20,
+        "assignment": {"mode": "round_robin", "members": ["wang_fang", "li_na", "zhang_wei"]},
+        "reclaim": {"after_days": 3, "enabled": True},
+    }
+    put = tenants.put_catalog_entry("941", "lead_pools", "east", east)
+    out["pool-entry"] = bodies.catalog_entry(put, "lead_pools", "east")
     tenants.put_catalog_entry(
         "941",
         "lead_pools",
@@ -81,11 +79,11 @@ def _scenario() -> dict[str, Any]:
     out["claim"] = claimed["events"]
 
     clock.advance(2.5 * DAY)
-    out["run"] = json.loads(automation.run_now("941"))
+    out["run"] = bodies.runs_now(automation.run_now("941")).model_dump()
     with store.uow() as u:
         logged = u.events.for_entity("941", lead_id)
     out["reclaim"] = [json.loads(e.payload) for e in logged[-2:]]
-    out["runs"] = json.loads(automation.runs("941", None, 50))
+    out["runs"] = bodies.runs(automation.runs("941", None, 50)).model_dump()
 
     clock.advance(600)
     keep = answer(leads.create(system, {"fields": {"name": "赵拥晨", "mobile": "138 0013 8000"}}))[

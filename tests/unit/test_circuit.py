@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from leadhook.api import bodies
 from leadhook.domain.circuit import (
     BASE_COOLDOWN,
     CLOSED,
@@ -9,9 +10,12 @@ from leadhook.domain.circuit import (
     THRESHOLD,
     Circuit,
     after_no_answer,
-    circuit_json,
 )
 from leadhook.domain.times import rfc3339
+
+
+def circuit_json(c: Circuit, now: float) -> dict[str, object]:
+    return bodies.circuit(c, now).model_dump()
 
 
 def test_silence_opens_it_after_the_threshold() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from leadhook.adapters.memory import FakeClock, MemoryStore, SequentialIds
 from leadhook.domain.catalog import Assignment
+from leadhook.domain.catalog_entries import catalog_to_json, find_entry
 from leadhook.domain.errors import (
     ClaimRefusedError,
     LeadVoidedError,
@@ -62,7 +63,9 @@ class World:
         return self
 
     def put(self, kind: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.tenants.put_catalog_entry("t1", kind, key, body)
+        entry = find_entry(self.tenants.put_catalog_entry("t1", kind, key, body), kind, key)
+        assert entry is not None
+        return entry
 
     def req(self, operator: Operator = SYSTEM, **kwargs: Any) -> BehaviourRequest:
         return BehaviourRequest(mid="t1", operator=operator, **kwargs)
@@ -120,7 +123,7 @@ def test_a_pool_takes_members_limit_and_rules(world: World) -> None:
         "assignment": {"mode": "least_loaded", "members": ["m2", "m3"], "enabled": True},
         "reclaim": {"after_days": 2.5, "enabled": True, "to_lead_pool": "market"},
     }
-    listed = world.tenants.catalog("t1")["lead_pools"]
+    listed = catalog_to_json(world.tenants.catalog("t1"))["lead_pools"]
     assert entry in listed
     # PUT replaces: a pool put again without rules has none.
     plain = world.put("lead_pools", "east", {"name": "东区公海"})
@@ -163,11 +166,11 @@ def test_a_pool_takes_members_limit_and_rules(world: World) -> None:
     ],
 )
 def test_pool_rules_are_validated(world: World, body: dict[str, Any], loc: tuple[Any, ...]) -> None:
-    before = world.tenants.catalog("t1")
+    before = catalog_to_json(world.tenants.catalog("t1"))
     with pytest.raises(ValidationError) as caught:
         world.put("lead_pools", "east", {"name": "东区", **body})
     assert caught.value.errors[0].loc == loc
-    assert world.tenants.catalog("t1") == before
+    assert catalog_to_json(world.tenants.catalog("t1")) == before
 
 
 def test_a_catalog_stored_before_pool_rules_still_reads() -> None:
@@ -497,10 +500,10 @@ def test_reclaim_runs_twice_change_nothing_the_second_time(world: World) -> None
     log = world.log()
     assert world.automation.run_due() == []
     assert world.log() == log
-    listed = json.loads(world.automation.runs("t1", None, 2))
-    assert [len(r["lead_ids"]) for r in listed["data"]] == [6, 7]
-    rest = json.loads(world.automation.runs("t1", listed["next_cursor"], 2))
-    assert [r["moved"] for r in rest["data"]] == [7] and rest["next_cursor"] is None
+    listed = world.automation.runs("t1", None, 2)
+    assert [len(r.lead_ids) for r in listed.data] == [6, 7]
+    rest = world.automation.runs("t1", listed.next_cursor, 2)
+    assert [len(r.lead_ids) for r in rest.data] == [7] and rest.next_cursor is None
 
 
 def test_a_disabled_or_changed_rule_is_checked_again_before_reclaiming(world: World) -> None:
@@ -509,9 +512,9 @@ def test_a_disabled_or_changed_rule_is_checked_again_before_reclaiming(world: Wo
     world.clock.advance(10 * DAY)
     assert world.automation.run_due() == []
     reclaiming(world, days=1)
-    manual = json.loads(world.automation.run_now("t1"))
-    assert manual["moved"] == 1 and manual["data"][0]["trigger"] == "manual"
-    assert json.loads(world.automation.run_now("t1")) == {"moved": 0, "data": []}
+    (manual,) = world.automation.run_now("t1")
+    assert len(manual.lead_ids) == 1 and manual.trigger == "manual"
+    assert world.automation.run_now("t1") == []
 
 
 def test_the_folded_log_keeps_the_clocks(world: World) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from leadhook.adapters.memory import FakeClock, MemoryStore, MemoryUnitOfWork, SequentialIds
+from leadhook.api import bodies
+from leadhook.domain.catalog import Catalog
 from leadhook.domain.errors import (
     BadRequestError,
     ConflictError,
@@ -121,7 +123,7 @@ def world() -> World:
 
 def test_create_tenant_keeps_only_the_key_hash() -> None:
     w = World()
-    made = w.tenants.create("941", "Acme", "Europe/Paris", "77")
+    made = bodies.new_tenant(w.tenants.create("941", "Acme", "Europe/Paris", "77")).model_dump()
     key = made["api_key"]
     assert key.startswith("lh_")
     assert (
@@ -163,16 +165,16 @@ def test_authenticate_issue_and_revoke(world: World) -> None:
     for bad in (None, "", "lh_nope"):
         with pytest.raises(UnauthorizedError):
             w.tenants.authenticate(bad)
-    issued = w.tenants.issue_key("t1")
+    issued = bodies.new_key(w.tenants.issue_key("t1")).model_dump()
     assert w.tenants.authenticate(issued["api_key"]) == "t1"
-    keys = w.tenants.list_keys("t1")
+    keys = bodies.keys(w.tenants.list_keys("t1")).model_dump()["data"]
     assert len(keys) == 2 and all("api_key" not in k for k in keys)
     w.clock.advance(5)
     w.tenants.revoke_key("t1", issued["id"])
     with pytest.raises(UnauthorizedError):
         w.tenants.authenticate(issued["api_key"])
-    revoked = next(k for k in w.tenants.list_keys("t1") if k["id"] == issued["id"])
-    assert revoked["revoked_at"] == rfc3339(START + 5)
+    revoked = next(k for k in w.tenants.list_keys("t1") if k.id == issued["id"])
+    assert bodies.key(revoked).revoked_at == rfc3339(START + 5)
     w.tenants.revoke_key("t1", issued["id"])  # again: harmless
     for call in (
         lambda: w.tenants.revoke_key("t1", "nope"),
@@ -187,21 +189,28 @@ def test_authenticate_issue_and_revoke(world: World) -> None:
             call()
 
 
+def _entry(catalog: Catalog, kind: str, key: str) -> dict[str, Any]:
+    return bodies.catalog_entry(catalog, kind, key)
+
+
 def test_catalog_entries(world: World) -> None:
     w = world
-    entry = w.tenants.put_catalog_entry(
-        "t1", "members", "m3", {"name": "张三", "omni_user_uuid": "u"}
+    entry = _entry(
+        w.tenants.put_catalog_entry("t1", "members", "m3", {"name": "张三", "omni_user_uuid": "u"}),
+        "members",
+        "m3",
     )
     assert entry == {"id": "m3", "name": "张三", "omni_user_uuid": "u", "operator_id": None}
-    assert w.tenants.catalog_entry("t1", "members", "m3") == entry
-    assert w.tenants.put_catalog_entry("t1", "life_stages", "lost", {"name": "流失"})["order"] == 5
-    catalog = w.tenants.catalog("t1")
+    assert _entry(w.tenants.catalog_entry("t1", "members", "m3"), "members", "m3") == entry
+    lost = w.tenants.put_catalog_entry("t1", "life_stages", "lost", {"name": "流失"})
+    assert _entry(lost, "life_stages", "lost")["order"] == 5
+    catalog = bodies.catalog(w.tenants.catalog("t1"))
     assert [m["id"] for m in catalog["members"]] == ["m1", "m2", "m3"]
     with pytest.raises(ValidationError):
         w.tenants.put_catalog_entry("t1", "members", "m4", {})
     with pytest.raises(NotFoundError):
         w.tenants.put_catalog_entry("t1", "widgets", "x", {"name": "x"})
-    assert [m["id"] for m in w.tenants.catalog("t1")["members"]] == ["m1", "m2", "m3"]
+    assert [m.id for m in w.tenants.catalog("t1").members.values()] == ["m1", "m2", "m3"]
     with pytest.raises(NotFoundError):
         w.tenants.catalog_entry("t1", "members", "m9")
     with pytest.raises(NotFoundError):
@@ -213,8 +222,10 @@ def test_a_conflicting_binding_changes_nothing(world: World) -> None:
     w.tenants.put_catalog_entry("t1", "members", "m1", {"name": "甲", "operator_id": 17})
     with pytest.raises(ConflictError):
         w.tenants.put_catalog_entry("t1", "members", "m2", {"name": "乙二", "operator_id": 17})
-    assert w.tenants.catalog_entry("t1", "members", "m1")["operator_id"] == 17
-    m2 = w.tenants.catalog_entry("t1", "members", "m2")
+    assert (
+        _entry(w.tenants.catalog_entry("t1", "members", "m1"), "members", "m1")["operator_id"] == 17
+    )
+    m2 = _entry(w.tenants.catalog_entry("t1", "members", "m2"), "members", "m2")
     assert m2["name"] != "乙二" and m2["operator_id"] is None
 
 
@@ -591,9 +602,9 @@ def test_a_revoked_key_fails_at_once_here_and_within_the_auth_cache_elsewhere() 
     here = TenantService(store.uow, clock, ids)
     elsewhere = TenantService(store.uow, clock, ids)  # another process on the same database
     created = here.create("t1")
-    key = created["api_key"]
+    key = created.api_key
     assert here.authenticate(key) == "t1" and elsewhere.authenticate(key) == "t1"
-    here.revoke_key("t1", created["key_id"])
+    here.revoke_key("t1", created.key.id)
     with pytest.raises(UnauthorizedError):
         here.authenticate(key)
     assert elsewhere.authenticate(key) == "t1"  # still cached

@@ -260,6 +260,46 @@ class AutomationRunNowOut(BaseModel):
     data: list[AutomationRunOut]
 
 
+class TenantOut(BaseModel):
+    """A tenant's settings."""
+
+    mid: str
+    name: str
+    timezone: str = Field(description="IANA time zone of the tenant's local times")
+    object_id: str
+    default_business_type: str
+    created_at: str = Field(description="RFC 3339, UTC")
+
+
+class TenantCreatedOut(TenantOut):
+    """A new tenant and its first API key (shown only in this answer)."""
+
+    api_key: str
+    key_id: str
+
+
+class KeyOut(BaseModel):
+    """An API key without the key itself: its id and first characters."""
+
+    id: str
+    mid: str
+    prefix: str
+    created_at: str = Field(description="RFC 3339, UTC")
+    revoked_at: str | None = Field(description="RFC 3339, UTC; null while it works")
+
+
+class IssuedKeyOut(KeyOut):
+    """A new API key (`api_key` is shown only in this answer)."""
+
+    api_key: str
+
+
+class KeyListOut(BaseModel):
+    """A tenant's keys, oldest first."""
+
+    data: list[KeyOut]
+
+
 class EventTypeOut(BaseModel):
     """An event type: what it means, its JSON Schema and an example as subscribers get it."""
 

@@ -29,8 +29,11 @@ def tenants_create(
     as_json: AsJson = False,
 ) -> None:
     """Create a tenant with the default catalog and print its first API key (shown once)."""
+    from leadhook.api import bodies
+
     with opened(load_settings(database_url=database_url)) as container:
-        tenant = container.tenants.create(mid, name, timezone, object_id)
+        made = container.tenants.create(mid, name, timezone, object_id)
+    tenant = bodies.new_tenant(made).model_dump()
     if as_json:
         console.print_json(json.dumps(tenant))
         return
@@ -60,8 +63,10 @@ def keys_list(
     as_json: AsJson = False,
 ) -> None:
     """List a tenant's keys: id, prefix, created, revoked (never the keys themselves)."""
+    from leadhook.api import bodies
+
     with opened(load_settings(database_url=database_url)) as container:
-        keys = container.tenants.list_keys(mid)
+        keys = bodies.keys(container.tenants.list_keys(mid)).model_dump()["data"]
     if as_json:
         console.print_json(json.dumps({"data": keys}))
         return
@@ -87,8 +92,10 @@ def keys_issue(
     as_json: AsJson = False,
 ) -> None:
     """Issue another API key for a tenant (shown once)."""
+    from leadhook.api import bodies
+
     with opened(load_settings(database_url=database_url)) as container:
-        key = container.tenants.issue_key(mid)
+        key = bodies.new_key(container.tenants.issue_key(mid)).model_dump()
     if as_json:
         console.print_json(json.dumps(key))
         return

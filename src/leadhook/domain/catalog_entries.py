@@ -201,6 +201,22 @@ def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
     }
 
 
+# The member of each catalog kind's JSON entries that holds the entry's key.
+_ENTRY_ID = {
+    "life_stages": "code",
+    "lead_pools": "code",
+    "fields": "code",
+    "objects": "object_name",
+}
+
+
+def find_entry(catalog: Catalog, kind: str, key: str) -> dict[str, Any] | None:
+    """Return one entry of `kind` as `catalog_to_json` lists it, or None if there is none."""
+    entries: list[dict[str, Any]] = catalog_to_json(catalog)[kind]
+    id_key = _ENTRY_ID.get(kind, "id")
+    return next((e for e in entries if e[id_key] == key), None)
+
+
 def _field_json(f: FieldDef) -> dict[str, Any]:
     out: dict[str, Any] = {"code": f.code, "name": f.label, "type": f.type, "group": f.group}
     if f.ref:

@@ -17,8 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from leadhook.domain.times import rfc3339_or_none
-
 CircuitState = Literal["closed", "open", "half_open"]
 
 THRESHOLD = 5
@@ -65,13 +63,3 @@ def after_no_answer(circuit: Circuit, started: Iterable[float], now: float) -> C
     if failures >= THRESHOLD:
         return Circuit(failures, now, now + BASE_COOLDOWN, BASE_COOLDOWN)
     return Circuit(failures)
-
-
-def circuit_json(circuit: Circuit, now: float) -> dict[str, object]:
-    """Describe a circuit as the API shows it."""
-    return {
-        "state": circuit.state(now),
-        "opened_at": rfc3339_or_none(circuit.opened_at),
-        "retry_at": rfc3339_or_none(circuit.retry_at),
-        "consecutive_failures": circuit.failures,
-    }

@@ -28,7 +28,6 @@ from leadhook.domain.errors import (
 )
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import SYSTEM, Operator
-from leadhook.domain.times import rfc3339
 from leadhook.services.allocation import Allocation
 from leadhook.services.leads import BehaviourRequest, Changes, LeadService, dumps
 from leadhook.services.ports import (
@@ -36,6 +35,7 @@ from leadhook.services.ports import (
     Clock,
     DueLead,
     IdFactory,
+    Page,
     UnitOfWork,
     UnitOfWorkFactory,
 )
@@ -44,20 +44,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 100
 DEFAULT_INTERVAL = 60.0
-
-
-def run_json(run: AutomationRun) -> dict[str, Any]:
-    """Describe one automation run as the API shows it."""
-    return {
-        "id": run.id,
-        "rule": run.rule,
-        "lead_pool": run.lead_pool,
-        "trigger": run.trigger,
-        "started_at": rfc3339(run.started_at),
-        "finished_at": rfc3339(run.finished_at),
-        "moved": len(run.lead_ids),
-        "lead_ids": list(run.lead_ids),
-    }
 
 
 def _lock(uow: UnitOfWork, req: BehaviourRequest, lead_id: str) -> Lead:
@@ -290,17 +276,14 @@ class AutomationService:
             uow.commit()
         return run
 
-    def run_now(self, mid: str) -> str:
+    def run_now(self, mid: str) -> list[AutomationRun]:
         """Run the tenant's due rules now; answer the runs that moved leads."""
-        runs = self.run_due(mid, trigger="manual")
-        moved = sum(len(r.lead_ids) for r in runs)
-        return dumps({"moved": moved, "data": [run_json(r) for r in runs]})
+        return self.run_due(mid, trigger="manual")
 
-    def runs(self, mid: str, cursor: str | None, limit: int) -> str:
+    def runs(self, mid: str, cursor: str | None, limit: int) -> Page[AutomationRun]:
         """List the tenant's past runs, newest first."""
         with self._read() as uow:
-            page = uow.pools.runs(mid, cursor, limit)
-        return dumps({"data": [run_json(r) for r in page.data], "next_cursor": page.next_cursor})
+            return uow.pools.runs(mid, cursor, limit)
 
 
 class AutomationScheduler:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from leadhook.domain.errors import FieldProblem, NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
 from leadhook.domain.times import parse_rfc3339
-from leadhook.services.ports import DELIVERY_STATUSES, DeliveryFilter, UnitOfWorkFactory
-from leadhook.services.subscriptions import attempt_json, delivery_json
+from leadhook.services.ports import (
+    DELIVERY_STATUSES,
+    Delivery,
+    DeliveryFilter,
+    Page,
+    UnitOfWorkFactory,
+)
 
 
 def delivery_filter(
@@ -62,24 +65,19 @@ class DeliveryService:
 
     def list(
         self, mid: str, filters: DeliveryFilter, cursor: str | None, limit: int
-    ) -> dict[str, Any]:
+    ) -> Page[Delivery]:
         """List the tenant's deliveries, newest first, each with its attempts.
 
         Deliveries of deleted subscriptions are listed too (they ended `dead`): a filter on a
         subscription id that is not the tenant's simply matches nothing.
         """
         with self._read() as uow:
-            page = uow.deliveries.search(mid, filters, cursor, limit)
-        return {"data": [delivery_json(d) for d in page.data], "next_cursor": page.next_cursor}
+            return uow.deliveries.search(mid, filters, cursor, limit)
 
-    def attempts(self, mid: str, delivery_id: str) -> dict[str, Any]:
-        """Return the attempts of one delivery, oldest first; 404 if it is not the tenant's."""
+    def attempts(self, mid: str, delivery_id: str) -> Delivery:
+        """Return one delivery with its attempts, oldest first; 404 if it is not the tenant's."""
         with self._read() as uow:
             found = uow.deliveries.get(mid, delivery_id)
         if found is None:
             raise NotFoundError(f"delivery {delivery_id!r} not found")
-        return {
-            "delivery_id": found.id,
-            "status": found.status,
-            "data": [attempt_json(a) for a in found.attempts],
-        }
+        return found

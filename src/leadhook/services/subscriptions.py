@@ -6,27 +6,26 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from leadhook.domain.attempts import Delivered
-from leadhook.domain.circuit import circuit_json
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES, TEST_EVENT_TYPE
 from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
-from leadhook.domain.times import parse_rfc3339, rfc3339, rfc3339_or_none
+from leadhook.domain.times import parse_rfc3339
 from leadhook.services import ports
 from leadhook.services.lanes import MAX_IN_FLIGHT
 from leadhook.services.ports import (
     DELIVERY_STATUSES,
-    UNFINISHED,
     USER_AGENT,
     Attempt,
     Clock,
     Delivery,
     DeliveryStatus,
     IdFactory,
+    Page,
     SenderFactory,
     Subscription,
     UnitOfWork,
@@ -47,56 +46,15 @@ EDITABLE = frozenset(
 )
 
 
-def subscription_json(sub: Subscription, now: float) -> dict[str, Any]:
-    """Describe a subscription as the API shows it, without its secret."""
-    rotating = len(sub.signing_secrets(now)) > 1
-    return {
-        "id": sub.id,
-        "url": sub.url,
-        "event_types": list(sub.event_types),
-        "description": sub.description,
-        "enabled": sub.enabled,
-        "disabled_reason": sub.disabled_reason,
-        "max_in_flight": sub.max_in_flight,
-        "rate_limit_per_s": sub.rate_limit_per_s,
-        "failing_since": rfc3339_or_none(sub.first_failure_at),
-        "circuit": circuit_json(sub.circuit, now),
-        "previous_secret_expires_at": (
-            rfc3339_or_none(sub.previous_secret_expires_at) if rotating else None
-        ),
-        "created_at": rfc3339(sub.created_at),
-        "updated_at": rfc3339(sub.updated_at),
-    }
+@dataclass(frozen=True)
+class TestResult:
+    """A test event as it was sent, and how the endpoint answered it."""
 
+    __test__ = False  # not a pytest test class, whatever its name
 
-def attempt_json(a: Attempt) -> dict[str, Any]:
-    """Describe one HTTP attempt."""
-    return {
-        "attempted_at": rfc3339(a.attempted_at),
-        "status_code": a.status_code,
-        "latency_ms": a.latency_ms,
-        "error": a.error,
-        "response_body": a.response_body,
-    }
-
-
-def delivery_json(d: Delivery) -> dict[str, Any]:
-    """Describe a delivery and its attempts, oldest attempt first."""
-    return {
-        "id": d.id,
-        "subscription_id": d.subscription_id,
-        "event_id": d.event_id,
-        "event_type": d.event_type,
-        "entity_id": d.entity_id,
-        "entity_version": d.entity_version,
-        "status": str(d.status),
-        "attempt_count": d.attempt_count,
-        "next_attempt_at": (rfc3339_or_none(d.next_attempt_at) if d.status in UNFINISHED else None),
-        "last_error": d.last_error,
-        "created_at": rfc3339(d.created_at),
-        "updated_at": rfc3339(d.updated_at),
-        "attempts": [attempt_json(a) for a in d.attempts],
-    }
+    success: bool
+    event: dict[str, Any]
+    attempt: Attempt
 
 
 def _bad(field: str | tuple[str | int, ...], msg: str) -> ValidationError:
@@ -186,8 +144,8 @@ class SubscriptionService:
 
     # ---- subscriptions -----------------------------------------------------------------------
 
-    def create(self, mid: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Create a subscription; the answer carries its `secret`."""
+    def create(self, mid: str, fields: Mapping[str, Any]) -> Subscription:
+        """Create a subscription (with its new `secret`)."""
         for required in ("url", "event_types"):
             if required not in fields:
                 raise _bad(required, "is required")
@@ -211,7 +169,7 @@ class SubscriptionService:
             self._tenant(uow, mid)
             uow.subscriptions.add(sub)
             uow.commit()
-        return {**subscription_json(sub, now), "secret": sub.secret}
+        return sub
 
     @staticmethod
     def _tenant(uow: UnitOfWork, mid: str) -> None:
@@ -229,26 +187,16 @@ class SubscriptionService:
         with self._read() as uow:
             return self._sub(uow, mid, sub_id)
 
-    def get(self, mid: str, sub_id: str) -> dict[str, Any]:
-        """Return a subscription (without its secret), or 404."""
-        return subscription_json(self._load(mid, sub_id), self._clock())
+    def get(self, mid: str, sub_id: str) -> Subscription:
+        """Return a subscription, or 404."""
+        return self._load(mid, sub_id)
 
-    def secret(self, mid: str, sub_id: str) -> dict[str, Any]:
-        """Return the current signing secret of a subscription."""
-        sub = self._load(mid, sub_id)
-        now = self._clock()
-        expires = sub.previous_secret_expires_at if len(sub.signing_secrets(now)) > 1 else None
-        return {"secret": sub.secret, "previous_secret_expires_at": rfc3339_or_none(expires)}
-
-    def list(self, mid: str, cursor: str | None, limit: int) -> dict[str, Any]:
+    def list(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:
         """List the tenant's subscriptions, oldest first."""
         with self._read() as uow:
-            page = uow.subscriptions.page(mid, cursor, limit)
-        now = self._clock()
-        data = [subscription_json(s, now) for s in page.data]
-        return {"data": data, "next_cursor": page.next_cursor}
+            return uow.subscriptions.page(mid, cursor, limit)
 
-    def update(self, mid: str, sub_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    def update(self, mid: str, sub_id: str, changes: Mapping[str, Any]) -> Subscription:
         """Change the given fields; enabling clears the disabled reason and the failure streak."""
         values = self._validated(changes)
         now = self._clock()
@@ -263,7 +211,7 @@ class SubscriptionService:
             uow.commit()
         if new.enabled and not sub.enabled:
             self._on_enqueued()  # its pending deliveries may flow again
-        return subscription_json(new, now)
+        return new
 
     def delete(self, mid: str, sub_id: str) -> None:
         """Delete a subscription; its unfinished deliveries end as dead."""
@@ -272,7 +220,7 @@ class SubscriptionService:
             uow.subscriptions.delete(mid, sub_id, self._clock())
             uow.commit()
 
-    def rotate_secret(self, mid: str, sub_id: str) -> dict[str, Any]:
+    def rotate_secret(self, mid: str, sub_id: str) -> Subscription:
         """Issue a new secret; the current one keeps signing beside it for ROTATION_OVERLAP."""
         now = self._clock()
         with self._uow() as uow:
@@ -286,9 +234,9 @@ class SubscriptionService:
             )
             uow.subscriptions.update(new)
             uow.commit()
-        return {**subscription_json(new, now), "secret": new.secret}
+        return new
 
-    async def send_test(self, mid: str, sub_id: str) -> dict[str, Any]:
+    async def send_test(self, mid: str, sub_id: str) -> TestResult:
         """Send a signed `webhook_test` event now, once, and answer how the endpoint responded.
 
         The test event is not logged, not retried and not listed among the deliveries; it is
@@ -314,30 +262,29 @@ class SubscriptionService:
             await sender.aclose()
         ok = isinstance(result, Delivered)
         attempt = Attempt(now, result.status_code, result.latency_ms, result.error, result.body)
-        return {"success": ok, "event": event, "attempt": attempt_json(attempt)}
+        return TestResult(ok, event, attempt)
 
     # ---- deliveries --------------------------------------------------------------------------
 
     def deliveries(
         self, mid: str, sub_id: str, status: str | None, cursor: str | None, limit: int
-    ) -> dict[str, Any]:
+    ) -> Page[Delivery]:
         """List a subscription's deliveries, newest first, with their attempts."""
         if status is not None and status not in DELIVERY_STATUSES:
             raise ValidationError.at(("query", "status"), f"must be one of {DELIVERY_STATUSES}")
         with self._read() as uow:
             self._sub(uow, mid, sub_id)
-            page = uow.deliveries.page(mid, sub_id, status, cursor, limit)
-        return {"data": [delivery_json(d) for d in page.data], "next_cursor": page.next_cursor}
+            return uow.deliveries.page(mid, sub_id, status, cursor, limit)
 
-    def delivery(self, mid: str, delivery_id: str) -> dict[str, Any]:
+    def delivery(self, mid: str, delivery_id: str) -> Delivery:
         """Return one delivery with its attempts, or 404."""
         with self._read() as uow:
             found = uow.deliveries.get(mid, delivery_id)
         if found is None:
             raise NotFoundError(f"delivery {delivery_id!r} not found")
-        return delivery_json(found)
+        return found
 
-    def retry(self, mid: str, delivery_id: str) -> dict[str, Any]:
+    def retry(self, mid: str, delivery_id: str) -> Delivery:
         """Send a failed, dead or delivered delivery again now, with a fresh retry schedule."""
         with self._uow() as uow:
             found = uow.deliveries.get(mid, delivery_id)
@@ -352,10 +299,10 @@ class SubscriptionService:
                 raise ConflictError("this delivery is being sent right now; retry it afterwards")
             uow.commit()
         self._on_enqueued()
-        return delivery_json(retried)
+        return retried
 
-    def replay(self, mid: str, sub_id: str, since: Any, status: Any = None) -> dict[str, Any]:
-        """Queue again the subscription's finished deliveries created since `since`.
+    def replay(self, mid: str, sub_id: str, since: Any, status: Any = None) -> int:
+        """Queue again the subscription's finished deliveries created since `since`; count them.
 
         `since` is unix seconds, or an RFC 3339 date-time with its time zone.
         """
@@ -375,4 +322,4 @@ class SubscriptionService:
             uow.commit()
         if count:
             self._on_enqueued()
-        return {"replayed": count}
+        return count

@@ -6,17 +6,17 @@ import hashlib
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from leadhook.domain.catalog import DEFAULT_OBJECT_ID, DEFAULT_TIMEZONE, Catalog, validate_key
-from leadhook.domain.catalog_entries import catalog_to_json, upsert_entry, validate_timezone
+from leadhook.domain.catalog_entries import find_entry, upsert_entry, validate_timezone
 from leadhook.domain.errors import (
     FieldProblem,
     NotFoundError,
     UnauthorizedError,
     ValidationError,
 )
-from leadhook.domain.times import rfc3339, rfc3339_or_none
 from leadhook.services.ports import ApiKey, Clock, IdFactory, Tenant, UnitOfWorkFactory
 
 KEY_PREFIX = "lh_"
@@ -30,28 +30,21 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def key_json(key: ApiKey) -> dict[str, Any]:
-    """Describe an API key without the key itself."""
-    return {
-        "id": key.id,
-        "mid": key.mid,
-        "prefix": key.prefix,
-        "created_at": rfc3339(key.created_at),
-        "revoked_at": rfc3339_or_none(key.revoked_at),
-    }
+@dataclass(frozen=True)
+class NewKey:
+    """An API key just issued, and the key itself (shown this once, never stored)."""
+
+    key: ApiKey
+    api_key: str
 
 
-def tenant_json(tenant: Tenant) -> dict[str, Any]:
-    """Describe a tenant as the API shows it."""
-    cat = tenant.catalog
-    return {
-        "mid": tenant.mid,
-        "name": cat.name,
-        "timezone": cat.timezone,
-        "object_id": cat.object_id,
-        "default_business_type": cat.default_business_type,
-        "created_at": rfc3339(tenant.created_at),
-    }
+@dataclass(frozen=True)
+class NewTenant:
+    """A tenant just created, with its first key."""
+
+    tenant: Tenant
+    key: ApiKey
+    api_key: str
 
 
 class TenantService:
@@ -77,7 +70,7 @@ class TenantService:
         name: Any = None,
         timezone: Any = None,
         object_id: Any = None,
-    ) -> dict[str, Any]:
+    ) -> NewTenant:
         """Create a tenant with the default catalog and its first key (shown only here)."""
         if not isinstance(mid, str):
             raise ValidationError.at(("body", "mid"), "is required and must be a string")
@@ -103,7 +96,7 @@ class TenantService:
             key, secret = self._new_key(mid)
             uow.tenants.add_key(key, hash_key(secret))
             uow.commit()
-        return {**tenant_json(tenant), "api_key": secret, "key_id": key.id}
+        return NewTenant(tenant, key, secret)
 
     def _new_key(self, mid: str) -> tuple[ApiKey, str]:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -117,7 +110,7 @@ class TenantService:
             raise NotFoundError(f"tenant {mid!r} not found")
         return tenant
 
-    def issue_key(self, mid: str) -> dict[str, Any]:
+    def issue_key(self, mid: str) -> NewKey:
         """Issue another key for a tenant; the key is in the answer only."""
         with self._uow() as uow:
             if uow.tenants.get(mid) is None:
@@ -125,14 +118,14 @@ class TenantService:
             key, secret = self._new_key(mid)
             uow.tenants.add_key(key, hash_key(secret))
             uow.commit()
-        return {**key_json(key), "api_key": secret}
+        return NewKey(key, secret)
 
-    def list_keys(self, mid: str) -> list[dict[str, Any]]:
+    def list_keys(self, mid: str) -> list[ApiKey]:
         """List a tenant's keys (never the keys themselves)."""
         with self._read() as uow:
             if uow.tenants.get(mid) is None:
                 raise NotFoundError(f"tenant {mid!r} not found")
-            return [key_json(k) for k in uow.tenants.list_keys(mid)]
+            return uow.tenants.list_keys(mid)
 
     def revoke_key(self, mid: str, key_id: str) -> None:
         """Revoke a key; requests with it answer 401 from now on."""
@@ -163,23 +156,20 @@ class TenantService:
         self._auth_cache[digest] = (key.mid, now + AUTH_CACHE_SECONDS)
         return key.mid
 
-    def catalog(self, mid: str) -> dict[str, Any]:
+    def catalog(self, mid: str) -> Catalog:
         """Return the tenant's whole catalog."""
-        return catalog_to_json(self.get(mid).catalog)
+        return self.get(mid).catalog
 
-    def catalog_entry(self, mid: str, kind: str, key: str) -> dict[str, Any]:
-        """Return one catalog entry as the catalog lists it (404 when there is none)."""
+    def catalog_entry(self, mid: str, kind: str, key: str) -> Catalog:
+        """Return the catalog that has entry `key` of `kind` (404 when there is none)."""
         catalog = self.get(mid).catalog
         catalog.require(kind)
-        found = _entry_json(catalog, kind, key)
-        if found is None:
+        if find_entry(catalog, kind, key) is None:
             raise NotFoundError(f"no {kind} entry {key!r} in the catalog")
-        return found
+        return catalog
 
-    def put_catalog_entry(
-        self, mid: str, kind: str, key: str, body: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """Create or replace one catalog entry; answer it as the catalog lists it."""
+    def put_catalog_entry(self, mid: str, kind: str, key: str, body: Mapping[str, Any]) -> Catalog:
+        """Create or replace one catalog entry; answer the catalog that now has it."""
         with self._uow() as uow:
             tenant = uow.tenants.get(mid, for_update=True)
             if tenant is None:
@@ -188,24 +178,7 @@ class TenantService:
                 catalog = upsert_entry(tenant.catalog, kind, key, body)
             uow.tenants.save_catalog(mid, catalog)
             uow.commit()
-        found = _entry_json(catalog, kind, key)
-        assert found is not None  # just written
-        return found
-
-
-def _entry_json(catalog: Catalog, kind: str, key: str) -> dict[str, Any] | None:
-    entries: list[dict[str, Any]] = catalog_to_json(catalog)[kind]
-    id_key = _ENTRY_ID.get(kind, "id")
-    return next((e for e in entries if e[id_key] == key), None)
-
-
-# The member of each catalog kind's JSON entries that holds the entry's key.
-_ENTRY_ID = {
-    "life_stages": "code",
-    "lead_pools": "code",
-    "fields": "code",
-    "objects": "object_name",
-}
+        return catalog
 
 
 @contextmanager

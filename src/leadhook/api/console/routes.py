@@ -263,7 +263,7 @@ def create_subscription(
     except LeadhookError as exc:
         form = {"url": url, "description": description, "event_types": event_types or []}
         return _subscriptions_page(page, status=error_status(exc), error=exc.detail, form=form)
-    return _subscription_page(page, created["id"], secret=created["secret"], status=201)
+    return _subscription_page(page, created.id, secret=created.secret, status=201)
 
 
 def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any) -> Response:
@@ -352,7 +352,7 @@ def disable(page: PageDep, sub_id: str) -> Response:
 def rotate(page: PageDep, sub_id: str) -> Response:
     """Issue a new secret and show it, this once."""
     rotated = page.container.subscriptions.rotate_secret(signed_in(page), sub_id)
-    return _subscription_page(page, sub_id, secret=rotated["secret"], rotated=True)
+    return _subscription_page(page, sub_id, secret=rotated.secret, rotated=True)
 
 
 @router.post("/subscriptions/{sub_id}/test", dependencies=[Csrf])
@@ -370,14 +370,14 @@ def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> R
     catalog = page.container.console.catalog(mid)
     try:
         at = parse_local(catalog, since)
-        answer = page.container.subscriptions.replay(
+        replayed = page.container.subscriptions.replay(
             mid, sub_id, at if at is not None else -1, status or None
         )
     except LeadhookError as exc:
         if error_status(exc) == 404:
             raise
         return _subscription_page(page, sub_id, status=error_status(exc), error=exc.detail)
-    return page.redirect(f"/console/subscriptions/{sub_id}?done=replayed&n={answer['replayed']}")
+    return page.redirect(f"/console/subscriptions/{sub_id}?done=replayed&n={replayed}")
 
 
 # ---- deliveries ---------------------------------------------------------------------------

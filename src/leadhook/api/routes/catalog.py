@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
+from leadhook.api import bodies
 from leadhook.api.deps import ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
 from leadhook.domain.catalog import CatalogKind
@@ -16,14 +17,14 @@ router = APIRouter(prefix="/v1/catalog", tags=["catalog"], responses=ERRORS)
 @router.get("", summary="The whole catalog")
 def get_catalog(mid: Mid, c: ContainerDep) -> dict[str, Any]:
     """Return every kind of the tenant's catalog."""
-    return c.tenants.catalog(mid)
+    return bodies.catalog(c.tenants.catalog(mid))
 
 
 @router.get("/{kind}/{key}", summary="One catalog entry")
 def get_entry(kind: CatalogKind, key: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
     """Answer the entry as `GET /v1/catalog` lists it (a member with its `operator_id`
     binding and `omni_user_uuid`); 404 when the tenant has no such entry."""
-    return c.tenants.catalog_entry(mid, kind, key)
+    return bodies.catalog_entry(c.tenants.catalog_entry(mid, kind, key), kind, key)
 
 
 @router.put("/{kind}/{key}", summary="Create or replace a catalog entry")
@@ -38,4 +39,4 @@ def put_entry(
     account the member is bound to; 409 if another member is bound to it), `order`
     (life_stages), `type` and `group` (fields; `options` for option fields), `object_id`
     (objects), `default` (business_types). Answers the entry as `GET /v1/catalog` lists it."""
-    return c.tenants.put_catalog_entry(mid, kind, key, body)
+    return bodies.catalog_entry(c.tenants.put_catalog_entry(mid, kind, key, body), kind, key)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from leadhook.api import bodies
 from leadhook.api import subscription_models as m
 from leadhook.api.deps import ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
@@ -26,33 +27,37 @@ Status = Literal["pending", "delivered", "failed", "dead"]
     response_model=m.SubscriptionWithSecretOut,
     summary="Create a subscription",
 )
-def create_subscription(body: m.SubscriptionIn, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+def create_subscription(
+    body: m.SubscriptionIn, mid: Mid, c: ContainerDep
+) -> m.SubscriptionWithSecretOut:
     """Create a webhook endpoint. The answer carries its signing `secret`; afterwards the secret
     is only shown by `GET /v1/subscriptions/{id}/secret` and by a rotation, never in `GET`."""
-    return c.subscriptions.create(mid, body.model_dump())
+    sub = c.subscriptions.create(mid, body.model_dump())
+    return bodies.subscription_with_secret(sub, c.clock())
 
 
 @router.get("", response_model=m.SubscriptionPageOut, summary="List subscriptions")
 def list_subscriptions(
     mid: Mid, c: ContainerDep, cursor: str | None = None, limit: Limit = 50
-) -> dict[str, Any]:
+) -> m.SubscriptionPageOut:
     """List the tenant's subscriptions, oldest first; follow `next_cursor` for more."""
-    return c.subscriptions.list(mid, cursor, limit)
+    return bodies.subscriptions(c.subscriptions.list(mid, cursor, limit), c.clock())
 
 
 @router.get("/{sub_id}", response_model=m.SubscriptionOut, summary="Get a subscription")
-def get_subscription(sub_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+def get_subscription(sub_id: str, mid: Mid, c: ContainerDep) -> m.SubscriptionOut:
     """Return a subscription without its secret; `disabled_reason` says why it is disabled."""
-    return c.subscriptions.get(mid, sub_id)
+    return bodies.subscription(c.subscriptions.get(mid, sub_id), c.clock())
 
 
 @router.patch("/{sub_id}", response_model=m.SubscriptionOut, summary="Change a subscription")
 def update_subscription(
     sub_id: str, body: m.SubscriptionPatch, mid: Mid, c: ContainerDep
-) -> dict[str, Any]:
+) -> m.SubscriptionOut:
     """Change the fields sent; invalid input changes nothing. Re-enabling lets the deliveries
     still pending flow again; events of the disabled period are not queued (use replay)."""
-    return c.subscriptions.update(mid, sub_id, body.model_dump(exclude_unset=True))
+    sub = c.subscriptions.update(mid, sub_id, body.model_dump(exclude_unset=True))
+    return bodies.subscription(sub, c.clock())
 
 
 @router.delete("/{sub_id}", status_code=204, summary="Delete a subscription")
@@ -63,9 +68,9 @@ def delete_subscription(sub_id: str, mid: Mid, c: ContainerDep) -> Response:
 
 
 @router.get("/{sub_id}/secret", response_model=m.SecretOut, summary="Get the signing secret")
-def get_secret(sub_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+def get_secret(sub_id: str, mid: Mid, c: ContainerDep) -> m.SecretOut:
     """Return the current signing secret (`whsec_` + base64)."""
-    return c.subscriptions.secret(mid, sub_id)
+    return bodies.secret(c.subscriptions.get(mid, sub_id), c.clock())
 
 
 @router.post(
@@ -73,19 +78,19 @@ def get_secret(sub_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
     response_model=m.SubscriptionWithSecretOut,
     summary="Rotate the signing secret",
 )
-def rotate_secret(sub_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+def rotate_secret(sub_id: str, mid: Mid, c: ContainerDep) -> m.SubscriptionWithSecretOut:
     """Issue a new secret. For 24 h every delivery is signed with both the new and the previous
     secret (two `v1,` signatures), so receivers can switch without losing a message."""
-    return c.subscriptions.rotate_secret(mid, sub_id)
+    return bodies.subscription_with_secret(c.subscriptions.rotate_secret(mid, sub_id), c.clock())
 
 
 @router.post("/{sub_id}/test", response_model=m.TestEventOut, summary="Send a test event")
-async def send_test(sub_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+async def send_test(sub_id: str, mid: Mid, c: ContainerDep) -> m.TestEventOut:
     """POST a signed `{"event_type": "webhook_test", ...}` event to the endpoint now, once,
     and answer how it responded (200 whatever the endpoint said: see `success`). The test event
     is not one of the lead event types, is not logged, retried or listed among deliveries, and
     is sent even when the subscription is disabled or does not subscribe to it."""
-    return await c.subscriptions.send_test(mid, sub_id)
+    return bodies.test_result(await c.subscriptions.send_test(mid, sub_id))
 
 
 @router.get("/{sub_id}/deliveries", response_model=m.DeliveryPageOut, summary="List deliveries")
@@ -96,18 +101,18 @@ def list_deliveries(
     status: Status | None = None,
     cursor: str | None = None,
     limit: Limit = 50,
-) -> dict[str, Any]:
+) -> m.DeliveryPageOut:
     """List the subscription's deliveries, newest first, each with its attempts."""
-    return c.subscriptions.deliveries(mid, sub_id, status, cursor, limit)
+    return bodies.deliveries(c.subscriptions.deliveries(mid, sub_id, status, cursor, limit))
 
 
 @router.post(
     "/{sub_id}/replay", status_code=202, response_model=m.ReplayOut, summary="Replay deliveries"
 )
-def replay(sub_id: str, body: m.ReplayIn, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+def replay(sub_id: str, body: m.ReplayIn, mid: Mid, c: ContainerDep) -> m.ReplayOut:
     """Queue again the finished deliveries created since `since`. They are sent again with the
     same `webhook-id`, in order per lead, with a fresh retry schedule."""
-    return c.subscriptions.replay(mid, sub_id, body.since, body.status)
+    return bodies.replayed(c.subscriptions.replay(mid, sub_id, body.since, body.status))
 
 
 @deliveries_router.get(
@@ -136,7 +141,7 @@ def list_all_deliveries(
     ] = None,
     cursor: str | None = None,
     limit: Limit = 50,
-) -> dict[str, Any]:
+) -> m.DeliveryPageOut:
     """List the tenant's deliveries across all its subscriptions (deleted ones included),
     newest first, each with its attempts; every filter narrows the list. A bad filter is a 422
     naming it; follow `next_cursor` (with the same filters) for the next page."""
@@ -148,27 +153,27 @@ def list_all_deliveries(
         created_after=created_after,
         created_before=created_before,
     )
-    return c.deliveries.list(mid, filters, cursor, limit)
+    return bodies.deliveries(c.deliveries.list(mid, filters, cursor, limit))
 
 
 @deliveries_router.get("/{delivery_id}", response_model=m.DeliveryOut, summary="Get a delivery")
-def get_delivery(delivery_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+def get_delivery(delivery_id: str, mid: Mid, c: ContainerDep) -> m.DeliveryOut:
     """Return one delivery with its attempts."""
-    return c.subscriptions.delivery(mid, delivery_id)
+    return bodies.delivery(c.subscriptions.delivery(mid, delivery_id))
 
 
 @deliveries_router.get(
     "/{delivery_id}/attempts", response_model=m.AttemptPageOut, summary="A delivery's attempts"
 )
-def list_attempts(delivery_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+def list_attempts(delivery_id: str, mid: Mid, c: ContainerDep) -> m.AttemptPageOut:
     """Every HTTP attempt of one delivery, oldest first (404 for another tenant's)."""
-    return c.deliveries.attempts(mid, delivery_id)
+    return bodies.attempts(c.deliveries.attempts(mid, delivery_id))
 
 
 @deliveries_router.post(
     "/{delivery_id}/retry", status_code=202, response_model=m.DeliveryOut, summary="Retry now"
 )
-def retry_delivery(delivery_id: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+def retry_delivery(delivery_id: str, mid: Mid, c: ContainerDep) -> m.DeliveryOut:
     """Send a `failed`, `dead` or `delivered` delivery again now, with a fresh retry schedule
     (409 if it is already `pending` or its subscription was deleted)."""
-    return c.subscriptions.retry(mid, delivery_id)
+    return bodies.delivery(c.subscriptions.retry(mid, delivery_id))
