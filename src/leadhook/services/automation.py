@@ -114,7 +114,7 @@ class PoolService:
             if lead is None:
                 raise NotFoundError(f"lead {lead_id!r} not found")
             found = uow.pools.duplicates(lead, limit)
-        data = [{"lead": d.to_json(), "matched_on": pools.matched_on(lead, d)} for d in found]
+        data = [{"lead": d.to_api_json(), "matched_on": pools.matched_on(lead, d)} for d in found]
         return dumps({"data": data})
 
     def merge(self, req: BehaviourRequest, lead_id: str, duplicates: Any) -> tuple[int, str]:
