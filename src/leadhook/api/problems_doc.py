@@ -6,7 +6,9 @@ from typing import Any
 
 from leadhook.api.models import Problem
 
-_DOC = {"model": Problem, "content": {"application/problem+json": {}}}
+# The schema sits under the media type the answers have (`application/problem+json`), not under
+# `application/json` as a `model` would put it: a client, or a checker, reads the two apart.
+_DOC = {"content": {"application/problem+json": {"schema": Problem.model_json_schema()}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {**_DOC, "description": "Malformed request (bad JSON, cursor or header)"},
     401: {**_DOC, "description": "Missing or unknown API key"},

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 from leadhook.api.deps import ContainerDep
@@ -16,13 +17,38 @@ router = APIRouter(tags=["operations"])
 log = logging.getLogger("leadhook.api")
 
 
+class HealthOut(BaseModel):
+    """The process serves requests."""
+
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    """The database answered a query."""
+
+    status: Literal["ready"]
+    database: str
+
+
+class NotReadyOut(BaseModel):
+    """The database did not answer (its error is logged, never shown here)."""
+
+    status: Literal["unavailable"]
+    detail: str
+
+
 @router.get("/healthz", summary="The process is up")
-def healthz() -> dict[str, Any]:
+def healthz() -> HealthOut:
     """Answer 200 while the process serves requests."""
-    return {"status": "ok"}
+    return HealthOut(status="ok")
 
 
-@router.get("/readyz", summary="The database is reachable")
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": NotReadyOut, "description": "The database is not reachable"}},
+    summary="The database is reachable",
+)
 def readyz(request: Request, c: ContainerDep) -> Response:
     """Answer 200 when a query reaches the database, 503 otherwise."""
     outages: OutageLog = request.app.state.outages
@@ -41,7 +67,12 @@ def readyz(request: Request, c: ContainerDep) -> Response:
     return JSONResponse({"status": "ready", "database": database})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    summary="Prometheus metrics",
+)
 def metrics(request: Request) -> Response:
     """Expose the process's metrics in the Prometheus text format."""
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
