@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from api_helpers import Api, assert_behaviour, assert_problem, seeded_api
+
+from leadhook.domain.catalog_entries import catalog_to_json
 
 
 @pytest.fixture
@@ -254,3 +257,24 @@ def test_binding_an_account_already_bound_to_another_member_is_409(api: Api) -> 
     for bad in (0, -3, "17", True):
         resp = api.put("/v1/catalog/members/m2", json={"name": "李四", "operator_id": bad})
         assert_problem(resp, 422, ["body", "operator_id"])
+
+
+def test_catalog_answers_are_the_stored_document_byte_for_byte(api: Api) -> None:
+    """The answers go through the declared models (api/bodies.py) yet stay the catalog's own
+    JSON: same keys in the same order, a field's `ref`/`options` absent when unset, a whole
+    number of days still a whole number."""
+    pool = {"name": "东区", "members": ["m1"], "reclaim": {"after_days": 3, "enabled": True}}
+    put = api.put("/v1/catalog/lead_pools/east", json=pool)
+    assert put.status_code == 200, put.text
+    stored = catalog_to_json(api.container.tenants.get(api.mid).catalog)
+
+    def compact(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    assert api.get("/v1/catalog").text == compact(stored)
+    assert '"after_days":3,' in put.text and "ref" not in compact(_entry(stored, "fields", "name"))
+    for kind in (*KINDS, "objects"):
+        for entry in stored[kind]:
+            key = entry["object_name" if kind == "objects" else "code" if "code" in entry else "id"]
+            resp = api.get(f"/v1/catalog/{kind}/{key}")
+            assert resp.text == compact(entry), (kind, key)

@@ -48,7 +48,7 @@ def _scenario() -> dict[str, Any]:
         "reclaim": {"after_days": 3, "enabled": True},
     }
     put = tenants.put_catalog_entry("941", "lead_pools", "east", east)
-    out["pool-entry"] = bodies.catalog_entry(put, "lead_pools", "east")
+    out["pool-entry"] = bodies.catalog_entry(put, "lead_pools", "east").model_dump()
     tenants.put_catalog_entry(
         "941",
         "lead_pools",

@@ -192,16 +192,30 @@ def new_key(issued: NewKey) -> m.IssuedKeyOut:
     return m.IssuedKeyOut(**_key_fields(issued.key), api_key=issued.api_key)
 
 
-def catalog(c: Catalog) -> dict[str, Any]:
-    """The whole catalog, as the store keeps it."""
-    return catalog_to_json(c)
+# The model of each catalog kind's entries. The catalog's JSON form is the domain's (the store
+# keeps the same document); these models check it and document it. A field's `ref` and
+# `options` are absent, not null, when unset: the routes answer with `exclude_unset`.
+ENTRY_MODELS: dict[str, type[m.CatalogEntryOut]] = {
+    "members": m.MemberOut,
+    "business_types": m.NamedEntryOut,
+    "lead_statuses": m.NamedEntryOut,
+    "life_stages": m.LifeStageOut,
+    "lead_pools": m.LeadPoolOut,
+    "fields": m.FieldOut,
+    "objects": m.ObjectOut,
+}
 
 
-def catalog_entry(c: Catalog, kind: str, key: str) -> dict[str, Any]:
+def catalog(c: Catalog) -> m.CatalogOut:
+    """The whole catalog."""
+    return m.CatalogOut.model_validate(catalog_to_json(c))
+
+
+def catalog_entry(c: Catalog, kind: str, key: str) -> m.CatalogEntryOut:
     """One catalog entry as the catalog lists it (the service checked that it exists)."""
     found = find_entry(c, kind, key)
     assert found is not None, (kind, key)
-    return found
+    return ENTRY_MODELS[kind].model_validate(found)
 
 
 def run(r: AutomationRun) -> m.AutomationRunOut:

@@ -323,3 +323,99 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = None
+
+
+class _CatalogEntry(BaseModel):
+    # Exact shapes: an entry of one kind never passes for another (they share `id`, `name`).
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemberOut(_CatalogEntry):
+    """A member: who may own leads; `operator_id` binds her back-office account."""
+
+    id: str
+    name: str
+    omni_user_uuid: str
+    operator_id: int | None
+
+
+class NamedEntryOut(_CatalogEntry):
+    """A business type or a lead status."""
+
+    id: str
+    name: str
+
+
+class LifeStageOut(_CatalogEntry):
+    """A life-cycle stage, in `order`."""
+
+    code: str
+    name: str
+    order: int
+
+
+class AssignmentOut(_CatalogEntry):
+    """How new leads of a pool are given an owner."""
+
+    mode: str
+    members: list[str]
+    enabled: bool
+
+
+class ReclaimOut(_CatalogEntry):
+    """When owned leads go back to the pool (or to `to_lead_pool`)."""
+
+    after_days: int | float
+    enabled: bool
+    to_lead_pool: str | None
+
+
+class LeadPoolOut(_CatalogEntry):
+    """A lead pool and its rules (null when unset)."""
+
+    code: str
+    name: str
+    members: list[str]
+    claim_limit: int | None
+    assignment: AssignmentOut | None
+    reclaim: ReclaimOut | None
+
+
+class FieldOut(_CatalogEntry):
+    """A field of a lead: built in or the tenant's own. `ref` and `options` only when set."""
+
+    code: str
+    name: str
+    type: str
+    group: str
+    ref: str | None = Field(None, description="the catalog kind its value names (when it has one)")
+    options: dict[str, str] | None = Field(None, description="option fields: value → label")
+    builtin: bool
+
+
+class ObjectOut(_CatalogEntry):
+    """An object leads may relate to."""
+
+    object_name: str
+    name: str
+    object_id: str
+
+
+CatalogEntryOut = MemberOut | NamedEntryOut | LifeStageOut | LeadPoolOut | FieldOut | ObjectOut
+
+
+class CatalogOut(BaseModel):
+    """A tenant's whole catalog."""
+
+    mid: str
+    name: str
+    timezone: str
+    object_id: str
+    default_business_type: str
+    members: list[MemberOut]
+    business_types: list[NamedEntryOut]
+    lead_statuses: list[NamedEntryOut]
+    life_stages: list[LifeStageOut]
+    lead_pools: list[LeadPoolOut]
+    fields: list[FieldOut]
+    objects: list[ObjectOut]

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 
 from leadhook.api import bodies
+from leadhook.api import models as m
 from leadhook.api.deps import ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
 from leadhook.domain.catalog import CatalogKind
@@ -14,27 +15,29 @@ from leadhook.domain.catalog import CatalogKind
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"], responses=ERRORS)
 
 
-@router.get("", summary="The whole catalog")
-def get_catalog(mid: Mid, c: ContainerDep) -> dict[str, Any]:
+@router.get("", response_model_exclude_unset=True, summary="The whole catalog")
+def get_catalog(mid: Mid, c: ContainerDep) -> m.CatalogOut:
     """Return every kind of the tenant's catalog."""
     return bodies.catalog(c.tenants.catalog(mid))
 
 
-@router.get("/{kind}/{key}", summary="One catalog entry")
-def get_entry(kind: CatalogKind, key: str, mid: Mid, c: ContainerDep) -> dict[str, Any]:
+@router.get("/{kind}/{key}", response_model_exclude_unset=True, summary="One catalog entry")
+def get_entry(kind: CatalogKind, key: str, mid: Mid, c: ContainerDep) -> m.CatalogEntryOut:
     """Answer the entry as `GET /v1/catalog` lists it (a member with its `operator_id`
     binding and `omni_user_uuid`); 404 when the tenant has no such entry."""
     return bodies.catalog_entry(c.tenants.catalog_entry(mid, kind, key), kind, key)
 
 
-@router.put("/{kind}/{key}", summary="Create or replace a catalog entry")
+@router.put(
+    "/{kind}/{key}", response_model_exclude_unset=True, summary="Create or replace a catalog entry"
+)
 def put_entry(
     kind: CatalogKind,
     key: str,
     mid: Mid,
     c: ContainerDep,
     body: Annotated[dict[str, Any], Body()],
-) -> dict[str, Any]:
+) -> m.CatalogEntryOut:
     """Body: `{"name"}` plus `omni_user_uuid` and `operator_id` (members: the back-office
     account the member is bound to; 409 if another member is bound to it), `order`
     (life_stages), `type` and `group` (fields; `options` for option fields), `object_id`
