@@ -16,6 +16,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: {**_DOC, "description": "Conflicts with the current state"},
     412: {**_DOC, "description": "If-Match names an older version"},
     413: {**_DOC, "description": "Body over 1 MiB"},
+    414: {**_DOC, "description": "URL (path and query) over 8 KiB"},
     415: {**_DOC, "description": "A body that is not application/json"},
     422: {**_DOC, "description": "Invalid input; `errors` names each field"},
     429: {**_DOC, "description": "Over this API key's request rate; retry after `Retry-After`"},
