@@ -89,7 +89,9 @@ def main() -> None:
     """Run the chosen load under py-spy."""
     mode, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-        {"sequential": sequential, "concurrent": concurrent, "drain": drain}[mode](n, out, Path(tmp))
+        {"sequential": sequential, "concurrent": concurrent, "drain": drain}[mode](
+            n, out, Path(tmp)
+        )
 
 
 if __name__ == "__main__":
