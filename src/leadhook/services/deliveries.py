@@ -57,6 +57,15 @@ def delivery_filter(
     )
 
 
+def read_delivery(read: UnitOfWorkFactory, mid: str, delivery_id: str) -> Delivery:
+    """Return one delivery of the tenant with its attempts, oldest first, or 404."""
+    with read() as uow:
+        found = uow.deliveries.get(mid, delivery_id)
+    if found is None:
+        raise NotFoundError(f"delivery {delivery_id!r} not found")
+    return found
+
+
 class DeliveryService:
     """Read deliveries of every subscription of a tenant, and the attempts of one."""
 
@@ -76,8 +85,4 @@ class DeliveryService:
 
     def attempts(self, mid: str, delivery_id: str) -> Delivery:
         """Return one delivery with its attempts, oldest first; 404 if it is not the tenant's."""
-        with self._read() as uow:
-            found = uow.deliveries.get(mid, delivery_id)
-        if found is None:
-            raise NotFoundError(f"delivery {delivery_id!r} not found")
-        return found
+        return read_delivery(self._read, mid, delivery_id)

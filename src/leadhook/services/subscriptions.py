@@ -16,6 +16,7 @@ from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
 from leadhook.domain.times import parse_rfc3339
 from leadhook.services import ports
+from leadhook.services.deliveries import read_delivery
 from leadhook.services.lanes import MAX_IN_FLIGHT
 from leadhook.services.ports import (
     DELIVERY_STATUSES,
@@ -278,11 +279,7 @@ class SubscriptionService:
 
     def delivery(self, mid: str, delivery_id: str) -> Delivery:
         """Return one delivery with its attempts, or 404."""
-        with self._read() as uow:
-            found = uow.deliveries.get(mid, delivery_id)
-        if found is None:
-            raise NotFoundError(f"delivery {delivery_id!r} not found")
-        return found
+        return read_delivery(self._read, mid, delivery_id)
 
     def retry(self, mid: str, delivery_id: str) -> Delivery:
         """Send a failed, dead or delivered delivery again now, with a fresh retry schedule."""
