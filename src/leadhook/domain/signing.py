@@ -172,3 +172,18 @@ def active_secrets(
     if previous and previous_expires_at is not None and now < previous_expires_at:
         return (secret, previous)
     return (secret,)
+
+
+class RotatingSecret:
+    """What signs for something whose secret can be mid-rotation: a subscription, and the job
+    that carries its secrets. The dataclass that mixes this in declares the three fields."""
+
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: float | None
+
+    def signing_secrets(self, now: float) -> tuple[str, ...]:
+        """Return the secrets that sign now: the current one, and the previous during rotation."""
+        return active_secrets(
+            self.secret, self.previous_secret, self.previous_secret_expires_at, now
+        )

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from leadhook import __version__
 from leadhook.domain.attempts import SendResult
-from leadhook.domain.signing import active_secrets
+from leadhook.domain.signing import RotatingSecret
 from leadhook.services.ports.storage import Attempt, DeliveryStatus
 
 USER_AGENT = f"leadhook/{__version__}"
@@ -16,7 +16,7 @@ USER_AGENT = f"leadhook/{__version__}"
 
 
 @dataclass(frozen=True)
-class Job:
+class Job(RotatingSecret):
     """A claimed delivery with everything needed to send it, so no lookup follows the claim."""
 
     seq: int
@@ -36,12 +36,6 @@ class Job:
     previous_secret: str | None = None
     previous_secret_expires_at: float | None = None
     first_failure_at: float | None = None
-
-    def signing_secrets(self, now: float) -> tuple[str, ...]:
-        """Return the secrets that sign now: the current one, and the previous during rotation."""
-        return active_secrets(
-            self.secret, self.previous_secret, self.previous_secret_expires_at, now
-        )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.circuit import CLOSED, Circuit
 from leadhook.domain.lead import Lead
-from leadhook.domain.signing import active_secrets
+from leadhook.domain.signing import RotatingSecret
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ class StoredEvent(NewEvent):
 
 
 @dataclass(frozen=True)
-class Subscription:
+class Subscription(RotatingSecret):
     """A webhook endpoint of a tenant and the event types it wants."""
 
     id: str
@@ -109,12 +109,6 @@ class Subscription:
     def wants(self, event_type: str) -> bool:
         """Tell whether this subscription receives events of `event_type`."""
         return self.enabled and ("*" in self.event_types or event_type in self.event_types)
-
-    def signing_secrets(self, now: float) -> tuple[str, ...]:
-        """Return the secrets that sign now: the current one, and the previous during rotation."""
-        return active_secrets(
-            self.secret, self.previous_secret, self.previous_secret_expires_at, now
-        )
 
 
 @dataclass(frozen=True)
