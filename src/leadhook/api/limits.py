@@ -109,28 +109,31 @@ class HeaderLimit:
         self.max_url_bytes = max_url_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
-            if size > self.max_header_bytes:
-                response = problems.problem(
-                    431,
-                    "Request header fields too large",
-                    f"request headers are limited to {self.max_header_bytes} bytes in all",
-                    "header-fields-too-large",
-                )
-                await response(scope, receive, send)
-                return
-            url = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-            if url > self.max_url_bytes:
-                response = problems.problem(
-                    414,
-                    "URI too long",
-                    f"request URLs are limited to {self.max_url_bytes} bytes",
-                    "uri-too-long",
-                )
-                await response(scope, receive, send)
-                return
+        refusal = self._refusal(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> Response | None:
+        """The 431 or 414 answer for an oversized request head, or None to let it through."""
+        size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if size > self.max_header_bytes:
+            return problems.problem(
+                431,
+                "Request header fields too large",
+                f"request headers are limited to {self.max_header_bytes} bytes in all",
+                "header-fields-too-large",
+            )
+        url = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if url > self.max_url_bytes:
+            return problems.problem(
+                414,
+                "URI too long",
+                f"request URLs are limited to {self.max_url_bytes} bytes",
+                "uri-too-long",
+            )
+        return None
 
 
 class BodyLimit:
