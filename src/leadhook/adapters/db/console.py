@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, and_, or_, select
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.repositories import SqlEvents, _event
@@ -33,6 +34,18 @@ class SqlConsoleQueries:
             conn = raw.execution_options(leadhook_readonly=True)
             with conn.begin():
                 yield conn
+
+    def _newest(
+        self, table: Table, conds: list[ColumnElement[bool]], before_seq: int | None, limit: int
+    ) -> Sequence[Row[Any]]:
+        """The rows of `table` that match `conds`, newest (highest `seq`) first, and only those
+        older than `before_seq` when it is given: one page of a console listing."""
+        if before_seq is not None:
+            conds = [*conds, table.c.seq < before_seq]
+        with self._conn() as conn:
+            return conn.execute(
+                select(table).where(and_(*conds)).order_by(table.c.seq.desc()).limit(limit)
+            ).all()
 
     def search_leads(self, mid: str, text: str, offset: int, limit: int) -> list[Lead]:
         c = t.leads.c
@@ -67,13 +80,7 @@ class SqlConsoleQueries:
             conds.append(c.event_type == event_type)
         if entity_id:
             conds.append(c.entity_id == entity_id)
-        if before_seq is not None:
-            conds.append(c.seq < before_seq)
-        with self._conn() as conn:
-            rows = conn.execute(
-                select(t.events).where(and_(*conds)).order_by(c.seq.desc()).limit(limit)
-            ).all()
-        return [_event(r) for r in rows]
+        return [_event(r) for r in self._newest(t.events, conds, before_seq, limit)]
 
     def latest_event_id(self, mid: str) -> str | None:
         c = t.events.c
@@ -103,12 +110,7 @@ class SqlConsoleQueries:
             conds.append(d.created_at >= query.since)
         if query.until is not None:
             conds.append(d.created_at < query.until)
-        if before_seq is not None:
-            conds.append(d.seq < before_seq)
-        with self._conn() as conn:
-            rows = conn.execute(
-                select(t.deliveries).where(and_(*conds)).order_by(d.seq.desc()).limit(limit)
-            ).all()
+        rows = self._newest(t.deliveries, conds, before_seq, limit)
         # The listing shows the attempt count and last error; attempts are on the detail page.
         return [(int(r.seq), delivery_of(r, ())) for r in rows]
 
