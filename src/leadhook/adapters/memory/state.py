@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import copy
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from leadhook.services.ports import (
@@ -118,20 +119,5 @@ class MemoryState:
 
     def copy(self) -> MemoryState:
         """Return an independent copy (a snapshot a unit of work may change freely)."""
-        return MemoryState(
-            tenants=dict(self.tenants),
-            keys=dict(self.keys),
-            leads=dict(self.leads),
-            events=list(self.events),
-            event_index=dict(self.event_index),
-            event_versions=set(self.event_versions),
-            subscriptions=dict(self.subscriptions),
-            deliveries=dict(self.deliveries),
-            attempts=dict(self.attempts),
-            idempotency=dict(self.idempotency),
-            pool_turns=dict(self.pool_turns),
-            automation_runs=list(self.automation_runs),
-            lead_seq=self.lead_seq,
-            event_seq=self.event_seq,
-            delivery_seq=self.delivery_seq,
-        )
+        # A shallow copy of each field: the containers are new, the immutable rows shared.
+        return MemoryState(**{f.name: copy.copy(getattr(self, f.name)) for f in fields(self)})
