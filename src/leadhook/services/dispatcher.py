@@ -114,7 +114,7 @@ class Dispatcher:
         worker_id: str | None = None,
         batch_size: int = 100,
         poll_interval: float = 0.25,
-        gather: float = 0.010,
+        gather: float = 0.016,
         rand: Callable[[], float] = random.random,
         retention: Retention | None = None,
     ) -> None:
