@@ -147,17 +147,26 @@ class WriteGate:
     def try_acquire(self) -> bool:
         """Take the gate if it is free right now, without waiting; tell whether it was taken.
 
-        For an event loop, which must not block: when this answers False it waits for the
-        gate in a thread (`acquire`) and carries on serving meanwhile.
+        For an event loop, which must not block: when this answers False the loop tries again
+        a moment later and carries on serving meanwhile (see `writer.GroupWriter._flush`).
         """
+        return self._take(blocking=False)
+
+    def acquire(self) -> None:
+        """Take the gate, waiting as long as it takes."""
+        self._take(blocking=True)
+
+    def _take(self, *, blocking: bool) -> bool:
         if self._lock is None:
             return True
-        if not self._lock.acquire(blocking=False):
+        if not self._lock.acquire(blocking=blocking):
             return False
         if self._path is None:
             return True
         try:
-            fcntl.flock(self._descriptor(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(
+                self._descriptor(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB
+            )
         except BlockingIOError:
             self._lock.release()
             return False
@@ -165,19 +174,6 @@ class WriteGate:
             self._lock.release()
             raise
         return True
-
-    def acquire(self) -> None:
-        """Take the gate, waiting as long as it takes (any thread may `release` it)."""
-        if self._lock is None:
-            return
-        self._lock.acquire()
-        if self._path is None:
-            return
-        try:
-            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
-        except BaseException:
-            self._lock.release()
-            raise
 
     def release(self) -> None:
         """Give the gate back."""

@@ -138,6 +138,7 @@ class GroupWriter:
         self._flush_held()
 
     def _flush_held(self) -> None:
+        """Commit everything pending with the gate already taken; give the gate back."""
         try:
             while self._pending:
                 batch = self._pending[: self._max_batch]
@@ -145,12 +146,6 @@ class GroupWriter:
                 self._loop_conn = self._commit(self._loop_conn, batch, held=True)
         finally:
             self._gate.release()
-
-    def _flush_inline(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            self._loop_conn = self._commit(self._loop_conn, batch)
 
     def _start(self) -> None:
         with self._lock:
@@ -175,7 +170,9 @@ class GroupWriter:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        self._flush_inline()
+        if self._pending:
+            self._gate.acquire()
+            self._flush_held()
         if self._loop_conn is not None:
             self._loop_conn.close()
             self._loop_conn = None
