@@ -860,3 +860,22 @@ def test_the_binding_survives_the_catalogs_json_round_trip() -> None:
     assert next(m for m in shown["members"] if m["id"] == BOB)["operator_id"] is None
     assert catalog_from_json(shown) == cat
     assert catalog_from_json(shown).member_bound_to(17) == cat.members[ALICE]
+
+
+def test_a_lead_copy_changes_only_what_it_names_and_refuses_unknown_fields() -> None:
+    """Catches: `Lead.but` (the hot path's `dataclasses.replace`) sharing state with the
+    original, or accepting a misspelt field the way a plain `__dict__` update would."""
+    import dataclasses
+
+    import pytest
+
+    from leadhook.domain.lead import Lead
+
+    lead = Lead(id="L", mid="m", version=1, business_type="b", owner=None, lead_pool="p",
+                life_status="s", fields={"name": "a"})  # fmt: skip
+    copy = lead.but(version=2, owner="u")
+    assert copy == dataclasses.replace(lead, version=2, owner="u")
+    assert (lead.version, lead.owner) == (1, None)
+    assert copy.fields is lead.fields  # shared like replace: a Lead never mutates its maps
+    with pytest.raises(TypeError, match="no field vresion"):
+        lead.but(vresion=3)

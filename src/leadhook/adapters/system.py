@@ -6,9 +6,6 @@ import os
 import threading
 import time
 
-import shortuuid
-from ulid import ULID
-
 from leadhook.domain.signing import generate_secret
 
 
@@ -19,6 +16,50 @@ class SystemClock:
         return time.time()
 
 
+# shortuuid's alphabet (57 characters, no 0/1/I/O/l) and its 22-character length: the ids
+# every earlier version minted, so old and new ones look alike.
+ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_PAIRS = tuple(a + b for a in ALPHABET for b in ALPHABET)  # two digits per division
+_BASE2 = len(ALPHABET) ** 2
+_VERSION_MASK = ~((0xC000 << 48) | (0xF000 << 64))
+_VERSION_BITS = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant, version 4
+
+
+def shortuuid_of(number: int) -> str:
+    """Encode a 128-bit number as shortuuid does: 22 base-57 digits, most significant first.
+
+    Byte for byte what `shortuuid.encode(UUID(int=number))` answers (a test checks it), with
+    half the divisions and none of its string building: ids are minted on every behaviour.
+    """
+    pairs = []
+    for _ in range(11):
+        number, pair = divmod(number, _BASE2)
+        pairs.append(_PAIRS[pair])
+    pairs.reverse()
+    return "".join(pairs)
+
+
+def random_uuid4() -> int:
+    """A random version-4 UUID as its 128-bit number (what `uuid.uuid4().int` is)."""
+    return (int.from_bytes(os.urandom(16), "big") & _VERSION_MASK) | _VERSION_BITS
+
+
+# A ULID's text: Crockford's base32 of its 128 bits, 26 characters (the top two bits are 0).
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD_PAIRS = tuple(a + b for a in CROCKFORD for b in CROCKFORD)  # ten bits per lookup
+
+
+def ulid_of(number: int) -> str:
+    """The 26-character text of the ULID `number` (what `str(ULID.from_int(number))` is)."""
+    pairs = _CROCKFORD_PAIRS
+    return "".join([pairs[(number >> shift) & 1023] for shift in range(120, -1, -10)])
+
+
+def new_ulid(at: float) -> int:
+    """A ULID for unix time `at`: its millisecond in the top 48 bits, 80 random bits below."""
+    return (int(at * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+
+
 class SystemIds:
     """Shortuuids for objects; ULIDs for events, strictly increasing within this process."""
 
@@ -27,16 +68,16 @@ class SystemIds:
         self._last = 0
 
     def short(self) -> str:
-        return str(shortuuid.uuid())
+        return shortuuid_of(random_uuid4())
 
     def event_id(self, at: float) -> str:
-        candidate = int(ULID.from_timestamp(at))
+        candidate = new_ulid(at)
         with self._lock:
             # Same millisecond (or a clock step back): keep order by incrementing the last id.
             if candidate <= self._last:
                 candidate = self._last + 1
             self._last = candidate
-        return str(ULID.from_int(candidate))
+        return ulid_of(candidate)
 
     def secret(self) -> str:
         return generate_secret(os.urandom(32))

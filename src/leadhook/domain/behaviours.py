@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -88,7 +88,7 @@ class _Recorder:
             follow_up=is_follow_up == 1 or event_type == FOLLOW_UP_EVENT,
             now=ctx.now,
         )
-        self.lead = replace(after, version=version, updated_at=ctx.now)
+        self.lead = after.but(version=version, updated_at=ctx.now)
         lead, cat = self.lead, ctx.catalog
         extra: dict[str, Any] = {
             "object_id": cat.object_id,
@@ -244,7 +244,7 @@ def change_status(ctx: Context, lead: Lead, leads_status: Any) -> Effect:
     new = _ref(ctx.catalog, "leads_status", leads_status)
     if new == lead.leads_status:
         return Effect(lead)
-    after = replace(lead, leads_status=new)
+    after = lead.but(leads_status=new)
     rec = _Recorder(ctx, lead)
     rec.emit(
         after,
@@ -288,7 +288,7 @@ def change_owner(
     rec = _Recorder(ctx, lead)
     if new_owner != lead.owner:
         auto = scene_type in AUTO_SCENES or (scene_type == 6 and ctx.operator.operator_type == 0)
-        after = replace(lead, owner=new_owner)
+        after = lead.but(owner=new_owner)
         rec.emit(
             after,
             "object_change_owner",
@@ -309,7 +309,7 @@ def change_owner(
 
 def _emit_pool(rec: _Recorder, new_pool: str) -> None:
     before = rec.lead
-    after = replace(before, lead_pool=new_pool)
+    after = before.but(lead_pool=new_pool)
     cat = rec.ctx.catalog
     rec.emit(
         after,
@@ -385,7 +385,7 @@ def add_team_members(ctx: Context, lead: Lead, members: Any) -> Effect:
     if not added:
         return Effect(lead)
     rec = _Recorder(ctx, lead)
-    after = replace(lead, team_members=(*lead.team_members, *added))
+    after = lead.but(team_members=(*lead.team_members, *added))
     rec.emit(after, "object_add_team_member", own={"members": added})
     return rec.outcome()
 
@@ -398,7 +398,7 @@ def remove_team_member(ctx: Context, lead: Lead, member_id: str) -> Effect:
             raise ValidationError.at(("path", "member_id"), f"unknown member id {member_id!r}")
         return Effect(lead)
     rec = _Recorder(ctx, lead)
-    after = replace(lead, team_members=tuple(m for m in lead.team_members if m != member_id))
+    after = lead.but(team_members=tuple(m for m in lead.team_members if m != member_id))
     rec.emit(after, "object_remove_team_member", own={"members": [member_id]})
     return rec.outcome()
 
@@ -408,7 +408,7 @@ def void(ctx: Context, lead: Lead, reason: Any = None) -> Effect:
     _live(lead)
     text = _text(reason, ("body", "reason"), required=False)
     rec = _Recorder(ctx, lead)
-    rec.emit(replace(lead, voided=True), "object_voids", notes=text)
+    rec.emit(lead.but(voided=True), "object_voids", notes=text)
     return rec.outcome()
 
 
@@ -417,7 +417,7 @@ def restore(ctx: Context, lead: Lead) -> Effect:
     if not lead.voided:
         return Effect(lead)
     rec = _Recorder(ctx, lead)
-    rec.emit(replace(lead, voided=False), "object_restore")
+    rec.emit(lead.but(voided=False), "object_restore")
     return rec.outcome()
 
 
@@ -451,7 +451,7 @@ def relate(
         return Effect(lead)
     rec = _Recorder(ctx, lead)
     rec.emit(
-        replace(lead, relations=(*lead.relations, relation)),
+        lead.but(relations=(*lead.relations, relation)),
         "object_relation",
         own={
             "target_object_id": object_id,

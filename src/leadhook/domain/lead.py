@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from leadhook.domain.times import rfc3339, rfc3339_or_none
@@ -46,6 +47,17 @@ class Lead:
     owner_since: int | None = None
     last_follow_up_at: int | None = None
 
+    def but(self, **changes: Any) -> Lead:
+        """Return a copy with `changes`: `dataclasses.replace` without its per-call walk over
+        the fields and `__init__` (three copies per behaviour, ~10% of a batch's domain work).
+        """
+        unknown = changes.keys() - _LEAD_FIELDS
+        if unknown:
+            raise TypeError(f"Lead has no field {', '.join(sorted(unknown))}")
+        copy = object.__new__(Lead)
+        copy.__dict__.update(self.__dict__, **changes)
+        return copy
+
     def value(self, code: str) -> Any:
         """Return the value of field `code` (None when empty); codes are unique across groups."""
         if code in ATTRIBUTE_FIELDS:
@@ -69,7 +81,7 @@ class Lead:
                 target.pop(code, None)
             else:
                 target[code] = value
-        return replace(self, fields=fields, source=source, **attrs)
+        return self.but(fields=fields, source=source, **attrs)
 
     def to_json(self) -> dict[str, Any]:
         """Return the lead object of the API (and of the store)."""
@@ -142,6 +154,9 @@ class Lead:
         )
 
 
+_LEAD_FIELDS = frozenset(f.name for f in dataclass_fields(Lead))
+
+
 def track_clocks(before: Lead | None, after: Lead, *, follow_up: bool, now: int) -> Lead:
     """Advance the reclaim clocks of a lead across one event (`before` None on create).
 
@@ -155,4 +170,4 @@ def track_clocks(before: Lead | None, after: Lead, *, follow_up: bool, now: int)
     last = now if follow_up else after.last_follow_up_at
     if owner_since == after.owner_since and last == after.last_follow_up_at:
         return after
-    return replace(after, owner_since=owner_since, last_follow_up_at=last)
+    return after.but(owner_since=owner_since, last_follow_up_at=last)
