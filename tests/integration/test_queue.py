@@ -355,3 +355,70 @@ def test_a_small_claim_finds_due_deliveries_behind_many_in_flight(container: Bac
     assert len(held) == 10
     got = claim(q, now, limit=1, worker="w2")
     assert len(got) == 1 and got[0].seq not in {j.seq for j in held}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def sql_container(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Container]:
+    """A container over an empty SQL database: what only the SQL queue does."""
+    c = open_backend(request.param, request, tmp_path)
+    assert isinstance(c, Container)
+    yield c
+    c.close()
+
+
+def test_a_claim_records_what_finished_first_in_its_own_transaction(
+    sql_container: Container,
+) -> None:
+    """Catches: the settling claim claiming before it records (the lead's next event would
+    wait a round), or recording only part of what it carried."""
+    c = sql_container
+    setup(c)
+    lead = new_lead(c, notes=1)  # versions 1 and 2
+    q, now = SqlDeliveryQueue(c.engine, c.gate), time.time() + 1
+    (v1,) = claim(q, now)
+    (v2,) = q.settle_and_claim(
+        worker_id="w1",
+        verdicts=[outcome(v1, "delivered")],
+        releases=[],
+        limit=100,
+        now=now,
+        lease_until=now + 60,
+        exclude=(),
+    )
+    assert (v2.entity_id, v2.entity_version) == (lead, 2)  # v1 finished before the claim read
+    shown = delivery(c, v1.id)
+    assert (shown["status"], shown["attempt_count"]) == ("delivered", 1)
+    assert len(c.deliveries.attempts(MID, v1.id).attempts) == 1
+    # A release rides along the same way: given back, and claimable by another worker.
+    assert q.settle_and_claim(
+        worker_id="w1", verdicts=[], releases=[v2.seq], limit=0, now=now,
+        lease_until=now + 60, exclude=(),
+    ) == []  # fmt: skip
+    assert [j.seq for j in claim(q, now, worker="w2")] == [v2.seq]
+
+
+def test_a_claim_that_fails_records_nothing_it_carried(sql_container: Container) -> None:
+    """Catches: the record and the claim in two transactions (a failing claim would leave
+    the attempt written and the dispatcher, which records it again, would write it twice)."""
+    c = sql_container
+    setup(c)
+    new_lead(c)
+
+    class ClaimBreaks(SqlDeliveryQueue):
+        def _claim_in(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("the claim failed after the record")
+
+    q, now = SqlDeliveryQueue(c.engine, c.gate), time.time() + 1
+    (job,) = claim(q, now)
+    broken = ClaimBreaks(c.engine, c.gate)
+    with pytest.raises(RuntimeError, match="after the record"):
+        broken.settle_and_claim(
+            worker_id="w1", verdicts=[outcome(job, "delivered")], releases=[], limit=10,
+            now=now, lease_until=now + 60, exclude=(),
+        )  # fmt: skip
+    shown = delivery(c, job.id)
+    assert (shown["status"], shown["attempt_count"]) == ("pending", 0)
+    assert c.deliveries.attempts(MID, job.id).attempts == ()
+    q.record(worker_id="w1", verdicts=[outcome(job, "delivered")], now=now)
+    assert delivery(c, job.id)["status"] == "delivered"
+    assert len(c.deliveries.attempts(MID, job.id).attempts) == 1

@@ -559,3 +559,100 @@ async def test_max_in_flight_is_clamped_to_the_cap() -> None:
     dispatcher = make(queue, sender, concurrency=MAX_IN_FLIGHT + 60)
     await run_until(dispatcher, finished(queue), timeout=20)
     assert sender.peak["http://wide.test/hook"] == MAX_IN_FLIGHT
+
+
+class SettlingMemoryQueue(MemoryQueue):
+    """The memory queue with the SQL queue's settling claim: what finished is recorded in the
+    claim's own transaction (the store is put back as it was if the call fails). It counts
+    the claims that carried verdicts and the `record` calls the recorder made on its own;
+    `fail_settles`: the next so many settling claims raise, as a database that is down."""
+
+    def __init__(self, fail_settles: int = 0) -> None:
+        super().__init__()
+        self.fail_settles = fail_settles
+        self.settles = 0
+        self.carried = 0
+        self.alone = 0
+
+    def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
+        self.alone += 1
+        super().record(worker_id=worker_id, verdicts=verdicts, now=now)
+
+    def settle_and_claim(
+        self,
+        *,
+        worker_id: str,
+        verdicts: Sequence[Verdict],
+        releases: Sequence[int],
+        limit: int,
+        now: float,
+        lease_until: float,
+        exclude: Collection[str],
+    ) -> list[Job]:
+        with self.store.lock:
+            if self.fail_settles:
+                self.fail_settles -= 1
+                raise RuntimeError("database is down")
+            if verdicts:
+                MemoryQueue.record(self, worker_id=worker_id, verdicts=verdicts, now=now)
+            if releases:
+                self.release(worker_id=worker_id, seqs=releases, now=now)
+            jobs = self.claim(
+                worker_id=worker_id, limit=limit, now=now, lease_until=lease_until, exclude=exclude
+            )
+        self.settles += 1
+        self.carried += len(verdicts)
+        return jobs
+
+
+async def test_what_finished_rides_on_the_next_claim_and_is_recorded_once() -> None:
+    """Catches: a settling queue's verdicts recorded twice (by the claim and by the recorder),
+    never (left behind when no claim came), or a lead's next event waiting a round for them."""
+    queue, sender = SettlingMemoryQueue(), FakeSender()
+    sub = Sub("s1")
+    for version in (1, 2, 3):
+        for lead in range(4):
+            queue.add(sub, f"L{lead}", version)
+    dispatcher = make(queue, sender)
+    await run_until(dispatcher, finished(queue))
+    assert {r.status for r in queue.rows} == {"delivered"}
+    assert Counter(o.job.seq for o in queue.outcomes) == {r.seq: 1 for r in queue.rows}
+    assert queue.carried >= 8  # versions 1 and 2 of every lead unblocked their successor
+    order = defaultdict(list)
+    for body in sender.bodies():
+        order[body["lead"]].append(body["v"])
+    assert all(v == [1, 2, 3] for v in order.values())
+
+
+async def test_a_settling_claim_that_fails_loses_and_repeats_nothing() -> None:
+    """Catches: the verdicts a failed settling claim carried dropped (their deliveries would
+    be sent again when the leases ran out) or kept twice."""
+    queue, sender = SettlingMemoryQueue(fail_settles=2), FakeSender()
+    sub = Sub("s1")
+    for version in (1, 2):
+        for lead in range(3):
+            queue.add(sub, f"L{lead}", version)
+    dispatcher = make(queue, sender)
+    await run_until(dispatcher, finished(queue))
+    assert queue.fail_settles == 0
+    assert Counter(o.job.seq for o in queue.outcomes) == {r.seq: 1 for r in queue.rows}
+    assert len(sender.sent) == 6 and dispatcher.stats.delivered == 6
+
+
+async def test_a_stop_while_a_claim_is_planned_still_records_what_finished() -> None:
+    """Catches: the recorder waiting for a claim that the stop cancelled (shutdown would
+    hang, and the last verdicts would be lost until their leases ran out)."""
+    queue, sender = SettlingMemoryQueue(), FakeSender()
+    wakeup = Wakeup()
+    queue.add(Sub("s1"), "L1", 1)
+    dispatcher = make(queue, sender, wakeup=wakeup, poll=5.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    while not sender.sent:
+        await asyncio.sleep(0.005)
+    wakeup.notify()  # the loop now gathers before a claim that should carry the verdict
+    await asyncio.sleep(0.005)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert [r.status for r in queue.rows] == ["delivered"]
+    assert len(queue.outcomes) == 1

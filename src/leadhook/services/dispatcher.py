@@ -48,6 +48,7 @@ from leadhook.services.ports import (
     Disable,
     Job,
     SenderFactory,
+    SettlingQueue,
     Verdict,
 )
 from leadhook.services.retention import Retention
@@ -145,6 +146,10 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._verdicts: list[Verdict] = []
         self._releases: list[int] = []
+        # A queue that records in its claims' transactions: the recorder leaves what finished
+        # to the claim coming next (`_claim_soon`) and writes alone only when none is coming.
+        self._settling = queue if isinstance(queue, SettlingQueue) else None
+        self._claim_soon = False
         self._active = 0
         self._ready = 0
         self._next_due: float | None = None
@@ -161,6 +166,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._wake, self._flush = asyncio.Event(), asyncio.Event()
+        self._claimed = asyncio.Event()  # a claim has returned (see `_recorder`)
         self._sender = self._make_sender()
         self._done = self._drained = False
 
@@ -240,8 +246,14 @@ class Dispatcher:
         while not stop.is_set():
             self._wake.clear()
             limit = self._claim_limit()
-            if limit:
-                got = await self._claim(limit)
+            if not limit:
+                self._claim_is_off()
+            else:
+                self._claim_soon = True
+                try:
+                    got = await self._claim(limit)
+                finally:
+                    self._claim_is_off()
                 if got == limit and not stop.is_set():
                     continue  # more may be due right now
                 if got < 0:
@@ -253,7 +265,14 @@ class Dispatcher:
             if await self._sleep(self._idle_timeout()) and self._gather:
                 # Woken by a commit: let the commits of the next moments join this claim, so
                 # that a steady trickle of behaviours is claimed in batches, not one by one.
+                # What finishes meanwhile rides on that claim (see `_recorder`).
+                self._claim_soon = self._claim_limit() > 0
                 await asyncio.sleep(self._gather)
+
+    def _claim_is_off(self) -> None:
+        """No claim is coming: the recorder writes what finished on its own."""
+        self._claim_soon = False
+        self._claimed.set()
 
     def _claim_limit(self) -> int:
         # Jobs waiting on their own subscription's limits, or on their tenant's share, do not
@@ -285,18 +304,43 @@ class Dispatcher:
     async def _claim(self, limit: int) -> int:
         now = self._clock()
         exclude = self._excluded(self._loop.time())
+        verdicts: list[Verdict] = []
+        releases: list[int] = []
+        settle = self._settling
+        if settle is not None and (self._verdicts or self._releases):
+            # What finished since the last claim is recorded in this claim's transaction.
+            verdicts, self._verdicts = self._verdicts[: self._batch], self._verdicts[self._batch :]
+            releases, self._releases = self._releases, []
         try:
-            jobs = await asyncio.to_thread(
-                self._queue.claim,
-                worker_id=self.worker_id,
-                limit=limit,
-                now=now,
-                lease_until=now + self._lease,
-                exclude=exclude,
-            )
+            if settle is not None and (verdicts or releases):
+                jobs = await asyncio.to_thread(
+                    settle.settle_and_claim,
+                    worker_id=self.worker_id,
+                    verdicts=verdicts,
+                    releases=releases,
+                    limit=limit,
+                    now=now,
+                    lease_until=now + self._lease,
+                    exclude=exclude,
+                )
+            else:
+                jobs = await asyncio.to_thread(
+                    self._queue.claim,
+                    worker_id=self.worker_id,
+                    limit=limit,
+                    now=now,
+                    lease_until=now + self._lease,
+                    exclude=exclude,
+                )
         except Exception:
+            # Nothing of the transaction was written: what it carried is recorded again.
+            self._verdicts[:0], self._releases[:0] = verdicts, releases
+            if verdicts or releases:
+                self._flush.set()
             log.exception("claim failed; retrying in 1s", extra={"worker_id": self.worker_id})
             return -1
+        if verdicts or releases:
+            self._recorded(verdicts, releases)
         self.stats.claimed += len(jobs)
         self._accept(jobs)
         return len(jobs)
@@ -547,6 +591,12 @@ class Dispatcher:
             self._flush.clear()
             if not self._done and len(self._verdicts) < self._batch:
                 await asyncio.sleep(0.002)  # let attempts ending together share a transaction
+            while self._claim_soon and not self._done and self._settling is not None:
+                # A claim is about to run (or running): it carries these in its transaction.
+                # Whatever it leaves (more than a batch, or what finished during it) is
+                # looked at again once it returned.
+                self._claimed.clear()
+                await self._claimed.wait()
             await self._write_all()
             if self._drained and not (self._verdicts or self._releases):
                 return
@@ -605,6 +655,7 @@ class Dispatcher:
 
     async def _shutdown(self, recorder: asyncio.Task[None]) -> None:
         self._done = True
+        self._claim_is_off()
         for lane in self._lanes.values():
             self._releases.extend(j.seq for j in lane.waiting)
             lane.waiting.clear()

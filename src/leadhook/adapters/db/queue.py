@@ -105,6 +105,49 @@ class SqlDeliveryQueue:
         exclude: Collection[str],
     ) -> list[Job]:
         """Lease up to `limit` due deliveries to `worker_id`, earliest due first."""
+        with self._tx() as conn:
+            rows = self._claim_in(conn, worker_id, limit, now, lease_until, exclude)
+        return self._jobs(rows, lease_until)
+
+    def settle_and_claim(
+        self,
+        *,
+        worker_id: str,
+        verdicts: Sequence[Verdict],
+        releases: Sequence[int],
+        limit: int,
+        now: float,
+        lease_until: float,
+        exclude: Collection[str],
+    ) -> list[Job]:
+        """Record `verdicts`, release `releases`, then claim: all in one transaction.
+
+        A delivery process at a steady rate would otherwise commit twice per round (its
+        claim, then the record of what that claim sent), and on SQLite each commit of its
+        sends the API's connection back to the file for its pages. Recorded first, so the
+        claim already sees the next event of a lead whose delivery just finished.
+        """
+        with self._tx() as conn:
+            if verdicts:
+                self._record_in(conn, worker_id, verdicts, now)
+            if releases:
+                self._release_in(conn, worker_id, releases, now)
+            rows = self._claim_in(conn, worker_id, limit, now, lease_until, exclude)
+        return self._jobs(rows, lease_until)
+
+    def _jobs(self, rows: list[tuple[Any, ...]], lease_until: float) -> list[Job]:
+        rows.sort(key=lambda r: (r[8], r[0]))  # next_attempt_at, then seq
+        return [_job(r, lease_until, self._box) for r in rows]
+
+    def _claim_in(
+        self,
+        conn: Connection,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        exclude: Collection[str],
+    ) -> list[tuple[Any, ...]]:
         id_list = self._sql.id_list
         params: dict[str, Any] = {
             "now": now,
@@ -113,34 +156,32 @@ class SqlDeliveryQueue:
             "exclude": id_list(list(exclude)),
         }
         stmt = self._claim_sql
-        with self._tx() as conn:
-            probes = set(
-                conn.execute(self._reserve_probes, {"now": now, "lease_until": lease_until})
-                .scalars()
-                .all()
+        probes = set(
+            conn.execute(self._reserve_probes, {"now": now, "lease_until": lease_until})
+            .scalars()
+            .all()
+        )
+        params["probes"] = id_list(sorted(probes))
+        if self._sqlite:
+            rows = self._claim_sqlite(conn, stmt, params, worker_id, lease_until)
+        else:
+            params.update(
+                lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH, mif=MAX_IN_FLIGHT
             )
-            params["probes"] = id_list(sorted(probes))
-            if self._sqlite:
-                rows = self._claim_sqlite(conn, stmt, params, worker_id, lease_until)
-            else:
-                params.update(
-                    lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH, mif=MAX_IN_FLIGHT
-                )
-                # A fresh backlog has no statistics yet: the planner then read every due row
-                # in a bitmap scan and sorted them all, where a walk of the due index in order
-                # stops at the limit (80 ms → 30 ms a claim of 256 out of 10,000).
-                assert self._sql.claim_setup is not None  # the PostgreSQL statements
-                conn.exec_driver_sql(self._sql.claim_setup)
-                rows = [tuple(r) for r in conn.execute(stmt, params)]
-            unused = probes - {r[3] for r in rows}
-            if unused:  # nothing of theirs was due: the next claim may probe them
-                conn.execute(
-                    update(t.subscriptions)
-                    .where(_s.id.in_(sorted(unused)))
-                    .values(circuit_probe_until=None)
-                )
-        rows.sort(key=lambda r: (r[8], r[0]))  # next_attempt_at, then seq
-        return [_job(r, lease_until, self._box) for r in rows]
+            # A fresh backlog has no statistics yet: the planner then read every due row
+            # in a bitmap scan and sorted them all, where a walk of the due index in order
+            # stops at the limit (80 ms → 30 ms a claim of 256 out of 10,000).
+            assert self._sql.claim_setup is not None  # the PostgreSQL statements
+            conn.exec_driver_sql(self._sql.claim_setup)
+            rows = [tuple(r) for r in conn.execute(stmt, params)]
+        unused = probes - {r[3] for r in rows}
+        if unused:  # nothing of theirs was due: the next claim may probe them
+            conn.execute(
+                update(t.subscriptions)
+                .where(_s.id.in_(sorted(unused)))
+                .values(circuit_probe_until=None)
+            )
+        return rows
 
     def _claim_sqlite(
         self,
@@ -170,6 +211,12 @@ class SqlDeliveryQueue:
         """Store the attempts and the deliveries' new states; track failing subscriptions."""
         if not verdicts:
             return
+        with self._tx() as conn:
+            self._record_in(conn, worker_id, verdicts, now)
+
+    def _record_in(
+        self, conn: Connection, worker_id: str, verdicts: Sequence[Verdict], now: float
+    ) -> None:
         attempts = [
             (o.job.seq, a.attempted_at, a.status_code, a.latency_ms, a.error, a.response_body)
             for o in verdicts
@@ -189,16 +236,15 @@ class SqlDeliveryQueue:
         ]
         succeeded = {o.job.subscription_id for o in verdicts if o.status == DELIVERED}
         failing = {o.job.subscription_id for o in verdicts} - succeeded
-        with self._tx() as conn:
-            conn.exec_driver_sql(self._sql.insert_attempts, attempts)
-            conn.exec_driver_sql(self._sql.finish, finished)
-            if succeeded:
-                conn.execute(self._streak_end, {"ids": self._sql.id_list(sorted(succeeded))})
-            if failing:
-                ids = self._sql.id_list(sorted(failing))
-                conn.execute(self._streak_start, {"ids": ids, "now": now})
-            self._disable(conn, verdicts, now)
-            self._circuits(conn, verdicts, now)
+        conn.exec_driver_sql(self._sql.insert_attempts, attempts)
+        conn.exec_driver_sql(self._sql.finish, finished)
+        if succeeded:
+            conn.execute(self._streak_end, {"ids": self._sql.id_list(sorted(succeeded))})
+        if failing:
+            ids = self._sql.id_list(sorted(failing))
+            conn.execute(self._streak_start, {"ids": ids, "now": now})
+        self._disable(conn, verdicts, now)
+        self._circuits(conn, verdicts, now)
 
     def _circuits(self, conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
         """Close the circuit of endpoints that answered; count the silence of the others."""
@@ -253,9 +299,14 @@ class SqlDeliveryQueue:
         """Give leased deliveries back unsent, so any worker can claim them at once."""
         if not seqs:
             return
-        params = {"seqs": self._sql.id_list(seqs), "worker": worker_id, "now": now}
         with self._tx() as conn:
-            conn.execute(self._release, params)
+            self._release_in(conn, worker_id, seqs, now)
+
+    def _release_in(
+        self, conn: Connection, worker_id: str, seqs: Sequence[int], now: float
+    ) -> None:
+        params = {"seqs": self._sql.id_list(seqs), "worker": worker_id, "now": now}
+        conn.execute(self._release, params)
 
     def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
         """Extend the leases `worker_id` still holds on `seqs`; return the seqs it still holds."""

@@ -14,6 +14,7 @@ from leadhook.services.ports.delivery import (
     Job,
     Sender,
     SenderFactory,
+    SettlingQueue,
     Verdict,
 )
 from leadhook.services.ports.storage import (
@@ -86,6 +87,7 @@ __all__ = [
     "SendResult",
     "Sender",
     "SenderFactory",
+    "SettlingQueue",
     "StoredEvent",
     "StoredResponse",
     "Subscription",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from leadhook import __version__
 from leadhook.domain.attempts import SendResult
@@ -88,3 +88,24 @@ class DeliveryQueue(Protocol):
     def release(self, *, worker_id: str, seqs: Sequence[int], now: float) -> None: ...
     def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]: ...
     def recover(self, *, worker_id: str, now: float) -> int: ...
+
+
+@runtime_checkable
+class SettlingQueue(Protocol):
+    """A queue that can also record, release and claim in one transaction (the SQL queue).
+
+    The dispatcher then lets a claim carry what finished since the last one: one commit per
+    round instead of two. A queue without it is recorded through `record` and `release`.
+    """
+
+    def settle_and_claim(
+        self,
+        *,
+        worker_id: str,
+        verdicts: Sequence[Verdict],
+        releases: Sequence[int],
+        limit: int,
+        now: float,
+        lease_until: float,
+        exclude: Collection[str],
+    ) -> list[Job]: ...
