@@ -6,7 +6,8 @@
 .venv/bin/python -m bench.profile_child concurrent 10000 /tmp/prof
     the same with 16 concurrent clients
 .venv/bin/python -m bench.profile_child drain 20000 /tmp/prof
-    one `leadhook worker` draining a backlog: /tmp/prof-worker.txt
+    one `leadhook worker` draining a backlog: /tmp/prof-worker.txt (`drain-postgresql`: the
+    same on PostgreSQL)
 
 These stacks are what the profiles in docs/benchmarks.md were read from (py-spy samples wall
 time: a thread blocked in a system call counts as busy).
@@ -15,10 +16,12 @@ time: a thread blocked in a system call counts as busy).
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from bench.harness import child, child_pids
@@ -36,8 +39,10 @@ from bench.scenarios import (
 
 def _spy(out: str, pid: int) -> subprocess.Popen[bytes]:
     spy = str(Path(sys.executable).with_name("py-spy"))
+    # BENCH_SPY_GIL=1: only samples that hold the GIL (where the CPU goes, not where it waits).
+    gil = ["--gil"] if os.environ.get("BENCH_SPY_GIL") == "1" else []
     return subprocess.Popen(
-        [spy, "record", "-r", "300", "-f", "raw", "-o", out, "-p", str(pid)],
+        [spy, "record", "-r", "300", "-f", "raw", *gil, "-o", out, "-p", str(pid)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -71,9 +76,9 @@ def concurrent(n: int, out: str, tmp: Path) -> None:
     sequential(n, out, tmp, clients=16)
 
 
-def drain(n: int, out: str, tmp: Path) -> None:
+def drain(n: int, out: str, tmp: Path, kind: str = "sqlite") -> None:
     """One worker draining `n` due deliveries; py-spy on the worker."""
-    url = new_database("sqlite", tmp)
+    url = new_database(kind, tmp)
     with receiver(tmp) as base:
         prepare_backlog(url, [(base + "/hook", 256)], n)
         with child(worker_cmd(url), env=ENV, log=tmp / "worker.log") as proc:
@@ -89,9 +94,13 @@ def main() -> None:
     """Run the chosen load under py-spy."""
     mode, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-        {"sequential": sequential, "concurrent": concurrent, "drain": drain}[mode](
-            n, out, Path(tmp)
-        )
+        modes = {
+            "sequential": sequential,
+            "concurrent": concurrent,
+            "drain": drain,
+            "drain-postgresql": partial(drain, kind="postgresql"),
+        }
+        modes[mode](n, out, Path(tmp))
 
 
 if __name__ == "__main__":
