@@ -1,6 +1,8 @@
 """The SQL floor of a behaviour: leadhook's three inserts on its own schema, nothing else.
 
 .venv/bin/python -m bench.sql_floor 5000
+.venv/bin/python -m bench.sql_floor 20000 --batch 500    # as POST /v1/leads/batch writes
+.venv/bin/python -m bench.sql_floor 20000 --batch 500 --no-delivery    # and with no subscriber
 
 A `POST /v1/leads` with one subscription writes a lead, its event and one delivery. This runs
 exactly those three inserts (rows copied from a real behaviour) in one `BEGIN IMMEDIATE …
@@ -52,7 +54,7 @@ def _template(tmp: Path) -> Path:
     return path
 
 
-def _run(template: Path, n: int, bare: bool) -> float:
+def _run(template: Path, n: int, bare: bool, batch: int = 0, delivery: bool = True) -> float:
     path = template.with_name("bare.db" if bare else "full.db")
     shutil.copy(template, path)
     db = sqlite3.connect(path, isolation_level=None)
@@ -75,7 +77,33 @@ def _run(template: Path, n: int, bare: bool) -> float:
         return out
 
     start = time.process_time()
-    for _ in range(n):
+    if batch:
+        # As `POST /v1/leads/batch` writes: `batch` leads per transaction, each table's rows
+        # in one executemany (the event seqs are known up front: the table is new).
+        (next_seq,) = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()
+        for first in range(0, n, batch):
+            ids = [uuid.uuid4().hex for _ in range(min(batch, n - first))]
+            seqs = range(next_seq, next_seq + len(ids))
+            next_seq += len(ids)
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(inserts["leads"], [row("leads", seq=None, id=i) for i in ids])
+            db.executemany(
+                inserts["events"],
+                [
+                    row("events", seq=s, event_id=uuid.uuid4().hex, entity_id=i)
+                    for i, s in zip(ids, seqs, strict=True)
+                ],
+            )
+            db.executemany(
+                inserts["deliveries"],
+                [
+                    row("deliveries", seq=None, id=uuid.uuid4().hex, event_seq=s, entity_id=i)
+                    for i, s in zip(ids, seqs, strict=True)
+                    if delivery
+                ],
+            )
+            db.execute("COMMIT")
+    for _ in range(0 if batch else n):
         lead_id = uuid.uuid4().hex
         db.execute("BEGIN IMMEDIATE")
         db.execute(inserts["leads"], row("leads", seq=None, id=lead_id))
@@ -83,10 +111,11 @@ def _run(template: Path, n: int, bare: bool) -> float:
             inserts["events"],
             row("events", seq=None, event_id=uuid.uuid4().hex, entity_id=lead_id),
         ).lastrowid
-        db.execute(
-            inserts["deliveries"],
-            row("deliveries", seq=None, id=uuid.uuid4().hex, event_seq=seq, entity_id=lead_id),
-        )
+        if delivery:
+            db.execute(
+                inserts["deliveries"],
+                row("deliveries", seq=None, id=uuid.uuid4().hex, event_seq=seq, entity_id=lead_id),
+            )
         db.execute("COMMIT")
     cpu = time.process_time() - start
     db.close()
@@ -97,13 +126,26 @@ def main() -> None:
     """Print the CPU per lead of the three inserts, with and without the secondary indexes."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("n", type=int, nargs="?", default=5000)
+    parser.add_argument(
+        "--batch", type=int, default=0, help="leads per transaction, rows by executemany"
+    )
+    parser.add_argument(
+        "--no-delivery", action="store_true", help="lead and event only (no subscriber)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         template = _template(Path(tmp))
-        full = _run(template, args.n, bare=False)
-        bare = _run(template, args.n, bare=True)
+        how = {"batch": args.batch, "delivery": not args.no_delivery}
+        full = _run(template, args.n, bare=False, **how)
+        bare = _run(template, args.n, bare=True, **how)
     print(
-        json.dumps({"with_leadhook_indexes_ms": round(full, 3), "bare_tables_ms": round(bare, 3)})
+        json.dumps(
+            {
+                "with_leadhook_indexes_ms": round(full, 3),
+                "bare_tables_ms": round(bare, 3),
+                "ceiling_leads_per_s_with_indexes": round(1000 / full),
+            }
+        )
     )
 
 
