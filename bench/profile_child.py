@@ -6,8 +6,8 @@
 .venv/bin/python -m bench.profile_child concurrent 10000 /tmp/prof
     the same with 16 concurrent clients
 .venv/bin/python -m bench.profile_child drain 20000 /tmp/prof
-    one `leadhook worker` draining a backlog: /tmp/prof-worker.txt (`drain-postgresql`: the
-    same on PostgreSQL)
+    one `leadhook worker` draining a backlog: /tmp/prof-worker.txt (`drain-postgresql`,
+    `concurrent-postgresql`: the same on PostgreSQL)
 
 These stacks are what the profiles in docs/benchmarks.md were read from (py-spy samples wall
 time: a thread blocked in a system call counts as busy).
@@ -54,9 +54,9 @@ def _stop(spies: list[subprocess.Popen[bytes]]) -> None:
         s.wait()
 
 
-def sequential(n: int, out: str, tmp: Path, clients: int = 1) -> None:
+def sequential(n: int, out: str, tmp: Path, clients: int = 1, kind: str = "sqlite") -> None:
     """serve + `clients` clients; py-spy on the API and on its delivery process."""
-    url = new_database("sqlite", tmp)
+    url = new_database(kind, tmp)
     with receiver(tmp) as base, Api(url, tmp) as api:
         key = api.tenant([base + "/hook"])
         asyncio.run(_behaviours(api.base, key, 50, 0, 1, None))
@@ -71,9 +71,9 @@ def sequential(n: int, out: str, tmp: Path, clients: int = 1) -> None:
         print(f"{emitted / seconds:.0f} leads/s")
 
 
-def concurrent(n: int, out: str, tmp: Path) -> None:
+def concurrent(n: int, out: str, tmp: Path, kind: str = "sqlite") -> None:
     """serve + 16 concurrent clients; py-spy on the API and on its delivery process."""
-    sequential(n, out, tmp, clients=16)
+    sequential(n, out, tmp, clients=16, kind=kind)
 
 
 def drain(n: int, out: str, tmp: Path, kind: str = "sqlite") -> None:
@@ -99,6 +99,7 @@ def main() -> None:
             "concurrent": concurrent,
             "drain": drain,
             "drain-postgresql": partial(drain, kind="postgresql"),
+            "concurrent-postgresql": partial(concurrent, kind="postgresql"),
         }
         modes[mode](n, out, Path(tmp))
 

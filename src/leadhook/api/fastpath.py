@@ -16,7 +16,6 @@ marks the endpoints), so a route and its short way cannot disagree about path or
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import types
@@ -34,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from leadhook.api.deps import bearer, behaviour_metadata, plain_json_input
 from leadhook.api.limits import replayed
-from leadhook.api.routes.leads import submit
+from leadhook.api.routes.leads import committed, submit
 from leadhook.bootstrap import Container
 
 _JSON = "application/json"
@@ -135,7 +134,7 @@ class FastBehaviours:
             await self._problem(exc, scope, body, receive, send)
             return
         try:
-            status, text = await asyncio.wrap_future(pending)
+            status, text = await committed(pending)
         except Exception as exc:
             await self._problem(exc, scope, body, receive, send)
             return
