@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import cProfile
 import json
+import os
 import pstats
 import tempfile
 import time
@@ -81,7 +82,8 @@ async def _drive(
     cpu = time.process_time() - cpu
     if prof:
         prof.disable()
-        pstats.Stats(prof).sort_stats(sort).print_stats(int(__import__("os").environ.get("BENCH_TOP", "45")))
+        top = int(os.environ.get("BENCH_TOP", "45"))  # how many functions to list
+        pstats.Stats(prof).sort_stats(sort).print_stats(top)
     return cpu / n * 1000
 
 

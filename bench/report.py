@@ -260,7 +260,10 @@ def write_report(results: dict[str, Any], docs: Path) -> None:
         " (FastAPI, one sqlite3 connection, lead + event + delivery row in one transaction per"
         " request, the same server and the same client code as leadhook). Drains count from the"
         " first to the last receipt; end to end counts from the first commit to the last"
-        " receipt; latency is from the commit of the delivery row to its receipt.",
+        " receipt; latency is from the commit of the delivery row to its receipt. A goal's"
+        " scenario and its baseline are measured in turns (baseline, leadhook, baseline, …;"
+        " `ROUNDS` in `bench/run.py`): this machine's speed drifts by tens of percent over"
+        " minutes, and the medians of runs taken far apart measured the drift.",
         "",
     ]
     notes = Path(__file__).with_name("profiles.md")

@@ -37,7 +37,8 @@ def serve(
     log_level: LogLevel = "info",
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
 ) -> None:
-    """Serve the HTTP API and deliver webhooks in one process (migrates the database first)."""
+    """Serve the HTTP API and deliver webhooks from a child process it supervises (migrates the
+    database first; an in-memory database delivers in this process)."""
     from leadhook.cli.runtime import base_url, bind, run_async, run_service
 
     configure_logging(log_level)
