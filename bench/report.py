@@ -213,10 +213,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     left.set_title("Throughput")
     left.invert_yaxis()
     lat_names, p50, p99 = [], [], []
-    for scenario in ("end_to_end_16_sqlite", "end_to_end_16_postgresql", "steady_300_per_s_sqlite"):
+    latency = {
+        "end_to_end_16_sqlite": "16 clients\nSQLite",
+        "end_to_end_16_postgresql": "16 clients\nPostgreSQL",
+        "steady_300_per_s_sqlite": "steady 300/s\nSQLite",
+    }
+    for scenario, short in latency.items():
         s = results["scenarios"].get(scenario)
         if s:
-            lat_names.append(scenario.replace("_sqlite", ""))
+            lat_names.append(short)
             p50.append(s["summary"]["latency_ms_p50"]["median"])
             p99.append(s["summary"]["latency_ms_p99"]["median"])
     xs = range(len(lat_names))
