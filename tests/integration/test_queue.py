@@ -422,3 +422,29 @@ def test_a_claim_that_fails_records_nothing_it_carried(sql_container: Container)
     q.record(worker_id="w1", verdicts=[outcome(job, "delivered")], now=now)
     assert delivery(c, job.id)["status"] == "delivered"
     assert len(c.deliveries.attempts(MID, job.id).attempts) == 1
+
+
+def test_a_claim_whose_jobs_cannot_be_built_writes_nothing(sql_container: Container) -> None:
+    """Catches: the jobs built after the commit (a secret the key cannot open would then leave
+    the carried verdicts written while the dispatcher, told the claim failed, writes them again,
+    and the new leases held by nobody)."""
+    c = sql_container
+    setup(c)
+    new_lead(c, notes=1)
+
+    class SecretsUnreadable(SqlDeliveryQueue):
+        def _jobs(self, rows: list[tuple[Any, ...]], lease_until: float) -> list[Job]:
+            raise ValueError("a secret sealed with another key")
+
+    q, now = SqlDeliveryQueue(c.engine, c.gate), time.time() + 1
+    (v1,) = claim(q, now)
+    broken = SecretsUnreadable(c.engine, c.gate)
+    with pytest.raises(ValueError, match="another key"):
+        broken.settle_and_claim(
+            worker_id="w1", verdicts=[outcome(v1, "delivered")], releases=[], limit=10,
+            now=now, lease_until=now + 60, exclude=(),
+        )  # fmt: skip
+    assert c.deliveries.attempts(MID, v1.id).attempts == ()
+    with pytest.raises(ValueError, match="another key"):
+        broken.claim(worker_id="w2", limit=10, now=now + 61, lease_until=now + 120, exclude=())
+    assert [j.seq for j in claim(q, now + 61, worker="w3")] == [v1.seq]  # never leased to w2

@@ -57,3 +57,11 @@ async def test_a_request_that_stopped_waiting_leaves_the_writer_unharmed() -> No
     pending.set_result((201, "{}"))  # would raise InvalidStateError if it had been cancelled
     await asyncio.sleep(0)
     assert pending.result() == (201, "{}")
+
+
+async def test_a_cancelled_commit_cancels_the_wait_rather_than_hanging_it() -> None:
+    pending: Future[tuple[int, str]] = Future()
+    waiter = committed(pending)
+    threading.Timer(0.01, pending.cancel).start()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiter, 5)

@@ -54,7 +54,7 @@ class Lead:
         unknown = changes.keys() - _LEAD_FIELDS
         if unknown:
             raise TypeError(f"Lead has no field {', '.join(sorted(unknown))}")
-        copy = object.__new__(Lead)
+        copy = object.__new__(type(self))
         copy.__dict__.update(self.__dict__, **changes)
         return copy
 

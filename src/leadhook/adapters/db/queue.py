@@ -107,7 +107,7 @@ class SqlDeliveryQueue:
         """Lease up to `limit` due deliveries to `worker_id`, earliest due first."""
         with self._tx() as conn:
             rows = self._claim_in(conn, worker_id, limit, now, lease_until, exclude)
-        return self._jobs(rows, lease_until)
+            return self._jobs(rows, lease_until)  # a job that cannot be built undoes the lease
 
     def settle_and_claim(
         self,
@@ -133,7 +133,9 @@ class SqlDeliveryQueue:
             if releases:
                 self._release_in(conn, worker_id, releases, now)
             rows = self._claim_in(conn, worker_id, limit, now, lease_until, exclude)
-        return self._jobs(rows, lease_until)
+            # Built before the commit: if a job cannot be (a secret the key cannot open), the
+            # whole transaction is undone, so the verdicts it carried are never written twice.
+            return self._jobs(rows, lease_until)
 
     def _jobs(self, rows: list[tuple[Any, ...]], lease_until: float) -> list[Job]:
         rows.sort(key=lambda r: (r[8], r[0]))  # next_attempt_at, then seq

@@ -54,6 +54,9 @@ def committed(pending: Future[T]) -> asyncio.Future[T]:
 def _settle(waiter: asyncio.Future[T], done: Future[T]) -> None:
     if waiter.cancelled():
         return
+    if done.cancelled():
+        waiter.cancel()
+        return
     exc = done.exception()
     if exc is not None:
         waiter.set_exception(exc)
