@@ -448,3 +448,45 @@ def test_a_claim_whose_jobs_cannot_be_built_writes_nothing(sql_container: Contai
     with pytest.raises(ValueError, match="another key"):
         broken.claim(worker_id="w2", limit=10, now=now + 61, lease_until=now + 120, exclude=())
     assert [j.seq for j in claim(q, now + 61, worker="w3")] == [v1.seq]  # never leased to w2
+
+
+@pytest.mark.postgres
+def test_a_probe_held_by_another_transaction_is_skipped_not_waited_for(
+    request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """Catches: the probe reservation waiting for a subscription row another transaction holds
+    (a settling claim records, locking its subscriptions, before it reserves probes: two of
+    them waiting for each other's rows deadlocked)."""
+    from sqlalchemy import text, update
+
+    from leadhook.adapters.db import tables as t
+
+    c = open_backend("postgresql", request, tmp_path)
+    assert isinstance(c, Container)
+    try:
+        sub = setup(c)
+        new_lead(c)
+        now = time.time() + 1
+        with c.engine.begin() as conn:  # half open: its retry is due and nobody probes it
+            conn.execute(
+                update(t.subscriptions)
+                .where(t.subscriptions.c.id == sub["id"])
+                .values(circuit_failures=5, circuit_opened_at=now - 60, circuit_retry_at=now - 1)
+            )
+        holder = c.engine.connect()
+        holder.execute(
+            text("SELECT id FROM subscriptions WHERE id = :id FOR UPDATE"), {"id": sub["id"]}
+        )
+        got: list[list[Job]] = []
+        worker = threading.Thread(target=lambda: got.append(claim(queue_of(c), now)))
+        worker.start()
+        worker.join(5)
+        finished = not worker.is_alive()
+        holder.rollback()
+        holder.close()
+        worker.join(30)
+        assert finished, "the claim waited for the row another transaction held"
+        assert got == [[]]  # skipped: its open circuit admits no delivery without the probe
+        assert [j.subscription_id for j in claim(queue_of(c), now)] == [sub["id"]]  # the probe
+    finally:
+        c.close()

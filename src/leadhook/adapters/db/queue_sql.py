@@ -54,7 +54,8 @@ class QueueStatements:
     """SQLite: the leased rows with the job columns (driver marker: JSON seqs)."""
     reserve_probes: str
     """Half-open circuits whose probe nobody holds: this claim takes their probes. On
-    PostgreSQL a concurrent claim waits for the row lock, then finds the probe taken."""
+    PostgreSQL a row another transaction holds is skipped (that one probes it, or a later
+    claim does); on SQLite claims are serial."""
     renew: str
     """The heartbeat: push the lease of every job this worker still holds, in one statement."""
     release: str
@@ -203,10 +204,17 @@ RETURNING d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.enti
     claim_setup="SET LOCAL enable_bitmapscan = off",
     lease=None,
     jobs=None,
+    # SKIP LOCKED: a half-open subscription another transaction holds (its claim reserving the
+    # probe, or its record updating the streak) is left to that one, never waited for: a
+    # settling claim records (locking its subscriptions) before it reserves, and two such
+    # claims waiting for each other's rows would deadlock.
     reserve_probes="""UPDATE subscriptions SET circuit_probe_until = :lease_until
-WHERE circuit_retry_at <= :now
-  AND (circuit_probe_until IS NULL OR circuit_probe_until <= :now)
-  AND enabled AND deleted_at IS NULL
+WHERE id IN (
+  SELECT id FROM subscriptions
+  WHERE circuit_retry_at <= :now
+    AND (circuit_probe_until IS NULL OR circuit_probe_until <= :now)
+    AND enabled AND deleted_at IS NULL
+  FOR UPDATE SKIP LOCKED)
 RETURNING id""",
     renew="""UPDATE deliveries SET locked_until = :lease_until, next_attempt_at = :lease_until
 WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker
