@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -130,3 +131,47 @@ def test_a_group_reads_its_tenant_and_subscriptions_once_and_forgets_them_on_a_w
         uow.subscriptions.update(replace(sub, enabled=False))  # a write forgets
         assert uow.subscriptions.enabled_for(tenant) == [] and len(reads) == 0
         conn.rollback()
+
+
+def test_a_group_takes_a_tenants_log_lock_once_and_again_after_an_undone_unit(
+    container: Container, tenant: str
+) -> None:
+    """Catches: the group's memo of held log locks outliving a rolled-back savepoint (the
+    lock goes with it, and a later behaviour would append to the log unlocked, letting a
+    reader page past an event not yet committed)."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has a single writer: no log lock")
+    from sqlalchemy import text
+
+    held = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock'"
+        " AND pid = pg_backend_pid()"
+    )
+    seen: list[int] = []
+
+    def undone(uow: Any) -> None:
+        uow.events._log_lock(tenant, shared=True)
+        raise RuntimeError("this unit is undone")
+
+    def appends(uow: Any) -> int:
+        uow.events._log_lock(tenant, shared=True)
+        uow.events._log_lock(tenant, shared=True)  # the second time: no statement
+        seen.append(int(uow.events.conn.execute(held).scalar_one()))
+        return 1
+
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids, threads=1)
+    try:
+        started = threading.Event()
+
+        def first(uow: Any) -> None:  # holds the writer while the group below queues up
+            started.wait(5)
+
+        writer.submit(first)
+        group = [writer.submit(undone), writer.submit(appends)]
+        started.set()
+        with pytest.raises(RuntimeError, match="undone"):
+            group[0].result(10)
+        assert group[1].result(10) == 1
+    finally:
+        writer.close()
+    assert seen == [1]

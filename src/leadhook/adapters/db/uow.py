@@ -105,6 +105,13 @@ class BoundUnitOfWork(_Repositories):
         # never write either, so the group reads each once (a write would forget them).
         self.tenants.memo = {}
         self.subscriptions.memo = {}
+        self.events.held = set()
+
+    def undone(self) -> None:
+        """A unit's savepoint was rolled back: what it read or locked may be gone with it."""
+        self.tenants.memo = {}
+        self.subscriptions.memo = {}
+        self.events.held = set()
 
     def __enter__(self) -> Self:
         return self
