@@ -397,21 +397,25 @@ def test_a_claim_records_what_finished_first_in_its_own_transaction(
     assert [j.seq for j in claim(q, now, worker="w2")] == [v2.seq]
 
 
-def test_a_claim_that_fails_records_nothing_it_carried(sql_container: Container) -> None:
-    """Catches: the record and the claim in two transactions (a failing claim would leave
-    the attempt written and the dispatcher, which records it again, would write it twice)."""
+@pytest.mark.parametrize("step", ["_claim_in", "_jobs"])
+def test_a_claim_that_fails_writes_nothing_it_carried_or_leased(
+    sql_container: Container, step: str
+) -> None:
+    """Catches: the record and the claim in two transactions (`_claim_in` failing), or the jobs
+    built after the commit (`_jobs` failing: a secret the key cannot open). Either would leave
+    the carried attempt written while the dispatcher, told the claim failed, writes it again,
+    or leave leases that nobody holds."""
     c = sql_container
     setup(c)
     new_lead(c)
 
-    class ClaimBreaks(SqlDeliveryQueue):
-        def _claim_in(self, *args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError("the claim failed after the record")
+    def fails(self: SqlDeliveryQueue, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{step} failed")
 
+    broken = type("Broken", (SqlDeliveryQueue,), {step: fails})(c.engine, c.gate)
     q, now = SqlDeliveryQueue(c.engine, c.gate), time.time() + 1
     (job,) = claim(q, now)
-    broken = ClaimBreaks(c.engine, c.gate)
-    with pytest.raises(RuntimeError, match="after the record"):
+    with pytest.raises(RuntimeError, match="failed"):
         broken.settle_and_claim(
             worker_id="w1", verdicts=[outcome(job, "delivered")], releases=[], limit=10,
             now=now, lease_until=now + 60, exclude=(),
@@ -419,35 +423,12 @@ def test_a_claim_that_fails_records_nothing_it_carried(sql_container: Container)
     shown = delivery(c, job.id)
     assert (shown["status"], shown["attempt_count"]) == ("pending", 0)
     assert c.deliveries.attempts(MID, job.id).attempts == ()
-    q.record(worker_id="w1", verdicts=[outcome(job, "delivered")], now=now)
+    with pytest.raises(RuntimeError, match="failed"):  # the lease has run out: w2 may claim
+        broken.claim(worker_id="w2", limit=10, now=now + 61, lease_until=now + 120, exclude=())
+    assert [j.seq for j in claim(q, now + 61, worker="w3")] == [job.seq]  # never leased to w2
+    q.record(worker_id="w3", verdicts=[outcome(job, "delivered")], now=now + 61)
     assert delivery(c, job.id)["status"] == "delivered"
     assert len(c.deliveries.attempts(MID, job.id).attempts) == 1
-
-
-def test_a_claim_whose_jobs_cannot_be_built_writes_nothing(sql_container: Container) -> None:
-    """Catches: the jobs built after the commit (a secret the key cannot open would then leave
-    the carried verdicts written while the dispatcher, told the claim failed, writes them again,
-    and the new leases held by nobody)."""
-    c = sql_container
-    setup(c)
-    new_lead(c, notes=1)
-
-    class SecretsUnreadable(SqlDeliveryQueue):
-        def _jobs(self, rows: list[tuple[Any, ...]], lease_until: float) -> list[Job]:
-            raise ValueError("a secret sealed with another key")
-
-    q, now = SqlDeliveryQueue(c.engine, c.gate), time.time() + 1
-    (v1,) = claim(q, now)
-    broken = SecretsUnreadable(c.engine, c.gate)
-    with pytest.raises(ValueError, match="another key"):
-        broken.settle_and_claim(
-            worker_id="w1", verdicts=[outcome(v1, "delivered")], releases=[], limit=10,
-            now=now, lease_until=now + 60, exclude=(),
-        )  # fmt: skip
-    assert c.deliveries.attempts(MID, v1.id).attempts == ()
-    with pytest.raises(ValueError, match="another key"):
-        broken.claim(worker_id="w2", limit=10, now=now + 61, lease_until=now + 120, exclude=())
-    assert [j.seq for j in claim(q, now + 61, worker="w3")] == [v1.seq]  # never leased to w2
 
 
 @pytest.mark.postgres
