@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from leadhook.domain import circuit
 from leadhook.domain.attempts import Gone, SendResult, no_answer
@@ -311,27 +312,18 @@ class Dispatcher:
             # What finished since the last claim is recorded in this claim's transaction.
             verdicts, self._verdicts = self._verdicts[: self._batch], self._verdicts[self._batch :]
             releases, self._releases = self._releases, []
+        claim: Callable[..., list[Job]] = self._queue.claim
+        if settle is not None and (verdicts or releases):
+            claim = partial(settle.settle_and_claim, verdicts=verdicts, releases=releases)
         try:
-            if settle is not None and (verdicts or releases):
-                jobs = await asyncio.to_thread(
-                    settle.settle_and_claim,
-                    worker_id=self.worker_id,
-                    verdicts=verdicts,
-                    releases=releases,
-                    limit=limit,
-                    now=now,
-                    lease_until=now + self._lease,
-                    exclude=exclude,
-                )
-            else:
-                jobs = await asyncio.to_thread(
-                    self._queue.claim,
-                    worker_id=self.worker_id,
-                    limit=limit,
-                    now=now,
-                    lease_until=now + self._lease,
-                    exclude=exclude,
-                )
+            jobs = await asyncio.to_thread(
+                claim,
+                worker_id=self.worker_id,
+                limit=limit,
+                now=now,
+                lease_until=now + self._lease,
+                exclude=exclude,
+            )
         except Exception:
             # Nothing of the transaction was written: what it carried is recorded again.
             self._verdicts[:0], self._releases[:0] = verdicts, releases
