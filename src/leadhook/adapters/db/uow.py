@@ -101,14 +101,16 @@ class BoundUnitOfWork(_Repositories):
 
     def __init__(self, conn: Connection, ids: IdFactory) -> None:
         self._bind(conn, ids)
-        # The group's units are behaviours: they read their tenant and its subscriptions, and
-        # never write either, so the group reads each once (a write would forget them).
-        self.tenants.memo = {}
-        self.subscriptions.memo = {}
-        self.events.held = set()
+        self.forget()
 
-    def undone(self) -> None:
-        """A unit's savepoint was rolled back: what it read or locked may be gone with it."""
+    def forget(self) -> None:
+        """Start the group's memos afresh (at its start, and after a unit's savepoint was
+        rolled back: what that unit read or locked may be gone with it).
+
+        The group's units are behaviours: they read their tenant and its subscriptions, and
+        never write either, so the group reads each once (a write would forget them), and
+        takes each tenant's log lock once.
+        """
         self.tenants.memo = {}
         self.subscriptions.memo = {}
         self.events.held = set()

@@ -265,7 +265,7 @@ class GroupWriter:
                 else:
                     driver.execute(_ROLLBACK_ITEM)
                     driver.execute(_RELEASE_ITEM)
-                    uow.undone()  # a lock taken in the savepoint went with it
+                    uow.forget()  # a lock taken in the savepoint went with it
                 if _retryable(exc) and item.runs < _MAX_RUNS:
                     again.append(item)
                 else:
