@@ -1,4 +1,4 @@
-"""The real id factory: shortuuid's ids, minted faster, and ULIDs in order."""
+"""The real id factory: shortuuid's ids of time-ordered UUIDs, minted fast, and ULIDs in order."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from leadhook.adapters.system import (
     ALPHABET,
     SystemIds,
     new_ulid,
-    random_uuid4,
+    new_uuid7,
     shortuuid_of,
     ulid_of,
 )
@@ -28,21 +28,47 @@ def test_the_alphabet_is_shortuuids() -> None:
     assert shortuuid.get_alphabet() == ALPHABET
 
 
-def test_random_numbers_are_version_4_uuids() -> None:
-    for _ in range(200):
-        u = uuid.UUID(int=random_uuid4())
-        assert u.version == 4
-        assert u.variant == uuid.RFC_4122
+@given(st.floats(min_value=0, max_value=2**48 / 1000 - 1, allow_nan=False))
+def test_a_new_uuid7_is_a_version_7_uuid_carrying_its_millisecond(at: float) -> None:
+    u = uuid.UUID(int=new_uuid7(at))
+    assert u.version == 7
+    assert u.variant == uuid.RFC_4122
+    assert u.int >> 80 == int(at * 1000)
 
 
-def test_short_ids_are_22_characters_of_the_alphabet_and_decode_to_uuid4s() -> None:
+def test_the_random_bits_of_a_uuid7_are_all_used() -> None:
+    # 74 random bits: each of them is set in some id and clear in another (none is fixed,
+    # and rand_a is not a copy of rand_b's bits).
+    minted = [new_uuid7(1_700_000_000.0) & ((0xFFF << 64) | (1 << 62) - 1) for _ in range(400)]
+    ones = 0
+    zeros = 0
+    for value in minted:
+        ones |= value
+        zeros |= ~value
+    assert ones & zeros & ((0xFFF << 64) | (1 << 62) - 1) == (0xFFF << 64) | (1 << 62) - 1
+    rand_a = {v >> 64 for v in minted}
+    copied = {(v >> 6) & 0xFFF for v in minted}
+    assert rand_a != copied
+
+
+@given(
+    st.floats(min_value=0, max_value=2**48 / 1000 - 2, allow_nan=False),
+    st.floats(min_value=0.001, max_value=10_000),
+)
+def test_ids_of_a_later_millisecond_sort_later_as_text(at: float, later: float) -> None:
+    first, second = new_uuid7(at), new_uuid7(at + later)
+    if int((at + later) * 1000) > int(at * 1000):
+        assert shortuuid_of(first) < shortuuid_of(second)
+
+
+def test_short_ids_are_22_characters_of_the_alphabet_and_decode_to_uuid7s() -> None:
     ids = SystemIds()
     minted = {ids.short() for _ in range(1000)}
     assert len(minted) == 1000
     for value in minted:
         assert len(value) == 22
         assert set(value) <= set(ALPHABET)
-        assert shortuuid.decode(value).version == 4
+        assert shortuuid.decode(value).version == 7
 
 
 def test_event_ids_increase_within_a_millisecond() -> None:
