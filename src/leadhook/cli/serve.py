@@ -67,6 +67,7 @@ def serve(
                 on_started=banner,
                 log_level=log_level,
                 access_log=access_log,
+                freeze_heap=True,
             )
         )
     console.print("leadhook stopped.")

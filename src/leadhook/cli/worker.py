@@ -60,6 +60,7 @@ def worker(
                 concurrency=concurrency,
                 on_started=started,
                 shutdown=shutdown,
+                freeze_heap=True,
             )
 
         run_async(deliver())
