@@ -3,6 +3,7 @@
 .venv/bin/python -m bench.profile_asgi leadhook 3000     # POST /v1/leads with one subscription
 .venv/bin/python -m bench.profile_asgi skeleton 3000     # the hand-written baseline
 .venv/bin/python -m bench.profile_asgi leadhook 3000 --profile   # + cProfile, by own time
+.venv/bin/python -m bench.profile_asgi leadhook 100 --batch 500 --no-subscriber --freeze
 
 Client and network costs drop out, so the figure moves only with the server's own work: what
 the profiles in docs/benchmarks.md were read from.
@@ -97,6 +98,12 @@ def main() -> None:
         "--batch", type=int, default=0, help="POST /v1/leads/batch with this many leads each"
     )
     parser.add_argument("--sort", default="tottime", help="cProfile order: tottime, cumulative")
+    parser.add_argument(
+        "--no-subscriber", action="store_true", help="no subscription: no delivery rows"
+    )
+    parser.add_argument(
+        "--freeze", action="store_true", help="gc.freeze() once the app is built, as serve does"
+    )
     args = parser.parse_args()
     if args.batch:
         global BODY, PATH
@@ -118,9 +125,14 @@ def main() -> None:
         )
         tenant = container.tenants.create("bench", "bench")
         hook = {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
-        container.subscriptions.create(tenant.tenant.mid, hook)
+        if not args.no_subscriber:
+            container.subscriptions.create(tenant.tenant.mid, hook)
         app = create_app(container)
         headers = [(b"authorization", f"Bearer {tenant.api_key}".encode())]
+    if args.freeze:
+        from leadhook.cli.runtime import freeze_startup_heap
+
+        freeze_startup_heap()
     ms = uvloop.run(_drive(app, headers, args.n, args.profile, args.sort))
     print(f"{args.app}: {ms:.3f} ms of CPU per POST {PATH} (in-process, {args.n} requests)")
 

@@ -244,7 +244,7 @@ class Catalog:
 
     # ---- lookups -------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def first_stage(self) -> str:
         """The stage every new lead starts in."""
         return min(self.life_stages.values(), key=lambda s: (s.order, s.code)).code
@@ -256,27 +256,36 @@ class Catalog:
 
     def field_def(self, code: str) -> FieldDef | None:
         """Return the definition of a field code, stage timestamps included."""
-        found = BUILTIN_FIELDS.get(code) or self.custom_fields.get(code)
-        if found is not None:
-            return found
-        if code.startswith("to_") and code.endswith("_timestamp"):
-            stage = self.life_stages.get(code[3 : -len("_timestamp")])
-            if stage is not None:
-                return FieldDef(code, f"{stage.name}时间", "datetime", "system", builtin=True)
-        return None
+        return self._field_defs.get(code)
+
+    @cached_property
+    def _field_defs(self) -> Mapping[str, FieldDef]:
+        # Built once per catalog (catalogs are immutable): a create looks up twenty codes.
+        # A builtin code wins over a custom one, which wins over a stage's timestamp.
+        stages = {
+            code: FieldDef(code, f"{stage.name}时间", "datetime", "system", builtin=True)
+            for stage in self.life_stages.values()
+            for code in (stage_timestamp_field(stage.code),)
+        }
+        return {**stages, **self.custom_fields, **BUILTIN_FIELDS}
 
     def field_order(self, code: str) -> tuple[int, str]:
         """Sort key that lists fields in the contract's order: builtin, custom, stage times."""
-        position = _BUILTIN_POSITION.get(code)
-        if position is not None:
-            return (position, "")
+        known = self._field_orders.get(code)
+        if known is not None:
+            return known
+        return (len(_BUILTIN_POSITION) + len(self.life_stages) + 1, code)
+
+    @cached_property
+    def _field_orders(self) -> Mapping[str, tuple[int, str]]:
         builtin = _BUILTIN_POSITION
-        if code in self.custom_fields:
-            return (len(builtin), code)
-        stage_position = self._stage_positions.get(code)
-        if stage_position is not None:
-            return (len(builtin) + 1 + stage_position, "")
-        return (len(builtin) + len(self.life_stages) + 1, code)
+        orders = {
+            code: (len(builtin) + 1 + position, "")
+            for code, position in self._stage_positions.items()
+        }
+        orders.update({code: (len(builtin), code) for code in self.custom_fields})
+        orders.update({code: (position, "") for code, position in builtin.items()})
+        return orders
 
     @cached_property
     def _stage_positions(self) -> Mapping[str, int]:
