@@ -94,6 +94,22 @@ async def test_posts_the_body_and_headers_as_given_and_reuses_connections(server
     assert len({peer for _, _, peer in server.seen}) == 1  # one pooled keep-alive connection
 
 
+async def test_a_cookie_an_endpoint_sets_is_never_sent_back(server: Server) -> None:
+    async def sets_cookie(request: web.Request) -> web.StreamResponse:
+        response = web.Response(text="ok")
+        response.set_cookie("session", "tenant-a-secret", path="/")
+        return response
+
+    server.handler = sets_cookie
+    # A name, not an address: a cookie jar keeps no cookie an IP address set.
+    resolver = FakeResolver("127.0.0.1")
+    async with HttpSender(timeout=5, allow_private=True, resolver=resolver) as sender:
+        for path in ("/a", "/b", "/a"):  # /b: another subscription on the same host
+            result = await sender.send(server.url(path, host="hooks.example"), b"{}", {})
+            assert result.status_code == 200
+    assert [("cookie" in got) for got, _, _ in server.seen] == [False, False, False]
+
+
 async def test_keeps_only_the_first_kilobyte_of_the_answer(server: Server) -> None:
     async def big(request: web.Request) -> web.StreamResponse:
         return web.Response(status=503, text="é" * 5000, headers={"Retry-After": "7"})
