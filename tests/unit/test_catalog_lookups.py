@@ -79,3 +79,22 @@ def test_a_builtin_wins_over_a_custom_field_which_wins_over_a_stage_time() -> No
 def test_the_first_stage_is_the_lowest_order() -> None:
     assert CATALOG.first_stage == "vip"
     assert BASE.first_stage == "baby_lead"
+
+
+def test_a_changed_catalog_builds_its_own_lookups() -> None:
+    # The lookups are cached on the instance: a catalog made from another by `replace` (how
+    # catalogs change) must not inherit the first one's.
+    before = replace(BASE)
+    assert before.field_def("budget") is None and before.first_stage == "baby_lead"
+    assert before.field_def("to_new_timestamp") is None
+    after = replace(
+        before,
+        custom_fields={"budget": FieldDef("budget", "预算", "number", "ordinary")},
+        life_stages={**before.life_stages, "new": LifeStage("new", "新", -1)},
+    )
+    assert after.field_def("budget") is not None
+    assert after.field_def("to_new_timestamp") is not None
+    assert after.first_stage == "new"
+    assert after.field_order("budget") == _field_order(after, "budget")
+    assert before.field_def("budget") is None and before.first_stage == "baby_lead"
+    assert before.field_def("to_new_timestamp") is None

@@ -105,7 +105,8 @@ async def run_service(
     finishes the requests in flight, then the delivery loop drains and releases what it
     claimed. An API or delivery loop that fails stops the other and the failure is raised.
     With `freeze_heap` (the commands, which own their process) the heap built at start-up is
-    frozen once everything runs (`freeze_startup_heap`).
+    frozen once everything has started, before the first request or delivery
+    (`freeze_startup_heap`).
     """
     shutdown = shutdown or asyncio.Event()
     stop = asyncio.Event()
