@@ -26,7 +26,6 @@ import shutil
 import sqlite3
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,16 @@ def _template(tmp: Path) -> Path:
 
 
 def _run(template: Path, n: int, bare: bool, batch: int = 0, delivery: bool = True) -> float:
+    from leadhook.adapters.system import SystemIds
+
+    # The ids leadhook mints (time-ordered shortuuids, ULIDs for events): where an index keyed
+    # by them takes each new key decides how many pages a commit writes.
+    minted = SystemIds()
+    short = minted.short
+
+    def event_id() -> str:
+        return minted.event_id(time.time())
+
     path = template.with_name("bare.db" if bare else "full.db")
     shutil.copy(template, path)
     db = sqlite3.connect(path, isolation_level=None)
@@ -82,7 +91,7 @@ def _run(template: Path, n: int, bare: bool, batch: int = 0, delivery: bool = Tr
         # in one executemany (the event seqs are known up front: the table is new).
         (next_seq,) = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()
         for first in range(0, n, batch):
-            ids = [uuid.uuid4().hex for _ in range(min(batch, n - first))]
+            ids = [short() for _ in range(min(batch, n - first))]
             seqs = range(next_seq, next_seq + len(ids))
             next_seq += len(ids)
             db.execute("BEGIN IMMEDIATE")
@@ -90,31 +99,31 @@ def _run(template: Path, n: int, bare: bool, batch: int = 0, delivery: bool = Tr
             db.executemany(
                 inserts["events"],
                 [
-                    row("events", seq=s, event_id=uuid.uuid4().hex, entity_id=i)
+                    row("events", seq=s, event_id=event_id(), entity_id=i)
                     for i, s in zip(ids, seqs, strict=True)
                 ],
             )
             db.executemany(
                 inserts["deliveries"],
                 [
-                    row("deliveries", seq=None, id=uuid.uuid4().hex, event_seq=s, entity_id=i)
+                    row("deliveries", seq=None, id=short(), event_seq=s, entity_id=i)
                     for i, s in zip(ids, seqs, strict=True)
                     if delivery
                 ],
             )
             db.execute("COMMIT")
     for _ in range(0 if batch else n):
-        lead_id = uuid.uuid4().hex
+        lead_id = short()
         db.execute("BEGIN IMMEDIATE")
         db.execute(inserts["leads"], row("leads", seq=None, id=lead_id))
         seq = db.execute(
             inserts["events"],
-            row("events", seq=None, event_id=uuid.uuid4().hex, entity_id=lead_id),
+            row("events", seq=None, event_id=event_id(), entity_id=lead_id),
         ).lastrowid
         if delivery:
             db.execute(
                 inserts["deliveries"],
-                row("deliveries", seq=None, id=uuid.uuid4().hex, event_seq=seq, entity_id=lead_id),
+                row("deliveries", seq=None, id=short(), event_seq=seq, entity_id=lead_id),
             )
         db.execute("COMMIT")
     cpu = time.process_time() - start
