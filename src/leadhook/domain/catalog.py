@@ -262,12 +262,11 @@ class Catalog:
     def _field_defs(self) -> Mapping[str, FieldDef]:
         # Built once per catalog (catalogs are immutable): a create looks up twenty codes.
         # A builtin code wins over a custom one, which wins over a stage's timestamp.
-        stages = {
-            code: FieldDef(code, f"{stage.name}时间", "datetime", "system", builtin=True)
-            for stage in self.life_stages.values()
-            for code in (stage_timestamp_field(stage.code),)
-        }
-        return {**stages, **self.custom_fields, **BUILTIN_FIELDS}
+        defs: dict[str, FieldDef] = {}
+        for stage in self.life_stages.values():
+            code = stage_timestamp_field(stage.code)
+            defs[code] = FieldDef(code, f"{stage.name}时间", "datetime", "system", builtin=True)
+        return {**defs, **self.custom_fields, **BUILTIN_FIELDS}
 
     def field_order(self, code: str) -> tuple[int, str]:
         """Sort key that lists fields in the contract's order: builtin, custom, stage times."""
@@ -278,20 +277,17 @@ class Catalog:
 
     @cached_property
     def _field_orders(self) -> Mapping[str, tuple[int, str]]:
+        # Built once per catalog (catalogs are immutable): every create sorts its fields.
+        # Stage times in the stages' order, after the custom fields, after the builtins.
         builtin = _BUILTIN_POSITION
+        stages = sorted(self.life_stages.values(), key=lambda s: (s.order, s.code))
         orders = {
-            code: (len(builtin) + 1 + position, "")
-            for code, position in self._stage_positions.items()
+            stage_timestamp_field(stage.code): (len(builtin) + 1 + i, "")
+            for i, stage in enumerate(stages)
         }
         orders.update({code: (len(builtin), code) for code in self.custom_fields})
         orders.update({code: (position, "") for code, position in builtin.items()})
         return orders
-
-    @cached_property
-    def _stage_positions(self) -> Mapping[str, int]:
-        # Built once per catalog (catalogs are immutable): every create sorts its fields.
-        stages = sorted(self.life_stages.values(), key=lambda s: (s.order, s.code))
-        return {stage_timestamp_field(stage.code): i for i, stage in enumerate(stages)}
 
     def reference_exists(self, ref: RefKind, value: str) -> bool:
         """Tell whether `value` is an id of the catalog kind `ref`."""
