@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.console import SqlConsoleQueries
-from leadhook.adapters.db.engine import WriteGate, make_engine
+from leadhook.adapters.db.engine import WriteGate, is_sqlite, make_engine
 from leadhook.adapters.db.health import SqlReadiness
 from leadhook.adapters.db.keycheck import prepare_secrets
 from leadhook.adapters.db.queue import SqlDeliveryQueue
@@ -133,7 +133,9 @@ def build(
     uow: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate, ids=ids)
     readonly: UnitOfWorkFactory = partial(SqlUnitOfWork, engine, gate, ids=ids, readonly=True)
     wakeup = Wakeup()
-    writer = GroupWriter(engine, gate, ids=ids)
+    # SQLite's behaviours are written on the event loop; PostgreSQL's on writer threads.
+    threads = None if is_sqlite(engine) else settings.writer_threads
+    writer = GroupWriter(engine, gate, ids=ids, threads=threads)
     leads = LeadService(
         uow, clock, ids, on_enqueued=wakeup.notify, readonly_uow=readonly, transactor=writer
     )

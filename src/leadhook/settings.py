@@ -69,6 +69,19 @@ def _interval(name: str, value: str | None, default: float) -> float:
     return _positive(name, value, default)
 
 
+def _count(name: str, value: str | None, default: int, most: int) -> int:
+    """Read a whole number from 1 to `most`."""
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= most:
+        raise SettingsError(f"{name} must be a whole number from 1 to {most}, not {value!r}")
+    return number
+
+
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -137,6 +150,10 @@ class Settings:
     # file beside the database. Never in a repr: settings may be printed or logged.
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    # Threads writing behaviours to PostgreSQL, each on a connection of its own (SQLite's are
+    # written on the event loop). More let a write waiting on another process's row lock not
+    # hold up the rest, at more CPU a behaviour (docs/write-path.md, "Group commit").
+    writer_threads: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -179,5 +196,8 @@ class Settings:
                 "LEADHOOK_AUTOMATION_INTERVAL", env.get("LEADHOOK_AUTOMATION_INTERVAL"), 60.0
             ),
             retention=_retention(env),
+            writer_threads=_count(
+                "LEADHOOK_WRITER_THREADS", env.get("LEADHOOK_WRITER_THREADS"), 1, 32
+            ),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -175,3 +175,110 @@ def test_a_group_takes_a_tenants_log_lock_once_and_again_after_an_undone_unit(
     finally:
         writer.close()
     assert seen == [1]
+
+
+# ---- PostgreSQL's pipeline mode ------------------------------------------------------------
+
+
+@pytest.fixture
+def probe(container: Container) -> Iterator[str]:
+    """A scratch table on PostgreSQL that the units below write to."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("pipeline mode is PostgreSQL's")
+    from sqlalchemy import text
+
+    with container.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE pipeline_probe (n integer NOT NULL)"))
+    yield "pipeline_probe"
+    with container.engine.begin() as conn:
+        conn.execute(text("DROP TABLE pipeline_probe"))
+
+
+def _group(container: Container, units: list[Any]) -> list[Future[Any]]:
+    """Run `units` as one group on a writer of one thread; return their futures, settled."""
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids, threads=1)
+    try:
+        started = threading.Event()
+        writer.submit(lambda uow: started.wait(5))  # holds the writer while the group queues
+        futures = [writer.submit(unit) for unit in units]
+        started.set()
+        for future in futures:
+            future.exception(10)
+    finally:
+        writer.close()
+    return futures
+
+
+def _probed(container: Container) -> list[int]:
+    from sqlalchemy import text
+
+    with container.engine.connect() as conn:
+        return sorted(conn.execute(text("SELECT n FROM pipeline_probe")).scalars())
+
+
+def test_an_error_in_a_units_last_statement_fails_that_unit_alone(
+    container: Container, probe: str
+) -> None:
+    """Catches: the pipeline synced only at the group's end (or at the next unit's first read),
+    so that an error of a unit's last statement, whose answer nobody reads, would fail the
+    unit after it, or the whole group; and psycopg's "prepared statement does not exist"
+    after a statement it prepared in the aborted part of a pipeline (the release of the
+    savepoint, prepared on its fifth run: the rounds below run it often enough)."""
+    in_pipeline: list[bool] = []
+
+    def insert(n: int, *, then_fail: bool = False) -> Any:
+        def unit(uow: Any) -> int:
+            driver = uow.leads.driver
+            in_pipeline.append(bool(driver.pgconn.pipeline_status))
+            driver.execute(f"INSERT INTO {probe} VALUES (%s)", (n,))
+            if then_fail:
+                driver.execute("SELECT 1 / 0")  # sent, not read: fails at the unit's sync
+            return n
+
+        return unit
+
+    kept: list[int] = []
+    for round_ in range(4):
+        base = round_ * 10
+        futures = _group(
+            container,
+            [
+                insert(base + 1),
+                insert(base + 2, then_fail=True),
+                insert(base + 3),
+                insert(base + 4, then_fail=round_ % 2 == 0),
+                insert(base + 5),
+            ],
+        )
+        failing = [False, True, False, round_ % 2 == 0, False]
+        assert [f.exception() is not None for f in futures] == failing, [
+            repr(f.exception()) for f in futures
+        ]
+        assert all("division by zero" in str(f.exception()) for f in futures if f.exception())
+        kept += [base + 1, base + 3, base + 5] + ([] if round_ % 2 == 0 else [base + 4])
+        assert _probed(container) == sorted(kept)
+    assert in_pipeline == [True] * 20  # the units' statements were pipelined
+
+
+def test_a_core_statement_in_a_unit_reads_its_rows_and_rowcounts_are_read_after_a_flush(
+    container: Container, probe: str
+) -> None:
+    """Catches: SQLAlchemy Core reading a pipelined cursor's description before its answer
+    came ("This result object does not return rows"), and a `rowcount` read unflushed (-1:
+    every lead update would have looked like a concurrent change)."""
+    from sqlalchemy import text
+
+    from leadhook.adapters.db.pipeline import flushed
+
+    def unit(uow: Any) -> tuple[int, int, bool]:
+        driver = uow.leads.driver
+        driver.execute(f"INSERT INTO {probe} VALUES (1), (2)")
+        cur = driver.execute(f"UPDATE {probe} SET n = n + 10")
+        flushed(uow.leads.conn)
+        updated = cur.rowcount
+        counted = uow.leads.conn.execute(text(f"SELECT count(*) FROM {probe}")).scalar_one()
+        return updated, counted, bool(driver.pgconn.pipeline_status)
+
+    (future,) = _group(container, [unit])
+    assert future.result() == (2, 2, False)  # Core ended the pipeline for the rest of the unit
+    assert _probed(container) == [11, 12]

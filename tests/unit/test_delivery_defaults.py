@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from leadhook.domain.retry import DEFAULT_DELIVERY_TIMEOUT, DEFAULT_DISABLE_AFTER
-from leadhook.settings import Settings
+from leadhook.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("README.md", "docs/api.md")
@@ -58,3 +58,11 @@ def test_the_documents_state_the_default_timeout() -> None:
     ]
     assert len(found) >= 3, found
     assert {value for _, value in found} == {f"{DEFAULT_DELIVERY_TIMEOUT:g}"}, found
+
+
+def test_writer_threads_default_to_one_and_read_the_environment() -> None:
+    assert Settings().writer_threads == Settings.from_env({}).writer_threads == 1
+    assert Settings.from_env({"LEADHOOK_WRITER_THREADS": "4"}).writer_threads == 4
+    for bad in ("0", "-1", "two", "1.5", "33"):
+        with pytest.raises(SettingsError, match="LEADHOOK_WRITER_THREADS"):
+            Settings.from_env({"LEADHOOK_WRITER_THREADS": bad})

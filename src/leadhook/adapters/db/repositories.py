@@ -11,6 +11,7 @@ from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.pipeline import flushed
 from leadhook.adapters.db.pools import lead_columns
 from leadhook.adapters.db.sql import statements
 from leadhook.domain.catalog import Catalog
@@ -200,7 +201,9 @@ class SqlLeads(_Repo):
         row = _lead_row(lead)
         # Every column but id, mid and created_at (0, 1, 8), then the key and the version check.
         params = (*row[2:8], row[9], *row[10:], lead.id, expected_version)
-        if self.driver.execute(self.sql.update_lead, params).rowcount != 1:
+        cur = self.driver.execute(self.sql.update_lead, params)
+        flushed(self.conn)  # its rowcount, in PostgreSQL's pipeline mode
+        if cur.rowcount != 1:
             raise ConflictError(f"lead {lead.id} changed concurrently; retry the request")
 
     def page(self, mid: str, filters: LeadFilter, cursor: str | None, limit: int) -> Page[Lead]:
@@ -387,7 +390,9 @@ class SqlIdempotency(_Repo):
 
     def put(self, mid: str, key: str, response: StoredResponse, at: float) -> None:
         params = (mid, key, response.fingerprint, response.status_code, response.body, at)
-        if self.driver.execute(self.sql.idempotency_put, params).rowcount != 1:
+        cur = self.driver.execute(self.sql.idempotency_put, params)
+        flushed(self.conn)  # its rowcount, in PostgreSQL's pipeline mode
+        if cur.rowcount != 1:
             raise ConflictError("a request with this Idempotency-Key is in progress")
 
     def purge_before(self, at: float) -> int:

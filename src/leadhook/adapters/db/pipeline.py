@@ -1,0 +1,99 @@
+"""psycopg's pipeline mode for a PostgreSQL writer's behaviours.
+
+A behaviour on PostgreSQL is six to eight statements (savepoint, lead, log lock, events,
+deliveries, release), and without a pipeline each one is a round trip: the writer thread sends
+it, waits for the server, reads the answer. In pipeline mode the statements whose answers
+nobody reads at once (the inserts, the lock, the savepoints) are sent without waiting, and a
+behaviour costs two round trips: one where it reads what it inserted (the events' `seq`), one
+at its end (`Pipeline.sync`), so that an error of its last statements is still its own and
+rolls back its savepoint only (adapters/db/writer.py).
+
+Two things read a result the moment a statement was sent and do not work in a pipeline:
+SQLAlchemy Core (it reads the cursor's description right after `execute`) and a `rowcount`.
+So a Core statement ends the pipeline first (`end_before_core`, an engine event), and the
+statements then go one by one until the next behaviour starts it again; a repository that
+reads a `rowcount` of named SQL calls `flushed` first.
+
+And one thing psycopg gets wrong: a statement it decided to prepare (on its fifth execution)
+in the part of a pipeline that an error aborted counts as prepared though the server skipped
+it, and its next execution fails with "prepared statement does not exist". So after an error
+from the server (`abandon`) the connection prepares nothing more, and the writer replaces it
+once its transaction is over (`tainted`). Errors leadhook raises itself (a lead not found, a
+version that does not match) come before anything was aborted and cost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+
+_KEY = "leadhook_pipeline"
+log = logging.getLogger("leadhook.writer")
+
+
+class Pipeline:
+    """The pipeline of one SQLAlchemy connection's driver, started and ended per behaviour."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._driver: Any = conn.connection.driver_connection
+        self._ctx: Any = None  # the context manager of `driver.pipeline()`
+        self._pipe: Any = None  # the psycopg Pipeline it entered
+        self.tainted = False  # an error aborted the pipeline: replace the connection
+
+    def start(self) -> None:
+        """Send the following statements without waiting for each answer."""
+        if self._ctx is None:
+            ctx = self._driver.pipeline()
+            self._pipe = ctx.__enter__()
+            self._ctx = ctx
+            self._conn.info[_KEY] = self
+
+    def sync(self) -> None:
+        """Wait for the answer of every statement sent so far; raise the first error."""
+        if self._pipe is not None:
+            self._pipe.sync()
+
+    def end(self) -> None:
+        """Sync and leave pipeline mode (raising the first error of what was still unread)."""
+        ctx, self._ctx, self._pipe = self._ctx, None, None
+        self._conn.info.pop(_KEY, None)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+    def abandon(self, error: BaseException) -> None:
+        """Leave pipeline mode after `error`, raised already.
+
+        The statements queued after a failed one were skipped by the server ("pipeline
+        aborted"): reading their answers raises again, and that is no news. A connection that
+        broke fails the statement sent next (the rollback to the savepoint), so nothing is
+        hidden here. After an error from the server, psycopg's record of what it prepared
+        may be wrong (see above): nothing more is prepared on this connection.
+        """
+        in_pipeline = self._ctx is not None
+        try:
+            self.end()
+        except Exception:  # the error itself was raised and handled already
+            log.debug("leaving an aborted pipeline", exc_info=True)
+        cause = error.orig if isinstance(error, DBAPIError) else error
+        if in_pipeline and isinstance(cause, psycopg.Error):
+            self.tainted = True
+            self._driver.prepare_threshold = None
+
+
+def flushed(conn: Connection) -> None:
+    """Make the answers of the statements sent so far readable (their `rowcount`)."""
+    pipe = conn.info.get(_KEY)
+    if pipe is not None:
+        pipe.sync()
+
+
+def end_before_core(conn: Connection, *_args: Any) -> None:
+    """`before_cursor_execute`: SQLAlchemy Core reads a result at once; no pipeline for it."""
+    pipe = conn.info.get(_KEY)
+    if pipe is not None:
+        pipe.end()
