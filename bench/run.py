@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import scenarios as sc
+from bench.baselines.pgqueuer_drain import IN_FLIGHT as PGQUEUER_IN_FLIGHT
 from bench.harness import ROOT, summary
 from bench.report import write_report
 
@@ -51,7 +52,12 @@ def plan(quick: bool) -> dict[str, tuple[Scenario, int]]:
         ),
         # The delivery path against a raw sender and two queues a Python team would pick.
         "drain_sqlite": (lambda t: sc.drain("sqlite", n, 1, t), runs),
-        "drain_postgresql_2_workers": (lambda t: sc.drain("postgresql", n, 2, t), runs),
+        # Each worker with as many requests in flight as each of PgQueuer's workers has HTTP
+        # connections (`IN_FLIGHT`, its best setting): the comparison is of the queues.
+        "drain_postgresql_2_workers": (
+            lambda t: sc.drain("postgresql", n, 2, t, concurrency=PGQUEUER_IN_FLIGHT),
+            runs,
+        ),
         "raw_aiohttp": (lambda t: sc.raw_aiohttp(n, t), runs),
         "celery_redis": (lambda t: sc.celery_drain(n if quick else 10_000, t), 1),
         "pgqueuer_postgresql_2_workers": (lambda t: sc.pgqueuer(n, t), runs),

@@ -132,8 +132,9 @@ def worker_cmd(url: str, concurrency: int = 64) -> list[str]:
 # ---- 1. drain ------------------------------------------------------------------------------
 
 
-def drain(kind: str, events: int, workers: int, tmp: Path) -> dict[str, Any]:
-    """Deliveries/s draining `events` pending deliveries with `workers` worker processes."""
+def drain(kind: str, events: int, workers: int, tmp: Path, concurrency: int = 64) -> dict[str, Any]:
+    """Deliveries/s draining `events` pending deliveries with `workers` worker processes,
+    each with `concurrency` deliveries in flight."""
     url = new_database(kind, tmp)
     try:
         with receiver(tmp) as base:
@@ -143,7 +144,8 @@ def drain(kind: str, events: int, workers: int, tmp: Path) -> dict[str, Any]:
             pids = []
             try:
                 for i in range(workers):
-                    ctx = child(worker_cmd(url), env=ENV, log=tmp / f"worker-{kind}-{i}.log")
+                    cmd = worker_cmd(url, concurrency)
+                    ctx = child(cmd, env=ENV, log=tmp / f"worker-{kind}-{i}.log")
                     proc = ctx.__enter__()
                     procs.append(ctx)
                     pids.append(proc.pid)
