@@ -9,6 +9,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -656,3 +657,72 @@ async def test_a_stop_while_a_claim_is_planned_still_records_what_finished() -> 
     await asyncio.wait_for(task, 5)
     assert [r.status for r in queue.rows] == ["delivered"]
     assert len(queue.outcomes) == 1
+
+
+class ProbeCountingQueue(SettlingMemoryQueue):
+    """Counts the claims that skipped a subscription and found nothing (fruitless probes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fruitless = 0
+
+    def claim(self, **kwargs: Any) -> list[Job]:
+        jobs = super().claim(**kwargs)
+        self.fruitless += bool(kwargs["exclude"]) and not jobs
+        return jobs
+
+
+async def test_a_lone_tenants_backlog_is_not_probed_for_other_tenants_after_every_attempt() -> None:
+    """Catches: a claim after every finished attempt while the only tenant with deliveries
+    was full (its share leaves slots for a tenant that may arrive): each such claim skipped
+    that tenant's due rows, found nothing, and on SQLite walked them all (a third of a
+    drain's time went there). Once a probe found nothing, the same probe waits for a commit,
+    a change in what it skips, or the poll interval."""
+    queue, sender = ProbeCountingQueue(), FakeSender()
+
+    async def quick(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(0.002)
+        return http(200, 2.0)
+
+    sender.behaviour = quick
+    sub = Sub("s1", max_in_flight=256)
+    for n in range(600):
+        queue.add(sub, f"L{n}", 1)
+    dispatcher = make(queue, sender, concurrency=16, poll=30.0)
+    await run_until(dispatcher, finished(queue))
+    assert dispatcher.stats.delivered == 600
+    # One fruitless probe at most each time the tenant fills its share again after a
+    # productive claim that skipped nothing would be ~40; after every attempt, ~600.
+    assert queue.fruitless <= 3, queue.fruitless
+
+
+async def test_a_commit_lets_a_fruitless_probe_run_again_at_once() -> None:
+    """Catches: the memo of a fruitless probe outliving a commit: a tenant whose deliveries
+    a commit just enqueued would wait for the poll interval behind a full tenant."""
+    queue, sender, wakeup = ProbeCountingQueue(), FakeSender(), Wakeup()
+    gate = asyncio.Event()
+
+    async def held(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        if "a0" in url:
+            await gate.wait()  # tenant A's attempts hang until the end: A stays full
+        return http(200, 1.0)
+
+    sender.behaviour = held
+    a = Sub("a0", max_in_flight=256, mid="A")
+    for n in range(100):
+        queue.add(a, f"A{n}", 1)
+    dispatcher = make(queue, sender, concurrency=16, wakeup=wakeup, poll=30.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    while queue.fruitless < 1:  # A filled its share; a probe found nothing else
+        await asyncio.sleep(0.01)
+    b = Sub("b0", mid="B")
+    queue.add(b, "B1", 1)
+    started = time.monotonic()
+    await asyncio.to_thread(wakeup.notify)
+    while not any("b0" in url for _, url, _, _ in sender.sent):
+        assert time.monotonic() - started < 2.0, "tenant B waited for the poll interval"
+        await asyncio.sleep(0.005)
+    gate.set()
+    stop.set()
+    await asyncio.wait_for(task, 10)
