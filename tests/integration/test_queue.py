@@ -471,3 +471,41 @@ def test_a_probe_held_by_another_transaction_is_skipped_not_waited_for(
         assert [j.subscription_id for j in claim(queue_of(c), now)] == [sub["id"]]  # the probe
     finally:
         c.close()
+
+
+def test_try_now_runs_at_once_on_sqlite_and_declines_while_another_holds_the_write_gate(
+    sql_container: Container,
+) -> None:
+    """Catches: an event loop waiting for the write gate another process holds (the API's
+    transaction), a call run twice or not at all, and PostgreSQL's round trips on the loop."""
+    c = sql_container
+    setup(c)
+    lead = new_lead(c, notes=1)
+    q, now = SqlDeliveryQueue(c.engine, c.gate), time.time() + 1
+    args: dict[str, Any] = {
+        "worker_id": "w1", "limit": 100, "now": now, "lease_until": now + 60, "exclude": (),
+    }  # fmt: skip
+    if c.engine.dialect.name != "sqlite":
+        assert q.try_now("claim", **args) == (False, None)  # a round trip: on a thread
+        return
+    other, dispose = independent_queue(c)  # another process's gate on the same file
+    assert isinstance(other, SqlDeliveryQueue)
+    other._gate.acquire()
+    try:
+        started = time.monotonic()
+        assert q.try_now("claim", **args) == (False, None)
+        assert time.monotonic() - started < 0.5  # declined at once, not waited
+    finally:
+        other._gate.release()
+        dispose()
+    done, jobs = q.try_now("claim", **args)
+    assert done and [(j.entity_id, j.entity_version) for j in jobs] == [(lead, 1)]
+    done, _ = q.try_now("record", worker_id="w1", verdicts=[outcome(jobs[0], "delivered")], now=now)
+    assert done and delivery(c, jobs[0].id)["status"] == "delivered"
+    assert len(c.deliveries.attempts(MID, jobs[0].id).attempts) == 1
+    # The gate was given back: a transaction on a thread takes it as before.
+    (v2,) = claim(q, now)
+    assert (v2.entity_id, v2.entity_version) == (lead, 2)
+    assert q.try_now("renew", worker_id="w1", seqs=[v2.seq], lease_until=now + 90) == (
+        False, None,
+    )  # fmt: skip  # only the calls of one short write transaction run inline

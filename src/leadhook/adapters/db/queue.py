@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, select, text, update
@@ -73,6 +74,10 @@ def _job(row: Sequence[Any], lease_until: float, box: SecretBox) -> Job:
     )  # fmt: skip
 
 
+# The calls an event loop may run itself (try_now): one short transaction each.
+_INLINE = frozenset({"claim", "settle_and_claim", "record", "release"})
+
+
 class SqlDeliveryQueue:
     """Claim, finish and release deliveries; every call is one short transaction."""
 
@@ -89,11 +94,27 @@ class SqlDeliveryQueue:
         self._streak_end = text(sql.streak_end)
         self._streak_start = text(sql.streak_start)
         self._circuit_close = text(sql.circuit_close)
+        self._here = threading.local()  # `held`: this thread holds the gate (try_now)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self._gate.hold(), self._engine.begin() as conn:
+        held = getattr(self._here, "held", False)  # try_now took the gate for this thread
+        with nullcontext() if held else self._gate.hold(), self._engine.begin() as conn:
             yield conn
+
+    def try_now(self, call: str, /, **kwargs: Any) -> tuple[bool, Any]:
+        """Run `call` (claim, settle_and_claim, record, release) at once if the write gate is
+        free this instant: SQLite only, for an event loop, which must not wait for the gate
+        (another process's transaction) nor for a PostgreSQL round trip. (False, None): run
+        it on a thread instead."""
+        if not self._sqlite or call not in _INLINE or not self._gate.try_acquire():
+            return False, None
+        self._here.held = True
+        try:
+            return True, getattr(self, call)(**kwargs)
+        finally:
+            self._here.held = False
+            self._gate.release()
 
     def claim(
         self,

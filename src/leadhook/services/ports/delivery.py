@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from leadhook import __version__
 from leadhook.domain.attempts import SendResult
@@ -109,3 +109,14 @@ class SettlingQueue(Protocol):
         lease_until: float,
         exclude: Collection[str],
     ) -> list[Job]: ...
+
+
+@runtime_checkable
+class InlineQueue(Protocol):
+    """A queue whose calls take microseconds when nobody else is writing (SQLite's): an event
+    loop may run them itself rather than hand them to a thread."""
+
+    def try_now(self, call: str, /, **kwargs: Any) -> tuple[bool, Any]:
+        """Run the queue's method `call` with `kwargs` at once if that cannot wait on anyone
+        (the write gate is free this instant): (True, its answer); else (False, None)."""
+        ...
