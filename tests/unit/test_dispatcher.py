@@ -774,3 +774,26 @@ async def test_a_queue_that_answers_at_once_is_called_on_the_loop_else_on_a_thre
     on_loop = {thread == loop_thread for _, thread in queue.threads}
     assert on_loop == ({False} if busy else {True})
     assert (queue.inline > 0) is not busy
+
+
+async def test_a_backlog_is_recorded_in_fewer_larger_transactions() -> None:
+    """Catches: a drain recording every few verdicts in a transaction of their own (2 ms of
+    gathering: a commit per handful of deliveries), where a backlog can wait for a batch's
+    worth (or 20 ms); and a verdict recorded twice or lost on the way."""
+    queue = SettlingMemoryQueue()
+    rand = random.Random(3)
+
+    async def spread(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(rand.uniform(0.001, 0.006))  # attempts end at different times
+        return http(200, 3.0)
+
+    sender = FakeSender(spread)
+    sub = Sub("s1", max_in_flight=256)
+    for n in range(1600):
+        queue.add(sub, f"L{n}", 1)
+    dispatcher = make(queue, sender, concurrency=32, poll=30.0)
+    await run_until(dispatcher, finished(queue))
+    assert Counter(o.job.seq for o in queue.outcomes) == {r.seq: 1 for r in queue.rows}
+    writes = queue.settles + queue.alone
+    # Verdicts per transaction: 6 with 2 ms of gathering throughout; 12-20 measured here.
+    assert 1600 / writes >= 10, (queue.settles, queue.alone)
