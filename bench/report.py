@@ -20,6 +20,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     ),
     "steady_300_per_s_sqlite": ("latency_ms_p99", "steady 300/s: p99 commit→receipt (ms)"),
     "drain_sqlite": ("deliveries_per_s", "drain, SQLite, 1 worker, 64 in flight (deliveries/s)"),
+    "drain_sqlite_2_workers": (
+        "deliveries_per_s",
+        "drain, SQLite, 2 workers, 64 in flight each (deliveries/s; not a goal)",
+    ),
     "drain_postgresql_2_workers": (
         "deliveries_per_s",
         "drain, PostgreSQL, 2 workers, 128 in flight each (deliveries/s)",

@@ -52,6 +52,9 @@ def plan(quick: bool) -> dict[str, tuple[Scenario, int]]:
         ),
         # The delivery path against a raw sender and two queues a Python team would pick.
         "drain_sqlite": (lambda t: sc.drain("sqlite", n, 1, t), runs),
+        # For information, not a goal: two workers on one SQLite file, as Celery's two
+        # prefork processes (the goals compare the one-worker drain).
+        "drain_sqlite_2_workers": (lambda t: sc.drain("sqlite", n, 2, t), runs),
         # Each worker with as many requests in flight as each of PgQueuer's workers has HTTP
         # connections (`IN_FLIGHT`, its best setting): the comparison is of the queues.
         "drain_postgresql_2_workers": (
@@ -83,6 +86,7 @@ ROUNDS: tuple[tuple[str, ...], ...] = (
         "drain_sqlite",
         "raw_aiohttp",
         "celery_redis",
+        "drain_sqlite_2_workers",
         "drain_postgresql_2_workers",
         "pgqueuer_postgresql_2_workers",
     ),
