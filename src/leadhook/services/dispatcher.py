@@ -326,8 +326,9 @@ class Dispatcher:
         now = self._clock()
         mono = self._loop.time()
         exclude = self._excluded(mono)
+        skipped = set(exclude)
         fruitless = self._fruitless
-        if fruitless is not None and fruitless[0] == set(exclude) and mono < fruitless[1]:
+        if fruitless is not None and fruitless[0] == skipped and mono < fruitless[1]:
             # The same claim found nothing a moment ago: the subscriptions it would skip (their
             # tenant full, here by the share of the slots kept for a tenant that arrives) are
             # still the ones with deliveries due. Asking again after every finished attempt
@@ -366,8 +367,8 @@ class Dispatcher:
             self._recorded(verdicts, releases)
         self.stats.claimed += len(jobs)
         self._backlog = len(jobs) >= limit
-        if exclude:  # a claim that skips nothing says nothing about the others' deliveries
-            self._fruitless = None if jobs else (set(exclude), mono + self._poll)
+        if skipped:  # a claim that skips nothing says nothing about the others' deliveries
+            self._fruitless = None if jobs else (skipped, mono + self._poll)
         self._accept(jobs)
         return len(jobs)
 
