@@ -133,6 +133,21 @@ def test_a_group_reads_its_tenant_and_subscriptions_once_and_forgets_them_on_a_w
         conn.rollback()
 
 
+def _group(container: Container, units: list[Any]) -> list[Future[Any]]:
+    """Run `units` as one group on a writer of one thread; return their futures, settled."""
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids, threads=1)
+    try:
+        started = threading.Event()
+        writer.submit(lambda uow: started.wait(5))  # holds the writer while the group queues
+        futures = [writer.submit(unit) for unit in units]
+        started.set()
+        for future in futures:
+            future.exception(10)
+    finally:
+        writer.close()
+    return futures
+
+
 def test_a_group_takes_a_tenants_log_lock_once_and_again_after_an_undone_unit(
     container: Container, tenant: str
 ) -> None:
@@ -159,21 +174,10 @@ def test_a_group_takes_a_tenants_log_lock_once_and_again_after_an_undone_unit(
         seen.append(int(uow.events.conn.execute(held).scalar_one()))
         return 1
 
-    writer = GroupWriter(container.engine, container.gate, ids=container.ids, threads=1)
-    try:
-        started = threading.Event()
-
-        def first(uow: Any) -> None:  # holds the writer while the group below queues up
-            started.wait(5)
-
-        writer.submit(first)
-        group = [writer.submit(undone), writer.submit(appends)]
-        started.set()
-        with pytest.raises(RuntimeError, match="undone"):
-            group[0].result(10)
-        assert group[1].result(10) == 1
-    finally:
-        writer.close()
+    group = _group(container, [undone, appends])
+    with pytest.raises(RuntimeError, match="undone"):
+        group[0].result(10)
+    assert group[1].result(10) == 1
     assert seen == [1]
 
 
@@ -192,21 +196,6 @@ def probe(container: Container) -> Iterator[str]:
     yield "pipeline_probe"
     with container.engine.begin() as conn:
         conn.execute(text("DROP TABLE pipeline_probe"))
-
-
-def _group(container: Container, units: list[Any]) -> list[Future[Any]]:
-    """Run `units` as one group on a writer of one thread; return their futures, settled."""
-    writer = GroupWriter(container.engine, container.gate, ids=container.ids, threads=1)
-    try:
-        started = threading.Event()
-        writer.submit(lambda uow: started.wait(5))  # holds the writer while the group queues
-        futures = [writer.submit(unit) for unit in units]
-        started.set()
-        for future in futures:
-            future.exception(10)
-    finally:
-        writer.close()
-    return futures
 
 
 def _probed(container: Container) -> list[int]:
