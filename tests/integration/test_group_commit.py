@@ -14,10 +14,10 @@ import pytest
 
 from leadhook.adapters.db.writer import GroupWriter
 from leadhook.bootstrap import Container
-from leadhook.domain.errors import NotFoundError, ValidationError
+from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.operator import Operator
 from leadhook.services.leads import BehaviourRequest
-from leadhook.services.ports import LeadFilter
+from leadhook.services.ports import LeadFilter, NewEvent, Subscription
 
 
 @pytest.fixture
@@ -246,7 +246,10 @@ def test_an_error_in_a_units_last_statement_fails_that_unit_alone(
         assert all("division by zero" in str(f.exception()) for f in futures if f.exception())
         kept += [base + 1, base + 3, base + 5] + ([] if round_ % 2 == 0 else [base + 4])
         assert _probed(container) == sorted(kept)
-    assert in_pipeline == [True] * 20  # the units' statements were pipelined
+    # Each group ran deferred first until the error showed (at its end, or earlier when
+    # psycopg read the failed answer while sending), then unit by unit (20 runs): every run
+    # of every unit pipelined.
+    assert len(in_pipeline) >= 20 + 4 * 2 and all(in_pipeline)
 
 
 def test_a_core_statement_in_a_unit_reads_its_rows_and_rowcounts_are_read_after_a_flush(
@@ -271,3 +274,95 @@ def test_a_core_statement_in_a_unit_reads_its_rows_and_rowcounts_are_read_after_
     (future,) = _group(container, [unit])
     assert future.result() == (2, 2, False)  # Core ended the pipeline for the rest of the unit
     assert _probed(container) == [11, 12]
+
+
+def _new_event(entity_id: str, version: int, mid: str) -> NewEvent:
+    return NewEvent(
+        event_id=f"E{entity_id}{version:04d}",
+        mid=mid,
+        entity_id=entity_id,
+        entity_version=version,
+        event_type="object_create" if version == 1 else "object_add_notes",
+        create_time=1_700_000_000 + version,
+        is_follow_up=0,
+        payload='{"n":' + str(version) + "}",
+    )
+
+
+def _outbox_unit(event: NewEvent, sub: Subscription, seen: list[Any]) -> Any:
+    def unit(uow: Any) -> str:
+        (seq,) = uow.events.append([event])
+        seen.append((event.entity_id, seq))
+        uow.deliveries.enqueue([(sub, seq, event)], 1_700_000_000.0)
+        return event.event_id
+
+    return unit
+
+
+def _delivered_seqs(container: Container, mid: str) -> dict[str, tuple[int, int]]:
+    """Each event's id → (its seq in the log, the event_seq its delivery row points at)."""
+    from sqlalchemy import text
+
+    with container.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT e.event_id, e.seq, d.event_seq FROM events e"
+                " JOIN deliveries d ON d.event_id = e.event_id WHERE e.mid = :mid"
+            ),
+            {"mid": mid},
+        ).all()
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def _some_subscription(container: Container, mid: str) -> Subscription:
+    return container.subscriptions.create(
+        mid, {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
+    )
+
+
+def test_a_deferred_group_reads_no_seq_back_and_its_deliveries_find_their_events(
+    container: Container, tenant: str
+) -> None:
+    """Catches: a deferred group's deliveries pointing at no event or another one (their
+    `event_seq` found by the event's id in SQL, since the writer no longer reads the seq)."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("deferred groups are PostgreSQL's")
+    sub = _some_subscription(container, tenant)
+    seen: list[Any] = []
+    events = [_new_event(f"D{i}", 1, tenant) for i in range(4)]
+    futures = _group(container, [_outbox_unit(e, sub, seen) for e in events])
+    assert [f.result() for f in futures] == [e.event_id for e in events]
+    assert [seq for _, seq in seen] == [None] * 4  # one run each, nothing read back
+    found = _delivered_seqs(container, tenant)
+    assert sorted(found) == sorted(e.event_id for e in events)
+    assert all(log_seq == delivery_seq for log_seq, delivery_seq in found.values())
+
+
+def test_a_conflict_in_a_deferred_group_fails_its_unit_alone(
+    container: Container, tenant: str
+) -> None:
+    """Catches: a version already in the log (found only at the deferred group's end) failing
+    the whole group, or failing as something other than a conflict, or being written."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("deferred groups are PostgreSQL's")
+    sub = _some_subscription(container, tenant)
+    with container.uow() as uow:
+        uow.events.append([replace(_new_event("X", 1, tenant), event_id="EXfirst")])
+        uow.commit()
+    seen: list[Any] = []
+    units = [
+        _outbox_unit(_new_event("A", 1, tenant), sub, seen),
+        _outbox_unit(_new_event("X", 1, tenant), sub, seen),  # version 1 of X exists
+        _outbox_unit(_new_event("C", 1, tenant), sub, seen),
+    ]
+    a, x, c = _group(container, units)
+    assert isinstance(x.exception(), ConflictError)
+    assert (a.result(), c.result()) == ("EA0001", "EC0001")
+    # The deferred run (nothing read back), then unit by unit (each seq read back; X's
+    # append raised the conflict itself).
+    assert [seq for _, seq in seen[:3]] == [None] * 3
+    assert [name for name, _ in seen[3:]] == ["A", "C"]
+    assert all(isinstance(seq, int) for _, seq in seen[3:])
+    found = _delivered_seqs(container, tenant)
+    assert sorted(found) == ["EA0001", "EC0001"]
+    assert all(log_seq == delivery_seq for log_seq, delivery_seq in found.values())

@@ -197,31 +197,61 @@ class SqlDeliveries(_OnConnection):
         super().__init__(conn)
         self.ids = ids
 
-    def enqueue(self, rows: Sequence[tuple[Subscription, int, NewEvent]], now: float) -> int:
+    def enqueue(self, rows: Sequence[tuple[Subscription, int | None, NewEvent]], now: float) -> int:
         if not rows:
             return 0
         new_id = self.ids.short
-        params = [
-            (
-                new_id(),
-                ev.mid,
-                sub.id,
-                seq,
-                ev.event_id,
-                ev.entity_id,
-                ev.entity_version,
-                ev.event_type,
-                now,
-                now,
-                now,
+        known = [row for row in rows if row[1] is not None]
+        if known:
+            self._insert(
+                self.sql.insert_delivery,
+                [
+                    (
+                        new_id(),
+                        ev.mid,
+                        sub.id,
+                        seq,
+                        ev.event_id,
+                        ev.entity_id,
+                        ev.entity_version,
+                        ev.event_type,
+                        now,
+                        now,
+                        now,
+                    )
+                    for sub, seq, ev in known
+                ],
             )
-            for sub, seq, ev in rows
-        ]
-        if len(params) == 1:
-            self.driver.execute(self.sql.insert_delivery, params[0])
-        else:
-            self.driver.cursor().executemany(self.sql.insert_delivery, params)
+        if len(known) < len(rows):
+            # Events a deferred group wrote without reading their seqs back (PostgreSQL).
+            assert self.sql.insert_delivery_by_event is not None
+            self._insert(
+                self.sql.insert_delivery_by_event,
+                [
+                    (
+                        new_id(),
+                        ev.mid,
+                        sub.id,
+                        ev.event_id,
+                        ev.event_id,
+                        ev.entity_id,
+                        ev.entity_version,
+                        ev.event_type,
+                        now,
+                        now,
+                        now,
+                    )
+                    for sub, seq, ev in rows
+                    if seq is None
+                ],
+            )
         return len(rows)
+
+    def _insert(self, statement: str, params: list[tuple[Any, ...]]) -> None:
+        if len(params) == 1:
+            self.driver.execute(statement, params[0])
+        else:
+            self.driver.cursor().executemany(statement, params)
 
     def _attempts(self, seqs: list[int]) -> dict[int, list[Attempt]]:
         out: dict[int, list[Attempt]] = {s: [] for s in seqs}

@@ -6,7 +6,10 @@ it, waits for the server, reads the answer. In pipeline mode the statements whos
 nobody reads at once (the inserts, the lock, the savepoints) are sent without waiting, and a
 behaviour costs two round trips: one where it reads what it inserted (the events' `seq`), one
 at its end (`Pipeline.sync`), so that an error of its last statements is still its own and
-rolls back its savepoint only (adapters/db/writer.py).
+rolls back its savepoint only (adapters/db/writer.py). A *deferred* pipeline (`deferring`)
+goes further for a whole group: the events' seqs are not read back (their deliveries find them
+by event id), and the group syncs once, at its end; an error there sends the group back to
+the writer, which runs it again unit by unit.
 
 Two things read a result the moment a statement was sent and do not work in a pipeline:
 SQLAlchemy Core (it reads the cursor's description right after `execute`) and a `rowcount`.
@@ -38,12 +41,14 @@ log = logging.getLogger("leadhook.writer")
 class Pipeline:
     """The pipeline of one SQLAlchemy connection's driver, started and ended per behaviour."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, deferred: bool = False) -> None:
         self._conn = conn
         self._driver: Any = conn.connection.driver_connection
         self._ctx: Any = None  # the context manager of `driver.pipeline()`
         self._pipe: Any = None  # the psycopg Pipeline it entered
         self.tainted = False  # an error aborted the pipeline: replace the connection
+        # Deferred: the statements read back nothing they can do without (`deferring`).
+        self.deferred = deferred
 
     def start(self) -> None:
         """Send the following statements without waiting for each answer."""
@@ -83,6 +88,13 @@ class Pipeline:
         if in_pipeline and isinstance(cause, psycopg.Error):
             self.tainted = True
             self._driver.prepare_threshold = None
+
+
+def deferring(conn: Connection) -> bool:
+    """Whether `conn` runs a deferred group: write without reading anything back that a later
+    statement can find for itself (an event's `seq`); an error surfaces at the group's end."""
+    pipe = conn.info.get(_KEY)
+    return pipe is not None and bool(pipe.deferred)
 
 
 def flushed(conn: Connection) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
-from leadhook.adapters.db.pipeline import flushed
+from leadhook.adapters.db.pipeline import deferring, flushed
 from leadhook.adapters.db.pools import lead_columns
 from leadhook.adapters.db.sql import statements
 from leadhook.domain.catalog import Catalog
@@ -267,7 +267,7 @@ class SqlEvents(_Repo):
         if held is not None:
             held.add(mid)
 
-    def append(self, events: Sequence[NewEvent]) -> list[int]:
+    def append(self, events: Sequence[NewEvent]) -> Sequence[int | None]:
         for mid in sorted({ev.mid for ev in events}):
             self._log_lock(mid, shared=True)
         if not events:
@@ -289,6 +289,15 @@ class SqlEvents(_Repo):
         conflict = ConflictError(
             f"lead {first.entity_id} already has version {first.entity_version}; retry"
         )
+        if self.sql.insert_event_unread is not None and deferring(self.conn):
+            # A deferred group (PostgreSQL): no round trip to read the seqs back; the
+            # deliveries find them by event id, and a conflict fails the group at its end.
+            cur = self.driver.cursor()
+            if len(rows) == 1:
+                cur.execute(self.sql.insert_event_unread, rows[0])
+            else:
+                cur.executemany(self.sql.insert_event_unread, rows)
+            return [None] * len(rows)
         if len(rows) == 1:
             # The hot path: one statement, and a conflict leaves the transaction usable.
             found = self.driver.execute(self.sql.insert_event, rows[0]).fetchone()

@@ -38,6 +38,10 @@ class Statements:
     last_rowid: str | None
     enabled_subscriptions: str
     insert_delivery: str
+    # PostgreSQL in a deferred pipeline (adapters/db/pipeline.py): an event inserted without
+    # reading its seq back, and its deliveries finding that seq by the event's id.
+    insert_event_unread: str | None
+    insert_delivery_by_event: str | None
     idempotency_get: str
     idempotency_put: str
 
@@ -74,6 +78,8 @@ SQLITE = Statements(
     insert_delivery="""INSERT INTO deliveries (id, mid, subscription_id, event_seq, event_id,
         entity_id, entity_version, event_type, status, attempt_count, next_attempt_at,
         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)""",
+    insert_event_unread=None,
+    insert_delivery_by_event=None,
     idempotency_get="""SELECT fingerprint, status_code, body FROM idempotency_keys
         WHERE mid = ? AND key = ?""",
     idempotency_put="""INSERT INTO idempotency_keys (mid, key, fingerprint, status_code, body,
@@ -106,6 +112,16 @@ POSTGRES = Statements(
         entity_id, entity_version, event_type, status, attempt_count, next_attempt_at,
         created_at, updated_at)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s)""",
+    # No ON CONFLICT: a version already written fails the statement, and with it the deferred
+    # group, which the writer then runs again statement by statement (adapters/db/writer.py).
+    insert_event_unread="""INSERT INTO events (event_id, mid, entity_id, entity_version,
+        event_type, create_time, is_follow_up, payload)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+    insert_delivery_by_event="""INSERT INTO deliveries (id, mid, subscription_id, event_seq,
+        event_id, entity_id, entity_version, event_type, status, attempt_count,
+        next_attempt_at, created_at, updated_at)
+        VALUES (%s, %s, %s, (SELECT seq FROM events WHERE event_id = %s), %s, %s, %s, %s,
+        'pending', 0, %s, %s, %s)""",
     idempotency_get="""SELECT fingerprint, status_code, body FROM idempotency_keys
         WHERE mid = %s AND key = %s""",
     idempotency_put="""INSERT INTO idempotency_keys (mid, key, fingerprint, status_code, body,

@@ -18,8 +18,9 @@ PostgreSQL answers over the network, so its writes go to writer threads (one unl
 `LEADHOOK_WRITER_THREADS` says more), each with its own connection: a batch waiting on a row
 lock or on its commit does not stop the loop (nor the other threads). Each item's statements
 go in psycopg's pipeline mode (adapters/db/pipeline.py): two round trips a behaviour, not one
-a statement. An item that PostgreSQL aborts to break a deadlock (or a serialisation failure) is
-run again in a later batch.
+a statement; and a batch of several is first tried deferred (`_run_deferred`), with one sync
+for all of it. An item that PostgreSQL aborts to break a deadlock (or a serialisation failure)
+is run again in a later batch.
 """
 
 from __future__ import annotations
@@ -226,7 +227,15 @@ class GroupWriter:
             with nullcontext() if held else self._gate.hold():
                 if conn is None:
                     conn = self._engine.connect()
-                outcomes, again, tainted = self._run_items(conn, batch)
+                deferred = None
+                if self._pipelined and len(batch) > 1:
+                    deferred, tainted = self._run_deferred(conn, batch)
+                    if deferred is None and tainted:
+                        conn = self._discard(conn) or self._engine.connect()
+                if deferred is not None:
+                    outcomes, again, tainted = deferred, [], False
+                else:
+                    outcomes, again, tainted = self._run_items(conn, batch)
                 if any(ok for _, ok, _ in outcomes):
                     conn.commit()
                 else:
@@ -256,6 +265,38 @@ class GroupWriter:
             else:
                 item.future.set_exception(value)
         return conn
+
+    def _run_deferred(
+        self, conn: Connection, batch: list[_Item]
+    ) -> tuple[list[tuple[_Item, bool, Any]] | None, bool]:
+        """Run a group of items in one pipeline with a single sync at its end (PostgreSQL).
+
+        Nothing is read back that a later statement can find for itself (adapters/db/
+        pipeline.py `deferring`), so a group of creates costs about one round trip instead
+        of two per item. The price is that an error is known only at the end, and not whose:
+        so any error at all (a unit's own included) rolls the whole group back, and the
+        caller runs it again item by item (`_run_items`), where every error is its unit's.
+        Answers (outcomes, or None for "run it again"; whether the connection is tainted).
+        """
+        driver_in_transaction(conn)  # begin, as `_run_items` does
+        uow = BoundUnitOfWork(conn, self._ids)
+        outcomes: list[tuple[_Item, bool, Any]] = []
+        pipe = Pipeline(conn, deferred=True)
+        try:
+            # No savepoints: an error undoes the whole group anyway.
+            for item in batch:
+                pipe.start()
+                outcomes.append((item, True, item.work(uow)))
+            pipe.end()
+        except Exception as exc:
+            pipe.abandon(exc)
+            try:
+                conn.rollback()
+            except Exception:  # a broken connection: the caller replaces it
+                log.debug("rolling back a deferred group failed", exc_info=True)
+                return None, True
+            return None, pipe.tainted
+        return outcomes, False
 
     def _run_items(
         self, conn: Connection, batch: list[_Item]

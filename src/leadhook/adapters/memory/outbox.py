@@ -90,8 +90,13 @@ class MemoryDeliveries:
         self._s = state
         self._new_id = new_id
 
-    def enqueue(self, rows: Sequence[tuple[Subscription, int, NewEvent]], now: float) -> int:
-        for sub, seq, ev in rows:
+    def enqueue(self, rows: Sequence[tuple[Subscription, int | None, NewEvent]], now: float) -> int:
+        for sub, known, ev in rows:
+            seq = known
+            if seq is None:  # not read back by the event log: found by the event's id
+                stored = self._s.events[self._s.event_index[ev.event_id]]
+                assert stored is not None
+                seq = stored.seq
             self._s.delivery_seq += 1
             self._s.deliveries[self._s.delivery_seq] = DeliveryRow(
                 seq=self._s.delivery_seq,

@@ -244,7 +244,11 @@ class LeadRepository(Protocol):
 class EventRepository(Protocol):
     """The append-only event log."""
 
-    def append(self, events: Sequence[NewEvent]) -> list[int]: ...
+    def append(self, events: Sequence[NewEvent]) -> Sequence[int | None]:
+        """Append `events`; return each one's seq, or None where the store did not read it
+        back (a deferred PostgreSQL group): `DeliveryRepository.enqueue` takes either."""
+        ...
+
     def get(self, mid: str, event_id: str) -> StoredEvent | None: ...
     def page(
         self,
@@ -275,7 +279,11 @@ class SubscriptionRepository(Protocol):
 class DeliveryRepository(Protocol):
     """Deliveries: the outbox rows written with each event, and their history."""
 
-    def enqueue(self, rows: Sequence[tuple[Subscription, int, NewEvent]], now: float) -> int: ...
+    def enqueue(self, rows: Sequence[tuple[Subscription, int | None, NewEvent]], now: float) -> int:
+        """Write one pending delivery per (subscription, event seq, event); a seq of None is
+        found by the event's id. Return how many were written."""
+        ...
+
     def get(self, mid: str, delivery_id: str) -> Delivery | None: ...
     def page(
         self, mid: str, sub_id: str, status: str | None, cursor: str | None, limit: int
