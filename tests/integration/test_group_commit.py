@@ -366,3 +366,24 @@ def test_a_conflict_in_a_deferred_group_fails_its_unit_alone(
     found = _delivered_seqs(container, tenant)
     assert sorted(found) == ["EA0001", "EC0001"]
     assert all(log_seq == delivery_seq for log_seq, delivery_seq in found.values())
+
+
+def test_unanswered_statements_share_a_cursor_kept_with_the_connection(
+    container: Container,
+) -> None:
+    """Catches: the kept cursor outliving its DB-API connection (a statement sent on a closed
+    connection after a writer replaced it), or a new cursor per statement (its adapters
+    looked up again on every insert)."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs its statements on the connection itself")
+    from leadhook.adapters.db.repositories import unread
+
+    with container.engine.connect() as conn:
+        first = unread(conn)
+        assert unread(conn) is first
+        first.execute("SELECT 1")
+        conn.rollback()
+        conn.invalidate()  # the DB-API connection is dropped; the next use opens another
+        again = unread(conn)
+        assert again is not first and not again.closed
+        again.execute("SELECT 1")

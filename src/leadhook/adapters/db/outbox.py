@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from leadhook.adapters.db import tables as t
-from leadhook.adapters.db.repositories import driver_in_transaction
+from leadhook.adapters.db.repositories import driver_in_transaction, unread
 from leadhook.adapters.db.sql import statements
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit
@@ -88,6 +88,11 @@ class _OnConnection:
     def driver(self) -> Any:
         """The DB-API connection under `conn`, in its transaction."""
         return driver_in_transaction(self.conn)
+
+    @property
+    def unread(self) -> Any:
+        """Where named SQL whose answer nobody reads runs (`repositories.unread`)."""
+        return unread(self.conn)
 
 
 class SqlSubscriptions(_OnConnection):
@@ -249,9 +254,9 @@ class SqlDeliveries(_OnConnection):
 
     def _insert(self, statement: str, params: list[tuple[Any, ...]]) -> None:
         if len(params) == 1:
-            self.driver.execute(statement, params[0])
+            self.unread.execute(statement, params[0])
         else:
-            self.driver.cursor().executemany(statement, params)
+            self.unread.executemany(statement, params)
 
     def _attempts(self, seqs: list[int]) -> dict[int, list[Attempt]]:
         out: dict[int, list[Attempt]] = {s: [] for s in seqs}

@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Engine, event
 
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
 from leadhook.adapters.db.pipeline import Pipeline, end_before_core
-from leadhook.adapters.db.repositories import driver_in_transaction
+from leadhook.adapters.db.repositories import driver_in_transaction, unread
 from leadhook.adapters.db.uow import BoundUnitOfWork
 from leadhook.services.ports import IdFactory, UnitOfWork
 
@@ -303,7 +303,7 @@ class GroupWriter:
     ) -> tuple[list[tuple[_Item, bool, Any]], list[_Item], bool]:
         """Run each item in its savepoint (none if it is alone); answer the outcomes, the
         deadlock victims to run again, and whether the connection must be replaced."""
-        driver = driver_in_transaction(conn)
+        driver = unread(conn)
         uow = BoundUnitOfWork(conn, self._ids)
         alone = len(batch) == 1
         outcomes: list[tuple[_Item, bool, Any]] = []
