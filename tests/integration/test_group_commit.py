@@ -387,3 +387,34 @@ def test_unanswered_statements_share_a_cursor_kept_with_the_connection(
         again = unread(conn)
         assert again is not first and not again.closed
         again.execute("SELECT 1")
+
+
+def test_a_deferred_group_whose_unit_hid_an_error_is_not_committed_as_if_whole(
+    container: Container, probe: str
+) -> None:
+    """Catches: a deferred group committed after one of its units caught a server error and
+    carried on: PostgreSQL answers that COMMIT with a ROLLBACK, and every unit of the group
+    would have been told its write was done."""
+    import psycopg
+
+    from leadhook.adapters.db.pipeline import flushed
+
+    def insert(n: int) -> Any:
+        def unit(uow: Any) -> int:
+            uow.leads.driver.execute(f"INSERT INTO {probe} VALUES (%s)", (n,))
+            return n
+
+        return unit
+
+    def hides_an_error(uow: Any) -> str:
+        try:
+            uow.leads.driver.execute("SELECT 1 / 0")
+            flushed(uow.leads.conn)
+        except psycopg.Error:
+            pass  # a unit must not do this; the writer must not believe it either
+        return "quiet"
+
+    one, two, quiet = _group(container, [insert(1), insert(2), hides_an_error])
+    assert (one.result(), two.result()) == (1, 2)
+    assert quiet.exception() is not None  # its savepoint could not be released
+    assert _probed(container) == [1, 2]

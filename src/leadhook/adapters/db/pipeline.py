@@ -90,6 +90,13 @@ class Pipeline:
             self._driver.prepare_threshold = None
 
 
+def aborted(conn: Connection) -> bool:
+    """Whether the transaction on `conn` failed on the server (every later statement, and its
+    COMMIT, would be refused: PostgreSQL answers a COMMIT there with a ROLLBACK)."""
+    driver: Any = conn.connection.driver_connection
+    return bool(driver.info.transaction_status == psycopg.pq.TransactionStatus.INERROR)
+
+
 def deferring(conn: Connection) -> bool:
     """Whether `conn` runs a deferred group: write without reading anything back that a later
     statement can find for itself (an event's `seq`); an error surfaces at the group's end."""

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, event
 
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
-from leadhook.adapters.db.pipeline import Pipeline, end_before_core
+from leadhook.adapters.db.pipeline import Pipeline, aborted, end_before_core
 from leadhook.adapters.db.repositories import driver_in_transaction, unread
 from leadhook.adapters.db.uow import BoundUnitOfWork
 from leadhook.services.ports import IdFactory, UnitOfWork
@@ -288,6 +288,8 @@ class GroupWriter:
                 pipe.start()
                 outcomes.append((item, True, item.work(uow)))
             pipe.end()
+            if aborted(conn):  # an error a unit caught and kept quiet: the group is void
+                raise RuntimeError("the deferred group's transaction failed")
         except Exception as exc:
             pipe.abandon(exc)
             try:
