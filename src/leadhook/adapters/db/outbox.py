@@ -206,57 +206,38 @@ class SqlDeliveries(_OnConnection):
         if not rows:
             return 0
         new_id = self.ids.short
-        known = [row for row in rows if row[1] is not None]
-        if known:
-            self._insert(
-                self.sql.insert_delivery,
-                [
-                    (
-                        new_id(),
-                        ev.mid,
-                        sub.id,
-                        seq,
-                        ev.event_id,
-                        ev.entity_id,
-                        ev.entity_version,
-                        ev.event_type,
-                        now,
-                        now,
-                        now,
-                    )
-                    for sub, seq, ev in known
-                ],
-            )
-        if len(known) < len(rows):
-            # Events a deferred group wrote without reading their seqs back (PostgreSQL).
-            assert self.sql.insert_delivery_by_event is not None
-            self._insert(
-                self.sql.insert_delivery_by_event,
-                [
-                    (
-                        new_id(),
-                        ev.mid,
-                        sub.id,
-                        ev.event_id,
-                        ev.event_id,
-                        ev.entity_id,
-                        ev.entity_version,
-                        ev.event_type,
-                        now,
-                        now,
-                        now,
-                    )
-                    for sub, seq, ev in rows
-                    if seq is None
-                ],
-            )
+        # A seq of None: an event a deferred group wrote without reading its seq back
+        # (PostgreSQL); the statement finds it by the event's id, passed in the seq's place.
+        by_seq = [row for row in rows if row[1] is not None]
+        by_event = [row for row in rows if row[1] is None]
+        for statement, group in (
+            (self.sql.insert_delivery, by_seq),
+            (self.sql.insert_delivery_by_event, by_event),
+        ):
+            if not group:
+                continue
+            assert statement is not None  # by_event is empty on SQLite
+            params = [
+                (
+                    new_id(),
+                    ev.mid,
+                    sub.id,
+                    ev.event_id if seq is None else seq,
+                    ev.event_id,
+                    ev.entity_id,
+                    ev.entity_version,
+                    ev.event_type,
+                    now,
+                    now,
+                    now,
+                )
+                for sub, seq, ev in group
+            ]
+            if len(params) == 1:
+                self.unread.execute(statement, params[0])
+            else:
+                self.unread.executemany(statement, params)
         return len(rows)
-
-    def _insert(self, statement: str, params: list[tuple[Any, ...]]) -> None:
-        if len(params) == 1:
-            self.unread.execute(statement, params[0])
-        else:
-            self.unread.executemany(statement, params)
 
     def _attempts(self, seqs: list[int]) -> dict[int, list[Attempt]]:
         out: dict[int, list[Attempt]] = {s: [] for s in seqs}
