@@ -418,3 +418,50 @@ def test_a_deferred_group_whose_unit_hid_an_error_is_not_committed_as_if_whole(
     assert (one.result(), two.result()) == (1, 2)
     assert quiet.exception() is not None  # its savepoint could not be released
     assert _probed(container) == [1, 2]
+
+
+def test_the_writer_counts_its_transactions_by_way_and_they_reach_metrics(
+    container: Container, tenant: str
+) -> None:
+    """Catches: groups that fell back from deferred to unit by unit going unseen (an operator
+    reads how often on /metrics), or the units of a group miscounted."""
+    from fastapi.testclient import TestClient
+
+    from leadhook.api.app import create_app
+
+    pg = container.engine.dialect.name == "postgresql"
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids, threads=1)
+
+    def ok(uow: Any) -> int:
+        return 1
+
+    def fails(uow: Any) -> int:
+        raise RuntimeError("this unit fails")
+
+    try:
+        for units in ([ok], [ok, ok, ok], [ok, fails]):
+            held = threading.Event()
+            writer.submit(lambda uow, held=held: held.wait(5))  # holds it while the group queues
+            futures = [writer.submit(u) for u in units]
+            held.set()
+            for future in futures:
+                future.exception(10)
+        counts = writer.counts()
+    finally:
+        writer.close()
+    # Three groups of one, three and two units, each behind a unit that held the writer.
+    assert counts["units"] == (1 + 1) + (1 + 3) + (1 + 2)
+    if pg:
+        assert counts["deferred"] >= 1  # the three that succeeded together
+        assert counts["deferred_redone"] >= 1  # the group with the failing unit
+    else:
+        assert counts["deferred"] == counts["deferred_redone"] == 0
+    assert sum(counts[w] for w in ("one_by_one", "deferred", "deferred_redone")) >= 3
+
+    container.leads.create(_req(tenant), {"fields": {"name": "counted"}})
+    with TestClient(create_app(container)) as client:
+        text = client.get("/metrics").text
+    assert 'leadhook_writer_transactions_total{way="one_by_one"}' in text
+    assert 'leadhook_writer_transactions_total{way="deferred_redone"}' in text
+    total = [ln for ln in text.splitlines() if ln.startswith("leadhook_writer_behaviours_total")]
+    assert total and float(total[0].split()[-1]) >= 1

@@ -12,7 +12,7 @@ from leadhook import __version__
 from leadhook.api import console, problems
 from leadhook.api.fastpath import FastBehaviours, fast_routes
 from leadhook.api.limits import BodyLimit, HeaderLimit, RateLimit
-from leadhook.api.metrics import ApiMetrics, PurgeCounts
+from leadhook.api.metrics import ApiMetrics, PurgeCounts, WriterCounts
 from leadhook.api.routes import (
     automation,
     catalog,
@@ -73,6 +73,7 @@ def create_app(container: Container) -> FastAPI:
     api_metrics = ApiMetrics(registry)
     app.state.api_metrics = api_metrics
     registry.register(PurgeCounts(container.purge_counts))
+    registry.register(WriterCounts(container.writer.counts))
     # Innermost: behaviour requests that need no judgement skip the router (api/fastpath.py).
     fast = fast_routes(leads.router.routes, leads.FAST_ACTIONS)
     app.add_middleware(FastBehaviours, api=app, container=container, table=fast)

@@ -94,6 +94,41 @@ class PurgeCounts(Collector):
         yield family
 
 
+class WriterCounts(Collector):
+    """The group-commit writer's transactions by way, and the behaviours in them.
+
+    `units / transactions` is the size of the groups: how many requests share a commit.
+    `deferred_redone` counts PostgreSQL groups that failed deferred (some unit's error) and
+    ran again unit by unit: each costs that group its deferred attempt (docs/write-path.md).
+    """
+
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families({})
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self._read())
+
+    @staticmethod
+    def _families(counts: dict[str, int]) -> Iterator[Metric]:
+        groups = CounterMetricFamily(
+            "leadhook_writer_transactions",
+            "Write transactions of the behaviours' group-commit writer, by how they ran",
+            labels=["way"],
+        )
+        for way, n in counts.items():  # the writer's ways, in its order
+            if way != "units":
+                groups.add_metric([way], n)
+        yield groups
+        yield CounterMetricFamily(
+            "leadhook_writer_behaviours",
+            "Units of work (behaviours, batches) the group-commit writer ran",
+            value=counts.get("units", 0),
+        )
+
+
 def _route(scope: Scope) -> str:
     # The router records the route it dispatched to in the scope; its path is the template
     # (`/v1/leads/{lead_id}`), never the raw path, so the labels stay few. (Walking

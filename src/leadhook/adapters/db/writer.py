@@ -57,6 +57,12 @@ _ROLLBACK_ITEM = "ROLLBACK TO SAVEPOINT leadhook_item"
 _RELEASE_ITEM = "RELEASE SAVEPOINT leadhook_item"
 
 
+# How a transaction of the writer ran (`GroupWriter.counts`, the API's /metrics): unit by
+# unit (each in its savepoint when not alone), deferred in one sync (PostgreSQL), or deferred,
+# failed and then run unit by unit.
+WAYS = ("one_by_one", "deferred", "deferred_redone")
+
+
 @dataclass
 class _Item:
     work: Callable[[UnitOfWork], Any]
@@ -98,6 +104,9 @@ class GroupWriter:
         if self._pipelined and not event.contains(engine, "before_cursor_execute", end_before_core):
             event.listen(engine, "before_cursor_execute", end_before_core)
         self._max_batch = max_batch
+        self._counted = threading.Lock()
+        self._ways = dict.fromkeys(WAYS, 0)
+        self._units = 0
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -107,6 +116,16 @@ class GroupWriter:
         self._loop_conn: Connection | None = None
         self._retry: asyncio.TimerHandle | None = None  # a flush waiting for the gate
         self._backoff = 0.0
+
+    def counts(self) -> dict[str, int]:
+        """Transactions run so far by way (`WAYS`), and `units`: the units of work in them."""
+        with self._counted:
+            return {**self._ways, "units": self._units}
+
+    def _count(self, way: str, units: int) -> None:
+        with self._counted:
+            self._ways[way] += 1
+            self._units += units
 
     def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]:
         """Queue `work`; its future holds what it returned once its transaction committed."""
@@ -227,15 +246,17 @@ class GroupWriter:
             with nullcontext() if held else self._gate.hold():
                 if conn is None:
                     conn = self._engine.connect()
-                deferred = None
+                deferred, way = None, "one_by_one"
                 if self._pipelined and len(batch) > 1:
                     deferred, tainted = self._run_deferred(conn, batch)
+                    way = "deferred" if deferred is not None else "deferred_redone"
                     if deferred is None and tainted:
                         conn = self._discard(conn) or self._engine.connect()
                 if deferred is not None:
                     outcomes, again, tainted = deferred, [], False
                 else:
                     outcomes, again, tainted = self._run_items(conn, batch)
+                self._count(way, len(batch))
                 if any(ok for _, ok, _ in outcomes):
                     conn.commit()
                 else:
