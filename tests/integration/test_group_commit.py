@@ -416,8 +416,17 @@ def test_a_deferred_group_whose_unit_hid_an_error_is_not_committed_as_if_whole(
 
     one, two, quiet = _group(container, [insert(1), insert(2), hides_an_error])
     assert (one.result(), two.result()) == (1, 2)
-    assert quiet.exception() is not None  # its savepoint could not be released
+    # In a group its savepoint cannot be released; alone (the writer took the others with the
+    # unit holding it), its transaction cannot be committed: either way it is not told "done".
+    assert quiet.exception() is not None
     assert _probed(container) == [1, 2]
+
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids, threads=1)
+    try:
+        alone = writer.submit(hides_an_error)  # nothing else queued: it runs alone
+        assert "not committed" in str(alone.exception(10))
+    finally:
+        writer.close()
 
 
 def test_the_writer_counts_its_transactions_by_way_and_they_reach_metrics(

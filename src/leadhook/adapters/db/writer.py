@@ -258,6 +258,11 @@ class GroupWriter:
                     outcomes, again, tainted = self._run_items(conn, batch)
                 self._count(way, len(batch))
                 if any(ok for _, ok, _ in outcomes):
+                    if self._pipelined and aborted(conn):
+                        # A lone unit that caught a server error and carried on: PostgreSQL
+                        # would answer this COMMIT with a ROLLBACK, and the unit be told its
+                        # write was done. (In a group, its savepoint's release fails it.)
+                        raise RuntimeError("the transaction failed on the server: not committed")
                     conn.commit()
                 else:
                     conn.rollback()
