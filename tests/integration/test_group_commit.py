@@ -474,3 +474,28 @@ def test_the_writer_counts_its_transactions_by_way_and_they_reach_metrics(
     assert 'leadhook_writer_transactions_total{way="deferred_redone"}' in text
     total = [ln for ln in text.splitlines() if ln.startswith("leadhook_writer_behaviours_total")]
     assert total and float(total[0].split()[-1]) >= 1
+
+
+def test_an_error_read_when_the_pipeline_ends_taints_the_connection(
+    container: Container,
+) -> None:
+    """Catches: a server error that surfaced only at the pipeline's end (a deferred group's
+    single sync, or a Core statement ending it) leaving the connection in use with psycopg's
+    record of prepared statements possibly wrong."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("pipeline mode is PostgreSQL's")
+    import psycopg
+
+    from leadhook.adapters.db.pipeline import Pipeline
+    from leadhook.adapters.db.repositories import unread
+
+    with container.engine.connect() as conn:
+        pipe = Pipeline(conn, deferred=True)
+        pipe.start()
+        unread(conn).execute("SELECT 1 / 0")  # sent, not read
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            pipe.end()
+        assert pipe.tainted
+        assert conn.connection.driver_connection.prepare_threshold is None
+        conn.rollback()
+        conn.invalidate()  # as the writer does with a tainted connection

@@ -244,6 +244,7 @@ class AutomationService:
 
         def act(uow: UnitOfWork, context: Callable[[], b.Context]) -> Changes:
             nonlocal moved
+            moved = False  # a unit of work may run again (a deadlock, a deferred group redone)
             lead = uow.pools.lock_if_free(mid, lead_id)
             if lead is None or lead.owner is None or lead.voided:
                 return Changes((), (), lead)  # held elsewhere, or reclaimed meanwhile

@@ -250,19 +250,16 @@ class LeadService:
         """Run `work` once per Idempotency-Key; wake the dispatcher only if it enqueued."""
         tally = _Tally()
 
+        def run(uow: UnitOfWork) -> Answer:
+            tally.deliveries = 0  # the writer may run a unit of work again: count its last run
+            return work(uow, tally)
+
         def wake() -> None:
             # A behaviour without subscribers must not cost the dispatcher a claim query.
             if tally.deliveries:
                 self._on_enqueued()
 
-        return self._idem.submit(
-            self._tx,
-            req.mid,
-            req.idempotency_key,
-            req.fingerprint,
-            lambda uow: work(uow, tally),
-            wake,
-        )
+        return self._idem.submit(self._tx, req.mid, req.idempotency_key, req.fingerprint, run, wake)
 
     def _record(self, uow: UnitOfWork, events: Sequence[LeadEvent], tally: _Tally) -> list[str]:
         """Append events to the log and enqueue one delivery per matching subscription."""

@@ -68,7 +68,15 @@ class Pipeline:
         ctx, self._ctx, self._pipe = self._ctx, None, None
         self._conn.info.pop(_KEY, None)
         if ctx is not None:
-            ctx.__exit__(None, None, None)
+            try:
+                ctx.__exit__(None, None, None)
+            except psycopg.Error:  # an error of the pipeline, read only now
+                self._taint()
+                raise
+
+    def _taint(self) -> None:
+        self.tainted = True
+        self._driver.prepare_threshold = None
 
     def abandon(self, error: BaseException) -> None:
         """Leave pipeline mode after `error`, raised already.
@@ -86,8 +94,7 @@ class Pipeline:
             log.debug("leaving an aborted pipeline", exc_info=True)
         cause = error.orig if isinstance(error, DBAPIError) else error
         if in_pipeline and isinstance(cause, psycopg.Error):
-            self.tainted = True
-            self._driver.prepare_threshold = None
+            self._taint()
 
 
 def aborted(conn: Connection) -> bool:

@@ -59,12 +59,11 @@ def unread(conn: Connection) -> Any:
     savepoints, locks), in its transaction: `execute` and `executemany`.
 
     On SQLite the driver's connection (a cursor per statement costs next to nothing). On
-    PostgreSQL one psycopg cursor kept with each DB-API connection: a new cursor per statement
-    starts with no adapters cached and looks each parameter's dumper up again (a pipelined
-    insert of a lead cost ~25% more through a new cursor than through a kept one). Only for
-    answers nobody reads: in a pipeline, a statement's answer lands on its cursor whenever it
-    arrives, and on a shared cursor it could land after the next statement was sent and be
-    read as that one's; statements whose answers are read get a cursor of their own.
+    PostgreSQL one psycopg cursor kept with each DB-API connection instead of one made and
+    dropped per statement (docs/write-path.md has the measurement). Only for answers nobody
+    reads: in a pipeline, a statement's answer lands on its cursor whenever it arrives, and on
+    a shared cursor it could land after the next statement was sent and be read as that one's;
+    statements whose answers are read get a cursor of their own.
     """
     driver = driver_in_transaction(conn)
     if conn.dialect.name != "postgresql":
