@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from leadhook.adapters.db import tables as t
-from leadhook.adapters.db.repositories import driver_in_transaction, unread
+from leadhook.adapters.db.repositories import driver_in_transaction, execute_rows, unread
 from leadhook.adapters.db.sql import statements
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit
@@ -233,10 +233,7 @@ class SqlDeliveries(_OnConnection):
                 )
                 for sub, seq, ev in group
             ]
-            if len(params) == 1:
-                self.unread.execute(statement, params[0])
-            else:
-                self.unread.executemany(statement, params)
+            execute_rows(self.unread, statement, params)
         return len(rows)
 
     def _attempts(self, seqs: list[int]) -> dict[int, list[Attempt]]:

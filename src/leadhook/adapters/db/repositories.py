@@ -75,6 +75,15 @@ def unread(conn: Connection) -> Any:
     return cur
 
 
+def execute_rows(runner: Any, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run `statement` once for each of `rows` on `runner` (an `unread` cursor or connection):
+    one `execute` for a single row (the hot path), one `executemany` for more."""
+    if len(rows) == 1:
+        runner.execute(statement, rows[0])
+    else:
+        runner.executemany(statement, rows)
+
+
 class _Repo:
     """A repository over one connection: SQLAlchemy Core for the rest, named SQL for hot paths."""
 
@@ -321,11 +330,7 @@ class SqlEvents(_Repo):
         if self.sql.insert_event_unread is not None and deferring(self.conn):
             # A deferred group (PostgreSQL): no round trip to read the seqs back; the
             # deliveries find them by event id, and a conflict fails the group at its end.
-            cur = self.unread
-            if len(rows) == 1:
-                cur.execute(self.sql.insert_event_unread, rows[0])
-            else:
-                cur.executemany(self.sql.insert_event_unread, rows)
+            execute_rows(self.unread, self.sql.insert_event_unread, rows)
             return [None] * len(rows)
         if len(rows) == 1:
             # The hot path: one statement, and a conflict leaves the transaction usable.
