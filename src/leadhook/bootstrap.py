@@ -8,6 +8,7 @@ from functools import partial
 from sqlalchemy import Engine
 
 from leadhook.adapters.db import migrate
+from leadhook.adapters.db.checkpoint import WalCheckpointer
 from leadhook.adapters.db.console import SqlConsoleQueries
 from leadhook.adapters.db.engine import WriteGate, is_sqlite, make_engine
 from leadhook.adapters.db.health import SqlReadiness
@@ -86,6 +87,10 @@ class Container:
     def purge_counts(self) -> dict[str, int]:
         """Return the rows retention purged per table since the database was created."""
         return SqlRetention(self.engine, self.gate).counts()
+
+    def make_checkpointer(self) -> WalCheckpointer | None:
+        """Build the thread that copies SQLite's WAL into the database file; None otherwise."""
+        return WalCheckpointer.for_engine(self.engine)
 
     def make_automation(self) -> AutomationScheduler | None:
         """Build the loop that runs the due pool rules, or None when turned off (interval 0)."""

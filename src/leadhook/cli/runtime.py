@@ -133,6 +133,10 @@ async def run_service(
         automation = container.make_automation()  # the pool rules run beside delivery
         if automation is not None:
             tasks.append(asyncio.create_task(automation.run(stop), name="automation"))
+        # SQLite's checkpoints run beside delivery, not in the API's commits (db/checkpoint.py).
+        checkpointer = container.make_checkpointer()
+        if checkpointer is not None:
+            tasks.append(asyncio.create_task(checkpointer.run(stop), name="wal-checkpoint"))
     elif deliver == "process":
         # The child (`leadhook worker`) runs the pool rules' schedule beside its delivery loop.
         child = DeliveryProcess(container, concurrency=concurrency, log_level=log_level)
