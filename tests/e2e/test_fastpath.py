@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from leadhook.api import fastpath
 from leadhook.api.app import create_app
-from leadhook.api.fastpath import FastBehaviours
+from leadhook.api.fastpath import DECLINED, FastBehaviours, ShortWay
 from leadhook.api.routes import leads
 from leadhook.bootstrap import Container, build
 from leadhook.settings import Settings
@@ -32,6 +32,7 @@ def apps(tmp_path: Path) -> Iterator[tuple[TestClient, TestClient, str, Containe
     )
     plain = create_app(container)
     plain.user_middleware = [m for m in plain.user_middleware if m.cls is not FastBehaviours]
+    plain.short_way = None  # type: ignore[attr-defined]
     try:
         with TestClient(create_app(container)) as fast, TestClient(plain) as slow:
             resp = fast.post("/v1/tenants", json={"mid": "t1"}, headers=ADMIN)
@@ -177,3 +178,122 @@ def test_an_idempotent_retry_answers_the_first_response_on_both_ways(
     other = fast.post("/v1/leads", json={"fields": {"name": "乙"}}, headers=headers)
     assert other.status_code == 409
     assert json.loads(other.content)["status"] == 409
+
+
+@pytest.fixture
+def outer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the outermost short way did with each request it was asked about."""
+    ways: list[str] = []
+    takes, call = ShortWay.takes, ShortWay.__call__
+
+    def spy_takes(self: ShortWay, scope: Any) -> bool:
+        taken = takes(self, scope)
+        if not taken:
+            ways.append("middlewares")
+        return taken
+
+    async def spy_call(self: ShortWay, scope: Any, receive: Any, send: Any) -> None:
+        await call(self, scope, receive, send)
+        ways.append("declined" if DECLINED in scope else "outer")
+
+    monkeypatch.setattr(ShortWay, "takes", spy_takes)
+    monkeypatch.setattr(ShortWay, "__call__", spy_call)
+    return ways
+
+
+def _app(tmp_path: Path, seed: bool = True, **settings: Any) -> tuple[TestClient, str, Container]:
+    container = build(
+        Settings(database_url=f"sqlite:///{tmp_path}/outer.db", admin_token=ADMIN_TOKEN, **settings)
+    )
+    client = TestClient(create_app(container))
+    key = client.post("/v1/tenants", json={"mid": "t1"}, headers=ADMIN).json()["api_key"]
+    if seed:
+        seed_catalog(client, key)
+    return client, key, container
+
+
+def _count(client: TestClient, route: str, status: int) -> float:
+    value = client.app.state.api_metrics.requests.labels("POST", route, str(status))  # type: ignore[attr-defined]
+    return float(value._value.get())
+
+
+def test_a_plain_behaviour_skips_every_middleware_yet_is_counted_once(
+    apps: tuple[TestClient, TestClient, str, Container], outer: list[str]
+) -> None:
+    fast, slow, key, _ = apps
+    auth = {"Authorization": f"Bearer {key}"}
+    a = fast.post("/v1/leads", json={"fields": {"name": "甲"}}, headers=auth)
+    assert outer == ["outer"]
+    b = slow.post("/v1/leads", json={"fields": {"name": "甲"}}, headers=auth)
+    # The same answer the whole app gives, headers included.
+    assert (a.status_code, a.headers["content-type"]) == (b.status_code, b.headers["content-type"])
+    assert sorted(a.headers) == sorted(b.headers)
+    assert int(a.headers["content-length"]) == len(a.content)
+    refused = fast.post("/v1/leads", json={"fields": 3}, headers=auth)
+    assert refused.status_code == 422 and outer[-1] == "declined"
+    # Each counted once: the short way counts what it answered, the app what it was handed.
+    assert _count(fast, "/v1/leads", 201) == 1
+    assert _count(fast, "/v1/leads", 422) == 1
+
+
+def test_requests_over_a_limit_are_left_to_the_middlewares(
+    tmp_path: Path, outer: list[str]
+) -> None:
+    client, key, container = _app(
+        tmp_path, max_body_bytes=2000, max_header_bytes=3000, max_url_bytes=200
+    )
+    try:
+        auth = {"Authorization": f"Bearer {key}"}
+        outer.clear()
+        big = {"fields": {"name": "x" * 3000}}
+        assert client.post("/v1/leads", json=big, headers=auth).status_code == 413
+        long_head = {**auth, "X-Padding": "p" * 3000}
+        resp = client.post("/v1/leads", json={}, headers=long_head)
+        assert resp.status_code == 431
+        assert client.post("/v1/leads?" + "q" * 300, json={}, headers=auth).status_code == 414
+        # A body of no declared length: BodyLimit counts it, then the route answers.
+        chunks = iter([b'{"fields": ', b'{"name": "chunked"}}'])
+        json_auth = {**auth, "Content-Type": "application/json"}
+        resp = client.post("/v1/leads", content=chunks, headers=json_auth)
+        assert resp.status_code == 201, resp.text
+        assert outer == ["middlewares"] * 4
+        assert client.post("/v1/leads", json={}, headers=auth).status_code == 201
+        assert outer[-1] == "outer"
+    finally:
+        container.close()
+
+
+def test_the_rate_limit_holds_on_the_short_way_and_charges_a_request_once(
+    tmp_path: Path, outer: list[str]
+) -> None:
+    client, key, container = _app(tmp_path, seed=False, rate_limit=(0.01, 2.0))
+    try:
+        auth = {"Authorization": f"Bearer {key}"}
+        outer.clear()
+        # Handed on to the app (the model refuses it): RateLimit must not charge it again.
+        assert client.post("/v1/leads", json={"fields": 3}, headers=auth).status_code == 422
+        assert client.post("/v1/leads", json={}, headers=auth).status_code == 201
+        third = client.post("/v1/leads", json={}, headers=auth)
+        assert outer == ["declined", "outer", "outer"]
+        assert third.status_code == 429
+        assert third.headers["content-type"] == "application/problem+json"
+        assert third.json()["type"].endswith("/rate-limited")
+        assert int(third.headers["retry-after"]) >= 1
+        # Another tenant's key has its own bucket.
+        other = client.post("/v1/tenants", json={"mid": "t2"}, headers=ADMIN).json()["api_key"]
+        resp = client.post("/v1/leads", json={}, headers={"Authorization": f"Bearer {other}"})
+        assert resp.status_code != 429
+    finally:
+        container.close()
+
+
+def test_a_behaviour_answered_on_the_short_way_ends_an_outage(
+    apps: tuple[TestClient, TestClient, str, Container],
+) -> None:
+    fast, _, key, _ = apps
+    outages = fast.app.state.outages  # type: ignore[attr-defined]
+    outages.failed(503, "the database is unreachable", RuntimeError("down"))
+    assert outages.since is not None
+    resp = fast.post("/v1/leads", json={}, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status_code == 201
+    assert outages.since is None

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import Receive, Scope, Send
 
 from leadhook import __version__
 from leadhook.api import console, problems
-from leadhook.api.fastpath import FastBehaviours, fast_routes
-from leadhook.api.limits import BodyLimit, HeaderLimit, RateLimit
+from leadhook.api.fastpath import FastBehaviours, ShortWay, fast_routes
+from leadhook.api.limits import BodyLimit, HeaderLimit, RateLimit, TokenBuckets
 from leadhook.api.metrics import ApiMetrics, PurgeCounts, WriterCounts
 from leadhook.api.routes import (
     automation,
@@ -58,9 +60,23 @@ _NO_TELEMETRY: dict[str, Any] = (
 )
 
 
+class LeadhookAPI(FastAPI):
+    """FastAPI, with the behaviour requests' short way taken before every middleware."""
+
+    short_way: ShortWay | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        short = self.short_way
+        if short is not None and scope["type"] == "http" and short.takes(scope):
+            scope["app"] = self  # as Starlette sets it: the exception handlers read it
+            await short(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(container: Container) -> FastAPI:
     """Build the API around a container (settings, database, services)."""
-    app = FastAPI(
+    app = LeadhookAPI(
         title="leadhook",
         version=__version__,
         description=DESCRIPTION,
@@ -80,12 +96,16 @@ def create_app(container: Container) -> FastAPI:
     problems.install(app)
     s = container.settings
     app.add_middleware(BodyLimit, limit=s.max_body_bytes)
-    if s.rate_limit is not None:
-        app.add_middleware(RateLimit, rate=s.rate_limit[0], burst=s.rate_limit[1])
+    buckets = None if s.rate_limit is None else TokenBuckets(*s.rate_limit)
+    if buckets is not None:
+        app.add_middleware(RateLimit, buckets=buckets)
     app.add_middleware(
         HeaderLimit, max_header_bytes=s.max_header_bytes, max_url_bytes=s.max_url_bytes
     )
     app.add_middleware(api_metrics.asgi)  # outermost: refused requests are counted too
+    # Before all of them: behaviours no middleware would act on (api/fastpath.py, ShortWay).
+    whole = partial(FastAPI.__call__, app)
+    app.short_way = ShortWay(whole, app, container, fast, api_metrics, app.state.outages, buckets)
     # Routes are matched in order: the behaviours, the busiest, first.
     for router in (leads.router, events.router, tenants.router, catalog.router, ops.router):
         app.include_router(router)

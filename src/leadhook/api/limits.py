@@ -70,33 +70,44 @@ def _bearer_key(scope: Scope) -> bytes | None:
     return None
 
 
+RATE_CHARGED = "leadhook.rate_charged"
+"""Set in a request's scope once its key paid its token (the short way charges before the app)."""
+
+
+def rate_refusal(buckets: TokenBuckets, scope: Scope) -> Response | None:
+    """Spend a token of the request's API key: None if it had one, else the 429 to answer."""
+    key = _bearer_key(scope)
+    if key is None:
+        return None
+    wait = buckets.take(key)
+    if wait <= 0:
+        return None
+    return problems.problem(
+        429,
+        "Too many requests",
+        f"this API key is limited to {buckets.rate:g} requests a second"
+        f" (bursts of {buckets.burst:g}); retry after the time Retry-After gives",
+        "rate-limited",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
 class RateLimit:
     """Limit requests per API key (per process); over the limit: 429 with Retry-After.
 
     Requests without a bearer key are not limited here: they are answered 401 at once.
     """
 
-    def __init__(self, app: ASGIApp, rate: float, burst: float) -> None:
+    def __init__(self, app: ASGIApp, buckets: TokenBuckets) -> None:
         self.app = app
-        self.buckets = TokenBuckets(rate, burst)
+        self.buckets = buckets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            key = _bearer_key(scope)
-            if key is not None:
-                wait = self.buckets.take(key)
-                if wait > 0:
-                    response = problems.problem(
-                        429,
-                        "Too many requests",
-                        f"this API key is limited to {self.buckets.rate:g} requests a second"
-                        f" (bursts of {self.buckets.burst:g}); retry after the time Retry-After"
-                        " gives",
-                        "rate-limited",
-                        headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                    )
-                    await response(scope, receive, send)
-                    return
+        if scope["type"] == "http" and RATE_CHARGED not in scope:
+            refusal = rate_refusal(self.buckets, scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

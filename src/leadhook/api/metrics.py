@@ -51,11 +51,15 @@ class ApiMetrics:
             try:
                 await app(scope, receive, sending)
             finally:
-                route = _route(scope)
-                self.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
-                self.requests.labels(scope["method"], route, str(status)).inc()
+                self.observe(scope, status, time.perf_counter() - start)
 
         return wrapped
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count one answered HTTP request and its latency."""
+        route = _route(scope)
+        self.latency.labels(scope["method"], route).observe(seconds)
+        self.requests.labels(scope["method"], route, str(status)).inc()
 
 
 class PurgeCounts(Collector):
