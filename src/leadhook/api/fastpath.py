@@ -32,7 +32,15 @@ from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook.api.deps import bearer, behaviour_metadata, plain_json_input
-from leadhook.api.limits import RATE_CHARGED, TokenBuckets, rate_refusal, replayed
+from leadhook.api.limits import (
+    RATE_CHARGED,
+    TokenBuckets,
+    declared_length,
+    head_bytes,
+    rate_refusal,
+    replayed,
+    url_bytes,
+)
 from leadhook.api.metrics import ApiMetrics
 from leadhook.api.problems import OutageLog
 from leadhook.api.routes.leads import committed, submit
@@ -245,20 +253,12 @@ class ShortWay:
         found = _template(scope["path"])
         if found is None or (scope["method"], found[0]) not in self.table:
             return False
-        url = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-        if url > self.max_url_bytes:
-            return False  # HeaderLimit answers 414
-        size, declared = 0, None
-        for name, value in scope["headers"]:
-            size += len(name) + len(value) + 4
-            if name == b"content-length":
-                if declared is not None:
-                    return False
-                declared = value
-        # Over the limits: HeaderLimit answers 431, BodyLimit 413; a body of no declared
-        # length (chunked) is counted as it arrives by BodyLimit.
+        # Over a limit HeaderLimit answers 414 or 431, BodyLimit 413; a body of no declared
+        # length (chunked) is counted by BodyLimit as it arrives.
+        declared = declared_length(scope)
         return (
-            size <= self.max_header_bytes
+            url_bytes(scope) <= self.max_url_bytes
+            and head_bytes(scope) <= self.max_header_bytes
             and declared is not None
             and declared.isdigit()
             and int(declared) <= self.max_body_bytes

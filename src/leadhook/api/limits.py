@@ -111,6 +111,24 @@ class RateLimit:
         await self.app(scope, receive, send)
 
 
+def head_bytes(scope: Scope) -> int:
+    """The size of a request's headers as HeaderLimit counts it."""
+    return sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+
+
+def url_bytes(scope: Scope) -> int:
+    """The size of a request's URL (path and query string) as HeaderLimit counts it."""
+    return len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+
+
+def declared_length(scope: Scope) -> bytes | None:
+    """The request's first Content-Length header, as sent (None without one)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return bytes(value)
+    return None
+
+
 class HeaderLimit:
     """Refuse oversized request heads: 431 for the headers, 414 for the URL."""
 
@@ -128,16 +146,14 @@ class HeaderLimit:
 
     def _refusal(self, scope: Scope) -> Response | None:
         """The 431 or 414 answer for an oversized request head, or None to let it through."""
-        size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
-        if size > self.max_header_bytes:
+        if head_bytes(scope) > self.max_header_bytes:
             return problems.problem(
                 431,
                 "Request header fields too large",
                 f"request headers are limited to {self.max_header_bytes} bytes in all",
                 "header-fields-too-large",
             )
-        url = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-        if url > self.max_url_bytes:
+        if url_bytes(scope) > self.max_url_bytes:
             return problems.problem(
                 414,
                 "URI too long",
@@ -162,11 +178,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = value
-                break
+        declared = declared_length(scope)
         if declared is not None:
             if declared.isdigit() and int(declared) > self.limit:
                 await _too_large(self.limit)(scope, receive, send)

@@ -17,12 +17,10 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite:///./leadhook.db"
 
-# A behaviour's commit appends ~33 pages to the WAL (a lead, its event, its delivery and their
-# index pages), most of them the same right-edge leaves as the commit before. A checkpoint
-# copies each page once, its newest version, and syncs the file: at SQLite's default of 1,000
-# pages it ran every ~30 behaviours and copied the same leaves again each time. At 10,000
-# (a WAL of up to ~40 MB, reused after each checkpoint) the three inserts cost 10-15% less CPU
-# and 20-25% less wall time (bench.sql_floor's inserts, taking turns; docs/benchmarks.md).
+# The WAL is copied into the database file by a thread beside delivery (checkpoint.py), off
+# the writers' commits. A writer still checkpoints itself once the WAL passes this many pages
+# (SQLite's default is 1,000: every ~30 behaviours, in a request's commit): the bound for when
+# that thread falls behind or does not run, ~40 MB of WAL.
 WAL_AUTOCHECKPOINT = 10_000
 
 
