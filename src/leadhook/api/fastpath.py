@@ -46,7 +46,6 @@ from leadhook.api.problems import OutageLog
 from leadhook.api.routes.leads import committed, submit
 from leadhook.bootstrap import Container
 
-_JSON = "application/json"
 _JSON_TYPE = (b"content-type", b"application/json")
 # Set in the scope of a request the short way handed to the app whole (see ShortWay).
 DECLINED = "leadhook.short_way_declined"
