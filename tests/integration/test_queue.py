@@ -366,6 +366,41 @@ def sql_container(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Con
     c.close()
 
 
+def test_a_large_record_stores_every_verdict_as_given(sql_container: Container) -> None:
+    """A record of many verdicts (one statement per table on PostgreSQL): every attempt and
+    state lands as given, in order; an answer's NUL (PostgreSQL's text holds none) is stored
+    as U+FFFD instead of failing the record, which would resend everything it carried."""
+    c = sql_container
+    sub = setup(c, max_in_flight=100)
+    for _ in range(150):
+        new_lead(c)
+    q, now = queue_of(c), time.time() + 1
+    jobs = claim(q, now, limit=150)
+    assert len(jobs) == 150
+    verdicts = []
+    for i, job in enumerate(jobs):
+        if i % 3 == 0:
+            attempt = Attempt(now + i, 200, 7, None, "ok\x00done")  # an int latency, a NUL
+            verdicts.append(Verdict(job, attempt, DeliveryStatus.DELIVERED, None, None))
+        else:
+            attempt = Attempt(now + i, None if i % 3 == 1 else 500, 1.5, f"e\x00{i}", "")
+            verdicts.append(Verdict(job, attempt, DeliveryStatus.FAILED, now + 60 + i, f"e{i}"))
+    q.record(worker_id="w1", verdicts=verdicts, now=now)
+    for i, job in enumerate(jobs):
+        state = delivery(c, job.id)
+        (attempt,) = state["attempts"]
+        if i % 3 == 0:
+            assert state["status"] == "delivered" and state["next_attempt_at"] is None
+            assert attempt["response_body"] == "ok\ufffddone" and attempt["latency_ms"] == 7
+        else:
+            assert state["status"] == "failed" and state["last_error"] == f"e{i}"
+            assert state["next_attempt_at"] == rfc3339(now + 60 + i)
+            assert attempt["error"] == f"e\ufffd{i}"
+            assert attempt["status_code"] == (None if i % 3 == 1 else 500)
+        assert state["attempt_count"] == 1
+    assert failing_since(c, sub["id"]) is None  # some succeeded
+
+
 def test_a_claim_records_what_finished_first_in_its_own_transaction(
     sql_container: Container,
 ) -> None:

@@ -74,6 +74,62 @@ def _job(row: Sequence[Any], lease_until: float, box: SecretBox) -> Job:
     )  # fmt: skip
 
 
+def _text(value: str) -> str:
+    """A text as stored: PostgreSQL's text holds no NUL, which an endpoint's answer may."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _opt_text(value: str | None) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _opt_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _attempt_rows(verdicts: Sequence[Verdict]) -> list[tuple[Any, ...]]:
+    return [
+        (o.job.seq, a.attempted_at, a.status_code, a.latency_ms, _opt_text(a.error),
+         _text(a.response_body))
+        for o in verdicts
+        for a in (o.attempt,)
+    ]  # fmt: skip
+
+
+def _finish_rows(verdicts: Sequence[Verdict], now: float, worker_id: str) -> list[tuple[Any, ...]]:
+    return [
+        (o.status, o.job.attempt_count + 1, o.next_attempt_at, _opt_text(o.last_error), now,
+         o.job.seq, worker_id)
+        for o in verdicts
+    ]  # fmt: skip
+
+
+def _attempt_columns(verdicts: Sequence[Verdict]) -> tuple[list[Any], ...]:
+    # One array per column; a float column's array holds floats only (psycopg dumps a list
+    # of one Python type).
+    attempts = [o.attempt for o in verdicts]
+    return (
+        [o.job.seq for o in verdicts],
+        [float(a.attempted_at) for a in attempts],
+        [a.status_code for a in attempts],
+        [float(a.latency_ms) for a in attempts],
+        [_opt_text(a.error) for a in attempts],
+        [_text(a.response_body) for a in attempts],
+    )
+
+
+def _finish_columns(verdicts: Sequence[Verdict], now: float, worker_id: str) -> tuple[Any, ...]:
+    return (
+        now,
+        [o.job.seq for o in verdicts],
+        [str(o.status) for o in verdicts],
+        [o.job.attempt_count + 1 for o in verdicts],
+        [_opt_float(o.next_attempt_at) for o in verdicts],
+        [_opt_text(o.last_error) for o in verdicts],
+        worker_id,
+    )
+
+
 # The calls an event loop may run itself (try_now): one short transaction each.
 _INLINE = frozenset({"claim", "settle_and_claim", "record", "release"})
 
@@ -240,27 +296,14 @@ class SqlDeliveryQueue:
     def _record_in(
         self, conn: Connection, worker_id: str, verdicts: Sequence[Verdict], now: float
     ) -> None:
-        attempts = [
-            (o.job.seq, a.attempted_at, a.status_code, a.latency_ms, a.error, a.response_body)
-            for o in verdicts
-            for a in (o.attempt,)
-        ]
-        finished = [
-            (
-                o.status,
-                o.job.attempt_count + 1,
-                o.next_attempt_at,
-                o.last_error,
-                now,
-                o.job.seq,
-                worker_id,
-            )
-            for o in verdicts
-        ]
+        if self._sql.columnar:
+            conn.exec_driver_sql(self._sql.insert_attempts, _attempt_columns(verdicts))
+            conn.exec_driver_sql(self._sql.finish, _finish_columns(verdicts, now, worker_id))
+        else:
+            conn.exec_driver_sql(self._sql.insert_attempts, _attempt_rows(verdicts))
+            conn.exec_driver_sql(self._sql.finish, _finish_rows(verdicts, now, worker_id))
         succeeded = {o.job.subscription_id for o in verdicts if o.status == DELIVERED}
         failing = {o.job.subscription_id for o in verdicts} - succeeded
-        conn.exec_driver_sql(self._sql.insert_attempts, attempts)
-        conn.exec_driver_sql(self._sql.finish, finished)
         if succeeded:
             conn.execute(self._streak_end, {"ids": self._sql.id_list(sorted(succeeded))})
         if failing:

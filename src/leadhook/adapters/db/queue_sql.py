@@ -61,9 +61,16 @@ class QueueStatements:
     release: str
     """Give leased deliveries back unsent: due again at once (`:now`)."""
     insert_attempts: str
-    """One attempt row (driver markers, run with executemany)."""
+    """The attempt rows (driver markers). SQLite: one row, run with executemany. PostgreSQL
+    (`columnar`): every row in one statement, one array per column."""
     finish: str
-    """A delivery's new state, for its lease holder only (driver markers, executemany)."""
+    """The deliveries' new states, for their lease holder only (driver markers). SQLite: one
+    delivery, run with executemany. PostgreSQL (`columnar`): every delivery in one statement,
+    one array per column."""
+    columnar: bool
+    """`insert_attempts` and `finish` take one array per column (PostgreSQL): a record of a
+    hundred verdicts is two statements, not two hundred. Pipelined one by one, the server's
+    parse, bind and execute of each was ~0.1 ms a verdict: a third of a drain's claims."""
     streak_end: str
     """Subscriptions (`:ids`) whose delivery succeeded: their failure streak ends."""
     streak_start: str
@@ -144,6 +151,7 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND first_failure_at IS NULL""",
     circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
+    columnar=False,
     id_list=_json_list,
 )
 
@@ -221,12 +229,21 @@ WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker
 RETURNING seq""",
     release="""UPDATE deliveries SET locked_until = NULL, locked_by = NULL, next_attempt_at = :now
 WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker""",
+    # The attempts in the order given: their ids follow it.
     insert_attempts="""INSERT INTO delivery_attempts
     (delivery_seq, attempted_at, status_code, latency_ms, error, response_body)
-    VALUES (%s, %s, %s, %s, %s, %s)""",
-    finish="""UPDATE deliveries SET status = %s, attempt_count = %s, next_attempt_at = %s,
-    last_error = %s, locked_until = NULL, locked_by = NULL, updated_at = %s
-    WHERE seq = %s AND locked_by = %s""",
+SELECT a.seq, a.at, a.code, a.ms, a.error, a.body
+FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS INTEGER[]),
+    CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS TEXT[]), CAST(%s AS TEXT[]))
+    WITH ORDINALITY AS a(seq, at, code, ms, error, body, n)
+ORDER BY a.n""",
+    finish="""UPDATE deliveries AS d SET status = v.status, attempt_count = v.attempt_count,
+    next_attempt_at = v.next_attempt_at, last_error = v.last_error, locked_until = NULL,
+    locked_by = NULL, updated_at = %s
+FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS TEXT[]), CAST(%s AS INTEGER[]),
+    CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS TEXT[]))
+    AS v(seq, status, attempt_count, next_attempt_at, last_error)
+WHERE d.seq = v.seq AND d.locked_by = %s""",
     streak_end="""UPDATE subscriptions SET first_failure_at = NULL
 WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NOT NULL""",
     streak_start="""UPDATE subscriptions SET first_failure_at = :now
@@ -235,6 +252,7 @@ WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NULL""",
     circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
 WHERE id = ANY(CAST(:ids AS TEXT[]))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
+    columnar=True,
     id_list=_array,
 )
 
