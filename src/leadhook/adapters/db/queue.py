@@ -150,7 +150,19 @@ class SqlDeliveryQueue:
         self._streak_end = text(sql.streak_end)
         self._streak_start = text(sql.streak_start)
         self._circuit_close = text(sql.circuit_close)
+        # SQLite's statements with named markers go to sqlite3 itself (it reads `:name`): each
+        # through `text()` cost ~0.1 ms of SQLAlchemy's execution and result set-up, about a
+        # twentieth of a drain's CPU (in-process, six pairs: 162 -> 152 us a delivery).
+        self._driver_named = self._sqlite
         self._here = threading.local()  # `held`: this thread holds the gate (try_now)
+
+    def _named(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
+        """Run one of the named-parameter statements: on SQLite by the driver itself
+        (sqlite3 reads `:name` markers), on PostgreSQL through `text()`."""
+        if self._driver_named:
+            driver: Any = conn.connection.driver_connection
+            return driver.execute(stmt.text, params)
+        return conn.execute(stmt, params)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -236,9 +248,10 @@ class SqlDeliveryQueue:
         }
         stmt = self._claim_sql
         probes = set(
-            conn.execute(self._reserve_probes, {"now": now, "lease_until": lease_until})
-            .scalars()
-            .all()
+            r[0]
+            for r in self._named(
+                conn, self._reserve_probes, {"now": now, "lease_until": lease_until}
+            )
         )
         params["probes"] = id_list(sorted(probes))
         if self._sqlite:
@@ -272,12 +285,16 @@ class SqlDeliveryQueue:
     ) -> list[tuple[Any, ...]]:
         taken: dict[str, int] = defaultdict(int)
         seqs: list[int] = []
-        for seq, sub_id, _due, max_in_flight, rate, retry_at in conn.execute(stmt, params):
-            if taken[sub_id] < claim_cap(max_in_flight, rate, retry_at):
-                taken[sub_id] += 1
-                seqs.append(seq)
-                if len(seqs) == params["limit"]:
-                    break
+        due = self._named(conn, stmt, params)
+        try:
+            for seq, sub_id, _due, max_in_flight, rate, retry_at in due:
+                if taken[sub_id] < claim_cap(max_in_flight, rate, retry_at):
+                    taken[sub_id] += 1
+                    seqs.append(seq)
+                    if len(seqs) == params["limit"]:
+                        break
+        finally:
+            due.close()  # the rest of the walk is not read
         if not seqs:
             return []
         sql = self._sql
@@ -305,10 +322,10 @@ class SqlDeliveryQueue:
         succeeded = {o.job.subscription_id for o in verdicts if o.status == DELIVERED}
         failing = {o.job.subscription_id for o in verdicts} - succeeded
         if succeeded:
-            conn.execute(self._streak_end, {"ids": self._sql.id_list(sorted(succeeded))})
+            self._named(conn, self._streak_end, {"ids": self._sql.id_list(sorted(succeeded))})
         if failing:
             ids = self._sql.id_list(sorted(failing))
-            conn.execute(self._streak_start, {"ids": ids, "now": now})
+            self._named(conn, self._streak_start, {"ids": ids, "now": now})
         self._disable(conn, verdicts, now)
         self._circuits(conn, verdicts, now)
 
@@ -320,7 +337,7 @@ class SqlDeliveryQueue:
             if o.attempt.status_code is None and o.job.subscription_id not in answered:
                 silent[o.job.subscription_id].append(o.attempt.attempted_at)
         if answered:
-            conn.execute(self._circuit_close, {"ids": self._sql.id_list(sorted(answered))})
+            self._named(conn, self._circuit_close, {"ids": self._sql.id_list(sorted(answered))})
         if not silent:
             return
         stmt = select(
@@ -372,7 +389,7 @@ class SqlDeliveryQueue:
         self, conn: Connection, worker_id: str, seqs: Sequence[int], now: float
     ) -> None:
         params = {"seqs": self._sql.id_list(seqs), "worker": worker_id, "now": now}
-        conn.execute(self._release, params)
+        self._named(conn, self._release, params)
 
     def renew(self, *, worker_id: str, seqs: Sequence[int], lease_until: float) -> set[int]:
         """Extend the leases `worker_id` still holds on `seqs`; return the seqs it still holds."""
@@ -384,7 +401,7 @@ class SqlDeliveryQueue:
                 "seqs": self._sql.id_list(seqs),
                 "worker": worker_id,
             }
-            return {int(seq) for seq in conn.execute(self._renew, params).scalars()}
+            return {int(r[0]) for r in self._named(conn, self._renew, params)}
 
     def recover(self, *, worker_id: str, now: float) -> int:
         """Release the leases of workers of this host that died (SQLite only); return how many.
