@@ -429,6 +429,46 @@ def test_a_deferred_group_whose_unit_hid_an_error_is_not_committed_as_if_whole(
         writer.close()
 
 
+def test_a_deferred_group_commits_with_its_sync_and_a_failed_one_commits_nothing(
+    container: Container, probe: str
+) -> None:
+    """Catches: a COMMIT queued behind the group's statements committing what a failed
+    statement voided, or the group's commit costing a round trip of its own again (the
+    driver must be out of its transaction before SQLAlchemy's commit)."""
+    import psycopg
+
+    from leadhook.adapters.db.pipeline import Pipeline
+    from leadhook.adapters.db.repositories import driver_in_transaction, unread
+
+    def group(rows: list[str]) -> tuple[bool, Any]:
+        with container.engine.connect() as conn:
+            driver = driver_in_transaction(conn)
+            pipe = Pipeline(conn, deferred=True)
+            pipe.start()
+            try:
+                # A failed statement's error may be read at any later one (as the answers
+                # arrive), or at the sync: the writer handles both alike, so does this.
+                for row in rows:
+                    unread(conn).execute(f"INSERT INTO {probe} VALUES ({row})")
+                done = pipe.end_committing()
+            except psycopg.Error as exc:
+                pipe.abandon(exc)
+                conn.rollback()
+                return False, exc
+            status = driver.info.transaction_status
+            conn.commit()  # nothing left to commit: no round trip
+            return done, status
+
+    done, status = group(["1", "2"])
+    assert done and status == psycopg.pq.TransactionStatus.IDLE
+    assert _probed(container) == [1, 2]
+    ok, error = group(["3", "1 / 0", "4"])  # the second fails: the COMMIT behind is skipped
+    assert not ok and isinstance(error, psycopg.errors.DivisionByZero)
+    assert _probed(container) == [1, 2]
+    with container.engine.connect() as conn:
+        assert not Pipeline(conn).end_committing()  # no pipeline running: nothing done
+
+
 def test_the_writer_counts_its_transactions_by_way_and_they_reach_metrics(
     container: Container, tenant: str
 ) -> None:

@@ -74,6 +74,29 @@ class Pipeline:
                 self._taint()
                 raise
 
+    def end_committing(self) -> bool:
+        """Commit behind what was sent, in the same round trip: COMMIT is queued after the
+        group's statements, then the pipeline syncs and ends. Answers False, having done
+        nothing, when the pipeline is not running (a Core statement ended it): the caller
+        then commits as usual.
+
+        A statement of the group that failed makes the server skip the COMMIT behind it, and
+        the sync raises that error: nothing was committed, as when the group fails before
+        its commit. A COMMIT that the server answered with anything but COMMIT (a
+        transaction that had failed already is answered with ROLLBACK) raises too.
+        """
+        if self._ctx is None:
+            return False
+        cur = self._driver.cursor()
+        try:
+            cur.execute("COMMIT", prepare=False)  # queued: sent with the sync below
+            self.end()
+            if cur.statusmessage != "COMMIT":
+                raise RuntimeError(f"the group's COMMIT was answered {cur.statusmessage!r}")
+        finally:
+            cur.close()
+        return True
+
     def _taint(self) -> None:
         self.tainted = True
         self._driver.prepare_threshold = None

@@ -295,7 +295,8 @@ class GroupWriter:
     def _run_deferred(
         self, conn: Connection, batch: list[_Item]
     ) -> tuple[list[tuple[_Item, bool, Any]] | None, bool]:
-        """Run a group of items in one pipeline with a single sync at its end (PostgreSQL).
+        """Run a group of items in one pipeline with a single sync at its end, which carries
+        the group's COMMIT too (PostgreSQL).
 
         Nothing is read back that a later statement can find for itself (adapters/db/
         pipeline.py `deferring`), so a group of creates costs about one round trip instead
@@ -313,9 +314,14 @@ class GroupWriter:
             for item in batch:
                 pipe.start()
                 outcomes.append((item, True, item.work(uow)))
-            pipe.end()
             if aborted(conn):  # an error a unit caught and kept quiet: the group is void
                 raise RuntimeError("the deferred group's transaction failed")
+            # The COMMIT rides on the group's sync: one round trip less a group (the
+            # writer's `conn.commit()` then finds nothing to commit).
+            if not pipe.end_committing():
+                pipe.end()
+                if aborted(conn):
+                    raise RuntimeError("the deferred group's transaction failed")
         except Exception as exc:
             pipe.abandon(exc)
             try:
