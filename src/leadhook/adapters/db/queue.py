@@ -300,8 +300,10 @@ class SqlDeliveryQueue:
         sql = self._sql
         assert sql.lease is not None and sql.jobs is not None  # the SQLite statements
         batch = sql.id_list(seqs)
-        conn.exec_driver_sql(sql.lease, (lease_until, lease_until, worker_id, batch))
-        return [tuple(r) for r in conn.exec_driver_sql(sql.jobs, (batch,))]
+        driver: Any = conn.connection.driver_connection
+        driver.execute(sql.lease, (lease_until, lease_until, worker_id, batch))
+        jobs: list[tuple[Any, ...]] = driver.execute(sql.jobs, (batch,)).fetchall()
+        return jobs
 
     def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
         """Store the attempts and the deliveries' new states; track failing subscriptions."""
@@ -316,9 +318,10 @@ class SqlDeliveryQueue:
         if self._sql.columnar:
             conn.exec_driver_sql(self._sql.insert_attempts, _attempt_columns(verdicts))
             conn.exec_driver_sql(self._sql.finish, _finish_columns(verdicts, now, worker_id))
-        else:
-            conn.exec_driver_sql(self._sql.insert_attempts, _attempt_rows(verdicts))
-            conn.exec_driver_sql(self._sql.finish, _finish_rows(verdicts, now, worker_id))
+        else:  # SQLite: sqlite3 itself, a row at a time in-process
+            driver: Any = conn.connection.driver_connection
+            driver.executemany(self._sql.insert_attempts, _attempt_rows(verdicts))
+            driver.executemany(self._sql.finish, _finish_rows(verdicts, now, worker_id))
         succeeded = {o.job.subscription_id for o in verdicts if o.status == DELIVERED}
         failing = {o.job.subscription_id for o in verdicts} - succeeded
         if succeeded:
