@@ -88,9 +88,11 @@ def _opt_float(value: float | None) -> float | None:
 
 
 def _attempt_rows(verdicts: Sequence[Verdict]) -> list[tuple[Any, ...]]:
+    # Floats as floats: on PostgreSQL each column travels as one array, and psycopg dumps a
+    # list of one Python type only.
     return [
-        (o.job.seq, a.attempted_at, a.status_code, a.latency_ms, _opt_text(a.error),
-         _text(a.response_body))
+        (o.job.seq, float(a.attempted_at), a.status_code, float(a.latency_ms),
+         _opt_text(a.error), _text(a.response_body))
         for o in verdicts
         for a in (o.attempt,)
     ]  # fmt: skip
@@ -98,36 +100,15 @@ def _attempt_rows(verdicts: Sequence[Verdict]) -> list[tuple[Any, ...]]:
 
 def _finish_rows(verdicts: Sequence[Verdict], now: float, worker_id: str) -> list[tuple[Any, ...]]:
     return [
-        (o.status, o.job.attempt_count + 1, o.next_attempt_at, _opt_text(o.last_error), now,
-         o.job.seq, worker_id)
+        (str(o.status), o.job.attempt_count + 1, _opt_float(o.next_attempt_at),
+         _opt_text(o.last_error), now, o.job.seq, worker_id)
         for o in verdicts
     ]  # fmt: skip
 
 
-def _attempt_columns(verdicts: Sequence[Verdict]) -> tuple[list[Any], ...]:
-    # One array per column; a float column's array holds floats only (psycopg dumps a list
-    # of one Python type).
-    attempts = [o.attempt for o in verdicts]
-    return (
-        [o.job.seq for o in verdicts],
-        [float(a.attempted_at) for a in attempts],
-        [a.status_code for a in attempts],
-        [float(a.latency_ms) for a in attempts],
-        [_opt_text(a.error) for a in attempts],
-        [_text(a.response_body) for a in attempts],
-    )
-
-
-def _finish_columns(verdicts: Sequence[Verdict], now: float, worker_id: str) -> tuple[Any, ...]:
-    return (
-        now,
-        [o.job.seq for o in verdicts],
-        [str(o.status) for o in verdicts],
-        [o.job.attempt_count + 1 for o in verdicts],
-        [_opt_float(o.next_attempt_at) for o in verdicts],
-        [_opt_text(o.last_error) for o in verdicts],
-        worker_id,
-    )
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """The same values as one list per column (PostgreSQL's `columnar` statements)."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 # The calls an event loop may run itself (try_now): one short transaction each.
@@ -150,16 +131,16 @@ class SqlDeliveryQueue:
         self._streak_end = text(sql.streak_end)
         self._streak_start = text(sql.streak_start)
         self._circuit_close = text(sql.circuit_close)
-        # SQLite's statements with named markers go to sqlite3 itself (it reads `:name`): each
-        # through `text()` cost ~0.1 ms of SQLAlchemy's execution and result set-up, about a
-        # twentieth of a drain's CPU (in-process, six pairs: 162 -> 152 us a delivery).
-        self._driver_named = self._sqlite
         self._here = threading.local()  # `held`: this thread holds the gate (try_now)
 
     def _named(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
         """Run one of the named-parameter statements: on SQLite by the driver itself
-        (sqlite3 reads `:name` markers), on PostgreSQL through `text()`."""
-        if self._driver_named:
+        (sqlite3 reads `:name` markers), on PostgreSQL through `text()`.
+
+        Through `text()` each cost SQLite ~0.1 ms of SQLAlchemy's execution and result
+        set-up, about a twentieth of a drain's CPU (in-process, six pairs: 162 -> 152 us a
+        delivery)."""
+        if self._sqlite:
             driver: Any = conn.connection.driver_connection
             return driver.execute(stmt.text, params)
         return conn.execute(stmt, params)
@@ -315,13 +296,16 @@ class SqlDeliveryQueue:
     def _record_in(
         self, conn: Connection, worker_id: str, verdicts: Sequence[Verdict], now: float
     ) -> None:
-        if self._sql.columnar:
-            conn.exec_driver_sql(self._sql.insert_attempts, _attempt_columns(verdicts))
-            conn.exec_driver_sql(self._sql.finish, _finish_columns(verdicts, now, worker_id))
+        attempts = _attempt_rows(verdicts)
+        finished = _finish_rows(verdicts, now, worker_id)
+        if self._sql.columnar:  # PostgreSQL: the same values, an array per column
+            conn.exec_driver_sql(self._sql.insert_attempts, tuple(_columns(attempts)))
+            status, count, due, error, _, seq, _ = _columns(finished)
+            conn.exec_driver_sql(self._sql.finish, (now, seq, status, count, due, error, worker_id))
         else:  # SQLite: sqlite3 itself, a row at a time in-process
             driver: Any = conn.connection.driver_connection
-            driver.executemany(self._sql.insert_attempts, _attempt_rows(verdicts))
-            driver.executemany(self._sql.finish, _finish_rows(verdicts, now, worker_id))
+            driver.executemany(self._sql.insert_attempts, attempts)
+            driver.executemany(self._sql.finish, finished)
         succeeded = {o.job.subscription_id for o in verdicts if o.status == DELIVERED}
         failing = {o.job.subscription_id for o in verdicts} - succeeded
         if succeeded:
