@@ -316,12 +316,10 @@ class GroupWriter:
                 outcomes.append((item, True, item.work(uow)))
             if aborted(conn):  # an error a unit caught and kept quiet: the group is void
                 raise RuntimeError("the deferred group's transaction failed")
-            # The COMMIT rides on the group's sync: one round trip less a group (the
-            # writer's `conn.commit()` then finds nothing to commit).
-            if not pipe.end_committing():
-                pipe.end()
-                if aborted(conn):
-                    raise RuntimeError("the deferred group's transaction failed")
+            # The COMMIT rides on the group's sync, one round trip less a group: the writer's
+            # `conn.commit()` then finds nothing to commit. (No pipeline running, a Core
+            # statement having ended it: nothing is sent here, and that commit does it.)
+            pipe.end_committing()
         except Exception as exc:
             pipe.abandon(exc)
             try:
