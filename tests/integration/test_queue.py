@@ -368,7 +368,7 @@ def sql_container(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Con
 
 def test_a_large_record_stores_every_verdict_as_given(sql_container: Container) -> None:
     """A record of many verdicts (one statement per table on PostgreSQL): every attempt and
-    state lands as given, in order; an answer's NUL (PostgreSQL's text holds none) is stored
+    state lands as given; an answer's NUL (PostgreSQL's text holds none) is stored
     as U+FFFD instead of failing the record, which would resend everything it carried."""
     c = sql_container
     sub = setup(c, max_in_flight=100)
