@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, TextClause, select, text, update
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
 from leadhook.adapters.db.queue_sql import queue_statements
+from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit, after_no_answer
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
@@ -141,8 +142,7 @@ class SqlDeliveryQueue:
         set-up, about a twentieth of a drain's CPU (in-process, six pairs: 162 -> 152 us a
         delivery)."""
         if self._sqlite:
-            driver: Any = conn.connection.driver_connection
-            return driver.execute(stmt.text, params)
+            return driver_in_transaction(conn).execute(stmt.text, params)
         return conn.execute(stmt, params)
 
     @contextmanager
@@ -281,7 +281,7 @@ class SqlDeliveryQueue:
         sql = self._sql
         assert sql.lease is not None and sql.jobs is not None  # the SQLite statements
         batch = sql.id_list(seqs)
-        driver: Any = conn.connection.driver_connection
+        driver = driver_in_transaction(conn)
         driver.execute(sql.lease, (lease_until, lease_until, worker_id, batch))
         jobs: list[tuple[Any, ...]] = driver.execute(sql.jobs, (batch,)).fetchall()
         return jobs
@@ -303,7 +303,7 @@ class SqlDeliveryQueue:
             status, count, due, error, _, seq, _ = _columns(finished)
             conn.exec_driver_sql(self._sql.finish, (now, seq, status, count, due, error, worker_id))
         else:  # SQLite: sqlite3 itself, a row at a time in-process
-            driver: Any = conn.connection.driver_connection
+            driver = driver_in_transaction(conn)
             driver.executemany(self._sql.insert_attempts, attempts)
             driver.executemany(self._sql.finish, finished)
         succeeded = {o.job.subscription_id for o in verdicts if o.status == DELIVERED}
