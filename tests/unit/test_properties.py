@@ -30,6 +30,7 @@ from leadhook.domain.events import (
     EVENT_TYPES,
     CreateExtra,
     LeadEvent,
+    event_json,
     json_schema,
     parse_event,
     parse_event_json,
@@ -236,6 +237,8 @@ def check_schema_and_round_trip(event: LeadEvent) -> None:
     assert not errors, [e.message for e in errors]
     assert parse_event(payload) == event
     assert json.loads(json.dumps(payload, ensure_ascii=False)) == payload
+    # The text stored and sent is Pydantic's own serialisation, byte for byte.
+    assert event_json(event) == event.model_dump_json()
 
 
 def check_create(catalog: Catalog, event: LeadEvent, lead: Lead) -> None:

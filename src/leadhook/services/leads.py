@@ -14,7 +14,7 @@ from leadhook.domain.errors import (
     ValidationError,
     VersionMismatchError,
 )
-from leadhook.domain.events import LeadEvent
+from leadhook.domain.events import LeadEvent, event_json
 from leadhook.domain.jsontext import dumps as dumps  # re-exported: the API encodes with it
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import Operator
@@ -67,7 +67,7 @@ def new_events(events: Sequence[LeadEvent]) -> list[NewEvent]:
             event_type=e.event_type,
             create_time=e.create_time,
             is_follow_up=e.extra_data.is_follow_up,
-            payload=e.model_dump_json(),
+            payload=event_json(e),
         )
         for e in events
     ]
