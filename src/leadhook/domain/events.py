@@ -323,8 +323,10 @@ def event_json(event: _Envelope) -> str:
     This is the text the log stores and every subscriber receives. orjson writes it, walking
     each model's fields in their declaration order (as Pydantic's serializer does), in 0.8 µs
     where `model_dump_json` took 3 (a batch import encodes a thousand events a request). What
-    orjson refuses (an integer beyond 64 bits in a custom field's value) goes to Pydantic.
-    tests/unit/test_properties.py compares the two on every event its random lives emit.
+    orjson refuses (an integer beyond 64 bits in a custom field's value) goes to Pydantic,
+    not to `jsontext.dumps`'s standard-library fallback, whose floats read `1e-07` where
+    Pydantic (and orjson) write `1e-7`. tests/unit/test_event_json.py and the property tests
+    compare the two texts.
     """
     try:
         return orjson.dumps(event, default=_fields).decode()
