@@ -15,7 +15,7 @@ def dumps(obj: Any) -> str:
     orjson writes it (a lead's JSON in 0.7 µs, where the standard library took 6: a behaviour
     encodes its lead twice, to store it and to answer). Its text is the standard library's
     `separators=(",", ":"), ensure_ascii=False` byte for byte, but for a float's exponent
-    (`1e16`, not `1e+16`: the same number) and a NaN or an infinity, which leadhook never
+    (`1e-7`, not `1e-07`: the same number) and a NaN or an infinity, which leadhook never
     stores (numbers are refused unless finite), written `null` where the standard library
     wrote the invalid `NaN`. What orjson refuses (an integer beyond 64 bits, a lone surrogate,
     a key that is not a string) the standard library encodes as before.
