@@ -74,6 +74,13 @@ def test_the_engines_connections_checkpoint_only_past_the_raised_bound(
     assert pages == WAL_AUTOCHECKPOINT > 1000
 
 
+def test_the_engines_connections_read_pages_without_a_memory_map(container: Container) -> None:
+    # Another process's commit makes a connection drop its page cache; through a memory map
+    # that was an munmap, an mmap and a page fault per page read again (docs/write-path.md).
+    with container.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 0
+
+
 def test_commits_leave_their_pages_in_the_wal_until_the_thread_copies_them(
     container: Container, tmp_path: Path
 ) -> None:

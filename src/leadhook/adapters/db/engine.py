@@ -79,9 +79,13 @@ def _sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA busy_timeout=30000")
         _enable_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
-        # Pages read through a memory map, not a read() each: the API and the delivery process
-        # write the same file, and each one's commits send the other back to the file.
-        cur.execute("PRAGMA mmap_size=268435456")
+        # Pages are read with read(), not through a memory map. The API and the delivery
+        # process write the same file, and a transaction that finds the other's commits in the
+        # WAL drops its page cache, and with it the whole map: an munmap (a TLB shootdown
+        # across the process's threads), an mmap and a page fault per page touched again, on
+        # about every other behaviour of a sequential client. SQLite's own default, said
+        # explicitly: a build may enable mapping by default (docs/write-path.md).
+        cur.execute("PRAGMA mmap_size=0")
         cur.execute("PRAGMA foreign_keys=ON")
         # Checkpoint every WAL_AUTOCHECKPOINT pages rather than SQLite's 1,000 (see there).
         cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
