@@ -82,9 +82,9 @@ def _sqlite_engine(url: str) -> Engine:
         # Pages are read with read(), not through a memory map. The API and the delivery
         # process write the same file, and a transaction that finds the other's commits in the
         # WAL drops its page cache, and with it the whole map: an munmap (a TLB shootdown
-        # across the process's threads), an mmap and a page fault per page touched again, on
-        # about every other behaviour of a sequential client. SQLite's own default, said
-        # explicitly: a build may enable mapping by default (docs/write-path.md).
+        # across the process's threads), an mmap and a page fault per page touched again.
+        # SQLite's own default, said explicitly: a build may map by default
+        # (docs/write-path.md, "SQLite with two processes").
         cur.execute("PRAGMA mmap_size=0")
         cur.execute("PRAGMA foreign_keys=ON")
         # Checkpoint every WAL_AUTOCHECKPOINT pages rather than SQLite's 1,000 (see there).
