@@ -133,6 +133,35 @@ def test_a_group_reads_its_tenant_and_subscriptions_once_and_forgets_them_on_a_w
         conn.rollback()
 
 
+def test_on_postgresql_a_groups_tenant_read_brings_its_subscriptions_along(
+    container: Container, tenant: str
+) -> None:
+    """Catches: the subscriptions every behaviour reads after its tenant costing a round trip
+    of their own on PostgreSQL (sent with the tenant's, read into the memo), or read ahead
+    where nothing would send them together (SQLite, a unit of work without memos)."""
+    from leadhook.adapters.db.uow import BoundUnitOfWork
+
+    sub = container.subscriptions.create(
+        tenant, {"url": "http://127.0.0.1:9/h", "event_types": ["*"]}
+    )
+    pg = container.engine.dialect.name == "postgresql"
+    with container.engine.connect() as conn:
+        uow = BoundUnitOfWork(conn, container.ids)
+        assert uow.tenants.get(tenant) is not None
+        memo = uow.subscriptions.memo
+        assert memo is not None
+        assert ([s.id for s in memo[tenant]] if pg else tenant not in memo) == (
+            [sub.id] if pg else True
+        )
+        assert [s.id for s in uow.subscriptions.enabled_for(tenant)] == [sub.id]
+        assert uow.tenants.get("no-such-tenant") is None
+        assert memo.get("no-such-tenant") == ([] if pg else None)
+        conn.rollback()
+    with container.uow() as plain:  # no memos: nothing read ahead
+        assert plain.tenants.get(tenant) is not None
+        assert plain.subscriptions.memo is None
+
+
 def _group(container: Container, units: list[Any]) -> list[Future[Any]]:
     """Run `units` as one group on a writer of one thread; return their futures, settled."""
     writer = GroupWriter(container.engine, container.gate, ids=container.ids, threads=1)
@@ -467,6 +496,76 @@ def test_a_deferred_group_commits_with_its_sync_and_a_failed_one_commits_nothing
     assert _probed(container) == [1, 2]
     with container.engine.connect() as conn:
         assert not Pipeline(conn).end_committing()  # no pipeline running: nothing done
+
+
+def test_a_deferred_groups_begin_rides_with_its_first_reads(
+    container: Container, tenant: str, tmp_path: Any
+) -> None:
+    """Catches: psycopg's own BEGIN in pipeline mode (sent with a sync and waited for) costing
+    each group a round trip before its first read: the group's BEGIN, its tenant's read and
+    the subscriptions' go out behind one flush. Read off libpq's protocol trace."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("pipeline mode is PostgreSQL's")
+    from leadhook.adapters.db.pipeline import Pipeline, settle
+    from leadhook.adapters.db.repositories import driver_in_transaction
+    from leadhook.adapters.db.uow import BoundUnitOfWork
+
+    _some_subscription(container, tenant)
+    trace = tmp_path / "libpq.trace"
+    with container.engine.connect() as conn, open(trace, "w") as out:
+        driver = driver_in_transaction(conn)
+        uow = BoundUnitOfWork(conn, container.ids)
+        pipe = Pipeline(conn, deferred=True)
+        driver.pgconn.trace(out.fileno())
+        try:
+            pipe.begin()
+            assert uow.tenants.get(tenant) is not None
+            assert len(uow.subscriptions.enabled_for(tenant)) == 1
+        finally:
+            driver.pgconn.untrace()
+        assert pipe.end_committing()
+        conn.commit()
+        settle(conn)
+        assert driver.autocommit is False  # psycopg begins the next transaction itself
+    sent = [line.split("\t")[3] for line in trace.read_text().splitlines() if "\tF\t" in line]
+    assert sent.count("Execute") == 3  # BEGIN, the tenant, its subscriptions
+    assert sent.count("Sync") + sent.count("Flush") == 1
+
+
+def test_a_failed_deferred_group_leaves_nothing_and_its_connection_begins_again(
+    container: Container, probe: str
+) -> None:
+    """Catches: a group begun in its pipeline (psycopg in autocommit meanwhile) committing
+    part of its statements when one fails, or its connection left in autocommit, so that the
+    units run again one by one, or the next group, would each commit statement by statement."""
+    import psycopg
+
+    from leadhook.adapters.db.pipeline import Pipeline, settle
+    from leadhook.adapters.db.repositories import driver_in_transaction, unread
+
+    with container.engine.connect() as conn:
+        driver = driver_in_transaction(conn)
+        pipe = Pipeline(conn, deferred=True)
+        pipe.begin()
+        assert driver.autocommit is True
+        try:
+            unread(conn).execute(f"INSERT INTO {probe} VALUES (1)")
+            unread(conn).execute(f"INSERT INTO {probe} VALUES (1 / 0)")
+            unread(conn).execute(f"INSERT INTO {probe} VALUES (2)")
+            pipe.end_committing()
+        except psycopg.Error as exc:
+            pipe.abandon(exc)
+            conn.rollback()
+        settle(conn)
+        assert driver.autocommit is False
+        assert _probed(container) == []
+        # The same connection, psycopg's BEGIN again: a failure undoes the whole transaction.
+        driver_in_transaction(conn)
+        unread(conn).execute(f"INSERT INTO {probe} VALUES (3)")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            unread(conn).execute(f"INSERT INTO {probe} VALUES (1 / 0)")
+        conn.rollback()
+    assert _probed(container) == []
 
 
 def test_the_writer_counts_its_transactions_by_way_and_they_reach_metrics(

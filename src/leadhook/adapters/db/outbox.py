@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
@@ -156,11 +156,26 @@ class SqlSubscriptions(_OnConnection):
         memo = self.memo
         if memo is not None and mid in memo:
             return list(memo[mid])
-        rows = self.driver.execute(self.sql.enabled_subscriptions, (mid,)).fetchall()
-        subs = [_sub(_SubRow(*r), self.box) for r in rows]
+        subs = self._enabled(self.driver.execute(self.sql.enabled_subscriptions, (mid,)))
         if memo is not None:
             memo[mid] = subs
         return list(subs)
+
+    def prefetch(self, mid: str) -> Callable[[], None]:
+        """Send the read of `enabled_for(mid)` now; the function returned reads its answer into
+        the memo (`SqlTenants.companion`). Nothing is sent without a memo, or with `mid` in it."""
+        memo = self.memo
+        if memo is None or mid in memo:
+            return _nothing
+        cursor = self.driver.execute(self.sql.enabled_subscriptions, (mid,))
+
+        def read() -> None:
+            memo[mid] = self._enabled(cursor)
+
+        return read
+
+    def _enabled(self, cursor: Any) -> list[Subscription]:
+        return [_sub(_SubRow(*r), self.box) for r in cursor.fetchall()]
 
     memo: dict[str, list[Subscription]] | None = None
     """Set by a unit of work whose transaction runs only behaviours (the group writer's): each
@@ -169,6 +184,10 @@ class SqlSubscriptions(_OnConnection):
     def _forget(self) -> None:
         if self.memo is not None:
             self.memo.clear()
+
+
+def _nothing() -> None:
+    return None
 
 
 class _SubRow(NamedTuple):

@@ -35,6 +35,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 _KEY = "leadhook_pipeline"
+_BEGUN = "leadhook_begun_in_pipeline"  # set while psycopg's autocommit is on for a group
 log = logging.getLogger("leadhook.writer")
 
 
@@ -49,6 +50,26 @@ class Pipeline:
         self.tainted = False  # an error aborted the pipeline: replace the connection
         # Deferred: the statements read back nothing they can do without (`deferring`).
         self.deferred = deferred
+
+    def begin(self) -> None:
+        """Start the pipeline with the transaction's BEGIN queued in it (a deferred group).
+
+        psycopg begins a transaction itself before the first statement, and in pipeline mode
+        it sends that BEGIN with a sync and waits for its answer: a round trip of its own
+        before the group's first read. With the connection in autocommit psycopg begins
+        nothing, and the BEGIN queued here rides with the group's first read. The server is
+        in a transaction block all the same, so what follows (and a Core statement, should
+        one end the pipeline) runs in it, and COMMIT or ROLLBACK ends it as before; `settle`
+        gives psycopg its own BEGIN back once the transaction is over.
+        """
+        driver = self._driver
+        if driver.autocommit or driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.start()  # in a transaction already (or not ours to change): as before
+            return
+        driver.autocommit = True  # before the pipeline starts: in one, the setter would sync
+        self._conn.info[_BEGUN] = True
+        self.start()
+        driver.execute("BEGIN", prepare=False)  # queued; its answer comes with the next read
 
     def start(self) -> None:
         """Send the following statements without waiting for each answer."""
@@ -118,6 +139,21 @@ class Pipeline:
         cause = error.orig if isinstance(error, DBAPIError) else error
         if in_pipeline and isinstance(cause, psycopg.Error):
             self._taint()
+
+
+def settle(conn: Connection) -> None:
+    """After the COMMIT or ROLLBACK of a transaction `Pipeline.begin` began: autocommit off
+    again, so that psycopg begins the next transaction itself. A connection that cannot take
+    it back is invalidated (replaced at its next use): none may run a transaction's
+    statements one by one in autocommit."""
+    if not conn.info.pop(_BEGUN, False):
+        return
+    try:
+        driver: Any = conn.connection.driver_connection
+        driver.autocommit = False
+    except Exception:  # still in a transaction: never after a COMMIT or ROLLBACK that ran
+        log.warning("a writer connection kept autocommit: replacing it", exc_info=True)
+        conn.invalidate()
 
 
 def aborted(conn: Connection) -> bool:

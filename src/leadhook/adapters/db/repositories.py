@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -113,13 +113,23 @@ class SqlTenants(_Repo):
     """Set by a unit of work whose transaction runs only behaviours (the group writer's): the
     tenants read in it, read once; any write here forgets them."""
 
+    companion: Callable[[str], Callable[[], None]] | None = None
+    """Set with the memo on PostgreSQL: sends the read every behaviour makes next (its tenant's
+    subscriptions, `SqlSubscriptions.prefetch`) behind the tenant's, before the tenant's answer
+    is waited for, and gives back what reads that answer. In a pipeline both answers then
+    arrive in one round trip instead of two."""
+
     def get(self, mid: str, *, for_update: bool = False) -> Tenant | None:
         # Every behaviour reads its tenant's catalog: the hot path.
         memo = None if for_update else self.memo
         if memo is not None and mid in memo:
             return memo[mid]
         sql = self.sql.tenant_for_update if for_update else self.sql.tenant
-        found = self.driver.execute(sql, (mid,)).fetchone()
+        cursor = self.driver.execute(sql, (mid,))
+        then = self.companion(mid) if memo is not None and self.companion else None
+        found = cursor.fetchone()
+        if then is not None:
+            then()
         tenant = None if found is None else Tenant(mid, _parse_catalog(found[0]), found[1])
         if memo is not None:
             memo[mid] = tenant

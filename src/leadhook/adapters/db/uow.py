@@ -113,6 +113,8 @@ class BoundUnitOfWork(_Repositories):
         """
         self.tenants.memo = {}
         self.subscriptions.memo = {}
+        if self.tenants.conn.dialect.name == "postgresql":  # one round trip for both reads
+            self.tenants.companion = self.subscriptions.prefetch
         self.events.held = set()
 
     def __enter__(self) -> Self:

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, event
 
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
-from leadhook.adapters.db.pipeline import Pipeline, aborted, end_before_core
+from leadhook.adapters.db.pipeline import Pipeline, aborted, end_before_core, settle
 from leadhook.adapters.db.repositories import driver_in_transaction, unread
 from leadhook.adapters.db.uow import BoundUnitOfWork
 from leadhook.services.ports import IdFactory, UnitOfWork
@@ -266,6 +266,8 @@ class GroupWriter:
                     conn.commit()
                 else:
                     conn.rollback()
+                if self._pipelined:
+                    settle(conn)  # a deferred group began in its pipeline (Pipeline.begin)
                 if tainted:  # see adapters/db/pipeline.py: a fresh connection for what follows
                     conn = self._discard(conn)
         except Exception as exc:
@@ -310,7 +312,9 @@ class GroupWriter:
         outcomes: list[tuple[_Item, bool, Any]] = []
         pipe = Pipeline(conn, deferred=True)
         try:
-            # No savepoints: an error undoes the whole group anyway.
+            # No savepoints: an error undoes the whole group anyway. The group's BEGIN is
+            # queued with its first statements, not sent and waited for by psycopg.
+            pipe.begin()
             for item in batch:
                 pipe.start()
                 outcomes.append((item, True, item.work(uow)))
@@ -327,6 +331,7 @@ class GroupWriter:
             except Exception:  # a broken connection: the caller replaces it
                 log.debug("rolling back a deferred group failed", exc_info=True)
                 return None, True
+            settle(conn)  # before the group runs again unit by unit, each in its savepoint
             return None, pipe.tainted
         return outcomes, False
 
