@@ -347,9 +347,11 @@ class GroupWriter:
         again: list[_Item] = []
         pipe = Pipeline(conn) if self._pipelined else None
         try:
-            for item in batch:
+            for i, item in enumerate(batch):
                 item.runs += 1
-                if pipe is not None:
+                if pipe is not None and i == 0:
+                    pipe.begin()  # the BEGIN rides with the first item's first read
+                elif pipe is not None:
                     pipe.start()
                 if not alone:
                     driver.execute(_SAVEPOINT)
