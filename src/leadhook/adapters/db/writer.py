@@ -267,7 +267,7 @@ class GroupWriter:
                 else:
                     conn.rollback()
                 if self._pipelined:
-                    settle(conn)  # a deferred group began in its pipeline (Pipeline.begin)
+                    settle(conn)  # its transaction began in its pipeline (Pipeline.begin)
                 if tainted:  # see adapters/db/pipeline.py: a fresh connection for what follows
                     conn = self._discard(conn)
         except Exception as exc:
