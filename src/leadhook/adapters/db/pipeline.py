@@ -52,7 +52,7 @@ class Pipeline:
         self.deferred = deferred
 
     def begin(self) -> None:
-        """Start the pipeline with the transaction's BEGIN queued in it (a deferred group).
+        """Start the pipeline with the transaction's BEGIN queued in it (a batch's first unit).
 
         psycopg begins a transaction itself before the first statement, and in pipeline mode
         it sends that BEGIN with a sync and waits for its answer: a round trip of its own
