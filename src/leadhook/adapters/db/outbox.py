@@ -161,12 +161,13 @@ class SqlSubscriptions(_OnConnection):
             memo[mid] = subs
         return list(subs)
 
-    def prefetch(self, mid: str) -> Callable[[], None]:
+    def prefetch(self, mid: str) -> Callable[[], None] | None:
         """Send the read of `enabled_for(mid)` now; the function returned reads its answer into
-        the memo (`SqlTenants.companion`). Nothing is sent without a memo, or with `mid` in it."""
+        the memo (`SqlTenants.companion`). None, and nothing sent, without a memo or with `mid`
+        in it."""
         memo = self.memo
         if memo is None or mid in memo:
-            return _nothing
+            return None
         cursor = self.driver.execute(self.sql.enabled_subscriptions, (mid,))
 
         def read() -> None:
@@ -184,10 +185,6 @@ class SqlSubscriptions(_OnConnection):
     def _forget(self) -> None:
         if self.memo is not None:
             self.memo.clear()
-
-
-def _nothing() -> None:
-    return None
 
 
 class _SubRow(NamedTuple):

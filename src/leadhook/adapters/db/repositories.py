@@ -113,7 +113,7 @@ class SqlTenants(_Repo):
     """Set by a unit of work whose transaction runs only behaviours (the group writer's): the
     tenants read in it, read once; any write here forgets them."""
 
-    companion: Callable[[str], Callable[[], None]] | None = None
+    companion: Callable[[str], Callable[[], None] | None] | None = None
     """Set with the memo on PostgreSQL: sends the read every behaviour makes next (its tenant's
     subscriptions, `SqlSubscriptions.prefetch`) behind the tenant's, before the tenant's answer
     is waited for, and gives back what reads that answer. In a pipeline both answers then

@@ -349,10 +349,12 @@ class GroupWriter:
         try:
             for i, item in enumerate(batch):
                 item.runs += 1
-                if pipe is not None and i == 0:
-                    pipe.begin()  # the BEGIN rides with the first item's first read
-                elif pipe is not None:
-                    pipe.start()
+                if pipe is not None:
+                    # The first item's BEGIN rides with its first read (Pipeline.begin).
+                    if i == 0:
+                        pipe.begin()
+                    else:
+                        pipe.start()
                 if not alone:
                     driver.execute(_SAVEPOINT)
                 try:
