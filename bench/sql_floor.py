@@ -7,8 +7,8 @@
 A `POST /v1/leads` with one subscription writes a lead, its event and one delivery. This runs
 exactly those three inserts (rows copied from a real behaviour) in one `BEGIN IMMEDIATE …
 COMMIT` per lead, on a database migrated by leadhook, with the connection settings leadhook
-uses (WAL, synchronous=NORMAL, pages read with read(): mmap_size 0), and reports the CPU per
-lead:
+uses (`adapters.db.engine.configure_sqlite`: WAL, synchronous=NORMAL, pages read with read(),
+foreign keys checked, the writers' own checkpoint bound), and reports the CPU per lead:
 
 - with every index leadhook keeps (the listings' filters, the claim, per-lead order,
   retention, pool automation): what no amount of Python can take away;
@@ -55,6 +55,7 @@ def _template(tmp: Path) -> Path:
 
 
 def _run(template: Path, n: int, bare: bool, batch: int = 0, delivery: bool = True) -> float:
+    from leadhook.adapters.db.engine import configure_sqlite
     from leadhook.adapters.system import SystemIds
 
     # The ids leadhook mints (time-ordered shortuuids, ULIDs for events): where an index keyed
@@ -68,9 +69,7 @@ def _run(template: Path, n: int, bare: bool, batch: int = 0, delivery: bool = Tr
     path = template.with_name("bare.db" if bare else "full.db")
     shutil.copy(template, path)
     db = sqlite3.connect(path, isolation_level=None)
-    # As adapters/db/engine.py configures leadhook's own connections.
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "mmap_size=0"):
-        db.execute(f"PRAGMA {pragma}")
+    configure_sqlite(db)  # exactly as leadhook's engine sets up its own connections
     if bare:
         for (name,) in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from leadhook.adapters.db.checkpoint import WalCheckpointer
-from leadhook.adapters.db.engine import WAL_AUTOCHECKPOINT
+from leadhook.adapters.db.engine import WAL_AUTOCHECKPOINT, configure_sqlite
 from leadhook.bootstrap import Container, build
 from leadhook.cli.runtime import run_service
 from leadhook.domain.operator import Operator
@@ -79,6 +79,40 @@ def test_the_engines_connections_read_pages_without_a_memory_map(container: Cont
     # that was an munmap, an mmap and a page fault per page read again (docs/write-path.md).
     with container.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 0
+
+
+_SETTINGS = (
+    "busy_timeout",
+    "journal_mode",
+    "synchronous",
+    "mmap_size",
+    "foreign_keys",
+    "wal_autocheckpoint",
+)
+
+
+def test_a_plain_connection_set_up_like_the_engines_has_all_their_settings(
+    container: Container,
+) -> None:
+    # `bench.sql_floor` measures leadhook's SQL on a plain sqlite3 connection set up with
+    # `configure_sqlite`; a setting the engine's connections had and it lacked (a copied list
+    # of PRAGMAs drifted once) would make it measure something else.
+    with container.engine.connect() as conn:
+        engine_has = {p: conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in _SETTINGS}
+    plain = sqlite3.connect(_db_path(container), isolation_level=None)
+    try:
+        bare = {p: plain.execute(f"PRAGMA {p}").fetchone()[0] for p in _SETTINGS}
+        configure_sqlite(plain)
+        configured = {p: plain.execute(f"PRAGMA {p}").fetchone()[0] for p in _SETTINGS}
+    finally:
+        plain.close()
+    assert configured == engine_has
+    # Not a test of SQLite's defaults: these are settings the set-up itself changes.
+    assert {p for p in _SETTINGS if bare[p] != configured[p]} >= {
+        "busy_timeout",
+        "foreign_keys",
+        "wal_autocheckpoint",
+    }
 
 
 def test_commits_leave_their_pages_in_the_wal_until_the_thread_copies_them(

@@ -75,7 +75,28 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when a transaction begins (see "begin" below).
         dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
+        configure_sqlite(dbapi_conn)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A write transaction takes the write lock up front, so it never fails half-way with
+        # "database is locked" when it upgrades from reading to writing.
+        readonly = conn.get_execution_options().get("leadhook_readonly", False)
+        # On the driver directly: this runs for every transaction, and SQLAlchemy's execution
+        # path cost more than the statement.
+        conn.connection.driver_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def configure_sqlite(dbapi_conn: sqlite3.Connection) -> None:
+    """Set up a new connection to a SQLite file as every leadhook connection is set up.
+
+    The engine's connections get this; so does anything that measures or checks what
+    leadhook's own connections do (`bench.sql_floor`), so that the two cannot drift apart.
+    """
+    cur = dbapi_conn.cursor()
+    try:
         cur.execute("PRAGMA busy_timeout=30000")
         _enable_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -89,18 +110,8 @@ def _sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA foreign_keys=ON")
         # Checkpoint every WAL_AUTOCHECKPOINT pages rather than SQLite's 1,000 (see there).
         cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+    finally:
         cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # A write transaction takes the write lock up front, so it never fails half-way with
-        # "database is locked" when it upgrades from reading to writing.
-        readonly = conn.get_execution_options().get("leadhook_readonly", False)
-        # On the driver directly: this runs for every transaction, and SQLAlchemy's execution
-        # path cost more than the statement.
-        conn.connection.driver_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
-
-    return engine
 
 
 def _enable_wal(cur: Any, attempts: int = 200) -> None:
