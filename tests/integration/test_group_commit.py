@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from leadhook.adapters.db.writer import GroupWriter
+from leadhook.adapters.db.writer import GATHER_TURNS, GroupWriter
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.operator import Operator
@@ -100,6 +100,39 @@ def test_an_idempotency_key_twice_in_one_group_answers_once(
     answers = asyncio.run(twice())
     assert len(set(answers)) == 1
     assert _count(container, tenant) == 1
+
+
+def test_on_sqlite_a_unit_submitted_a_turn_later_joins_the_same_transaction(
+    container: Container,
+) -> None:
+    """Catches: the loop committing at the end of the turn that submitted, so that a request
+    read while that turn ran (its handler submits in the next turn) started a transaction of
+    its own instead of joining this one."""
+    if container.engine.dialect.name != "sqlite":
+        pytest.skip("writes on the event loop are SQLite's")
+
+    def run(turns: int) -> dict[str, int]:
+        writer = GroupWriter(
+            container.engine, container.gate, ids=container.ids, gather_turns=turns
+        )
+
+        async def one_turn_apart() -> list[int]:
+            first = writer.submit(lambda uow: 1)
+            await asyncio.sleep(0)  # the next turn of the loop, as a request read meanwhile
+            second = writer.submit(lambda uow: 2)
+            return list(await asyncio.gather(*map(asyncio.wrap_future, (first, second))))
+
+        try:
+            assert asyncio.run(one_turn_apart()) == [1, 2]
+            return writer.counts()
+        finally:
+            writer.close()
+
+    gathered = run(GATHER_TURNS)
+    assert GATHER_TURNS >= 1
+    assert (gathered["units"], gathered["one_by_one"]) == (2, 1)  # one transaction for both
+    alone = run(0)
+    assert (alone["units"], alone["one_by_one"]) == (2, 2)  # committed turn by turn: two
 
 
 def test_a_closed_writer_refuses_new_work(container: Container) -> None:
