@@ -94,3 +94,109 @@ def test_a_huge_field_name_is_not_echoed_whole(api: Api) -> None:
     resp = api.client.post("/v1/leads", json={"fields": {"k" * 100_000: 1}}, headers=api.auth())
     assert_problem(resp, 422)
     assert len(resp.content) < 2000
+
+
+# ---- bodies that are not JSON the API can read: 400 bad-json, never a 500 -----------------
+
+UNREADABLE = {
+    # A surrogate's three bytes in UTF-8 form, which UTF-8 forbids: Python's JSON reader
+    # decodes them (its "surrogatepass") into text that no database driver can encode.
+    "an encoded surrogate": b'{"notes": "\xed\xa0\x80"}',
+    "Latin-1": '{"notes": "café"}'.encode("latin-1"),
+    "UTF-16": '{"notes": "x"}'.encode("utf-16"),
+    "a number of 5,000 digits": b'{"notes": "x", "n": ' + b"7" * 5000 + b"}",
+    "arrays nested 5,000 deep": b'{"notes": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+}
+
+
+def _state(api: Api) -> tuple[list[tuple[str, int]], int]:
+    leads = api.client.get("/v1/leads", headers=api.auth()).json()["data"]
+    events = api.client.get("/v1/events", headers=api.auth()).json()["data"]
+    return [(x["id"], x["version"]) for x in leads], len(events)
+
+
+@pytest.mark.parametrize("body", list(UNREADABLE.values()), ids=list(UNREADABLE))
+def test_a_body_that_is_not_readable_json_is_400_bad_json_and_changes_nothing(
+    api: Api, body: bytes
+) -> None:
+    lead_id = api.create_lead()["id"]
+    before = _state(api)
+    headers = {**api.auth(), "Content-Type": "application/json"}
+    calls = [
+        ("POST", "/v1/leads"),
+        ("POST", "/v1/leads/batch"),
+        ("PATCH", f"/v1/leads/{lead_id}"),
+        ("POST", f"/v1/leads/{lead_id}/notes"),
+        ("POST", "/v1/subscriptions"),  # not a behaviour: FastAPI's own way
+    ]
+    for method, path in calls:
+        resp = api.client.request(method, path, content=body, headers=headers)
+        problem = assert_problem(resp, 400)
+        assert problem["type"].endswith("/bad-json"), (path, problem)
+        # A chunked body (no Content-Length) takes the app's way whole: the same answer.
+        chunked = api.client.request(method, path, content=iter([body]), headers=headers)
+        assert (chunked.status_code, chunked.json()["type"]) == (400, problem["type"]), path
+    assert _state(api) == before
+
+
+def test_a_utf8_byte_order_mark_is_skipped(api: Api) -> None:
+    body = '{"fields": {"name": "张三"}}'.encode("utf-8-sig")
+    headers = {**api.auth(), "Content-Type": "application/json"}
+    resp = api.client.post("/v1/leads", content=body, headers=headers)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["lead"]["fields"]["name"] == "张三"
+
+
+def test_a_405_allows_every_method_of_the_path(api: Api) -> None:
+    lead_id = api.create_lead()["id"]
+    for method, path, allowed in [
+        ("PUT", f"/v1/leads/{lead_id}", "GET, PATCH"),
+        ("DELETE", f"/v1/leads/{lead_id}", "GET, PATCH"),
+        ("PUT", "/v1/leads", "GET, POST"),
+        ("DELETE", "/v1/leads/batch", "GET, PATCH, POST"),  # {lead_id} takes "batch" too
+    ]:
+        resp = api.client.request(method, path, headers=api.auth())
+        assert_problem(resp, 405)
+        assert resp.headers["allow"] == allowed, (method, path)
+
+
+def test_a_trailing_slash_is_another_path(api: Api) -> None:
+    lead_id = api.create_lead()["id"]
+    for method, path in [
+        ("GET", "/v1/leads/"),
+        ("POST", "/v1/leads/"),
+        ("POST", f"/v1/leads/{lead_id}/notes/"),
+    ]:
+        resp = api.client.request(
+            method, path, json={"notes": "x"}, headers=api.auth(), follow_redirects=False
+        )
+        assert resp.json()["type"].endswith("/not-found"), path
+        assert_problem(resp, 404)
+    # The console's address, typed with a slash, still opens it.
+    resp = api.client.get("/console/", follow_redirects=False)
+    assert resp.status_code == 303 and resp.headers["location"] == "/console/login"
+
+
+@pytest.mark.parametrize(
+    ("name", "limit"),
+    [
+        ("login_platform", 64),
+        ("login_source_type", 64),
+        ("login_environment", 64),
+        ("omni_user_uuid", 200),
+        ("login_source_value", 200),
+        ("login_source_name", 200),
+    ],
+)
+def test_operator_texts_are_bounded(api: Api, name: str, limit: int) -> None:
+    lead_id = api.create_lead()["id"]
+    url = f"/v1/leads/{lead_id}/notes"
+    operator = {"operator_type": 1, "operator_id": 5}
+    too_long = {"notes": "x", "operator": {**operator, name: "a" * (limit + 1)}}
+    assert_problem(api.post(url, json=too_long), 422, ["body", "operator", name])
+    longest = {"notes": "x", "operator": {**operator, name: "a" * limit}}
+    resp = api.post(url, json=longest)
+    assert resp.status_code == 200, resp.text
+    (event,) = resp.json()["events"]
+    kept = event["extra_data"].get(name, event["extra_data"]["timeline_data"].get(name))
+    assert kept == "a" * limit

@@ -95,12 +95,19 @@ def test_metrics_count_requests_by_route_template(api: Api) -> None:
     assert "leadhook_http_request_seconds_bucket" in text
 
 
-def test_metrics_count_refused_bodies_too(api: Api) -> None:
+def test_metrics_count_refused_bodies_too_under_their_route(api: Api) -> None:
     big = b"x" * (1024 * 1024 + 1)
     resp = api.post("/v1/leads", content=big, headers={"content-type": "application/json"})
     assert resp.status_code == 413
     text = api.client.get("/metrics").text
-    assert 'leadhook_http_requests_total{method="POST",route="unmatched",status="413"} 1.0' in text
+    assert 'leadhook_http_requests_total{method="POST",route="/v1/leads",status="413"} 1.0' in text
+    # The route the method takes at that path ({lead_id} would take "batch" for a GET).
+    resp = api.post("/v1/leads/batch", content=big, headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    assert api.get("/nowhere").status_code == 404
+    text = api.client.get("/metrics").text
+    assert 'route="/v1/leads/batch",status="413"} 1.0' in text
+    assert 'leadhook_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
 
 
 def test_openapi_documents_the_spec_and_the_13_webhooks(api: Api) -> None:

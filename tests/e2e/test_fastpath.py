@@ -142,6 +142,12 @@ def _refusals(lead_id: str, key: str) -> list[tuple[str, str, dict[str, str], by
         ("PATCH", lead, json_auth, b"{}"),  # fields required
         ("POST", f"{lead}/unknown-behaviour", json_auth, b"{}"),  # no such route
         ("POST", f"{lead}/void", json_auth, b'{"reason": 5}'),
+        ("POST", f"{lead}/notes", json_auth, b'{"notes": "\xed\xa0\x80"}'),  # not UTF-8
+        ("POST", "/v1/leads", json_auth, '{"fields": {"name": "é"}}'.encode("latin-1")),
+        ("POST", "/v1/leads", json_auth, '{"fields": {}}'.encode("utf-16")),
+        ("POST", "/v1/leads", json_auth, b'{"fields": {"budget": ' + b"9" * 5000 + b"}}"),
+        ("PUT", lead, json_auth, b"{}"),  # 405: Allow names GET and PATCH
+        ("POST", "/v1/leads/", json_auth, b"{}"),  # a trailing slash: no such route
     ]
 
 
@@ -160,6 +166,7 @@ def test_each_refusal_is_the_one_the_route_gives(
             b.headers.get("content-type"),
             b.content,
         ), (method, url, body[:60])
+        assert a.headers.get("allow") == b.headers.get("allow")
     # Nothing of it was written: the lead is still at version 1, alone.
     page = fast.get("/v1/leads", headers=auth).json()["data"]
     assert [(x["id"], x["version"]) for x in page] == [(lead_id, 1)]

@@ -16,6 +16,7 @@ EXPECTED = {
     errors.LeadhookError: (500, "internal", "Internal error"),
     errors.ValidationError: (422, "validation", "Validation failed"),
     errors.BadRequestError: (400, "bad-request", "Bad request"),
+    errors.BadJsonError: (400, "bad-json", "Bad request"),
     errors.UnsupportedMediaTypeError: (415, "unsupported-media-type", "Unsupported media type"),
     errors.UnauthorizedError: (401, "unauthorized", "Unauthorized"),
     errors.NotFoundError: (404, "not-found", "Not found"),

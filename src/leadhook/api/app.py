@@ -14,6 +14,7 @@ from leadhook import __version__
 from leadhook.api import console, problems
 from leadhook.api.fastpath import FastBehaviours, ShortWay, fast_routes
 from leadhook.api.limits import BodyLimit, HeaderLimit, RateLimit, TokenBuckets
+from leadhook.api.matching import RouteTable
 from leadhook.api.metrics import ApiMetrics, PurgeCounts, WriterCounts
 from leadhook.api.routes import (
     automation,
@@ -80,6 +81,9 @@ def create_app(container: Container) -> FastAPI:
         title="leadhook",
         version=__version__,
         description=DESCRIPTION,
+        # Paths are matched exactly: `/v1/leads/` is a 404, not a redirect to `/v1/leads`
+        # (a client's POST would not follow it, and a redirect is no problem+json).
+        redirect_slashes=False,
         **_LENIENT_CONTENT_TYPE,
         **_NO_TELEMETRY,
     )
@@ -107,13 +111,25 @@ def create_app(container: Container) -> FastAPI:
     whole = partial(FastAPI.__call__, app)
     app.short_way = ShortWay(whole, app, container, fast, api_metrics, app.state.outages, buckets)
     # Routes are matched in order: the behaviours, the busiest, first.
-    for router in (leads.router, events.router, tenants.router, catalog.router, ops.router):
+    routers = [
+        leads.router,
+        events.router,
+        tenants.router,
+        catalog.router,
+        ops.router,
+        subscriptions.router,
+        subscriptions.deliveries_router,
+        automation.router,
+    ]
+    for router in routers:
         app.include_router(router)
-    app.include_router(subscriptions.router)
-    app.include_router(subscriptions.deliveries_router)
-    app.include_router(automation.router)
-    console.install(app)  # the web console at /console
+    routers.append(console.install(app))  # the web console at /console
     app.include_router(event_types.router)
+    routers.append(event_types.router)
+    # Every method of every path, for a 405's Allow and the metrics of refused requests.
+    app.state.route_table = RouteTable.of(
+        [*app.router.routes, *(route for router in routers for route in router.routes)]
+    )
     _document_webhooks(app)
     return app
 

@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request
 from leadhook.api.problems import JSON_MEDIA_TYPE
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import (
+    BadJsonError,
     BadRequestError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
@@ -72,13 +73,32 @@ _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 def plain_json_input(path: str, query: bytes, content_type: str | None, body: bytes) -> bool:
     """Tell whether `storable_input` would pass this request without a second look: no
-    query, no NUL in the path, a JSON (or no) media type, no escaped NUL or surrogate."""
+    query, no NUL in the path, a JSON (or no) media type, UTF-8 text, no escaped NUL or
+    surrogate."""
     return (
         not query
         and "\x00" not in path
         and (not body or content_type is None or _json_media_type(content_type))
+        and utf8(body)
         and not _SUSPECT_ESCAPE.search(body)
     )
+
+
+def utf8(body: bytes) -> bool:
+    """Tell whether a body is UTF-8 text, as RFC 8259 requires of JSON between systems.
+
+    Python's JSON reader is more lenient than that: it decodes a body in UTF-16 or UTF-32,
+    and a UTF-8 body with surrogates encoded in it (three bytes each, which UTF-8 forbids)
+    into text that no database driver can encode. A byte order mark before UTF-8 is valid
+    UTF-8 (and the reader skips it, as the RFC allows).
+    """
+    if body.isascii():
+        return True
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _json_media_type(content_type: str) -> bool:
@@ -95,7 +115,8 @@ async def storable_input(request: Request) -> None:
     parameter) is a 400. A body sent as anything but JSON (`text/plain`, a form) is a 415;
     a body without a Content-Type is read as JSON (the API reads nothing else). In the
     body, text with a NUL (PostgreSQL text cannot hold one) or an unpaired surrogate (valid
-    JSON, but not Unicode: no driver can encode it) is a 422 naming where it is.
+    JSON, but not Unicode: no driver can encode it) is a 422 naming where it is. A body that
+    is not UTF-8 at all (UTF-16, Latin-1, a surrogate's three bytes) is a 400 `bad-json`.
     """
     query = request.query_params.multi_items()
     if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in query):
@@ -109,6 +130,8 @@ async def storable_input(request: Request) -> None:
             f"the request body must be {JSON_MEDIA_TYPE},"
             f" not {content_type.split(';', 1)[0].strip() or 'an empty media type'}"
         )
+    if not utf8(body):
+        raise BadJsonError("the request body is not UTF-8 text")
     if not _SUSPECT_ESCAPE.search(body):
         return
     try:

@@ -12,6 +12,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from leadhook.api.matching import route_table
+
 
 class ApiMetrics:
     """HTTP request counts and latencies, labelled by route template (not raw path)."""
@@ -140,7 +142,12 @@ def _route(scope: Scope) -> str:
     path: Any = getattr(scope.get("route"), "path", None)
     if isinstance(path, str) and path:
         return path
-    return _plain_route(scope) or "unmatched"
+    # A request refused before routing (413, 414, 431, 429) reached no route, but its path
+    # may be one: count it under that route's template, so that `unmatched` counts only
+    # paths that no route serves.
+    table = route_table(scope)
+    refused = None if table is None else table.template(scope["path"], scope["method"])
+    return _plain_route(scope) or refused or "unmatched"
 
 
 def _plain_route(scope: Scope) -> str | None:

@@ -25,19 +25,28 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+OPERATOR_CODE = 64
+OPERATOR_TEXT = 200
+
+
 class OperatorIn(_In):
     """Who performs the behaviour; omitted means the system (operator_type 0)."""
 
     operator_type: Literal[0, 1, 2] = 0
     operator_id: int = Field(0, ge=0, le=2**53 - 1)
-    omni_user_uuid: str = ""
-    login_platform: str = Field("", max_length=64, examples=["member_center", "jingsocial"])
-    login_source_value: str = ""
-    login_source_type: str = Field("", max_length=64, examples=["wechat", "workwechat_user"])
-    # An open vocabulary: `pc` and `mobile` are examples; any short text without control
-    # characters is kept as given.
-    login_environment: str = Field("", max_length=64, examples=["pc", "mobile"])
-    login_source_name: str = ""
+    # Codes of an open vocabulary (`pc` and `mobile` are examples of an environment): up to
+    # OPERATOR_CODE characters, kept as given; ids and names up to OPERATOR_TEXT. Every
+    # event of the behaviour carries them (docs/api.md, "Behaviours").
+    omni_user_uuid: str = Field("", max_length=OPERATOR_TEXT)
+    login_platform: str = Field(
+        "", max_length=OPERATOR_CODE, examples=["member_center", "jingsocial"]
+    )
+    login_source_value: str = Field("", max_length=OPERATOR_TEXT)
+    login_source_type: str = Field(
+        "", max_length=OPERATOR_CODE, examples=["wechat", "workwechat_user"]
+    )
+    login_environment: str = Field("", max_length=OPERATOR_CODE, examples=["pc", "mobile"])
+    login_source_name: str = Field("", max_length=OPERATOR_TEXT)
 
 
 class Mutating(_In):

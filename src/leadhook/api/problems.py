@@ -18,7 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from leadhook.api.matching import route_table
 from leadhook.domain.errors import (
+    BadJsonError,
     BadRequestError,
     ClaimRefusedError,
     ConflictError,
@@ -58,6 +60,7 @@ PROBLEMS: dict[type[LeadhookError], ProblemKind] = {
     LeadhookError: ProblemKind(500, "internal", "Internal error"),
     ValidationError: ProblemKind(422, "validation", "Validation failed"),
     BadRequestError: ProblemKind(400, "bad-request", "Bad request"),
+    BadJsonError: ProblemKind(400, "bad-json", "Bad request"),
     UnsupportedMediaTypeError: ProblemKind(415, "unsupported-media-type", "Unsupported media type"),
     UnauthorizedError: ProblemKind(401, "unauthorized", "Unauthorized"),
     NotFoundError: ProblemKind(404, "not-found", "Not found"),
@@ -154,8 +157,40 @@ async def _request_validation(_req: Request, exc: Exception) -> Response:
     return problem(422, "Validation failed", detail, "validation", errors)
 
 
-async def _http_error(_req: Request, exc: Exception) -> Response:
+# What FastAPI answers when its JSON reader raised anything but a syntax error (see below).
+_FASTAPI_PARSE_FAILED = "There was an error parsing the body"
+
+
+def _unreadable_body(exc: StarletteHTTPException) -> str | None:
+    """The detail of a body FastAPI could not read as JSON, or None for another 400.
+
+    FastAPI answers a JSON syntax error as a validation error (`json_invalid`, handled
+    above) but anything else its reader raises as a bare 400: bytes that are not UTF-8, a
+    number past the reader's 4,300 digits, arrays nested past its recursion limit. All of
+    them are a body that is not JSON the API can read: `bad-json`, like a syntax error.
+    """
+    if exc.status_code != 400 or exc.detail != _FASTAPI_PARSE_FAILED:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeError):
+        return "the request body is not UTF-8 text"
+    if isinstance(cause, RecursionError):
+        return "the request body is not valid JSON: it nests too deep"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "the request body is not valid JSON: a number of more than 4,300 digits"
+    return "the request body is not valid JSON"
+
+
+async def _http_error(req: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    unreadable = _unreadable_body(exc)
+    if unreadable is not None:
+        return problem(400, "Bad request", unreadable, "bad-json")
+    headers = dict(exc.headers or {})
+    table = route_table(req.scope)
+    if exc.status_code == 405 and table is not None:
+        # Every method of the path, not only those of the first route that matched it.
+        headers["Allow"] = ", ".join(table.methods(req.scope["path"])) or headers.get("Allow", "")
     titles = {
         400: "Bad request",
         404: "Not found",
@@ -168,7 +203,7 @@ async def _http_error(_req: Request, exc: Exception) -> Response:
         title,
         str(exc.detail),
         title.lower().replace(" ", "-"),
-        headers=dict(exc.headers or {}),
+        headers=headers,
     )
 
 

@@ -8,6 +8,7 @@ Hierarchy:
 LeadhookError: every error leadhook raises on purpose
   ├── ValidationError: input with an unknown field or id, a wrong type or shape
   ├── BadRequestError: a request that cannot be understood (bad cursor, bad header)
+  │     └── BadJsonError: a body that is not JSON the API can read (not UTF-8, say)
   ├── UnsupportedMediaTypeError: a request body that is not JSON
   ├── UnauthorizedError: a missing, unknown or revoked credential
   ├── NotFoundError: no such object in this tenant
@@ -53,6 +54,11 @@ class ValidationError(LeadhookError):
 
 class BadRequestError(LeadhookError):
     """A request that cannot be understood (bad cursor, bad header value)."""
+
+
+class BadJsonError(BadRequestError):
+    """A request body that is not JSON text: not UTF-8, malformed, or past what a parser takes
+    (a number of thousands of digits, arrays nested thousands deep)."""
 
 
 class UnsupportedMediaTypeError(LeadhookError):

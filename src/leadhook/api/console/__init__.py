@@ -6,18 +6,19 @@ CDN and no front-end build. `install(app)` mounts it on the API's application.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.staticfiles import StaticFiles
 
 from leadhook.api.console.routes import router
 from leadhook.api.console.session import SessionSigner
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI) -> APIRouter:
     """Mount the console's pages and static files; sign its sessions with the configured secret.
 
     Without `LEADHOOK_CONSOLE_SECRET` the secret is random per process: sessions end when the
-    process restarts, and a browser signed in on one process is not on another.
+    process restarts, and a browser signed in on one process is not on another. Returns the
+    router of the pages.
     """
     app.state.console_signer = SessionSigner(app.state.container.settings.console_secret)
     app.include_router(router)
@@ -26,3 +27,4 @@ def install(app: FastAPI) -> None:
         StaticFiles(packages=[("leadhook.api.console", "static")]),
         name="console-static",
     )
+    return router

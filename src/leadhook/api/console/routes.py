@@ -70,6 +70,7 @@ OptText = Annotated[str | None, Form()]
 
 
 @router.get("")
+@router.get("/")  # the API matches paths exactly; a person typing the console's address may not
 def home(page: PageDep) -> Response:
     """Leads when signed in, else the sign-in form."""
     return page.redirect("/console/leads" if page.session.mid else "/console/login")
