@@ -57,7 +57,7 @@ from leadhook.domain.signing import (
     MissingHeaderError,
     SignatureError,
     StaleTimestampError,
-    secret_key,
+    subscriber_key,
     verify,
 )
 
@@ -123,7 +123,7 @@ def _secret_list(secret: Secrets) -> tuple[str, ...]:
     if not secrets:
         raise ValueError("at least one webhook secret is required")
     for s in secrets:
-        secret_key(s)  # a secret that is not whsec_<base64> is a configuration error
+        subscriber_key(s)  # a secret that is not whsec_<base64> is a configuration error
     return secrets
 
 

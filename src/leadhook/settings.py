@@ -18,8 +18,18 @@ class SettingsError(ValueError):
     """An environment variable with a value leadhook cannot use."""
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+_ON = ("1", "true", "yes", "on")
+_OFF = ("", "0", "false", "no", "off")
+
+
+def _flag(name: str, value: str | None) -> bool:
+    """Read a switch: on or off in the usual spellings; anything else is a mistake to say."""
+    text = (value or "").strip().lower()
+    if text in _ON:
+        return True
+    if text in _OFF:
+        return False
+    raise SettingsError(f"{name} must be 1, true, yes or on (or 0, false, no, off), not {value!r}")
 
 
 DEFAULT_RATE_LIMIT = (100.0, 200.0)
@@ -177,7 +187,9 @@ class Settings:
             database_url=env.get("LEADHOOK_DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_token=env.get("LEADHOOK_ADMIN_TOKEN") or None,
             console_secret=env.get("LEADHOOK_CONSOLE_SECRET") or None,
-            allow_private_targets=_flag(env.get("LEADHOOK_ALLOW_PRIVATE_TARGETS")),
+            allow_private_targets=_flag(
+                "LEADHOOK_ALLOW_PRIVATE_TARGETS", env.get("LEADHOOK_ALLOW_PRIVATE_TARGETS")
+            ),
             retry_policy=policy,
             delivery_timeout=_positive(
                 "LEADHOOK_DELIVERY_TIMEOUT",

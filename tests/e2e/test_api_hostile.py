@@ -200,3 +200,25 @@ def test_operator_texts_are_bounded(api: Api, name: str, limit: int) -> None:
     (event,) = resp.json()["events"]
     kept = event["extra_data"].get(name, event["extra_data"]["timeline_data"].get(name))
     assert kept == "a" * limit
+
+
+def test_a_call_that_takes_no_body_refuses_keys_in_one(api: Api) -> None:
+    keys = f"/v1/tenants/{api.mid}/keys"
+    before = api.client.get(keys, headers=ADMIN).json()["data"]
+    resp = api.client.post(keys, json={"x": 1}, headers=ADMIN)
+    assert_problem(resp, 422, ["body", "x"])
+    assert_problem(api.client.post(keys, json=[1], headers=ADMIN), 422, ["body"])
+    bad = {**ADMIN, "Content-Type": "application/json"}
+    assert api.client.post(keys, content=b"{", headers=bad).json()["type"].endswith("/bad-json")
+    assert api.client.get(keys, headers=ADMIN).json()["data"] == before  # nothing issued
+    # No body, `{}` and `null` say nothing: each issues a key.
+    assert api.client.post(keys, headers=ADMIN).status_code == 201
+    assert api.client.post(keys, json={}, headers=ADMIN).status_code == 201
+    assert api.client.post(keys, content=b"null", headers=bad).status_code == 201
+    sub = api.post("/v1/subscriptions", json={"url": "https://example.com/h", "event_types": ["*"]})
+    sub_id = sub.json()["id"]
+    rotate = f"/v1/subscriptions/{sub_id}/rotate-secret"
+    secret = api.get(f"/v1/subscriptions/{sub_id}/secret").json()["secret"]
+    assert_problem(api.post(rotate, json={"overlap": 0}), 422, ["body", "overlap"])
+    assert api.get(f"/v1/subscriptions/{sub_id}/secret").json()["secret"] == secret
+    assert api.post(rotate, json={}).status_code == 200

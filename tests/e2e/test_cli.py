@@ -149,6 +149,29 @@ def test_tenants_and_keys_without_http(tmp_path: Path) -> None:
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("listen", "--secret", "nope"), "whsec_"),  # base64, but not a leadhook secret
+        (("listen", "--forward-to", "notaurl"), "--forward-to"),
+        (("listen", "--forward-to", "ftp://127.0.0.1/x"), "--forward-to"),
+    ],
+)
+def test_listen_refuses_a_bad_option_before_it_listens(
+    tmp_path: Path, args: tuple[str, ...], said: str
+) -> None:
+    result = run(*args, "--port", str(free_port()), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert said in result.stderr
+
+
+def test_a_bad_switch_in_the_environment_stops_serve(tmp_path: Path) -> None:
+    env = clean_env(LEADHOOK_ALLOW_PRIVATE_TARGETS="maybe")
+    result = run("serve", "--port", str(free_port()), cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "LEADHOOK_ALLOW_PRIVATE_TARGETS" in result.stderr
+
+
 def test_demo_delivers_and_verifies_every_event_type(tmp_path: Path) -> None:
     started = time.monotonic()
     result = run("demo", cwd=tmp_path)

@@ -66,3 +66,19 @@ def test_writer_threads_default_to_one_and_read_the_environment() -> None:
     for bad in ("0", "-1", "two", "1.5", "33"):
         with pytest.raises(SettingsError, match="LEADHOOK_WRITER_THREADS"):
             Settings.from_env({"LEADHOOK_WRITER_THREADS": bad})
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [("1", True), ("true", True), ("YES", True), ("on", True), ("", False), ("0", False),
+     ("false", False), ("off", False), ("no", False)],
+)  # fmt: skip
+def test_the_private_targets_switch_reads_the_usual_spellings(value: str, allowed: bool) -> None:
+    env = {"LEADHOOK_ALLOW_PRIVATE_TARGETS": value}
+    assert Settings.from_env(env).allow_private_targets is allowed
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "enabled"])
+def test_a_switch_set_to_anything_else_is_a_mistake_said(value: str) -> None:
+    with pytest.raises(SettingsError, match="LEADHOOK_ALLOW_PRIVATE_TARGETS"):
+        Settings.from_env({"LEADHOOK_ALLOW_PRIVATE_TARGETS": value})

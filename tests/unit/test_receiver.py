@@ -198,7 +198,9 @@ def test_stale_is_not_masked_by_trying_another_secret() -> None:
         verify_and_parse(BODY, headers, [SECRET, OLD_SECRET], now=NOW)
 
 
-@pytest.mark.parametrize("bad", ["", [], "whsec_!!!not base64"])
+@pytest.mark.parametrize(
+    "bad", ["", [], "whsec_!!!not base64", "nope", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+)
 def test_unusable_secret_is_a_configuration_error(bad: Any) -> None:
     with pytest.raises(ValueError):
         verify_and_parse(BODY, HEADERS, bad, now=NOW)

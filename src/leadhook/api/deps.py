@@ -14,6 +14,7 @@ from leadhook.bootstrap import Container
 from leadhook.domain.errors import (
     BadJsonError,
     BadRequestError,
+    FieldProblem,
     UnauthorizedError,
     UnsupportedMediaTypeError,
     ValidationError,
@@ -132,6 +133,8 @@ async def storable_input(request: Request) -> None:
         )
     if not utf8(body):
         raise BadJsonError("the request body is not UTF-8 text")
+    if body and getattr(request.scope.get("route"), "body_field", True) is None:
+        _no_body_expected(body)
     if not _SUSPECT_ESCAPE.search(body):
         return
     try:
@@ -141,6 +144,26 @@ async def storable_input(request: Request) -> None:
     loc = _unstorable(data, ("body",))
     if loc is not None:
         raise ValidationError.at(loc, "text must not contain NUL or unpaired UTF-16 surrogates")
+
+
+def _no_body_expected(body: bytes) -> None:
+    """A call that takes no body (`POST .../keys`, `.../enable`) was sent one: `{}` (or
+    `null`) says nothing and passes; a key is one the call does not define, a 422 as in any
+    other body; anything else is not the empty object the call could take."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadJsonError("the request body is not valid JSON") from exc
+    if data is None or data == {}:
+        return
+    if isinstance(data, dict):
+        problems = [
+            FieldProblem(("body", str(key)[:64]), "this call takes no body: unknown key")
+            for key in list(data)[:20]
+        ]
+        first = problems[0]
+        raise ValidationError(f"{'.'.join(map(str, first.loc))}: {first.msg}", problems)
+    raise ValidationError.at(("body",), "this call takes no body (send none, or {})")
 
 
 def _unstorable(value: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...] | None:

@@ -8,13 +8,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from leadhook.cli import common
-from leadhook.domain.signing import secret_key
+from leadhook.domain.signing import subscriber_key
 
 if TYPE_CHECKING:
     import httpx
@@ -181,7 +182,7 @@ async def run_listener(
 
     for s in secrets:
         try:
-            secret_key(s)
+            subscriber_key(s)
         except ValueError as exc:
             raise ValueError(f"--secret {s[:10]}…: {exc}") from None
     client = httpx.AsyncClient(timeout=10.0) if forward_to else None
@@ -239,6 +240,10 @@ def listen(
     """Receive deliveries locally: verify their signature and pretty-print each event."""
     from leadhook.cli.runtime import bind, run_async
 
+    if forward_to is not None:
+        target = urlsplit(forward_to)
+        if target.scheme not in ("http", "https") or not target.hostname:
+            common.fail(f"--forward-to must be an http:// or https:// URL, not {forward_to!r}", 2)
     try:
         sock = bind(host, port)
     except OSError as exc:

@@ -67,6 +67,21 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
+def subscriber_key(secret: str) -> bytes:
+    """Return the HMAC key of a secret a subscriber configured: a leadhook secret, prefix and all.
+
+    `secret_key` takes bare base64 too, as the Standard Webhooks libraries do; a receiver
+    configured with text that merely happens to be base64 (`nope`) would then fail every
+    delivery's signature, so what a subscriber gives is held to the form leadhook shows.
+    """
+    if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
+        raise ValueError(
+            "a webhook secret is the subscription's secret as leadhook shows it:"
+            f" {SECRET_PREFIX} followed by base64"
+        )
+    return secret_key(secret)
+
+
 def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return hmac.digest(key, signed, "sha256")  # one call into OpenSSL, no HMAC object
