@@ -147,7 +147,7 @@ async def storable_input(request: Request) -> None:
 
 
 def _no_body_expected(body: bytes) -> None:
-    """A call that takes no body (`POST .../keys`, `.../enable`) was sent one: `{}` (or
+    """A call that takes no body (`POST .../keys`, `.../rotate-secret`) was sent one: `{}` (or
     `null`) says nothing and passes; a key is one the call does not define, a 422 as in any
     other body; anything else is not the empty object the call could take."""
     try:
