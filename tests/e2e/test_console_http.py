@@ -151,3 +151,23 @@ def test_assets_and_their_licences_are_served_from_the_package(client: TestClien
     assert "BSD" in client.get("/console/static/htmx.LICENSE.txt").text
     html = client.get("/console/login").text
     assert "http://" not in html and "https://" not in html  # nothing from elsewhere
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(client: TestClient) -> None:
+    key = tenant(client, "out1")
+    token = sign_in(client, key)
+    saved = client.cookies.get("leadhook_console")
+    assert saved
+    assert client.get("/console/leads").status_code == 200
+    resp = client.post("/console/logout", data={"csrf_token": token})
+    assert resp.status_code == 303 and resp.headers["location"] == "/console/login", resp.text
+    assert client.get("/console/leads").status_code == 303  # this browser: signed out
+    # A copy of the cookie taken before signing out (another tab, a stolen copy) is refused.
+    client.cookies.clear()
+    client.cookies.set("leadhook_console", saved)
+    resp = client.get("/console/leads")
+    assert resp.status_code == 303 and resp.headers["location"].startswith("/console/login")
+    # Signing in again works, with a new session.
+    client.cookies.clear()
+    assert sign_in(client, key) != token
+    assert client.get("/console/leads").status_code == 200

@@ -6,9 +6,11 @@ without a restart."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any
 
 import pytest
 from api_helpers import Api, open_api
-from sqlalchemy import event
+
+from leadhook.adapters.db import writer
 
 pytestmark = pytest.mark.slow
 
@@ -121,34 +124,85 @@ def _create(api: Api, body: dict[str, Any]) -> str:
     return lead_id
 
 
-def test_a_file_locked_past_the_busy_timeout_answers_503(tmp_path: Path) -> None:
+def test_a_file_locked_past_the_busy_timeout_answers_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = tmp_path / "leadhook.db"
     with open_api(f"sqlite:///{db}") as api:
         first = _create(api, {"fields": {"name": "before"}})
-
-        # The product waits 30 s for a lock; this test waits 0.3 s (a listener after the
-        # product's own, on connections opened from now on).
-        @event.listens_for(api.container.engine, "connect")
-        def _short_busy_timeout(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.execute("PRAGMA busy_timeout=300")
-
-        api.container.engine.dispose()
-        other = sqlite3.connect(db, isolation_level=None)  # another process's connection
+        # The product waits 30 s for a lock; this test waits 0.5 s.
+        monkeypatch.setattr(writer, "BUSY_TIMEOUT", 0.5)
+        other = sqlite3.connect(db, isolation_level=None)  # another program's connection
         other.execute("BEGIN IMMEDIATE")  # holds the write lock
         try:
+            started = time.monotonic()
             body = _problem(
                 api.client.post("/v1/leads", json={"fields": {"name": "x"}}, headers=api.auth()),
                 503,
             )
+            assert 0.5 <= time.monotonic() - started < 5
             assert "locked" in body["detail"]
-            # Readers are not blocked (WAL): what was written is still served.
+            # Readers are not blocked (WAL): what was written is still served, and the
+            # service is ready (the readiness probe reads).
             assert api.client.get(f"/v1/leads/{first}", headers=api.auth()).status_code == 200
+            started = time.monotonic()
+            assert api.client.get("/readyz").status_code == 200
+            assert time.monotonic() - started < 0.5
         finally:
             other.execute("ROLLBACK")
             other.close()
         _create(api, {"fields": {"name": "after"}})
         leads, events, check = _counts(db)
         assert (leads, events, check) == (2, 2, "ok")
+
+
+def test_a_lock_shorter_than_the_busy_timeout_is_waited_out_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "leadhook.db"
+    with open_api(f"sqlite:///{db}") as api:
+        _create(api, {"fields": {"name": "before"}})
+        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        answers: list[Any] = []
+        post = threading.Thread(
+            target=lambda: answers.append(
+                api.client.post("/v1/leads", json={"fields": {"name": "x"}}, headers=api.auth())
+            )
+        )
+        post.start()
+        time.sleep(0.3)
+        # The write waits for the lock on the event loop's terms: the loop goes on serving.
+        started = time.monotonic()
+        assert api.client.get("/healthz").status_code == 200
+        assert time.monotonic() - started < 0.25
+        assert post.is_alive()
+        other.execute("ROLLBACK")
+        other.close()
+        post.join(10)
+        assert answers and answers[0].status_code == 201, answers
+        assert _counts(db)[:2] == (2, 2)
+
+
+def test_a_write_gate_held_past_the_busy_timeout_answers_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The delivery process holds leadhook's write gate while SQLite's busy handler waits out
+    # another program's lock: the API's writes waited for the gate as long as that lasted.
+    db = tmp_path / "leadhook.db"
+    with open_api(f"sqlite:///{db}") as api:
+        _create(api, {"fields": {"name": "before"}})
+        monkeypatch.setattr(writer, "BUSY_TIMEOUT", 0.5)
+        fd = os.open(f"{db}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another process's hold on the gate
+            resp = api.client.post("/v1/leads", json={"fields": {"name": "x"}}, headers=api.auth())
+            assert "locked" in _problem(resp, 503)["detail"]
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        _create(api, {"fields": {"name": "after"}})
+        assert _counts(db) == (2, 2, "ok")
 
 
 def test_a_raw_driver_error_on_a_hot_path_is_an_outage_answer_too(

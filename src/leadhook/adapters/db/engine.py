@@ -22,6 +22,17 @@ DEFAULT_DATABASE_URL = "sqlite:///./leadhook.db"
 # (SQLite's default is 1,000: every ~30 behaviours, in a request's commit): the bound for when
 # that thread falls behind or does not run, ~40 MB of WAL.
 WAL_AUTOCHECKPOINT = 10_000
+# How long a SQLite write waits for another's write lock before "database is locked" (503).
+BUSY_TIMEOUT = 30.0
+
+
+def locked_error() -> sqlite3.OperationalError:
+    """SQLite's "database is locked", for a write that waited out `BUSY_TIMEOUT` elsewhere
+    than in SQLite's own busy handler (the API's loop, waiting for the write gate)."""
+    exc = sqlite3.OperationalError("database is locked")
+    exc.sqlite_errorcode = 5  # SQLITE_BUSY: the API answers 503 with Retry-After
+    exc.sqlite_errorname = "SQLITE_BUSY"
+    return exc
 
 
 def normalize_url(url: str) -> str:
@@ -62,7 +73,7 @@ def _sqlite_engine(url: str) -> Engine:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT},
         # Enough for every thread of the API's pool and the dispatcher: an overflow connection
         # would be opened (PRAGMAs, schema read) and closed again on every checkout.
         pool_size=48,
@@ -97,7 +108,7 @@ def configure_sqlite(dbapi_conn: sqlite3.Connection) -> None:
     """
     cur = dbapi_conn.cursor()
     try:
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         _enable_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         # Pages are read with read(), not through a memory map. The API and the delivery

@@ -17,5 +17,7 @@ class SqlReadiness:
     def check(self) -> str:
         """Run `PING`; return the dialect's name, or raise the driver's error."""
         with self._engine.connect() as conn:
-            conn.execute(PING)
+            # A read: on SQLite a plain BEGIN, not the writers' BEGIN IMMEDIATE, so that a
+            # write lock another program holds (WAL readers are not blocked) is not "down".
+            conn.execution_options(leadhook_readonly=True).execute(PING)
         return self._engine.dialect.name

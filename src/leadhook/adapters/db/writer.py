@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -39,7 +40,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event
 
-from leadhook.adapters.db.engine import WriteGate, is_sqlite
+from leadhook.adapters.db.engine import BUSY_TIMEOUT, WriteGate, is_sqlite, locked_error
 from leadhook.adapters.db.pipeline import Pipeline, aborted, end_before_core, settle
 from leadhook.adapters.db.repositories import driver_in_transaction, unread
 from leadhook.adapters.db.uow import BoundUnitOfWork
@@ -53,6 +54,10 @@ _RETRYABLE = frozenset({"40P01", "40001"})
 _MAX_RUNS = 3
 # The longest the loop waits between two tries for a write gate another process holds.
 _GATE_RETRY_MAX = 0.002
+# The loop's own SQLite connection waits this long (ms) for the file's write lock once it holds
+# the gate: a lock held that long is another program's (a `sqlite3` shell, a backup tool), and
+# the flush is tried again later instead of the loop sleeping in SQLite's busy handler.
+_LOOP_BUSY_TIMEOUT_MS = 5
 # How many more turns of the event loop a SQLite flush waits after the turn that scheduled it.
 # A request's bytes are read in one turn and its handler submits in the next: committing at the
 # end of the submitting turn left out the requests read meanwhile, and each group paid a commit
@@ -78,6 +83,22 @@ class _Item:
     work: Callable[[UnitOfWork], Any]
     future: Future[Any]
     runs: int = 0
+
+
+def _busy_timeout(conn: Connection, ms: int) -> None:
+    # On the driver: through SQLAlchemy the statement would begin a transaction first.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute(f"PRAGMA busy_timeout={ms}")
+
+
+def _locked(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sqlite3.OperationalError):
+            return (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF in (5, 6)  # BUSY, LOCKED
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    return False
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -128,6 +149,7 @@ class GroupWriter:
         self._loop_conn: Connection | None = None
         self._retry: asyncio.TimerHandle | None = None  # a flush waiting for the gate
         self._backoff = 0.0
+        self._waiting_since: float | None = None  # when the pending writes began to wait
 
     def counts(self) -> dict[str, int]:
         """Transactions run so far by way (`WAYS`), and `units`: the units of work in them."""
@@ -167,21 +189,59 @@ class GroupWriter:
         The loop never waits for the gate: when another process (the delivery process, a
         worker) holds it, the flush is tried again a moment later (0.2 ms, doubling up to
         2 ms) and the loop goes on taking requests meanwhile; their writes join the batch
-        committed as soon as the gate is free.
+        committed as soon as the gate is free. Nor for SQLite's own write lock, which
+        another program may hold (`_begin_on_loop`). Writes that waited longer than the busy
+        timeout (`BUSY_TIMEOUT`) fail with SQLite's "database is locked": the API answers
+        503 with `Retry-After` (docs/operations.md, "File locked").
         """
         if turns > 0:
             asyncio.get_running_loop().call_soon(self._flush, turns - 1)
             return
         self._retry = None
         if not self._pending:
+            self._waiting_since = None
             return
-        if not self._gate.try_acquire():
-            self._backoff = min(_GATE_RETRY_MAX, self._backoff * 2) if self._backoff else 0.0002
-            loop = asyncio.get_running_loop()
-            self._retry = loop.call_later(self._backoff, self._flush)
+        if self._gate.try_acquire():
+            if self._begin_on_loop():
+                self._backoff = 0.0
+                self._waiting_since = None
+                self._flush_held()
+                return
+            self._gate.release()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        elif now - self._waiting_since > BUSY_TIMEOUT:
+            self._fail_pending(locked_error())
             return
+        self._backoff = min(_GATE_RETRY_MAX, self._backoff * 2) if self._backoff else 0.0002
+        self._retry = loop.call_later(self._backoff, self._flush)
+
+    def _begin_on_loop(self) -> bool:
+        """Begin the loop's transaction (the gate held); False if another program holds
+        SQLite's write lock, without sleeping in SQLite's busy handler for it."""
+        conn = self._loop_conn
+        try:
+            if conn is None:
+                conn = self._engine.connect()
+                _busy_timeout(conn, _LOOP_BUSY_TIMEOUT_MS)
+            driver_in_transaction(conn)
+        except Exception as exc:
+            self._loop_conn = self._discard(conn)
+            if _locked(exc):
+                return False
+            self._fail_pending(exc)  # the file cannot be opened, the disk is gone: say so
+            return False
+        self._loop_conn = conn
+        return True
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        pending, self._pending = self._pending, []
+        self._waiting_since = None
         self._backoff = 0.0
-        self._flush_held()
+        for item in pending:
+            item.future.set_exception(exc)
 
     def _flush_held(self) -> None:
         """Commit everything pending with the gate already taken; give the gate back."""
@@ -220,6 +280,7 @@ class GroupWriter:
             self._gate.acquire()
             self._flush_held()
         if self._loop_conn is not None:
+            _busy_timeout(self._loop_conn, int(BUSY_TIMEOUT * 1000))  # back to the pool as taken
             self._loop_conn.close()
             self._loop_conn = None
 

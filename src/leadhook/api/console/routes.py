@@ -98,7 +98,8 @@ def login(page: PageDep, api_key: Text = "", next: OptText = None) -> Response:
 
 @router.post("/logout", dependencies=[Csrf])
 def logout(page: PageDep) -> Response:
-    """End the session (a new anonymous one replaces it)."""
+    """End the session (a new anonymous one replaces it; a copy of the old cookie is refused)."""
+    page.signer.end(page.session, page.container.clock())
     page.replace_session(Session.new(page.container.clock()))
     return page.redirect("/console/login")
 

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,6 +57,18 @@ class SessionSigner:
         raw = secret.encode() if secret else secrets.token_bytes(32)
         # A key of its own for this purpose, whatever else the configured secret is used for.
         self._key = hashlib.sha256(b"leadhook console session\x00" + raw).digest()
+        # Sessions signed out, by CSRF token (one per session), until they would have expired:
+        # a copy of a signed-out cookie must not open the console again.
+        self._ended: dict[str, float] = {}
+        self._ended_lock = threading.Lock()
+
+    def end(self, session: Session, now: float) -> None:
+        """Sign a session out: from now on its cookie is refused, wherever a copy of it is."""
+        with self._ended_lock:
+            expired = [c for c, until in self._ended.items() if until < now]
+            for csrf in expired:
+                del self._ended[csrf]
+            self._ended[session.csrf] = session.issued_at + MAX_AGE
 
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
@@ -86,6 +99,8 @@ class SessionSigner:
         except (ValueError, KeyError, TypeError):
             return None
         if not 0 <= now - session.issued_at <= MAX_AGE:
+            return None
+        if session.csrf in self._ended:
             return None
         return session
 
