@@ -12,13 +12,13 @@ from leadhook.adapters.db.checkpoint import WalCheckpointer
 from leadhook.adapters.db.console import SqlConsoleQueries
 from leadhook.adapters.db.engine import WriteGate, is_sqlite, make_engine
 from leadhook.adapters.db.health import SqlReadiness
-from leadhook.adapters.db.keycheck import prepare_secrets
+from leadhook.adapters.db.keycheck import holds_secrets, prepare_secrets
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.retention import SqlRetention
 from leadhook.adapters.db.uow import SqlUnitOfWork
 from leadhook.adapters.db.writer import GroupWriter
 from leadhook.adapters.http.sender import HttpSender
-from leadhook.adapters.secretbox import attach, load_box
+from leadhook.adapters.secretbox import SecretKeyError, attach, default_key_file, load_box
 from leadhook.adapters.system import SystemClock, SystemIds
 from leadhook.services.automation import AutomationScheduler, AutomationService, PoolService
 from leadhook.services.console import ConsoleService
@@ -127,6 +127,16 @@ def build(
     checked against it and stored webhook secrets are brought under the first key.
     """
     engine = make_engine(settings.database_url)
+    key_file = None if settings.secret_keys else default_key_file(settings.database_url)
+    if key_file is not None and not key_file.exists() and holds_secrets(engine):
+        # A database copied without its key file: a new key could decrypt none of its
+        # secrets. Say what is missing, and create nothing.
+        engine.dispose()
+        raise SecretKeyError(
+            f"this database's webhook secrets are encrypted, and their key file {key_file}"
+            " is missing: copy the key file beside the database (it was made on the first"
+            " start, or restored with the database's backup), or set LEADHOOK_SECRET_KEY"
+        )
     box = load_box(settings.secret_keys, settings.database_url)
     attach(engine, box)
     if run_migrations:

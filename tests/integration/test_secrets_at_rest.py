@@ -130,10 +130,16 @@ def test_the_quick_start_makes_a_private_key_file_beside_sqlite(
         assert _claimed_secrets(c) == {(secret,)}
     finally:
         c.close()
-    # The database without its key file (copied elsewhere) is refused, not silently re-keyed.
+    # The database without its key file (copied elsewhere) is refused, not silently re-keyed,
+    # and no new key file is left behind, nor announced, for the next start to trip on.
     key_file.rename(tmp_path / "elsewhere.key")
-    with pytest.raises(SecretKeyError, match="is not the key"):
+    caplog.clear()
+    with pytest.raises(SecretKeyError, match=r"key file .*leadhook\.db\.key is missing"):
         build(Settings(database_url=url))
+    assert not key_file.exists()
+    assert "new file" not in caplog.text
+    (tmp_path / "elsewhere.key").rename(key_file)  # put back: it starts as before
+    build(Settings(database_url=url)).close()
 
 
 def test_migration_0002_encrypts_existing_plaintext_secrets(database_url: str) -> None:

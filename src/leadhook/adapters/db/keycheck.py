@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, insert, inspect, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.secretbox import SecretBox, SecretKeyError
@@ -20,6 +20,22 @@ def prepare_secrets(engine: Engine, box: SecretBox) -> int:
     """
     _check(engine, box)
     return _sweep(engine, box)
+
+
+def holds_secrets(engine: Engine) -> bool:
+    """Tell whether the database already has secrets under some key (its check row exists).
+
+    Asked before a missing key file is created: a database copied without its key file must
+    be refused with that said, not given a new key that cannot decrypt it.
+    """
+    try:
+        if not inspect(engine).has_table(t.key_check.name):  # a new database
+            return False
+        with engine.begin() as conn:
+            row = conn.execute(select(t.key_check.c.id).where(t.key_check.c.id == 1)).first()
+    except SQLAlchemyError:  # unreachable now: whatever comes next says so (/readyz, a start)
+        return False
+    return row is not None
 
 
 def _check(engine: Engine, box: SecretBox) -> None:
