@@ -128,7 +128,9 @@ def build(
     """
     engine = make_engine(settings.database_url)
     key_file = None if settings.secret_keys else default_key_file(settings.database_url)
-    if key_file is not None and not key_file.exists() and holds_secrets(engine):
+    # A start (`run_migrations`) reads the database before a key file is made: an unreachable
+    # database stops it here, as the migrations would.
+    if run_migrations and key_file is not None and not key_file.exists() and holds_secrets(engine):
         # A database copied without its key file: a new key could decrypt none of its
         # secrets. Say what is missing, and create nothing.
         engine.dispose()

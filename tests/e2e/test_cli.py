@@ -155,6 +155,7 @@ def test_tenants_and_keys_without_http(tmp_path: Path) -> None:
         (("listen", "--secret", "nope"), "whsec_"),  # base64, but not a leadhook secret
         (("listen", "--forward-to", "notaurl"), "--forward-to"),
         (("listen", "--forward-to", "ftp://127.0.0.1/x"), "--forward-to"),
+        (("listen", "--forward-to", "http://[::1"), "--forward-to"),
     ],
 )
 def test_listen_refuses_a_bad_option_before_it_listens(

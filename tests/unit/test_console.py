@@ -132,3 +132,21 @@ def test_every_event_type_has_a_label_in_both_languages() -> None:
     for event_type in EVENT_TYPES:
         en, zh = STRINGS["type." + event_type]
         assert en and zh and en != zh
+
+
+def test_a_signed_out_session_is_refused_and_forgotten_once_it_would_have_expired() -> None:
+    signer = SessionSigner("s")
+    now = 1_000_000.0
+    session = Session.new(now).signed_in("t1", "k1", now)
+    cookie = signer.dumps(session)
+    signer.end(session, now)
+    assert signer.loads(cookie, now + 1) is None
+    # An anonymous session has nothing to end: signing one "out" remembers nothing.
+    anonymous = Session.new(now)
+    signer.end(anonymous, now)
+    assert signer.loads(signer.dumps(anonymous), now + 1) == anonymous
+    assert len(signer._ended) == 1
+    # Past the signed-out session's own expiry it is dropped from memory by the next sign-out.
+    later = now + MAX_AGE + 1
+    signer.end(Session.new(later).signed_in("t1", "k1", later), later)
+    assert session.csrf not in signer._ended and len(signer._ended) == 1

@@ -178,7 +178,7 @@ def _unreadable_body(exc: StarletteHTTPException) -> str | None:
         return "the request body is not valid JSON: it nests too deep"
     if isinstance(cause, ValueError) and "digits" in str(cause):
         return "the request body is not valid JSON: a number of more than 4,300 digits"
-    return "the request body is not valid JSON"
+    return None  # not the JSON reader's (a form the console could not read): a plain 400
 
 
 async def _http_error(req: Request, exc: Exception) -> Response:

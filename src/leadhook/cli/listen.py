@@ -241,8 +241,12 @@ def listen(
     from leadhook.cli.runtime import bind, run_async
 
     if forward_to is not None:
-        target = urlsplit(forward_to)
-        if target.scheme not in ("http", "https") or not target.hostname:
+        try:
+            target = urlsplit(forward_to)
+            hostname = target.hostname
+        except ValueError:  # "http://[::1": not a URL at all
+            hostname = None
+        if hostname is None or target.scheme not in ("http", "https"):
             common.fail(f"--forward-to must be an http:// or https:// URL, not {forward_to!r}", 2)
     try:
         sock = bind(host, port)

@@ -32,6 +32,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import nullcontext
@@ -54,10 +55,10 @@ _RETRYABLE = frozenset({"40P01", "40001"})
 _MAX_RUNS = 3
 # The longest the loop waits between two tries for a write gate another process holds.
 _GATE_RETRY_MAX = 0.002
-# The loop's own SQLite connection waits this long (ms) for the file's write lock once it holds
-# the gate: a lock held that long is another program's (a `sqlite3` shell, a backup tool), and
-# the flush is tried again later instead of the loop sleeping in SQLite's busy handler.
-_LOOP_BUSY_TIMEOUT_MS = 5
+# The loop's own SQLite connection does not wait in SQLite's busy handler (busy_timeout 0): with
+# the gate held, the file's write lock is taken only by another program (a `sqlite3` shell, a
+# backup tool), and the flush tries again later, between these, while the loop serves on.
+_LOCK_RETRY_MIN, _LOCK_RETRY_MAX = 0.01, 0.05
 # How many more turns of the event loop a SQLite flush waits after the turn that scheduled it.
 # A request's bytes are read in one turn and its handler submits in the next: committing at the
 # end of the submitting turn left out the requests read meanwhile, and each group paid a commit
@@ -83,6 +84,7 @@ class _Item:
     work: Callable[[UnitOfWork], Any]
     future: Future[Any]
     runs: int = 0
+    submitted: float = 0.0  # time.monotonic() when submitted on the loop
 
 
 def _busy_timeout(conn: Connection, ms: int) -> None:
@@ -149,7 +151,6 @@ class GroupWriter:
         self._loop_conn: Connection | None = None
         self._retry: asyncio.TimerHandle | None = None  # a flush waiting for the gate
         self._backoff = 0.0
-        self._waiting_since: float | None = None  # when the pending writes began to wait
 
     def counts(self) -> dict[str, int]:
         """Transactions run so far by way (`WAYS`), and `units`: the units of work in them."""
@@ -179,6 +180,7 @@ class GroupWriter:
                 return future
             if not self._pending and self._retry is None:
                 loop.call_soon(self._flush, self._gather_turns)
+            item.submitted = time.monotonic()
             self._pending.append(item)
         return future
 
@@ -199,49 +201,70 @@ class GroupWriter:
             return
         self._retry = None
         if not self._pending:
-            self._waiting_since = None
             return
+        waiting_for = "gate"
         if self._gate.try_acquire():
-            if self._begin_on_loop():
+            try:
+                while self._pending:
+                    if not self._begin_on_loop():
+                        waiting_for = "lock"
+                        break
+                    batch = self._pending[: self._max_batch]
+                    del self._pending[: self._max_batch]
+                    self._loop_conn = self._commit(self._loop_conn, batch, held=True)
+            finally:
+                self._gate.release()
+            if waiting_for == "gate":  # everything was committed (or failed on its own)
                 self._backoff = 0.0
-                self._waiting_since = None
-                self._flush_held()
                 return
-            self._gate.release()
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._waiting_since is None:
-            self._waiting_since = now
-        elif now - self._waiting_since > BUSY_TIMEOUT:
-            self._fail_pending(locked_error())
+        if not self._pending:
             return
-        self._backoff = min(_GATE_RETRY_MAX, self._backoff * 2) if self._backoff else 0.0002
-        self._retry = loop.call_later(self._backoff, self._flush)
+        # Writes that waited out the busy timeout fail ("database is locked": 503); the
+        # others wait on, however long ago the wait began.
+        now = time.monotonic()
+        expired = [item for item in self._pending if now - item.submitted > BUSY_TIMEOUT]
+        if expired:
+            self._pending = [item for item in self._pending if item not in expired]
+            for item in expired:
+                item.future.set_exception(locked_error())
+            if not self._pending:
+                self._backoff = 0.0
+                return
+        low, high = (
+            (0.0002, _GATE_RETRY_MAX)
+            if waiting_for == "gate"
+            else (_LOCK_RETRY_MIN, _LOCK_RETRY_MAX)
+        )
+        self._backoff = min(high, max(low, self._backoff * 2))
+        self._retry = asyncio.get_running_loop().call_later(self._backoff, self._flush)
 
     def _begin_on_loop(self) -> bool:
         """Begin the loop's transaction (the gate held); False if another program holds
-        SQLite's write lock, without sleeping in SQLite's busy handler for it."""
+        SQLite's write lock, found without waiting for it (`_busy_timeout` 0)."""
         conn = self._loop_conn
         try:
             if conn is None:
                 conn = self._engine.connect()
-                _busy_timeout(conn, _LOOP_BUSY_TIMEOUT_MS)
-            driver_in_transaction(conn)
+                _busy_timeout(conn, 0)
+            self._loop_conn = conn
+            if not conn.in_transaction():
+                driver_in_transaction(conn)
         except Exception as exc:
+            if conn is not None and _locked(exc):
+                try:
+                    conn.rollback()  # no transaction began: ready for the next try
+                    return False
+                except Exception:
+                    log.debug("resetting the writer's connection failed", exc_info=True)
             self._loop_conn = self._discard(conn)
             if _locked(exc):
                 return False
-            self._fail_pending(exc)  # the file cannot be opened, the disk is gone: say so
+            # The file cannot be opened, the disk is gone: every waiting write says so.
+            pending, self._pending = self._pending, []
+            for item in pending:
+                item.future.set_exception(exc)
             return False
-        self._loop_conn = conn
         return True
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        pending, self._pending = self._pending, []
-        self._waiting_since = None
-        self._backoff = 0.0
-        for item in pending:
-            item.future.set_exception(exc)
 
     def _flush_held(self) -> None:
         """Commit everything pending with the gate already taken; give the gate back."""
@@ -280,9 +303,11 @@ class GroupWriter:
             self._gate.acquire()
             self._flush_held()
         if self._loop_conn is not None:
-            _busy_timeout(self._loop_conn, int(BUSY_TIMEOUT * 1000))  # back to the pool as taken
-            self._loop_conn.close()
-            self._loop_conn = None
+            try:
+                _busy_timeout(self._loop_conn, int(BUSY_TIMEOUT * 1000))  # back as it was taken
+            finally:
+                self._loop_conn.close()
+                self._loop_conn = None
 
     # ---- the writer thread ----------------------------------------------------------------
 

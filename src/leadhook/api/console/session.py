@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import json
 import secrets
@@ -57,18 +58,24 @@ class SessionSigner:
         raw = secret.encode() if secret else secrets.token_bytes(32)
         # A key of its own for this purpose, whatever else the configured secret is used for.
         self._key = hashlib.sha256(b"leadhook console session\x00" + raw).digest()
-        # Sessions signed out, by CSRF token (one per session), until they would have expired:
-        # a copy of a signed-out cookie must not open the console again.
-        self._ended: dict[str, float] = {}
+        # Signed-in sessions signed out, by CSRF token (one per session), until they would
+        # have expired: a copy of a signed-out cookie must not open the console again. Only a
+        # session of a valid key gets here (an anonymous one has nothing to end), and the
+        # heap lets the expired ones go oldest first.
+        self._ended: set[str] = set()
+        self._expiries: list[tuple[float, str]] = []
         self._ended_lock = threading.Lock()
 
     def end(self, session: Session, now: float) -> None:
         """Sign a session out: from now on its cookie is refused, wherever a copy of it is."""
+        if session.mid is None:
+            return
         with self._ended_lock:
-            expired = [c for c, until in self._ended.items() if until < now]
-            for csrf in expired:
-                del self._ended[csrf]
-            self._ended[session.csrf] = session.issued_at + MAX_AGE
+            while self._expiries and self._expiries[0][0] < now:
+                self._ended.discard(heapq.heappop(self._expiries)[1])
+            if session.csrf not in self._ended:
+                self._ended.add(session.csrf)
+                heapq.heappush(self._expiries, (session.issued_at + MAX_AGE, session.csrf))
 
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
