@@ -22,6 +22,7 @@ from leadhook.receiver import (
 )
 
 log = logging.getLogger("receiver")
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 app = FastAPI()
 
 # The subscription's secret (answer of POST /v1/subscriptions). During a rotation pass both:

@@ -102,6 +102,13 @@ def test_keys_added_by_a_newer_leadhook_are_ignored_not_refused() -> None:
     event = verify_and_parse(body, signed(body, [SECRET]), SECRET, now=NOW)
     assert isinstance(event, ObjectChangeOwner)
     assert event.extra_data.former_owner_name == data["extra_data"]["former_owner_name"]
+    # A new key may be named like an event type: only the union's own tag is skipped.
+    data["object_create"] = 1
+    data["extra_data"]["object_change_owner"] = {"x": 1}
+    body = json.dumps(data).encode()
+    event = verify_and_parse(body, signed(body, [SECRET]), SECRET, now=NOW)
+    assert isinstance(event, ObjectChangeOwner)
+    assert event.extra_data.former_owner_name == data["extra_data"]["former_owner_name"]
     del data["extra_data"]["scene_type"]  # a missing key is still an invalid event
     body = json.dumps(data).encode()
     with pytest.raises(InvalidPayload):
@@ -144,6 +151,8 @@ def test_default_now_is_the_clock() -> None:
     ("change", "error"),
     [
         ({"webhook-timestamp": "soon"}, MalformedHeaderError),
+        ({"webhook-timestamp": "9" * 20}, MalformedHeaderError),
+        ({"webhook-timestamp": "9" * 5000}, MalformedHeaderError),  # past int()'s digit limit
         ({"webhook-signature": "v1"}, MalformedHeaderError),
         ({"webhook-signature": ""}, MissingHeaderError),
         ({"webhook-signature": "v2,abc"}, BadSignatureError),

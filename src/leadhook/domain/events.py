@@ -358,9 +358,12 @@ def parse_event_tolerant(raw: bytes | str) -> LeadEvent:
 
 
 def _drop(data: Any, loc: tuple[int | str, ...]) -> None:
-    # The loc of a union member starts with its tag (the event type): skip what isn't a key.
+    # The loc of a union member starts with its tag (the event type): skip that, and only
+    # that (a new key may be named like an event type too).
     node = data
-    path = [p for p in loc if not (isinstance(p, str) and p in EVENT_MODELS)]
+    path = (
+        list(loc[1:]) if loc and isinstance(loc[0], str) and loc[0] in EVENT_MODELS else list(loc)
+    )
     for part in path[:-1]:
         node = node[part]
     node.pop(path[-1], None)

@@ -18,7 +18,9 @@ MIN_SECRET_BYTES = 24
 MAX_SECRET_BYTES = 64
 DEFAULT_TOLERANCE = 300
 
-_TIMESTAMP = re.compile(r"\d+", re.ASCII)
+# Unix seconds: 19 digits at most. Longer is no timestamp, and past 4,300 digits Python's int()
+# would refuse it with a ValueError instead of this module's MalformedHeaderError.
+_TIMESTAMP = re.compile(r"\d{1,19}", re.ASCII)
 
 
 class SignatureError(Exception):
