@@ -24,13 +24,14 @@ DEFAULT_DATABASE_URL = "sqlite:///./leadhook.db"
 WAL_AUTOCHECKPOINT = 10_000
 # How long a SQLite write waits for another's write lock before "database is locked" (503).
 BUSY_TIMEOUT = 30.0
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # SQLite's primary result codes of a lock held elsewhere
 
 
 def locked_error() -> sqlite3.OperationalError:
     """SQLite's "database is locked", for a write that waited out `BUSY_TIMEOUT` elsewhere
     than in SQLite's own busy handler (the API's loop, waiting for the write gate)."""
     exc = sqlite3.OperationalError("database is locked")
-    exc.sqlite_errorcode = 5  # SQLITE_BUSY: the API answers 503 with Retry-After
+    exc.sqlite_errorcode = SQLITE_BUSY  # the API answers 503 with Retry-After
     exc.sqlite_errorname = "SQLITE_BUSY"
     return exc
 

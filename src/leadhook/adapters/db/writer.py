@@ -41,7 +41,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event
 
-from leadhook.adapters.db.engine import BUSY_TIMEOUT, WriteGate, is_sqlite, locked_error
+from leadhook.adapters.db.engine import (
+    BUSY_TIMEOUT,
+    SQLITE_BUSY,
+    SQLITE_LOCKED,
+    WriteGate,
+    is_sqlite,
+    locked_error,
+)
 from leadhook.adapters.db.pipeline import Pipeline, aborted, end_before_core, settle
 from leadhook.adapters.db.repositories import driver_in_transaction, unread
 from leadhook.adapters.db.uow import BoundUnitOfWork
@@ -98,7 +105,8 @@ def _locked(exc: BaseException) -> bool:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, sqlite3.OperationalError):
-            return (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF in (5, 6)  # BUSY, LOCKED
+            code = (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF
+            return code in (SQLITE_BUSY, SQLITE_LOCKED)
         cause = getattr(cause, "orig", None) or cause.__cause__
     return False
 
@@ -204,19 +212,10 @@ class GroupWriter:
             return
         waiting_for = "gate"
         if self._gate.try_acquire():
-            try:
-                while self._pending:
-                    if not self._begin_on_loop():
-                        waiting_for = "lock"
-                        break
-                    batch = self._pending[: self._max_batch]
-                    del self._pending[: self._max_batch]
-                    self._loop_conn = self._commit(self._loop_conn, batch, held=True)
-            finally:
-                self._gate.release()
-            if waiting_for == "gate":  # everything was committed (or failed on its own)
+            if self._flush_held(on_loop=True):  # everything committed (or failed on its own)
                 self._backoff = 0.0
                 return
+            waiting_for = "lock"
         if not self._pending:
             return
         # Writes that waited out the busy timeout fail ("database is locked": 503); the
@@ -266,13 +265,21 @@ class GroupWriter:
             return False
         return True
 
-    def _flush_held(self) -> None:
-        """Commit everything pending with the gate already taken; give the gate back."""
+    def _flush_held(self, *, on_loop: bool) -> bool:
+        """Commit everything pending with the gate already taken; give the gate back.
+
+        `on_loop`: each batch begins through `_begin_on_loop`, and the flush stops (False)
+        when another program holds SQLite's write lock; else (closing) it waits as long as
+        SQLite's busy handler does.
+        """
         try:
             while self._pending:
+                if on_loop and not self._begin_on_loop():
+                    return False
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 self._loop_conn = self._commit(self._loop_conn, batch, held=True)
+            return True
         finally:
             self._gate.release()
 
@@ -301,7 +308,7 @@ class GroupWriter:
             self._retry = None
         if self._pending:
             self._gate.acquire()
-            self._flush_held()
+            self._flush_held(on_loop=False)
         if self._loop_conn is not None:
             try:
                 _busy_timeout(self._loop_conn, int(BUSY_TIMEOUT * 1000))  # back as it was taken
