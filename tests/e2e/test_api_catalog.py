@@ -171,7 +171,7 @@ def test_catalog_entries_take_effect_on_leads(api: Api) -> None:
 
 
 BAD_ENTRIES: list[tuple[str, Any, int, list[str | int] | None]] = [
-    ("/v1/catalog/widgets/x", {"name": "x"}, 422, ["path", "kind"]),
+    ("/v1/catalog/widgets/x", {"name": "x"}, 404, None),  # an unknown kind: no such resource
     ("/v1/catalog/members/bad%20key", {"name": "x"}, 422, ["path", "key"]),
     ("/v1/catalog/members/" + "k" * 65, {"name": "x"}, 422, ["path", "key"]),
     ("/v1/catalog/members/m9", {}, 422, ["body", "name"]),
@@ -225,7 +225,11 @@ def test_put_refuses_malformed_json(api: Api) -> None:
 
 def test_one_entry_of_an_unknown_key_or_kind_is_refused(api: Api) -> None:
     assert_problem(api.get("/v1/catalog/members/nobody"), 404)
-    assert_problem(api.get("/v1/catalog/widgets/m1"), 422, ["path", "kind"])
+    # An unknown kind is a resource that does not exist (docs/api.md): 404, for both methods,
+    # and the PUT creates nothing.
+    assert_problem(api.get("/v1/catalog/widgets/m1"), 404)
+    assert_problem(api.put("/v1/catalog/widgets/m1", json={"name": "x"}), 404)
+    assert "widgets" not in api.get("/v1/catalog").json()
 
 
 def test_a_members_operator_binding_is_shown_and_fills_the_operators_user_id(api: Api) -> None:

@@ -466,6 +466,29 @@ def test_subscriptions(uow: UnitOfWorkFactory) -> None:
     ]
 
 
+def test_subscription_pages_resume_after_their_last_item(uow: UnitOfWorkFactory) -> None:
+    # An offset cursor skipped s2 when s0 was deleted between two pages; ties on created_at
+    # go by id, and a time with microseconds and more comes back exactly.
+    times = [T0 + 0.1234567, T0 + 0.1234567, T0 + 0.7, T0 + 1, T0 + 1.000001, T0 + 2]
+    for i, at in enumerate(times):
+        _write(uow, lambda u, i=i, at=at: u.subscriptions.add(_sub(f"s{i}", created_at=at)))
+    first = _read(uow, lambda u: u.subscriptions.page("t1", None, 2))
+    assert [s.id for s in first.data] == ["s0", "s1"]
+    _write(uow, lambda u: u.subscriptions.delete("t1", "s0", T0 + 10))
+    ids: list[str] = []
+    cursor = first.next_cursor
+    while cursor is not None:
+        page = _read(uow, lambda u, c=cursor: u.subscriptions.page("t1", c, 2))
+        ids.extend(s.id for s in page.data)
+        cursor = page.next_cursor
+    assert ids == ["s2", "s3", "s4", "s5"]
+    last = _read(uow, lambda u: u.subscriptions.page("t1", None, 5))
+    assert [s.id for s in last.data] == ["s1", "s2", "s3", "s4", "s5"]
+    assert last.next_cursor is None  # exactly full: no empty page after it
+    with pytest.raises(BadRequestError):
+        _read(uow, lambda u: u.subscriptions.page("t1", "cDI", 2))  # an offset cursor
+
+
 def _enqueue(uow: UnitOfWorkFactory, sub: Subscription, events: list[NewEvent], now: float) -> None:
     def act(u: UnitOfWork) -> None:
         seqs = u.events.append(events)

@@ -187,6 +187,10 @@ REFUSALS: list[tuple[str, Call, tuple[str | int, ...], str]] = [
      ("body", "fields", "visit_date"), "must be a time formatted %Y-%m-%d"),
     ("impossible date", lambda c: b.update_fields(c, LEAD, {"visit_date": "2023-02-30"}),
      ("body", "fields", "visit_date"), "must be a time formatted %Y-%m-%d"),
+    ("date not zero-padded", lambda c: b.update_fields(c, LEAD, {"visit_date": "2023-2-1"}),
+     ("body", "fields", "visit_date"), "must be a time formatted %Y-%m-%d"),
+    ("date in other digits", lambda c: b.update_fields(c, LEAD, {"visit_date": "２０２３-02-21"}),
+     ("body", "fields", "visit_date"), "must be a time formatted %Y-%m-%d"),
     ("unknown option", lambda c: b.update_fields(c, LEAD, {"grade": "z"}),
      ("body", "fields", "grade"), "unknown option 'z'"),
     ("option by its label", lambda c: b.update_fields(c, LEAD, {"grade": "A级"}),
@@ -368,6 +372,37 @@ def test_a_number_that_really_changes_is_reported(before: Any, after: Any) -> No
     lead = b.update_fields(ctx(), LEAD, {"budget": before}).lead
     (event,) = b.update_fields(ctx(), lead, {"budget": after}).events
     assert event.extra_data.mapping_data == {"budget": [before, after]}
+
+
+def test_a_number_shows_as_decimal_text_never_with_an_exponent() -> None:
+    lead = b.update_fields(ctx(), LEAD, {"budget": 1e-7}).lead
+    (event,) = b.update_fields(ctx(), lead, {"budget": 1e20}).events
+    assert event.extra_data.mapping_data == {"budget": [1e-7, 1e20]}
+    assert event.extra_data.mapping_data_text == {"budget": ["0.0000001", "100000000000000000000"]}
+    (event,) = b.update_fields(ctx(), lead, {"budget": 3}).events
+    assert event.extra_data.mapping_data_text == {"budget": ["0.0000001", "3"]}
+
+
+@pytest.mark.parametrize("to_group", ["source", "ordinary"])
+def test_a_value_moves_with_its_field_to_the_other_group(to_group: str) -> None:
+    # A field's group can change after leads hold values of it: the next write of the value
+    # moves it to the new group, reports the old value as before, and never keeps both.
+    from_group = "ordinary" if to_group == "source" else "source"
+    before_cat = upsert_entry(CATALOG, "fields", "g1", {"name": "G1", "group": from_group})
+    write = b.update_fields if from_group == "ordinary" else b.change_source
+    lead = write(ctx(before_cat), LEAD, {"g1": "a"}).lead
+    moved = upsert_entry(CATALOG, "fields", "g1", {"name": "G1", "group": to_group})
+    write = b.change_source if to_group == "source" else b.update_fields
+    outcome = write(ctx(moved), lead, {"g1": "b"})
+    (event,) = outcome.events
+    assert event.extra_data.mapping_data == {"g1": ["a", "b"]}
+    new_home, old_home = (
+        (outcome.lead.source, outcome.lead.fields)
+        if to_group == "source"
+        else (outcome.lead.fields, outcome.lead.source)
+    )
+    assert new_home["g1"] == "b" and "g1" not in old_home
+    assert write(ctx(moved), outcome.lead, {"g1": "b"}).events == ()  # no change now
 
 
 def test_a_text_field_holding_digits_is_not_a_number() -> None:

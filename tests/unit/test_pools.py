@@ -322,6 +322,29 @@ def test_a_member_claims_an_unowned_lead_as_herself(world: World) -> None:
     assert extra["owner"] == "m1" and answer["lead"]["lead_pool"] == "east"
 
 
+def test_a_claim_without_operator_reports_the_members_bound_account(world: World) -> None:
+    # The catalog binds m1 to back-office account 3021: a claim that names no operator is
+    # made by her, and reports her account, as the contract's claim example does.
+    claimable(world)
+    world.put("members", "m1", {"name": "王芳", "operator_id": 3021, "omni_user_uuid": "U-m1"})
+    lead = world.create(lead_pool="east")["lead"]
+    status, body = world.pools.claim(world.req(), lead["id"], "m1")
+    assert status == 200
+    (event,) = json.loads(body)["events"]
+    extra = event["extra_data"]
+    assert (extra["operator_type"], extra["operator_id"], extra["omni_user_uuid"]) == (
+        2,
+        3021,
+        "U-m1",
+    )
+    # An operator_id the body names wins over the binding.
+    other = world.create(lead_pool="east")["lead"]
+    status, body = world.pools.claim(
+        world.req(Operator(operator_type=2, operator_id=77)), other["id"], "m1"
+    )
+    assert json.loads(body)["events"][0]["extra_data"]["operator_id"] == 77
+
+
 def test_claims_the_pool_refuses(world: World) -> None:
     claimable(world, limit=2)
     ids = [world.create(lead_pool="east")["lead"]["id"] for _ in range(4)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from typing import Any, Literal, get_args
 
@@ -321,6 +322,10 @@ class Catalog:
             return str(value)
         if fdef.type == "image":
             return "image"
+        if fdef.type == "number" and isinstance(value, float):
+            # Decimal text, never an exponent: repr's shortest digits, written out (1e-07 is
+            # "0.0000001", 1e+20 "100000000000000000000"); an integer is its digits.
+            return format(Decimal(repr(value)), "f")
         if fdef.type == "option":
             return fdef.options.get(str(value), str(value))
         if fdef.type == "reference" and fdef.ref is not None:

@@ -68,7 +68,12 @@ class Lead:
     def with_values(
         self, changes: Mapping[str, Any], source_codes: frozenset[str] = frozenset()
     ) -> Lead:
-        """Return the lead with field values set; None removes a field."""
+        """Return the lead with field values set; None removes a field.
+
+        A code holds one value, in the group its field belongs to now (`source_codes`): a
+        value still held under the other group (its field moved since it was written) moves
+        with the write, so the lead never holds a code twice.
+        """
         attrs: dict[str, Any] = {}
         fields = dict(self.fields)
         source = dict(self.source)
@@ -76,7 +81,8 @@ class Lead:
             if code in ATTRIBUTE_FIELDS:
                 attrs[code] = value
                 continue
-            target = source if code in source_codes else fields
+            target, other = (source, fields) if code in source_codes else (fields, source)
+            other.pop(code, None)
             if value is None:
                 target.pop(code, None)
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -80,8 +81,18 @@ def coerce(catalog: Catalog, fdef: FieldDef, value: Any, loc: tuple[str | int, .
     return value
 
 
+# strptime alone takes "2020-1-1" and " 1:2:3": the stored text must be the one form, so that
+# one date is one value (and re-sending it zero-padded is no change).
+_TIME_SHAPES = {
+    "%Y-%m-%d": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+    TIME_FORMAT: re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}"),
+}
+
+
 def _check_time(value: str, fmt: str, loc: tuple[str | int, ...]) -> None:
     try:
+        if not _TIME_SHAPES[fmt].fullmatch(value):
+            raise ValueError(value)
         datetime.strptime(value, fmt)
     except ValueError as exc:
         raise ValidationError.at(loc, f"must be a time formatted {fmt}") from exc

@@ -137,14 +137,18 @@ class PoolService:
 
 
 def _member_operator(ctx: b.Context, given: Operator, member: Any) -> Operator:
-    """The operator of a claim: the member (operator_type 2), her omni_user_uuid by default."""
+    """The operator of a claim: the member (operator_type 2), by default with the back-office
+    account the catalog binds her to (`operator_id`) and her omni_user_uuid."""
     if given.operator_type not in (0, 2) or (given.operator_type == 0 and given != SYSTEM):
         raise ValidationError.at(
             ("body", "operator", "operator_type"), "a claim is made by the member: must be 2"
         )
     found = ctx.catalog.members.get(member) if isinstance(member, str) else None
     uuid = given.omni_user_uuid or (found.omni_user_uuid if found else "")
-    return replace(given, operator_type=2, omni_user_uuid=uuid)
+    bound = found.operator_id if found is not None and found.operator_id is not None else 0
+    return replace(
+        given, operator_type=2, operator_id=given.operator_id or bound, omni_user_uuid=uuid
+    )
 
 
 def _merge_ids(lead_id: str, duplicates: Any) -> list[str]:

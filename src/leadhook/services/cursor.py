@@ -31,3 +31,31 @@ def decode(cursor: str | None) -> int | None:
         return int(match.group(1))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequestError(f"malformed cursor {cursor!r}") from exc
+
+
+# A keyed listing (subscriptions, oldest first) resumes after its last item's (created_at,
+# id): an offset would skip an item whenever one before it is deleted between two pages. The
+# time is written as repr writes it, so it comes back as the very float the row holds.
+_KEYED = re.compile(
+    r"k([0-9]{1,17}(?:\.[0-9]{1,17})?(?:e[+-][0-9]{1,3})?):([A-Za-z0-9_-]{1,64})", re.ASCII
+)
+
+
+def encode_keyed(created_at: float, key: str) -> str:
+    """Encode the last item of a page ordered by (created_at, key) as a cursor."""
+    raw = f"k{float(created_at)!r}:{key}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_keyed(cursor: str | None) -> tuple[float, str] | None:
+    """Decode a cursor from `encode_keyed`; a malformed cursor is a 400."""
+    if cursor is None or cursor == "":
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        match = _KEYED.fullmatch(raw)
+        if match is None:
+            raise ValueError(raw)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"malformed cursor {cursor!r}") from exc
+    return float(match.group(1)), match.group(2)

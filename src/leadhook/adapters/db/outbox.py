@@ -141,15 +141,20 @@ class SqlSubscriptions(_OnConnection):
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:
         c = t.subscriptions.c
         conds = [c.mid == mid, c.deleted_at.is_(None)]
-        after = cursors.decode(cursor)
+        after = cursors.decode_keyed(cursor)
+        if after is not None:
+            conds.append(
+                or_(c.created_at > after[0], and_(c.created_at == after[0], c.id > after[1]))
+            )
         rows = self.conn.execute(
-            select(t.subscriptions, c.created_at).where(*conds).order_by(c.created_at, c.id)
+            select(t.subscriptions, c.created_at)
+            .where(*conds)
+            .order_by(c.created_at, c.id)
+            .limit(limit + 1)
         ).all()
-        subs = [_sub(r, self.box) for r in rows]
-        start = 0 if after is None else after
-        chunk = subs[start : start + limit]
-        nxt = cursors.encode(start + limit) if start + limit < len(subs) else None
-        return Page(chunk, nxt)
+        subs = [_sub(r, self.box) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(subs, cursors.encode_keyed(subs[-1].created_at, subs[-1].id) if more else None)
 
     def enabled_for(self, mid: str) -> list[Subscription]:
         # Read by every behaviour (its fan-out): named SQL, columns in `_SubRow`'s order.

@@ -70,10 +70,12 @@ class MemorySubscriptions:
             ),
             key=lambda s: (s.created_at, s.id),
         )
-        after = cursors.decode(cursor)
-        start = 0 if after is None else after
-        nxt = cursors.encode(start + limit) if start + limit < len(subs) else None
-        return Page(subs[start : start + limit], nxt)
+        after = cursors.decode_keyed(cursor)
+        if after is not None:
+            subs = [s for s in subs if (s.created_at, s.id) > after]
+        more = len(subs) > limit
+        subs = subs[:limit]
+        return Page(subs, cursors.encode_keyed(subs[-1].created_at, subs[-1].id) if more else None)
 
     def enabled_for(self, mid: str) -> list[Subscription]:
         return [

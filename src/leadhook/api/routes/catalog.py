@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Path
 
 from leadhook.api import bodies
 from leadhook.api import models as m
 from leadhook.api.deps import ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
-from leadhook.domain.catalog import CatalogKind
+from leadhook.domain.catalog import CATALOG_KINDS
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"], responses=ERRORS)
+
+# A plain string, checked by the service: an unknown kind is a resource that does not exist
+# (404, as docs/api.md says), not a malformed request. The schema still lists the kinds.
+Kind = Annotated[
+    str, Path(description="The catalog kind.", json_schema_extra={"enum": list(CATALOG_KINDS)})
+]
 
 
 @router.get("", response_model_exclude_unset=True, summary="The whole catalog")
@@ -22,7 +28,7 @@ def get_catalog(mid: Mid, c: ContainerDep) -> m.CatalogOut:
 
 
 @router.get("/{kind}/{key}", response_model_exclude_unset=True, summary="One catalog entry")
-def get_entry(kind: CatalogKind, key: str, mid: Mid, c: ContainerDep) -> m.CatalogEntryOut:
+def get_entry(kind: Kind, key: str, mid: Mid, c: ContainerDep) -> m.CatalogEntryOut:
     """Answer the entry as `GET /v1/catalog` lists it (a member with its `operator_id`
     binding and `omni_user_uuid`); 404 when the tenant has no such entry."""
     return bodies.catalog_entry(c.tenants.catalog_entry(mid, kind, key), kind, key)
@@ -32,7 +38,7 @@ def get_entry(kind: CatalogKind, key: str, mid: Mid, c: ContainerDep) -> m.Catal
     "/{kind}/{key}", response_model_exclude_unset=True, summary="Create or replace a catalog entry"
 )
 def put_entry(
-    kind: CatalogKind,
+    kind: Kind,
     key: str,
     mid: Mid,
     c: ContainerDep,
