@@ -115,6 +115,12 @@ def test_return_then_allocation(api: tuple[Api, FakeClock]) -> None:
     events = assert_behaviour(resp)["events"]
     assert [e["extra_data"]["scene_type"] for e in events] == [4, 1]
     assert events[1]["extra_data"]["owner"] == "m2"
+    # Every key is optional, and so is the body itself.
+    plain = a.create_lead(owner="m1")["id"]
+    events = assert_behaviour(a.post(f"/v1/leads/{plain}/return"))["events"]
+    assert [(e["event_type"], e["extra_data"]["scene_type"]) for e in events] == [
+        ("object_change_owner", 4)
+    ]
 
 
 def test_reclaim_runs_now_and_lists_its_runs(api: tuple[Api, FakeClock]) -> None:

@@ -435,9 +435,13 @@ def test_if_match(api: Api) -> None:
     for tag, version in (('"2"', 3), ('W/"3"', 4)):
         resp = api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers={"If-Match": tag})
         assert assert_behaviour(resp)["lead"]["version"] == version
-    assert_problem(
-        api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers={"If-Match": "x"}), 400
-    )
+    counts = api.counts()
+    for bad in ("x", '"4', '4"', "W/4", 'W/"4', 'w/"4"', '""', "4, 5"):
+        assert_problem(
+            api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers={"If-Match": bad}),
+            400,
+        )
+    assert api.counts() == counts
 
 
 def test_body_over_one_mebibyte_is_413_and_writes_nothing(api: Api) -> None:

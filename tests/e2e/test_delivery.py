@@ -286,8 +286,14 @@ def test_subscription_crud_and_validation(stack: Stack) -> None:
     assert resp.status_code == 200
     assert resp.json()["event_types"] == ["object_create", "object_update"]
     assert resp.json()["rate_limit_per_s"] is None and resp.json()["description"] == "CRM sync"
+    # A PATCH that changes no value changes nothing, updated_at included.
+    before = stack.call("GET", f"/v1/subscriptions/{sid}").json()
+    for same in ({}, {"description": "CRM sync", "rate_limit_per_s": None}):
+        resp = stack.call("PATCH", f"/v1/subscriptions/{sid}", json=same)
+        assert resp.status_code == 200 and resp.json() == before, resp.text
     disabled = stack.call("PATCH", f"/v1/subscriptions/{sid}", json={"enabled": False}).json()
     assert disabled["disabled_reason"] == "disabled via the API"
+    assert disabled["updated_at"] != before["updated_at"]
     more = [stack.subscribe()["id"] for _ in range(2)]
     page = stack.call("GET", "/v1/subscriptions", params={"limit": 2}).json()
     assert [s["id"] for s in page["data"]] == [sid, more[0]] and page["next_cursor"]

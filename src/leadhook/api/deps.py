@@ -23,7 +23,7 @@ from leadhook.domain.operator import Operator
 from leadhook.services.idempotency import fingerprint
 from leadhook.services.leads import BehaviourRequest
 
-_IF_MATCH = re.compile(r'\A\s*(?:W/)?"?(\d{1,12})"?\s*\Z', re.ASCII)
+_IF_MATCH = re.compile(r'\A\s*(?:W/"(\d{1,12})"|"(\d{1,12})"|(\d{1,12}))\s*\Z', re.ASCII)
 
 
 async def container(request: Request) -> Container:
@@ -247,7 +247,7 @@ def behaviour_metadata(
         m = _IF_MATCH.match(if_match)
         if not m:
             raise BadRequestError(f"If-Match must be a lead version number, not {if_match!r}")
-        version = int(m.group(1))
+        version = int(m.group(1) or m.group(2) or m.group(3))
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise BadRequestError("Idempotency-Key must be 1-255 characters")
     return BehaviourRequest(

@@ -203,7 +203,10 @@ class SubscriptionService:
         now = self._clock()
         with self._uow() as uow:
             sub = self._sub(uow, mid, sub_id)
-            new = replace(sub, **values, updated_at=now)
+            new = replace(sub, **values)
+            if new == sub:
+                return sub  # nothing changes: not even updated_at (an idempotent PATCH)
+            new = replace(new, updated_at=now)
             if new.enabled and not sub.enabled:
                 new = replace(new, disabled_reason=None, first_failure_at=None)
             elif sub.enabled and not new.enabled:

@@ -294,10 +294,17 @@ def claim(lead_id: str, body: m.ClaimIn, req: BehaviourReq, c: ContainerDep) -> 
 
 
 @router.post("/{lead_id}/return", response_model=m.BehaviourOut, summary="Return to a pool")
-def return_lead(lead_id: str, body: m.ReturnIn, req: BehaviourReq, c: ContainerDep) -> Response:
+def return_lead(
+    lead_id: str,
+    req: BehaviourReq,
+    c: ContainerDep,
+    body: Annotated[m.ReturnIn | None, Body()] = None,
+) -> Response:
     """Empty the owner (scene 4) and move the lead to `lead_pool` if named:
     `object_change_owner`, then `object_change_lead_pool`; a pool whose assignment is enabled
-    then gives it an owner (`object_change_owner`, scene 1)."""
+    then gives it an owner (`object_change_owner`, scene 1). Every key is optional, and so is
+    the body: none returns the lead to its own pool."""
+    body = body or m.ReturnIn()
     req = _with_operator(req, body)
     return _json(c.pools.return_(req, lead_id, body.lead_pool, body.notes))
 
