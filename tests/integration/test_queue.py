@@ -155,6 +155,47 @@ def test_a_lead_is_claimed_one_event_at_a_time_in_version_order(container: Backe
     assert v3.entity_version == 3
 
 
+def test_a_replayed_earlier_version_waits_while_a_later_one_is_in_flight(
+    container: Backend,
+) -> None:
+    # One event of a lead and subscription in flight at a time: a replay (or retry) of v1
+    # while v2 is being sent must not put v1 beside it.
+    sub = setup(container)
+    new_lead(container, notes=1)  # versions 1, 2
+    q, now = queue_of(container), time.time() + 1
+    (v1,) = claim(q, now)
+    q.record(worker_id="w1", verdicts=[outcome(v1, "delivered")], now=now)
+    (v2,) = claim(q, now)
+    assert v2.entity_version == 2
+    assert container.subscriptions.replay(MID, sub["id"], 0) == 1  # v1 is queued again
+    assert claim(q, now + 1, worker="w2") == []  # v2 is in flight: v1 waits
+    q.record(worker_id="w1", verdicts=[outcome(v2, "delivered")], now=now + 1)
+    (again,) = claim(q, now + 2, worker="w2")
+    assert (again.seq, again.entity_version) == (v1.seq, 1)
+
+
+def test_a_delivery_in_flight_when_its_subscription_is_deleted_stays_dead(
+    container: Backend,
+) -> None:
+    sub = setup(container, max_in_flight=10)
+    new_lead(container)
+    new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    a, b = claim(q, now)
+    container.subscriptions.delete(MID, sub["id"])
+    verdicts = [outcome(a, "failed", code=500, at=now + 5), outcome(b, "delivered")]
+    q.record(worker_id="w1", verdicts=verdicts, now=now + 1)
+    for job in (a, b):
+        state = delivery(container, job.id)
+        assert (state["status"], state["next_attempt_at"], state["last_error"]) == (
+            "dead",
+            None,
+            "subscription deleted",
+        )
+        assert len(state["attempts"]) == 1  # the attempt itself is on record
+    assert claim(q, now + 10) == []
+
+
 def test_a_claim_takes_a_bounded_share_of_one_subscription(container: Backend) -> None:
     narrow = setup(container, max_in_flight=1)
     wide = create(

@@ -159,6 +159,33 @@ async def test_a_slow_endpoint_times_out_with_a_clear_error(server: Server) -> N
     assert 250 < result.latency_ms < 1500
 
 
+@pytest.mark.parametrize("status", [200, 500])
+@pytest.mark.parametrize("way", ["dawdles", "is cut short"])
+async def test_an_answer_whose_body_fails_counts_by_its_status(
+    server: Server, status: int, way: str
+) -> None:
+    # The status line and headers came at once; then the body dawdles past the timeout, or
+    # the connection closes halfway. The endpoint answered: a 2xx is delivered (not retried
+    # and sent again), any other status is judged as that status.
+    async def answer(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status, headers={"Content-Length": "100"})
+        await resp.prepare(request)
+        await resp.write(b"hello")
+        if way == "dawdles":
+            await asyncio.sleep(1)
+        else:
+            assert request.transport is not None
+            request.transport.close()
+        return resp
+
+    server.handler = answer
+    async with HttpSender(timeout=0.3, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert result.status_code == status
+    assert isinstance(result, Delivered if status == 200 else Failed)
+    assert result.body == ""
+
+
 async def test_a_closed_port_is_a_connection_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -131,11 +131,20 @@ class SqlSubscriptions(_OnConnection):
             .values(deleted_at=at, enabled=False, disabled_reason="deleted")
         )
         # Nothing more is sent to a deleted endpoint: its unfinished deliveries end as dead.
+        # Their leases end too: an attempt in flight now is still recorded among the attempts,
+        # but its verdict (retry, or delivered) no longer finds its lease and leaves them dead.
         d = t.deliveries.c
         self.conn.execute(
             update(t.deliveries)
             .where(d.subscription_id == sub_id, d.status.in_(UNFINISHED))
-            .values(status=DeliveryStatus.DEAD, last_error="subscription deleted", updated_at=at)
+            .values(
+                status=DeliveryStatus.DEAD,
+                last_error="subscription deleted",
+                updated_at=at,
+                next_attempt_at=None,
+                locked_until=None,
+                locked_by=None,
+            )
         )
 
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:

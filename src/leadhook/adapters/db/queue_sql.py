@@ -40,7 +40,9 @@ class QueueStatements:
     """SQLite: the due rows (capped in Python). PostgreSQL: claim, lease and return the jobs.
 
     Due, unleased deliveries of enabled subscriptions whose lead has no earlier unfinished
-    delivery to that subscription (that is what keeps each lead in order), earliest due first,
+    delivery to that subscription (that is what keeps each lead in order) and none in flight to
+    it (a replayed or retried earlier version waits for the later one being sent: one event of
+    a lead and subscription in flight at a time), earliest due first,
     skipping the subscriptions in `:exclude`. Written so the plan is a walk of ix_deliveries_due
     in order that stops at the limit, whatever the statistics say; the subscription columns are
     joined to the few rows found. A subscription whose circuit is not closed (circuit_retry_at
@@ -110,8 +112,9 @@ FROM (
           SELECT 1 FROM deliveries e
           WHERE e.subscription_id = d.subscription_id
             AND e.entity_id = d.entity_id
-            AND e.entity_version < d.entity_version
-            AND e.status IN ('pending', 'failed'))
+            AND e.status IN ('pending', 'failed')
+            AND (e.entity_version < d.entity_version
+                 OR (e.locked_until >= :now AND e.seq <> d.seq)))
     ORDER BY d.next_attempt_at
     LIMIT :scan
 ) AS due
@@ -179,8 +182,9 @@ WITH due AS (
               SELECT 1 FROM deliveries e
               WHERE e.subscription_id = d.subscription_id
                 AND e.entity_id = d.entity_id
-                AND e.entity_version < d.entity_version
-                AND e.status IN ('pending', 'failed'))
+                AND e.status IN ('pending', 'failed')
+                AND (e.entity_version < d.entity_version
+                     OR (e.locked_until >= :now AND e.seq <> d.seq)))
         ORDER BY d.next_attempt_at
         LIMIT :scan
     ) AS due

@@ -104,7 +104,14 @@ class HttpSender:
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as resp:
-                head = await _read_head(resp)
+                try:
+                    head = await _read_head(resp)
+                except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+                    # The status line and headers came: the endpoint answered, and its status
+                    # decides (a 2xx whose body dawdles past the timeout, or is cut short, is
+                    # delivered, not retried). Only the body is lost, and the connection.
+                    resp.close()
+                    head = b""
                 return http_answer(
                     resp.status,
                     _ms(start),

@@ -58,7 +58,12 @@ class MemorySubscriptions:
         for seq, d in list(self._s.deliveries.items()):
             if d.subscription_id == sub_id and d.status in UNFINISHED:
                 self._s.deliveries[seq] = d.with_(
-                    status=DeliveryStatus.DEAD, last_error="subscription deleted", updated_at=at
+                    status=DeliveryStatus.DEAD,
+                    last_error="subscription deleted",
+                    updated_at=at,
+                    next_attempt_at=None,
+                    locked_until=None,
+                    locked_by=None,
                 )
 
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:

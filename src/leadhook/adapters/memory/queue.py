@@ -3,7 +3,8 @@
 It implements `services.ports.DeliveryQueue` with the same rules as
 `adapters.db.queue.SqlDeliveryQueue` (the queue contract tests run both): a claim takes due,
 unleased, unfinished deliveries of enabled subscriptions, earliest due first, never a lead's
-event before that lead's earlier unfinished one (per subscription), at most `claim_cap` per
+event before that lead's earlier unfinished one, nor beside another of the lead's in flight
+(per subscription), at most `claim_cap` per
 subscription, and leases them; `record` stores attempts and verdicts for the lease holder only;
 `release` gives a worker's leases back. Each call is one "transaction": it works on a copy of
 the store and publishes it whole, under the store's lock.
@@ -119,12 +120,17 @@ class MemoryDeliveryQueue:
 
 
 def _pick(state: MemoryState, now: float, limit: int, exclude: frozenset[str]) -> list[DeliveryRow]:
-    # The lowest unfinished version of each (subscription, lead): only it may be sent.
+    # The lowest unfinished version of each (subscription, lead): only it may be sent, and
+    # only while no other delivery of that lead to that subscription is in flight (a replayed
+    # or retried earlier version waits for the later one being sent).
     first: dict[tuple[str, str], int] = {}
+    busy: set[tuple[str, str]] = set()
     for d in state.deliveries.values():
         if d.status in UNFINISHED:
             key = (d.subscription_id, d.entity_id)
             first[key] = min(first.get(key, d.entity_version), d.entity_version)
+            if d.locked_until is not None and d.locked_until >= now:
+                busy.add(key)
     due = sorted(
         (
             d
@@ -136,6 +142,7 @@ def _pick(state: MemoryState, now: float, limit: int, exclude: frozenset[str]) -
             and d.subscription_id not in exclude
             and _claimable(state.subscriptions.get(d.subscription_id))
             and first[(d.subscription_id, d.entity_id)] == d.entity_version
+            and (d.subscription_id, d.entity_id) not in busy
         ),
         key=lambda d: (d.next_attempt_at, d.seq),
     )
