@@ -509,6 +509,47 @@ async def test_a_tenant_never_starts_beyond_its_share_while_another_waits() -> N
     assert later and max(later) <= 8 and peak["b"] >= 8
 
 
+async def test_a_slow_endpoint_cannot_take_every_slot_of_its_tenant() -> None:
+    # One tenant, two endpoints: A answers slowly and allows 100 in flight, B answers at once.
+    # A may not hold the tenant's slots while B has jobs: B gets its share at once, and its
+    # deliveries are claimed although A's backlog alone fills a claim.
+    a_active = 0
+    a_peak_while_b: list[int] = []
+
+    async def answer(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        nonlocal a_active
+        if "slow" in url:
+            a_active += 1
+            try:
+                await asyncio.sleep(0.4)
+            finally:
+                a_active -= 1
+        else:
+            a_peak_while_b.append(a_active)
+            await asyncio.sleep(0.002)
+        return http(200, 1.0)
+
+    queue, sender = MemoryQueue(), FakeSender(answer)
+    slow, fast = Sub("slow", max_in_flight=100, mid="T"), Sub("fast", max_in_flight=100, mid="T")
+    for i in range(300):
+        queue.add(slow, f"S{i}", 1)
+    for i in range(300):
+        queue.add(fast, f"F{i}", 1, at=0.001)  # due after every slow one
+    dispatcher = make(queue, sender, concurrency=16)
+    start = time.monotonic()
+
+    def fast_done() -> bool:
+        return all(r.status == "delivered" for r in queue.rows if r.subscription_id == fast.id)
+
+    await run_until(dispatcher, fast_done)
+    # A's 300 alone take 300 / 14 * 0.4 = 8.6 s; B's 300 at 8 at a time, well under 2 s.
+    assert time.monotonic() - start < 3.0
+    # Once B had jobs, A held at most half the tenant's slots (ceil(14 / 2)) beyond the
+    # attempts it had started before B's first claim.
+    settled = a_peak_while_b[len(a_peak_while_b) // 2 :]
+    assert settled and max(settled) <= 7, max(settled)
+
+
 async def test_an_endpoint_that_never_answers_trips_and_its_waiting_jobs_go_back() -> None:
     async def silence(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.05)

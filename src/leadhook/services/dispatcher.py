@@ -8,7 +8,12 @@ subscriptions. While another tenant waits for a slot, a tenant starts no attempt
 share (the slots divided by the busy tenants); alone, it may use every slot but a reserve
 (an eighth), kept free for the next tenant to arrive, because an attempt in flight cannot be
 taken back and a black-holed endpoint holds its slot for the whole timeout. A tenant holding a
-full set of slots' worth of jobs is not claimed for, so others' deliveries get claimed.
+full set of slots' worth of jobs is not claimed for, so others' deliveries get claimed. One
+level down the same holds within a tenant: while another of its subscriptions has jobs
+waiting, a subscription starts no attempt beyond its share of the tenant's slots (divided by
+the tenant's busy subscriptions), and a full tenant is still claimed for on behalf of its
+subscriptions below their share: one slow endpoint with a high `max_in_flight` cannot take
+every slot of its tenant from the tenant's other endpoints.
 
 Leases: short, and renewed by a heartbeat for every job this worker holds (waiting, in flight,
 or awaiting its record), so a killed worker's deliveries are free again within one lease.
@@ -88,6 +93,7 @@ class TenantTurn:
     queued: bool = False
     in_flight: int = 0
     ready: int = 0  # the sum of its lanes' `ready`
+    subs: set[str] = field(default_factory=set)  # its subscriptions that have a lane
 
     def idle(self) -> bool:
         """Tell whether forgetting this tenant would change nothing."""
@@ -392,12 +398,17 @@ class Dispatcher:
         waiting on their own subscription's limits do not count (see `_claim_limit`).
         """
         full = {
-            m
+            m: self._share(turn, self._concurrency)
             for m, turn in self._tenants.items()
             if turn.in_flight + turn.ready >= self._concurrency
         }
+        # A full tenant's subscription is still claimed for while it holds less than its
+        # share of the tenant's slots (another of the tenant's subscriptions holds the rest).
         return [
-            sub for sub, lane in self._lanes.items() if lane.saturated(mono) or lane.mid in full
+            sub
+            for sub, lane in self._lanes.items()
+            if lane.saturated(mono)
+            or (lane.mid in full and lane.in_flight + lane.ready >= full[lane.mid])
         ]
 
     def _accept(self, jobs: Sequence[Job]) -> None:
@@ -411,6 +422,7 @@ class Dispatcher:
             if lane is None:
                 lane = Lane(limit, rate, burst(rate or 1.0), now, job.mid)
                 self._lanes[job.subscription_id] = lane
+                self._tenant(job.mid).subs.add(job.subscription_id)
             lane.refill(now)
             lane.max_in_flight, lane.rate = limit, rate
             if lane.gone or self._done or lane.tripped_until > now:
@@ -426,7 +438,10 @@ class Dispatcher:
     def _sweep(self) -> None:
         now = self._loop.time()
         for sub in [s for s, lane in self._lanes.items() if lane.idle(now)]:
-            del self._lanes[sub]
+            lane = self._lanes.pop(sub)
+            turn = self._tenants.get(lane.mid)
+            if turn is not None:
+                turn.subs.discard(sub)
         for mid in [m for m, turn in self._tenants.items() if turn.idle()]:
             del self._tenants[mid]
 
@@ -470,6 +485,23 @@ class Dispatcher:
             return self._concurrency - self._reserve
         return max(1, -(-self._concurrency // max(1, busy)))  # ceil(slots / busy tenants)
 
+    def _share(self, turn: TenantTurn, slots: int) -> int:
+        """Return the in-flight share of `slots` (the tenant's) each of its busy subscriptions
+        gets: ceil(slots / busy subscriptions)."""
+        busy = 0
+        for sub in turn.subs:
+            lane = self._lanes.get(sub)
+            busy += lane is not None and bool(lane.in_flight or lane.waiting)
+        return max(1, -(-slots // max(1, busy)))
+
+    def _others_wait(self, turn: TenantTurn, sub: str) -> bool:
+        """Tell whether another of the tenant's subscriptions has jobs that could start now."""
+        for other in turn.subs:
+            lane = self._lanes.get(other)
+            if other != sub and lane is not None and lane.ready:
+                return True
+        return False
+
     def _startable(self) -> int:
         """Count the jobs on hand that could start as soon as a slot is free."""
         busy, wanting = self._census()
@@ -491,10 +523,11 @@ class Dispatcher:
             turn.queued = False
             if not turn.ring:
                 continue
-            if turn.in_flight >= self._cap(turn, busy, wanting):
+            cap = self._cap(turn, busy, wanting)
+            if turn.in_flight >= cap:
                 parked.append(mid)
                 continue
-            self._start_one(turn, now)
+            self._start_one(turn, now, cap)
             if turn.ring and not turn.queued:  # more to start: back of the line
                 turn.queued = True
                 self._turns.append(mid)
@@ -504,8 +537,9 @@ class Dispatcher:
                 turn.queued = True
                 self._turns.append(mid)
 
-    def _start_one(self, turn: TenantTurn, now: float) -> None:
-        """Start one attempt of the first of the tenant's subscriptions that may send now."""
+    def _start_one(self, turn: TenantTurn, now: float, cap: int) -> None:
+        """Start one attempt of the first of the tenant's subscriptions that may send now
+        (`cap`: the tenant's slots)."""
         while turn.ring:
             sub = turn.ring.popleft()
             lane = self._lanes.get(sub)
@@ -514,6 +548,12 @@ class Dispatcher:
             lane.queued = False
             if not lane.waiting or lane.in_flight >= lane.max_in_flight:
                 continue  # re-queued when one of its attempts ends
+            if (
+                lane.in_flight
+                and self._others_wait(turn, sub)
+                and (lane.in_flight >= self._share(turn, cap))
+            ):
+                continue  # at its share of the tenant's slots: re-queued when one ends
             if lane.tripped_until > now:
                 continue  # its circuit opened: nothing more is sent for now
             if lane.rate is not None:
