@@ -72,3 +72,17 @@ def test_any_text_decodes_or_is_a_bad_request(cursor: str) -> None:
     except BadRequestError:
         return
     assert position is None or 0 <= position <= cursors.MAX_POSITION
+
+
+def test_a_huge_malformed_cursor_is_named_by_its_start_only() -> None:
+    with pytest.raises(BadRequestError) as refused:
+        cursors.decode("x" * 5000)
+    assert len(refused.value.detail) < 200 and "(5000 chars)" in refused.value.detail
+    with pytest.raises(BadRequestError) as keyed:
+        cursors.decode_keyed("y" * 5000)
+    assert len(keyed.value.detail) < 200
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False), st.text("abcXYZ019_-", min_size=1))
+def test_keyed_cursors_carry_the_exact_time_and_key(created_at: float, key: str) -> None:
+    assert cursors.decode_keyed(cursors.encode_keyed(created_at, key)) == (created_at, key)

@@ -177,6 +177,8 @@ def test_missing_header(missing: str) -> None:
         b'{"event_type": "object_create"}',
         json.dumps({**json.loads(BODY), "event_type": "object_explode"}).encode(),
         json.dumps({**json.loads(BODY), "entity_version": 0}).encode(),
+        json.dumps({**json.loads(BODY), "entity_version": "x"}).encode(),
+        b"[" * 100_000,  # nested past any parser's depth: still a 400, never a 500
     ],
 )
 def test_authentic_but_invalid_payload(body: bytes) -> None:

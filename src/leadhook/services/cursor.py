@@ -19,6 +19,11 @@ def encode(position: int) -> str:
     return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
 
 
+def _shown(cursor: str) -> str:
+    """The cursor as an error names it: the first 100 characters (one may be megabytes)."""
+    return repr(cursor) if len(cursor) <= 100 else f"{cursor[:100]!r}... ({len(cursor)} chars)"
+
+
 def decode(cursor: str | None) -> int | None:
     """Decode a cursor from `encode`; a malformed cursor is a 400."""
     if cursor is None or cursor == "":
@@ -30,7 +35,7 @@ def decode(cursor: str | None) -> int | None:
             raise ValueError(raw)
         return int(match.group(1))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"malformed cursor {cursor!r}") from exc
+        raise BadRequestError(f"malformed cursor {_shown(cursor)}") from exc
 
 
 # A keyed listing (subscriptions, oldest first) resumes after its last item's (created_at,
@@ -57,5 +62,5 @@ def decode_keyed(cursor: str | None) -> tuple[float, str] | None:
         if match is None:
             raise ValueError(raw)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"malformed cursor {cursor!r}") from exc
+        raise BadRequestError(f"malformed cursor {_shown(cursor)}") from exc
     return float(match.group(1)), match.group(2)

@@ -31,7 +31,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from leadhook.domain import circuit
@@ -44,6 +43,7 @@ from leadhook.domain.retry import (
     should_auto_disable,
 )
 from leadhook.domain.signing import webhook_headers
+from leadhook.domain.times import rfc3339
 from leadhook.services.lanes import MAX_IN_FLIGHT, Lane, burst
 from leadhook.services.ports import (
     USER_AGENT,
@@ -647,7 +647,7 @@ class Dispatcher:
         if isinstance(result, Gone):
             disable = Disable(f"endpoint answered {result.why}")
         elif should_auto_disable(job.first_failure_at, now, self._disable_after):
-            since = datetime.fromtimestamp(job.first_failure_at or now, UTC).isoformat()
+            since = rfc3339(job.first_failure_at or now)  # as every time in an answer
             disable = Disable(
                 f"auto-disabled: every attempt has failed since {since}",
                 failing_before=now - self._disable_after,
