@@ -126,7 +126,10 @@ def build(
     With `run_migrations` (a process starting), the database is migrated, the secret key is
     checked against it and stored webhook secrets are brought under the first key.
     """
-    engine = make_engine(settings.database_url)
+    # Each PostgreSQL writer thread keeps a connection for as long as it lives: the pool has
+    # its 16 for everything else besides them (with 16 writer threads and a pool of 16, the
+    # API's reads waited for a connection that never came free).
+    engine = make_engine(settings.database_url, pool_size=16 + settings.writer_threads)
     key_file = None if settings.secret_keys else default_key_file(settings.database_url)
     # A start (`run_migrations`) reads the database before a key file is made: an unreachable
     # database stops it here, as the migrations would.

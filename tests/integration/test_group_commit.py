@@ -671,3 +671,40 @@ def test_an_error_read_when_the_pipeline_ends_taints_the_connection(
         assert conn.connection.driver_connection.prepare_threshold is None
         conn.rollback()
         conn.invalidate()  # as the writer does with a tainted connection
+
+
+@pytest.mark.postgres
+def test_the_most_writer_threads_leave_connections_for_everything_else(
+    postgres_url: str,
+) -> None:
+    """Catches: 16 writer threads each keeping a connection of a 16-connection pool, so the
+    API's reads (authentication, listings) waited 30 s for one and serve wedged."""
+    from leadhook.bootstrap import build
+    from leadhook.settings import Settings
+
+    c = build(Settings(database_url=postgres_url, writer_threads=32))
+    try:
+        mid = c.tenants.create("busy", "busy").tenant.mid
+        futures = [
+            c.leads.submit_create(_req(mid), {"fields": {"name": f"n{i}"}}) for i in range(96)
+        ]
+        results = [f.result(timeout=60) for f in futures]
+        assert all(status == 201 for status, _ in results)
+        # With as many connections held as there are writer threads (each keeps one while it
+        # lives), reads still get one at once.
+        held = [c.engine.connect() for _ in range(32)]
+        done = threading.Event()
+
+        def read() -> None:
+            c.leads.list(mid, LeadFilter(), None, 5)
+            done.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert done.wait(10), "a read waited for a pool connection"
+        reader.join()
+        for conn in held:
+            conn.close()
+        assert _count(c, mid) == 96
+    finally:
+        c.close()
