@@ -184,7 +184,12 @@ WITH due AS (
                 AND e.entity_id = d.entity_id
                 AND e.status IN ('pending', 'failed')
                 AND (e.entity_version < d.entity_version
-                     OR (e.locked_until >= :now AND e.seq <> d.seq)))
+                     OR (e.locked_until >= :now AND e.seq <> d.seq))
+              -- OFFSET 0 keeps this a subplan run per due row, an index probe of the lead's
+              -- unfinished deliveries. Pulled up into an anti join, statistics taken while
+              -- nothing was due let the planner scan the whole partial index once per due row:
+              -- 8.9 s a claim behind a burst of 6,000 (13 ms as a subplan).
+              OFFSET 0)
         ORDER BY d.next_attempt_at
         LIMIT :scan
     ) AS due
