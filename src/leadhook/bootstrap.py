@@ -136,16 +136,20 @@ def build(
     if run_migrations and key_file is not None and not key_file.exists() and holds_secrets(engine):
         # A database copied without its key file: a new key could decrypt none of its
         # secrets. Say what is missing, and create nothing.
+        # (SQLite's key file sits beside the database; PostgreSQL's in the directory the
+        # first process started in.)
+        where = "beside the database" if is_sqlite(engine) else "into this directory"
         engine.dispose()
         raise SecretKeyError(
             f"this database's webhook secrets are encrypted, and their key file {key_file}"
-            " is missing: copy the key file beside the database (it was made on the first"
+            f" is missing: copy the key file {where} (it was made on the first"
             " start, or restored with the database's backup), or set LEADHOOK_SECRET_KEY"
         )
     box = load_box(settings.secret_keys, settings.database_url)
     attach(engine, box)
     if run_migrations:
         migrate.upgrade(engine, secret_box=box)
+        migrate.check_schema(engine)
         prepare_secrets(engine, box)
     gate = WriteGate(engine)
     clock = clock or SystemClock()

@@ -97,7 +97,7 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 def _duration(name: str, value: str | None, default: float | None) -> float | None:
     """Read a duration: seconds (`3600`), or a number with a unit (`90m`, `24h`, `30d`);
-    `off` (or `0`) keeps the rows forever."""
+    `off` (or zero, in any unit) keeps the rows forever."""
     if value is None or value.strip() == "":
         return default
     text = value.strip().lower()
@@ -113,7 +113,9 @@ def _duration(name: str, value: str | None, default: float | None) -> float | No
         ) from exc
     if not math.isfinite(seconds) or seconds < 0:
         raise SettingsError(f"{name} must be a positive duration or off, not {value!r}")
-    return seconds
+    # Zero in any unit is `0`: keep forever. (0s once meant "purge at once", so an operator
+    # writing 0d for "off" lost the log within a minute.)
+    return seconds or None
 
 
 def _retention(env: Mapping[str, str]) -> RetentionPolicy:

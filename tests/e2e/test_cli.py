@@ -173,6 +173,30 @@ def test_a_bad_switch_in_the_environment_stops_serve(tmp_path: Path) -> None:
     assert "LEADHOOK_ALLOW_PRIVATE_TARGETS" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "garbage",
+        "postgresql://u:secretpw@h:notaport/x",
+        "mysql://u:secretpw@h/db",
+        "postgresql+asyncpg://u@h/db",
+        "sqlite+aiosqlite:///x.db",
+    ],
+)
+def test_a_database_url_leadhook_cannot_use_is_one_line_and_exit_2(
+    tmp_path: Path, url: str
+) -> None:
+    for args, env in (
+        (("worker", "--database-url", url), clean_env()),
+        (("serve", "--port", str(free_port())), clean_env(LEADHOOK_DATABASE_URL=url)),
+    ):
+        result = run(*args, cwd=tmp_path, env=env)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith("error: the database URL"), result.stderr
+        assert "Traceback" not in result.stderr and "secretpw" not in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing made: no key file, no database
+
+
 def test_demo_delivers_and_verifies_every_event_type(tmp_path: Path) -> None:
     started = time.monotonic()
     result = run("demo", cwd=tmp_path)

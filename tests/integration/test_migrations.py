@@ -176,3 +176,38 @@ def test_automation_migration_backfills_clocks_and_duplicate_keys(engine: Engine
     assert (row.mobile_key, row.email_key) == ("13800138000", "zhao@example.com")
     lead = Lead.from_json(json.loads(row.state))
     assert (lead.owner_since, lead.last_follow_up_at) == (300, 200)
+
+
+def test_a_database_lacking_what_its_revision_promises_is_refused(
+    database_url: str, engine: Engine
+) -> None:
+    """Catches: a database migrated by a development build (whose history was re-chained
+    since) recorded the head revision without one migration's columns; leadhook trusted the
+    revision and answered 500 on every request."""
+    from leadhook.bootstrap import build
+    from leadhook.settings import Settings
+
+    build(Settings(database_url=database_url)).close()  # migrated to head: accepted
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE subscriptions DROP COLUMN circuit_retry_at"))
+    with pytest.raises(migrate.SchemaMismatchError, match=r"subscriptions\.circuit_retry_at"):
+        build(Settings(database_url=database_url))
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leadhook",
+            "tenants",
+            "keys",
+            "list",
+            "acme",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LEADHOOK_SECRET_KEY": ""},
+        timeout=60,
+    )
+    assert cli.returncode == 2, cli.stdout + cli.stderr
+    assert "lacks subscriptions.circuit_retry_at" in cli.stderr and "Traceback" not in cli.stderr

@@ -873,3 +873,24 @@ async def test_a_backlog_is_recorded_in_fewer_larger_transactions() -> None:
     writes = queue.settles + queue.alone
     # Verdicts per transaction: 6 with 2 ms of gathering throughout; 12-20 measured here.
     assert 1600 / writes >= 10, (queue.settles, queue.alone)
+
+
+async def test_a_database_outage_logs_one_traceback_then_a_line_a_try(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class DownQueue(MemoryQueue):
+        down = 2  # claims that fail, as a database that is down fails them
+
+        def claim(self, **kwargs: Any) -> list[Job]:
+            if self.down:
+                self.down -= 1
+                raise RuntimeError("database is down")
+            return super().claim(**kwargs)
+
+    queue, sender = DownQueue(), FakeSender()
+    queue.add(Sub("s"), "L1", 1)
+    with caplog.at_level("WARNING", logger="leadhook.dispatcher"):
+        await run_until(make(queue, sender), finished(queue))
+    failed = [r for r in caplog.records if r.getMessage().startswith("claim failed")]
+    assert [bool(r.exc_info) for r in failed] == [True, False]
+    assert any(r.getMessage() == "claims work again" for r in caplog.records)

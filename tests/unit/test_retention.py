@@ -28,6 +28,10 @@ def test_durations_from_the_environment() -> None:
     assert Settings.from_env({"LEADHOOK_EVENT_RETENTION": "12h"}).retention.event_retention == (
         12 * 3600
     )
+    # Zero in any unit is off (0s once meant "purge at once": 0d for "off" lost the log).
+    for zero in ("0", "0s", "0d", "0.0", "0h"):
+        policy = Settings.from_env({"LEADHOOK_EVENT_RETENTION": zero}).retention
+        assert policy.event_retention is None, zero
 
 
 @pytest.mark.parametrize("bad", ["soon", "-1d", "1w", "nan", "inf"])

@@ -54,12 +54,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment, with command-line flags winning; exit 2 on a bad value."""
+    from leadhook.adapters.db.engine import url_problem
     from leadhook.settings import Settings, SettingsError
 
     try:
-        return Settings.from_env(**overrides)
+        settings = Settings.from_env(**overrides)
     except SettingsError as exc:
         fail(str(exc), 2)
+    problem = url_problem(settings.database_url)
+    if problem is not None:
+        fail(problem, 2)
+    return settings
 
 
 def display_url(url: str) -> str:
@@ -74,6 +79,7 @@ def opened(settings: Settings) -> Iterator[Container]:
     """Build the container (migrating the database) and close it after; fail on errors."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from leadhook.adapters.db.migrate import SchemaMismatchError
     from leadhook.adapters.secretbox import SecretKeyError
     from leadhook.bootstrap import build
 
@@ -81,7 +87,7 @@ def opened(settings: Settings) -> Iterator[Container]:
         container = build(settings)
     except SQLAlchemyError as exc:
         fail(f"cannot open {display_url(settings.database_url)}: {exc.__class__.__name__}: {exc}")
-    except SecretKeyError as exc:
+    except (SecretKeyError, SchemaMismatchError) as exc:
         fail(str(exc), 2)
     try:
         yield container

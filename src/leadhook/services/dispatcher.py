@@ -150,6 +150,7 @@ class Dispatcher:
             raise ValueError(f"a lease ({lease_seconds}s) must last at least a second")
         self._queue, self._make_sender, self._policy = queue, sender_factory, policy
         self._clock, self._wakeup, self._rand = clock, wakeup, rand
+        self._claim_failures = 0  # claims failed in a row (a database outage)
         self._concurrency, self._batch, self._poll = concurrency, batch_size, poll_interval
         self._gather = gather
         self._lease, self._timeout, self._disable_after = lease_seconds, timeout, auto_disable_after
@@ -380,8 +381,21 @@ class Dispatcher:
             self._verdicts[:0], self._releases[:0] = verdicts, releases
             if verdicts or releases:
                 self._flush.set()
-            log.exception("claim failed; retrying in 1s", extra={"worker_id": self.worker_id})
+            # The first failure of a run with its traceback; then a line a second until a
+            # claim succeeds again (a database outage is not sixty lines a second).
+            extra = {"worker_id": self.worker_id, "failures": self._claim_failures + 1}
+            if self._claim_failures:
+                log.warning("claim failed again; retrying in 1s", extra=extra)
+            else:
+                log.exception("claim failed; retrying in 1s", extra=extra)
+            self._claim_failures += 1
             return -1
+        if self._claim_failures:
+            log.warning(
+                "claims work again",
+                extra={"worker_id": self.worker_id, "failures": self._claim_failures},
+            )
+            self._claim_failures = 0
         if verdicts or releases:
             self._recorded(verdicts, releases)
         self.stats.claimed += len(jobs)

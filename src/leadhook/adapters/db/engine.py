@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite:///./leadhook.db"
 
@@ -41,6 +42,28 @@ def normalize_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def url_problem(url: str) -> str | None:
+    """Say what makes `url` unusable as leadhook's database URL (None: nothing). Checked
+    before anything connects, so a typo is one clear line (the CLI exits 2), not a traceback
+    from the driver loader; the URL itself is not repeated (it may hold a password)."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except (ArgumentError, ValueError):
+        return (
+            "the database URL cannot be read: use sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DATABASE"
+        )
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite" and driver == "pysqlite":
+        return None
+    if backend == "postgresql" and driver == "psycopg":
+        return None
+    return (
+        f"the database URL names {parsed.drivername!r}: leadhook runs on sqlite:///PATH "
+        "or postgresql://... (psycopg 3, also written postgresql+psycopg://)"
+    )
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant works: it only has to be the same in every leadhook process.
@@ -54,3 +54,38 @@ def downgrade(engine: Engine, revision: str = "base", *, secret_box: Any = None)
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
         conn.commit()
+
+
+class SchemaMismatchError(RuntimeError):
+    """The database's tables lack columns its migration revision promises."""
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a database whose tables lack a table or column of leadhook's schema.
+
+    Alembic trusts the revision a database records. Development builds of leadhook once
+    recorded revisions without the schema that revision has now (its history was
+    re-chained), and a process that trusted them answered 500 on every request; so each
+    process checks, after migrating, that every table and column is there.
+    """
+    from leadhook.adapters.db.tables import metadata
+
+    found = inspect(engine)
+    tables = set(found.get_table_names())
+    missing: list[str] = []
+    for table in metadata.sorted_tables:
+        if table.name not in tables:
+            missing.append(table.name)
+            continue
+        columns = {c["name"] for c in found.get_columns(table.name)}
+        missing.extend(f"{table.name}.{c.name}" for c in table.columns if c.name not in columns)
+    if missing:
+        with engine.connect() as conn:
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        raise SchemaMismatchError(
+            f"the database records schema revision {revision} but lacks "
+            f"{', '.join(missing[:8])}{' and more' if len(missing) > 8 else ''}: it was "
+            "migrated by a development build of leadhook whose migrations differ from this "
+            "one's. leadhook will not run on it: restore a backup from before that build, or "
+            "start from a new database"
+        )
