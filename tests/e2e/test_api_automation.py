@@ -96,8 +96,21 @@ def test_claim_and_its_refusals(api: tuple[Api, FakeClock]) -> None:
     assert_problem(a.post(f"/v1/leads/{two}/claim", json={"member": "nobody"}), 422)
     assert_problem(a.post(f"/v1/leads/{two}/claim", json={}), 422)
     assert_problem(a.post("/v1/leads/missing/claim", json={"member": "m1"}), 404)
+    # The operator of a claim is the member: operator_type 2, given or left out.
+    for op_type in (0, 1):
+        bad = {"member": "m2", "operator": {"operator_type": op_type, "operator_id": 5}}
+        assert_problem(
+            a.post(f"/v1/leads/{two}/claim", json=bad), 422, ["body", "operator", "operator_type"]
+        )
     assert a.counts() == before
-    assert_behaviour(a.post(f"/v1/leads/{two}/claim", json={"member": "m2"}))
+    details = {"operator_id": 77, "login_platform": "member_center"}
+    resp = a.post(f"/v1/leads/{two}/claim", json={"member": "m2", "operator": details})
+    extra = assert_behaviour(resp)["events"][0]["extra_data"]
+    assert (extra["operator_type"], extra["operator_id"], extra["login_platform"]) == (
+        2,
+        77,
+        "member_center",
+    )
 
 
 def test_return_then_allocation(api: tuple[Api, FakeClock]) -> None:

@@ -647,6 +647,25 @@ def test_a_merge_by_the_system_is_automatic_and_keeps_an_owner(world: World) -> 
     assert events[0]["action_keyword"] == "auto_distribution"
 
 
+def test_a_value_the_catalog_no_longer_takes_stays_with_the_duplicate(world: World) -> None:
+    # The duplicate's grade was "b" when written; the option is gone now, and score has
+    # become a number field. The merge carries what is still valid and refuses nothing.
+    world.put(
+        "fields", "grade", {"name": "等级", "type": "option", "options": {"a": "A", "b": "B"}}
+    )
+    world.put("fields", "score", {"name": "分数"})
+    survivor = world.create(fields={"name": "s"})["lead"]["id"]
+    dup = world.create(fields={"grade": "b", "score": "abc", "title": "CTO"})["lead"]["id"]
+    world.put("fields", "grade", {"name": "等级", "type": "option", "options": {"a": "A"}})
+    world.put("fields", "score", {"name": "分数", "type": "number"})
+    status, body = world.pools.merge(world.req(), survivor, [dup])
+    assert status == 200
+    update = json.loads(body)["events"][0]
+    assert update["event_type"] == "object_update"
+    assert update["extra_data"]["mapping_data"] == {"title": [None, "CTO"]}
+    assert world.lead(dup)["fields"]["grade"] == "b"  # kept on the voided duplicate
+
+
 @pytest.mark.parametrize(
     "duplicates",
     [[], "x", [1], ["SELF"], ["A", "A"], [f"L{i}" for i in range(51)]],

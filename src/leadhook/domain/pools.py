@@ -18,6 +18,7 @@ from leadhook.domain.catalog import (
     ASSIGNMENT_MODES,
     Assignment,
     Catalog,
+    FieldDef,
     LeadPool,
     Reclaim,
 )
@@ -25,7 +26,7 @@ from leadhook.domain.errors import ClaimRefusedError, LeadVoidedError, Validatio
 from leadhook.domain.events import LeadEvent, OwnerExtra
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import SYSTEM
-from leadhook.domain.values import MAX_TEXT, local_timestamp
+from leadhook.domain.values import MAX_TEXT, coerce, local_timestamp
 
 RULE_RECLAIM = "reclaim"
 MAX_AFTER_DAYS = 3650
@@ -366,6 +367,7 @@ def merge(ctx: b.Context, survivor: Lead, duplicates: Sequence[Duplicate]) -> Me
                 and value is not None
                 and survivor.value(code) is None
                 and code not in fills
+                and _still_valid(cat, fdef, value)
             ):
                 fills[code] = value
     out = b.Effect(survivor)
@@ -384,6 +386,17 @@ def merge(ctx: b.Context, survivor: Lead, duplicates: Sequence[Duplicate]) -> Me
     voided = [b.void(ctx, d.lead, f"merged into lead {survivor.id}") for d in duplicates]
     events = (*out.events, *(e for v in voided for e in v.events))
     return MergeOutcome(out.lead, tuple(v.lead for v in voided), events)
+
+
+def _still_valid(catalog: Catalog, fdef: FieldDef, value: Any) -> bool:
+    """Tell whether a duplicate's stored value is one the field takes today: a value the
+    catalog has since ruled out (an option removed, a text field made a number) stays with
+    the voided duplicate instead of refusing the whole merge over a field nobody sent."""
+    try:
+        coerce(catalog, fdef, value, ("body", "fields", fdef.code))
+    except ValidationError:
+        return False
+    return True
 
 
 def merged_note(duplicates: Sequence[Duplicate]) -> str:

@@ -17,6 +17,7 @@ from leadhook.api import models as m
 from leadhook.api.deps import BEHAVIOUR_HEADERS, BehaviourReq, ContainerDep, Mid
 from leadhook.api.problems_doc import ERRORS
 from leadhook.bootstrap import Container
+from leadhook.domain.errors import ValidationError
 from leadhook.domain.operator import Operator
 from leadhook.services.leads import BehaviourRequest, dumps
 from leadhook.services.ports import LeadFilter
@@ -285,15 +286,34 @@ for _spec in (
 # ---- lead pools: claim, return, duplicate check and merge (docs/automation.md) --------------
 
 
-@router.post("/{lead_id}/claim", response_model=m.BehaviourOut, summary="Claim from the pool")
+@router.post(
+    "/{lead_id}/claim",
+    response_model=m.BehaviourOut,
+    summary="Claim from the pool",
+    openapi_extra=BEHAVIOUR_HEADERS,
+)
 def claim(lead_id: str, body: m.ClaimIn, req: BehaviourReq, c: ContainerDep) -> Response:
     """A member of the lead's pool takes the unowned lead (scene 3, she is the operator):
     `object_change_owner`. 409 when the lead has an owner, the member may not claim from the
-    pool, or she holds the pool's `claim_limit` already."""
+    pool, or she holds the pool's `claim_limit` already. An `operator` in the body is the
+    member herself: its `operator_type` is 2, given or left out."""
+    op = body.operator
+    if op is not None:
+        if "operator_type" not in op.model_fields_set:
+            body = body.model_copy(update={"operator": op.model_copy(update={"operator_type": 2})})
+        elif op.operator_type != 2:
+            raise ValidationError.at(
+                ("body", "operator", "operator_type"), "a claim is made by the member: must be 2"
+            )
     return _json(c.pools.claim(_with_operator(req, body), lead_id, body.member))
 
 
-@router.post("/{lead_id}/return", response_model=m.BehaviourOut, summary="Return to a pool")
+@router.post(
+    "/{lead_id}/return",
+    response_model=m.BehaviourOut,
+    summary="Return to a pool",
+    openapi_extra=BEHAVIOUR_HEADERS,
+)
 def return_lead(
     lead_id: str,
     req: BehaviourReq,
@@ -316,7 +336,12 @@ def duplicates(lead_id: str, mid: Mid, c: ContainerDep, limit: Limit = 50) -> Re
     return Response(c.pools.duplicates(mid, lead_id, limit), media_type=JSON)
 
 
-@router.post("/{lead_id}/merge", response_model=m.BehaviourOut, summary="Merge duplicates")
+@router.post(
+    "/{lead_id}/merge",
+    response_model=m.BehaviourOut,
+    summary="Merge duplicates",
+    openapi_extra=BEHAVIOUR_HEADERS,
+)
 def merge(lead_id: str, body: m.MergeIn, req: BehaviourReq, c: ContainerDep) -> Response:
     """Keep this lead, fill its empty fields, notes, team members and (if it has none) owner
     from the duplicates, and void them, in one transaction (scene 6). `events` lists every
