@@ -181,6 +181,8 @@ def test_a_bad_switch_in_the_environment_stops_serve(tmp_path: Path) -> None:
         "mysql://u:secretpw@h/db",
         "postgresql+asyncpg://u@h/db",
         "sqlite+aiosqlite:///x.db",
+        "sqlite:///:memory:",
+        "sqlite://",
     ],
 )
 def test_a_database_url_leadhook_cannot_use_is_one_line_and_exit_2(

@@ -123,6 +123,23 @@ def test_a_subscription_made_in_the_console_is_the_apis(client: TestClient) -> N
     assert bad.status_code == 422 and 'role="alert"' in bad.text
     again = client.get(f"/console/subscriptions/{sub['id']}")
     assert again.status_code == 200 and secret.group(1) not in again.text  # shown once
+    assert 'max="256"' in again.text  # the API's bound, not a looser one
+    # A refused edit shows the reason and keeps what was typed; nothing is saved.
+    typed = {
+        "csrf_token": token,
+        "url": "http://127.0.0.1:9/hook",
+        "description": "MY NEW DESC",
+        "max_in_flight": "500",
+        "event_types": ["object_update"],
+    }
+    refused = client.post(f"/console/subscriptions/{sub['id']}", data=typed)
+    assert refused.status_code == 422 and 'role="alert"' in refused.text
+    assert 'value="MY NEW DESC"' in refused.text and 'value="500"' in refused.text
+    assert re.search(r'value="object_update" checked', refused.text)
+    stored = client.get(
+        f"/v1/subscriptions/{sub['id']}", headers={"Authorization": f"Bearer {key}"}
+    ).json()
+    assert stored["description"] == "CRM" and stored["max_in_flight"] == sub["max_in_flight"]
 
 
 def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:

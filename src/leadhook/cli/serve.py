@@ -7,7 +7,7 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -38,7 +38,7 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
 ) -> None:
     """Serve the HTTP API and deliver webhooks from a child process it supervises (migrates the
-    database first; an in-memory database delivers in this process)."""
+    database first)."""
     from leadhook.cli.runtime import base_url, bind, run_async, run_service
 
     configure_logging(log_level)
@@ -62,7 +62,7 @@ def serve(
             run_service(
                 container,
                 sock=sock,
-                deliver=delivery_mode(settings.database_url),
+                deliver="process",
                 concurrency=concurrency,
                 on_started=banner,
                 log_level=log_level,
@@ -71,16 +71,6 @@ def serve(
             )
         )
     console.print("leadhook stopped.")
-
-
-def delivery_mode(database_url: str) -> Literal["inline", "process"]:
-    """Deliver from a child process, unless the database lives only in this process's memory."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        return "inline"
-    return "process"
 
 
 def print_serve_banner(url: str, settings: Settings, *, generated: bool, mid: str = "acme") -> None:

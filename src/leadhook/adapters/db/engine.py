@@ -56,6 +56,13 @@ def url_problem(url: str) -> str | None:
             "postgresql://USER@HOST:PORT/DATABASE"
         )
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # Each connection would be a database of its own: leadhook's threads and its delivery
+        # process would not see what the API wrote.
+        return (
+            "the database URL names an in-memory SQLite database, which leadhook's threads and"
+            " processes cannot share: name a file, sqlite:///PATH"
+        )
     if backend == "sqlite" and driver == "pysqlite":
         return None
     if backend == "postgresql" and driver == "psycopg":

@@ -37,6 +37,7 @@ from leadhook.services.console import (
     local_time,
     pretty_json,
 )
+from leadhook.services.lanes import MAX_IN_FLIGHT
 from leadhook.services.subscriptions import REPLAYABLE
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -283,6 +284,7 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
         health=health,
         chart_json=page.render_json([asdict(chart)]),
         replayable=REPLAYABLE,
+        max_in_flight_cap=MAX_IN_FLIGHT,
         nav="subscriptions",
         canonical=f"/console/subscriptions/{sub.id}",
         **extra,
@@ -332,7 +334,16 @@ def edit_subscription(
     except LeadhookError as exc:
         if error_status(exc) == 404:
             raise
-        return _subscription_page(page, sub_id, status=error_status(exc), error=exc.detail)
+        typed = {
+            "url": url,
+            "description": description,
+            "max_in_flight": max_in_flight or "",
+            "rate_limit_per_s": rate_limit_per_s or "",
+            "event_types": event_types or [],
+        }
+        return _subscription_page(
+            page, sub_id, status=error_status(exc), error=exc.detail, form=typed
+        )
     return page.redirect(f"/console/subscriptions/{sub_id}?done=saved")
 
 
