@@ -166,6 +166,23 @@ def test_listen_refuses_a_bad_option_before_it_listens(
     assert said in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [(("--timezone", "Mars/Olympus"), "timezone"), (("--object-id", ""), "object_id")],
+)
+def test_a_bad_option_of_tenants_create_is_exit_2(
+    tmp_path: Path, option: tuple[str, ...], said: str
+) -> None:
+    db = ["--database-url", f"sqlite:///{tmp_path}/t.db"]
+    result = run("tenants", "create", "acme", *option, *db, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"error: {said}" in result.stderr
+    made = run("tenants", "create", "acme", *db, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr  # nothing was made by the refused call
+    again = run("tenants", "create", "acme", *db, cwd=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr  # a failure, not a typo
+
+
 def test_a_bad_switch_in_the_environment_stops_serve(tmp_path: Path) -> None:
     env = clean_env(LEADHOOK_ALLOW_PRIVATE_TARGETS="maybe")
     result = run("serve", "--port", str(free_port()), cwd=tmp_path, env=env)
@@ -211,6 +228,7 @@ def test_demo_delivers_and_verifies_every_event_type(tmp_path: Path) -> None:
     assert "owner: - → 王芳" in result.stdout
     assert time.monotonic() - started < 30
     assert list(tmp_path.iterdir()) == []  # temporary storage only
+    assert "key file" not in result.stdout + result.stderr  # none made, none to keep
 
 
 # ---- long-running commands ---------------------------------------------------------------
@@ -294,17 +312,18 @@ def test_listen_verifies_what_serve_delivers(tmp_path: Path, start: Callable[...
     hook = f"http://127.0.0.1:{listen_port}/hook"
     sub = post(f"{base}/v1/subscriptions", {"url": hook, "event_types": ["*"]}, key)
 
+    # Two secrets in the environment, comma-separated, as during a rotation.
+    retired = "whsec_" + "B" * 32
     listen = start(
         "listen",
         "--port",
         str(listen_port),
-        "--secret",
-        sub["secret"],
         "--forward-to",
         f"http://127.0.0.1:{downstream_port}/in",
         name="listen",
+        LEADHOOK_LISTEN_SECRET=f"{retired},{sub['secret']}",
     )
-    listen.wait_for("Ctrl-C")
+    assert "Verifying signatures with 2 secret(s)" in listen.wait_for("Ctrl-C")
     assert "no --secret given" in downstream.wait_for("Ctrl-C")
 
     created = post(f"{base}/v1/leads", {"fields": {"name": "Ada Lovelace"}}, key)

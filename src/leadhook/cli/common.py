@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from leadhook.domain.errors import LeadhookError
+from leadhook.domain.errors import LeadhookError, ValidationError
 
 if TYPE_CHECKING:
     from leadhook.bootstrap import Container
@@ -91,6 +91,8 @@ def opened(settings: Settings) -> Iterator[Container]:
         fail(str(exc), 2)
     try:
         yield container
+    except ValidationError as exc:  # a bad option value (a time zone, an id): exit 2
+        fail(exc.detail.removeprefix("body."), 2)
     except LeadhookError as exc:
         fail(exc.detail.removeprefix("body."))
     finally:

@@ -247,6 +247,7 @@ async def run_demo(console: Console, *, timeout: float = 30.0) -> int:
     import httpx
     from aiohttp import web
 
+    from leadhook.adapters.secretbox import generate_key
     from leadhook.bootstrap import build
     from leadhook.cli.runtime import base_url, bind, run_service
     from leadhook.domain.retry import RetryPolicy
@@ -261,6 +262,9 @@ async def run_demo(console: Console, *, timeout: float = 30.0) -> int:
             allow_private_targets=True,
             retry_policy=RetryPolicy(schedule=(0.2, 0.5, 1.0, 2.0)),
             delivery_timeout=5.0,
+            # A key of this run only: the demo's database goes with its temporary directory,
+            # and no key file is made (nor announced as one to keep and back up).
+            secret_keys=(generate_key(),),
         )
         container = build(settings)
         api_sock, hook_sock = bind("127.0.0.1", 0), bind("127.0.0.1", 0)

@@ -184,7 +184,7 @@ async def run_listener(
         try:
             subscriber_key(s)
         except ValueError as exc:
-            raise ValueError(f"--secret {s[:10]}…: {exc}") from None
+            raise ValueError(f"--secret (or LEADHOOK_LISTEN_SECRET) {s[:10]}…: {exc}") from None
     client = httpx.AsyncClient(timeout=10.0) if forward_to else None
     listener = Listener(console, list(secrets), forward_to, client)
     app = web.Application()
@@ -229,7 +229,8 @@ def listen(
         typer.Option(
             "--secret",
             envvar="LEADHOOK_LISTEN_SECRET",
-            help="The subscription's whsec_ secret; repeat it during a rotation.",
+            help="The subscription's whsec_ secret; repeat it during a rotation (in"
+            " LEADHOOK_LISTEN_SECRET, separate them with commas or spaces).",
         ),
     ] = None,
     forward_to: Annotated[
@@ -252,7 +253,10 @@ def listen(
         sock = bind(host, port)
     except OSError as exc:
         common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    # Several secrets: repeated options, or one value (the environment's) split at commas
+    # or spaces, as LEADHOOK_SECRET_KEY's list is written.
+    secrets = [part for item in secret or [] for part in item.replace(",", " ").split()]
     try:
-        run_async(run_listener(common.console, sock, secrets=secret or [], forward_to=forward_to))
+        run_async(run_listener(common.console, sock, secrets=secrets, forward_to=forward_to))
     except ValueError as exc:
         common.fail(str(exc), 2)
