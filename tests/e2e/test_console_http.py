@@ -188,3 +188,13 @@ def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(client: TestC
     client.cookies.clear()
     assert sign_in(client, key) != token
     assert client.get("/console/leads").status_code == 200
+
+
+def test_an_unknown_console_address_is_the_consoles_not_found_page(client: TestClient) -> None:
+    for path in ("/console/nosuchpage", "/console/leads/x/y/z"):
+        resp = client.get(path)
+        assert resp.status_code == 404, path
+        assert resp.headers["content-type"].startswith("text/html"), path
+    assert client.get("/console/static/console.css").status_code == 200  # assets still served
+    assert client.get("/console/static/nope.css").status_code == 404
+    assert client.get("/v1/nosuch").headers["content-type"].startswith("application/problem")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from starlette.staticfiles import StaticFiles
 
-from leadhook.api.console.routes import router
+from leadhook.api.console.routes import router, unknown_pages
 from leadhook.api.console.session import SessionSigner
 
 
@@ -27,4 +27,5 @@ def install(app: FastAPI) -> APIRouter:
         StaticFiles(packages=[("leadhook.api.console", "static")]),
         name="console-static",
     )
+    app.include_router(unknown_pages)
     return router

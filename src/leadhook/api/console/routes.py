@@ -29,7 +29,12 @@ from leadhook.api.console.views import (
     safe_next,
     signed_in,
 )
-from leadhook.domain.errors import BadRequestError, LeadhookError, UnauthorizedError
+from leadhook.domain.errors import (
+    BadRequestError,
+    LeadhookError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from leadhook.services.console import (
     DeliveryQuery,
     lead_fields,
@@ -474,3 +479,15 @@ def retry(page: PageDep, delivery_id: str) -> Response:
             raise
         return _delivery_page(page, delivery_id, status=error_status(exc), error=exc.detail)
     return page.redirect(f"/console/deliveries/{delivery_id}?done=retried")
+
+
+# Included after the static files' mount (console/__init__.py), so it only catches what no
+# page and no asset is: an unknown console address is the console's own "not found" page,
+# in its language, not the API's problem+json.
+unknown_pages = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
+
+
+@unknown_pages.api_route("/{rest:path}", methods=["GET", "POST"])
+def unknown_page(rest: str) -> Response:
+    """No such page of the console."""
+    raise NotFoundError(f"the console has no page /console/{rest}")
