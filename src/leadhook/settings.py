@@ -76,7 +76,10 @@ def _interval(name: str, value: str | None, default: float) -> float:
             return 0.0
     except ValueError:
         pass  # `_positive` names the problem
-    return _positive(name, value, default)
+    try:
+        return _positive(name, value, default)
+    except SettingsError as exc:
+        raise SettingsError(f"{exc} (or 0, which turns it off)") from None
 
 
 def _count(name: str, value: str | None, default: int, most: int) -> int:
@@ -177,7 +180,12 @@ class Settings:
                 RetryPolicy.default() if schedule is None else RetryPolicy.from_env_value(schedule)
             )
         except ValueError as exc:
-            raise SettingsError(f"LEADHOOK_RETRY_SCHEDULE: {exc}") from exc
+            # The policy's message names the variable already when it read it from there.
+            text = str(exc)
+            prefix = (
+                "" if text.startswith("LEADHOOK_RETRY_SCHEDULE") else "LEADHOOK_RETRY_SCHEDULE: "
+            )
+            raise SettingsError(prefix + text) from exc
         try:
             raw_keys = env.get("LEADHOOK_SECRET_KEY", "").strip()
             keys = parse_keys(raw_keys) if raw_keys else ()

@@ -693,8 +693,11 @@ def test_the_automation_interval_comes_from_the_environment() -> None:
     assert Settings.from_env({"LEADHOOK_AUTOMATION_INTERVAL": "2.5"}).automation_interval == 2.5
     assert Settings.from_env({"LEADHOOK_AUTOMATION_INTERVAL": "0"}).automation_interval == 0.0
     for bad in ("-1", "soon", "inf"):
-        with pytest.raises(SettingsError):
+        with pytest.raises(SettingsError, match=r"or 0, which turns it off"):
             Settings.from_env({"LEADHOOK_AUTOMATION_INTERVAL": bad})
+    with pytest.raises(SettingsError) as schedule:
+        Settings.from_env({"LEADHOOK_RETRY_SCHEDULE": "a,b"})
+    assert str(schedule.value).count("LEADHOOK_RETRY_SCHEDULE") == 1  # named once
 
 
 def test_a_retried_create_does_not_take_a_second_turn(world: World) -> None:
