@@ -15,13 +15,13 @@ from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
+    ENDED_BY_DELETE,
     REPLAYABLE,
     SETTLED,
     UNFINISHED,
     Attempt,
     Delivery,
     DeliveryFilter,
-    DeliveryStatus,
     IdFactory,
     NewEvent,
     Page,
@@ -131,20 +131,11 @@ class SqlSubscriptions(_OnConnection):
             .values(deleted_at=at, enabled=False, disabled_reason="deleted")
         )
         # Nothing more is sent to a deleted endpoint: its unfinished deliveries end as dead.
-        # Their leases end too: an attempt in flight now is still recorded among the attempts,
-        # but its verdict (retry, or delivered) no longer finds its lease and leaves them dead.
         d = t.deliveries.c
         self.conn.execute(
             update(t.deliveries)
             .where(d.subscription_id == sub_id, d.status.in_(UNFINISHED))
-            .values(
-                status=DeliveryStatus.DEAD,
-                last_error="subscription deleted",
-                updated_at=at,
-                next_attempt_at=None,
-                locked_until=None,
-                locked_by=None,
-            )
+            .values(**ENDED_BY_DELETE, updated_at=at)
         )
 
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:

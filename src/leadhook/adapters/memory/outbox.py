@@ -8,6 +8,7 @@ from dataclasses import replace
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
+    ENDED_BY_DELETE,
     REPLAYABLE,
     SETTLED,
     UNFINISHED,
@@ -57,14 +58,7 @@ class MemorySubscriptions:
         # Nothing more is sent to a deleted endpoint: its unfinished deliveries end as dead.
         for seq, d in list(self._s.deliveries.items()):
             if d.subscription_id == sub_id and d.status in UNFINISHED:
-                self._s.deliveries[seq] = d.with_(
-                    status=DeliveryStatus.DEAD,
-                    last_error="subscription deleted",
-                    updated_at=at,
-                    next_attempt_at=None,
-                    locked_until=None,
-                    locked_by=None,
-                )
+                self._s.deliveries[seq] = d.with_(**ENDED_BY_DELETE, updated_at=at)
 
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:
         subs = sorted(

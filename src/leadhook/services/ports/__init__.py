@@ -20,6 +20,7 @@ from leadhook.services.ports.delivery import (
 )
 from leadhook.services.ports.storage import (
     DELIVERY_STATUSES,
+    ENDED_BY_DELETE,
     REPLAYABLE,
     SETTLED,
     UNFINISHED,
@@ -58,6 +59,7 @@ from leadhook.services.ports.storage import (
 
 __all__ = [
     "DELIVERY_STATUSES",
+    "ENDED_BY_DELETE",
     "REPLAYABLE",
     "SETTLED",
     "UNFINISHED",

@@ -33,6 +33,16 @@ class DeliveryStatus(StrEnum):
 DELIVERY_STATUSES: tuple[str, ...] = tuple(s.value for s in DeliveryStatus)
 UNFINISHED: tuple[DeliveryStatus, ...] = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 """Statuses a worker may still attempt (the claim's and the due index's `status IN (...)`)."""
+ENDED_BY_DELETE: dict[str, Any] = {
+    "status": DeliveryStatus.DEAD,
+    "last_error": "subscription deleted",
+    "next_attempt_at": None,
+    "locked_until": None,
+    "locked_by": None,
+}
+"""What an unfinished delivery becomes when its subscription is deleted (with `updated_at`):
+dead, and its lease ended, so that an attempt in flight then is recorded among the attempts
+while its verdict (retry, or delivered) no longer finds the lease and leaves it dead."""
 SETTLED: tuple[DeliveryStatus, ...] = (
     DeliveryStatus.FAILED,
     DeliveryStatus.DEAD,
