@@ -43,6 +43,15 @@ def test_a_key_over_its_rate_gets_429_with_retry_after_and_others_do_not(
         assert statuses.count(200) >= 5 and statuses.count(429) >= 10, statuses
         assert set(statuses) == {200, 429}
         assert resp.status_code == 429
+        # Padded copies of the key are no key at all (they once authenticated as it, each
+        # with a bucket of its own), on the short way (a create) and the long one alike.
+        for pad in (b"\xa0", b"\xa0\xa0", b"\x85"):
+            token = b"Bearer " + noisy.encode() + pad
+            for method, path in (("GET", "/v1/leads"), ("POST", "/v1/leads")):
+                padded = client.request(
+                    method, path, headers={"Authorization": token}, json={"fields": {}}
+                )
+                assert padded.status_code == 401, (pad, method, padded.status_code)
         assert resp.headers["content-type"] == "application/problem+json"
         assert resp.json()["type"].endswith("/rate-limited")
         wait = int(resp.headers["retry-after"])

@@ -198,3 +198,10 @@ def test_an_unknown_console_address_is_the_consoles_not_found_page(client: TestC
     assert client.get("/console/static/console.css").status_code == 200  # assets still served
     assert client.get("/console/static/nope.css").status_code == 404
     assert client.get("/v1/nosuch").headers["content-type"].startswith("application/problem")
+
+
+def test_a_cookie_with_bytes_no_signer_makes_is_a_stranger_not_a_500(client: TestClient) -> None:
+    client.cookies.clear()
+    raw = {"cookie": b"leadhook_console=abc.\xe9\xe9"}  # as a hostile client sends it
+    resp = client.get("/console/leads", headers=raw, follow_redirects=False)  # type: ignore[arg-type]
+    assert resp.status_code in (302, 303), resp.status_code  # sent to sign in

@@ -112,6 +112,8 @@ def test_sessions_are_signed_expire_and_refuse_tampering() -> None:
     forged_value = base64.urlsafe_b64encode(forged).decode().rstrip("=") + "." + mac
     assert signer.loads(forged_value, NOW) is None
     assert signer.loads("garbage", NOW) is None and signer.loads(None, NOW) is None
+    assert signer.loads("abc.\xe9\xe9", NOW) is None  # non-ASCII: refused, not a TypeError
+    assert signer.loads(value + "\u00a0", NOW) is None
     assert csrf_ok(session, session.csrf) and not csrf_ok(session, None)
     assert not csrf_ok(session, Session.new(NOW).csrf)
     assert session.signed_in("acme", "k1", NOW).csrf != session.csrf  # sign-in rotates it

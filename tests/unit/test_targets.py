@@ -25,6 +25,8 @@ REFUSED = {
     "fd12:3456::1": "private",
     "169.254.1.1": "link-local",
     "fe80::1": "link-local",
+    "fec0::1": "site-local",
+    "fec0::ffff:7f00:1": "site-local",
     "169.254.169.254": "metadata",
     "fd00:ec2::254": "metadata",
     "100.100.100.200": "metadata",

@@ -35,12 +35,24 @@ async def container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(container)]
 
 
+_ASCII_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() strips: the rate limiter's reading
+
+
 def bearer(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, else None."""
+    """The token of an `Authorization: Bearer <token>` header, else None.
+
+    Read exactly as the rate limiter reads it (api/limits.py): ASCII spaces around it
+    stripped, and only an ASCII token is one (keys are minted in ASCII). A `str.strip()` also
+    took U+00A0 and U+0085 away, so padded copies of one key authenticated as it while each
+    got a rate-limit bucket of its own.
+    """
     if not authorization:
         return None
     scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    token = token.strip(_ASCII_SPACE)
+    if scheme.lower() != "bearer" or not token or not token.isascii():
+        return None
+    return token
 
 
 async def tenant(

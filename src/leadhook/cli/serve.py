@@ -77,7 +77,8 @@ def print_serve_banner(url: str, settings: Settings, *, generated: bool, mid: st
     """Tell where the API, its docs and metrics are and how to create a first tenant.
 
     The commands it prints run as printed: the executable as it was invoked, the database
-    of this process, the admin token of this run, and a tenant id not taken yet (`mid`).
+    of this process, the admin token of this run (or, one the operator set, by its variable:
+    it is not printed), and a tenant id not taken yet (`mid`).
     """
     console.print(f"[bold green]leadhook {__version__}[/] is serving and delivering webhooks.")
     console.print(f"  API      {url}")
@@ -90,11 +91,17 @@ def print_serve_banner(url: str, settings: Settings, *, generated: bool, mid: st
             "[bold yellow]LEADHOOK_ADMIN_TOKEN is not set, so this admin token was generated"
             " for this run only (set the variable to keep one):[/]"
         )
-    console.print(f"  Admin token: {settings.admin_token}", markup=False)
+        console.print(f"  Admin token: {settings.admin_token}", markup=False)
+        auth = f"'Authorization: Bearer {settings.admin_token}'"
+    else:
+        # The operator's own token is not printed: a start's output goes to logs (journald,
+        # a container's log store), and the token can issue keys for every tenant.
+        console.print("  Admin token: the one in LEADHOOK_ADMIN_TOKEN (not printed)")
+        auth = '"Authorization: Bearer $LEADHOOK_ADMIN_TOKEN"'
     console.print(f"Create a tenant (prints its API key) in another terminal, from {Path.cwd()}:")
     console.print(f"  {invoked_as()} tenants create {mid}{database_flag(settings)}", markup=False)
     console.print(
-        f"  or: curl -X POST {url}/v1/tenants -H 'Authorization: Bearer {settings.admin_token}'"
+        f"  or: curl -X POST {url}/v1/tenants -H {auth}"
         f" -H 'content-type: application/json' -d '{{\"mid\": \"{mid}\"}}'",
         markup=False,
     )

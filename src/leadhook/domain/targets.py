@@ -88,6 +88,9 @@ def refusal_reason(ip: IPAddress) -> str | None:
         (ip.is_loopback, "a loopback address"),
         (ip in _METADATA, "a cloud metadata address"),
         (ip.is_link_local, "a link-local address"),
+        # fec0::/10, deprecated (RFC 3879) but still routed inside some networks; Python's
+        # ipaddress calls it global.
+        (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local, "a site-local address"),
         (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT, "a carrier-grade NAT address"),
         (ip.is_multicast, "a multicast address"),
         (ip.is_reserved, "a reserved address"),

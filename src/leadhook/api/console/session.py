@@ -90,10 +90,12 @@ class SessionSigner:
 
     def loads(self, value: str | None, now: float) -> Session | None:
         """Return the session of a cookie value, or None if it is forged, malformed or expired."""
-        if not value or value.count(".") != 1 or len(value) > 4096:
+        # A cookie this signer made is ASCII: anything else is forged (and compare_digest
+        # raises TypeError on non-ASCII text, which answered 500).
+        if not value or value.count(".") != 1 or len(value) > 4096 or not value.isascii():
             return None
         payload, mac = value.split(".")
-        if not hmac.compare_digest(mac, self._mac(payload)):
+        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             return None
         try:
             data = json.loads(_unb64(payload))
