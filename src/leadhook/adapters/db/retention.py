@@ -43,14 +43,27 @@ _ATTEMPTS = text("DELETE FROM delivery_attempts WHERE delivery_seq IN :seqs").bi
     bindparam("seqs", expanding=True)
 )
 
-# Settled events past the horizon: none of their deliveries is pending or failed.
-_SETTLED_EVENTS = text("""SELECT e.seq FROM events e
+# Events past the horizon, oldest first, a window at a time after (:ct, :seq): the purge
+# examines a bounded number of them per transaction and goes on from where it stopped. (One
+# statement looking for settled events walked every unsettled one past the horizon, holding
+# the write lock: 0.35 s a minute behind 325,000 events whose deliveries were failing.)
+_EVENT_WINDOW = text("""SELECT e.seq, e.create_time FROM events e
 WHERE e.create_time < :before
+  AND e.create_time >= :ct AND NOT (e.create_time = :ct AND e.seq <= :seq)
+ORDER BY e.create_time, e.seq
+LIMIT :scan""")
+
+# Of a window's events, the settled ones: none of their deliveries is pending or failed.
+_SETTLED_EVENTS = text("""SELECT e.seq FROM events e
+WHERE e.seq IN :seqs
   AND NOT EXISTS (
       SELECT 1 FROM deliveries d
-      WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed'))
-ORDER BY e.create_time
-LIMIT :limit""")
+      WHERE d.event_seq = e.seq AND d.status IN ('pending', 'failed'))""").bindparams(
+    bindparam("seqs", expanding=True)
+)
+
+EVENT_WINDOW = 2_000  # events examined per window
+EVENT_BUDGET = 20_000  # events examined per purge call (one transaction), at most
 
 _EVENT_DELIVERIES = text("""DELETE FROM deliveries
 WHERE event_seq IN :seqs AND status IN ('delivered', 'dead')
@@ -72,7 +85,8 @@ PURGE_QUERIES: dict[str, TextClause] = {
     "idempotency_keys": _KEYS,
     "deliveries": _DELIVERED,
     "delivery_attempts": _ATTEMPTS,
-    "events": _SETTLED_EVENTS,
+    "events": _EVENT_WINDOW,
+    "events_settled": _SETTLED_EVENTS,
     "event_deliveries": _EVENT_DELIVERIES,
     "events_delete": _EVENTS,
 }
@@ -85,6 +99,9 @@ class SqlRetention:
         self._engine = engine
         self._gate = gate
         self._sqlite = is_sqlite(engine)
+        # Where the event purge's walk stopped, (create_time, seq): it goes on from there and
+        # starts over from the oldest once it reaches the horizon (per process).
+        self._after: tuple[int, int] = (-1, -1)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -110,9 +127,8 @@ class SqlRetention:
                     conn.execute(_COUNT, {"table_name": table, "rows": rows, "now": now})
             return done
 
-    @staticmethod
-    def _events(conn: Connection, before: int, limit: int) -> dict[str, int]:
-        seqs = list(conn.execute(_SETTLED_EVENTS, {"before": before, "limit": limit}).scalars())
+    def _events(self, conn: Connection, before: int, limit: int) -> dict[str, int]:
+        seqs = self._settled(conn, before, limit)
         if not seqs:
             return {"events": 0}
         deliveries = list(conn.execute(_EVENT_DELIVERIES, {"seqs": seqs}).scalars())
@@ -120,10 +136,39 @@ class SqlRetention:
         events = len(list(conn.execute(_EVENTS, {"seqs": seqs}).scalars()))
         return {"events": events, "deliveries": len(deliveries), "delivery_attempts": attempts}
 
+    def _settled(self, conn: Connection, before: int, limit: int) -> list[int]:
+        """Up to `limit` settled events past the horizon, examining at most EVENT_BUDGET
+        events from where the last call stopped; the walk wraps at the horizon."""
+        found: list[int] = []
+        examined = 0
+        while examined < EVENT_BUDGET:
+            ct, seq = self._after
+            window = conn.execute(
+                _EVENT_WINDOW, {"before": before, "ct": ct, "seq": seq, "scan": EVENT_WINDOW}
+            ).all()
+            examined += len(window)
+            if window:
+                settled = set(
+                    conn.execute(_SETTLED_EVENTS, {"seqs": [r.seq for r in window]}).scalars()
+                )
+                for row in window:
+                    if row.seq in settled:
+                        found.append(row.seq)
+                    self._after = (row.create_time, row.seq)
+                    if len(found) == limit:
+                        return found  # the rest of this window is looked at next time
+            if len(window) < EVENT_WINDOW:
+                self._after = (-1, -1)  # reached the horizon: the next call starts over
+                break
+        return found
+
     def counts(self) -> dict[str, int]:
         """Return the rows purged per table since the database was created."""
         c = t.purge_counts.c
-        with self._engine.connect() as conn:
+        # A read (BEGIN, not BEGIN IMMEDIATE, on SQLite): a /metrics scrape must not queue
+        # for the write lock behind claims and behaviours (it took up to 4.9 s under load).
+        with self._engine.connect() as raw:
+            conn = raw.execution_options(leadhook_readonly=True)
             rows = conn.execute(select(c.table_name, c.rows)).all()
         return {name: int(n) for name, n in rows}
 
