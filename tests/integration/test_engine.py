@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from sqlalchemy import func, insert, select, update
 from test_queue import MID, REQ, claim, create, deliveries, new_lead, outcome, queue_of, setup
 
