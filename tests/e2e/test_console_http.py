@@ -205,3 +205,23 @@ def test_a_cookie_with_bytes_no_signer_makes_is_a_stranger_not_a_500(client: Tes
     raw = {"cookie": b"leadhook_console=abc.\xe9\xe9"}  # as a hostile client sends it
     resp = client.get("/console/leads", headers=raw, follow_redirects=False)  # type: ignore[arg-type]
     assert resp.status_code in (302, 303), resp.status_code  # sent to sign in
+
+
+def test_a_lead_page_shows_its_newest_events_and_sends_to_the_log_for_the_rest(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadhook.services import console as console_service
+
+    monkeypatch.setattr(console_service, "TIMELINE_LIMIT", 3)
+    key = tenant(client, "acme")
+    sign_in(client, key)
+    auth = {"Authorization": f"Bearer {key}"}
+    busy = client.post("/v1/leads", json={"fields": {"name": "a"}}, headers=auth).json()["lead"]
+    for i in range(4):
+        client.post(f"/v1/leads/{busy['id']}/notes", json={"notes": f"n{i}"}, headers=auth)
+    page = client.get(f"/console/leads/{busy['id']}").text
+    assert re.findall(r'data-version="(\d+)"', page) == ["5", "4", "3"]  # the newest three
+    assert f'href="/console/events?lead={busy["id"]}"' in page
+    quiet = client.post("/v1/leads", json={"fields": {"name": "b"}}, headers=auth).json()["lead"]
+    page = client.get(f"/console/leads/{quiet['id']}").text
+    assert re.findall(r'data-version="(\d+)"', page) == ["1"] and "older-events" not in page

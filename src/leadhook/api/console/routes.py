@@ -145,7 +145,7 @@ def leads(
 def lead(page: PageDep, lead_id: str) -> Response:
     """A lead's fields and its timeline, newest first."""
     mid = signed_in(page)
-    catalog, found, entries = page.container.console.lead(mid, lead_id)
+    catalog, found, entries, older = page.container.console.lead(mid, lead_id)
     return page.render(
         "lead.html",
         catalog=catalog,
@@ -154,6 +154,7 @@ def lead(page: PageDep, lead_id: str) -> Response:
         fields=lead_fields(catalog, found),
         members=[catalog.member_name(m) for m in found.team_members],
         entries=entries,
+        older=older,
         nav="leads",
     )
 
