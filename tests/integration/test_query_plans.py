@@ -153,7 +153,14 @@ def test_the_claim_walks_the_due_index_in_order(container: Container) -> None:
         assert len(claim(q, now, limit=5)) == 5
         sql = queue_statements("sqlite")
         statement = sql.claim
-        params: Any = {"now": now, "limit": 5, "scan": 10, "exclude": "[]", "probes": "[]"}
+        params: Any = {
+            "now": now,
+            "limit": 5,
+            "scan": 10,
+            "exclude": "[]",
+            "probes": "[]",
+            "after": -1.0,
+        }
     else:
         with captured(c.engine) as statements:
             claim(q, now, limit=5)
@@ -199,3 +206,32 @@ def test_the_lead_order_check_is_a_probe_per_due_row_whatever_the_statistics(
     assert re.search(
         r"SubPlan \d+\n\s+->  Index (Only )?Scan using ix_deliveries_lead_order", plan
     ), plan
+
+
+def test_where_a_skipping_claim_starts_is_found_on_the_due_index(container: Container) -> None:
+    # The lookup a claim that skips subscriptions starts from (`SqlDeliveryQueue._skip_to`)
+    # walks the due index in order and stops at its first row, like the claim itself.
+    c = container
+    setup(c, max_in_flight=50)
+    for _ in range(10):
+        new_lead(c)
+    sql = queue_statements(c.engine.dialect.name)
+    exclude = sql.id_list(["nobody"])
+    with c.engine.connect() as conn:
+        if c.engine.dialect.name == "sqlite":
+            rows = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + sql.first_due_outside.replace(":exclude", "?"), (exclude,)
+            ).all()
+            plan = "\n".join(str(r[-1]) for r in rows)
+            assert "USING INDEX ix_deliveries_due" in plan, plan
+            assert "TEMP B-TREE FOR ORDER BY" not in plan, plan
+        else:
+            conn.exec_driver_sql("SET enable_bitmapscan = off")
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            from sqlalchemy import text as sql_text
+
+            rows = conn.execute(
+                sql_text("EXPLAIN " + sql.first_due_outside), {"exclude": exclude}
+            ).all()
+            plan = "\n".join(str(r[0]) for r in rows)
+            assert "Index Scan using ix_deliveries_due" in plan, plan

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from queue_support import MemoryContainer, empty_database
+from sqlalchemy import update
 
+from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.memory.queue import MemoryDeliveryQueue
@@ -194,6 +196,34 @@ def test_a_delivery_in_flight_when_its_subscription_is_deleted_stays_dead(
         )
         assert len(state["attempts"]) == 1  # the attempt itself is on record
     assert claim(q, now + 10) == []
+
+
+def test_a_claim_skipping_a_backlog_still_finds_every_other_delivery(container: Backend) -> None:
+    # A claim skipping a subscription starts its walk after that one's backlog (the SQL queue
+    # remembers where): whatever else is due, or becomes due later, is still found.
+    busy = setup(container, max_in_flight=50)
+    for _ in range(30):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    if not isinstance(q, MemoryDeliveryQueue):
+        with container.engine.begin() as conn:  # an old backlog, due long before the rest
+            conn.execute(update(t.deliveries).values(next_attempt_at=now - 3600))
+    other = create(container, MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]})
+    del other  # every event now goes to both; the busy one's backlog is skipped below
+    lead = new_lead(container, notes=1)  # v1 and v2 to both subscriptions
+    skip = [busy["id"]]
+    jobs = claim(q, now, exclude=skip)
+    assert [(j.entity_id, j.entity_version) for j in jobs] == [(lead, 1)]
+    assert jobs[0].subscription_id != busy["id"]
+    q.record(worker_id="w1", verdicts=[outcome(jobs[0], "delivered")], now=now)
+    (v2,) = claim(q, now + 1, exclude=skip)  # unblocked after the walk's starting point
+    assert (v2.entity_id, v2.entity_version) == (lead, 2)
+    later = new_lead(container)  # written after that point was found
+    (fresh,) = claim(q, time.time() + 2, exclude=skip)
+    assert fresh.entity_id == later and fresh.subscription_id != busy["id"]
+    # Skipping less (nothing): the backlog is claimed again, oldest first.
+    again = claim(q, time.time() + 3, limit=500)
+    assert {j.subscription_id for j in again} == {busy["id"]} and len(again) >= 30
 
 
 def test_a_claim_takes_a_bounded_share_of_one_subscription(container: Backend) -> None:

@@ -23,6 +23,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, select, text, update
@@ -115,6 +116,18 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
 # The calls an event loop may run itself (try_now): one short transaction each.
 _INLINE = frozenset({"claim", "settle_and_claim", "record", "release"})
 
+SKIP_TTL = 10.0  # seconds a claim's starting point (`_skip_to`) is trusted
+SKIP_MARGIN = 5.0  # seconds it starts before it (other hosts' clocks)
+
+
+@dataclass(frozen=True)
+class _Skip:
+    """Where claims skipping (a superset of) `excluded` start their walk, found at `at`."""
+
+    excluded: frozenset[str]
+    after: float
+    at: float
+
 
 class SqlDeliveryQueue:
     """Claim, finish and release deliveries; every call is one short transaction."""
@@ -126,6 +139,8 @@ class SqlDeliveryQueue:
         self._sqlite = is_sqlite(engine)
         self._sql = sql = queue_statements(engine.dialect.name)
         self._claim_sql = text(sql.claim)
+        self._first_due_outside = text(sql.first_due_outside)
+        self._skip: _Skip | None = None
         self._reserve_probes = text(sql.reserve_probes)
         self._renew = text(sql.renew)
         self._release = text(sql.release)
@@ -228,6 +243,13 @@ class SqlDeliveryQueue:
             "exclude": id_list(list(exclude)),
         }
         stmt = self._claim_sql
+        if not self._sqlite:
+            # A fresh backlog has no statistics yet: the planner then read every due row
+            # in a bitmap scan and sorted them all, where a walk of the due index in order
+            # stops at the limit (80 ms → 30 ms a claim of 256 out of 10,000).
+            assert self._sql.claim_setup is not None  # the PostgreSQL statements
+            conn.exec_driver_sql(self._sql.claim_setup)
+        params["after"] = self._skip_to(conn, frozenset(exclude), now) if exclude else -1.0
         probes = set(
             r[0]
             for r in self._named(
@@ -241,11 +263,6 @@ class SqlDeliveryQueue:
             params.update(
                 lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH, mif=MAX_IN_FLIGHT
             )
-            # A fresh backlog has no statistics yet: the planner then read every due row
-            # in a bitmap scan and sorted them all, where a walk of the due index in order
-            # stops at the limit (80 ms → 30 ms a claim of 256 out of 10,000).
-            assert self._sql.claim_setup is not None  # the PostgreSQL statements
-            conn.exec_driver_sql(self._sql.claim_setup)
             rows = [tuple(r) for r in conn.execute(stmt, params)]
         unused = probes - {r[3] for r in rows}
         if unused:  # nothing of theirs was due: the next claim may probe them
@@ -255,6 +272,28 @@ class SqlDeliveryQueue:
                 .values(circuit_probe_until=None)
             )
         return rows
+
+    def _skip_to(self, conn: Connection, excluded: frozenset[str], now: float) -> float:
+        """Where a claim skipping `excluded` may start its walk of the due index.
+
+        A claim skips the subscriptions at their share, yet walked their due rows ahead of
+        everyone else's: ~0.3 µs a row, 150 ms a claim behind a tenant's 535,000 (and the API
+        waited for the write lock behind it). Every unfinished delivery of any other
+        subscription is due no earlier than the first one found here, and a row written later
+        is due no earlier than when it was written (new, retried, replayed, released and
+        recovered rows are due "now"; a lease ends later). So while every subscription then
+        skipped is still skipped, the rows before that point are all skipped ones, and a claim
+        starts after them. Looked up again after SKIP_TTL, with SKIP_MARGIN for clocks of other
+        hosts that run a little behind.
+        """
+        memo = self._skip
+        if memo is not None and memo.excluded <= excluded and 0 <= now - memo.at < SKIP_TTL:
+            return memo.after
+        params = {"exclude": self._sql.id_list(sorted(excluded))}
+        row = self._named(conn, self._first_due_outside, params).fetchone()
+        after = (now if row is None else min(float(row[0]), now)) - SKIP_MARGIN
+        self._skip = _Skip(excluded, after, now)
+        return after
 
     def _claim_sqlite(
         self,

@@ -48,6 +48,11 @@ class QueueStatements:
     joined to the few rows found. A subscription whose circuit is not closed (circuit_retry_at
     set) is skipped, unless this claim reserved its probe (`:probes`, see `reserve_probes`).
     """
+    first_due_outside: str
+    """The due time of the earliest unfinished delivery of a subscription not in `:exclude`
+    (none: no row). A claim that skips subscriptions starts its walk of the due index there
+    (`:after`): the rows before it are all the skipped subscriptions' (see
+    `SqlDeliveryQueue._skip_to`)."""
     claim_setup: str | None
     """PostgreSQL: run first in the claim's transaction (its planner settings)."""
     lease: str | None
@@ -100,7 +105,7 @@ FROM (
     -- Named: left to itself the planner took the status index and sorted every due row.
     FROM deliveries d INDEXED BY ix_deliveries_due
     WHERE d.status IN ('pending', 'failed')
-      AND d.next_attempt_at <= :now
+      AND d.next_attempt_at <= :now AND d.next_attempt_at >= :after
       AND (d.locked_until IS NULL OR d.locked_until < :now)
       AND d.subscription_id NOT IN (
           SELECT id FROM subscriptions
@@ -119,6 +124,11 @@ FROM (
     LIMIT :scan
 ) AS due
 JOIN subscriptions s ON s.id = due.subscription_id""",
+    first_due_outside="""SELECT d.next_attempt_at FROM deliveries d INDEXED BY ix_deliveries_due
+WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at IS NOT NULL
+  AND d.subscription_id NOT IN (SELECT value FROM json_each(:exclude))
+ORDER BY d.next_attempt_at
+LIMIT 1""",
     claim_setup=None,
     lease="""UPDATE deliveries SET locked_until = ?, next_attempt_at = ?, locked_by = ?
 WHERE seq IN (SELECT value FROM json_each(?))""",
@@ -170,7 +180,7 @@ WITH due AS (
         SELECT d.seq, d.subscription_id, d.next_attempt_at
         FROM deliveries d
         WHERE d.status IN ('pending', 'failed')
-          AND d.next_attempt_at <= :now
+          AND d.next_attempt_at <= :now AND d.next_attempt_at >= :after
           AND (d.locked_until IS NULL OR d.locked_until < :now)
           AND d.subscription_id NOT IN (
               SELECT id FROM subscriptions
@@ -218,6 +228,11 @@ WHERE d.seq = p.seq AND e.seq = d.event_seq AND s.id = d.subscription_id
 RETURNING d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
     d.attempt_count, d.next_attempt_at, e.payload, s.url, s.secret, s.previous_secret,
     s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at""",
+    first_due_outside="""SELECT d.next_attempt_at FROM deliveries d
+WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at IS NOT NULL
+  AND d.subscription_id <> ALL(CAST(:exclude AS TEXT[]))
+ORDER BY d.next_attempt_at
+LIMIT 1""",
     claim_setup="SET LOCAL enable_bitmapscan = off",
     lease=None,
     jobs=None,
