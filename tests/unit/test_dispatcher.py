@@ -217,6 +217,18 @@ def finished(queue: MemoryQueue) -> Callable[[], bool]:
     return lambda: all(r.status in ("delivered", "dead") for r in queue.rows)
 
 
+def backlogs(queue: MemoryQueue, first: tuple[Sub, int], then: tuple[Sub, int]) -> None:
+    """Queue one lead's delivery each: `first`'s, then `then`'s, due after every one of them."""
+    for (sub, count), at in ((first, 0.0), (then, 0.001)):
+        for i in range(count):
+            queue.add(sub, f"{sub.id}-{i}", 1, at=at)
+
+
+def delivered_to(queue: MemoryQueue, sub: Sub) -> Callable[[], bool]:
+    """Tell, when called, whether every delivery to `sub` is delivered."""
+    return lambda: all(r.status == "delivered" for r in queue.rows if r.subscription_id == sub.id)
+
+
 async def test_delivers_everything_signed_and_counts_it() -> None:
     queue, sender = MemoryQueue(), FakeSender()
     sub = Sub("s1", previous_secret=OLD_SECRET, previous_expires=time.time() + 60)
@@ -276,17 +288,11 @@ async def test_a_slow_endpoint_keeps_its_limit_and_delays_no_one_else() -> None:
 
     queue, sender = MemoryQueue(), FakeSender(slow_or_fast)
     slow, fast = Sub("slow", max_in_flight=2), Sub("fast", max_in_flight=8)
-    for i in range(40):
-        queue.add(slow, f"S{i}", 1)
-    for i in range(200):
-        queue.add(fast, f"F{i}", 1, at=0.001)  # due after every slow one
+    backlogs(queue, (slow, 40), (fast, 200))
     dispatcher = make(queue, sender, concurrency=8)
     start = time.monotonic()
 
-    def fast_done() -> bool:
-        return all(r.status == "delivered" for r in queue.rows if r.subscription_id == fast.id)
-
-    await run_until(dispatcher, fast_done)
+    await run_until(dispatcher, delivered_to(queue, fast))
     assert time.monotonic() - start < 2.0  # the 40 slow ones alone take 6 s at 2 at a time
     assert sender.peak["http://slow.test/hook"] == 2
     assert sender.peak["http://fast.test/hook"] <= 8
@@ -531,17 +537,11 @@ async def test_a_slow_endpoint_cannot_take_every_slot_of_its_tenant() -> None:
 
     queue, sender = MemoryQueue(), FakeSender(answer)
     slow, fast = Sub("slow", max_in_flight=100, mid="T"), Sub("fast", max_in_flight=100, mid="T")
-    for i in range(300):
-        queue.add(slow, f"S{i}", 1)
-    for i in range(300):
-        queue.add(fast, f"F{i}", 1, at=0.001)  # due after every slow one
+    backlogs(queue, (slow, 300), (fast, 300))
     dispatcher = make(queue, sender, concurrency=16)
     start = time.monotonic()
 
-    def fast_done() -> bool:
-        return all(r.status == "delivered" for r in queue.rows if r.subscription_id == fast.id)
-
-    await run_until(dispatcher, fast_done)
+    await run_until(dispatcher, delivered_to(queue, fast))
     # A's 300 alone take 300 / 14 * 0.4 = 8.6 s; B's 300 at 8 at a time, well under 2 s.
     assert time.monotonic() - start < 3.0
     # Once B had jobs, A held at most half the tenant's slots (ceil(14 / 2)) beyond the
