@@ -284,7 +284,9 @@ class SqlDeliveryQueue:
         recovered rows are due "now"; a lease ends later). So while every subscription then
         skipped is still skipped, the rows before that point are all skipped ones, and a claim
         starts after them. Looked up again after SKIP_TTL, with SKIP_MARGIN for clocks of other
-        hosts that run a little behind.
+        hosts that run a little behind and for PostgreSQL transactions still open then (a row
+        they commit later may be due a little before the lookup); a row missed that way waits
+        at most until the next lookup.
         """
         memo = self._skip
         if memo is not None and memo.excluded <= excluded and 0 <= now - memo.at < SKIP_TTL:
