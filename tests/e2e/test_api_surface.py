@@ -313,6 +313,23 @@ def test_replay_takes_since_as_unix_seconds_or_rfc3339(stack: Stack) -> None:
 # ---- metrics -------------------------------------------------------------------------------
 
 
+def test_the_documentation_pages_load_nothing_from_another_site(api: Api) -> None:
+    # FastAPI's defaults load Swagger UI and ReDoc from a CDN (and ReDoc's fonts from
+    # Google): on a machine without that network the pages stayed blank.
+    for path, assets in (
+        ("/docs", ("swagger-ui-bundle.js", "swagger-ui.css")),
+        ("/redoc", ("redoc.standalone.js",)),
+    ):
+        page = api.client.get(path)
+        assert page.status_code == 200 and "/openapi.json" in page.text, path
+        assert "https://" not in page.text and "http://" not in page.text, path
+        for name in assets:
+            assert f"/docs/assets/{name}" in page.text, (path, name)
+            served = api.client.get(f"/docs/assets/{name}")
+            assert served.status_code == 200 and len(served.content) > 100_000, name
+    assert api.client.get("/docs/assets/nope.js").status_code == 404
+
+
 def test_metrics_label_the_documentation_by_route(api: Api) -> None:
     for path in ("/docs", "/openapi.json", "/redoc"):
         assert api.client.get(path).status_code == 200

@@ -7,7 +7,10 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from prometheus_client import CollectorRegistry
+from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from leadhook import __version__
@@ -75,6 +78,40 @@ class LeadhookAPI(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+DOCS_ASSETS = "/docs/assets"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Serve /docs (Swagger UI) and /redoc (ReDoc) with their scripts from this package:
+    FastAPI's defaults load them from a CDN (and ReDoc its fonts from Google), so on a
+    machine without that network the documentation pages stayed blank."""
+    title = f"{app.title} API"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=title,
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=title,
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+
+    app.mount(
+        DOCS_ASSETS, StaticFiles(packages=[("leadhook.api", "docs_static")]), name="docs-assets"
+    )
+
+
 def create_app(container: Container) -> FastAPI:
     """Build the API around a container (settings, database, services)."""
     app = LeadhookAPI(
@@ -84,6 +121,8 @@ def create_app(container: Container) -> FastAPI:
         # Paths are matched exactly: `/v1/leads/` is a 404, not a redirect to `/v1/leads`
         # (a client's POST would not follow it, and a redirect is no problem+json).
         redirect_slashes=False,
+        docs_url=None,  # served below, from the package's own files
+        redoc_url=None,
         **_LENIENT_CONTENT_TYPE,
         **_NO_TELEMETRY,
     )
@@ -123,6 +162,7 @@ def create_app(container: Container) -> FastAPI:
     ]
     for router in routers:
         app.include_router(router)
+    _install_docs(app)
     routers.append(console.install(app))  # the web console at /console
     app.include_router(event_types.router)
     routers.append(event_types.router)
