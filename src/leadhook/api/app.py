@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -84,32 +85,38 @@ DOCS_ASSETS = "/docs/assets"
 def _install_docs(app: FastAPI) -> None:
     """Serve /docs (Swagger UI) and /redoc (ReDoc) with their scripts from this package:
     FastAPI's defaults load them from a CDN (and ReDoc its fonts from Google), so on a
-    machine without that network the documentation pages stayed blank."""
-    title = f"{app.title} API"
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+    machine without that network the documentation pages stayed blank. Both pages are the
+    same text for every request: made once here."""
+    openapi, title = app.openapi_url or "/openapi.json", f"{app.title} API"
+    favicon = f"{DOCS_ASSETS}/favicon-32x32.png"
+    pages = {
+        "/docs": get_swagger_ui_html(
+            openapi_url=openapi,
             title=title,
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
-        )
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            swagger_favicon_url=favicon,
+        ),
+        "/redoc": get_redoc_html(
+            openapi_url=openapi,
             title=title,
             redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            redoc_favicon_url=favicon,
             with_google_fonts=False,
-        )
-
+        ),
+    }
+    for path, page in pages.items():
+        app.add_api_route(path, _constant(bytes(page.body)), include_in_schema=False)
     app.mount(
         DOCS_ASSETS, StaticFiles(packages=[("leadhook.api", "docs_static")]), name="docs-assets"
     )
+
+
+def _constant(body: bytes) -> Callable[[], Awaitable[HTMLResponse]]:
+    async def page() -> HTMLResponse:
+        return HTMLResponse(body)
+
+    return page
 
 
 def create_app(container: Container) -> FastAPI:
