@@ -13,31 +13,6 @@ from leadhook.domain.errors import BadRequestError
 _POSITION = re.compile(r"p(0|[1-9][0-9]{0,18})", re.ASCII)
 MAX_POSITION = 2**63 - 1
 
-
-def encode(position: int) -> str:
-    """Encode a listing position (a row sequence number) as a cursor."""
-    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
-
-
-def _shown(cursor: str) -> str:
-    """The cursor as an error names it: the first 100 characters (one may be megabytes)."""
-    return repr(cursor) if len(cursor) <= 100 else f"{cursor[:100]!r}... ({len(cursor)} chars)"
-
-
-def decode(cursor: str | None) -> int | None:
-    """Decode a cursor from `encode`; a malformed cursor is a 400."""
-    if cursor is None or cursor == "":
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        match = _POSITION.fullmatch(raw)
-        if match is None or int(match.group(1)) > MAX_POSITION:
-            raise ValueError(raw)
-        return int(match.group(1))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"malformed cursor {_shown(cursor)}") from exc
-
-
 # A keyed listing (subscriptions, oldest first) resumes after its last item's (created_at,
 # id): an offset would skip an item whenever one before it is deleted between two pages. The
 # time is written as repr writes it, so it comes back as the very float the row holds.
@@ -46,21 +21,50 @@ _KEYED = re.compile(
 )
 
 
+def _opaque(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _text(cursor: str) -> str:
+    """The text a cursor encodes ("" when it is no base64 of UTF-8)."""
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+def _malformed(cursor: str) -> BadRequestError:
+    """The 400 of a cursor no listing made, naming it by its first 100 characters (one may
+    be megabytes)."""
+    shown = repr(cursor) if len(cursor) <= 100 else f"{cursor[:100]!r}... ({len(cursor)} chars)"
+    return BadRequestError(f"malformed cursor {shown}")
+
+
+def encode(position: int) -> str:
+    """Encode a listing position (a row sequence number) as a cursor."""
+    return _opaque(f"p{position}")
+
+
+def decode(cursor: str | None) -> int | None:
+    """Decode a cursor from `encode`; a malformed cursor is a 400."""
+    if cursor is None or cursor == "":
+        return None
+    match = _POSITION.fullmatch(_text(cursor))
+    if match is None or int(match.group(1)) > MAX_POSITION:
+        raise _malformed(cursor)
+    return int(match.group(1))
+
+
 def encode_keyed(created_at: float, key: str) -> str:
     """Encode the last item of a page ordered by (created_at, key) as a cursor."""
-    raw = f"k{float(created_at)!r}:{key}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return _opaque(f"k{float(created_at)!r}:{key}")
 
 
 def decode_keyed(cursor: str | None) -> tuple[float, str] | None:
     """Decode a cursor from `encode_keyed`; a malformed cursor is a 400."""
     if cursor is None or cursor == "":
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        match = _KEYED.fullmatch(raw)
-        if match is None:
-            raise ValueError(raw)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"malformed cursor {_shown(cursor)}") from exc
+    match = _KEYED.fullmatch(_text(cursor))
+    if match is None:
+        raise _malformed(cursor)
     return float(match.group(1)), match.group(2)
