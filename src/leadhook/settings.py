@@ -179,13 +179,8 @@ class Settings:
             policy = (
                 RetryPolicy.default() if schedule is None else RetryPolicy.from_env_value(schedule)
             )
-        except ValueError as exc:
-            # The policy's message names the variable already when it read it from there.
-            text = str(exc)
-            prefix = (
-                "" if text.startswith("LEADHOOK_RETRY_SCHEDULE") else "LEADHOOK_RETRY_SCHEDULE: "
-            )
-            raise SettingsError(prefix + text) from exc
+        except ValueError as exc:  # from_env_value's every message names the variable
+            raise SettingsError(str(exc)) from exc
         try:
             raw_keys = env.get("LEADHOOK_SECRET_KEY", "").strip()
             keys = parse_keys(raw_keys) if raw_keys else ()
