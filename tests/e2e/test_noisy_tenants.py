@@ -115,3 +115,47 @@ def _run(stack: Stack, receiver: Receiver, black_hole: BlackHole) -> None:
         statuses = {d["status"] for d in resp.json()["data"]}
         assert len(resp.json()["data"]) == 40 and statuses <= {"pending", "failed"}
     assert dispatcher.stats.tripped >= 10
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_fast_failing_backlog_of_one_tenant_leaves_another_tenant_fast(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Any, receiver: Receiver
+) -> None:
+    # Tenant A's endpoint answers 500 at once, behind a backlog of 10,000 due deliveries: its
+    # attempts end so fast that it never fills its share of the slots.
+    failing = Receiver().start()
+    failing.behaviour = lambda r, n: (500, {}, 0.0)
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/fastfail.db"
+    else:
+        url = request.getfixturevalue("empty_session_postgres")
+    stack = make_stack(url, receiver)
+    try:
+        noisy = _tenant(stack, "noisy")
+        body: dict[str, Any] = {"url": failing.url(), "event_types": ["*"]}
+        resp = stack.call("POST", "/v1/subscriptions", headers=noisy, json=body)
+        assert resp.status_code == 201, resp.text
+        stack.subscribe()
+        for b in range(20):
+            body = {"leads": [{"fields": {"name": f"N{b}-{i}"}} for i in range(500)]}
+            resp = stack.call("POST", "/v1/leads/batch", headers=noisy, json=body)
+            assert resp.status_code == 201, resp.text
+        stack.dispatch(concurrency=64)
+        wait_for(lambda: len(failing.all()) >= 200, what="tenant A's first failures")
+        before = len(failing.all())
+        sent: dict[str, float] = {}
+        for _ in range(20):
+            sent[stack.lead()] = time.monotonic()
+            time.sleep(0.05)
+        wait_for(lambda: len(receiver.acked()) >= 20, timeout=60, what="tenant B's deliveries")
+        lat = sorted(r.at - sent[r.event["extra_data"]["entity_id"]] for r in receiver.acked())
+        print(f"\nA attempts so far {len(failing.all())}; B p50 {lat[10]:.3f}s max {lat[-1]:.3f}s")
+        assert lat[-1] < 1.0, lat
+        assert len(failing.all()) > before  # A's backlog went on being attempted beside B
+    finally:
+        stack.stop_dispatchers()
+        stack.client.close()
+        stack.container.close()
+        failing.stop()

@@ -250,6 +250,30 @@ def test_a_claim_takes_a_bounded_share_of_one_subscription(container: Backend) -
     assert rest and all(j.subscription_id == slow["id"] for j in rest)
 
 
+def test_a_subscription_at_its_cap_does_not_hold_others_behind_its_backlog(
+    container: Backend,
+) -> None:
+    # An endpoint that fails at once never fills its slots, so the dispatcher never skips it;
+    # a claim takes its cap of its backlog and goes on past the rest of that backlog to what
+    # else is due (a tenant's deliveries due later waited behind all of it).
+    failing = setup(container, max_in_flight=1)  # a cap of LANE_DEPTH a claim
+    for _ in range(60):
+        new_lead(container)
+    other = create(container, MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]})
+    lead = new_lead(container)  # due after the whole backlog, to both
+    q, now = queue_of(container), time.time() + 1
+    jobs = claim(q, now, limit=10)  # a first walk of 20 rows holds only the backlog
+    mine = [j for j in jobs if j.subscription_id == failing["id"]]
+    assert len(mine) == LANE_DEPTH
+    assert [(j.subscription_id, j.entity_id) for j in jobs if j not in mine] == [
+        (other["id"], lead)
+    ]
+    # The next claim takes the next of the backlog, oldest first.
+    more = claim(q, now + 1, limit=10)
+    assert len(more) == LANE_DEPTH and {j.subscription_id for j in more} == {failing["id"]}
+    assert max(j.seq for j in mine) < min(j.seq for j in more)
+
+
 def test_disabled_deleted_and_not_yet_due_deliveries_are_not_claimed(
     container: Backend,
 ) -> None:

@@ -108,6 +108,19 @@ def _finish_rows(verdicts: Sequence[Verdict], now: float, worker_id: str) -> lis
     ]  # fmt: skip
 
 
+def _at_cap(rows: Sequence[Sequence[Any]], probes: Collection[str]) -> set[str]:
+    """The subscriptions of which a PostgreSQL claim took as many jobs as `claim_cap` lets it
+    (it caps in SQL, so more of theirs may be due): the claim's next pass skips them."""
+    taken: dict[str, int] = defaultdict(int)
+    caps: dict[str, int] = {}
+    for row in rows:
+        sub = row[3]
+        taken[sub] += 1
+        if sub not in caps:  # a probe's cap is one (a half-open circuit)
+            caps[sub] = claim_cap(row[14], row[15], 0.0 if sub in probes else None)
+    return {sub for sub, n in taken.items() if n >= caps[sub]}
+
+
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     """The same values as one list per column (PostgreSQL's `columnar` statements)."""
     return [list(column) for column in zip(*rows, strict=True)]
@@ -118,6 +131,8 @@ _INLINE = frozenset({"claim", "settle_and_claim", "record", "release"})
 
 SKIP_TTL = 10.0  # seconds a claim's starting point (`_skip_to`) is trusted
 SKIP_MARGIN = 5.0  # seconds it starts before it (other hosts' clocks)
+SKIP_MEMOS = 8  # starting points kept (for as many sets of skipped subscriptions)
+CLAIM_PASSES = 4  # the most walks of the due index one claim makes (see `_claim_in`)
 
 
 @dataclass(frozen=True)
@@ -140,7 +155,7 @@ class SqlDeliveryQueue:
         self._sql = sql = queue_statements(engine.dialect.name)
         self._claim_sql = text(sql.claim)
         self._first_due_outside = text(sql.first_due_outside)
-        self._skip: _Skip | None = None
+        self._skips: dict[frozenset[str], _Skip] = {}
         self._reserve_probes = text(sql.reserve_probes)
         self._renew = text(sql.renew)
         self._release = text(sql.release)
@@ -236,34 +251,51 @@ class SqlDeliveryQueue:
         exclude: Collection[str],
     ) -> list[tuple[Any, ...]]:
         id_list = self._sql.id_list
-        params: dict[str, Any] = {
-            "now": now,
-            "limit": limit,
-            "scan": limit * 2,
-            "exclude": id_list(list(exclude)),
-        }
-        stmt = self._claim_sql
         if not self._sqlite:
             # A fresh backlog has no statistics yet: the planner then read every due row
             # in a bitmap scan and sorted them all, where a walk of the due index in order
             # stops at the limit (80 ms → 30 ms a claim of 256 out of 10,000).
             assert self._sql.claim_setup is not None  # the PostgreSQL statements
             conn.exec_driver_sql(self._sql.claim_setup)
-        params["after"] = self._skip_to(conn, frozenset(exclude), now) if exclude else -1.0
         probes = set(
             r[0]
             for r in self._named(
                 conn, self._reserve_probes, {"now": now, "lease_until": lease_until}
             )
         )
-        params["probes"] = id_list(sorted(probes))
-        if self._sqlite:
-            rows = self._claim_sqlite(conn, stmt, params, worker_id, lease_until)
-        else:
+        params: dict[str, Any] = {"now": now, "probes": id_list(sorted(probes))}
+        if not self._sqlite:
             params.update(
                 lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH, mif=MAX_IN_FLIGHT
             )
-            rows = [tuple(r) for r in conn.execute(stmt, params)]
+        rows: list[tuple[Any, ...]] = []
+        skip = frozenset(exclude)
+        passed: frozenset[str] = frozenset()
+        for _ in range(CLAIM_PASSES):
+            # A pass that took a subscription's whole share of the claim (`claim_cap`) leaves
+            # that subscription's other due rows where they are; the next pass skips it and
+            # starts after its due backlog (`_skip_to`). Without it, an endpoint failing at
+            # once (never filling its slots, so never skipped by the dispatcher) kept every
+            # claim on its backlog: another tenant's deliveries due later waited behind all of
+            # it (on PostgreSQL 0.5-1.2 s behind 6,000, ~20 s behind 200,000).
+            want = limit - len(rows)
+            params.update(
+                limit=want,
+                scan=want * 2,
+                exclude=id_list(sorted(skip)),
+                after=self._skip_to(conn, skip, now, passed) if skip else -1.0,
+            )
+            if self._sqlite:
+                got, capped = self._claim_sqlite(conn, params, worker_id, lease_until)
+            else:
+                got = [tuple(r) for r in conn.execute(self._claim_sql, params)]
+                capped = _at_cap(got, probes)
+            rows += got
+            capped -= skip
+            if len(rows) >= limit or not capped:
+                break
+            skip |= capped
+            passed |= capped
         unused = probes - {r[3] for r in rows}
         if unused:  # nothing of theirs was due: the next claim may probe them
             conn.execute(
@@ -273,7 +305,9 @@ class SqlDeliveryQueue:
             )
         return rows
 
-    def _skip_to(self, conn: Connection, excluded: frozenset[str], now: float) -> float:
+    def _skip_to(
+        self, conn: Connection, excluded: frozenset[str], now: float, passed: frozenset[str]
+    ) -> float:
         """Where a claim skipping `excluded` may start its walk of the due index.
 
         A claim skips the subscriptions at their share, yet walked their due rows ahead of
@@ -287,27 +321,35 @@ class SqlDeliveryQueue:
         hosts that run a little behind and for PostgreSQL transactions still open then (a row
         they commit later may be due a little before the lookup); a row missed that way waits
         at most until the next lookup.
+
+        A point found for fewer skipped subscriptions holds for more; it is used unless it
+        leaves out one of `passed` (the subscriptions an earlier pass of this claim took its
+        cap of: the point is there to jump over their backlog).
         """
-        memo = self._skip
-        if memo is not None and memo.excluded <= excluded and 0 <= now - memo.at < SKIP_TTL:
-            return memo.after
+        fresh = [
+            m.after
+            for m in self._skips.values()
+            if passed <= m.excluded <= excluded and 0 <= now - m.at < SKIP_TTL
+        ]
+        if fresh:
+            return max(fresh)
         params = {"exclude": self._sql.id_list(sorted(excluded))}
         row = self._named(conn, self._first_due_outside, params).fetchone()
         after = (now if row is None else min(float(row[0]), now)) - SKIP_MARGIN
-        self._skip = _Skip(excluded, after, now)
+        if len(self._skips) >= SKIP_MEMOS:  # the oldest goes
+            del self._skips[min(self._skips, key=lambda k: self._skips[k].at)]
+        self._skips[excluded] = _Skip(excluded, after, now)
         return after
 
     def _claim_sqlite(
-        self,
-        conn: Connection,
-        stmt: TextClause,
-        params: dict[str, Any],
-        worker_id: str,
-        lease_until: float,
-    ) -> list[tuple[Any, ...]]:
+        self, conn: Connection, params: dict[str, Any], worker_id: str, lease_until: float
+    ) -> tuple[list[tuple[Any, ...]], set[str]]:
+        """Pick, lease and read one pass's jobs; also return the subscriptions that had more
+        due rows than their cap let the pass take."""
         taken: dict[str, int] = defaultdict(int)
+        capped: set[str] = set()
         seqs: list[int] = []
-        due = self._named(conn, stmt, params)
+        due = self._named(conn, self._claim_sql, params)
         try:
             for seq, sub_id, _due, max_in_flight, rate, retry_at in due:
                 if taken[sub_id] < claim_cap(max_in_flight, rate, retry_at):
@@ -315,17 +357,19 @@ class SqlDeliveryQueue:
                     seqs.append(seq)
                     if len(seqs) == params["limit"]:
                         break
+                else:
+                    capped.add(sub_id)
         finally:
             due.close()  # the rest of the walk is not read
         if not seqs:
-            return []
+            return [], capped
         sql = self._sql
         assert sql.lease is not None and sql.jobs is not None  # the SQLite statements
         batch = sql.id_list(seqs)
         driver = driver_in_transaction(conn)
         driver.execute(sql.lease, (lease_until, lease_until, worker_id, batch))
         jobs: list[tuple[Any, ...]] = driver.execute(sql.jobs, (batch,)).fetchall()
-        return jobs
+        return jobs, capped
 
     def record(self, *, worker_id: str, verdicts: Sequence[Verdict], now: float) -> None:
         """Store the attempts and the deliveries' new states; track failing subscriptions."""

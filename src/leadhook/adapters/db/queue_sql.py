@@ -47,6 +47,8 @@ class QueueStatements:
     in order that stops at the limit, whatever the statistics say; the subscription columns are
     joined to the few rows found. A subscription whose circuit is not closed (circuit_retry_at
     set) is skipped, unless this claim reserved its probe (`:probes`, see `reserve_probes`).
+    A claim may run it more than once (`SqlDeliveryQueue._claim_in`): after a pass that took a
+    subscription's cap, the next skips that subscription too, from `:after`.
     """
     first_due_outside: str
     """The due time of the earliest unfinished delivery of a subscription not in `:exclude`

@@ -146,10 +146,11 @@ def _pick(state: MemoryState, now: float, limit: int, exclude: frozenset[str]) -
         ),
         key=lambda d: (d.next_attempt_at, d.seq),
     )
-    # As in SQL: look at twice the limit of due rows, then cap each subscription's share.
+    # As in SQL: cap each subscription's share of the claim; a subscription at its cap does
+    # not keep the others' due rows behind its backlog (SQL's claim passes).
     taken: dict[str, int] = defaultdict(int)
     picked: list[DeliveryRow] = []
-    for d in due[: limit * 2]:
+    for d in due:
         sub = state.subscriptions[d.subscription_id].sub
         if taken[sub.id] < claim_cap(sub.max_in_flight, sub.rate_limit_per_s):
             taken[sub.id] += 1
