@@ -561,6 +561,37 @@ def test_a_claim_that_fails_writes_nothing_it_carried_or_leased(
     assert len(c.deliveries.attempts(MID, job.id).attempts) == 1
 
 
+def test_a_half_open_circuit_gives_one_probe_even_when_a_claim_walks_past_a_backlog(
+    sql_container: Container,
+) -> None:
+    """Catches: on SQLite, a pass that took a subscription's whole cap without meeting another
+    of its rows did not count it as capped, so the claim's next pass (after another
+    subscription's backlog) took a second probe of a half-open circuit: two deliveries sent at
+    once to an endpoint that had not answered."""
+    c = sql_container
+    probed = setup(c)
+    first = new_lead(c)  # the probe's first due delivery
+    c.subscriptions.update(MID, probed["id"], {"enabled": False})
+    failing = {"url": "http://127.0.0.1:9/failing", "event_types": ["*"], "max_in_flight": 1}
+    create(c, MID, failing)  # a cap of LANE_DEPTH a claim
+    for _ in range(60):  # its backlog, between the half-open endpoint's two deliveries
+        new_lead(c)
+    c.subscriptions.update(MID, probed["id"], {"enabled": True})
+    second = new_lead(c)
+    now = time.time() + 1
+    with c.engine.begin() as conn:  # half open: its retry is due and nobody probes it
+        conn.execute(
+            update(t.subscriptions)
+            .where(t.subscriptions.c.id == probed["id"])
+            .values(circuit_failures=5, circuit_opened_at=now - 60, circuit_retry_at=now - 1)
+        )
+    jobs = claim(queue_of(c), now, limit=10)  # a first walk of 20 rows: the probe, the backlog
+    probes = [j.entity_id for j in jobs if j.subscription_id == probed["id"]]
+    assert probes == [first]
+    assert len(jobs) == 1 + LANE_DEPTH  # the backlog's cap, then nothing else is due
+    assert second not in {j.entity_id for j in jobs}
+
+
 @pytest.mark.postgres
 def test_a_probe_held_by_another_transaction_is_skipped_not_waited_for(
     request: pytest.FixtureRequest, tmp_path: Any

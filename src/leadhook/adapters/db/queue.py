@@ -344,21 +344,26 @@ class SqlDeliveryQueue:
     def _claim_sqlite(
         self, conn: Connection, params: dict[str, Any], worker_id: str, lease_until: float
     ) -> tuple[list[tuple[Any, ...]], set[str]]:
-        """Pick, lease and read one pass's jobs; also return the subscriptions that had more
-        due rows than their cap let the pass take."""
+        """Pick, lease and read one pass's jobs; also return the subscriptions the pass took
+        as many jobs of as `claim_cap` lets it (as `_at_cap` does on PostgreSQL).
+
+        Taking the cap is what counts, not meeting a row beyond it in this pass's walk: the
+        next pass starts elsewhere (`_skip_to`) and would otherwise take that subscription's
+        cap again, a second probe of a half-open circuit among them."""
         taken: dict[str, int] = defaultdict(int)
         capped: set[str] = set()
         seqs: list[int] = []
         due = self._named(conn, self._claim_sql, params)
         try:
             for seq, sub_id, _due, max_in_flight, rate, retry_at in due:
-                if taken[sub_id] < claim_cap(max_in_flight, rate, retry_at):
-                    taken[sub_id] += 1
-                    seqs.append(seq)
-                    if len(seqs) == params["limit"]:
-                        break
-                else:
+                if sub_id in capped:
+                    continue
+                taken[sub_id] += 1
+                seqs.append(seq)
+                if taken[sub_id] >= claim_cap(max_in_flight, rate, retry_at):
                     capped.add(sub_id)
+                if len(seqs) == params["limit"]:
+                    break
         finally:
             due.close()  # the rest of the walk is not read
         if not seqs:
