@@ -274,6 +274,19 @@ def test_a_subscription_at_its_cap_does_not_hold_others_behind_its_backlog(
     assert max(j.seq for j in mine) < min(j.seq for j in more)
 
 
+def test_the_heartbeat_tells_which_subscriptions_were_stopped(container: Backend) -> None:
+    live = setup(container)
+    off = create(container, MID, {"url": "http://127.0.0.1:9/off", "event_types": ["*"]})
+    gone = create(container, MID, {"url": "http://127.0.0.1:9/gone", "event_types": ["*"]})
+    q = queue_of(container)
+    ids = [live["id"], off["id"], gone["id"], "sub_unknown"]
+    assert q.stopped(subscription_ids=ids) == {"sub_unknown"}
+    container.subscriptions.update(MID, off["id"], {"enabled": False})
+    container.subscriptions.delete(MID, gone["id"])
+    assert q.stopped(subscription_ids=ids) == {off["id"], gone["id"], "sub_unknown"}
+    assert q.stopped(subscription_ids=[]) == set()
+
+
 def test_disabled_deleted_and_not_yet_due_deliveries_are_not_claimed(
     container: Backend,
 ) -> None:

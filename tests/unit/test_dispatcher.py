@@ -597,6 +597,50 @@ async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
     assert sorted(first_seqs) == [1, 2, 3, 4]  # in flight and waiting, in one statement
 
 
+async def test_a_subscription_disabled_meanwhile_gets_none_of_the_jobs_on_hand() -> None:
+    # A worker holds up to LANE_DEPTH times max_in_flight of a subscription; an API disable
+    # used to reach it only through the claims, so everything on hand was still sent.
+    async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(0.6)
+        return http(200, 600.0)
+
+    queue, sender = MemoryQueue(), FakeSender(slow)
+    sub = Sub("s", max_in_flight=1)
+    for n in range(20):
+        queue.add(sub, f"L{n}", 1)
+    dispatcher = Dispatcher(
+        queue,
+        lambda: sender,
+        policy=RetryPolicy.from_env_value("1"),
+        clock=time.time,
+        concurrency=8,
+        lease_seconds=1.5,  # a heartbeat every 0.5 s
+        timeout=3.0,
+        worker_id="w1",
+        poll_interval=0.02,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    deadline = time.monotonic() + 5
+    while not sender.sent:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    with queue.store.lock:  # disabled through the store, as the API does
+        queue.store.state.subscriptions["s"] = SubscriptionRow(
+            Sub("s", max_in_flight=1, enabled=False).subscription()
+        )
+    await asyncio.sleep(2.5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    # The attempt in flight ended (and at most one that started before the next heartbeat);
+    # the rest of what the worker held went back, pending and unleased: nothing lost.
+    assert len(sender.sent) <= 2, len(sender.sent)
+    assert len(queue.released) >= 2
+    pending = [r for r in queue.rows if r.status == "pending"]
+    assert len(pending) == 20 - len(sender.sent)
+    assert all(r.locked_by is None for r in pending)
+
+
 async def test_max_in_flight_is_clamped_to_the_cap() -> None:
     async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.3)

@@ -276,6 +276,37 @@ class Dispatcher:
                     # A lease lost (it ran out and another worker took the job) reads as
                     # expired: the job is then released instead of sent.
                     self._held[seq] = lease_until if seq in kept else 0.0
+            await self._drop_stopped()
+
+    async def _drop_stopped(self) -> None:
+        """Give back the waiting jobs of subscriptions disabled or deleted since they were
+        claimed: a worker learns of an API's disable at the next heartbeat, not after sending
+        everything it had on hand (a 3 s endpoint disabled with 64 on hand got 48 more
+        attempts over 8 s). Attempts already in flight end as they would; their leases are
+        still renewed, so a quick re-enable cannot send one twice."""
+        subs = [sub for sub, lane in self._lanes.items() if lane.waiting]
+        if not subs:
+            return
+        try:
+            stopped = await asyncio.to_thread(self._queue.stopped, subscription_ids=subs)
+        except Exception:
+            log.exception("checking subscriptions failed", extra={"worker_id": self.worker_id})
+            return
+        for sub in stopped:
+            lane = self._lanes.get(sub)
+            if lane is not None and lane.waiting:
+                self._drop_waiting(lane)
+                log.info(
+                    "subscription stopped: its jobs on hand given back",
+                    extra={"subscription_id": sub},
+                )
+
+    def _drop_waiting(self, lane: Lane) -> None:
+        """Release the lane's waiting jobs (they stay pending: nothing lost)."""
+        self._releases.extend(j.seq for j in lane.waiting)
+        lane.waiting.clear()
+        self._tally(lane)
+        self._flush.set()
 
     # ---- claiming ----------------------------------------------------------------------------
 
@@ -641,9 +672,7 @@ class Dispatcher:
             return
         lane.tripped_until = mono + circuit.BASE_COOLDOWN
         self.stats.tripped += 1
-        self._releases.extend(j.seq for j in lane.waiting)  # they stay pending: nothing lost
-        lane.waiting.clear()
-        self._tally(lane)
+        self._drop_waiting(lane)
         log.warning(
             "circuit opened: the endpoint does not answer",
             extra={"subscription_id": job.subscription_id, "silent_attempts": lane.silent},
@@ -668,9 +697,7 @@ class Dispatcher:
             )
         if disable is not None and not lane.gone:
             lane.gone = True  # stop sending its waiting jobs; they stay pending for a re-enable
-            self._releases.extend(j.seq for j in lane.waiting)
-            lane.waiting.clear()
-            self._tally(lane)
+            self._drop_waiting(lane)
         log.info(
             "delivery attempt failed",
             extra={"delivery_id": job.id, "status": status, "reason": decision.reason},

@@ -158,6 +158,7 @@ class SqlDeliveryQueue:
         self._skips: dict[frozenset[str], _Skip] = {}
         self._reserve_probes = text(sql.reserve_probes)
         self._renew = text(sql.renew)
+        self._live = text(sql.live)
         self._release = text(sql.release)
         self._streak_end = text(sql.streak_end)
         self._streak_start = text(sql.streak_start)
@@ -479,6 +480,17 @@ class SqlDeliveryQueue:
                 "worker": worker_id,
             }
             return {int(r[0]) for r in self._named(conn, self._renew, params)}
+
+    def stopped(self, *, subscription_ids: Sequence[str]) -> set[str]:
+        """Return those of `subscription_ids` that are disabled or deleted (a read; no lock)."""
+        if not subscription_ids:
+            return set()
+        params = {"ids": self._sql.id_list(sorted(subscription_ids))}
+        with self._engine.connect() as raw:
+            conn = raw.execution_options(leadhook_readonly=True)  # no write lock on SQLite
+            live = {str(r[0]) for r in self._named(conn, self._live, params)}
+            conn.rollback()
+        return set(subscription_ids) - live
 
     def recover(self, *, worker_id: str, now: float) -> int:
         """Release the leases of workers of this host that died (SQLite only); return how many.

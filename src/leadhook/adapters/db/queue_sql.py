@@ -67,6 +67,9 @@ class QueueStatements:
     claim does); on SQLite claims are serial."""
     renew: str
     """The heartbeat: push the lease of every job this worker still holds, in one statement."""
+    live: str
+    """Of the subscriptions `:ids`, those enabled and not deleted (the heartbeat's check that
+    the jobs a worker holds may still be sent)."""
     release: str
     """Give leased deliveries back unsent: due again at once (`:now`)."""
     insert_attempts: str
@@ -150,6 +153,8 @@ RETURNING id""",
     renew="""UPDATE deliveries SET locked_until = :lease_until, next_attempt_at = :lease_until
 WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker
 RETURNING seq""",
+    live="""SELECT id FROM subscriptions
+WHERE id IN (SELECT value FROM json_each(:ids)) AND enabled AND deleted_at IS NULL""",
     release="""UPDATE deliveries SET locked_until = NULL, locked_by = NULL, next_attempt_at = :now
 WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker""",
     insert_attempts="""INSERT INTO delivery_attempts
@@ -253,6 +258,8 @@ RETURNING id""",
     renew="""UPDATE deliveries SET locked_until = :lease_until, next_attempt_at = :lease_until
 WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker
 RETURNING seq""",
+    live="""SELECT id FROM subscriptions
+WHERE id = ANY(CAST(:ids AS TEXT[])) AND enabled AND deleted_at IS NULL""",
     release="""UPDATE deliveries SET locked_until = NULL, locked_by = NULL, next_attempt_at = :now
 WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker""",
     # The attempts in the order given: their ids follow it.

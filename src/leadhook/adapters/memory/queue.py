@@ -114,6 +114,12 @@ class MemoryDeliveryQueue:
                     held.add(seq)
         return held
 
+    def stopped(self, *, subscription_ids: Sequence[str]) -> set[str]:
+        """Return those of `subscription_ids` that are disabled or deleted."""
+        with self._store.lock:
+            subs = self._store.state.subscriptions
+            return {s for s in subscription_ids if not _claimable(subs.get(s))}
+
     def recover(self, *, worker_id: str, now: float) -> int:
         """Nothing to recover: an in-memory queue dies with the only process that holds it."""
         return 0
