@@ -57,6 +57,16 @@ def deliveries(c: Backend, sub_id: str) -> list[dict[str, Any]]:
     return bodies.deliveries(page).model_dump()["data"]
 
 
+def half_open(c: Container, sub_id: str, now: float) -> None:
+    """Put the subscription's circuit half open: its retry is due and nobody probes it."""
+    with c.engine.begin() as conn:
+        conn.execute(
+            update(t.subscriptions)
+            .where(t.subscriptions.c.id == sub_id)
+            .values(circuit_failures=5, circuit_opened_at=now - 60, circuit_retry_at=now - 1)
+        )
+
+
 def new_lead(c: Backend, notes: int = 0) -> str:
     _, body = c.leads.create(REQ, {"fields": {}})
     lead_id: str = json.loads(body)["lead"]["id"]
@@ -592,12 +602,7 @@ def test_a_half_open_circuit_gives_one_probe_even_when_a_claim_walks_past_a_back
     c.subscriptions.update(MID, probed["id"], {"enabled": True})
     second = new_lead(c)
     now = time.time() + 1
-    with c.engine.begin() as conn:  # half open: its retry is due and nobody probes it
-        conn.execute(
-            update(t.subscriptions)
-            .where(t.subscriptions.c.id == probed["id"])
-            .values(circuit_failures=5, circuit_opened_at=now - 60, circuit_retry_at=now - 1)
-        )
+    half_open(c, probed["id"], now)
     jobs = claim(queue_of(c), now, limit=10)  # a first walk of 20 rows: the probe, the backlog
     probes = [j.entity_id for j in jobs if j.subscription_id == probed["id"]]
     assert probes == [first]
@@ -612,9 +617,7 @@ def test_a_probe_held_by_another_transaction_is_skipped_not_waited_for(
     """Catches: the probe reservation waiting for a subscription row another transaction holds
     (a settling claim records, locking its subscriptions, before it reserves probes: two of
     them waiting for each other's rows deadlocked)."""
-    from sqlalchemy import text, update
-
-    from leadhook.adapters.db import tables as t
+    from sqlalchemy import text
 
     c = open_backend("postgresql", request, tmp_path)
     assert isinstance(c, Container)
@@ -622,12 +625,7 @@ def test_a_probe_held_by_another_transaction_is_skipped_not_waited_for(
         sub = setup(c)
         new_lead(c)
         now = time.time() + 1
-        with c.engine.begin() as conn:  # half open: its retry is due and nobody probes it
-            conn.execute(
-                update(t.subscriptions)
-                .where(t.subscriptions.c.id == sub["id"])
-                .values(circuit_failures=5, circuit_opened_at=now - 60, circuit_retry_at=now - 1)
-            )
+        half_open(c, sub["id"], now)
         holder = c.engine.connect()
         holder.execute(
             text("SELECT id FROM subscriptions WHERE id = :id FOR UPDATE"), {"id": sub["id"]}

@@ -569,6 +569,21 @@ async def test_an_endpoint_that_never_answers_trips_and_its_waiting_jobs_go_back
     assert len(waiting) == 30 - sent and all(r.locked_by is None for r in waiting)
 
 
+def short_leases(queue: MemoryQueue, sender: FakeSender, lease_seconds: float) -> Dispatcher:
+    """A dispatcher whose heartbeat (a third of the lease) comes within the test's seconds."""
+    return Dispatcher(
+        queue,
+        lambda: sender,
+        policy=RetryPolicy.from_env_value("1"),
+        clock=time.time,
+        concurrency=8,
+        lease_seconds=lease_seconds,
+        timeout=3.0,
+        worker_id="w1",
+        poll_interval=0.02,
+    )
+
+
 async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
     async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(2.5)  # longer than a lease of 2 s: only the heartbeat keeps it
@@ -578,17 +593,7 @@ async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
     sub = Sub("s", max_in_flight=2)
     for n in range(4):
         queue.add(sub, f"L{n}", 1)
-    dispatcher = Dispatcher(
-        queue,
-        lambda: sender,
-        policy=RetryPolicy.from_env_value("1"),
-        clock=time.time,
-        concurrency=8,
-        lease_seconds=2.0,
-        timeout=3.0,
-        worker_id="w1",
-        poll_interval=0.02,
-    )
+    dispatcher = short_leases(queue, sender, 2.0)
     await run_until(dispatcher, finished(queue), timeout=15)
     assert {r.status for r in queue.rows} == {"delivered"} and len(sender.sent) == 4
     assert queue.released == []  # no job was given up for a short lease
@@ -608,17 +613,7 @@ async def test_a_subscription_disabled_meanwhile_gets_none_of_the_jobs_on_hand()
     sub = Sub("s", max_in_flight=1)
     for n in range(20):
         queue.add(sub, f"L{n}", 1)
-    dispatcher = Dispatcher(
-        queue,
-        lambda: sender,
-        policy=RetryPolicy.from_env_value("1"),
-        clock=time.time,
-        concurrency=8,
-        lease_seconds=1.5,  # a heartbeat every 0.5 s
-        timeout=3.0,
-        worker_id="w1",
-        poll_interval=0.02,
-    )
+    dispatcher = short_leases(queue, sender, 1.5)  # a heartbeat every 0.5 s
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     deadline = time.monotonic() + 5
