@@ -120,11 +120,18 @@ def _run(stack: Stack, receiver: Receiver, black_hole: BlackHole) -> None:
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
+@pytest.mark.parametrize(("subs", "max_in_flight"), [(1, 16), (4, 64)])
 def test_fast_failing_backlog_of_one_tenant_leaves_another_tenant_fast(
-    request: pytest.FixtureRequest, backend: str, tmp_path: Any, receiver: Receiver
+    request: pytest.FixtureRequest,
+    backend: str,
+    subs: int,
+    max_in_flight: int,
+    tmp_path: Any,
+    receiver: Receiver,
 ) -> None:
-    # Tenant A's endpoint answers 500 at once, behind a backlog of 10,000 due deliveries: its
-    # attempts end so fast that it never fills its share of the slots.
+    # Tenant A's endpoints answer 500 at once, behind a backlog of 10,000 due deliveries (to
+    # one subscription, or 20,000 to four that each may take a whole claim): their attempts
+    # end so fast that A never fills its share of the slots.
     failing = Receiver().start()
     failing.behaviour = lambda r, n: (500, {}, 0.0)
     if backend == "sqlite":
@@ -134,11 +141,17 @@ def test_fast_failing_backlog_of_one_tenant_leaves_another_tenant_fast(
     stack = make_stack(url, receiver)
     try:
         noisy = _tenant(stack, "noisy")
-        body: dict[str, Any] = {"url": failing.url(), "event_types": ["*"]}
-        resp = stack.call("POST", "/v1/subscriptions", headers=noisy, json=body)
-        assert resp.status_code == 201, resp.text
+        for i in range(subs):
+            body: dict[str, Any] = {
+                "url": failing.url(f"/{i}"),
+                "event_types": ["*"],
+                "max_in_flight": max_in_flight,
+            }
+            resp = stack.call("POST", "/v1/subscriptions", headers=noisy, json=body)
+            assert resp.status_code == 201, resp.text
         stack.subscribe()
-        for b in range(20):
+        leads = 10_000 if subs == 1 else 5_000  # 10,000 or 20,000 deliveries
+        for b in range(leads // 500):
             body = {"leads": [{"fields": {"name": f"N{b}-{i}"}} for i in range(500)]}
             resp = stack.call("POST", "/v1/leads/batch", headers=noisy, json=body)
             assert resp.status_code == 201, resp.text

@@ -550,6 +550,51 @@ async def test_a_slow_endpoint_cannot_take_every_slot_of_its_tenant() -> None:
     assert settled and max(settled) <= 7, max(settled)
 
 
+async def test_after_a_claim_one_tenant_filled_the_next_takes_the_others_first() -> None:
+    # A tenant whose endpoints answer 500 at once never fills its slots and is never skipped:
+    # its backlog, due before everyone else's, filled every claim. After a full claim that
+    # one tenant had most of, the next claim skips its subscriptions, then fills what is left
+    # with them (a second claim at the same instant); when nobody else had anything due, it
+    # does not skip them again before a commit or the poll interval.
+    async def fail(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(0.001)
+        return http(500, 1.0)
+
+    class Watched(MemoryQueue):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[float, frozenset[str], int, list[str]]] = []
+
+        def claim(self, **kwargs: Any) -> list[Job]:
+            jobs = super().claim(**kwargs)
+            got = [j.mid for j in jobs]
+            self.calls.append((kwargs["now"], frozenset(kwargs["exclude"]), kwargs["limit"], got))
+            return jobs
+
+    queue, sender = Watched(), FakeSender(fail)
+    failing = Sub("a0", max_in_flight=64, mid="A")
+    for n in range(3_000):
+        queue.add(failing, f"A{n}", 1, at=0.0)
+    healthy = Sub("b", mid="B")
+    queue.add(healthy, "B0", 1, at=0.001)  # due after A's whole backlog
+    dispatcher = make(queue, sender, schedule="60", concurrency=16, poll=0.25)
+    await run_until(dispatcher, lambda: len(sender.sent) >= 1_000)
+    calls = queue.calls
+    first_b = next(i for i, (_, _, _, mids) in enumerate(calls) if "B" in mids)
+    assert "a0" in calls[first_b][1]  # B's came in a claim that skipped A's subscription
+    assert all(set(mids) == {"A"} and len(mids) == limit for _, _, limit, mids in calls[:first_b])
+    assert first_b == 1  # right after the first full claim of A's, not after its backlog
+    # Deferred alone (nobody else due): the rest filled at the same instant, then no deferral
+    # until the poll interval.
+    pairs = [
+        i for i in range(1, len(calls))
+        if calls[i][0] == calls[i - 1][0] and "a0" in calls[i - 1][1] and "a0" not in calls[i][1]
+    ]  # fmt: skip
+    assert pairs
+    span = calls[-1][0] - calls[0][0]
+    assert len(pairs) <= 2 + span / 0.25, (len(pairs), span)
+
+
 async def test_an_endpoint_that_never_answers_trips_and_its_waiting_jobs_go_back() -> None:
     async def silence(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.05)

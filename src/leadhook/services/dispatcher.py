@@ -28,7 +28,7 @@ import os
 import random
 import socket
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +102,14 @@ class TenantTurn:
 
 _RECORD_GATHER = 0.002  # seconds the recorder waits for more verdicts to share a transaction
 _RECORD_GATHER_BACKLOG = 0.02  # the longest it waits while a backlog is drained
+
+
+def _majority(jobs: Sequence[Job]) -> str | None:
+    """Return the tenant that has more than half of `jobs`, if one has."""
+    if not jobs:
+        return None
+    mid, n = Counter(job.mid for job in jobs).most_common(1)[0]
+    return mid if 2 * n > len(jobs) else None
 
 
 def batch_of(concurrency: int) -> int:
@@ -183,6 +191,9 @@ class Dispatcher:
         self._backlog = False  # the last claim took all it asked for: more is likely due
         # (what a claim skipped, until when) after a claim that skipped some and found nothing
         self._fruitless: tuple[set[str], float] | None = None
+        self._hog: str | None = None  # the tenant with most of the last claim, if it was full
+        # (what a claim deferred, until when) after the others had nothing due (`_deferred`)
+        self._alone: tuple[set[str], float] | None = None
         self._active = 0
         self._ready = 0
         self._next_due: float | None = None
@@ -230,7 +241,7 @@ class Dispatcher:
 
     def _poked(self) -> None:
         """A commit enqueued deliveries: wake the claim loop; a fruitless claim may not be."""
-        self._fruitless = None
+        self._fruitless = self._alone = None
         self._wake.set()
 
     async def _relay(self, stop: asyncio.Event) -> None:
@@ -387,6 +398,7 @@ class Dispatcher:
             # third of its time there. A commit, a change of what is skipped or the poll
             # interval ends this.
             return 0
+        deferred = self._deferred(skipped, mono)
         verdicts: list[Verdict] = []
         releases: list[int] = []
         settle = self._settling
@@ -399,7 +411,7 @@ class Dispatcher:
             "limit": limit,
             "now": now,
             "lease_until": now + self._lease,
-            "exclude": exclude,
+            "exclude": exclude + deferred,
         }
         call = "claim"
         if settle is not None and (verdicts or releases):
@@ -429,12 +441,62 @@ class Dispatcher:
             self._claim_failures = 0
         if verdicts or releases:
             self._recorded(verdicts, releases)
+        if deferred and len(jobs) < limit:
+            jobs += await self._fill(args, limit - len(jobs), exclude, deferred, mono, bool(jobs))
         self.stats.claimed += len(jobs)
         self._backlog = len(jobs) >= limit
+        self._hog = _majority(jobs) if self._backlog else None
         if skipped:  # a claim that skips nothing says nothing about the others' deliveries
             self._fruitless = None if jobs else (skipped, mono + self._poll)
         self._accept(jobs)
         return len(jobs)
+
+    def _deferred(self, skipped: set[str], mono: float) -> list[str]:
+        """Return the subscriptions whose deliveries this claim takes only after everyone
+        else's: those of the tenant that had most of the last claim, when that claim was full.
+
+        A claim takes due deliveries oldest first, and a tenant whose endpoints fail at once
+        never fills its slots, so nothing else keeps its backlog from filling every claim:
+        another tenant's deliveries, due later, waited behind all of it (PostgreSQL: p50 0.5 s,
+        up to 1.6 s behind 20,000 failing to four subscriptions). Its rows still fill whatever
+        the others leave (`_fill`). Not while that set was found alone a moment ago (nobody
+        else had anything due): until a commit or the poll interval, as for `_fruitless`.
+        """
+        hog = self._hog
+        turn = self._tenants.get(hog) if hog is not None else None
+        if turn is None:
+            return []
+        subs = sorted(turn.subs - skipped)
+        alone = self._alone
+        if not subs or (alone is not None and alone[0] == set(subs) and mono < alone[1]):
+            return []
+        return subs
+
+    async def _fill(
+        self,
+        args: dict[str, Any],
+        room: int,
+        exclude: list[str],
+        deferred: list[str],
+        mono: float,
+        found: bool,
+    ) -> list[Job]:
+        """Claim what the others left room for from the deferred subscriptions (a claim of
+        its own: what the first one leased is kept whatever happens to this one)."""
+        if not found:  # nobody else had anything due: don't defer them again for a while
+            self._alone = (set(deferred), mono + self._poll)
+        more = {key: args[key] for key in ("worker_id", "now", "lease_until")}
+        more.update(limit=room, exclude=exclude)
+        try:
+            jobs: list[Job] = await self._call("claim", more)
+        except Exception:
+            log.warning(
+                "claim of the deferred subscriptions failed; they are claimed next time",
+                extra={"worker_id": self.worker_id},
+                exc_info=True,
+            )
+            return []
+        return jobs
 
     def _excluded(self, mono: float) -> list[str]:
         """Return the subscriptions a claim should skip: their lane, or their tenant, is full.
