@@ -90,7 +90,7 @@ class PoolService:
             )
             return _one(lead, pools.claim(replace(ctx, operator=operator), lead, member, held))
 
-        return self._leads.transact(req, act)
+        return self._leads.transact(req, act, lead_id)
 
     def return_(
         self, req: BehaviourRequest, lead_id: str, lead_pool: Any, notes: Any
@@ -105,7 +105,7 @@ class PoolService:
             outcome = pools.return_to_pool(ctx, lead, lead_pool, notes)
             return _one(lead, Allocation(uow, ctx)(lead, outcome))
 
-        return self._leads.transact(req, act)
+        return self._leads.transact(req, act, lead_id)
 
     def duplicates(self, mid: str, lead_id: str, limit: int) -> str:
         """List live leads sharing the lead's mobile or email (normalised), oldest first."""
@@ -120,10 +120,11 @@ class PoolService:
     def merge(self, req: BehaviourRequest, lead_id: str, duplicates: Any) -> tuple[int, str]:
         """Merge duplicates into the lead, all in one transaction (scene 6)."""
         ids = _merge_ids(lead_id, duplicates)
+        order = sorted({lead_id, *ids})
 
         def act(uow: UnitOfWork, context: Callable[[], b.Context]) -> Changes:
             # One lock order for every merge: two merges over the same leads cannot deadlock.
-            locked = {i: _lock(uow, req, i) for i in sorted({lead_id, *ids})}
+            locked = {i: _lock(uow, req, i) for i in order}
             survivor = locked[lead_id]
             _check_version(req, survivor)
             ctx = context()
@@ -133,7 +134,7 @@ class PoolService:
             changed += [(d.lead, v) for d, v in zip(dups, out.voided, strict=True)]
             return Changes(changed, out.events, out.survivor)
 
-        return self._leads.transact(req, act)
+        return self._leads.transact(req, act, order[0])
 
 
 def _member_operator(ctx: b.Context, given: Operator, member: Any) -> Operator:
@@ -257,7 +258,7 @@ class AutomationService:
             return _one(lead, outcome)
 
         try:
-            self._leads.transact(BehaviourRequest(mid, SYSTEM), act)
+            self._leads.transact(BehaviourRequest(mid, SYSTEM), act, lead_id)
         except LeadhookError as exc:  # changed under us (version check): the next run sees it
             log.warning("reclaim of lead %s skipped: %s", lead_id, exc)
             return False

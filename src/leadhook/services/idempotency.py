@@ -37,10 +37,12 @@ class Idempotent:
         fp: str,
         work: Work,
         after_commit: Callable[[], None],
+        lock_key: str | None = None,
     ) -> Future[tuple[int, str]]:
         """Submit `work` (with the key's check and record) to `tx`; answer in the future.
 
-        `after_commit` runs once a fresh (not replayed) answer is committed.
+        `after_commit` runs once a fresh (not replayed) answer is committed; `lock_key` is
+        the lead `work` locks first (`Transactor.submit`).
         """
         answer: Future[tuple[int, str]] = Future()
 
@@ -70,7 +72,7 @@ class Idempotent:
             else:
                 answer.set_exception(exc)
 
-        tx.submit(once).add_done_callback(first_done)
+        tx.submit(once, lock_key).add_done_callback(first_done)
         return answer
 
     def _stored(

@@ -242,12 +242,17 @@ class LeadService:
             payloads = self._record(uow, outcome.events, tally)
             return status, behaviour_body(outcome.lead, payloads)
 
-        return self._commit(req, work)
+        return self._commit(req, work, lead_id)
 
     def _commit(
-        self, req: BehaviourRequest, work: Callable[[UnitOfWork, _Tally], Answer]
+        self,
+        req: BehaviourRequest,
+        work: Callable[[UnitOfWork, _Tally], Answer],
+        lock_key: str | None = None,
     ) -> Future[Answer]:
-        """Run `work` once per Idempotency-Key; wake the dispatcher only if it enqueued."""
+        """Run `work` once per Idempotency-Key; wake the dispatcher only if it enqueued.
+
+        `lock_key`: the lead `work` locks first, if any (`Transactor.submit`)."""
         tally = _Tally()
 
         def run(uow: UnitOfWork) -> Answer:
@@ -259,7 +264,9 @@ class LeadService:
             if tally.deliveries:
                 self._on_enqueued()
 
-        return self._idem.submit(self._tx, req.mid, req.idempotency_key, req.fingerprint, run, wake)
+        return self._idem.submit(
+            self._tx, req.mid, req.idempotency_key, req.fingerprint, run, wake, lock_key
+        )
 
     def _record(self, uow: UnitOfWork, events: Sequence[LeadEvent], tally: _Tally) -> list[str]:
         """Append events to the log and enqueue one delivery per matching subscription."""
@@ -281,11 +288,15 @@ class LeadService:
     # ---- behaviours over several leads that read the store (services/automation.py) ------
 
     def transact(
-        self, req: BehaviourRequest, act: Callable[[UnitOfWork, Callable[[], b.Context]], Changes]
+        self,
+        req: BehaviourRequest,
+        act: Callable[[UnitOfWork, Callable[[], b.Context]], Changes],
+        lock_key: str | None = None,
     ) -> tuple[int, str]:
         """Run `act` in one transaction (honouring `Idempotency-Key`): it locks the leads it
         needs, builds the context once they are locked, and returns what changed; each changed
-        lead is written with its version check and every event recorded, in `act`'s order."""
+        lead is written with its version check and every event recorded, in `act`'s order.
+        `lock_key` is the first lead `act` locks (`Transactor.submit`)."""
 
         def work(uow: UnitOfWork, tally: _Tally) -> tuple[int, str]:
             changes = act(uow, lambda: self._context(uow, req))
@@ -296,7 +307,7 @@ class LeadService:
                 return 200, '{"events":[' + ",".join(payloads) + "]}"
             return 200, behaviour_body(changes.answer, payloads)
 
-        return self._commit(req, work).result()
+        return self._commit(req, work, lock_key).result()
 
     # ---- reads ----------------------------------------------------------------------------
 

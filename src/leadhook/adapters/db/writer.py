@@ -92,6 +92,11 @@ class _Item:
     future: Future[Any]
     runs: int = 0
     submitted: float = 0.0  # time.monotonic() when submitted on the loop
+    lock_key: str = ""  # the lead whose row the unit locks first ("": none)
+
+
+def _lock_order(item: _Item) -> str:
+    return item.lock_key
 
 
 def _busy_timeout(conn: Connection, ms: int) -> None:
@@ -170,10 +175,12 @@ class GroupWriter:
             self._ways[way] += 1
             self._units += units
 
-    def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]:
-        """Queue `work`; its future holds what it returned once its transaction committed."""
+    def submit(self, work: Callable[[UnitOfWork], T], lock_key: str | None = None) -> Future[T]:
+        """Queue `work`; its future holds what it returned once its transaction committed.
+
+        `lock_key`: the lead whose row `work` locks first (see `_run`)."""
         future: Future[T] = Future()
-        item = _Item(work, future)
+        item = _Item(work, future, lock_key=lock_key or "")
         if self._closed:
             future.set_exception(RuntimeError("the writer is closed"))
         elif not self._on_loop:
@@ -336,6 +343,14 @@ class GroupWriter:
                         stop = True
                         break
                     batch.append(item)
+                # A group holds the row lock of every lead its units touched until its commit.
+                # Two groups in flight at once (writer threads, or other processes' writers)
+                # that lock the same leads in arrival order waited for each other: PostgreSQL
+                # found it only after deadlock_timeout (1 s) and aborted one, to be run again.
+                # Run in the order of the leads they lock (stable: a lead's units keep their
+                # order), every group takes its leads' locks in one order: 256 behaviours on 4
+                # leads from 64 clients with four threads, 47-90 s (some answered 503) -> <1 s.
+                batch.sort(key=_lock_order)
                 conn = self._commit(conn, batch)
                 if stop:
                     return

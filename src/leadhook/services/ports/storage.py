@@ -398,9 +398,13 @@ class Transactor(Protocol):
     `submit` returns at once; the future holds what `work` returned once its writes are
     committed, or the exception that undid them. An implementation may commit several units
     together (group commit): each still succeeds or fails alone.
+
+    `lock_key` names the lead whose row `work` locks first (None: it locks none). Units
+    committed together run in the order of their keys, so that two transactions in flight
+    at once take their leads' locks in one order and cannot deadlock on them.
     """
 
-    def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]: ...
+    def submit(self, work: Callable[[UnitOfWork], T], lock_key: str | None = None) -> Future[T]: ...
 
 
 class InlineTransactor:
@@ -409,7 +413,7 @@ class InlineTransactor:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
 
-    def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]:
+    def submit(self, work: Callable[[UnitOfWork], T], lock_key: str | None = None) -> Future[T]:
         """Run `work` in a new unit of work and commit it; the future is already resolved."""
         future: Future[T] = Future()
         try:
