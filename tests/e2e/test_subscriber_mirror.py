@@ -15,6 +15,7 @@ from typing import Any
 from delivery_support import Stack, wait_for
 
 from leadhook.domain.times import parse_rfc3339
+from leadhook.receiver import GapDetector, parse
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -67,3 +68,28 @@ def test_last_follow_up_is_rebuilt_from_the_events_by_the_documented_rule(stack:
     assert "object_update_status" in row and "last_follow_up_at" in row, row
     automation = (DOCS / "automation.md").read_text(encoding="utf-8")
     assert "counts `object_update_status` as well" in automation
+
+
+def test_a_subscription_to_some_types_skips_versions_and_the_docs_say_so(stack: Stack) -> None:
+    stack.subscribe(event_types=["object_create", "object_change_owner"])
+    stack.dispatch()
+    put = stack.call("PUT", "/v1/catalog/members/wang", json={"name": "王芳"})
+    assert put.status_code == 200, put.text
+    lead = stack.lead()
+    patched = stack.call("PATCH", f"/v1/leads/{lead}", json={"fields": {"title": "CTO"}})
+    assert patched.status_code == 200, patched.text
+    owner = {"owner": "wang", "scene_type": 2}
+    assert stack.call("POST", f"/v1/leads/{lead}/owner", json=owner).status_code == 200
+    events = _delivered(stack, 2)
+    assert [e["entity_version"] for e in events] == [1, 3]
+    # Version 2 (the update) was never meant for this subscription, and nothing went dead,
+    assert stack.call("GET", "/v1/deliveries", params={"status": "dead"}).json()["data"] == []
+    # yet the receiver's gap detector, used as documented, reports it missing.
+    versions = GapDetector()
+    gaps = [g for g in (versions.observe(parse(r.body)) for r in stack.receiver.acked()) if g]
+    assert [(g.entity_id, list(g.versions)) for g in gaps] == [(lead, [2])]
+    # The documents that promise "no jump unless a delivery went dead" say when a jump is
+    # expected.
+    for document in ("events.md", "delivery.md", "receiver.md"):
+        text = " ".join((DOCS / document).read_text(encoding="utf-8").split())
+        assert "of the other types are skipped" in text, document
