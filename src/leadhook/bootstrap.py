@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -12,7 +13,7 @@ from leadhook.adapters.db.checkpoint import WalCheckpointer
 from leadhook.adapters.db.console import SqlConsoleQueries
 from leadhook.adapters.db.engine import WriteGate, is_sqlite, make_engine
 from leadhook.adapters.db.health import SqlReadiness
-from leadhook.adapters.db.keycheck import holds_secrets, prepare_secrets
+from leadhook.adapters.db.keycheck import forget_key, holds_secrets, key_opens, prepare_secrets
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.retention import SqlRetention
 from leadhook.adapters.db.uow import SqlUnitOfWork
@@ -20,6 +21,7 @@ from leadhook.adapters.db.writer import GroupWriter
 from leadhook.adapters.http.sender import HttpSender
 from leadhook.adapters.secretbox import SecretKeyError, attach, default_key_file, load_box
 from leadhook.adapters.system import SystemClock, SystemIds
+from leadhook.domain.signing import generate_secret
 from leadhook.services.automation import AutomationScheduler, AutomationService, PoolService
 from leadhook.services.console import ConsoleService
 from leadhook.services.deliveries import DeliveryService
@@ -191,3 +193,33 @@ def build(
         readiness=SqlReadiness(engine),
         wakeup=wakeup,
     )
+
+
+def forget_lost_key(settings: Settings) -> list[tuple[str, str]]:
+    """Let a database whose secret key is lost for good start again on a new key.
+
+    Refused (SecretKeyError) when there is nothing to forget, or when the configured key (or
+    the key file beside the database) still opens it: then nothing is lost, and forgetting
+    would only throw the subscribers' secrets away. Otherwise every subscription gets a new
+    random secret nobody knows (deliveries fail, and are retried, until it is rotated) and
+    the key's check value goes; returns (tenant, id) of the subscriptions to rotate.
+    """
+    engine = make_engine(settings.database_url)
+    try:
+        migrate.check_schema(engine)
+        if not holds_secrets(engine):
+            raise SecretKeyError(
+                "this database holds no key's check value: nothing to forget (leadhook starts"
+                " on it with any key)"
+            )
+        key_file = None if settings.secret_keys else default_key_file(settings.database_url)
+        if settings.secret_keys or (key_file is not None and key_file.exists()):
+            box = load_box(settings.secret_keys, settings.database_url)
+            if key_opens(engine, box):
+                raise SecretKeyError(
+                    f"{box.source} opens this database: its key is not lost, nothing to forget"
+                    " (to rotate keys, list the new key first and the old one after it)"
+                )
+        return forget_key(engine, lambda: generate_secret(os.urandom(32)))
+    finally:
+        engine.dispose()

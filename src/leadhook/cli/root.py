@@ -10,7 +10,7 @@ from leadhook import __version__
 from leadhook.cli.common import console
 from leadhook.cli.demo import demo
 from leadhook.cli.listen import listen
-from leadhook.cli.secret_key import secret_key
+from leadhook.cli.secret_key import forget_secret_key, secret_key
 from leadhook.cli.serve import serve
 from leadhook.cli.tenants import tenants_app
 from leadhook.cli.worker import worker
@@ -44,6 +44,7 @@ def main_options(
 # In this order in `leadhook --help` (the `tenants` group comes last there).
 app.command()(serve)
 app.command("secret-key")(secret_key)
+app.command("forget-secret-key")(forget_secret_key)
 app.command()(worker)
 app.command()(demo)
 app.command()(listen)

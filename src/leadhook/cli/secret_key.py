@@ -1,8 +1,11 @@
-"""`leadhook secret-key`: a new key to encrypt webhook secrets at rest with."""
+"""`leadhook secret-key`: a new key to encrypt webhook secrets at rest with;
+`leadhook forget-secret-key`: the way back when that key is lost for good."""
 
 from __future__ import annotations
 
-from leadhook.cli.common import console
+import typer
+
+from leadhook.cli.common import DatabaseUrl, console, display_url, fail, load_settings
 
 
 def secret_key() -> None:
@@ -10,3 +13,45 @@ def secret_key() -> None:
     from leadhook.adapters.secretbox import generate_key
 
     console.print(generate_key())
+
+
+def forget_secret_key(
+    yes: bool = typer.Option(
+        False, "--yes", help="really replace every subscription's secret (no undo)"
+    ),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Forget a secret key lost for good: every subscription gets a new secret to rotate.
+
+    Run with every leadhook process stopped. Refused while the configured key (or the key
+    file beside the database) still opens the database. Afterwards, start leadhook on a new
+    key and call POST /v1/subscriptions/{id}/rotate-secret for each subscription listed;
+    until then their deliveries fail and are retried, none is lost.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from leadhook.adapters.db.migrate import SchemaMismatchError
+    from leadhook.adapters.secretbox import SecretKeyError
+    from leadhook.bootstrap import forget_lost_key
+
+    settings = load_settings(database_url=database_url)
+    where = display_url(settings.database_url)
+    if not yes:
+        fail(
+            f"this replaces the webhook secret of every subscription in {where} with a new one"
+            " nobody knows yet (each must then be rotated): run again with --yes",
+            2,
+        )
+    try:
+        subs = forget_lost_key(settings)
+    except SQLAlchemyError as exc:
+        fail(f"cannot open {where}: {exc.__class__.__name__}: {exc}")
+    except (SecretKeyError, SchemaMismatchError) as exc:
+        fail(str(exc), 2)
+    console.print(
+        f"Forgot the lost key of {where}: {len(subs)} subscription(s) have a new secret."
+        " Start leadhook with a new key, then rotate each one's secret"
+        " (POST /v1/subscriptions/{id}/rotate-secret) and give it to its subscriber:"
+    )
+    for mid, sub_id in subs:
+        console.print(f"  {mid}\t{sub_id}")

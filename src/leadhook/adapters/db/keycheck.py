@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, insert, inspect, select, update
+from collections.abc import Callable
+
+from sqlalchemy import Engine, delete, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
@@ -34,6 +36,34 @@ def holds_secrets(engine: Engine) -> bool:
         conn.execution_options(leadhook_readonly=True)  # a read: no write lock on SQLite
         row = conn.execute(select(t.key_check.c.id).where(t.key_check.c.id == 1)).first()
     return row is not None
+
+
+def key_opens(engine: Engine, box: SecretBox) -> bool:
+    """Tell whether `box` opens the database's check value (a read; nothing written)."""
+    with engine.connect() as raw:
+        conn = raw.execution_options(leadhook_readonly=True)
+        token = conn.execute(select(t.key_check.c.token).where(t.key_check.c.id == 1)).scalar()
+    try:
+        return token is not None and box.decrypt(token) == CHECK_PLAINTEXT
+    except SecretKeyError:
+        return False
+
+
+def forget_key(engine: Engine, new_secret: Callable[[], str]) -> list[tuple[str, str]]:
+    """Forget a lost key: drop its check value and give every subscription a new secret,
+    stored as plaintext (the next start encrypts it under the key it runs with), in one
+    transaction. Return (tenant, id) of every subscription not deleted."""
+    s = t.subscriptions.c
+    with engine.begin() as conn:
+        rows = conn.execute(select(s.id, s.mid, s.deleted_at).order_by(s.mid, s.id)).all()
+        conn.execute(delete(t.key_check))
+        for sub_id, _mid, _deleted in rows:
+            conn.execute(
+                update(t.subscriptions)
+                .where(s.id == sub_id)
+                .values(secret=new_secret(), previous_secret=None, previous_secret_expires_at=None)
+            )
+    return [(mid, sub_id) for sub_id, mid, deleted in rows if deleted is None]
 
 
 def _check(engine: Engine, box: SecretBox) -> None:
