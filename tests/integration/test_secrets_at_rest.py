@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import make_engine
+from leadhook.adapters.db.keycheck import key_opens, prepare_secrets
 from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.secretbox import (
     PREFIX,
@@ -167,6 +168,17 @@ def test_migration_0002_encrypts_existing_plaintext_secrets(database_url: str) -
         finally:
             bare.dispose()
     key = generate_key()
+    upgraded = make_engine(database_url)
+    try:
+        migrate.upgrade(upgraded, secret_box=SecretBox((key,)))
+        # The key's check value came with the secrets it encrypted (written at start, a
+        # process upgrading at the same moment with another key could write its own in
+        # between): that other key is refused now and changes nothing.
+        assert key_opens(upgraded, SecretBox((key,)))
+        with pytest.raises(SecretKeyError, match="is not the key"):
+            prepare_secrets(upgraded, SecretBox((generate_key(),)))
+    finally:
+        upgraded.dispose()
     c = build(Settings(database_url=database_url, secret_keys=(key,)))
     try:
         [(stored, stored_previous)] = _stored(database_url)

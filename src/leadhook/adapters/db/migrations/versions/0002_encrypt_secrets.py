@@ -17,6 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context, op
 
+from leadhook.adapters.db.keycheck import CHECK_PLAINTEXT
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -35,7 +37,7 @@ def _box(purpose: str) -> Any:
     return box
 
 
-def _rewrite(convert: Any, needs: Any, purpose: str) -> None:
+def _rewrite(convert: Any, needs: Any, purpose: str) -> Any:
     subs = sa.table(
         "subscriptions",
         sa.column("id", sa.String),
@@ -46,7 +48,7 @@ def _rewrite(convert: Any, needs: Any, purpose: str) -> None:
     rows = conn.execute(sa.select(subs.c.id, subs.c.secret, subs.c.previous_secret)).all()
     todo = [r for r in rows if needs(r.secret) or (r.previous_secret and needs(r.previous_secret))]
     if not todo:
-        return
+        return None
     box = _box(purpose)
     for row in todo:
         conn.execute(
@@ -59,6 +61,7 @@ def _rewrite(convert: Any, needs: Any, purpose: str) -> None:
                 else convert(box, row.previous_secret),
             )
         )
+    return box
 
 
 def upgrade() -> None:
@@ -81,11 +84,17 @@ def upgrade() -> None:
         sa.Column("token", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_key_check")),
     )
-    _rewrite(
+    box = _rewrite(
         lambda box, value: value if value.startswith(_PREFIX) else box.encrypt(value),
         lambda value: not value.startswith(_PREFIX),
         "encrypt",
     )
+    if box is not None:
+        # The key's check value in the same transaction as the secrets it encrypted: written
+        # later (at start), a second process upgrading at once with another key could write
+        # its own in between and leave the secrets under one key, the check under the other.
+        check = sa.table("key_check", sa.column("id", sa.Integer), sa.column("token", sa.Text))
+        op.get_bind().execute(check.insert().values(id=1, token=box.encrypt(CHECK_PLAINTEXT)))
 
 
 def downgrade() -> None:
