@@ -80,3 +80,59 @@ def test_groups_of_several_writer_threads_on_the_same_leads_do_not_deadlock(
         seen = sorted(event["entity_version"] for event in timeline)
         assert seen == list(range(1, 2 + 3 * BEHAVIOURS // LEADS)), lead  # gapless, none twice
     assert "deadlock" not in serve.output()
+
+
+async def _pool_traffic(api: str, key: str, leads: list[str]) -> list[tuple[int, str]]:
+    auth = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CLIENTS)) as session:
+
+        async def one(i: int) -> tuple[int, str]:
+            # Creates into a pool that assigns owners (the pool's turn lock, no lead's), returns
+            # into it (a lead's lock, then the pool's) and plain updates, all at once.
+            if i % 3 == 0:
+                method, path = "POST", "/v1/leads"
+                body: dict[str, object] = {"fields": {"name": f"n{i}"}, "lead_pool": "east"}
+            elif i % 3 == 1:
+                method, path, body = (
+                    "POST",
+                    f"/v1/leads/{leads[i % LEADS]}/return",
+                    {"lead_pool": "east"},
+                )
+            else:
+                method, path = "PATCH", f"/v1/leads/{leads[(i + 1) % LEADS]}"
+                body = {"fields": {"title": f"t{i}"}}
+            async with session.request(method, api + path, json=body, headers=auth) as r:
+                return r.status, await r.text()
+
+        return await asyncio.gather(*(one(i) for i in range(240)))
+
+
+def test_one_tenants_pool_behaviours_on_several_writer_threads_do_not_deadlock(
+    start: Callable[..., Running], postgres_url: str
+) -> None:
+    port = free_port()
+    serve = start(
+        "serve", "--port", str(port), "--database-url", postgres_url,
+        name="serve", LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN, LEADHOOK_RATE_LIMIT="off",
+        LEADHOOK_WRITER_THREADS="4", LEADHOOK_SECRET_KEY=generate_key(),
+    )  # fmt: skip
+    serve.wait_for("Press Ctrl-C")
+    api = f"http://127.0.0.1:{port}"
+    key = post(f"{api}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    for member in ("a", "b", "c"):
+        put = httpx.put(f"{api}/v1/catalog/members/{member}", json={"name": member}, headers=auth)
+        assert put.status_code == 200, put.text
+    pool = {"name": "east", "assignment": {"mode": "round_robin", "members": ["a", "b", "c"]}}
+    put = httpx.put(f"{api}/v1/catalog/lead_pools/east", json=pool, headers=auth)
+    assert put.status_code == 200, put.text
+    body = {"fields": {"name": "L"}, "lead_pool": "east"}
+    ids = [post(f"{api}/v1/leads", body, key)["lead"]["id"] for _ in range(LEADS)]
+    for round_ in range(3):
+        began = time.monotonic()
+        answers = asyncio.run(_pool_traffic(api, key, ids))
+        took = time.monotonic() - began
+        failed = [(status, text[:200]) for status, text in answers if status >= 500]
+        assert failed == [], (round_, failed)
+        assert took < 10, f"round {round_}: {len(answers)} behaviours took {took:.1f} s"
+    assert "deadlock" not in serve.output()

@@ -66,13 +66,12 @@ class Idempotent:
             elif isinstance(exc, ConflictError) and key is not None:
                 # A concurrent request with the same key may have won the race: once it has
                 # committed, answer what it answered; if it has not, the conflict stands.
-                tx.submit(lambda uow: self._stored(uow, mid, key, fp, exc)).add_done_callback(
-                    lambda again: _settle(answer, again)
-                )
+                stored = tx.submit(lambda uow: self._stored(uow, mid, key, fp, exc), None, mid)
+                stored.add_done_callback(lambda again: _settle(answer, again))
             else:
                 answer.set_exception(exc)
 
-        tx.submit(once, lock_key).add_done_callback(first_done)
+        tx.submit(once, lock_key, mid).add_done_callback(first_done)
         return answer
 
     def _stored(

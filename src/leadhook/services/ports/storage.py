@@ -401,10 +401,18 @@ class Transactor(Protocol):
 
     `lock_key` names the lead whose row `work` locks first (None: it locks none). Units
     committed together run in the order of their keys, so that two transactions in flight
-    at once take their leads' locks in one order and cannot deadlock on them.
+    at once take their leads' locks in one order and cannot deadlock on them. `route` names
+    the tenant: an implementation with several writers gives all of one tenant's units to
+    the same one (a pool's turn lock is taken between lead locks, which no order of units
+    can put in one order across writers).
     """
 
-    def submit(self, work: Callable[[UnitOfWork], T], lock_key: str | None = None) -> Future[T]: ...
+    def submit(
+        self,
+        work: Callable[[UnitOfWork], T],
+        lock_key: str | None = None,
+        route: str | None = None,
+    ) -> Future[T]: ...
 
 
 class InlineTransactor:
@@ -413,7 +421,12 @@ class InlineTransactor:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
 
-    def submit(self, work: Callable[[UnitOfWork], T], lock_key: str | None = None) -> Future[T]:
+    def submit(
+        self,
+        work: Callable[[UnitOfWork], T],
+        lock_key: str | None = None,
+        route: str | None = None,
+    ) -> Future[T]:
         """Run `work` in a new unit of work and commit it; the future is already resolved."""
         future: Future[T] = Future()
         try:
