@@ -145,3 +145,61 @@ def test_contributing_names_every_place_that_is_not_derived() -> None:
         assert place in section, f"CONTRIBUTING.md's 'Adding an event type' omits {place}"
     for path in re.findall(r"`((?:src|docs|tests|schemas)/[^`*<>\s]*)`", section):
         assert (REPO / path).exists(), f"CONTRIBUTING.md names {path}, which does not exist"
+
+
+# ---- which calls emit a type: what GET /v1/event-types says must name every one ------------
+
+
+def _pool_routes() -> dict[str, tuple[str, ...]]:
+    """Each lead-pool call (docs/api.md, docs/automation.md) and the event types it emits,
+    produced by the domain functions the routes call, on the contract's example lead."""
+    from dataclasses import replace as _replace
+
+    from leadhook.domain import behaviours as b
+    from leadhook.domain import pools
+    from leadhook.domain.catalog import Assignment
+    from leadhook.domain.catalog_entries import upsert_entry
+
+    cat = specimens.life_catalog()
+    cat = upsert_entry(
+        cat, "lead_pools", "market", {"name": "市场公海", "members": [specimens.WANG_FANG]}
+    )
+    ids = iter(specimens.event_id(n) for n in range(1, 99))
+    ctx = b.Context(cat, specimens.at(2), lambda: next(ids), specimens.BACK_OFFICE)
+    lead = specimens.create(cat, lambda: next(ids)).lead
+    claimed = pools.claim(_replace(ctx, operator=specimens.MEMBER), lead, specimens.WANG_FANG, 0)
+    returned = pools.return_to_pool(ctx, claimed.lead, "sales", "back")
+    pool = _replace(
+        cat.lead_pools["sales"], assignment=Assignment("round_robin", (specimens.MEMBER_2,))
+    )
+    allocated = pools.allocate(ctx, returned.lead, pool, specimens.MEMBER_2)
+    other = b.update_fields(ctx, b.add_note(ctx, claimed.lead, "n").lead, {"title": "t"}).lead
+    other = _replace(other, id="Zz9yX8wV7uT6sR5qP4oN3m", team_members=(specimens.MEMBER_3,))
+    merged = pools.merge(ctx, lead, [pools.Duplicate(other, ("old note",))])
+    return {
+        "POST /v1/leads/{id}/claim": tuple(e.event_type for e in claimed.events),
+        "POST /v1/leads/{id}/return": tuple(
+            e.event_type for e in (*returned.events, *allocated.events)
+        ),
+        "POST /v1/leads/{id}/merge": tuple(e.event_type for e in merged.events),
+    }
+
+
+def test_each_type_names_every_call_that_emits_it() -> None:
+    routes = _pool_routes()
+    assert set(routes["POST /v1/leads/{id}/merge"]) == {
+        "object_update",
+        "object_add_team_member",
+        "object_add_notes",
+        "object_change_owner",
+        "object_voids",
+    }
+    assert routes["POST /v1/leads/{id}/return"] == (
+        "object_change_owner",
+        "object_change_lead_pool",
+        "object_change_owner",
+    )
+    for route, types in routes.items():
+        for event_type in types:
+            said = event_types.description(event_type)
+            assert route in said, f"{event_type}: {route} emits it, its description says {said!r}"

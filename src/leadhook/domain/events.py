@@ -160,7 +160,9 @@ class ObjectCreate(_Envelope):
 class ObjectUpdate(_Envelope):
     """Ordinary fields of a lead were updated."""
 
-    emitted_by: ClassVar[str] = "PATCH /v1/leads/{id}"
+    emitted_by: ClassVar[str] = (
+        "PATCH /v1/leads/{id} (and POST /v1/leads/{id}/merge: the survivor's empty fields)"
+    )
     event_type: Literal["object_update"]
     action_keyword: Literal["object_update"]
     extra_data: ExtraData
@@ -178,7 +180,9 @@ class ObjectUpdateStatus(_Envelope):
 class ObjectVoids(_Envelope):
     """The lead was voided (soft-deleted); `notes` carries the reason."""
 
-    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/void"
+    emitted_by: ClassVar[str] = (
+        "POST /v1/leads/{id}/void (and POST /v1/leads/{id}/merge: each duplicate)"
+    )
     event_type: Literal["object_voids"]
     action_keyword: Literal["object_voids"]
     extra_data: ExtraData
@@ -187,7 +191,11 @@ class ObjectVoids(_Envelope):
 class ObjectChangeOwner(_Envelope):
     """The owner changed; `action_keyword` says whether by hand or automatically."""
 
-    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/owner"
+    emitted_by: ClassVar[str] = (
+        "POST /v1/leads/{id}/owner, POST /v1/leads/{id}/claim (scene 3),"
+        " POST /v1/leads/{id}/return (scene 4), POST /v1/leads/{id}/merge (scene 6), and the"
+        " lead pools' rules: allocation (scene 1) and reclaim (scene 5)"
+    )
     event_type: Literal["object_change_owner"]
     action_keyword: Literal["manual_distribution", "auto_distribution"]
     extra_data: OwnerExtra
@@ -205,7 +213,9 @@ class ObjectUpdateLifeCycle(_Envelope):
 class ObjectAddNotes(_Envelope):
     """A note (or follow-up record, `is_follow_up` 1) was added."""
 
-    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/notes"
+    emitted_by: ClassVar[str] = (
+        "POST /v1/leads/{id}/notes (and POST /v1/leads/{id}/merge: the duplicates' notes)"
+    )
     event_type: Literal["object_add_notes"]
     action_keyword: Literal["object_add_notes"]
     extra_data: ExtraData
@@ -214,7 +224,10 @@ class ObjectAddNotes(_Envelope):
 class ObjectAddTeamMember(_Envelope):
     """Collaborators were added."""
 
-    emitted_by: ClassVar[str] = "POST /v1/leads/{id}/team-members"
+    emitted_by: ClassVar[str] = (
+        "POST /v1/leads/{id}/team-members (and POST /v1/leads/{id}/merge: the duplicates'"
+        " collaborators)"
+    )
     event_type: Literal["object_add_team_member"]
     action_keyword: Literal["object_add_team_member"]
     extra_data: MembersExtra
@@ -233,7 +246,8 @@ class ObjectChangeLeadPool(_Envelope):
     """The lead pool changed."""
 
     emitted_by: ClassVar[str] = (
-        "POST /v1/leads/{id}/lead-pool (and an owner change in scene 4 or 5 that moves the pool)"
+        "POST /v1/leads/{id}/lead-pool (and an owner change in scene 4 or 5 that moves the pool:"
+        " POST /v1/leads/{id}/owner, POST /v1/leads/{id}/return, a reclaim rule)"
     )
     event_type: Literal["object_change_lead_pool"]
     action_keyword: Literal["object_change_lead_pool"]
