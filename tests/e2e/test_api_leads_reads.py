@@ -85,6 +85,23 @@ def test_listing_filters_and_pages_without_gaps_or_repeats(api: Api) -> None:
     assert _all_pages(api, "/v1/leads", 5) == leads
 
 
+def test_parameters_left_empty_are_left_out(api: Api) -> None:
+    # A URL with its filters left empty, as a form or the reference's templates send it:
+    # the listing unfiltered (the typed ones answered 422, and `owner=` matched no lead).
+    leads = _leads(api)
+    resp = api.get("/v1/leads?owner=&lead_pool=&life_status=&voided=&cursor=&limit=")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"data": leads, "next_cursor": None}
+    assert api.get("/v1/leads?owner=m1&voided&limit=").json()["data"] == [
+        lead for lead in leads if lead["owner"] == "m1"
+    ]
+    lead = leads[0]["id"]
+    timeline = api.get(f"/v1/leads/{lead}/timeline?is_follow_up=&cursor=&limit=")
+    assert timeline.status_code == 200, timeline.text
+    assert timeline.json() == api.get(f"/v1/leads/{lead}/timeline").json()
+    assert_problem(api.get("/v1/leads?voided=maybe&owner="), 422)  # a value is still checked
+
+
 def test_listing_refuses_bad_parameters(api: Api) -> None:
     api.create_lead()
     for params, status in (

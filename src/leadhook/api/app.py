@@ -76,7 +76,23 @@ class LeadhookAPI(FastAPI):
             scope["app"] = self  # as Starlette sets it: the exception handlers read it
             await short(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            query = scope.get("query_string", b"")
+            if query and scope["path"].startswith("/v1/"):
+                scope["query_string"] = without_empty_values(query)
         await super().__call__(scope, receive, send)
+
+
+def without_empty_values(query: bytes) -> bytes:
+    """Drop the parameters that have no value (`owner=`, a bare `voided`) from a query string.
+
+    A reader's listing URL with its filters left empty (`?owner=&lead_pool=&cursor=`, as a
+    form or a URL template sends them) means "no filter", as on `GET /v1/events`: the typed
+    ones answered 422 (`voided=`, `limit=`) and `owner=` matched no lead at all.
+    """
+    parts = query.split(b"&")
+    kept = [p for p in parts if b"=" in p and not p.endswith(b"=")]
+    return query if len(kept) == len(parts) else b"&".join(kept)
 
 
 DOCS_ASSETS = "/docs/assets"
