@@ -31,6 +31,21 @@ BEHAVIOURS = 256
 LEADS = 4
 
 
+def _four_writer_threads(
+    start: Callable[..., Running], postgres_url: str
+) -> tuple[Running, str, str]:
+    """Start serve with four writer threads; return it, its address and a tenant's key."""
+    port = free_port()
+    serve = start(
+        "serve", "--port", str(port), "--database-url", postgres_url,
+        name="serve", LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN, LEADHOOK_RATE_LIMIT="off",
+        LEADHOOK_WRITER_THREADS="4", LEADHOOK_SECRET_KEY=generate_key(),
+    )  # fmt: skip
+    serve.wait_for("Press Ctrl-C")
+    api = f"http://127.0.0.1:{port}"
+    return serve, api, post(f"{api}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+
+
 async def _hammer(api: str, key: str, leads: list[str]) -> list[tuple[int, str]]:
     auth = {"Authorization": f"Bearer {key}"}
     # aiohttp: httpx's client spends enough CPU a request that the server's groups came one
@@ -51,15 +66,7 @@ async def _hammer(api: str, key: str, leads: list[str]) -> list[tuple[int, str]]
 def test_groups_of_several_writer_threads_on_the_same_leads_do_not_deadlock(
     start: Callable[..., Running], postgres_url: str
 ) -> None:
-    port = free_port()
-    serve = start(
-        "serve", "--port", str(port), "--database-url", postgres_url,
-        name="serve", LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN, LEADHOOK_RATE_LIMIT="off",
-        LEADHOOK_WRITER_THREADS="4", LEADHOOK_SECRET_KEY=generate_key(),
-    )  # fmt: skip
-    serve.wait_for("Press Ctrl-C")
-    api = f"http://127.0.0.1:{port}"
-    key = post(f"{api}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    serve, api, key = _four_writer_threads(start, postgres_url)
     leads = [post(f"{api}/v1/leads", {"fields": {"name": f"L{i}"}}, key) for i in range(LEADS)]
     ids = [created["lead"]["id"] for created in leads]
 
@@ -110,15 +117,7 @@ async def _pool_traffic(api: str, key: str, leads: list[str]) -> list[tuple[int,
 def test_one_tenants_pool_behaviours_on_several_writer_threads_do_not_deadlock(
     start: Callable[..., Running], postgres_url: str
 ) -> None:
-    port = free_port()
-    serve = start(
-        "serve", "--port", str(port), "--database-url", postgres_url,
-        name="serve", LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN, LEADHOOK_RATE_LIMIT="off",
-        LEADHOOK_WRITER_THREADS="4", LEADHOOK_SECRET_KEY=generate_key(),
-    )  # fmt: skip
-    serve.wait_for("Press Ctrl-C")
-    api = f"http://127.0.0.1:{port}"
-    key = post(f"{api}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    serve, api, key = _four_writer_threads(start, postgres_url)
     auth = {"Authorization": f"Bearer {key}"}
     for member in ("a", "b", "c"):
         put = httpx.put(f"{api}/v1/catalog/members/{member}", json={"name": member}, headers=auth)

@@ -75,20 +75,29 @@ def display_url(url: str) -> str:
 
 
 @contextmanager
-def opened(settings: Settings) -> Iterator[Container]:
-    """Build the container (migrating the database) and close it after; fail on errors."""
+def database_errors(url: str) -> Iterator[None]:
+    """Turn a database that cannot be opened into one line and exit 1, and a key or schema
+    the operator must set right into one line and exit 2."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from leadhook.adapters.db.migrate import SchemaMismatchError
     from leadhook.adapters.secretbox import SecretKeyError
-    from leadhook.bootstrap import build
 
     try:
-        container = build(settings)
+        yield
     except SQLAlchemyError as exc:
-        fail(f"cannot open {display_url(settings.database_url)}: {exc.__class__.__name__}: {exc}")
+        fail(f"cannot open {display_url(url)}: {exc.__class__.__name__}: {exc}")
     except (SecretKeyError, SchemaMismatchError) as exc:
         fail(str(exc), 2)
+
+
+@contextmanager
+def opened(settings: Settings) -> Iterator[Container]:
+    """Build the container (migrating the database) and close it after; fail on errors."""
+    from leadhook.bootstrap import build
+
+    with database_errors(settings.database_url):
+        container = build(settings)
     try:
         yield container
     except ValidationError as exc:  # a bad option value (a time zone, an id): exit 2

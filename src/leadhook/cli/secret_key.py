@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import typer
 
-from leadhook.cli.common import DatabaseUrl, console, display_url, fail, load_settings
+from leadhook.cli.common import (
+    DatabaseUrl,
+    console,
+    database_errors,
+    display_url,
+    fail,
+    load_settings,
+)
 
 
 def secret_key() -> None:
@@ -28,10 +35,6 @@ def forget_secret_key(
     key and call POST /v1/subscriptions/{id}/rotate-secret for each subscription listed;
     until then their deliveries fail and are retried, none is lost.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from leadhook.adapters.db.migrate import SchemaMismatchError
-    from leadhook.adapters.secretbox import SecretKeyError
     from leadhook.bootstrap import forget_lost_key
 
     settings = load_settings(database_url=database_url)
@@ -42,12 +45,8 @@ def forget_secret_key(
             " nobody knows yet (each must then be rotated): run again with --yes",
             2,
         )
-    try:
+    with database_errors(settings.database_url):
         subs = forget_lost_key(settings)
-    except SQLAlchemyError as exc:
-        fail(f"cannot open {where}: {exc.__class__.__name__}: {exc}")
-    except (SecretKeyError, SchemaMismatchError) as exc:
-        fail(str(exc), 2)
     console.print(
         f"Forgot the lost key of {where}: {len(subs)} subscription(s) have a new secret."
         " Start leadhook with a new key, then rotate each one's secret"
