@@ -43,6 +43,11 @@ def key_opens(engine: Engine, box: SecretBox) -> bool:
     with engine.connect() as raw:
         conn = raw.execution_options(leadhook_readonly=True)
         token = conn.execute(select(t.key_check.c.token).where(t.key_check.c.id == 1)).scalar()
+    return _opens(box, token)
+
+
+def _opens(box: SecretBox, token: str | None) -> bool:
+    """Tell whether `box` decrypts the check value `token` to what it should say."""
     try:
         return token is not None and box.decrypt(token) == CHECK_PLAINTEXT
     except SecretKeyError:
@@ -78,11 +83,7 @@ def _check(engine: Engine, box: SecretBox) -> None:
         except IntegrityError:  # another process started at the same moment: check its row
             with engine.begin() as conn:
                 token = conn.execute(select(c.token).where(c.id == 1)).scalar()
-    try:
-        ok = token is not None and box.decrypt(token) == CHECK_PLAINTEXT
-    except SecretKeyError:
-        ok = False
-    if not ok:
+    if not _opens(box, token):
         raise SecretKeyError(
             f"{box.source} is not the key this database's webhook secrets were encrypted with:"
             " start leadhook with the key used before (LEADHOOK_SECRET_KEY, or the key file"

@@ -372,12 +372,13 @@ class GroupWriter:
                         break
                     batch.append(item)
                 # A group holds the row lock of every lead its units touched until its commit.
-                # Two groups in flight at once (writer threads, or other processes' writers)
-                # that lock the same leads in arrival order waited for each other: PostgreSQL
-                # found it only after deadlock_timeout (1 s) and aborted one, to be run again.
-                # Run in the order of the leads they lock (stable: a lead's units keep their
-                # order), every group takes its leads' locks in one order: 256 behaviours on 4
-                # leads from 64 clients with four threads, 47-90 s (some answered 503) -> <1 s.
+                # Two groups in flight at once that lock the same leads in arrival order wait
+                # for each other: PostgreSQL finds it only after deadlock_timeout (1 s) and
+                # aborts one, to be run again (256 behaviours on 4 leads from 64 clients, four
+                # threads: 47-90 s, some answered 503). Run in the order of the leads they lock
+                # (stable: a lead's units keep their order), every group takes its leads' locks
+                # in one order. Within this process a tenant's groups are on one thread
+                # (`_queue_of`); the order still holds against other processes' writers.
                 batch.sort(key=_lock_order)
                 conn = self._commit(conn, batch)
                 if stop:
