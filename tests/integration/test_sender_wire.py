@@ -1,0 +1,351 @@
+"""The HTTP sender against endpoints that answer in every way HTTP/1.1 allows (and some it
+does not), over real sockets on 127.0.0.1: framing, 1xx, closes, garbage, TLS, the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from leadhook.adapters.http import sender as sender_module
+from leadhook.adapters.http.sender import HttpSender
+from leadhook.domain.attempts import Delivered, Failed, Retry
+
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[bool]]
+
+
+@dataclass
+class Raw:
+    """A server that reads each request whole and lets `answer` write raw bytes back."""
+
+    answer: Answer
+    port: int = 0
+    connections: int = 0
+    open_now: int = 0
+    most_open: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    closed_by_peer: int = 0
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Callable[[Answer], Awaitable[Raw]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: Answer) -> Raw:
+        state = Raw(answer)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            state.connections += 1
+            state.open_now += 1
+            state.most_open = max(state.most_open, state.open_now)
+            try:
+                while True:
+                    request = await _read_request(reader)
+                    if request is None:
+                        state.closed_by_peer += 1
+                        return
+                    state.requests.append(request)
+                    keep = await answer(reader, writer, len(state.requests))
+                    await writer.drain()
+                    if not keep:
+                        return
+            finally:
+                state.open_now -= 1
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        state.port = server.sockets[0].getsockname()[1]
+        return state
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def _writes(*parts: bytes, keep: bool = True) -> Answer:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+        return keep
+
+    return answer
+
+
+async def test_a_chunked_answer_is_read_whole_and_the_connection_kept(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    server = await raw(
+        _writes(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5\r\nhello\r\n",
+            b"6\r\n world\r\n0\r\n\r\n",
+        )
+    )
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        results = [await sender.send(server.url(), b"{}", {}) for _ in range(3)]
+    assert [(r.status_code, r.body) for r in results] == [(200, "hello world")] * 3
+    assert server.connections == 1
+
+
+async def test_an_answer_without_a_length_ends_with_its_connection(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    server = await raw(_writes(b"HTTP/1.1 201 Created\r\n\r\nall of it", keep=False))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        first = await sender.send(server.url(), b"{}", {})
+        second = await sender.send(server.url(), b"{}", {})
+    assert isinstance(first, Delivered) and (first.status_code, first.body) == (201, "all of it")
+    assert second.status_code == 201 and server.connections == 2
+
+
+async def test_an_http_1_0_answer_is_not_kept_alive(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    server = await raw(_writes(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", keep=False))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        results = [await sender.send(server.url(), b"{}", {}) for _ in range(2)]
+    assert [r.status_code for r in results] == [200, 200] and server.connections == 2
+
+
+async def test_informational_answers_are_skipped(raw: Callable[[Answer], Awaitable[Raw]]) -> None:
+    server = await raw(
+        _writes(
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            b"HTTP/1.1 503 Busy\r\nRetry-After: 9\r\nContent-Length: 4\r\n\r\nbusy",
+        )
+    )
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert isinstance(result, Retry) and (result.status_code, result.after) == (503, 9.0)
+    assert result.body == "busy"
+
+
+async def test_garbage_instead_of_an_answer_is_a_clear_failure(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    server = await raw(_writes(b"SSH-2.0-OpenSSH_9.2\r\n"))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert isinstance(result, Failed) and result.status_code is None
+    assert result.error is not None and result.error.startswith("invalid HTTP answer")
+
+
+async def test_a_close_before_any_answer_is_a_failure(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    server = await raw(_writes(keep=False))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert result.status_code is None
+    assert result.error == "the endpoint closed the connection before answering"
+
+
+async def test_a_kept_connection_the_endpoint_closed_while_idle_is_not_used(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    async def then_close(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
+    ) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # its keep-alive timeout: it closes the idle connection
+        return False
+
+    server = await raw(then_close)
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        first = await sender.send(server.url(), b"{}", {})
+        await asyncio.sleep(0.2)
+        second = await sender.send(server.url(), b"{}", {})
+    assert (first.status_code, second.status_code) == (200, 200) and server.connections == 2
+
+
+async def test_bytes_on_an_idle_connection_drop_it(raw: Callable[[Answer], Awaitable[Raw]]) -> None:
+    async def then_408(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server = await raw(then_408)
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        first = await sender.send(server.url(), b"{}", {})
+        await asyncio.sleep(0.2)
+        second = await sender.send(server.url(), b"{}", {})
+    assert (first.status_code, second.status_code) == (200, 200) and server.connections == 2
+
+
+async def test_a_header_that_would_split_the_request_is_refused_unsent(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    server = await raw(_writes(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {"x-note": "a\r\nx-evil: 1"})
+    assert result.status_code is None and result.error is not None
+    assert result.error.startswith("ValueError: header 'x-note' cannot be sent")
+    assert server.requests == []
+
+
+async def test_the_request_on_the_wire(raw: Callable[[Answer], Awaitable[Raw]]) -> None:
+    server = await raw(_writes(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url("/in?x=1&y=%20"), b'{"a":1}', {"webhook-id": "msg_1"})
+    assert result.status_code == 204
+    head, body = server.requests[0].split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /in?x=1&y=%20 HTTP/1.1" and body == b'{"a":1}'
+    got = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+    assert got == {
+        "host": f"127.0.0.1:{server.port}",
+        "content-length": "7",
+        "webhook-id": "msg_1",
+        "content-type": "application/json",
+        "user-agent": "leadhook",
+    }
+
+
+async def test_no_more_connections_than_the_limit(raw: Callable[[Answer], Awaitable[Raw]]) -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        await asyncio.sleep(0.1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server = await raw(slow)
+    async with HttpSender(timeout=5, allow_private=True, limit=2) as sender:
+        results = await asyncio.gather(*(sender.send(server.url(), b"{}", {}) for _ in range(6)))
+    assert [r.status_code for r in results] == [200] * 6
+    assert server.most_open == 2 and server.connections == 2
+
+
+async def test_idle_connections_are_closed_after_the_keep_alive_time(
+    raw: Callable[[Answer], Awaitable[Raw]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender_module, "KEEPALIVE_SECONDS", 0.1)
+    server = await raw(_writes(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        assert (await sender.send(server.url(), b"{}", {})).status_code == 200
+        await asyncio.sleep(0.4)
+        assert server.closed_by_peer == 1 and server.open_now == 0
+        assert (await sender.send(server.url(), b"{}", {})).status_code == 200
+    assert server.connections == 2
+
+
+# ---- TLS ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tls:
+    port: int
+    ca: ssl.SSLContext  # a client context that trusts the server's certificate
+
+
+def _certificate(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooks.example.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("hooks.example.test"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
+    cert_path, key_path = _certificate(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_path, key_path)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await _read_request(reader) is not None:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
+    client = ssl.create_default_context(cafile=str(cert_path))
+    yield Tls(server.sockets[0].getsockname()[1], client)
+    server.close()
+    await server.wait_closed()
+
+
+async def test_https_with_a_trusted_certificate_is_delivered(tls: Tls) -> None:
+    url = f"https://127.0.0.1:{tls.port}/hook"
+    async with HttpSender(timeout=5, allow_private=True, ssl_context=tls.ca) as sender:
+        results = [await sender.send(url, b"{}", {}) for _ in range(2)]
+    assert [(r.status_code, r.body) for r in results] == [(200, "secure")] * 2
+
+
+async def test_https_checks_the_certificate_against_the_host_name(tls: Tls) -> None:
+    # A name the certificate does not carry ("localhost" resolves to 127.0.0.1 here).
+    url = f"https://localhost:{tls.port}/hook"
+    async with HttpSender(timeout=5, allow_private=True, ssl_context=tls.ca) as sender:
+        result = await sender.send(url, b"{}", {})
+    assert result.status_code is None and result.error is not None
+    assert result.error.startswith(f"TLS error with localhost:{tls.port}")
+    assert "certificate verify failed" in result.error
+
+
+async def test_https_with_an_untrusted_certificate_is_refused(tls: Tls) -> None:
+    async with HttpSender(timeout=5, allow_private=True) as sender:  # the system's CAs
+        result = await sender.send(f"https://127.0.0.1:{tls.port}/hook", b"{}", {})
+    assert result.status_code is None and result.error is not None
+    assert "certificate verify failed" in result.error
