@@ -37,6 +37,7 @@ KEEPALIVE_SECONDS = 15.0  # an idle pooled connection is closed after this long
 DNS_TTL_SECONDS = 60.0
 DEFAULT_USER_AGENT = "leadhook"
 _UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
+_SENDERS_OWN = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _UNSAFE_REQUEST_LINE = re.compile(r"[\x00-\x20\x7f]")
 
 
@@ -129,6 +130,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
@@ -146,23 +148,31 @@ class _Connection(asyncio.Protocol):
         self.broken: str | None = None  # why the exchange ended without a whole answer
         self._informational = False
         self._keep_alive = False
+        self.timed_out = False
 
     # -- used by the sender -------------------------------------------------------------
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    async def exchange(self, request: bytes) -> None:
-        """Write `request` and wait until its answer came whole, overflowed or broke off."""
+    async def exchange(self, request: bytes, timeout: float) -> None:
+        """Write `request` and wait until its answer came whole, overflowed or broke off, or
+        `timeout` seconds passed (then `timed_out` is set)."""
         assert self.transport is not None
         self._start_exchange()
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._loop.create_future()
         self._waiter = waiter
+        timer = self._loop.call_later(timeout, self._expire)
         self.transport.write(request)
         try:
             await waiter
         finally:
+            timer.cancel()
             self._waiter = None
+
+    def _expire(self) -> None:
+        self.timed_out = True
+        self._wake()
 
     def reusable(self) -> bool:
         return self.complete and not self.overflow and self.usable() and self._keep_alive
@@ -289,32 +299,31 @@ class HttpSender:
             return no_answer(0.0, target.refusal)
         conn: _Connection | None = None
         async with self._slots:
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    conn = self._pooled(target.key)
-                    if conn is None:
+            conn = self._pooled(target.key)
+            if conn is None:
+                try:
+                    async with asyncio.timeout(self._timeout_s):
                         conn = await self._connect(target)
-                    await conn.exchange(request)
-            except TimeoutError:
-                if conn is None or conn.status is None:
-                    self._drop(conn)
+                except TimeoutError:
                     return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
-                # The status line and headers came: the endpoint answered, and its status
-                # decides (a 2xx whose body dawdles past the timeout is delivered, not sent
-                # again). Only the body is lost, and the connection.
-                conn.body = []
-            except _Unanswered as exc:
-                self._drop(conn)
-                return no_answer(_ms(start), str(exc)[:500])
-            except asyncio.CancelledError:
-                self._drop(conn)
+                except _Unanswered as exc:
+                    return no_answer(_ms(start), str(exc)[:500])
+            try:
+                # One timer for the rest of the attempt's time (cheaper than a timeout scope).
+                await conn.exchange(request, self._timeout_s - (time.perf_counter() - start))
+            except BaseException:
+                conn.close()  # cancelled: the connection is mid-request
                 raise
-            assert conn is not None
             if conn.status is None:
-                self._drop(conn)
+                conn.close()
+                if conn.timed_out:
+                    return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
                 return no_answer(_ms(start), conn.broken or "no answer")
             if not conn.complete and not conn.overflow:
-                conn.body = []  # the body was cut short: the status alone decides
+                # The status line and headers came: the endpoint answered, and its status
+                # decides (a 2xx whose body dawdles past the timeout, or is cut short, is
+                # delivered, not sent again). Only the body is lost, and the connection.
+                conn.body = []
             result = http_answer(
                 conn.status,
                 _ms(start),
@@ -365,11 +374,6 @@ class HttpSender:
         if self._idle_count and not self._closed:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(KEEPALIVE_SECONDS, self._sweep)
-
-    @staticmethod
-    def _drop(conn: _Connection | None) -> None:
-        if conn is not None:
-            conn.close()
 
     async def _connect(self, target: _Target) -> _Connection:
         if target.literal:
@@ -442,22 +446,21 @@ class HttpSender:
 
 def _request(target: _Target, body: bytes, headers: Mapping[str, str]) -> bytes:
     """The request's bytes: its head (the headers as given, a length, defaults) and body."""
-    lines = [target.head, f"Content-Length: {len(body)}\r\n"]
-    given = set()
-    for name, value in headers.items():
-        if _UNSAFE_HEADER.search(name) or _UNSAFE_HEADER.search(value) or ":" in name:
-            raise ValueError(f"header {name[:100]!r} cannot be sent")
-        lowered = name.lower()
-        if lowered in ("host", "content-length", "transfer-encoding", "connection"):
-            continue  # the sender's own
-        given.add(lowered)
-        lines.append(f"{name}: {value}\r\n")
-    if "content-type" not in given:
-        lines.append("Content-Type: application/json\r\n")
-    if "user-agent" not in given:
-        lines.append(f"User-Agent: {DEFAULT_USER_AGENT}\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("utf-8") + body
+    lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
+    given = "".join(lines)
+    if given.count("\n") != len(lines) or given.count("\r") != len(lines) or "\x00" in given:
+        bad = next(n for n, v in headers.items() if _UNSAFE_HEADER.search(n + v))
+        raise ValueError(f"header {bad[:100]!r} cannot be sent")
+    names = {name.lower() for name in headers}
+    if names & _SENDERS_OWN:
+        lines = [line for line in lines if line.split(":", 1)[0].lower() not in _SENDERS_OWN]
+        given = "".join(lines)
+    if "content-type" not in names:
+        given += "Content-Type: application/json\r\n"
+    if "user-agent" not in names:
+        given += f"User-Agent: {DEFAULT_USER_AGENT}\r\n"
+    text = f"{target.head}Content-Length: {len(body)}\r\n{given}\r\n"
+    return text.encode("utf-8") + body
 
 
 def _ms(start: float) -> float:
