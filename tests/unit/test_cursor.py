@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from leadhook.domain.errors import BadRequestError
@@ -83,6 +83,8 @@ def test_a_huge_malformed_cursor_is_named_by_its_start_only() -> None:
     assert len(keyed.value.detail) < 200
 
 
+@example(0.007735566991939693, "0")  # 18 digits after the point: three leading zeros + 15
+@example(0.00012345678901234568, "k")  # the most a repr without an exponent writes
 @given(st.floats(min_value=0, max_value=4e9, allow_nan=False), st.text("abcXYZ019_-", min_size=1))
 def test_keyed_cursors_carry_the_exact_time_and_key(created_at: float, key: str) -> None:
     assert cursors.decode_keyed(cursors.encode_keyed(created_at, key)) == (created_at, key)

@@ -17,7 +17,7 @@ MAX_POSITION = 2**63 - 1
 # id): an offset would skip an item whenever one before it is deleted between two pages. The
 # time is written as repr writes it, so it comes back as the very float the row holds.
 _KEYED = re.compile(
-    r"k([0-9]{1,17}(?:\.[0-9]{1,17})?(?:e[+-][0-9]{1,3})?):([A-Za-z0-9_-]{1,64})", re.ASCII
+    r"k([0-9]{1,17}(?:\.[0-9]{1,24})?(?:e[+-][0-9]{1,3})?):([A-Za-z0-9_-]{1,64})", re.ASCII
 )
 
 
