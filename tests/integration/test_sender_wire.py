@@ -349,3 +349,20 @@ async def test_https_with_an_untrusted_certificate_is_refused(tls: Tls) -> None:
         result = await sender.send(f"https://127.0.0.1:{tls.port}/hook", b"{}", {})
     assert result.status_code is None and result.error is not None
     assert "certificate verify failed" in result.error
+
+
+async def test_bytes_after_a_whole_answer_do_not_change_it(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    # A second answer in the same segment as the first: the first is what this request got,
+    # and the connection, out of step, is not used again.
+    server = await raw(
+        _writes(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 500 Oops\r\nContent-Length: 3\r\n\r\nbad"
+        )
+    )
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        results = [await sender.send(server.url(), b"{}", {}) for _ in range(2)]
+    assert [(r.status_code, r.body) for r in results] == [(200, "ok")] * 2
+    assert all(isinstance(r, Delivered) for r in results) and server.connections == 2

@@ -223,6 +223,12 @@ class _Connection(asyncio.Protocol):
         elif lowered in (b"content-length", b"transfer-encoding"):
             self.framed = True
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # Bytes after the whole answer (a second answer nobody asked for): they must not
+            # overwrite this one, and the connection is out of step.
+            raise ValueError("bytes after the answer")
+
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
