@@ -366,3 +366,14 @@ async def test_bytes_after_a_whole_answer_do_not_change_it(
         results = [await sender.send(server.url(), b"{}", {}) for _ in range(2)]
     assert [(r.status_code, r.body) for r in results] == [(200, "ok")] * 2
     assert all(isinstance(r, Delivered) for r in results) and server.connections == 2
+
+
+@pytest.mark.parametrize("allow_private", [True, False])
+async def test_a_name_the_resolver_cannot_encode_is_a_dns_error(allow_private: bool) -> None:
+    # getaddrinfo raises UnicodeError, not OSError, for an empty or over-long label (before
+    # any query is made).
+    async with HttpSender(timeout=2, allow_private=allow_private) as sender:
+        for host in ("a" * 64 + ".example", "a..example"):
+            result = await sender.send(f"http://{host}/hook", b"{}", {})
+            assert result.status_code is None and result.error is not None
+            assert result.error.startswith(f"DNS error: cannot resolve {host}")

@@ -416,7 +416,7 @@ class HttpSender:
             addresses = await self._resolver.resolve(host, port)
         except TargetRefused as exc:
             raise _Unanswered(str(exc)) from None
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA cannot encode
             raise _Unanswered(f"DNS error: cannot resolve {host}: {exc}") from None
         if not addresses:
             raise _Unanswered(f"DNS error: {host} has no address")
