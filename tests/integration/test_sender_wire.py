@@ -377,3 +377,22 @@ async def test_a_name_the_resolver_cannot_encode_is_a_dns_error(allow_private: b
             result = await sender.send(f"http://{host}/hook", b"{}", {})
             assert result.status_code is None and result.error is not None
             assert result.error.startswith(f"DNS error: cannot resolve {host}")
+
+
+async def test_the_wait_for_a_free_connection_is_part_of_the_timeout(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        await asyncio.sleep(0.2)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server = await raw(slow)
+    async with HttpSender(timeout=0.3, allow_private=True, limit=1) as sender:
+        results = await asyncio.gather(*(sender.send(server.url(), b"{}", {}) for _ in range(4)))
+    assert [r.status_code for r in results] == [200, None, None, None]
+    assert {r.error for r in results[1:]} == {"timeout after 0.3s"}
+    # The first answered at 0.2 s; the second got its 0.1 s left; the others' time was up
+    # before a connection was free: they are not sent (a request sent when it can only time
+    # out would be delivered and then sent again).
+    assert len(server.requests) == 2

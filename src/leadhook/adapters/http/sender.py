@@ -304,19 +304,32 @@ class HttpSender:
         if target.refusal is not None:
             return no_answer(0.0, target.refusal)
         conn: _Connection | None = None
-        async with self._slots:
+        if self._slots.locked():
+            # Every connection is in use: the wait for one is part of the attempt's time.
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._slots.acquire()
+            except TimeoutError:
+                return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
+        else:
+            await self._slots.acquire()
+        try:
             conn = self._pooled(target.key)
             if conn is None:
                 try:
-                    async with asyncio.timeout(self._timeout_s):
+                    async with asyncio.timeout(self._timeout_s - (time.perf_counter() - start)):
                         conn = await self._connect(target)
                 except TimeoutError:
                     return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
                 except _Unanswered as exc:
                     return no_answer(_ms(start), str(exc)[:500])
+            left = self._timeout_s - (time.perf_counter() - start)
+            if left <= 0:  # not sent: a request that can only time out would be sent again
+                self._release(target.key, conn)
+                return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
             try:
                 # One timer for the rest of the attempt's time (cheaper than a timeout scope).
-                await conn.exchange(request, self._timeout_s - (time.perf_counter() - start))
+                await conn.exchange(request, left)
             except BaseException:
                 conn.close()  # cancelled: the connection is mid-request
                 raise
@@ -339,6 +352,8 @@ class HttpSender:
             )
             self._release(target.key, conn)
             return result
+        finally:
+            self._slots.release()
 
     # -- the pool ------------------------------------------------------------------------
 
