@@ -396,3 +396,60 @@ async def test_the_wait_for_a_free_connection_is_part_of_the_timeout(
     # before a connection was free: they are not sent (a request sent when it can only time
     # out would be delivered and then sent again).
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_request_the_endpoint_never_reads_does_not_hold_its_connection(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scheme: str
+) -> None:
+    # transport.close() waits to write what is buffered first (and TLS to shut down):
+    # against an endpoint that accepts but never reads, a connection given up on (timed out,
+    # cancelled) stayed open.
+    writing: list[object] = []
+    lost: list[object] = []
+
+    class Watched(sender_module._Connection):
+        async def exchange(self, request: bytes, timeout: float) -> None:
+            writing.append(self)
+            await super().exchange(request, timeout)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.append(self)
+            super().connection_lost(exc)
+
+    monkeypatch.setattr(sender_module, "_Connection", Watched)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server_context, client_context = None, None
+    if scheme == "https":
+        cert_path, key_path = _certificate(tmp_path)
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_context.load_cert_chain(cert_path, key_path)
+        client_context = ssl.create_default_context(cafile=str(cert_path))
+    server = await asyncio.start_server(never_reads, "127.0.0.1", 0, ssl=server_context)
+    url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    body = b"x" * 16_000_000  # more than the socket buffers hold
+    try:
+        async with HttpSender(timeout=0.2, allow_private=True, ssl_context=client_context) as s:
+            result = await s.send(url, body, {})
+            cancelled = asyncio.create_task(s.send(url, body, {}))
+            for _ in range(40):  # cancelled once it is writing its request
+                if len(writing) == 2:
+                    break
+                await asyncio.sleep(0.005)
+            cancelled.cancel()
+            await asyncio.gather(cancelled, return_exceptions=True)
+            for _ in range(50):  # until each connection that wrote is closed, for up to 0.5 s
+                if all(conn in lost for conn in writing):
+                    break
+                await asyncio.sleep(0.01)
+        assert result.error == "timeout after 0.2s"
+        assert writing and all(conn in lost for conn in writing)
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

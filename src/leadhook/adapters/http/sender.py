@@ -180,7 +180,12 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            if self.complete and not self.transport.get_write_buffer_size():
+                self.transport.close()
+            else:
+                # Given up on midway: close() would first write what is unsent (and shut TLS
+                # down), waiting for an endpoint that may never read.
+                self.transport.abort()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
