@@ -453,3 +453,38 @@ async def test_a_request_the_endpoint_never_reads_does_not_hold_its_connection(
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Endless: ",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Endless: ",
+    ],
+    ids=["header", "trailer"],
+)
+async def test_an_endless_header_is_cut_off(
+    raw: Callable[[Answer], Awaitable[Raw]], start: bytes
+) -> None:
+    # httptools gathers a header's value whole: a head (or trailer) that never ends would be
+    # held in memory for as long as the timeout lets the endpoint write.
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(start)
+        try:
+            for _ in range(512):  # 32 MiB, unless the sender hangs up first
+                writer.write(b"a" * 65536)
+                await writer.drain()
+            await asyncio.sleep(2)
+        except ConnectionError:
+            pass
+        return False
+
+    server = await raw(endless)
+    async with HttpSender(timeout=1, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert result.latency_ms < 500
+    if b"chunked" in start:  # the status came: it decides
+        assert (result.status_code, result.body) == (200, "")
+    else:
+        assert result.status_code is None
+        assert result.error == f"the answer's head is over {sender_module.HEAD_LIMIT} bytes"

@@ -33,6 +33,7 @@ from leadhook.domain.attempts import SendResult
 from leadhook.domain.targets import TargetError, check_address, check_host
 
 BODY_LIMIT = 1024
+HEAD_LIMIT = 65536  # bytes of an answer read before it is whole or over BODY_LIMIT: its head
 KEEPALIVE_SECONDS = 15.0  # an idle pooled connection is closed after this long
 DNS_TTL_SECONDS = 60.0
 DEFAULT_USER_AGENT = "leadhook"
@@ -142,6 +143,7 @@ class _Connection(asyncio.Protocol):
         self.retry_after: str | None = None
         self.body: list[bytes] = []
         self.size = 0
+        self.received = 0
         self.framed = False  # a Content-Length or chunked body: its end is known
         self.complete = False  # the whole answer came
         self.overflow = False  # more than BODY_LIMIT bytes of body: only the first kept
@@ -200,6 +202,13 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except Exception as exc:  # httptools' parse errors, an upgrade it will not follow
             self.broken = f"invalid HTTP answer: {type(exc).__name__}: {exc}"[:500]
+            self.close()
+            self._wake()
+            return
+        self.received += len(data)
+        if self.received > HEAD_LIMIT and not (self.complete or self.overflow):
+            # A head (1xx answers, trailers) that does not end: httptools would hold it all.
+            self.broken = f"the answer's head is over {HEAD_LIMIT} bytes"
             self.close()
             self._wake()
 
