@@ -488,3 +488,19 @@ async def test_an_endless_header_is_cut_off(
     else:
         assert result.status_code is None
         assert result.error == f"the answer's head is over {sender_module.HEAD_LIMIT} bytes"
+
+
+async def test_each_idle_connection_is_closed_after_its_own_keep_alive_time(
+    raw: Callable[[Answer], Awaitable[Raw]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not only at the sweep after next: one pooled just after a sweep was planned stayed open
+    # for up to twice the keep-alive time.
+    monkeypatch.setattr(sender_module, "KEEPALIVE_SECONDS", 0.2)
+    first = await raw(_writes(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    second = await raw(_writes(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        assert (await sender.send(first.url(), b"{}", {})).status_code == 200
+        await asyncio.sleep(0.1)
+        assert (await sender.send(second.url(), b"{}", {})).status_code == 200
+        await asyncio.sleep(0.25)  # the second has been idle for 0.25 s
+        assert (first.closed_by_peer, second.closed_by_peer) == (1, 1)

@@ -407,8 +407,10 @@ class HttpSender:
             else:
                 del self._idle[key]
         if self._idle_count and not self._closed:
+            # When the oldest left is due (each list is in the order its connections came idle).
+            oldest = min(idle[0].idle_since for idle in self._idle.values())
             loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(KEEPALIVE_SECONDS, self._sweep)
+            self._sweeper = loop.call_later(oldest - cutoff, self._sweep)
 
     async def _connect(self, target: _Target) -> _Connection:
         if target.literal:
