@@ -504,3 +504,44 @@ async def test_each_idle_connection_is_closed_after_its_own_keep_alive_time(
         assert (await sender.send(second.url(), b"{}", {})).status_code == 200
         await asyncio.sleep(0.25)  # the second has been idle for 0.25 s
         assert (first.closed_by_peer, second.closed_by_peer) == (1, 1)
+
+
+async def test_a_connection_with_unsent_bytes_is_not_kept() -> None:
+    # An endpoint answers before reading the whole body (a 413 for a large request) and keeps
+    # the connection open without reading the rest: what is still unsent must not go back to
+    # the pool, where the next request would queue behind it and time out.
+    connections = 0
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if connections == 1:
+                writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                await done.wait()  # never reads the body
+                return
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            await done.wait()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        async with HttpSender(timeout=2, allow_private=True) as sender:
+            early = await sender.send(url, b"x" * 8_000_000, {})
+            after = await sender.send(url, b"{}", {})
+        assert early.status_code == 413
+        assert after.status_code == 200 and after.latency_ms < 1000 and connections == 2
+    finally:
+        done.set()
+        server.close()
+        await server.wait_closed()

@@ -177,7 +177,17 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def reusable(self) -> bool:
-        return self.complete and not self.overflow and self.usable() and self._keep_alive
+        transport = self.transport
+        return (
+            self.complete
+            and not self.overflow
+            and self._keep_alive
+            and self.usable()
+            # Unsent bytes (an answer that came before the endpoint read the whole body): the
+            # next request would queue behind what the endpoint may never read.
+            and transport is not None
+            and not transport.get_write_buffer_size()
+        )
 
     def close(self) -> None:
         self.closed = True
