@@ -176,23 +176,25 @@ class _Connection(asyncio.Protocol):
         self.timed_out = True
         self._wake()
 
+    def _flushed(self) -> bool:
+        """Tell whether every byte written has gone out (an answer may come before the
+        endpoint read the whole request: the rest then waits on an endpoint that may never
+        read it)."""
+        return self.transport is not None and not self.transport.get_write_buffer_size()
+
     def reusable(self) -> bool:
-        transport = self.transport
         return (
             self.complete
             and not self.overflow
             and self._keep_alive
             and self.usable()
-            # Unsent bytes (an answer that came before the endpoint read the whole body): the
-            # next request would queue behind what the endpoint may never read.
-            and transport is not None
-            and not transport.get_write_buffer_size()
+            and self._flushed()  # else the next request would queue behind the unsent bytes
         )
 
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
-            if self.complete and not self.transport.get_write_buffer_size():
+            if self.complete and self._flushed():
                 self.transport.close()
             else:
                 # Given up on midway: close() would first write what is unsent (and shut TLS
@@ -227,9 +229,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._waiter is None:
-            return
-        if self.status is not None and not self.framed and not self.complete:
+        if self._waiter is None or self.complete:
+            return  # idle, or the answer came whole before the close
+        if self.status is not None and not self.framed:
             self.complete = True  # an answer without a length ends where the connection does
             self._keep_alive = False
         elif self.broken is None:
@@ -334,7 +336,7 @@ class HttpSender:
                 async with asyncio.timeout(self._timeout_s):
                     await self._slots.acquire()
             except TimeoutError:
-                return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
+                return self._timed_out(start)
         else:
             await self._slots.acquire()
         try:
@@ -344,13 +346,13 @@ class HttpSender:
                     async with asyncio.timeout(self._timeout_s - (time.perf_counter() - start)):
                         conn = await self._connect(target)
                 except TimeoutError:
-                    return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
+                    return self._timed_out(start)
                 except _Unanswered as exc:
                     return no_answer(_ms(start), str(exc)[:500])
             left = self._timeout_s - (time.perf_counter() - start)
             if left <= 0:  # not sent: a request that can only time out would be sent again
                 self._release(target.key, conn)
-                return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
+                return self._timed_out(start)
             try:
                 # One timer for the rest of the attempt's time (cheaper than a timeout scope).
                 await conn.exchange(request, left)
@@ -360,7 +362,7 @@ class HttpSender:
             if conn.status is None:
                 conn.close()
                 if conn.timed_out:
-                    return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
+                    return self._timed_out(start)
                 return no_answer(_ms(start), conn.broken or "no answer")
             if not conn.complete and not conn.overflow:
                 # The status line and headers came: the endpoint answered, and its status
@@ -378,6 +380,9 @@ class HttpSender:
             return result
         finally:
             self._slots.release()
+
+    def _timed_out(self, start: float) -> SendResult:
+        return no_answer(_ms(start), f"timeout after {self._timeout_s:g}s")
 
     # -- the pool ------------------------------------------------------------------------
 
