@@ -266,6 +266,7 @@ async def test_idle_connections_are_closed_after_the_keep_alive_time(
 class Tls:
     port: int
     ca: ssl.SSLContext  # a client context that trusts the server's certificate
+    cert_path: Path
 
 
 def _certificate(tmp: Path) -> tuple[Path, Path]:
@@ -322,7 +323,7 @@ async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
     client = ssl.create_default_context(cafile=str(cert_path))
-    yield Tls(server.sockets[0].getsockname()[1], client)
+    yield Tls(server.sockets[0].getsockname()[1], client, cert_path)
     server.close()
     await server.wait_closed()
 
@@ -342,6 +343,17 @@ async def test_https_checks_the_certificate_against_the_host_name(tls: Tls) -> N
     assert result.status_code is None and result.error is not None
     assert result.error.startswith(f"TLS error with localhost:{tls.port}")
     assert "certificate verify failed" in result.error
+
+
+async def test_a_private_ca_is_trusted_through_ssl_cert_file(
+    tls: Tls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How an operator trusts an internal CA: OpenSSL's SSL_CERT_FILE, read by the sender's
+    # default context (the system's CAs are then that file's).
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.cert_path))
+    async with HttpSender(timeout=5, allow_private=True) as sender:
+        result = await sender.send(f"https://127.0.0.1:{tls.port}/hook", b"{}", {})
+    assert (result.status_code, result.body) == (200, "secure")
 
 
 async def test_https_with_an_untrusted_certificate_is_refused(tls: Tls) -> None:
