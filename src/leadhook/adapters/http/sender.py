@@ -15,7 +15,6 @@ was half of a draining worker's time (docs/benchmarks.md, the fifteenth round).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import socket
 import ssl
@@ -30,7 +29,7 @@ from yarl import URL
 
 from leadhook.adapters.http.answers import http_answer, no_answer
 from leadhook.domain.attempts import SendResult
-from leadhook.domain.targets import TargetError, check_address, check_host
+from leadhook.domain.targets import TargetError, check_address, check_host, parse_ip
 
 BODY_LIMIT = 1024
 HEAD_LIMIT = 65536  # bytes of an answer read before it is whole or over BODY_LIMIT: its head
@@ -91,10 +90,10 @@ class _Target:
     """What a webhook URL tells the sender: where to connect and the request's first lines."""
 
     key: tuple[str, str, int]  # the pool's key: scheme, host, port
-    host: str  # as connected to (IDNA-encoded; an IPv6 literal without brackets)
+    host: str  # as the URL names it (IDNA-encoded; an IPv6 literal without brackets)
     port: int
     tls: bool
-    literal: bool  # the host is an IP address: nothing to resolve
+    address: str | None  # the address a literal host names (nothing to resolve), else None
     head: str  # "POST <target> HTTP/1.1\r\nHost: <host>\r\n"
     refusal: str | None  # why the target is refused without a connection, if it is
 
@@ -107,11 +106,9 @@ def _target(url: str, allow_private: bool) -> _Target:
         raise ValueError(f"not an absolute http(s) URL: {url[:200]}")
     host = parsed.raw_host
     port = parsed.port or (443 if scheme == "https" else 80)
-    try:
-        ipaddress.ip_address(host)
-        literal = True
-    except ValueError:
-        literal = False
+    # One reading of the host for the check and the connection: `parse_ip` also takes the
+    # legacy IPv4 spellings resolvers accept (127.1, 0x7f.0.0.1), as `check_host` judges them.
+    ip = parse_ip(host)
     refusal = None
     if not allow_private:
         try:
@@ -123,7 +120,15 @@ def _target(url: str, allow_private: bool) -> _Target:
     if _UNSAFE_REQUEST_LINE.search(path + authority):
         raise ValueError(f"not a URL a request line can carry: {url[:200]}")
     head = f"POST {path} HTTP/1.1\r\nHost: {authority}\r\n"
-    return _Target((scheme, host, port), host, port, scheme == "https", literal, head, refusal)
+    return _Target(
+        (scheme, host, port),
+        host,
+        port,
+        scheme == "https",
+        None if ip is None else str(ip),
+        head,
+        refusal,
+    )
 
 
 class _Connection(asyncio.Protocol):
@@ -428,8 +433,8 @@ class HttpSender:
             self._sweeper = loop.call_later(oldest - cutoff, self._sweep)
 
     async def _connect(self, target: _Target) -> _Connection:
-        if target.literal:
-            addresses = [target.host]
+        if target.address is not None:
+            addresses = [target.address]
         else:
             addresses = await self._addresses(target.host, target.port)
         loop = asyncio.get_running_loop()
