@@ -105,3 +105,8 @@ def test_rfc3339_formats_as_the_plain_datetime_formatting_does(seconds: float) -
     instant = dt.datetime.fromtimestamp(seconds, dt.UTC)
     plain = instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
     assert rfc3339(seconds) == plain
+
+
+@given(st.integers(min_value=-(2**34), max_value=2**34))
+def test_whole_seconds_format_as_the_same_float_does(seconds: int) -> None:
+    assert rfc3339(seconds) == rfc3339(float(seconds))

@@ -22,6 +22,7 @@ import time
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +46,12 @@ from leadhook.api.metrics import ApiMetrics
 from leadhook.api.problems import OutageLog
 from leadhook.api.routes.leads import committed, submit
 from leadhook.bootstrap import Container
+from leadhook.services import collector
 
 _JSON_TYPE = (b"content-type", b"application/json")
+# Bodies longer than this (a batch of leads, not one behaviour) are parsed with the cyclic
+# garbage collector paused.
+_LARGE_BODY = 64 * 1024
 # Set in the scope of a request the short way handed to the app whole (see ShortWay).
 DECLINED = "leadhook.short_way_declined"
 
@@ -164,10 +169,13 @@ class FastBehaviours:
         if not plain_json_input(scope["path"], scope["query_string"], content_type, raw):
             raise _Fallback
         try:
-            data = json.loads(raw) if raw else None
-            if data is None and not fast.body_optional:
-                raise _Fallback
-            body = None if data is None else fast.model.model_validate(data)
+            # A batch's body is thousands of objects at once: no collection while they are
+            # parsed and validated (services/collector.py).
+            with collector.paused() if len(raw) > _LARGE_BODY else nullcontext():
+                data = json.loads(raw) if raw else None
+                if data is None and not fast.body_optional:
+                    raise _Fallback
+                body = None if data is None else fast.model.model_validate(data)
             mid = self.container.tenants.authenticate(bearer(wanted[b"authorization"]))
             req = behaviour_metadata(
                 mid,

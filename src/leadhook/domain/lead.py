@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
+from functools import cached_property
 from typing import Any
 
+from leadhook.domain.jsontext import dumps
 from leadhook.domain.times import rfc3339, rfc3339_or_none
 
 # Field codes that live in their own attribute of Lead rather than in `fields` / `source`.
@@ -56,6 +58,7 @@ class Lead:
             raise TypeError(f"Lead has no field {', '.join(sorted(unknown))}")
         copy = object.__new__(type(self))
         copy.__dict__.update(self.__dict__, **changes)
+        copy.__dict__.pop("stored_text", None)  # the copy's own text, when it is asked for
         return copy
 
     def value(self, code: str) -> Any:
@@ -119,6 +122,26 @@ class Lead:
             "last_follow_up_at": self.last_follow_up_at,
         }
 
+    @cached_property
+    def stored_text(self) -> str:
+        """`to_json()` as the store keeps it (`jsontext.dumps`), encoded once per lead: a
+        behaviour stores its lead and answers with it (`api_text`)."""
+        return dumps(self.to_json())
+
+    def api_text(self) -> str:
+        """`to_api_json()` as JSON text, byte for byte what `dumps` writes of it: the
+        stored text with its four times, its last keys, written as RFC 3339 strings."""
+        stored = self.stored_text
+        # The last occurrence is the lead's own key: a nested object's key of that name (a
+        # field's code) comes earlier, and a string holds no unescaped quote.
+        head = stored[: stored.rindex(',"created_at":')]
+        return (
+            f'{head},"created_at":"{rfc3339(self.created_at)}"'
+            f',"updated_at":"{rfc3339(self.updated_at)}"'
+            f',"owner_since":{_time_text(self.owner_since)}'
+            f',"last_follow_up_at":{_time_text(self.last_follow_up_at)}}}'
+        )
+
     def to_api_json(self) -> dict[str, Any]:
         """Return the lead object as the API answers it: times as RFC 3339 UTC strings."""
         return {
@@ -161,6 +184,10 @@ class Lead:
 
 
 _LEAD_FIELDS = frozenset(f.name for f in dataclass_fields(Lead))
+
+
+def _time_text(seconds: float | None) -> str:
+    return "null" if seconds is None else f'"{rfc3339(seconds)}"'
 
 
 def track_clocks(before: Lead | None, after: Lead, *, follow_up: bool, now: int) -> Lead:

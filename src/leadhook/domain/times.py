@@ -23,6 +23,8 @@ EXAMPLE = "2026-12-01T08:30:00Z"
 
 def rfc3339(seconds: float) -> str:
     """Format unix seconds as RFC 3339 in UTC with milliseconds, e.g. `...T08:30:00.250Z`."""
+    if type(seconds) is int:  # a lead's times: whole seconds
+        return _second(seconds) + ".000Z"
     instant = dt.datetime.fromtimestamp(seconds, dt.UTC)
     whole = int(instant.replace(microsecond=0).timestamp())
     return _second(whole) + f".{instant.microsecond // 1000:03d}Z"

@@ -18,6 +18,7 @@ from leadhook.domain.events import LeadEvent, event_json
 from leadhook.domain.jsontext import dumps as dumps  # re-exported: the API encodes with it
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import Operator
+from leadhook.services import collector
 from leadhook.services.allocation import Allocation
 from leadhook.services.idempotency import Idempotent
 from leadhook.services.ports import (
@@ -75,7 +76,7 @@ def new_events(events: Sequence[LeadEvent]) -> list[NewEvent]:
 
 def behaviour_body(lead: Lead, payloads: Sequence[str]) -> str:
     """Return `{"lead": ..., "events": [...]}` with each event's stored JSON embedded as is."""
-    return '{"lead":' + dumps(lead.to_api_json()) + ',"events":[' + ",".join(payloads) + "]}"
+    return '{"lead":' + lead.api_text() + ',"events":[' + ",".join(payloads) + "]}"
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,12 @@ class LeadService:
         """Create many leads in one transaction; each emits its own object_create (201)."""
 
         def work(uow: UnitOfWork, tally: _Tally) -> Answer:
+            # Up to 1,000 leads with their events stay alive until the answer is built:
+            # collections in between walk them all again and find nothing (collector.py).
+            with collector.paused():
+                return build(uow, tally)
+
+        def build(uow: UnitOfWork, tally: _Tally) -> Answer:
             ctx = self._context(uow, req)
             allocate = Allocation(uow, ctx)  # pool automation: scene 1 for unowned leads
             outcomes: list[b.Effect] = []

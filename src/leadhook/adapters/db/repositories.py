@@ -220,7 +220,7 @@ def _lead_row(lead: Lead) -> tuple[Any, ...]:
         lead.lead_pool,
         lead.life_status,
         lead.voided,
-        dumps(lead.to_json()),
+        lead.stored_text,
         lead.created_at,
         lead.updated_at,
         pools["owner_since"],

@@ -94,7 +94,7 @@ def _lead_row(seq: int, lead: Lead) -> LeadRow:
         lead_pool=lead.lead_pool,
         life_status=lead.life_status,
         voided=lead.voided,
-        state=dumps(lead.to_json()),
+        state=lead.stored_text,
     )
 
 
