@@ -41,8 +41,12 @@ def _spy(out: str, pid: int) -> subprocess.Popen[bytes]:
     spy = str(Path(sys.executable).with_name("py-spy"))
     # BENCH_SPY_GIL=1: only samples that hold the GIL (where the CPU goes, not where it waits).
     gil = ["--gil"] if os.environ.get("BENCH_SPY_GIL") == "1" else []
+    # Without pausing the process for each sample: paused, a sample lands on a system call's
+    # line far more often than its share (os.urandom's getrandom took 7% of a batch import's
+    # samples, 0.3 us of its ~100 us a lead by the clock: bench/profiles.md, sixteenth round).
     return subprocess.Popen(
-        [spy, "record", "-r", "300", "-f", "raw", *gil, "-o", out, "-p", str(pid)],
+        [spy, "record", "--nonblocking", "-r", "300", "-f", "raw", *gil, "-o", out,
+         "-p", str(pid)],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
