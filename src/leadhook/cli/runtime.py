@@ -10,10 +10,11 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 if TYPE_CHECKING:
     from leadhook.bootstrap import Container
@@ -47,6 +48,79 @@ def base_url(sock: socket.socket) -> str:
     """Return `http://host:port` of a bound socket."""
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _OneSend:
+    """A connection's transport whose writes of one turn of the loop go out in one send.
+
+    Uvicorn writes an answer's head and its body apart: two `send` system calls and two TCP
+    segments an answer, each waking the client (on loopback the sender's call carries the
+    whole delivery to the receiving socket). Held until the end of the turn, the head and
+    the body leave together. Writes of more than `_JOIN_MAX` bytes together are not joined
+    (the copy would cost more than the call): what is held goes first, then they do.
+    """
+
+    __slots__ = ("_held", "_loop", "_size", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] | None = None
+        self._size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if self._held is None:
+            if len(data) > _JOIN_MAX:
+                self._transport.write(data)
+                return
+            self._held = [bytes(data)]
+            self._size = len(data)
+            self._loop.call_soon(self._flush)
+        elif self._size + len(data) > _JOIN_MAX:
+            self._flush()
+            self._transport.write(data)
+        else:
+            self._held.append(bytes(data))
+            self._size += len(data)
+
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + (self._size if self._held else 0)
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+_JOIN_MAX = 64 * 1024
+
+
+class OneSendHttpTools(HttpToolsProtocol):
+    """Uvicorn's httptools protocol, each answer's head and body in one send (`_OneSend`)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_OneSend(transport, self.loop))  # type: ignore[arg-type]
 
 
 class _Server(uvicorn.Server):
@@ -124,6 +198,7 @@ async def run_service(
             # h11 refuses a request head over this with a bare 400; below it, the app's
             # HeaderLimit answers 431 problem+json for heads over its own (smaller) limit.
             h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
+            http=OneSendHttpTools,
         )
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))

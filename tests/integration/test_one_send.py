@@ -1,0 +1,136 @@
+"""serve's HTTP protocol sends each answer's head and body in one write (`cli/runtime.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import uvicorn
+
+from leadhook.cli.runtime import _JOIN_MAX, OneSendHttpTools, _OneSend
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.events: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.events.append("close")
+
+    def abort(self) -> None:
+        self.events.append("abort")
+
+    def write_eof(self) -> None:
+        self.events.append("eof")
+
+    def get_write_buffer_size(self) -> int:
+        return 7
+
+    def get_extra_info(self, name: str) -> Any:
+        return {"peername": ("127.0.0.1", 1)}.get(name)
+
+
+async def _turn() -> None:
+    await asyncio.sleep(0)
+
+
+def test_the_writes_of_one_turn_leave_in_one_write() -> None:
+    async def main() -> None:
+        raw = _Transport()
+        t = _OneSend(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        t.write(b"{}")
+        assert raw.writes == [] and t.get_write_buffer_size() == 7 + 40
+        await _turn()
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+        t.write(b"next")
+        await _turn()
+        assert raw.writes[1:] == [b"next"]
+
+    asyncio.run(main())
+
+
+def test_large_writes_are_not_copied_together() -> None:
+    async def main() -> None:
+        raw = _Transport()
+        t = _OneSend(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        big = b"x" * (_JOIN_MAX + 1)
+        t.write(b"head")
+        t.write(big)
+        assert raw.writes == [b"head", big]  # in order, the held head first
+        t.write(big)
+        assert raw.writes[2:] == [big]
+        await _turn()
+        assert len(raw.writes) == 3
+
+    asyncio.run(main())
+
+
+def test_close_and_eof_send_what_is_held_first_and_abort_drops_it() -> None:
+    async def main() -> None:
+        raw = _Transport()
+        t = _OneSend(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t.write(b"a")
+        t.write_eof()
+        t.writelines([b"b", b"c"])
+        t.close()
+        assert (raw.writes, raw.events) == ([b"a", b"bc"], ["eof", "close"])
+        t.write(b"lost")
+        t.abort()
+        await _turn()
+        assert raw.writes == [b"a", b"bc"] and raw.events[-1] == "abort"
+        assert t.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest passes through
+
+    asyncio.run(main())
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one,", b"two,", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = b"x" * (3 * _JOIN_MAX) if scope["path"] == "/big" else b'{"ok":true}'
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_answers_over_a_real_socket_arrive_whole() -> None:
+    async def main() -> None:
+        sock = socket.create_server(("127.0.0.1", 0))
+        config = uvicorn.Config(_app, http=OneSendHttpTools, log_config=None, lifespan="off")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = sock.getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for path in ("/small", "/big", "/small"):  # keep-alive: one connection
+                writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                assert body == (b"x" * (3 * _JOIN_MAX) if path == "/big" else b'{"ok":true}')
+            writer.write(b"HEAD /small HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert b"200 OK" in await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"GET /stream HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            rest = await asyncio.wait_for(reader.read(), 5)  # closed after the answer
+            assert b"transfer-encoding: chunked" in rest
+            assert rest.endswith(b"4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n")
+            writer.close()
+        finally:
+            server.should_exit = True
+            await task
+
+    asyncio.run(main())
