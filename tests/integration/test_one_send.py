@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from typing import Any
 
 import uvicorn
@@ -134,3 +135,62 @@ def test_answers_over_a_real_socket_arrive_whole() -> None:
             await task
 
     asyncio.run(main())
+
+
+def _serve_on_uvloop(app: Any, check: Any) -> None:
+    """Run `check(port, errors)` against `app` served by OneSendHttpTools on uvloop (as serve
+    runs it); `errors`: what reached the loop's exception handler."""
+    import uvloop
+
+    async def main() -> None:
+        errors: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, c: errors.append(c))
+        sock = socket.create_server(("127.0.0.1", 0))
+        config = uvicorn.Config(app, http=OneSendHttpTools, log_config=None, lifespan="off")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            await check(sock.getsockname()[1], errors)
+        finally:
+            server.should_exit = True
+            await task
+
+    uvloop.run(main())
+
+
+def test_an_answer_held_when_the_peer_resets_is_dropped_quietly() -> None:
+    # The client resets the connection while its answer is being made (a client timeout):
+    # the reset is read in the same turn the answer's handler is woken, so the handler writes
+    # (held) before connection_lost runs, and the flush came after the transport's handle
+    # was closed: uvloop raised "the handler is closed" into the loop's exception handler.
+    # Written straight to the transport, as before, the write was dropped quietly.
+    go: asyncio.Future[None] | None = None
+    answered = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal go
+        if scope["type"] != "http":
+            return
+        go = asyncio.get_running_loop().create_future()
+        await go
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+        answered.set()
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        while go is None:
+            await asyncio.sleep(0.01)
+        # A reset, then the handler woken, in one turn: the reset is read before it runs.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        go.set_result(None)
+        await asyncio.wait_for(answered.wait(), 5)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert errors == []
+
+    _serve_on_uvloop(app, check)

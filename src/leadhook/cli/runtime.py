@@ -106,8 +106,12 @@ class _OneSend:
         self._transport.close()
 
     def abort(self) -> None:
-        self._held = None
+        self.drop()
         self._transport.abort()
+
+    def drop(self) -> None:
+        """Forget what is held (the connection is gone)."""
+        self._held = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -120,7 +124,16 @@ class OneSendHttpTools(HttpToolsProtocol):
     """Uvicorn's httptools protocol, each answer's head and body in one send (`_OneSend`)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_OneSend(transport, self.loop))  # type: ignore[arg-type]
+        self._one_send = _OneSend(transport, self.loop)
+        super().connection_made(self._one_send)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # What is held has nowhere to go: after connection_lost the transport's handle is
+        # closed, and a flush still scheduled would make uvloop raise "the handler is closed"
+        # into the loop's exception handler (a peer's reset read in the turn its answer was
+        # written). Written straight to the transport, it was dropped quietly.
+        self._one_send.drop()
+        super().connection_lost(exc)
 
 
 class _Server(uvicorn.Server):
