@@ -194,3 +194,35 @@ def test_an_answer_held_when_the_peer_resets_is_dropped_quietly() -> None:
         assert errors == []
 
     _serve_on_uvloop(app, check)
+
+
+def test_an_answer_written_before_the_peer_half_closes_still_arrives() -> None:
+    # A client that shuts its side down after its request (`nc -N`, some HTTP/1.0 clients):
+    # uvicorn's eof_received lets the transport close itself. An answer written before the
+    # end of file was read went out as it was written; held, the flush found the transport
+    # closed by then and the answer was dropped without a word.
+    client: socket.socket | None = None
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+        assert client is not None
+        client.shutdown(socket.SHUT_WR)  # the end of file is read before the turn ends
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        nonlocal client
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        client.setblocking(False)
+        got = b""
+        loop = asyncio.get_running_loop()
+        while chunk := await asyncio.wait_for(loop.sock_recv(client, 4096), 5):
+            got += chunk
+        client.close()
+        assert got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"\r\n\r\n{}")
+        assert errors == []
+
+    _serve_on_uvloop(app, check)

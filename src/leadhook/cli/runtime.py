@@ -77,9 +77,9 @@ class _OneSend:
                 return
             self._held = [bytes(data)]
             self._size = len(data)
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         elif self._size + len(data) > _JOIN_MAX:
-            self._flush()
+            self.flush()
             self._transport.write(data)
         else:
             self._held.append(bytes(data))
@@ -89,7 +89,8 @@ class _OneSend:
         for line in lines:
             self.write(line)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send what is held now."""
         held, self._held = self._held, None
         if held:
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
@@ -98,11 +99,11 @@ class _OneSend:
         return self._transport.get_write_buffer_size() + (self._size if self._held else 0)
 
     def write_eof(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.write_eof()
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def abort(self) -> None:
@@ -134,6 +135,13 @@ class OneSendHttpTools(HttpToolsProtocol):
         # written). Written straight to the transport, it was dropped quietly.
         self._one_send.drop()
         super().connection_lost(exc)
+
+    def eof_received(self) -> None:
+        # Uvicorn lets the transport close itself at the peer's end of file: what the answer
+        # wrote before it goes out first, as it did written straight to the transport (a
+        # flush after the close would find it closed and drop the answer).
+        self._one_send.flush()
+        super().eof_received()
 
 
 class _Server(uvicorn.Server):
