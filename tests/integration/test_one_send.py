@@ -106,37 +106,6 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def test_answers_over_a_real_socket_arrive_whole() -> None:
-    async def main() -> None:
-        sock = socket.create_server(("127.0.0.1", 0))
-        config = uvicorn.Config(_app, http=OneSendHttpTools, log_config=None, lifespan="off")
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = sock.getsockname()[1]
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            for path in ("/small", "/big", "/small"):  # keep-alive: one connection
-                writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                body = await reader.readexactly(length)
-                assert body == (b"x" * (3 * _JOIN_MAX) if path == "/big" else b'{"ok":true}')
-            writer.write(b"HEAD /small HTTP/1.1\r\nhost: x\r\n\r\n")
-            assert b"200 OK" in await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"GET /stream HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            rest = await asyncio.wait_for(reader.read(), 5)  # closed after the answer
-            assert b"transfer-encoding: chunked" in rest
-            assert rest.endswith(b"4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n")
-            writer.close()
-        finally:
-            server.should_exit = True
-            await task
-
-    asyncio.run(main())
-
-
 def _serve_on_uvloop(app: Any, check: Any) -> None:
     """Run `check(port, errors)` against `app` served by OneSendHttpTools on uvloop (as serve
     runs it); `errors`: what reached the loop's exception handler."""
@@ -158,6 +127,27 @@ def _serve_on_uvloop(app: Any, check: Any) -> None:
             await task
 
     uvloop.run(main())
+
+
+def test_answers_over_a_real_socket_arrive_whole() -> None:
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for path in ("/small", "/big", "/small"):  # keep-alive: one connection
+            writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            assert body == (b"x" * (3 * _JOIN_MAX) if path == "/big" else b'{"ok":true}')
+        writer.write(b"HEAD /small HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert b"200 OK" in await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"GET /stream HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        rest = await asyncio.wait_for(reader.read(), 5)  # closed after the answer
+        assert b"transfer-encoding: chunked" in rest
+        assert rest.endswith(b"4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n")
+        writer.close()
+        assert errors == []
+
+    _serve_on_uvloop(_app, check)
 
 
 def test_an_answer_held_when_the_peer_resets_is_dropped_quietly() -> None:
