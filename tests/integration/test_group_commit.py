@@ -531,6 +531,98 @@ def test_a_deferred_group_commits_with_its_sync_and_a_failed_one_commits_nothing
         assert not Pipeline(conn).end_committing()  # no pipeline running: nothing done
 
 
+def _held_group(container: Container, tenant: str, trace: Any, units: list[Any]) -> list[Any]:
+    """Run `units` in one deferred group on a connection of its own, libpq's protocol traced
+    to the file `trace`; return what each answered."""
+    from leadhook.adapters.db.pipeline import Pipeline, settle
+    from leadhook.adapters.db.repositories import driver_in_transaction
+    from leadhook.adapters.db.uow import BoundUnitOfWork
+
+    with container.engine.connect() as conn, open(trace, "w") as out:
+        driver = driver_in_transaction(conn)
+        uow = BoundUnitOfWork(conn, container.ids)
+        pipe = Pipeline(conn, deferred=True)
+        driver.pgconn.trace(out.fileno())
+        try:
+            pipe.begin()
+            answers = []
+            for unit in units:
+                pipe.start()
+                answers.append(unit(uow))
+            assert pipe.end_committing()
+        finally:
+            driver.pgconn.untrace()
+        conn.commit()
+        settle(conn)
+    return answers
+
+
+def _sent(trace: Any) -> list[str]:
+    return [line.split("\t")[3] for line in trace.read_text().splitlines() if "\tF\t" in line]
+
+
+def _create_unit(lead_id: str, event: NewEvent, sub: Subscription) -> Any:
+    from leadhook.domain.lead import Lead
+
+    def unit(uow: Any) -> None:
+        uow.leads.add(Lead(lead_id, event.mid, 1, "b", None, "pool", "new"))
+        (seq,) = uow.events.append([event])
+        uow.deliveries.enqueue([(sub, seq, event)], 1_700_000_000.0)
+
+    return unit
+
+
+def test_a_deferred_groups_inserts_go_out_as_one_statement_a_table(
+    container: Container, tenant: str, tmp_path: Any
+) -> None:
+    """Catches: each insert of a group's behaviours sent as a statement of its own (a send and
+    a poll each, the writer thread giving up the GIL at each), or events taking their seqs out
+    of the order their behaviours ran in. Read off libpq's protocol trace."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("deferred groups are PostgreSQL's")
+    sub = _some_subscription(container, tenant)
+    events = [_new_event(f"W{i}", 1, tenant) for i in range(5)]
+    units = [_create_unit(f"W{i}", e, sub) for i, e in enumerate(events)]
+    trace = tmp_path / "libpq.trace"
+    _held_group(container, tenant, trace, units)
+    # BEGIN, the log lock, the leads, the events, the deliveries, COMMIT; one sync.
+    assert _sent(trace).count("Execute") == 6
+    assert _sent(trace).count("Sync") == 1
+    found = _delivered_seqs(container, tenant)
+    seqs = [found[e.event_id][0] for e in events]
+    assert seqs == sorted(seqs)  # in the order the behaviours ran
+    assert all(log_seq == delivery_seq for log_seq, delivery_seq in found.values())
+    assert _count(container, tenant) == 5
+
+
+def test_a_read_in_a_deferred_group_sees_what_the_group_holds(
+    container: Container, tenant: str, tmp_path: Any
+) -> None:
+    """Catches: a held insert sent after a read that follows it (the read would not find the
+    group's own lead), or a statement that is not held overtaking a held one."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("deferred groups are PostgreSQL's")
+    sub = _some_subscription(container, tenant)
+    first = _create_unit("R1", _new_event("R1", 1, tenant), sub)
+
+    def reader(uow: Any) -> Any:
+        return uow.leads.get(tenant, "R1")
+
+    def core_reader(uow: Any) -> int:  # SQLAlchemy Core ends the pipeline: held rows first
+        from sqlalchemy import text
+
+        return int(uow.leads.conn.execute(text("SELECT count(*) FROM events")).scalar_one())
+
+    second = _create_unit("R2", _new_event("R2", 1, tenant), sub)
+    _, events, lead, _ = _held_group(
+        container, tenant, tmp_path / "t", [first, core_reader, reader, second]
+    )
+    assert lead is not None and lead.id == "R1"
+    assert events == 1
+    found = _delivered_seqs(container, tenant)
+    assert found["ER10001"][0] < found["ER20001"][0]
+
+
 def test_a_deferred_groups_begin_rides_with_its_first_reads(
     container: Container, tenant: str, tmp_path: Any
 ) -> None:

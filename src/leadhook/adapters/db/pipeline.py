@@ -9,7 +9,8 @@ at its end (`Pipeline.sync`), so that an error of its last statements is still i
 rolls back its savepoint only (adapters/db/writer.py). A *deferred* pipeline (`deferring`)
 goes further for a whole group: the events' seqs are not read back (their deliveries find them
 by event id), and the group syncs once, at its end; an error there sends the group back to
-the writer, which runs it again unit by unit.
+the writer, which runs it again unit by unit. Its inserts are not even sent one by one: they
+are held and go out a table at a time (adapters/db/writebehind.py), before anything else.
 
 Two things read a result the moment a statement was sent and do not work in a pipeline:
 SQLAlchemy Core (it reads the cursor's description right after `execute`) and a `rowcount`.
@@ -34,6 +35,9 @@ import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from leadhook.adapters.db.sql import Statements
+from leadhook.adapters.db.writebehind import WriteBehind
+
 _KEY = "leadhook_pipeline"
 _BEGUN = "leadhook_begun_in_pipeline"  # set while psycopg's autocommit is on for a group
 log = logging.getLogger("leadhook.writer")
@@ -50,6 +54,8 @@ class Pipeline:
         self.tainted = False  # an error aborted the pipeline: replace the connection
         # Deferred: the statements read back nothing they can do without (`deferring`).
         self.deferred = deferred
+        # A deferred group's held inserts (adapters/db/writebehind.py), made at the first.
+        self.behind: WriteBehind | None = None
 
     def begin(self) -> None:
         """Start the pipeline with the transaction's BEGIN queued in it (a batch's first unit).
@@ -84,8 +90,15 @@ class Pipeline:
         if self._pipe is not None:
             self._pipe.sync()
 
+    def send_held(self) -> None:
+        """Send the inserts held back (`WriteBehind`), before anything else is sent."""
+        if self.behind is not None:
+            self.behind.flush()
+
     def end(self) -> None:
         """Sync and leave pipeline mode (raising the first error of what was still unread)."""
+        if self._ctx is not None:
+            self.send_held()
         ctx, self._ctx, self._pipe = self._ctx, None, None
         self._conn.info.pop(_KEY, None)
         if ctx is not None:
@@ -108,6 +121,7 @@ class Pipeline:
         """
         if self._ctx is None:
             return False
+        self.send_held()  # before the COMMIT, not behind it
         cur = self._driver.cursor()
         try:
             cur.execute("COMMIT", prepare=False)  # queued: sent with the sync below
@@ -132,6 +146,8 @@ class Pipeline:
         may be wrong (see above): nothing more is prepared on this connection.
         """
         in_pipeline = self._ctx is not None
+        if self.behind is not None:
+            self.behind.drop()  # rolled back with the rest of the group
         try:
             self.end()
         except Exception:  # the error itself was raised and handled already
@@ -170,10 +186,29 @@ def deferring(conn: Connection) -> bool:
     return pipe is not None and bool(pipe.deferred)
 
 
+def held_writes(conn: Connection, cursor: Any, sql: Statements) -> WriteBehind | None:
+    """Where a deferred group's unread statements go (`WriteBehind`); None outside one."""
+    pipe = conn.info.get(_KEY)
+    if pipe is None or not pipe.deferred:
+        return None
+    if pipe.behind is None:
+        pipe.behind = WriteBehind(cursor, sql)
+    behind: WriteBehind = pipe.behind
+    return behind
+
+
+def send_held(conn: Connection) -> None:
+    """Before a statement that is not held goes out on `conn`: send the held ones first."""
+    pipe = conn.info.get(_KEY)
+    if pipe is not None and pipe.behind is not None:
+        pipe.behind.flush()
+
+
 def flushed(conn: Connection) -> None:
     """Make the answers of the statements sent so far readable (their `rowcount`)."""
     pipe = conn.info.get(_KEY)
     if pipe is not None:
+        pipe.send_held()
         pipe.sync()
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
-from leadhook.adapters.db.pipeline import deferring, flushed
+from leadhook.adapters.db.pipeline import deferring, flushed, held_writes, send_held
 from leadhook.adapters.db.pools import lead_columns
 from leadhook.adapters.db.sql import statements
 from leadhook.domain.catalog import Catalog
@@ -48,6 +48,7 @@ def driver_in_transaction(conn: Connection) -> Any:
     """
     if not conn.in_transaction():
         conn.begin()
+    send_held(conn)  # a deferred group's held inserts go out before what comes next
     return conn.connection.driver_connection
 
 
@@ -63,16 +64,19 @@ def unread(conn: Connection) -> Any:
     dropped per statement (docs/write-path.md has the measurement). Only for answers nobody
     reads: in a pipeline, a statement's answer lands on its cursor whenever it arrives, and on
     a shared cursor it could land after the next statement was sent and be read as that one's;
-    statements whose answers are read get a cursor of their own.
+    statements whose answers are read get a cursor of their own. In a deferred group, where the
+    inserts are held and sent a table at a time (adapters/db/writebehind.py), its `WriteBehind`.
     """
-    driver = driver_in_transaction(conn)
+    if not conn.in_transaction():
+        conn.begin()
+    driver: Any = conn.connection.driver_connection  # held inserts stay held: nothing sent
     if conn.dialect.name != "postgresql":
         return driver
     info = conn.connection.info  # lives and dies with the DB-API connection
     cur = info.get(_UNREAD)
     if cur is None or cur.closed:
         cur = info[_UNREAD] = driver.cursor()
-    return cur
+    return held_writes(conn, cur, statements("postgresql")) or cur
 
 
 def execute_rows(runner: Any, statement: str, rows: Sequence[Sequence[Any]]) -> None:

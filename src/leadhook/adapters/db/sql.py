@@ -15,6 +15,7 @@ below, and nowhere else: the stores run whichever set their connection's dialect
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 # The class of the advisory locks on a tenant's event log; two-key advisory locks never collide
 # with the one-key lock that migrations take.
@@ -127,6 +128,17 @@ POSTGRES = Statements(
     idempotency_put="""INSERT INTO idempotency_keys (mid, key, fingerprint, status_code, body,
         created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
 )
+
+
+@lru_cache(maxsize=512)
+def many_rows(statement: str, n: int) -> str:
+    """`statement`, an `INSERT ... VALUES (row)` that ends with its row, inserting `n` rows:
+    `VALUES (row), (row), ...`, each row's parameters in turn. PostgreSQL inserts the rows
+    in the order they are listed (an event's seq follows it)."""
+    head, values, row = statement.rpartition("VALUES")
+    if not values or not row.strip().endswith(")"):
+        raise ValueError("not an INSERT that ends with its VALUES row")
+    return f"{head}{values} " + ", ".join([row.strip()] * n)
 
 
 def statements(dialect: str) -> Statements:
