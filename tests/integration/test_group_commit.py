@@ -595,6 +595,42 @@ def test_a_deferred_groups_inserts_go_out_as_one_statement_a_table(
     assert _count(container, tenant) == 5
 
 
+def test_a_deferred_group_of_batches_goes_out_in_chunks(
+    container: Container, tenant: str, tmp_path: Any
+) -> None:
+    """Catches: a group of batch imports sent as one statement beyond PostgreSQL's 65,535
+    parameters, or a chunk's rows lost, doubled or out of order."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("deferred groups are PostgreSQL's")
+    from leadhook.adapters.db.writebehind import CHUNK
+    from leadhook.domain.lead import Lead
+
+    sub = _some_subscription(container, tenant)
+    n = CHUNK + 150  # two batches, held together: 2n rows a table, three chunks of each
+
+    def batch(prefix: str) -> Any:
+        def unit(uow: Any) -> None:
+            ids = [f"{prefix}{i:04d}" for i in range(n)]
+            uow.leads.add_many([Lead(i, tenant, 1, "b", None, "pool", "new") for i in ids])
+            events = [_new_event(i, 1, tenant) for i in ids]
+            seqs = uow.events.append(events)
+            uow.deliveries.enqueue(
+                [(sub, s, e) for s, e in zip(seqs, events, strict=True)], 1_700_000_000.0
+            )
+
+        return unit
+
+    trace = tmp_path / "libpq.trace"
+    _held_group(container, tenant, trace, [batch("A"), batch("B")])
+    # BEGIN, the lock, three chunks of each of the three tables, COMMIT.
+    assert _sent(trace).count("Execute") == 3 + 3 * 3
+    found = _delivered_seqs(container, tenant)
+    assert len(found) == 2 * n
+    order = sorted(found, key=lambda event_id: found[event_id][0])
+    assert order == [f"E{p}{i:04d}0001" for p in "AB" for i in range(n)]
+    assert all(log_seq == delivery_seq for log_seq, delivery_seq in found.values())
+
+
 def test_a_read_in_a_deferred_group_sees_what_the_group_holds(
     container: Container, tenant: str, tmp_path: Any
 ) -> None:
