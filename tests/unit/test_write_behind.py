@@ -106,6 +106,32 @@ def test_dropped_rows_are_never_sent_and_other_statements_pass_through() -> None
     assert cur.sent == [("INSERT INTO other VALUES (%s)", [[1], [2]])]
 
 
+def test_a_send_that_raises_leaves_the_rest_held_for_the_next_flush() -> None:
+    """Catches: a flush that failed half way marking nothing held, so that the kinds it had
+    not reached yet were never sent by the flush before the COMMIT (found in review)."""
+
+    class FailsOnce(Recorder):
+        failed = False
+
+        def execute(self, statement: str, params: Any = ()) -> None:
+            if statement.startswith("INSERT INTO leads") and not self.failed:
+                self.failed = True
+                raise ValueError("cannot adapt")
+            super().execute(statement, params)
+
+    cur = FailsOnce()
+    behind = WriteBehind(cur, POSTGRES)
+    behind.execute(LEAD, ("L",))
+    behind.execute(EVENT, ("E",))
+    behind.execute(DELIVERY, ("D",))
+    with pytest.raises(ValueError):
+        behind.flush()
+    assert behind.pending
+    behind.flush()
+    assert cur.sent == [(EVENT, ["E"]), (DELIVERY, ["D"])]
+    assert not behind.pending
+
+
 @given(st.lists(st.sampled_from(["lead", "lock", "event", "delivery", "other"]), max_size=40))
 def test_every_row_is_sent_once_and_in_order_among_its_kind(script: list[str]) -> None:
     """Catches: a row lost, sent twice or overtaking a row of its own kind, or a statement

@@ -69,24 +69,28 @@ class WriteBehind:
         """Send what is held: a statement a kind (in chunks of `CHUNK` rows), a lock a key."""
         if not self.pending:
             return
-        self.pending = False
         cursor = self._cursor
-        for statement, rows in self._held.items():
-            if not rows:
-                continue
-            held = rows.copy()
-            rows.clear()
-            if statement == self._lock:
-                for key in dict.fromkeys(tuple(p) for p in held):
-                    cursor.execute(statement, key)
-                continue
-            for at in range(0, len(held), CHUNK):
-                chunk = held[at : at + CHUNK]
-                if len(chunk) == 1:
-                    cursor.execute(statement, chunk[0])
-                else:
-                    params = [p for row in chunk for p in row]
-                    cursor.execute(many_rows(statement, len(chunk)), params)
+        try:
+            for statement, rows in self._held.items():
+                if not rows:
+                    continue
+                held = rows.copy()
+                rows.clear()
+                if statement == self._lock:
+                    for key in dict.fromkeys(tuple(p) for p in held):
+                        cursor.execute(statement, key)
+                    continue
+                for at in range(0, len(held), CHUNK):
+                    chunk = held[at : at + CHUNK]
+                    if len(chunk) == 1:
+                        cursor.execute(statement, chunk[0])
+                    else:
+                        params = [p for row in chunk for p in row]
+                        cursor.execute(many_rows(statement, len(chunk)), params)
+        finally:
+            # A send that raised leaves the kinds after it held, and a later flush sends them
+            # (the group is void anyway once its error is seen, and `drop` forgets them).
+            self.pending = any(self._held.values())
 
     def drop(self) -> None:
         """Forget what is held (its group failed and is rolled back)."""
