@@ -519,6 +519,66 @@ def test_a_large_record_stores_every_verdict_as_given(sql_container: Container) 
     assert failing_since(c, sub["id"]) is None  # some succeeded
 
 
+@pytest.mark.parametrize("sql_container", ["postgresql"], indirect=True)
+def test_the_heartbeat_and_a_record_of_the_same_leases_never_deadlock(
+    sql_container: Container,
+) -> None:
+    """Catches: the heartbeat's renew and a record (or release) of jobs it still holds taking
+    the same rows' locks in different orders: PostgreSQL broke each such deadlock after a
+    second by failing one of them (seen under load: `DeadlockDetected` in the finish
+    statement). A delivery process runs both at once, on two threads."""
+    from sqlalchemy.exc import OperationalError
+
+    c = sql_container
+    setup(c, max_in_flight=256)
+    ids = [new_lead(c) for _ in range(60)]
+    assert len(ids) == 60
+    q, now = queue_of(c), time.time() + 1
+    jobs = claim(q, now, limit=60)
+    assert len(jobs) == 60
+    other, close = independent_queue(c)
+    assert isinstance(other, SqlDeliveryQueue)
+    errors: list[BaseException] = []
+    rounds = 40
+
+    def beat() -> None:
+        for _ in range(rounds):
+            try:
+                other.renew(worker_id="w1", seqs=[j.seq for j in jobs], lease_until=now + 60)
+            except OperationalError as exc:
+                errors.append(exc)
+
+    def settle() -> None:
+        for i in range(rounds):
+            # Outcomes arrive in any order: newest first here, half of them each time.
+            mine = sorted(jobs, key=lambda j: -j.seq)[i % 2 :: 2]
+            try:
+                if i % 4 < 2:
+                    q.release(worker_id="w1", seqs=[j.seq for j in mine], now=now)
+                else:
+                    verdicts = [outcome(j, DeliveryStatus.FAILED, code=500, at=now) for j in mine]
+                    q.record(worker_id="w1", verdicts=verdicts, now=now)
+            except OperationalError as exc:
+                errors.append(exc)
+            # Held again, as a claim would take them back (the rows stay this worker's).
+            with c.engine.begin() as conn:
+                conn.execute(
+                    update(t.deliveries)
+                    .where(t.deliveries.c.seq.in_([j.seq for j in mine]))
+                    .values(locked_by="w1", locked_until=now + 60)
+                )
+
+    threads = [threading.Thread(target=beat), threading.Thread(target=settle)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        close()
+    assert errors == []
+
+
 def test_a_claim_records_what_finished_first_in_its_own_transaction(
     sql_container: Container,
 ) -> None:

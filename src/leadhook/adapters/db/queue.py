@@ -392,7 +392,8 @@ class SqlDeliveryQueue:
         if self._sql.columnar:  # PostgreSQL: the same values, an array per column
             conn.exec_driver_sql(self._sql.insert_attempts, tuple(_columns(attempts)))
             status, count, due, error, _, seq, _ = _columns(finished)
-            conn.exec_driver_sql(self._sql.finish, (now, seq, status, count, due, error, worker_id))
+            params = (seq, worker_id, now, seq, status, count, due, error, worker_id)
+            conn.exec_driver_sql(self._sql.finish, params)
         else:  # SQLite: sqlite3 itself, a row at a time in-process
             driver = driver_in_transaction(conn)
             driver.executemany(self._sql.insert_attempts, attempts)

@@ -178,6 +178,12 @@ WHERE id IN (SELECT value FROM json_each(:ids))
 # The claim caps each subscription at `cap` rows (services/lanes.claim_cap, computed here from
 # `:depth` = LANE_DEPTH and `:mif` = MAX_IN_FLIGHT), so one busy endpoint cannot fill a claim;
 # then it locks what no other worker holds, leases it and returns it whole.
+# The rows of `seqs` this worker still holds, locked in the order of their seq (the sort
+# runs below the lock: PostgreSQL locks the rows in the order it returns them).
+_HELD_IN_ORDER = """SELECT seq FROM deliveries
+    WHERE seq = ANY(CAST({seqs} AS BIGINT[])) AND locked_by = {worker}
+    ORDER BY seq FOR UPDATE"""
+
 POSTGRES = QueueStatements(
     claim="""
 WITH due AS (
@@ -255,13 +261,17 @@ WHERE id IN (
     AND enabled AND deleted_at IS NULL
   FOR UPDATE SKIP LOCKED)
 RETURNING id""",
-    renew="""UPDATE deliveries SET locked_until = :lease_until, next_attempt_at = :lease_until
-WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker
+    # The heartbeat's renew runs on its own thread beside the record or release of jobs it
+    # still holds: each of the three locks its rows in the order of their seq first
+    # (`_HELD_IN_ORDER`), so that two of them holding some of the same rows never wait for
+    # each other (PostgreSQL broke such deadlocks after a second, failing one of them).
+    renew=f"""UPDATE deliveries SET locked_until = :lease_until, next_attempt_at = :lease_until
+WHERE seq IN ({_HELD_IN_ORDER.format(seqs=":seqs", worker=":worker")}) AND locked_by = :worker
 RETURNING seq""",
     live="""SELECT id FROM subscriptions
 WHERE id = ANY(CAST(:ids AS TEXT[])) AND enabled AND deleted_at IS NULL""",
-    release="""UPDATE deliveries SET locked_until = NULL, locked_by = NULL, next_attempt_at = :now
-WHERE seq = ANY(CAST(:seqs AS BIGINT[])) AND locked_by = :worker""",
+    release=f"""UPDATE deliveries SET locked_until = NULL, locked_by = NULL, next_attempt_at = :now
+WHERE seq IN ({_HELD_IN_ORDER.format(seqs=":seqs", worker=":worker")}) AND locked_by = :worker""",
     # The attempts in the order given: their ids follow it.
     insert_attempts="""INSERT INTO delivery_attempts
     (delivery_seq, attempted_at, status_code, latency_ms, error, response_body)
@@ -270,13 +280,16 @@ FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS INT
     CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS TEXT[]), CAST(%s AS TEXT[]))
     WITH ORDINALITY AS a(seq, at, code, ms, error, body, n)
 ORDER BY a.n""",
-    finish="""UPDATE deliveries AS d SET status = v.status, attempt_count = v.attempt_count,
+    # Parameters: the seqs and the worker (the rows locked in order first), the time, then
+    # the finished rows' columns, then the worker again.
+    finish=f"""WITH held AS ({_HELD_IN_ORDER.format(seqs="%s", worker="%s")})
+UPDATE deliveries AS d SET status = v.status, attempt_count = v.attempt_count,
     next_attempt_at = v.next_attempt_at, last_error = v.last_error, locked_until = NULL,
     locked_by = NULL, updated_at = %s
 FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS TEXT[]), CAST(%s AS INTEGER[]),
     CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS TEXT[]))
     AS v(seq, status, attempt_count, next_attempt_at, last_error)
-WHERE d.seq = v.seq AND d.locked_by = %s""",
+WHERE d.seq = v.seq AND d.seq IN (SELECT seq FROM held) AND d.locked_by = %s""",
     streak_end="""UPDATE subscriptions SET first_failure_at = NULL
 WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NOT NULL""",
     streak_start="""UPDATE subscriptions SET first_failure_at = :now
