@@ -554,6 +554,7 @@ def _held_group(container: Container, tenant: str, trace: Any, units: list[Any])
             driver.pgconn.untrace()
         conn.commit()
         settle(conn)
+        assert driver.autocommit is False  # psycopg begins the next transaction itself
     return answers
 
 
@@ -667,30 +668,17 @@ def test_a_deferred_groups_begin_rides_with_its_first_reads(
     the subscriptions' go out behind one flush. Read off libpq's protocol trace."""
     if container.engine.dialect.name != "postgresql":
         pytest.skip("pipeline mode is PostgreSQL's")
-    from leadhook.adapters.db.pipeline import Pipeline, settle
-    from leadhook.adapters.db.repositories import driver_in_transaction
-    from leadhook.adapters.db.uow import BoundUnitOfWork
-
     _some_subscription(container, tenant)
+
+    def reads(uow: Any) -> tuple[Any, Any]:
+        return uow.tenants.get(tenant), uow.subscriptions.enabled_for(tenant)
+
     trace = tmp_path / "libpq.trace"
-    with container.engine.connect() as conn, open(trace, "w") as out:
-        driver = driver_in_transaction(conn)
-        uow = BoundUnitOfWork(conn, container.ids)
-        pipe = Pipeline(conn, deferred=True)
-        driver.pgconn.trace(out.fileno())
-        try:
-            pipe.begin()
-            assert uow.tenants.get(tenant) is not None
-            assert len(uow.subscriptions.enabled_for(tenant)) == 1
-        finally:
-            driver.pgconn.untrace()
-        assert pipe.end_committing()
-        conn.commit()
-        settle(conn)
-        assert driver.autocommit is False  # psycopg begins the next transaction itself
-    sent = [line.split("\t")[3] for line in trace.read_text().splitlines() if "\tF\t" in line]
-    assert sent.count("Execute") == 3  # BEGIN, the tenant, its subscriptions
-    assert sent.count("Sync") + sent.count("Flush") == 1
+    ((found, subs),) = _held_group(container, tenant, trace, [reads])
+    assert found is not None and len(subs) == 1
+    sent = _sent(trace)
+    assert sent.count("Execute") == 4  # BEGIN, the tenant, its subscriptions; the COMMIT
+    assert sent.count("Sync") + sent.count("Flush") == 2  # the reads', the group's end
 
 
 def test_a_failed_deferred_group_leaves_nothing_and_its_connection_begins_again(

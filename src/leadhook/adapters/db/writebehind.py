@@ -48,22 +48,22 @@ class WriteBehind:
         self.pending = False
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
-        rows = self._held.get(statement)
-        if rows is None:
-            self.flush()
+        if not self._hold(statement, (params,)):
             self._cursor.execute(statement, params)
-            return
-        rows.append(params)
-        self.pending = True
 
     def executemany(self, statement: str, params: Sequence[Sequence[Any]]) -> None:
-        rows = self._held.get(statement)
-        if rows is None:
-            self.flush()
+        if not self._hold(statement, params):
             self._cursor.executemany(statement, params)
-            return
-        rows.extend(params)
-        self.pending = self.pending or bool(rows)
+
+    def _hold(self, statement: str, rows: Sequence[Sequence[Any]]) -> bool:
+        """Hold `rows` of `statement` if it is held; else send what is held and answer False."""
+        held = self._held.get(statement)
+        if held is None:
+            self.flush()
+            return False
+        held.extend(rows)
+        self.pending = self.pending or bool(held)
+        return True
 
     def flush(self) -> None:
         """Send what is held: a statement a kind (in chunks of `CHUNK` rows), a lock a key."""
