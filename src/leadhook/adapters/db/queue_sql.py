@@ -175,15 +175,15 @@ WHERE id IN (SELECT value FROM json_each(:ids))
     id_list=_json_list,
 )
 
-# The claim caps each subscription at `cap` rows (services/lanes.claim_cap, computed here from
-# `:depth` = LANE_DEPTH and `:mif` = MAX_IN_FLIGHT), so one busy endpoint cannot fill a claim;
-# then it locks what no other worker holds, leases it and returns it whole.
 # The rows of `seqs` this worker still holds, locked in the order of their seq (the sort
 # runs below the lock: PostgreSQL locks the rows in the order it returns them).
 _HELD_IN_ORDER = """SELECT seq FROM deliveries
     WHERE seq = ANY(CAST({seqs} AS BIGINT[])) AND locked_by = {worker}
     ORDER BY seq FOR UPDATE"""
 
+# The claim caps each subscription at `cap` rows (services/lanes.claim_cap, computed here from
+# `:depth` = LANE_DEPTH and `:mif` = MAX_IN_FLIGHT), so one busy endpoint cannot fill a claim;
+# then it locks what no other worker holds, leases it and returns it whole.
 POSTGRES = QueueStatements(
     claim="""
 WITH due AS (

@@ -64,8 +64,9 @@ def unread(conn: Connection) -> Any:
     dropped per statement (docs/write-path.md has the measurement). Only for answers nobody
     reads: in a pipeline, a statement's answer lands on its cursor whenever it arrives, and on
     a shared cursor it could land after the next statement was sent and be read as that one's;
-    statements whose answers are read get a cursor of their own. In a deferred group, where the
-    inserts are held and sent a table at a time (adapters/db/writebehind.py), its `WriteBehind`.
+    statements whose answers are read get a cursor of their own. In a deferred group, the
+    group's `WriteBehind` instead, which holds the inserts and sends them a table at a time
+    (adapters/db/writebehind.py).
     """
     if not conn.in_transaction():
         conn.begin()
