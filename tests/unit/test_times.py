@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -25,11 +27,19 @@ def test_formats_in_utc_with_milliseconds_and_a_z() -> None:
 
 
 @given(instants)
-def test_round_trip_within_a_millisecond(seconds: float) -> None:
+def test_round_trip_within_a_millisecond_and_never_later(seconds: float) -> None:
+    """Catches: a time shown later than the stored one (microseconds rounded up into the next
+    millisecond), which a `created_after` filter given that very time would then exclude."""
     text = rfc3339(seconds)
     assert len(text) == 24 and text.endswith("Z")
-    # Milliseconds are cut, not rounded (microseconds are rounded first: half a µs either way).
-    assert -4e-6 <= seconds - parse_rfc3339(text) < 0.001 + 4e-6  # and a float ulp or two
+    assert 0 <= seconds - parse_rfc3339(text) < 0.001 + 1e-6  # cut, never rounded up
+
+
+def test_an_instant_just_below_a_millisecond_shows_the_millisecond_it_is_in() -> None:
+    below = 1764979200.124 - 2**-22  # 0.17 µs below .124: datetime rounds it up to .124000
+    assert rfc3339(below) == "2025-12-06T00:00:00.123Z"
+    assert parse_rfc3339(rfc3339(below)) <= below
+    assert rfc3339(-0.0005) == "1969-12-31T23:59:59.999Z"
 
 
 @given(instants, instants)
@@ -99,12 +109,14 @@ def test_delivery_filters_name_every_bad_one() -> None:
 
 
 @given(st.floats(min_value=-2e9, max_value=4e9, allow_nan=False))
-def test_rfc3339_formats_as_the_plain_datetime_formatting_does(seconds: float) -> None:
+def test_rfc3339_formats_as_exact_arithmetic_does(seconds: float) -> None:
     # rfc3339 caches the whole second's text: the result must be the uncached one exactly,
-    # including instants whose microseconds round up into the next second.
-    instant = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    plain = instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
-    assert rfc3339(seconds) == plain
+    # the float's exact value cut to the millisecond.
+    exact = Fraction(seconds)
+    whole = math.floor(exact)
+    millis = math.floor((exact - whole) * 1000)
+    shown = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    assert rfc3339(seconds) == f"{shown}.{millis:03d}Z"
 
 
 @given(st.integers(min_value=-(2**34), max_value=2**34))

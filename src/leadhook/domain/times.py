@@ -25,9 +25,13 @@ def rfc3339(seconds: float) -> str:
     """Format unix seconds as RFC 3339 in UTC with milliseconds, e.g. `...T08:30:00.250Z`."""
     if type(seconds) is int:  # a lead's times: whole seconds
         return _second(seconds) + ".000Z"
-    instant = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    whole = int(instant.replace(microsecond=0).timestamp())
-    return _second(whole) + f".{instant.microsecond // 1000:03d}Z"
+    # Cut to the millisecond exactly, from the float's own ratio: never rounded up, so the
+    # time shown, read back, is never later than the stored one (a filter given an item's
+    # own `created_at` finds that item). Rounding to microseconds first, as datetime does,
+    # showed the next millisecond for an instant within half a microsecond of it.
+    num, den = float(seconds).as_integer_ratio()
+    whole, millis = divmod(num * 1000 // den, 1000)
+    return _second(whole) + f".{millis:03d}Z"
 
 
 @functools.lru_cache(maxsize=256)
