@@ -579,6 +579,59 @@ def test_the_heartbeat_and_a_record_of_the_same_leases_never_deadlock(
     assert errors == []
 
 
+@pytest.mark.parametrize("sql_container", ["postgresql"], indirect=True)
+def test_deleting_a_subscription_locks_its_deliveries_in_the_heartbeats_order(
+    sql_container: Container,
+) -> None:
+    """Catches: a subscription's delete ending its unfinished deliveries in the order of an
+    index on (status, seq), a failed one before a pending one of a lower seq, while the
+    heartbeat (renew, seq order) holds the pending one and wants the failed one next: each
+    waits for the other and PostgreSQL fails one of them after a second. The plan that walks
+    that index is forced here; the stand-in for the heartbeat locks as renew does."""
+    import psycopg
+    from sqlalchemy import text
+
+    from leadhook.adapters.db.outbox import SqlSubscriptions
+
+    c = sql_container
+    sub = setup(c)
+    new_lead(c)
+    new_lead(c)
+    q, now = queue_of(c), time.time() + 1
+    low, high = sorted(claim(q, now, limit=10), key=lambda j: j.seq)
+    q.record(worker_id="w1", verdicts=[outcome(high, DeliveryStatus.FAILED, at=now)], now=now)
+    (again,) = claim(q, now + 1)  # held again, failed: it comes first in (status, seq)
+    assert again.seq == high.seq
+    lock = text("SELECT seq FROM deliveries WHERE seq = :seq FOR UPDATE")
+    errors: list[BaseException] = []
+
+    def delete() -> None:
+        try:
+            with c.engine.begin() as conn:
+                conn.execute(text("SET LOCAL enable_seqscan = off"))
+                conn.execute(text("SET LOCAL enable_bitmapscan = off"))
+                SqlSubscriptions(conn).delete(MID, sub["id"], now + 2)
+        except Exception as exc:  # the deadlock's victim, if it is this side
+            errors.append(exc)
+
+    with c.engine.connect() as heartbeat:
+        heartbeat.execute(lock, {"seq": low.seq})  # renew's order: the lower seq first
+        deleting = threading.Thread(target=delete)
+        deleting.start()
+        time.sleep(0.5)  # the delete is waiting now (and, locking out of order, holds `high`)
+        try:
+            heartbeat.execute(lock, {"seq": high.seq})
+            heartbeat.commit()
+        except Exception as exc:
+            heartbeat.rollback()
+            errors.append(exc)
+        deleting.join(30)
+    assert not deleting.is_alive()
+    assert not [e for e in errors if isinstance(getattr(e, "orig", e), psycopg.Error)], errors
+    assert errors == []
+    assert [delivery(c, j.id)["status"] for j in (low, high)] == ["dead", "dead"]
+
+
 def test_a_claim_records_what_finished_first_in_its_own_transaction(
     sql_container: Container,
 ) -> None:

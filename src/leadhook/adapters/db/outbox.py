@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.repositories import driver_in_transaction, execute_rows, unread
@@ -95,6 +95,16 @@ class _OnConnection:
         return unread(self.conn)
 
 
+def _locked_in_order(*conds: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The deliveries matching `conds`, their rows locked in the order of their seq first (on
+    PostgreSQL; SQLite has no row locks): a statement updating many of them then never
+    deadlocks with a worker's heartbeat or record, which lock the rows they hold in that
+    order too (`_HELD_IN_ORDER` in adapters/db/queue_sql.py). The caller repeats `conds` in
+    its own WHERE, for a row that changed while its lock was waited for."""
+    d = t.deliveries.c
+    return d.seq.in_(select(d.seq).where(*conds).order_by(d.seq).with_for_update())
+
+
 class SqlSubscriptions(_OnConnection):
     """Webhook subscriptions; a deleted one is kept (its deliveries refer to it) but hidden."""
 
@@ -132,9 +142,10 @@ class SqlSubscriptions(_OnConnection):
         )
         # Nothing more is sent to a deleted endpoint: its unfinished deliveries end as dead.
         d = t.deliveries.c
+        ending = (d.subscription_id == sub_id, d.status.in_(UNFINISHED))
         self.conn.execute(
             update(t.deliveries)
-            .where(d.subscription_id == sub_id, d.status.in_(UNFINISHED))
+            .where(_locked_in_order(*ending), *ending)
             .values(**ENDED_BY_DELETE, updated_at=at)
         )
 
@@ -341,5 +352,7 @@ class SqlDeliveries(_OnConnection):
             conds.append(d.status == status)
         else:
             conds.append(d.status.in_(REPLAYABLE))
-        result = self.conn.execute(update(t.deliveries).where(and_(*conds)).values(**requeued(now)))
+        result = self.conn.execute(
+            update(t.deliveries).where(_locked_in_order(*conds), *conds).values(**requeued(now))
+        )
         return int(result.rowcount)
