@@ -531,8 +531,8 @@ def test_the_heartbeat_and_a_record_of_the_same_leases_never_deadlock(
 
     c = sql_container
     setup(c, max_in_flight=256)
-    ids = [new_lead(c) for _ in range(60)]
-    assert len(ids) == 60
+    for _ in range(60):
+        new_lead(c)
     q, now = queue_of(c), time.time() + 1
     jobs = claim(q, now, limit=60)
     assert len(jobs) == 60
@@ -588,7 +588,6 @@ def test_deleting_a_subscription_locks_its_deliveries_in_the_heartbeats_order(
     heartbeat (renew, seq order) holds the pending one and wants the failed one next: each
     waits for the other and PostgreSQL fails one of them after a second. The plan that walks
     that index is forced here; the stand-in for the heartbeat locks as renew does."""
-    import psycopg
     from sqlalchemy import text
 
     from leadhook.adapters.db.outbox import SqlSubscriptions
@@ -627,7 +626,6 @@ def test_deleting_a_subscription_locks_its_deliveries_in_the_heartbeats_order(
             errors.append(exc)
         deleting.join(30)
     assert not deleting.is_alive()
-    assert not [e for e in errors if isinstance(getattr(e, "orig", e), psycopg.Error)], errors
     assert errors == []
     assert [delivery(c, j.id)["status"] for j in (low, high)] == ["dead", "dead"]
 
