@@ -200,8 +200,8 @@ def held_writes(conn: Connection, cursor: Any, sql: Statements) -> WriteBehind |
 def send_held(conn: Connection) -> None:
     """Before a statement that is not held goes out on `conn`: send the held ones first."""
     pipe = conn.info.get(_KEY)
-    if pipe is not None and pipe.behind is not None:
-        pipe.behind.flush()
+    if pipe is not None:
+        pipe.send_held()
 
 
 def flushed(conn: Connection) -> None:
