@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,6 +134,49 @@ def test_on_sqlite_a_unit_submitted_a_turn_later_joins_the_same_transaction(
     assert (gathered["units"], gathered["one_by_one"]) == (2, 1)  # one transaction for both
     alone = run(0)
     assert (alone["units"], alone["one_by_one"]) == (2, 2)  # committed turn by turn: two
+
+
+def _written() -> int:
+    """The bytes this process has written so far, to files and sockets alike (Linux)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/self/io")
+
+
+def test_on_sqlite_a_groups_savepoints_are_not_written_to_a_temporary_file(
+    container: Container, tenant: str
+) -> None:
+    """Catches: each unit's savepoint journal (a create's ~28 pages, over SQLite's 64 KB
+    threshold) spilled to a temporary file: 16 clients wrote 156 KB an event where the WAL
+    took 31 KB of it. What a group writes is what its commit appends to the WAL."""
+    if container.engine.dialect.name != "sqlite":
+        pytest.skip("the savepoint journal is SQLite's")
+    if not Path("/proc/self/io").exists():
+        pytest.skip("counts the process's writes from /proc")
+    wal = Path(str(container.engine.url.database) + "-wal")
+
+    async def group(n: int) -> None:
+        futures = [
+            container.leads.submit_create(
+                _req(tenant),
+                {"fields": {"name": f"L{i}", "mobile": f"1380000{i:04d}", "email": f"{i}@x.cn"}},
+            )
+            for i in range(n)
+        ]
+        await asyncio.gather(*map(asyncio.wrap_future, futures))
+
+    # As `POST /v1/leads` writes in the benchmarks: one subscription, a mobile and an email.
+    container.subscriptions.create(tenant, {"url": "http://127.0.0.1:9/h", "event_types": ["*"]})
+    asyncio.run(group(2))  # the WAL exists and the writer's connection is open
+    assert container.writer is not None
+    units, size, written = container.writer.counts()["units"], wal.stat().st_size, _written()
+    asyncio.run(group(12))
+    grown, written = wal.stat().st_size - size, _written() - written
+    assert container.writer.counts()["units"] == units + 12
+    assert _count(container, tenant) == 14
+    assert grown > 0
+    assert written < grown + 64 * 1024, (written, grown)
 
 
 def test_a_closed_writer_refuses_new_work(container: Container) -> None:

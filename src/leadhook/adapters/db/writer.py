@@ -102,11 +102,25 @@ def _lock_order(item: _Item) -> str:
     return item.lock_key
 
 
-def _busy_timeout(conn: Connection, ms: int) -> None:
+def _as_loop_writer(conn: Connection, taken: bool) -> None:
+    """Set up a connection as the loop's writer (`taken`), or back as the pool gave it.
+
+    The writer never waits for the write lock (busy timeout 0: `_begin_on_loop`), and keeps
+    its savepoints' journal in memory (`temp_store=MEMORY`). Each unit of a group runs in a
+    savepoint, and SQLite copies every page the unit changes that the group changed before it
+    into that savepoint's journal, so that a rollback to it can put the page back. A create
+    changes ~28 such pages (a row's page and the last leaf of each index, shared by the whole
+    group), ~112 KB; past 64 KB SQLite spills the journal to a temporary file, which
+    `temp_store` keeps on disk by default: 16 clients then wrote ~75 times and 156 KB an
+    event, ~59 of those writes and 125 KB of it to that file, truncated again at each RELEASE
+    (bench/profiles.md, eighteenth round). In memory the copy is a few microseconds. Only
+    the writer's connection: for the others a large sort's temporary b-trees stay on disk.
+    """
     # On the driver: through SQLAlchemy the statement would begin a transaction first.
     driver = conn.connection.driver_connection
     assert driver is not None
-    driver.execute(f"PRAGMA busy_timeout={ms}")
+    driver.execute(f"PRAGMA busy_timeout={0 if taken else int(BUSY_TIMEOUT * 1000)}")
+    driver.execute(f"PRAGMA temp_store={'MEMORY' if taken else 'DEFAULT'}")
 
 
 def _locked(exc: BaseException) -> bool:
@@ -258,12 +272,12 @@ class GroupWriter:
 
     def _begin_on_loop(self) -> bool:
         """Begin the loop's transaction (the gate held); False if another program holds
-        SQLite's write lock, found without waiting for it (`_busy_timeout` 0)."""
+        SQLite's write lock, found without waiting for it (`_as_loop_writer`)."""
         conn = self._loop_conn
         try:
             if conn is None:
                 conn = self._engine.connect()
-                _busy_timeout(conn, 0)
+                _as_loop_writer(conn, taken=True)
             self._loop_conn = conn
             if not conn.in_transaction():
                 driver_in_transaction(conn)
@@ -346,7 +360,7 @@ class GroupWriter:
             self._flush_held(on_loop=False)
         if self._loop_conn is not None:
             try:
-                _busy_timeout(self._loop_conn, int(BUSY_TIMEOUT * 1000))  # back as it was taken
+                _as_loop_writer(self._loop_conn, taken=False)  # back as it was taken
             finally:
                 self._loop_conn.close()
                 self._loop_conn = None
