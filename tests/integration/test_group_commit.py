@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
-from leadhook.adapters.db.writer import GATHER_TURNS, GroupWriter
+from leadhook.adapters.db.writer import GATHER_TURNS, WAYS, GroupWriter
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.operator import Operator
@@ -131,9 +132,113 @@ def test_on_sqlite_a_unit_submitted_a_turn_later_joins_the_same_transaction(
 
     gathered = run(GATHER_TURNS)
     assert GATHER_TURNS >= 1
-    assert (gathered["units"], gathered["one_by_one"]) == (2, 1)  # one transaction for both
+    assert (gathered["units"], _transactions(gathered)) == (2, 1)  # one transaction for both
     alone = run(0)
     assert (alone["units"], alone["one_by_one"]) == (2, 2)  # committed turn by turn: two
+
+
+def _transactions(counts: dict[str, int]) -> int:
+    return sum(counts[way] for way in WAYS)
+
+
+def test_on_sqlite_a_unit_that_fails_after_writing_undoes_the_group_and_it_runs_again(
+    container: Container, tenant: str
+) -> None:
+    """Catches: a SQLite group run without a savepoint a unit keeping the rows of a unit that
+    failed after it wrote, or answering the others from a run that was undone. A unit that
+    fails before it writes leaves the group as it runs."""
+    if container.engine.dialect.name != "sqlite":
+        pytest.skip("the loop's groups without a savepoint a unit are SQLite's")
+    writer = container.writer
+    assert writer is not None
+    catalog = container.tenants.get(tenant).catalog
+
+    def breaks_the_catalog(uow: Any) -> None:
+        uow.tenants.conn.execute(
+            text("UPDATE tenants SET catalog = 'broken' WHERE mid = :mid"), {"mid": tenant}
+        )
+        raise RuntimeError("fails after writing")
+
+    def fails_first(uow: Any) -> None:
+        raise RuntimeError("fails before writing")
+
+    async def group(odd: Any) -> list[Future[Any]]:
+        futures = [
+            container.leads.submit_create(_req(tenant), {"fields": {"name": f"L{i}"}})
+            for i in range(4)
+        ]
+        futures.insert(2, writer.submit(odd))
+        await asyncio.gather(*map(asyncio.wrap_future, futures), return_exceptions=True)
+        return futures
+
+    for odd, way in ((fails_first, "deferred"), (breaks_the_catalog, "deferred_redone")):
+        before = writer.counts()
+        futures = asyncio.run(group(odd))
+        after = writer.counts()
+        assert (after[way] - before[way], _transactions(after) - _transactions(before)) == (1, 1)
+        assert isinstance(futures[2].exception(), RuntimeError)
+        answered = [
+            json.loads(f.result()[1])["lead"]["id"] for i, f in enumerate(futures) if i != 2
+        ]
+        leads, _ = container.leads.list(tenant, LeadFilter(), None, 500)
+        assert set(answered) <= {lead.id for lead in leads}
+    assert _count(container, tenant) == 8  # each create once, from the run that committed
+    assert container.tenants.get(tenant).catalog == catalog
+    events = json.loads(
+        container.events.list(tenant, after=None, event_type=None, entity_id=None, limit=50)
+    )["data"]
+    assert len(events) == 8
+
+
+def test_on_sqlite_a_unit_whose_failure_ends_the_transaction_fails_its_whole_group(
+    container: Container, tenant: str
+) -> None:
+    """Catches: a SQLite group carrying on after a unit's error that SQLite answers by rolling
+    the whole transaction back (a full disk): the units before it would be answered for rows
+    that are gone, and the units after it would commit one statement at a time."""
+    if container.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's own rollback of a transaction on a full disk")
+    writer = container.writer
+    assert writer is not None
+
+    def room_for_a_few_pages(uow: Any) -> None:  # on the writer's own connection
+        conn = uow.tenants.conn
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+        conn.exec_driver_sql(f"PRAGMA max_page_count={pages + 6}")
+
+    small = {"fields": {"name": "small"}}
+    big = {"fields": {f: f[0] * 9000 for f in ("name", "email", "industry", "department")}}
+
+    async def run(bodies: list[dict[str, Any]]) -> list[Future[Any]]:
+        futures = [container.leads.submit_create(_req(tenant), body) for body in bodies]
+        await asyncio.gather(*map(asyncio.wrap_future, futures), return_exceptions=True)
+        return futures
+
+    def writes_and_fails(uow: Any) -> None:
+        uow.tenants.conn.execute(
+            text("UPDATE tenants SET created_at = created_at WHERE mid = :mid"), {"mid": tenant}
+        )
+        raise RuntimeError("fails after writing")
+
+    async def full_group(redone: bool) -> list[Future[Any]]:
+        await asyncio.wrap_future(writer.submit(room_for_a_few_pages))
+        if not redone:
+            return await run([small, small, big, small])
+        # The big one fails when the group runs again unit by unit, each in its savepoint.
+        futures = [container.leads.submit_create(_req(tenant), small)]
+        futures.append(writer.submit(writes_and_fails))
+        futures += [container.leads.submit_create(_req(tenant), b) for b in (big, small)]
+        await asyncio.gather(*map(asyncio.wrap_future, futures), return_exceptions=True)
+        return futures
+
+    for redone in (False, True):
+        futures = asyncio.run(full_group(redone))
+        errors = [f.exception() for f in futures]
+        assert all(exc is not None and "full" in str(exc) for exc in errors), errors
+        assert _count(container, tenant) == 0  # nothing of the group, before the big one or after
+    # The writer's next connection has its room back.
+    assert [f.result()[0] for f in asyncio.run(run([small, small]))] == [201, 201]
+    assert _count(container, tenant) == 2
 
 
 def _written() -> int:
@@ -262,7 +367,6 @@ def test_a_group_takes_a_tenants_log_lock_once_and_again_after_an_undone_unit(
     reader page past an event not yet committed)."""
     if container.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has a single writer: no log lock")
-    from sqlalchemy import text
 
     held = text(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock'"
@@ -295,7 +399,6 @@ def probe(container: Container) -> Iterator[str]:
     """A scratch table on PostgreSQL that the units below write to."""
     if container.engine.dialect.name != "postgresql":
         pytest.skip("pipeline mode is PostgreSQL's")
-    from sqlalchemy import text
 
     with container.engine.begin() as conn:
         conn.execute(text("CREATE TABLE pipeline_probe (n integer NOT NULL)"))
@@ -305,7 +408,6 @@ def probe(container: Container) -> Iterator[str]:
 
 
 def _probed(container: Container) -> list[int]:
-    from sqlalchemy import text
 
     with container.engine.connect() as conn:
         return sorted(conn.execute(text("SELECT n FROM pipeline_probe")).scalars())
@@ -364,7 +466,6 @@ def test_a_core_statement_in_a_unit_reads_its_rows_and_rowcounts_are_read_after_
     """Catches: SQLAlchemy Core reading a pipelined cursor's description before its answer
     came ("This result object does not return rows"), and a `rowcount` read unflushed (-1:
     every lead update would have looked like a concurrent change)."""
-    from sqlalchemy import text
 
     from leadhook.adapters.db.pipeline import flushed
 
@@ -407,7 +508,6 @@ def _outbox_unit(event: NewEvent, sub: Subscription, seen: list[Any]) -> Any:
 
 def _delivered_seqs(container: Container, mid: str) -> dict[str, tuple[int, int]]:
     """Each event's id → (its seq in the log, the event_seq its delivery row points at)."""
-    from sqlalchemy import text
 
     with container.engine.connect() as conn:
         rows = conn.execute(
@@ -690,7 +790,6 @@ def test_a_read_in_a_deferred_group_sees_what_the_group_holds(
         return uow.leads.get(tenant, "R1")
 
     def core_reader(uow: Any) -> int:  # SQLAlchemy Core ends the pipeline: held rows first
-        from sqlalchemy import text
 
         return int(uow.leads.conn.execute(text("SELECT count(*) FROM events")).scalar_one())
 
@@ -782,8 +881,14 @@ def test_the_writer_counts_its_transactions_by_way_and_they_reach_metrics(
     def fails(uow: Any) -> int:
         raise RuntimeError("this unit fails")
 
+    def writes_and_fails(uow: Any) -> int:
+        uow.tenants.conn.execute(  # a change, undone with the unit
+            text("UPDATE tenants SET created_at = created_at WHERE mid = :mid"), {"mid": tenant}
+        )
+        raise RuntimeError("this unit fails after writing")
+
     try:
-        for units in ([ok], [ok, ok, ok], [ok, fails]):
+        for units in ([ok], [ok, ok, ok], [ok, fails], [ok, writes_and_fails]):
             held = threading.Event()
             writer.submit(lambda uow, held=held: held.wait(5))  # holds it while the group queues
             futures = [writer.submit(u) for u in units]
@@ -793,21 +898,19 @@ def test_the_writer_counts_its_transactions_by_way_and_they_reach_metrics(
         counts = writer.counts()
     finally:
         writer.close()
-    # Three groups of one, three and two units, each behind a unit that held the writer.
-    assert counts["units"] == (1 + 1) + (1 + 3) + (1 + 2)
-    if pg:
-        assert counts["deferred"] >= 1  # the three that succeeded together
-        assert counts["deferred_redone"] >= 1  # the group with the failing unit
-    else:
-        assert counts["deferred"] == counts["deferred_redone"] == 0
-    assert sum(counts[w] for w in ("one_by_one", "deferred", "deferred_redone")) >= 3
+    # Four groups of one, three, two and two units, each behind a unit that held the writer.
+    assert counts["units"] == (1 + 1) + (1 + 3) + (1 + 2) + (1 + 2)
+    assert counts["deferred"] >= 1  # the three that succeeded together
+    # A failing unit undoes a deferred group on PostgreSQL; on SQLite only one that wrote.
+    assert counts["deferred_redone"] >= (2 if pg else 1)
+    assert _transactions(counts) >= 4
 
     container.leads.create(_req(tenant), {"fields": {"name": "counted"}})
     with TestClient(create_app(container)) as client:
-        text = client.get("/metrics").text
-    assert 'leadhook_writer_transactions_total{way="one_by_one"}' in text
-    assert 'leadhook_writer_transactions_total{way="deferred_redone"}' in text
-    total = [ln for ln in text.splitlines() if ln.startswith("leadhook_writer_behaviours_total")]
+        page = client.get("/metrics").text
+    assert 'leadhook_writer_transactions_total{way="one_by_one"}' in page
+    assert 'leadhook_writer_transactions_total{way="deferred_redone"}' in page
+    total = [ln for ln in page.splitlines() if ln.startswith("leadhook_writer_behaviours_total")]
     assert total and float(total[0].split()[-1]) >= 1
 
 

@@ -104,8 +104,9 @@ class WriterCounts(Collector):
     """The group-commit writer's transactions by way, and the behaviours in them.
 
     `units / transactions` is the size of the groups: how many requests share a commit.
-    `deferred_redone` counts PostgreSQL groups that failed deferred (some unit's error) and
-    ran again unit by unit: each costs that group its deferred attempt (docs/write-path.md).
+    `deferred_redone` counts groups that failed deferred (on PostgreSQL some unit's error,
+    on SQLite a unit's error after it wrote) and ran again unit by unit: each costs that
+    group its deferred attempt (docs/write-path.md).
     """
 
     def __init__(self, read: Callable[[], dict[str, int]]) -> None:
