@@ -34,23 +34,29 @@ LEAD, EVENT, DELIVERY, LOCK = (
 
 
 def _behind() -> tuple[WriteBehind, Recorder]:
-    cur = Recorder()
-    return WriteBehind(cur, POSTGRES), cur
+    cur = Recorder()  # the raw cursor records into the same list: the order is what counts
+    return WriteBehind(cur, cur, POSTGRES), cur
 
 
-def test_many_rows_repeats_the_row_and_refuses_what_does_not_end_with_one() -> None:
-    """Catches: a multi-row text that drops or doubles a row's placeholders."""
+def test_many_rows_numbers_each_rows_parameters_and_refuses_what_it_cannot_number() -> None:
+    """Catches: a multi-row text that drops, doubles or misnumbers a row's parameters."""
     text = many_rows("INSERT INTO t (a, b) VALUES (%s, (SELECT x FROM y WHERE z = %s))", 3)
-    row = "(%s, (SELECT x FROM y WHERE z = %s))"
-    assert text == f"INSERT INTO t (a, b) VALUES {row}, {row}, {row}"
+    rows = ", ".join(f"(${i}, (SELECT x FROM y WHERE z = ${i + 1}))" for i in (1, 3, 5))
+    assert text == f"INSERT INTO t (a, b) VALUES {rows}"
     for statement in (LEAD, EVENT, DELIVERY):
         assert statement is not None
         one = statement.count("%s")
-        assert many_rows(statement, 7).count("%s") == 7 * one
-    with pytest.raises(ValueError):
-        many_rows("SELECT 1", 2)
-    with pytest.raises(ValueError):
-        many_rows("INSERT INTO t VALUES (%s) ON CONFLICT DO NOTHING", 2)
+        numbered = many_rows(statement, 7)
+        assert "%s" not in numbered
+        assert [f"${i}" in numbered for i in (1, 7 * one, 7 * one + 1)] == [True, True, False]
+    for bad in (
+        "SELECT 1",
+        "INSERT INTO t VALUES (%s) ON CONFLICT DO NOTHING",
+        "INSERT INTO t VALUES (%(a)s)",
+        "INSERT INTO t VALUES (%s, '100%%')",
+    ):
+        with pytest.raises(ValueError):
+            many_rows(bad, 2)
 
 
 def test_rows_are_held_until_another_statement_and_go_out_a_table_at_a_time() -> None:
@@ -120,7 +126,7 @@ def test_a_send_that_raises_leaves_the_rest_held_for_the_next_flush() -> None:
             super().execute(statement, params)
 
     cur = FailsOnce()
-    behind = WriteBehind(cur, POSTGRES)
+    behind = WriteBehind(cur, cur, POSTGRES)
     behind.execute(LEAD, ("L",))
     behind.execute(EVENT, ("E",))
     behind.execute(DELIVERY, ("D",))

@@ -39,6 +39,7 @@ from leadhook.adapters.db.sql import Statements
 from leadhook.adapters.db.writebehind import WriteBehind
 
 _KEY = "leadhook_pipeline"
+_RAW = "leadhook_raw_cursor"  # the held inserts' raw cursor (`held_writes`)
 _BEGUN = "leadhook_begun_in_pipeline"  # set while psycopg's autocommit is on for a group
 log = logging.getLogger("leadhook.writer")
 
@@ -192,7 +193,11 @@ def held_writes(conn: Connection, cursor: Any, sql: Statements) -> WriteBehind |
     if pipe is None or not pipe.deferred:
         return None
     if pipe.behind is None:
-        pipe.behind = WriteBehind(cursor, sql)
+        info = conn.connection.info  # lives and dies with the DB-API connection
+        raw = info.get(_RAW)
+        if raw is None or raw.closed:
+            raw = info[_RAW] = psycopg.RawCursor(cursor.connection)
+        pipe.behind = WriteBehind(cursor, raw, sql)
     behind: WriteBehind = pipe.behind
     return behind
 

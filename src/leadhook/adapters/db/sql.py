@@ -134,11 +134,28 @@ POSTGRES = Statements(
 def many_rows(statement: str, n: int) -> str:
     """`statement`, an `INSERT ... VALUES (row)` that ends with its row, inserting `n` rows:
     `VALUES (row), (row), ...`, each row's parameters in turn. PostgreSQL inserts the rows
-    in the order they are listed (an event's seq follows it)."""
+    in the order they are listed (an event's seq follows it).
+
+    In PostgreSQL's own numbered parameters (`$1`, `$2`, ...), for a `psycopg.RawCursor`: a
+    cursor converts `%s` by parsing the statement's whole text, and caches what it parsed
+    only for statements of at most 50 parameters, so a group's multi-row inserts (a lead row
+    has 14) were parsed again on every execute: a third of PostgreSQL's writer thread
+    (bench/profiles.md, eighteenth round). Here a text is made once for each `n`.
+    """
     head, values, row = statement.rpartition("VALUES")
     if not values or not row.strip().endswith(")"):
         raise ValueError("not an INSERT that ends with its VALUES row")
-    return f"{head}{values} " + ", ".join([row.strip()] * n)
+    if "%" in head or "%" in row.replace("%s", ""):
+        raise ValueError("only the VALUES row takes parameters, and only as %s")
+    parts = row.strip().split("%s")
+    k = len(parts) - 1
+    rows = []
+    for i in range(n):
+        text = [parts[0]]
+        for j in range(k):
+            text += (f"${i * k + j + 1}", parts[j + 1])
+        rows.append("".join(text))
+    return f"{head}{values} " + ", ".join(rows)
 
 
 def statements(dialect: str) -> Statements:
