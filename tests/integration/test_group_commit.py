@@ -241,6 +241,48 @@ def test_on_sqlite_a_unit_whose_failure_ends_the_transaction_fails_its_whole_gro
     assert _count(container, tenant) == 2
 
 
+def test_on_sqlite_a_unit_that_ends_the_transaction_and_carries_on_fails_with_its_group(
+    container: Container, tenant: str
+) -> None:
+    """Catches: units after one that ended the transaction (caught SQLite's own rollback on
+    an I/O error and returned) committing a statement at a time, and units before it being
+    answered for rows that are gone; or a unit that had failed alone before it losing its
+    own error to the transaction's."""
+    if container.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's own end of a transaction")
+    writer = container.writer
+    assert writer is not None
+
+    def ends_it(uow: Any) -> str:
+        # What SQLite does by itself on an I/O error; the unit swallows it and returns.
+        uow.tenants.conn.connection.driver_connection.execute("ROLLBACK")
+        return "carried on"
+
+    def fails_first(uow: Any) -> None:
+        raise NotFoundError("no such lead")
+
+    async def group(units: list[Any]) -> list[Future[Any]]:
+        futures = [
+            writer.submit(u)
+            if callable(u)
+            else container.leads.submit_create(_req(tenant), {"fields": {"name": u}})
+            for u in units
+        ]
+        await asyncio.gather(*map(asyncio.wrap_future, futures), return_exceptions=True)
+        return futures
+
+    for units in (["before", fails_first, ends_it, "after"], [ends_it]):
+        errors = [f.exception() for f in asyncio.run(group(units))]
+        for unit, error in zip(units, errors, strict=True):
+            if unit is fails_first:
+                assert isinstance(error, NotFoundError)  # its own answer, a 404
+            else:
+                assert "ended the transaction" in str(error), errors
+        assert _count(container, tenant) == 0
+    assert [f.result()[0] for f in asyncio.run(group(["later", "again"]))] == [201, 201]
+    assert _count(container, tenant) == 2
+
+
 def _written() -> int:
     """The bytes this process has written so far, to files and sockets alike (Linux)."""
     for line in Path("/proc/self/io").read_text().splitlines():

@@ -428,8 +428,10 @@ class GroupWriter:
                     if deferred is None and tainted:
                         conn = self._discard(conn) or self._engine.connect()
                 elif len(batch) > 1:
-                    deferred = self._run_unguarded(conn, batch)
-                    way = "deferred" if deferred is not None else "deferred_redone"
+                    if self._run_unguarded(conn, batch, outcomes):
+                        deferred, way = outcomes, "deferred"
+                    else:
+                        outcomes, way = [], "deferred_redone"
                 if deferred is not None:
                     outcomes, again, tainted = deferred, [], False
                 else:
@@ -514,9 +516,10 @@ class GroupWriter:
         return outcomes, False
 
     def _run_unguarded(
-        self, conn: Connection, batch: list[_Item]
-    ) -> list[tuple[_Item, bool, Any]] | None:
-        """Run a SQLite group's items without a savepoint each; None: run them again.
+        self, conn: Connection, batch: list[_Item], outcomes: list[tuple[_Item, bool, Any]]
+    ) -> bool:
+        """Run a SQLite group's items without a savepoint each, adding their outcomes to
+        `outcomes`; False: nothing of it stands, run it again unit by unit.
 
         A savepoint costs its two statements, and SQLite copies into its journal every page
         the unit changes that the group changed before it: a create changes ~28 of them (a
@@ -529,30 +532,36 @@ class GroupWriter:
         wrote rolls the group back to the one savepoint the group keeps, and the caller runs
         the group again unit by unit, each in its savepoint (`_run_items`), where every
         failure is its unit's alone.
+
+        The change count counts rows inserted, updated and deleted: units change rows and
+        nothing else (no DDL, no `PRAGMA` that writes), as every unit of the services does.
+        Should SQLite end the transaction itself (an I/O error, a full disk where it rolls
+        back more than the statement), this raises whether or not the unit caught the
+        error: nothing of the group was written, and `_commit` fails the units that had
+        not failed alone.
         """
         driver = unread(conn)
         uow = BoundUnitOfWork(conn, self._ids)
-        outcomes: list[tuple[_Item, bool, Any]] = []
         driver.execute(_SAVEPOINT_GROUP)
         for item in batch:
             changes = driver.total_changes
             try:
                 value = item.work(uow)
+                if not driver.in_transaction:
+                    raise RuntimeError("SQLite ended the transaction: nothing of it was written")
             except Exception as exc:
                 uow.forget()
                 if not driver.in_transaction:
-                    # SQLite rolled the whole transaction back (a full disk, an I/O error):
-                    # nothing of the group was written, and it fails as a whole (`_commit`).
                     raise
                 if driver.total_changes == changes:
                     outcomes.append((item, False, exc))  # SQLite has no deadlock to retry
                     continue
                 driver.execute(_ROLLBACK_GROUP)
                 driver.execute(_RELEASE_GROUP)
-                return None
+                return False
             outcomes.append((item, True, value))
         driver.execute(_RELEASE_GROUP)
-        return outcomes
+        return True
 
     def _run_items(
         self, conn: Connection, batch: list[_Item]
@@ -578,6 +587,8 @@ class GroupWriter:
                     driver.execute(_SAVEPOINT)
                 try:
                     value = item.work(uow)
+                    if pipe is None and not driver.in_transaction:  # see `_run_unguarded`
+                        raise RuntimeError("SQLite ended the transaction: nothing was written")
                     if not alone:
                         driver.execute(_RELEASE_ITEM)
                     if pipe is not None:

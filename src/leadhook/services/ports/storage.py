@@ -397,7 +397,10 @@ class Transactor(Protocol):
 
     `submit` returns at once; the future holds what `work` returned once its writes are
     committed, or the exception that undid them. An implementation may commit several units
-    together (group commit): each still succeeds or fails alone.
+    together (group commit): each still succeeds or fails alone. A unit changes rows through
+    the unit of work's repositories and nothing else (no schema change, no setting of the
+    connection): SQLite's group tells a unit that failed before writing from one that
+    failed after by the rows it changed (adapters/db/writer.py `_run_unguarded`).
 
     `lock_key` names the lead whose row `work` locks first (None: it locks none). Units
     committed together run in the order of their keys, so that two transactions in flight
