@@ -87,6 +87,8 @@ _RELEASE_ITEM = "RELEASE SAVEPOINT leadhook_item"
 _SAVEPOINT_GROUP = "SAVEPOINT leadhook_group"
 _ROLLBACK_GROUP = "ROLLBACK TO SAVEPOINT leadhook_group"
 _RELEASE_GROUP = "RELEASE SAVEPOINT leadhook_group"
+# What a unit is failed with when SQLite ended the transaction under it (`_run_unguarded`).
+_ENDED = "SQLite ended the transaction: nothing of it was written"
 
 
 # How a transaction of the writer ran (`GroupWriter.counts`, the API's /metrics): unit by
@@ -114,15 +116,16 @@ def _as_loop_writer(conn: Connection, taken: bool) -> None:
     """Set up a connection as the loop's writer (`taken`), or back as the pool gave it.
 
     The writer never waits for the write lock (busy timeout 0: `_begin_on_loop`), and keeps
-    its savepoints' journal in memory (`temp_store=MEMORY`). Each unit of a group runs in a
-    savepoint, and SQLite copies every page the unit changes that the group changed before it
-    into that savepoint's journal, so that a rollback to it can put the page back. A create
-    changes ~28 such pages (a row's page and the last leaf of each index, shared by the whole
-    group), ~112 KB; past 64 KB SQLite spills the journal to a temporary file, which
-    `temp_store` keeps on disk by default: 16 clients then wrote ~75 times and 156 KB an
-    event, ~59 of those writes and 125 KB of it to that file, truncated again at each RELEASE
-    (bench/profiles.md, eighteenth round). In memory the copy is a few microseconds. Only
-    the writer's connection: for the others a large sort's temporary b-trees stay on disk.
+    its savepoints' journal in memory (`temp_store=MEMORY`). SQLite copies every page changed
+    inside a savepoint that existed when it began into the savepoint's journal, so that a
+    rollback to it can put the page back; a create changes ~28 such pages (a row's page and
+    the last leaf of each index, shared by the whole group), ~112 KB, and past 64 KB SQLite
+    spills the journal to a temporary file, which `temp_store` keeps on disk by default.
+    With a savepoint a unit (as every group ran before `_run_unguarded`, and a group run
+    again unit by unit still does), 16 clients wrote ~75 times and 156 KB an event, ~59 of
+    those writes and 125 KB of it to that file (bench/profiles.md, eighteenth round). In
+    memory the copy is a few microseconds. Only the writer's connection: for the others a
+    large sort's temporary b-trees stay on disk.
     """
     # On the driver: through SQLAlchemy the statement would begin a transaction first.
     driver = conn.connection.driver_connection
@@ -548,7 +551,7 @@ class GroupWriter:
             try:
                 value = item.work(uow)
                 if not driver.in_transaction:
-                    raise RuntimeError("SQLite ended the transaction: nothing of it was written")
+                    raise RuntimeError(_ENDED)
             except Exception as exc:
                 uow.forget()
                 if not driver.in_transaction:
@@ -588,7 +591,7 @@ class GroupWriter:
                 try:
                     value = item.work(uow)
                     if pipe is None and not driver.in_transaction:  # see `_run_unguarded`
-                        raise RuntimeError("SQLite ended the transaction: nothing was written")
+                        raise RuntimeError(_ENDED)
                     if not alone:
                         driver.execute(_RELEASE_ITEM)
                     if pipe is not None:
