@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from leadhook.adapters.db.engine import BUSY_TIMEOUT
 from leadhook.adapters.db.writer import GATHER_TURNS, WAYS, GroupWriter
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
@@ -281,6 +282,34 @@ def test_on_sqlite_a_unit_that_ends_the_transaction_and_carries_on_fails_with_it
         assert _count(container, tenant) == 0
     assert [f.result()[0] for f in asyncio.run(group(["later", "again"]))] == [201, 201]
     assert _count(container, tenant) == 2
+
+
+def test_on_sqlite_the_loop_writers_connection_goes_back_to_the_pool_as_it_was_taken(
+    container: Container,
+) -> None:
+    """Catches: the writer's own settings (no busy wait, savepoint journals in memory) left on
+    a connection it gives back, where a listing's large sort would then build its temporary
+    b-trees in memory and a write would fail at once instead of waiting for the lock."""
+    if container.engine.dialect.name != "sqlite":
+        pytest.skip("the loop writer's connection is SQLite's")
+
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids)
+    pragmas = ("busy_timeout", "temp_store")
+    drivers: list[Any] = []
+
+    def settings(uow: Any) -> tuple[int, ...]:
+        drivers.append(uow.tenants.conn.connection.driver_connection)  # the writer's own
+        return tuple(drivers[0].execute(f"PRAGMA {p}").fetchone()[0] for p in pragmas)
+
+    async def on_the_loop() -> tuple[int, ...]:
+        return await asyncio.wrap_future(writer.submit(settings))
+
+    try:
+        assert asyncio.run(on_the_loop()) == (0, 2)  # taken: no busy wait, journals in memory
+    finally:
+        writer.close()
+    given_back = tuple(drivers[0].execute(f"PRAGMA {p}").fetchone()[0] for p in pragmas)
+    assert given_back == (int(BUSY_TIMEOUT * 1000), 0)
 
 
 def _written() -> int:
