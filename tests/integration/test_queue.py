@@ -484,17 +484,24 @@ def sql_container(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Con
     c.close()
 
 
+def _claimed(c: Container, n: int, max_in_flight: int) -> tuple[Any, Any, float, list[Any]]:
+    """A subscription, `n` new leads and their `n` deliveries claimed by worker w1:
+    (the subscription, the queue, the claim's time, the jobs)."""
+    sub = setup(c, max_in_flight=max_in_flight)
+    for _ in range(n):
+        new_lead(c)
+    q, now = queue_of(c), time.time() + 1
+    jobs = claim(q, now, limit=n)
+    assert len(jobs) == n
+    return sub, q, now, jobs
+
+
 def test_a_large_record_stores_every_verdict_as_given(sql_container: Container) -> None:
     """A record of many verdicts (one statement per table on PostgreSQL): every attempt and
     state lands as given; an answer's NUL (PostgreSQL's text holds none) is stored
     as U+FFFD instead of failing the record, which would resend everything it carried."""
     c = sql_container
-    sub = setup(c, max_in_flight=100)
-    for _ in range(150):
-        new_lead(c)
-    q, now = queue_of(c), time.time() + 1
-    jobs = claim(q, now, limit=150)
-    assert len(jobs) == 150
+    sub, q, now, jobs = _claimed(c, 150, max_in_flight=100)
     verdicts = []
     for i, job in enumerate(jobs):
         if i % 3 == 0:
@@ -530,12 +537,7 @@ def test_the_heartbeat_and_a_record_of_the_same_leases_never_deadlock(
     from sqlalchemy.exc import OperationalError
 
     c = sql_container
-    setup(c, max_in_flight=256)
-    for _ in range(60):
-        new_lead(c)
-    q, now = queue_of(c), time.time() + 1
-    jobs = claim(q, now, limit=60)
-    assert len(jobs) == 60
+    _, q, now, jobs = _claimed(c, 60, max_in_flight=256)
     other, close = independent_queue(c)
     assert isinstance(other, SqlDeliveryQueue)
     errors: list[BaseException] = []
