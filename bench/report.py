@@ -239,6 +239,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _interpreter(machine: dict[str, Any]) -> str:
+    # Runs before the nineteenth round did not record which interpreter ran them.
+    if "python_executable" not in machine:
+        return ""
+    return f" (`{machine['python_executable']}`), SQLite {machine['sqlite']}"
+
+
 def write_report(results: dict[str, Any], docs: Path) -> None:
     """Write docs/benchmarks.md (table, ratios, how to reproduce) and docs/benchmarks.png."""
     docs.mkdir(parents=True, exist_ok=True)
@@ -248,8 +255,9 @@ def write_report(results: dict[str, Any], docs: Path) -> None:
         "# Benchmarks",
         "",
         f"Measured {results['started']} on this project's machine: {m['cpus']} cores,"
-        f" Python {m['python']}, {m['platform']}. Each leadhook process, the receiver"
-        " (uvicorn + httptools, its own process) and the load generator share the two cores.",
+        f" Python {m['python']}{_interpreter(m)}, {m['platform']}. Each leadhook process, the"
+        " receiver (uvicorn + httptools, its own process) and the load generator share the two"
+        " cores.",
         "",
         "Reproduce: `.venv/bin/pip install -e '.[dev,bench]' && .venv/bin/python -m bench.run`"
         " (needs PostgreSQL and Redis on 127.0.0.1; `--quick` for a smaller run).",

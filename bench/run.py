@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -119,7 +122,11 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "python": platform.python_version(),
-            "cpus": __import__("os").cpu_count(),
+            # Which interpreter (every process of a run uses the one of `.venv`): builds of one
+            # version differ in speed (bench/profiles.md, nineteenth round).
+            "python_executable": os.path.realpath(sys.executable),
+            "sqlite": sqlite3.sqlite_version,
+            "cpus": os.cpu_count(),
             "platform": platform.platform(),
         },
         "quick": args.quick,
