@@ -308,8 +308,10 @@ def test_listen_verifies_what_serve_delivers(tmp_path: Path, start: Callable[...
     downstream = start("listen", "--port", str(downstream_port), name="downstream")
     banner = serve.wait_for("Ctrl-C")
     # An admin token the operator set is never printed (a start's output goes to logs); the
-    # banner's curl names its variable instead.
+    # banner's curl names its variable instead, and says where that runs as printed (a token
+    # set on serve's command line is not in another terminal's environment).
     assert ADMIN_TOKEN not in banner and '"Authorization: Bearer $LEADHOOK_ADMIN_TOKEN"' in banner
+    assert "or, with LEADHOOK_ADMIN_TOKEN exported in that shell: curl" in banner
     base = f"http://127.0.0.1:{api_port}"
     key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
     hook = f"http://127.0.0.1:{listen_port}/hook"

@@ -100,8 +100,11 @@ def print_serve_banner(url: str, settings: Settings, *, generated: bool, mid: st
         auth = '"Authorization: Bearer $LEADHOOK_ADMIN_TOKEN"'
     console.print(f"Create a tenant (prints its API key) in another terminal, from {Path.cwd()}:")
     console.print(f"  {invoked_as()} tenants create {mid}{database_flag(settings)}", markup=False)
+    # The operator's token is named, not printed: the curl works in a shell that has it (a
+    # token set on serve's own command line is not in another terminal's environment).
+    where = "" if generated else ", with LEADHOOK_ADMIN_TOKEN exported in that shell"
     console.print(
-        f"  or: curl -X POST {url}/v1/tenants -H {auth}"
+        f"  or{where}: curl -X POST {url}/v1/tenants -H {auth}"
         f" -H 'content-type: application/json' -d '{{\"mid\": \"{mid}\"}}'",
         markup=False,
     )
