@@ -245,6 +245,30 @@ async def behaviour_request(request: Request) -> BehaviourRequest:
     )
 
 
+async def idempotent_create(request: Request) -> tuple[str, str] | None:
+    """A create's Idempotency-Key and the fingerprint of its request (400 for a malformed
+    key); None without the header. As for the behaviours, "the same request" is the same
+    method, path and body, byte for byte."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= 255:
+        raise BadRequestError("Idempotency-Key must be 1-255 characters")
+    return key, fingerprint(request.method, request.scope["path"], await request.body())
+
+
+IdempotentCreate = Annotated[tuple[str, str] | None, Depends(idempotent_create)]
+
+IDEMPOTENCY_HEADER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Retrying with the same key (1-255 characters) answers the first"
+    " response and changes nothing; the same key with another request is a 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
 def behaviour_metadata(
     mid: str,
     method: str,
@@ -275,14 +299,7 @@ BehaviourReq = Annotated[BehaviourRequest, Depends(behaviour_request)]
 
 BEHAVIOUR_HEADERS: dict[str, Any] = {
     "parameters": [
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": False,
-            "description": "Retrying with the same key (1-255 characters) answers the first"
-            " response and changes nothing; the same key with another request is a 409.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-        },
+        IDEMPOTENCY_HEADER,
         {
             "name": "If-Match",
             "in": "header",

@@ -28,6 +28,7 @@ from leadhook.services.ports import (
     IdFactory,
     Page,
     SenderFactory,
+    StoredResponse,
     Subscription,
     UnitOfWork,
     UnitOfWorkFactory,
@@ -145,8 +146,17 @@ class SubscriptionService:
 
     # ---- subscriptions -----------------------------------------------------------------------
 
-    def create(self, mid: str, fields: Mapping[str, Any]) -> Subscription:
-        """Create a subscription (with its new `secret`)."""
+    def create(
+        self, mid: str, fields: Mapping[str, Any], *, once: tuple[str, str] | None = None
+    ) -> Subscription:
+        """Create a subscription (with its new `secret`).
+
+        `once`: (Idempotency-Key, fingerprint of the request). The first request with the key
+        creates the subscription and records its id with the key, in the same transaction; a
+        retry of the same request answers that subscription as it is now, with its secret
+        (the record keeps the id, never the secret); the key with another request, or after
+        that subscription was deleted, is a conflict. A request that failed records nothing.
+        """
         for required in ("url", "event_types"):
             if required not in fields:
                 raise _bad(required, "is required")
@@ -168,8 +178,29 @@ class SubscriptionService:
         )
         with self._uow() as uow:
             self._tenant(uow, mid)
+            if once is not None:
+                first = self._created_with(uow, mid, *once)
+                if first is not None:
+                    return first
             uow.subscriptions.add(sub)
+            if once is not None:
+                record = json.dumps({"subscription_id": sub.id})
+                uow.idempotency.put(mid, once[0], StoredResponse(once[1], 201, record), now)
             uow.commit()
+        return sub
+
+    @staticmethod
+    def _created_with(uow: UnitOfWork, mid: str, key: str, fp: str) -> Subscription | None:
+        stored = uow.idempotency.get(mid, key)
+        if stored is None:
+            return None
+        if stored.fingerprint != fp:
+            raise ConflictError("this Idempotency-Key was already used for a different request")
+        sub = uow.subscriptions.get(mid, json.loads(stored.body)["subscription_id"])
+        if sub is None:
+            raise ConflictError(
+                "the subscription this Idempotency-Key created has been deleted since"
+            )
         return sub
 
     @staticmethod

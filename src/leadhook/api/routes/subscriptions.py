@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from leadhook.api import bodies
 from leadhook.api import subscription_models as m
-from leadhook.api.deps import ContainerDep, Mid
+from leadhook.api.deps import IDEMPOTENCY_HEADER, ContainerDep, IdempotentCreate, Mid
 from leadhook.api.problems_doc import ERRORS
 from leadhook.domain.events import EVENT_TYPES
 from leadhook.services.deliveries import delivery_filter
@@ -26,13 +26,17 @@ Status = Literal["pending", "delivered", "failed", "dead"]
     status_code=201,
     response_model=m.SubscriptionWithSecretOut,
     summary="Create a subscription",
+    openapi_extra={"parameters": [IDEMPOTENCY_HEADER]},
 )
 def create_subscription(
-    body: m.SubscriptionIn, mid: Mid, c: ContainerDep
+    body: m.SubscriptionIn, mid: Mid, c: ContainerDep, once: IdempotentCreate
 ) -> m.SubscriptionWithSecretOut:
     """Create a webhook endpoint. The answer carries its signing `secret`; afterwards the secret
-    is only shown by `GET /v1/subscriptions/{id}/secret` and by a rotation, never in `GET`."""
-    sub = c.subscriptions.create(mid, body.model_dump())
+    is only shown by `GET /v1/subscriptions/{id}/secret` and by a rotation, never in `GET`.
+
+    With an `Idempotency-Key`, a retry of the same request answers the subscription the first
+    one created (as it is now) instead of creating another."""
+    sub = c.subscriptions.create(mid, body.model_dump(), once=once)
     return bodies.subscription_with_secret(sub, c.clock())
 
 
