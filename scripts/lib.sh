@@ -15,10 +15,13 @@ find_python() {
   return 1
 }
 
-# Create .venv if needed and (re)install leadhook with its development tools into it when
-# pyproject.toml changed since the last install.
+# Create .venv if needed and (re)install leadhook into it when pyproject.toml changed since the
+# last install: with its development tools for `ensure_venv dev` (scripts/test), the package
+# alone otherwise (scripts/serve: a first start need not wait for the test tools, about three
+# times the download). An install with the tools serves as well.
 ensure_venv() {
-  local stamp=.venv/.leadhook-installed
+  local with_dev=${1:-}
+  local dev_stamp=.venv/.leadhook-installed run_stamp=.venv/.leadhook-installed-runtime
   if [ ! -x .venv/bin/python ]; then
     echo "Creating .venv ..." >&2
     "$(find_python)" -m venv .venv || {
@@ -26,9 +29,21 @@ ensure_venv() {
       return 1
     }
   fi
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if installed "$dev_stamp" || { [ "$with_dev" != dev ] && installed "$run_stamp"; }; then
+    return 0
+  fi
+  if [ "$with_dev" = dev ]; then
     echo "Installing leadhook and its development tools into .venv (quietly) ..." >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' || return 1
-    touch "$stamp"
+    touch "$dev_stamp"
+  else
+    echo "Installing leadhook into .venv (quietly) ..." >&2
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e . || return 1
+    touch "$run_stamp"
   fi
+}
+
+# Whether the install that `stamp` marks is there and newer than pyproject.toml.
+installed() {
+  [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]
 }
