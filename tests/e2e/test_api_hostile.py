@@ -160,6 +160,28 @@ def test_a_405_allows_every_method_of_the_path(api: Api) -> None:
         assert resp.headers["allow"] == allowed, (method, path)
 
 
+def test_head_answers_as_get_without_a_body(api: Api) -> None:
+    lead_id = api.create_lead()["id"]
+    for path, headers in [
+        ("/healthz", {}),
+        (f"/v1/leads/{lead_id}", api.auth()),  # its ETag too
+        ("/v1/leads?limit=1&owner=", api.auth()),
+        (f"/v1/leads/{lead_id}", {}),  # 401
+        ("/v1/no-such-path", api.auth()),  # 404
+        ("/docs", {}),
+    ]:
+        got = api.client.get(path, headers=headers)
+        head = api.client.head(path, headers=headers)
+        assert (head.status_code, head.content) == (got.status_code, b""), path
+        assert dict(head.headers) == dict(got.headers), path
+    # A path with no GET refuses HEAD as it refuses GET (and HEAD changes nothing).
+    before = _state(api)
+    refused = api.client.head("/v1/leads/batch", headers=api.auth())
+    assert refused.status_code == api.client.get("/v1/leads/batch", headers=api.auth()).status_code
+    assert api.client.head(f"/v1/leads/{lead_id}/notes", headers=api.auth()).status_code == 405
+    assert _state(api) == before
+
+
 def test_a_trailing_slash_is_another_path(api: Api) -> None:
     lead_id = api.create_lead()["id"]
     for method, path in [

@@ -12,7 +12,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from prometheus_client import CollectorRegistry
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from leadhook import __version__
 from leadhook.api import console, problems
@@ -76,11 +76,31 @@ class LeadhookAPI(FastAPI):
             scope["app"] = self  # as Starlette sets it: the exception handlers read it
             await short(scope, receive, send)
             return
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope, send = {**scope, "method": "GET"}, _without_body(send)
+        if scope["type"] == "http" and scope["method"] == "GET":
             query = scope.get("query_string", b"")
             if query and scope["path"].startswith("/v1/"):
                 scope["query_string"] = without_empty_values(query)
         await super().__call__(scope, receive, send)
+
+
+def _without_body(send: Send) -> Send:
+    """The `send` of a HEAD request answered as its GET (RFC 9110: a server answers HEAD
+    wherever it answers GET, with the same status and headers and no content).
+
+    FastAPI's routes take only the methods they name, so HEAD on any path answered 405; a
+    monitor probing `/healthz` or a client checking a lead's `ETag` sends HEAD. The server
+    (uvicorn) writes no body on a HEAD request either; this keeps the app from making one.
+    `Allow` keeps listing the methods routes name: HEAD goes with GET without being listed.
+    """
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return sending
 
 
 def without_empty_values(query: bytes) -> bytes:
