@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from api_helpers import Api, assert_problem, seeded_api
+
+from leadhook.services.subscriptions import SubscriptionService
 
 BODY = {"url": "https://example.com/hook", "event_types": ["*"], "description": "crm"}
 
@@ -73,3 +76,37 @@ def test_one_key_is_one_tenants(api: Api) -> None:
         headers={"Idempotency-Key": "shared-key"},
     )
     assert theirs.status_code == 201 and theirs.json()["id"] != mine
+
+
+def test_a_request_that_missed_a_concurrent_first_answers_its_subscription(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The interleaving PostgreSQL allows: this request read the key before the first request
+    # with it committed, so it makes a subscription of its own, and its record of the key
+    # then finds the first one's. It must answer the first's, and leave nothing of its own.
+    first = _create(api, "race").json()
+    before = _ids(api)
+    missed = [True]
+    real = SubscriptionService._created_with
+
+    def read_too_early(uow: Any, mid: str, key: str, fp: str) -> Any:
+        if missed.pop() if missed else False:
+            return None
+        return real(uow, mid, key, fp)
+
+    monkeypatch.setattr(SubscriptionService, "_created_with", staticmethod(read_too_early))
+    again = _create(api, "race")
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] == first["id"] and again.json()["secret"] == first["secret"]
+    assert _ids(api) == before
+
+
+def test_concurrent_creates_with_one_key_all_answer_one_subscription(api: Api) -> None:
+    before = _ids(api)
+    for round_ in range(5):
+        keys = [f"together-{round_}"] * 6
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(lambda key: _create(api, key), keys))
+        assert [a.status_code for a in answers] == [201] * 6, [a.text for a in answers]
+        assert len({a.json()["id"] for a in answers}) == 1
+    assert len(_ids(api)) == len(before) + 5

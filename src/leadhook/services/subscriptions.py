@@ -176,17 +176,29 @@ class SubscriptionService:
             updated_at=now,
             disabled_reason=None if values.get("enabled", True) else "disabled via the API",
         )
-        with self._uow() as uow:
-            self._tenant(uow, mid)
-            if once is not None:
+        try:
+            with self._uow() as uow:
+                self._tenant(uow, mid)
+                if once is not None:
+                    first = self._created_with(uow, mid, *once)
+                    if first is not None:
+                        return first
+                uow.subscriptions.add(sub)
+                if once is not None:
+                    record = json.dumps({"subscription_id": sub.id})
+                    uow.idempotency.put(mid, once[0], StoredResponse(once[1], 201, record), now)
+                uow.commit()
+        except ConflictError:
+            # The same key in a request that ran beside this one (PostgreSQL runs both; the
+            # key's insert waited for the other to commit): this one wrote nothing, and the
+            # other's subscription is the answer, as it would have been a moment later.
+            if once is None:
+                raise
+            with self._read() as uow:
                 first = self._created_with(uow, mid, *once)
-                if first is not None:
-                    return first
-            uow.subscriptions.add(sub)
-            if once is not None:
-                record = json.dumps({"subscription_id": sub.id})
-                uow.idempotency.put(mid, once[0], StoredResponse(once[1], 201, record), now)
-            uow.commit()
+            if first is None:
+                raise
+            return first
         return sub
 
     @staticmethod

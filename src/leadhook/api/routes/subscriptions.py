@@ -15,6 +15,13 @@ from leadhook.domain.events import EVENT_TYPES
 from leadhook.services.deliveries import delivery_filter
 from leadhook.services.ports import DELIVERY_STATUSES as STATUSES
 
+CREATE_ONCE_HEADER = {
+    **IDEMPOTENCY_HEADER,
+    "description": "Retrying with the same key (1-255 characters) answers the subscription the"
+    " first request created, as it is now, and creates nothing; the same key with another"
+    " request, or after that subscription was deleted, is a 409.",
+}
+
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"], responses=ERRORS)
 deliveries_router = APIRouter(prefix="/v1/deliveries", tags=["subscriptions"], responses=ERRORS)
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -26,7 +33,7 @@ Status = Literal["pending", "delivered", "failed", "dead"]
     status_code=201,
     response_model=m.SubscriptionWithSecretOut,
     summary="Create a subscription",
-    openapi_extra={"parameters": [IDEMPOTENCY_HEADER]},
+    openapi_extra={"parameters": [CREATE_ONCE_HEADER]},
 )
 def create_subscription(
     body: m.SubscriptionIn, mid: Mid, c: ContainerDep, once: IdempotentCreate
