@@ -146,7 +146,12 @@ class Page:
     @staticmethod
     def render_json(value: Any) -> str:
         """Serialise data for a page's script (read from a `type=application/json` element)."""
-        return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+        # Inside a <script type="application/json"> element the HTML parser still reads the
+        # text for `</script>` and `<!--` (a subscription described `<!--<script>` hid the
+        # rest of its page): none of <, > or & is left for it to find. JSON reads the escapes
+        # back as the same characters.
+        text = json.dumps(value, ensure_ascii=False)
+        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _here(request: Request) -> str:
@@ -231,6 +236,20 @@ def error_page(request: Request, status: int, title_key: str, detail: str) -> Re
 _TITLES = {400: "bad_request", 403: "forbidden", 404: "not_found", 422: "bad_request"}
 
 
+async def _unstorable(request: Request) -> tuple[int, str] | None:
+    """What the API's `storable_input` refuses, refused here too: a NUL in the path or query
+    (400) or in a form's text (422). No id or text holds one, PostgreSQL refuses it in any
+    text parameter (the console's pages answered 500 there), and SQLite would store it."""
+    query = request.query_params.multi_items()
+    if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in query):
+        return 400, "the path and the query must not contain NUL characters"
+    if request.method == "POST":
+        form = await request.form()
+        if any(isinstance(v, str) and "\x00" in k + v for k, v in form.multi_items()):
+            return 422, "a field of this form holds a NUL character: remove it and try again"
+    return None
+
+
 class ConsoleRoute(APIRoute):
     """Console routes answer errors with pages (not problem+json) and send strangers to sign in."""
 
@@ -238,6 +257,9 @@ class ConsoleRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
+            refused = await _unstorable(request)
+            if refused is not None:
+                return error_page(request, refused[0], "bad_request", refused[1])
             try:
                 return await handler(request)
             except SignInRequired:

@@ -1,0 +1,70 @@
+"""What the console takes from an address or a form, on both databases: input no store can keep
+is refused with a page, and text that reaches a page's data block cannot end or hide it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from api_helpers import Api, seeded_api
+from test_console_http import csrf_of
+
+
+@pytest.fixture
+def api(backend: str, seeded_databases: Any) -> Iterator[Api]:
+    with seeded_api(
+        backend, seeded_databases, console_secret="s3cret", allow_private_targets=True
+    ) as api:
+        yield api
+
+
+def _sign_in(api: Api) -> str:
+    token = csrf_of(api.client.get("/console/login").text)
+    data = {"api_key": api.key, "csrf_token": token}
+    assert api.client.post("/console/login", data=data, follow_redirects=False).status_code == 303
+    return csrf_of(api.client.get("/console/leads").text)
+
+
+def test_a_nul_in_an_address_or_a_form_is_refused_with_a_page(api: Api) -> None:
+    # PostgreSQL refuses a NUL in any text parameter: these pages answered 500 there, and
+    # SQLite stored the form's text with it (the API refuses both).
+    token = _sign_in(api)
+    for path in [
+        "/console/leads?q=%00",
+        "/console/leads/%00",
+        "/console/subscriptions/%00",
+        "/console/deliveries/%00",
+        "/console/deliveries?lead=%00",
+        "/console/events?lead=%00",
+    ]:
+        resp = api.client.get(path)
+        assert resp.status_code == 400, (path, resp.text[:200])
+        assert resp.headers["content-type"].startswith("text/html") and "NUL" in resp.text
+    before = api.get("/v1/subscriptions").json()["data"]
+    form = {"csrf_token": token, "url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
+    resp = api.client.post("/console/subscriptions", data={**form, "description": "a\x00b"})
+    assert resp.status_code == 422 and "NUL" in resp.text
+    assert api.get("/v1/subscriptions").json()["data"] == before
+
+
+def test_text_in_a_pages_data_block_cannot_end_or_hide_the_page(api: Api) -> None:
+    # A description with `<!--<script>` in the chart's JSON made the browser's HTML parser
+    # take the rest of the page (the actions, the edit form) as part of that element.
+    text = "<!--<script>a & b</script>"
+    sub = api.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/hook", "event_types": ["*"], "description": text},
+    ).json()
+    _sign_in(api)
+    for path in ["/console/subscriptions", f"/console/subscriptions/{sub['id']}"]:
+        page = api.client.get(path).text
+        found = re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', page)
+        assert found is not None, path
+        block = found.group(1)
+        assert not set("<>&") & set(block), block[:200]
+        # The chart names the subscription by its description: the same text, read back.
+        assert text in json.dumps(json.loads(block), ensure_ascii=False), path
+        assert "<!--" not in page.split('id="chart-data">', 1)[1], path
