@@ -68,3 +68,21 @@ def test_text_in_a_pages_data_block_cannot_end_or_hide_the_page(api: Api) -> Non
         # The chart names the subscription by its description: the same text, read back.
         assert text in json.dumps(json.loads(block), ensure_ascii=False), path
         assert "<!--" not in page.split('id="chart-data">', 1)[1], path
+
+
+def test_lead_search_matches_field_values_not_the_stored_json(api: Api) -> None:
+    quoted = api.create_lead(fields={"name": 'O"Brien\\Co', "mobile": "13800138000"})
+    plain = api.create_lead(fields={"name": "Ada Lovelace"})
+    _sign_in(api)
+
+    def found(q: str) -> set[str]:
+        page = api.client.get("/console/leads", params={"q": q}).text
+        return {lead["id"] for lead in (quoted, plain) if lead["id"] in page}
+
+    assert found('O"Brien') == found("brien\\co") == {quoted["id"]}  # as typed, any case
+    assert found("13800138") == {quoted["id"]}
+    assert found("lovelace") == {plain["id"]}
+    assert found(plain["id"]) == {plain["id"]}
+    # The stored JSON's keys and structure are not text of a lead.
+    assert found("fields") == found("mobile") == found('"name"') == set()
+    assert found("%") == found("_") == set()  # literal, not wildcards

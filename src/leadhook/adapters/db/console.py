@@ -8,12 +8,30 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, and_, or_, select
+from sqlalchemy import text as sql_text
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.repositories import SqlEvents, _event
 from leadhook.domain.lead import Lead
 from leadhook.services.console import AttemptSample, DeliveryQuery
 from leadhook.services.ports import Delivery, StoredEvent, delivery_of
+
+# A lead matches a search when one of its field values (`fields` and `source`: a name, a
+# mobile, a company) contains the text, read out of the stored JSON by the database. A
+# substring search over the JSON's own text also matched its keys (`fields`, `mobile`: every
+# lead) and missed text that JSON escapes (a quote, a backslash).
+_VALUE_MATCH = {
+    "sqlite": " OR ".join(
+        f"EXISTS (SELECT 1 FROM json_each(leads.state, '$.{part}') AS v"
+        " WHERE lower(v.value) LIKE lower(:pattern) ESCAPE '\\')"
+        for part in ("fields", "source")
+    ),
+    "postgresql": " OR ".join(
+        f"EXISTS (SELECT 1 FROM jsonb_each_text(CAST(leads.state AS jsonb) -> '{part}') AS v"
+        " WHERE v.value ILIKE :pattern ESCAPE '\\')"
+        for part in ("fields", "source")
+    ),
+}
 
 
 def _like(text: str) -> str:
@@ -50,12 +68,13 @@ class SqlConsoleQueries:
     def search_leads(self, mid: str, text: str, offset: int, limit: int) -> list[Lead]:
         c = t.leads.c
         conds = [c.mid == mid]
-        if text:
-            # The state is JSON with its text unescaped (ensure_ascii off), so a substring
-            # search over it (case-insensitive on every backend) finds names, mobiles and any
-            # other value; the id matches exactly.
-            conds.append(or_(c.id == text, c.state.ilike(_like(text), escape="\\")))
         with self._conn() as conn:
+            if text:
+                # The id exactly, or any field value containing the text (`_VALUE_MATCH`),
+                # without regard to case on both backends (ASCII case only, on SQLite).
+                match = "(" + _VALUE_MATCH[conn.dialect.name] + ")"
+                values = sql_text(match).bindparams(pattern=_like(text))
+                conds.append(or_(c.id == text, values))
             rows = conn.execute(
                 select(c.state)
                 .where(and_(*conds))
