@@ -3,12 +3,13 @@
 The same three lines work in Flask or Django: read the raw body, call `verify_wsgi_environ`,
 answer `response_status(exc)` when it raises.
 
-    LEADHOOK_SECRET=whsec_... .venv/bin/python examples/receiver_wsgi.py   # port 8787
+    LEADHOOK_SECRET=whsec_... .venv/bin/python examples/receiver_wsgi.py [PORT]   # 8787 by default
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import make_server
@@ -49,6 +50,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
 if __name__ == "__main__":
     if not SECRET:
         raise SystemExit("set LEADHOOK_SECRET to the subscription's whsec_ secret")
-    with make_server("127.0.0.1", 8787, app) as server:
-        print("receiving leadhook deliveries on http://127.0.0.1:8787/")
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8787
+    with make_server("127.0.0.1", port, app) as server:
+        print(f"receiving leadhook deliveries on http://127.0.0.1:{port}/")
         server.serve_forever()
