@@ -86,3 +86,28 @@ def test_lead_search_matches_field_values_not_the_stored_json(api: Api) -> None:
     # The stored JSON's keys and structure are not text of a lead.
     assert found("fields") == found("mobile") == found('"name"') == set()
     assert found("%") == found("_") == set()  # literal, not wildcards
+
+
+def test_a_subscription_form_with_no_event_type_ticked_is_refused(api: Api) -> None:
+    token = _sign_in(api)
+    before = api.get("/v1/subscriptions").json()["data"]
+    form = {"csrf_token": token, "url": "http://127.0.0.1:9/hook", "description": "none ticked"}
+    refused = api.client.post("/console/subscriptions", data=form)
+    assert refused.status_code == 422 and 'role="alert"' in refused.text
+    assert 'value="none ticked"' in refused.text  # the form kept as typed
+    assert api.get("/v1/subscriptions").json()["data"] == before
+    # "All" ticked beside some types is all of them.
+    made = api.client.post(
+        "/console/subscriptions", data={**form, "event_types": ["*", "object_create"]}
+    )
+    assert made.status_code == 201
+    (sub,) = [s for s in api.get("/v1/subscriptions").json()["data"] if s not in before]
+    assert sub["event_types"] == ["*"]
+    # Clearing every box of a subscription changes nothing (it used to widen it to all).
+    narrow = api.post(
+        "/v1/subscriptions", json={"url": "http://127.0.0.1:9/h2", "event_types": ["object_voids"]}
+    ).json()
+    edit = {"csrf_token": token, "url": "http://127.0.0.1:9/h2", "description": ""}
+    assert api.client.post(f"/console/subscriptions/{narrow['id']}", data=edit).status_code == 422
+    stored = api.get(f"/v1/subscriptions/{narrow['id']}").json()
+    assert stored["event_types"] == ["object_voids"]

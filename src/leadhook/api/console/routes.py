@@ -230,8 +230,11 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
 
 
 def _event_types_of(values: list[str]) -> list[str]:
+    # "All" with some types ticked too is all of them; none ticked is refused by the service
+    # (422, the form kept as typed), as the API refuses an empty list: taking it as "all"
+    # turned a subscription whose boxes were all cleared into one that receives everything.
     chosen = [v for v in values if v]
-    return ["*"] if not chosen or "*" in chosen else chosen
+    return ["*"] if "*" in chosen else chosen
 
 
 def _subscriptions_page(page: PageDep, status: int = 200, **extra: Any) -> Response:
