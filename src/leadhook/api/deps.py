@@ -121,6 +121,15 @@ def _json_media_type(content_type: str) -> bool:
     )
 
 
+NUL_IN_ADDRESS = "the path and the query must not contain NUL characters"
+
+
+def nul_in_address(request: Request) -> bool:
+    """Tell whether the request's path or query holds a NUL (no id or filter can)."""
+    query = request.query_params.multi_items()
+    return "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in query)
+
+
 async def storable_input(request: Request) -> None:
     """Refuse input that no store can keep, the same on every backend, before it gets near one.
 
@@ -131,9 +140,8 @@ async def storable_input(request: Request) -> None:
     JSON, but not Unicode: no driver can encode it) is a 422 naming where it is. A body that
     is not UTF-8 at all (UTF-16, Latin-1, a surrogate's three bytes) is a 400 `bad-json`.
     """
-    query = request.query_params.multi_items()
-    if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in query):
-        raise BadRequestError("the path and the query must not contain NUL characters")
+    if nul_in_address(request):
+        raise BadRequestError(NUL_IN_ADDRESS)
     if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
         return
     body = await request.body()
@@ -249,12 +257,17 @@ async def idempotent_create(request: Request) -> tuple[str, str] | None:
     """A create's Idempotency-Key and the fingerprint of its request (400 for a malformed
     key); None without the header. As for the behaviours, "the same request" is the same
     method, path and body, byte for byte."""
-    key = request.headers.get("idempotency-key")
+    key = checked_idempotency_key(request.headers.get("idempotency-key"))
     if key is None:
         return None
-    if not 0 < len(key) <= 255:
-        raise BadRequestError("Idempotency-Key must be 1-255 characters")
     return key, fingerprint(request.method, request.scope["path"], await request.body())
+
+
+def checked_idempotency_key(key: str | None) -> str | None:
+    """The Idempotency-Key header as given; 400 unless 1-255 characters."""
+    if key is not None and not 0 < len(key) <= 255:
+        raise BadRequestError("Idempotency-Key must be 1-255 characters")
+    return key
 
 
 IdempotentCreate = Annotated[tuple[str, str] | None, Depends(idempotent_create)]
@@ -284,13 +297,11 @@ def behaviour_metadata(
         if not m:
             raise BadRequestError(f"If-Match must be a lead version number, not {if_match!r}")
         version = int(m.group(1) or m.group(2) or m.group(3))
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
-        raise BadRequestError("Idempotency-Key must be 1-255 characters")
     return BehaviourRequest(
         mid=mid,
         operator=Operator(),
         if_match=version,
-        idempotency_key=idempotency_key,
+        idempotency_key=checked_idempotency_key(idempotency_key),
         fingerprint=fingerprint(method, path, body),
     )
 

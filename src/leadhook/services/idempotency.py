@@ -84,9 +84,14 @@ class Idempotent:
 
     @staticmethod
     def _replay(stored: StoredResponse, fp: str) -> tuple[int, str]:
-        if stored.fingerprint != fp:
-            raise ConflictError("this Idempotency-Key was already used for a different request")
+        same_request(stored, fp)
         return stored.status_code, stored.body
+
+
+def same_request(stored: StoredResponse, fp: str) -> None:
+    """Refuse (409) a request whose key was first used by another (`fingerprint`)."""
+    if stored.fingerprint != fp:
+        raise ConflictError("this Idempotency-Key was already used for a different request")
 
 
 def _settle(answer: Future[T], done: Future[T]) -> None:

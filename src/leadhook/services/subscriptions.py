@@ -17,6 +17,7 @@ from leadhook.domain.targets import TargetError, validate_url
 from leadhook.domain.times import parse_rfc3339
 from leadhook.services import ports
 from leadhook.services.deliveries import read_delivery
+from leadhook.services.idempotency import same_request
 from leadhook.services.lanes import MAX_IN_FLIGHT
 from leadhook.services.ports import (
     DELIVERY_STATUSES,
@@ -206,8 +207,7 @@ class SubscriptionService:
         stored = uow.idempotency.get(mid, key)
         if stored is None:
             return None
-        if stored.fingerprint != fp:
-            raise ConflictError("this Idempotency-Key was already used for a different request")
+        same_request(stored, fp)
         sub = uow.subscriptions.get(mid, json.loads(stored.body)["subscription_id"])
         if sub is None:
             raise ConflictError(

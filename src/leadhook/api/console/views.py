@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from leadhook import __version__
 from leadhook.api.console import i18n
 from leadhook.api.console.session import COOKIE, LANG_COOKIE, MAX_AGE, Session, SessionSigner
+from leadhook.api.deps import NUL_IN_ADDRESS, nul_in_address
 from leadhook.api.problems import problem_kind
 from leadhook.bootstrap import Container
 from leadhook.domain.catalog import Catalog
@@ -240,9 +241,8 @@ async def _unstorable(request: Request) -> tuple[int, str] | None:
     """What the API's `storable_input` refuses, refused here too: a NUL in the path or query
     (400) or in a form's text (422). No id or text holds one, PostgreSQL refuses it in any
     text parameter (the console's pages answered 500 there), and SQLite would store it."""
-    query = request.query_params.multi_items()
-    if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in query):
-        return 400, "the path and the query must not contain NUL characters"
+    if nul_in_address(request):
+        return 400, NUL_IN_ADDRESS
     if request.method == "POST":
         form = await request.form()
         if any(isinstance(v, str) and "\x00" in k + v for k, v in form.multi_items()):
