@@ -29,6 +29,7 @@ version that does not match) come before anything was aborted and cost nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -187,16 +188,23 @@ def deferring(conn: Connection) -> bool:
     return pipe is not None and bool(pipe.deferred)
 
 
+def kept_cursor(conn: Connection, key: str, make: Callable[[], Any]) -> Any:
+    """The cursor kept under `key` with `conn`'s DB-API connection (it lives and dies with
+    it), made by `make` the first time or once it was closed."""
+    info = conn.connection.info
+    cur = info.get(key)
+    if cur is None or cur.closed:
+        cur = info[key] = make()
+    return cur
+
+
 def held_writes(conn: Connection, cursor: Any, sql: Statements) -> WriteBehind | None:
     """Where a deferred group's unread statements go (`WriteBehind`); None outside one."""
     pipe = conn.info.get(_KEY)
     if pipe is None or not pipe.deferred:
         return None
     if pipe.behind is None:
-        info = conn.connection.info  # lives and dies with the DB-API connection
-        raw = info.get(_RAW)
-        if raw is None or raw.closed:
-            raw = info[_RAW] = psycopg.RawCursor(cursor.connection)
+        raw = kept_cursor(conn, _RAW, lambda: psycopg.RawCursor(cursor.connection))
         pipe.behind = WriteBehind(cursor, raw, sql)
     behind: WriteBehind = pipe.behind
     return behind

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
-from leadhook.adapters.db.pipeline import deferring, flushed, held_writes, send_held
+from leadhook.adapters.db.pipeline import deferring, flushed, held_writes, kept_cursor, send_held
 from leadhook.adapters.db.pools import lead_columns
 from leadhook.adapters.db.sql import statements
 from leadhook.domain.catalog import Catalog
@@ -73,10 +73,7 @@ def unread(conn: Connection) -> Any:
     driver: Any = conn.connection.driver_connection  # held inserts stay held: nothing sent
     if conn.dialect.name != "postgresql":
         return driver
-    info = conn.connection.info  # lives and dies with the DB-API connection
-    cur = info.get(_UNREAD)
-    if cur is None or cur.closed:
-        cur = info[_UNREAD] = driver.cursor()
+    cur = kept_cursor(conn, _UNREAD, driver.cursor)
     return held_writes(conn, cur, statements("postgresql")) or cur
 
 
