@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 from typing import Any
@@ -216,3 +217,37 @@ def test_an_answer_written_before_the_peer_half_closes_still_arrives() -> None:
         assert errors == []
 
     _serve_on_uvloop(app, check)
+
+
+def test_a_request_that_is_not_http_is_refused_as_problem_json() -> None:
+    # httptools refuses these before the app sees them; uvicorn's own answer was text/plain.
+    bad = (
+        b"GET / HTTP/1.1\r\nhost: x\r\nx-bad: a\x01b\r\n\r\n",  # a control character
+        b"GET / HTTP/1.1\r\nhost: x\r\nbad name: y\r\n\r\n",  # a space in a header's name
+        b"GARBAGE\r\n\r\n",  # no request line at all
+    )
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        for request in bad:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            answer = await asyncio.wait_for(reader.read(), 5)  # the server closes
+            head, _, body = answer.partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            assert lines[0] == b"HTTP/1.1 400 Bad Request", answer
+            assert b"content-type: application/problem+json" in lines
+            assert b"connection: close" in lines
+            assert f"content-length: {len(body)}".encode() in lines
+            problem = json.loads(body)
+            assert problem["type"] == "https://leadhook.dev/problems/bad-request"
+            assert (problem["title"], problem["status"]) == ("Bad request", 400)
+            assert "not valid HTTP/1.1" in problem["detail"]
+            writer.close()
+        # The server still answers a good request afterwards.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /small HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 5)).endswith(b'{"ok":true}')
+        writer.close()
+        assert errors == []
+
+    _serve_on_uvloop(_app, check)

@@ -90,6 +90,22 @@ def problem(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """Build a problem+json response."""
+    return Response(
+        problem_text(status, title, detail, slug, errors),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def problem_text(
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    errors: list[dict[str, Any]] | None = None,
+) -> str:
+    """The JSON text of a problem: `type`, `title`, `status`, `detail` (clipped), `errors`."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + slug,
         "title": title,
@@ -102,12 +118,7 @@ def problem(
     if not _encodable(text):
         # Echoed input with an unpaired surrogate cannot be UTF-8: send it \u-escaped.
         text = json.dumps(body)
-    return Response(
-        text,
-        status_code=status,
-        media_type="application/problem+json",
-        headers=headers,
-    )
+    return text
 
 
 def clip(text: str, limit: int = MAX_ECHO) -> str:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from leadhook.api.problems import problem_text
+
 if TYPE_CHECKING:
     from leadhook.bootstrap import Container
 
@@ -119,6 +121,10 @@ class _OneSend:
 
 
 _JOIN_MAX = 64 * 1024
+_UNPARSABLE = (
+    "the request is not valid HTTP/1.1 (a control character or a space where a header's name "
+    "or value may not have one, or a malformed request line); the connection is closed"
+)
 
 
 class OneSendHttpTools(HttpToolsProtocol):
@@ -135,6 +141,22 @@ class OneSendHttpTools(HttpToolsProtocol):
         # written). Written straight to the transport, it was dropped quietly.
         self._one_send.drop()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        # A request httptools cannot parse (a control character in a header, a space in a
+        # header's name, a request line that is not HTTP) never reaches the app: uvicorn
+        # answered it in plain text, the one refusal of the API that was not problem+json.
+        body = problem_text(400, "Bad request", _UNPARSABLE, "bad-request").encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/problem+json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
     def eof_received(self) -> None:
         # Uvicorn lets the transport close itself at the peer's end of file: what the answer
