@@ -111,3 +111,13 @@ def test_a_subscription_form_with_no_event_type_ticked_is_refused(api: Api) -> N
     assert api.client.post(f"/console/subscriptions/{narrow['id']}", data=edit).status_code == 422
     stored = api.get(f"/v1/subscriptions/{narrow['id']}").json()
     assert stored["event_types"] == ["object_voids"]
+
+
+def test_a_refused_address_names_the_field_as_the_page_has_it(api: Api) -> None:
+    # The page said "query.p: …", the API's location of the value, to a reader who never
+    # typed a query.
+    _sign_in(api)
+    resp = api.client.get("/console/leads", params={"p": "0"})
+    assert resp.status_code == 400 and resp.headers["content-type"].startswith("text/html")
+    assert "p: Input should be greater than or equal to 1" in resp.text
+    assert "query.p" not in resp.text
