@@ -129,3 +129,41 @@ def test_bad_queries(api: Api) -> None:
     assert_problem(api.get("/v1/events/01ARZ3NDEKTSV4RRFFQ69G5FAV"), 404)
     for event_type in EVENT_TYPES:
         assert api.get("/v1/events", params={"event_type": event_type}).status_code == 200
+
+
+def test_next_cursor_pages_the_log_as_cursor_too(api: Api) -> None:
+    # Every other listing takes `next_cursor` back as `cursor`: a client paging the log the
+    # same way got its first page again and again.
+    _history(api)
+    first = api.get("/v1/events", params={"limit": 2}).json()
+    by_after = api.get("/v1/events", params={"limit": 2, "after": first["next_cursor"]}).json()
+    by_cursor = api.get("/v1/events", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert by_cursor == by_after and by_cursor["data"] != first["data"]
+    both = {"after": first["next_cursor"], "cursor": by_after["next_cursor"]}
+    assert_problem(api.get("/v1/events", params=both), 422, ["query", "cursor"])
+
+
+def test_a_bad_filter_is_listed_beside_a_bad_limit(api: Api) -> None:
+    # The filters were checked only once every parameter had parsed: a bad `limit` hid them.
+    for path, params, locs in (
+        ("/v1/events", {"event_type": "nope", "limit": "0"}, ["event_type", "limit"]),
+        (
+            "/v1/deliveries",
+            {"status": "bogus", "event_type": "nope", "created_after": "x", "limit": "999"},
+            ["status", "event_type", "created_after", "limit"],
+        ),
+    ):
+        body = assert_problem(api.get(path, params=params), 422)
+        assert sorted(e["loc"] for e in body["errors"]) == sorted(["query", n] for n in locs)
+        msgs = {e["loc"][1]: e["msg"] for e in body["errors"]}
+        assert msgs["event_type"] == "unknown event type 'nope'", msgs
+    # The two delivery listings word a bad status alike.
+    sub = api.post(
+        "/v1/subscriptions", json={"url": "https://hooks.example.com/h", "event_types": ["*"]}
+    )
+    for path in ("/v1/deliveries", f"/v1/subscriptions/{sub.json()['id']}/deliveries"):
+        body = assert_problem(api.get(path, params={"status": "bogus"}), 422, ["query", "status"])
+        assert body["errors"][0]["msg"] == "must be one of pending, delivered, failed, dead"
+    # Braces in an echoed value stay text.
+    body = assert_problem(api.get("/v1/events", params={"event_type": "{x}"}), 422)
+    assert body["errors"][0]["msg"] == "unknown event type '{x}'"

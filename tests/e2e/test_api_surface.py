@@ -308,6 +308,12 @@ def test_replay_takes_since_as_unix_seconds_or_rfc3339(stack: Stack) -> None:
         assert resp.status_code == 202 and resp.json() == {"replayed": 0}, resp.text
     for since in (-1, "yesterday", "2000-01-01T00:00:00", True):
         assert_problem(stack.call("POST", path, json={"since": since}), 422)
+    # A value of neither type is one error at `since`, not one per member of the union.
+    for since in (True, None, [1], {"t": 1}):
+        resp = stack.call("POST", path, json={"since": since})
+        assert_problem(resp, 422)
+        assert [e["loc"] for e in resp.json()["errors"]] == [["body", "since"]], resp.text
+        assert "RFC 3339" in resp.json()["errors"][0]["msg"]
 
 
 # ---- metrics -------------------------------------------------------------------------------

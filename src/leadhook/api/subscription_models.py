@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticCustomError
 
 from leadhook.services.subscriptions import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -60,10 +62,22 @@ class SubscriptionPatch(_In):
     rate_limit_per_s: float | None = Field(None, gt=0, le=MAX_RATE)
 
 
+def _one_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A value of neither type failed each member of the union: one error at `since` itself,
+    # not one at `since.float` and one at `since.str`.
+    try:
+        return handler(value)
+    except PydanticValidationError:
+        raise PydanticCustomError(
+            "since_type",
+            "must be unix seconds (a number >= 0) or an RFC 3339 date-time with its time zone",
+        ) from None
+
+
 class ReplayIn(_In):
     """Queue again the deliveries created since a time: dead ones, delivered ones, or both."""
 
-    since: float | str = Field(
+    since: Annotated[float | str, WrapValidator(_one_error)] = Field(
         description="deliveries created at or after it: unix seconds (a number >= 0) or an"
         " RFC 3339 date-time with its time zone"
     )

@@ -14,6 +14,20 @@ from leadhook.services.ports import (
 )
 
 
+def status_problem(status: str | None) -> str | None:
+    """What is wrong with a delivery status given as a filter, if anything."""
+    if status is not None and status not in DELIVERY_STATUSES:
+        return f"must be one of {', '.join(DELIVERY_STATUSES)}"
+    return None
+
+
+def event_type_problem(event_type: str | None) -> str | None:
+    """What is wrong with an event type given as a filter, if anything."""
+    if event_type is not None and event_type not in EVENT_TYPES:
+        return f"unknown event type {event_type!r}"
+    return None
+
+
 def delivery_filter(
     *,
     status: str | None = None,
@@ -29,10 +43,12 @@ def delivery_filter(
     def bad(name: str, msg: str) -> None:
         problems.append(FieldProblem(("query", name), msg))
 
-    if status is not None and status not in DELIVERY_STATUSES:
-        bad("status", f"must be one of {', '.join(DELIVERY_STATUSES)}")
-    if event_type is not None and event_type not in EVENT_TYPES:
-        bad("event_type", f"unknown event type {event_type!r}")
+    for name, problem in (
+        ("status", status_problem(status)),
+        ("event_type", event_type_problem(event_type)),
+    ):
+        if problem is not None:
+            bad(name, problem)
     times: dict[str, float | None] = {}
     for name, text in (("created_after", created_after), ("created_before", created_before)):
         times[name] = None

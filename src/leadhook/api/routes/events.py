@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from leadhook.api.deps import ContainerDep, Mid
+from leadhook.api.deps import ContainerDep, EventTypeQuery, Mid
 from leadhook.api.models import EventPageOut
 from leadhook.api.problems_doc import ERRORS
+from leadhook.domain.errors import ValidationError
 from leadhook.domain.events import LeadEvent
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=ERRORS)
@@ -21,11 +22,18 @@ def list_events(
     mid: Mid,
     c: ContainerDep,
     after: str | None = None,
-    event_type: str | None = None,
+    event_type: EventTypeQuery = None,
     entity_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(description="the same as `after`, as the other listings name it")
+    ] = None,
 ) -> Response:
-    """Page through the log after an `event_id`; pass `next_cursor` back as `after`."""
+    """Page through the log after an `event_id`; pass `next_cursor` back as `after` (or as
+    `cursor`, as every other listing takes it)."""
+    if cursor is not None and after is not None and cursor != after:
+        raise ValidationError.at(("query", "cursor"), "differs from `after`: send one of them")
+    after = after if after is not None else cursor
     body = c.events.list(mid, after=after, event_type=event_type, entity_id=entity_id, limit=limit)
     return Response(body, media_type=JSON)
 

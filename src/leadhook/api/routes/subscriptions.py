@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import AfterValidator
 from starlette.responses import Response
 
 from leadhook.api import bodies
 from leadhook.api import subscription_models as m
-from leadhook.api.deps import IDEMPOTENCY_HEADER, ContainerDep, IdempotentCreate, Mid
+from leadhook.api.deps import (
+    IDEMPOTENCY_HEADER,
+    ContainerDep,
+    EventTypeQuery,
+    IdempotentCreate,
+    Mid,
+    query_check,
+)
 from leadhook.api.problems_doc import ERRORS
-from leadhook.domain.events import EVENT_TYPES
-from leadhook.services.deliveries import delivery_filter
+from leadhook.domain.times import parse_rfc3339
+from leadhook.services.deliveries import delivery_filter, status_problem
 from leadhook.services.ports import DELIVERY_STATUSES as STATUSES
 
 CREATE_ONCE_HEADER = {
@@ -25,7 +33,24 @@ CREATE_ONCE_HEADER = {
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"], responses=ERRORS)
 deliveries_router = APIRouter(prefix="/v1/deliveries", tags=["subscriptions"], responses=ERRORS)
 Limit = Annotated[int, Query(ge=1, le=200)]
-Status = Literal["pending", "delivered", "failed", "dead"]
+# The filters are checked with the other parameters (a bad `limit` beside a bad `status` is
+# one 422 naming both), by the same rules `delivery_filter` applies.
+Status = Annotated[
+    str | None,
+    Query(description="the delivery's status", json_schema_extra={"enum": [*STATUSES]}),
+    AfterValidator(query_check(status_problem)),
+]
+
+
+def _time_problem(text: str) -> str | None:
+    try:
+        parse_rfc3339(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+Time = AfterValidator(query_check(_time_problem))
 
 
 @router.post(
@@ -132,23 +157,21 @@ def replay(sub_id: str, body: m.ReplayIn, mid: Mid, c: ContainerDep) -> m.Replay
 def list_all_deliveries(
     mid: Mid,
     c: ContainerDep,
-    status: Annotated[
-        str | None,
-        Query(description="the delivery's status", json_schema_extra={"enum": [*STATUSES]}),
-    ] = None,
-    event_type: Annotated[
-        str | None,
-        Query(description="one of the event types", json_schema_extra={"enum": [*EVENT_TYPES]}),
-    ] = None,
+    status: Status = None,
+    event_type: EventTypeQuery = None,
     lead_id: Annotated[
         str | None, Query(description="the lead (the events' `extra_data.entity_id`)")
     ] = None,
     subscription_id: str | None = None,
     created_after: Annotated[
-        str | None, Query(description="RFC 3339 with a time zone; deliveries created at or after")
+        str | None,
+        Query(description="RFC 3339 with a time zone; deliveries created at or after"),
+        Time,
     ] = None,
     created_before: Annotated[
-        str | None, Query(description="RFC 3339 with a time zone; deliveries created before")
+        str | None,
+        Query(description="RFC 3339 with a time zone; deliveries created before"),
+        Time,
     ] = None,
     cursor: str | None = None,
     limit: Limit = 50,
