@@ -483,3 +483,25 @@ def test_body_over_one_mebibyte_is_413_and_writes_nothing(api: Api) -> None:
         ).status_code
         == 200
     )
+
+
+def test_a_lead_carries_its_version_as_its_etag(api: Api) -> None:
+    lead = api.create_lead(fields={"name": "Ada"})
+    path = f"/v1/leads/{lead['id']}"
+    got = api.get(path)
+    assert got.status_code == 200 and got.headers["etag"] == '"1"'
+    assert api.client.head(path, headers=api.auth()).headers["etag"] == '"1"'
+    # The ETag is what If-Match takes: a stale one is refused, the current one goes through.
+    changed = api.patch(path, json={"fields": {"name": "Ada L"}}, headers={"If-Match": '"1"'})
+    assert changed.status_code == 200
+    assert_problem(
+        api.patch(path, json={"fields": {"name": "x"}}, headers={"If-Match": '"1"'}), 412
+    )
+    # A conditional GET: 304 without a body while the lead is at that version.
+    for tag in ('"2"', 'W/"2"', '"7", "2"', "*"):
+        resp = api.get(path, headers={"If-None-Match": tag})
+        assert (resp.status_code, resp.content) == (304, b""), tag
+        assert resp.headers["etag"] == '"2"'
+    fresh = api.get(path, headers={"If-None-Match": '"1"'})
+    assert fresh.status_code == 200 and fresh.json()["version"] == 2
+    assert fresh.headers["etag"] == '"2"'

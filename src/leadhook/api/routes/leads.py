@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Header, Query
 from starlette.responses import Response
 
 from leadhook.api import models as m
@@ -157,10 +157,34 @@ def list_leads(
     )
 
 
-@router.get("/{lead_id}", response_model=m.LeadOut, summary="Get a lead")
-def get_lead(lead_id: str, mid: Mid, c: ContainerDep) -> Response:
-    """Return the lead object itself."""
-    return Response(dumps(c.leads.get(mid, lead_id).to_api_json()), media_type=JSON)
+@router.get(
+    "/{lead_id}",
+    response_model=m.LeadOut,
+    summary="Get a lead",
+    responses={304: {"description": "`If-None-Match` names the lead's current version"}},
+)
+def get_lead(
+    lead_id: str,
+    mid: Mid,
+    c: ContainerDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Return the lead object itself, with its version as its `ETag` (`"3"`): what a
+    behaviour's `If-Match` takes. `If-None-Match` naming that version (or `*`) answers 304."""
+    lead = c.leads.get(mid, lead_id)
+    tag = f'"{lead.version}"'
+    if if_none_match is not None and _names(if_none_match, tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    return Response(dumps(lead.to_api_json()), media_type=JSON, headers={"ETag": tag})
+
+
+def _names(if_none_match: str, tag: str) -> bool:
+    # A list of entity tags, compared weakly (RFC 9110 13.1.2): W/"3" matches "3".
+    for item in if_none_match.split(","):
+        item = item.strip()
+        if item == "*" or item.removeprefix("W/") == tag:
+            return True
+    return False
 
 
 @router.get("/{lead_id}/timeline", response_model=m.EventPageOut, summary="A lead's events")
