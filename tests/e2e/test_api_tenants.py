@@ -89,6 +89,11 @@ BAD_TENANTS: list[tuple[dict[str, object], list[str | int] | None]] = [
     ({"mid": "x" * 65}, ["body", "mid"]),
     ({"mid": 941}, ["body", "mid"]),
     ({"mid": "ok", "timezone": "Mars/Olympus"}, ["body", "timezone"]),
+    # Empty is not "the default"; the database's files that are not zones are not names.
+    ({"mid": "ok", "timezone": ""}, ["body", "timezone"]),
+    ({"mid": "ok", "timezone": "localtime"}, ["body", "timezone"]),
+    ({"mid": "ok", "timezone": "Factory"}, ["body", "timezone"]),
+    ({"mid": "ok", "name": "n" * 201}, ["body", "name"]),
     ({"mid": "ok", "object_id": "a b"}, ["body", "object_id"]),
     ({"mid": "ok", "name": ""}, ["body", "name"]),
     ({"mid": "ok", "surprise": 1}, ["body", "surprise"]),
@@ -99,6 +104,8 @@ def test_create_tenant_refuses_bad_input(api: Api) -> None:
     for body, loc in BAD_TENANTS:
         problem = assert_problem(api.client.post("/v1/tenants", json=body, headers=ADMIN), 422, loc)
         assert problem["errors"], body
+        if body.get("name"):
+            assert "at most 200 characters" in problem["errors"][0]["msg"]
     bad_json = {**ADMIN, "content-type": "application/json"}
     assert_problem(api.client.post("/v1/tenants", content=b"{", headers=bad_json), 400)
     assert api.client.get("/v1/tenants/ok", headers=ADMIN).status_code == 404

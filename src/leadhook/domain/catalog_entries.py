@@ -145,9 +145,14 @@ def _field(code: str, label: str, body: Mapping[str, Any]) -> FieldDef:
 MAX_TIMEZONE = 64
 
 
+# Files of the time zone database that are not zones: `localtime` is whatever the host's
+# /etc/localtime is (a tenant's day would move with the machine), `Factory` a placeholder.
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 @functools.cache
 def _known_timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
 
 
 def validate_timezone(tz: str) -> str:

@@ -76,10 +76,13 @@ class TenantService:
             raise ValidationError.at(("body", "mid"), "is required and must be a string")
         with _located("body"):
             validate_key(mid, "mid")
-        tz = validate_timezone(timezone or DEFAULT_TIMEZONE)
+        # Omitted is the default; an empty name is a bad one, not the default.
+        tz = validate_timezone(DEFAULT_TIMEZONE if timezone is None else timezone)
         for field, value in (("name", name), ("object_id", object_id)):
             if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 200):
-                raise ValidationError.at(("body", field), "must be a non-empty string")
+                raise ValidationError.at(
+                    ("body", field), "must be a non-empty string of at most 200 characters"
+                )
         if object_id is not None:
             with _located("body"):
                 validate_key(object_id, "object_id")
