@@ -258,7 +258,8 @@ def test_binding_an_account_already_bound_to_another_member_is_409(api: Api) -> 
     problem = assert_problem(resp, 409)
     assert "already bound to member 'm1'" in problem["detail"]
     assert api.get("/v1/catalog").json() == before
-    for bad in (0, -3, "17", True):
+    # Past 2**53 - 1 no behaviour's operator_id can name the member (a behaviour refuses it).
+    for bad in (0, -3, "17", True, 2**53, 99999999999999999999999):
         resp = api.put("/v1/catalog/members/m2", json={"name": "李四", "operator_id": bad})
         assert_problem(resp, 422, ["body", "operator_id"])
 

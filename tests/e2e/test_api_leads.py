@@ -293,6 +293,18 @@ BAD_INPUT: list[tuple[str, str, Any, list[str | int]]] = [
         {"notes": "x", "operator": {"operator_type": 3}},
         ["body", "operator", "operator_type"],
     ),
+    (
+        "POST",
+        "/notes",
+        {"notes": "x", "operator": {"operator_type": True}},  # True == 1 to a Literal
+        ["body", "operator", "operator_type"],
+    ),
+    (
+        "POST",
+        "/notes",
+        {"notes": "x", "operator": {"operator_type": 1.0}},
+        ["body", "operator", "operator_type"],
+    ),
     ("POST", "/notes", {"notes": "x", "operator": {"who": 1}}, ["body", "operator", "who"]),
     (
         "POST",

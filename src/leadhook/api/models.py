@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from leadhook.domain.events import LeadEvent
 
@@ -29,10 +30,17 @@ OPERATOR_CODE = 64
 OPERATOR_TEXT = 200
 
 
+def _an_int_exactly(value: Any) -> Any:
+    # True == 1 and 1.0 == 1 to a Literal's membership test: both passed as operator_type 1.
+    if type(value) is not int:
+        raise PydanticCustomError("literal_error", "must be 0 (system), 1 (user) or 2 (member)")
+    return value
+
+
 class OperatorIn(_In):
     """Who performs the behaviour; omitted means the system (operator_type 0)."""
 
-    operator_type: Literal[0, 1, 2] = 0
+    operator_type: Annotated[Literal[0, 1, 2], BeforeValidator(_an_int_exactly)] = 0
     operator_id: int = Field(0, ge=0, le=2**53 - 1)
     # Codes of an open vocabulary (`pc` and `mobile` are examples of an environment): up to
     # OPERATOR_CODE characters, kept as given; ids and names up to OPERATOR_TEXT. Every

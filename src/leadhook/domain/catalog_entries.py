@@ -21,6 +21,7 @@ from leadhook.domain.catalog import (
     validate_key,
 )
 from leadhook.domain.errors import ConflictError, ValidationError
+from leadhook.domain.operator import MAX_OPERATOR_ID
 from leadhook.domain.pools import parse_pool, pool_from_json, pool_keys, pool_to_json
 
 _ALLOWED_KEYS: Mapping[str, frozenset[str]] = {
@@ -103,9 +104,11 @@ def _operator_binding(catalog: Catalog, key: str, body: Mapping[str, Any]) -> in
     operator_id = body.get("operator_id")
     if operator_id is None:
         return None
-    if type(operator_id) is not int or operator_id <= 0:
+    # The bound a behaviour's operator_id has: a member bound past it could never be named.
+    if type(operator_id) is not int or not 0 < operator_id <= MAX_OPERATOR_ID:
         raise ValidationError.at(
-            ("body", "operator_id"), "must be a positive integer (a back-office account id)"
+            ("body", "operator_id"),
+            f"must be a positive integer of at most {MAX_OPERATOR_ID} (a back-office account id)",
         )
     bound = catalog.member_bound_to(operator_id)
     if bound is not None and bound.id != key:
