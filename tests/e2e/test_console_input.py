@@ -121,3 +121,15 @@ def test_a_refused_address_names_the_field_as_the_page_has_it(api: Api) -> None:
     assert resp.status_code == 400 and resp.headers["content-type"].startswith("text/html")
     assert "p: Input should be greater than or equal to 1" in resp.text
     assert "query.p" not in resp.text
+
+
+def test_a_replay_without_a_time_says_to_choose_one(api: Api) -> None:
+    token = _sign_in(api)
+    sub = api.post(
+        "/v1/subscriptions", json={"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
+    ).json()
+    resp = api.client.post(
+        f"/console/subscriptions/{sub['id']}/replay", data={"csrf_token": token, "since": ""}
+    )
+    assert resp.status_code == 422 and "choose the time from which to replay" in resp.text
+    assert "unix seconds" not in resp.text

@@ -45,13 +45,14 @@ def rfc3339_or_none(seconds: float | None) -> str | None:
     return None if seconds is None else rfc3339(seconds)
 
 
-def parse_rfc3339(text: str) -> float:
-    """Parse an RFC 3339 date-time with its offset into unix seconds; ValueError otherwise."""
+def parse_rfc3339(text: str, *, in_query: bool = True) -> float:
+    """Parse an RFC 3339 date-time with its offset into unix seconds; ValueError otherwise.
+
+    `in_query`: the text came in a query string, where a `+` reads as a space (the error
+    says so); False for a value of a JSON body."""
     if not _DATE_TIME.fullmatch(text):
-        raise ValueError(
-            f"must be an RFC 3339 date-time with a time zone, e.g. {EXAMPLE}"
-            " (send a `+` offset as %2B in a query string)"
-        )
+        hint = " (send a `+` offset as %2B in a query string)" if in_query else ""
+        raise ValueError(f"must be an RFC 3339 date-time with a time zone, e.g. {EXAMPLE}{hint}")
     normal = text.upper().replace(" ", "T", 1)
     # fromisoformat takes at most 6 fractional digits: finer ones cannot matter here.
     normal = re.sub(r"(\.\d{6})\d+", r"\1", normal)

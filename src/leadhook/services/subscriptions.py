@@ -351,9 +351,11 @@ class SubscriptionService:
         """
         if isinstance(since, str):
             try:
-                since = parse_rfc3339(since)
+                since = parse_rfc3339(since, in_query=False)
             except ValueError as exc:
                 raise _bad("since", str(exc)) from None
+            if since < 0:
+                raise _bad("since", "is before 1970-01-01T00:00:00Z, unix time 0")
         ok = isinstance(since, int | float) and not isinstance(since, bool)
         if not ok or not math.isfinite(since) or since < 0:
             raise _bad("since", "must be unix seconds (a number >= 0)")

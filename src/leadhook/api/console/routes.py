@@ -34,6 +34,7 @@ from leadhook.domain.errors import (
     LeadhookError,
     NotFoundError,
     UnauthorizedError,
+    ValidationError,
 )
 from leadhook.services.console import (
     DeliveryQuery,
@@ -393,9 +394,9 @@ def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> R
     catalog = page.container.console.catalog(mid)
     try:
         at = parse_local(catalog, since)
-        replayed = page.container.subscriptions.replay(
-            mid, sub_id, at if at is not None else -1, status or None
-        )
+        if at is None:
+            raise ValidationError.at(("since",), "choose the time from which to replay")
+        replayed = page.container.subscriptions.replay(mid, sub_id, at, status or None)
     except LeadhookError as exc:
         if error_status(exc) == 404:
             raise
