@@ -149,6 +149,24 @@ def test_tenants_and_keys_without_http(tmp_path: Path) -> None:
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
+def test_a_command_on_what_a_database_holds_makes_no_database(tmp_path: Path) -> None:
+    # A mistyped path made a new, migrated database and its key file, then said "tenant not
+    # found": the typo hidden, the stray files left.
+    missing = tmp_path / "typo" / "cli.db"
+    db = ["--database-url", f"sqlite:///{missing}"]
+    for args in (
+        ("tenants", "keys", "list", "acme"),
+        ("tenants", "keys", "issue", "acme"),
+        ("tenants", "keys", "revoke", "acme", "k1"),
+        ("forget-secret-key", "--yes"),
+    ):
+        result = run(*args, *db, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert f"no database at {missing}" in result.stderr, args
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "typo").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [

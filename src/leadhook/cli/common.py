@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -64,6 +65,26 @@ def load_settings(**overrides: Any) -> Settings:
     problem = url_problem(settings.database_url)
     if problem is not None:
         fail(problem, 2)
+    return settings
+
+
+def existing_database(settings: Settings) -> Settings:
+    """Exit 2 when the settings name a SQLite file that does not exist.
+
+    A command that reads or changes what a database holds (a tenant's keys, the secret key's
+    recovery) must not make a new, empty one, and its key file, from a mistyped path: it then
+    said the tenant was not found, and left the stray files behind.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    path = url.database
+    if url.get_backend_name() == "sqlite" and path and not Path(path).expanduser().exists():
+        fail(
+            f"no database at {path}: check --database-url or LEADHOOK_DATABASE_URL"
+            " (`leadhook serve` or `leadhook tenants create` makes a new one)",
+            2,
+        )
     return settings
 
 

@@ -10,6 +10,7 @@ from leadhook.cli.common import (
     console,
     database_errors,
     display_url,
+    existing_database,
     fail,
     load_settings,
 )
@@ -37,7 +38,7 @@ def forget_secret_key(
     """
     from leadhook.bootstrap import forget_lost_key
 
-    settings = load_settings(database_url=database_url)
+    settings = existing_database(load_settings(database_url=database_url))
     where = display_url(settings.database_url)
     if not yes:
         fail(

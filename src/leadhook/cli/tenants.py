@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from leadhook.cli.common import AsJson, DatabaseUrl, console, load_settings, opened
+from leadhook.cli.common import (
+    AsJson,
+    DatabaseUrl,
+    console,
+    existing_database,
+    load_settings,
+    opened,
+)
 
 tenants_app = typer.Typer(help="Create tenants and manage their API keys, without HTTP calls.")
 keys_app = typer.Typer(help="List, issue and revoke a tenant's API keys.")
@@ -65,7 +72,7 @@ def keys_list(
     """List a tenant's keys: id, prefix, created, revoked (never the keys themselves)."""
     from leadhook.api import bodies
 
-    with opened(load_settings(database_url=database_url)) as container:
+    with opened(existing_database(load_settings(database_url=database_url))) as container:
         keys = bodies.keys(container.tenants.list_keys(mid)).model_dump()["data"]
     if as_json:
         console.print_json(json.dumps({"data": keys}))
@@ -94,7 +101,7 @@ def keys_issue(
     """Issue another API key for a tenant (shown once)."""
     from leadhook.api import bodies
 
-    with opened(load_settings(database_url=database_url)) as container:
+    with opened(existing_database(load_settings(database_url=database_url))) as container:
         key = bodies.new_key(container.tenants.issue_key(mid)).model_dump()
     if as_json:
         console.print_json(json.dumps(key))
@@ -109,6 +116,6 @@ def keys_revoke(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a key: requests with it answer 401 from now on."""
-    with opened(load_settings(database_url=database_url)) as container:
+    with opened(existing_database(load_settings(database_url=database_url))) as container:
         container.tenants.revoke_key(mid, key_id)
     console.print(f"Key {key_id} of {mid} revoked.")
