@@ -276,6 +276,13 @@ def test_subscription_crud_and_validation(stack: Stack) -> None:
     for body in ({"event_types": ["nope"]}, {"url": "ftp://x"}, {"max_in_flight": "3"}):
         resp = stack.call("PATCH", f"/v1/subscriptions/{sid}", json={"description": "x", **body})
         assert resp.status_code == 422, resp.text
+    # Every problem of a PATCH's body at once: a null where only rate_limit_per_s takes one.
+    resp = stack.call(
+        "PATCH", f"/v1/subscriptions/{sid}", json={"url": None, "enabled": None, "zzz": 1}
+    )
+    assert resp.status_code == 422, resp.text
+    locs = sorted(e["loc"] for e in resp.json()["errors"])
+    assert locs == [["body", "enabled"], ["body", "url"], ["body", "zzz"]], resp.json()
     unchanged = stack.call("GET", f"/v1/subscriptions/{sid}").json()
     assert unchanged == {k: v for k, v in created.items() if k != "secret"}
     resp = stack.call(

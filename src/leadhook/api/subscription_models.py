@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 
@@ -60,6 +67,15 @@ class SubscriptionPatch(_In):
     )
     max_in_flight: int | None = Field(None, ge=1, le=MAX_IN_FLIGHT_LIMIT)
     rate_limit_per_s: float | None = Field(None, gt=0, le=MAX_RATE)
+
+    @field_validator("url", "event_types", "description", "enabled", "max_in_flight", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Checked with the rest of the body (every problem listed at once), not by the service
+        # after it: only `rate_limit_per_s` has a meaning for null.
+        if value is None:
+            raise PydanticCustomError("not_null", "may be left out, not null")
+        return value
 
 
 def _one_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:

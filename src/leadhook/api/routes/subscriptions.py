@@ -91,7 +91,8 @@ def update_subscription(
     sub_id: str, body: m.SubscriptionPatch, mid: Mid, c: ContainerDep
 ) -> m.SubscriptionOut:
     """Change the fields sent; invalid input changes nothing. Re-enabling lets the deliveries
-    still pending flow again; events of the disabled period are not queued (use replay)."""
+    still pending flow again; events of the disabled period are not queued (read them from
+    `GET /v1/events`: a replay re-sends only deliveries that exist)."""
     sub = c.subscriptions.update(mid, sub_id, body.model_dump(exclude_unset=True))
     return bodies.subscription(sub, c.clock())
 
