@@ -249,10 +249,6 @@ BAD_INPUT: list[tuple[str, str, Any, list[str | int]]] = [
     ("PATCH", "", {"fields": {"business_type": None}}, ["body", "fields", "business_type"]),
     ("PATCH", "", {"fields": {"grade": "z"}}, ["body", "fields", "grade"]),
     ("PATCH", "", {"fields": {"budget": "many"}}, ["body", "fields", "budget"]),
-    # Past 2**53 a number has already changed as it was read (…993.0 is …992.0): refused as
-    # an integer past it is, whatever its notation.
-    ("PATCH", "", {"fields": {"budget": 9007199254740993.0}}, ["body", "fields", "budget"]),
-    ("PATCH", "", {"fields": {"budget": -1.7976931348623157e308}}, ["body", "fields", "budget"]),
     ("PATCH", "", {"fields": {"budget": 2**53}}, ["body", "fields", "budget"]),
     ("PATCH", "", {"fields": {"name": 5}}, ["body", "fields", "name"]),
     ("PATCH", "", {}, ["body", "fields"]),

@@ -205,11 +205,11 @@ REFUSALS: list[tuple[str, Call, tuple[str | int, ...], str]] = [
     ("void reason not text", lambda c: b.void(c, LEAD, 5),
      ("body", "reason"), "must be a string of at most 10000 characters"),
     ("relation name", lambda c: b.relate(c, LEAD, "acc ount", "A1"),
-     ("body", "target_object_name"), "must be 1-64 letters, digits, '_' or '-'"),
+     ("body", "target_object_name"), "must be 1-64 ASCII letters, digits, '_' or '-'"),
     ("relation entity", lambda c: b.relate(c, LEAD, "account", ""),
-     ("body", "target_entity_id"), "must be 1-64 letters, digits, '_' or '-'"),
+     ("body", "target_entity_id"), "must be 1-64 ASCII letters, digits, '_' or '-'"),
     ("relation object id", lambda c: b.relate(c, LEAD, "account", "A1", 57),
-     ("body", "target_object_id"), "must be 1-64 letters, digits, '_' or '-'"),
+     ("body", "target_object_id"), "must be 1-64 ASCII letters, digits, '_' or '-'"),
     # scene_type and owner per scene
     *[
         (f"scene_type {scene!r}", (lambda s: lambda c: b.change_owner(c, LEAD, ALICE, s))(scene),
@@ -673,7 +673,7 @@ def test_custom_fields_at_creation_and_custom_source_fields() -> None:
         ("fields", "to_mql_timestamp", {"name": "t"}, ("key",),
          "'to_mql_timestamp' is a built-in field and cannot be redefined"),
         ("members", "a b", {"name": "x"}, ("key",),
-         "must be 1-64 characters of letters, digits, '_' and '-'"),
+         "must be 1-64 characters of ASCII letters, digits, '_' and '-'"),
         ("members", "M1", {"name": "x", "role": "admin"}, ("body", "role"),
          "unknown key for members"),
         ("members", "M1", {}, ("body", "name"), "is required"),

@@ -24,7 +24,7 @@ tenants_app.add_typer(keys_app, name="keys", no_args_is_help=True)
 
 @tenants_app.command("create")
 def tenants_create(
-    mid: Annotated[str, typer.Argument(help="The tenant id (1-64 letters, digits, _ or -).")],
+    mid: Annotated[str, typer.Argument(help="The tenant id (1-64 ASCII letters, digits, _ or -).")],
     name: Annotated[str | None, typer.Option(help="Display name (default: the mid).")] = None,
     timezone: Annotated[
         str | None, typer.Option(help="IANA time zone (default: Asia/Shanghai).")

@@ -435,12 +435,14 @@ def relate(
         ("target_entity_id", target_entity_id),
     ):
         if not isinstance(value, str) or not KEY_PATTERN.match(value):
-            raise ValidationError.at(("body", key), "must be 1-64 letters, digits, '_' or '-'")
+            raise ValidationError.at(
+                ("body", key), "must be 1-64 ASCII letters, digits, '_' or '-'"
+            )
     if target_object_id is not None and (
         not isinstance(target_object_id, str) or not KEY_PATTERN.match(target_object_id)
     ):
         raise ValidationError.at(
-            ("body", "target_object_id"), "must be 1-64 letters, digits, '_' or '-'"
+            ("body", "target_object_id"), "must be 1-64 ASCII letters, digits, '_' or '-'"
         )
     object_id = target_object_id or ctx.catalog.related_object_id(target_object_name)
     relation = Relation(target_object_name, target_entity_id, object_id)

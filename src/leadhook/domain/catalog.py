@@ -192,7 +192,9 @@ _BUILTIN_POSITION: Mapping[str, int] = {code: i for i, code in enumerate(BUILTIN
 def validate_key(key: str, what: str = "key") -> str:
     """Check a tenant-supplied id: 1–64 letters, digits, `_` or `-`."""
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
-        raise ValidationError.at((what,), "must be 1-64 characters of letters, digits, '_' and '-'")
+        raise ValidationError.at(
+            (what,), "must be 1-64 characters of ASCII letters, digits, '_' and '-'"
+        )
     return key
 
 

@@ -53,13 +53,11 @@ def coerce(catalog: Catalog, fdef: FieldDef, value: Any, loc: tuple[str | int, .
             raise ValidationError.at(loc, "must be a number")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValidationError.at(loc, "must be a finite number")
-        if abs(value) > MAX_SAFE_INTEGER:
+        if isinstance(value, int) and abs(value) > MAX_SAFE_INTEGER:
             # Subscribers parse numbers as int64 or double: a 4,000-digit integer (or one
-            # just past 2**53) would fail or silently change in their hands. A number with a
-            # fraction or an exponent past it has already changed: 9007199254740993.0 reads
-            # as ...992.0, and 1e308 would be shown as 309 digits.
+            # just past 2**53) would fail or silently change in their hands.
             raise ValidationError.at(
-                loc, f"numbers must be between -{MAX_SAFE_INTEGER} and {MAX_SAFE_INTEGER}"
+                loc, f"integers must be between -{MAX_SAFE_INTEGER} and {MAX_SAFE_INTEGER}"
             )
         return value
     if fdef.type == "image" and isinstance(value, list):
