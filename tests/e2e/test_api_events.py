@@ -141,6 +141,9 @@ def test_next_cursor_pages_the_log_as_cursor_too(api: Api) -> None:
     assert by_cursor == by_after and by_cursor["data"] != first["data"]
     both = {"after": first["next_cursor"], "cursor": by_after["next_cursor"]}
     assert_problem(api.get("/v1/events", params=both), 422, ["query", "cursor"])
+    # An unknown one is named as it was sent.
+    unknown = assert_problem(api.get("/v1/events", params={"cursor": "nope"}), 400)
+    assert unknown["detail"].startswith("cursor='nope'"), unknown
 
 
 def test_a_bad_filter_is_listed_beside_a_bad_limit(api: Api) -> None:

@@ -75,6 +75,28 @@ def test_openapi_webhooks_show_what_event_types_serve(api: Api) -> None:
     assert "/v1/deliveries/{delivery_id}/attempts" in doc["paths"]
 
 
+def test_openapi_describes_the_filters_and_what_a_patch_takes(api: Api) -> None:
+    doc = api.client.get("/openapi.json").json()
+
+    def param(path: str, name: str) -> dict[str, Any]:
+        params = doc["paths"][path]["get"]["parameters"]
+        found: dict[str, Any] = next(p for p in params if p["name"] == name)
+        return found
+
+    for path in ("/v1/deliveries", "/v1/subscriptions/{sub_id}/deliveries"):
+        status = param(path, "status")
+        assert status["description"] == "the delivery's status", path
+        (enum,) = [s for s in status["schema"]["anyOf"] if "enum" in s]
+        assert enum == {"type": "string", "enum": ["pending", "delivered", "failed", "dead"]}
+    (types,) = [s for s in param("/v1/events", "event_type")["schema"]["anyOf"] if "enum" in s]
+    assert len(types["enum"]) == 13
+    ref = doc["paths"]["/v1/subscriptions/{sub_id}"]["patch"]["requestBody"]["content"]
+    name = ref["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    props = doc["components"]["schemas"][name]["properties"]
+    assert props["url"]["type"] == "string" and "anyOf" not in props["url"]  # never null
+    assert {"type": "null"} in props["rate_limit_per_s"]["anyOf"]  # null lifts the limit
+
+
 # ---- deliveries across subscriptions --------------------------------------------------------
 
 

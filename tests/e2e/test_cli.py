@@ -165,6 +165,21 @@ def test_a_command_on_what_a_database_holds_makes_no_database(tmp_path: Path) ->
         assert f"no database at {missing}" in result.stderr, args
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "typo").exists()
+    # A URI filename names the same file: found when it is there, refused when it is not.
+    # (A URI filename has no key file beside it: the key comes from the environment.)
+    from leadhook.adapters.secretbox import generate_key
+
+    env = clean_env(LEADHOOK_SECRET_KEY=generate_key())
+    real = tmp_path / "uri.db"
+    url = f"sqlite:///{real}"
+    made = run("tenants", "create", "acme", "--database-url", url, cwd=tmp_path, env=env)
+    assert made.returncode == 0, made.stderr
+    for target, code in ((real, 0), (missing, 2)):
+        url = f"sqlite:///file:{target}?uri=true"
+        listed = run(
+            "tenants", "keys", "list", "acme", "--database-url", url, cwd=tmp_path, env=env
+        )
+        assert listed.returncode == code, (target, listed.stdout, listed.stderr)
 
 
 @pytest.mark.parametrize(

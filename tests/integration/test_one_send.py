@@ -241,7 +241,7 @@ def test_a_request_that_is_not_http_is_refused_as_problem_json() -> None:
             problem = json.loads(body)
             assert problem["type"] == "https://leadhook.dev/problems/bad-request"
             assert (problem["title"], problem["status"]) == ("Bad request", 400)
-            assert "not valid HTTP/1.1" in problem["detail"]
+            assert "could not be read as HTTP/1.1" in problem["detail"]
             writer.close()
         # The server still answers a good request afterwards.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

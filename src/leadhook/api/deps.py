@@ -5,11 +5,11 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from leadhook.api.problems import JSON_MEDIA_TYPE
@@ -48,10 +48,16 @@ def query_check(problem: Callable[[Any], str | None]) -> Callable[[Any], Any]:
     return check
 
 
+def optional_enum(values: Iterable[str]) -> WithJsonSchema:
+    """The schema of an optional query parameter taking one of `values`."""
+    return WithJsonSchema({"anyOf": [{"type": "string", "enum": [*values]}, {"type": "null"}]})
+
+
 EventTypeQuery = Annotated[
     str | None,
-    Query(description="one of the event types", json_schema_extra={"enum": [*EVENT_TYPES]}),
+    Query(description="one of the event types"),
     AfterValidator(query_check(event_type_problem)),
+    optional_enum(EVENT_TYPES),
 ]
 """An `event_type` filter, checked with the other parameters."""
 

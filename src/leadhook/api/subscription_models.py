@@ -56,8 +56,23 @@ class SubscriptionIn(_In):
     )
 
 
+_NOT_NULL = ("url", "event_types", "description", "enabled", "max_in_flight")
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    # The fields of _NOT_NULL may be left out, not sent as null: the schema says so too.
+    for name in _NOT_NULL:
+        prop = schema["properties"][name]
+        kept = [s for s in prop.pop("anyOf", []) if s.get("type") != "null"]
+        if len(kept) == 1:
+            prop.update(kept[0])
+        prop.pop("default", None)
+
+
 class SubscriptionPatch(_In):
     """The fields to change; absent fields keep their value (`rate_limit_per_s: null` lifts it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_without_null)
 
     url: str | None = Field(None, max_length=2048)
     event_types: list[str] | None = Field(None, min_length=1)
@@ -68,7 +83,7 @@ class SubscriptionPatch(_In):
     max_in_flight: int | None = Field(None, ge=1, le=MAX_IN_FLIGHT_LIMIT)
     rate_limit_per_s: float | None = Field(None, gt=0, le=MAX_RATE)
 
-    @field_validator("url", "event_types", "description", "enabled", "max_in_flight", mode="before")
+    @field_validator(*_NOT_NULL, mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Checked with the rest of the body (every problem listed at once), not by the service

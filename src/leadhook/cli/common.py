@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -79,6 +80,8 @@ def existing_database(settings: Settings) -> Settings:
 
     url = make_url(settings.database_url)
     path = url.database
+    if path and path.startswith("file:"):  # a URI filename (sqlite:///file:PATH?uri=true)
+        path = urlsplit(path).path
     if url.get_backend_name() == "sqlite" and path and not Path(path).expanduser().exists():
         fail(
             f"no database at {path}: check --database-url or LEADHOOK_DATABASE_URL"

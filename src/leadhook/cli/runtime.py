@@ -122,8 +122,8 @@ class _OneSend:
 
 _JOIN_MAX = 64 * 1024
 _UNPARSABLE = (
-    "the request is not valid HTTP/1.1 (a control character or a space where a header's name "
-    "or value may not have one, or a malformed request line); the connection is closed"
+    "the request could not be read as HTTP/1.1 (its request line, a header, or its body's "
+    "framing); the connection is closed"
 )
 
 

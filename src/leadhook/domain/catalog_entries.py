@@ -64,13 +64,6 @@ def upsert_entry(catalog: Catalog, kind: str, key: str, body: Mapping[str, Any])
         default = body.get("default", False)
         if not isinstance(default, bool):
             raise ValidationError.at(("body", "default"), "must be a boolean")
-        if "default" in body and not default and catalog.default_business_type == key:
-            # The tenant always has a default: false here would be taken and do nothing.
-            raise ValidationError.at(
-                ("body", "default"),
-                "this is the default business type: make another one the default instead"
-                " (PUT it with default: true)",
-            )
         types = {**catalog.business_types, key: Entry(key, name)}
         chosen = key if default else catalog.default_business_type
         return replace(catalog, business_types=types, default_business_type=chosen)

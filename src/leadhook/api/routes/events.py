@@ -10,7 +10,7 @@ from starlette.responses import Response
 from leadhook.api.deps import ContainerDep, EventTypeQuery, Mid
 from leadhook.api.models import EventPageOut
 from leadhook.api.problems_doc import ERRORS
-from leadhook.domain.errors import ValidationError
+from leadhook.domain.errors import BadRequestError, ValidationError
 from leadhook.domain.events import LeadEvent
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=ERRORS)
@@ -33,7 +33,14 @@ def list_events(
     `cursor`, as every other listing takes it)."""
     if cursor is not None and after is not None and cursor != after:
         raise ValidationError.at(("query", "cursor"), "differs from `after`: send one of them")
-    after = after if after is not None else cursor
+    if after is None and cursor is not None:
+        try:
+            body = c.events.list(
+                mid, after=cursor, event_type=event_type, entity_id=entity_id, limit=limit
+            )
+        except BadRequestError as exc:  # it names the parameter the client sent
+            raise BadRequestError(exc.detail.replace("after=", "cursor=", 1)) from None
+        return Response(body, media_type=JSON)
     body = c.events.list(mid, after=after, event_type=event_type, entity_id=entity_id, limit=limit)
     return Response(body, media_type=JSON)
 

@@ -16,6 +16,7 @@ from leadhook.api.deps import (
     EventTypeQuery,
     IdempotentCreate,
     Mid,
+    optional_enum,
     query_check,
 )
 from leadhook.api.problems_doc import ERRORS
@@ -37,8 +38,9 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 # one 422 naming both), by the same rules `delivery_filter` applies.
 Status = Annotated[
     str | None,
-    Query(description="the delivery's status", json_schema_extra={"enum": [*STATUSES]}),
+    Query(description="the delivery's status"),
     AfterValidator(query_check(status_problem)),
+    optional_enum(STATUSES),
 ]
 
 
@@ -135,7 +137,7 @@ def list_deliveries(
     sub_id: str,
     mid: Mid,
     c: ContainerDep,
-    status: Status | None = None,
+    status: Status = None,
     cursor: str | None = None,
     limit: Limit = 50,
 ) -> m.DeliveryPageOut:
