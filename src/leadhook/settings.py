@@ -96,6 +96,7 @@ def _count(name: str, value: str | None, default: int, most: int) -> int:
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_LONGEST = 36500 * 86400.0  # a duration's bound: 100 years
 
 
 def _duration(name: str, value: str | None, default: float | None) -> float | None:
@@ -116,6 +117,10 @@ def _duration(name: str, value: str | None, default: float | None) -> float | No
         ) from exc
     if not math.isfinite(seconds) or seconds < 0:
         raise SettingsError(f"{name} must be a positive duration or off, not {value!r}")
+    if seconds > _LONGEST:
+        # A cut-off that far back is no time the database can store (1e15d overflowed
+        # SQLite's integers at every purge, after a clean start): say so at the start.
+        raise SettingsError(f"{name} must be at most 36500d (100 years), or off; not {value!r}")
     # Zero in any unit is `0`: keep forever. (0s once meant "purge at once", so an operator
     # writing 0d for "off" lost the log within a minute.)
     return seconds or None

@@ -165,6 +165,12 @@ def test_a_command_on_what_a_database_holds_makes_no_database(tmp_path: Path) ->
         assert f"no database at {missing}" in result.stderr, args
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "typo").exists()
+    # A folder that cannot be made is one line and exit 2, for the commands that make one too.
+    for args in (("tenants", "create", "acme"), ("worker",)):
+        made = run(*args, "--database-url", "sqlite:////proc/nope/x.db", cwd=tmp_path)
+        assert made.returncode == 2, (args, made.stderr)
+        assert "cannot open sqlite:////proc/nope/x.db" in made.stderr
+        assert "Traceback" not in made.stderr
     # A URI filename names the same file: found when it is there, refused when it is not.
     # (A URI filename has no key file beside it: the key comes from the environment.)
     from leadhook.adapters.secretbox import generate_key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import threading
 import time
@@ -319,7 +320,9 @@ async def test_rate_limit_spaces_the_attempts() -> None:
         assert len(in_window) <= 20 + 2
 
 
-async def test_decisions_failed_dead_retry_after_and_410() -> None:
+async def test_decisions_failed_dead_retry_after_and_410(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="leadhook.dispatcher")
+
     async def answer(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         if "gone" in url:
             return http(410, 1.0, body="bye")
@@ -359,6 +362,19 @@ async def test_decisions_failed_dead_retry_after_and_410() -> None:
     assert sorted(r.status for r in rows("gone")) == ["dead", "pending"]
     assert sum(url == "http://gone.test/hook" for _, url, _, _ in sender.sent) == 1
     assert dispatcher.stats.disabled == 1
+    # A delivery given up is a warning naming its tenant and subscription (an operator's
+    # way back to it); a retry is information; the disable is a warning of its own.
+    records = [r for r in caplog.records if r.name == "leadhook.dispatcher"]
+    dead = [r for r in records if r.getMessage() == "delivery given up: dead"]
+    assert {(r.levelno, r.subscription_id, r.mid) for r in dead} == {  # type: ignore[attr-defined]
+        (logging.WARNING, s.id, queue.row(seqs[s.id][0]).mid) for s in (down, gone)
+    }
+    retried = [r for r in records if r.getMessage() == "delivery attempt failed"]
+    assert retried and all(r.levelno == logging.INFO for r in retried)
+    disabling = [r for r in records if r.getMessage() == "disabling the subscription"]
+    assert [(r.levelno, r.subscription_id) for r in disabling] == [  # type: ignore[attr-defined]
+        (logging.WARNING, gone.id)
+    ]
 
 
 async def test_an_endpoint_failing_for_days_is_auto_disabled() -> None:

@@ -34,10 +34,18 @@ def test_durations_from_the_environment() -> None:
         assert policy.event_retention is None, zero
 
 
-@pytest.mark.parametrize("bad", ["soon", "-1d", "1w", "nan", "inf"])
+@pytest.mark.parametrize("bad", ["soon", "-1d", "1w", "nan", "inf", "1e15d", "36501d"])
 def test_nonsense_durations_are_refused_by_name(bad: str) -> None:
+    # 1e15d passed and then overflowed SQLite's integers at every purge.
     with pytest.raises(SettingsError, match="LEADHOOK_DELIVERY_RETENTION"):
         Settings.from_env({"LEADHOOK_DELIVERY_RETENTION": bad})
+    with pytest.raises(SettingsError, match="LEADHOOK_EVENT_RETENTION"):
+        Settings.from_env({"LEADHOOK_EVENT_RETENTION": bad})
+
+
+def test_the_longest_duration_is_a_hundred_years() -> None:
+    policy = Settings.from_env({"LEADHOOK_EVENT_RETENTION": "36500d"}).retention
+    assert policy.event_retention == 36500 * 86400
 
 
 class FakeStore:

@@ -111,6 +111,8 @@ def database_errors(url: str) -> Iterator[None]:
         yield
     except SQLAlchemyError as exc:
         fail(f"cannot open {display_url(url)}: {exc.__class__.__name__}: {exc}")
+    except OSError as exc:  # the SQLite file's folder cannot be made, or the file opened
+        fail(f"cannot open {display_url(url)}: {exc.strerror or exc}: {exc.filename or ''}", 2)
     except (SecretKeyError, SchemaMismatchError) as exc:
         fail(str(exc), 2)
 

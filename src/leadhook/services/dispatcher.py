@@ -760,9 +760,26 @@ class Dispatcher:
         if disable is not None and not lane.gone:
             lane.gone = True  # stop sending its waiting jobs; they stay pending for a re-enable
             self._drop_waiting(lane)
-        log.info(
-            "delivery attempt failed",
-            extra={"delivery_id": job.id, "status": status, "reason": decision.reason},
+            log.warning(
+                "disabling the subscription",
+                extra={"mid": job.mid, "subscription_id": job.subscription_id,
+                       "reason": disable.reason},
+            )  # fmt: skip
+        # Each line names the tenant and the subscription: an operator can find the delivery
+        # (GET /v1/deliveries/{id} with one of the tenant's keys) from the log alone. A
+        # delivery given up (dead) is a warning: no further attempt will be made.
+        log.log(
+            logging.INFO if status == FAILED else logging.WARNING,
+            "delivery attempt failed" if status == FAILED else "delivery given up: dead",
+            extra={
+                "delivery_id": job.id,
+                "mid": job.mid,
+                "subscription_id": job.subscription_id,
+                "event_id": job.event_id,
+                "attempt": job.attempt_count + 1,
+                "status": status,
+                "reason": decision.reason,
+            },
         )
         return Verdict(job, attempt, status, decision.next_attempt_at, decision.reason, disable)
 
