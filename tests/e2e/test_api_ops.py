@@ -246,3 +246,45 @@ def test_text_that_is_not_unicode_is_422_not_500(api: Api) -> None:
         "/v1/leads", content=rb'{"fields": {"name": "\ud83d\ude00"}}', headers=json_type
     )
     assert pair.status_code == 201 and pair.json()["lead"]["fields"]["name"] == "\U0001f600"
+
+
+def _gauge(text: str, name: str) -> float:
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def test_metrics_show_the_delivery_backlog_of_every_tenant(
+    backend: str, seeded_databases: Any
+) -> None:
+    # What an operator watches to know delivery keeps up, without any tenant's key: the
+    # deliveries waiting for enabled subscriptions and how long the most overdue one waits.
+    from api_helpers import _seed_template
+
+    from leadhook.adapters.memory import FakeClock
+
+    url, key = seeded_databases.restore(backend, "api-seeded", _seed_template)
+    clock = FakeClock(1_800_000_000.0)
+    container = build(
+        Settings(database_url=url, admin_token=ADMIN_TOKEN, allow_private_targets=True),
+        run_migrations=False,
+        clock=clock,
+    )
+    try:
+        with TestClient(create_app(container)) as client:
+            api = Api(client, container, "t1", key)
+            text = client.get("/metrics").text
+            assert _gauge(text, "leadhook_deliveries_due") == 0  # the seed has no subscription
+            assert _gauge(text, "leadhook_deliveries_overdue_seconds") == 0
+            hook = {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
+            on = api.post("/v1/subscriptions", json=hook).json()["id"]
+            off = api.post("/v1/subscriptions", json=hook).json()["id"]
+            api.create_lead()  # one delivery to each (no delivery loop runs here)
+            assert api.patch(f"/v1/subscriptions/{off}", json={"enabled": False}).is_success
+            clock.advance(90)
+            text = client.get("/metrics").text
+            # The disabled subscription's delivery waits for a re-enable: not counted.
+            assert _gauge(text, "leadhook_deliveries_due") == 1
+            assert 90 <= _gauge(text, "leadhook_deliveries_overdue_seconds") < 91
+            assert on not in text and off not in text  # no ids in labels
+    finally:
+        container.close()

@@ -19,7 +19,7 @@ from leadhook.api import console, problems
 from leadhook.api.fastpath import FastBehaviours, ShortWay, fast_routes
 from leadhook.api.limits import BodyLimit, HeaderLimit, RateLimit, TokenBuckets
 from leadhook.api.matching import RouteTable
-from leadhook.api.metrics import ApiMetrics, PurgeCounts, WriterCounts
+from leadhook.api.metrics import ApiMetrics, DeliveryBacklog, PurgeCounts, WriterCounts
 from leadhook.api.routes import (
     automation,
     catalog,
@@ -175,6 +175,7 @@ def create_app(container: Container) -> FastAPI:
     api_metrics = ApiMetrics(registry)
     app.state.api_metrics = api_metrics
     registry.register(PurgeCounts(container.purge_counts))
+    registry.register(DeliveryBacklog(container.delivery_backlog, container.clock))
     registry.register(WriterCounts(container.writer.counts))
     # Innermost: behaviour requests that need no judgement skip the router (api/fastpath.py).
     fast = fast_routes(leads.router.routes, leads.FAST_ACTIONS)

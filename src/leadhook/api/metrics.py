@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -98,6 +98,48 @@ class PurgeCounts(Collector):
         for table in ("idempotency_keys", "deliveries", "delivery_attempts", "events"):
             family.add_metric([table], counts.get(table, 0))
         yield family
+
+
+class DeliveryBacklog(Collector):
+    """The deliveries waiting to be sent, every tenant's, read from the database at each
+    scrape: the one signal of whether delivery keeps up that needs no tenant's key.
+
+    `leadhook_deliveries_overdue_seconds` stays near 0 while the workers keep up; it grows
+    while they cannot (too few, stopped) or an endpoint fails (its deliveries wait for their
+    retries, later versions of a lead for the earlier one)."""
+
+    def __init__(
+        self, read: Callable[[], tuple[int, float | None]], clock: Callable[[], float]
+    ) -> None:
+        self._read = read
+        self._clock = clock
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families(0, 0.0)
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            count, earliest = self._read()
+        except Exception as exc:  # a scrape must not fail because the database is down
+            logging.getLogger("leadhook.api").warning(
+                "reading the delivery backlog failed", extra={"error": type(exc).__name__}
+            )
+            return
+        overdue = 0.0 if earliest is None else max(0.0, self._clock() - earliest)
+        yield from self._families(count, overdue)
+
+    @staticmethod
+    def _families(count: int, overdue: float) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "leadhook_deliveries_due",
+            "Deliveries waiting to be sent (pending or failed) to enabled subscriptions",
+            value=count,
+        )
+        yield GaugeMetricFamily(
+            "leadhook_deliveries_overdue_seconds",
+            "How long the most overdue of those deliveries has been due (0: none is)",
+            value=overdue,
+        )
 
 
 class WriterCounts(Collector):
