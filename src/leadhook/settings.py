@@ -117,10 +117,9 @@ def _duration(name: str, value: str | None, default: float | None) -> float | No
         ) from exc
     if not math.isfinite(seconds) or seconds < 0:
         raise SettingsError(f"{name} must be a positive duration or off, not {value!r}")
-    if seconds > _LONGEST:
-        # A cut-off that far back is no time the database can store (1e15d overflowed
-        # SQLite's integers at every purge, after a clean start): say so at the start.
-        raise SettingsError(f"{name} must be at most 36500d (100 years), or off; not {value!r}")
+    # Past 100 years is as good as forever, and a cut-off that far back is no time the
+    # database can store (1e15d overflowed SQLite's integers at every purge): 100 years.
+    seconds = min(seconds, _LONGEST)
     # Zero in any unit is `0`: keep forever. (0s once meant "purge at once", so an operator
     # writing 0d for "off" lost the log within a minute.)
     return seconds or None

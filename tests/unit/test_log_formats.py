@@ -90,3 +90,23 @@ def test_an_unknown_format_is_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(typer.Exit) as exited:
         configure_logging("info")
     assert exited.value.exit_code == 2
+
+
+def test_a_line_break_in_a_message_or_a_field_stays_on_the_records_line() -> None:
+    record = _record("first\nsecond")
+    record.detail = "a\r\nb"
+    line = KeyValueFormatter(TEXT, one_line=True).format(record)
+    assert "\n" not in line and "\r" not in line
+    assert line.endswith("first\\nsecond delivery_id=d1 attempt=3 next_in=3.99261s detail=a\\r\\nb")
+
+
+def test_json_writes_lists_and_objects_as_json_and_what_json_cannot_write_as_text() -> None:
+    record = _record()
+    record.purged = {"events": 3, "key": SECRET}
+    record.ratio = float("nan")
+    record.when = object()
+    record.stack_info = "Stack (most recent call last):\n  here"
+    doc = json.loads(JsonFormatter().format(record))  # (written with allow_nan=False)
+    assert doc["purged"] == {"events": 3, "key": "[redacted]"}
+    assert doc["ratio"] == "nan" and doc["when"].startswith("<object")
+    assert doc["stack"].startswith("Stack")

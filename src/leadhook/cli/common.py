@@ -101,7 +101,8 @@ def display_url(url: str) -> str:
 @contextmanager
 def database_errors(url: str) -> Iterator[None]:
     """Turn a database that cannot be opened into one line and exit 1, and a key or schema
-    the operator must set right into one line and exit 2."""
+    the operator must set right, or a SQLite path whose folder cannot be made, into one line
+    and exit 2."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from leadhook.adapters.db.migrate import SchemaMismatchError
@@ -111,8 +112,9 @@ def database_errors(url: str) -> Iterator[None]:
         yield
     except SQLAlchemyError as exc:
         fail(f"cannot open {display_url(url)}: {exc.__class__.__name__}: {exc}")
-    except OSError as exc:  # the SQLite file's folder cannot be made, or the file opened
-        fail(f"cannot open {display_url(url)}: {exc.strerror or exc}: {exc.filename or ''}", 2)
+    except OSError as exc:  # the SQLite file's folder cannot be made: a bad path, exit 2
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"cannot open {display_url(url)}: {exc.strerror or exc}{where}", 2)
     except (SecretKeyError, SchemaMismatchError) as exc:
         fail(str(exc), 2)
 

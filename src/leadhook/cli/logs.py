@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -30,17 +31,23 @@ class KeyValueFormatter(logging.Formatter):
     by any library's error text never reaches the log.
     """
 
-    STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "color_message"}
+    STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
+
+    def __init__(self, fmt: str | None = None, *, one_line: bool = False) -> None:
+        super().__init__(fmt)
+        self.one_line = one_line
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The message and its fields; with `one_line`, a line break in them written `\\n`."""
+        line = super().formatMessage(record)
+        line += "".join(f" {k}={v}" for k, v in _fields(record).items())
+        return line.replace("\r", "\\r").replace("\n", "\\n") if self.one_line else line
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format the message, then its extra fields, with secrets redacted."""
+        """Format the message and its extra fields (then any traceback), secrets redacted."""
         from leadhook.services.redaction import redact
 
-        fields = _fields(record)
-        line = super().format(record)
-        head, newline, rest = line.partition("\n")  # the fields before a traceback
-        line = head + "".join(f" {k}={v}" for k, v in fields.items()) + newline + rest
-        return _clip_lines(redact(line))  # redacted whole first: no secret cut in two
+        return _clip_lines(redact(super().format(record)))  # redacted whole: no secret cut
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """The record's time in ISO 8601, UTC, to the millisecond (`2026-12-06T04:57:52.123Z`)."""
@@ -58,8 +65,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 class JsonFormatter(logging.Formatter):
     """One JSON object a record: `time`, `level`, `logger`, `message`, its `extra=` fields
-    (as given, or as text when JSON has no form for them) and `exception`; redacted, each text
-    clipped to `MAX_LOG_LINE`."""
+    (numbers, booleans, lists and objects as JSON; anything else, and a number JSON cannot
+    write such as NaN, as text), `exception` and `stack`; redacted, each text clipped to
+    `MAX_LOG_LINE`."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
@@ -72,12 +80,30 @@ class JsonFormatter(logging.Formatter):
             "message": _clip(redact(record.getMessage())),
         }
         for key, value in _fields(record).items():
-            if not (value is None or isinstance(value, bool | int | float)):
-                value = _clip(redact(str(value)))
-            doc.setdefault(key, value)
+            doc.setdefault(key, _json_value(value))
         if record.exc_info:
             doc["exception"] = _clip_lines(redact(self.formatException(record.exc_info)))
-        return json.dumps(doc, ensure_ascii=False, default=str)
+        if record.stack_info:
+            doc["stack"] = _clip_lines(redact(self.formatStack(record.stack_info)))
+        return json.dumps(doc, ensure_ascii=False, allow_nan=False)
+
+
+def _json_value(value: Any) -> Any:
+    """A field's value as JSON: as it is where JSON has the same, else its text; redacted."""
+    from leadhook.services.redaction import redact
+
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple | dict):
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):  # a value inside with no JSON form: the whole as text
+            return _clip(redact(str(value)))
+        if len(text) <= MAX_LOG_LINE:
+            return json.loads(redact(text))  # "[redacted]" holds nothing JSON reads
+    return _clip(redact(str(value)))
 
 
 def _clip(text: str) -> str:
@@ -115,7 +141,7 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(
             JsonFormatter()
             if fmt == "json"
-            else KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+            else KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", one_line=True)
         )
     for name in ("leadhook", "uvicorn"):
         logger = logging.getLogger(name)
