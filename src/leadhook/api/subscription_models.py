@@ -72,7 +72,7 @@ def _without_null(schema: dict[str, Any]) -> None:
 class SubscriptionPatch(_In):
     """The fields to change; absent fields keep their value (`rate_limit_per_s: null` lifts it)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_without_null)
+    model_config = ConfigDict(json_schema_extra=_without_null)  # merged with _In's
 
     url: str | None = Field(None, max_length=2048)
     event_types: list[str] | None = Field(None, min_length=1)

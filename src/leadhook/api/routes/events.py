@@ -33,15 +33,20 @@ def list_events(
     `cursor`, as every other listing takes it)."""
     if cursor is not None and after is not None and cursor != after:
         raise ValidationError.at(("query", "cursor"), "differs from `after`: send one of them")
-    if after is None and cursor is not None:
-        try:
-            body = c.events.list(
-                mid, after=cursor, event_type=event_type, entity_id=entity_id, limit=limit
-            )
-        except BadRequestError as exc:  # it names the parameter the client sent
-            raise BadRequestError(exc.detail.replace("after=", "cursor=", 1)) from None
-        return Response(body, media_type=JSON)
-    body = c.events.list(mid, after=after, event_type=event_type, entity_id=entity_id, limit=limit)
+    by_cursor = after is None and cursor is not None
+    try:
+        body = c.events.list(
+            mid,
+            after=cursor if by_cursor else after,
+            event_type=event_type,
+            entity_id=entity_id,
+            limit=limit,
+        )
+    except BadRequestError as exc:
+        if not by_cursor:
+            raise
+        # The error names the parameter the client sent.
+        raise BadRequestError(exc.detail.replace("after=", "cursor=", 1)) from None
     return Response(body, media_type=JSON)
 
 
