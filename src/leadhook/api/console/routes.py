@@ -95,10 +95,10 @@ def login(page: PageDep, api_key: Text = "", next: OptText = None) -> Response:
     try:
         principal = page.container.console.sign_in(api_key)
     except UnauthorizedError:
-        # 422 as every refused form of the console: the page shows the form again with why,
-        # and a script or a monitor signing in can tell a refusal from a success. (Not 401:
-        # the console signs in with a form, and HTTP's 401 names a challenge scheme to answer.)
-        return page.render("login.html", status=422, error=True, next=safe_next(next))
+        # 200, not 4xx: a mistyped key is an ordinary turn of the form, not a failed load
+        # that the browser would report as an error in its console (a 422 did, in the
+        # browser tests). A script tells it from a success by the success's 303 redirect.
+        return page.render("login.html", error=True, next=safe_next(next))
     now = page.container.clock()
     page.replace_session(page.session.signed_in(principal.mid, principal.key_id, now))
     return page.redirect(safe_next(next))
