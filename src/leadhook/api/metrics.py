@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -64,6 +64,19 @@ class ApiMetrics:
         self.requests.labels(scope["method"], route, str(status)).inc()
 
 
+T = TypeVar("T")
+
+
+def _scraped(read: Callable[[], T], failed: str) -> T | None:
+    """What `read` reads from the database for a scrape; None (logged) if it fails: a scrape
+    must not fail because the database is down."""
+    try:
+        return read()
+    except Exception as exc:
+        logging.getLogger("leadhook.api").warning(failed, extra={"error": type(exc).__name__})
+        return None
+
+
 class PurgeCounts(Collector):
     """Rows purged by retention per table, read from the database at each scrape.
 
@@ -88,12 +101,8 @@ class PurgeCounts(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()
-        try:
-            counts = self._read()
-        except Exception as exc:  # a scrape must not fail because the database is down
-            logging.getLogger("leadhook.api").warning(
-                "reading purge counts failed", extra={"error": type(exc).__name__}
-            )
+        counts = _scraped(self._read, "reading purge counts failed")
+        if counts is None:
             return
         for table in ("idempotency_keys", "deliveries", "delivery_attempts", "events"):
             family.add_metric([table], counts.get(table, 0))
@@ -118,13 +127,10 @@ class DeliveryBacklog(Collector):
         yield from self._families(0, 0.0)
 
     def collect(self) -> Iterator[Metric]:
-        try:
-            count, earliest = self._read()
-        except Exception as exc:  # a scrape must not fail because the database is down
-            logging.getLogger("leadhook.api").warning(
-                "reading the delivery backlog failed", extra={"error": type(exc).__name__}
-            )
+        backlog = _scraped(self._read, "reading the delivery backlog failed")
+        if backlog is None:
             return
+        count, earliest = backlog
         overdue = 0.0 if earliest is None else max(0.0, self._clock() - earliest)
         yield from self._families(count, overdue)
 
