@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from leadhook.domain.errors import NotFoundError, ValidationError
-from leadhook.domain.events import EVENT_TYPES
+from leadhook.services.deliveries import event_type_problem
 from leadhook.services.leads import page_body
 from leadhook.services.ports import UnitOfWorkFactory
 
@@ -24,8 +24,9 @@ class EventService:
         limit: int,
     ) -> str:
         """Return `{"data": [...], "next_cursor"}` JSON, oldest first."""
-        if event_type and event_type not in EVENT_TYPES:
-            raise ValidationError.at(("query", "event_type"), f"unknown event type {event_type!r}")
+        problem = event_type_problem(event_type or None)  # "" is no filter here
+        if problem is not None:
+            raise ValidationError.at(("query", "event_type"), problem)
         with self._read() as uow:
             page = uow.events.page(
                 mid, after=after, event_type=event_type, entity_id=entity_id, limit=limit
