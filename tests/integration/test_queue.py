@@ -7,6 +7,7 @@ tests use) and on the SQL queue over SQLite and PostgreSQL, so the three keep on
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -794,3 +795,41 @@ def test_try_now_runs_at_once_on_sqlite_and_declines_while_another_holds_the_wri
     assert q.try_now("renew", worker_id="w1", seqs=[v2.seq], lease_until=now + 90) == (
         False, None,
     )  # fmt: skip  # only the calls of one short write transaction run inline
+
+
+def test_one_deliverys_retries_open_the_circuit_and_the_log_says_so(
+    sql_container: Container, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Catches: the warning `circuit opened` came only from a worker's lane tripping on five
+    silent attempts in a burst; one delivery retried five times without an answer opened the
+    stored circuit (every worker stopped sending) with nothing in the log."""
+    c = sql_container
+    sub = setup(c)
+    new_lead(c)
+    q, now = queue_of(c), time.time() + 1
+    caplog.set_level(logging.WARNING, logger="leadhook.queue")
+    for attempt in range(5):  # one delivery at a time: no lane ever sees a burst
+        (job,) = claim(q, now + attempt)
+        q.record(worker_id="w1", verdicts=[_silent(job, now + attempt)], now=now + attempt)
+    opened = [r for r in caplog.records if r.getMessage().startswith("circuit opened")]
+    assert len(opened) == 1
+    assert opened[0].levelno == logging.WARNING
+    assert opened[0].__dict__["subscription_id"] == sub["id"]
+    assert opened[0].__dict__["consecutive_failures"] == 5
+    assert opened[0].__dict__["reopened"] is False
+    assert subscription(c, sub["id"])["circuit"]["state"] == "open"
+    # Half open; its probe gets no answer either: open again, for twice as long, and said.
+    later = now + 30
+    half_open(c, sub["id"], later)
+    (probe,) = claim(q, later)
+    q.record(worker_id="w1", verdicts=[_silent(probe, later)], now=later)
+    opened = [r for r in caplog.records if r.getMessage().startswith("circuit opened")]
+    assert len(opened) == 2
+    assert opened[1].__dict__["reopened"] is True
+
+
+
+def _silent(job: Job, at: float) -> Verdict:
+    """An attempt started at `at` that got no answer (a timeout), to be retried a second on."""
+    attempt = Attempt(at, None, 10_000.0, "timed out", "")
+    return Verdict(job, attempt, "failed", at + 1, "timed out")

@@ -735,8 +735,10 @@ class Dispatcher:
         lane.tripped_until = mono + circuit.BASE_COOLDOWN
         self.stats.tripped += 1
         self._drop_waiting(lane)
-        log.warning(
-            "circuit opened: the endpoint does not answer",
+        # The warning comes from the queue when it records these attempts and opens the
+        # stored circuit (which one delivery's retries open too, with no burst in a lane).
+        log.debug(
+            "stopped sending to the endpoint: attempts in a row got no answer",
             extra={"subscription_id": job.subscription_id, "silent_attempts": lane.silent},
         )
 

@@ -17,6 +17,7 @@ Three things keep one endpoint or one crash from holding up the rest:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -134,6 +135,8 @@ SKIP_MARGIN = 5.0  # seconds it starts before it (other hosts' clocks)
 SKIP_MEMOS = 8  # starting points kept (for as many sets of skipped subscriptions)
 CLAIM_PASSES = 4  # the most walks of the due index one claim makes (see `_claim_in`)
 
+log = logging.getLogger("leadhook.queue")
+
 
 @dataclass(frozen=True)
 class _Skip:
@@ -179,8 +182,20 @@ class SqlDeliveryQueue:
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         held = getattr(self._here, "held", False)  # try_now took the gate for this thread
+        self._here.opened = []  # circuits this transaction opens (`_circuits`)
         with nullcontext() if held else self._gate.hold(), self._engine.begin() as conn:
             yield conn
+        for sub_id, circuit, reopened in self._here.opened:
+            log.warning(
+                "circuit opened: the endpoint does not answer",
+                extra={
+                    "subscription_id": sub_id,
+                    "consecutive_failures": circuit.failures,
+                    "retry_in_s": circuit.cooldown,
+                    "reopened": reopened,
+                },
+            )
+        self._here.opened = []
 
     def try_now(self, call: str, /, **kwargs: Any) -> tuple[bool, Any]:
         """Run `call` (claim, settle_and_claim, record, release) at once if the write gate is
@@ -437,6 +452,11 @@ class SqlDeliveryQueue:
             if after.opened_at != before.opened_at:
                 values["circuit_probe_until"] = None  # (re)opened: the probe is over
             conn.execute(update(t.subscriptions).where(_s.id == sub_id).values(**values))
+            if after.opened_at is not None and after.opened_at != before.opened_at:
+                # The stored circuit, which every worker and the API see: opened by a burst or
+                # by one delivery's retries alike, or again by a failed probe. Said once the
+                # transaction has committed (`_tx`).
+                self._here.opened.append((sub_id, after, before.opened_at is not None))
 
     @staticmethod
     def _disable(conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
