@@ -828,7 +828,6 @@ def test_one_deliverys_retries_open_the_circuit_and_the_log_says_so(
     assert opened[1].__dict__["reopened"] is True
 
 
-
 def _silent(job: Job, at: float) -> Verdict:
     """An attempt started at `at` that got no answer (a timeout), to be retried a second on."""
     attempt = Attempt(at, None, 10_000.0, "timed out", "")
