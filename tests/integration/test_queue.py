@@ -832,3 +832,34 @@ def _silent(job: Job, at: float) -> Verdict:
     """An attempt started at `at` that got no answer (a timeout), to be retried a second on."""
     attempt = Attempt(at, None, 10_000.0, "timed out", "")
     return Verdict(job, attempt, "failed", at + 1, "timed out")
+
+
+def test_a_replay_sends_again_only_the_types_the_subscription_receives_now(
+    container: Backend,
+) -> None:
+    """Catches: a subscriber that narrowed its `event_types` got the types it had dropped
+    again from a replay. What was queued before the change is still sent (it was wanted when
+    its event happened); a replay is asked now, and follows the filter as it is now."""
+    c = container
+    sub = setup(c)
+    new_lead(c, notes=2)  # object_create, then two object_add_notes
+    q, now = queue_of(c), time.time() + 1
+    jobs = claim(q, now)
+    assert len(jobs) == 1  # per-lead order: one at a time
+    for _ in range(3):
+        (job,) = jobs or claim(q, now)
+        jobs = []
+        q.record(worker_id="w1", verdicts=[outcome(job, "delivered")], now=now)
+    new_lead(c)  # queued while the subscription still wanted object_create
+    c.subscriptions.update(MID, sub["id"], {"event_types": ["object_add_notes"]})
+    assert c.subscriptions.replay(MID, sub["id"], 0) == 2
+    by_type = sorted((d["event_type"], d["status"]) for d in deliveries(c, sub["id"]))
+    assert by_type == [
+        ("object_add_notes", "pending"),
+        ("object_add_notes", "pending"),
+        ("object_create", "delivered"),
+        ("object_create", "pending"),  # queued before the change: still to be sent
+    ]
+    # Back to every type: the create is replayable again.
+    c.subscriptions.update(MID, sub["id"], {"event_types": ["*"]})
+    assert c.subscriptions.replay(MID, sub["id"], 0, "delivered") == 1

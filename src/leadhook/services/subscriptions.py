@@ -347,7 +347,9 @@ class SubscriptionService:
     def replay(self, mid: str, sub_id: str, since: Any, status: Any = None) -> int:
         """Queue again the subscription's finished deliveries created since `since`; count them.
 
-        `since` is unix seconds, or an RFC 3339 date-time with its time zone.
+        `since` is unix seconds, or an RFC 3339 date-time with its time zone. Only the event
+        types the subscription receives now are sent again: a subscriber that narrowed its
+        `event_types` does not get back what it asked to stop receiving.
         """
         if isinstance(since, str):
             try:
@@ -362,8 +364,9 @@ class SubscriptionService:
         if status is not None and status not in REPLAYABLE:
             raise _bad("status", f"must be one of {REPLAYABLE} or omitted (both)")
         with self._uow() as uow:
-            self._sub(uow, mid, sub_id)
-            count = uow.deliveries.replay(mid, sub_id, float(since), status, self._clock())
+            sub = self._sub(uow, mid, sub_id)
+            types = None if "*" in sub.event_types else tuple(sub.event_types)
+            count = uow.deliveries.replay(mid, sub_id, float(since), status, self._clock(), types)
             uow.commit()
         if count:
             self._on_enqueued()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
@@ -345,9 +345,19 @@ class SqlDeliveries(_OnConnection):
         )
         return self.get(mid, delivery_id) if result.rowcount == 1 else None
 
-    def replay(self, mid: str, sub_id: str, since: float, status: str | None, now: float) -> int:
+    def replay(
+        self,
+        mid: str,
+        sub_id: str,
+        since: float,
+        status: str | None,
+        now: float,
+        event_types: Collection[str] | None = None,
+    ) -> int:
         d = t.deliveries.c
         conds = [d.mid == mid, d.subscription_id == sub_id, d.created_at >= since]
+        if event_types is not None:
+            conds.append(d.event_type.in_(sorted(event_types)))
         if status:
             conds.append(d.status == status)
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
@@ -168,7 +168,15 @@ class MemoryDeliveries:
         self._s.deliveries[row.seq] = row.with_(**requeued(now))
         return self.get(mid, delivery_id)
 
-    def replay(self, mid: str, sub_id: str, since: float, status: str | None, now: float) -> int:
+    def replay(
+        self,
+        mid: str,
+        sub_id: str,
+        since: float,
+        status: str | None,
+        now: float,
+        event_types: Collection[str] | None = None,
+    ) -> int:
         wanted = (status,) if status else REPLAYABLE
         count = 0
         for seq, d in list(self._s.deliveries.items()):
@@ -177,6 +185,7 @@ class MemoryDeliveries:
                 and d.subscription_id == sub_id
                 and d.created_at >= since
                 and d.status in wanted
+                and (event_types is None or d.event_type in event_types)
             ):
                 self._s.deliveries[seq] = d.with_(**requeued(now))
                 count += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -303,8 +303,17 @@ class DeliveryRepository(Protocol):
     ) -> Page[Delivery]: ...
     def retry(self, mid: str, delivery_id: str, now: float) -> Delivery | None: ...
     def replay(
-        self, mid: str, sub_id: str, since: float, status: str | None, now: float
-    ) -> int: ...
+        self,
+        mid: str,
+        sub_id: str,
+        since: float,
+        status: str | None,
+        now: float,
+        event_types: Collection[str] | None = None,
+    ) -> int:
+        """Queue again the finished deliveries of `sub_id` created since `since`: only
+        those of `event_types` when given (None: every type); answer how many."""
+        ...
 
 
 class IdempotencyRepository(Protocol):
