@@ -455,6 +455,13 @@ def test_if_match(api: Api) -> None:
             400,
         )
     assert api.counts() == counts
+    # `*` names any version (RFC 9110): the behaviour runs on the lead as it is; no lead, 404.
+    for star in ("*", " * "):
+        resp = api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers={"If-Match": star})
+        assert assert_behaviour(resp)["lead"]["version"] >= 5
+    gone = api.post("/v1/leads/nope/notes", json={"notes": "n"}, headers={"If-Match": "*"})
+    assert_problem(gone, 404)
+    assert_behaviour(api.post("/v1/leads", json={}, headers={"If-Match": "*"}), status=201)
 
 
 def test_body_over_one_mebibyte_is_413_and_writes_nothing(api: Api) -> None:

@@ -328,7 +328,9 @@ def behaviour_metadata(
 ) -> BehaviourRequest:
     """The behaviour request of tenant `mid`: checks If-Match and Idempotency-Key (400)."""
     version: int | None = None
-    if if_match is not None:
+    # `*` (RFC 9110: any current version) asks only that the lead exist, which every
+    # behaviour on a lead requires anyway (404 otherwise): no version to check.
+    if if_match is not None and if_match.strip() != "*":
         m = _IF_MATCH.match(if_match)
         if not m:
             raise BadRequestError(f"If-Match must be a lead version number, not {if_match!r}")
@@ -351,8 +353,8 @@ BEHAVIOUR_HEADERS: dict[str, Any] = {
             "name": "If-Match",
             "in": "header",
             "required": False,
-            "description": "The lead version this change expects; 412 if the lead is at"
-            " another version.",
+            "description": 'The lead version this change expects (3, "3" or W/"3"); 412 if'
+            " the lead is at another version. * checks no version.",
             "schema": {"type": "string"},
         },
     ]
