@@ -106,7 +106,19 @@ UNREADABLE = {
     "UTF-16": '{"notes": "x"}'.encode("utf-16"),
     "a number of 5,000 digits": b'{"notes": "x", "n": ' + b"7" * 5000 + b"}",
     "arrays nested 5,000 deep": b'{"notes": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    # Words Python's JSON reader takes as numbers, which JSON has not (RFC 8259).
+    "NaN": b'{"notes": NaN}',
+    "Infinity": b'{"notes": "x", "n": Infinity}',
+    "-Infinity": b'{"notes": "x", "rate_limit_per_s": -Infinity}',
 }
+
+
+def test_the_words_nan_and_infinity_inside_text_are_only_text(api: Api) -> None:
+    lead_id = api.create_lead()["id"]
+    text = "NaN Infinity -Infinity"
+    resp = api.post(f"/v1/leads/{lead_id}/notes", json={"notes": text})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["events"][0]["extra_data"]["notes"] == text
 
 
 def _state(api: Api) -> tuple[list[tuple[str, int]], int]:

@@ -118,6 +118,30 @@ async def admin(
 
 # The JSON escape of NUL or of a UTF-16 surrogate: cheap to look for before parsing.
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+# Python's JSON reader takes NaN, Infinity and -Infinity, which are not JSON (RFC 8259): a
+# body holding one of these words is read once more, strictly, before anything else.
+_CONSTANT_WORD = re.compile(rb"NaN|Infinity")
+
+
+class _NotJsonNumber(ValueError):
+    pass
+
+
+def _no_constant(word: str) -> Any:
+    raise _NotJsonNumber(word)
+
+
+def json_constant(body: bytes) -> str | None:
+    """The first NaN, Infinity or -Infinity read as a number in a JSON body, or None."""
+    if not _CONSTANT_WORD.search(body):
+        return None
+    try:
+        json.loads(body, parse_constant=_no_constant)
+    except _NotJsonNumber as exc:
+        return str(exc)
+    except (ValueError, RecursionError):
+        return None  # not JSON anyway: the body's own reading answers
+    return None
 
 
 def plain_json_input(path: str, query: bytes, content_type: str | None, body: bytes) -> bool:
@@ -130,6 +154,7 @@ def plain_json_input(path: str, query: bytes, content_type: str | None, body: by
         and (not body or content_type is None or _json_media_type(content_type))
         and utf8(body)
         and not _SUSPECT_ESCAPE.search(body)
+        and not _CONSTANT_WORD.search(body)
     )
 
 
@@ -189,6 +214,11 @@ async def storable_input(request: Request) -> None:
         )
     if not utf8(body):
         raise BadJsonError("the request body is not UTF-8 text")
+    constant = json_constant(body)
+    if constant is not None:
+        raise BadJsonError(
+            f"the request body is not valid JSON: {constant} is not a JSON number (RFC 8259)"
+        )
     if body and getattr(request.scope.get("route"), "body_field", True) is None:
         _no_body_expected(body)
     if not _SUSPECT_ESCAPE.search(body):
