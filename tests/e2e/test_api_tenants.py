@@ -247,3 +247,34 @@ def test_another_tenants_objects_answer_404_never_403(api: Api) -> None:
     assert api.get("/v1/events", params={"entity_id": lid}, key=other).json()["data"] == []
     assert api.get(f"/v1/leads/{lid}").json()["version"] == 1
     assert api.counts()["events"] == 1
+
+
+def test_the_admin_lists_every_tenant_oldest_first_a_page_at_a_time(api: Api) -> None:
+    for mid in ("list-a", "list-b", "list-c"):
+        made = api.client.post("/v1/tenants", json={"mid": mid}, headers=ADMIN)
+        assert made.status_code == 201, made.text
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.client.get("/v1/tenants", params=params, headers=ADMIN)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert set(body) == {"data", "next_cursor"} and len(body["data"]) <= 2
+        seen += body["data"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    mids = [x["mid"] for x in seen]
+    assert len(mids) == len(set(mids))  # no tenant twice across pages
+    assert mids[-3:] == ["list-a", "list-b", "list-c"]
+    one = api.client.get("/v1/tenants/list-b", headers=ADMIN).json()
+    assert next(x for x in seen if x["mid"] == "list-b") == one  # the same object as GET
+    assert all("api_key" not in x for x in seen)
+    # The admin token only; bad paging is refused and says which parameter.
+    assert_problem(api.client.get("/v1/tenants"), 401)
+    assert_problem(api.client.get("/v1/tenants", headers=api.auth()), 401)
+    assert_problem(api.client.get("/v1/tenants?cursor=nope", headers=ADMIN), 400)
+    for limit in ("0", "201", "x"):
+        bad = api.client.get(f"/v1/tenants?limit={limit}", headers=ADMIN)
+        assert "limit" in str(assert_problem(bad, 422)["errors"])

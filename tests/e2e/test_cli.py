@@ -148,6 +148,16 @@ def test_tenants_and_keys_without_http(tmp_path: Path) -> None:
     again = run("tenants", "create", "acme", *db, cwd=tmp_path)
     assert again.returncode == 1 and "already exists" in again.stderr
 
+    assert run("tenants", "create", "beta", *db, cwd=tmp_path).returncode == 0
+    tenants = run("tenants", "list", "--json", *db, cwd=tmp_path)
+    assert tenants.returncode == 0, tenants.stderr
+    listed_tenants = json.loads(tenants.stdout)["data"]
+    assert [x["mid"] for x in listed_tenants] == ["acme", "beta"]  # oldest first
+    assert listed_tenants[0]["name"] == "Acme 公司"
+    assert "api_key" not in tenants.stdout
+    table = run("tenants", "list", *db, cwd=tmp_path)
+    assert table.returncode == 0 and "acme" in table.stdout and "beta" in table.stdout
+
 
 def test_a_command_on_what_a_database_holds_makes_no_database(tmp_path: Path) -> None:
     # A mistyped path made a new, migrated database and its key file, then said "tenant not
@@ -155,6 +165,7 @@ def test_a_command_on_what_a_database_holds_makes_no_database(tmp_path: Path) ->
     missing = tmp_path / "typo" / "cli.db"
     db = ["--database-url", f"sqlite:///{missing}"]
     for args in (
+        ("tenants", "list"),
         ("tenants", "keys", "list", "acme"),
         ("tenants", "keys", "issue", "acme"),
         ("tenants", "keys", "revoke", "acme", "k1"),

@@ -97,6 +97,8 @@ def every_operation(w: Walk) -> None:
     w.key = made["api_key"]
     seed_catalog(w.client, w.key)
     w.ok("GET", "/v1/tenants/acme", admin=True)
+    w.ok("GET", "/v1/tenants", admin=True)
+    w.call("GET", "/v1/tenants?cursor=nope", admin=True)  # 400
     issued = w.ok("POST", "/v1/tenants/acme/keys", admin=True)
     w.ok("GET", "/v1/tenants/acme/keys", admin=True)
     w.ok("DELETE", f"/v1/tenants/acme/keys/{issued['id']}", admin=True)

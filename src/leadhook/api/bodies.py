@@ -160,6 +160,11 @@ def tenant(t: Tenant) -> m.TenantOut:
     return m.TenantOut(**_tenant_fields(t))
 
 
+def tenants(page: Page[Tenant]) -> m.TenantPageOut:
+    """A page of tenants."""
+    return m.TenantPageOut(data=[tenant(x) for x in page.data], next_cursor=page.next_cursor)
+
+
 def new_tenant(made: NewTenant) -> m.TenantCreatedOut:
     """A new tenant with its first key, shown this once."""
     return m.TenantCreatedOut(

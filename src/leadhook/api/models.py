@@ -288,6 +288,13 @@ class TenantOut(BaseModel):
     created_at: str = Field(description="RFC 3339, UTC")
 
 
+class TenantPageOut(BaseModel):
+    """A page of tenants, oldest first."""
+
+    data: list[TenantOut]
+    next_cursor: str | None
+
+
 class TenantCreatedOut(TenantOut):
     """A new tenant and its first API key (shown only in this answer)."""
 

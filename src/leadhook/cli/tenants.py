@@ -52,6 +52,32 @@ def tenants_create(
     _print_new_key(tenant["api_key"], tenant["key_id"])
 
 
+@tenants_app.command("list")
+def tenants_list(database_url: DatabaseUrl = None, as_json: AsJson = False) -> None:
+    """List every tenant, oldest first: mid, name, time zone, object id, created."""
+    from leadhook.api import bodies
+
+    found: list[dict[str, object]] = []
+    with opened(existing_database(load_settings(database_url=database_url))) as container:
+        cursor = None
+        while True:
+            page = bodies.tenants(container.tenants.list_tenants(cursor, 200))
+            found += [t.model_dump() for t in page.data]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    if as_json:
+        console.print_json(json.dumps({"data": found}))
+        return
+    table = Table("mid", "name", "time zone", "object id", "created (UTC)", title="Tenants")
+    for t in found:
+        table.add_row(
+            str(t["mid"]), str(t["name"]), str(t["timezone"]), str(t["object_id"]),
+            _when(str(t["created_at"])),
+        )  # fmt: skip
+    console.print(table)
+
+
 def _print_new_key(api_key: str, key_id: str) -> None:
     console.print("API key ([bold]shown once[/]: store it now; only its hash is kept):")
     console.print(f"  {api_key}")

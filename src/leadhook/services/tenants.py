@@ -17,7 +17,7 @@ from leadhook.domain.errors import (
     UnauthorizedError,
     ValidationError,
 )
-from leadhook.services.ports import ApiKey, Clock, IdFactory, Tenant, UnitOfWorkFactory
+from leadhook.services.ports import ApiKey, Clock, IdFactory, Page, Tenant, UnitOfWorkFactory
 
 KEY_PREFIX = "lh_"
 # A revoked key stops working at once in the process that revoked it, and within this many
@@ -104,6 +104,11 @@ class TenantService:
     def _new_key(self, mid: str) -> tuple[ApiKey, str]:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         return ApiKey(self._ids.short(), mid, secret[:10], self._clock()), secret
+
+    def list_tenants(self, cursor: str | None, limit: int) -> Page[Tenant]:
+        """Every tenant, oldest first; `cursor` from the page before (400 if malformed)."""
+        with self._read() as uow:
+            return uow.tenants.page(cursor, limit)
 
     def get(self, mid: str) -> Tenant:
         """Return a tenant, or 404."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
@@ -136,6 +136,21 @@ class SqlTenants(_Repo):
         if memo is not None:
             memo[mid] = tenant
         return tenant
+
+    def page(self, cursor: str | None, limit: int) -> Page[Tenant]:
+        c = t.tenants.c
+        query = select(c.mid, c.catalog, c.created_at)
+        after = cursors.decode_keyed(cursor)
+        if after is not None:
+            query = query.where(
+                or_(c.created_at > after[0], and_(c.created_at == after[0], c.mid > after[1]))
+            )
+        rows = self.conn.execute(query.order_by(c.created_at, c.mid).limit(limit + 1)).all()
+        tenants = [Tenant(r.mid, _parse_catalog(r.catalog), r.created_at) for r in rows[:limit]]
+        last = tenants[-1] if len(rows) > limit else None
+        return Page(
+            tenants, None if last is None else cursors.encode_keyed(last.created_at, last.mid)
+        )
 
     def _forget(self) -> None:
         if self.memo is not None:

@@ -46,6 +46,20 @@ class MemoryTenants:
             return None
         return Tenant(row.mid, catalog_from_json(json.loads(row.catalog)), row.created_at)
 
+    def page(self, cursor: str | None, limit: int) -> Page[Tenant]:
+        rows = sorted(self._s.tenants.values(), key=lambda r: (r.created_at, r.mid))
+        after = cursors.decode_keyed(cursor)
+        if after is not None:
+            rows = [r for r in rows if (r.created_at, r.mid) > after]
+        tenants = [
+            Tenant(r.mid, catalog_from_json(json.loads(r.catalog)), r.created_at)
+            for r in rows[:limit]
+        ]
+        last = tenants[-1] if len(rows) > limit else None
+        return Page(
+            tenants, None if last is None else cursors.encode_keyed(last.created_at, last.mid)
+        )
+
     def add(self, tenant: Tenant) -> None:
         if tenant.mid in self._s.tenants:
             raise ConflictError(f"tenant {tenant.mid!r} already exists")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from leadhook.api import bodies
@@ -18,6 +20,16 @@ def create_tenant(body: m.TenantIn, c: ContainerDep) -> m.TenantCreatedOut:
     """Create a tenant with the default catalog; `api_key` is shown only in this answer."""
     made = c.tenants.create(body.mid, body.name, body.timezone, body.object_id)
     return bodies.new_tenant(made)
+
+
+@router.get("", summary="List tenants")
+def list_tenants(
+    c: ContainerDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> m.TenantPageOut:
+    """List every tenant, oldest first; follow `next_cursor` for more."""
+    return bodies.tenants(c.tenants.list_tenants(cursor, limit))
 
 
 @router.get("/{mid}", summary="Get a tenant")
