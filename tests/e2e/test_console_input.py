@@ -95,7 +95,12 @@ def test_a_subscription_form_with_no_event_type_ticked_is_refused(api: Api) -> N
     refused = api.client.post("/console/subscriptions", data=form)
     assert refused.status_code == 422 and 'role="alert"' in refused.text
     assert 'value="none ticked"' in refused.text  # the form kept as typed
+    # ... its boxes too: "All" not ticked again behind the user's back (a box then ticked
+    # beside it would have made the subscription one of every type).
+    assert 'value="*" checked' not in refused.text
     assert api.get("/v1/subscriptions").json()["data"] == before
+    first = api.client.get("/console/subscriptions")
+    assert 'value="*" checked' in first.text  # "All", ticked to begin with
     # "All" ticked beside some types is all of them.
     made = api.client.post(
         "/console/subscriptions", data={**form, "event_types": ["*", "object_create"]}
