@@ -34,6 +34,10 @@ class IntegrityViolation(Exception):
     """A write that a SQL constraint would refuse (unique key, foreign key)."""
 
 
+def _tenant(row: TenantRow) -> Tenant:
+    return Tenant(row.mid, catalog_from_json(json.loads(row.catalog)), row.created_at)
+
+
 class MemoryTenants:
     """Tenants, their catalogs and API keys."""
 
@@ -42,19 +46,14 @@ class MemoryTenants:
 
     def get(self, mid: str, *, for_update: bool = False) -> Tenant | None:
         row = self._s.tenants.get(mid)
-        if row is None:
-            return None
-        return Tenant(row.mid, catalog_from_json(json.loads(row.catalog)), row.created_at)
+        return None if row is None else _tenant(row)
 
     def page(self, cursor: str | None, limit: int) -> Page[Tenant]:
         rows = sorted(self._s.tenants.values(), key=lambda r: (r.created_at, r.mid))
         after = cursors.decode_keyed(cursor)
         if after is not None:
             rows = [r for r in rows if (r.created_at, r.mid) > after]
-        tenants = [
-            Tenant(r.mid, catalog_from_json(json.loads(r.catalog)), r.created_at)
-            for r in rows[:limit]
-        ]
+        tenants = [_tenant(r) for r in rows[:limit]]
         last = tenants[-1] if len(rows) > limit else None
         return Page(
             tenants, None if last is None else cursors.encode_keyed(last.created_at, last.mid)
