@@ -28,6 +28,21 @@ def event_type_problem(event_type: str | None) -> str | None:
     return None
 
 
+def _read_time(text: str | None) -> tuple[float | None, str | None]:
+    """A time given as a filter, as unix seconds, or what is wrong with it."""
+    if text is None:
+        return None, None
+    try:
+        return parse_rfc3339(text), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def time_problem(text: str | None) -> str | None:
+    """What is wrong with a time (RFC 3339 with a time zone) given as a filter, if anything."""
+    return _read_time(text)[1]
+
+
 def delivery_filter(
     *,
     status: str | None = None,
@@ -51,12 +66,9 @@ def delivery_filter(
             bad(name, problem)
     times: dict[str, float | None] = {}
     for name, text in (("created_after", created_after), ("created_before", created_before)):
-        times[name] = None
-        if text is not None:
-            try:
-                times[name] = parse_rfc3339(text)
-            except ValueError as exc:
-                bad(name, str(exc))
+        times[name], problem = _read_time(text)
+        if problem is not None:
+            bad(name, problem)
     after, before = times["created_after"], times["created_before"]
     if after is not None and before is not None and after >= before:
         bad("created_before", "must be later than created_after")

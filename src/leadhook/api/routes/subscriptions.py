@@ -20,8 +20,7 @@ from leadhook.api.deps import (
     query_check,
 )
 from leadhook.api.problems_doc import ERRORS
-from leadhook.domain.times import parse_rfc3339
-from leadhook.services.deliveries import delivery_filter, status_problem
+from leadhook.services.deliveries import delivery_filter, status_problem, time_problem
 from leadhook.services.ports import DELIVERY_STATUSES as STATUSES
 
 CREATE_ONCE_HEADER = {
@@ -42,17 +41,7 @@ Status = Annotated[
     AfterValidator(query_check(status_problem)),
     optional_enum(STATUSES),
 ]
-
-
-def _time_problem(text: str) -> str | None:
-    try:
-        parse_rfc3339(text)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-Time = AfterValidator(query_check(_time_problem))
+Time = AfterValidator(query_check(time_problem))
 
 
 @router.post(
