@@ -294,3 +294,35 @@ def test_the_language_follows_the_browser_and_the_switch(
     finally:
         context.close()
     assert console_log.errors == []
+
+
+def test_with_javascript_off_reloading_after_a_form_repeats_nothing(
+    browser: Any, server: Server, acme: Tenant
+) -> None:
+    # Without JavaScript nothing rewrites the address after a form: reloading the page that
+    # answered a POST sent that POST again (a second subscription, a second rotation).
+    context = browser.new_context(locale="en-US", java_script_enabled=False)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        before = {s["id"] for s in acme.call("GET", "/v1/subscriptions").json()["data"]}
+        sign_in(page, server, acme, "/subscriptions")
+        page.get_by_label("Endpoint URL").fill("http://127.0.0.1:9/no-js")
+        page.get_by_role("button", name="Create").click()
+        created = page.get_by_test_id("secret").inner_text()
+        assert created.startswith("whsec_")
+        page.reload()
+        expect(page.get_by_test_id("secret-gone")).to_be_visible()
+        assert page.get_by_test_id("secret").count() == 0
+        after = [s for s in acme.call("GET", "/v1/subscriptions").json()["data"]]
+        (sub,) = [s for s in after if s["id"] not in before]
+        page.get_by_role("button", name="Rotate secret").click()
+        rotated = page.get_by_test_id("secret").inner_text()
+        assert rotated.startswith("whsec_") and rotated != created
+        page.reload()
+        page.reload()
+        assert page.get_by_test_id("secret").count() == 0
+        current = acme.call("GET", f"/v1/subscriptions/{sub['id']}/secret").json()["secret"]
+        assert current == rotated  # one rotation, however often the page was reloaded
+    finally:
+        context.close()

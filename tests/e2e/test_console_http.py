@@ -110,12 +110,16 @@ def test_a_subscription_made_in_the_console_is_the_apis(client: TestClient) -> N
             "event_types": ["object_create", "object_voids"],
         },
     )
-    assert resp.status_code == 201
-    secret = re.search(r'data-testid="secret">(whsec_[^<]+)<', resp.text)
-    assert secret is not None
     (sub,) = client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {key}"}).json()[
         "data"
     ]
+    # Post/Redirect/Get: the answer to the form is a redirect, so a reload cannot post it again.
+    assert resp.status_code == 303
+    assert resp.headers["location"] == f"/console/subscriptions/{sub['id']}?done=created"
+    shown = client.get(resp.headers["location"])
+    secret = re.search(r'data-testid="secret">(whsec_[^<]+)<', shown.text)
+    assert shown.status_code == 200 and secret is not None
+    assert "Subscription created." in shown.text
     assert sub["event_types"] == ["object_create", "object_voids"] and sub["description"] == "CRM"
     bad = client.post(
         "/console/subscriptions", data={"csrf_token": token, "url": "ftp://x", "event_types": "*"}
@@ -123,6 +127,8 @@ def test_a_subscription_made_in_the_console_is_the_apis(client: TestClient) -> N
     assert bad.status_code == 422 and 'role="alert"' in bad.text
     again = client.get(f"/console/subscriptions/{sub['id']}")
     assert again.status_code == 200 and secret.group(1) not in again.text  # shown once
+    reloaded = client.get(resp.headers["location"])  # the page that showed it, reloaded
+    assert secret.group(1) not in reloaded.text and 'data-testid="secret-gone"' in reloaded.text
     assert 'max="256"' in again.text  # the API's bound, not a looser one
     # A refused edit shows the reason and keeps what was typed; nothing is saved.
     typed = {
@@ -225,3 +231,54 @@ def test_a_lead_page_shows_its_newest_events_and_sends_to_the_log_for_the_rest(
     quiet = client.post("/v1/leads", json={"fields": {"name": "b"}}, headers=auth).json()["lead"]
     page = client.get(f"/console/leads/{quiet['id']}").text
     assert re.findall(r'data-version="(\d+)"', page) == ["1"] and "older-events" not in page
+
+
+def test_a_new_secret_is_shown_once_and_a_reload_repeats_nothing(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    token = sign_in(client, key)
+    made = client.post(
+        "/console/subscriptions",
+        data={"csrf_token": token, "url": "http://127.0.0.1:9/hook", "event_types": "*"},
+    )
+    assert made.status_code == 303
+    cookie = made.headers["set-cookie"]
+    assert cookie.startswith("leadhook_console_reveal=")
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    (sub,) = client.get("/v1/subscriptions", headers=auth).json()["data"]
+    first = client.get(made.headers["location"])
+    created = re.search(r'data-testid="secret">(whsec_[^<]+)<', first.text)
+    assert created is not None
+    assert created.group(1) not in cookie  # sealed, not the secret in clear
+    # Rotating answers a redirect too: the new secret is shown on the page it leads to.
+    rotated = client.post(
+        f"/console/subscriptions/{sub['id']}/rotate-secret", data={"csrf_token": token}
+    )
+    assert rotated.status_code == 303
+    assert rotated.headers["location"] == f"/console/subscriptions/{sub['id']}?done=rotated"
+    sealed = client.cookies.get("leadhook_console_reveal")
+    page = client.get(rotated.headers["location"])
+    new = re.search(r'data-testid="secret">(whsec_[^<]+)<', page.text)
+    assert new is not None and new.group(1) != created.group(1)
+    assert "The previous secret keeps signing" in page.text
+    # Reloading the page shows no secret and rotates nothing: the subscription signs with the
+    # secret the page showed, which a second rotation would have replaced.
+    for _ in range(2):
+        again = client.get(rotated.headers["location"])
+        assert new.group(1) not in again.text and 'data-testid="secret-gone"' in again.text
+    current = client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=auth).json()
+    assert current["secret"] == new.group(1)
+    assert len(client.get("/v1/subscriptions", headers=auth).json()["data"]) == 1
+    # A sealed secret opens only for its own subscription and its own session.
+    other = client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/other", "event_types": ["*"]},
+        headers=auth,
+    ).json()
+    assert sealed is not None
+    client.cookies.set("leadhook_console_reveal", sealed, path="/console")
+    elsewhere = client.get(f"/console/subscriptions/{other['id']}")
+    assert "whsec_" not in elsewhere.text
+    sign_in(client, key)  # a new session: the cookie sealed for the old one opens nothing
+    client.cookies.set("leadhook_console_reveal", sealed, path="/console")
+    assert new.group(1) not in client.get(f"/console/subscriptions/{sub['id']}").text

@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 from leadhook.api.console.i18n import STRINGS, pick, translator
-from leadhook.api.console.session import MAX_AGE, Session, SessionSigner, csrf_ok
+from leadhook.api.console.session import (
+    MAX_AGE,
+    REVEAL_SECONDS,
+    Session,
+    SessionSigner,
+    csrf_ok,
+)
 from leadhook.domain.catalog import Catalog, Entry, Member
 from leadhook.domain.events import EVENT_TYPES
 from leadhook.services.console import (
@@ -152,3 +158,19 @@ def test_a_signed_out_session_is_refused_and_forgotten_once_it_would_have_expire
     later = now + MAX_AGE + 1
     signer.end(Session.new(later).signed_in("t1", "k1", later), later)
     assert session.csrf not in signer._ended and len(signer._ended) == 1
+
+
+def test_a_sealed_secret_opens_only_for_its_session_subscription_and_time() -> None:
+    signer = SessionSigner("k")
+    session = Session.new(NOW).signed_in("acme", "k1", NOW)
+    sealed = signer.seal_reveal(session, "sub_1", "whsec_abc", True, NOW)
+    assert "whsec_abc" not in sealed and "sub_1" not in sealed  # encrypted, not only signed
+    assert signer.open_reveal(sealed, session, "sub_1", NOW + 1) == ("whsec_abc", True)
+    assert signer.open_reveal(sealed, session, "sub_2", NOW + 1) is None
+    other = Session.new(NOW).signed_in("acme", "k1", NOW)
+    assert signer.open_reveal(sealed, other, "sub_1", NOW + 1) is None
+    assert signer.open_reveal(sealed, session, "sub_1", NOW + REVEAL_SECONDS + 1) is None
+    assert SessionSigner("other").open_reveal(sealed, session, "sub_1", NOW) is None
+    tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+    for bad in (tampered, "", None, "é" * 10, "x" * 5000):
+        assert signer.open_reveal(bad, session, "sub_1", NOW) is None

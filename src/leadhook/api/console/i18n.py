@@ -103,6 +103,10 @@ STRINGS: dict[str, tuple[str, str]] = {
         "The signing secret, shown this once: copy it now.",
         "签名密钥只显示这一次，请立即复制。",
     ),
+    "secret.gone": (
+        "The secret was shown once, when it was issued. Rotate it to get a new one.",
+        "密钥只在签发时显示一次。如需新密钥，请轮换。",
+    ),
     "secret.rotated": (
         "The previous secret keeps signing beside this one for 24 hours.",
         "旧密钥在 24 小时内仍会同时签名。",
@@ -129,6 +133,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "retry": ("Retry now", "立即重试"),
     "retried": ("Queued again: it will be sent in a moment.", "已重新排队，稍后发送。"),
     "saved": ("Saved.", "已保存。"),
+    "sub.created": ("Subscription created.", "订阅已创建。"),
     "request": ("Request", "请求"),
     "request_headers": ("Request headers", "请求头"),
     "request_body": ("Request body", "请求体"),

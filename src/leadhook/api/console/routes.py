@@ -267,7 +267,7 @@ def create_subscription(
     description: Text = "",
     event_types: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
-    """Create a subscription; its page shows the secret, this once."""
+    """Create a subscription; the page the browser is sent to shows the secret, this once."""
     mid = signed_in(page)
     fields = {"url": url.strip(), "event_types": _event_types_of(event_types or [])}
     if description.strip():
@@ -277,7 +277,8 @@ def create_subscription(
     except LeadhookError as exc:
         form = {"url": url, "description": description, "event_types": event_types or []}
         return _subscriptions_page(page, status=error_status(exc), error=exc.detail, form=form)
-    return _subscription_page(page, created.id, secret=created.secret, status=201)
+    url_of = f"/console/subscriptions/{created.id}?done=created"
+    return page.redirect_revealing(url_of, created.id, created.secret, rotated=False)
 
 
 def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any) -> Response:
@@ -306,8 +307,10 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
 def subscription(
     page: PageDep, sub_id: str, done: str | None = None, n: int | None = None
 ) -> Response:
-    """One subscription: its health, chart, settings and actions."""
-    return _subscription_page(page, sub_id, done=done, replayed=n)
+    """One subscription: its health, chart, settings and actions (and a new secret, once)."""
+    revealed = page.take_reveal(sub_id)
+    secret, rotated = revealed if revealed is not None else (None, False)
+    return _subscription_page(page, sub_id, done=done, replayed=n, secret=secret, rotated=rotated)
 
 
 def _optional_number(text: str | None, integer: bool) -> float | int | None:
@@ -374,9 +377,10 @@ def disable(page: PageDep, sub_id: str) -> Response:
 
 @router.post("/subscriptions/{sub_id}/rotate-secret", dependencies=[Csrf])
 def rotate(page: PageDep, sub_id: str) -> Response:
-    """Issue a new secret and show it, this once."""
+    """Issue a new secret; the page the browser is sent to shows it, this once."""
     rotated = page.container.subscriptions.rotate_secret(signed_in(page), sub_id)
-    return _subscription_page(page, sub_id, secret=rotated.secret, rotated=True)
+    url_of = f"/console/subscriptions/{sub_id}?done=rotated"
+    return page.redirect_revealing(url_of, sub_id, rotated.secret, rotated=True)
 
 
 @router.post("/subscriptions/{sub_id}/test", dependencies=[Csrf])

@@ -18,10 +18,15 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
+
 COOKIE = "leadhook_console"
 LANG_COOKIE = "leadhook_console_lang"
 MAX_AGE = 12 * 3600
 """Seconds a session lasts from sign-in; then the console asks for the key again."""
+REVEAL_COOKIE = "leadhook_console_reveal"
+REVEAL_SECONDS = 300
+"""How long a new secret waits, sealed in its cookie, for the page that shows it once."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,10 @@ class SessionSigner:
         raw = secret.encode() if secret else secrets.token_bytes(32)
         # A key of its own for this purpose, whatever else the configured secret is used for.
         self._key = hashlib.sha256(b"leadhook console session\x00" + raw).digest()
+        # A new webhook secret crosses the redirect after its form in a cookie of its own,
+        # encrypted (it is a secret, unlike the session) with another key of its own.
+        reveal_key = hashlib.sha256(b"leadhook console reveal\x00" + raw).digest()
+        self._reveal = Fernet(base64.urlsafe_b64encode(reveal_key))
         # Signed-in sessions signed out, by CSRF token (one per session), until they would
         # have expired: a copy of a signed-out cookie must not open the console again. Only a
         # session of a valid key gets here (an anonymous one has nothing to end), and the
@@ -112,6 +121,29 @@ class SessionSigner:
         if session.csrf in self._ended:
             return None
         return session
+
+    def seal_reveal(
+        self, session: Session, sub_id: str, secret: str, rotated: bool, now: float
+    ) -> str:
+        """Seal a subscription's new secret for the page the browser is sent to next."""
+        data = {"c": session.csrf, "s": sub_id, "v": secret, "r": rotated}
+        token = self._reveal.encrypt_at_time(json.dumps(data).encode(), int(now))
+        return token.decode()
+
+    def open_reveal(
+        self, value: str | None, session: Session, sub_id: str, now: float
+    ) -> tuple[str, bool] | None:
+        """The (secret, rotated) a cookie sealed for this session and subscription, if fresh."""
+        if not value or len(value) > 4096 or not value.isascii():
+            return None
+        try:
+            plain = self._reveal.decrypt_at_time(value.encode(), REVEAL_SECONDS, int(now))
+            data = json.loads(plain)
+            secret, rotated = str(data["v"]), bool(data["r"])
+            mine = data["c"] == session.csrf and data["s"] == sub_id
+        except (InvalidToken, ValueError, KeyError, TypeError):
+            return None
+        return (secret, rotated) if mine else None
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:

@@ -23,7 +23,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from leadhook import __version__
 from leadhook.api.console import i18n
-from leadhook.api.console.session import COOKIE, LANG_COOKIE, MAX_AGE, Session, SessionSigner
+from leadhook.api.console.session import (
+    COOKIE,
+    LANG_COOKIE,
+    MAX_AGE,
+    REVEAL_COOKIE,
+    REVEAL_SECONDS,
+    Session,
+    SessionSigner,
+)
 from leadhook.api.deps import NUL_IN_ADDRESS, nul_in_address
 from leadhook.api.problems import problem_kind
 from leadhook.bootstrap import Container
@@ -90,6 +98,8 @@ class Page:
     lang: str
     fresh: bool = False  # the session is new or changed: send its cookie
     vars: dict[str, Any] = field(default_factory=dict)
+    # The reveal cookie to send (a sealed new secret), or "" to clear the one that came.
+    reveal_cookie: str | None = None
 
     @property
     def t(self) -> Callable[[str], str]:
@@ -129,9 +139,38 @@ class Page:
         """Answer 303 See Other to `url` (after a POST, so a reload does not repeat it)."""
         return self.finish(RedirectResponse(url, status_code=303))
 
+    def redirect_revealing(self, url: str, sub_id: str, secret: str, rotated: bool) -> Response:
+        """Redirect after a form that issued a secret; the page at `url` shows it, once.
+
+        The secret goes along sealed in a short-lived cookie rather than in the page that
+        answers the POST: reloading that page sent the form again (a second subscription, a
+        second rotation). The subscription's page opens the cookie and clears it.
+        """
+        now = self.container.clock()
+        self.reveal_cookie = self.signer.seal_reveal(self.session, sub_id, secret, rotated, now)
+        return self.redirect(url)
+
+    def take_reveal(self, sub_id: str) -> tuple[str, bool] | None:
+        """The secret a form just issued for this subscription, once: the cookie is cleared."""
+        value = self.request.cookies.get(REVEAL_COOKIE)
+        if value is None:
+            return None
+        self.reveal_cookie = ""
+        return self.signer.open_reveal(value, self.session, sub_id, self.container.clock())
+
     def finish(self, response: Response) -> Response:
         """Add the security headers and, when it changed, the session cookie."""
         response.headers.update(SECURITY_HEADERS)
+        if self.reveal_cookie is not None:
+            response.set_cookie(
+                REVEAL_COOKIE,
+                self.reveal_cookie,
+                max_age=REVEAL_SECONDS if self.reveal_cookie else 0,
+                path="/console",
+                httponly=True,
+                samesite="strict",
+                secure=self.request.url.scheme == "https",
+            )
         if self.fresh:
             response.set_cookie(
                 COOKIE,
