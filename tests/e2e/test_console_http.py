@@ -152,6 +152,22 @@ def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
     sign_in(client, tenant(client, "acme"))
     resp = client.get("/console/deliveries?since=yesterday")
     assert resp.status_code == 422 and "is not a time" in resp.text
+    # A refused filter comes back above the filter form, as typed, to be corrected there.
+    assert 'role="alert"' in resp.text and 'id="f-since"' in resp.text
+    assert 'value="yesterday"' in resp.text
+    reversed_range = client.get(
+        "/console/deliveries",
+        params={"since": "2026-03-02T10:00", "until": "2026-03-01T10:00", "status": "dead"},
+    )
+    assert reversed_range.status_code == 422
+    assert "until: must be later than since" in reversed_range.text
+    assert 'value="2026-03-01T10:00"' in reversed_range.text  # kept as typed
+    assert '<option value="dead" selected>' in reversed_range.text
+    same = client.get("/console/deliveries?since=2026-03-01T10:00&until=2026-03-01T10:00")
+    assert same.status_code == 422
+    assert client.get(
+        "/console/deliveries?since=2026-03-01T10:00&until=2026-03-02T10:00"
+    ).is_success
     resp = client.get("/console/events?event_type=nope")
     assert resp.status_code == 422 and "unknown event type" in resp.text
     resp = client.get("/console/leads?p=0")

@@ -426,18 +426,29 @@ def deliveries(
     mid = signed_in(page)
     svc = page.container.console
     catalog = svc.catalog(mid)
-    query = DeliveryQuery(
-        subscription_id=subscription or None,
-        status=status or None,
-        event_type=event_type or None,
-        entity_id=lead.strip() or None,
-        since=parse_local(catalog, since),
-        until=parse_local(catalog, until),
-    )
-    found, nxt = svc.deliveries(mid, query, before, PER_PAGE)
+    error, code = None, 200
+    try:
+        since_at, until_at = parse_local(catalog, since), parse_local(catalog, until)
+        if since_at is not None and until_at is not None and since_at >= until_at:
+            raise ValidationError.at(("until",), "must be later than since")
+        query = DeliveryQuery(
+            subscription_id=subscription or None,
+            status=status or None,
+            event_type=event_type or None,
+            entity_id=lead.strip() or None,
+            since=since_at,
+            until=until_at,
+        )
+        found, nxt = svc.deliveries(mid, query, before, PER_PAGE)
+    except LeadhookError as exc:
+        # A filter refused is shown above the filter form as typed, to be corrected there,
+        # rather than on an error page with no way back to it.
+        error, code, found, nxt = exc.detail, error_status(exc), [], None
     subs = svc.subscription_list(mid)
     return page.render(
         "deliveries.html",
+        status=code,
+        error=error,
         catalog=catalog,
         items=found,
         subs=subs,
