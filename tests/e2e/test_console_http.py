@@ -298,3 +298,23 @@ def test_a_new_secret_is_shown_once_and_a_reload_repeats_nothing(client: TestCli
     sign_in(client, key)  # a new session: the cookie sealed for the old one opens nothing
     client.cookies.set("leadhook_console_reveal", sealed, path="/console")
     assert new.group(1) not in client.get(f"/console/subscriptions/{sub['id']}").text
+
+
+def test_a_deleted_subscriptions_delivery_offers_no_retry(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/gone", "event_types": ["*"]},
+        headers=auth,
+    ).json()
+    client.post("/v1/leads", json={"fields": {"name": "张三"}}, headers=auth)
+    (delivery,) = client.get("/v1/deliveries", headers=auth).json()["data"]
+    token = sign_in(client, key)
+    assert client.delete(f"/v1/subscriptions/{sub['id']}", headers=auth).status_code == 204
+    page = client.get(f"/console/deliveries/{delivery['id']}")
+    assert page.status_code == 200
+    assert 'data-testid="no-retry"' in page.text and "/retry" not in page.text
+    assert f'href="/console/subscriptions/{sub["id"]}"' not in page.text  # it would be a 404
+    refused = client.post(f"/console/deliveries/{delivery['id']}/retry", data={"csrf_token": token})
+    assert refused.status_code == 409 and "was deleted" in refused.text

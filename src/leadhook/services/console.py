@@ -519,6 +519,11 @@ class ConsoleService:
             by_sub[s.subscription_id].append(s)
         return now, by_sub
 
+    def subscription_exists(self, mid: str, sub_id: str) -> bool:
+        """Tell whether the tenant's subscription is still there (not deleted)."""
+        with self._read() as uow:
+            return uow.subscriptions.get(mid, sub_id) is not None
+
     def subscription_list(self, mid: str) -> list[Subscription]:
         """Return every subscription of the tenant, oldest first."""
         subs: list[Subscription] = []

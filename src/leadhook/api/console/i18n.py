@@ -131,6 +131,11 @@ STRINGS: dict[str, tuple[str, str]] = {
     "subscription": ("Subscription", "订阅"),
     "delivery": ("Delivery", "投递"),
     "retry": ("Retry now", "立即重试"),
+    "retry.orphaned": (
+        "Its subscription was deleted: this delivery cannot be sent again.",
+        "其订阅已删除：此投递无法再次发送。",
+    ),
+    "sub.deleted": ("deleted", "已删除"),
     "retried": ("Queued again: it will be sent in a moment.", "已重新排队，稍后发送。"),
     "saved": ("Saved.", "已保存。"),
     "sub.created": ("Subscription created.", "订阅已创建。"),

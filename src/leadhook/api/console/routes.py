@@ -476,6 +476,9 @@ def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any
     mid = signed_in(page)
     svc = page.container.console
     found, body, attempts = svc.delivery(mid, delivery_id)
+    # A deleted subscription's deliveries cannot be sent again (the retry is refused, 409):
+    # the page says so rather than offer a button that only fails.
+    orphaned = not svc.subscription_exists(mid, found.subscription_id)
     return page.render(
         "delivery.html",
         status=status,
@@ -483,6 +486,7 @@ def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any
         d=found,
         body=pretty_json(body),
         attempts=attempts,
+        orphaned=orphaned,
         nav="deliveries",
         canonical=f"/console/deliveries/{found.id}",
         **extra,
