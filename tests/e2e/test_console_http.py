@@ -318,3 +318,22 @@ def test_a_deleted_subscriptions_delivery_offers_no_retry(client: TestClient) ->
     assert f'href="/console/subscriptions/{sub["id"]}"' not in page.text  # it would be a 404
     refused = client.post(f"/console/deliveries/{delivery['id']}/retry", data={"csrf_token": token})
     assert refused.status_code == 409 and "was deleted" in refused.text
+
+
+def test_an_action_opened_as_a_page_is_405_and_an_unknown_page_404(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    sign_in(client, key)
+    for path in (
+        "/console/logout",
+        "/console/lang",
+        "/console/subscriptions/sub_x/rotate-secret",
+        "/console/deliveries/dlv_x/retry",
+    ):
+        resp = client.get(path)
+        assert resp.status_code == 405, path
+        assert resp.headers["allow"] == "POST"
+        assert "is an action, not a page" in resp.text and "Not a page" in resp.text
+    assert client.get("/console/leads").status_code == 200  # still signed in: nothing ran
+    for method in ("GET", "POST"):
+        unknown = client.request(method, "/console/no-such-page")
+        assert unknown.status_code == 404 and "the console has no page" in unknown.text

@@ -155,6 +155,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "attempt": ("Attempt", "尝试"),
     "no_attempts": ("Not attempted yet.", "尚未尝试。"),
     "not_found": ("Not found", "未找到"),
+    "method_not_allowed": ("Not a page", "不是页面"),
     "forbidden": ("Refused", "已拒绝"),
     "bad_request": ("Bad request", "请求无效"),
     "back": ("Back", "返回"),

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
 from leadhook.api.console.i18n import LANGS
@@ -23,6 +24,7 @@ from leadhook.api.console.views import (
     ConsoleRoute,
     CsrfRefused,
     Page,
+    error_page,
     error_status,
     page_of,
     parse_local,
@@ -512,7 +514,20 @@ def retry(page: PageDep, delivery_id: str) -> Response:
 unknown_pages = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
 
+def _takes_only_a_form(path: str) -> bool:
+    """Tell whether a console address is an action that only a form (POST) reaches."""
+    routes = [r for r in router.routes if isinstance(r, APIRoute)]
+    matched = {m for r in routes if r.path_regex.match(path) for m in r.methods or ()}
+    return matched == {"POST"}
+
+
 @unknown_pages.api_route("/{rest:path}", methods=["GET", "POST"])
-def unknown_page(rest: str) -> Response:
-    """No such page of the console."""
-    raise NotFoundError(f"the console has no page /console/{rest}")
+def unknown_page(request: Request, rest: str) -> Response:
+    """No such page of the console; 405 for an action opened as a page (a typed address)."""
+    path = f"/console/{rest}"
+    if request.method == "GET" and _takes_only_a_form(path):
+        detail = f"{path} is an action, not a page: use its button in the console"
+        response = error_page(request, 405, "method_not_allowed", detail)
+        response.headers["allow"] = "POST"
+        return response
+    raise NotFoundError(f"the console has no page {path}")
