@@ -337,3 +337,18 @@ def test_an_action_opened_as_a_page_is_405_and_an_unknown_page_404(client: TestC
     for method in ("GET", "POST"):
         unknown = client.request(method, "/console/no-such-page")
         assert unknown.status_code == 404 and "the console has no page" in unknown.text
+
+
+def test_the_timeline_names_a_member_operator_with_their_id(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    member = {"name": "王芳", "omni_user_uuid": "u-wang", "operator_id": 77}
+    assert client.put("/v1/catalog/members/wang_fang", json=member, headers=auth).is_success
+    operator = {"operator_type": 1, "operator_id": 77}
+    made = client.post(
+        "/v1/leads", json={"fields": {"name": "张三"}, "operator": operator}, headers=auth
+    ).json()["lead"]
+    sign_in(client, key)
+    page = client.get(f"/console/leads/{made['id']}").text
+    # Two members may share a name: the id tells them apart.
+    assert re.search(r'王芳\s*<span data-testid="operator-id">#77</span>', page)
