@@ -100,6 +100,11 @@ def test_parameters_left_empty_are_left_out(api: Api) -> None:
     assert timeline.status_code == 200, timeline.text
     assert timeline.json() == api.get(f"/v1/leads/{lead}/timeline").json()
     assert_problem(api.get("/v1/leads?voided=maybe&owner="), 422)  # a value is still checked
+    # A value that ends with "=" is a value, not an empty one: the filter still applies.
+    assert api.get("/v1/leads?owner=m1=").json()["data"] == []
+    assert_problem(api.get("/v1/leads?limit=abc="), 422)
+    assert_problem(api.get("/v1/events?event_type=object_create="), 422)
+    assert api.get(f"/v1/events?entity_id={lead}=").json()["data"] == []
 
 
 def test_listing_refuses_bad_parameters(api: Api) -> None:

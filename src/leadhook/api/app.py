@@ -111,7 +111,9 @@ def without_empty_values(query: bytes) -> bytes:
     ones answered 422 (`voided=`, `limit=`) and `owner=` matched no lead at all.
     """
     parts = query.split(b"&")
-    kept = [p for p in parts if b"=" in p and not p.endswith(b"=")]
+    # The value is what follows the first "=": `owner=nobody=` has the value `nobody=`, a
+    # value like any other (dropping it because the text ends with "=" lifted the filter).
+    kept = [p for p in parts if p.partition(b"=")[2]]
     return query if len(kept) == len(parts) else b"&".join(kept)
 
 
