@@ -151,6 +151,47 @@ def test_a_body_that_is_not_readable_json_is_400_bad_json_and_changes_nothing(
     assert _state(api) == before
 
 
+def test_a_body_that_is_not_json_is_answered_after_the_credential(api: Api) -> None:
+    lead_id = api.create_lead()["id"]
+    before = _state(api)
+    json_type = {"Content-Type": "application/json"}
+    routes = [
+        ("POST", f"/v1/leads/{lead_id}/notes", api.auth()),
+        ("POST", "/v1/leads", api.auth()),
+        ("POST", "/v1/subscriptions", api.auth()),
+        ("POST", "/v1/tenants", ADMIN),
+    ]
+    for method, path, auth in routes:
+        for body in (b"{bad", '{"notes": "café"}'.encode("latin-1"), b"{" * 5000):
+            # No credential, or a wrong one: 401 first, as for any other request.
+            anonymous = api.client.request(method, path, content=body, headers=json_type)
+            assert_problem(anonymous, 401)
+            wrong = {**json_type, "Authorization": "Bearer lh_not_a_key"}
+            assert_problem(api.client.request(method, path, content=body, headers=wrong), 401)
+        # With the credential: 400 bad-json, where the reader stopped, and no `errors`
+        # (there is no field to name in a body that is not JSON).
+        resp = api.client.request(method, path, content=b"{bad", headers={**json_type, **auth})
+        problem = assert_problem(resp, 400)
+        assert problem["type"].endswith("/bad-json") and "errors" not in problem, problem
+        assert problem["detail"].startswith("the request body is not valid JSON: ")
+        assert problem["detail"].endswith("at character 1"), problem["detail"]
+    assert _state(api) == before
+
+
+def test_every_route_with_a_body_checks_the_credential_before_the_body(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    checked = 0
+    for template, operations in paths.items():
+        path = template.replace("{", "").replace("}", "")  # {lead_id} -> lead_id
+        for method in {"post", "put", "patch", "delete"} & set(operations):
+            resp = api.client.request(
+                method, path, content=b"{bad", headers={"Content-Type": "application/json"}
+            )
+            assert resp.status_code == 401, (method, template, resp.text)
+            checked += 1
+    assert checked >= 29  # every mutating route of the reference
+
+
 def test_a_utf8_byte_order_mark_is_skipped(api: Api) -> None:
     body = '{"fields": {"name": "张三"}}'.encode("utf-8-sig")
     headers = {**api.auth(), "Content-Type": "application/json"}

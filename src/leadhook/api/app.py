@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 from leadhook import __version__
-from leadhook.api import console, problems
+from leadhook.api import console, deps, problems
 from leadhook.api.fastpath import FastBehaviours, ShortWay, fast_routes
 from leadhook.api.limits import BodyLimit, HeaderLimit, RateLimit, TokenBuckets
 from leadhook.api.matching import RouteTable
@@ -182,7 +182,7 @@ def create_app(container: Container) -> FastAPI:
     # Innermost: behaviour requests that need no judgement skip the router (api/fastpath.py).
     fast = fast_routes(leads.router.routes, leads.FAST_ACTIONS)
     app.add_middleware(FastBehaviours, api=app, container=container, table=fast)
-    problems.install(app)
+    problems.install(app, deps.route_credential)
     s = container.settings
     app.add_middleware(BodyLimit, limit=s.max_body_bytes)
     buckets = None if s.rate_limit is None else TokenBuckets(*s.rate_limit)

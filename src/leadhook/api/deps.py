@@ -297,6 +297,28 @@ async def checked_admin(request: Request, _: Annotated[None, Depends(admin)]) ->
     await storable_input(request)
 
 
+async def route_credential(request: Request) -> None:
+    """Check the credential the request's route asks for (tenant key or admin token), alone.
+
+    For a request answered before its route's dependencies ran (a body FastAPI could not
+    read as JSON): its 401 comes first, as it does for every other request.
+    """
+    route = request.scope.get("route")
+    stack = [getattr(route, "dependant", None)]
+    calls: set[Any] = set()
+    while stack:
+        dependant = stack.pop()
+        if dependant is not None:
+            calls.update(d.call for d in dependant.dependencies)
+            stack.extend(dependant.dependencies)
+    header = request.headers.get("authorization")
+    c: Container = request.app.state.container
+    if calls & {checked_tenant, tenant, behaviour_request}:  # the last calls checked_tenant
+        c.tenants.authenticate(bearer(header))
+    elif calls & {checked_admin, admin}:
+        await admin(c, header)
+
+
 Mid = Annotated[str, Depends(checked_tenant)]
 Admin = Depends(checked_admin)
 

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,11 +159,41 @@ async def _leadhook_error(request: Request, exc: Exception) -> Response:
     return problem(kind.status, kind.title, exc.detail, kind.slug, errors, headers)
 
 
-async def _request_validation(_req: Request, exc: Exception) -> Response:
+CredentialCheck = Callable[[Request], Awaitable[None]]
+
+
+async def _credential_first(request: Request) -> Response | None:
+    """The answer to a request whose credential fails, checked before its body's problem.
+
+    FastAPI reads a route's JSON body before the route's dependencies run, so a body that is
+    not JSON was answered 400 before a missing key's 401: the credential is checked first
+    here too, as for every other request (see `install`).
+    """
+    check: CredentialCheck | None = getattr(request.app.state, "credential_check", None)
+    if check is None:
+        return None
+    try:
+        await check(request)
+    except LeadhookError as exc:
+        return await _leadhook_error(request, exc)
+    return None
+
+
+async def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    syntax = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+    if syntax is not None:
+        refused = await _credential_first(request)
+        if refused is not None:
+            return refused
+        # `bad-json` names no field (there is none to name in a body that is not JSON): what
+        # the reader found, and where, is the detail, as for every other unreadable body.
+        loc = syntax.get("loc", ())
+        where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        reason = str((syntax.get("ctx") or {}).get("error") or "").strip()
+        detail = f"the request body is not valid JSON: {reason or 'a syntax error'}{where}"
+        return problem(400, "Bad request", detail, "bad-json")
     errors = [{"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
-    if any(e.get("type") == "json_invalid" for e in exc.errors()):
-        return problem(400, "Bad request", "the request body is not valid JSON", "bad-json", errors)
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
     return problem(422, "Validation failed", detail, "validation", errors)
@@ -196,7 +227,7 @@ async def _http_error(req: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     unreadable = _unreadable_body(exc)
     if unreadable is not None:
-        return problem(400, "Bad request", unreadable, "bad-json")
+        return await _credential_first(req) or problem(400, "Bad request", unreadable, "bad-json")
     headers = dict(exc.headers or {})
     table = route_table(req.scope)
     if exc.status_code == 405 and table is not None:
@@ -365,9 +396,14 @@ STORAGE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def install(app: FastAPI) -> None:
-    """Register the problem+json handlers on `app`."""
+def install(app: FastAPI, credential_check: CredentialCheck | None = None) -> None:
+    """Register the problem+json handlers on `app`.
+
+    `credential_check` raises the request's 401 (or 403), if any: a body FastAPI could not
+    read is answered after it, as every other request's problems are.
+    """
     app.state.outages = OutageLog()
+    app.state.credential_check = credential_check
     app.add_exception_handler(LeadhookError, _leadhook_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
