@@ -449,7 +449,7 @@ def test_if_match(api: Api) -> None:
         resp = api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers={"If-Match": tag})
         assert assert_behaviour(resp)["lead"]["version"] == version
     counts = api.counts()
-    for bad in ("x", '"4', '4"', "W/4", 'W/"4', 'w/"4"', '""', "4, 5"):
+    for bad in ("x", '"4', '4"', "W/4", 'W/"4', 'w/"4"', '""', ",", "4, x", "*, 4"):
         assert_problem(
             api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers={"If-Match": bad}),
             400,
@@ -459,6 +459,37 @@ def test_if_match(api: Api) -> None:
     for star in ("*", " * "):
         resp = api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers={"If-Match": star})
         assert assert_behaviour(resp)["lead"]["version"] >= 5
+    # A list (RFC 9110) matches when any version in it is the lead's; a header sent twice is
+    # one list, whichever line comes first (the first line alone decided before).
+    at = api.get(f"/v1/leads/{lid}").json()["version"]
+    counts = api.counts()
+    for lines in ([f"{at - 1}, {at + 1}"], [str(at + 1), str(at - 1)], [str(at - 1), str(at + 1)]):
+        raw = [(b"if-match", line.encode()) for line in lines]
+        refused = api.client.post(
+            f"/v1/leads/{lid}/notes",
+            json={"notes": "n"},
+            headers=[*api.auth().items(), *raw],  # type: ignore[arg-type]
+        )
+        problem = assert_problem(refused, 412)
+        assert f"at version {at}, not any of {at - 1}, {at + 1}" in problem["detail"]
+    assert api.counts() == counts
+    for shape in ('"{old}", "{now}"', "{old}|{now}", "{now}|{old}"):  # | parts two lines
+        lines = shape.format(old=at - 5, now=at).split("|")
+        raw = [(b"if-match", line.encode()) for line in lines]
+        resp = api.client.post(
+            f"/v1/leads/{lid}/notes",
+            json={"notes": "n"},
+            headers=[*api.auth().items(), *raw],  # type: ignore[arg-type]
+        )
+        assert assert_behaviour(resp)["lead"]["version"] == at + 1
+        at += 1
+    # Two Idempotency-Keys: which one would a retry send? 400, nothing done.
+    counts = api.counts()
+    twice = [*api.auth().items(), ("idempotency-key", "k1"), ("idempotency-key", "k2")]
+    resp = api.client.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers=twice)  # type: ignore[arg-type]
+    assert_problem(resp, 400)
+    assert_problem(api.client.post("/v1/leads", json={}, headers=twice), 400)  # type: ignore[arg-type]
+    assert api.counts() == counts
     gone = api.post("/v1/leads/nope/notes", json={"notes": "n"}, headers={"If-Match": "*"})
     assert_problem(gone, 404)
     assert_behaviour(api.post("/v1/leads", json={}, headers={"If-Match": "*"}), status=201)

@@ -336,8 +336,8 @@ async def behaviour_request(request: Request) -> BehaviourRequest:
         request.method,
         request.scope["path"],
         await request.body(),
-        headers.get("if-match"),
-        headers.get("idempotency-key"),
+        ", ".join(headers.getlist("if-match")) or None,  # sent twice: one list (RFC 9110)
+        single_idempotency_key(headers.getlist("idempotency-key")),
     )
 
 
@@ -345,10 +345,19 @@ async def idempotent_create(request: Request) -> tuple[str, str] | None:
     """A create's Idempotency-Key and the fingerprint of its request (400 for a malformed
     key); None without the header. As for the behaviours, "the same request" is the same
     method, path and body, byte for byte."""
-    key = checked_idempotency_key(request.headers.get("idempotency-key"))
+    key = checked_idempotency_key(
+        single_idempotency_key(request.headers.getlist("idempotency-key"))
+    )
     if key is None:
         return None
     return key, fingerprint(request.method, request.scope["path"], await request.body())
+
+
+def single_idempotency_key(sent: list[str]) -> str | None:
+    """The one Idempotency-Key a request sent; 400 for two (which would be the retry's?)."""
+    if len(sent) > 1:
+        raise BadRequestError("Idempotency-Key was sent more than once: send one key")
+    return sent[0] if sent else None
 
 
 def checked_idempotency_key(key: str | None) -> str | None:
@@ -370,6 +379,31 @@ IDEMPOTENCY_HEADER: dict[str, Any] = {
 }
 
 
+def if_match_versions(value: str | None) -> frozenset[int] | None:
+    """The lead versions an `If-Match` header lists; None when it checks none (absent, `*`).
+
+    RFC 9110 makes If-Match a list, any member of which matches, and a header sent twice
+    the same list (the lines joined with commas). `*` (any current version) asks only that
+    the lead exist, which every behaviour on a lead requires anyway (404 otherwise).
+    """
+    if value is None:
+        return None
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if items == ["*"]:
+        return None
+    versions: set[int] = set()
+    for item in items:
+        m = _IF_MATCH.match(item)
+        if not m:
+            raise BadRequestError(
+                f"If-Match must list lead version numbers (or be *), not {value!r}"
+            )
+        versions.add(int(m.group(1) or m.group(2) or m.group(3)))
+    if not versions:
+        raise BadRequestError(f"If-Match must list lead version numbers (or be *), not {value!r}")
+    return frozenset(versions)
+
+
 def behaviour_metadata(
     mid: str,
     method: str,
@@ -379,18 +413,10 @@ def behaviour_metadata(
     idempotency_key: str | None,
 ) -> BehaviourRequest:
     """The behaviour request of tenant `mid`: checks If-Match and Idempotency-Key (400)."""
-    version: int | None = None
-    # `*` (RFC 9110: any current version) asks only that the lead exist, which every
-    # behaviour on a lead requires anyway (404 otherwise): no version to check.
-    if if_match is not None and if_match.strip() != "*":
-        m = _IF_MATCH.match(if_match)
-        if not m:
-            raise BadRequestError(f"If-Match must be a lead version number, not {if_match!r}")
-        version = int(m.group(1) or m.group(2) or m.group(3))
     return BehaviourRequest(
         mid=mid,
         operator=Operator(),
-        if_match=version,
+        if_match=if_match_versions(if_match),
         idempotency_key=checked_idempotency_key(idempotency_key),
         fingerprint=fingerprint(method, path, body),
     )
@@ -405,8 +431,9 @@ BEHAVIOUR_HEADERS: dict[str, Any] = {
             "name": "If-Match",
             "in": "header",
             "required": False,
-            "description": 'The lead version this change expects (3, "3" or W/"3"); 412 if'
-            " the lead is at another version. * checks no version.",
+            "description": 'The lead version this change expects (3, "3" or W/"3"), or a'
+            ' list of them ("3", "4"): 412 if the lead is at a version not listed.'
+            " * checks no version.",
             "schema": {"type": "string"},
         },
     ]

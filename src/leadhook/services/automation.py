@@ -24,7 +24,6 @@ from leadhook.domain.errors import (
     LeadhookError,
     NotFoundError,
     ValidationError,
-    VersionMismatchError,
 )
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import SYSTEM, Operator
@@ -54,10 +53,7 @@ def _lock(uow: UnitOfWork, req: BehaviourRequest, lead_id: str) -> Lead:
 
 
 def _check_version(req: BehaviourRequest, lead: Lead) -> None:
-    if req.if_match is not None and req.if_match != lead.version:
-        raise VersionMismatchError(
-            f"lead {lead.id} is at version {lead.version}, not {req.if_match}"
-        )
+    req.check_version(lead.id, lead.version)
 
 
 def _one(before: Lead, outcome: b.Effect) -> Changes:

@@ -102,9 +102,21 @@ class BehaviourRequest:
 
     mid: str
     operator: Operator
-    if_match: int | None = None
+    # The versions `If-Match` lists (RFC 9110: any one of them matches); None checks none.
+    if_match: int | frozenset[int] | None = None
     idempotency_key: str | None = None
     fingerprint: str = ""
+
+    def check_version(self, lead_id: str, version: int) -> None:
+        """Refuse (412) a lead at a version `If-Match` does not list."""
+        wanted = self.if_match
+        if wanted is None:
+            return
+        listed = frozenset((wanted,)) if isinstance(wanted, int) else wanted
+        if version not in listed:
+            named = ", ".join(str(v) for v in sorted(listed))
+            either = named if len(listed) == 1 else f"any of {named}"
+            raise VersionMismatchError(f"lead {lead_id} is at version {version}, not {either}")
 
 
 class LeadService:
@@ -233,10 +245,7 @@ class LeadService:
                 before = uow.leads.get(req.mid, lead_id, for_update=True)
                 if before is None:
                     raise NotFoundError(f"lead {lead_id!r} not found")
-                if req.if_match is not None and req.if_match != before.version:
-                    raise VersionMismatchError(
-                        f"lead {lead_id} is at version {before.version}, not {req.if_match}"
-                    )
+                req.check_version(lead_id, before.version)
             # Read the clock only once the lead is locked: a writer that waited for the lock
             # must not stamp its event earlier than the one it waited for.
             ctx = self._context(uow, req)
