@@ -383,6 +383,17 @@ def test_a_number_shows_as_decimal_text_never_with_an_exponent() -> None:
     assert event.extra_data.mapping_data_text == {"budget": ["0.0000001", "3"]}
 
 
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(3.0, "3"), (1e2, "100"), (1e15, "1000000000000000"), (1e16, "10000000000000000"),
+     (1.5e20, "150000000000000000000"), (-2.0, "-2"), (-0.0, "0"), (2.5, "2.5"),
+     (0.1, "0.1"), (1.5e-7, "0.00000015"), (123456.789, "123456.789")],
+)  # fmt: skip
+def test_a_whole_number_shows_its_digits_however_it_was_written(value: float, text: str) -> None:
+    (event,) = b.update_fields(ctx(), LEAD, {"budget": value}).events
+    assert event.extra_data.mapping_data_text == {"budget": ["-", text]}
+
+
 @pytest.mark.parametrize("to_group", ["source", "ordinary"])
 def test_a_value_moves_with_its_field_to_the_other_group(to_group: str) -> None:
     # A field's group can change after leads hold values of it: the next write of the value

@@ -326,7 +326,11 @@ class Catalog:
             return "image"
         if fdef.type == "number" and isinstance(value, float):
             # Decimal text, never an exponent: repr's shortest digits, written out (1e-07 is
-            # "0.0000001", 1e+20 "100000000000000000000"); an integer is its digits.
+            # "0.0000001"). A whole number is its digits however it was written (3.0, 3e0,
+            # 1e+20): 3 and 3.0 are the same number (a change between them emits nothing),
+            # and repr kept ".0" below 1e16 but not above it.
+            if value.is_integer():
+                return str(int(value))
             return format(Decimal(repr(value)), "f")
         if fdef.type == "option":
             return fdef.options.get(str(value), str(value))
