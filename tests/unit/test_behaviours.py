@@ -88,6 +88,8 @@ def refusal(call: Call) -> ValidationError:
 
 # ---- refusals: (call, loc, msg) ------------------------------------------------------------
 
+EXTERNAL_ID = "must be 1-64 characters, with no control character and no space around it"
+
 OWN_BEHAVIOUR = "has its own behaviour: POST /v1/leads/{id}/"
 REFUSALS: list[tuple[str, Call, tuple[str | int, ...], str]] = [
     # unknown field codes
@@ -207,9 +209,17 @@ REFUSALS: list[tuple[str, Call, tuple[str | int, ...], str]] = [
     ("relation name", lambda c: b.relate(c, LEAD, "acc ount", "A1"),
      ("body", "target_object_name"), "must be 1-64 ASCII letters, digits, '_' or '-'"),
     ("relation entity", lambda c: b.relate(c, LEAD, "account", ""),
-     ("body", "target_entity_id"), "must be 1-64 ASCII letters, digits, '_' or '-'"),
+     ("body", "target_entity_id"), EXTERNAL_ID),
+    ("relation entity too long", lambda c: b.relate(c, LEAD, "account", "x" * 65),
+     ("body", "target_entity_id"), EXTERNAL_ID),
+    ("relation entity spaced", lambda c: b.relate(c, LEAD, "account", " A1"),
+     ("body", "target_entity_id"), EXTERNAL_ID),
+    ("relation entity control", lambda c: b.relate(c, LEAD, "account", "A\t1"),
+     ("body", "target_entity_id"), EXTERNAL_ID),
     ("relation object id", lambda c: b.relate(c, LEAD, "account", "A1", 57),
-     ("body", "target_object_id"), "must be 1-64 ASCII letters, digits, '_' or '-'"),
+     ("body", "target_object_id"), EXTERNAL_ID),
+    ("relation object id empty", lambda c: b.relate(c, LEAD, "account", "A1", ""),
+     ("body", "target_object_id"), EXTERNAL_ID),
     # scene_type and owner per scene
     *[
         (f"scene_type {scene!r}", (lambda s: lambda c: b.change_owner(c, LEAD, ALICE, s))(scene),
@@ -925,3 +935,10 @@ def test_a_lead_copy_changes_only_what_it_names_and_refuses_unknown_fields() -> 
     assert copy.fields is lead.fields  # shared like replace: a Lead never mutates its maps
     with pytest.raises(TypeError, match="no field vresion"):
         lead.but(vresion=3)
+
+
+@pytest.mark.parametrize("entity_id", ["ACME.001", "acct:42", "客户001", "a b", "x" * 64])
+def test_a_relation_takes_another_systems_ids_as_it_spells_them(entity_id: str) -> None:
+    (event,) = b.relate(ctx(), LEAD, "account", entity_id, "obj.57:v2").events
+    assert event.extra_data.model_dump()["target_entity_id"] == entity_id
+    assert event.extra_data.model_dump()["target_object_id"] == "obj.57:v2"

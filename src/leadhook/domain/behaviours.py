@@ -421,6 +421,16 @@ def restore(ctx: Context, lead: Lead) -> Effect:
     return rec.outcome()
 
 
+def _external_id(value: Any) -> bool:
+    """An id another system gave: 1-64 characters, no control ones, no space around them."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 64
+        and value == value.strip()
+        and not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value)
+    )
+
+
 def relate(
     ctx: Context,
     lead: Lead,
@@ -430,20 +440,21 @@ def relate(
 ) -> Effect:
     """Associate the lead with an object of another kind (e.g. an account)."""
     _live(lead)
-    for key, value in (
-        ("target_object_name", target_object_name),
-        ("target_entity_id", target_entity_id),
-    ):
-        if not isinstance(value, str) or not KEY_PATTERN.match(value):
-            raise ValidationError.at(
-                ("body", key), "must be 1-64 ASCII letters, digits, '_' or '-'"
-            )
-    if target_object_id is not None and (
-        not isinstance(target_object_id, str) or not KEY_PATTERN.match(target_object_id)
-    ):
+    # The object's kind is a key of the tenant's catalog; its ids are another system's, as
+    # that system spells them (`ACME.001`, `acct:42`): the catalog's `object_id` rule.
+    if not isinstance(target_object_name, str) or not KEY_PATTERN.match(target_object_name):
         raise ValidationError.at(
-            ("body", "target_object_id"), "must be 1-64 ASCII letters, digits, '_' or '-'"
+            ("body", "target_object_name"), "must be 1-64 ASCII letters, digits, '_' or '-'"
         )
+    for key, value in (
+        ("target_entity_id", target_entity_id),
+        ("target_object_id", target_object_id),
+    ):
+        if (value is not None or key == "target_entity_id") and not _external_id(value):
+            raise ValidationError.at(
+                ("body", key),
+                "must be 1-64 characters, with no control character and no space around it",
+            )
     object_id = target_object_id or ctx.catalog.related_object_id(target_object_name)
     relation = Relation(target_object_name, target_entity_id, object_id)
     if any(
