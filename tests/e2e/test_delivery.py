@@ -490,3 +490,52 @@ def _kill_and_recover(stack: Stack, receiver: Receiver, url: str) -> None:
     assert recovered < 30.0
     # Only what the killed worker held (in flight, or sent but not yet recorded) went twice.
     assert 0 < twice <= held
+
+
+def _open_circuit(stack: Stack, sub_id: str, until: float) -> None:
+    with stack.container.engine.begin() as conn:
+        conn.execute(
+            t.subscriptions.update()
+            .where(t.subscriptions.c.id == sub_id)
+            .values(
+                circuit_failures=7,
+                circuit_opened_at=time.time(),
+                circuit_retry_at=until,
+                circuit_cooldown=600.0,
+            )
+        )
+
+
+def test_a_new_url_or_an_answered_test_closes_the_circuit(stack: Stack) -> None:
+    # The endpoint was down and its circuit open for ten minutes; the integrator moves the
+    # subscription to a working URL: what waited is sent now, not at the old retry_at.
+    sub = stack.subscribe(url="http://127.0.0.1:9/down")
+    _open_circuit(stack, sub["id"], time.time() + 600)
+    opened = stack.call("GET", f"/v1/subscriptions/{sub['id']}").json()["circuit"]
+    assert opened["state"] == "open" and opened["consecutive_failures"] == 7
+    stack.dispatch()
+    lead = stack.lead(notes=2)
+    time.sleep(0.5)
+    assert stack.receiver.all() == []  # the circuit holds them
+    moved = stack.call(
+        "PATCH", f"/v1/subscriptions/{sub['id']}", json={"url": stack.receiver.url()}
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["circuit"] == {
+        "state": "closed", "opened_at": None, "retry_at": None, "consecutive_failures": 0
+    }  # fmt: skip
+    wait_for(lambda: len(stack.receiver.acked()) == 3, timeout=10, what="the waiting deliveries")
+    assert [r.event["entity_version"] for r in stack.receiver.acked()] == [1, 2, 3]
+    assert {r.event["extra_data"]["entity_id"] for r in stack.receiver.acked()} == {lead}
+    # Open again (the same URL this time): a test event the endpoint answers closes it too,
+    # as a probe's answer would. (Once the answers are recorded: recording them closes it.)
+    wait_for(lambda: len(stack.deliveries(sub["id"], "delivered")) == 3, what="the records")
+    _open_circuit(stack, sub["id"], time.time() + 600)
+    stack.lead()
+    time.sleep(0.5)
+    assert len(stack.receiver.acked()) == 3
+    test = stack.call("POST", f"/v1/subscriptions/{sub['id']}/test")
+    assert test.status_code == 200 and test.json()["success"] is True
+    closed = stack.call("GET", f"/v1/subscriptions/{sub['id']}").json()["circuit"]
+    assert closed["state"] == "closed" and closed["consecutive_failures"] == 0
+    wait_for(lambda: len(stack.receiver.acked()) == 5, timeout=10, what="the lead after the test")

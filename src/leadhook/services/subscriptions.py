@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from leadhook.domain.attempts import Delivered
+from leadhook.domain.circuit import CLOSED
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES, TEST_EVENT_TYPE
 from leadhook.domain.signing import webhook_headers
@@ -254,9 +255,16 @@ class SubscriptionService:
                 new = replace(new, disabled_reason=None, first_failure_at=None)
             elif sub.enabled and not new.enabled:
                 new = replace(new, disabled_reason="disabled via the API")
+            moved = new.url != sub.url
+            if moved:
+                # Another URL is another endpoint: the old one's silence (its open circuit,
+                # its failure streak towards auto-disable) says nothing about the new one.
+                new = replace(new, first_failure_at=None, circuit=CLOSED)
             uow.subscriptions.update(new)
+            if moved:
+                uow.subscriptions.close_circuit(mid, sub_id)
             uow.commit()
-        if new.enabled and not sub.enabled:
+        if (new.enabled and not sub.enabled) or moved:
             self._on_enqueued()  # its pending deliveries may flow again
         return new
 
@@ -309,7 +317,17 @@ class SubscriptionService:
             await sender.aclose()
         ok = isinstance(result, Delivered)
         attempt = Attempt(now, result.status_code, result.latency_ms, result.error, result.body)
+        if result.status_code is not None and sub.circuit != CLOSED:
+            # The endpoint answered: as a probe's answer would, that closes its circuit, and
+            # what waited for it is sent now rather than at the circuit's retry_at.
+            await asyncio.to_thread(self._close_circuit, mid, sub_id)
+            self._on_enqueued()
         return TestResult(ok, event, attempt)
+
+    def _close_circuit(self, mid: str, sub_id: str) -> None:
+        with self._uow() as uow:
+            uow.subscriptions.close_circuit(mid, sub_id)
+            uow.commit()
 
     # ---- deliveries --------------------------------------------------------------------------
 

@@ -132,6 +132,21 @@ class SqlSubscriptions(_OnConnection):
             .values(**_sub_values(sub, self.box))
         )
 
+    def close_circuit(self, mid: str, sub_id: str) -> None:
+        self._forget()
+        c = t.subscriptions.c
+        self.conn.execute(
+            update(t.subscriptions)
+            .where(c.id == sub_id, c.mid == mid)
+            .values(
+                circuit_failures=0,
+                circuit_opened_at=None,
+                circuit_retry_at=None,
+                circuit_cooldown=None,
+                circuit_probe_until=None,
+            )
+        )
+
     def delete(self, mid: str, sub_id: str, at: float) -> None:
         self._forget()
         c = t.subscriptions.c

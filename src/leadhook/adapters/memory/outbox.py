@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
+from leadhook.domain.circuit import CLOSED
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
     ENDED_BY_DELETE,
@@ -48,6 +49,12 @@ class MemorySubscriptions:
             # As in SQL, id, mid and created_at are never overwritten.
             kept = replace(sub, created_at=row.sub.created_at)
             self._s.subscriptions[sub.id] = SubscriptionRow(kept, row.deleted_at)
+
+    def close_circuit(self, mid: str, sub_id: str) -> None:
+        row = self._s.subscriptions.get(sub_id)
+        if row is not None and row.sub.mid == mid:
+            closed = replace(row.sub, circuit=CLOSED)
+            self._s.subscriptions[sub_id] = SubscriptionRow(closed, row.deleted_at)
 
     def delete(self, mid: str, sub_id: str, at: float) -> None:
         row = self._s.subscriptions.get(sub_id)
