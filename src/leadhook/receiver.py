@@ -177,7 +177,10 @@ def _test_event(body: bytes | str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # a body nested 100,000 deep is no test event either
         return None
     if isinstance(data, dict) and data.get("event_type") == TEST_EVENT_TYPE:
-        return data
+        event_id = data.get("event_id")
+        # leadhook's test event carries an event_id, as every event does (its webhook-id).
+        if isinstance(event_id, str) and event_id:
+            return data
     return None
 
 
@@ -196,11 +199,20 @@ def verify_and_parse(
     leadhook's test event, `WebhookTestReceived` (2xx); see `response_status`.
     """
     verify_signature(body, headers, secret, tolerance=tolerance, now=now)
-    event = parse(body)
     webhook_id = {k.lower(): v for k, v in headers.items()}.get("webhook-id", "").strip()
-    if webhook_id != event.event_id:
-        raise InvalidPayload(f"webhook-id {webhook_id!r} is not the event_id {event.event_id!r}")
+    try:
+        event = parse(body)
+    except WebhookTestReceived as test:
+        # The test event is held to the same rule as every event: its webhook-id is its id.
+        _same_id(webhook_id, str(test.event["event_id"]))
+        raise
+    _same_id(webhook_id, event.event_id)
     return event
+
+
+def _same_id(webhook_id: str, event_id: str) -> None:
+    if webhook_id != event_id:
+        raise InvalidPayload(f"webhook-id {webhook_id!r} is not the event_id {event_id!r}")
 
 
 def response_status(exc: Exception) -> int:

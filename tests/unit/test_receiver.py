@@ -246,6 +246,20 @@ def test_the_test_event_is_recognised_once_verified() -> None:
         verify_and_parse(TEST_BODY, signed(TEST_BODY, [OTHER_SECRET]), SECRET, now=NOW)
 
 
+def test_a_test_event_is_held_to_the_webhook_id_rule_too() -> None:
+    # Signed, but its webhook-id is not its event_id: refused as a lead event would be.
+    with pytest.raises(InvalidPayload, match="is not the event_id"):
+        verify_and_parse(TEST_BODY, signed(TEST_BODY, [SECRET], msg_id="OTHER"), SECRET, now=NOW)
+    # A "test event" without an event_id is no event of leadhook's at all.
+    for event_id in (None, "", 5):
+        data = {**json.loads(TEST_BODY), "event_id": event_id}
+        if event_id is None:
+            del data["event_id"]
+        body = json.dumps(data).encode()
+        with pytest.raises(InvalidPayload):
+            verify_and_parse(body, signed(body, [SECRET], msg_id="M1"), SECRET, now=NOW)
+
+
 # --- frameworks ------------------------------------------------------------------------------
 
 
