@@ -214,6 +214,14 @@ def test_listen_refuses_a_bad_option_before_it_listens(
     result = run(*args, "--port", str(free_port()), cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert said in result.stderr
+    # The port already taken: still the bad option that is named (checked before binding).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run(*args, "--port", str(port), cwd=tmp_path)
+    assert busy.returncode == 2, busy.stdout + busy.stderr
+    assert said in busy.stderr and "cannot listen" not in busy.stderr
 
 
 @pytest.mark.parametrize(

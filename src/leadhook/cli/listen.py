@@ -166,6 +166,15 @@ class Listener:
         return web.Response(status=resp.status_code, body=body_out, headers=keep)
 
 
+def check_secrets(secrets: Sequence[str]) -> None:
+    """Refuse (ValueError) a secret that is not a subscription's whsec_ secret."""
+    for s in secrets:
+        try:
+            subscriber_key(s)
+        except ValueError as exc:
+            raise ValueError(f"--secret (or LEADHOOK_LISTEN_SECRET) {s[:10]}…: {exc}") from None
+
+
 async def run_listener(
     console: Console,
     sock: socket.socket,
@@ -180,11 +189,7 @@ async def run_listener(
 
     from leadhook.cli.runtime import base_url, shutdown_on_signals
 
-    for s in secrets:
-        try:
-            subscriber_key(s)
-        except ValueError as exc:
-            raise ValueError(f"--secret (or LEADHOOK_LISTEN_SECRET) {s[:10]}…: {exc}") from None
+    check_secrets(secrets)
     client = httpx.AsyncClient(timeout=10.0) if forward_to else None
     listener = Listener(console, list(secrets), forward_to, client)
     app = web.Application()
@@ -249,13 +254,18 @@ def listen(
             hostname = None
         if hostname is None or target.scheme not in ("http", "https"):
             common.fail(f"--forward-to must be an http:// or https:// URL, not {forward_to!r}", 2)
+    # Several secrets: repeated options, or one value (the environment's) split at commas
+    # or spaces, as LEADHOOK_SECRET_KEY's list is written. A bad one is a bad option (2),
+    # said before the port is tried, whether it is free or not.
+    secrets = [part for item in secret or [] for part in item.replace(",", " ").split()]
+    try:
+        check_secrets(secrets)
+    except ValueError as exc:
+        common.fail(str(exc), 2)
     try:
         sock = bind(host, port)
     except OSError as exc:
         common.fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    # Several secrets: repeated options, or one value (the environment's) split at commas
-    # or spaces, as LEADHOOK_SECRET_KEY's list is written.
-    secrets = [part for item in secret or [] for part in item.replace(",", " ").split()]
     try:
         run_async(run_listener(common.console, sock, secrets=secrets, forward_to=forward_to))
     except ValueError as exc:
