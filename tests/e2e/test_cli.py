@@ -118,7 +118,7 @@ def post(url: str, body: dict[str, Any], token: str, status: int = 201) -> dict[
 def test_help_lists_every_command(tmp_path: Path) -> None:
     result = run("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "worker", "tenants", "demo", "listen"):
+    for command in ("serve", "worker", "tenants", "subscriptions", "deliveries", "demo", "listen"):
         assert command in result.stdout
     version = run("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("leadhook ")

@@ -119,6 +119,12 @@ def database_errors(url: str) -> Iterator[None]:
         fail(str(exc), 2)
 
 
+def _option_detail(detail: str) -> str:
+    # The services name a value where the API reads it (`body.url`, `query.status`); on the
+    # command line it is an option's value, named alone.
+    return detail.removeprefix("body.").removeprefix("query.")
+
+
 @contextmanager
 def opened(settings: Settings) -> Iterator[Container]:
     """Build the container (migrating the database) and close it after; fail on errors."""
@@ -129,8 +135,8 @@ def opened(settings: Settings) -> Iterator[Container]:
     try:
         yield container
     except ValidationError as exc:  # a bad option value (a time zone, an id): exit 2
-        fail(exc.detail.removeprefix("body."), 2)
+        fail(_option_detail(exc.detail), 2)
     except LeadhookError as exc:
-        fail(exc.detail.removeprefix("body."))
+        fail(_option_detail(exc.detail))
     finally:
         container.close()

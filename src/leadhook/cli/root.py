@@ -12,6 +12,7 @@ from leadhook.cli.demo import demo
 from leadhook.cli.listen import listen
 from leadhook.cli.secret_key import forget_secret_key, secret_key
 from leadhook.cli.serve import serve
+from leadhook.cli.subscriptions import deliveries_app, subscriptions_app
 from leadhook.cli.tenants import tenants_app
 from leadhook.cli.worker import worker
 
@@ -23,6 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(tenants_app, name="tenants", no_args_is_help=True)
+app.add_typer(subscriptions_app, name="subscriptions", no_args_is_help=True)
+app.add_typer(deliveries_app, name="deliveries", no_args_is_help=True)
 
 
 def _version(value: bool) -> None:
