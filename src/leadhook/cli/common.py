@@ -7,7 +7,7 @@ imports them at module level (tests/unit/test_cli_package.py checks it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -117,6 +117,19 @@ def database_errors(url: str) -> Iterator[None]:
         fail(f"cannot open {display_url(url)}: {exc.strerror or exc}{where}", 2)
     except (SecretKeyError, SchemaMismatchError) as exc:
         fail(str(exc), 2)
+
+
+def all_pages(page_of: Callable[[str | None], Any]) -> list[dict[str, Any]]:
+    """Every item of a paged listing (an API body with `data` and `next_cursor`), as dicts;
+    `page_of(cursor)` answers one page."""
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = page_of(cursor)
+        found += [item.model_dump() for item in page.data]
+        cursor = page.next_cursor
+        if cursor is None:
+            return found
 
 
 def _option_detail(detail: str) -> str:

@@ -16,6 +16,7 @@ from rich.table import Table
 from leadhook.cli.common import (
     AsJson,
     DatabaseUrl,
+    all_pages,
     console,
     existing_database,
     load_settings,
@@ -58,15 +59,9 @@ def subscriptions_list(mid: Mid, database_url: DatabaseUrl = None, as_json: AsJs
     """List the tenant's subscriptions, oldest first, with their circuit (never a secret)."""
     from leadhook.api import bodies
 
-    found: list[dict[str, Any]] = []
     with opened(existing_database(load_settings(database_url=database_url))) as container:
-        now, cursor = container.clock(), None
-        while True:
-            page = bodies.subscriptions(container.subscriptions.list(mid, cursor, 200), now)
-            found += [s.model_dump() for s in page.data]
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        now, subs = container.clock(), container.subscriptions
+        found = all_pages(lambda cursor: bodies.subscriptions(subs.list(mid, cursor, 200), now))
     if as_json:
         console.print_json(json.dumps({"data": found}))
         return

@@ -11,6 +11,7 @@ from rich.table import Table
 from leadhook.cli.common import (
     AsJson,
     DatabaseUrl,
+    all_pages,
     console,
     existing_database,
     load_settings,
@@ -57,15 +58,9 @@ def tenants_list(database_url: DatabaseUrl = None, as_json: AsJson = False) -> N
     """List every tenant, oldest first: mid, name, time zone, object id, created."""
     from leadhook.api import bodies
 
-    found: list[dict[str, object]] = []
     with opened(existing_database(load_settings(database_url=database_url))) as container:
-        cursor = None
-        while True:
-            page = bodies.tenants(container.tenants.list_tenants(cursor, 200))
-            found += [t.model_dump() for t in page.data]
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        tenants = container.tenants
+        found = all_pages(lambda cursor: bodies.tenants(tenants.list_tenants(cursor, 200)))
     if as_json:
         console.print_json(json.dumps({"data": found}))
         return
