@@ -117,6 +117,8 @@ def test_a_tenants_webhooks_from_the_shell(tmp_path: Path, hook: str) -> None:
         (("deliveries", "list", "acme", "--status", "bogus"), 2, "status:"),
         (("deliveries", "list", "acme", "--limit", "0"), 2, "--limit"),
         (("deliveries", "retry", "acme", "dlv_nope"), 1, "not found"),
+        (("subscriptions", "list", "acmee"), 1, "tenant 'acmee' not found"),
+        (("deliveries", "list", "acmee"), 1, "tenant 'acmee' not found"),
     ],
 )
 def test_a_bad_call_says_why_and_exits_non_zero(

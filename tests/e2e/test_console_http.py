@@ -262,6 +262,15 @@ def test_a_new_secret_is_shown_once_and_a_reload_repeats_nothing(client: TestCli
     assert cookie.startswith("leadhook_console_reveal=")
     assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
     (sub,) = client.get("/v1/subscriptions", headers=auth).json()["data"]
+    # Its path is the new subscription's page: another subscription's page (another tab)
+    # neither receives nor clears it.
+    assert f"path=/console/subscriptions/{sub['id']}".lower() in cookie.lower()
+    elsewhere = client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/elsewhere", "event_types": ["*"]},
+        headers=auth,
+    ).json()
+    assert "set-cookie" not in client.get(f"/console/subscriptions/{elsewhere['id']}").headers
     first = client.get(made.headers["location"])
     created = re.search(r'data-testid="secret">(whsec_[^<]+)<', first.text)
     assert created is not None
@@ -284,17 +293,11 @@ def test_a_new_secret_is_shown_once_and_a_reload_repeats_nothing(client: TestCli
         assert new.group(1) not in again.text and 'data-testid="secret-gone"' in again.text
     current = client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=auth).json()
     assert current["secret"] == new.group(1)
-    assert len(client.get("/v1/subscriptions", headers=auth).json()["data"]) == 1
+    assert len(client.get("/v1/subscriptions", headers=auth).json()["data"]) == 2
     # A sealed secret opens only for its own subscription and its own session.
-    other = client.post(
-        "/v1/subscriptions",
-        json={"url": "http://127.0.0.1:9/other", "event_types": ["*"]},
-        headers=auth,
-    ).json()
     assert sealed is not None
     client.cookies.set("leadhook_console_reveal", sealed, path="/console")
-    elsewhere = client.get(f"/console/subscriptions/{other['id']}")
-    assert "whsec_" not in elsewhere.text
+    assert "whsec_" not in client.get(f"/console/subscriptions/{elsewhere['id']}").text
     sign_in(client, key)  # a new session: the cookie sealed for the old one opens nothing
     client.cookies.set("leadhook_console_reveal", sealed, path="/console")
     assert new.group(1) not in client.get(f"/console/subscriptions/{sub['id']}").text

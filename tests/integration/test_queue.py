@@ -863,3 +863,32 @@ def test_a_replay_sends_again_only_the_types_the_subscription_receives_now(
     # Back to every type: the create is replayable again.
     c.subscriptions.update(MID, sub["id"], {"event_types": ["*"]})
     assert c.subscriptions.replay(MID, sub["id"], 0, "delivered") == 1
+
+
+def test_an_attempt_to_a_url_the_subscription_left_says_nothing_of_its_endpoint(
+    container: Backend,
+) -> None:
+    # Deliveries were in flight to the old URL when the subscription moved to a new one: their
+    # answers are still stored with the deliveries, but the old endpoint's 410, silence or
+    # errors neither disable the subscription nor start its streak nor open its circuit.
+    sub = setup(container)
+    for _ in range(6):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    jobs = claim(q, now)
+    assert len(jobs) == 6
+    container.subscriptions.update(MID, sub["id"], {"url": "http://127.0.0.1:9/new"})
+    q.record(
+        worker_id="w1",
+        verdicts=[
+            outcome(jobs[0], "dead", code=410, disable=Disable("endpoint answered HTTP 410 Gone")),
+            outcome(jobs[1], "failed", code=500, at=now + 60),
+            *[outcome(j, "failed", code=None, at=now + 60) for j in jobs[2:]],
+        ],
+        now=now,
+    )
+    shown = subscription(container, sub["id"])
+    assert shown["enabled"] is True and shown["failing_since"] is None
+    assert shown["circuit"]["state"] == "closed" and shown["circuit"]["consecutive_failures"] == 0
+    statuses = {d["id"]: d["status"] for d in deliveries(container, sub["id"])}
+    assert sorted(statuses.values()) == ["dead"] + ["failed"] * 5  # the deliveries' own states

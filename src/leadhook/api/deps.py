@@ -336,7 +336,7 @@ async def behaviour_request(request: Request) -> BehaviourRequest:
         request.method,
         request.scope["path"],
         await request.body(),
-        ", ".join(headers.getlist("if-match")) or None,  # sent twice: one list (RFC 9110)
+        _joined(headers.getlist("if-match")),
         single_idempotency_key(headers.getlist("idempotency-key")),
     )
 
@@ -377,6 +377,12 @@ IDEMPOTENCY_HEADER: dict[str, Any] = {
     " response and changes nothing; the same key with another request is a 409.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
+
+
+def _joined(lines: list[str]) -> str | None:
+    """A header sent on several lines as the one list it is (RFC 9110); None if not sent.
+    Sent empty, it is "" (refused, as a malformed value): never taken as not sent."""
+    return ", ".join(lines) if lines else None
 
 
 def if_match_versions(value: str | None) -> frozenset[int] | None:

@@ -60,6 +60,7 @@ def subscriptions_list(mid: Mid, database_url: DatabaseUrl = None, as_json: AsJs
     from leadhook.api import bodies
 
     with opened(existing_database(load_settings(database_url=database_url))) as container:
+        container.tenants.get(mid)  # a mistyped tenant is "not found" (1), not an empty list
         now, subs = container.clock(), container.subscriptions
         found = all_pages(lambda cursor: bodies.subscriptions(subs.list(mid, cursor, 200), now))
     if as_json:
@@ -191,6 +192,7 @@ def deliveries_list(
     from leadhook.services.deliveries import delivery_filter
 
     with opened(existing_database(load_settings(database_url=database_url))) as container:
+        container.tenants.get(mid)  # a mistyped tenant is "not found" (1), not an empty list
         filters = delivery_filter(
             status=status, event_type=event_type, lead_id=lead, subscription_id=subscription
         )

@@ -317,16 +317,17 @@ class SubscriptionService:
             await sender.aclose()
         ok = isinstance(result, Delivered)
         attempt = Attempt(now, result.status_code, result.latency_ms, result.error, result.body)
-        if result.status_code is not None and sub.circuit != CLOSED:
-            # The endpoint answered: as a probe's answer would, that closes its circuit, and
-            # what waited for it is sent now rather than at the circuit's retry_at.
-            await asyncio.to_thread(self._close_circuit, mid, sub_id)
+        if result.status_code is not None:
+            # The endpoint answered: as a probe's answer would, that closes its circuit (even
+            # one that opened while the test was on its way; not the circuit of a URL the
+            # subscription moved to meanwhile), and what waited is sent now, not at retry_at.
+            await asyncio.to_thread(self._close_circuit, mid, sub_id, sub.url)
             self._on_enqueued()
         return TestResult(ok, event, attempt)
 
-    def _close_circuit(self, mid: str, sub_id: str) -> None:
+    def _close_circuit(self, mid: str, sub_id: str, url: str) -> None:
         with self._uow() as uow:
-            uow.subscriptions.close_circuit(mid, sub_id)
+            uow.subscriptions.close_circuit(mid, sub_id, url)
             uow.commit()
 
     # ---- deliveries --------------------------------------------------------------------------

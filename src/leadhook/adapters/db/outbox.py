@@ -132,12 +132,13 @@ class SqlSubscriptions(_OnConnection):
             .values(**_sub_values(sub, self.box))
         )
 
-    def close_circuit(self, mid: str, sub_id: str) -> None:
+    def close_circuit(self, mid: str, sub_id: str, url: str | None = None) -> None:
         self._forget()
         c = t.subscriptions.c
+        where = [c.id == sub_id, c.mid == mid] + ([] if url is None else [c.url == url])
         self.conn.execute(
             update(t.subscriptions)
-            .where(c.id == sub_id, c.mid == mid)
+            .where(*where)
             .values(
                 circuit_failures=0,
                 circuit_opened_at=None,

@@ -413,6 +413,17 @@ class SqlDeliveryQueue:
             driver = driver_in_transaction(conn)
             driver.executemany(self._sql.insert_attempts, attempts)
             driver.executemany(self._sql.finish, finished)
+        # What an attempt says of the endpoint (its streak, a 410, its circuit) holds only
+        # while the subscription still points at the URL the attempt went to: one sent before
+        # a PATCH to a new URL says nothing of the new endpoint.
+        urls = dict(
+            conn.execute(
+                select(_s.id, _s.url).where(
+                    _s.id.in_(sorted({o.job.subscription_id for o in verdicts}))
+                )
+            ).all()
+        )
+        verdicts = [o for o in verdicts if urls.get(o.job.subscription_id) == o.job.url]
         succeeded = {o.job.subscription_id for o in verdicts if o.status == DELIVERED}
         failing = {o.job.subscription_id for o in verdicts} - succeeded
         if succeeded:

@@ -50,9 +50,9 @@ class MemorySubscriptions:
             kept = replace(sub, created_at=row.sub.created_at)
             self._s.subscriptions[sub.id] = SubscriptionRow(kept, row.deleted_at)
 
-    def close_circuit(self, mid: str, sub_id: str) -> None:
+    def close_circuit(self, mid: str, sub_id: str, url: str | None = None) -> None:
         row = self._s.subscriptions.get(sub_id)
-        if row is not None and row.sub.mid == mid:
+        if row is not None and row.sub.mid == mid and url in (None, row.sub.url):
             closed = replace(row.sub, circuit=CLOSED)
             self._s.subscriptions[sub_id] = SubscriptionRow(closed, row.deleted_at)
 

@@ -79,6 +79,10 @@ class MemoryDeliveryQueue:
                     locked_by=None,
                     updated_at=now,
                 )
+            # An attempt to a URL the subscription no longer has says nothing of its endpoint.
+            verdicts = [
+                o for o in verdicts if _current_url(state, o.job.subscription_id) == o.job.url
+            ]
             succeeded = {
                 o.job.subscription_id for o in verdicts if o.status == DeliveryStatus.DELIVERED
             }
@@ -179,6 +183,11 @@ def _job(state: MemoryState, row: DeliveryRow, lease_until: float) -> Job:
         sub.rate_limit_per_s, lease_until, sub.previous_secret, sub.previous_secret_expires_at,
         sub.first_failure_at,
     )  # fmt: skip
+
+
+def _current_url(state: MemoryState, sub_id: str) -> str | None:
+    row = state.subscriptions.get(sub_id)
+    return None if row is None else row.sub.url
 
 
 def _set_streak(state: MemoryState, sub_id: str, since: float | None) -> None:

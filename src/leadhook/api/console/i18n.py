@@ -104,8 +104,11 @@ STRINGS: dict[str, tuple[str, str]] = {
         "签名密钥只显示这一次，请立即复制。",
     ),
     "secret.gone": (
-        "The secret was shown once, when it was issued. Rotate it to get a new one.",
-        "密钥只在签发时显示一次。如需新密钥，请轮换。",
+        "The secret was shown once, when it was issued. GET /v1/subscriptions/{id}/secret"
+        " (with the tenant's API key) reads it again. Rotating once more would end the"
+        " previous secret at once.",
+        "密钥只在签发时显示一次。可用租户 API 密钥调用 GET /v1/subscriptions/{id}/secret"
+        " 再次读取。再次轮换会立即停用之前的密钥。",
     ),
     "secret.rotated": (
         "The previous secret keeps signing beside this one for 24 hours.",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
@@ -98,8 +98,10 @@ class Page:
     lang: str
     fresh: bool = False  # the session is new or changed: send its cookie
     vars: dict[str, Any] = field(default_factory=dict)
-    # The reveal cookie to send (a sealed new secret), or "" to clear the one that came.
+    # The reveal cookie to send (a sealed new secret), or "" to clear the one that came, and
+    # the subscription page it is for (its path: each subscription's page has its own).
     reveal_cookie: str | None = None
+    reveal_path: str = "/console"
 
     @property
     def t(self) -> Callable[[str], str]:
@@ -148,14 +150,19 @@ class Page:
         """
         now = self.container.clock()
         self.reveal_cookie = self.signer.seal_reveal(self.session, sub_id, secret, rotated, now)
+        self.reveal_path = reveal_path(sub_id)
         return self.redirect(url)
 
     def take_reveal(self, sub_id: str) -> tuple[str, bool] | None:
-        """The secret a form just issued for this subscription, once: the cookie is cleared."""
+        """The secret a form just issued for this subscription, once: the cookie is cleared.
+
+        The cookie's path is this subscription's page: another subscription's page (another
+        tab) neither receives nor clears it.
+        """
         value = self.request.cookies.get(REVEAL_COOKIE)
         if value is None:
             return None
-        self.reveal_cookie = ""
+        self.reveal_cookie, self.reveal_path = "", reveal_path(sub_id)
         return self.signer.open_reveal(value, self.session, sub_id, self.container.clock())
 
     def finish(self, response: Response) -> Response:
@@ -166,7 +173,7 @@ class Page:
                 REVEAL_COOKIE,
                 self.reveal_cookie,
                 max_age=REVEAL_SECONDS if self.reveal_cookie else 0,
-                path="/console",
+                path=self.reveal_path,
                 httponly=True,
                 samesite="strict",
                 secure=self.request.url.scheme == "https",
@@ -192,6 +199,11 @@ class Page:
         # back as the same characters.
         text = json.dumps(value, ensure_ascii=False)
         return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def reveal_path(sub_id: str) -> str:
+    """The path of a subscription's reveal cookie: its page (and nothing else's)."""
+    return f"/console/subscriptions/{quote(sub_id, safe='')}"
 
 
 def _here(request: Request) -> str:
