@@ -326,3 +326,35 @@ def test_with_javascript_off_reloading_after_a_form_repeats_nothing(
         assert current == rotated  # one rotation, however often the page was reloaded
     finally:
         context.close()
+
+
+def test_the_live_view_ends_with_its_session(page: Any, server: Server) -> None:
+    import httpx
+    from console_support import ADMIN, make_tenant
+
+    tenant = make_tenant(server, "livegone")
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    keys = server.url + "/v1/tenants/livegone/keys"
+    (console_key,) = httpx.get(keys, headers=admin, timeout=10).json()["data"]
+    writer = Tenant(
+        "livegone", httpx.post(keys, headers=admin, timeout=10).json()["api_key"], server
+    )
+    # Signed out in another tab: the live view stops and its page goes to sign in.
+    sign_in(page, server, tenant, "/events")
+    page.goto(server.url + "/console/events")
+    page.locator("#live-state").get_by_text("connected").wait_for()
+    other = page.context.new_page()
+    other.goto(server.url + "/console/leads")
+    other.get_by_role("button", name="Sign out").click()
+    other.wait_for_url("**/console/login")
+    writer.lead("赵六", "13600136000")
+    page.wait_for_url("**/console/login**", timeout=10_000)
+    assert page.locator("#live-events").count() == 0
+    other.close()
+    # The key revoked while the live view is open: the same, within a couple of seconds.
+    sign_in(page, server, tenant, "/events")
+    page.goto(server.url + "/console/events")
+    page.locator("#live-state").get_by_text("connected").wait_for()
+    assert httpx.delete(f"{keys}/{console_key['id']}", headers=admin, timeout=10).is_success
+    writer.lead("钱七", "13500135000")
+    page.wait_for_url("**/console/login**", timeout=10_000)

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
 from leadhook.api.console.i18n import LANGS
-from leadhook.api.console.session import LANG_COOKIE, Session, csrf_ok
+from leadhook.api.console.session import COOKIE, LANG_COOKIE, Session, csrf_ok
 from leadhook.api.console.views import (
     SECURITY_HEADERS,
     ConsoleRoute,
@@ -40,6 +40,7 @@ from leadhook.domain.errors import (
 )
 from leadhook.services.console import (
     DeliveryQuery,
+    Principal,
     lead_fields,
     lead_row,
     local_time,
@@ -52,6 +53,8 @@ router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schem
 
 PER_PAGE = 25
 LIVE_POLL_SECONDS = 0.5
+SESSION_CHECK_SECONDS = 1.0
+"""How often a live stream checks that its session is still signed in (and its key valid)."""
 LIVE_STREAM_SECONDS = 30.0
 """A live stream ends after this long and the browser reconnects where it left off, so an
 open console never holds a server's graceful shutdown for long."""
@@ -207,8 +210,16 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
     async def stream() -> AsyncIterator[bytes]:
         last = start
         ends = time.monotonic() + LIVE_STREAM_SECONDS
+        checked = time.monotonic()
         yield b"retry: 500\n\n"
         while time.monotonic() < ends and not await request.is_disconnected():
+            if time.monotonic() - checked >= SESSION_CHECK_SECONDS:
+                # A stream outlives the request that opened it: the session signed out (in
+                # another tab) or its key revoked ends it too, and the page goes to sign in.
+                checked = time.monotonic()
+                if not await asyncio.to_thread(_still_signed_in, page):
+                    yield b"event: signed-out\ndata: {}\n\n"
+                    return
             batch = await asyncio.to_thread(svc.events_after, mid, last)
             for e in batch:
                 data = {
@@ -228,6 +239,16 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
 
     headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _still_signed_in(page: Page) -> bool:
+    """Tell whether the request's session is still the signed-in one it was, key still valid."""
+    now = page.container.clock()
+    session = page.signer.loads(page.request.cookies.get(COOKIE), now)
+    if session is None or session.mid is None or session.mid != page.session.mid:
+        return False
+    assert session.key_id is not None
+    return page.container.console.still_valid(Principal(session.mid, session.key_id))
 
 
 # ---- subscriptions ------------------------------------------------------------------------

@@ -14,14 +14,23 @@
     var list = document.getElementById("live-events");
     var state = document.getElementById("live-state");
     var empty = document.getElementById("live-empty");
-    var lead = section.getAttribute("data-lead");
+    var lead = (section.getAttribute("data-lead") || "").trim();  // as the log trims it
     var type = section.getAttribute("data-type");
     var url = section.getAttribute("data-stream");
     var after = section.getAttribute("data-after");
     if (after) url += "?after=" + encodeURIComponent(after);
     var source = new EventSource(url);
     source.onopen = function () { state.textContent = section.getAttribute("data-connected"); };
-    source.onerror = function () { state.textContent = section.getAttribute("data-disconnected"); };
+    source.onerror = function () {
+      state.textContent = section.getAttribute("data-disconnected");
+      // The browser gives up on a stream answered with something else than events (the
+      // sign-in page, after a sign-out): the page itself then goes where it has to.
+      if (source.readyState === EventSource.CLOSED) location.reload();
+    };
+    source.addEventListener("signed-out", function () {
+      source.close();
+      location.reload();  // the session ended (signed out, key revoked): to the sign-in form
+    });
     source.addEventListener("lead-event", function (message) {
       var e = JSON.parse(message.data);
       if ((lead && e.entity_id !== lead) || (type && e.event_type !== type)) return;
