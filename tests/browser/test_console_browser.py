@@ -358,3 +358,19 @@ def test_the_live_view_ends_with_its_session(page: Any, server: Server) -> None:
     assert httpx.delete(f"{keys}/{console_key['id']}", headers=admin, timeout=10).is_success
     writer.lead("钱七", "13500135000")
     page.wait_for_url("**/console/login**", timeout=10_000)
+
+
+def test_a_long_value_without_spaces_wraps_instead_of_widening_the_page(
+    page: Any, server: Server, acme: Tenant
+) -> None:
+    long = "http://127.0.0.1:9/" + "x" * 500  # nothing listens there
+    lead = acme.lead("长" * 3 + "y" * 300, "13400134000")
+    acme.call("POST", f"/v1/leads/{lead}/notes", json={"notes": long})
+    acme.call("POST", "/v1/subscriptions", json={"url": long, "event_types": ["*"]})
+    sign_in(page, server, acme, "/leads")
+    for width in (1280, 375):
+        page.set_viewport_size({"width": width, "height": 800})
+        for path in (f"/console/leads/{lead}", "/console/subscriptions"):
+            page.goto(server.url + path)
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= width + 1, (path, width, wide)

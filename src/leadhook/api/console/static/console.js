@@ -67,7 +67,8 @@
       box.appendChild(wrap);
       var series = [{}];
       data.forEach(function (s, i) {
-        series.push({ label: s.label, stroke: colors[i % colors.length], width: 2, spanGaps: false });
+        var name = s.label.length > 60 ? s.label.slice(0, 59) + "…" : s.label;  // a long URL
+        series.push({ label: name, stroke: colors[i % colors.length], width: 2, spanGaps: false });
       });
       var columns = [data[0].times].concat(data.map(values));
       new window.uPlot({
