@@ -355,3 +355,27 @@ def test_the_timeline_names_a_member_operator_with_their_id(client: TestClient) 
     page = client.get(f"/console/leads/{made['id']}").text
     # Two members may share a name: the id tells them apart.
     assert re.search(r'王芳\s*<span data-testid="operator-id">#77</span>', page)
+
+
+def test_a_deleted_subscriptions_deliveries_stay_filtered_by_it(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    gone, kept = (
+        client.post(
+            "/v1/subscriptions",
+            json={"url": f"http://127.0.0.1:9/{name}", "event_types": ["*"]},
+            headers=auth,
+        ).json()
+        for name in ("gone", "kept")
+    )
+    client.post("/v1/leads", json={"fields": {"name": "张三"}}, headers=auth)
+    assert client.delete(f"/v1/subscriptions/{gone['id']}", headers=auth).status_code == 204
+    sign_in(client, key)
+    page = client.get(f"/console/deliveries?subscription={gone['id']}&status=dead").text
+    # The filter shows (and keeps, for the next Filter) the deleted subscription it is on.
+    assert f'<option value="{gone["id"]}" selected>{gone["id"]} (deleted)</option>' in page
+    assert f'href="/console/subscriptions/{gone["id"]}"' not in page  # it would be a 404
+    assert (
+        page.count('data-delivery="') == 1
+        and f'href="/console/subscriptions/{kept["id"]}"' not in page
+    )
