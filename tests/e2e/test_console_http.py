@@ -161,8 +161,17 @@ def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
     )
     assert reversed_range.status_code == 422
     assert "until: must be later than since" in reversed_range.text
-    assert 'value="2026-03-01T10:00"' in reversed_range.text  # kept as typed
+    assert 'value="2026-03-01T10:00:00"' in reversed_range.text  # kept, in the box's form
     assert '<option value="dead" selected>' in reversed_range.text
+    # A time given as unix seconds or with an offset comes back in the box, in the tenant's
+    # timezone (Asia/Shanghai by default), so that the next Filter keeps it.
+    for since in ("1772330400", "2026-03-01T02:00:00Z", "2026-03-01T10:00:00%2B08:00"):
+        shown = client.get(f"/console/deliveries?since={since}")
+        assert shown.status_code == 200
+        assert (
+            'id="f-since" name="since" type="datetime-local" step="1" value="2026-03-01T10:00:00"'
+            in shown.text
+        )
     same = client.get("/console/deliveries?since=2026-03-01T10:00&until=2026-03-01T10:00")
     assert same.status_code == 422
     assert client.get(

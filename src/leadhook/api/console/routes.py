@@ -31,6 +31,7 @@ from leadhook.api.console.views import (
     safe_next,
     signed_in,
 )
+from leadhook.domain.catalog import Catalog
 from leadhook.domain.errors import (
     BadRequestError,
     LeadhookError,
@@ -239,6 +240,11 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
 
     headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _as_box(catalog: Catalog, at: float | None, typed: str) -> str:
+    """A time as a `datetime-local` box holds it, in the tenant's timezone."""
+    return typed if at is None else local_time(catalog, at).replace(" ", "T")
 
 
 def _still_signed_in(page: Page) -> bool:
@@ -452,6 +458,10 @@ def deliveries(
     error, code = None, 200
     try:
         since_at, until_at = parse_local(catalog, since), parse_local(catalog, until)
+        # The boxes are `datetime-local`: a time given as unix seconds or with an offset is
+        # shown back in the tenant's timezone, as a box can hold it (else it came back empty
+        # and the next Filter dropped it).
+        since, until = _as_box(catalog, since_at, since), _as_box(catalog, until_at, until)
         if since_at is not None and until_at is not None and since_at >= until_at:
             raise ValidationError.at(("until",), "must be later than since")
         query = DeliveryQuery(
