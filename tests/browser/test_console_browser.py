@@ -287,8 +287,12 @@ def test_the_language_follows_the_browser_and_the_switch(
         page.wait_for_url("**/console/leads")
         assert page.get_by_role("link", name="订阅").is_visible()
         screenshot(page, "leads-zh", tmp_path)
+        # A search typed since the page loaded is part of where the switch returns to.
+        page.locator("#q").fill("张")
+        page.wait_for_url("**/console/leads?q=*")
         page.get_by_role("button", name="EN").click()
-        page.wait_for_url("**/console/leads")
+        page.wait_for_url("**/console/leads?q=*")
+        assert page.locator("#q").input_value() == "张"
         assert page.get_by_role("link", name="Subscriptions").is_visible()
         assert page.locator("html").get_attribute("lang") == "en"
     finally:

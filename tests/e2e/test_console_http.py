@@ -190,6 +190,14 @@ def test_the_language_follows_the_browser_then_the_switch(client: TestClient) ->
     assert switched.status_code == 303
     page = client.get("/console/login", headers={"Accept-Language": "zh-CN"})
     assert "Tenant API key" in page.text
+    # On the sign-in form of a shared link, the switch keeps the link to go on to.
+    shared = "/console/login?next=%2Fconsole%2Fdeliveries%3Fstatus%3Ddead"
+    form = client.get(shared)
+    back = client.post(
+        "/console/lang",
+        data={"csrf_token": csrf_of(form.text), "lang": "zh", "next": shared},
+    )
+    assert back.status_code == 303 and back.headers["location"] == shared
 
 
 def test_assets_and_their_licences_are_served_from_the_package(client: TestClient) -> None:

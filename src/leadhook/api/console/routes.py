@@ -121,7 +121,9 @@ def logout(page: PageDep) -> Response:
 @router.post("/lang", dependencies=[Csrf])
 def switch_language(page: PageDep, lang: Text = "en", next: OptText = None) -> Response:
     """Remember the chosen language in a cookie, whatever the browser asks for."""
-    response = page.redirect(safe_next(next) if page.session.mid else "/console/login")
+    # Back where the switch was pressed, signed in or not: the sign-in form keeps its own
+    # `next` (a shared link), and a page that needs a session sends to sign in as usual.
+    response = page.redirect(safe_next(next))
     if lang in LANGS:
         response.set_cookie(
             LANG_COOKIE,

@@ -90,6 +90,14 @@
     if (canonical && canonical !== location.pathname + location.search) {
       history.replaceState(null, "", canonical);
     }
+    // The language switch returns to the page as it is now: a search typed since the page
+    // loaded (htmx updates the address) is part of it.
+    var switcher = document.querySelector('form[action="/console/lang"] input[name="next"]');
+    if (switcher) {
+      switcher.form.addEventListener("submit", function () {
+        switcher.value = location.pathname + location.search;
+      });
+    }
     var live = document.getElementById("live");
     if (live) startLive(live);
     var charts = document.getElementById("charts");
