@@ -354,7 +354,7 @@ async def idempotent_create(request: Request) -> tuple[str, str] | None:
 
 
 def single_idempotency_key(sent: list[str]) -> str | None:
-    """The one Idempotency-Key a request sent; 400 for two (which would be the retry's?)."""
+    """The one Idempotency-Key a request sent; 400 for two (a retry could not tell which)."""
     if len(sent) > 1:
         raise BadRequestError("Idempotency-Key was sent more than once: send one key")
     return sent[0] if sent else None
@@ -397,17 +397,10 @@ def if_match_versions(value: str | None) -> frozenset[int] | None:
     items = [item.strip() for item in value.split(",") if item.strip()]
     if items == ["*"]:
         return None
-    versions: set[int] = set()
-    for item in items:
-        m = _IF_MATCH.match(item)
-        if not m:
-            raise BadRequestError(
-                f"If-Match must list lead version numbers (or be *), not {value!r}"
-            )
-        versions.add(int(m.group(1) or m.group(2) or m.group(3)))
-    if not versions:
+    found = [_IF_MATCH.match(item) for item in items]
+    if not found or not all(found):
         raise BadRequestError(f"If-Match must list lead version numbers (or be *), not {value!r}")
-    return frozenset(versions)
+    return frozenset(int(m.group(1) or m.group(2) or m.group(3)) for m in found if m)
 
 
 def behaviour_metadata(
