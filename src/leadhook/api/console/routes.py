@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
 from leadhook.api.console.i18n import LANGS
-from leadhook.api.console.session import COOKIE, LANG_COOKIE, Session, csrf_ok
+from leadhook.api.console.session import LANG_COOKIE, Session, csrf_ok
 from leadhook.api.console.views import (
     SECURITY_HEADERS,
     ConsoleRoute,
@@ -30,6 +30,7 @@ from leadhook.api.console.views import (
     parse_local,
     safe_next,
     signed_in,
+    valid_session,
 )
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.errors import (
@@ -41,7 +42,6 @@ from leadhook.domain.errors import (
 )
 from leadhook.services.console import (
     DeliveryQuery,
-    Principal,
     lead_fields,
     lead_row,
     local_time,
@@ -244,19 +244,20 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
-def _as_box(catalog: Catalog, at: float | None, typed: str) -> str:
+def _box_time(catalog: Catalog, at: float) -> str:
     """A time as a `datetime-local` box holds it, in the tenant's timezone."""
-    return typed if at is None else local_time(catalog, at).replace(" ", "T")
+    return local_time(catalog, at).replace(" ", "T")
+
+
+def _as_box(catalog: Catalog, at: float | None, typed: str) -> str:
+    """A filter's time for its box: as read (in the box's form), else as typed."""
+    return typed if at is None else _box_time(catalog, at)
 
 
 def _still_signed_in(page: Page) -> bool:
     """Tell whether the request's session is still the signed-in one it was, key still valid."""
-    now = page.container.clock()
-    session = page.signer.loads(page.request.cookies.get(COOKIE), now)
-    if session is None or session.mid is None or session.mid != page.session.mid:
-        return False
-    assert session.key_id is not None
-    return page.container.console.still_valid(Principal(session.mid, session.key_id))
+    session = valid_session(page.request, page.container, page.signer)
+    return session is not None and session.mid is not None and session.mid == page.session.mid
 
 
 # ---- subscriptions ------------------------------------------------------------------------
@@ -317,7 +318,7 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
     svc = page.container.console
     sub, health, chart = svc.subscription(mid, sub_id)
     catalog = svc.catalog(mid)
-    hour_ago = local_time(catalog, page.container.clock() - 3600).replace(" ", "T")
+    hour_ago = _box_time(catalog, page.container.clock() - 3600)
     return page.render(
         "subscription.html",
         status=status,

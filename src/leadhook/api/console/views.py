@@ -248,19 +248,23 @@ def _from_local(catalog: Catalog, text: str) -> float:
     return naive.replace(tzinfo=ZoneInfo(catalog.timezone)).timestamp()
 
 
+def valid_session(request: Request, container: Container, signer: SessionSigner) -> Session | None:
+    """The request's session, or None if its cookie is not valid or its key was revoked."""
+    session = signer.loads(request.cookies.get(COOKIE), container.clock())
+    if session is None or session.mid is None or session.key_id is None:
+        return session  # none, or anonymous: no key to check
+    valid = container.console.still_valid(Principal(session.mid, session.key_id))
+    return session if valid else None
+
+
 def page_of(request: Request) -> Page:
     """Build the request's Page: its session (a new one if none is valid) and language."""
     container: Container = request.app.state.container
     signer: SessionSigner = request.app.state.console_signer
-    now = container.clock()
-    session = signer.loads(request.cookies.get(COOKIE), now)
+    session = valid_session(request, container, signer)
     fresh = session is None
     if session is None:
-        session = Session.new(now)
-    elif session.mid is not None and session.key_id is not None:
-        principal = Principal(session.mid, session.key_id)
-        if not container.console.still_valid(principal):
-            session, fresh = Session.new(now), True
+        session = Session.new(container.clock())
     lang = i18n.pick(request.headers.get("accept-language"), request.cookies.get(LANG_COOKIE))
     return Page(request, container, signer, session, lang, fresh)
 
