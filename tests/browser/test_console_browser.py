@@ -378,3 +378,40 @@ def test_a_long_value_without_spaces_wraps_instead_of_widening_the_page(
             page.goto(server.url + path)
             wide = page.evaluate("document.documentElement.scrollWidth")
             assert wide <= width + 1, (path, width, wide)
+
+
+def test_a_chinese_page_names_times_in_chinese_on_a_24_hour_clock_in_the_tenants_zone(
+    browser: Any, server: Server, acme: Tenant, console_log: ConsoleLog
+) -> None:
+    sub = acme.call(
+        "POST", "/v1/subscriptions", json={"url": "http://127.0.0.1:9/zh", "event_types": ["*"]}
+    ).json()
+    context = browser.new_context(locale="zh-CN", timezone_id="America/New_York")
+    page = context.new_page()
+    page.on("console", console_log.on_console)
+    try:
+        page.goto(server.url + "/console/login")
+        page.get_by_label("租户 API 密钥").fill(acme.key)
+        page.get_by_role("button", name="登录").click()
+        page.wait_for_url("**/console/leads")
+        assert page.get_by_role("navigation", name="分页").count() == 1
+        page.goto(server.url + f"/console/subscriptions/{sub['id']}")
+        # The replay box's time is the tenant's, and says so.
+        assert page.get_by_label("起始时间").count() == 1
+        assert "(Asia/Shanghai)" in page.locator('label[for="replay-since"]').inner_text()
+        canvas = page.locator("#charts canvas").first
+        canvas.wait_for()
+        legend = page.locator("#charts .u-legend").first
+        assert "时间" in legend.inner_text() and "Time" not in legend.inner_text()
+        box = canvas.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+        shown = legend.locator("tr").first.inner_text()
+        stamp = re.search(r"(\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2})", shown)
+        assert stamp is not None, shown  # zh-CN, 24-hour: not uPlot's "12/6 10am"
+        at = datetime(*(int(x) for x in stamp.groups()), tzinfo=ZoneInfo("Asia/Shanghai"))
+        # The chart covers the last hour, read in Shanghai's time, not the browser's New York.
+        assert abs((datetime.now(ZoneInfo("Asia/Shanghai")) - at).total_seconds()) < 2 * 3600
+    finally:
+        context.close()
+    assert console_log.errors == []

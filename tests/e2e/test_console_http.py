@@ -396,3 +396,25 @@ def test_a_deleted_subscriptions_deliveries_stay_filtered_by_it(client: TestClie
         page.count('data-delivery="') == 1
         and f'href="/console/subscriptions/{kept["id"]}"' not in page
     )
+
+
+def test_a_page_past_the_end_says_so_and_time_boxes_name_their_zone(client: TestClient) -> None:
+    sign_in(client, tenant(client, "acme"))
+    # An empty list says it is empty; a page beyond the last one says that instead, and still
+    # offers the way back.
+    assert "Nothing here yet." in client.get("/console/leads").text
+    past = client.get("/console/leads?p=7")
+    assert past.status_code == 200 and "this page is past the end" in past.text
+    assert "Nothing here yet." not in past.text and "Previous page" in past.text
+    for path in ("/console/deliveries", "/console/events"):
+        assert "Nothing here yet." in client.get(path).text
+        beyond = client.get(path + "?before=1")
+        assert "this page is past the end" in beyond.text and "First page" in beyond.text
+    # The datetime-local boxes hold the tenant's local time (Asia/Shanghai by default): their
+    # labels name the zone.
+    page = client.get("/console/deliveries").text
+    for box in ("f-since", "f-until"):
+        assert re.search(rf'<label for="{box}">[^<]+<span class="muted">\(Asia/Shanghai\)', page)
+    assert 'aria-label="Pages"' in page
+    client.cookies.set("leadhook_console_lang", "zh")
+    assert 'aria-label="分页"' in client.get("/console/deliveries").text

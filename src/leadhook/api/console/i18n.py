@@ -36,6 +36,11 @@ STRINGS: dict[str, tuple[str, str]] = {
     "prev": ("Previous page", "上一页"),
     "first_page": ("First page", "第一页"),
     "none": ("Nothing here yet.", "暂无数据。"),
+    "none.past_end": (
+        "Nothing more: this page is past the end of the list.",
+        "没有更多数据：此页已超出列表末尾。",
+    ),
+    "pages": ("Pages", "分页"),
     "older_events": ("Older events: in the event log", "更早的事件：见事件日志"),
     "name": ("Name", "姓名"),
     "mobile": ("Mobile", "手机号"),

@@ -61,11 +61,26 @@
     var failLabel = box.getAttribute("data-failures");
     var zone = box.getAttribute("data-tz");  // times on the axis in the tenant's timezone
     var colors = ["#1f5fbf", "#1b7a3d", "#8a4fd6", "#b36b00", "#0f7c8c", "#b3261e"];
+    // Times in the page's language and the tenant's timezone, on a 24-hour clock: uPlot's own
+    // are US English ("12/6 10am") whatever the page's language.
+    var lang = document.documentElement.lang || "en";
+    function formatter(options) {
+      try {
+        return new Intl.DateTimeFormat(lang, Object.assign({ hourCycle: "h23", timeZone: zone || undefined }, options));
+      } catch (e) {  // a zone this browser does not know: its own
+        return new Intl.DateTimeFormat(lang, Object.assign({ hourCycle: "h23" }, options));
+      }
+    }
+    var tick = formatter({ hour: "2-digit", minute: "2-digit" });
+    var full = formatter({ year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
     function chart(title, values, label, scale) {
       var wrap = el("div", { "class": "chart-box" });
       wrap.appendChild(el("h3", {}, title));
       box.appendChild(wrap);
-      var series = [{}];
+      var series = [{
+        label: box.getAttribute("data-time") || "Time",
+        value: function (u, ts) { return ts == null ? "–" : full.format(new Date(ts * 1e3)); },
+      }];
       data.forEach(function (s, i) {
         var name = s.label.length > 60 ? s.label.slice(0, 59) + "…" : s.label;  // a long URL
         series.push({ label: name, stroke: colors[i % colors.length], width: 2, spanGaps: false });
@@ -76,7 +91,10 @@
         tzDate: function (ts) { return zone ? window.uPlot.tzDate(new Date(ts * 1e3), zone) : new Date(ts * 1e3); },
         series: series,
         scales: { y: scale },
-        axes: [{}, { label: label, size: 60 }],
+        axes: [
+          { values: function (u, splits) { return splits.map(function (ts) { return tick.format(new Date(ts * 1e3)); }); } },
+          { label: label, size: 60 },
+        ],
       }, columns, wrap);
     }
     chart(rateLabel, function (s) { return s.rate; }, rateLabel, { range: function (u, min, max) { return [0, Math.max(1, max)]; } });
