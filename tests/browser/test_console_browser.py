@@ -130,7 +130,7 @@ def test_an_event_arrives_live(page: Any, server: Server, acme: Tenant, tmp_path
     live = page.locator(f'#live-events [data-event-id] a[href="/console/leads/{lead}"]')
     live.wait_for(timeout=10_000)
     item = page.locator("#live-events li").first
-    assert "Created" in item.inner_text()
+    assert "Lead created" in item.inner_text()
     item.locator("summary").click()
     assert '"event_type": "object_create"' in item.locator("pre").inner_text()
     screenshot(page, "events", tmp_path)

@@ -160,7 +160,7 @@ def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
         params={"since": "2026-03-02T10:00", "until": "2026-03-01T10:00", "status": "dead"},
     )
     assert reversed_range.status_code == 422
-    assert "until: must be later than since" in reversed_range.text
+    assert "Until: must be later than since" in reversed_range.text
     assert 'value="2026-03-01T10:00:00"' in reversed_range.text  # kept, in the box's form
     assert '<option value="dead" selected>' in reversed_range.text
     # A time given as unix seconds or with an offset comes back in the box, in the tenant's
@@ -418,3 +418,36 @@ def test_a_page_past_the_end_says_so_and_time_boxes_name_their_zone(client: Test
     assert 'aria-label="Pages"' in page
     client.cookies.set("leadhook_console_lang", "zh")
     assert 'aria-label="分页"' in client.get("/console/deliveries").text
+
+
+def test_a_chinese_page_says_why_it_refused_in_chinese_by_the_forms_labels(
+    client: TestClient,
+) -> None:
+    key = tenant(client, "acme")
+    token = sign_in(client, key)
+    client.cookies.set("leadhook_console_lang", "zh")
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/zh", "event_types": ["*"]},
+        headers={"Authorization": f"Bearer {key}"},
+    ).json()
+    edit = {"csrf_token": token, "url": sub["url"], "event_types": "*", "max_in_flight": "0"}
+    refused = client.post(f"/console/subscriptions/{sub['id']}", data=edit)
+    assert refused.status_code == 422
+    assert "最大并发：必须是 1 到 256 之间的整数" in refused.text and "body." not in refused.text
+    bad_url = client.post(
+        "/console/subscriptions", data={"csrf_token": token, "url": "ftp://x", "event_types": "*"}
+    )
+    assert "接收地址：必须是以 http:// 或 https:// 开头的完整地址" in bad_url.text
+    replay = client.post(f"/console/subscriptions/{sub['id']}/replay", data={"csrf_token": token})
+    assert "起始时间：请选择从哪个时间开始重放" in replay.text
+    assert "&#39;yesterday&#39; 不是时间" in client.get("/console/deliveries?since=yesterday").text
+    reversed_range = client.get("/console/deliveries?since=2026-03-02T10:00&until=2026-03-01")
+    assert "截止时间：必须晚于起始时间" in reversed_range.text
+    missing = client.get("/console/subscriptions/nope")
+    assert missing.status_code == 404 and "未找到订阅 &#39;nope&#39;" in missing.text
+    # Nothing was changed by the refused edit.
+    after = client.get(
+        f"/v1/subscriptions/{sub['id']}", headers={"Authorization": f"Bearer {key}"}
+    ).json()
+    assert after["max_in_flight"] == sub["max_in_flight"]

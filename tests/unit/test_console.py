@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
-from leadhook.api.console.i18n import STRINGS, pick, translator
+import pytest
+
+from leadhook.api.console.i18n import STRINGS, explain, message, pick, translator
 from leadhook.api.console.session import (
     MAX_AGE,
     REVEAL_SECONDS,
@@ -15,7 +18,9 @@ from leadhook.api.console.session import (
     csrf_ok,
 )
 from leadhook.domain.catalog import Catalog, Entry, Member
+from leadhook.domain.errors import NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
+from leadhook.domain.targets import TargetError, validate_url
 from leadhook.services.console import (
     AttemptSample,
     chart_series,
@@ -174,3 +179,43 @@ def test_a_sealed_secret_opens_only_for_its_session_subscription_and_time() -> N
     tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
     for bad in (tampered, "", None, "é" * 10, "x" * 5000):
         assert signer.open_reveal(bad, session, "sub_1", NOW) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://10.0.0.1/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+        "http://169.254.169.254/latest",
+        "http://localhost/hook",
+        "ftp://example.com/hook",
+        "http://user:pw@example.com/hook",
+        "http://example.com:0/hook",
+        "http:///hook",
+        "http://exa mple.com/hook",
+        "http://[::1/hook",
+        "https://example.com/" + "x" * 3000,
+    ],
+)
+def test_a_refused_endpoint_url_reads_in_chinese(url: str) -> None:
+    with pytest.raises(TargetError) as caught:
+        validate_url(url, allow_private=False)
+    said = str(caught.value)
+    zh = message(said, "zh")
+    assert zh != said and re.search(r"[\u4e00-\u9fff]", zh), said
+    assert not re.search(r"\b(is|must|names|set)\b", zh.split("（")[0]), zh
+    assert message(said, "en") == said
+
+
+def test_a_problem_is_named_by_its_forms_label_and_unknown_text_stays_as_it_is() -> None:
+    bounded = ValidationError.at(("body", "max_in_flight"), "must be an integer from 1 to 256")
+    assert explain(bounded, "en") == "Max in flight: must be an integer from 1 to 256"
+    assert explain(bounded, "zh") == "最大并发：必须是 1 到 256 之间的整数"
+    item = ValidationError.at(("body", "event_types", 1), "unknown event type 'nope'")
+    assert explain(item, "zh") == "事件类型[1]：未知的事件类型 'nope'"
+    odd = ValidationError.at(("body", "colour"), "a message the console does not know")
+    assert explain(odd, "zh") == "colour：a message the console does not know"
+    assert explain(NotFoundError("subscription 'x1' not found"), "zh") == "未找到订阅 'x1'"
+    # Every Chinese rendering is anchored: a longer message is not half-translated.
+    assert message("must be a string or else", "zh") == "must be a string or else"

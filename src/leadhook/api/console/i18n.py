@@ -6,7 +6,10 @@ from the tenant's catalog, as the events carry them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+
+from leadhook.domain.errors import LeadhookError, ValidationError
 
 LANGS = ("en", "zh")
 
@@ -174,7 +177,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "status.delivered": ("delivered", "已送达"),
     "status.failed": ("failed", "失败待重试"),
     "status.dead": ("dead", "失败终止"),
-    "type.object_create": ("Created", "新建线索"),
+    "type.object_create": ("Lead created", "新建线索"),
     "type.object_update": ("Fields updated", "更新字段"),
     "type.object_update_status": ("Status changed", "线索状态变更"),
     "type.object_voids": ("Voided", "作废"),
@@ -223,3 +226,135 @@ def translator(lang: str) -> Callable[[str], str]:
         return key if pair is None else pair[index]
 
     return t
+
+
+# A problem's field, as the form that sent it labels it (the services name it as the API does:
+# `body.url`, `query.event_type`).
+FIELD_LABELS = {
+    "url": "url",
+    "description": "description",
+    "event_types": "event_types",
+    "max_in_flight": "max_in_flight",
+    "rate_limit_per_s": "rate_limit",
+    "since": "since",
+    "until": "until",
+    "status": "status",
+    "event_type": "event_type",
+    "lead": "lead_id",
+}
+
+# Why an address is refused (domain/targets.py), in Chinese.
+_ADDRESS_KINDS_ZH = {
+    "an unspecified address": "未指定地址",
+    "a loopback address": "回环地址",
+    "a cloud metadata address": "云元数据地址",
+    "a link-local address": "链路本地地址",
+    "a site-local address": "站点本地地址",
+    "a carrier-grade NAT address": "运营商级 NAT 地址",
+    "a multicast address": "组播地址",
+    "a reserved address": "保留地址",
+    "a private address": "私有地址",
+    "not a public address": "非公网地址",
+    "a local-use NAT64 address": "本地用途的 NAT64 地址",
+}
+_ALLOW_ZH = "如需允许，请设置 LEADHOOK_ALLOW_PRIVATE_TARGETS=1"
+
+# The services' messages that the console's forms and pages meet, in Chinese: (pattern, what
+# it reads in Chinese, with the pattern's groups). Whatever is not here stays in English, the
+# services' own words, so that nothing is ever hidden.
+_ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern + r"\Z", re.DOTALL), zh)
+    for pattern, zh in (
+        (
+            r"must be an absolute http:// or https:// URL",
+            "必须是以 http:// 或 https:// 开头的完整地址",
+        ),
+        (r"must be 1-(\d+) characters", r"长度须为 1 到 \1 个字符"),
+        (r"must not contain whitespace or control characters", "不能包含空白或控制字符"),
+        (r"is not a valid URL \((.*)\)", r"不是有效的地址（\1）"),
+        (
+            r"must not carry credentials \(user:password@\)",
+            "不能包含用户名和密码（user:password@）",
+        ),
+        (r"must name a host", "必须写明主机"),
+        (r"must not use port 0", "不能使用端口 0"),
+        (
+            r"(.+) names this machine; set LEADHOOK_ALLOW_PRIVATE_TARGETS=1 to allow it",
+            r"\1 指向本机；" + _ALLOW_ZH,
+        ),
+        (r"must be a string", "必须是文本"),
+        (
+            r"must be a non-empty list of event types, or \[\"\*\"\]",
+            "至少选择一种事件类型，或选择全部",
+        ),
+        (r"\"\*\" must be the only item", "选择全部时不能再选其他类型"),
+        (r"unknown event type (.*)", r"未知的事件类型 \1"),
+        (r"must be a string of at most (\d+) characters", r"必须是不超过 \1 个字符的文本"),
+        (r"must be an integer from 1 to (\d+)", r"必须是 1 到 \1 之间的整数"),
+        (
+            r"must be null or a number above 0 and at most (\S+)",
+            r"留空（不限速），或填写大于 0 且不超过 \1 的数",
+        ),
+        (r"is required", "必填"),
+        (r"choose the time from which to replay", "请选择从哪个时间开始重放"),
+        (r"must be later than since", "必须晚于起始时间"),
+        (r"(.+) is not a time \(YYYY-MM-DDTHH:MM\)", r"\1 不是时间（YYYY-MM-DDTHH:MM）"),
+        (
+            r"is before 1970-01-01T00:00:00Z, unix time 0",
+            "早于 1970-01-01T00:00:00Z（unix 时间 0）",
+        ),
+        (r"must be one of (.+)", r"必须是以下之一：\1"),
+        (r"must be a position from a previous page", "必须是上一页给出的位置"),
+        (r"the subscription of this delivery was deleted", "该投递的订阅已被删除"),
+        (
+            r"this delivery is already pending \(queued or being sent\)",
+            "该投递已在等待发送（已排队或正在发送）",
+        ),
+        (
+            r"this delivery is being sent right now; retry it afterwards",
+            "该投递正在发送，请稍后再重试",
+        ),
+        (r"subscription (.+) not found", r"未找到订阅 \1"),
+        (r"delivery (.+) not found", r"未找到投递 \1"),
+        (r"lead (.+) not found", r"未找到线索 \1"),
+        (r"the console has no page (.+)", r"控制台没有页面 \1"),
+        (
+            r"a field of this form holds a NUL character: remove it and try again",
+            "表单的某个字段含有 NUL 字符：请删除后重试",
+        ),
+    )
+)
+_REFUSED_ADDRESS = re.compile(r"(.+?) is (.+?)( \(embedded in .+\))?; (set LEADHOOK_.*)\Z")
+
+
+def message(text: str, lang: str) -> str:
+    """A service's message in `lang`: Chinese where the console knows it, else as it is."""
+    if lang != "zh":
+        return text
+    refused = _REFUSED_ADDRESS.match(text)
+    if refused is not None and refused.group(2) in _ADDRESS_KINDS_ZH:
+        embedded = refused.group(3) or ""
+        return f"{refused.group(1)}{embedded} 是{_ADDRESS_KINDS_ZH[refused.group(2)]}；{_ALLOW_ZH}"
+    for pattern, zh in _ZH:
+        found = pattern.match(text)
+        if found is not None:
+            return found.expand(zh)
+    return text
+
+
+def field_label(loc: tuple[str | int, ...], t: Callable[[str], str]) -> str:
+    """A problem's location as the console's form labels it: `body.url` is "Endpoint URL"."""
+    parts = loc[1:] if len(loc) > 1 and loc[0] in ("body", "query", "path", "header") else loc
+    if len(parts) >= 1 and parts[0] in FIELD_LABELS:
+        rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts[1:])
+        return t(FIELD_LABELS[str(parts[0])]) + rest
+    return ".".join(str(p) for p in parts)
+
+
+def explain(exc: LeadhookError, lang: str) -> str:
+    """An error as a console page shows it: the field by its label, the message in `lang`."""
+    if isinstance(exc, ValidationError) and len(exc.errors) == 1:
+        (problem,) = exc.errors
+        colon = "：" if lang == "zh" else ": "
+        return field_label(problem.loc, translator(lang)) + colon + message(problem.msg, lang)
+    return message(exc.detail, lang)

@@ -308,7 +308,9 @@ def create_subscription(
         created = page.container.subscriptions.create(mid, fields)
     except LeadhookError as exc:
         form = {"url": url, "description": description, "event_types": event_types or []}
-        return _subscriptions_page(page, status=error_status(exc), error=exc.detail, form=form)
+        return _subscriptions_page(
+            page, status=error_status(exc), error=page.explain(exc), form=form
+        )
     url_of = f"/console/subscriptions/{created.id}?done=created"
     return page.redirect_revealing(url_of, created.id, created.secret, rotated=False)
 
@@ -388,7 +390,7 @@ def edit_subscription(
             "event_types": event_types or [],
         }
         return _subscription_page(
-            page, sub_id, status=error_status(exc), error=exc.detail, form=typed
+            page, sub_id, status=error_status(exc), error=page.explain(exc), form=typed
         )
     return page.redirect(f"/console/subscriptions/{sub_id}?done=saved")
 
@@ -436,7 +438,7 @@ def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> R
     except LeadhookError as exc:
         if error_status(exc) == 404:
             raise
-        return _subscription_page(page, sub_id, status=error_status(exc), error=exc.detail)
+        return _subscription_page(page, sub_id, status=error_status(exc), error=page.explain(exc))
     return page.redirect(f"/console/subscriptions/{sub_id}?done=replayed&n={replayed}")
 
 
@@ -479,7 +481,7 @@ def deliveries(
     except LeadhookError as exc:
         # A filter refused is shown above the filter form as typed, to be corrected there,
         # rather than on an error page with no way back to it.
-        error, code, found, nxt = exc.detail, error_status(exc), [], None
+        error, code, found, nxt = page.explain(exc), error_status(exc), [], None
     subs = svc.subscription_list(mid)
     return page.render(
         "deliveries.html",
@@ -538,7 +540,7 @@ def retry(page: PageDep, delivery_id: str) -> Response:
     except LeadhookError as exc:
         if error_status(exc) == 404:
             raise
-        return _delivery_page(page, delivery_id, status=error_status(exc), error=exc.detail)
+        return _delivery_page(page, delivery_id, status=error_status(exc), error=page.explain(exc))
     return page.redirect(f"/console/deliveries/{delivery_id}?done=retried")
 
 

@@ -114,6 +114,10 @@ class Page:
         assert self.session.mid is not None
         return self.session.mid
 
+    def explain(self, exc: LeadhookError) -> str:
+        """`exc` as this page shows it: its field by the form's label, in the page's language."""
+        return i18n.explain(exc, self.lang)
+
     def replace_session(self, session: Session) -> None:
         """Use a new session from now on (sign-in, sign-out) and send its cookie."""
         self.session = session
@@ -283,10 +287,17 @@ def safe_next(value: str | None) -> str:
     return "/console/leads"
 
 
-def error_page(request: Request, status: int, title_key: str, detail: str) -> Response:
-    """Render an error as a page of the console, in its language."""
+def error_page(
+    request: Request, status: int, title_key: str, detail: str | LeadhookError
+) -> Response:
+    """Render an error as a page of the console, in its language (`i18n.explain`)."""
     page = page_of(request)
-    return page.render("error.html", status=status, title_key=title_key, detail=detail)
+    text = (
+        page.explain(detail)
+        if isinstance(detail, LeadhookError)
+        else i18n.message(detail, page.lang)
+    )
+    return page.render("error.html", status=status, title_key=title_key, detail=text)
 
 
 _TITLES = {400: "bad_request", 403: "forbidden", 404: "not_found", 422: "bad_request"}
@@ -324,7 +335,7 @@ class ConsoleRoute(APIRoute):
                 return response
             except LeadhookError as exc:
                 status = error_status(exc)
-                return error_page(request, status, _TITLES.get(status, "bad_request"), exc.detail)
+                return error_page(request, status, _TITLES.get(status, "bad_request"), exc)
             except RequestValidationError as exc:
                 # A form's field by its own name ("since"), not the API's location of it
                 # ("body.since"): the page's reader filled in a form, not a JSON body.
