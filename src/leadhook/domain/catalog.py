@@ -22,6 +22,7 @@ CATALOG_KINDS: tuple[str, ...] = get_args(CatalogKind)
 # \Z, not $: `$` also matches before a trailing newline, which would let "id\n" through.
 KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 EMPTY_TEXT = "-"
+_EXACT_INTEGERS = 2**53  # below it, every whole double is exactly its digits
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_OBJECT_ID = "56"
 
@@ -328,9 +329,13 @@ class Catalog:
             # Decimal text, never an exponent: repr's shortest digits, written out (1e-07 is
             # "0.0000001"). A whole number is its digits however it was written (3.0, 3e0,
             # 1e+20): 3 and 3.0 are the same number (a change between them emits nothing),
-            # and repr kept ".0" below 1e16 but not above it.
+            # and repr kept ".0" below 1e16 but not above it. Past 2**53 a double is not its
+            # own digits: 1e23 is "100000000000000000000000" as sent, not the binary value's
+            # "99999999999999991611392".
             if value.is_integer():
-                return str(int(value))
+                if abs(value) < _EXACT_INTEGERS:
+                    return str(int(value))
+                return format(Decimal(repr(value)).normalize(), "f")
             return format(Decimal(repr(value)), "f")
         if fdef.type == "option":
             return fdef.options.get(str(value), str(value))
