@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from leadhook.domain.catalog import Catalog, FieldDef, FieldGroup
@@ -63,6 +64,7 @@ def coerce(catalog: Catalog, fdef: FieldDef, value: Any, loc: tuple[str | int, .
     if fdef.type == "image" and isinstance(value, list):
         if not all(isinstance(u, str) for u in value):
             raise ValidationError.at(loc, "must be a list of image URLs")
+        _check_image_urls(value, loc, "must be a list of image URLs")
         return json.dumps(value, ensure_ascii=False) if value else None
     if not isinstance(value, str):
         raise ValidationError.at(loc, f"must be a string ({fdef.type} field)")
@@ -105,6 +107,29 @@ def _check_image(value: str, loc: tuple[str | int, ...]) -> None:
         raise ValidationError.at(loc, "must be a JSON-encoded list of URLs") from exc
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise ValidationError.at(loc, "must be a JSON-encoded list of URLs")
+    _check_image_urls(urls, loc, "must be a JSON-encoded list of URLs")
+
+
+def _check_image_urls(urls: list[str], loc: tuple[str | int, ...], rule: str) -> None:
+    """Each an absolute http:// or https:// URL with a host: subscribers and the console show
+    them as images and links, where `javascript:alert(1)` or a bare word would be a hazard or
+    nothing at all."""
+    for url in urls:
+        # The source system writes its URLs' slashes escaped a second time (`http:\/\/wx…`,
+        # the contract's own example): read as slashes for the check, stored as sent.
+        if not _is_web_url(url.replace("\\/", "/")):
+            raise ValidationError.at(loc, f"{rule}: {url!r} is not an http:// or https:// URL")
+
+
+def _is_web_url(text: str) -> bool:
+    if not text or any(c.isspace() or not c.isprintable() for c in text):
+        return False
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:  # a bracketed host that is not an IPv6 address, a bad port
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(host)
 
 
 _OWNING_BEHAVIOUR = {
