@@ -719,6 +719,12 @@ def test_custom_fields_at_creation_and_custom_source_fields() -> None:
         ("members", "M1", {}, ("body", "name"), "is required"),
         ("life_stages", "vip", {"name": "v", "order": "1"}, ("body", "order"),
          "must be an integer"),
+        # A related object's id goes into object_relation events as it is: the rule a
+        # relation's own target_object_id is held to.
+        *[("objects", "o1", {"name": "O1", "object_id": bad}, ("body", "object_id"),
+           "must be 1-64 characters, with no control character and no space around it")
+          for bad in (" 57", "57 ", "5\t7", "5\x857", "", "x" * 65, 57)],
+        ("objects", "o1", {"name": "O1"}, ("body", "object_id"), "is required"),
     ],
 )  # fmt: skip
 def test_catalog_entry_refusals(

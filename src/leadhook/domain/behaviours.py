@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from leadhook.domain.catalog import KEY_PATTERN, Catalog, stage_timestamp_field
+from leadhook.domain.catalog import (
+    EXTERNAL_ID_RULE,
+    KEY_PATTERN,
+    Catalog,
+    is_external_id,
+    stage_timestamp_field,
+)
 from leadhook.domain.errors import LeadVoidedError, ValidationError
 from leadhook.domain.events import EVENT_CATEGORY, LeadEvent, parse_event
 from leadhook.domain.lead import Lead, Relation, track_clocks
@@ -421,16 +427,6 @@ def restore(ctx: Context, lead: Lead) -> Effect:
     return rec.outcome()
 
 
-def _external_id(value: Any) -> bool:
-    """An id another system gave: 1-64 characters, no control ones, no space around them."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= 64
-        and value == value.strip()
-        and not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value)
-    )
-
-
 def relate(
     ctx: Context,
     lead: Lead,
@@ -450,11 +446,8 @@ def relate(
         ("target_entity_id", target_entity_id),
         ("target_object_id", target_object_id),
     ):
-        if (value is not None or key == "target_entity_id") and not _external_id(value):
-            raise ValidationError.at(
-                ("body", key),
-                "must be 1-64 characters, with no control character and no space around it",
-            )
+        if (value is not None or key == "target_entity_id") and not is_external_id(value):
+            raise ValidationError.at(("body", key), EXTERNAL_ID_RULE)
     object_id = target_object_id or ctx.catalog.related_object_id(target_object_name)
     relation = Relation(target_object_name, target_entity_id, object_id)
     if any(

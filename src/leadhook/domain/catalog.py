@@ -23,6 +23,20 @@ CATALOG_KINDS: tuple[str, ...] = get_args(CatalogKind)
 KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 EMPTY_TEXT = "-"
 _EXACT_INTEGERS = 2**53  # below it, every whole double is exactly its digits
+EXTERNAL_ID_RULE = "must be 1-64 characters, with no control character and no space around it"
+
+
+def is_external_id(value: Any) -> bool:
+    """An id another system gave (a related object's `object_id`, a relation's target ids),
+    as that system spells it: 1-64 characters, no control ones, no space around them."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 64
+        and value == value.strip()
+        and not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value)
+    )
+
+
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_OBJECT_ID = "56"
 

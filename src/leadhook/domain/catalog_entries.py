@@ -10,6 +10,7 @@ from typing import Any, get_args
 
 from leadhook.domain.catalog import (
     BUILTIN_FIELDS,
+    EXTERNAL_ID_RULE,
     Catalog,
     Entry,
     FieldDef,
@@ -18,6 +19,7 @@ from leadhook.domain.catalog import (
     LifeStage,
     Member,
     RelatedObject,
+    is_external_id,
     validate_key,
 )
 from leadhook.domain.errors import ConflictError, ValidationError
@@ -89,7 +91,11 @@ def upsert_entry(catalog: Catalog, kind: str, key: str, body: Mapping[str, Any])
         ordered = dict(sorted(stages.items(), key=lambda kv: (kv[1].order, kv[0])))
         return replace(catalog, life_stages=ordered)
     if kind == "objects":
-        object_id = _text(body, "object_id", required=True, max_len=64)
+        object_id = body.get("object_id")
+        if object_id is None:
+            raise ValidationError.at(("body", "object_id"), "is required")
+        if not is_external_id(object_id):  # it goes into object_relation events as it is
+            raise ValidationError.at(("body", "object_id"), EXTERNAL_ID_RULE)
         objs = {**catalog.objects, key: RelatedObject(key, name, object_id)}
         return replace(catalog, objects=objs)
     return replace(catalog, custom_fields={**catalog.custom_fields, key: _field(key, name, body)})
