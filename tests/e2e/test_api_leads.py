@@ -454,6 +454,12 @@ def test_if_match(api: Api) -> None:
             api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers={"If-Match": bad}),
             400,
         )
+    # A well-formed version no lead has reached, however long, is stale (412), not malformed.
+    for far in ("1234567890123", '"99999999999999999999"', "9" * 5000):
+        assert_problem(
+            api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers={"If-Match": far}),
+            412,
+        )
     assert api.counts() == counts
     # `*` names any version (RFC 9110): the behaviour runs on the lead as it is; no lead, 404.
     for star in ("*", " * "):

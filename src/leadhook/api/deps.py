@@ -28,7 +28,10 @@ from leadhook.services.deliveries import event_type_problem
 from leadhook.services.idempotency import fingerprint
 from leadhook.services.leads import BehaviourRequest
 
-_IF_MATCH = re.compile(r'\A\s*(?:W/"(\d{1,12})"|"(\d{1,12})"|(\d{1,12}))\s*\Z', re.ASCII)
+_IF_MATCH = re.compile(r'\A\s*(?:W/"(\d+)"|"(\d+)"|(\d+))\s*\Z', re.ASCII)
+# A version number longer than this is well formed but no lead's (412, not 400); it is never
+# read as an int (Python refuses to parse past 4,300 digits).
+_VERSION_DIGITS = 18
 
 
 def query_check(problem: Callable[[Any], str | None]) -> Callable[[Any], Any]:
@@ -400,7 +403,8 @@ def if_match_versions(value: str | None) -> frozenset[int] | None:
     found = [_IF_MATCH.match(item) for item in items]
     if not found or not all(found):
         raise BadRequestError(f"If-Match must list lead version numbers (or be *), not {value!r}")
-    return frozenset(int(m.group(1) or m.group(2) or m.group(3)) for m in found if m)
+    digits = [m.group(1) or m.group(2) or m.group(3) for m in found if m]
+    return frozenset(int(d) if len(d) <= _VERSION_DIGITS else -1 for d in digits)
 
 
 def behaviour_metadata(
