@@ -74,3 +74,6 @@ def test_the_answer_is_the_same_bytes_as_before() -> None:
         "status": 409,
         "detail": "lead L1 is voided",
     }
+    # Compact, as every answer of the API is (docs/api.md, "Answers").
+    assert bytes(response.body).startswith(b'{"type":"https://leadhook.dev/problems/lead-voided",')
+    assert b'", "' not in bytes(response.body) and b'": ' not in bytes(response.body)

@@ -115,10 +115,10 @@ def problem_text(
     }
     if errors is not None:
         body["errors"] = [_clipped(e) for e in errors[:50]]
-    text = json.dumps(body, ensure_ascii=False)
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     if not _encodable(text):
         # Echoed input with an unpaired surrogate cannot be UTF-8: send it \u-escaped.
-        text = json.dumps(body)
+        text = json.dumps(body, separators=(",", ":"))
     return text
 
 
