@@ -74,6 +74,12 @@ def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(
     sub = post(f"{base}/v1/subscriptions", {"url": receiver.url(), "event_types": ["*"]}, key)
     receiver.secrets.append(sub["secret"])
     first = _one_child(serve)
+    # The database URL (which may hold a password) reaches the child in its environment, not
+    # on its command line, which anyone on the machine reads (`ps`).
+    cmdline = Path(f"/proc/{first}/cmdline").read_bytes()
+    assert b"worker" in cmdline and b"serve.db" not in cmdline
+    environ = Path(f"/proc/{first}/environ").read_bytes().split(b"\0")
+    assert f"LEADHOOK_DATABASE_URL=sqlite:///{tmp_path}/serve.db".encode() in environ
 
     def lead() -> str:
         created = post(f"{base}/v1/leads", {"fields": {"name": "Ada"}}, key)

@@ -332,13 +332,18 @@ class DeliveryProcess:
         self.restarts = 0
 
     def command(self, wake_fd: int) -> list[str]:
-        """The child's command line."""
-        settings = self._container.settings
-        cmd = [sys.executable, "-m", "leadhook", "worker", "--database-url"]
-        cmd += [settings.database_url, "--log-level", self._log_level, "--wake-fd", str(wake_fd)]
+        """The child's command line. The database URL is not on it (`environment`): anyone on
+        the machine reads a command line (`ps`), and the URL may hold a password."""
+        cmd = [sys.executable, "-m", "leadhook", "worker"]
+        cmd += ["--log-level", self._log_level, "--wake-fd", str(wake_fd)]
         if self._concurrency:
             cmd += ["--concurrency", str(self._concurrency)]
         return cmd
+
+    def environment(self) -> dict[str, str]:
+        """The child's environment: serve's own, with the database serve was given (by flag
+        or by environment) as `LEADHOOK_DATABASE_URL`."""
+        return {**os.environ, "LEADHOOK_DATABASE_URL": self._container.settings.database_url}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep a child delivering until `stop` is set; then stop it gracefully."""
@@ -354,7 +359,10 @@ class DeliveryProcess:
         try:
             while not stop.is_set():
                 proc = await asyncio.create_subprocess_exec(
-                    *self.command(read_end), pass_fds=(read_end,), start_new_session=True
+                    *self.command(read_end),
+                    pass_fds=(read_end,),
+                    start_new_session=True,
+                    env=self.environment(),
                 )
                 self.pid = proc.pid
                 log.info("delivery process started", extra={"pid": proc.pid})
