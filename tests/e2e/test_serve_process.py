@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from delivery_support import Receiver
 from test_cli import ADMIN_TOKEN, Running, free_port, post, wait_until
 
@@ -121,3 +124,43 @@ def test_serve_wakes_its_delivery_process_on_commit(
         post(f"{base}/v1/leads", {"fields": {"name": f"L{i}"}}, key)
         wait_until(lambda n=i + 1: len(receiver.acked()) == n, timeout=60)
     assert serve.terminate() == 0
+
+
+def test_a_write_still_waiting_when_serve_stops_is_refused_unwritten(
+    tmp_path: Path, start: Callable[..., Running]
+) -> None:
+    # Another program holds SQLite's write lock; a create waits for it; serve is told to stop.
+    # The request is answered 503 (retry) before the grace period cancels it, and the lead is
+    # not written afterwards (it was answered a bare 500, then written as serve closed).
+    serve, base = _serve(tmp_path, start, "stopping")
+    key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    holder = sqlite3.connect(tmp_path / "stopping.db", isolation_level=None, timeout=30)
+    holder.execute("BEGIN IMMEDIATE")
+    answers: list[httpx.Response] = []
+
+    def create() -> None:
+        answers.append(
+            httpx.post(
+                f"{base}/v1/leads",
+                json={"fields": {"name": "waited"}},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+        )
+
+    waiting = threading.Thread(target=create)
+    waiting.start()
+    time.sleep(1.0)  # the create is waiting for the lock
+    serve.proc.send_signal(signal.SIGTERM)
+    waiting.join(timeout=15)
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert serve.proc.wait(timeout=15) == 0
+    (answer,) = answers
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["retry-after"] == "5"
+    assert "not written" in answer.json()["detail"]
+    with sqlite3.connect(tmp_path / "stopping.db") as db:
+        assert db.execute("SELECT count(*) FROM leads").fetchone() == (0,)
+    assert "waiting writes refused" in serve.output()

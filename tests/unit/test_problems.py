@@ -24,6 +24,7 @@ EXPECTED = {
     errors.ConflictError: (409, "conflict", "Conflict"),
     errors.LeadVoidedError: (409, "lead-voided", "Lead is voided"),
     errors.ClaimRefusedError: (409, "claim-refused", "Claim refused"),
+    errors.UnavailableError: (503, "unavailable", "Service unavailable"),
 }
 
 DOMAIN_ERRORS = [

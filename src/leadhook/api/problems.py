@@ -29,6 +29,7 @@ from leadhook.domain.errors import (
     LeadVoidedError,
     NotFoundError,
     UnauthorizedError,
+    UnavailableError,
     UnsupportedMediaTypeError,
     ValidationError,
     VersionMismatchError,
@@ -69,6 +70,7 @@ PROBLEMS: dict[type[LeadhookError], ProblemKind] = {
     ConflictError: ProblemKind(409, "conflict", "Conflict"),
     LeadVoidedError: ProblemKind(409, "lead-voided", "Lead is voided"),
     ClaimRefusedError: ProblemKind(409, "claim-refused", "Claim refused"),
+    UnavailableError: ProblemKind(503, "unavailable", "Service unavailable"),
 }
 """Domain error class → its answer; a subclass not listed answers as its nearest listed base."""
 
@@ -151,6 +153,8 @@ async def _leadhook_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ValidationError):
         errors = [{"loc": _loc(e.loc), "msg": e.msg} for e in exc.errors]
     headers = {"WWW-Authenticate": "Bearer"} if kind.status == 401 else None
+    if kind.status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
     if isinstance(exc, UnsupportedMediaTypeError):
         # RFC 9110 15.5.16 and RFC 5789: say which media type the method accepts.
         method = request.method.upper()

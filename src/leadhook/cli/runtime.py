@@ -17,6 +17,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from leadhook.api.problems import problem_text
+from leadhook.domain.errors import UnavailableError
 
 if TYPE_CHECKING:
     from leadhook.bootstrap import Container
@@ -26,6 +27,8 @@ SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = logging.getLogger("leadhook.serve")
 Deliver = Literal["inline", "process"] | None
 MAX_REQUEST_HEAD = 64 * 1024
+# Seconds a stopping server gives the requests in flight before it cancels them.
+GRACE_SECONDS = 5
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -237,7 +240,7 @@ async def run_service(
             log_config=None,  # the command configures logging (`cli.logs.configure_logging`)
             log_level=log_level,
             access_log=access_log,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=GRACE_SECONDS,
             # h11 refuses a request head over this with a bare 400; below it, the app's
             # HeaderLimit answers 431 problem+json for heads over its own (smaller) limit.
             h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
@@ -276,13 +279,28 @@ async def run_service(
         waiter.cancel()
         if server is not None:
             server.should_exit = True
+            # A write still waiting (for a lock another program holds) when the grace period
+            # is nearly over is refused, unwritten, with a 503 its client may retry; else
+            # uvicorn cancels its request (a bare 500) and `close` wrote it afterwards.
+            refusal = asyncio.get_running_loop().call_later(
+                GRACE_SECONDS - 1, _refuse_waiting_writes, container
+            )
             await asyncio.wait(tasks[:1])
+            refusal.cancel()
         stop.set()
         await asyncio.wait(tasks)
     for task in tasks:
         error = None if task.cancelled() else task.exception()
         if error is not None:
             raise error
+
+
+def _refuse_waiting_writes(container: Container) -> None:
+    refused = container.writer.refuse_waiting(
+        UnavailableError("leadhook is stopping: this request was not written; send it again")
+    )
+    if refused:
+        log.warning("stopping: %d waiting writes refused, unwritten (503)", refused)
 
 
 def freeze_startup_heap() -> None:

@@ -13,9 +13,11 @@ LeadhookError: every error leadhook raises on purpose
   ├── UnauthorizedError: a missing, unknown or revoked credential
   ├── NotFoundError: no such object in this tenant
   ├── VersionMismatchError: `If-Match` named a version the lead has moved on from
-  └── ConflictError: a request that contradicts the current state
-        ├── LeadVoidedError: a behaviour other than restore on a voided lead
-        └── ClaimRefusedError: a claim the pool's rules refuse
+  ├── ConflictError: a request that contradicts the current state
+  │     ├── LeadVoidedError: a behaviour other than restore on a voided lead
+  │     └── ClaimRefusedError: a claim the pool's rules refuse
+  └── UnavailableError: the service cannot take the request now (it is stopping); nothing
+        was written, and the same request may be sent again
 """
 
 from __future__ import annotations
@@ -88,3 +90,7 @@ class LeadVoidedError(ConflictError):
 class ClaimRefusedError(ConflictError):
     """A claim the pool's rules refuse: the lead has an owner, the member may not claim from
     the pool, or she holds its claim_limit already."""
+
+
+class UnavailableError(LeadhookError):
+    """The service cannot take the request now (it is stopping): nothing was written."""

@@ -194,6 +194,7 @@ class GroupWriter:
         self._pending: list[_Item] = []
         self._loop_conn: Connection | None = None
         self._retry: asyncio.TimerHandle | None = None  # a flush waiting for the gate
+        self._refusing: Exception | None = None  # what new writes fail with (`refuse_waiting`)
         self._backoff = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -220,6 +221,8 @@ class GroupWriter:
         item = _Item(work, future, lock_key=lock_key or "", route=route or "")
         if self._closed:
             future.set_exception(RuntimeError("the writer is closed"))
+        elif self._refusing is not None and self._on_loop:
+            future.set_exception(self._refusing)
         elif not self._on_loop:
             if not self._threads:
                 self._start()
@@ -353,6 +356,24 @@ class GroupWriter:
                 )
                 thread.start()
                 self._threads.append(thread)
+
+    def refuse_waiting(self, error: Exception) -> int:
+        """Fail every write still waiting on the loop (for the gate or SQLite's write lock)
+        with `error`, and every one submitted from now on: none of them is written. Return
+        how many were waiting.
+
+        For a server that stops (`cli.runtime.run_service`): a request still waiting when its
+        grace period ends is answered "not written, retry" rather than cancelled (a bare 500)
+        and then written by `close` after its client had given up on it.
+        """
+        self._refusing = error
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        waiting, self._pending = self._pending, []
+        for item in waiting:
+            item.future.set_exception(error)
+        return len(waiting)
 
     def close(self) -> None:
         """Finish what was queued, then stop the threads and release the connections."""
