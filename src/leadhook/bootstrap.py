@@ -124,13 +124,15 @@ def build(
     settings: Settings,
     *,
     run_migrations: bool = True,
+    rewrite_secrets: bool = True,
     clock: Clock | None = None,
     ids: IdFactory | None = None,
 ) -> Container:
     """Wire the real adapters into the services for `settings`.
 
     With `run_migrations` (a process starting), the database is migrated, the secret key is
-    checked against it and stored webhook secrets are brought under the first key.
+    checked against it and, with `rewrite_secrets` (a service starting, not a command-line
+    job), stored webhook secrets are brought under the first key.
     """
     # Each PostgreSQL writer thread keeps a connection for as long as it lives: the pool has
     # its 16 for everything else besides them (with 16 writer threads and a pool of 16, the
@@ -156,7 +158,7 @@ def build(
     if run_migrations:
         migrate.upgrade(engine, secret_box=box)
         migrate.check_schema(engine)
-        prepare_secrets(engine, box)
+        prepare_secrets(engine, box, rewrite=rewrite_secrets)
     gate = WriteGate(engine)
     clock = clock or SystemClock()
     ids = ids or SystemIds()
@@ -194,7 +196,7 @@ def build(
         writer=writer,
         pools=PoolService(leads, readonly),
         automation=AutomationService(leads, uow, clock, ids, readonly_uow=readonly),
-        readiness=SqlReadiness(engine),
+        readiness=SqlReadiness(engine, box),
         wakeup=wakeup,
     )
 

@@ -104,6 +104,60 @@ def test_key_rotation_reencrypts_every_secret_under_the_new_key(database_url: st
         c.close()
 
 
+def test_a_command_line_job_with_the_keys_reordered_re_encrypts_nothing(
+    database_url: str,
+) -> None:
+    # A listing run with `new,old` while services still run on `old` alone (a rotation's
+    # step 2 done on one command before step 1 everywhere) must leave the secrets readable
+    # by those services: only a service starting re-encrypts.
+    old, new = generate_key(), generate_key()
+    c = build(Settings(database_url=database_url, secret_keys=(old,)))
+    secret = _subscribe(c).secret
+    c.close()
+    before = _stored(database_url)
+    job = build(Settings(database_url=database_url, secret_keys=(new, old)), rewrite_secrets=False)
+    assert len(job.subscriptions.list(MID, None, 50).data) == 1  # it read them
+    job.close()
+    assert _stored(database_url) == before
+    c = build(Settings(database_url=database_url, secret_keys=(old,)))
+    try:
+        assert _claimed_secrets(c) == {(secret,)}
+    finally:
+        c.close()
+
+
+def test_a_service_whose_key_no_longer_opens_the_secrets_answers_503_and_is_not_ready(
+    database_url: str,
+) -> None:
+    # A service running on `old` while another started with `new,old` re-encrypted every
+    # secret: its requests that need a secret answer 503 (not a 500 with a traceback each),
+    # and its readiness probe fails, so a load balancer takes it out.
+    from fastapi.testclient import TestClient
+
+    from leadhook.api.app import create_app
+
+    old, new = generate_key(), generate_key()
+    admin = "rotating-admin"
+    running = build(Settings(database_url=database_url, secret_keys=(old,), admin_token=admin))
+    try:
+        _subscribe(running)
+        key = running.tenants.issue_key(MID).api_key
+        with TestClient(create_app(running)) as client:
+            assert client.get("/readyz").status_code == 200
+            build(Settings(database_url=database_url, secret_keys=(new, old))).close()
+            auth = {"Authorization": f"Bearer {key}"}
+            created = client.post("/v1/leads", json={"fields": {}}, headers=auth)
+            assert created.status_code == 503, created.text
+            assert created.headers["retry-after"] == "5"
+            assert created.headers["content-type"] == "application/problem+json"
+            assert "secret keys do not open" in created.json()["detail"]
+            assert ".key" not in created.text  # no server path in an answer
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+    finally:
+        running.close()
+
+
 def test_a_wrong_key_is_refused_at_start_with_a_clear_message(database_url: str) -> None:
     c = build(Settings(database_url=database_url, secret_keys=(generate_key(),)))
     c.close()  # no subscription yet: the key check alone catches the wrong key

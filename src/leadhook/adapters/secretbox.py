@@ -25,6 +25,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from leadhook.domain.errors import UnavailableError
+
 log = logging.getLogger("leadhook.secrets")
 
 PREFIX = "fernet:"
@@ -33,8 +35,18 @@ KEY_FILE_NAME = "leadhook.key"
 _CACHE_LIMIT = 16_384
 
 
-class SecretKeyError(RuntimeError):
-    """The configured keys are malformed, or do not decrypt what the database holds."""
+class SecretKeyError(UnavailableError):
+    """The configured keys are malformed, or do not decrypt what the database holds.
+
+    Its message (`str`) names the key's source for the operator (the command line, the log);
+    a request that meets it is answered 503 with `detail`, which names no path."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.detail = (
+            "this service's secret keys do not open the stored webhook secrets: an operator"
+            " must start it with the keys they were written with"
+        )
 
 
 def parse_keys(value: str, source: str = "LEADHOOK_SECRET_KEY") -> tuple[str, ...]:

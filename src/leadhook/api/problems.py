@@ -155,6 +155,11 @@ async def _leadhook_error(request: Request, exc: Exception) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if kind.status == 401 else None
     if kind.status == 503:
         headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
+        if type(exc) is not UnavailableError:  # a stopping server logs its refusals itself
+            # A store the service cannot read (its secret keys): logged once per outage, with
+            # the operator's message, not a traceback per request.
+            outages: OutageLog = request.app.state.outages
+            outages.failed(kind.status, exc.detail, exc)
     if isinstance(exc, UnsupportedMediaTypeError):
         # RFC 9110 15.5.16 and RFC 5789: say which media type the method accepts.
         method = request.method.upper()

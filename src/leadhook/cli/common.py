@@ -139,12 +139,17 @@ def _option_detail(detail: str) -> str:
 
 
 @contextmanager
-def opened(settings: Settings) -> Iterator[Container]:
-    """Build the container (migrating the database) and close it after; fail on errors."""
+def opened(settings: Settings, *, service: bool = False) -> Iterator[Container]:
+    """Build the container (migrating the database) and close it after; fail on errors.
+
+    `service`: a service starts (serve, worker): stored webhook secrets are re-encrypted
+    under the first key (a key rotation's step 2). A command-line job only checks the key:
+    run with the keys in another order, it must not re-encrypt what running services read.
+    """
     from leadhook.bootstrap import build
 
     with database_errors(settings.database_url):
-        container = build(settings)
+        container = build(settings, rewrite_secrets=service)
     try:
         yield container
     except ValidationError as exc:  # a bad option value (a time zone, an id): exit 2

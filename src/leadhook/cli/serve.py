@@ -50,7 +50,7 @@ def serve(
         sock = bind(host, port)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    with opened(settings) as container:
+    with opened(settings, service=True) as container:
         url = base_url(sock)
 
         mid = free_mid(container, "acme")

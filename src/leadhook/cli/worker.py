@@ -39,7 +39,7 @@ def worker(
     configure_logging(log_level)
     settings = load_settings(database_url=database_url, concurrency=concurrency)
     supervised = wake_fd is not None
-    with opened(settings) as container:
+    with opened(settings, service=True) as container:
 
         def started() -> None:
             if supervised:

@@ -13,15 +13,17 @@ from leadhook.adapters.secretbox import SecretBox, SecretKeyError
 CHECK_PLAINTEXT = "leadhook secret key check"
 
 
-def prepare_secrets(engine: Engine, box: SecretBox) -> int:
+def prepare_secrets(engine: Engine, box: SecretBox, *, rewrite: bool = True) -> int:
     """Check the key against the database and bring every stored secret under the first key.
 
     Raises SecretKeyError when the database's secrets were encrypted with keys `box` does not
     hold. Returns how many subscriptions were (re-)encrypted: plaintext rows written by an
-    older version, and rows under a key that is no longer first (a key rotation).
+    older version, and rows under a key that is no longer first (a key rotation). Without
+    `rewrite` (a command-line job, not a service starting) it only checks: a listing run
+    with the keys in another order must not re-encrypt what running services read.
     """
-    _check(engine, box)
-    return _sweep(engine, box)
+    _check(engine, box, rewrite=rewrite)
+    return _sweep(engine, box) if rewrite else 0
 
 
 def holds_secrets(engine: Engine) -> bool:
@@ -71,7 +73,7 @@ def forget_key(engine: Engine, new_secret: Callable[[], str]) -> list[tuple[str,
     return [(mid, sub_id) for sub_id, mid, deleted in rows if deleted is None]
 
 
-def _check(engine: Engine, box: SecretBox) -> None:
+def _check(engine: Engine, box: SecretBox, *, rewrite: bool) -> None:
     c = t.key_check.c
     with engine.begin() as conn:
         token = conn.execute(select(c.token).where(c.id == 1)).scalar()
@@ -90,7 +92,7 @@ def _check(engine: Engine, box: SecretBox) -> None:
             " created on the first start); to rotate keys, list the new key first and the old"
             " one after it"
         )
-    if token is not None and not box.is_current(token):
+    if rewrite and token is not None and not box.is_current(token):
         with engine.begin() as conn:
             conn.execute(
                 update(t.key_check)
