@@ -159,6 +159,38 @@ def test_tenants_and_keys_without_http(tmp_path: Path) -> None:
     assert table.returncode == 0 and "acme" in table.stdout and "beta" in table.stdout
 
 
+@pytest.mark.postgres
+def test_a_command_on_what_a_postgres_database_holds_makes_nothing_in_an_empty_one(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # On an empty PostgreSQL database a listing made every table and a ./leadhook.key in
+    # whatever directory it ran from; the services, started with their own key, were then
+    # refused as "not the key this database's webhook secrets were encrypted with".
+    from sqlalchemy import create_engine, inspect
+
+    url = postgres_url
+    for args in (
+        ("tenants", "list"),
+        ("tenants", "keys", "list", "acme"),
+        ("subscriptions", "list", "acme"),
+        ("deliveries", "list", "acme"),
+    ):
+        result = run(*args, "--database-url", url, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "no leadhook database at" in result.stderr, args
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "leadhook.key").exists()
+    engine = create_engine(url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+    made = run("tenants", "create", "acme", "--database-url", url, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr  # the command that makes one still does
+    listed = run("tenants", "list", "--database-url", url, cwd=tmp_path)
+    assert listed.returncode == 0 and "acme" in listed.stdout, listed.stderr
+
+
 def test_a_command_on_what_a_database_holds_makes_no_database(tmp_path: Path) -> None:
     # A mistyped path made a new, migrated database and its key file, then said "tenant not
     # found": the typo hidden, the stray files left.

@@ -70,15 +70,25 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def existing_database(settings: Settings) -> Settings:
-    """Exit 2 when the settings name a SQLite file that does not exist.
+    """Exit 2 when the settings name a SQLite file that does not exist, or a PostgreSQL
+    database without leadhook's tables.
 
     A command that reads or changes what a database holds (a tenant's keys, the secret key's
     recovery) must not make a new, empty one, and its key file, from a mistyped path: it then
-    said the tenant was not found, and left the stray files behind.
+    said the tenant was not found, and left the stray files behind. On PostgreSQL it made
+    every table and a `./leadhook.key` in whatever directory it ran from, which the services
+    then refused as not the database's key.
     """
     from sqlalchemy.engine import make_url
 
     url = make_url(settings.database_url)
+    if url.get_backend_name() == "postgresql" and not _has_tables(settings.database_url):
+        fail(
+            f"no leadhook database at {display_url(settings.database_url)}: it has none of"
+            " leadhook's tables; check --database-url or LEADHOOK_DATABASE_URL"
+            " (`leadhook serve` or `leadhook tenants create` makes them)",
+            2,
+        )
     path = url.database
     if path and path.startswith("file:"):  # a URI filename (sqlite:///file:PATH?uri=true)
         path = urlsplit(path).path
@@ -89,6 +99,20 @@ def existing_database(settings: Settings) -> Settings:
             2,
         )
     return settings
+
+
+def _has_tables(database_url: str) -> bool:
+    """Whether the database holds leadhook's tables (a read; nothing is made)."""
+    from sqlalchemy import create_engine, inspect
+
+    from leadhook.adapters.db.engine import normalize_url
+
+    with database_errors(database_url):
+        engine = create_engine(normalize_url(database_url))
+        try:
+            return inspect(engine).has_table("tenants")
+        finally:
+            engine.dispose()
 
 
 def display_url(url: str) -> str:
