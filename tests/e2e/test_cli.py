@@ -191,6 +191,34 @@ def test_a_command_on_what_a_postgres_database_holds_makes_nothing_in_an_empty_o
     assert listed.returncode == 0 and "acme" in listed.stdout, listed.stderr
 
 
+def test_a_listing_reads_while_another_program_holds_the_write_lock(tmp_path: Path) -> None:
+    # Every command migrated on open, taking SQLite's write lock even to list: behind a held
+    # lock it waited 30 s, then printed a 100-line traceback.
+    import sqlite3
+
+    db = ["--database-url", f"sqlite:///{tmp_path}/locked.db"]
+    assert run("tenants", "create", "acme", *db, cwd=tmp_path).returncode == 0
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        listed = run("tenants", "list", *db, cwd=tmp_path)
+        assert listed.returncode == 0 and "acme" in listed.stdout, listed.stderr
+        assert time.monotonic() - started < 15  # read at once, not after the busy timeout
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # A path SQLite cannot open is one line: the driver's reason and what to do, no
+    # SQLAlchemy wrapping ("(sqlite3.OperationalError)", "Background on this error").
+    folder = run(
+        "tenants", "create", "acme", "--database-url", f"sqlite:///{tmp_path}", cwd=tmp_path
+    )
+    assert folder.returncode == 1, folder.stderr
+    (line,) = folder.stderr.strip().splitlines()
+    assert "unable to open database file: the file or its folder cannot be opened" in line
+    assert "Background" not in line and "sqlite3." not in line
+
+
 def test_a_command_on_what_a_database_holds_makes_no_database(tmp_path: Path) -> None:
     # A mistyped path made a new, migrated database and its key file, then said "tenant not
     # found": the typo hidden, the stray files left.

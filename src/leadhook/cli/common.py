@@ -101,6 +101,27 @@ def existing_database(settings: Settings) -> Settings:
     return settings
 
 
+# What an operator does about the driver's terse reasons.
+_HINTS = {
+    "database is locked": "another process holds its write lock (`fuser` on the file names it);"
+    " try again once it is free",
+    "unable to open database file": "the file or its folder cannot be opened for writing (a"
+    " read-only filesystem or folder, a directory, missing permissions)",
+    "attempt to write a readonly database": "the file is read-only to this user",
+    "file is not a database": "the file is not a SQLite database",
+}
+
+
+def _driver_reason(exc: BaseException) -> str:
+    """The driver's own reason in one line, without SQLAlchemy's wrapping (its class, the
+    statement, the "Background on this error" link), and what to do about it."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    reason = lines[0] if lines else orig.__class__.__name__
+    hint = _HINTS.get(reason)
+    return f"{reason}: {hint}" if hint else reason
+
+
 def _has_tables(database_url: str) -> bool:
     """Whether the database holds leadhook's tables (a read; nothing is made)."""
     from sqlalchemy import create_engine, inspect
@@ -127,6 +148,8 @@ def database_errors(url: str) -> Iterator[None]:
     """Turn a database that cannot be opened into one line and exit 1, and a key or schema
     the operator must set right, or a SQLite path whose folder cannot be made, into one line
     and exit 2."""
+    import sqlite3
+
     from sqlalchemy.exc import SQLAlchemyError
 
     from leadhook.adapters.db.migrate import SchemaMismatchError
@@ -134,8 +157,8 @@ def database_errors(url: str) -> Iterator[None]:
 
     try:
         yield
-    except SQLAlchemyError as exc:
-        fail(f"cannot open {display_url(url)}: {exc.__class__.__name__}: {exc}")
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        fail(f"cannot open {display_url(url)}: {_driver_reason(exc)}")
     except OSError as exc:  # the SQLite file's folder cannot be made: a bad path, exit 2
         where = f": {exc.filename}" if exc.filename else ""
         fail(f"cannot open {display_url(url)}: {exc.strerror or exc}{where}", 2)

@@ -32,10 +32,10 @@ def holds_secrets(engine: Engine) -> bool:
     Asked before a missing key file is created: a database copied without its key file must
     be refused with that said, not given a new key that cannot decrypt it.
     """
-    if not inspect(engine).has_table(t.key_check.name):  # a new database
-        return False
-    with engine.connect() as conn:
-        conn.execution_options(leadhook_readonly=True)  # a read: no write lock on SQLite
+    with engine.connect() as raw:
+        conn = raw.execution_options(leadhook_readonly=True)  # a read: no write lock on SQLite
+        if not inspect(conn).has_table(t.key_check.name):  # a new database
+            return False
         row = conn.execute(select(t.key_check.c.id).where(t.key_check.c.id == 1)).first()
     return row is not None
 
@@ -75,8 +75,12 @@ def forget_key(engine: Engine, new_secret: Callable[[], str]) -> list[tuple[str,
 
 def _check(engine: Engine, box: SecretBox, *, rewrite: bool) -> None:
     c = t.key_check.c
-    with engine.begin() as conn:
-        token = conn.execute(select(c.token).where(c.id == 1)).scalar()
+    with engine.connect() as raw:  # a read: on SQLite no write lock (a listing must not wait)
+        token = (
+            raw.execution_options(leadhook_readonly=True)
+            .execute(select(c.token).where(c.id == 1))
+            .scalar()
+        )
     if token is None:
         try:
             with engine.begin() as conn:

@@ -7,6 +7,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -31,6 +33,10 @@ def upgrade(engine: Engine, revision: str = "head", *, secret_box: Any = None) -
     migration that does so refuses to run without it when there are secrets to encrypt.
     """
     cfg = alembic_config()
+    if revision == "head" and _at_head(engine, cfg):
+        # Read first: a database already up to date needs no write lock, so a process that
+        # only starts (a listing, a second worker) does not wait behind another's writes.
+        return
     cfg.attributes["secret_box"] = secret_box
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
@@ -44,6 +50,15 @@ def upgrade(engine: Engine, revision: str = "head", *, secret_box: Any = None) -
             if engine.dialect.name == "postgresql":
                 conn.execute(_UNLOCK)
                 conn.commit()
+
+
+def _at_head(engine: Engine, cfg: Config) -> bool:
+    """Whether the database records the newest revision (a read, no write lock)."""
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    with engine.connect() as raw:
+        conn = raw.execution_options(leadhook_readonly=True)
+        current = MigrationContext.configure(conn).get_current_heads()
+    return bool(current) and set(current) == heads
 
 
 def downgrade(engine: Engine, revision: str = "base", *, secret_box: Any = None) -> None:
@@ -70,18 +85,25 @@ def check_schema(engine: Engine) -> None:
     """
     from leadhook.adapters.db.tables import metadata
 
-    found = inspect(engine)
-    tables = set(found.get_table_names())
-    missing: list[str] = []
-    for table in metadata.sorted_tables:
-        if table.name not in tables:
-            missing.append(table.name)
-            continue
-        columns = {c["name"] for c in found.get_columns(table.name)}
-        missing.extend(f"{table.name}.{c.name}" for c in table.columns if c.name not in columns)
+    # Reads on one read-only connection: on SQLite a plain BEGIN, not the writers' BEGIN
+    # IMMEDIATE, so that starting does not wait behind another program's write lock.
+    with engine.connect() as raw:
+        conn = raw.execution_options(leadhook_readonly=True)
+        found = inspect(conn)
+        tables = set(found.get_table_names())
+        missing: list[str] = []
+        for table in metadata.sorted_tables:
+            if table.name not in tables:
+                missing.append(table.name)
+                continue
+            columns = {c["name"] for c in found.get_columns(table.name)}
+            missing.extend(f"{table.name}.{c.name}" for c in table.columns if c.name not in columns)
+        revision = (
+            conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            if missing
+            else None
+        )
     if missing:
-        with engine.connect() as conn:
-            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         raise SchemaMismatchError(
             f"the database records schema revision {revision} but lacks "
             f"{', '.join(missing[:8])}{' and more' if len(missing) > 8 else ''}: it was "
