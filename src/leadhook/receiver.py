@@ -164,11 +164,21 @@ def parse(body: bytes | str) -> LeadEvent:
         test = _test_event(body)
         if test is not None:
             raise WebhookTestReceived(test) from None
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+        first: dict[str, Any] = (
+            dict(exc.errors()[0]) if exc.errors() else {"loc": (), "msg": str(exc)}
+        )
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise InvalidPayload(
-            f"not a lead event: {where + ': ' if where else ''}{first.get('msg', '')}"
-        ) from exc
+        # The event's type picks its schema: say so in the contract's words, not pydantic's
+        # ("Unable to extract tag using discriminator 'event_type'").
+        kind = first.get("type")
+        if kind == "union_tag_not_found":
+            why = "it has no event_type"
+        elif kind == "union_tag_invalid":
+            tag = (first.get("ctx") or {}).get("tag")
+            why = f"event_type {tag!r} is not one of the contract's event types"
+        else:
+            why = f"{where + ': ' if where else ''}{first.get('msg', '')}"
+        raise InvalidPayload(f"not a lead event: {why}") from exc
 
 
 def _test_event(body: bytes | str) -> dict[str, Any] | None:

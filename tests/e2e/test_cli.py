@@ -138,6 +138,10 @@ def test_tenants_and_keys_without_http(tmp_path: Path) -> None:
 
     revoked = run("tenants", "keys", "revoke", "acme", second["id"], *db, cwd=tmp_path)
     assert revoked.returncode == 0, revoked.stderr
+    assert "revoked." in revoked.stdout and "already" not in revoked.stdout
+    again = run("tenants", "keys", "revoke", "acme", second["id"], *db, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # idempotent, and it says so
+    assert "was already revoked, at" in again.stdout and "nothing changed" in again.stdout
 
     listed = run("tenants", "keys", "list", "acme", "--json", *db, cwd=tmp_path)
     keys = {k["id"]: k for k in json.loads(listed.stdout)["data"]}

@@ -98,7 +98,8 @@ def test_a_tenants_webhooks_from_the_shell(tmp_path: Path, hook: str) -> None:
     assert code == 1 and "already pending" in err, out + err
 
     code, out, err = cli("subscriptions", "disable", "acme", made["id"])
-    assert code == 0 and "disabled" in out, err
+    assert code == 0 and "disabled via the command line" in out, err
+    assert "via the API" not in out
     code, out, err = cli("subscriptions", "enable", "acme", made["id"])
     assert code == 0 and "enabled" in out, err
     code, out, err = cli(
@@ -115,6 +116,20 @@ def test_a_tenants_webhooks_from_the_shell(tmp_path: Path, hook: str) -> None:
         (("subscriptions", "test", "acme", "sub_nope"), 1, "not found"),
         (("subscriptions", "replay", "acme", "sub_nope", "--since", "yesterday"), 2, "since:"),
         (("deliveries", "list", "acme", "--status", "bogus"), 2, "status:"),
+        (
+            (
+                "subscriptions",
+                "replay",
+                "acme",
+                "sub_nope",
+                "--since",
+                "2020-01-01T00:00:00Z",
+                "--status",
+                "pending",
+            ),
+            2,
+            "status: must be dead or delivered, or omitted (both)",
+        ),
         (("deliveries", "list", "acme", "--limit", "0"), 2, "--limit"),
         (("deliveries", "retry", "acme", "dlv_nope"), 1, "not found"),
         (("subscriptions", "list", "acmee"), 1, "tenant 'acmee' not found"),

@@ -115,6 +115,23 @@ def test_keys_added_by_a_newer_leadhook_are_ignored_not_refused() -> None:
         verify_and_parse(body, signed(body, [SECRET]), SECRET, now=NOW)
 
 
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ({}, "not a lead event: it has no event_type"),
+        ({"event_type": "nope"}, "not a lead event: event_type 'nope' is not one of"),
+        ({"event_type": "object_create"}, "not a lead event: object_create.mid: Field required"),
+    ],
+)
+def test_a_body_that_is_no_lead_event_is_refused_in_the_contracts_words(
+    data: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        receiver.parse(json.dumps(data).encode())
+    assert str(caught.value).startswith(said)
+    assert "discriminator" not in str(caught.value)
+
+
 def test_wrong_secret_is_a_bad_signature() -> None:
     with pytest.raises(BadSignatureError):
         verify_and_parse(BODY, HEADERS, OTHER_SECRET, now=NOW)

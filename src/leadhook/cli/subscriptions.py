@@ -111,7 +111,9 @@ def _switch(mid: str, sub_id: str, enabled: bool, database_url: str | None) -> N
     from leadhook.api import bodies
 
     with opened(existing_database(load_settings(database_url=database_url))) as container:
-        changed = container.subscriptions.update(mid, sub_id, {"enabled": enabled})
+        changed = container.subscriptions.update(
+            mid, sub_id, {"enabled": enabled}, via="the command line"
+        )
         sub = bodies.subscription(changed, container.clock()).model_dump()
     _print_subscription(sub)
 

@@ -17,6 +17,7 @@ from leadhook.cli.common import (
     load_settings,
     opened,
 )
+from leadhook.domain.times import rfc3339
 
 tenants_app = typer.Typer(help="Create tenants and manage their API keys, without HTTP calls.")
 keys_app = typer.Typer(help="List, issue and revoke a tenant's API keys.")
@@ -138,5 +139,9 @@ def keys_revoke(
 ) -> None:
     """Revoke a key: requests with it answer 401 from now on."""
     with opened(existing_database(load_settings(database_url=database_url))) as container:
-        container.tenants.revoke_key(mid, key_id)
-    console.print(f"Key {key_id} of {mid} revoked.")
+        before = container.tenants.revoke_key(mid, key_id)
+    if before is None:
+        console.print(f"Key {key_id} of {mid} revoked.")
+    else:
+        at = _when(rfc3339(before))
+        console.print(f"Key {key_id} of {mid} was already revoked, at {at} UTC: nothing changed.")

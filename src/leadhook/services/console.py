@@ -20,8 +20,8 @@ from leadhook.domain.catalog import EMPTY_TEXT, Catalog
 from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
 from leadhook.domain.lead import ATTRIBUTE_FIELDS, Lead
+from leadhook.services.deliveries import status_problem
 from leadhook.services.ports import (
-    DELIVERY_STATUSES,
     USER_AGENT,
     Attempt,
     Clock,
@@ -561,8 +561,9 @@ class ConsoleService:
         self, mid: str, query: DeliveryQuery, before: str | None, limit: int
     ) -> tuple[list[Delivery], str | None]:
         """List deliveries across subscriptions, newest first, filtered."""
-        if query.status and query.status not in DELIVERY_STATUSES:
-            raise ValidationError.at(("query", "status"), f"must be one of {DELIVERY_STATUSES}")
+        wrong = status_problem(query.status or None)
+        if wrong is not None:
+            raise ValidationError.at(("query", "status"), wrong)
         if query.event_type and query.event_type not in EVENT_TYPES:
             raise ValidationError.at(("query", "event_type"), "unknown event type")
         rows = self._q.deliveries(mid, query, _seq_cursor(before), limit + 1)

@@ -17,11 +17,10 @@ from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
 from leadhook.domain.times import parse_rfc3339
 from leadhook.services import ports
-from leadhook.services.deliveries import read_delivery
+from leadhook.services.deliveries import read_delivery, status_problem
 from leadhook.services.idempotency import same_request
 from leadhook.services.lanes import MAX_IN_FLIGHT
 from leadhook.services.ports import (
-    DELIVERY_STATUSES,
     USER_AGENT,
     Attempt,
     Clock,
@@ -241,8 +240,13 @@ class SubscriptionService:
         with self._read() as uow:
             return uow.subscriptions.page(mid, cursor, limit)
 
-    def update(self, mid: str, sub_id: str, changes: Mapping[str, Any]) -> Subscription:
-        """Change the given fields; enabling clears the disabled reason and the failure streak."""
+    def update(
+        self, mid: str, sub_id: str, changes: Mapping[str, Any], *, via: str = "the API"
+    ) -> Subscription:
+        """Change the given fields; enabling clears the disabled reason and the failure streak.
+
+        `via`: where a disable came from, for its `disabled_reason` ("disabled via the API",
+        "… via the console", "… via the command line")."""
         values = self._validated(changes)
         now = self._clock()
         with self._uow() as uow:
@@ -254,7 +258,7 @@ class SubscriptionService:
             if new.enabled and not sub.enabled:
                 new = replace(new, disabled_reason=None, first_failure_at=None)
             elif sub.enabled and not new.enabled:
-                new = replace(new, disabled_reason="disabled via the API")
+                new = replace(new, disabled_reason=f"disabled via {via}")
             moved = new.url != sub.url
             if moved:
                 # Another URL is another endpoint: the old one's silence (its open circuit,
@@ -336,8 +340,9 @@ class SubscriptionService:
         self, mid: str, sub_id: str, status: str | None, cursor: str | None, limit: int
     ) -> Page[Delivery]:
         """List a subscription's deliveries, newest first, with their attempts."""
-        if status is not None and status not in DELIVERY_STATUSES:
-            raise ValidationError.at(("query", "status"), f"must be one of {DELIVERY_STATUSES}")
+        wrong = status_problem(status)
+        if wrong is not None:
+            raise ValidationError.at(("query", "status"), wrong)
         with self._read() as uow:
             self._sub(uow, mid, sub_id)
             return uow.deliveries.page(mid, sub_id, status, cursor, limit)
@@ -381,7 +386,7 @@ class SubscriptionService:
         if not ok or not math.isfinite(since) or since < 0:
             raise _bad("since", "must be unix seconds (a number >= 0)")
         if status is not None and status not in REPLAYABLE:
-            raise _bad("status", f"must be one of {REPLAYABLE} or omitted (both)")
+            raise _bad("status", f"must be {' or '.join(REPLAYABLE)}, or omitted (both)")
         with self._uow() as uow:
             sub = self._sub(uow, mid, sub_id)
             types = None if "*" in sub.event_types else tuple(sub.event_types)

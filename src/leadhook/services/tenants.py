@@ -135,8 +135,9 @@ class TenantService:
                 raise NotFoundError(f"tenant {mid!r} not found")
             return uow.tenants.list_keys(mid)
 
-    def revoke_key(self, mid: str, key_id: str) -> None:
-        """Revoke a key; requests with it answer 401 from now on."""
+    def revoke_key(self, mid: str, key_id: str) -> float | None:
+        """Revoke a key; requests with it answer 401 from now on. Revoking it again changes
+        nothing: the answer is when it was revoked before (None: revoked by this call)."""
         with self._uow() as uow:
             key = uow.tenants.get_key(mid, key_id)
             if key is None:
@@ -145,6 +146,7 @@ class TenantService:
                 uow.tenants.revoke_key(mid, key_id, self._clock())
             uow.commit()
         self._auth_cache.clear()
+        return key.revoked_at
 
     def authenticate(self, api_key: str | None) -> str:
         """Return the tenant (`mid`) of a valid, unrevoked key, else raise 401."""

@@ -304,6 +304,10 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             "早于 1970-01-01T00:00:00Z（unix 时间 0）",
         ),
         (r"must be one of (.+)", r"必须是以下之一：\1"),
+        (
+            r"must be dead or delivered, or omitted \(both\)",
+            "必须是 dead 或 delivered，或留空（两者都要）",
+        ),
         (r"must be a position from a previous page", "必须是上一页给出的位置"),
         (r"the subscription of this delivery was deleted", "该投递的订阅已被删除"),
         (

@@ -378,7 +378,7 @@ def edit_subscription(
     if in_flight is not None:
         changes["max_in_flight"] = in_flight
     try:
-        page.container.subscriptions.update(mid, sub_id, changes)
+        page.container.subscriptions.update(mid, sub_id, changes, via="the console")
     except LeadhookError as exc:
         if error_status(exc) == 404:
             raise
@@ -405,7 +405,9 @@ def enable(page: PageDep, sub_id: str) -> Response:
 @router.post("/subscriptions/{sub_id}/disable", dependencies=[Csrf])
 def disable(page: PageDep, sub_id: str) -> Response:
     """Disable the subscription (nothing is sent to it until enabled)."""
-    page.container.subscriptions.update(signed_in(page), sub_id, {"enabled": False})
+    page.container.subscriptions.update(
+        signed_in(page), sub_id, {"enabled": False}, via="the console"
+    )
     return page.redirect(f"/console/subscriptions/{sub_id}?done=saved")
 
 
