@@ -13,6 +13,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from leadhook import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +71,21 @@ def test_python_dash_m_leadhook_runs_the_command_line() -> None:
         cwd=ROOT,
     )
     assert (result.returncode, result.stdout.strip()) == (0, f"leadhook {__version__}")
+
+
+def test_the_banners_tenant_command_names_its_database_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from leadhook.cli.serve import database_flag, password_withheld
+    from leadhook.settings import Settings
+
+    plain = Settings(database_url="postgresql://leadhook@db.internal/leadhook")
+    assert database_flag(plain) == " --database-url 'postgresql://leadhook@db.internal/leadhook'"
+    assert not password_withheld(plain)
+    secret_url = "postgresql://leadhook:s3cret@db.internal/leadhook"
+    given = Settings(database_url=secret_url)
+    assert database_flag(given) == ' --database-url "$LEADHOOK_DATABASE_URL"'
+    monkeypatch.delenv("LEADHOOK_DATABASE_URL", raising=False)
+    assert password_withheld(given)  # given by flag: the other shell must export it first
+    monkeypatch.setenv("LEADHOOK_DATABASE_URL", secret_url)
+    assert not password_withheld(given)  # the command runs as printed where it is exported

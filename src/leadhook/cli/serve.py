@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import sys
@@ -100,6 +101,14 @@ def print_serve_banner(url: str, settings: Settings, *, generated: bool, mid: st
         auth = '"Authorization: Bearer $LEADHOOK_ADMIN_TOKEN"'
     console.print(f"Create a tenant (prints its API key) in another terminal, from {Path.cwd()}:")
     console.print(f"  {invoked_as()} tenants create {mid}{database_flag(settings)}", markup=False)
+    if password_withheld(settings):
+        # The command reads the URL from the environment, and this shell did not give it
+        # there (a --database-url flag): say what the other shell needs first.
+        console.print(
+            "  (with LEADHOOK_DATABASE_URL exported there: the URL holds a password, so it is"
+            f" not printed: {display_url(settings.database_url)})",
+            markup=False,
+        )
     # The operator's token is named, not printed: the curl works in a shell that has it (a
     # token set on serve's own command line is not in another terminal's environment).
     where = "" if generated else ", with LEADHOOK_ADMIN_TOKEN exported in that shell"
@@ -144,6 +153,15 @@ def database_flag(settings: Settings) -> str:
     if make_url(settings.database_url).password is not None:
         return ' --database-url "$LEADHOOK_DATABASE_URL"'
     return f" --database-url '{settings.database_url}'"
+
+
+def password_withheld(settings: Settings) -> bool:
+    """Whether the printed commands read a URL with a password from LEADHOOK_DATABASE_URL
+    while this process was given it otherwise (by flag): the other shell must export it."""
+    from sqlalchemy.engine import make_url
+
+    has_password = make_url(settings.database_url).password is not None
+    return has_password and os.environ.get("LEADHOOK_DATABASE_URL") != settings.database_url
 
 
 def free_mid(container: Container, wanted: str) -> str:
