@@ -98,6 +98,9 @@ def test_a_line_break_in_a_message_or_a_field_stays_on_the_records_line() -> Non
     line = KeyValueFormatter(TEXT, one_line=True).format(record)
     assert "\n" not in line and "\r" not in line
     assert line.endswith("first\\nsecond delivery_id=d1 attempt=3 next_in=3.99261s detail=a\\r\\nb")
+    # A message's own last line break (uvicorn's "Exception in ASGI application\n") is dropped.
+    trailing = KeyValueFormatter(TEXT, one_line=True).format(_record("in ASGI application\n"))
+    assert "application delivery_id=d1" in trailing and "\\n" not in trailing
 
 
 def test_json_writes_lists_and_objects_as_json_and_what_json_cannot_write_as_text() -> None:

@@ -39,7 +39,9 @@ class KeyValueFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         """The message and its fields; with `one_line`, a line break in them written `\\n`."""
-        line = super().formatMessage(record)
+        # A message's own trailing line break (uvicorn's "Exception in ASGI application\n")
+        # is not part of it: it would read as a literal "\n" at the end of the line.
+        line = super().formatMessage(record).rstrip("\r\n")
         line += "".join(f" {k}={v}" for k, v in _fields(record).items())
         return line.replace("\r", "\\r").replace("\n", "\\n") if self.one_line else line
 
