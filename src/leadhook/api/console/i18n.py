@@ -7,7 +7,8 @@ from the tenant's catalog, as the events carry them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from leadhook.domain.errors import LeadhookError, ValidationError
 
@@ -346,9 +347,14 @@ def message(text: str, lang: str) -> str:
     return text
 
 
+def field_of(loc: Sequence[Any]) -> Sequence[Any]:
+    """A problem's location without its part of the request (body, query, path, header)."""
+    return loc[1:] if len(loc) > 1 and loc[0] in ("body", "query", "path", "header") else loc
+
+
 def field_label(loc: tuple[str | int, ...], t: Callable[[str], str]) -> str:
     """A problem's location as the console's form labels it: `body.url` is "Endpoint URL"."""
-    parts = loc[1:] if len(loc) > 1 and loc[0] in ("body", "query", "path", "header") else loc
+    parts = field_of(loc)
     if len(parts) >= 1 and parts[0] in FIELD_LABELS:
         rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts[1:])
         return t(FIELD_LABELS[str(parts[0])]) + rest

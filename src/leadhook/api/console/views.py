@@ -8,7 +8,7 @@ without JavaScript, and every POST must carry the session's CSRF token.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -340,14 +340,9 @@ class ConsoleRoute(APIRoute):
                 # A form's field by its own name ("since"), not the API's location of it
                 # ("body.since"): the page's reader filled in a form, not a JSON body.
                 detail = "; ".join(
-                    f"{'.'.join(str(x) for x in _field_of(e['loc']))}: {e['msg']}"
+                    f"{'.'.join(str(x) for x in i18n.field_of(e['loc']))}: {e['msg']}"
                     for e in exc.errors()
                 )
                 return error_page(request, 400, "bad_request", detail)
 
         return route
-
-
-def _field_of(loc: Sequence[Any]) -> Sequence[Any]:
-    """A validation error's location without its part of the request (body, query, path)."""
-    return loc[1:] if len(loc) > 1 and loc[0] in ("body", "query", "path", "header") else loc
