@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from leadhook.adapters.db import migrate
 from leadhook.adapters.db.checkpoint import WalCheckpointer
 from leadhook.adapters.db.console import SqlConsoleQueries
-from leadhook.adapters.db.engine import WriteGate, is_sqlite, make_engine
+from leadhook.adapters.db.engine import WriteGate, is_sqlite, make_engine, others_using
 from leadhook.adapters.db.health import SqlReadiness
 from leadhook.adapters.db.keycheck import forget_key, holds_secrets, key_opens, prepare_secrets
 from leadhook.adapters.db.queue import SqlDeliveryQueue
@@ -226,6 +226,15 @@ def forget_lost_key(settings: Settings) -> list[tuple[str, str]]:
                     f"{box.source} opens this database: its key is not lost, nothing to forget"
                     " (to rotate keys, list the new key first and the old one after it)"
                 )
+        # Every service must be stopped: a running one keeps the old secrets in memory and
+        # writes under its key, and the forgotten secrets are plaintext until the next start.
+        others = others_using(engine)
+        if others:
+            raise SecretKeyError(
+                f"other processes still use this database ({', '.join(others[:5])}"
+                f"{' and more' if len(others) > 5 else ''}): stop every leadhook process"
+                " (and close anything else that has it open) first, then run this again"
+            )
         return forget_key(engine, lambda: generate_secret(os.urandom(32)))
     finally:
         engine.dispose()

@@ -7,8 +7,10 @@ forgets the lost key; leadhook then starts on a new key with every row kept.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -41,7 +43,7 @@ def test_a_lost_key_is_forgotten_and_leadhook_serves_again(
     )
     post(f"{base}/v1/leads", {"fields": {"name": "Ada"}}, key)
     assert serve.terminate() == 0
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         before = conn.execute("SELECT secret FROM subscriptions ORDER BY id").fetchall()
 
     # The key is still there: nothing to forget, and nothing is changed.
@@ -54,7 +56,19 @@ def test_a_lost_key_is_forgotten_and_leadhook_serves_again(
         assert refused.returncode == 2, refused.stderr  # no key but the lost one will do
     unsure = run("forget-secret-key", cwd=tmp_path, env=clean_env(**env))
     assert unsure.returncode == 2 and "--yes" in unsure.stderr, unsure.stderr
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT secret FROM subscriptions ORDER BY id").fetchall() == before
+
+    # Not while anything has the database open (a service, a sqlite3 shell): a running
+    # service keeps writing under its key, and the new secrets are plaintext until a start.
+    holder = sqlite3.connect(db)
+    try:
+        busy = run("forget-secret-key", "--yes", cwd=tmp_path, env=clean_env(**env))
+    finally:
+        holder.close()
+    assert busy.returncode == 2, busy.stderr
+    assert f"other processes still use this database (pid {os.getpid()} " in busy.stderr
+    with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT secret FROM subscriptions ORDER BY id").fetchall() == before
 
     forgot = run("forget-secret-key", "--yes", cwd=tmp_path, env=clean_env(**env))
@@ -77,7 +91,7 @@ def test_a_lost_key_is_forgotten_and_leadhook_serves_again(
         return [r for r in receiver.acked() if r.event["extra_data"]["entity_id"] == lead]
 
     wait_until(lambda: len(for_lead()) == len(subs))
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 2
         stored = [row[0] for row in conn.execute("SELECT secret FROM subscriptions")]
         assert conn.execute("SELECT count(*) FROM key_check").fetchone()[0] == 1

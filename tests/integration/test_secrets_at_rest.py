@@ -270,3 +270,31 @@ def test_a_postgres_url_without_a_key_uses_a_key_file_in_the_working_directory(
     assert default_key_file(url) == tmp_path / "leadhook.key"
     assert default_key_file("sqlite:///:memory:") is None
     assert make_url(url).database == "leadhook"
+
+
+@pytest.mark.postgres
+def test_forgetting_a_key_is_refused_while_another_leadhook_session_uses_the_database(
+    postgres_url: str,
+) -> None:
+    from leadhook.bootstrap import forget_lost_key
+
+    c = build(Settings(database_url=postgres_url, secret_keys=(generate_key(),)))
+    _subscribe(c)
+    c.close()
+    c.engine.dispose()
+    lost = Settings(database_url=postgres_url, secret_keys=(generate_key(),))  # not the key
+    holder = make_engine(postgres_url)  # a service's engine: named "leadhook" to PostgreSQL
+    try:
+        with holder.connect() as conn:
+            assert conn.execute(text("SELECT current_setting('application_name')")).scalar() == (
+                "leadhook"
+            )
+            with pytest.raises(SecretKeyError, match="other processes still use this database"):
+                forget_lost_key(lost)
+            before = _stored(postgres_url)
+        holder.dispose()
+        assert _stored(postgres_url) == before  # refused: nothing changed
+        forgotten = forget_lost_key(lost)  # nobody else on it now: it goes through
+        assert [mid for mid, _ in forgotten] == [MID]
+    finally:
+        holder.dispose()

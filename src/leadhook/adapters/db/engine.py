@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -25,6 +25,8 @@ DEFAULT_DATABASE_URL = "sqlite:///./leadhook.db"
 WAL_AUTOCHECKPOINT = 10_000
 # How long a SQLite write waits for another's write lock before "database is locked" (503).
 BUSY_TIMEOUT = 30.0
+# The application name of every leadhook connection to PostgreSQL (pg_stat_activity).
+APP_NAME = "leadhook"
 SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # SQLite's primary result codes of a lock held elsewhere
 
 
@@ -88,6 +90,9 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
     # opened and closed per checkout under load (milliseconds each). A thread waits instead.
     # hide_parameters: a failed statement's error text must never carry its bound values
     # (webhook secrets, lead data) into a log line or a traceback.
+    # Named in pg_stat_activity, so that a command can tell whether leadhook processes still
+    # use the database (`others_using`); a name the URL gives wins.
+    connect_args = {} if "application_name" in parsed.query else {"application_name": APP_NAME}
     return create_engine(
         url,
         pool_size=pool_size,
@@ -95,7 +100,61 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
         pool_timeout=30,
         pool_pre_ping=True,
         hide_parameters=True,
+        connect_args=connect_args,
     )
+
+
+def others_using(engine: Engine) -> list[str]:
+    """Other processes that use this database now, each described in a few words.
+
+    SQLite: the processes of this machine with the file (or its `-wal`, `-shm`) open, read
+    from /proc (a `sqlite3` shell counts: it may hold a transaction). PostgreSQL: the other
+    sessions named `APP_NAME` (every leadhook connection is). Asked by commands that must not
+    run beside a service (`forget-secret-key`).
+    """
+    if is_sqlite(engine):
+        return [f"pid {pid} {_name_of(pid)}" for pid in _pids_with_open(engine.url.database or "")]
+    engine.dispose()  # this process's other pooled sessions are not "others"
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT pid, coalesce(host(client_addr), 'local') FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = :name"
+                " AND pid <> pg_backend_pid() ORDER BY pid"
+            ),
+            {"name": APP_NAME},
+        ).all()
+    return [f"session {pid} from {where}" for pid, where in rows]
+
+
+def _name_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _pids_with_open(database: str) -> list[int]:
+    if not database or database == ":memory:":
+        return []
+    target = Path(database).expanduser().resolve()
+    names = {str(target), f"{target}-wal", f"{target}-shm"}
+    found: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            links = list((proc / "fd").iterdir())
+        except OSError:  # gone, or not ours to read
+            continue
+        for link in links:
+            try:
+                if os.readlink(link) in names:
+                    found.add(int(proc.name))
+                    break
+            except OSError:
+                continue
+    return sorted(found)
 
 
 def _sqlite_engine(url: str) -> Engine:
