@@ -16,8 +16,8 @@ LeadhookError: every error leadhook raises on purpose
   ├── ConflictError: a request that contradicts the current state
   │     ├── LeadVoidedError: a behaviour other than restore on a voided lead
   │     └── ClaimRefusedError: a claim the pool's rules refuse
-  └── UnavailableError: the service cannot take the request now (it is stopping); nothing
-        was written, and the same request may be sent again
+  └── UnavailableError: the service cannot take the request now (it is stopping, or its
+        secret keys no longer open the store); nothing was written: send it again later
 """
 
 from __future__ import annotations
@@ -93,4 +93,5 @@ class ClaimRefusedError(ConflictError):
 
 
 class UnavailableError(LeadhookError):
-    """The service cannot take the request now (it is stopping): nothing was written."""
+    """The service cannot take the request now: nothing was written. Raised as is by a
+    stopping server (`GroupWriter.refuse_waiting`); the adapters' SecretKeyError is one too."""
