@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -11,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
+from sqlalchemy import create_engine, text
 from delivery_support import Receiver
 from test_cli import ADMIN_TOKEN, Running, free_port, post, wait_until
 
@@ -37,16 +40,16 @@ def _alive(pid: int) -> bool:
 
 
 def _serve(
-    tmp_path: Path, start: Callable[..., Running], name: str, **env: str
+    tmp_path: Path, start: Callable[..., Running], name: str, url: str = "", **env: str
 ) -> tuple[Running, str]:
-    """Start `leadhook serve` on a SQLite file; return it and its base URL."""
+    """Start `leadhook serve` on a SQLite file (or `url`); return it and its base URL."""
     port = free_port()
     serve = start(
         "serve",
         "--port",
         str(port),
         "--database-url",
-        f"sqlite:///{tmp_path}/{name}.db",
+        url or f"sqlite:///{tmp_path}/{name}.db",
         name=name,
         LEADHOOK_ADMIN_TOKEN=ADMIN_TOKEN,
         LEADHOOK_ALLOW_PRIVATE_TARGETS="1",
@@ -164,3 +167,63 @@ def test_a_write_still_waiting_when_serve_stops_is_refused_unwritten(
     with sqlite3.connect(tmp_path / "stopping.db") as db:
         assert db.execute("SELECT count(*) FROM leads").fetchone() == (0,)
     assert "waiting writes refused" in serve.output()
+
+
+@pytest.mark.postgres
+def test_a_write_waiting_on_a_row_lock_when_serve_stops_is_refused_unwritten(
+    tmp_path: Path, start: Callable[..., Running], postgres_url: str
+) -> None:
+    # PostgreSQL: another session holds a lead's row lock; an update of that lead waits for it
+    # on the writer thread, and a create waits behind it in the thread's queue. At SIGTERM both
+    # are answered 503 before the grace period ends, neither is written when the lock goes
+    # (both were answered a bare 500, then written), and serve stops without waiting for it.
+    serve, base = _serve(tmp_path, start, "stopping-pg", postgres_url)
+    key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    lead = post(f"{base}/v1/leads", {"fields": {"name": "first"}}, key)["lead"]["id"]
+    holder = create_engine(postgres_url)
+    held = holder.connect()
+    held.execute(text("SELECT id FROM leads WHERE id = :id FOR UPDATE"), {"id": lead})
+    answers: dict[str, httpx.Response] = {}
+
+    def send(name: str, method: str, path: str) -> None:
+        answers[name] = httpx.request(
+            method,
+            f"{base}{path}",
+            json={"fields": {"name": name}},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+
+    senders = [
+        threading.Thread(target=send, args=("update", "PATCH", f"/v1/leads/{lead}")),
+        threading.Thread(target=send, args=("create", "POST", "/v1/leads")),
+    ]
+    for sender in senders:
+        sender.start()
+        time.sleep(0.5)
+    time.sleep(0.5)  # the update waits for the lock, the create behind it
+    stopped = time.monotonic()
+    serve.proc.send_signal(signal.SIGTERM)
+    try:
+        assert serve.proc.wait(timeout=20) == 0
+        took = time.monotonic() - stopped
+    finally:
+        held.rollback()
+        held.close()
+    for sender in senders:
+        sender.join(timeout=15)
+    assert took < 15  # it did not wait for the lock
+    assert sorted(answers) == ["create", "update"]
+    for answer in answers.values():
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"] == "5"
+        assert "not written" in answer.json()["detail"]
+    with holder.connect() as conn:
+        rows = conn.execute(text("SELECT version, state FROM leads")).all()
+    holder.dispose()
+    assert [(version, json.loads(state)["fields"]["name"]) for version, state in rows] == [
+        (1, "first")
+    ]
+    assert "2 waiting writes refused" in serve.output()
+    assert "Event loop is closed" not in serve.output()

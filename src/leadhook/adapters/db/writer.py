@@ -63,6 +63,12 @@ log = logging.getLogger("leadhook.writer")
 
 # SQLSTATEs after which the same work may simply run again: deadlock, serialisation failure.
 _RETRYABLE = frozenset({"40P01", "40001"})
+# What a statement fails with when `refuse_waiting` cancels it (query_canceled), and what the
+# rest of its transaction then fails with (in_failed_sql_transaction).
+_CANCELLED = frozenset({"57014", "25P02"})
+# How often a refusal cancels again the statements of a group still running (`refuse_waiting`):
+# a cancel that reached the server between two statements cancelled nothing.
+_CANCEL_AGAIN = 0.2
 _MAX_RUNS = 3
 # The longest the loop waits between two tries for a write gate another process holds.
 _GATE_RETRY_MAX = 0.002
@@ -145,9 +151,13 @@ def _locked(exc: BaseException) -> bool:
 
 
 def _retryable(exc: BaseException) -> bool:
+    return _sqlstate_in(exc, _RETRYABLE)
+
+
+def _sqlstate_in(exc: BaseException, states: frozenset[str]) -> bool:
     cause: BaseException | None = exc
     while cause is not None:
-        if getattr(cause, "sqlstate", None) in _RETRYABLE:
+        if getattr(cause, "sqlstate", None) in states:
             return True
         cause = getattr(cause, "orig", None) or cause.__cause__
     return False
@@ -195,6 +205,8 @@ class GroupWriter:
         self._loop_conn: Connection | None = None
         self._retry: asyncio.TimerHandle | None = None  # a flush waiting for the gate
         self._refusing: Exception | None = None  # what new writes fail with (`refuse_waiting`)
+        # The writer threads' groups being run now, by thread: its connection and items.
+        self._running: dict[int, tuple[Connection, list[_Item]]] = {}
         self._backoff = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -221,7 +233,7 @@ class GroupWriter:
         item = _Item(work, future, lock_key=lock_key or "", route=route or "")
         if self._closed:
             future.set_exception(RuntimeError("the writer is closed"))
-        elif self._refusing is not None and self._on_loop:
+        elif self._refusing is not None:
             future.set_exception(self._refusing)
         elif not self._on_loop:
             if not self._threads:
@@ -358,9 +370,13 @@ class GroupWriter:
                 self._threads.append(thread)
 
     def refuse_waiting(self, error: Exception) -> int:
-        """Fail every write still waiting on the loop (for the gate or SQLite's write lock)
-        with `error`, and every one submitted from now on: none of them is written. Return
-        how many were waiting.
+        """Fail every write still waiting with `error`, and every one submitted from now on:
+        none of them is written. Return how many were waiting.
+
+        Waiting, on the loop (SQLite): for the gate or SQLite's write lock. On writer threads
+        (PostgreSQL): queued behind a group, or in a group whose statement waits (a row lock
+        another session holds): that statement is cancelled, the group's transaction rolled
+        back, and its units that had not already failed on their own fail with `error`.
 
         For a server that stops (`cli.runtime.run_service`): a request still waiting when its
         grace period ends is answered "not written, retry" rather than cancelled (a bare 500)
@@ -371,9 +387,57 @@ class GroupWriter:
             self._retry.cancel()
             self._retry = None
         waiting, self._pending = self._pending, []
+        for q in self._queues:
+            waiting += self._take_queued(q)
         for item in waiting:
             item.future.set_exception(error)
-        return len(waiting)
+        return len(waiting) + self._cancel_running(set())
+
+    @staticmethod
+    def _take_queued(q: queue.SimpleQueue[_Item | None]) -> list[_Item]:
+        """Take the items still queued for a writer thread (a stop sentinel stays queued)."""
+        items: list[_Item] = []
+        stop = False
+        while True:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+            else:
+                items.append(item)
+        if stop:
+            q.put(None)
+        return items
+
+    def _cancel_running(self, seen: set[int]) -> int:
+        """Cancel the statement of every group running on a writer thread; answer how many of
+        their units had not been cancelled before (`seen`: the ids of those that had).
+
+        Again every `_CANCEL_AGAIN` seconds while a group still runs and the loop turns: a
+        cancel that reached the server between two statements cancelled nothing."""
+        with self._lock:
+            running = list(self._running.values())
+        new = 0
+        for conn, batch in running:
+            new += sum(1 for item in batch if id(item) not in seen)
+            seen.update(id(item) for item in batch)
+            driver = conn.connection.driver_connection
+            cancel = getattr(driver, "cancel_safe", None)
+            if cancel is None:
+                continue
+            try:
+                cancel(timeout=2.0)
+            except Exception:  # the connection is gone: its group fails and is not written
+                log.debug("cancelling a waiting group's statement failed", exc_info=True)
+        if running:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return new
+            loop.call_later(_CANCEL_AGAIN, self._cancel_running, seen)
+        return new
 
     def close(self) -> None:
         """Finish what was queued, then stop the threads and release the connections."""
@@ -439,18 +503,25 @@ class GroupWriter:
         """Run `batch` in one transaction; resolve its futures; return the connection to reuse.
 
         `held`: the caller holds the write gate already (the loop's flush)."""
+        refusing = self._refusing
+        if refusing is not None:  # the server stops: nothing more is begun (`refuse_waiting`)
+            for item in batch:
+                item.future.set_exception(refusing)
+            return conn
         outcomes: list[tuple[_Item, bool, Any]] = []
         again: list[_Item] = []
         try:
             with nullcontext() if held else self._gate.hold():
                 if conn is None:
                     conn = self._engine.connect()
+                self._track(conn, batch)
                 deferred, way = None, "one_by_one"
                 if self._pipelined and len(batch) > 1:
                     deferred, tainted = self._run_deferred(conn, batch)
                     way = "deferred" if deferred is not None else "deferred_redone"
                     if deferred is None and tainted:
                         conn = self._discard(conn) or self._engine.connect()
+                        self._track(conn, batch)
                 elif len(batch) > 1:
                     if self._run_unguarded(conn, batch, outcomes):
                         deferred, way = outcomes, "deferred"
@@ -481,6 +552,17 @@ class GroupWriter:
             outcomes = [(item, False, exc if ok else value) for item, ok, value in outcomes]
             done = {id(item) for item, _, _ in outcomes} | {id(item) for item in again}
             outcomes += [(item, False, exc) for item in batch if id(item) not in done]
+        self._track(None, batch)
+        refusing = self._refusing
+        if refusing is not None:
+            # Stopping: a deadlock victim is not run again, and a unit whose statement
+            # `refuse_waiting` cancelled (or whose transaction that ended) was not written.
+            outcomes += [(item, False, refusing) for item in again]
+            again = []
+            outcomes = [
+                (item, ok, refusing if not ok and _sqlstate_in(value, _CANCELLED) else value)
+                for item, ok, value in outcomes
+            ]
         if again:
             # Deadlock victims: in the queue again (threads), or run once more right now.
             if self._on_loop:
@@ -497,6 +579,17 @@ class GroupWriter:
             else:
                 item.future.set_exception(value)
         return conn
+
+    def _track(self, conn: Connection | None, batch: list[_Item]) -> None:
+        """Note the group a writer thread runs now on `conn` (None: it is done), for
+        `refuse_waiting` to cancel."""
+        if self._on_loop:
+            return
+        with self._lock:
+            if conn is None:
+                self._running.pop(threading.get_ident(), None)
+            else:
+                self._running[threading.get_ident()] = (conn, batch)
 
     def _run_deferred(
         self, conn: Connection, batch: list[_Item]
@@ -598,15 +691,20 @@ class GroupWriter:
         outcomes: list[tuple[_Item, bool, Any]] = []
         again: list[_Item] = []
         pipe = Pipeline(conn) if self._pipelined else None
+        begun = False
         try:
-            for i, item in enumerate(batch):
+            for item in batch:
+                if self._refusing is not None:  # stopping: see `refuse_waiting`
+                    outcomes.append((item, False, self._refusing))
+                    continue
                 item.runs += 1
                 if pipe is not None:
                     # The first item's BEGIN rides with its first read (Pipeline.begin).
-                    if i == 0:
+                    if not begun:
                         pipe.begin()
                     else:
                         pipe.start()
+                begun = True
                 if not alone:
                     driver.execute(_SAVEPOINT)
                 try:

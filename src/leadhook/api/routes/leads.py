@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
 from collections.abc import Callable
@@ -46,7 +47,9 @@ def committed(pending: Future[T]) -> asyncio.Future[T]:
         if threading.get_ident() == here:
             _settle(waiter, done)
         else:
-            loop.call_soon_threadsafe(_settle, waiter, done)
+            # A closed loop: the server stopped and nobody waits for this answer any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, waiter, done)
 
     pending.add_done_callback(copy)
     return waiter
