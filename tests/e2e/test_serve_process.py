@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 from delivery_support import Receiver
+from sqlalchemy import create_engine, text
 from test_cli import ADMIN_TOKEN, Running, free_port, post, wait_until
 
 

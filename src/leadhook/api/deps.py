@@ -29,9 +29,26 @@ from leadhook.services.idempotency import fingerprint
 from leadhook.services.leads import BehaviourRequest
 
 _IF_MATCH = re.compile(r'\A\s*(?:W/"(\d+)"|"(\d+)"|(\d+))\s*\Z', re.ASCII)
-# A version number longer than this is well formed but no lead's (412, not 400); it is never
-# read as an int (Python refuses to parse past 4,300 digits).
-_VERSION_DIGITS = 18
+# A version number longer than this is well formed but no lead's (412, not 400), and too long
+# for Python to read as an int (it refuses past 4,300 digits): `_LongVersion` stands for it.
+_VERSION_DIGITS = 4000
+
+
+class _LongVersion(int):
+    """A listed version of more than `_VERSION_DIGITS` digits: above every lead's version
+    (it never matches), and written as it was sent in the 412's detail."""
+
+    digits: str
+
+    def __new__(cls, digits: str) -> _LongVersion:
+        version = super().__new__(cls, 1 << 64)
+        version.digits = digits
+        return version
+
+    def __str__(self) -> str:
+        return self.digits
+
+    __repr__ = __str__
 
 
 def query_check(problem: Callable[[Any], str | None]) -> Callable[[Any], Any]:
@@ -404,7 +421,9 @@ def if_match_versions(value: str | None) -> frozenset[int] | None:
     if not found or not all(found):
         raise BadRequestError(f"If-Match must list lead version numbers (or be *), not {value!r}")
     digits = [m.group(1) or m.group(2) or m.group(3) for m in found if m]
-    return frozenset(int(d) if len(d) <= _VERSION_DIGITS else -1 for d in digits)
+    return frozenset(
+        int(d) if len(d) <= _VERSION_DIGITS else _LongVersion(d.lstrip("0")) for d in digits
+    )
 
 
 def behaviour_metadata(
