@@ -197,6 +197,37 @@ BAD_ENTRIES: list[tuple[str, Any, int, list[str | int] | None]] = [
     ("/v1/catalog/fields/f", {"name": "x", "group": "system"}, 422, ["body", "group"]),
     ("/v1/catalog/fields/f", {"name": "x", "type": "option"}, 422, ["body", "options"]),
     ("/v1/catalog/fields/f", {"name": "x", "options": {"a": "A"}}, 422, ["body", "options"]),
+    # "" clears a field: an option of that value could never be chosen.
+    (
+        "/v1/catalog/fields/f",
+        {"name": "x", "type": "option", "options": {"": "None", "a": "A"}},
+        422,
+        ["body", "options"],
+    ),
+    (
+        "/v1/catalog/fields/f",
+        {"name": "x", "type": "option", "options": {"a": 5}},
+        422,
+        ["body", "options", "a"],
+    ),
+    (
+        "/v1/catalog/fields/f",
+        {"name": "x", "type": "option", "options": {"a": " "}},
+        422,
+        ["body", "options", "a"],
+    ),
+    (
+        "/v1/catalog/fields/f",
+        {"name": "x", "type": "option", "options": {"a": "A" * 201}},
+        422,
+        ["body", "options", "a"],
+    ),
+    (
+        "/v1/catalog/fields/f",
+        {"name": "x", "type": "option", "options": {"a" * 10_001: "A"}},
+        422,
+        ["body", "options", "a" * 64],
+    ),
     ("/v1/catalog/fields/mobile", {"name": "x"}, 422, ["path", "key"]),
     ("/v1/catalog/fields/to_mql_timestamp", {"name": "x"}, 422, ["path", "key"]),
     ("/v1/catalog/objects/o", {"name": "x"}, 422, ["body", "object_id"]),

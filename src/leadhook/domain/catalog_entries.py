@@ -25,6 +25,7 @@ from leadhook.domain.catalog import (
 from leadhook.domain.errors import ConflictError, ValidationError
 from leadhook.domain.operator import MAX_OPERATOR_ID
 from leadhook.domain.pools import parse_pool, pool_from_json, pool_keys, pool_to_json
+from leadhook.domain.values import MAX_TEXT
 
 _ALLOWED_KEYS: Mapping[str, frozenset[str]] = {
     "members": frozenset({"name", "omni_user_uuid", "operator_id"}),
@@ -136,19 +137,36 @@ def _field(code: str, label: str, body: Mapping[str, Any]) -> FieldDef:
         raise ValidationError.at(("key",), f"{code!r} is a built-in field and cannot be redefined")
     options = body.get("options", {})
     if ftype == "option":
-        if (
-            not isinstance(options, dict)
-            or not options
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items())
-        ):
+        if not isinstance(options, dict) or not options:
             raise ValidationError.at(
                 ("body", "options"), "an option field needs options: {value: label, ...}"
             )
+        _check_options(options)
     elif options:
         raise ValidationError.at(("body", "options"), "only option fields take options")
     ft: FieldType = ftype
     fg: FieldGroup = group
     return FieldDef(code, label, ft, fg, options=dict(options))
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    """Refuse an option no lead could take, or one without a label to show."""
+    for value, label in options.items():
+        if value == "":
+            raise ValidationError.at(
+                ("body", "options"),
+                'an option\'s value must not be empty: "" clears a field, so no lead could take it',
+            )
+        if len(value) > MAX_TEXT:
+            raise ValidationError.at(
+                ("body", "options", value[:64]),
+                f"an option's value must be at most {MAX_TEXT} characters, as a field's value is",
+            )
+        if not isinstance(label, str) or not label.strip() or len(label) > 200:
+            raise ValidationError.at(
+                ("body", "options", value),
+                "must be the option's label: a non-empty string of at most 200 characters",
+            )
 
 
 MAX_TIMEZONE = 64
