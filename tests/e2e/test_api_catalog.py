@@ -186,6 +186,8 @@ BAD_ENTRIES: list[tuple[str, Any, int, list[str | int] | None]] = [
     ("/v1/catalog/members/m9", {"name": ""}, 422, ["body", "name"]),
     ("/v1/catalog/members/m9", {"name": 5}, 422, ["body", "name"]),
     ("/v1/catalog/members/m9", {"name": "x" * 201}, 422, ["body", "name"]),
+    ("/v1/catalog/members/m9", {"name": "a\nb"}, 422, ["body", "name"]),
+    ("/v1/catalog/lead_pools/p", {"name": "a\u0085b"}, 422, ["body", "name"]),
     ("/v1/catalog/members/m9", {"name": "x", "order": 1}, 422, ["body", "order"]),
     ("/v1/catalog/members/m9", {"name": "x", "omni_user_uuid": 3}, 422, ["body", "omni_user_uuid"]),
     ("/v1/catalog/members/m9", ["name"], 422, ["body"]),
@@ -207,6 +209,12 @@ BAD_ENTRIES: list[tuple[str, Any, int, list[str | int] | None]] = [
     (
         "/v1/catalog/fields/f",
         {"name": "x", "type": "option", "options": {"a": 5}},
+        422,
+        ["body", "options", "a"],
+    ),
+    (
+        "/v1/catalog/fields/f",
+        {"name": "x", "type": "option", "options": {"a": "A\tB"}},
         422,
         ["body", "options", "a"],
     ),

@@ -26,6 +26,11 @@ _EXACT_INTEGERS = 2**53  # below it, every whole double is exactly its digits
 EXTERNAL_ID_RULE = "must be 1-64 characters, with no control character and no space around it"
 
 
+def has_control(value: str) -> bool:
+    """Whether `value` holds a control character (C0, DEL or C1)."""
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value)
+
+
 def is_external_id(value: Any) -> bool:
     """An id another system gave (a related object's `object_id`, a relation's target ids),
     as that system spells it: 1-64 characters, no control ones, no space around them."""
@@ -33,7 +38,7 @@ def is_external_id(value: Any) -> bool:
         isinstance(value, str)
         and 0 < len(value) <= 64
         and value == value.strip()
-        and not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value)
+        and not has_control(value)
     )
 
 

@@ -19,6 +19,7 @@ from leadhook.domain.catalog import (
     LifeStage,
     Member,
     RelatedObject,
+    has_control,
     is_external_id,
     validate_key,
 )
@@ -48,6 +49,8 @@ def _text(body: Mapping[str, Any], key: str, *, required: bool, max_len: int = 2
         return ""
     if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_len:
         raise ValidationError.at(("body", key), f"must be a non-empty string of at most {max_len}")
+    if has_control(value):  # names are shown in events' display texts, the console, the CLI
+        raise ValidationError.at(("body", key), "must not contain control characters")
     return value
 
 
@@ -166,6 +169,10 @@ def _check_options(options: Mapping[str, Any]) -> None:
             raise ValidationError.at(
                 ("body", "options", value),
                 "must be the option's label: a non-empty string of at most 200 characters",
+            )
+        if has_control(label):
+            raise ValidationError.at(
+                ("body", "options", value), "an option's label must not contain control characters"
             )
 
 
