@@ -36,7 +36,9 @@ def serve(
     database_url: DatabaseUrl = None,
     concurrency: Concurrency = None,
     log_level: LogLevel = "info",
-    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every HTTP request.")
+    ] = False,
 ) -> None:
     """Serve the HTTP API and deliver webhooks from a child process it supervises (migrates the
     database first)."""
