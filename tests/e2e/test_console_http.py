@@ -451,3 +451,20 @@ def test_a_chinese_page_says_why_it_refused_in_chinese_by_the_forms_labels(
         f"/v1/subscriptions/{sub['id']}", headers={"Authorization": f"Bearer {key}"}
     ).json()
     assert after["max_in_flight"] == sub["max_in_flight"]
+
+
+def test_a_lead_page_names_its_relations_by_the_catalogs_object_names(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    account = {"name": "客户", "object_id": "obj-account"}
+    assert client.put("/v1/catalog/objects/account", json=account, headers=auth).is_success
+    made = client.post("/v1/leads", json={"fields": {"name": "张三"}}, headers=auth).json()
+    lead = made["lead"]["id"]
+    for kind, entity in (("account", "A-1"), ("project", "P-9")):
+        relation = {"target_object_name": kind, "target_entity_id": entity}
+        assert client.post(f"/v1/leads/{lead}/relations", json=relation, headers=auth).is_success
+    sign_in(client, key)
+    page = client.get(f"/console/leads/{lead}").text
+    # A kind the catalog names reads by its name; one it does not know, by its key.
+    found = re.search(r'<dd data-testid="relations">([^<]*)</dd>', page)
+    assert found is not None and found.group(1) == "客户 A-1, project P-9"

@@ -362,6 +362,11 @@ class Catalog:
             return self.reference_name(fdef.ref, str(value))
         return str(value)
 
+    def object_label(self, name: str) -> str:
+        """Return the name an object kind is shown by (its catalog key when it has none)."""
+        obj = self.objects.get(name)
+        return name if obj is None else obj.label
+
     def related_object_id(self, name: str) -> str:
         """Return the tenant's object id for an object name, or `""` when unknown."""
         if name == "lead":

@@ -163,6 +163,10 @@ def lead(page: PageDep, lead_id: str) -> Response:
         row=lead_row(catalog, found),
         fields=lead_fields(catalog, found),
         members=[catalog.member_name(m) for m in found.team_members],
+        relations=[
+            (catalog.object_label(r.target_object_name), r.target_entity_id)
+            for r in found.relations
+        ],
         entries=entries,
         older=older,
         nav="leads",
