@@ -52,6 +52,7 @@ def receive(event: Annotated[LeadEvent, Depends(verified_event)]) -> None:
 def handle(event: LeadEvent) -> None:
     """Do the integration's work; each event type is its own model."""
     extra = event.extra_data
+    log.info("lead %s v%s: %s", extra.entity_id, event.entity_version, event.event_type)
     if isinstance(event, ObjectChangeOwner):
         log.info("lead %s now owned by %s", extra.entity_id, extra.owner)
     for field, values in extra.mapping_data.items():

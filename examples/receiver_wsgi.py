@@ -18,6 +18,7 @@ from leadhook.receiver import (
     Deduplicator,
     InvalidPayload,
     SignatureError,
+    UnknownEventReceived,
     WebhookTestReceived,
     response_status,
     verify_wsgi_environ,
@@ -37,7 +38,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     try:
         event = verify_wsgi_environ(environ, body, SECRET)
-    except (SignatureError, InvalidPayload, WebhookTestReceived) as exc:
+    except (SignatureError, InvalidPayload, WebhookTestReceived, UnknownEventReceived) as exc:
         status = response_status(exc)
         start_response(f"{status} {REASONS[status]}", [("content-type", "text/plain")])
         return [str(exc).encode()] if status != 204 else []

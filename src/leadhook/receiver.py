@@ -13,6 +13,8 @@ library); the FastAPI helper imports FastAPI when it is called. A typical handle
         ...  # answer 400: authentic but not a lead event this version understands
     except WebhookTestReceived:
         ...  # answer 2xx: the subscription's test button (`POST /v1/subscriptions/{id}/test`)
+    except UnknownEventReceived:
+        ...  # answer 2xx: an event type newer than this version (see the class)
 
 Delivery is at least once: use `Deduplicator` on `event_id`. Events of one lead arrive in
 `entity_version` order; `GapDetector` tells when a version never arrived (e.g. a delivery that
@@ -22,6 +24,7 @@ went dead), so that it can be fetched with `GET /v1/events?entity_id=...`.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -87,6 +90,7 @@ __all__ = [
     "ObjectVoids",
     "SignatureError",
     "StaleTimestampError",
+    "UnknownEventReceived",
     "WebhookTestReceived",
     "asgi_headers",
     "fastapi_dependency",
@@ -100,6 +104,8 @@ __all__ = [
 ]
 
 Secrets = str | Sequence[str]
+# What a newer contract's event type looks like (`object_create`, `webhook_test`, ...).
+_EVENT_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class InvalidPayload(ValueError):
@@ -115,6 +121,26 @@ class WebhookTestReceived(Exception):
 
     def __init__(self, event: dict[str, Any]) -> None:
         super().__init__(f"test event {event.get('event_id', '')} from leadhook")
+        self.event = event
+
+
+class UnknownEventReceived(Exception):
+    """The body is an authentic event of a type this version does not know (answer 2xx).
+
+    A newer leadhook may send event types this version of the module has no model for.
+    Refusing one (400) would not make it readable: leadhook would retry it for days, and the
+    lead's later events, delivered in order, would wait behind it. Acknowledge it instead, as
+    Stripe and Svix advise for types a receiver does not handle; the lead's next event then
+    shows its version as a gap (`GapDetector`), and `GET /v1/events/{event_id}` still has it
+    for a receiver upgraded to read it. `event` holds the decoded JSON (`event_type`,
+    `event_id`, `extra_data`, ...).
+    """
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        super().__init__(
+            f"event {event.get('event_id', '')} of type {event.get('event_type')!r}, which this"
+            " version of leadhook.receiver does not know: acknowledged, not handled"
+        )
         self.event = event
 
 
@@ -174,11 +200,34 @@ def parse(body: bytes | str) -> LeadEvent:
         if kind == "union_tag_not_found":
             why = "it has no event_type"
         elif kind == "union_tag_invalid":
+            newer = _newer_event(body)
+            if newer is not None:
+                raise UnknownEventReceived(newer) from None
             tag = (first.get("ctx") or {}).get("tag")
             why = f"event_type {tag!r} is not one of the contract's event types"
         else:
             why = f"{where + ': ' if where else ''}{first.get('msg', '')}"
         raise InvalidPayload(f"not a lead event: {why}") from exc
+
+
+def _newer_event(body: bytes | str) -> dict[str, Any] | None:
+    """The decoded body when it is an event of a type not in the contract (yet): an object
+    with a non-empty `event_id`, and an `event_type` that is a lower-case name."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    event_type, event_id = data.get("event_type"), data.get("event_id")
+    if (
+        isinstance(event_type, str)
+        and _EVENT_TYPE_NAME.fullmatch(event_type)
+        and isinstance(event_id, str)
+        and event_id
+    ):
+        return data
+    return None
 
 
 def _test_event(body: bytes | str) -> dict[str, Any] | None:
@@ -206,15 +255,16 @@ def verify_and_parse(
 
     `body` must be the raw bytes as received, before any JSON decoding. Header names match
     case-insensitively. Raises `SignatureError` (answer 401), `InvalidPayload` (400) or, for
-    leadhook's test event, `WebhookTestReceived` (2xx); see `response_status`.
+    leadhook's test event, `WebhookTestReceived` (2xx), and for an event of a type newer than
+    this version, `UnknownEventReceived` (2xx); see `response_status`.
     """
     verify_signature(body, headers, secret, tolerance=tolerance, now=now)
     webhook_id = {k.lower(): v for k, v in headers.items()}.get("webhook-id", "").strip()
     try:
         event = parse(body)
-    except WebhookTestReceived as test:
-        # The test event is held to the same rule as every event: its webhook-id is its id.
-        _same_id(webhook_id, str(test.event["event_id"]))
+    except (WebhookTestReceived, UnknownEventReceived) as received:
+        # These are held to the same rule as every event: the webhook-id is the event's id.
+        _same_id(webhook_id, str(received.event["event_id"]))
         raise
     _same_id(webhook_id, event.event_id)
     return event
@@ -228,14 +278,14 @@ def _same_id(webhook_id: str, event_id: str) -> None:
 def response_status(exc: Exception) -> int:
     """Return the HTTP status to answer when `verify_and_parse` raised `exc`.
 
-    401 for a `SignatureError`, 400 for `InvalidPayload`, 204 for `WebhookTestReceived`,
-    500 for anything else.
+    401 for a `SignatureError`, 400 for `InvalidPayload`, 204 for `WebhookTestReceived` and
+    `UnknownEventReceived`, 500 for anything else.
     """
     if isinstance(exc, SignatureError):
         return 401
     if isinstance(exc, InvalidPayload):
         return 400
-    if isinstance(exc, WebhookTestReceived):
+    if isinstance(exc, WebhookTestReceived | UnknownEventReceived):
         return 204
     return 500
 
@@ -297,7 +347,8 @@ def fastapi_dependency(
     """Return a FastAPI dependency that yields the verified event of the request.
 
     It reads the raw body and answers 401 (bad signature), 400 (not a lead event) or 204 (the
-    test event) by raising `HTTPException`, so the endpoint only ever sees lead events. Use it
+    test event, or an event of a type newer than this version) by raising `HTTPException`, so
+    the endpoint only ever sees lead events it has a model for. Use it
     as `event: Annotated[LeadEvent, Depends(fastapi_dependency(secret))]`.
     """
     from fastapi import HTTPException, Request
@@ -308,7 +359,7 @@ def fastapi_dependency(
         body = await request.body()
         try:
             return verify_and_parse(body, request.headers, secrets, tolerance=tolerance)
-        except (SignatureError, InvalidPayload, WebhookTestReceived) as exc:
+        except (SignatureError, InvalidPayload, WebhookTestReceived, UnknownEventReceived) as exc:
             raise HTTPException(response_status(exc), str(exc)) from exc
 
     # FastAPI reads the annotations; postponed ones could not name the lazily imported Request.

@@ -469,6 +469,11 @@ def test_listen_verifies_what_serve_delivers(tmp_path: Path, start: Callable[...
     forged = webhook_headers(["whsec_" + "A" * 32], "msg_1", now, body, "test")
     assert httpx.post(hook, content=body, headers=forged).status_code == 401
     assert httpx.post(hook, content=body).status_code == 401
+    # An event of a type newer than this leadhook: acknowledged (and passed on), not refused.
+    newer = json.dumps({**created["events"][0], "event_type": "object_merge"}).encode()
+    signed = webhook_headers([sub["secret"]], event_id, now, newer, "test")
+    assert httpx.post(hook, content=newer, headers=signed).status_code == 204
+    assert "object_merge" in listen.wait_for("does not know: acknowledged")
 
     def delivered() -> bool:
         url = f"{base}/v1/subscriptions/{sub['id']}/deliveries?status=delivered"
@@ -478,6 +483,6 @@ def test_listen_verifies_what_serve_delivers(tmp_path: Path, start: Callable[...
     wait_until(delivered)
 
     assert listen.terminate() == 0
-    assert "4 received, 1 verified, 3 rejected" in listen.output()
+    assert "5 received, 2 verified, 3 rejected" in listen.output()
     assert downstream.terminate() == 0
     assert serve.terminate() == 0

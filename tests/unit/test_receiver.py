@@ -33,6 +33,7 @@ from leadhook.receiver import (
     ObjectCreate,
     SignatureError,
     StaleTimestampError,
+    UnknownEventReceived,
     WebhookTestReceived,
     verify_and_parse,
 )
@@ -192,7 +193,6 @@ def test_missing_header(missing: str) -> None:
     [
         b"not json",
         b'{"event_type": "object_create"}',
-        json.dumps({**json.loads(BODY), "event_type": "object_explode"}).encode(),
         json.dumps({**json.loads(BODY), "entity_version": 0}).encode(),
         json.dumps({**json.loads(BODY), "entity_version": "x"}).encode(),
         b"[" * 100_000,  # nested past any parser's depth: still a 400, never a 500
@@ -239,6 +239,7 @@ def test_response_status() -> None:
     assert receiver.response_status(StaleTimestampError("x")) == 401
     assert receiver.response_status(InvalidPayload("x")) == 400
     assert receiver.response_status(WebhookTestReceived({})) == 204
+    assert receiver.response_status(UnknownEventReceived({})) == 204
     assert receiver.response_status(RuntimeError("x")) == 500
 
 
@@ -275,6 +276,44 @@ def test_a_test_event_is_held_to_the_webhook_id_rule_too() -> None:
         body = json.dumps(data).encode()
         with pytest.raises(InvalidPayload):
             verify_and_parse(body, signed(body, [SECRET], msg_id="M1"), SECRET, now=NOW)
+
+
+def _newer(event_type: str, event_id: Any = "01JNEWER") -> bytes:
+    data = json.loads(BODY)
+    data["event_type"], data["event_id"] = event_type, event_id
+    return json.dumps(data).encode()
+
+
+def test_an_event_of_a_newer_type_is_acknowledged_not_refused() -> None:
+    # A newer leadhook's event type: refusing it (400) would hold the lead's later events
+    # behind it for days; it is acknowledged (2xx) with its JSON at hand.
+    body = _newer("object_merge")
+    with pytest.raises(UnknownEventReceived) as caught:
+        verify_and_parse(body, signed(body, [SECRET]), SECRET, now=NOW)
+    assert caught.value.event["event_type"] == "object_merge"
+    assert caught.value.event["entity_version"] == 1
+    assert receiver.response_status(caught.value) == 204
+    assert "object_merge" in str(caught.value)
+    # Authentic first, and held to the webhook-id rule as every event is.
+    with pytest.raises(BadSignatureError):
+        verify_and_parse(body, signed(body, [OTHER_SECRET]), SECRET, now=NOW)
+    with pytest.raises(InvalidPayload, match="is not the event_id"):
+        verify_and_parse(body, signed(body, [SECRET], msg_id="OTHER"), SECRET, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _newer("Object Merge"),  # no event type's name (an event of a newer type: above)
+        _newer(""),
+        _newer("object_merge", event_id=""),  # no event of leadhook's without an id
+        _newer("object_merge", event_id=5),
+        b'"object_merge"',
+    ],
+)
+def test_what_is_no_event_of_a_newer_type_is_still_invalid(body: bytes) -> None:
+    with pytest.raises(InvalidPayload):
+        receiver.parse(body)
 
 
 # --- frameworks ------------------------------------------------------------------------------
@@ -321,6 +360,8 @@ def test_fastapi_dependency() -> None:
     assert invalid.status_code == 400
     ping = client.post("/hook", content=TEST_BODY, headers=signed(TEST_BODY, [SECRET]))
     assert ping.status_code == 204
+    newer = _newer("object_merge")
+    assert client.post("/hook", content=newer, headers=signed(newer, [SECRET])).status_code == 204
     assert len(received) == 1
 
 

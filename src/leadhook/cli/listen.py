@@ -113,12 +113,14 @@ class Listener:
     )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Answer 204, 401 (bad signature), 400 (not an event) or the forward target's status."""
+        """Answer 204, 401 (bad signature), 400 (not an event) or the forward target's status
+        (an event of a type this version does not know is acknowledged and forwarded)."""
         from aiohttp import web
 
         from leadhook.receiver import (
             InvalidPayload,
             SignatureError,
+            UnknownEventReceived,
             WebhookTestReceived,
             parse,
             verify_and_parse,
@@ -137,6 +139,17 @@ class Listener:
             mark = "✔ verified  " if verified else "⚠ unverified  "
             message = test.event.get("data", {}).get("message", "")
             self.console.print(Text(f"{mark}{test.event.get('event_type')}  {message}", "green"))
+            return await self._answer(body, headers)
+        except UnknownEventReceived as newer:
+            self.counts["verified"] += int(verified)
+            mark = "✔ verified  " if verified else "⚠ unverified  "
+            self.console.print(
+                Text(
+                    f"{mark}{newer.event.get('event_type')}  {newer.event.get('event_id')}"
+                    "  (a type this leadhook does not know: acknowledged, not shown)",
+                    "yellow",
+                )
+            )
             return await self._answer(body, headers)
         except (SignatureError, InvalidPayload) as exc:
             self.counts["rejected"] += 1
