@@ -55,10 +55,14 @@ def http_date(offset: float) -> str:
         (POLICY, http_result(410, "30", None), 4, 0.5, "disable", None),
         # 429 / 503 with a valid Retry-After
         (POLICY, http_result(429, "30", None), 1, 0.5, "retry", NOW + 30),
-        (POLICY, http_result(503, " 0 ", None), 3, 0.5, "retry", NOW),
+        # ... that lengthens a wait and never shortens it (0 or a past date: the schedule's)
+        (POLICY, http_result(503, " 0 ", None), 3, 0.5, "retry", NOW + 40),
+        (POLICY, http_result(429, "5", None), 1, 0.5, "retry", NOW + 10),
+        (JITTERY, http_result(429, "9", None), 1, 0.0, "retry", NOW + 10),  # jittered 10
+        (JITTERY, http_result(429, "9", None), 1, 0.8, "retry", NOW + 9),  # jittered 8
         (JITTERY, http_result(503, "30", None), 1, 0.0, "retry", NOW + 30),  # no jitter
         (POLICY, http_result(429, http_date(120), None), 2, 0.5, "retry", NOW + 120),
-        (POLICY, http_result(429, http_date(-120), None), 2, 0.5, "retry", NOW),  # past
+        (POLICY, http_result(429, http_date(-120), None), 2, 0.5, "retry", NOW + 20),  # past
         (POLICY, http_result(429, "999999", None), 1, 0.5, "retry", NOW + 3600),  # clamped
         (POLICY, http_result(429, "9" * 500, None), 1, 0.5, "retry", NOW + 3600),  # huge
         (POLICY, http_result(429, http_date(10**6), None), 1, 0.5, "retry", NOW + 3600),
@@ -285,14 +289,14 @@ def test_wait_is_bounded(
     assert decision.next_attempt_at >= now
     wait = decision.next_attempt_at - now
     eps = 4 * math.ulp(decision.next_attempt_at)  # float rounding of now + wait
+    base = schedule[attempt - 1]
+    # Never shorter than the schedule's (jittered) wait, whatever the receiver asks.
+    assert wait >= (0.75 * base if jitter else base) - eps
     if status in (429, 503) and retry_after_seconds(retry_after, now) is not None:
-        assert 0 <= wait <= policy.max_retry_after + eps
+        assert wait <= max(policy.max_retry_after, base) + eps
     else:
-        base = schedule[attempt - 1]
-        assert 0 <= wait <= base + eps
-        if jitter:
-            assert wait >= 0.75 * base - eps
-        else:
+        assert wait <= base + eps
+        if not jitter:
             assert abs(wait - base) <= eps
 
 
@@ -311,6 +315,12 @@ def test_results_of_any_transport_decide_alike() -> None:
         "retry",
         NOW + 90,
         "throttled; Retry-After 90s",
+    )
+    # A delay shorter than the schedule's wait is lengthened to it, and the reason says so.
+    sooner = decide(POLICY, Retry(latency_ms=1.0, why="throttled", after=0), 2, NOW, lambda: 0.5)
+    assert (sooner.next_attempt_at, sooner.reason) == (
+        NOW + 20,
+        "throttled; Retry-After 0s is shorter than the schedule's wait: retry 2 in 20s",
     )
     # Retry without a delay, or with one that is not a number, follows the schedule.
     for after in (None, math.nan):

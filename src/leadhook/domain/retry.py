@@ -125,8 +125,12 @@ def decide(
 
     Delivered delivers; Gone disables the subscription (this delivery is then dead); Retry
     with ``after`` retries after that delay, clamped to ``[0, max_retry_after]`` and without
-    jitter; Failed, or Retry without ``after``, follows the schedule. Once the schedule is
-    exhausted the delivery is dead.
+    jitter, unless the schedule's wait is longer; Failed, or Retry without ``after``, follows
+    the schedule. Once the schedule is exhausted the delivery is dead.
+
+    A receiver's ``Retry-After`` lengthens a wait and never shortens it: answered with
+    ``Retry-After: 0`` (or a date past), the twelve default retries would be spent in
+    milliseconds and the delivery be dead, where the schedule gives it about three days.
     """
     if attempt_number < 1:
         raise ValueError(f"attempt_number must be >= 1, got {attempt_number}")
@@ -140,11 +144,18 @@ def decide(
     what = result.why
     if attempt_number > policy.max_retries:
         return Decision("dead", None, f"{what}; retries exhausted after {attempt_number} attempts")
-    if isinstance(result, Retry) and result.after is not None and not math.isnan(result.after):
-        delay = min(max(result.after, 0.0), policy.max_retry_after)
-        return Decision("retry", now + delay, f"{what}; Retry-After {delay:g}s")
     base = policy.schedule[attempt_number - 1]
     wait = jittered_wait(policy, base, rand)
+    if isinstance(result, Retry) and result.after is not None and not math.isnan(result.after):
+        delay = min(max(result.after, 0.0), policy.max_retry_after)
+        if delay >= wait:
+            return Decision("retry", now + delay, f"{what}; Retry-After {delay:g}s")
+        return Decision(
+            "retry",
+            now + wait,
+            f"{what}; Retry-After {delay:g}s is shorter than the schedule's wait:"
+            f" retry {attempt_number} in {wait:g}s",
+        )
     return Decision("retry", now + wait, f"{what}; retry {attempt_number} in {wait:g}s")
 
 
