@@ -37,3 +37,16 @@ def test_help_is_not_cut_at_80_columns(path: tuple[str, ...]) -> None:
     assert result.exit_code == 0, result.output
     assert "…" not in result.output, result.output
     assert max(len(line) for line in result.output.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("path", PATHS[1:], ids=" ".join)
+def test_a_commands_summary_is_one_paragraph_without_a_hard_line_break(
+    path: tuple[str, ...],
+) -> None:
+    # Rich keeps a docstring's line breaks: a summary broken in the source reads broken in
+    # `leadhook --help`'s list ("... supervises (migrates the" / "database first).").
+    command: Any = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    summary = (command.help or "").strip().split("\n\n")[0]
+    assert summary and "\n" not in summary, summary

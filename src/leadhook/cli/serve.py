@@ -40,8 +40,9 @@ def serve(
         bool, typer.Option("--access-log", help="Log every HTTP request.")
     ] = False,
 ) -> None:
-    """Serve the HTTP API and deliver webhooks from a child process it supervises (migrates the
-    database first)."""
+    """Serve the HTTP API, and deliver webhooks from a child process it supervises.
+
+    Migrates the database first."""
     from leadhook.cli.runtime import base_url, bind, run_async, run_service
 
     configure_logging(log_level)

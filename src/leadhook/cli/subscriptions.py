@@ -126,7 +126,10 @@ def subscriptions_enable(mid: Mid, sub_id: SubId, database_url: DatabaseUrl = No
 
 @subscriptions_app.command("disable")
 def subscriptions_disable(mid: Mid, sub_id: SubId, database_url: DatabaseUrl = None) -> None:
-    """Disable a subscription: nothing is sent to it (its deliveries wait) until enabled."""
+    """Disable a subscription until enabled: its unfinished deliveries wait, new events skip it.
+
+    Events that happen while it is disabled are not queued for it: read them from
+    GET /v1/events once it is enabled again."""
     _switch(mid, sub_id, False, database_url)
 
 
@@ -134,8 +137,9 @@ def subscriptions_disable(mid: Mid, sub_id: SubId, database_url: DatabaseUrl = N
 def subscriptions_test(
     mid: Mid, sub_id: SubId, database_url: DatabaseUrl = None, as_json: AsJson = False
 ) -> None:
-    """Send a signed `webhook_test` event now and show the endpoint's answer (exit 1 if it
-    did not acknowledge it with a 2xx)."""
+    """Send a signed `webhook_test` event now and show the endpoint's answer.
+
+    Exits 1 if the endpoint did not acknowledge it with a 2xx."""
     from leadhook.api import bodies
 
     with opened(existing_database(load_settings(database_url=database_url))) as container:

@@ -32,8 +32,9 @@ def worker(
         ),
     ] = None,
 ) -> None:
-    """Deliver webhooks and run the due pool rules, without the API; run several against
-    PostgreSQL to share the work."""
+    """Deliver webhooks and run the due pool rules, without the API.
+
+    Run several against PostgreSQL to share the work."""
     from leadhook.cli.runtime import run_async, run_service, watch_wake_fd
 
     configure_logging(log_level)
