@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.routing import APIRoute
@@ -336,9 +337,21 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
         replayable=REPLAYABLE,
         max_in_flight_cap=MAX_IN_FLIGHT,
         nav="subscriptions",
-        canonical=f"/console/subscriptions/{sub.id}",
+        canonical=_with_query(
+            f"/console/subscriptions/{sub.id}", done=extra.get("done"), n=extra.get("replayed")
+        ),
         **extra,
     )
+
+
+def _with_query(path: str, **params: str | int | None) -> str:
+    """`path` with the given parameters that have a value, as a page's canonical address.
+
+    The address keeps what the page says of the form that led to it (`done=rotated`): a reload
+    then shows that the secret was shown once, as it does without JavaScript, where the
+    address was never rewritten."""
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return f"{path}?{query}" if query else path
 
 
 @router.get("/subscriptions/{sub_id}")
@@ -532,7 +545,7 @@ def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any
         attempts=attempts,
         orphaned=orphaned,
         nav="deliveries",
-        canonical=f"/console/deliveries/{found.id}",
+        canonical=_with_query(f"/console/deliveries/{found.id}", done=extra.get("done")),
         **extra,
     )
 
