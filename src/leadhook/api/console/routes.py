@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -518,9 +519,20 @@ def deliveries(
             "since": since,
             "until": until,
         },
+        box_type={"since": _box_type(since), "until": _box_type(until)},
         next_before=nxt,
         nav="deliveries",
     )
+
+
+_BOX_VALUE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?")
+
+
+def _box_type(value: str) -> str:
+    """The type of a time filter's box: `datetime-local` (a date picker) for a value it can
+    hold, else a plain text box, which shows a refused value as it was typed (a
+    `datetime-local` box shows nothing for it)."""
+    return "datetime-local" if not value or _BOX_VALUE.fullmatch(value) else "text"
 
 
 @router.get("/deliveries/{delivery_id}")
