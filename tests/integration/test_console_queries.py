@@ -68,6 +68,46 @@ def test_leads_are_searched_by_any_text_and_by_id_within_the_tenant(container: C
     assert [r.id for r in rows] == [first] and not more
 
 
+def test_leads_are_searched_by_the_names_the_list_shows(container: Container) -> None:
+    # The list shows an owner, a pool, a stage, a status and an option by the catalog's name;
+    # searching for that name found nothing (only codes are stored on the lead).
+    for mid in (MID, OTHER):
+        container.tenants.create(mid)
+        put = container.tenants.put_catalog_entry
+        put(mid, "members", "wang_fang", {"name": "王芳"})
+        put(mid, "lead_statuses", "contacted", {"name": "已联系 Contacted"})
+        put(mid, "lead_pools", "east", {"name": "华东公海"})
+        tier = {"name": "Tier", "type": "option", "options": {"a": "A 类（重点）", "b": "B 类"}}
+        put(mid, "fields", "tier", tier)
+        region = {"name": "Region", "type": "option", "group": "source", "options": {"n": "North"}}
+        put(mid, "fields", "region", region)
+    req = BehaviourRequest(mid=MID, operator=Operator())
+    owned = lead(container, MID, "甲")
+    container.leads.perform(req, "owner", owned, {"owner": "wang_fang", "scene_type": 2})
+    tiered = lead(container, MID, "乙")
+    container.leads.perform(req, "update", tiered, {"fields": {"tier": "a"}})
+    sourced = lead(container, MID, "丙")
+    container.leads.perform(req, "source", sourced, {"fields": {"region": "n"}})
+    statused = lead(container, MID, "丁")
+    container.leads.perform(req, "status", statused, {"leads_status": "contacted"})
+    pooled = lead(container, MID, "戊")
+    container.leads.perform(req, "lead_pool", pooled, {"lead_pool": "east"})
+    lead(container, OTHER, "甲")  # another tenant's, with the same catalog: never found
+    svc = container.console
+
+    def found(text: str) -> set[str]:
+        return {r.id for r in svc.leads(MID, text, 1, 25)[1]}
+
+    assert found("王芳") == {owned}
+    assert found("a 类") == {tiered}  # an option by its label, any letter case
+    assert found("重点") == {tiered}
+    assert found("north") == {sourced}  # a source field's option
+    assert found("contacted") == {statused}
+    assert found("华东") == {pooled}
+    assert found("a") >= {tiered}  # the code itself still matches, as any field value does
+    assert found("类") == {tiered}  # B 类 is an option no lead holds
+
+
 def test_the_event_log_pages_newest_first_and_the_live_view_starts_after_the_newest(
     container: Container,
 ) -> None:

@@ -134,6 +134,17 @@ class RelatedObject:
 
 
 @dataclass(frozen=True)
+class NamedMatches:
+    """What `Catalog.named` found: codes of each kind, and (field, option code) pairs."""
+
+    owners: tuple[str, ...] = ()
+    lead_pools: tuple[str, ...] = ()
+    life_stages: tuple[str, ...] = ()
+    lead_statuses: tuple[str, ...] = ()
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class FieldDef:
     """A lead field: its code, label, value type and the behaviour group that may change it."""
 
@@ -361,6 +372,30 @@ class Catalog:
         if fdef.type == "reference" and fdef.ref is not None:
             return self.reference_name(fdef.ref, str(value))
         return str(value)
+
+    def named(self, text: str, limit: int = 100) -> NamedMatches:
+        """The catalog's codes whose shown name contains `text` (any letter case): the
+        members, pools, stages and statuses a lead list shows by name, and the options of
+        option fields by label. A search by what a list shows finds the leads that hold them.
+        At most `limit` options (a catalog of thousands would make a query of thousands)."""
+        needle = text.casefold()
+        if not needle:
+            return NamedMatches()
+
+        def hit(name: str) -> bool:
+            return needle in name.casefold()
+
+        options: list[tuple[str, str]] = []
+        for fdef in self.custom_fields.values():
+            if fdef.type == "option":
+                options += [(fdef.code, code) for code, label in fdef.options.items() if hit(label)]
+        return NamedMatches(
+            owners=tuple(m.id for m in self.members.values() if hit(m.name)),
+            lead_pools=tuple(p.id for p in self.lead_pools.values() if hit(p.name)),
+            life_stages=tuple(s.code for s in self.life_stages.values() if hit(s.name)),
+            lead_statuses=tuple(e.id for e in self.lead_statuses.values() if hit(e.name)),
+            options=tuple(options[:limit]),
+        )
 
     def object_label(self, name: str) -> str:
         """Return the name an object kind is shown by (its catalog key when it has none)."""

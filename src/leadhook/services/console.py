@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from leadhook.domain.catalog import EMPTY_TEXT, Catalog
+from leadhook.domain.catalog import EMPTY_TEXT, Catalog, NamedMatches
 from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
 from leadhook.domain.lead import ATTRIBUTE_FIELDS, Lead
@@ -77,7 +77,9 @@ class AttemptSample:
 class ConsoleQueries(Protocol):
     """Read-only queries of the console; adapters/db/console.py implements them."""
 
-    def search_leads(self, mid: str, text: str, offset: int, limit: int) -> list[Lead]: ...
+    def search_leads(
+        self, mid: str, text: str, named: NamedMatches, offset: int, limit: int
+    ) -> list[Lead]: ...
     def events(
         self,
         mid: str,
@@ -454,10 +456,14 @@ class ConsoleService:
     def leads(
         self, mid: str, text: str, page: int, per_page: int
     ) -> tuple[Catalog, list[LeadRow], bool]:
-        """Search the tenant's leads (id, or any text of the lead); return a page, newest first."""
+        """Search the tenant's leads (id, any text of the lead, or the name the list shows of
+        its owner, pool, stage, status or an option); return a page, newest first."""
         page = max(page, 1)
-        found = self._q.search_leads(mid, text.strip(), (page - 1) * per_page, per_page + 1)
         catalog = self.catalog(mid)
+        text = text.strip()
+        found = self._q.search_leads(
+            mid, text, catalog.named(text), (page - 1) * per_page, per_page + 1
+        )
         return catalog, [lead_row(catalog, x) for x in found[:per_page]], len(found) > per_page
 
     def lead(self, mid: str, lead_id: str) -> tuple[Catalog, Lead, list[TimelineEntry], bool]:

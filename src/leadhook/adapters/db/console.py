@@ -7,11 +7,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, and_, cast, func, or_, select
 from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import JSONB
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.repositories import SqlEvents, _event
+from leadhook.domain.catalog import NamedMatches
 from leadhook.domain.lead import Lead
 from leadhook.services.console import AttemptSample, DeliveryQuery
 from leadhook.services.ports import Delivery, StoredEvent, delivery_of
@@ -32,6 +34,39 @@ _VALUE_MATCH = {
         for part in ("fields", "source")
     ),
 }
+
+
+def _named(dialect: str, named: NamedMatches) -> list[ColumnElement[bool]]:
+    """A lead holds a code the catalog names by the searched text: its owner, pool, stage or
+    status (columns, or the stored JSON's `leads_status`), or an option field's value."""
+    c = t.leads.c
+    found: list[ColumnElement[bool]] = []
+    for column, codes in (
+        (c.owner, named.owners),
+        (c.lead_pool, named.lead_pools),
+        (c.life_status, named.life_stages),
+    ):
+        if codes:
+            found.append(column.in_(codes))
+    if named.lead_statuses:
+        found.append(
+            _json_text(dialect, "$.leads_status", ("leads_status",)).in_(named.lead_statuses)
+        )
+    for field, code in named.options:
+        for group in ("fields", "source"):
+            # Field codes are catalog keys (letters, digits, _ and -): safe in a JSON path.
+            found.append(_json_text(dialect, f'$.{group}."{field}"', (group, field)) == code)
+    return found
+
+
+def _json_text(dialect: str, path: str, keys: tuple[str, ...]) -> ColumnElement[Any]:
+    """The text at a path of a lead's stored JSON (`path` for SQLite, `keys` for PostgreSQL)."""
+    state = t.leads.c.state
+    if dialect == "sqlite":
+        return func.json_extract(state, path)
+    document: Any = cast(state, JSONB)
+    text: ColumnElement[Any] = (document[keys] if len(keys) > 1 else document[keys[0]]).astext
+    return text
 
 
 def _like(text: str) -> str:
@@ -65,16 +100,19 @@ class SqlConsoleQueries:
                 select(table).where(and_(*conds)).order_by(table.c.seq.desc()).limit(limit)
             ).all()
 
-    def search_leads(self, mid: str, text: str, offset: int, limit: int) -> list[Lead]:
+    def search_leads(
+        self, mid: str, text: str, named: NamedMatches, offset: int, limit: int
+    ) -> list[Lead]:
         c = t.leads.c
         conds = [c.mid == mid]
         with self._conn() as conn:
             if text:
                 # The id exactly, or any field value containing the text (`_VALUE_MATCH`),
-                # without regard to case on both backends (ASCII case only, on SQLite).
+                # without regard to case on both backends (ASCII case only, on SQLite), or a
+                # code the catalog names by the text (`Catalog.named`).
                 match = "(" + _VALUE_MATCH[conn.dialect.name] + ")"
                 values = sql_text(match).bindparams(pattern=_like(text))
-                conds.append(or_(c.id == text, values))
+                conds.append(or_(c.id == text, values, *_named(conn.dialect.name, named)))
             rows = conn.execute(
                 select(c.state)
                 .where(and_(*conds))
