@@ -456,7 +456,9 @@ def test_a_chinese_page_says_why_it_refused_in_chinese_by_the_forms_labels(
     assert after["max_in_flight"] == sub["max_in_flight"]
 
 
-def test_a_lead_page_names_its_relations_by_the_catalogs_object_names(client: TestClient) -> None:
+def test_a_lead_page_names_relations_by_the_catalogs_object_names_and_scenes_by_name(
+    client: TestClient,
+) -> None:
     key = tenant(client, "acme")
     auth = {"Authorization": f"Bearer {key}"}
     account = {"name": "客户", "object_id": "obj-account"}
@@ -471,3 +473,12 @@ def test_a_lead_page_names_its_relations_by_the_catalogs_object_names(client: Te
     # A kind the catalog names reads by its name; one it does not know, by its key.
     found = re.search(r'<dd data-testid="relations">([^<]*)</dd>', page)
     assert found is not None and found.group(1) == "客户 A-1, project P-9"
+    # So does the timeline's relation event; an owner change names its scene.
+    assert '<p class="muted" data-detail="relation">Related to: 客户 A-1</p>' in page
+    assert client.put("/v1/catalog/members/m1", json={"name": "王芳"}, headers=auth).is_success
+    owner = {"owner": "m1", "scene_type": 2}
+    assert client.post(f"/v1/leads/{lead}/owner", json=owner, headers=auth).is_success
+    page = client.get(f"/console/leads/{lead}").text
+    assert '<p class="muted" data-detail="scene_type">Scene: manual allocation (2)</p>' in page
+    zh = client.get(f"/console/leads/{lead}", headers={"Accept-Language": "zh-CN"}).text
+    assert '<p class="muted" data-detail="scene_type">场景: 手动分配 (2)</p>' in zh

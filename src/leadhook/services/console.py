@@ -353,7 +353,8 @@ def timeline_entry(catalog: Catalog, payload: str) -> TimelineEntry:
         names = ", ".join(catalog.member_name(m) for m in extra["members"])
         details.append(("members", names))
     if "target_entity_id" in extra:
-        details.append(("relation", f"{extra['target_object_name']} {extra['target_entity_id']}"))
+        kind = catalog.object_label(extra["target_object_name"])
+        details.append(("relation", f"{kind} {extra['target_entity_id']}"))
     if "scene_type" in extra:
         details.append(("scene_type", str(extra["scene_type"])))
     return TimelineEntry(

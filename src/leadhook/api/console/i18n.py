@@ -194,6 +194,13 @@ STRINGS: dict[str, tuple[str, str]] = {
     "detail.members": ("Members", "成员"),
     "detail.relation": ("Related to", "关联到"),
     "detail.scene_type": ("Scene", "场景"),
+    # An owner change's scene (docs/contract.md, section 5), shown with its number.
+    "scene.1": ("automatic allocation", "自动分配"),
+    "scene.2": ("manual allocation", "手动分配"),
+    "scene.3": ("claimed from a pool", "从公海领取"),
+    "scene.4": ("returned to a pool", "退回公海"),
+    "scene.5": ("reclaimed by a pool rule", "规则回收"),
+    "scene.6": ("duplicate merge", "查重合并"),
 }
 
 
