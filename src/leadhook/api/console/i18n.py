@@ -83,6 +83,10 @@ STRINGS: dict[str, tuple[str, str]] = {
         "该租户的新事件提交后会实时出现在这里。",
     ),
     "live.waiting": ("Waiting for events…", "等待新事件…"),
+    "live.needs_js": (
+        "The live view needs JavaScript: reload the page to see new events in the log below.",
+        "实时视图需要 JavaScript：请刷新页面，在下方日志中查看新事件。",
+    ),
     "live.connected": ("connected", "已连接"),
     "live.disconnected": ("reconnecting…", "重新连接中…"),
     "log": ("Event log", "事件日志"),
