@@ -183,7 +183,13 @@ def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
     resp = client.get("/console/events?event_type=nope")
     assert resp.status_code == 422 and "unknown event type" in resp.text
     resp = client.get("/console/leads?p=0")
-    assert resp.status_code == 400
+    assert (
+        resp.status_code == 400 and "Page: Input should be greater than or equal to 1" in resp.text
+    )
+    zh = client.get("/console/leads?p=x", headers={"Accept-Language": "zh-CN"})
+    assert zh.status_code == 400 and "页码：应为整数" in zh.text
+    zh = client.get("/console/leads?p=0", headers={"Accept-Language": "zh-CN"})
+    assert "页码：应大于或等于 1" in zh.text
 
 
 def test_the_language_follows_the_browser_then_the_switch(client: TestClient) -> None:

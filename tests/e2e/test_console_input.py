@@ -124,7 +124,7 @@ def test_a_refused_address_names_the_field_as_the_page_has_it(api: Api) -> None:
     _sign_in(api)
     resp = api.client.get("/console/leads", params={"p": "0"})
     assert resp.status_code == 400 and resp.headers["content-type"].startswith("text/html")
-    assert "p: Input should be greater than or equal to 1" in resp.text
+    assert "Page: Input should be greater than or equal to 1" in resp.text
     assert "query.p" not in resp.text
 
 

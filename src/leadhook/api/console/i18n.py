@@ -45,6 +45,7 @@ STRINGS: dict[str, tuple[str, str]] = {
         "没有更多数据：此页已超出列表末尾。",
     ),
     "pages": ("Pages", "分页"),
+    "page_number": ("Page", "页码"),
     "older_events": ("Older events: in the event log", "更早的事件：见事件日志"),
     "name": ("Name", "姓名"),
     "mobile": ("Mobile", "手机号"),
@@ -253,6 +254,7 @@ FIELD_LABELS = {
     "status": "status",
     "event_type": "event_type",
     "lead": "lead_id",
+    "p": "page_number",
 }
 
 # Why an address is refused (domain/targets.py), in Chinese.
@@ -295,6 +297,10 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             r"\1 指向本机；" + _ALLOW_ZH,
         ),
         (r"must be a string", "必须是文本"),
+        # Pydantic's own words, for a query parameter such as a page number (`?p=0`).
+        (r"Input should be greater than or equal to (-?\d+)", r"应大于或等于 \1"),
+        (r"Input should be less than or equal to (-?\d+)", r"应小于或等于 \1"),
+        (r"Input should be a valid integer.*", "应为整数"),
         (
             r"must be a non-empty list of event types, or \[\"\*\"\]",
             "至少选择一种事件类型，或选择全部",

@@ -337,10 +337,12 @@ class ConsoleRoute(APIRoute):
                 status = error_status(exc)
                 return error_page(request, status, _TITLES.get(status, "bad_request"), exc)
             except RequestValidationError as exc:
-                # A form's field by its own name ("since"), not the API's location of it
-                # ("body.since"): the page's reader filled in a form, not a JSON body.
+                # A form's field by its label ("Since", "Page"), not the API's location of it
+                # ("body.since", "query.p"), and Pydantic's words in the page's language.
+                lang = page_of(request).lang
+                t, colon = i18n.translator(lang), "：" if lang == "zh" else ": "
                 detail = "; ".join(
-                    f"{'.'.join(str(x) for x in i18n.field_of(e['loc']))}: {e['msg']}"
+                    i18n.field_label(tuple(e["loc"]), t) + colon + i18n.message(e["msg"], lang)
                     for e in exc.errors()
                 )
                 return error_page(request, 400, "bad_request", detail)
