@@ -488,3 +488,35 @@ def test_a_lead_page_names_relations_by_the_catalogs_object_names_and_scenes_by_
     assert '<p class="muted" data-detail="scene_type">Scene: manual allocation (2)</p>' in page
     zh = client.get(f"/console/leads/{lead}", headers={"Accept-Language": "zh-CN"}).text
     assert '<p class="muted" data-detail="scene_type">场景: 手动分配 (2)</p>' in zh
+
+
+def test_a_signed_in_session_is_held_to_its_keys_request_rate(tmp_path: Any) -> None:
+    # The rate limit counted bearer keys only: a console session (a cookie) went unlimited,
+    # creating subscriptions, sending test events and opening live views without bound.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/rate.db",
+        admin_token=ADMIN,
+        console_secret="s3cret",
+        rate_limit=(0.5, 4.0),  # a burst of 4, then one every 2 s
+    )
+    container = build(settings)
+    try:
+        with TestClient(create_app(container), follow_redirects=False) as client:
+            key = tenant(client, "acme")
+            # The sign-in page and its form are not counted (no key yet): the leads page
+            # signing in lands on, then three more pages, are the burst of 4.
+            sign_in(client, key)
+            assert client.get("/console/events").status_code == 200
+            assert client.get("/console/leads").status_code == 200
+            assert client.get("/console/subscriptions").status_code == 200
+            refused = client.get("/console/leads", headers={"Accept-Language": "zh-CN"})
+            assert refused.status_code == 429
+            assert int(refused.headers["retry-after"]) >= 1
+            assert "请求过多" in refused.text and "此 API 密钥每秒最多 0.5 个请求" in refused.text
+            refused = client.get("/console/deliveries")
+            assert refused.status_code == 429 and "Too many requests" in refused.text
+            # The API's own budget for the key is another: its calls still go through.
+            auth = {"Authorization": f"Bearer {key}"}
+            assert client.get("/v1/leads", headers=auth).status_code == 200
+    finally:
+        container.close()

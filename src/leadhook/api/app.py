@@ -186,6 +186,7 @@ def create_app(container: Container) -> FastAPI:
     s = container.settings
     app.add_middleware(BodyLimit, limit=s.max_body_bytes)
     buckets = None if s.rate_limit is None else TokenBuckets(*s.rate_limit)
+    app.state.rate_buckets = buckets  # the console's sessions count against it too
     if buckets is not None:
         app.add_middleware(RateLimit, buckets=buckets)
     app.add_middleware(

@@ -175,6 +175,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "method_not_allowed": ("Not a page", "不是页面"),
     "forbidden": ("Refused", "已拒绝"),
     "bad_request": ("Bad request", "请求无效"),
+    "too_many_requests": ("Too many requests", "请求过多"),
     "back": ("Back", "返回"),
     "view": ("Open", "查看"),
     "deliveries_of_sub": ("Its deliveries", "它的投递"),
@@ -297,6 +298,11 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             r"\1 指向本机；" + _ALLOW_ZH,
         ),
         (r"must be a string", "必须是文本"),
+        (
+            r"this API key is limited to (\S+) requests a second \(bursts of (\S+)\);"
+            r" retry after the time Retry-After gives",
+            r"此 API 密钥每秒最多 \1 个请求（突发 \2 个）；请稍候再试",
+        ),
         # Pydantic's own words, for a query parameter such as a page number (`?p=0`).
         (r"Input should be greater than or equal to (-?\d+)", r"应大于或等于 \1"),
         (r"Input should be less than or equal to (-?\d+)", r"应小于或等于 \1"),

@@ -8,6 +8,7 @@ without JavaScript, and every POST must carry the session's CSRF token.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from leadhook.api.console.session import (
     SessionSigner,
 )
 from leadhook.api.deps import NUL_IN_ADDRESS, nul_in_address
+from leadhook.api.limits import TokenBuckets
 from leadhook.api.problems import problem_kind
 from leadhook.bootstrap import Container
 from leadhook.domain.catalog import Catalog
@@ -303,6 +305,33 @@ def error_page(
 _TITLES = {400: "bad_request", 403: "forbidden", 404: "not_found", 422: "bad_request"}
 
 
+def _over_rate(request: Request) -> Response | None:
+    """The page refusing a signed-in session over its key's request rate (429), or None.
+
+    The API limits each key (`LEADHOOK_RATE_LIMIT`, api/limits.py) by its bearer token; the
+    console's requests carry a session instead, and went unlimited: a signed-in browser (or a
+    script holding its cookie) could create subscriptions, send test events to any public
+    address, replay, and open live views without bound. A session counts against a budget
+    of its own key's, the same size as the API's."""
+    buckets: TokenBuckets | None = getattr(request.app.state, "rate_buckets", None)
+    if buckets is None:
+        return None
+    signer: SessionSigner = request.app.state.console_signer
+    session = signer.loads(request.cookies.get(COOKIE), request.app.state.container.clock())
+    if session is None or session.key_id is None:
+        return None  # anonymous: the sign-in page and its form
+    wait = buckets.take(b"console\x00" + session.key_id.encode())
+    if wait <= 0:
+        return None
+    detail = (
+        f"this API key is limited to {buckets.rate:g} requests a second"
+        f" (bursts of {buckets.burst:g}); retry after the time Retry-After gives"
+    )
+    response = error_page(request, 429, "too_many_requests", detail)
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
+
+
 async def _unstorable(request: Request) -> tuple[int, str] | None:
     """What the API's `storable_input` refuses, refused here too: a NUL in the path or query
     (400) or in a form's text (422). No id or text holds one, PostgreSQL refuses it in any
@@ -326,6 +355,9 @@ class ConsoleRoute(APIRoute):
             refused = await _unstorable(request)
             if refused is not None:
                 return error_page(request, refused[0], "bad_request", refused[1])
+            over = _over_rate(request)
+            if over is not None:
+                return over
             try:
                 return await handler(request)
             except SignInRequired:
