@@ -175,6 +175,11 @@ def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
             'id="f-since" name="since" type="datetime-local" step="1" value="2026-03-01T10:00:00"'
             in shown.text
         )
+    # A number of seconds past any date a box shows was a 500 (OverflowError).
+    for far in ("99999999999999999999", "1" * 400, "1969-12-31T00:00Z"):
+        refused = client.get("/console/deliveries", params={"since": far})
+        assert refused.status_code == 422, far
+        assert "is not a time between 1970 and 9999" in refused.text
     same = client.get("/console/deliveries?since=2026-03-01T10:00&until=2026-03-01T10:00")
     assert same.status_code == 422
     assert client.get(

@@ -323,6 +323,7 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"choose the time from which to replay", "请选择从哪个时间开始重放"),
         (r"must be later than since", "必须晚于起始时间"),
         (r"(.+) is not a time \(YYYY-MM-DDTHH:MM\)", r"\1 不是时间（YYYY-MM-DDTHH:MM）"),
+        (r"(.+) is not a time between 1970 and 9999", r"\1 不是 1970 到 9999 年之间的时间"),
         (
             r"is before 1970-01-01T00:00:00Z, unix time 0",
             "早于 1970-01-01T00:00:00Z（unix 时间 0）",

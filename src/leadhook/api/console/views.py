@@ -242,9 +242,15 @@ def parse_local(catalog: Catalog, text: str | None) -> float | None:
         return None
     text = text.strip()
     try:
-        return float(text) if text.replace(".", "", 1).isdigit() else _from_local(catalog, text)
+        at = float(text) if text.replace(".", "", 1).isdigit() else _from_local(catalog, text)
     except ValueError:
         raise ValidationError(f"{text!r} is not a time (YYYY-MM-DDTHH:MM)") from None
+    if not 0 <= at <= _LAST_SECOND:  # shown back in its box as a date, which ends in 9999
+        raise ValidationError(f"{text!r} is not a time between 1970 and 9999")
+    return at
+
+
+_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 def _from_local(catalog: Catalog, text: str) -> float:
