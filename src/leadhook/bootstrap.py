@@ -189,6 +189,7 @@ def build(
             allow_private=settings.allow_private_targets,
             readonly_uow=readonly,
             on_enqueued=wakeup.notify,
+            max_subscriptions=settings.max_subscriptions,
         ),
         console=ConsoleService(readonly, SqlConsoleQueries(engine), clock),
         deliveries=DeliveryService(readonly),

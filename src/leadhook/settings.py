@@ -142,6 +142,11 @@ def _retention(env: Mapping[str, str]) -> RetentionPolicy:
     )
 
 
+DEFAULT_MAX_SUBSCRIPTIONS = 16
+"""Live subscriptions a tenant may have (`LEADHOOK_MAX_SUBSCRIPTIONS`); Stripe's endpoint
+limit for an account, too."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with the defaults of the contract."""
@@ -173,6 +178,10 @@ class Settings:
     # written on the event loop). More let a write waiting on another process's row lock not
     # hold up the rest, at more CPU a behaviour (docs/write-path.md, "Group commit").
     writer_threads: int = 1
+    # Live subscriptions a tenant may have. Every event is copied to each of them in the
+    # behaviour's transaction: a tenant with 1,000 made one batch of 200 leads write 200,000
+    # delivery rows and hold every other tenant's writes for 10 s (a security review).
+    max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -219,6 +228,12 @@ class Settings:
             retention=_retention(env),
             writer_threads=_count(
                 "LEADHOOK_WRITER_THREADS", env.get("LEADHOOK_WRITER_THREADS"), 1, 32
+            ),
+            max_subscriptions=_count(
+                "LEADHOOK_MAX_SUBSCRIPTIONS",
+                env.get("LEADHOOK_MAX_SUBSCRIPTIONS"),
+                DEFAULT_MAX_SUBSCRIPTIONS,
+                1000,
             ),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

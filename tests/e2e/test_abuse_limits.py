@@ -133,3 +133,42 @@ def test_the_command_refuses_a_wrong_secret_key_clearly_without_printing_it(
                     env=clean_env(LEADHOOK_SECRET_KEY="x" * 44))  # fmt: skip
     assert malformed.returncode == 2 and "not a Fernet key" in malformed.stderr
     assert "x" * 44 not in malformed.stderr
+
+
+def test_a_tenant_has_at_most_max_subscriptions_live_ones(
+    start: Callable[..., Running], tmp_path: Path
+) -> None:
+    # Each event is copied to every subscription in the behaviour's transaction: a tenant with
+    # 1,000 of them held every other tenant's writes for 10 s with one batch of 200 leads.
+    base = _serve(start, tmp_path, LEADHOOK_MAX_SUBSCRIPTIONS="2")
+    acme = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    other = post(f"{base}/v1/tenants", {"mid": "other"}, ADMIN_TOKEN)["api_key"]
+    body = {"url": "https://hooks.example.com/in", "event_types": ["*"]}
+    first, _ = (post(f"{base}/v1/subscriptions", body, acme)["id"] for _ in range(2))
+    refused = httpx.post(
+        f"{base}/v1/subscriptions", json=body, headers={"Authorization": f"Bearer {acme}"}
+    )
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["type"].endswith("/conflict")
+    assert (
+        "has 2 subscriptions, the most it may have (LEADHOOK_MAX_SUBSCRIPTIONS=2)"
+        in (problem["detail"])
+    )
+    listed = httpx.get(f"{base}/v1/subscriptions", headers={"Authorization": f"Bearer {acme}"})
+    assert len(listed.json()["data"]) == 2  # nothing was made
+    post(f"{base}/v1/subscriptions", body, other)  # another tenant's bound is its own
+    # A deleted subscription no longer counts.
+    gone = httpx.delete(
+        f"{base}/v1/subscriptions/{first}", headers={"Authorization": f"Bearer {acme}"}
+    )
+    assert gone.status_code == 204
+    post(f"{base}/v1/subscriptions", body, acme)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1001"])
+def test_max_subscriptions_must_be_a_whole_number_from_1_to_1000(value: str) -> None:
+    with pytest.raises(SettingsError, match="LEADHOOK_MAX_SUBSCRIPTIONS"):
+        Settings.from_env({"LEADHOOK_MAX_SUBSCRIPTIONS": value})
+    assert Settings.from_env({}).max_subscriptions == 16

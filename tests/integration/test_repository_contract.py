@@ -434,6 +434,9 @@ def test_subscriptions(uow: UnitOfWorkFactory) -> None:
     assert _read(uow, lambda u: u.subscriptions.get("t1", "s1")) == subs[0]
     assert _read(uow, lambda u: u.subscriptions.get("t2", "s1")) is None
     assert {s.id for s in _read(uow, lambda u: u.subscriptions.enabled_for("t1"))} == {"s1", "s3"}
+    # Live ones, enabled or not, of the tenant only (the bound LEADHOOK_MAX_SUBSCRIPTIONS).
+    assert _write(uow, lambda u: u.subscriptions.count_for_adding("t1")) == 3
+    assert _write(uow, lambda u: u.subscriptions.count_for_adding("t2")) == 1
     changed = replace(
         subs[0],
         event_types=("object_create", "object_voids"),
@@ -459,6 +462,7 @@ def test_subscriptions(uow: UnitOfWorkFactory) -> None:
     assert ids == ["s3", "s1", "s2"]  # by creation time
     _write(uow, lambda u: u.subscriptions.delete("t1", "s3", T0 + 10))
     assert _read(uow, lambda u: u.subscriptions.get("t1", "s3")) is None
+    assert _write(uow, lambda u: u.subscriptions.count_for_adding("t1")) == 2  # deleted: not
     assert _read(uow, lambda u: u.subscriptions.enabled_for("t1")) == []
     assert [s.id for s in _read(uow, lambda u: u.subscriptions.page("t1", None, 10)).data] == [
         "s1",

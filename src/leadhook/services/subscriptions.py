@@ -78,7 +78,9 @@ class SubscriptionService:
         allow_private: bool = False,
         readonly_uow: UnitOfWorkFactory | None = None,
         on_enqueued: Callable[[], None] = lambda: None,
+        max_subscriptions: int | None = None,
     ) -> None:
+        self._max = max_subscriptions  # live subscriptions a tenant may have; None: no bound
         self._uow = uow
         self._read = readonly_uow or uow
         self._clock = clock
@@ -184,6 +186,7 @@ class SubscriptionService:
                     first = self._created_with(uow, mid, *once)
                     if first is not None:
                         return first
+                self._room_for_one(uow, mid)
                 uow.subscriptions.add(sub)
                 if once is not None:
                     record = json.dumps({"subscription_id": sub.id})
@@ -214,6 +217,18 @@ class SubscriptionService:
                 "the subscription this Idempotency-Key created has been deleted since"
             )
         return sub
+
+    def _room_for_one(self, uow: UnitOfWork, mid: str) -> None:
+        """Refuse (409) a subscription past the tenant's bound (`LEADHOOK_MAX_SUBSCRIPTIONS`)."""
+        if self._max is None:
+            return
+        live = uow.subscriptions.count_for_adding(mid)
+        if live >= self._max:
+            raise ConflictError(
+                f"this tenant has {live} subscriptions, the most it may have"
+                f" (LEADHOOK_MAX_SUBSCRIPTIONS={self._max}): delete one first, or send more"
+                " event types to one endpoint (event_types)"
+            )
 
     @staticmethod
     def _tenant(uow: UnitOfWork, mid: str) -> None:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.repositories import driver_in_transaction, execute_rows, unread
@@ -182,6 +182,19 @@ class SqlSubscriptions(_OnConnection):
         subs = [_sub(r, self.box) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(subs, cursors.encode_keyed(subs[-1].created_at, subs[-1].id) if more else None)
+
+    def count_for_adding(self, mid: str) -> int:
+        # SQLite's write transaction has the database to itself already; PostgreSQL's two
+        # creates beside each other would both count 15 of 16 without the tenant's row lock.
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(
+                select(t.tenants.c.mid).where(t.tenants.c.mid == mid).with_for_update()
+            )
+        c = t.subscriptions.c
+        counted = self.conn.execute(
+            select(func.count()).where(c.mid == mid, c.deleted_at.is_(None))
+        ).scalar_one()
+        return int(counted)
 
     def enabled_for(self, mid: str) -> list[Subscription]:
         # Read by every behaviour (its fan-out): named SQL, columns in `_SubRow`'s order.

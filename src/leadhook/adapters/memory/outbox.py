@@ -67,6 +67,11 @@ class MemorySubscriptions:
             if d.subscription_id == sub_id and d.status in UNFINISHED:
                 self._s.deliveries[seq] = d.with_(**ENDED_BY_DELETE, updated_at=at)
 
+    def count_for_adding(self, mid: str) -> int:
+        return sum(
+            1 for r in self._s.subscriptions.values() if r.sub.mid == mid and r.deleted_at is None
+        )
+
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:
         subs = sorted(
             (
