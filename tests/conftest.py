@@ -16,6 +16,22 @@ from sqlalchemy.engine import make_url
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run every test from a directory of the run's own, not from the checkout.
+
+    Without LEADHOOK_SECRET_KEY, a PostgreSQL database's key file is `./leadhook.key` in the
+    working directory: the tests that build a container on PostgreSQL left one in the
+    checkout, which a `leadhook serve` run there later would have taken as its key (a
+    new-user trial found it)."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 def postgres_admin_url() -> str:
     """The server URL tests create their databases on (`LEADHOOK_TEST_POSTGRES_URL`)."""
     return os.environ.get("LEADHOOK_TEST_POSTGRES_URL", DEFAULT_PG)
