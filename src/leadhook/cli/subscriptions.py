@@ -169,7 +169,10 @@ def subscriptions_replay(
     mid: Mid,
     sub_id: SubId,
     since: Annotated[
-        str, typer.Option(help="Replay deliveries created since then: RFC 3339 with a zone.")
+        str,
+        typer.Option(
+            help="Replay deliveries created since then: RFC 3339 with a zone, or unix seconds."
+        ),
     ],
     status: Annotated[
         str | None, typer.Option(help="Only `dead` or only `delivered` ones (default: both).")
@@ -178,8 +181,17 @@ def subscriptions_replay(
 ) -> None:
     """Queue again the subscription's finished deliveries created since a time."""
     with opened(existing_database(load_settings(database_url=database_url))) as container:
-        count = container.subscriptions.replay(mid, sub_id, since, status)
+        count = container.subscriptions.replay(mid, sub_id, _unix_or_text(since), status)
     console.print(f"{count} deliveries of {sub_id} queued again.", markup=False)
+
+
+def _unix_or_text(value: str) -> float | str:
+    """`--since` as the API's `since` takes it: unix seconds (`0`, `1764979200.5`), else the
+    text, an RFC 3339 date-time that the service reads (and refuses with the reason)."""
+    try:
+        return float(value) if value.strip().replace(".", "", 1).isdigit() else value
+    except ValueError:
+        return value
 
 
 @deliveries_app.command("list")
