@@ -94,6 +94,8 @@ def test_a_tenants_webhooks_from_the_shell(tmp_path: Path, hook: str) -> None:
     assert delivery["status"] == "pending" and delivery["event_type"] == "object_create"
     code, out, err = cli("deliveries", "list", "acme", "--status", "dead", "--json")
     assert json.loads(out)["data"] == []
+    code, out, err = cli("deliveries", "list", "acme", "--status", "dead")
+    assert code == 0 and out.strip() == "Deliveries of acme: none", out  # not an empty box
     code, out, err = cli("deliveries", "retry", "acme", delivery["id"])
     assert code == 1 and "already pending" in err, out + err
 

@@ -365,3 +365,10 @@ def test_no_answer_keeps_the_error_and_names_it() -> None:
     assert result.status_code is None and result.error == "timeout after 0.3s"
     assert result.why == "no response: timeout after 0.3s"
     assert no_answer(0.0, None).why == "no response"
+
+
+def test_a_reason_gives_its_wait_to_the_hundredth() -> None:
+    # The jitter's wait read "retry 1 in 4.71899s" in the CLI's and the console's last error.
+    jittered = decide(JITTERY, Failed(latency_ms=1.0, why="HTTP 500"), 1, NOW, lambda: 0.123)
+    assert jittered.reason == "HTTP 500; retry 1 in 9.69s"
+    assert jittered.next_attempt_at == NOW + 10 * (1 - 0.25 * 0.123)  # the wait itself is exact

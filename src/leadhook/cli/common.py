@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from leadhook.domain.errors import LeadhookError, ValidationError
@@ -24,6 +25,17 @@ if TYPE_CHECKING:
     from leadhook.settings import Settings
 
 console = Console(soft_wrap=True, highlight=False)
+
+
+def print_table(table: Table) -> None:
+    """Print a listing; one with no rows says so in a line ("Deliveries of acme: none")
+    rather than draw an empty box."""
+    if table.row_count == 0:
+        console.print(f"{table.title or 'Rows'}: none", markup=False)
+    else:
+        console.print(table)
+
+
 errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
 DatabaseUrl = Annotated[

@@ -21,6 +21,7 @@ from leadhook.cli.common import (
     existing_database,
     load_settings,
     opened,
+    print_table,
 )
 
 subscriptions_app = typer.Typer(
@@ -75,7 +76,7 @@ def subscriptions_list(mid: Mid, database_url: DatabaseUrl = None, as_json: AsJs
             s["id"], s["url"], ", ".join(s["event_types"]), "yes" if s["enabled"] else "no",
             s["circuit"]["state"], _time(s["failing_since"]),
         )  # fmt: skip
-    console.print(table)
+    print_table(table)
 
 
 @subscriptions_app.command("create")
@@ -229,7 +230,7 @@ def deliveries_list(
             f"{d['entity_id']} v{d['entity_version']}", str(d["attempt_count"]),
             d["last_error"] or "",
         )  # fmt: skip
-    console.print(table)
+    print_table(table)
 
 
 @deliveries_app.command("retry")

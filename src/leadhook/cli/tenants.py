@@ -16,6 +16,7 @@ from leadhook.cli.common import (
     existing_database,
     load_settings,
     opened,
+    print_table,
 )
 from leadhook.domain.times import rfc3339
 
@@ -71,7 +72,7 @@ def tenants_list(database_url: DatabaseUrl = None, as_json: AsJson = False) -> N
             str(t["mid"]), str(t["name"]), str(t["timezone"]), str(t["object_id"]),
             _when(str(t["created_at"])),
         )  # fmt: skip
-    console.print(table)
+    print_table(table)
 
 
 def _print_new_key(api_key: str, key_id: str) -> None:
@@ -104,7 +105,7 @@ def keys_list(
         table.add_row(
             key["id"], key["prefix"] + "…", _when(key["created_at"]), _when(key["revoked_at"])
         )
-    console.print(table)
+    print_table(table)
 
 
 def _when(ts: str | None) -> str:

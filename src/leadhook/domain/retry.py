@@ -149,14 +149,19 @@ def decide(
     if isinstance(result, Retry) and result.after is not None and not math.isnan(result.after):
         delay = min(max(result.after, 0.0), policy.max_retry_after)
         if delay >= wait:
-            return Decision("retry", now + delay, f"{what}; Retry-After {delay:g}s")
+            return Decision("retry", now + delay, f"{what}; Retry-After {_secs(delay)}s")
         return Decision(
             "retry",
             now + wait,
-            f"{what}; Retry-After {delay:g}s is shorter than the schedule's wait:"
-            f" retry {attempt_number} in {wait:g}s",
+            f"{what}; Retry-After {_secs(delay)}s is shorter than the schedule's wait:"
+            f" retry {attempt_number} in {_secs(wait)}s",
         )
-    return Decision("retry", now + wait, f"{what}; retry {attempt_number} in {wait:g}s")
+    return Decision("retry", now + wait, f"{what}; retry {attempt_number} in {_secs(wait)}s")
+
+
+def _secs(seconds: float) -> str:
+    """Seconds for a reason's text, to the hundredth: `4.72`, not the jitter's `4.71899`."""
+    return f"{seconds:.2f}".rstrip("0").rstrip(".")
 
 
 def should_auto_disable(
