@@ -197,6 +197,25 @@ def test_the_quick_start_makes_a_private_key_file_beside_sqlite(
     build(Settings(database_url=url)).close()
 
 
+def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    # Its leads' personal data and the API keys' hashes were in a file made with the umask
+    # (0644: anyone on the machine read it), beside a key file made 0600.
+    url = f"sqlite:///{tmp_path}/leadhook.db"
+    c = build(Settings(database_url=url))
+    try:
+        _subscribe(c)
+        for name in ("leadhook.db", "leadhook.db-wal", "leadhook.db-shm", "leadhook.db.key"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    finally:
+        c.close()
+    # A file that exists keeps the permissions its owner gave it.
+    shared = tmp_path / "shared.db"
+    shared.touch(mode=0o640)
+    shared.chmod(0o640)
+    build(Settings(database_url=f"sqlite:///{shared}")).close()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+
+
 def test_migration_0002_encrypts_existing_plaintext_secrets(database_url: str) -> None:
     engine = make_engine(database_url)
     migrate.upgrade(engine, "0001")

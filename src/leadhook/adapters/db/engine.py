@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,10 @@ def _pids_with_open(database: str) -> list[int]:
 def _sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(parsed.database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not parsed.database.startswith("file:"):  # a URI filename is SQLite's to open
+            _private_file(path)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT},
@@ -188,6 +191,17 @@ def _sqlite_engine(url: str) -> Engine:
         conn.connection.driver_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Make a new database file readable by its owner only (0600), as the key file is.
+
+    It holds leads' personal data and the API keys' hashes; SQLite makes a file with the
+    process's umask (0644: anyone on the machine could read it), and its `-wal` and `-shm`
+    with the database file's own permissions. An empty file is an empty database to SQLite;
+    a file that exists keeps the permissions it has."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def configure_sqlite(dbapi_conn: sqlite3.Connection) -> None:
