@@ -77,7 +77,8 @@ def test_leads_are_searched_by_the_names_the_list_shows(container: Container) ->
         put(mid, "members", "wang_fang", {"name": "王芳"})
         put(mid, "lead_statuses", "contacted", {"name": "已联系 Contacted"})
         put(mid, "lead_pools", "east", {"name": "华东公海"})
-        tier = {"name": "Tier", "type": "option", "options": {"a": "A 类（重点）", "b": "B 类"}}
+        options = {"a": "A 类（重点）", "b": "B 类", "null": "Nothing yet"}
+        tier = {"name": "Tier", "type": "option", "options": options}
         put(mid, "fields", "tier", tier)
         region = {"name": "Region", "type": "option", "group": "source", "options": {"n": "North"}}
         put(mid, "fields", "region", region)
@@ -90,6 +91,8 @@ def test_leads_are_searched_by_the_names_the_list_shows(container: Container) ->
     container.leads.perform(req, "source", sourced, {"fields": {"region": "n"}})
     statused = lead(container, MID, "丁")
     container.leads.perform(req, "status", statused, {"leads_status": "contacted"})
+    nulled = lead(container, MID, "己")  # an option coded "null": a JSON path's NULL on PG
+    container.leads.perform(req, "update", nulled, {"fields": {"tier": "null"}})
     pooled = lead(container, MID, "戊")
     container.leads.perform(req, "lead_pool", pooled, {"lead_pool": "east"})
     lead(container, OTHER, "甲")  # another tenant's, with the same catalog: never found
@@ -106,6 +109,7 @@ def test_leads_are_searched_by_the_names_the_list_shows(container: Container) ->
     assert found("华东") == {pooled}
     assert found("a") >= {tiered}  # the code itself still matches, as any field value does
     assert found("类") == {tiered}  # B 类 is an option no lead holds
+    assert found("nothing yet") == {nulled}
 
 
 def test_the_event_log_pages_newest_first_and_the_live_view_starts_after_the_newest(

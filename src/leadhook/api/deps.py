@@ -422,7 +422,7 @@ def if_match_versions(value: str | None) -> frozenset[int] | None:
         raise BadRequestError(f"If-Match must list lead version numbers (or be *), not {value!r}")
     digits = [m.group(1) or m.group(2) or m.group(3) for m in found if m]
     return frozenset(
-        int(d) if len(d) <= _VERSION_DIGITS else _LongVersion(d.lstrip("0")) for d in digits
+        int(d) if len(d) <= _VERSION_DIGITS else _LongVersion(d.lstrip("0") or "0") for d in digits
     )
 
 

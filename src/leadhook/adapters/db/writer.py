@@ -114,6 +114,16 @@ class _Item:
     route: str = ""  # its tenant: a tenant's units all go to one writer thread
 
 
+def _cancel_all(drivers: list[Any]) -> None:
+    """Cancel the statement each driver connection runs now (psycopg's `cancel_safe`); a
+    connection that is gone already has nothing to cancel."""
+    for driver in drivers:
+        try:
+            driver.cancel_safe(timeout=2.0)
+        except Exception:  # closed meanwhile, or the server is gone: nothing runs to cancel
+            log.debug("cancelling a waiting group's statement failed", exc_info=True)
+
+
 def _lock_order(item: _Item) -> str:
     return item.lock_key
 
@@ -205,8 +215,9 @@ class GroupWriter:
         self._loop_conn: Connection | None = None
         self._retry: asyncio.TimerHandle | None = None  # a flush waiting for the gate
         self._refusing: Exception | None = None  # what new writes fail with (`refuse_waiting`)
-        # The writer threads' groups being run now, by thread: its connection and items.
-        self._running: dict[int, tuple[Connection, list[_Item]]] = {}
+        # The writer threads' groups being run now, by thread: the driver's connection (read
+        # in that thread: a SQLAlchemy Connection is not the loop's to touch) and the items.
+        self._running: dict[int, tuple[Any, list[_Item]]] = {}
         self._backoff = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -415,23 +426,21 @@ class GroupWriter:
         """Cancel the statement of every group running on a writer thread; answer how many of
         their units had not been cancelled before (`seen`: the ids of those that had).
 
+        The cancels are sent from a thread of their own: each opens a connection to the
+        server, which must not hold the loop (its requests have a second of grace left).
         Again every `_CANCEL_AGAIN` seconds while a group still runs and the loop turns: a
         cancel that reached the server between two statements cancelled nothing."""
         with self._lock:
             running = list(self._running.values())
         new = 0
-        for conn, batch in running:
+        for _, batch in running:
             new += sum(1 for item in batch if id(item) not in seen)
             seen.update(id(item) for item in batch)
-            driver = conn.connection.driver_connection
-            cancel = getattr(driver, "cancel_safe", None)
-            if cancel is None:
-                continue
-            try:
-                cancel(timeout=2.0)
-            except Exception:  # the connection is gone: its group fails and is not written
-                log.debug("cancelling a waiting group's statement failed", exc_info=True)
         if running:
+            drivers = [driver for driver, _ in running]
+            threading.Thread(
+                target=_cancel_all, args=(drivers,), name="leadhook-cancel", daemon=True
+            ).start()
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -520,6 +529,7 @@ class GroupWriter:
                     deferred, tainted = self._run_deferred(conn, batch)
                     way = "deferred" if deferred is not None else "deferred_redone"
                     if deferred is None and tainted:
+                        self._track(None, batch)  # the connection it names is closed next
                         conn = self._discard(conn) or self._engine.connect()
                         self._track(conn, batch)
                 elif len(batch) > 1:
@@ -585,11 +595,12 @@ class GroupWriter:
         `refuse_waiting` to cancel."""
         if self._on_loop:
             return
+        driver = None if conn is None else conn.connection.driver_connection
         with self._lock:
-            if conn is None:
+            if driver is None:
                 self._running.pop(threading.get_ident(), None)
             else:
-                self._running[threading.get_ident()] = (conn, batch)
+                self._running[threading.get_ident()] = (driver, batch)
 
     def _run_deferred(
         self, conn: Connection, batch: list[_Item]
