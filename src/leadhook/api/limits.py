@@ -85,11 +85,23 @@ def rate_refusal(buckets: TokenBuckets, scope: Scope) -> Response | None:
     return problems.problem(
         429,
         "Too many requests",
-        f"this API key is limited to {buckets.rate:g} requests a second"
-        f" (bursts of {buckets.burst:g}); retry after the time Retry-After gives",
+        rate_detail(buckets),
         "rate-limited",
-        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        headers={"Retry-After": retry_after(wait)},
     )
+
+
+def rate_detail(buckets: TokenBuckets) -> str:
+    """What a refusal over the rate says (the API's 429 and the console's page)."""
+    return (
+        f"this API key is limited to {buckets.rate:g} requests a second"
+        f" (bursts of {buckets.burst:g}); retry after the time Retry-After gives"
+    )
+
+
+def retry_after(wait: float) -> str:
+    """`Retry-After` for a wait of `wait` seconds: whole seconds, at least one."""
+    return str(max(1, math.ceil(wait)))
 
 
 class RateLimit:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from leadhook.settings import Settings
 
 console = Console(soft_wrap=True, highlight=False)
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def print_table(table: Table) -> None:
@@ -35,8 +36,6 @@ def print_table(table: Table) -> None:
     else:
         console.print(table)
 
-
-errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
 DatabaseUrl = Annotated[
     str | None,

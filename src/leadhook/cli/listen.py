@@ -45,6 +45,11 @@ def _side(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+def _mark(verified: bool) -> str:
+    """How a delivery's line begins: whether its signature was checked."""
+    return "✔ verified  " if verified else "⚠ unverified  "
+
+
 def render_event(
     event: LeadEvent, *, verified: bool, member_names: Mapping[str, str] | None = None
 ) -> Text:
@@ -55,7 +60,7 @@ def render_event(
     """
     extra = event.extra_data
     line = Text()
-    line.append("✔ verified  " if verified else "⚠ unverified  ", "green" if verified else "yellow")
+    line.append(_mark(verified), "green" if verified else "yellow")
     line.append(f"{event.event_type:<26}", "bold cyan")
     line.append(f" lead {extra.entity_id}  v{event.entity_version}")
     line.append(f"  by {OPERATORS.get(extra.operator_type, '?')}", "dim")
@@ -136,16 +141,17 @@ class Listener:
             event = verify_and_parse(body, headers, self.secrets) if verified else parse(body)
         except WebhookTestReceived as test:
             self.counts["verified"] += int(verified)
-            mark = "✔ verified  " if verified else "⚠ unverified  "
             message = test.event.get("data", {}).get("message", "")
-            self.console.print(Text(f"{mark}{test.event.get('event_type')}  {message}", "green"))
+            self.console.print(
+                Text(f"{_mark(verified)}{test.event.get('event_type')}  {message}", "green")
+            )
             return await self._answer(body, headers)
         except UnknownEventReceived as newer:
             self.counts["verified"] += int(verified)
-            mark = "✔ verified  " if verified else "⚠ unverified  "
             self.console.print(
                 Text(
-                    f"{mark}{newer.event.get('event_type')}  {newer.event.get('event_id')}"
+                    f"{_mark(verified)}{newer.event.get('event_type')}"
+                    f"  {newer.event.get('event_id')}"
                     "  (a type this leadhook does not know: acknowledged, not shown)",
                     "yellow",
                 )

@@ -8,7 +8,6 @@ without JavaScript, and every POST must carry the session's CSRF token.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from leadhook.api.console.session import (
     SessionSigner,
 )
 from leadhook.api.deps import NUL_IN_ADDRESS, nul_in_address
-from leadhook.api.limits import TokenBuckets
+from leadhook.api.limits import TokenBuckets, rate_detail, retry_after
 from leadhook.api.problems import problem_kind
 from leadhook.bootstrap import Container
 from leadhook.domain.catalog import Catalog
@@ -329,12 +328,8 @@ def _over_rate(request: Request) -> Response | None:
     wait = buckets.take(b"console\x00" + session.key_id.encode())
     if wait <= 0:
         return None
-    detail = (
-        f"this API key is limited to {buckets.rate:g} requests a second"
-        f" (bursts of {buckets.burst:g}); retry after the time Retry-After gives"
-    )
-    response = error_page(request, 429, "too_many_requests", detail)
-    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    response = error_page(request, 429, "too_many_requests", rate_detail(buckets))
+    response.headers["Retry-After"] = retry_after(wait)
     return response
 
 
