@@ -55,11 +55,12 @@ def http_date(offset: float) -> str:
         (POLICY, http_result(410, "30", None), 4, 0.5, "disable", None),
         # 429 / 503 with a valid Retry-After
         (POLICY, http_result(429, "30", None), 1, 0.5, "retry", NOW + 30),
-        # ... that lengthens a wait and never shortens it (0 or a past date: the schedule's)
+        # ... shorter than the schedule's wait too; asking for none (0, a date past) spent a
+        # retry at once each time: the schedule's wait instead
         (POLICY, http_result(503, " 0 ", None), 3, 0.5, "retry", NOW + 40),
-        (POLICY, http_result(429, "5", None), 1, 0.5, "retry", NOW + 10),
-        (JITTERY, http_result(429, "9", None), 1, 0.0, "retry", NOW + 10),  # jittered 10
-        (JITTERY, http_result(429, "9", None), 1, 0.8, "retry", NOW + 9),  # jittered 8
+        (POLICY, http_result(429, "5", None), 1, 0.5, "retry", NOW + 5),
+        (JITTERY, http_result(429, "0", None), 1, 0.0, "retry", NOW + 10),  # jittered 10
+        (JITTERY, http_result(429, "0", None), 1, 0.8, "retry", NOW + 8),  # jittered 8
         (JITTERY, http_result(503, "30", None), 1, 0.0, "retry", NOW + 30),  # no jitter
         (POLICY, http_result(429, http_date(120), None), 2, 0.5, "retry", NOW + 120),
         (POLICY, http_result(429, http_date(-120), None), 2, 0.5, "retry", NOW + 20),  # past
@@ -290,14 +291,11 @@ def test_wait_is_bounded(
     wait = decision.next_attempt_at - now
     eps = 4 * math.ulp(decision.next_attempt_at)  # float rounding of now + wait
     base = schedule[attempt - 1]
-    # Never shorter than the schedule's (jittered) wait, whatever the receiver asks.
-    assert wait >= (0.75 * base if jitter else base) - eps
-    if status in (429, 503) and retry_after_seconds(retry_after, now) is not None:
-        assert wait <= max(policy.max_retry_after, base) + eps
-    else:
-        assert wait <= base + eps
-        if not jitter:
-            assert abs(wait - base) <= eps
+    asked = retry_after_seconds(retry_after, now) if status in (429, 503) else None
+    if asked is not None and asked > 0:
+        assert 0 < wait <= policy.max_retry_after + eps
+    else:  # the schedule's (jittered) wait; also when Retry-After asked for none
+        assert (0.75 * base if jitter else base) - eps <= wait <= base + eps
 
 
 # ---- the transport-neutral results, as a sink that is not HTTP would answer them -------------
@@ -316,12 +314,14 @@ def test_results_of_any_transport_decide_alike() -> None:
         NOW + 90,
         "throttled; Retry-After 90s",
     )
-    # A delay shorter than the schedule's wait is lengthened to it, and the reason says so.
+    # Asking for no wait follows the schedule, and the reason says so; a short wait is kept.
     sooner = decide(POLICY, Retry(latency_ms=1.0, why="throttled", after=0), 2, NOW, lambda: 0.5)
     assert (sooner.next_attempt_at, sooner.reason) == (
         NOW + 20,
-        "throttled; Retry-After 0s is shorter than the schedule's wait: retry 2 in 20s",
+        "throttled; Retry-After asked for no wait: retry 2 in 20s, the schedule's",
     )
+    short = decide(POLICY, Retry(latency_ms=1.0, why="throttled", after=1), 2, NOW, lambda: 0.5)
+    assert (short.next_attempt_at, short.reason) == (NOW + 1, "throttled; Retry-After 1s")
     # Retry without a delay, or with one that is not a number, follows the schedule.
     for after in (None, math.nan):
         plain = decide(POLICY, Retry(latency_ms=1.0, why="busy", after=after), 2, NOW, lambda: 0)

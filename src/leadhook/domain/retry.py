@@ -125,12 +125,13 @@ def decide(
 
     Delivered delivers; Gone disables the subscription (this delivery is then dead); Retry
     with ``after`` retries after that delay, clamped to ``[0, max_retry_after]`` and without
-    jitter, unless the schedule's wait is longer; Failed, or Retry without ``after``, follows
-    the schedule. Once the schedule is exhausted the delivery is dead.
+    jitter; Failed, Retry without ``after``, or Retry asking for no wait at all, follows the
+    schedule. Once the schedule is exhausted the delivery is dead.
 
-    A receiver's ``Retry-After`` lengthens a wait and never shortens it: answered with
-    ``Retry-After: 0`` (or a date past), the twelve default retries would be spent in
-    milliseconds and the delivery be dead, where the schedule gives it about three days.
+    ``Retry-After: 0``, or a date already past (a receiver's clock running fast), asks for no
+    wait: taken as said, the twelve default retries would be spent within milliseconds and
+    the delivery be dead, where the schedule gives it about three days. Any wait asked for is
+    honoured as asked, shorter or longer than the schedule's.
     """
     if attempt_number < 1:
         raise ValueError(f"attempt_number must be >= 1, got {attempt_number}")
@@ -144,17 +145,21 @@ def decide(
     what = result.why
     if attempt_number > policy.max_retries:
         return Decision("dead", None, f"{what}; retries exhausted after {attempt_number} attempts")
-    base = policy.schedule[attempt_number - 1]
-    wait = jittered_wait(policy, base, rand)
-    if isinstance(result, Retry) and result.after is not None and not math.isnan(result.after):
-        delay = min(max(result.after, 0.0), policy.max_retry_after)
-        if delay >= wait:
-            return Decision("retry", now + delay, f"{what}; Retry-After {_secs(delay)}s")
+    asked = (
+        result.after
+        if isinstance(result, Retry) and result.after is not None and not math.isnan(result.after)
+        else None
+    )
+    if asked is not None and asked > 0:
+        delay = min(asked, policy.max_retry_after)
+        return Decision("retry", now + delay, f"{what}; Retry-After {_secs(delay)}s")
+    wait = jittered_wait(policy, policy.schedule[attempt_number - 1], rand)
+    if asked is not None:
         return Decision(
             "retry",
             now + wait,
-            f"{what}; Retry-After {_secs(delay)}s is shorter than the schedule's wait:"
-            f" retry {attempt_number} in {_secs(wait)}s",
+            f"{what}; Retry-After asked for no wait: retry {attempt_number} in {_secs(wait)}s,"
+            " the schedule's",
         )
     return Decision("retry", now + wait, f"{what}; retry {attempt_number} in {_secs(wait)}s")
 
