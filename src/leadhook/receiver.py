@@ -182,14 +182,15 @@ def verify_signature(
 def parse(body: bytes | str) -> LeadEvent:
     """Parse a delivery body into the typed model of its event type, without verifying it.
 
-    Raises `InvalidPayload`, or `WebhookTestReceived` for leadhook's test event.
+    Raises `InvalidPayload`, `WebhookTestReceived` for leadhook's test event, or
+    `UnknownEventReceived` for an event of a type newer than this version.
     """
     try:
         return parse_event_tolerant(body)
     except ValidationError as exc:
-        test = _test_event(body)
-        if test is not None:
-            raise WebhookTestReceived(test) from None
+        data = _event_object(body)
+        if data is not None and data.get("event_type") == TEST_EVENT_TYPE:
+            raise WebhookTestReceived(data) from None
         first: dict[str, Any] = (
             dict(exc.errors()[0]) if exc.errors() else {"loc": (), "msg": str(exc)}
         )
@@ -200,9 +201,13 @@ def parse(body: bytes | str) -> LeadEvent:
         if kind == "union_tag_not_found":
             why = "it has no event_type"
         elif kind == "union_tag_invalid":
-            newer = _newer_event(body)
-            if newer is not None:
-                raise UnknownEventReceived(newer) from None
+            event_type = None if data is None else data.get("event_type")
+            if (
+                data is not None
+                and isinstance(event_type, str)
+                and _EVENT_TYPE_NAME.fullmatch(event_type)
+            ):
+                raise UnknownEventReceived(data) from None
             tag = (first.get("ctx") or {}).get("tag")
             why = f"event_type {tag!r} is not one of the contract's event types"
         else:
@@ -210,34 +215,15 @@ def parse(body: bytes | str) -> LeadEvent:
         raise InvalidPayload(f"not a lead event: {why}") from exc
 
 
-def _newer_event(body: bytes | str) -> dict[str, Any] | None:
-    """The decoded body when it is an event of a type not in the contract (yet): an object
-    with a non-empty `event_id`, and an `event_type` that is a lower-case name."""
+def _event_object(body: bytes | str) -> dict[str, Any] | None:
+    """The body decoded, when it is a JSON object with a non-empty `event_id`, as every event
+    of leadhook's carries (its webhook-id), the test event included; else None."""
     try:
         data = json.loads(body)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # a body nested 100,000 deep is no event either
         return None
-    if not isinstance(data, dict):
-        return None
-    event_type, event_id = data.get("event_type"), data.get("event_id")
-    if (
-        isinstance(event_type, str)
-        and _EVENT_TYPE_NAME.fullmatch(event_type)
-        and isinstance(event_id, str)
-        and event_id
-    ):
-        return data
-    return None
-
-
-def _test_event(body: bytes | str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # a body nested 100,000 deep is no test event either
-        return None
-    if isinstance(data, dict) and data.get("event_type") == TEST_EVENT_TYPE:
+    if isinstance(data, dict):
         event_id = data.get("event_id")
-        # leadhook's test event carries an event_id, as every event does (its webhook-id).
         if isinstance(event_id, str) and event_id:
             return data
     return None

@@ -41,7 +41,11 @@ _CUSTOM_TYPES = tuple(t for t in get_args(FieldType) if t != "reference")
 _CUSTOM_GROUPS = ("ordinary", "source")
 
 
-def _text(body: Mapping[str, Any], key: str, *, required: bool, max_len: int = 200) -> str:
+MAX_NAME = 200
+"""The longest name (and option label) a catalog entry may have."""
+
+
+def _text(body: Mapping[str, Any], key: str, *, required: bool, max_len: int = MAX_NAME) -> str:
     value = body.get(key)
     if value is None:
         if required:
@@ -165,10 +169,10 @@ def _check_options(options: Mapping[str, Any]) -> None:
                 ("body", "options", value[:64]),
                 f"an option's value must be at most {MAX_TEXT} characters, as a field's value is",
             )
-        if not isinstance(label, str) or not label.strip() or len(label) > 200:
+        if not isinstance(label, str) or not label.strip() or len(label) > MAX_NAME:
             raise ValidationError.at(
                 ("body", "options", value),
-                "must be the option's label: a non-empty string of at most 200 characters",
+                f"must be the option's label: a non-empty string of at most {MAX_NAME} characters",
             )
         if has_control(label):
             raise ValidationError.at(
