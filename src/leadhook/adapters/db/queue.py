@@ -162,6 +162,7 @@ class SqlDeliveryQueue:
         self._reserve_probes = text(sql.reserve_probes)
         self._renew = text(sql.renew)
         self._live = text(sql.live)
+        self._urls = text(sql.urls)
         self._release = text(sql.release)
         self._streak_end = text(sql.streak_end)
         self._streak_start = text(sql.streak_start)
@@ -416,13 +417,8 @@ class SqlDeliveryQueue:
         # What an attempt says of the endpoint (its streak, a 410, its circuit) holds only
         # while the subscription still points at the URL the attempt went to: one sent before
         # a PATCH to a new URL says nothing of the new endpoint.
-        urls = dict(
-            conn.execute(
-                select(_s.id, _s.url).where(
-                    _s.id.in_(sorted({o.job.subscription_id for o in verdicts}))
-                )
-            ).all()
-        )
+        ids = self._sql.id_list(sorted({o.job.subscription_id for o in verdicts}))
+        urls = dict(self._named(conn, self._urls, {"ids": ids}).fetchall())
         verdicts = [o for o in verdicts if urls.get(o.job.subscription_id) == o.job.url]
         succeeded = {o.job.subscription_id for o in verdicts if o.status == DELIVERED}
         failing = {o.job.subscription_id for o in verdicts} - succeeded

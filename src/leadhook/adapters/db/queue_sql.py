@@ -70,6 +70,9 @@ class QueueStatements:
     live: str
     """Of the subscriptions `:ids`, those enabled and not deleted (the heartbeat's check that
     the jobs a worker holds may still be sent)."""
+    urls: str
+    """The id and URL of the subscriptions `:ids` (a record's check that an attempt went to
+    the URL its subscription still has)."""
     release: str
     """Give leased deliveries back unsent: due again at once (`:now`)."""
     insert_attempts: str
@@ -155,6 +158,7 @@ WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker
 RETURNING seq""",
     live="""SELECT id FROM subscriptions
 WHERE id IN (SELECT value FROM json_each(:ids)) AND enabled AND deleted_at IS NULL""",
+    urls="""SELECT id, url FROM subscriptions WHERE id IN (SELECT value FROM json_each(:ids))""",
     release="""UPDATE deliveries SET locked_until = NULL, locked_by = NULL, next_attempt_at = :now
 WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker""",
     insert_attempts="""INSERT INTO delivery_attempts
@@ -270,6 +274,7 @@ WHERE seq IN ({_HELD_IN_ORDER.format(seqs=":seqs", worker=":worker")}) AND locke
 RETURNING seq""",
     live="""SELECT id FROM subscriptions
 WHERE id = ANY(CAST(:ids AS TEXT[])) AND enabled AND deleted_at IS NULL""",
+    urls="""SELECT id, url FROM subscriptions WHERE id = ANY(CAST(:ids AS TEXT[]))""",
     release=f"""UPDATE deliveries SET locked_until = NULL, locked_by = NULL, next_attempt_at = :now
 WHERE seq IN ({_HELD_IN_ORDER.format(seqs=":seqs", worker=":worker")}) AND locked_by = :worker""",
     # The attempts in the order given: their ids follow it.
