@@ -357,6 +357,17 @@ class DeliveryProcess:
     """
 
     RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+    STABLE_AFTER = 60.0
+    """Seconds a child ran for its exit to count as the first of a new series."""
+
+    @classmethod
+    def next_pause(cls, exits_before: int, ran: float) -> tuple[int, float]:
+        """Return the exits in a row, this one included, and the pause before the next start.
+
+        A child that ran `STABLE_AFTER` seconds starts the series again: its exit gets the
+        shortest pause. Only a child that keeps exiting soon after its start waits longer."""
+        exits = 1 if ran > cls.STABLE_AFTER else exits_before + 1
+        return exits, cls.RESTART_DELAYS[min(exits, len(cls.RESTART_DELAYS)) - 1]
 
     def __init__(
         self, container: Container, *, concurrency: int | None, log_level: str = "info"
@@ -414,8 +425,7 @@ class DeliveryProcess:
                 if stop.is_set():
                     return
                 ran = asyncio.get_running_loop().time() - started
-                failures = 0 if ran > 60 else failures + 1
-                delay = self.RESTART_DELAYS[min(failures, len(self.RESTART_DELAYS)) - 1]
+                failures, delay = self.next_pause(failures, ran)
                 log.warning(
                     "delivery process exited; starting another",
                     extra={"pid": proc.pid, "exit_code": code, "restart_in_s": delay},
