@@ -402,7 +402,7 @@ class DeliveryProcess:
                 os.write(write_end, b"!")
 
         unlisten = self._container.wakeup.listen(wake)
-        failures = 0
+        exits = 0  # in a row, each soon after its start (`next_pause`)
         try:
             while not stop.is_set():
                 proc = await asyncio.create_subprocess_exec(
@@ -425,7 +425,7 @@ class DeliveryProcess:
                 if stop.is_set():
                     return
                 ran = asyncio.get_running_loop().time() - started
-                failures, delay = self.next_pause(failures, ran)
+                exits, delay = self.next_pause(exits, ran)
                 log.warning(
                     "delivery process exited; starting another",
                     extra={"pid": proc.pid, "exit_code": code, "restart_in_s": delay},
