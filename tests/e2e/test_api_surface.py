@@ -317,9 +317,11 @@ def test_every_answer_shows_time_as_rfc3339_utc(stack: Stack) -> None:
     local = event["extra_data"]["created_timestamp"]
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", local)
     assert isinstance(behaviour["lead"]["fields"]["to_baby_lead_timestamp"], str)
-    # And the instants agree.
+    # And the instants agree: a lead's own times are its events' second (api.md, "Time").
     lead_at = parse_rfc3339(behaviour["lead"]["updated_at"])
-    assert abs(lead_at - event["create_time"]) < 1
+    assert lead_at == event["create_time"]
+    for key in ("created_at", "updated_at"):
+        assert behaviour["lead"][key].endswith(".000Z"), (key, behaviour["lead"])
 
 
 def test_replay_takes_since_as_unix_seconds_or_rfc3339(stack: Stack) -> None:
