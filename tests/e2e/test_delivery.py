@@ -25,6 +25,9 @@ from delivery_support import (
 from sqlalchemy import func, select
 
 from leadhook.adapters.db import tables as t
+from leadhook.domain import circuit
+from leadhook.domain.attempts import TURNED_AWAY
+from leadhook.domain.retry import RetryPolicy
 from leadhook.domain.times import parse_rfc3339
 from leadhook.settings import Settings
 
@@ -506,17 +509,57 @@ def _open_circuit(stack: Stack, sub_id: str, until: float) -> None:
         )
 
 
+def test_an_endpoint_that_never_answers_gets_the_retry_schedule_not_more(stack: Stack) -> None:
+    """Catches: an open circuit holding deliveries without spending their attempts. Eight
+    leads to a port nobody listens on, with three attempts each on a 0.1 s schedule: five
+    silent attempts opened the circuit, and the rest then waited for one probe per cooldown
+    (5 s, 10 s, 20 s, …): the last delivery went dead minutes after its schedule ended."""
+    sub = stack.subscribe(url="http://127.0.0.1:9/down")
+    stack.dispatch()
+    leads = [stack.lead() for _ in range(8)]
+    started = time.monotonic()
+    wait_for(lambda: len(stack.deliveries(sub["id"], "dead")) == 8, timeout=10, what="dead")
+    assert time.monotonic() - started < 10
+    dead = stack.deliveries(sub["id"], "dead")
+    assert {d["entity_id"] for d in dead} == set(leads)
+    assert {d["attempt_count"] for d in dead} == {3}  # the schedule's: one try, two retries
+    errors = [
+        a["error"]
+        for d in dead
+        for a in stack.call("GET", f"/v1/deliveries/{d['id']}").json()["attempts"]
+    ]
+    assert len(errors) == 24 and errors.count(TURNED_AWAY) >= 24 - 2 * circuit.THRESHOLD
+    assert all(e == TURNED_AWAY or e.startswith("cannot connect") for e in errors), errors
+    shown = stack.call("GET", f"/v1/subscriptions/{sub['id']}").json()["circuit"]
+    assert shown["state"] != "closed"
+    assert shown["consecutive_failures"] < 24  # what was turned away did not count
+    assert stack.receiver.all() == []
+
+
+def _turned_away(stack: Stack, sub_id: str, n: int) -> bool:
+    failed = stack.deliveries(sub_id, "failed")
+    return len(failed) == n and all(d["last_error"].startswith(TURNED_AWAY) for d in failed)
+
+
 def test_a_new_url_or_an_answered_test_closes_the_circuit(stack: Stack) -> None:
-    # The endpoint was down and its circuit open for ten minutes; the integrator moves the
-    # subscription to a working URL: what waited is sent now, not at the old retry_at.
+    # The endpoint was down and its circuit open for ten minutes: a delivery that came due
+    # meanwhile was turned away (an attempt spent, nothing sent), its next retry a minute
+    # later on this schedule. The integrator moves the subscription to a working URL: what
+    # was turned away is sent now, not at its next retry.
+    url = stack.container.settings.database_url
+    stack.dispatch(e2e_settings(url, retry_policy=RetryPolicy.from_env_value("60,60")))
     sub = stack.subscribe(url="http://127.0.0.1:9/down")
     _open_circuit(stack, sub["id"], time.time() + 600)
     opened = stack.call("GET", f"/v1/subscriptions/{sub['id']}").json()["circuit"]
     assert opened["state"] == "open" and opened["consecutive_failures"] == 7
-    stack.dispatch()
     lead = stack.lead(notes=2)
-    time.sleep(0.5)
-    assert stack.receiver.all() == []  # the circuit holds them
+    wait_for(lambda: _turned_away(stack, sub["id"], 1), what="the first event turned away")
+    (first,) = stack.deliveries(sub["id"], "failed")
+    assert first["attempt_count"] == 1 and first["entity_version"] == 1
+    attempts = stack.call("GET", f"/v1/deliveries/{first['id']}").json()["attempts"]
+    assert [(a["status_code"], a["error"]) for a in attempts] == [(None, TURNED_AWAY)]
+    assert stack.receiver.all() == []  # nothing went to the endpoint; v2 and v3 wait behind
+    assert stack.call("GET", f"/v1/subscriptions/{sub['id']}").json()["circuit"] == opened
     moved = stack.call(
         "PATCH", f"/v1/subscriptions/{sub['id']}", json={"url": stack.receiver.url()}
     )
@@ -532,7 +575,7 @@ def test_a_new_url_or_an_answered_test_closes_the_circuit(stack: Stack) -> None:
     wait_for(lambda: len(stack.deliveries(sub["id"], "delivered")) == 3, what="the records")
     _open_circuit(stack, sub["id"], time.time() + 600)
     stack.lead()
-    time.sleep(0.5)
+    wait_for(lambda: _turned_away(stack, sub["id"], 1), what="the next lead turned away")
     assert len(stack.receiver.acked()) == 3
     test = stack.call("POST", f"/v1/subscriptions/{sub['id']}/test")
     assert test.status_code == 200 and test.json()["success"] is True

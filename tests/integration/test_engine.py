@@ -20,6 +20,7 @@ from leadhook.adapters.db.retention import SqlRetention
 from leadhook.api import bodies
 from leadhook.bootstrap import Container
 from leadhook.domain import circuit
+from leadhook.domain.attempts import TURNED_AWAY
 from leadhook.domain.times import rfc3339
 from leadhook.services.ports import Attempt, Job, Verdict
 from leadhook.services.retention import Retention, RetentionPolicy
@@ -64,9 +65,16 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
     opened = shown(container, sub["id"])
     assert opened["state"] == "open" and opened["opened_at"] == rfc3339(now)
     assert opened["retry_at"] == rfc3339(now + circuit.BASE_COOLDOWN)
-    # Open: none of its deliveries is claimed; the other subscription's are, as before.
+    # Open: its due deliveries are claimed to be turned away (not sent); the other
+    # subscription's are claimed to be sent, as before.
     later = now + 1
-    assert {j.subscription_id for j in claim(q, later, lease_until=later + 1)} == {other["id"]}
+    got = claim(q, later, lease_until=later + 1)
+    away = mine(got)
+    assert [j.seq for j in away] == [j.seq for j in jobs[:5]]  # the failed ones, due again
+    assert {j.circuit_open_until for j in away} == {now + circuit.BASE_COOLDOWN}
+    assert [j.circuit_open_until for j in got if j not in away] == [None] * (len(got) - 5)
+    assert {j.subscription_id for j in got} == {sub["id"], other["id"]}
+    q.release(worker_id="w1", seqs=[j.seq for j in got], now=later)
     # Stragglers (started before it opened) count, but do not push the retry further.
     q.record(worker_id="w1", verdicts=[silent(j, now - 0.5) for j in jobs[5:7]], now=later)
     assert shown(container, sub["id"])["retry_at"] == rfc3339(now + circuit.BASE_COOLDOWN)
@@ -96,6 +104,63 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
     # Nothing was lost on the way: every delivery is still there, unfinished.
     statuses = [d["status"] for d in deliveries(container, sub["id"])]
     assert len(statuses) == 8 and set(statuses) <= {"pending", "failed"}
+
+
+def test_an_open_circuit_turns_away_what_comes_due_and_its_close_makes_that_due(
+    container: Container,
+) -> None:
+    """Catches: an open circuit holding deliveries without spending their attempts (a dead
+    endpoint's backlog then outlived the retry schedule by hours), a turned-away attempt
+    counted as the endpoint's silence (it would reopen the circuit for ever longer), and what
+    was turned away waiting for its next retry once the endpoint answers again."""
+    sub = setup(container, max_in_flight=10)
+    for _ in range(7):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    jobs = claim(q, now, lease_until=now + 2)
+    assert len(jobs) == 7
+    q.record(worker_id="w1", verdicts=[silent(j, now) for j in jobs[:5]], now=now)
+    retry_at = now + circuit.BASE_COOLDOWN
+    assert shown(container, sub["id"])["retry_at"] == rfc3339(retry_at)
+    # The five failed ones come due while it is open: claimed with the circuit's end, to be
+    # turned away. The dispatcher records each as an attempt not sent, on the schedule.
+    later = now + 1
+    away = claim(q, later)
+    assert sorted(j.seq for j in away) == sorted(j.seq for j in jobs[:5])
+    assert {j.circuit_open_until for j in away} == {retry_at}
+    turned = [
+        Verdict(
+            j,
+            Attempt(later, None, 0.0, TURNED_AWAY, ""),
+            "failed",
+            later + 100,
+            f"{TURNED_AWAY}; retry 2 in 100s",
+            sent=False,
+        )
+        for j in away
+    ]
+    q.record(worker_id="w1", verdicts=turned, now=later)
+    # Not the endpoint's silence: the circuit is as it was.
+    assert shown(container, sub["id"]) == {
+        "state": "open",
+        "opened_at": rfc3339(now),
+        "retry_at": rfc3339(retry_at),
+        "consecutive_failures": 5,
+    }
+    rows = {d["id"]: d for d in deliveries(container, sub["id"])}
+    for j in away:
+        assert rows[j.id]["attempt_count"] == 2 and rows[j.id]["status"] == "failed"
+        assert rows[j.id]["last_error"].startswith(TURNED_AWAY)
+    # Half open: the probe is one of the two whose lease ran out; it gets an answer.
+    probe_time = retry_at + 0.5
+    (probe,) = claim(q, probe_time)
+    assert probe.seq in {j.seq for j in jobs[5:]} and probe.circuit_open_until is None
+    q.record(worker_id="w1", verdicts=[outcome(probe, "delivered")], now=probe_time)
+    assert shown(container, sub["id"])["state"] == "closed"
+    # Closed: what it turned away is due at once, not at its retry 100 s later.
+    again = claim(q, probe_time + 0.1)
+    assert {j.seq for j in away} <= {j.seq for j in again}
+    assert all(j.circuit_open_until is None for j in again)
 
 
 def test_a_reserved_probe_with_nothing_due_is_handed_back(container: Container) -> None:

@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from leadhook.adapters.http.answers import http_answer
 from leadhook.adapters.memory.queue import MemoryDeliveryQueue
 from leadhook.adapters.memory.state import DeliveryRow, SubscriptionRow
 from leadhook.adapters.memory.uow import MemoryStore
-from leadhook.domain.attempts import SendResult, no_answer
+from leadhook.domain.attempts import TURNED_AWAY, SendResult, no_answer
 from leadhook.domain.retry import RetryPolicy
 from leadhook.domain.signing import generate_secret
 from leadhook.services.dispatcher import Dispatcher, batch_of
@@ -1002,3 +1002,48 @@ async def test_a_database_outage_logs_one_traceback_then_a_line_a_try(
     failed = [r for r in caplog.records if r.getMessage().startswith("claim failed")]
     assert [bool(r.exc_info) for r in failed] == [True, False]
     assert any(r.getMessage() == "claims work again" for r in caplog.records)
+
+
+class OpenCircuitQueue(MemoryQueue):
+    """The memory queue, with the circuit of the subscriptions in `open_until` open: their
+    jobs come claimed as the SQL queue claims them then (`Job.circuit_open_until` set)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open_until: dict[str, float] = {}
+
+    def claim(self, **kwargs: Any) -> list[Job]:
+        jobs = super().claim(**kwargs)
+        return [
+            replace(j, circuit_open_until=self.open_until.get(j.subscription_id)) for j in jobs
+        ]
+
+
+async def test_an_open_circuit_turns_jobs_away_on_the_schedule_without_sending() -> None:
+    """Catches: a job of an open circuit sent anyway, held without spending an attempt (a dead
+    endpoint's backlog then outlived its retry schedule), taking a sending slot, or recorded
+    as the endpoint's silence (`Verdict.sent`, which would reopen the circuit for longer)."""
+    queue, sender = OpenCircuitQueue(), FakeSender()
+    down, up = Sub("down"), Sub("up")
+    for lead in range(5):
+        queue.add(down, f"D{lead}", 1)
+        queue.add(up, f"U{lead}", 1)
+    queue.add(down, "D0", 2)  # waits behind D0's first, turned away or not
+    queue.open_until["down"] = time.time() + 3600
+    dispatcher = make(queue, sender, schedule="0.05,0.05")
+    await run_until(dispatcher, finished(queue))
+    assert {url for _, url, _, _ in sender.sent} == {"http://up.test/hook"}
+    mine = [o for o in queue.outcomes if o.job.subscription_id == "down"]
+    assert len(mine) == 6 * 3  # three attempts each: the schedule's, none sent
+    assert {(o.sent, o.attempt.status_code, o.attempt.error) for o in mine} == {
+        (False, None, TURNED_AWAY)
+    }
+    assert all(o.attempt.latency_ms == 0.0 for o in mine)
+    assert {o.status for o in mine if o.job.attempt_count < 2} == {"failed"}
+    assert {o.status for o in mine if o.job.attempt_count == 2} == {"dead"}
+    assert all(o.last_error and o.last_error.startswith(TURNED_AWAY) for o in mine)
+    # Per-lead order held: D0's second event was turned away only after its first was dead.
+    d0 = [(o.job.entity_version, o.status) for o in mine if o.job.entity_id == "D0"]
+    assert d0 == [(1, "failed"), (1, "failed"), (1, "dead"), (2, "failed"), (2, "failed"),
+                  (2, "dead")]  # fmt: skip
+    assert {r.status for r in queue.rows if r.subscription_id == "up"} == {"delivered"}

@@ -64,3 +64,14 @@ def no_answer(latency_ms: float, error: str | None) -> Failed:
     """Return the result of an attempt that got no answer at all; `error` says why."""
     why = f"no response: {error}" if error else "no response"
     return Failed(latency_ms=latency_ms, error=error, why=why)
+
+
+TURNED_AWAY = "not sent: circuit open"
+"""The error of an attempt the circuit breaker turned away (domain/circuit.py): it spends one
+of the delivery's attempts on the schedule, but nothing went to the endpoint. A failed
+delivery's `last_error` starts with it while that was its last attempt."""
+
+
+def turned_away() -> Failed:
+    """Return the result of an attempt not made: the endpoint's circuit is open."""
+    return Failed(latency_ms=0.0, error=TURNED_AWAY, why=TURNED_AWAY)

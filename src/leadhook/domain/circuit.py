@@ -5,8 +5,15 @@ sending slot for up to the whole timeout and tells the subscriber nothing; an en
 answers, even with an error, costs a round trip. So only attempts without an answer count:
 after `THRESHOLD` of them in a row the circuit **opens** and nothing is sent to the endpoint for
 a cooldown; then it is **half open**: one probe is sent. An answer closes the circuit; no
-answer opens it again for twice the cooldown (up to `MAX_COOLDOWN`). Deliveries are never
-dropped by the breaker: they stay pending while the circuit is open.
+answer opens it again for twice the cooldown (up to `MAX_COOLDOWN`).
+
+While the circuit is open, a delivery that comes due is **turned away**: nothing is sent, and
+the attempt is recorded (`attempts.TURNED_AWAY`) and spends one of the delivery's attempts,
+so the retry schedule keeps its time ("retried over about three days, then dead") whether the
+endpoint is down or answers errors. A turned-away attempt says nothing of the endpoint: it
+neither counts towards the circuit nor extends it. When the circuit closes, the deliveries
+whose last attempt was turned away are due at once: the endpoint answers again, and what it
+missed need not wait for its next retry.
 
 The state lives in the subscription's row, so every worker and the API see the same circuit.
 """

@@ -30,11 +30,11 @@ import socket
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leadhook.domain import circuit
-from leadhook.domain.attempts import Gone, SendResult, no_answer
+from leadhook.domain.attempts import Gone, SendResult, no_answer, turned_away
 from leadhook.domain.retry import (
     DEFAULT_DELIVERY_TIMEOUT,
     DEFAULT_DISABLE_AFTER,
@@ -99,6 +99,12 @@ class TenantTurn:
         """Tell whether forgetting this tenant would change nothing."""
         return not (self.ring or self.queued or self.in_flight or self.ready)
 
+
+TRIP_HOLD = 1.0
+"""Seconds a worker stops sending to (and claiming for) an endpoint whose attempts just went
+unanswered `circuit.THRESHOLD` times in a row in its lane: long enough for those attempts to
+be recorded, which opens the stored circuit; from then on the claim turns away what comes due
+(domain/circuit.py), on every worker alike."""
 
 _RECORD_GATHER = 0.002  # seconds the recorder waits for more verdicts to share a transaction
 _RECORD_GATHER_BACKLOG = 0.02  # the longest it waits while a backlog is drained
@@ -522,6 +528,12 @@ class Dispatcher:
         now = self._loop.time()
         for job in jobs:
             self._held[job.seq] = job.lease_until
+            if job.circuit_open_until is not None and not self._done:
+                # Its endpoint's circuit is open: nothing is sent, the attempt is spent on
+                # the schedule at once (domain/circuit.py). No slot, lane or rate is used.
+                self._verdicts.append(self._turn_away(job))
+                self._flush.set()
+                continue
             lane = self._lanes.get(job.subscription_id)
             rate = job.rate_limit_per_s
             # Clamped here too: a row written before the API refused larger values.
@@ -732,7 +744,7 @@ class Dispatcher:
         mono = self._loop.time()
         if lane.silent < circuit.THRESHOLD or lane.tripped_until > mono:
             return
-        lane.tripped_until = mono + circuit.BASE_COOLDOWN
+        lane.tripped_until = mono + TRIP_HOLD
         self.stats.tripped += 1
         self._drop_waiting(lane)
         # The warning comes from the queue when it records these attempts and opens the
@@ -744,6 +756,15 @@ class Dispatcher:
 
     def _judge(self, job: Job, lane: Lane, start: float, result: SendResult) -> Verdict:
         self._watch(job, lane, result)
+        return self._verdict(job, lane, start, result)
+
+    def _turn_away(self, job: Job) -> Verdict:
+        """The verdict of an attempt not made: the endpoint's circuit is open."""
+        now = self._clock()
+        verdict = self._verdict(job, self._lanes.get(job.subscription_id), now, turned_away())
+        return replace(verdict, sent=False)
+
+    def _verdict(self, job: Job, lane: Lane | None, start: float, result: SendResult) -> Verdict:
         now = self._clock()
         attempt = Attempt(start, result.status_code, result.latency_ms, result.error, result.body)
         decision = decide(self._policy, result, job.attempt_count + 1, now, self._rand)
@@ -759,7 +780,7 @@ class Dispatcher:
                 f"auto-disabled: every attempt has failed since {since}",
                 failing_before=now - self._disable_after,
             )
-        if disable is not None and not lane.gone:
+        if disable is not None and lane is not None and not lane.gone:
             lane.gone = True  # stop sending its waiting jobs; they stay pending for a re-enable
             self._drop_waiting(lane)
             log.warning(

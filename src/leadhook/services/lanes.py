@@ -29,7 +29,8 @@ def claim_cap(
 ) -> int:
     """Return how many deliveries of one subscription a single claim may take.
 
-    A half-open circuit (`circuit_retry_at` set) gives one, its probe. The PostgreSQL claim
+    A half-open circuit gives one, its probe (`circuit_retry_at` given: the probe's); an
+    open circuit's deliveries, turned away unsent, take the usual share. The PostgreSQL claim
     computes the same in SQL (`adapters/db/queue.py`, the `cap` column), from `LANE_DEPTH` and
     `MAX_IN_FLIGHT` passed as parameters.
     """

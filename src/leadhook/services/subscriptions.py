@@ -281,7 +281,7 @@ class SubscriptionService:
                 new = replace(new, first_failure_at=None, circuit=CLOSED)
             uow.subscriptions.update(new)
             if moved:
-                uow.subscriptions.close_circuit(mid, sub_id)
+                uow.subscriptions.close_circuit(mid, sub_id, now)
             uow.commit()
         if (new.enabled and not sub.enabled) or moved:
             self._on_enqueued()  # its pending deliveries may flow again
@@ -346,7 +346,7 @@ class SubscriptionService:
 
     def _close_circuit(self, mid: str, sub_id: str, url: str) -> None:
         with self._uow() as uow:
-            uow.subscriptions.close_circuit(mid, sub_id, url)
+            uow.subscriptions.close_circuit(mid, sub_id, self._clock(), url)
             uow.commit()
 
     # ---- deliveries --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.repositories import driver_in_transaction, execute_rows, unread
 from leadhook.adapters.db.sql import statements
 from leadhook.adapters.secretbox import SecretBox, box_for
+from leadhook.domain.attempts import TURNED_AWAY
 from leadhook.domain.circuit import Circuit
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
@@ -132,11 +133,11 @@ class SqlSubscriptions(_OnConnection):
             .values(**_sub_values(sub, self.box))
         )
 
-    def close_circuit(self, mid: str, sub_id: str, url: str | None = None) -> None:
+    def close_circuit(self, mid: str, sub_id: str, now: float, url: str | None = None) -> None:
         self._forget()
         c = t.subscriptions.c
         where = [c.id == sub_id, c.mid == mid] + ([] if url is None else [c.url == url])
-        self.conn.execute(
+        closed = self.conn.execute(
             update(t.subscriptions)
             .where(*where)
             .values(
@@ -147,6 +148,19 @@ class SqlSubscriptions(_OnConnection):
                 circuit_probe_until=None,
             )
         )
+        if closed.rowcount:  # what the circuit turned away is due at once
+            d = t.deliveries.c
+            self.conn.execute(
+                update(t.deliveries)
+                .where(
+                    d.subscription_id == sub_id,
+                    d.status == "failed",
+                    d.next_attempt_at > now,
+                    d.locked_until.is_(None),
+                    d.last_error.startswith(TURNED_AWAY, autoescape=True),
+                )
+                .values(next_attempt_at=now)
+            )
 
     def delete(self, mid: str, sub_id: str, at: float) -> None:
         self._forget()

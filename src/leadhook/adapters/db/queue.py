@@ -7,9 +7,10 @@ leases them, all in one transaction. Verdicts are written with driver-level `exe
 The statements of each dialect are named in adapters/db/queue_sql.py.
 
 Three things keep one endpoint or one crash from holding up the rest:
-- the circuit breaker (domain/circuit.py): a subscription whose circuit is open is not claimed
-  at all (its deliveries stay pending); a half-open one gives one delivery, the probe, to one
-  worker at a time (`circuit_probe_until` reserves it);
+- the circuit breaker (domain/circuit.py): the due deliveries of a subscription whose circuit
+  is open are claimed to be turned away (not sent, one attempt spent on the schedule); a
+  half-open one gives one delivery, the probe, to one worker at a time (`circuit_probe_until`
+  reserves it); when a circuit closes, what it turned away is due at once;
 - leases are short and renewed by the worker's heartbeat (`renew`), one statement per tick;
 - on SQLite (one host), a starting worker releases the leases of local workers that are gone
   (`recover`): `locked_by` is `host:pid:suffix`.
@@ -34,6 +35,7 @@ from leadhook.adapters.db.engine import WriteGate, is_sqlite
 from leadhook.adapters.db.queue_sql import queue_statements
 from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.secretbox import SecretBox, box_for
+from leadhook.domain.attempts import TURNED_AWAY
 from leadhook.domain.circuit import Circuit, after_no_answer
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
 from leadhook.services.ports import DeliveryStatus, Job, Verdict
@@ -66,14 +68,18 @@ def _gone(locked_by: str, host: str) -> bool:
     return False
 
 
-def _job(row: Sequence[Any], lease_until: float, box: SecretBox) -> Job:
+def _job(row: Sequence[Any], lease_until: float, now: float, box: SecretBox) -> Job:
     (seq, id_, mid, sub_id, event_id, entity_id, version, attempts, _due, payload, url, secret,
-     previous, previous_expires, max_in_flight, rate, first_failure_at) = row  # fmt: skip
+     previous, previous_expires, max_in_flight, rate, first_failure_at, retry_at) = row  # fmt: skip
     # Stored encrypted; the box caches each decrypted token, so a claim pays a dict lookup.
     secret, previous = box.decrypt(secret), box.decrypt_optional(previous)
+    # A claimed row of a circuit still open is turned away; one whose retry_at has come is
+    # the probe of a half-open circuit (the claim takes no other).
+    open_until = retry_at if retry_at is not None and retry_at > now else None
     return Job(
         seq, id_, mid, sub_id, event_id, entity_id, version, attempts, payload.encode(), url,
         secret, max_in_flight, rate, lease_until, previous, previous_expires, first_failure_at,
+        open_until,
     )  # fmt: skip
 
 
@@ -167,6 +173,7 @@ class SqlDeliveryQueue:
         self._streak_end = text(sql.streak_end)
         self._streak_start = text(sql.streak_start)
         self._circuit_close = text(sql.circuit_close)
+        self._turned_away_due = text(sql.turned_away_due)
         self._here = threading.local()  # `held`: this thread holds the gate (try_now)
 
     def _named(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
@@ -224,7 +231,7 @@ class SqlDeliveryQueue:
         """Lease up to `limit` due deliveries to `worker_id`, earliest due first."""
         with self._tx() as conn:
             rows = self._claim_in(conn, worker_id, limit, now, lease_until, exclude)
-            return self._jobs(rows, lease_until)  # a job that cannot be built undoes the lease
+            return self._jobs(rows, lease_until, now)  # a job not built undoes the lease
 
     def settle_and_claim(
         self,
@@ -252,11 +259,11 @@ class SqlDeliveryQueue:
             rows = self._claim_in(conn, worker_id, limit, now, lease_until, exclude)
             # Built before the commit: if a job cannot be (a secret the key cannot open), the
             # whole transaction is undone, so the verdicts it carried are never written twice.
-            return self._jobs(rows, lease_until)
+            return self._jobs(rows, lease_until, now)
 
-    def _jobs(self, rows: list[tuple[Any, ...]], lease_until: float) -> list[Job]:
+    def _jobs(self, rows: list[tuple[Any, ...]], lease_until: float, now: float) -> list[Job]:
         rows.sort(key=lambda r: (r[8], r[0]))  # next_attempt_at, then seq
-        return [_job(r, lease_until, self._box) for r in rows]
+        return [_job(r, lease_until, now, self._box) for r in rows]
 
     def _claim_in(
         self,
@@ -303,7 +310,7 @@ class SqlDeliveryQueue:
                 after=self._skip_to(conn, skip, now, passed) if skip else -1.0,
             )
             if self._sqlite:
-                got, capped = self._claim_sqlite(conn, params, worker_id, lease_until)
+                got, capped = self._claim_sqlite(conn, params, worker_id, lease_until, probes)
             else:
                 got = [tuple(r) for r in conn.execute(self._claim_sql, params)]
                 capped = _at_cap(got, probes)
@@ -359,7 +366,12 @@ class SqlDeliveryQueue:
         return after
 
     def _claim_sqlite(
-        self, conn: Connection, params: dict[str, Any], worker_id: str, lease_until: float
+        self,
+        conn: Connection,
+        params: dict[str, Any],
+        worker_id: str,
+        lease_until: float,
+        probes: Collection[str],
     ) -> tuple[list[tuple[Any, ...]], set[str]]:
         """Pick, lease and read one pass's jobs; also return the subscriptions the pass took
         as many jobs of as `claim_cap` lets it (as `_at_cap` does on PostgreSQL).
@@ -377,7 +389,9 @@ class SqlDeliveryQueue:
                     continue
                 taken[sub_id] += 1
                 seqs.append(seq)
-                if taken[sub_id] >= claim_cap(max_in_flight, rate, retry_at):
+                # A probe's cap is one; an open circuit's rows (turned away) take the usual.
+                probe = retry_at if sub_id in probes else None
+                if taken[sub_id] >= claim_cap(max_in_flight, rate, probe):
                     capped.add(sub_id)
                 if len(seqs) == params["limit"]:
                     break
@@ -431,14 +445,22 @@ class SqlDeliveryQueue:
         self._circuits(conn, verdicts, now)
 
     def _circuits(self, conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
-        """Close the circuit of endpoints that answered; count the silence of the others."""
-        answered = {o.job.subscription_id for o in verdicts if o.attempt.status_code is not None}
+        """Close the circuit of endpoints that answered; count the silence of the others.
+
+        An attempt the circuit turned away (`Verdict.sent` false) says nothing of the endpoint.
+        A circuit that closes makes what it turned away due at once."""
+        sent = [o for o in verdicts if o.sent]
+        answered = {o.job.subscription_id for o in sent if o.attempt.status_code is not None}
         silent: dict[str, list[float]] = defaultdict(list)
-        for o in verdicts:
+        for o in sent:
             if o.attempt.status_code is None and o.job.subscription_id not in answered:
                 silent[o.job.subscription_id].append(o.attempt.attempted_at)
         if answered:
-            self._named(conn, self._circuit_close, {"ids": self._sql.id_list(sorted(answered))})
+            ids = self._sql.id_list(sorted(answered))
+            if self._named(conn, self._circuit_close, {"ids": ids}).rowcount:
+                # Some had failures or an open circuit (rare: a steady drain changes nothing).
+                params = {"ids": ids, "now": now, "turned_away": TURNED_AWAY}
+                self._named(conn, self._turned_away_due, params)
         if not silent:
             return
         stmt = select(

@@ -45,8 +45,10 @@ class QueueStatements:
     a lead and subscription in flight at a time), earliest due first,
     skipping the subscriptions in `:exclude`. Written so the plan is a walk of ix_deliveries_due
     in order that stops at the limit, whatever the statistics say; the subscription columns are
-    joined to the few rows found. A subscription whose circuit is not closed (circuit_retry_at
-    set) is skipped, unless this claim reserved its probe (`:probes`, see `reserve_probes`).
+    joined to the few rows found. A subscription whose circuit is half open (circuit_retry_at
+    reached) is skipped, unless this claim reserved its probe (`:probes`, see
+    `reserve_probes`); one whose circuit is open is claimed, its jobs to be turned away
+    (`Job.circuit_open_until`, domain/circuit.py).
     A claim may run it more than once (`SqlDeliveryQueue._claim_in`): after a pass that took a
     subscription's cap, the next skips that subscription too, from `:after`.
     """
@@ -92,6 +94,9 @@ class QueueStatements:
     """Subscriptions (`:ids`) whose delivery failed: a streak starts at `:now` unless one runs."""
     circuit_close: str
     """Subscriptions (`:ids`) that answered: their circuit closes (if it was not closed)."""
+    turned_away_due: str
+    """The failed deliveries of subscriptions `:ids` whose last attempt the circuit turned
+    away (`last_error` starts with `:turned_away`): due at `:now` (their circuit closed)."""
     id_list: Callable[[Sequence[Any]], Any]
     """The value one list parameter (`:exclude`, `:probes`, `:seqs`, a JSON seqs marker) takes."""
 
@@ -118,7 +123,7 @@ FROM (
       AND d.subscription_id NOT IN (
           SELECT id FROM subscriptions
           WHERE NOT enabled OR deleted_at IS NOT NULL
-             OR (circuit_retry_at IS NOT NULL
+             OR (circuit_retry_at <= :now
                  AND id NOT IN (SELECT value FROM json_each(:probes))))
       AND d.subscription_id NOT IN (SELECT value FROM json_each(:exclude))
       AND NOT EXISTS (
@@ -143,7 +148,8 @@ WHERE seq IN (SELECT value FROM json_each(?))""",
     jobs="""
 SELECT d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
     d.attempt_count, d.next_attempt_at, e.payload, s.url, s.secret, s.previous_secret,
-    s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at
+    s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at,
+    s.circuit_retry_at
 FROM deliveries d
 JOIN events e ON e.seq = d.event_seq
 JOIN subscriptions s ON s.id = d.subscription_id
@@ -175,6 +181,10 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND first_failure_at IS NULL""",
     circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
+    turned_away_due="""UPDATE deliveries SET next_attempt_at = :now
+WHERE subscription_id IN (SELECT value FROM json_each(:ids)) AND status = 'failed'
+  AND next_attempt_at > :now AND locked_until IS NULL
+  AND substr(last_error, 1, length(:turned_away)) = :turned_away""",
     columnar=False,
     id_list=_json_list,
 )
@@ -202,7 +212,7 @@ WITH due AS (
           AND d.subscription_id NOT IN (
               SELECT id FROM subscriptions
               WHERE NOT enabled OR deleted_at IS NOT NULL
-                 OR (circuit_retry_at IS NOT NULL
+                 OR (circuit_retry_at <= :now
                      AND id <> ALL(CAST(:probes AS TEXT[]))))
           AND d.subscription_id <> ALL(CAST(:exclude AS TEXT[]))
           AND NOT EXISTS (
@@ -225,7 +235,7 @@ WITH due AS (
     SELECT seq, next_attempt_at,
            ROW_NUMBER() OVER (
                PARTITION BY subscription_id ORDER BY next_attempt_at, seq) AS rn,
-           CASE WHEN circuit_retry_at IS NOT NULL THEN 1  -- the probe of a half-open circuit
+           CASE WHEN circuit_retry_at <= :now THEN 1  -- the probe of a half-open circuit
                 WHEN rate_limit_per_s IS NULL THEN LEAST(max_in_flight, :mif) * :depth
                 WHEN rate_limit_per_s < 1 THEN 1
                 WHEN rate_limit_per_s >= LEAST(max_in_flight, :mif) THEN LEAST(max_in_flight, :mif)
@@ -244,7 +254,8 @@ FROM picked p, events e, subscriptions s
 WHERE d.seq = p.seq AND e.seq = d.event_seq AND s.id = d.subscription_id
 RETURNING d.seq, d.id, d.mid, d.subscription_id, d.event_id, d.entity_id, d.entity_version,
     d.attempt_count, d.next_attempt_at, e.payload, s.url, s.secret, s.previous_secret,
-    s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at""",
+    s.previous_secret_expires_at, s.max_in_flight, s.rate_limit_per_s, s.first_failure_at,
+    s.circuit_retry_at""",
     first_due_outside="""SELECT d.next_attempt_at FROM deliveries d
 WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at IS NOT NULL
   AND d.subscription_id <> ALL(CAST(:exclude AS TEXT[]))
@@ -303,6 +314,10 @@ WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NULL""",
     circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
 WHERE id = ANY(CAST(:ids AS TEXT[]))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
+    turned_away_due="""UPDATE deliveries SET next_attempt_at = :now
+WHERE subscription_id = ANY(CAST(:ids AS TEXT[])) AND status = 'failed'
+  AND next_attempt_at > :now AND locked_until IS NULL
+  AND starts_with(last_error, :turned_away)""",
     columnar=True,
     id_list=_array,
 )

@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
+from leadhook.domain.attempts import TURNED_AWAY
 from leadhook.domain.circuit import CLOSED
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
@@ -50,11 +51,22 @@ class MemorySubscriptions:
             kept = replace(sub, created_at=row.sub.created_at)
             self._s.subscriptions[sub.id] = SubscriptionRow(kept, row.deleted_at)
 
-    def close_circuit(self, mid: str, sub_id: str, url: str | None = None) -> None:
+    def close_circuit(self, mid: str, sub_id: str, now: float, url: str | None = None) -> None:
         row = self._s.subscriptions.get(sub_id)
         if row is not None and row.sub.mid == mid and url in (None, row.sub.url):
             closed = replace(row.sub, circuit=CLOSED)
             self._s.subscriptions[sub_id] = SubscriptionRow(closed, row.deleted_at)
+            # As in SQL: what the circuit turned away is due at once.
+            for seq, d in list(self._s.deliveries.items()):
+                if (
+                    d.subscription_id == sub_id
+                    and d.status == DeliveryStatus.FAILED
+                    and d.next_attempt_at is not None
+                    and d.next_attempt_at > now
+                    and d.locked_until is None
+                    and (d.last_error or "").startswith(TURNED_AWAY)
+                ):
+                    self._s.deliveries[seq] = d.with_(next_attempt_at=now)
 
     def delete(self, mid: str, sub_id: str, at: float) -> None:
         row = self._s.subscriptions.get(sub_id)

@@ -36,6 +36,9 @@ class Job(RotatingSecret):
     previous_secret: str | None = None
     previous_secret_expires_at: float | None = None
     first_failure_at: float | None = None
+    circuit_open_until: float | None = None
+    """Set when the claim found the endpoint's circuit open (until then): the job is not sent
+    but turned away, one attempt spent on the schedule (domain/circuit.py)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Verdict:
     next_attempt_at: float | None
     last_error: str | None
     disable: Disable | None = None
+    sent: bool = True
+    """False for an attempt the circuit turned away: it says nothing of the endpoint."""
 
 
 class Sender(Protocol):
