@@ -179,7 +179,11 @@ class AttemptOut(BaseModel):
     attempted_at: str = Field(description="RFC 3339, UTC")
     status_code: int | None
     latency_ms: float
-    error: str | None
+    error: str | None = Field(
+        description="Why no answer came (a timeout, a refused connection or target), or"
+        " `not sent: circuit open` for an attempt the open circuit turned away; null when"
+        " the endpoint answered"
+    )
     response_body: str
 
 
