@@ -1014,9 +1014,7 @@ class OpenCircuitQueue(MemoryQueue):
 
     def claim(self, **kwargs: Any) -> list[Job]:
         jobs = super().claim(**kwargs)
-        return [
-            replace(j, circuit_open_until=self.open_until.get(j.subscription_id)) for j in jobs
-        ]
+        return [replace(j, circuit_open_until=self.open_until.get(j.subscription_id)) for j in jobs]
 
 
 async def test_an_open_circuit_turns_jobs_away_on_the_schedule_without_sending() -> None:
