@@ -20,7 +20,7 @@ from leadhook.adapters.db.retention import SqlRetention
 from leadhook.api import bodies
 from leadhook.bootstrap import Container
 from leadhook.domain import circuit
-from leadhook.domain.attempts import TURNED_AWAY
+from leadhook.domain.attempts import NO_RESPONSE, TURNED_AWAY
 from leadhook.domain.times import rfc3339
 from leadhook.services.ports import Attempt, Job, Verdict
 from leadhook.services.retention import Retention, RetentionPolicy
@@ -140,27 +140,35 @@ def test_an_open_circuit_turns_away_what_comes_due_and_its_close_makes_that_due(
         for j in away
     ]
     q.record(worker_id="w1", verdicts=turned, now=later)
+    # Another worker's straggler, started after the circuit opened but claimed before: it
+    # counts, but it was not the probe, so the circuit keeps its wait. Its next retry is far.
+    straggler = jobs[5]
+    error = f"{NO_RESPONSE}: timeout after 2s"
+    attempt = Attempt(now + 0.5, None, 2000.0, "timeout after 2s", "")
+    late = Verdict(straggler, attempt, "failed", now + 1000, f"{error}; retry 1 in 999s")
+    q.record(worker_id="w1", verdicts=[late], now=later)
+    assert shown(container, sub["id"])["consecutive_failures"] == 6
     # Not the endpoint's silence: the circuit is as it was.
     assert shown(container, sub["id"]) == {
         "state": "open",
         "opened_at": rfc3339(now),
         "retry_at": rfc3339(retry_at),
-        "consecutive_failures": 5,
+        "consecutive_failures": 6,
     }
     rows = {d["id"]: d for d in deliveries(container, sub["id"])}
     for j in away:
         assert rows[j.id]["attempt_count"] == 2 and rows[j.id]["status"] == "failed"
         assert rows[j.id]["last_error"].startswith(TURNED_AWAY)
-    # Half open: the probe is one of the two whose lease ran out; it gets an answer.
+    # Half open: the probe is the one whose lease ran out; it gets an answer.
     probe_time = retry_at + 0.5
     (probe,) = claim(q, probe_time)
-    assert probe.seq in {j.seq for j in jobs[5:]} and probe.circuit_open_until is None
+    assert probe.seq == jobs[6].seq and probe.probe and probe.circuit_open_until is None
     q.record(worker_id="w1", verdicts=[outcome(probe, "delivered")], now=probe_time)
     assert shown(container, sub["id"])["state"] == "closed"
-    # Closed: what it turned away is due at once, not at its retry 100 s later.
+    # Closed: what got no answer, turned away or not, is due at once, not at its retry.
     again = claim(q, probe_time + 0.1)
-    assert {j.seq for j in away} <= {j.seq for j in again}
-    assert all(j.circuit_open_until is None for j in again)
+    assert {j.seq for j in again} == {j.seq for j in (*away, straggler)}
+    assert not any(j.circuit_open_until or j.probe for j in again)
 
 
 def test_a_reserved_probe_with_nothing_due_is_handed_back(container: Container) -> None:

@@ -50,3 +50,14 @@ def test_the_api_shape() -> None:
         "consecutive_failures": THRESHOLD,
     }
     assert circuit_json(CLOSED, 0.0)["state"] == "closed"
+
+
+def test_the_queue_says_which_attempt_was_the_probe() -> None:
+    """Catches: with two workers, a straggler of the burst (claimed before the circuit opened)
+    that started after the opening worker read its clock, but before its commit, was taken
+    for a failed probe: the first wait doubled to 10 s with no probe sent."""
+    c = after_no_answer(CLOSED, [0.0] * THRESHOLD, now=10.0)
+    straggler = after_no_answer(c, [10.01], now=10.5, probed=False)
+    assert (straggler.failures, straggler.retry_at) == (THRESHOLD + 1, c.retry_at)
+    probe = after_no_answer(c, [16.0], now=16.5, probed=True)
+    assert probe.retry_at == 16.5 + 2 * BASE_COOLDOWN

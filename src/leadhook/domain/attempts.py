@@ -60,9 +60,13 @@ SendResult = Delivered | Retry | Gone | Failed
 """What a sender answers for one attempt."""
 
 
+NO_RESPONSE = "no response"
+"""How the `last_error` of a delivery whose last attempt got no answer at all begins."""
+
+
 def no_answer(latency_ms: float, error: str | None) -> Failed:
     """Return the result of an attempt that got no answer at all; `error` says why."""
-    why = f"no response: {error}" if error else "no response"
+    why = f"{NO_RESPONSE}: {error}" if error else NO_RESPONSE
     return Failed(latency_ms=latency_ms, error=error, why=why)
 
 
@@ -70,6 +74,10 @@ TURNED_AWAY = "not sent: circuit open"
 """The error of an attempt the circuit breaker turned away (domain/circuit.py): it spends one
 of the delivery's attempts on the schedule, but nothing went to the endpoint. A failed
 delivery's `last_error` starts with it while that was its last attempt."""
+
+UNANSWERED = (TURNED_AWAY, NO_RESPONSE)
+"""How the `last_error` of a failed delivery whose last attempt got no answer begins (turned
+away, or sent without an answer): what a circuit that closes makes due at once."""
 
 
 def turned_away() -> Failed:

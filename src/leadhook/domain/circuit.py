@@ -12,8 +12,12 @@ the attempt is recorded (`attempts.TURNED_AWAY`) and spends one of the delivery'
 so the retry schedule keeps its time ("retried over about three days, then dead") whether the
 endpoint is down or answers errors. A turned-away attempt says nothing of the endpoint: it
 neither counts towards the circuit nor extends it. When the circuit closes, the deliveries
-whose last attempt was turned away are due at once: the endpoint answers again, and what it
-missed need not wait for its next retry.
+whose last attempt got no answer (turned away, or sent without an answer) are due at once:
+the endpoint answers again, and what it missed need not wait for its next retry.
+
+The probe is the first of the endpoint's deliveries to come due once the circuit is half
+open (its retry on the schedule, or a new event); a test event that gets an answer closes
+the circuit at once.
 
 The state lives in the subscription's row, so every worker and the API see the same circuit.
 """
@@ -53,16 +57,22 @@ class Circuit:
 CLOSED = Circuit()
 
 
-def after_no_answer(circuit: Circuit, started: Iterable[float], now: float) -> Circuit:
+def after_no_answer(
+    circuit: Circuit, started: Iterable[float], now: float, probed: bool | None = None
+) -> Circuit:
     """Return the circuit after attempts started at `started` all ended without an answer.
 
-    An attempt that started before the circuit opened is a straggler of the burst that opened
-    it: it only counts. One started after (the probe) reopens the circuit for a longer time.
+    A straggler of the burst that opened the circuit only counts; the probe of a half-open
+    circuit reopens it for a longer time. `probed` says whether one of them was the probe
+    (the queue knows: the claim took it as one); without it, an attempt started after the
+    circuit opened is taken for the probe, which another worker's straggler, started before
+    the opening committed, is not.
     """
     starts = list(started)
     failures = circuit.failures + len(starts)
     if circuit.opened_at is not None:
-        probed = any(s >= circuit.opened_at for s in starts)
+        if probed is None:
+            probed = any(s >= circuit.opened_at for s in starts)
         if not probed:
             return Circuit(failures, circuit.opened_at, circuit.retry_at, circuit.cooldown)
         cooldown = min(MAX_COOLDOWN, 2 * (circuit.cooldown or BASE_COOLDOWN))

@@ -12,7 +12,7 @@ from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.repositories import driver_in_transaction, execute_rows, unread
 from leadhook.adapters.db.sql import statements
 from leadhook.adapters.secretbox import SecretBox, box_for
-from leadhook.domain.attempts import TURNED_AWAY
+from leadhook.domain.attempts import UNANSWERED
 from leadhook.domain.circuit import Circuit
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
@@ -148,7 +148,7 @@ class SqlSubscriptions(_OnConnection):
                 circuit_probe_until=None,
             )
         )
-        if closed.rowcount:  # what the circuit turned away is due at once
+        if closed.rowcount:  # what got no answer (turned away or not) is due at once
             d = t.deliveries.c
             self.conn.execute(
                 update(t.deliveries)
@@ -157,7 +157,7 @@ class SqlSubscriptions(_OnConnection):
                     d.status == "failed",
                     d.next_attempt_at > now,
                     d.locked_until.is_(None),
-                    d.last_error.startswith(TURNED_AWAY, autoescape=True),
+                    or_(*(d.last_error.startswith(p, autoescape=True) for p in UNANSWERED)),
                 )
                 .values(next_attempt_at=now)
             )

@@ -10,7 +10,7 @@ Three things keep one endpoint or one crash from holding up the rest:
 - the circuit breaker (domain/circuit.py): the due deliveries of a subscription whose circuit
   is open are claimed to be turned away (not sent, one attempt spent on the schedule); a
   half-open one gives one delivery, the probe, to one worker at a time (`circuit_probe_until`
-  reserves it); when a circuit closes, what it turned away is due at once;
+  reserves it); when a circuit closes, what got no answer is due at once;
 - leases are short and renewed by the worker's heartbeat (`renew`), one statement per tick;
 - on SQLite (one host), a starting worker releases the leases of local workers that are gone
   (`recover`): `locked_by` is `host:pid:suffix`.
@@ -35,7 +35,7 @@ from leadhook.adapters.db.engine import WriteGate, is_sqlite
 from leadhook.adapters.db.queue_sql import queue_statements
 from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.secretbox import SecretBox, box_for
-from leadhook.domain.attempts import TURNED_AWAY
+from leadhook.domain.attempts import UNANSWERED
 from leadhook.domain.circuit import Circuit, after_no_answer
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
 from leadhook.services.ports import DeliveryStatus, Job, Verdict
@@ -79,7 +79,7 @@ def _job(row: Sequence[Any], lease_until: float, now: float, box: SecretBox) -> 
     return Job(
         seq, id_, mid, sub_id, event_id, entity_id, version, attempts, payload.encode(), url,
         secret, max_in_flight, rate, lease_until, previous, previous_expires, first_failure_at,
-        open_until,
+        open_until, retry_at is not None and open_until is None,
     )  # fmt: skip
 
 
@@ -173,7 +173,7 @@ class SqlDeliveryQueue:
         self._streak_end = text(sql.streak_end)
         self._streak_start = text(sql.streak_start)
         self._circuit_close = text(sql.circuit_close)
-        self._turned_away_due = text(sql.turned_away_due)
+        self._unanswered_due = text(sql.unanswered_due)
         self._here = threading.local()  # `held`: this thread holds the gate (try_now)
 
     def _named(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
@@ -448,19 +448,23 @@ class SqlDeliveryQueue:
         """Close the circuit of endpoints that answered; count the silence of the others.
 
         An attempt the circuit turned away (`Verdict.sent` false) says nothing of the endpoint.
-        A circuit that closes makes what it turned away due at once."""
+        A circuit that closes makes what got no answer (turned away or not) due at once."""
         sent = [o for o in verdicts if o.sent]
         answered = {o.job.subscription_id for o in sent if o.attempt.status_code is not None}
         silent: dict[str, list[float]] = defaultdict(list)
+        probed: set[str] = set()
         for o in sent:
             if o.attempt.status_code is None and o.job.subscription_id not in answered:
                 silent[o.job.subscription_id].append(o.attempt.attempted_at)
+                if o.job.probe:
+                    probed.add(o.job.subscription_id)
         if answered:
             ids = self._sql.id_list(sorted(answered))
             if self._named(conn, self._circuit_close, {"ids": ids}).rowcount:
                 # Some had failures or an open circuit (rare: a steady drain changes nothing).
-                params = {"ids": ids, "now": now, "turned_away": TURNED_AWAY}
-                self._named(conn, self._turned_away_due, params)
+                away, silence = UNANSWERED
+                params = {"ids": ids, "now": now, "turned_away": away, "no_response": silence}
+                self._named(conn, self._unanswered_due, params)
         if not silent:
             return
         stmt = select(
@@ -471,7 +475,7 @@ class SqlDeliveryQueue:
             stmt = stmt.with_for_update()
         for sub_id, failures, opened_at, retry_at, cooldown in conn.execute(stmt).all():
             before = Circuit(failures, opened_at, retry_at, cooldown)
-            after = after_no_answer(before, silent[sub_id], now)
+            after = after_no_answer(before, silent[sub_id], now, sub_id in probed)
             values: dict[str, Any] = {
                 "circuit_failures": after.failures,
                 "circuit_opened_at": after.opened_at,

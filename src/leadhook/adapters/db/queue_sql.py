@@ -94,9 +94,10 @@ class QueueStatements:
     """Subscriptions (`:ids`) whose delivery failed: a streak starts at `:now` unless one runs."""
     circuit_close: str
     """Subscriptions (`:ids`) that answered: their circuit closes (if it was not closed)."""
-    turned_away_due: str
-    """The failed deliveries of subscriptions `:ids` whose last attempt the circuit turned
-    away (`last_error` starts with `:turned_away`): due at `:now` (their circuit closed)."""
+    unanswered_due: str
+    """The failed deliveries of subscriptions `:ids` whose last attempt got no answer (their
+    `last_error` starts with `:turned_away` or `:no_response`): due at `:now` (their circuit
+    closed)."""
     id_list: Callable[[Sequence[Any]], Any]
     """The value one list parameter (`:exclude`, `:probes`, `:seqs`, a JSON seqs marker) takes."""
 
@@ -181,10 +182,11 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND first_failure_at IS NULL""",
     circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
-    turned_away_due="""UPDATE deliveries SET next_attempt_at = :now
+    unanswered_due="""UPDATE deliveries SET next_attempt_at = :now
 WHERE subscription_id IN (SELECT value FROM json_each(:ids)) AND status = 'failed'
   AND next_attempt_at > :now AND locked_until IS NULL
-  AND substr(last_error, 1, length(:turned_away)) = :turned_away""",
+  AND (substr(last_error, 1, length(:turned_away)) = :turned_away
+       OR substr(last_error, 1, length(:no_response)) = :no_response)""",
     columnar=False,
     id_list=_json_list,
 )
@@ -314,10 +316,10 @@ WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NULL""",
     circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
 WHERE id = ANY(CAST(:ids AS TEXT[]))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
-    turned_away_due="""UPDATE deliveries SET next_attempt_at = :now
+    unanswered_due="""UPDATE deliveries SET next_attempt_at = :now
 WHERE subscription_id = ANY(CAST(:ids AS TEXT[])) AND status = 'failed'
   AND next_attempt_at > :now AND locked_until IS NULL
-  AND starts_with(last_error, :turned_away)""",
+  AND (starts_with(last_error, :turned_away) OR starts_with(last_error, :no_response))""",
     columnar=True,
     id_list=_array,
 )

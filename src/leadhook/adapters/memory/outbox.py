@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
-from leadhook.domain.attempts import TURNED_AWAY
+from leadhook.domain.attempts import UNANSWERED
 from leadhook.domain.circuit import CLOSED
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
@@ -56,7 +56,7 @@ class MemorySubscriptions:
         if row is not None and row.sub.mid == mid and url in (None, row.sub.url):
             closed = replace(row.sub, circuit=CLOSED)
             self._s.subscriptions[sub_id] = SubscriptionRow(closed, row.deleted_at)
-            # As in SQL: what the circuit turned away is due at once.
+            # As in SQL: what got no answer (turned away or not) is due at once.
             for seq, d in list(self._s.deliveries.items()):
                 if (
                     d.subscription_id == sub_id
@@ -64,7 +64,7 @@ class MemorySubscriptions:
                     and d.next_attempt_at is not None
                     and d.next_attempt_at > now
                     and d.locked_until is None
-                    and (d.last_error or "").startswith(TURNED_AWAY)
+                    and (d.last_error or "").startswith(UNANSWERED)
                 ):
                     self._s.deliveries[seq] = d.with_(next_attempt_at=now)
 

@@ -39,6 +39,8 @@ class Job(RotatingSecret):
     circuit_open_until: float | None = None
     """Set when the claim found the endpoint's circuit open (until then): the job is not sent
     but turned away, one attempt spent on the schedule (domain/circuit.py)."""
+    probe: bool = False
+    """The claim took this job as the probe of the endpoint's half-open circuit."""
 
 
 @dataclass(frozen=True)
