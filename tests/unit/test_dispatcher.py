@@ -1045,3 +1045,27 @@ async def test_an_open_circuit_turns_jobs_away_on_the_schedule_without_sending()
     assert d0 == [(1, "failed"), (1, "failed"), (1, "dead"), (2, "failed"), (2, "failed"),
                   (2, "dead")]  # fmt: skip
     assert {r.status for r in queue.rows if r.subscription_id == "up"} == {"delivered"}
+
+
+async def test_a_turned_away_attempt_ends_a_long_failing_streak_in_an_auto_disable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Catches: an endpoint down for days whose attempts were all turned away never reaching
+    the auto-disable, or reaching it without the log line an operator looks for."""
+    queue, sender = OpenCircuitQueue(), FakeSender()
+    down = Sub("down", first_failure_at=time.time() - 100)
+    queue.add(down, "D0", 1)
+    queue.open_until["down"] = time.time() + 3600
+    caplog.set_level(logging.WARNING, logger="leadhook.dispatcher")
+    dispatcher = make(queue, sender, auto_disable_after=10.0)
+    await run_until(dispatcher, lambda: bool(queue.outcomes))
+    verdict = queue.outcomes[0]
+    assert not verdict.sent and verdict.disable is not None
+    assert verdict.disable.reason.startswith("auto-disabled: every attempt has failed since")
+    assert not queue.subscription("down").enabled
+    assert [
+        r.__dict__["subscription_id"]
+        for r in caplog.records
+        if r.getMessage() == "disabling the subscription"
+    ] == ["down"]
+    assert sender.sent == []

@@ -780,9 +780,10 @@ class Dispatcher:
                 f"auto-disabled: every attempt has failed since {since}",
                 failing_before=now - self._disable_after,
             )
-        if disable is not None and lane is not None and not lane.gone:
-            lane.gone = True  # stop sending its waiting jobs; they stay pending for a re-enable
-            self._drop_waiting(lane)
+        if disable is not None and (lane is None or not lane.gone):
+            if lane is not None:  # a turned-away job has none of its own
+                lane.gone = True  # stop sending its waiting jobs: pending until a re-enable
+                self._drop_waiting(lane)
             log.warning(
                 "disabling the subscription",
                 extra={"mid": job.mid, "subscription_id": job.subscription_id,
