@@ -171,6 +171,29 @@ def test_an_open_circuit_turns_away_what_comes_due_and_its_close_makes_that_due(
     assert not any(j.circuit_open_until or j.probe for j in again)
 
 
+def test_an_answer_leaves_failures_on_schedule_while_the_circuit_never_opened(
+    container: Container,
+) -> None:
+    """Catches: any answer from an endpoint with one unanswered attempt behind it (its
+    circuit still closed) making that delivery due at once: a payload the endpoint times out
+    on was retried after every answered delivery, its attempts spent in minutes."""
+    sub = setup(container, max_in_flight=10)
+    new_lead(container)
+    new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    timed_out, answered = claim(q, now)
+    attempt = Attempt(now, None, 2000.0, "timeout after 2s", "")
+    error = f"{NO_RESPONSE}: timeout after 2s; retry 1 in 3600s"
+    late = Verdict(timed_out, attempt, "failed", now + 3600, error)
+    q.record(worker_id="w1", verdicts=[late], now=now)
+    assert shown(container, sub["id"])["consecutive_failures"] == 1
+    assert shown(container, sub["id"])["state"] == "closed"
+    q.record(worker_id="w1", verdicts=[outcome(answered, "delivered")], now=now + 1)
+    assert shown(container, sub["id"])["consecutive_failures"] == 0
+    assert claim(q, now + 2) == []  # the timed-out one keeps its retry an hour away
+    assert claim(q, now + 3601)[0].seq == timed_out.seq
+
+
 def test_a_reserved_probe_with_nothing_due_is_handed_back(container: Container) -> None:
     sub = setup(container)
     with container.engine.begin() as conn:

@@ -137,7 +137,14 @@ class SqlSubscriptions(_OnConnection):
         self._forget()
         c = t.subscriptions.c
         where = [c.id == sub_id, c.mid == mid] + ([] if url is None else [c.url == url])
-        closed = self.conn.execute(
+        # Only a circuit that was open, of a subscription that may send, makes what got no
+        # answer due: a closed one's failures keep their schedule, a disabled one's wait.
+        was_open = self.conn.execute(
+            select(c.id).where(
+                *where, c.circuit_retry_at.is_not(None), c.enabled, c.deleted_at.is_(None)
+            )
+        ).first()
+        self.conn.execute(
             update(t.subscriptions)
             .where(*where)
             .values(
@@ -148,7 +155,7 @@ class SqlSubscriptions(_OnConnection):
                 circuit_probe_until=None,
             )
         )
-        if closed.rowcount:  # what got no answer (turned away or not) is due at once
+        if was_open is not None:  # what got no answer (turned away or not) is due at once
             d = t.deliveries.c
             self.conn.execute(
                 update(t.deliveries)

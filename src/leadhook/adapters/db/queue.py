@@ -460,11 +460,12 @@ class SqlDeliveryQueue:
                     probed.add(o.job.subscription_id)
         if answered:
             ids = self._sql.id_list(sorted(answered))
-            if self._named(conn, self._circuit_close, {"ids": ids}).rowcount:
-                # Some had failures or an open circuit (rare: a steady drain changes nothing).
-                away, silence = UNANSWERED
-                params = {"ids": ids, "now": now, "turned_away": away, "no_response": silence}
-                self._named(conn, self._unanswered_due, params)
+            # Before the close: only a circuit that was open (and whose subscription may send)
+            # makes what got no answer due; a closed one's failures keep their schedule.
+            away, silence = UNANSWERED
+            params = {"ids": ids, "now": now, "turned_away": away, "no_response": silence}
+            self._named(conn, self._unanswered_due, params)
+            self._named(conn, self._circuit_close, {"ids": ids})
         if not silent:
             return
         stmt = select(

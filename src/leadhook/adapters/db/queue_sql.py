@@ -95,9 +95,9 @@ class QueueStatements:
     circuit_close: str
     """Subscriptions (`:ids`) that answered: their circuit closes (if it was not closed)."""
     unanswered_due: str
-    """The failed deliveries of subscriptions `:ids` whose last attempt got no answer (their
-    `last_error` starts with `:turned_away` or `:no_response`): due at `:now` (their circuit
-    closed)."""
+    """The failed deliveries whose last attempt got no answer (their `last_error` starts with
+    `:turned_away` or `:no_response`) of those subscriptions `:ids` whose circuit is open and
+    that may send: due at `:now`. Run before `circuit_close` closes them."""
     id_list: Callable[[Sequence[Any]], Any]
     """The value one list parameter (`:exclude`, `:probes`, `:seqs`, a JSON seqs marker) takes."""
 
@@ -183,8 +183,10 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND first_failure_at IS NULL""",
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
     unanswered_due="""UPDATE deliveries SET next_attempt_at = :now
-WHERE subscription_id IN (SELECT value FROM json_each(:ids)) AND status = 'failed'
-  AND next_attempt_at > :now AND locked_until IS NULL
+WHERE subscription_id IN (
+      SELECT id FROM subscriptions WHERE id IN (SELECT value FROM json_each(:ids))
+        AND circuit_retry_at IS NOT NULL AND enabled AND deleted_at IS NULL)
+  AND status = 'failed' AND next_attempt_at > :now AND locked_until IS NULL
   AND (substr(last_error, 1, length(:turned_away)) = :turned_away
        OR substr(last_error, 1, length(:no_response)) = :no_response)""",
     columnar=False,
@@ -317,8 +319,10 @@ WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NULL""",
 WHERE id = ANY(CAST(:ids AS TEXT[]))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
     unanswered_due="""UPDATE deliveries SET next_attempt_at = :now
-WHERE subscription_id = ANY(CAST(:ids AS TEXT[])) AND status = 'failed'
-  AND next_attempt_at > :now AND locked_until IS NULL
+WHERE subscription_id IN (
+      SELECT id FROM subscriptions WHERE id = ANY(CAST(:ids AS TEXT[]))
+        AND circuit_retry_at IS NOT NULL AND enabled AND deleted_at IS NULL)
+  AND status = 'failed' AND next_attempt_at > :now AND locked_until IS NULL
   AND (starts_with(last_error, :turned_away) OR starts_with(last_error, :no_response))""",
     columnar=True,
     id_list=_array,

@@ -47,8 +47,9 @@ class MemorySubscriptions:
     def update(self, sub: Subscription) -> None:
         row = self._s.subscriptions.get(sub.id)
         if row is not None and row.sub.mid == sub.mid:
-            # As in SQL, id, mid and created_at are never overwritten.
-            kept = replace(sub, created_at=row.sub.created_at)
+            # As in SQL, id, mid, created_at and the circuit (the dispatcher's to change, and
+            # `close_circuit`'s) are never overwritten.
+            kept = replace(sub, created_at=row.sub.created_at, circuit=row.sub.circuit)
             self._s.subscriptions[sub.id] = SubscriptionRow(kept, row.deleted_at)
 
     def close_circuit(self, mid: str, sub_id: str, now: float, url: str | None = None) -> None:
@@ -56,7 +57,9 @@ class MemorySubscriptions:
         if row is not None and row.sub.mid == mid and url in (None, row.sub.url):
             closed = replace(row.sub, circuit=CLOSED)
             self._s.subscriptions[sub_id] = SubscriptionRow(closed, row.deleted_at)
-            # As in SQL: what got no answer (turned away or not) is due at once.
+            if row.sub.circuit.retry_at is None or not row.sub.enabled or row.deleted_at:
+                return  # as in SQL: only an open circuit of a subscription that may send
+            # What got no answer (turned away or not) is due at once.
             for seq, d in list(self._s.deliveries.items()):
                 if (
                     d.subscription_id == sub_id
