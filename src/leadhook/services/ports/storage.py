@@ -287,8 +287,9 @@ class SubscriptionRepository(Protocol):
     def update(self, sub: Subscription) -> None: ...
     def close_circuit(self, mid: str, sub_id: str, now: float, url: str | None = None) -> None:
         """Close the subscription's circuit (its endpoint answered, or is another one now);
-        with `url`, only while the subscription still points there. The failed deliveries
-        whose last attempt got no answer (turned away, or sent without one) are due at `now`."""
+        with `url`, only while the subscription still points there. If the circuit was open
+        and the subscription may send (enabled, not deleted), its failed deliveries whose last
+        attempt got no answer (turned away, or sent without one) are due at `now`."""
         ...
 
     def delete(self, mid: str, sub_id: str, at: float) -> None: ...
