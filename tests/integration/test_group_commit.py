@@ -20,7 +20,7 @@ from leadhook.bootstrap import Container
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.operator import Operator
 from leadhook.services.leads import BehaviourRequest
-from leadhook.services.ports import LeadFilter, NewEvent, Subscription
+from leadhook.services.ports import LeadFilter, NewEvent, Recipient, Subscription
 
 
 @pytest.fixture
@@ -371,8 +371,14 @@ def test_a_group_reads_its_tenant_and_subscriptions_once_and_forgets_them_on_a_w
 
     container.subscriptions.create(tenant, {"url": "http://127.0.0.1:9/h", "event_types": ["*"]})
     reads: list[str] = []
-    real = outbox._sub
-    monkeypatch.setattr(outbox, "_sub", lambda row, box: reads.append(row.id) or real(row, box))
+    real = outbox.SqlSubscriptions._enabled
+
+    def enabled(cursor: Any) -> list[Recipient]:
+        got = real(cursor)
+        reads.extend(r.id for r in got)
+        return got
+
+    monkeypatch.setattr(outbox.SqlSubscriptions, "_enabled", staticmethod(enabled))
     with container.engine.connect() as conn:
         uow = BoundUnitOfWork(conn, container.ids)
         first = uow.subscriptions.enabled_for(tenant)

@@ -32,6 +32,7 @@ from leadhook.services.ports import (
     LeadFilter,
     NewEvent,
     PoolTurn,
+    Recipient,
     StoredResponse,
     Subscription,
     Tenant,
@@ -451,6 +452,13 @@ def test_subscriptions(uow: UnitOfWorkFactory) -> None:
     _write(uow, lambda u: u.subscriptions.update(changed))
     assert _read(uow, lambda u: u.subscriptions.get("t1", "s1")) == changed
     assert {s.id for s in _read(uow, lambda u: u.subscriptions.enabled_for("t1"))} == {"s3"}
+    # The fan-out's view: the id and the wanted types, as stored, and nothing else.
+    narrowed = replace(subs[2], event_types=("object_create", "object_voids"))
+    _write(uow, lambda u: u.subscriptions.update(narrowed))
+    (recipient,) = _read(uow, lambda u: u.subscriptions.enabled_for("t1"))
+    assert recipient == Recipient("s3", ("object_create", "object_voids"))
+    assert recipient.wants("object_voids") and not recipient.wants("object_update")
+    assert Recipient("s9", ("*",)).wants("object_update")
     ids: list[str] = []
     cursor = None
     while True:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, NamedTuple
+from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 
@@ -26,6 +27,7 @@ from leadhook.services.ports import (
     IdFactory,
     NewEvent,
     Page,
+    Recipient,
     Subscription,
     delivery_of,
     requeued,
@@ -217,8 +219,8 @@ class SqlSubscriptions(_OnConnection):
         ).scalar_one()
         return int(counted)
 
-    def enabled_for(self, mid: str) -> list[Subscription]:
-        # Read by every behaviour (its fan-out): named SQL, columns in `_SubRow`'s order.
+    def enabled_for(self, mid: str) -> list[Recipient]:
+        # Read by every behaviour (its fan-out): named SQL, the id and the event types only.
         memo = self.memo
         if memo is not None and mid in memo:
             return list(memo[mid])
@@ -241,10 +243,11 @@ class SqlSubscriptions(_OnConnection):
 
         return read
 
-    def _enabled(self, cursor: Any) -> list[Subscription]:
-        return [_sub(_SubRow(*r), self.box) for r in cursor.fetchall()]
+    @staticmethod
+    def _enabled(cursor: Any) -> list[Recipient]:
+        return [Recipient(sub_id, _event_types(types)) for sub_id, types in cursor.fetchall()]
 
-    memo: dict[str, list[Subscription]] | None = None
+    memo: dict[str, list[Recipient]] | None = None
     """Set by a unit of work whose transaction runs only behaviours (the group writer's): each
     tenant's enabled subscriptions, read once; any write here forgets them."""
 
@@ -253,28 +256,10 @@ class SqlSubscriptions(_OnConnection):
             self.memo.clear()
 
 
-class _SubRow(NamedTuple):
-    """A row of `enabled_subscriptions`, with the names `_sub` reads."""
-
-    id: str
-    mid: str
-    url: str
-    event_types: str
-    description: str
-    enabled: bool
-    secret: str
-    max_in_flight: int
-    rate_limit_per_s: float | None
-    created_at: float
-    updated_at: float
-    disabled_reason: str | None
-    previous_secret: str | None
-    previous_secret_expires_at: float | None
-    first_failure_at: float | None
-    circuit_failures: int
-    circuit_opened_at: float | None
-    circuit_retry_at: float | None
-    circuit_cooldown: float | None
+@lru_cache(maxsize=1024)
+def _event_types(text: str) -> tuple[str, ...]:
+    # A subscription's `event_types` as stored (JSON), decoded once per distinct list.
+    return tuple(json.loads(text))
 
 
 class SqlDeliveries(_OnConnection):
@@ -284,7 +269,7 @@ class SqlDeliveries(_OnConnection):
         super().__init__(conn)
         self.ids = ids
 
-    def enqueue(self, rows: Sequence[tuple[Subscription, int | None, NewEvent]], now: float) -> int:
+    def enqueue(self, rows: Sequence[tuple[Recipient, int | None, NewEvent]], now: float) -> int:
         if not rows:
             return 0
         new_id = self.ids.short

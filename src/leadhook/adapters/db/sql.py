@@ -47,11 +47,6 @@ class Statements:
     idempotency_put: str
 
 
-_SUB_COLUMNS = """id, mid, url, event_types, description, enabled, secret, max_in_flight,
-    rate_limit_per_s, created_at, updated_at, disabled_reason, previous_secret,
-    previous_secret_expires_at, first_failure_at, circuit_failures, circuit_opened_at,
-    circuit_retry_at, circuit_cooldown"""
-
 SQLITE = Statements(
     # SQLite has no row locks: its write transactions are serialised whole (BEGIN IMMEDIATE).
     tenant="SELECT catalog, created_at FROM tenants WHERE mid = ?",
@@ -74,7 +69,7 @@ SQLITE = Statements(
         create_time, is_follow_up, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
     # The seq of the last row inserted: a batch's rows get consecutive seqs ending there.
     last_rowid="SELECT last_insert_rowid()",
-    enabled_subscriptions=f"""SELECT {_SUB_COLUMNS} FROM subscriptions
+    enabled_subscriptions="""SELECT id, event_types FROM subscriptions
         WHERE mid = ? AND enabled AND deleted_at IS NULL""",
     insert_delivery="""INSERT INTO deliveries (id, mid, subscription_id, event_seq, event_id,
         entity_id, entity_version, event_type, status, attempt_count, next_attempt_at,
@@ -107,7 +102,7 @@ POSTGRES = Statements(
         create_time, is_follow_up, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
         RETURNING seq""",
     last_rowid=None,  # psycopg returns each row's seq (executemany with returning)
-    enabled_subscriptions=f"""SELECT {_SUB_COLUMNS} FROM subscriptions
+    enabled_subscriptions="""SELECT id, event_types FROM subscriptions
         WHERE mid = %s AND enabled AND deleted_at IS NULL""",
     insert_delivery="""INSERT INTO deliveries (id, mid, subscription_id, event_seq, event_id,
         entity_id, entity_version, event_type, status, attempt_count, next_attempt_at,

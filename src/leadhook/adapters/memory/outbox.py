@@ -19,6 +19,7 @@ from leadhook.services.ports import (
     DeliveryStatus,
     NewEvent,
     Page,
+    Recipient,
     Subscription,
     delivery_of,
     requeued,
@@ -103,9 +104,9 @@ class MemorySubscriptions:
         subs = subs[:limit]
         return Page(subs, cursors.encode_keyed(subs[-1].created_at, subs[-1].id) if more else None)
 
-    def enabled_for(self, mid: str) -> list[Subscription]:
+    def enabled_for(self, mid: str) -> list[Recipient]:
         return [
-            r.sub
+            r.sub.recipient
             for r in self._s.subscriptions.values()
             if r.sub.mid == mid and r.sub.enabled and r.deleted_at is None
         ]
@@ -118,7 +119,7 @@ class MemoryDeliveries:
         self._s = state
         self._new_id = new_id
 
-    def enqueue(self, rows: Sequence[tuple[Subscription, int | None, NewEvent]], now: float) -> int:
+    def enqueue(self, rows: Sequence[tuple[Recipient, int | None, NewEvent]], now: float) -> int:
         for sub, known, ev in rows:
             seq = known
             if seq is None:  # not read back by the event log: found by the event's id

@@ -120,6 +120,25 @@ class Subscription(RotatingSecret):
         """Tell whether this subscription receives events of `event_type`."""
         return self.enabled and ("*" in self.event_types or event_type in self.event_types)
 
+    @property
+    def recipient(self) -> Recipient:
+        """This subscription as a behaviour's fan-out sees it."""
+        return Recipient(self.id, self.event_types)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """An enabled, live subscription as a behaviour's fan-out reads it: which one, and the
+    event types it wants. Every behaviour reads these; nothing else of the subscription (its
+    URL, secrets, limits, circuit) is needed to write its delivery rows."""
+
+    id: str
+    event_types: tuple[str, ...]
+
+    def wants(self, event_type: str) -> bool:
+        """Tell whether the subscription receives events of `event_type`."""
+        return "*" in self.event_types or event_type in self.event_types
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -294,7 +313,10 @@ class SubscriptionRepository(Protocol):
 
     def delete(self, mid: str, sub_id: str, at: float) -> None: ...
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]: ...
-    def enabled_for(self, mid: str) -> list[Subscription]: ...
+    def enabled_for(self, mid: str) -> list[Recipient]:
+        """The tenant's enabled, live subscriptions, as a behaviour's fan-out needs them."""
+        ...
+
     def count_for_adding(self, mid: str) -> int:
         """How many live (not deleted) subscriptions the tenant has, counted so that creates
         running beside each other count one after another (the tenant's row locked)."""
@@ -304,7 +326,7 @@ class SubscriptionRepository(Protocol):
 class DeliveryRepository(Protocol):
     """Deliveries: the outbox rows written with each event, and their history."""
 
-    def enqueue(self, rows: Sequence[tuple[Subscription, int | None, NewEvent]], now: float) -> int:
+    def enqueue(self, rows: Sequence[tuple[Recipient, int | None, NewEvent]], now: float) -> int:
         """Write one pending delivery per (subscription, event seq, event); a seq of None is
         found by the event's id. Return how many were written."""
         ...
