@@ -140,20 +140,27 @@ def test_a_service_whose_key_no_longer_opens_the_secrets_answers_503_and_is_not_
     admin = "rotating-admin"
     running = build(Settings(database_url=database_url, secret_keys=(old,), admin_token=admin))
     try:
-        _subscribe(running)
+        sub = _subscribe(running)
         key = running.tenants.issue_key(MID).api_key
         with TestClient(create_app(running)) as client:
             assert client.get("/readyz").status_code == 200
             build(Settings(database_url=database_url, secret_keys=(new, old))).close()
             auth = {"Authorization": f"Bearer {key}"}
-            created = client.post("/v1/leads", json={"fields": {}}, headers=auth)
-            assert created.status_code == 503, created.text
-            assert created.headers["retry-after"] == "5"
-            assert created.headers["content-type"] == "application/problem+json"
-            assert "secret keys do not open" in created.json()["detail"]
-            assert ".key" not in created.text  # no server path in an answer
+            read = client.get(f"/v1/subscriptions/{sub.id}", headers=auth)
+            assert read.status_code == 503, read.text
+            assert read.headers["retry-after"] == "5"
+            assert read.headers["content-type"] == "application/problem+json"
+            assert "secret keys do not open" in read.json()["detail"]
+            assert ".key" not in read.text  # no server path in an answer
             ready = client.get("/readyz")
             assert ready.status_code == 503
+            # A behaviour needs no secret: it commits, and its delivery waits in the outbox
+            # for a process that has the key.
+            created = client.post("/v1/leads", json={"fields": {}}, headers=auth)
+            assert created.status_code == 201, created.text
+            lead_id = created.json()["lead"]["id"]
+            waiting = client.get(f"/v1/deliveries?lead_id={lead_id}", headers=auth)
+            assert [d["status"] for d in waiting.json()["data"]] == ["pending"], waiting.text
     finally:
         running.close()
 
