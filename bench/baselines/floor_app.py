@@ -44,6 +44,7 @@ import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from bench.baselines.skeleton_app import serve
 from leadhook.adapters.db.checkpoint import WalCheckpointer
 from leadhook.adapters.db.engine import configure_sqlite
 
@@ -150,14 +151,4 @@ def checkpoint(path: str) -> None:
 if __name__ == "__main__" and sys.argv[1] == "checkpoint":
     checkpoint(sys.argv[2])
 elif __name__ == "__main__":
-    import uvicorn
-
-    uvicorn.run(
-        create_app(sys.argv[2], template="--template" in sys.argv[3:]),
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
-        log_level="warning",
-        access_log=False,
-        http="httptools",
-        loop="uvloop",
-    )
+    serve(create_app(sys.argv[2], template="--template" in sys.argv[3:]), int(sys.argv[1]))

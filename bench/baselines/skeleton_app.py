@@ -72,15 +72,21 @@ def create_app(path: str) -> FastAPI:
     return app
 
 
-if __name__ == "__main__":
+def serve(app: FastAPI, port: int) -> None:
+    """Serve `app` on 127.0.0.1:`port` as leadhook is served (uvicorn, httptools, uvloop);
+    every baseline app of the write path runs through this, so they share the server."""
     import uvicorn
 
     uvicorn.run(
-        create_app(sys.argv[2]),
+        app,
         host="127.0.0.1",
-        port=int(sys.argv[1]),
+        port=port,
         log_level="warning",
         access_log=False,
         http="httptools",
         loop="uvloop",
     )
+
+
+if __name__ == "__main__":
+    serve(create_app(sys.argv[2]), int(sys.argv[1]))
