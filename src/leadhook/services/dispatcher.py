@@ -30,7 +30,7 @@ import socket
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from leadhook.domain import circuit
@@ -760,11 +760,12 @@ class Dispatcher:
 
     def _turn_away(self, job: Job) -> Verdict:
         """The verdict of an attempt not made: the endpoint's circuit is open."""
-        now = self._clock()
-        verdict = self._verdict(job, self._lanes.get(job.subscription_id), now, turned_away())
-        return replace(verdict, sent=False)
+        lane = self._lanes.get(job.subscription_id)
+        return self._verdict(job, lane, self._clock(), turned_away(), sent=False)
 
-    def _verdict(self, job: Job, lane: Lane | None, start: float, result: SendResult) -> Verdict:
+    def _verdict(
+        self, job: Job, lane: Lane | None, start: float, result: SendResult, *, sent: bool = True
+    ) -> Verdict:
         now = self._clock()
         attempt = Attempt(start, result.status_code, result.latency_ms, result.error, result.body)
         decision = decide(self._policy, result, job.attempt_count + 1, now, self._rand)
@@ -805,7 +806,9 @@ class Dispatcher:
                 "reason": decision.reason,
             },
         )
-        return Verdict(job, attempt, status, decision.next_attempt_at, decision.reason, disable)
+        return Verdict(
+            job, attempt, status, decision.next_attempt_at, decision.reason, disable, sent
+        )
 
     # ---- recording ---------------------------------------------------------------------------
 
