@@ -7,13 +7,13 @@ from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, text, update
 
 from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.queue_sql import queue_statements
 from leadhook.adapters.db.repositories import driver_in_transaction, execute_rows, unread
 from leadhook.adapters.db.sql import statements
 from leadhook.adapters.secretbox import SecretBox, box_for
-from leadhook.domain.attempts import UNANSWERED
 from leadhook.domain.circuit import Circuit
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
@@ -139,13 +139,12 @@ class SqlSubscriptions(_OnConnection):
         self._forget()
         c = t.subscriptions.c
         where = [c.id == sub_id, c.mid == mid] + ([] if url is None else [c.url == url])
-        # Only a circuit that was open, of a subscription that may send, makes what got no
-        # answer due: a closed one's failures keep their schedule, a disabled one's wait.
-        was_open = self.conn.execute(
-            select(c.id).where(
-                *where, c.circuit_retry_at.is_not(None), c.enabled, c.deleted_at.is_(None)
-            )
-        ).first()
+        if self.conn.execute(select(c.id).where(*where)).first() is not None:
+            # Before the close, the queue's own statement (the rule in one place): if the
+            # circuit was open and the subscription may send, what got no answer is due now.
+            queue = queue_statements(self.conn.dialect.name)
+            params = queue.unanswered_due_params([sub_id], now)
+            self.conn.execute(text(queue.unanswered_due), params)
         self.conn.execute(
             update(t.subscriptions)
             .where(*where)
@@ -157,19 +156,6 @@ class SqlSubscriptions(_OnConnection):
                 circuit_probe_until=None,
             )
         )
-        if was_open is not None:  # what got no answer (turned away or not) is due at once
-            d = t.deliveries.c
-            self.conn.execute(
-                update(t.deliveries)
-                .where(
-                    d.subscription_id == sub_id,
-                    d.status == "failed",
-                    d.next_attempt_at > now,
-                    d.locked_until.is_(None),
-                    or_(*(d.last_error.startswith(p, autoescape=True) for p in UNANSWERED)),
-                )
-                .values(next_attempt_at=now)
-            )
 
     def delete(self, mid: str, sub_id: str, at: float) -> None:
         self._forget()

@@ -35,7 +35,6 @@ from leadhook.adapters.db.engine import WriteGate, is_sqlite
 from leadhook.adapters.db.queue_sql import queue_statements
 from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.secretbox import SecretBox, box_for
-from leadhook.domain.attempts import UNANSWERED
 from leadhook.domain.circuit import Circuit, after_no_answer
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
 from leadhook.services.ports import DeliveryStatus, Job, Verdict
@@ -459,13 +458,12 @@ class SqlDeliveryQueue:
                 if o.job.probe:
                     probed.add(o.job.subscription_id)
         if answered:
-            ids = self._sql.id_list(sorted(answered))
+            ids = sorted(answered)
             # Before the close: only a circuit that was open (and whose subscription may send)
             # makes what got no answer due; a closed one's failures keep their schedule.
-            away, silence = UNANSWERED
-            params = {"ids": ids, "now": now, "turned_away": away, "no_response": silence}
+            params = self._sql.unanswered_due_params(ids, now)
             self._named(conn, self._unanswered_due, params)
-            self._named(conn, self._circuit_close, {"ids": ids})
+            self._named(conn, self._circuit_close, {"ids": params["ids"]})
         if not silent:
             return
         stmt = select(

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from leadhook.domain.attempts import UNANSWERED
+
 
 @dataclass(frozen=True)
 class QueueStatements:
@@ -100,6 +102,11 @@ class QueueStatements:
     that may send: due at `:now`. Run before `circuit_close` closes them."""
     id_list: Callable[[Sequence[Any]], Any]
     """The value one list parameter (`:exclude`, `:probes`, `:seqs`, a JSON seqs marker) takes."""
+
+    def unanswered_due_params(self, ids: Sequence[str], now: float) -> dict[str, Any]:
+        """The parameters of `unanswered_due` for the subscriptions `ids` at `now`."""
+        away, silence = UNANSWERED
+        return {"ids": self.id_list(ids), "now": now, "turned_away": away, "no_response": silence}
 
 
 def _json_list(items: Sequence[Any]) -> str:
