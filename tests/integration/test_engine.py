@@ -391,3 +391,33 @@ def test_event_retention_walks_past_old_unsettled_events_a_window_at_a_time(
     assert sum(d.get("events", 0) for d in seen) == len(newer) == 6
     assert seen[0].get("events", 0) == 0  # the first 8 examined were all unsettled
     assert _count(container, t.events) == 20  # the unsettled ones are kept
+
+
+def test_event_retention_walks_the_log_in_order_and_stops_at_the_horizon(
+    container: Container,
+) -> None:
+    """The purge reads the log by `seq` (no index of `create_time`, migration 0006): it stops at
+    the first event inside the horizon, and an older event logged after it is purged by a later
+    walk, once the event ahead of it is past the horizon too. Catches a walk that skips young
+    events and reads on (the whole log each round), and one that never comes back for the rest."""
+    setup(container, max_in_flight=50)
+    for _ in range(3):
+        new_lead(container)
+    _finish_all(container)
+    with container.engine.connect() as conn:
+        seqs = list(conn.execute(select(t.events.c.seq).order_by(t.events.c.seq)).scalars())
+    old, young = int(time.time() - 400 * DAY), int(time.time())
+    with container.engine.begin() as conn:
+        for seq, when in zip(seqs, (old, young, old), strict=True):
+            conn.execute(update(t.events).values(create_time=when).where(t.events.c.seq == seq))
+    store = SqlRetention(container.engine, container.gate)
+    horizon = time.time() - 365 * DAY
+    assert store.purge("events", before=horizon, limit=100, now=1.0)["events"] == 1
+    assert store.purge("events", before=horizon, limit=100, now=1.0)["events"] == 0
+    with container.engine.connect() as conn:
+        left = list(conn.execute(select(t.events.c.seq).order_by(t.events.c.seq)).scalars())
+    assert left == seqs[1:]
+    with container.engine.begin() as conn:  # the event ahead grows old too
+        conn.execute(update(t.events).values(create_time=old).where(t.events.c.seq == seqs[1]))
+    assert store.purge("events", before=horizon, limit=100, now=1.0)["events"] == 2
+    assert _count(container, t.events) == 0

@@ -238,3 +238,59 @@ def test_where_a_skipping_claim_starts_is_found_on_the_due_index(container: Cont
             # the few other rows, by its statistics: either reads an index, never the table.
             assert "Seq Scan on deliveries" not in plan, plan
             assert "ix_deliveries_due" in plan or "ix_deliveries_lead_order" in plan, plan
+
+
+def _indexes_read(engine: Engine, statement: str, params: Any) -> str:
+    """The plan of a statement, as text naming the indexes it reads."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+            return "\n".join(str(r[-1]) for r in rows)
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        rows = conn.exec_driver_sql("EXPLAIN " + statement, params).all()
+        return "\n".join(str(r[0]) for r in rows)
+
+
+def test_the_partial_indexes_serve_their_queries(container: Container) -> None:
+    """Migration 0006 keeps out of the indexes what no query reads through them (a lead with no
+    owner, every lead not voided, a delivery not delivered); each query that needs one must
+    still be planned on it, on both dialects, and with its values as parameters (a cached
+    plan): catches a filter the planner cannot prove implies the index's condition, which
+    would walk all of a tenant's leads or all deliveries instead."""
+    c = container
+    seeded = _populate(c)
+    c.leads.perform(replace(REQ, idempotency_key="void"), "void", seeded["lead"], {})
+
+    def in_uow(fn: Callable[[Any], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with c.readonly_uow() as uow:
+                return fn(uow)
+
+        return run
+
+    checks: dict[str, tuple[Callable[[], Any], str]] = {
+        "voided leads": (
+            in_uow(lambda u: u.leads.page(MID, LeadFilter(voided=True), None, 50)),
+            "ix_leads_voided_seq",
+        ),
+        "an owner's leads": (
+            in_uow(lambda u: u.leads.page(MID, LeadFilter(owner="x"), None, 50)),
+            "ix_leads_mid_owner_seq",
+        ),
+        "members' open leads": (
+            in_uow(lambda u: u.pools.open_leads(MID, ["x", "y"])),
+            "ix_leads_mid_owner_seq",
+        ),
+    }
+    for what, (run, index) in checks.items():
+        with captured(c.engine) as statements:
+            run()
+        plans = [_indexes_read(c.engine, s, p) for s, p in statements if "leads" in s]
+        assert any(index in plan for plan in plans), f"{what}: not on {index}:\n{plans}"
+    with c.engine.begin() as conn:
+        conn.execute(update(t.deliveries).values(updated_at=0.0))
+    store = SqlRetention(c.engine, c.gate)
+    with captured(c.engine) as statements:
+        store.purge("deliveries", before=1.0, limit=10, now=1.0)
+    plans = [_indexes_read(c.engine, s, p) for s, p in statements if "deliveries" in s]
+    assert any("ix_deliveries_delivered_at" in plan for plan in plans), plans

@@ -7,7 +7,18 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    and_,
+    delete,
+    false,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from leadhook.adapters.db import tables as t
@@ -281,10 +292,14 @@ class SqlLeads(_Repo):
             (c.owner, filters.owner),
             (c.lead_pool, filters.lead_pool),
             (c.life_status, filters.life_status),
-            (c.voided, filters.voided),
         ):
             if value is not None:
                 conds.append(column == value)
+        if filters.voided is not None:
+            # A literal, not a parameter: `voided = 1` (PostgreSQL: `voided = true`) is what
+            # lets both planners read the partial index of voided leads, `ix_leads_voided_seq`,
+            # also in a plan made once for any value (a prepared statement's generic plan).
+            conds.append(c.voided == (true() if filters.voided else false()))
         rows = self.conn.execute(
             select(c.seq, c.state).where(and_(*conds)).order_by(c.seq).limit(limit + 1)
         ).all()

@@ -2,7 +2,8 @@
 
 Every statement walks an index in order and stops at the limit (checked by
 tests/integration/test_query_plans.py): idempotency keys by `created_at`, delivered deliveries
-by `(status, updated_at)`, events by `create_time`, and what hangs on them by
+by `updated_at` (a partial index of delivered ones), events by `seq` (the log's order,
+stopping at the first inside the horizon), and what hangs on them by
 `delivery_attempts.delivery_seq` and `deliveries.event_seq`. The rows deleted are added to
 `purge_counts` in the same transaction, so the counters `/metrics` shows are exact whichever
 process purged.
@@ -43,14 +44,18 @@ _ATTEMPTS = text("DELETE FROM delivery_attempts WHERE delivery_seq IN :seqs").bi
     bindparam("seqs", expanding=True)
 )
 
-# Events past the horizon, oldest first, a window at a time after (:ct, :seq): the purge
-# examines a bounded number of them per transaction and goes on from where it stopped. (One
-# statement looking for settled events walked every unsettled one past the horizon, holding
-# the write lock: 0.35 s a minute behind 325,000 events whose deliveries were failing.)
+# The log in its own order, a window at a time after :seq: the purge examines a bounded
+# number of events per transaction and goes on from where it stopped. (One statement looking
+# for settled events walked every unsettled one past the horizon, holding the write lock: 0.35
+# s a minute behind 325,000 events whose deliveries were failing.) The walk is by `seq`, the
+# table's primary key, and stops at the first event inside the horizon (`_settled`): an index
+# of `create_time` would cost every behaviour one more entry to write (migration 0006). Events
+# are stamped before they are logged, so the log's order is their time's to within a
+# transaction; one stamped a little before an event logged ahead of it waits for the walk that
+# finds that event past the horizon too.
 _EVENT_WINDOW = text("""SELECT e.seq, e.create_time FROM events e
-WHERE e.create_time < :before
-  AND e.create_time >= :ct AND NOT (e.create_time = :ct AND e.seq <= :seq)
-ORDER BY e.create_time, e.seq
+WHERE e.seq > :seq
+ORDER BY e.seq
 LIMIT :scan""")
 
 # Of a window's events, the settled ones: none of their deliveries is pending or failed.
@@ -99,9 +104,9 @@ class SqlRetention:
         self._engine = engine
         self._gate = gate
         self._sqlite = is_sqlite(engine)
-        # Where the event purge's walk stopped, (create_time, seq): it goes on from there and
-        # starts over from the oldest once it reaches the horizon (per process).
-        self._after: tuple[int, int] = (-1, -1)
+        # Where the event purge's walk stopped (a seq): it goes on from there and starts over
+        # from the oldest once it reaches the horizon (per process).
+        self._after = -1
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -142,23 +147,22 @@ class SqlRetention:
         found: list[int] = []
         examined = 0
         while examined < EVENT_BUDGET:
-            ct, seq = self._after
-            window = conn.execute(
-                _EVENT_WINDOW, {"before": before, "ct": ct, "seq": seq, "scan": EVENT_WINDOW}
-            ).all()
+            rows = conn.execute(_EVENT_WINDOW, {"seq": self._after, "scan": EVENT_WINDOW}).all()
+            # The first event inside the horizon ends the walk, as the log's end does.
+            inside = next((i for i, r in enumerate(rows) if r.create_time >= before), None)
+            window = [r.seq for r in rows[:inside]]
+            horizon = inside is not None or len(rows) < EVENT_WINDOW
             examined += len(window)
             if window:
-                settled = set(
-                    conn.execute(_SETTLED_EVENTS, {"seqs": [r.seq for r in window]}).scalars()
-                )
-                for row in window:
-                    if row.seq in settled:
-                        found.append(row.seq)
-                    self._after = (row.create_time, row.seq)
+                settled = set(conn.execute(_SETTLED_EVENTS, {"seqs": window}).scalars())
+                for seq in window:
+                    if seq in settled:
+                        found.append(seq)
+                    self._after = seq
                     if len(found) == limit:
                         return found  # the rest of this window is looked at next time
-            if len(window) < EVENT_WINDOW:
-                self._after = (-1, -1)  # reached the horizon: the next call starts over
+            if horizon:
+                self._after = -1  # reached the horizon: the next call starts over
                 break
         return found
 

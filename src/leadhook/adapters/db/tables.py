@@ -78,14 +78,6 @@ leads = Table(
         postgresql_where=text("owner IS NOT NULL"),
         sqlite_where=text("owner IS NOT NULL"),
     ),
-    # Least-loaded allocation and claim limits count a member's leads.
-    Index(
-        "ix_leads_owner",
-        "mid",
-        "owner",
-        postgresql_where=text("owner IS NOT NULL"),
-        sqlite_where=text("owner IS NOT NULL"),
-    ),
     Index(
         "ix_leads_mobile_key",
         "mid",
@@ -101,10 +93,29 @@ leads = Table(
         sqlite_where=text("email_key IS NOT NULL"),
     ),
     # The listing's filters: a filter matching few leads must not walk all of a tenant's.
-    Index("ix_leads_mid_owner_seq", "mid", "owner", "seq"),
+    # Only owned leads are in the owner's index (a filter names an owner; no filter asks for
+    # "no owner"), and it also serves least-loaded allocation and claim limits, which count a
+    # member's leads: a lead created or returned without an owner writes no entry in it
+    # (migration 0006).
+    Index(
+        "ix_leads_mid_owner_seq",
+        "mid",
+        "owner",
+        "seq",
+        postgresql_where=text("owner IS NOT NULL"),
+        sqlite_where=text("owner IS NOT NULL"),
+    ),
     Index("ix_leads_mid_lead_pool_seq", "mid", "lead_pool", "seq"),
     Index("ix_leads_mid_life_status_seq", "mid", "life_status", "seq"),
-    Index("ix_leads_mid_voided_seq", "mid", "voided", "seq"),
+    # `voided=true` walks the few voided leads here; `voided=false` walks `ix_leads_mid_seq`,
+    # skipping them (0006: before, every lead had an entry, written by every create).
+    Index(
+        "ix_leads_voided_seq",
+        "mid",
+        "seq",
+        postgresql_where=text("voided"),
+        sqlite_where=text("voided = 1"),
+    ),
 )
 
 # Where each pool's automatic allocation stands; its row is locked while a lead is allocated,
@@ -148,8 +159,9 @@ events = Table(
     Column("is_follow_up", Integer, nullable=False),
     Column("payload", Text, nullable=False),
     UniqueConstraint("entity_id", "entity_version", name="uq_events_entity_version"),
+    # Retention walks the log by `seq` (the table's own order), not by `create_time`: 0006
+    # dropped that index, which every event wrote an entry in (adapters/db/retention.py).
     Index("ix_events_mid_seq", "mid", "seq"),
-    Index("ix_events_create_time", "create_time"),  # retention of the log, oldest first
     # The log's filters (`entity_id=`, `event_type=`), in log order.
     Index("ix_events_mid_entity_id_seq", "mid", "entity_id", "seq"),
     Index("ix_events_mid_event_type_seq", "mid", "event_type", "seq"),
@@ -229,8 +241,15 @@ deliveries = Table(
     ),
     # A listing filtered by status walks only that status (a few dead among millions delivered).
     Index("ix_deliveries_subscription_status_seq", "subscription_id", "status", "seq"),
-    # Retention: the oldest delivered (or dead) rows first, and the deliveries of an event.
-    Index("ix_deliveries_status_updated_at", "status", "updated_at"),
+    # Retention: the oldest delivered rows first (only delivered ones are in it: a delivery
+    # gets its entry when it is delivered, not a pending one when it is created, 0006), and
+    # the deliveries of an event.
+    Index(
+        "ix_deliveries_delivered_at",
+        "updated_at",
+        postgresql_where=text("status = 'delivered'"),
+        sqlite_where=text("status = 'delivered'"),
+    ),
     Index("ix_deliveries_event_seq", "event_seq"),
     # The leases held by one worker (crash recovery): only leased rows are in it, so it is tiny.
     Index(
