@@ -259,15 +259,51 @@ def test_lead_round_trip_and_tenancy(uow: UnitOfWorkFactory) -> None:
 
 
 def test_lead_update_checks_the_version(uow: UnitOfWorkFactory) -> None:
-    _write(uow, lambda u: u.leads.add(_lead("L1")))
+    v1 = _lead("L1")
+    _write(uow, lambda u: u.leads.add(v1))
     v2 = _lead("L1", version=2, owner="m1", voided=True)
-    _write(uow, lambda u: u.leads.update(v2, 1))
+    _write(uow, lambda u: u.leads.update(v2, v1))
     assert _read(uow, lambda u: u.leads.get("t1", "L1")) == v2
     with pytest.raises(ConflictError), uow() as u:
-        u.leads.update(_lead("L1", version=3), 1)
+        u.leads.update(_lead("L1", version=3), v1)
     with pytest.raises(ConflictError), uow() as u:
-        u.leads.update(_lead("L9", version=2), 1)
+        u.leads.update(_lead("L9", version=2), _lead("L9"))
     assert _read(uow, lambda u: u.leads.get("t1", "L1")) == v2
+
+
+def test_a_lead_update_writes_each_column_that_changed(uow: UnitOfWorkFactory) -> None:
+    """An update sets only the indexed columns whose value changed (`sql.update_lead`): each
+    change alone must still reach its column (the filters read the columns, not the state),
+    and a column left alone must keep its value."""
+    before = _lead("L1", owner="m1")
+    _write(uow, lambda u: u.leads.add(before))
+    steps: list[dict[str, Any]] = [
+        {"fields": {"name": "李四"}},
+        {"owner": "m2"},
+        {"lead_pool": "sales"},
+        {"life_status": "mql"},
+        {"voided": True},
+        {"voided": False, "owner": None},
+    ]
+    for version, change in enumerate(steps, start=2):
+        after = replace(before, version=version, **change)
+        _write(uow, lambda u, a=after, b=before: u.leads.update(a, b))
+        assert _read(uow, lambda u: u.leads.get("t1", "L1")) == after
+        now = LeadFilter(
+            owner=after.owner,
+            lead_pool=after.lead_pool,
+            life_status=after.life_status,
+            voided=after.voided,
+        )
+        found = _read(uow, lambda u, f=now: u.leads.page("t1", f, None, 10))
+        assert [x.id for x in found.data] == ["L1"], change
+        for column in change.keys() - {"fields"}:
+            old = getattr(before, column)
+            if old is not None:
+                was = LeadFilter(**{column: old})
+                gone = _read(uow, lambda u, f=was: u.leads.page("t1", f, None, 10))
+                assert gone.data == [], (change, column)
+        before = after
 
 
 def test_lead_pages_filter_and_follow_the_cursor(uow: UnitOfWorkFactory) -> None:

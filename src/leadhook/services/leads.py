@@ -254,7 +254,7 @@ class LeadService:
             if before is None:
                 uow.leads.add(outcome.lead)
             elif outcome.events:
-                uow.leads.update(outcome.lead, before.version)
+                uow.leads.update(outcome.lead, before)
             payloads = self._record(uow, outcome.events, tally)
             return status, behaviour_body(outcome.lead, payloads)
 
@@ -317,7 +317,7 @@ class LeadService:
         def work(uow: UnitOfWork, tally: _Tally) -> tuple[int, str]:
             changes = act(uow, lambda: self._context(uow, req))
             for before, after in changes.leads:
-                uow.leads.update(after, before.version)
+                uow.leads.update(after, before)
             payloads = self._record(uow, changes.events, tally)
             if changes.answer is None:
                 return 200, '{"events":[' + ",".join(payloads) + "]}"

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.pipeline import deferring, flushed, held_writes, kept_cursor, send_held
 from leadhook.adapters.db.pools import lead_columns
-from leadhook.adapters.db.sql import statements
+from leadhook.adapters.db.sql import LEAD_INDEXED, statements, update_lead
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
 from leadhook.domain.errors import BadRequestError, ConflictError
@@ -237,6 +237,11 @@ class SqlTenants(_Repo):
         return [self._key(r) for r in rows]
 
 
+# Where each of `sql.LEAD_INDEXED` is in `_lead_row`, and back.
+_COLUMN_AT = dict(zip((3, 4, 5, 6, 10, 11, 12, 13), LEAD_INDEXED, strict=True))
+_INDEXED_AT = tuple(_COLUMN_AT)
+
+
 def _lead_row(lead: Lead) -> tuple[Any, ...]:
     """The bind parameters of `insert_lead`, in its column order."""
     pools = lead_columns(lead)  # pool automation's columns: see adapters/db/pools.py
@@ -273,11 +278,14 @@ class SqlLeads(_Repo):
         if leads:
             self.unread.executemany(self.sql.insert_lead, [_lead_row(x) for x in leads])
 
-    def update(self, lead: Lead, expected_version: int) -> None:
-        row = _lead_row(lead)
-        # Every column but id, mid and created_at (0, 1, 8), then the key and the version check.
-        params = (*row[2:8], row[9], *row[10:], lead.id, expected_version)
-        cur = self.driver.execute(self.sql.update_lead, params)
+    def update(self, lead: Lead, before: Lead) -> None:
+        row, old = _lead_row(lead), _lead_row(before)
+        # The version, the state and updated_at (2, 7, 9), the indexed columns whose value
+        # changed (`sql.update_lead`), then the key and the version check.
+        changed = [i for i in _INDEXED_AT if row[i] != old[i]]
+        statement = update_lead(self.sql.mark, tuple(_COLUMN_AT[i] for i in changed))
+        params = (row[2], row[7], row[9], *(row[i] for i in changed), lead.id, before.version)
+        cur = self.driver.execute(statement, params)
         flushed(self.conn)  # its rowcount, in PostgreSQL's pipeline mode
         if cur.rowcount != 1:
             raise ConflictError(f"lead {lead.id} changed concurrently; retry the request")

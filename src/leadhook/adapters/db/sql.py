@@ -31,7 +31,7 @@ class Statements:
     lead: str
     lead_for_update: str
     insert_lead: str
-    update_lead: str
+    mark: str  # the placeholder: `?` or `%s` (`update_lead`)
     log_lock_shared: str | None
     log_lock: str | None
     insert_event: str
@@ -56,9 +56,7 @@ SQLITE = Statements(
     insert_lead="""INSERT INTO leads (id, mid, version, owner, lead_pool, life_status, voided,
         state, created_at, updated_at, owner_since, last_follow_up_at, mobile_key, email_key)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-    update_lead="""UPDATE leads SET version = ?, owner = ?, lead_pool = ?, life_status = ?,
-        voided = ?, state = ?, updated_at = ?, owner_since = ?, last_follow_up_at = ?,
-        mobile_key = ?, email_key = ? WHERE id = ? AND version = ?""",
+    mark="?",
     log_lock_shared=None,
     log_lock=None,
     # A version or event id already written answers no row (and leaves the transaction usable).
@@ -90,9 +88,7 @@ POSTGRES = Statements(
     insert_lead="""INSERT INTO leads (id, mid, version, owner, lead_pool, life_status, voided,
         state, created_at, updated_at, owner_since, last_follow_up_at, mobile_key, email_key)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-    update_lead="""UPDATE leads SET version = %s, owner = %s, lead_pool = %s, life_status = %s,
-        voided = %s, state = %s, updated_at = %s, owner_since = %s, last_follow_up_at = %s,
-        mobile_key = %s, email_key = %s WHERE id = %s AND version = %s""",
+    mark="%s",
     log_lock_shared=f"SELECT pg_advisory_xact_lock_shared({EVENT_LOG_LOCK}, hashtext(%s))",
     log_lock=f"SELECT pg_advisory_xact_lock({EVENT_LOG_LOCK}, hashtext(%s))",
     insert_event="""INSERT INTO events (event_id, mid, entity_id, entity_version, event_type,
@@ -123,6 +119,35 @@ POSTGRES = Statements(
     idempotency_put="""INSERT INTO idempotency_keys (mid, key, fingerprint, status_code, body,
         created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
 )
+
+
+# The columns of `leads` that are in an index, in `insert_lead`'s order: an update sets each
+# only when its value changed (`update_lead`).
+LEAD_INDEXED = (
+    "owner",
+    "lead_pool",
+    "life_status",
+    "voided",
+    "owner_since",
+    "last_follow_up_at",
+    "mobile_key",
+    "email_key",
+)
+
+
+@lru_cache(maxsize=256)
+def update_lead(mark: str, changed: tuple[str, ...]) -> str:
+    """The UPDATE of a lead's version, state and `updated_at`, and of the indexed columns
+    `changed` (of `LEAD_INDEXED`), with its version check; `mark` is the placeholder.
+
+    SQLite rewrites the entry of every index whose column a SET names, changed or not: setting
+    every column made each update of a title write the pages of seven indexes (the owner's,
+    the pool's, the stage's, the reclaim clock's, the duplicate keys'...) that it left as they
+    were. PostgreSQL compares the values itself (a HOT update), so the text changes nothing
+    there but its length. Its parameters: version, state, updated_at, the `changed` values,
+    then the id and the expected version."""
+    sets = ", ".join(f"{c} = {mark}" for c in ("version", "state", "updated_at", *changed))
+    return f"UPDATE leads SET {sets} WHERE id = {mark} AND version = {mark}"
 
 
 @lru_cache(maxsize=512)

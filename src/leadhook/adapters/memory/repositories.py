@@ -135,9 +135,9 @@ class MemoryLeads:
         for lead in leads:
             self.add(lead)
 
-    def update(self, lead: Lead, expected_version: int) -> None:
+    def update(self, lead: Lead, before: Lead) -> None:
         row = self._s.leads.get(lead.id)
-        if row is None or row.version != expected_version:
+        if row is None or row.version != before.version:
             raise ConflictError(f"lead {lead.id} changed concurrently; retry the request")
         self._s.leads[lead.id] = _lead_row(row.seq, lead)
 
