@@ -21,7 +21,8 @@ KEY_LENGTH = 255
 
 
 def lead_columns(lead: Lead) -> dict[str, Any]:
-    """The leads columns that pool automation reads, derived from the lead on every write."""
+    """The leads columns that pool automation reads, derived from the lead: a create writes
+    them all, an update those whose value changed (`sql.update_lead`)."""
     mobile, email = duplicate_keys(lead)
     return {
         "owner_since": lead.owner_since,
