@@ -45,7 +45,6 @@ LISTING_INDEXES = (
     "ix_leads_mid_life_status_seq",
     "ix_leads_voided_seq",
     "ix_events_mid_seq",
-    "ix_events_mid_entity_id_seq",
     "ix_events_mid_event_type_seq",
     "ix_deliveries_subscription_seq",
     "ix_deliveries_subscription_status_seq",

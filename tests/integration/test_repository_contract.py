@@ -421,6 +421,17 @@ def test_event_pages(uow: UnitOfWorkFactory) -> None:
             "EL20003"
         ]
         assert _events_page(uow, limit=limit, after="EL10002") == mine[3:]
+        # A lead's events after an event of its own, or of another lead (a position in the
+        # log): the lead's versions are walked, in log order, from the right place.
+        assert _events_page(uow, limit=limit, after="EL10001", entity_id="L1") == [
+            "EL10002",
+            "EL10003",
+        ]
+        assert _events_page(uow, limit=limit, after="EL20002", entity_id="L1") == ["EL10003"]
+        assert _events_page(uow, limit=limit, after="EL20001", entity_id="L1") == [
+            "EL10002",
+            "EL10003",
+        ]
     assert _events_page(uow, limit=5, entity_id="X") == []
     with pytest.raises(BadRequestError):
         _events_page(uow, limit=5, after="EX0001")  # another tenant's event names no position

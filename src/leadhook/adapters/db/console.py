@@ -89,15 +89,23 @@ class SqlConsoleQueries:
                 yield conn
 
     def _newest(
-        self, table: Table, conds: list[ColumnElement[bool]], before_seq: int | None, limit: int
+        self,
+        table: Table,
+        conds: list[ColumnElement[bool]],
+        before_seq: int | None,
+        limit: int,
+        *,
+        order: ColumnElement[Any] | None = None,
     ) -> Sequence[Row[Any]]:
         """The rows of `table` that match `conds`, newest (highest `seq`) first, and only those
-        older than `before_seq` when it is given: one page of a console listing."""
+        older than `before_seq` when it is given: one page of a console listing. `order`: a
+        column in the same order as `seq` among the rows `conds` match, to sort by instead."""
         if before_seq is not None:
             conds = [*conds, table.c.seq < before_seq]
+        newest = (table.c.seq if order is None else order).desc()
         with self._conn() as conn:
             return conn.execute(
-                select(table).where(and_(*conds)).order_by(table.c.seq.desc()).limit(limit)
+                select(table).where(and_(*conds)).order_by(newest).limit(limit)
             ).all()
 
     def search_leads(
@@ -137,6 +145,10 @@ class SqlConsoleQueries:
             conds.append(c.event_type == event_type)
         if entity_id:
             conds.append(c.entity_id == entity_id)
+            # One lead's events, newest first: by its versions (the log's order for a lead),
+            # on the index of the lead's versions.
+            rows = self._newest(t.events, conds, before_seq, limit, order=c.entity_version)
+            return [_event(r) for r in rows]
         return [_event(r) for r in self._newest(t.events, conds, before_seq, limit)]
 
     def latest_event_id(self, mid: str) -> str | None:

@@ -429,17 +429,23 @@ class SqlEvents(_Repo):
         c = t.events.c
         conds = [c.mid == mid]
         self._log_lock(mid, shared=False)
+        # One lead's events are in log order by their versions too: walked on the lead's
+        # versions' index (tables.py, `uq_events_entity_version`).
+        order = c.entity_version if entity_id else c.seq
         if after:
             anchor = self.get(mid, after)
             if anchor is None:
                 raise BadRequestError(f"after={after!r} names no event of this tenant")
-            conds.append(c.seq > anchor.seq)
+            if entity_id == anchor.entity_id:
+                conds.append(c.entity_version > anchor.entity_version)
+            else:
+                conds.append(c.seq > anchor.seq)
         if event_type:
             conds.append(c.event_type == event_type)
         if entity_id:
             conds.append(c.entity_id == entity_id)
         rows = self.conn.execute(
-            select(t.events).where(and_(*conds)).order_by(c.seq).limit(limit + 1)
+            select(t.events).where(and_(*conds)).order_by(order).limit(limit + 1)
         ).all()
         data = [_event(r) for r in rows[:limit]]
         nxt = data[-1].event_id if len(rows) > limit else None

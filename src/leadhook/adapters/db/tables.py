@@ -158,12 +158,16 @@ events = Table(
     Column("create_time", BigInteger, nullable=False),
     Column("is_follow_up", Integer, nullable=False),
     Column("payload", Text, nullable=False),
+    # A lead's versions, gapless; also the index of the log's `entity_id=` filter and of the
+    # timeline: a lead's events are logged in the order of their versions (each behaviour
+    # holds its lead from reading the version to its commit), so walking a lead's versions
+    # walks its events in log order (0006 dropped `(mid, entity_id, seq)`, one more entry
+    # every event wrote for the same order).
     UniqueConstraint("entity_id", "entity_version", name="uq_events_entity_version"),
     # Retention walks the log by `seq` (the table's own order), not by `create_time`: 0006
     # dropped that index, which every event wrote an entry in (adapters/db/retention.py).
     Index("ix_events_mid_seq", "mid", "seq"),
-    # The log's filters (`entity_id=`, `event_type=`), in log order.
-    Index("ix_events_mid_entity_id_seq", "mid", "entity_id", "seq"),
+    # The log's `event_type=` filter, in log order.
     Index("ix_events_mid_event_type_seq", "mid", "event_type", "seq"),
 )
 

@@ -1,7 +1,7 @@
 """fewer index entries written by each behaviour, every query keeping its index
 
 Every index a row has an entry in is one more B-tree page a create writes (on SQLite one more
-WAL frame, copied again by the checkpoint). Five indexes held entries no query needs:
+WAL frame, copied again by the checkpoint). Six indexes held entries no query needs:
 
 - `ix_leads_owner (mid, owner) WHERE owner IS NOT NULL` repeated the first two columns of
   `ix_leads_mid_owner_seq`: dropped, and `ix_leads_mid_owner_seq` now holds owned leads only
@@ -12,6 +12,9 @@ WAL frame, copied again by the checkpoint). Five indexes held entries no query n
   rewritten at each change of status: replaced by `ix_deliveries_delivered_at (updated_at)
   WHERE status = 'delivered'`, the only rows retention reads through it.
 - `ix_events_create_time (create_time)`: retention walks the log by `seq` now.
+- `ix_events_mid_entity_id_seq (mid, entity_id, seq)` ordered a lead's events as
+  `uq_events_entity_version (entity_id, entity_version)` already does (a lead's events are
+  logged in the order of their versions): the `entity_id=` filters walk that one.
 
 Revision ID: 0006
 Revises: 0005
@@ -59,9 +62,11 @@ def upgrade() -> None:
         sqlite_where=_DELIVERED,
     )
     op.drop_index("ix_events_create_time", table_name="events")
+    op.drop_index("ix_events_mid_entity_id_seq", table_name="events")
 
 
 def downgrade() -> None:
+    op.create_index("ix_events_mid_entity_id_seq", "events", ["mid", "entity_id", "seq"])
     op.create_index("ix_events_create_time", "events", ["create_time"])
     op.drop_index("ix_deliveries_delivered_at", table_name="deliveries")
     op.create_index("ix_deliveries_status_updated_at", "deliveries", ["status", "updated_at"])
