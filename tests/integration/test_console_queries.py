@@ -133,6 +133,24 @@ def test_the_event_log_pages_newest_first_and_the_live_view_starts_after_the_new
     assert svc.events_after(MID, newest) == []
     later = lead(container, MID, "later")
     assert [e.entity_id for e in svc.events_after(MID, newest)] == [later]
+    # One lead's events, page by page, newest first, between other leads' events: the cursor
+    # (a position in the log) bounds the lead's versions.
+    req = BehaviourRequest(mid=MID, operator=Operator())
+    for i in range(3):
+        for lead_id in ids:
+            container.leads.perform(req, "update", lead_id, {"fields": {"title": f"t{i}"}})
+    seen: list[int] = []
+    cursor: str | None = None
+    while True:
+        got, cursor = svc.events(MID, None, ids[1], cursor, 2)
+        seen += [e.entity_version for e in got]
+        if cursor is None:
+            break
+    assert seen == [4, 3, 2, 1]
+    # A cursor from the whole log's pages (another lead's position) bounds it as well.
+    _, mid_log = svc.events(MID, None, None, None, 4)  # ends at another lead's update
+    assert mid_log is not None
+    assert [e.entity_version for e in svc.events(MID, None, ids[1], mid_log, 10)[0]] == [3, 2, 1]
 
 
 def test_deliveries_are_filtered_and_health_is_computed_from_the_last_hours_attempts(

@@ -412,12 +412,34 @@ def test_event_retention_walks_the_log_in_order_and_stops_at_the_horizon(
             conn.execute(update(t.events).values(create_time=when).where(t.events.c.seq == seq))
     store = SqlRetention(container.engine, container.gate)
     horizon = time.time() - 365 * DAY
-    assert store.purge("events", before=horizon, limit=100, now=1.0)["events"] == 1
-    assert store.purge("events", before=horizon, limit=100, now=1.0)["events"] == 0
+    assert store.purge("events", before=horizon, limit=100, now=time.time())["events"] == 1
+    assert store.purge("events", before=horizon, limit=100, now=time.time())["events"] == 0
     with container.engine.connect() as conn:
         left = list(conn.execute(select(t.events.c.seq).order_by(t.events.c.seq)).scalars())
     assert left == seqs[1:]
     with container.engine.begin() as conn:  # the event ahead grows old too
         conn.execute(update(t.events).values(create_time=old).where(t.events.c.seq == seqs[1]))
-    assert store.purge("events", before=horizon, limit=100, now=1.0)["events"] == 2
+    assert store.purge("events", before=horizon, limit=100, now=time.time())["events"] == 2
     assert _count(container, t.events) == 0
+
+
+def test_event_retention_passes_over_an_event_stamped_in_the_future(container: Container) -> None:
+    """An event stamped far ahead (a writer whose clock ran ahead) is kept, and does not end the
+    walk as a young event does: the old events logged after it are purged. Catches a walk that
+    stops at it, which kept every event logged after it until that date."""
+    setup(container, max_in_flight=50)
+    for _ in range(3):
+        new_lead(container)
+    _finish_all(container)
+    with container.engine.connect() as conn:
+        seqs = list(conn.execute(select(t.events.c.seq).order_by(t.events.c.seq)).scalars())
+    old, ahead = int(time.time() - 400 * DAY), int(time.time() + 3650 * DAY)
+    with container.engine.begin() as conn:
+        for seq, when in zip(seqs, (old, ahead, old), strict=True):
+            conn.execute(update(t.events).values(create_time=when).where(t.events.c.seq == seq))
+    store = SqlRetention(container.engine, container.gate)
+    horizon = time.time() - 365 * DAY
+    assert store.purge("events", before=horizon, limit=100, now=time.time())["events"] == 2
+    with container.engine.connect() as conn:
+        left = list(conn.execute(select(t.events.c.seq)).scalars())
+    assert left == [seqs[1]]

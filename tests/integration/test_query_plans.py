@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, event, select, update
 from test_queue import MID, REQ, claim, new_lead, outcome, queue_of, setup
 
 from leadhook.adapters.db import tables as t
@@ -288,30 +288,38 @@ def test_the_partial_indexes_serve_their_queries(container: Container) -> None:
         plans = [_indexes_read(c.engine, s, p) for s, p in statements if "leads" in s]
         assert any(index in plan for plan in plans), f"{what}: not on {index}:\n{plans}"
     # A lead's events walk the index of its versions, in order: no sort, and not the tenant's
-    # whole log (`ix_events_mid_seq`), which holds no lead (0006 dropped `(mid, entity_id, seq)`).
+    # whole log (`ix_events_mid_seq`), which holds no lead (0006 dropped `(mid, entity_id, seq)`),
+    # a cursor included, whichever lead's event it names.
+    lead = seeded["lead"]
+    with c.engine.connect() as conn:
+        others = select(t.events.c.event_id).where(t.events.c.entity_id != lead).limit(1)
+        other_event = conn.execute(others).scalar_one()
+
+    def log_by_lead(after: str | None) -> Callable[[], Any]:
+        return in_uow(
+            lambda u: u.events.page(MID, after=after, event_type=None, entity_id=lead, limit=5)
+        )
+
     lead_events: dict[str, Callable[[], Any]] = {
-        "the log by lead": in_uow(
-            lambda u: u.events.page(
-                MID, after=None, event_type=None, entity_id=seeded["lead"], limit=5
-            )
+        "the log by lead": log_by_lead(None),
+        "the log by lead, after its own event": log_by_lead(seeded["event_id"]),
+        "the log by lead, after another lead's event": log_by_lead(other_event),
+        "the console's log by lead": lambda: c.console.events(MID, None, lead, None, 5),
+        "the console's log by lead, a next page": lambda: c.console.events(
+            MID, None, lead, "99", 5
         ),
-        "the log by lead, after one": in_uow(
-            lambda u: u.events.page(
-                MID, after=seeded["event_id"], event_type=None, entity_id=seeded["lead"], limit=5
-            )
-        ),
-        "the console's log by lead": lambda: c.console.events(MID, None, seeded["lead"], "99", 5),
     }
+    versions = "(entity_id=?" if c.engine.dialect.name == "sqlite" else "uq_events_entity_version"
     for what, run in lead_events.items():
         with captured(c.engine) as statements:
             run()
-        plans = [_indexes_read(c.engine, s, p) for s, p in statements if "FROM events" in s]
+        # Not the cursor's own lookup by event id.
+        plans = [_indexes_read(c.engine, s, p) for s, p in statements if "entity_id = " in s]
         assert plans, what
         for plan in plans:
-            if "entity_id" not in plan and c.engine.dialect.name == "sqlite":
-                continue  # the anchor's own lookup by event id
             assert "TEMP B-TREE" not in plan and "Sort" not in plan, f"{what} sorts:\n{plan}"
             assert "ix_events_mid_seq" not in plan, f"{what} walks the tenant's log:\n{plan}"
+            assert versions in plan, f"{what} is not on the lead's versions:\n{plan}"
     with c.engine.begin() as conn:
         conn.execute(update(t.deliveries).values(updated_at=0.0))
     store = SqlRetention(c.engine, c.gate)

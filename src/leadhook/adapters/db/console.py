@@ -12,7 +12,7 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from leadhook.adapters.db import tables as t
-from leadhook.adapters.db.repositories import SqlEvents, _event
+from leadhook.adapters.db.repositories import SqlEvents, _event, versions_from
 from leadhook.domain.catalog import NamedMatches
 from leadhook.domain.lead import Lead
 from leadhook.services.console import AttemptSample, DeliveryQuery
@@ -146,8 +146,10 @@ class SqlConsoleQueries:
         if entity_id:
             conds.append(c.entity_id == entity_id)
             # One lead's events, newest first: by its versions (the log's order for a lead),
-            # on the index of the lead's versions.
-            rows = self._newest(t.events, conds, before_seq, limit, order=c.entity_version)
+            # on the index of the lead's versions, the cursor a bound on them too.
+            if before_seq is not None:
+                conds.append(c.entity_version < versions_from(entity_id, before_seq))
+            rows = self._newest(t.events, conds, None, limit, order=c.entity_version)
             return [_event(r) for r in rows]
         return [_event(r) for r in self._newest(t.events, conds, before_seq, limit)]
 

@@ -8,11 +8,13 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     RowMapping,
     and_,
     delete,
     false,
+    func,
     insert,
     or_,
     select,
@@ -238,7 +240,7 @@ class SqlTenants(_Repo):
 
 
 # Where each of `sql.LEAD_INDEXED` is in `_lead_row`, and back.
-_COLUMN_AT = dict(zip((3, 4, 5, 6, 10, 11, 12, 13), LEAD_INDEXED, strict=True))
+_COLUMN_AT = dict(zip((3, 4, 5, 6, 10, 12, 13), LEAD_INDEXED, strict=True))
 _INDEXED_AT = tuple(_COLUMN_AT)
 
 
@@ -280,11 +282,12 @@ class SqlLeads(_Repo):
 
     def update(self, lead: Lead, before: Lead) -> None:
         row, old = _lead_row(lead), _lead_row(before)
-        # The version, the state and updated_at (2, 7, 9), the indexed columns whose value
-        # changed (`sql.update_lead`), then the key and the version check.
+        # The version, the state, updated_at and last_follow_up_at (2, 7, 9, 11), the indexed
+        # columns whose value changed (`sql.update_lead`), then the key and the version check.
         changed = [i for i in _INDEXED_AT if row[i] != old[i]]
         statement = update_lead(self.sql.mark, tuple(_COLUMN_AT[i] for i in changed))
-        params = (row[2], row[7], row[9], *(row[i] for i in changed), lead.id, before.version)
+        params = (row[2], row[7], row[9], row[11], *(row[i] for i in changed))
+        params += (lead.id, before.version)
         cur = self.driver.execute(statement, params)
         flushed(self.conn)  # its rowcount, in PostgreSQL's pipeline mode
         if cur.rowcount != 1:
@@ -438,6 +441,8 @@ class SqlEvents(_Repo):
                 raise BadRequestError(f"after={after!r} names no event of this tenant")
             if entity_id == anchor.entity_id:
                 conds.append(c.entity_version > anchor.entity_version)
+            elif entity_id:
+                conds.append(c.entity_version > versions_through(entity_id, anchor.seq))
             else:
                 conds.append(c.seq > anchor.seq)
         if event_type:
@@ -478,6 +483,32 @@ class SqlEvents(_Repo):
             .order_by(c.entity_version)
         ).all()
         return [_event(r) for r in rows]
+
+
+def versions_through(entity_id: str, seq: int) -> ColumnElement[int]:
+    """The last version of `entity_id` logged at or before `seq` (0: none), as a subquery.
+
+    A position in the log as a bound on one lead's versions: the versions after it are those
+    logged after `seq`, read on the index of the lead's versions. Stated as `seq > :seq`
+    instead, SQLite (no statistics) walked the tenant's whole log by `(mid, seq)` and sorted."""
+    e = t.events.alias("logged")
+    return (
+        select(func.coalesce(func.max(e.c.entity_version), 0))
+        .where(e.c.entity_id == entity_id, e.c.seq <= seq)
+        .scalar_subquery()
+    )
+
+
+def versions_from(entity_id: str, seq: int) -> ColumnElement[int]:
+    """The first version of `entity_id` logged at or after `seq` (past every version: none),
+    as a subquery: the lead's versions before it are those logged before `seq`."""
+    e = t.events.alias("logged")
+    return func.coalesce(
+        select(func.min(e.c.entity_version))
+        .where(e.c.entity_id == entity_id, e.c.seq >= seq)
+        .scalar_subquery(),
+        _MAX_INT32 + 1,
+    )
 
 
 class SqlIdempotency(_Repo):

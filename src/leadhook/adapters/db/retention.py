@@ -68,6 +68,10 @@ WHERE e.seq IN :seqs
 )
 
 EVENT_WINDOW = 2_000  # events examined per window
+# An event stamped more than this many seconds after the purge's clock (by a writer whose
+# clock ran ahead) does not end the walk as a young event does: it is passed over, kept, and
+# the events logged after it are purged as if it were not there.
+FUTURE_SLACK = 300
 EVENT_BUDGET = 20_000  # events examined per purge call (one transaction), at most
 
 _EVENT_DELIVERIES = text("""DELETE FROM deliveries
@@ -126,14 +130,14 @@ class SqlRetention:
                 seqs = list(conn.execute(_DELIVERED, params).scalars())
                 done = {"deliveries": len(seqs), "delivery_attempts": _attempts(conn, seqs)}
             else:
-                done = self._events(conn, int(before), limit)
+                done = self._events(conn, int(before), limit, now)
             for table, rows in done.items():
                 if rows:
                     conn.execute(_COUNT, {"table_name": table, "rows": rows, "now": now})
             return done
 
-    def _events(self, conn: Connection, before: int, limit: int) -> dict[str, int]:
-        seqs = self._settled(conn, before, limit)
+    def _events(self, conn: Connection, before: int, limit: int, now: float) -> dict[str, int]:
+        seqs = self._settled(conn, before, limit, now)
         if not seqs:
             return {"events": 0}
         deliveries = list(conn.execute(_EVENT_DELIVERIES, {"seqs": seqs}).scalars())
@@ -141,16 +145,20 @@ class SqlRetention:
         events = len(list(conn.execute(_EVENTS, {"seqs": seqs}).scalars()))
         return {"events": events, "deliveries": len(deliveries), "delivery_attempts": attempts}
 
-    def _settled(self, conn: Connection, before: int, limit: int) -> list[int]:
+    def _settled(self, conn: Connection, before: int, limit: int, now: float) -> list[int]:
         """Up to `limit` settled events past the horizon, examining at most EVENT_BUDGET
-        events from where the last call stopped; the walk wraps at the horizon."""
+        events from where the last call stopped; the walk wraps at the horizon (the first
+        event inside it, not one stamped in the future: `FUTURE_SLACK`)."""
+        future = now + FUTURE_SLACK
         found: list[int] = []
         examined = 0
         while examined < EVENT_BUDGET:
             rows = conn.execute(_EVENT_WINDOW, {"seq": self._after, "scan": EVENT_WINDOW}).all()
             # The first event inside the horizon ends the walk, as the log's end does.
-            inside = next((i for i, r in enumerate(rows) if r.create_time >= before), None)
-            window = [r.seq for r in rows[:inside]]
+            inside = next(
+                (i for i, r in enumerate(rows) if before <= r.create_time <= future), None
+            )
+            window = [r.seq for r in rows[:inside] if r.create_time < before]
             horizon = inside is not None or len(rows) < EVENT_WINDOW
             examined += len(window)
             if window:

@@ -129,7 +129,6 @@ LEAD_INDEXED = (
     "life_status",
     "voided",
     "owner_since",
-    "last_follow_up_at",
     "mobile_key",
     "email_key",
 )
@@ -137,16 +136,18 @@ LEAD_INDEXED = (
 
 @lru_cache(maxsize=256)
 def update_lead(mark: str, changed: tuple[str, ...]) -> str:
-    """The UPDATE of a lead's version, state and `updated_at`, and of the indexed columns
-    `changed` (of `LEAD_INDEXED`), with its version check; `mark` is the placeholder.
+    """The UPDATE of a lead's version, state, `updated_at` and `last_follow_up_at` (in no
+    index), and of the indexed columns `changed` (of `LEAD_INDEXED`), with its version check;
+    `mark` is the placeholder.
 
     SQLite rewrites the entry of every index whose column a SET names, changed or not: setting
     every column made each update of a title write the pages of seven indexes (the owner's,
     the pool's, the stage's, the reclaim clock's, the duplicate keys'...) that it left as they
     were. PostgreSQL compares the values itself (a HOT update), so the text changes nothing
-    there but its length. Its parameters: version, state, updated_at, the `changed` values,
-    then the id and the expected version."""
-    sets = ", ".join(f"{c} = {mark}" for c in ("version", "state", "updated_at", *changed))
+    there but its length. Its parameters: version, state, updated_at, last_follow_up_at, the
+    `changed` values, then the id and the expected version."""
+    always = ("version", "state", "updated_at", "last_follow_up_at")
+    sets = ", ".join(f"{c} = {mark}" for c in (*always, *changed))
     return f"UPDATE leads SET {sets} WHERE id = {mark} AND version = {mark}"
 
 

@@ -7,7 +7,8 @@ WAL frame, copied again by the checkpoint). Six indexes held entries no query ne
   `ix_leads_mid_owner_seq`: dropped, and `ix_leads_mid_owner_seq` now holds owned leads only
   (a listing filter names an owner; allocation and claim limits count a named member's).
 - `ix_leads_mid_voided_seq (mid, voided, seq)` held every lead: replaced by
-  `ix_leads_voided_seq (mid, seq) WHERE voided`; `voided=false` walks `ix_leads_mid_seq`.
+  `ix_leads_voided_seq (mid, voided, seq) WHERE voided`; `voided=false` walks
+  `ix_leads_mid_seq`.
 - `ix_deliveries_status_updated_at (status, updated_at)` held every delivery, and was
   rewritten at each change of status: replaced by `ix_deliveries_delivered_at (updated_at)
   WHERE status = 'delivered'`, the only rows retention reads through it.
@@ -49,7 +50,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_leads_voided_seq",
         "leads",
-        ["mid", "seq"],
+        ["mid", "voided", "seq"],
         postgresql_where=sa.text("voided"),
         sqlite_where=sa.text("voided = 1"),
     )
