@@ -400,16 +400,8 @@ def test_event_retention_walks_the_log_in_order_and_stops_at_the_horizon(
     the first event inside the horizon, and an older event logged after it is purged by a later
     walk, once the event ahead of it is past the horizon too. Catches a walk that skips young
     events and reads on (the whole log each round), and one that never comes back for the rest."""
-    setup(container, max_in_flight=50)
-    for _ in range(3):
-        new_lead(container)
-    _finish_all(container)
-    with container.engine.connect() as conn:
-        seqs = list(conn.execute(select(t.events.c.seq).order_by(t.events.c.seq)).scalars())
     old, young = int(time.time() - 400 * DAY), int(time.time())
-    with container.engine.begin() as conn:
-        for seq, when in zip(seqs, (old, young, old), strict=True):
-            conn.execute(update(t.events).values(create_time=when).where(t.events.c.seq == seq))
+    seqs = _three_events_stamped(container, (old, young, old))
     store = SqlRetention(container.engine, container.gate)
     horizon = time.time() - 365 * DAY
     assert store.purge("events", before=horizon, limit=100, now=time.time())["events"] == 1
@@ -427,19 +419,24 @@ def test_event_retention_passes_over_an_event_stamped_in_the_future(container: C
     """An event stamped far ahead (a writer whose clock ran ahead) is kept, and does not end the
     walk as a young event does: the old events logged after it are purged. Catches a walk that
     stops at it, which kept every event logged after it until that date."""
-    setup(container, max_in_flight=50)
-    for _ in range(3):
-        new_lead(container)
-    _finish_all(container)
-    with container.engine.connect() as conn:
-        seqs = list(conn.execute(select(t.events.c.seq).order_by(t.events.c.seq)).scalars())
     old, ahead = int(time.time() - 400 * DAY), int(time.time() + 3650 * DAY)
-    with container.engine.begin() as conn:
-        for seq, when in zip(seqs, (old, ahead, old), strict=True):
-            conn.execute(update(t.events).values(create_time=when).where(t.events.c.seq == seq))
+    seqs = _three_events_stamped(container, (old, ahead, old))
     store = SqlRetention(container.engine, container.gate)
     horizon = time.time() - 365 * DAY
     assert store.purge("events", before=horizon, limit=100, now=time.time())["events"] == 2
     with container.engine.connect() as conn:
         left = list(conn.execute(select(t.events.c.seq)).scalars())
     assert left == [seqs[1]]
+
+
+def _three_events_stamped(c: Container, stamps: tuple[int, int, int]) -> list[int]:
+    """Three leads' creates, delivered, their events stamped `stamps` in log order: the seqs."""
+    setup(c, max_in_flight=50)
+    for _ in range(3):
+        new_lead(c)
+    _finish_all(c)
+    with c.engine.begin() as conn:
+        seqs = list(conn.execute(select(t.events.c.seq).order_by(t.events.c.seq)).scalars())
+        for seq, when in zip(seqs, stamps, strict=True):
+            conn.execute(update(t.events).values(create_time=when).where(t.events.c.seq == seq))
+    return seqs
