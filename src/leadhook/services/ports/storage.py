@@ -118,7 +118,7 @@ class Subscription(RotatingSecret):
 
     def wants(self, event_type: str) -> bool:
         """Tell whether this subscription receives events of `event_type`."""
-        return self.enabled and ("*" in self.event_types or event_type in self.event_types)
+        return self.enabled and _wants(self.event_types, event_type)
 
     @property
     def recipient(self) -> Recipient:
@@ -137,7 +137,12 @@ class Recipient:
 
     def wants(self, event_type: str) -> bool:
         """Tell whether the subscription receives events of `event_type`."""
-        return "*" in self.event_types or event_type in self.event_types
+        return _wants(self.event_types, event_type)
+
+
+def _wants(event_types: tuple[str, ...], event_type: str) -> bool:
+    """Whether a subscription to `event_types` (`*`: every type) receives `event_type`."""
+    return "*" in event_types or event_type in event_types
 
 
 @dataclass(frozen=True)
