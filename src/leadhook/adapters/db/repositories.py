@@ -239,9 +239,10 @@ class SqlTenants(_Repo):
         return [self._key(r) for r in rows]
 
 
-# Where each of `sql.LEAD_INDEXED` is in `_lead_row`, and back.
-_COLUMN_AT = dict(zip((3, 4, 5, 6, 10, 12, 13), LEAD_INDEXED, strict=True))
-_INDEXED_AT = tuple(_COLUMN_AT)
+def _indexed(lead: Lead) -> dict[str, Any]:
+    """The values of the indexed columns (`sql.LEAD_INDEXED`) of `lead`'s row."""
+    pools = lead_columns(lead)  # the pool automation's columns, the lead's own attributes
+    return {c: pools[c] if c in pools else getattr(lead, c) for c in LEAD_INDEXED}
 
 
 def _lead_row(lead: Lead) -> tuple[Any, ...]:
@@ -281,13 +282,14 @@ class SqlLeads(_Repo):
             self.unread.executemany(self.sql.insert_lead, [_lead_row(x) for x in leads])
 
     def update(self, lead: Lead, before: Lead) -> None:
-        row, old = _lead_row(lead), _lead_row(before)
-        # The version, the state, updated_at and last_follow_up_at (2, 7, 9, 11), the indexed
-        # columns whose value changed (`sql.update_lead`), then the key and the version check.
-        changed = [i for i in _INDEXED_AT if row[i] != old[i]]
-        statement = update_lead(self.sql.mark, tuple(_COLUMN_AT[i] for i in changed))
-        params = (row[2], row[7], row[9], row[11], *(row[i] for i in changed))
-        params += (lead.id, before.version)
+        # The version, the state, updated_at and last_follow_up_at, the indexed columns whose
+        # value changed (`sql.update_lead`), then the key and the version check. `before` is
+        # compared by its indexed columns only: its state is not encoded again.
+        new, old = _indexed(lead), _indexed(before)
+        changed = tuple(c for c in LEAD_INDEXED if new[c] != old[c])
+        statement = update_lead(self.sql.mark, changed)
+        params = (lead.version, lead.stored_text, lead.updated_at, lead.last_follow_up_at)
+        params += (*(new[c] for c in changed), lead.id, before.version)
         cur = self.driver.execute(statement, params)
         flushed(self.conn)  # its rowcount, in PostgreSQL's pipeline mode
         if cur.rowcount != 1:
