@@ -49,6 +49,33 @@ def test_a_number_past_2_53_is_refused(api: Api, value: int) -> None:
     assert ok.json()["lead"]["fields"]["budget"] == 2**53 - 1
 
 
+# An integer past a double's range: `math.isfinite` raises on it, `float` too.
+HUGE = 10**400
+
+
+def test_a_number_past_a_double_is_a_422_at_its_field_wherever_a_number_is_read(
+    api: Api,
+) -> None:
+    hook = {"url": "https://example.com/hook", "event_types": ["*"]}
+    resp = api.post("/v1/subscriptions", json={**hook, "rate_limit_per_s": HUGE})
+    assert_problem(resp, 422, ["body", "rate_limit_per_s"])
+    sub = api.post("/v1/subscriptions", json=hook).json()
+    resp = api.patch(f"/v1/subscriptions/{sub['id']}", json={"rate_limit_per_s": HUGE})
+    assert_problem(resp, 422, ["body", "rate_limit_per_s"])
+    resp = api.post(f"/v1/subscriptions/{sub['id']}/replay", json={"since": HUGE})
+    assert_problem(resp, 422, ["body", "since"])
+    pool = {"name": "东区", "reclaim": {"after_days": HUGE}}
+    resp = api.put("/v1/catalog/lead_pools/east", json=pool)
+    assert_problem(resp, 422, ["body", "reclaim", "after_days"])
+    # A claim limit is a count every JSON reader must hold exactly: at most 2**53 - 1.
+    for limit in (HUGE, 2**53):
+        resp = api.put("/v1/catalog/lead_pools/east", json={"name": "东区", "claim_limit": limit})
+        assert_problem(resp, 422, ["body", "claim_limit"])
+    resp = api.put("/v1/catalog/lead_pools/east", json={"name": "东区", "claim_limit": 2**53 - 1})
+    assert resp.status_code == 200, resp.text
+    assert api.get("/v1/subscriptions/" + sub["id"]).json()["rate_limit_per_s"] is None
+
+
 def test_a_huge_operator_id_is_refused(api: Api) -> None:
     body = {"fields": {}, "operator": {"operator_type": 1, "operator_id": 10**4000 - 1}}
     assert_problem(api.client.post("/v1/leads", json=body, headers=api.auth()), 422)

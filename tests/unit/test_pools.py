@@ -139,6 +139,7 @@ def test_a_pool_takes_members_limit_and_rules(world: World) -> None:
         ({"claim_limit": 0}, ("body", "claim_limit")),
         ({"claim_limit": 1.5}, ("body", "claim_limit")),
         ({"claim_limit": True}, ("body", "claim_limit")),
+        ({"claim_limit": 2**53}, ("body", "claim_limit")),
         ({"assignment": {"mode": "random", "members": ["m1"]}}, ("body", "assignment", "mode")),
         ({"assignment": {"mode": "round_robin", "members": []}}, ("body", "assignment", "members")),
         (
@@ -157,6 +158,7 @@ def test_a_pool_takes_members_limit_and_rules(world: World) -> None:
         ({"reclaim": {"after_days": 0}}, ("body", "reclaim", "after_days")),
         ({"reclaim": {"after_days": "3"}}, ("body", "reclaim", "after_days")),
         ({"reclaim": {"after_days": True}}, ("body", "reclaim", "after_days")),
+        ({"reclaim": {"after_days": 10**400}}, ("body", "reclaim", "after_days")),
         ({"reclaim": {}}, ("body", "reclaim", "after_days")),
         (
             {"reclaim": {"after_days": 1, "to_lead_pool": "nowhere"}},

@@ -7,7 +7,6 @@ in one transaction, and write back the lead(s) and the events they return.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +25,13 @@ from leadhook.domain.errors import ClaimRefusedError, LeadVoidedError, Validatio
 from leadhook.domain.events import LeadEvent, OwnerExtra
 from leadhook.domain.lead import Lead
 from leadhook.domain.operator import SYSTEM
-from leadhook.domain.values import MAX_TEXT, coerce, local_timestamp
+from leadhook.domain.values import (
+    MAX_SAFE_INTEGER,
+    MAX_TEXT,
+    coerce,
+    finite_number,
+    local_timestamp,
+)
 
 RULE_RECLAIM = "reclaim"
 MAX_AFTER_DAYS = 3650
@@ -83,8 +88,10 @@ def parse_pool(catalog: Catalog, key: str, name: str, body: Mapping[str, Any]) -
     """Validate a lead pool entry and its rules; a rule left out (or null) is no rule."""
     members = _members(catalog, body.get("members"), ("body", "members"), empty=True)
     limit = body.get("claim_limit")
-    if limit is not None and (type(limit) is not int or limit < 1):
-        raise ValidationError.at(("body", "claim_limit"), "must be a positive integer or null")
+    if limit is not None and (type(limit) is not int or not 1 <= limit <= MAX_SAFE_INTEGER):
+        raise ValidationError.at(
+            ("body", "claim_limit"), f"must be null or an integer from 1 to {MAX_SAFE_INTEGER}"
+        )
     assignment = None
     if body.get("assignment") is not None:
         loc: tuple[str | int, ...] = ("body", "assignment")
@@ -104,12 +111,7 @@ def parse_pool(catalog: Catalog, key: str, name: str, body: Mapping[str, Any]) -
         loc = ("body", "reclaim")
         raw = _object(body["reclaim"], _RECLAIM_KEYS, loc)
         days = raw.get("after_days")
-        if (
-            isinstance(days, bool)
-            or not isinstance(days, int | float)
-            or not math.isfinite(days)
-            or not 0 < days <= MAX_AFTER_DAYS
-        ):
+        if not finite_number(days) or not 0 < days <= MAX_AFTER_DAYS:
             raise ValidationError.at(
                 (*loc, "after_days"), f"must be a number of days above 0, at most {MAX_AFTER_DAYS}"
             )

@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -31,6 +31,21 @@ def local_timestamp(unix_seconds: int, timezone: str) -> str:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def finite_number(value: Any) -> TypeGuard[int | float]:
+    """Tell whether `value` is a JSON number a double holds: an int or float, not a bool, not
+    NaN or an infinity (`1e400` decodes to one), and no integer past a double's range.
+
+    `math.isfinite(10**400)` raises OverflowError: a request's `10` followed by 400 zeros
+    must be refused as a bad value (422), not fail the request (500).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def same(a: Any, b: Any) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,6 +15,7 @@ from leadhook.domain.events import EVENT_TYPES, TEST_EVENT_TYPE
 from leadhook.domain.signing import webhook_headers
 from leadhook.domain.targets import TargetError, validate_url
 from leadhook.domain.times import parse_rfc3339
+from leadhook.domain.values import finite_number
 from leadhook.services import ports
 from leadhook.services.deliveries import read_delivery, status_problem
 from leadhook.services.idempotency import same_request
@@ -127,8 +127,7 @@ class SubscriptionService:
             if not ok or not 1 <= value <= MAX_IN_FLIGHT_LIMIT:
                 raise _bad(field, f"must be an integer from 1 to {MAX_IN_FLIGHT_LIMIT}")
         elif field == "rate_limit_per_s" and value is not None:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value) or not 0 < value <= MAX_RATE:
+            if not finite_number(value) or not 0 < value <= MAX_RATE:
                 raise _bad(field, f"must be null or a number above 0 and at most {MAX_RATE:g}")
             value = float(value)
         return value
@@ -397,8 +396,7 @@ class SubscriptionService:
                 raise _bad("since", str(exc)) from None
             if since < 0:
                 raise _bad("since", "is before 1970-01-01T00:00:00Z, unix time 0")
-        ok = isinstance(since, int | float) and not isinstance(since, bool)
-        if not ok or not math.isfinite(since) or since < 0:
+        if not finite_number(since) or since < 0:
             raise _bad("since", "must be unix seconds (a number >= 0)")
         if status is not None and status not in REPLAYABLE:
             raise _bad("status", f"must be {' or '.join(REPLAYABLE)}, or omitted (both)")
