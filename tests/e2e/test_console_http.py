@@ -175,11 +175,16 @@ def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
             'id="f-since" name="since" type="datetime-local" step="1" value="2026-03-01T10:00:00"'
             in shown.text
         )
-    # A number of seconds past any date a box shows was a 500 (OverflowError).
-    for far in ("99999999999999999999", "1" * 400, "1969-12-31T00:00Z"):
+    # A number of seconds past any date a box shows was a 500 (OverflowError), and so was
+    # the last second of 9999 in UTC, which is the year 10000 in Asia/Shanghai.
+    last = "253402300799"
+    for far in ("99999999999999999999", "1" * 400, "1969-12-31T00:00Z", last):
         refused = client.get("/console/deliveries", params={"since": far})
         assert refused.status_code == 422, far
         assert "is not a time between 1970 and 9999" in refused.text
+    for bound in ("until", "since"):
+        late = client.get("/console/deliveries", params={bound: "9999-12-31T23:59:59"})
+        assert late.status_code == 200 and 'value="9999-12-31T23:59:59"' in late.text
     same = client.get("/console/deliveries?since=2026-03-01T10:00&until=2026-03-01T10:00")
     assert same.status_code == 422
     assert client.get(
@@ -424,6 +429,9 @@ def test_a_page_past_the_end_says_so_and_time_boxes_name_their_zone(client: Test
         assert "Nothing here yet." in client.get(path).text
         beyond = client.get(path + "?before=1")
         assert "this page is past the end" in beyond.text and "First page" in beyond.text
+        # A digit that is not 0–9 ("²" is one to `str.isdigit`) was a 500.
+        for bad in ("²", "①", "١٢"):
+            assert client.get(path, params={"before": bad}).status_code == 422, (path, bad)
     # The datetime-local boxes hold the tenant's local time (Asia/Shanghai by default): their
     # labels name the zone.
     page = client.get("/console/deliveries").text

@@ -392,7 +392,7 @@ def pretty_json(payload: str) -> str:
 def _seq_cursor(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "²" is a digit too
         raise ValidationError.at(("query", "before"), "must be a position from a previous page")
     return int(value)
 

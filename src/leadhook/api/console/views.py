@@ -244,9 +244,23 @@ def parse_local(catalog: Catalog, text: str | None) -> float | None:
         at = float(text) if text.replace(".", "", 1).isdigit() else _from_local(catalog, text)
     except ValueError:
         raise ValidationError(f"{text!r} is not a time (YYYY-MM-DDTHH:MM)") from None
-    if not 0 <= at <= _LAST_SECOND:  # shown back in its box as a date, which ends in 9999
+    if not 0 <= at <= _LAST_SECOND or _past_9999_locally(catalog, at):
+        # Shown back in its box as a date in the tenant's timezone, which ends in 9999: the
+        # last UTC second of 9999 is already the year 10000 east of UTC.
         raise ValidationError(f"{text!r} is not a time between 1970 and 9999")
     return at
+
+
+def _past_9999_locally(catalog: Catalog, at: float) -> bool:
+    try:
+        zone = ZoneInfo(catalog.timezone)
+    except Exception:  # an unknown zone never reaches the catalog; read it as UTC
+        return False
+    try:
+        datetime.fromtimestamp(at, UTC).astimezone(zone)
+    except OverflowError:
+        return True
+    return False
 
 
 _LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
