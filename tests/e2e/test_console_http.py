@@ -373,6 +373,12 @@ def test_an_action_opened_as_a_page_is_405_and_an_unknown_page_404(client: TestC
         assert resp.headers["allow"] == "POST"
         assert "is an action, not a page" in resp.text and "Not a page" in resp.text
     assert client.get("/console/leads").status_code == 200  # still signed in: nothing ran
+    # A page posted to is a 405 naming how it is read, not a 404 "no page".
+    for path in ("/console/leads", "/console/events", "/console/deliveries/dlv_x"):
+        resp = client.post(path)
+        assert resp.status_code == 405, path
+        assert resp.headers["allow"] == "GET, HEAD"
+        assert "is a page" in resp.text
     for method in ("GET", "POST"):
         unknown = client.request(method, "/console/no-such-page")
         assert unknown.status_code == 404 and "the console has no page" in unknown.text
@@ -533,3 +539,40 @@ def test_a_signed_in_session_is_held_to_its_keys_request_rate(tmp_path: Any) -> 
             assert client.get("/v1/leads", headers=auth).status_code == 200
     finally:
         container.close()
+
+
+def test_head_of_the_event_stream_answers_its_head_and_ends(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadhook.api.console import routes
+
+    sign_in(client, tenant(client, "acme"))
+    # A stream of a second: before the fix, HEAD ran it whole, polling the log with nobody
+    # reading (30 s by default, the connection held until then).
+    monkeypatch.setattr(routes, "LIVE_STREAM_SECONDS", 1.0)
+    svc = client.app.state.container.console  # type: ignore[attr-defined]
+    polls = 0
+    events_after = svc.events_after
+
+    def counted(*args: Any) -> Any:
+        nonlocal polls
+        polls += 1
+        return events_after(*args)
+
+    monkeypatch.setattr(svc, "events_after", counted)
+    head = client.head("/console/events/stream")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("text/event-stream")
+    assert polls == 1  # the start's check only: no stream ran
+    # GET still streams; signed out, HEAD answers as GET does (a redirect to sign in).
+    with client.stream("GET", "/console/events/stream") as live:
+        assert live.status_code == 200 and next(live.iter_bytes()).startswith(b"retry:")
+    assert polls > 1
+    client.cookies.clear()
+    out = client.head("/console/events/stream", follow_redirects=False)
+    gone = client.get("/console/events/stream", follow_redirects=False)
+    assert (out.status_code, out.headers.get("location")) == (
+        gone.status_code,
+        gone.headers.get("location"),
+    )
+    assert out.status_code != 200

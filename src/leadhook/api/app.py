@@ -77,7 +77,7 @@ class LeadhookAPI(FastAPI):
             await short(scope, receive, send)
             return
         if scope["type"] == "http" and scope["method"] == "HEAD":
-            scope, send = {**scope, "method": "GET"}, _without_body(send)
+            scope, send = {**scope, "method": "GET", deps.HEAD_AS_GET: True}, _without_body(send)
         if scope["type"] == "http" and scope["method"] == "GET":
             query = scope.get("query_string", b"")
             if query and scope["path"].startswith("/v1/"):

@@ -204,6 +204,10 @@ def _json_media_type(content_type: str) -> bool:
 
 NUL_IN_ADDRESS = "the path and the query must not contain NUL characters"
 
+HEAD_AS_GET = "leadhook.head"
+"""The scope key a HEAD request carries while it is answered as its GET (`api/app.py`): a
+route whose answer never ends (the console's event stream) sends its head and stops."""
+
 
 def nul_in_address(request: Request) -> bool:
     """Tell whether the request's path or query holds a NUL (no id or filter can)."""

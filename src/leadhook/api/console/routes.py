@@ -34,6 +34,7 @@ from leadhook.api.console.views import (
     signed_in,
     valid_session,
 )
+from leadhook.api.deps import HEAD_AS_GET
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.errors import (
     BadRequestError,
@@ -215,6 +216,11 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
         await asyncio.to_thread(svc.events_after, mid, start)
     except BadRequestError:  # not an event of this tenant: start from now
         start = await asyncio.to_thread(svc.latest_event_id, mid)
+    headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}
+    if request.scope.get(HEAD_AS_GET):
+        # HEAD: the stream's status and headers, then the end (a stream would run its whole
+        # LIVE_STREAM_SECONDS with nobody reading, holding the connection).
+        return Response(media_type="text/event-stream", headers=headers)
 
     async def stream() -> AsyncIterator[bytes]:
         last = start
@@ -246,7 +252,6 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
             if not batch:
                 await asyncio.sleep(LIVE_POLL_SECONDS)
 
-    headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
@@ -581,20 +586,26 @@ def retry(page: PageDep, delivery_id: str) -> Response:
 unknown_pages = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
 
-def _takes_only_a_form(path: str) -> bool:
-    """Tell whether a console address is an action that only a form (POST) reaches."""
+def _methods_at(path: str) -> set[str]:
+    """The methods the console's routes take at an address (none: no such address)."""
     routes = [r for r in router.routes if isinstance(r, APIRoute)]
-    matched = {m for r in routes if r.path_regex.match(path) for m in r.methods or ()}
-    return matched == {"POST"}
+    return {m for r in routes if r.path_regex.match(path) for m in r.methods or ()}
 
 
 @unknown_pages.api_route("/{rest:path}", methods=["GET", "POST"])
 def unknown_page(request: Request, rest: str) -> Response:
-    """No such page of the console; 405 for an action opened as a page (a typed address)."""
+    """No such page of the console; 405 for an action opened as a page (a typed address) and
+    for a page posted to."""
     path = f"/console/{rest}"
-    if request.method == "GET" and _takes_only_a_form(path):
-        detail = f"{path} is an action, not a page: use its button in the console"
+    methods = _methods_at(path)
+    if methods and request.method not in methods:
+        if methods == {"POST"}:
+            detail = f"{path} is an action, not a page: use its button in the console"
+        else:
+            detail = f"{path} is a page: open it, nothing is posted to it"
         response = error_page(request, 405, "method_not_allowed", detail)
-        response.headers["allow"] = "POST"
+        response.headers["allow"] = ", ".join(
+            sorted(methods | ({"HEAD"} if "GET" in methods else set()))
+        )
         return response
     raise NotFoundError(f"the console has no page {path}")
