@@ -288,6 +288,24 @@ def test_listen_refuses_a_bad_option_before_it_listens(
     assert said in busy.stderr and "cannot listen" not in busy.stderr
 
 
+@pytest.mark.parametrize("command", ["listen", "serve"])
+def test_a_host_that_is_no_name_is_a_clean_error(tmp_path: Path, command: str) -> None:
+    # A name IDNA cannot encode made `bind` raise TypeError: a traceback, not an error line.
+    db = ["--database-url", f"sqlite:///{tmp_path}/h.db"] if command == "serve" else []
+    result = run(command, "--host", "\u202e\u200b", "--port", "0", *db, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot listen on" in result.stderr and "is not a host name or address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_concurrency_is_bounded(tmp_path: Path, command: str) -> None:
+    db = ["--database-url", f"sqlite:///{tmp_path}/c.db"]
+    result = run(command, "--concurrency", "10001", *db, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--concurrency" in result.stderr and "10000" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("option", "said"),
     [(("--timezone", "Mars/Olympus"), "timezone"), (("--object-id", ""), "object_id")],

@@ -45,10 +45,16 @@ DatabaseUrl = Annotated[
         show_default=False,
     ),
 ]
+MAX_CONCURRENCY = 10_000
+"""A connection each at most: more than an open-files limit holds (1,024 by default)."""
 Concurrency = Annotated[
     int | None,
     typer.Option(
-        "--concurrency", min=1, help="Deliveries in flight at once in this process (default: 64)."
+        "--concurrency",
+        min=1,
+        max=MAX_CONCURRENCY,
+        help=f"Deliveries in flight at once in this process, 1 to {MAX_CONCURRENCY:,}"
+        " (default: 64).",
     ),
 ]
 LOG_LEVELS = ("debug", "info", "warning", "error")

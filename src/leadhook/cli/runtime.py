@@ -62,6 +62,11 @@ async def _dropping_queued_work(main: Coroutine[Any, Any, T]) -> T:
 def bind(host: str, port: int) -> socket.socket:
     """Open the listening socket up front: a busy port fails here, and port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        # `bind` would raise TypeError ("encoding of hostname failed"): a bad name, said so.
+        raise OSError(f"{host!r} is not a host name or address") from None
     sock = socket.create_server((host, port), family=family, backlog=2048)
     sock.setblocking(False)
     return sock
