@@ -213,6 +213,10 @@ def parse(body: bytes | str) -> LeadEvent:
         else:
             why = f"{where + ': ' if where else ''}{first.get('msg', '')}"
         raise InvalidPayload(f"not a lead event: {why}") from exc
+    except (ValueError, RecursionError) as exc:
+        # The JSON reader's own refusals (an integer past `sys.set_int_max_str_digits`, where
+        # an application lowered it) are no event either: 400, never 500.
+        raise InvalidPayload(f"not a lead event: {exc}") from exc
 
 
 def _event_object(body: bytes | str) -> dict[str, Any] | None:

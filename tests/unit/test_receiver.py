@@ -35,6 +35,7 @@ from leadhook.receiver import (
     StaleTimestampError,
     UnknownEventReceived,
     WebhookTestReceived,
+    parse,
     verify_and_parse,
 )
 from leadhook.services import subscriptions
@@ -174,6 +175,9 @@ def test_default_now_is_the_clock() -> None:
         ({"webhook-signature": "v1"}, MalformedHeaderError),
         ({"webhook-signature": ""}, MissingHeaderError),
         ({"webhook-signature": "v2,abc"}, BadSignatureError),
+        # A byte that is no text, as aiohttp hands undecodable header bytes over: was a
+        # UnicodeEncodeError (a 500 in the receiver's server).
+        ({"webhook-id": "evt\udcff"}, MalformedHeaderError),
     ],
 )
 def test_malformed_headers(change: dict[str, str], error: type[SignatureError]) -> None:
@@ -522,3 +526,30 @@ def test_wsgi_example(monkeypatch: pytest.MonkeyPatch) -> None:
     junk = b"[]"
     assert call(junk, signed(junk, [SECRET], ts=int(time.time()), msg_id="m")) == "400 Bad Request"
     assert call(TEST_BODY, fresh_headers(TEST_BODY, [SECRET])) == "204 No Content"
+
+
+@pytest.mark.parametrize("noise", ["junk", ",", "v1", ",AAAA"])
+def test_an_entry_that_is_no_signature_beside_a_matching_one_is_ignored(noise: str) -> None:
+    # "Signatures other than v1 are ignored; any matching v1 signature is enough", as the
+    # Standard Webhooks reference library reads the header.
+    for signatures in (
+        f"{noise} {HEADERS['webhook-signature']}",
+        f"{HEADERS['webhook-signature']} {noise}",
+    ):
+        headers = {**HEADERS, "webhook-signature": signatures}
+        assert verify_and_parse(BODY, headers, SECRET, now=NOW).entity_version == 1
+
+
+def test_a_json_reader_refusal_is_an_invalid_payload() -> None:
+    # An application that lowered Python's integer digit limit: json.loads raises ValueError
+    # on an unknown key's long integer, which was not an InvalidPayload (a 500).
+    import sys
+
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(1000)
+    try:
+        body = BODY[:-1] + b', "zz": ' + b"1" * 2000 + b"}"
+        with pytest.raises(InvalidPayload):
+            parse(body)
+    finally:
+        sys.set_int_max_str_digits(limit)

@@ -141,6 +141,12 @@ def verify(
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     lowered = {name.lower(): value for name, value in headers.items()}
     msg_id = _required(lowered, "webhook-id")
+    try:
+        msg_id.encode()
+    except UnicodeEncodeError:
+        # A byte no text has, as a server that keeps undecodable header bytes (aiohttp's
+        # surrogate escapes) hands it over: no signature can be over it.
+        raise MalformedHeaderError("webhook-id must be UTF-8 text") from None
     raw_timestamp = _required(lowered, "webhook-timestamp").strip()
     raw_signatures = _required(lowered, "webhook-signature")
 
@@ -153,16 +159,20 @@ def verify(
         raise StaleTimestampError(f"webhook-timestamp is more than {tolerance}s in the future")
 
     candidates: list[bytes] = []
+    well_formed = False
     for entry in raw_signatures.split():
         version, sep, encoded = entry.partition(",")
         if not sep or not version:
-            raise MalformedHeaderError("webhook-signature entries must look like 'v1,<base64>'")
+            continue  # not a signature: beside a matching v1 one it changes nothing
+        well_formed = True
         if version != "v1":
             continue
         try:
             candidates.append(base64.b64decode(encoded, validate=True))
         except (binascii.Error, ValueError):
             continue  # an undecodable signature simply does not match
+    if not well_formed:
+        raise MalformedHeaderError("webhook-signature entries must look like 'v1,<base64>'")
     if not candidates:
         raise BadSignatureError("webhook-signature has no v1 signature")
 
