@@ -40,7 +40,7 @@ def finite_number(value: Any) -> TypeGuard[int | float]:
     `math.isfinite(10**400)` raises OverflowError: a request's `10` followed by 400 zeros
     must be refused as a bad value (422), not fail the request (500).
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not _is_number(value):
         return False
     try:
         return math.isfinite(value)

@@ -253,11 +253,7 @@ def parse_local(catalog: Catalog, text: str | None) -> float | None:
 
 def _past_9999_locally(catalog: Catalog, at: float) -> bool:
     try:
-        zone = ZoneInfo(catalog.timezone)
-    except Exception:  # an unknown zone never reaches the catalog; read it as UTC
-        return False
-    try:
-        datetime.fromtimestamp(at, UTC).astimezone(zone)
+        local_time(catalog, at)  # as the box shows it back
     except OverflowError:
         return True
     return False
