@@ -557,3 +557,106 @@ async def test_a_connection_with_unsent_bytes_is_not_kept() -> None:
         done.set()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_kept_connection_closed_as_the_request_goes_out_is_sent_again_at_once(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    # The endpoint's idle close crossing a request on the wire: it reads the second request
+    # of each connection and closes without a byte of answer. The request goes again, once,
+    # on a new connection, within the same attempt, instead of failing it.
+    async def close_the_second(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
+    ) -> bool:
+        if n % 2 == 0:  # the server's own count of requests, across its connections
+            return False
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server = await raw(close_the_second)
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        first = await sender.send(server.url(), b'{"n":1}', {})
+        second = await sender.send(server.url(), b'{"n":2}', {})
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert isinstance(second, Delivered) and server.connections == 2
+    assert [r.endswith(b'{"n":2}') for r in server.requests] == [False, True, True]
+
+
+async def test_a_new_connection_closed_before_answering_is_not_sent_again(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    server = await raw(_writes(keep=False))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert result.error == "the endpoint closed the connection before answering"
+    assert len(server.requests) == 1 and server.connections == 1
+
+
+async def test_a_kept_connection_closed_midway_through_an_answer_is_not_sent_again(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    # A byte of answer came: the endpoint read the request. Sending it again is the retry
+    # schedule's call, not the sender's.
+    async def cut_the_second(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
+    ) -> bool:
+        if n == 2:
+            writer.write(b"HTTP/1.1 2")
+            return False
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server = await raw(cut_the_second)
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        assert (await sender.send(server.url(), b"{}", {})).status_code == 200
+        second = await sender.send(server.url(), b"{}", {})
+    assert isinstance(second, Failed) and second.status_code is None
+    assert len(server.requests) == 2 and server.connections == 1
+
+
+@pytest.mark.parametrize("pieces", [1, 18], ids=["one-write", "in-pieces"])
+async def test_a_head_over_the_limit_is_refused_however_it_arrives(
+    raw: Callable[[Answer], Awaitable[Raw]], pieces: int
+) -> None:
+    # A whole head parsed in one read was taken while the same head in pieces was refused.
+    head = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n"
+    size = -(-len(head) // pieces)
+    server = await raw(_writes(*(head[i : i + size] for i in range(0, len(head), size))))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert isinstance(result, Failed) and result.status_code is None
+    assert result.error == f"the answer's head is over {sender_module.HEAD_LIMIT} bytes"
+
+
+async def test_a_head_within_the_limit_in_one_write_is_delivered(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 60_000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    server = await raw(_writes(head))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert isinstance(result, Delivered) and result.body == "ok"
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [b"RTSP/1.0 200 OK", b"ICE/1.0 200 OK", b"HTTP/2.0 200 OK", b"HTTP/0.9 200 OK"],
+)
+async def test_an_answer_that_is_not_http_1_is_not_a_delivery(
+    raw: Callable[[Answer], Awaitable[Raw]], status_line: bytes
+) -> None:
+    # httptools parses these as answers; a 200 from them acknowledged the delivery.
+    server = await raw(_writes(status_line + b"\r\nContent-Length: 0\r\n\r\n"))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert isinstance(result, Failed) and result.status_code is None
+    assert result.error is not None and result.error.startswith("invalid HTTP answer")
+
+
+async def test_an_answer_whose_protocol_comes_in_pieces_is_read(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    server = await raw(_writes(b"HT", b"TP", b"/1.1 204 No Content\r\n\r\n"))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert isinstance(result, Delivered) and result.status_code == 204

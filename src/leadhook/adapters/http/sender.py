@@ -33,6 +33,7 @@ from leadhook.domain.targets import TargetError, check_address, check_host, pars
 
 BODY_LIMIT = 1024
 HEAD_LIMIT = 65536  # bytes of an answer read before it is whole or over BODY_LIMIT: its head
+_PROTOCOL = b"HTTP/"  # what every answer begins with
 KEEPALIVE_SECONDS = 15.0  # an idle pooled connection is closed after this long
 DNS_TTL_SECONDS = 60.0
 DEFAULT_USER_AGENT = "leadhook"
@@ -153,6 +154,9 @@ class _Connection(asyncio.Protocol):
         self.complete = False  # the whole answer came
         self.overflow = False  # more than BODY_LIMIT bytes of body: only the first kept
         self.broken: str | None = None  # why the exchange ended without a whole answer
+        self.heard = False  # a byte of the answer came
+        self._start = b""  # the answer's first bytes, up to len(_PROTOCOL)
+        self._head_bytes = 0  # of the answer's heads (1xx answers', the final one's, trailers)
         self._informational = False
         self._keep_alive = False
         self.timed_out = False
@@ -161,6 +165,12 @@ class _Connection(asyncio.Protocol):
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def unheard(self) -> bool:
+        """Whether the endpoint closed the connection without a byte of answer (and before
+        the timeout): on a kept-alive connection, the endpoint's own idle close crossing the
+        request on the wire."""
+        return self.closed and not self.heard and not self.timed_out and self.status is None
 
     async def exchange(self, request: bytes, timeout: float) -> None:
         """Write `request` and wait until its answer came whole, overflowed or broke off, or
@@ -215,19 +225,33 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None:
             self.close()  # bytes nobody asked for (a 408 before an idle close): drop it
             return
+        self.heard = True
+        if len(self._start) < len(_PROTOCOL):
+            # httptools also reads `RTSP/1.0 200` and `ICE/1.0 200` as answers.
+            self._start += data[: len(_PROTOCOL) - len(self._start)]
+            if not _PROTOCOL.startswith(self._start):
+                self._give_up(f"invalid HTTP answer: it begins with {self._start!r}")
+                return
         try:
             self._parser.feed_data(data)
         except Exception as exc:  # httptools' parse errors, an upgrade it will not follow
-            self.broken = f"invalid HTTP answer: {type(exc).__name__}: {exc}"[:500]
-            self.close()
-            self._wake()
+            # A callback's refusal (`_refuse`) said why already.
+            self._give_up(self.broken or f"invalid HTTP answer: {type(exc).__name__}: {exc}")
             return
         self.received += len(data)
         if self.received > HEAD_LIMIT and not (self.complete or self.overflow):
             # A head (1xx answers, trailers) that does not end: httptools would hold it all.
-            self.broken = f"the answer's head is over {HEAD_LIMIT} bytes"
-            self.close()
-            self._wake()
+            self._give_up(_head_too_long())
+
+    def _give_up(self, why: str) -> None:
+        self.broken = why[:500]
+        self.close()
+        self._wake()
+
+    def _refuse(self, why: str) -> None:
+        """Refuse the answer from an httptools callback (it raises out of `feed_data`)."""
+        self.broken = why
+        raise ValueError(why)
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
@@ -247,7 +271,19 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
 
+    def on_status(self, reason: bytes) -> None:
+        self._head_bytes += len(reason) + 15  # `HTTP/1.1 200 ` and its line's end
+        if self._head_bytes > HEAD_LIMIT:
+            self._refuse(_head_too_long())
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        # The head is counted as the parser hands it over, not only as bytes arrive
+        # (`data_received`): a head over HEAD_LIMIT that came in one read was parsed whole
+        # before it could be counted there, taken or refused by how the endpoint's writes
+        # happened to be split.
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > HEAD_LIMIT:
+            self._refuse(_head_too_long())
         lowered = name.lower()
         if lowered == b"retry-after":
             self.retry_after = value.decode("latin-1")
@@ -261,6 +297,9 @@ class _Connection(asyncio.Protocol):
             raise ValueError("bytes after the answer")
 
     def on_headers_complete(self) -> None:
+        version = self._parser.get_http_version()
+        if version not in ("1.0", "1.1"):  # httptools takes `HTTP/2.0 200` and `HTTP/0.9 200`
+            self._refuse(f"invalid HTTP answer: HTTP/{version} is not HTTP/1.x")
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._informational = True  # 100 Continue, 103 Early Hints: the answer is next
@@ -346,24 +385,35 @@ class HttpSender:
             await self._slots.acquire()
         try:
             conn = self._pooled(target.key)
-            if conn is None:
-                try:
-                    async with asyncio.timeout(self._timeout_s - (time.perf_counter() - start)):
-                        conn = await self._connect(target)
-                except TimeoutError:
+            kept = conn is not None
+            while True:
+                if conn is None:
+                    try:
+                        async with asyncio.timeout(self._timeout_s - (time.perf_counter() - start)):
+                            conn = await self._connect(target)
+                    except TimeoutError:
+                        return self._timed_out(start)
+                    except _Unanswered as exc:
+                        return no_answer(_ms(start), str(exc)[:500])
+                left = self._timeout_s - (time.perf_counter() - start)
+                if left <= 0:  # not sent: a request that can only time out would be sent again
+                    self._release(target.key, conn)
                     return self._timed_out(start)
-                except _Unanswered as exc:
-                    return no_answer(_ms(start), str(exc)[:500])
-            left = self._timeout_s - (time.perf_counter() - start)
-            if left <= 0:  # not sent: a request that can only time out would be sent again
-                self._release(target.key, conn)
-                return self._timed_out(start)
-            try:
-                # One timer for the rest of the attempt's time (cheaper than a timeout scope).
-                await conn.exchange(request, left)
-            except BaseException:
-                conn.close()  # cancelled: the connection is mid-request
-                raise
+                try:
+                    # One timer for the rest of the attempt's time (cheaper than a timeout scope).
+                    await conn.exchange(request, left)
+                except BaseException:
+                    conn.close()  # cancelled: the connection is mid-request
+                    raise
+                if not (kept and conn.unheard()):
+                    break
+                # The endpoint closed a kept-alive connection as the request went out on it,
+                # without a byte of answer: its idle timeout crossing the request on the wire.
+                # Sent again once, on a new connection, within the attempt's time (as HTTP
+                # clients do for a request that is safe to repeat: a webhook is, by its
+                # webhook-id); a new connection closed the same way is the attempt's failure.
+                conn.close()
+                conn, kept = None, False
             if conn.status is None:
                 conn.close()
                 if conn.timed_out:
@@ -518,6 +568,10 @@ def _request(target: _Target, body: bytes, headers: Mapping[str, str]) -> bytes:
         given += f"User-Agent: {DEFAULT_USER_AGENT}\r\n"
     text = f"{target.head}Content-Length: {len(body)}\r\n{given}\r\n"
     return text.encode("utf-8") + body
+
+
+def _head_too_long() -> str:
+    return f"the answer's head is over {HEAD_LIMIT} bytes"
 
 
 def _ms(start: float) -> float:
