@@ -33,7 +33,6 @@ from leadhook.domain.targets import TargetError, check_address, check_host, pars
 
 BODY_LIMIT = 1024
 HEAD_LIMIT = 65536  # bytes of an answer read before it is whole or over BODY_LIMIT: its head
-_PROTOCOL = b"HTTP/"  # what every answer begins with
 KEEPALIVE_SECONDS = 15.0  # an idle pooled connection is closed after this long
 DNS_TTL_SECONDS = 60.0
 DEFAULT_USER_AGENT = "leadhook"
@@ -155,8 +154,8 @@ class _Connection(asyncio.Protocol):
         self.overflow = False  # more than BODY_LIMIT bytes of body: only the first kept
         self.broken: str | None = None  # why the exchange ended without a whole answer
         self.heard = False  # a byte of the answer came
-        self._start = b""  # the answer's first bytes, up to len(_PROTOCOL)
-        self._head_bytes = 0  # of the answer's heads (1xx answers', the final one's, trailers)
+        self._heads: bytes | bytearray = b""  # read while a head was open (<= HEAD_LIMIT)
+        self._head_at = 0  # where in `_heads` the next head begins
         self._informational = False
         self._keep_alive = False
         self.timed_out = False
@@ -226,22 +225,41 @@ class _Connection(asyncio.Protocol):
             self.close()  # bytes nobody asked for (a 408 before an idle close): drop it
             return
         self.heard = True
-        if len(self._start) < len(_PROTOCOL):
-            # httptools also reads `RTSP/1.0 200` and `ICE/1.0 200` as answers.
-            self._start += data[: len(_PROTOCOL) - len(self._start)]
-            if not _PROTOCOL.startswith(self._start):
-                self._give_up(f"invalid HTTP answer: it begins with {self._start!r}")
+        if self.status is None:
+            # A head is open (the answer's, or 1xx answers' before it): the parser gets no
+            # more than HEAD_LIMIT bytes of heads, however the endpoint's writes were split
+            # (a whole head in one read was parsed before it could be counted), and they are
+            # kept for `on_headers_complete` to read each head's protocol.
+            room = HEAD_LIMIT - self.received
+            head, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
+            if not self._heads:
+                self._heads = head  # the usual answer: one read, not copied
+            elif isinstance(self._heads, bytearray):
+                self._heads += head
+            else:
+                self._heads = bytearray(self._heads) + head
+            if not self._feed(head):
                 return
+            if self.status is None:
+                if self.received >= HEAD_LIMIT:  # the heads need more bytes than the limit
+                    self._give_up(_head_too_long())
+                return
+            if not data:
+                return
+        if self._feed(data) and self.received > HEAD_LIMIT and not (self.complete or self.overflow):
+            # Trailers that do not end (httptools would hold them all): the status decides.
+            self._give_up(_head_too_long())
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse `data`; False if the answer was given up on."""
         try:
             self._parser.feed_data(data)
         except Exception as exc:  # httptools' parse errors, an upgrade it will not follow
             # A callback's refusal (`_refuse`) said why already.
             self._give_up(self.broken or f"invalid HTTP answer: {type(exc).__name__}: {exc}")
-            return
+            return False
         self.received += len(data)
-        if self.received > HEAD_LIMIT and not (self.complete or self.overflow):
-            # A head (1xx answers, trailers) that does not end: httptools would hold it all.
-            self._give_up(_head_too_long())
+        return not self.closed
 
     def _give_up(self, why: str) -> None:
         self.broken = why[:500]
@@ -271,19 +289,7 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
 
-    def on_status(self, reason: bytes) -> None:
-        self._head_bytes += len(reason) + 15  # `HTTP/1.1 200 ` and its line's end
-        if self._head_bytes > HEAD_LIMIT:
-            self._refuse(_head_too_long())
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        # The head is counted as the parser hands it over, not only as bytes arrive
-        # (`data_received`): a head over HEAD_LIMIT that came in one read was parsed whole
-        # before it could be counted there, taken or refused by how the endpoint's writes
-        # happened to be split.
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > HEAD_LIMIT:
-            self._refuse(_head_too_long())
         lowered = name.lower()
         if lowered == b"retry-after":
             self.retry_after = value.decode("latin-1")
@@ -297,9 +303,17 @@ class _Connection(asyncio.Protocol):
             raise ValueError("bytes after the answer")
 
     def on_headers_complete(self) -> None:
+        # httptools also takes `RTSP/1.0 200`, `ICE/1.0 200`, `HTTP/2.0 200`, `HTTP/0.9 200`.
+        # A head ends at its first blank line (a 1xx answer has no body): this one begins
+        # after the blank lines of the heads before it.
+        heads, start = self._heads, self._head_at
+        while start < len(heads) and heads[start] in b"\r\n":  # blank lines between them
+            start += 1
+        self._head_at = heads.find(b"\r\n\r\n", start) + 4
         version = self._parser.get_http_version()
-        if version not in ("1.0", "1.1"):  # httptools takes `HTTP/2.0 200` and `HTTP/0.9 200`
-            self._refuse(f"invalid HTTP answer: HTTP/{version} is not HTTP/1.x")
+        if heads[start : start + 5] != b"HTTP/" or version not in ("1.0", "1.1"):
+            line = bytes(heads[start : start + 40]).split(b"\r\n", 1)[0]
+            self._refuse(f"invalid HTTP answer: not HTTP/1.x ({line!r})")
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._informational = True  # 100 Continue, 103 Early Hints: the answer is next
