@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -17,15 +18,22 @@ class _Transport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.events: list[str] = []
+        self.closing = False
 
     def write(self, data: bytes) -> None:
+        assert not self.closing, "written after close"
         self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
 
     def close(self) -> None:
         self.events.append("close")
+        self.closing = True
 
     def abort(self) -> None:
         self.events.append("abort")
+        self.closing = True
 
     def write_eof(self) -> None:
         self.events.append("eof")
@@ -247,6 +255,76 @@ def test_a_request_that_is_not_http_is_refused_as_problem_json() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /small HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         assert (await asyncio.wait_for(reader.read(), 5)).endswith(b'{"ok":true}')
+        writer.close()
+        assert errors == []
+
+    _serve_on_uvloop(_app, check)
+
+
+def test_pipelined_answers_after_the_peer_resets_are_dropped_quietly() -> None:
+    # Uvicorn marks only the request it read last as disconnected: those pipelined before it
+    # still answered, and their writes on the closed transport raised "the handler is closed"
+    # into the app (an ERROR with a traceback) and the loop's exception handler.
+    raised: list[BaseException] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(0.05)  # the client is gone by the time each answers
+        body = b"x" * (3 * _JOIN_MAX)
+        try:
+            headers = [(b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        for _ in range(3):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n" * 3)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await asyncio.sleep(0.08)  # the first answer is on its way
+            client.close()  # a reset
+        await asyncio.sleep(0.4)
+        assert raised == [] and errors == []
+
+    _serve_on_uvloop(app, check)
+
+
+def test_a_request_head_over_the_limit_is_refused_as_it_arrives() -> None:
+    # httptools gathers a header whole, with no limit of its own: a head of many megabytes
+    # was held in memory before the app could refuse it.
+    from leadhook.cli.runtime import MAX_REQUEST_HEAD
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        client = socket.create_connection(("127.0.0.1", port))
+        client.setblocking(False)
+        answer = b""
+        try:
+            await loop.sock_sendall(client, b"GET /small HTTP/1.1\r\nhost: x\r\nx-big: ")
+            for _ in range(8 * MAX_REQUEST_HEAD // 16384):  # refused long before the end
+                await loop.sock_sendall(client, b"b" * 16384)
+                await asyncio.sleep(0.001)
+            while chunk := await asyncio.wait_for(loop.sock_recv(client, 65536), 5):
+                answer += chunk
+        except ConnectionError:  # the server closed with the rest unread: a reset
+            with contextlib.suppress(OSError):
+                answer += client.recv(65536)
+        client.close()
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:100]
+        assert b"application/problem+json" in answer
+        # A head just under the limit reaches the app, and so does a pipelined request
+        # after a large body (its bytes are not counted as the next request's head).
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        big = b"y" * (MAX_REQUEST_HEAD - 200)
+        writer.write(b"GET /small HTTP/1.1\r\nhost: x\r\nx-big: " + big + b"\r\n\r\n")
+        writer.write(b"POST /small HTTP/1.1\r\nhost: x\r\ncontent-length: 300000\r\n\r\n")
+        writer.write(b"z" * 300000 + b"GET /small HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        answers = await asyncio.wait_for(reader.read(), 5)
+        assert answers.count(b"HTTP/1.1 200 OK") == 3, answers[:300]
         writer.close()
         assert errors == []
 

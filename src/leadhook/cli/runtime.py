@@ -88,27 +88,28 @@ class _OneSend:
     (the copy would cost more than the call): what is held goes first, then they do.
     """
 
-    __slots__ = ("_held", "_loop", "_size", "_transport")
+    __slots__ = ("_held", "_loop", "_lost", "_size", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] | None = None
         self._size = 0
+        self._lost = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
+        if not data or self._lost:
             return
         if self._held is None:
             if len(data) > _JOIN_MAX:
-                self._transport.write(data)
+                self._out(data)
                 return
             self._held = [bytes(data)]
             self._size = len(data)
             self._loop.call_soon(self.flush)
         elif self._size + len(data) > _JOIN_MAX:
             self.flush()
-            self._transport.write(data)
+            self._out(data)
         else:
             self._held.append(bytes(data))
             self._size += len(data)
@@ -121,7 +122,15 @@ class _OneSend:
         """Send what is held now."""
         held, self._held = self._held, None
         if held:
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+            self._out(held[0] if len(held) == 1 else b"".join(held))
+
+    def _out(self, data: bytes | bytearray | memoryview) -> None:
+        # A transport uvloop closed on a reset it read (connection_lost not run yet) raises
+        # "the handler is closed" on a write: what would have gone to it is dropped.
+        if self._transport.is_closing():
+            self._lost = True
+            return
+        self._transport.write(data)
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + (self._size if self._held else 0)
@@ -139,8 +148,14 @@ class _OneSend:
         self._transport.abort()
 
     def drop(self) -> None:
-        """Forget what is held (the connection is gone)."""
+        """Forget what is held, and what is written from now on: the connection is gone.
+
+        Uvicorn marks only the request it read last as disconnected; requests pipelined
+        before it still answer, and their writes (or a flush still scheduled) on the closed
+        transport raised "the handler is closed" into the app and the loop's exception
+        handler: an ERROR and a traceback in the log for a client that went away."""
         self._held = None
+        self._lost = True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -154,11 +169,40 @@ _UNPARSABLE = (
 
 
 class OneSendHttpTools(HttpToolsProtocol):
-    """Uvicorn's httptools protocol, each answer's head and body in one send (`_OneSend`)."""
+    """Uvicorn's httptools protocol, each answer's head and body in one send (`_OneSend`),
+    and a request head over `MAX_REQUEST_HEAD` refused as it arrives."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._one_send = _OneSend(transport, self.loop)
+        self._head_open = False  # a request's head has begun and not ended
+        self._head_bytes = 0  # bytes read since, counted a read at a time
+        self._heads_begun = 0
         super().connection_made(self._one_send)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        # httptools gathers a header whole before handing it over, with no limit of its own:
+        # a 64 MB header was held in memory before the app's HeaderLimit could answer 431
+        # (uvicorn's own limit, `h11_max_incomplete_event_size`, is h11's only). Reads are
+        # counted while a head stays open across them: the read a head began in is not (its
+        # first part may be an earlier request's body), so a head is refused once it is over
+        # the limit by at most one read (uvloop's are up to 256 KiB).
+        begun = self._heads_begun
+        super().data_received(data)
+        if not self._head_open or self._one_send.is_closing():
+            return
+        self._head_bytes = 0 if self._heads_begun != begun else self._head_bytes + len(data)
+        if self._head_bytes > MAX_REQUEST_HEAD:
+            self.logger.warning("Request head over %d bytes refused.", MAX_REQUEST_HEAD)
+            self.send_400_response("request head too large")
+
+    def on_message_begin(self) -> None:
+        self._head_open = True
+        self._heads_begun += 1
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         # What is held has nowhere to go: after connection_lost the transport's handle is
@@ -264,8 +308,9 @@ async def run_service(
             log_level=log_level,
             access_log=access_log,
             timeout_graceful_shutdown=GRACE_SECONDS,
-            # h11 refuses a request head over this with a bare 400; below it, the app's
-            # HeaderLimit answers 431 problem+json for heads over its own (smaller) limit.
+            # The parser refuses a request head over this with a bare 400 (`OneSendHttpTools`;
+            # this setting for h11, should it be chosen); below it, the app's HeaderLimit
+            # answers 431 problem+json for heads over its own (smaller) limit.
             h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
             http=OneSendHttpTools,
         )
