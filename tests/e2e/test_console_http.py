@@ -563,6 +563,7 @@ def test_head_of_the_event_stream_answers_its_head_and_ends(
     head = client.head("/console/events/stream")
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-type"].startswith("text/event-stream")
+    assert "content-length" not in head.headers  # the stream's GET has none either
     assert polls == 1  # the start's check only: no stream ran
     # GET still streams; signed out, HEAD answers as GET does (a redirect to sign in).
     with client.stream("GET", "/console/events/stream") as live:

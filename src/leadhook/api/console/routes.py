@@ -219,8 +219,11 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
     headers = {**SECURITY_HEADERS, "x-accel-buffering": "no"}
     if request.scope.get(HEAD_AS_GET):
         # HEAD: the stream's status and headers, then the end (a stream would run its whole
-        # LIVE_STREAM_SECONDS with nobody reading, holding the connection).
-        return Response(media_type="text/event-stream", headers=headers)
+        # LIVE_STREAM_SECONDS with nobody reading, holding the connection). No length: the
+        # GET's stream has none, and a HEAD answer's must be the GET's (RFC 9110, 8.6).
+        head = Response(media_type="text/event-stream", headers=headers)
+        del head.headers["content-length"]
+        return head
 
     async def stream() -> AsyncIterator[bytes]:
         last = start
