@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,50 @@ def test_metrics_count_refused_bodies_too_under_their_route(api: Api) -> None:
     text = api.client.get("/metrics").text
     assert 'route="/v1/leads/batch",status="413"} 1.0' in text
     assert 'leadhook_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/leads", "/v1/leads/batch", "/v1/subscriptions", "/v1/catalog/members/m9"]
+)
+def test_a_client_gone_before_its_answer_counts_as_499_not_as_an_answer(
+    api: Api, path: str
+) -> None:
+    # The client sent half a body and went away. Nothing can be answered; the short way
+    # counted it as a 500 (no status was ever set) and the routes as the 400 a body read cut
+    # short answers, neither in the log: an operator saw errors that no client ever got.
+    import anyio
+
+    method = "PUT" if path.startswith("/v1/catalog") else "POST"
+    head = [
+        (b"host", b"testserver"),
+        (b"authorization", f"Bearer {api.key}".encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"1000"),
+    ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": b"", "headers": head, "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }  # fmt: skip
+    messages = iter([{"type": "http.request", "body": b'{"fields": {', "more_body": True}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        await api.client.app(scope, receive, send)
+
+    with contextlib.suppress(Exception):  # a route may raise once its client is gone
+        anyio.run(run)
+    text = api.client.get("/metrics").text
+    counted = [line for line in text.splitlines() if f'method="{method}"' in line]
+    counted = [line for line in counted if line.startswith("leadhook_http_requests_total{")]
+    assert len(counted) == 1 and 'status="499"} 1.0' in counted[0], counted
 
 
 def test_openapi_documents_the_spec_and_the_13_webhooks(api: Api) -> None:

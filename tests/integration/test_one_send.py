@@ -329,3 +329,67 @@ def test_a_request_head_over_the_limit_is_refused_as_it_arrives() -> None:
         assert errors == []
 
     _serve_on_uvloop(_app, check)
+
+
+def test_a_request_whose_client_half_closes_is_still_answered() -> None:
+    # A client may end its side after the request (`nc -N`, `curl --data @- <file` on some
+    # builds, HTTP/1.0 tools): uvicorn let the transport close itself at that end of file,
+    # so a request still being worked on was carried out and its answer dropped. The client
+    # could not tell a lead created from one refused. Each request read before the end of
+    # file is answered, in order, and the connection is closed after the last answer.
+    calls: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        message = await receive()
+        await asyncio.sleep(0.05)  # the end of file arrives while the request is worked on
+        calls.append(scope["path"])
+        body = message.get("body", b"") or scope["path"].encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        post = b'POST /one HTTP/1.1\r\nhost: x\r\ncontent-length: 7\r\n\r\n{"a":1}'
+        two = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n"
+        for requests, expected in ((post, [b'{"a":1}']), (two, [b"/a", b"/b"])):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(requests)
+            client.shutdown(socket.SHUT_WR)
+            client.setblocking(False)
+            got = b""
+            while chunk := await asyncio.wait_for(loop.sock_recv(client, 4096), 5):
+                got += chunk  # ends when the server closes
+            client.close()
+            answers = got.split(b"HTTP/1.1 ")[1:]
+            assert [a.startswith(b"201 Created") for a in answers] == [True] * len(expected), got
+            assert [a.rpartition(b"\r\n\r\n")[2] for a in answers] == expected
+        assert calls == ["/one", "/a", "/b"] and errors == []
+
+    _serve_on_uvloop(app, check)
+
+
+def test_a_client_that_half_closes_inside_a_body_is_not_waited_for() -> None:
+    # The end of file inside a request's body: that request can never be complete, so the
+    # connection closes as before (the app reads a disconnect) and nothing hangs.
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (message := await receive())["type"] == "http.request" and message["more_body"]:
+            pass
+        seen.append(message["type"])
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b'POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"a":')
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert seen == ["http.disconnect"] and errors == []
+
+    _serve_on_uvloop(app, check)

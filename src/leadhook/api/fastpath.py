@@ -42,7 +42,7 @@ from leadhook.api.limits import (
     replayed,
     url_bytes,
 )
-from leadhook.api.metrics import ApiMetrics
+from leadhook.api.metrics import CLIENT_GONE, ApiMetrics
 from leadhook.api.problems import OutageLog
 from leadhook.api.routes.leads import committed, submit
 from leadhook.bootstrap import Container
@@ -138,7 +138,8 @@ class FastBehaviours:
             await self.app(scope, receive, send)
             return
         body = await _read(receive)
-        if body is None:  # the client went away
+        if body is None:  # the client went away: counted as CLIENT_CLOSED, nothing answered
+            scope[CLIENT_GONE] = True
             return
         scope["route"] = fast.route  # for the metrics' route label, as the router would set
         scope["path_params"] = {"lead_id": found[1]} if found[1] else {}

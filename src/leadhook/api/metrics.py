@@ -14,6 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook.api.matching import route_table
 
+CLIENT_CLOSED = 499
+"""The `status` label of a request whose client went away before its answer began (nginx's
+"client closed request"): no answer was sent, so none is counted as one."""
+CLIENT_GONE = "leadhook.client_gone"
+"""Set in a request's scope by what read its body and found the client gone."""
+
 
 class ApiMetrics:
     """HTTP request counts and latencies, labelled by route template (not raw path)."""
@@ -48,22 +54,36 @@ class ApiMetrics:
                 return
             start = time.perf_counter()
             status = 500
+            started = False
+
+            async def receiving() -> Message:
+                message = await receive()
+                if message["type"] == "http.disconnect" and not started:
+                    scope[CLIENT_GONE] = True
+                return message
 
             async def sending(message: Message) -> None:
-                nonlocal status
+                nonlocal status, started
                 if message["type"] == "http.response.start":
-                    status = message["status"]
+                    status, started = message["status"], True
                 await send(message)
 
             try:
-                await app(scope, receive, sending)
+                await app(scope, receiving, sending)
             finally:
                 self.observe(scope, status, time.perf_counter() - start)
 
         return wrapped
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        """Count one answered HTTP request and its latency."""
+        """Count one answered HTTP request and its latency.
+
+        A request whose client went away before its answer began counts as `CLIENT_CLOSED`,
+        whatever the app then tried to send: it was counted as a 500 (nothing had set a
+        status) or as the 400 a body read cut short answers, with nothing in the log.
+        """
+        if CLIENT_GONE in scope:
+            status = CLIENT_CLOSED
         method, route = scope["method"], _route(scope)
         key = (method, route, status)
         children = self._children.get(key)

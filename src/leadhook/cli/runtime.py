@@ -177,6 +177,7 @@ class OneSendHttpTools(HttpToolsProtocol):
         self._head_open = False  # a request's head has begun and not ended
         self._head_bytes = 0  # bytes read since, counted a read at a time
         self._heads_begun = 0
+        self._peer_done = False  # the peer ended its side with whole requests to answer
         super().connection_made(self._one_send)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
@@ -228,12 +229,30 @@ class OneSendHttpTools(HttpToolsProtocol):
         self.transport.write(b"".join(head) + body)
         self.transport.close()
 
-    def eof_received(self) -> None:
-        # Uvicorn lets the transport close itself at the peer's end of file: what the answer
-        # wrote before it goes out first, as it did written straight to the transport (a
-        # flush after the close would find it closed and drop the answer).
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio's own type
+        # What an answer wrote before the peer's end of file goes out first, as it did written
+        # straight to the transport (a flush after a close would find it closed and drop it).
         self._one_send.flush()
         super().eof_received()
+        # A client may end its side once its request is sent (`nc -N`, some HTTP/1.0 tools).
+        # Uvicorn let the transport close itself here, so a request still being worked on was
+        # carried out and its answer dropped. Each request read whole is answered, in order,
+        # on the half still open, and the connection closes after the last answer
+        # (`on_response_complete`). An end of file inside a request closes it as before.
+        cycle = self.cycle
+        if self.pipeline or (
+            cycle is not None and not cycle.response_complete and not cycle.more_body
+        ):
+            self._peer_done = True
+            return True
+        return None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._peer_done or self.pipeline or self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):
