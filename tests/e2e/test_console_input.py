@@ -138,3 +138,42 @@ def test_a_replay_without_a_time_says_to_choose_one(api: Api) -> None:
     )
     assert resp.status_code == 422 and "choose the time from which to replay" in resp.text
     assert "unix seconds" not in resp.text
+
+
+@pytest.mark.parametrize("typed", ["1_000", "١٢", "１２", " nan", "infinity", "1e400"])
+def test_number_boxes_take_ascii_numbers_only(api: Api, typed: str) -> None:
+    # int() and float() read "1_000" as 1000 and "١٢" (Arabic-Indic digits) as 12: a form
+    # stored numbers its reader never typed as such. They are refused with the form, as the
+    # API refuses them in JSON, and nothing changes.
+    token = _sign_in(api)
+    sub = api.post(
+        "/v1/subscriptions", json={"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
+    ).json()
+    form = {"csrf_token": token, "url": "http://127.0.0.1:9/hook", "description": "",
+            "event_types": ["*"]}  # fmt: skip
+    path = f"/console/subscriptions/{sub['id']}"
+    for box in ("max_in_flight", "rate_limit_per_s"):
+        resp = api.client.post(path, data={**form, box: typed})
+        assert resp.status_code == 422 and 'role="alert"' in resp.text, (box, resp.text)
+    stored = api.get(f"/v1/subscriptions/{sub['id']}").json()
+    assert (stored["max_in_flight"], stored["rate_limit_per_s"]) == (
+        sub["max_in_flight"],
+        sub["rate_limit_per_s"],
+    )
+    # Plain numbers still go in.
+    ok = api.client.post(path, data={**form, "max_in_flight": "7", "rate_limit_per_s": "2.5"})
+    assert ok.status_code == 200
+    stored = api.get(f"/v1/subscriptions/{sub['id']}").json()
+    assert (stored["max_in_flight"], stored["rate_limit_per_s"]) == (7, 2.5)
+
+
+def test_a_replay_time_in_other_digits_is_refused(api: Api) -> None:
+    token = _sign_in(api)
+    sub = api.post(
+        "/v1/subscriptions", json={"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
+    ).json()
+    resp = api.client.post(
+        f"/console/subscriptions/{sub['id']}/replay",
+        data={"csrf_token": token, "since": "١٧٠٠٠٠٠٠٠٠"},
+    )
+    assert resp.status_code == 422 and "is not a time" in resp.text

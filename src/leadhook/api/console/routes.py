@@ -373,13 +373,20 @@ def subscription(
     return _subscription_page(page, sub_id, done=done, replayed=n, secret=secret, rotated=rotated)
 
 
+# What a number box takes: ASCII digits, a sign, a decimal point and an exponent, as the API's
+# JSON does. Python's int() and float() also read "١٢" (Arabic-Indic digits), "1_000", " nan"
+# and "infinity", which a form then stored as 12, 1000 or refused with a confusing message.
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
 def _optional_number(text: str | None, integer: bool) -> float | int | None:
     if text is None or not text.strip():
         return None
-    try:
-        return int(text) if integer else float(text)
-    except ValueError:
-        return text  # type: ignore[return-value]  # the service refuses it with a clear message
+    plain = text.strip()
+    if (_INTEGER if integer else _DECIMAL).fullmatch(plain):
+        return int(plain) if integer else float(plain)
+    return text  # type: ignore[return-value]  # the service refuses it with a clear message
 
 
 @router.post("/subscriptions/{sub_id}", dependencies=[Csrf])

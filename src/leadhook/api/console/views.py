@@ -241,7 +241,10 @@ def parse_local(catalog: Catalog, text: str | None) -> float | None:
         return None
     text = text.strip()
     try:
-        at = float(text) if text.replace(".", "", 1).isdigit() else _from_local(catalog, text)
+        # Unix seconds in ASCII digits only: "١٧٠٠٠٠٠٠٠٠" (Arabic-Indic) is a digit string
+        # to str.isdigit() and float() reads it.
+        seconds = text.replace(".", "", 1)
+        at = float(text) if seconds.isascii() and seconds.isdigit() else _from_local(catalog, text)
     except ValueError:
         raise ValidationError(f"{text!r} is not a time (YYYY-MM-DDTHH:MM)") from None
     if not 0 <= at <= _LAST_SECOND or _past_9999_locally(catalog, at):
