@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import struct
 from typing import Any
@@ -389,6 +390,72 @@ def test_a_client_that_half_closes_inside_a_body_is_not_waited_for() -> None:
         writer.write_eof()
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+        await asyncio.sleep(0.05)
+        assert seen == ["http.disconnect"] and errors == []
+
+    _serve_on_uvloop(app, check)
+
+
+def test_a_refusal_pipelined_behind_a_request_waits_for_that_answer() -> None:
+    # A request that cannot be read, pipelined behind one the app is still working on: its
+    # 400 went out at once and the connection closed, so the earlier request was carried out
+    # (a lead created, say) and its answer never sent. Answers keep the requests' order.
+    done: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await asyncio.sleep(0.05)
+        done.append(scope["path"])
+        body = scope["path"].encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        two = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n"
+        for half_close in (False, True):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(two + b"GARBAGE\r\n\r\nGET /c HTTP/1.1\r\nhost: x\r\n\r\n")
+            if half_close:
+                writer.write_eof()
+            got = await asyncio.wait_for(reader.read(), 5)  # closed after the refusal
+            writer.close()
+            answers = re.split(rb"HTTP/1\.1 (?=\d{3} )", got)[1:]
+            assert [a[:3] for a in answers] == [b"201", b"201", b"400"], got
+            assert answers[0].endswith(b"/a") and answers[1].endswith(b"/b")
+            assert b"application/problem+json" in answers[2]
+        assert done == ["/a", "/b"] * 2 and errors == []  # /c, after the refusal, is not read
+
+    _serve_on_uvloop(app, check)
+
+
+def test_a_body_that_breaks_while_read_is_refused_at_once() -> None:
+    # The broken request is the one being read: its app waits for the rest of the body, so
+    # the refusal cannot wait for its answer. It goes at once and the app reads a disconnect.
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        # Bounded: were the refusal to wait for this app's answer, the app would wait for
+        # ever and the server's shutdown with it; this way the test fails instead.
+        while True:
+            message = await asyncio.wait_for(receive(), 3)
+            if message["type"] != "http.request" or not message["more_body"]:
+                break
+        seen.append(message["type"])
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+        writer.write(head + b"3\r\nabc\r\n")
+        await asyncio.sleep(0.05)  # the app is reading the body
+        writer.write(b"zz\r\n")  # not a chunk size
+        got = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert got.startswith(b"HTTP/1.1 400 Bad Request"), got
         await asyncio.sleep(0.05)
         assert seen == ["http.disconnect"] and errors == []
 

@@ -178,9 +178,12 @@ class OneSendHttpTools(HttpToolsProtocol):
         self._head_bytes = 0  # bytes read since, counted a read at a time
         self._heads_begun = 0
         self._peer_done = False  # the peer ended its side with whole requests to answer
+        self._refusal: bytes | None = None  # a 400 waiting for the answers before it
         super().connection_made(self._one_send)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return  # after a request that could not be read, nothing more can be
         # httptools gathers a header whole before handing it over, with no limit of its own:
         # a 64 MB header was held in memory before the app's HeaderLimit could answer 431
         # (uvicorn's own limit, `h11_max_incomplete_event_size`, is h11's only). Reads are
@@ -226,8 +229,27 @@ class OneSendHttpTools(HttpToolsProtocol):
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n\r\n",
         ]
-        self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        self._refusal = b"".join(head) + body
+        # Answers go out in the order of their requests (RFC 9112, 9.3.2). Written at once,
+        # the refusal of a request pipelined behind one still being worked on came first,
+        # and that one's answer (a lead created, say) was never sent: the connection closes
+        # with the refusal. It waits for the answers before it (`on_response_complete`),
+        # unless the request that broke is the one being read (a body cut by a bad chunk):
+        # its app waits for the rest of it, which only the close can end.
+        cycle = self.cycle
+        reading = cycle is not None and cycle.more_body and not cycle.response_complete
+        if reading or not self._answering():
+            self._refuse()
+
+    def _answering(self) -> bool:
+        cycle = self.cycle
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
+
+    def _refuse(self) -> None:
+        assert self._refusal is not None
+        if not self.transport.is_closing():
+            self.transport.write(self._refusal)
+            self.transport.close()
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio's own type
         # What an answer wrote before the peer's end of file goes out first, as it did written
@@ -240,6 +262,9 @@ class OneSendHttpTools(HttpToolsProtocol):
         # on the half still open, and the connection closes after the last answer
         # (`on_response_complete`). An end of file inside a request closes it as before.
         cycle = self.cycle
+        if self._refusal is not None and self._answering():
+            self._peer_done = True  # the answers before the refusal, then the refusal
+            return True
         if self.pipeline or (
             cycle is not None and not cycle.response_complete and not cycle.more_body
         ):
@@ -249,9 +274,11 @@ class OneSendHttpTools(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self._peer_done or self.pipeline or self.transport.is_closing():
+        if self.transport.is_closing() or self._answering():
             return
-        if self.cycle is None or self.cycle.response_complete:
+        if self._refusal is not None:
+            self._refuse()
+        elif self._peer_done:
             self.transport.close()
 
 
