@@ -460,3 +460,131 @@ def test_a_body_that_breaks_while_read_is_refused_at_once() -> None:
         assert seen == ["http.disconnect"] and errors == []
 
     _serve_on_uvloop(app, check)
+
+
+def test_a_request_cut_short_behind_another_is_dropped_and_nothing_hangs() -> None:
+    # A whole request, then one whose body stops short, then the end of file. The first is
+    # answered; the second can never be whole. Kept open for the first answer, the server
+    # later started the second, whose app waited for ever for its body (a connection and a
+    # task held until shutdown, one per such client).
+    started: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        started.append(scope["path"])
+        while True:  # bounded: a hang fails the test instead of holding the server
+            message = await asyncio.wait_for(receive(), 3)
+            if message["type"] != "http.request" or not message["more_body"]:
+                break
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.start", "status": 201,
+                    "headers": [(b"content-length", b"2")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        whole = b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+        for cut in (
+            b'POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"fi',
+            b"POST /b HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n",
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(whole + cut)
+            writer.write_eof()
+            got = await asyncio.wait_for(reader.read(), 2)  # closed after the first answer
+            writer.close()
+            assert got.startswith(b"HTTP/1.1 201 Created") and got.count(b"HTTP/1.1") == 1
+        assert started == ["/a", "/a"] and errors == []
+
+    _serve_on_uvloop(app, check)
+
+
+def test_a_broken_chunk_in_a_queued_request_keeps_the_earlier_answer() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await asyncio.wait_for(receive(), 3)
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.start", "status": 201,
+                    "headers": [(b"content-length", b"2")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        whole = b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+        broken = (
+            b"POST /b HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\nzz\r\n"
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(whole + broken)
+        got = await asyncio.wait_for(reader.read(), 3)
+        writer.close()
+        answers = re.split(rb"HTTP/1\.1 (?=\d{3} )", got)[1:]
+        assert [a[:3] for a in answers] == [b"201", b"400"], got
+        assert errors == []
+
+    _serve_on_uvloop(app, check)
+
+
+def test_a_stream_ends_when_its_reader_closes() -> None:
+    # A half-close is an end of input, not of reading, for a request still to be answered;
+    # once an answer streams, the reader's close ends it (the console's event stream waited
+    # for a disconnect that never came, polling the database for its full 30 s).
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"retry: 500\n\n", "more_body": True})
+        seen.append((await asyncio.wait_for(receive(), 3))["type"])
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        await reader.readuntil(b"retry: 500")
+        writer.close()
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if seen:
+                break
+        assert seen == ["http.disconnect"] and errors == []
+
+    _serve_on_uvloop(app, check)
+
+
+def test_a_request_whose_client_resets_before_its_answer_is_marked_gone() -> None:
+    # Uvicorn drops the answer of a request whose client went away; the status its app went
+    # on to send was counted in /metrics as an answer (a 201 no client ever got).
+    from leadhook.api.metrics import CLIENT_GONE
+
+    scopes: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await asyncio.sleep(0.1)  # the client resets meanwhile
+        await send({"type": "http.response.start", "status": 201,
+                    "headers": [(b"content-length", b"2")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"{}"})
+        scopes.append(scope)
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        for reset in (True, False):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            if reset:
+                await asyncio.sleep(0.02)
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                await asyncio.sleep(0.2)
+            else:
+                client.setblocking(False)
+                loop = asyncio.get_running_loop()
+                got = await asyncio.wait_for(loop.sock_recv(client, 4096), 3)
+                assert got.startswith(b"HTTP/1.1 201")
+                client.close()
+        assert [CLIENT_GONE in s for s in scopes] == [True, False] and errors == []
+
+    _serve_on_uvloop(app, check)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from leadhook.api.metrics import CLIENT_GONE
 from leadhook.api.problems import problem_text
 from leadhook.domain.errors import UnavailableError
 
@@ -179,6 +180,7 @@ class OneSendHttpTools(HttpToolsProtocol):
         self._heads_begun = 0
         self._peer_done = False  # the peer ended its side with whole requests to answer
         self._refusal: bytes | None = None  # a 400 waiting for the answers before it
+        self._running: Any = None  # the request whose app was started last
         super().connection_made(self._one_send)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
@@ -214,7 +216,36 @@ class OneSendHttpTools(HttpToolsProtocol):
         # into the loop's exception handler (a peer's reset read in the turn its answer was
         # written). Written straight to the transport, it was dropped quietly.
         self._one_send.drop()
+        # A request whose answer has not begun gets none: counted as its client's close
+        # (`CLIENT_GONE`), not as the status its app goes on to send into the void.
+        running = self._running
+        if running is not None and not running.response_started:
+            running.scope[CLIENT_GONE] = True
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._running = cycle  # the request whose app runs now (uvicorn runs one at a time)
+        super()._start_asgi_task(cycle, app)
+
+    def _drop_queued(self, cycle: Any) -> bool:
+        """Take `cycle`, a request that can never be whole (its body cut short), out of the
+        queue of pipelined requests: it is never started, so nothing waits for its body.
+        False if it is not queued (it is the one running)."""
+        for item in self.pipeline:
+            if item[0] is cycle:
+                self.pipeline.remove(item)
+                cycle.response_complete = cycle.disconnected = True
+                return True
+        return False
+
+    def _unfinishable(self) -> bool:
+        """Whether the request being read can never be whole: its body is cut short (an end
+        of file, a broken chunk) and its app is already running, waiting for the rest. A
+        request cut short while queued behind others is dropped from the queue instead."""
+        last = self.cycle
+        if last is None or not last.more_body or last.response_complete:
+            return False
+        return not self._drop_queued(last)
 
     def send_400_response(self, msg: str) -> None:
         # A request httptools cannot parse (a control character in a header, a space in a
@@ -234,16 +265,16 @@ class OneSendHttpTools(HttpToolsProtocol):
         # the refusal of a request pipelined behind one still being worked on came first,
         # and that one's answer (a lead created, say) was never sent: the connection closes
         # with the refusal. It waits for the answers before it (`on_response_complete`),
-        # unless the request that broke is the one being read (a body cut by a bad chunk):
-        # its app waits for the rest of it, which only the close can end.
-        cycle = self.cycle
-        reading = cycle is not None and cycle.more_body and not cycle.response_complete
-        if reading or not self._answering():
+        # unless the request that broke is the one running (a body cut by a bad chunk): its
+        # app waits for the rest of it, which only the close can end.
+        if self._unfinishable() or not self._answering():
             self._refuse()
 
     def _answering(self) -> bool:
-        cycle = self.cycle
-        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
+        """Whether a request read before now is still to be answered: one queued, or the one
+        running (which may be other than the last read, if that was dropped)."""
+        running = self._running
+        return bool(self.pipeline) or (running is not None and not running.response_complete)
 
     def _refuse(self) -> None:
         assert self._refusal is not None
@@ -260,14 +291,15 @@ class OneSendHttpTools(HttpToolsProtocol):
         # Uvicorn let the transport close itself here, so a request still being worked on was
         # carried out and its answer dropped. Each request read whole is answered, in order,
         # on the half still open, and the connection closes after the last answer
-        # (`on_response_complete`). An end of file inside a request closes it as before.
-        cycle = self.cycle
-        if self._refusal is not None and self._answering():
-            self._peer_done = True  # the answers before the refusal, then the refusal
-            return True
-        if self.pipeline or (
-            cycle is not None and not cycle.response_complete and not cycle.more_body
-        ):
+        # (`on_response_complete`). As before, the connection closes at once when the request
+        # running can never be whole (an end of file inside its body), or when its answer is
+        # already being sent: a stream (the console's events) ends when its reader leaves.
+        if self._unfinishable():
+            return None
+        running = self._running
+        if running is not None and running.response_started and not running.response_complete:
+            return None
+        if self._answering():
             self._peer_done = True
             return True
         return None

@@ -385,7 +385,10 @@ def _optional_number(text: str | None, integer: bool) -> float | int | None:
         return None
     plain = text.strip()
     if (_INTEGER if integer else _DECIMAL).fullmatch(plain):
-        return int(plain) if integer else float(plain)
+        try:
+            return int(plain) if integer else float(plain)
+        except ValueError:  # an integer of over 4,300 digits
+            pass
     return text  # type: ignore[return-value]  # the service refuses it with a clear message
 
 
