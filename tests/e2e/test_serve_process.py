@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -227,3 +228,35 @@ def test_a_write_waiting_on_a_row_lock_when_serve_stops_is_refused_unwritten(
     ]
     assert "2 waiting writes refused" in serve.output()
     assert "Event loop is closed" not in serve.output()
+
+
+def test_an_upgrade_request_is_answered_as_http_in_its_turn(
+    tmp_path: Path, start: Callable[..., Running]
+) -> None:
+    """No route is a WebSocket: a WebSocket upgrade pipelined behind a behaviour took the
+    connection over (a 403 from uvicorn's WebSocket handler) while the behaviour ran, whose
+    201 was then never sent, although its lead was created."""
+    import socket
+
+    serve, base = _serve(tmp_path, start, "upgrade")
+    key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    body = json.dumps({"fields": {"name": "up"}}).encode()
+    lead = (
+        b"POST /v1/leads HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer " + key.encode() + b"\r\n"
+        b"content-length: %d\r\n\r\n" % len(body) + body
+    )
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    )
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(lead + upgrade)
+        client.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := client.recv(65536):
+            got += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
+    assert statuses == [b"201", b"404"], got
+    assert serve.terminate() == 0

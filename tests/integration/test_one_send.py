@@ -116,9 +116,10 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _serve_on_uvloop(app: Any, check: Any) -> None:
+def _serve_on_uvloop(app: Any, check: Any, *, with_server: bool = False) -> None:
     """Run `check(port, errors)` against `app` served by OneSendHttpTools on uvloop (as serve
-    runs it); `errors`: what reached the loop's exception handler."""
+    runs it); `errors`: what reached the loop's exception handler. `with_server`: the check
+    gets the uvicorn server too (to stop it), as `check(port, errors, server)`."""
     import uvloop
 
     async def main() -> None:
@@ -131,7 +132,8 @@ def _serve_on_uvloop(app: Any, check: Any) -> None:
         while not server.started:
             await asyncio.sleep(0.01)
         try:
-            await check(sock.getsockname()[1], errors)
+            port = sock.getsockname()[1]
+            await (check(port, errors, server) if with_server else check(port, errors))
         finally:
             server.should_exit = True
             await task
@@ -588,3 +590,73 @@ def test_a_request_whose_client_resets_before_its_answer_is_marked_gone() -> Non
         assert [CLIENT_GONE in s for s in scopes] == [True, False] and errors == []
 
     _serve_on_uvloop(app, check)
+
+
+def test_a_stream_with_a_request_behind_it_ends_when_its_reader_closes() -> None:
+    # Uvicorn told only the request read last that the client was gone: a stream with a
+    # request queued behind it waited for a disconnect that never came.
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"retry: 500\n\n", "more_body": True})
+        seen.append((await asyncio.wait_for(receive(), 3))["type"])
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        for end in ("close", "reset", "half-close"):
+            seen.clear()
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(
+                b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\nGET /m HTTP/1.1\r\nhost: x\r\n\r\n"
+            )
+            client.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.sock_recv(client, 4096), 3)
+            if end == "reset":
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if end == "half-close":
+                client.shutdown(socket.SHUT_WR)
+            else:
+                client.close()
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if seen:
+                    break
+            assert seen[:1] == ["http.disconnect"], end
+            if end == "half-close":
+                client.close()
+        assert errors == []
+
+    _serve_on_uvloop(app, check)
+
+
+def test_a_graceful_stop_still_answers_a_request_after_one_was_dropped() -> None:
+    # A request cut short behind a running one is dropped; uvicorn's shutdown then read the
+    # dropped one as the last answered and closed at once: the running request's answer
+    # (its work done) was lost.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await asyncio.sleep(0.3)
+        await send({"type": "http.response.start", "status": 201,
+                    "headers": [(b"content-length", b"2")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def check(port: int, errors: list[dict[str, Any]], server: Any) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        whole = b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+        cut = b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"
+        writer.write(whole + cut)
+        writer.write_eof()
+        await asyncio.sleep(0.1)
+        server.should_exit = True  # a graceful stop while /a runs
+        got = await asyncio.wait_for(reader.read(), 3)
+        writer.close()
+        assert got.startswith(b"HTTP/1.1 201 Created"), got
+        assert errors == []
+
+    _serve_on_uvloop(app, check, with_server=True)

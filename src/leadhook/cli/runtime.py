@@ -222,6 +222,22 @@ class OneSendHttpTools(HttpToolsProtocol):
         if running is not None and not running.response_started:
             running.scope[CLIENT_GONE] = True
         super().connection_lost(exc)
+        # Uvicorn tells only the request it read last that its client is gone; the one
+        # running may be another (a stream with a request queued behind it), whose app then
+        # waited for a disconnect that never came (the console's stream ran its full 30 s).
+        if running is not None and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
+
+    def shutdown(self) -> None:
+        # As uvicorn's: close an idle connection now, else after the answers under way. Its
+        # test of `self.cycle` saw a request dropped from the queue (`_drop_queued`) as
+        # answered and closed at once, losing the answer of the one still running.
+        if not self._answering():
+            self.transport.close()
+            return
+        last = self.pipeline[0][0] if self.pipeline else self._running
+        last.keep_alive = False
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         self._running = cycle  # the request whose app runs now (uvicorn runs one at a time)
@@ -391,6 +407,10 @@ async def run_service(
             # answers 431 problem+json for heads over its own (smaller) limit.
             h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
             http=OneSendHttpTools,
+            # No route is a WebSocket: an upgrade request is answered as plain HTTP (a 404),
+            # in its turn. Handed to the WebSocket handler, it took the connection over while
+            # a request before it was still running, whose answer was then never sent.
+            ws="none",
         )
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))
