@@ -194,6 +194,36 @@ def test_a_chunked_body_cut_short_is_not_carried_out(api: Api) -> None:
     assert 'leadhook_http_requests_total{method="POST",route="/v1/leads",status="499"} 1.0' in text
 
 
+def test_a_head_whose_client_went_away_counts_as_499(api: Api) -> None:
+    # A HEAD is answered as its GET on a copy of the server's scope; the server marks a
+    # client gone on its own scope, which the copy did not see: counted as the GET's 200.
+    import anyio
+
+    from leadhook.api.metrics import CLIENT_GONE
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "HEAD",
+        "scheme": "http", "path": "/healthz", "raw_path": b"/healthz", "root_path": "",
+        "query_string": b"", "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        # The reset read while the app answered: the server marks its own scope.
+        scope[CLIENT_GONE] = True
+
+    async def run() -> None:
+        await api.client.app(scope, receive, send)
+
+    anyio.run(run)
+    text = api.client.get("/metrics").text
+    # (A HEAD is counted as the GET it is answered as.)
+    assert 'leadhook_http_requests_total{method="GET",route="/healthz",status="499"} 1.0' in text
+
+
 def test_openapi_documents_the_spec_and_the_13_webhooks(api: Api) -> None:
     resp = api.client.get("/openapi.json")
     assert resp.status_code == 200

@@ -230,12 +230,12 @@ def test_a_write_waiting_on_a_row_lock_when_serve_stops_is_refused_unwritten(
     assert "Event loop is closed" not in serve.output()
 
 
-def test_an_upgrade_request_is_answered_as_http_in_its_turn(
+def test_an_upgrade_behind_a_behaviour_is_refused_after_its_answer(
     tmp_path: Path, start: Callable[..., Running]
 ) -> None:
     """No route is a WebSocket: a WebSocket upgrade pipelined behind a behaviour took the
     connection over (a 403 from uvicorn's WebSocket handler) while the behaviour ran, whose
-    201 was then never sent, although its lead was created."""
+    201 was then never sent, although its lead was created. The refusal waits its turn."""
     import socket
 
     serve, base = _serve(tmp_path, start, "upgrade")
@@ -258,5 +258,8 @@ def test_an_upgrade_request_is_answered_as_http_in_its_turn(
         while chunk := client.recv(65536):
             got += chunk
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
-    assert statuses == [b"201", b"404"], got
+    assert statuses == [b"201", b"400"], got
+    assert b"a WebSocket upgrade was sent behind requests" in got
+    leads = httpx.get(f"{base}/v1/leads", headers={"Authorization": f"Bearer {key}"}).json()
+    assert [lead["fields"]["name"] for lead in leads["data"]] == ["up"]
     assert serve.terminate() == 0

@@ -77,7 +77,9 @@ class LeadhookAPI(FastAPI):
             await short(scope, receive, send)
             return
         if scope["type"] == "http" and scope["method"] == "HEAD":
-            scope, send = {**scope, "method": "GET", deps.HEAD_AS_GET: True}, _without_body(send)
+            # The mark's value is the server's own scope, where it notes a client gone
+            # (`metrics.CLIENT_GONE`) after this copy was made.
+            scope, send = {**scope, "method": "GET", deps.HEAD_AS_GET: scope}, _without_body(send)
         if scope["type"] == "http" and scope["method"] == "GET":
             query = scope.get("query_string", b"")
             if query and scope["path"].startswith("/v1/"):

@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Query, Request
 from pydantic import AfterValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from leadhook.api.metrics import HEAD_ORIGIN
 from leadhook.api.problems import JSON_MEDIA_TYPE
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import (
@@ -204,9 +205,10 @@ def _json_media_type(content_type: str) -> bool:
 
 NUL_IN_ADDRESS = "the path and the query must not contain NUL characters"
 
-HEAD_AS_GET = "leadhook.head"
+HEAD_AS_GET = HEAD_ORIGIN
 """The scope key a HEAD request carries while it is answered as its GET (`api/app.py`): a
-route whose answer never ends (the console's event stream) sends its head and stops."""
+route whose answer never ends (the console's event stream) sends its head and stops. Its value
+is the server's own scope, which the copy answered as GET was made from."""
 
 
 def nul_in_address(request: Request) -> bool:

@@ -19,6 +19,8 @@ CLIENT_CLOSED = 499
 "client closed request"): no answer was sent, so none is counted as one."""
 CLIENT_GONE = "leadhook.client_gone"
 """Set in a request's scope by what read its body and found the client gone."""
+HEAD_ORIGIN = "leadhook.head"
+"""`deps.HEAD_AS_GET`: in the scope of a HEAD answered as its GET, the server's own scope."""
 
 
 class ApiMetrics:
@@ -82,7 +84,8 @@ class ApiMetrics:
         whatever the app then tried to send: it was counted as a 500 (nothing had set a
         status) or as the 400 a body read cut short answers, with nothing in the log.
         """
-        if CLIENT_GONE in scope:
+        origin = scope.get(HEAD_ORIGIN)  # a HEAD answered as its GET: the server's scope
+        if CLIENT_GONE in scope or (origin is not None and CLIENT_GONE in origin):
             status = CLIENT_CLOSED
         method, route = scope["method"], _route(scope)
         key = (method, route, status)

@@ -167,6 +167,10 @@ _UNPARSABLE = (
     "the request could not be read as HTTP/1.1 (its request line, a header, or its body's "
     "framing); the connection is closed"
 )
+_UPGRADE_BEHIND = (
+    "a WebSocket upgrade was sent behind requests still being answered; no route here is a "
+    "WebSocket, and the connection is closed after their answers"
+)
 
 
 class OneSendHttpTools(HttpToolsProtocol):
@@ -263,11 +267,20 @@ class OneSendHttpTools(HttpToolsProtocol):
             return False
         return not self._drop_queued(last)
 
-    def send_400_response(self, msg: str) -> None:
+    def handle_websocket_upgrade(self) -> None:
+        # No route is a WebSocket; uvicorn's handler refuses the upgrade and closes. Behind
+        # a request still running it took the connection over at once, and that request's
+        # answer (its work done) was never sent: the refusal then waits for it, as any other.
+        if self._answering():
+            self.send_400_response("WebSocket upgrade behind other requests", _UPGRADE_BEHIND)
+            return
+        super().handle_websocket_upgrade()
+
+    def send_400_response(self, msg: str, detail: str = "") -> None:
         # A request httptools cannot parse (a control character in a header, a space in a
         # header's name, a request line that is not HTTP) never reaches the app: uvicorn
         # answered it in plain text, the one refusal of the API that was not problem+json.
-        body = problem_text(400, "Bad request", _UNPARSABLE, "bad-request").encode()
+        body = problem_text(400, "Bad request", detail or _UNPARSABLE, "bad-request").encode()
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
@@ -407,10 +420,6 @@ async def run_service(
             # answers 431 problem+json for heads over its own (smaller) limit.
             h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
             http=OneSendHttpTools,
-            # No route is a WebSocket: an upgrade request is answered as plain HTTP (a 404),
-            # in its turn. Handed to the WebSocket handler, it took the connection over while
-            # a request before it was still running, whose answer was then never sent.
-            ws="none",
         )
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))
