@@ -660,3 +660,62 @@ def test_a_graceful_stop_still_answers_a_request_after_one_was_dropped() -> None
         assert errors == []
 
     _serve_on_uvloop(app, check, with_server=True)
+
+
+def test_an_upgrade_not_made_never_runs_its_body_as_a_request() -> None:
+    # The parser ends a request that asks to upgrade at its head, and read what followed as
+    # a new request: an `Upgrade: h2c` POST ran without its body, and its body, a whole
+    # request of its own sent in a later segment, ran too (a request smuggled past whatever
+    # checked the first). Only a WebSocket upgrade went to a handler that refused it.
+    paths: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await asyncio.wait_for(receive(), 3)
+        paths.append(scope["path"])
+        await asyncio.sleep(0.05)
+        body = scope["path"].encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    smuggled = b"POST /smuggled HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+
+    def upgrade(path: bytes, token: bytes, extra: bytes = b"") -> bytes:
+        return (
+            b"POST " + path + b" HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\n" + extra
+            + b"upgrade: " + token + b"\r\ncontent-length: %d\r\n\r\n" % len(smuggled)
+        )  # fmt: skip
+
+    async def exchange(port: int, first: bytes, later: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(first)
+        await asyncio.sleep(0.1)
+        writer.write(later)
+        got = await asyncio.wait_for(reader.read(), 3)
+        writer.close()
+        return got
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        for token, extra in (
+            (b"h2c", b""),
+            (b"foo", b""),
+            (b"websocket", b"connection: close\r\n"),
+        ):
+            got = await exchange(port, upgrade(b"/outer", token, extra), smuggled)
+            assert re.findall(rb"HTTP/1\.1 (\d{3}) ", got) == [b"400"], (token, got)
+            assert b"application/problem+json" in got
+        # Behind a request still running: its answer first, then the refusal.
+        before = b"POST /first HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+        got = await exchange(port, before + upgrade(b"/outer", b"h2c"), smuggled)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", got) == [b"201", b"400"], got
+        # Without a body (as `curl --http2` asks): answered as plain HTTP, then closed, and
+        # nothing after it is read.
+        h2c = b"GET /plain HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\n"
+        h2c += b"upgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        got = await exchange(port, h2c, smuggled)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", got) == [b"201"] and got.endswith(b"/plain")
+        assert paths == ["/first", "/plain"] and errors == []
+
+    _serve_on_uvloop(app, check)

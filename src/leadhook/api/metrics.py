@@ -18,7 +18,9 @@ CLIENT_CLOSED = 499
 """The `status` label of a request whose client went away before its answer began (nginx's
 "client closed request"): no answer was sent, so none is counted as one."""
 CLIENT_GONE = "leadhook.client_gone"
-"""Set in a request's scope by what read its body and found the client gone."""
+"""Set in a request's scope when its client is found gone before its answer began: by what
+reads its body (a disconnect read instead), or by serve's protocol when the connection is lost
+(`cli.runtime.OneSendHttpTools`)."""
 HEAD_ORIGIN = "leadhook.head"
 """`deps.HEAD_AS_GET`: in the scope of a HEAD answered as its GET, the server's own scope."""
 

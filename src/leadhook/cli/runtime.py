@@ -167,10 +167,22 @@ _UNPARSABLE = (
     "the request could not be read as HTTP/1.1 (its request line, a header, or its body's "
     "framing); the connection is closed"
 )
+_UPGRADE_WITH_BODY = (
+    "an Upgrade request with a body is not served: this server does not change protocols "
+    "(send the request without Upgrade); the connection is closed"
+)
 _UPGRADE_BEHIND = (
     "a WebSocket upgrade was sent behind requests still being answered; no route here is a "
     "WebSocket, and the connection is closed after their answers"
 )
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request head announces a body: chunks, or a length other than 0."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 class OneSendHttpTools(HttpToolsProtocol):
@@ -185,10 +197,11 @@ class OneSendHttpTools(HttpToolsProtocol):
         self._peer_done = False  # the peer ended its side with whole requests to answer
         self._refusal: bytes | None = None  # a 400 waiting for the answers before it
         self._running: Any = None  # the request whose app was started last
+        self._read_no_more = False  # an upgrade not made: what follows it is not HTTP
         super().connection_made(self._one_send)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
-        if self._refusal is not None:
+        if self._refusal is not None or self._read_no_more:
             return  # after a request that could not be read, nothing more can be
         # httptools gathers a header whole before handing it over, with no limit of its own:
         # a 64 MB header was held in memory before the app's HeaderLimit could answer 431
@@ -212,7 +225,31 @@ class OneSendHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        if self.parser.should_upgrade() and not self._should_upgrade():
+            # An upgrade this server does not make (h2c, any token but a WebSocket's). The
+            # parser ends such a request at its head and would read what follows as a new
+            # request: its body, run as a request of its own. With a body it is refused (in
+            # its turn); without one (`curl --http2` asks so) it is answered as plain HTTP and
+            # the connection closes after the answer, nothing after it read.
+            if _has_body(self.headers):
+                self.send_400_response("Upgrade with a body", _UPGRADE_WITH_BODY)
+                return
+            super().on_headers_complete()
+            self.cycle.keep_alive = False
+            self._read_no_more = True
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._refusal is None:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refusal is None:
+            super().on_message_complete()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # handled above; uvicorn's advice to install a WebSocket library does not apply
 
     def connection_lost(self, exc: Exception | None) -> None:
         # What is held has nowhere to go: after connection_lost the transport's handle is
