@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,54 @@ def test_metrics_count_refused_bodies_too_under_their_route(api: Api) -> None:
     assert 'leadhook_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
 
 
+def _drive(
+    api: Api,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes | None,
+    on_send: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run one request through the app, as the server would, with a client that sends
+    `body` (more to come) and then goes away; None: a request with no body, whose client
+    stays. `on_send` is called with the server's scope at each message the app sends.
+    Return that scope and what the app sent."""
+    import anyio
+
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": b"", "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+    }  # fmt: skip
+    first = {"type": "http.request", "body": body or b"", "more_body": body is not None}
+    messages = iter([first])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if on_send is not None:
+            on_send(scope)
+
+    async def run() -> None:
+        await api.client.app(scope, receive, send)
+
+    with contextlib.suppress(Exception):  # a route may raise once its client is gone
+        anyio.run(run)
+    return scope, sent
+
+
+def _json_headers(api: Api, framing: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"authorization", f"Bearer {api.key}".encode()),
+        (b"content-type", b"application/json"),
+        framing,
+    ]
+
+
 @pytest.mark.parametrize(
     "path", ["/v1/leads", "/v1/leads/batch", "/v1/subscriptions", "/v1/catalog/members/m9"]
 )
@@ -120,35 +168,9 @@ def test_a_client_gone_before_its_answer_counts_as_499_not_as_an_answer(
     # The client sent half a body and went away. Nothing can be answered; the short way
     # counted it as a 500 (no status was ever set) and the routes as the 400 a body read cut
     # short answers, neither in the log: an operator saw errors that no client ever got.
-    import anyio
-
     method = "PUT" if path.startswith("/v1/catalog") else "POST"
-    head = [
-        (b"host", b"testserver"),
-        (b"authorization", f"Bearer {api.key}".encode()),
-        (b"content-type", b"application/json"),
-        (b"content-length", b"1000"),
-    ]
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-        "query_string": b"", "headers": head, "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }  # fmt: skip
-    messages = iter([{"type": "http.request", "body": b'{"fields": {', "more_body": True}])
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return next(messages, {"type": "http.disconnect"})
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def run() -> None:
-        await api.client.app(scope, receive, send)
-
-    with contextlib.suppress(Exception):  # a route may raise once its client is gone
-        anyio.run(run)
+    headers = _json_headers(api, (b"content-length", b"1000"))
+    _drive(api, method, path, headers, b'{"fields": {')
     text = api.client.get("/metrics").text
     counted = [line for line in text.splitlines() if f'method="{method}"' in line]
     counted = [line for line in counted if line.startswith("leadhook_http_requests_total{")]
@@ -159,35 +181,9 @@ def test_a_chunked_body_cut_short_is_not_carried_out(api: Api) -> None:
     # No Content-Length: the body comes in chunks, and the client goes away after a chunk
     # that is valid JSON on its own. BodyLimit, which gathers such bodies, handed what had
     # come to the app as the whole body: the lead was created from half a request.
-    import anyio
-
     before = api.get("/v1/leads").json()["data"]
-    head = [
-        (b"host", b"testserver"),
-        (b"authorization", f"Bearer {api.key}".encode()),
-        (b"content-type", b"application/json"),
-        (b"transfer-encoding", b"chunked"),
-    ]
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/v1/leads", "raw_path": b"/v1/leads", "root_path": "",
-        "query_string": b"", "headers": head, "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }  # fmt: skip
-    body = b'{"fields": {"name": "half"}}'
-    messages = iter([{"type": "http.request", "body": body, "more_body": True}])
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return next(messages, {"type": "http.disconnect"})
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def run() -> None:
-        await api.client.app(scope, receive, send)
-
-    anyio.run(run)
+    headers = _json_headers(api, (b"transfer-encoding", b"chunked"))
+    _, sent = _drive(api, "POST", "/v1/leads", headers, b'{"fields": {"name": "half"}}')
     assert sent == []
     assert api.get("/v1/leads").json()["data"] == before
     text = api.client.get("/metrics").text
@@ -197,28 +193,12 @@ def test_a_chunked_body_cut_short_is_not_carried_out(api: Api) -> None:
 def test_a_head_whose_client_went_away_counts_as_499(api: Api) -> None:
     # A HEAD is answered as its GET on a copy of the server's scope; the server marks a
     # client gone on its own scope, which the copy did not see: counted as the GET's 200.
-    import anyio
-
     from leadhook.api.metrics import CLIENT_GONE
 
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "HEAD",
-        "scheme": "http", "path": "/healthz", "raw_path": b"/healthz", "root_path": "",
-        "query_string": b"", "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1), "server": ("testserver", 80),
-    }  # fmt: skip
+    def reset(scope: dict[str, Any]) -> None:
+        scope[CLIENT_GONE] = True  # the reset, read while the app answered
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        # The reset read while the app answered: the server marks its own scope.
-        scope[CLIENT_GONE] = True
-
-    async def run() -> None:
-        await api.client.app(scope, receive, send)
-
-    anyio.run(run)
+    _drive(api, "HEAD", "/healthz", [], None, on_send=reset)
     text = api.client.get("/metrics").text
     # (A HEAD is counted as the GET it is answered as.)
     assert 'leadhook_http_requests_total{method="GET",route="/healthz",status="499"} 1.0' in text

@@ -527,11 +527,9 @@ def test_a_broken_chunk_in_a_queued_request_keeps_the_earlier_answer() -> None:
     _serve_on_uvloop(app, check)
 
 
-def test_a_stream_ends_when_its_reader_closes() -> None:
-    # A half-close is an end of input, not of reading, for a request still to be answered;
-    # once an answer streams, the reader's close ends it (the console's event stream waited
-    # for a disconnect that never came, polling the database for its full 30 s).
-    seen: list[str] = []
+def _streaming(seen: list[str]) -> Any:
+    """An app that starts a stream, as the console's events do, then notes what its next
+    `receive` gives (within 3 s: a stream that outlives its reader fails the test)."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -540,6 +538,16 @@ def test_a_stream_ends_when_its_reader_closes() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"retry: 500\n\n", "more_body": True})
         seen.append((await asyncio.wait_for(receive(), 3))["type"])
+
+    return app
+
+
+def test_a_stream_ends_when_its_reader_closes() -> None:
+    # A half-close is an end of input, not of reading, for a request still to be answered;
+    # once an answer streams, the reader's close ends it (the console's event stream waited
+    # for a disconnect that never came, polling the database for its full 30 s).
+    seen: list[str] = []
+    app = _streaming(seen)
 
     async def check(port: int, errors: list[dict[str, Any]]) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -596,14 +604,7 @@ def test_a_stream_with_a_request_behind_it_ends_when_its_reader_closes() -> None
     # Uvicorn told only the request read last that the client was gone: a stream with a
     # request queued behind it waited for a disconnect that never came.
     seen: list[str] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"retry: 500\n\n", "more_body": True})
-        seen.append((await asyncio.wait_for(receive(), 3))["type"])
+    app = _streaming(seen)
 
     async def check(port: int, errors: list[dict[str, Any]]) -> None:
         for end in ("close", "reset", "half-close"):
