@@ -436,11 +436,15 @@ def test_a_refusal_pipelined_behind_a_request_waits_for_that_answer() -> None:
 def test_a_body_that_breaks_while_read_is_refused_at_once() -> None:
     # The broken request is the one being read: its app waits for the rest of the body, so
     # the refusal cannot wait for its answer. It goes at once and the app reads a disconnect.
+    from leadhook.api.metrics import REFUSED
+
     seen: list[str] = []
+    scopes: list[dict[str, Any]] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        scopes.append(scope)
         # Bounded: were the refusal to wait for this app's answer, the app would wait for
         # ever and the server's shutdown with it; this way the test fails instead.
         while True:
@@ -460,6 +464,8 @@ def test_a_body_that_breaks_while_read_is_refused_at_once() -> None:
         assert got.startswith(b"HTTP/1.1 400 Bad Request"), got
         await asyncio.sleep(0.05)
         assert seen == ["http.disconnect"] and errors == []
+        # Counted in /metrics as the 400 its client got, not as a client gone (499).
+        assert [s.get(REFUSED) for s in scopes] == [400]
 
     _serve_on_uvloop(app, check)
 
@@ -720,3 +726,28 @@ def test_an_upgrade_not_made_never_runs_its_body_as_a_request() -> None:
         assert paths == ["/first", "/plain"] and errors == []
 
     _serve_on_uvloop(app, check)
+
+
+def test_a_graceful_stop_still_sends_a_refusal_waiting_its_turn() -> None:
+    # The stop closed the connection after the running request's answer, before the
+    # refusal waiting behind it was written: the client never learnt why.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await asyncio.sleep(0.3)
+        await send({"type": "http.response.start", "status": 201,
+                    "headers": [(b"content-length", b"2")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def check(port: int, errors: list[dict[str, Any]], server: Any) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGARBAGE\r\n\r\n")
+        await asyncio.sleep(0.1)
+        server.should_exit = True  # a graceful stop while /a runs
+        got = await asyncio.wait_for(reader.read(), 3)
+        writer.close()
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", got) == [b"201", b"400"], got
+        assert errors == []
+
+    _serve_on_uvloop(app, check, with_server=True)

@@ -31,3 +31,24 @@ def test_repeated_requests_count_under_their_route_and_status() -> None:
     assert sample(total, method="GET", status="201") == 1
     assert sample("leadhook_http_request_seconds_count", method="POST") == 4
     assert sample("leadhook_http_request_seconds_bucket", method="POST", le="0.25") == 3
+
+
+def test_what_a_client_got_decides_the_status_counted() -> None:
+    """Catches: a client gone before its answer counted as the status its app sent (it got
+    none: 499), a HEAD's note missed on the server's own scope, or a request the server
+    refused itself (a body broken while read) counted as a client gone."""
+    from leadhook.api.metrics import CLIENT_GONE, HEAD_ORIGIN, REFUSED
+
+    registry = CollectorRegistry()
+    metrics = ApiMetrics(registry)
+    base = {"type": "http", "method": "POST", "route": _Route()}
+    metrics.observe({**base, CLIENT_GONE: True}, 201, 0.01)
+    metrics.observe({**base, "method": "GET", HEAD_ORIGIN: {CLIENT_GONE: True}}, 200, 0.01)
+    metrics.observe({**base, CLIENT_GONE: True, REFUSED: 400}, 500, 0.01)
+
+    def sample(method: str, status: str) -> float | None:
+        labels = {"route": "/v1/leads", "method": method, "status": status}
+        return registry.get_sample_value("leadhook_http_requests_total", labels)
+
+    assert (sample("POST", "499"), sample("GET", "499"), sample("POST", "400")) == (1, 1, 1)
+    assert sample("POST", "201") is None and sample("GET", "200") is None

@@ -21,6 +21,9 @@ CLIENT_GONE = "leadhook.client_gone"
 """Set in a request's scope when its client is found gone before its answer began: by what
 reads its body (a disconnect read instead), or by serve's protocol when the connection is lost
 (`cli.runtime.OneSendHttpTools`)."""
+REFUSED = "leadhook.refused"
+"""Set by serve's protocol to the status it answered a request with itself (a body that broke
+while its app read it): what its client got, although its app then finds the client gone."""
 HEAD_ORIGIN = "leadhook.head"
 """`deps.HEAD_AS_GET`: in the scope of a HEAD answered as its GET, the server's own scope."""
 
@@ -87,7 +90,9 @@ class ApiMetrics:
         status) or as the 400 a body read cut short answers, with nothing in the log.
         """
         origin = scope.get(HEAD_ORIGIN)  # a HEAD answered as its GET: the server's scope
-        if CLIENT_GONE in scope or (origin is not None and CLIENT_GONE in origin):
+        if REFUSED in scope:
+            status = scope[REFUSED]
+        elif CLIENT_GONE in scope or (origin is not None and CLIENT_GONE in origin):
             status = CLIENT_CLOSED
         method, route = scope["method"], _route(scope)
         key = (method, route, status)

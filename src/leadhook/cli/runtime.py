@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from leadhook.api.metrics import CLIENT_GONE
+from leadhook.api.metrics import CLIENT_GONE, REFUSED
 from leadhook.api.problems import problem_text
 from leadhook.domain.errors import UnavailableError
 
@@ -277,6 +277,8 @@ class OneSendHttpTools(HttpToolsProtocol):
         if not self._answering():
             self.transport.close()
             return
+        if self._refusal is not None:
+            return  # the refusal waiting closes the connection after those answers itself
         last = self.pipeline[0][0] if self.pipeline else self._running
         last.keep_alive = False
 
@@ -333,7 +335,12 @@ class OneSendHttpTools(HttpToolsProtocol):
         # with the refusal. It waits for the answers before it (`on_response_complete`),
         # unless the request that broke is the one running (a body cut by a bad chunk): its
         # app waits for the rest of it, which only the close can end.
-        if self._unfinishable() or not self._answering():
+        if self._unfinishable():
+            # Counted as what its client got, not as a client gone (`metrics.REFUSED`).
+            broken: Any = self.cycle
+            broken.scope[REFUSED] = 400
+            self._refuse()
+        elif not self._answering():
             self._refuse()
 
     def _answering(self) -> bool:
