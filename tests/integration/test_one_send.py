@@ -640,18 +640,26 @@ def test_a_stream_with_a_request_behind_it_ends_when_its_reader_closes() -> None
     _serve_on_uvloop(app, check)
 
 
-def test_a_graceful_stop_still_answers_a_request_after_one_was_dropped() -> None:
-    # A request cut short behind a running one is dropped; uvicorn's shutdown then read the
-    # dropped one as the last answered and closed at once: the running request's answer
-    # (its work done) was lost.
+def _slow_created(seconds: float) -> Any:
+    """An app that reads its request, works `seconds`, then answers 201 `{}`."""
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         await receive()
-        await asyncio.sleep(0.3)
-        await send({"type": "http.response.start", "status": 201,
-                    "headers": [(b"content-length", b"2")]})  # fmt: skip
+        await asyncio.sleep(seconds)
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+def test_a_graceful_stop_still_answers_a_request_after_one_was_dropped() -> None:
+    # A request cut short behind a running one is dropped; uvicorn's shutdown then read the
+    # dropped one as the last answered and closed at once: the running request's answer
+    # (its work done) was lost.
+    app = _slow_created(0.3)
 
     async def check(port: int, errors: list[dict[str, Any]], server: Any) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -731,14 +739,7 @@ def test_an_upgrade_not_made_never_runs_its_body_as_a_request() -> None:
 def test_a_graceful_stop_still_sends_a_refusal_waiting_its_turn() -> None:
     # The stop closed the connection after the running request's answer, before the
     # refusal waiting behind it was written: the client never learnt why.
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await receive()
-        await asyncio.sleep(0.3)
-        await send({"type": "http.response.start", "status": 201,
-                    "headers": [(b"content-length", b"2")]})  # fmt: skip
-        await send({"type": "http.response.body", "body": b"{}"})
+    app = _slow_created(0.3)
 
     async def check(port: int, errors: list[dict[str, Any]], server: Any) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
