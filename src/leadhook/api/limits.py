@@ -17,7 +17,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook.api import problems
-from leadhook.api.metrics import CLIENT_GONE
 
 MAX_TRACKED_KEYS = 10_000
 """Buckets kept at once; the least recently used goes first (random keys cannot grow memory)."""
@@ -208,8 +207,8 @@ class BodyLimit:
             if message["type"] != "http.request":
                 # The client went away inside the body: what came is not the request. The app
                 # was handed it as whole, so a chunked body cut short was carried out (a lead
-                # created from half a batch). Nothing is run and nothing can be answered.
-                scope[CLIENT_GONE] = True
+                # created from half a batch). Nothing is run and nothing can be answered (the
+                # metrics around every middleware saw the disconnect: counted as 499).
                 return
             chunk = message.get("body", b"")
             size += len(chunk)

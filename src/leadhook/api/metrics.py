@@ -18,8 +18,9 @@ CLIENT_CLOSED = 499
 """The `status` label of a request whose client went away before its answer began (nginx's
 "client closed request"): no answer was sent, so none is counted as one."""
 CLIENT_GONE = "leadhook.client_gone"
-"""Set in a request's scope when its client is found gone before its answer began: by what
-reads its body (a disconnect read instead), or by serve's protocol when the connection is lost
+"""Set in a request's scope when its client is found gone before its answer began: by
+`ApiMetrics` when the app reads a disconnect, by the short way (which runs outside it) when its
+body read does, or by serve's protocol when the connection is lost
 (`cli.runtime.OneSendHttpTools`)."""
 REFUSED = "leadhook.refused"
 """Set by serve's protocol to the status it answered a request with itself (a body that broke
@@ -89,10 +90,10 @@ class ApiMetrics:
         whatever the app then tried to send: it was counted as a 500 (nothing had set a
         status) or as the 400 a body read cut short answers, with nothing in the log.
         """
-        origin = scope.get(HEAD_ORIGIN)  # a HEAD answered as its GET: the server's scope
         if REFUSED in scope:
             status = scope[REFUSED]
-        elif CLIENT_GONE in scope or (origin is not None and CLIENT_GONE in origin):
+        # A HEAD answered as its GET: the server noted its client on its own scope.
+        elif CLIENT_GONE in scope or CLIENT_GONE in scope.get(HEAD_ORIGIN, ()):
             status = CLIENT_CLOSED
         method, route = scope["method"], _route(scope)
         key = (method, route, status)

@@ -202,7 +202,7 @@ class OneSendHttpTools(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None or self._read_no_more:
-            return  # after a request that could not be read, nothing more can be
+            return  # after a request refused, or an upgrade not made, nothing more is HTTP
         # httptools gathers a header whole before handing it over, with no limit of its own:
         # a 64 MB header was held in memory before the app's HeaderLimit could answer 431
         # (uvicorn's own limit, `h11_max_incomplete_event_size`, is h11's only). Reads are
