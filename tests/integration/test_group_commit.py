@@ -1051,3 +1051,89 @@ def test_the_most_writer_threads_leave_connections_for_everything_else(
         assert _count(c, mid) == 96
     finally:
         c.close()
+
+
+def test_on_postgresql_loop_writes_run_on_the_loop_and_a_locked_lead_goes_to_a_thread(
+    container: Container, tenant: str
+) -> None:
+    """Catches: PostgreSQL's writes submitted on the loop still handed to a writer thread (a
+    GIL hand-over at every round trip), or run on the loop and waiting there for a row lock
+    another session holds, so that every tenant's requests waited with it; and, once a unit
+    went to a thread, the tenant's next one overtaking it on the loop."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writes have always run on the loop (a test above)")
+    writer, leads = container.writer, container.leads
+    assert writer is not None
+    other_tenant = container.tenants.create("t2", "t2").tenant.mid
+    status, body = leads.submit_create(_req(tenant), {"fields": {"name": "held"}}).result(30)
+    assert status == 201
+    lead_id = json.loads(body)["lead"]["id"]
+
+    async def scenario(holder: Any) -> tuple[float, list[int]]:
+        loop_thread = threading.get_ident()
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            last = loop.time()
+            while not stop.is_set():
+                await asyncio.sleep(0.005)
+                gaps.append(loop.time() - last)
+                last = loop.time()
+
+        loop = asyncio.get_running_loop()
+        ticking = asyncio.create_task(ticker())
+        ran_on = writer.submit(lambda uow: threading.get_ident(), route=other_tenant)
+        assert await asyncio.wrap_future(ran_on) == loop_thread
+        first = leads.submit_perform(_req(tenant), "notes", lead_id, {"notes": "first"})
+        await asyncio.sleep(0.3)
+        second = leads.submit_perform(_req(tenant), "notes", lead_id, {"notes": "second"})
+        # Another tenant's write commits while the lead stays locked.
+        other = leads.submit_create(_req(other_tenant), {"fields": {"name": "free"}})
+        assert (await asyncio.wait_for(asyncio.wrap_future(other), 10))[0] == 201
+        await asyncio.sleep(0.3)
+        assert not first.done() and not second.done()
+        holder.rollback()  # the lock goes: both run, in the order they came
+        answers = [await asyncio.wrap_future(f) for f in (first, second)]
+        # The tenant is back on the loop once the thread has none of its units left.
+        back = writer.submit(lambda uow: threading.get_ident(), route=tenant)
+        assert await asyncio.wrap_future(back) == loop_thread
+        stop.set()
+        await ticking
+        return max(gaps), [json.loads(b)["lead"]["version"] for _, b in answers]
+
+    with container.engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM leads WHERE id = :id FOR UPDATE"), {"id": lead_id})
+        longest, versions = asyncio.run(scenario(holder))
+    assert versions == [2, 3]  # the first note first, though both waited on a thread
+    # The loop waited for the lock at most its lock timeout at a time (0.02 s), never the
+    # 0.6 s the lead was held; a busy machine's scheduling is the rest of the margin.
+    assert longest < 0.25, longest
+
+
+def test_on_postgresql_the_loops_connection_goes_back_without_its_lock_timeout(
+    container: Container,
+) -> None:
+    """Catches: the loop writer's session setting (`lock_timeout`) left on a pooled connection,
+    so that a later reader or writer thread given it failed on a lock wait of 20 ms."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("the lock timeout is PostgreSQL's")
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids)
+
+    async def one() -> str:
+        def show(uow: Any) -> str:
+            return str(uow.tenants.conn.exec_driver_sql("SHOW lock_timeout").scalar())
+
+        return await asyncio.wrap_future(writer.submit(show))
+
+    try:
+        assert asyncio.run(one()) == "20ms"
+    finally:
+        writer.close()
+    pool = container.engine.pool
+    held = [container.engine.connect() for _ in range(pool.checkedin())]
+    try:
+        assert {str(c.exec_driver_sql("SHOW lock_timeout").scalar()) for c in held} == {"0"}
+    finally:
+        for conn in held:
+            conn.close()
