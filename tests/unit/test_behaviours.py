@@ -423,6 +423,20 @@ def test_a_whole_number_shows_its_digits_however_it_was_written(value: float, te
     assert event.extra_data.mapping_data_text == {"budget": ["-", text]}
 
 
+def test_a_number_kept_after_its_field_became_text_still_shows_without_an_exponent() -> None:
+    # A field's type can change after leads hold values of it (contract.md §6): the old value
+    # an event reports is still the number it was, shown as its decimal text.
+    numeric = upsert_entry(CATALOG, "fields", "amount", {"name": "Amount", "type": "number"})
+    lead = b.update_fields(ctx(numeric), LEAD, {"amount": 1e23}).lead
+    texted = upsert_entry(CATALOG, "fields", "amount", {"name": "Amount", "type": "text"})
+    (event,) = b.update_fields(ctx(texted), lead, {"amount": "n/a"}).events
+    assert event.extra_data.mapping_data == {"amount": [1e23, "n/a"]}
+    assert event.extra_data.mapping_data_text == {
+        "amount": ["100000000000000000000000", "n/a"]
+    }
+    assert texted.display("gone_field", 1e-7) == "0.0000001"  # a field no longer defined
+
+
 @pytest.mark.parametrize("to_group", ["source", "ordinary"])
 def test_a_value_moves_with_its_field_to_the_other_group(to_group: str) -> None:
     # A field's group can change after leads hold values of it: the next write of the value

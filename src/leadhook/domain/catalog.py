@@ -351,22 +351,23 @@ class Catalog:
         if value is None or value == "":
             return EMPTY_TEXT
         fdef = self.field_def(code)
-        if fdef is None:
-            return str(value)
-        if fdef.type == "image":
+        if fdef is not None and fdef.type == "image":
             return "image"
-        if fdef.type == "number" and isinstance(value, float):
+        if isinstance(value, float):
             # Decimal text, never an exponent: repr's shortest digits, written out (1e-07 is
             # "0.0000001"). A whole number is its digits however it was written (3.0, 3e0,
             # 1e+20): 3 and 3.0 are the same number (a change between them emits nothing),
             # and repr kept ".0" below 1e16 but not above it. Past 2**53 a double is not its
             # own digits: 1e23 is "100000000000000000000000" as sent, not the binary value's
-            # "99999999999999991611392".
+            # "99999999999999991611392". Whatever the field's type now: a number stored
+            # before the catalog made the field text (or dropped it) still shows as one.
             if value.is_integer():
                 if abs(value) < _EXACT_INTEGERS:
                     return str(int(value))
                 return format(Decimal(repr(value)).normalize(), "f")
             return format(Decimal(repr(value)), "f")
+        if fdef is None:
+            return str(value)
         if fdef.type == "option":
             return fdef.options.get(str(value), str(value))
         if fdef.type == "reference" and fdef.ref is not None:
