@@ -142,6 +142,7 @@ def _is_web_url(text: str) -> bool:
     try:
         parts = urlsplit(text)
         host = parts.hostname
+        parts.port  # noqa: B018  (read for its check: not a number, or past 65535)
     except ValueError:  # a bracketed host that is not an IPv6 address, a bad port
         return False
     return parts.scheme.lower() in ("http", "https") and bool(host)
