@@ -78,12 +78,11 @@ class TenantService:
             validate_key(mid, "mid")
         # Omitted is the default; an empty name is a bad one, not the default.
         tz = validate_timezone(DEFAULT_TIMEZONE if timezone is None else timezone)
-        for field, value in (("name", name), ("object_id", object_id)):
-            if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 200):
-                raise ValidationError.at(
-                    ("body", field), "must be a non-empty string of at most 200 characters"
-                )
-        if object_id is not None:
+        if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 200):
+            raise ValidationError.at(
+                ("body", "name"), "must be a non-empty string of at most 200 characters"
+            )
+        if object_id is not None:  # one rule, whatever is wrong with it (a review)
             with _located("body"):
                 validate_key(object_id, "object_id")
         catalog = Catalog.default(
