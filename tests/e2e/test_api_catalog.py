@@ -330,3 +330,30 @@ def test_catalog_answers_are_the_stored_document_byte_for_byte(api: Api) -> None
             key = entry["object_name" if kind == "objects" else "code" if "code" in entry else "id"]
             resp = api.get(f"/v1/catalog/{kind}/{key}")
             assert resp.text == compact(entry), (kind, key)
+
+
+def test_each_stages_timestamp_field_is_listed_and_readable_as_a_builtin(api: Api) -> None:
+    """Catches: `to_<stage>_timestamp` refused by a PUT as built in, yet missing from
+    `GET /v1/catalog` and 404 from `GET /v1/catalog/fields/{code}` (a review)."""
+    expected = {
+        "code": "to_mql_timestamp",
+        "name": "市场认可线索时间",
+        "type": "datetime",
+        "group": "system",
+        "builtin": True,
+    }
+    one = api.get("/v1/catalog/fields/to_mql_timestamp")
+    assert one.status_code == 200, one.text
+    assert one.json() == expected
+    fields = api.get("/v1/catalog").json()["fields"]
+    assert _entry({"fields": fields}, "fields", "to_mql_timestamp") == expected
+    # After the built-in and custom fields, in the stages' order; a new stage brings its own.
+    put = api.put("/v1/catalog/life_stages/won", json={"name": "赢单", "order": 99})
+    assert put.status_code == 200, put.text
+    codes = [f["code"] for f in api.get("/v1/catalog").json()["fields"]]
+    stage_codes = [c for c in codes if c.startswith("to_") and c.endswith("_timestamp")]
+    assert codes[-len(stage_codes) :] == stage_codes
+    assert stage_codes[-1] == "to_won_timestamp"
+    assert api.get("/v1/catalog/fields/to_won_timestamp").json()["builtin"] is True
+    refused = api.put("/v1/catalog/fields/to_won_timestamp", json={"name": "x"})
+    assert refused.status_code == 422

@@ -21,6 +21,7 @@ from leadhook.domain.catalog import (
     RelatedObject,
     has_control,
     is_external_id,
+    stage_timestamp_field,
     validate_key,
 )
 from leadhook.domain.errors import ConflictError, ValidationError
@@ -234,8 +235,15 @@ def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
             {"code": s.code, "name": s.name, "order": s.order} for s in catalog.life_stages.values()
         ],
         "lead_pools": [pool_to_json(p) for p in catalog.lead_pools.values()],
+        # Built in, the tenant's own, then each stage's timestamp (`to_<stage>_timestamp`, a
+        # system field a lead gets when it enters the stage), in the stages' order.
         "fields": [
-            _field_json(f) for f in (*BUILTIN_FIELDS.values(), *catalog.custom_fields.values())
+            _field_json(f)
+            for f in (
+                *BUILTIN_FIELDS.values(),
+                *catalog.custom_fields.values(),
+                *_stage_time_fields(catalog),
+            )
         ],
         "objects": [
             {"object_name": o.name, "name": o.label, "object_id": o.object_id}
@@ -258,6 +266,12 @@ def find_entry(catalog: Catalog, kind: str, key: str) -> dict[str, Any] | None:
     entries: list[dict[str, Any]] = catalog_to_json(catalog)[kind]
     id_key = _ENTRY_ID.get(kind, "id")
     return next((e for e in entries if e[id_key] == key), None)
+
+
+def _stage_time_fields(catalog: Catalog) -> list[FieldDef]:
+    stages = sorted(catalog.life_stages.values(), key=lambda s: (s.order, s.code))
+    defs = (catalog.field_def(stage_timestamp_field(stage.code)) for stage in stages)
+    return [f for f in defs if f is not None and f.code not in catalog.custom_fields]
 
 
 def _field_json(f: FieldDef) -> dict[str, Any]:
