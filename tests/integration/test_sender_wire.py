@@ -238,6 +238,22 @@ async def test_the_request_on_the_wire(raw: Callable[[Answer], Awaitable[Raw]]) 
     }
 
 
+async def test_the_request_line_carries_the_urls_path_and_query_as_spelled(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    """Catches: the URL re-quoted before it was sent (`%2F` sent as `/`, `%3F` as `?`, `%zz`
+    as `%25zz`, `%7E` as `~`, `/a/../b` as `/b`): an endpoint that checks a token in its
+    query, or compares it, was asked for another URI than its subscription shows."""
+    server = await raw(_writes(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    spelled = "/a/../b/%2F?next=%2Fhome%3Fa%3D1%26b%3D2&v=%zz&t=%7E&n=" + "路"
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(spelled + "#not-sent"), b"{}", {})
+    assert result.status_code == 204
+    line = server.requests[0].split(b"\r\n", 1)[0].decode()
+    # Only what a request line cannot carry is encoded: here the one non-ASCII character.
+    assert line == "POST " + spelled.replace("路", "%E8%B7%AF") + " HTTP/1.1"
+
+
 async def test_no_more_connections_than_the_limit(raw: Callable[[Answer], Awaitable[Raw]]) -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
         await asyncio.sleep(0.1)
