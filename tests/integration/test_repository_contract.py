@@ -615,6 +615,8 @@ def test_deliveries(uow: UnitOfWorkFactory) -> None:
     assert len(dead) == 3 and {d.last_error for d in dead} == {"subscription deleted"}
     assert _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0 + 1, "dead", T0 + 80)) == 1
     assert [d.entity_id for d in _deliveries(uow, "s1", "pending")] == ["L2"]
+    # A fresh schedule has no error yet: the dead one's reason goes with the schedule it ended.
+    assert [d.last_error for d in _deliveries(uow, "s1", "pending")] == [None]
     assert _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0, None, T0 + 90)) == 2
     # Retry puts a settled delivery back at the head of the line, with a fresh schedule.
     _write(uow, lambda u: u.subscriptions.delete("t1", "s1", T0 + 95))
@@ -624,6 +626,7 @@ def test_deliveries(uow: UnitOfWorkFactory) -> None:
         0,
         T0 + 100,
     )
+    assert retried.last_error is None  # it read "subscription deleted" while dead
     assert _deliveries(uow, "s2", "pending")[0].status == "pending"
 
 

@@ -199,10 +199,13 @@ def delivery_of(row: Any, attempts: Sequence[Attempt]) -> Delivery:
 
 def requeued(now: float) -> dict[str, Any]:
     """Return the column values that put a settled delivery back in the queue, with a fresh
-    schedule (a retry, a replay)."""
+    schedule (a retry, a replay). Its `last_error` goes with the schedule it ended: a pending
+    delivery that still read "retries exhausted" told a monitor it was dead (a review); the
+    attempts keep every error."""
     return {
         "status": DeliveryStatus.PENDING,
         "attempt_count": 0,
+        "last_error": None,
         "next_attempt_at": now,
         "locked_until": None,
         "locked_by": None,
