@@ -254,6 +254,17 @@ async def test_the_request_line_carries_the_urls_path_and_query_as_spelled(
     assert line == "POST " + spelled.replace("路", "%E8%B7%AF") + " HTTP/1.1"
 
 
+async def test_an_answers_nul_and_undecodable_bytes_read_as_the_replacement_character(
+    raw: Callable[[Answer], Awaitable[Raw]],
+) -> None:
+    """Catches: a NUL kept in the answer's body where the stored attempt has U+FFFD, so a
+    test event's answer (never stored) showed what its deliveries did not (a review)."""
+    server = await raw(_writes(b"HTTP/1.1 500 Oops\r\nContent-Length: 6\r\n\r\na\x00b\xffcd"))
+    async with HttpSender(timeout=2, allow_private=True) as sender:
+        result = await sender.send(server.url(), b"{}", {})
+    assert (result.status_code, result.body) == (500, "a\ufffdb\ufffdcd")
+
+
 async def test_no_more_connections_than_the_limit(raw: Callable[[Answer], Awaitable[Raw]]) -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
         await asyncio.sleep(0.1)
