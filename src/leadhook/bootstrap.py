@@ -109,6 +109,12 @@ class Container:
         self.engine.dispose()
 
 
+def _events_purged_before(settings: Settings, clock: Clock) -> float | None:
+    """The time before which retention purges events now; None when it keeps them all."""
+    keep = settings.retention.event_retention
+    return None if keep is None else clock() - keep
+
+
 def make_sender(settings: Settings, limit: int) -> Sender:
     """Build the senders of every URL scheme (HTTP: up to `limit` connections); call it inside
     its event loop."""
@@ -181,7 +187,7 @@ def build(
         ids=ids,
         tenants=TenantService(uow, clock, ids, readonly_uow=readonly),
         leads=leads,
-        events=EventService(readonly),
+        events=EventService(readonly, partial(_events_purged_before, settings, clock)),
         subscriptions=SubscriptionService(
             uow,
             clock,

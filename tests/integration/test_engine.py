@@ -21,6 +21,7 @@ from leadhook.api import bodies
 from leadhook.bootstrap import Container
 from leadhook.domain import circuit
 from leadhook.domain.attempts import NO_RESPONSE, TURNED_AWAY
+from leadhook.domain.errors import BadRequestError, NotFoundError
 from leadhook.domain.times import rfc3339
 from leadhook.services.ports import Attempt, Job, Verdict
 from leadhook.services.retention import Retention, RetentionPolicy
@@ -440,3 +441,38 @@ def _three_events_stamped(c: Container, stamps: tuple[int, int, int]) -> list[in
         for seq, when in zip(seqs, stamps, strict=True):
             conn.execute(update(t.events).values(create_time=when).where(t.events.c.seq == seq))
     return seqs
+
+
+def test_the_log_read_after_an_event_retention_purged_goes_on_from_where_it_was(
+    container: Container,
+) -> None:
+    """Catches: `GET /v1/events?after=` naming an event retention purged answered 400, so a
+    consumer that had read up to it (or whose `next_cursor` named it) could not go on."""
+    import json
+
+    from leadhook.bootstrap import build
+
+    keep = 1.0
+    policy = RetentionPolicy(event_retention=keep, delivery_retention=None)
+    c = build(replace(container.settings, retention=policy), run_migrations=False)
+    try:
+        container.tenants.create(MID, MID)
+
+        def log(after: str | None) -> list[str]:
+            page = c.events.list(MID, after=after, event_type=None, entity_id=None, limit=100)
+            return [e["event_id"] for e in json.loads(page)["data"]]
+
+        new_lead(container, notes=1)  # no subscription: its events are settled at once
+        read_up_to = log(None)[-1]
+        time.sleep(keep + 1.1)  # retention compares whole seconds
+        later = new_lead(container)
+        purged = Retention(SqlRetention(c.engine, c.gate), policy, time.time).purge_all()
+        assert purged.get("events") == 2, purged
+        with pytest.raises(NotFoundError):
+            container.events.get(MID, read_up_to)
+        (created,) = log(read_up_to)
+        assert json.loads(container.events.get(MID, created))["extra_data"]["entity_id"] == later
+        with pytest.raises(BadRequestError):  # an id that was never this tenant's: still 400
+            log("01" + "Z" * 24)
+    finally:
+        c.close()

@@ -439,6 +439,50 @@ def test_event_pages(uow: UnitOfWorkFactory) -> None:
         _events_page(uow, limit=5, after="nope")
 
 
+def test_an_event_page_after_an_event_retention_purged_goes_on_from_where_it_was(
+    uow: UnitOfWorkFactory,
+) -> None:
+    """Catches: a consumer that had read up to an event retention then purged stranded with a
+    400 (its `after` named no event). An id minted before the purge horizon resumes from the
+    first event minted since (a second's margin); an unsettled older event retention kept is
+    not sent again; any other id the log does not hold is still refused."""
+    from leadhook.adapters.system import new_ulid, ulid_of
+
+    def minted(at: float) -> str:
+        return ulid_of(new_ulid(at))
+
+    kept_old, purged, kept = minted(T0 - 100), minted(T0), [minted(T0 + 10), minted(T0 + 11)]
+    for version, event_id in enumerate([kept_old, *kept], start=1):
+        _write(uow, lambda u, e=event_id, v=version: u.events.append([_event("L1", v, event_id=e)]))
+
+    def page(after: str, horizon: float | None, **filters: Any) -> list[str]:
+        def read(u: Any) -> Any:
+            return u.events.page(
+                "t1",
+                after=after,
+                event_type=filters.get("event_type"),
+                entity_id=filters.get("entity_id"),
+                limit=10,
+                purged_before=horizon,
+            )
+
+        return [e.event_id for e in _read(uow, read).data]
+
+    assert page(purged, T0 + 5) == kept
+    assert page(purged, T0 + 5, entity_id="L1") == kept
+    assert page(purged, T0 + 5, entity_id="L2") == []
+    assert page(minted(T0 + 50), T0 + 60) == []  # purged after everything left
+    assert page(kept[0], None) == kept[1:]  # an id the log holds: as always
+    for unknown, horizon in [
+        (purged, None),  # retention purges no events
+        (minted(T0 + 10.5), T0 + 5),  # minted after the horizon: never purged
+        ("nope", T0 + 5),
+        (purged.lower(), T0 + 5),
+    ]:
+        with pytest.raises(BadRequestError):
+            page(unknown, horizon)
+
+
 def test_timeline_pages_newest_first(uow: UnitOfWorkFactory) -> None:
     for version in range(1, 8):
         _write(uow, lambda u, v=version: u.events.append([_event("L1", v), _event("L2", v)]))

@@ -437,9 +437,7 @@ def test_a_number_kept_after_its_field_became_text_still_shows_without_an_expone
     texted = upsert_entry(CATALOG, "fields", "amount", {"name": "Amount", "type": "text"})
     (event,) = b.update_fields(ctx(texted), lead, {"amount": "n/a"}).events
     assert event.extra_data.mapping_data == {"amount": [1e23, "n/a"]}
-    assert event.extra_data.mapping_data_text == {
-        "amount": ["100000000000000000000000", "n/a"]
-    }
+    assert event.extra_data.mapping_data_text == {"amount": ["100000000000000000000000", "n/a"]}
     assert texted.display("gone_field", 1e-7) == "0.0000001"  # a field no longer defined
 
 

@@ -68,3 +68,46 @@ def decode_keyed(cursor: str | None) -> tuple[float, str] | None:
     if match is None:
         raise _malformed(cursor)
     return float(match.group(1)), match.group(2)
+
+
+# An event id: a ULID, 26 characters of Crockford's base32, its first ten the millisecond it
+# was minted in (adapters/system.py).
+_EVENT_ID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.ASCII)
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# How much earlier than a purged event's own millisecond a listing resumes: an event is logged
+# (takes its seq) when its transaction commits, a moment after its id was minted, so the
+# events logged after it may have been minted a little before it. A few may come again;
+# none is skipped unless its transaction took longer than this.
+RESUME_MARGIN_MS = 1000
+
+
+def event_millisecond(event_id: str) -> int | None:
+    """The unix millisecond an event id was minted in; None if it is no event id."""
+    if not _EVENT_ID.fullmatch(event_id):
+        return None
+    ms = 0
+    for ch in event_id[:10]:
+        ms = ms * 32 + _CROCKFORD.index(ch)
+    return ms
+
+
+def event_id_floor(ms: int) -> str:
+    """The least event id minted in millisecond `ms` (or later): a bound ids compare with."""
+    digits = []
+    for _ in range(10):
+        ms, digit = divmod(max(ms, 0), 32)
+        digits.append(_CROCKFORD[digit])
+    return "".join(reversed(digits)) + "0" * 16
+
+
+def purged_event_floor(after: str, purged_before: float | None) -> str | None:
+    """For `after`, an event id the log does not hold: the bound of the event ids a listing
+    resumes from when retention may have purged it (`purged_before`: the unix time events
+    older than are purged, None when none are), else None (it names nothing: a 400).
+
+    A consumer that had read up to an event retention then purged got a 400 and could not
+    go on (a review); it now reads on from about where that event was."""
+    minted = event_millisecond(after)
+    if minted is None or purged_before is None or minted >= purged_before * 1000:
+        return None
+    return event_id_floor(minted - RESUME_MARGIN_MS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from leadhook.domain.errors import NotFoundError, ValidationError
 from leadhook.services.deliveries import event_type_problem
 from leadhook.services.leads import page_body
@@ -11,8 +13,15 @@ from leadhook.services.ports import UnitOfWorkFactory
 class EventService:
     """List and fetch events exactly as subscribers receive them."""
 
-    def __init__(self, readonly_uow: UnitOfWorkFactory) -> None:
+    def __init__(
+        self,
+        readonly_uow: UnitOfWorkFactory,
+        purged_before: Callable[[], float | None] = lambda: None,
+    ) -> None:
         self._read = readonly_uow
+        # The unix time before which retention purges events now (None: it purges none): an
+        # `after` minted before it that the log no longer holds resumes about where it was.
+        self._purged_before = purged_before
 
     def list(
         self,
@@ -29,7 +38,12 @@ class EventService:
             raise ValidationError.at(("query", "event_type"), problem)
         with self._read() as uow:
             page = uow.events.page(
-                mid, after=after, event_type=event_type, entity_id=entity_id, limit=limit
+                mid,
+                after=after,
+                event_type=event_type,
+                entity_id=entity_id,
+                limit=limit,
+                purged_before=self._purged_before() if after else None,
             )
         return page_body([e.payload for e in page.data], page.next_cursor)
 

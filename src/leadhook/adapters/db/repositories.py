@@ -430,6 +430,7 @@ class SqlEvents(_Repo):
         event_type: str | None,
         entity_id: str | None,
         limit: int,
+        purged_before: float | None = None,
     ) -> Page[StoredEvent]:
         c = t.events.c
         conds = [c.mid == mid]
@@ -437,10 +438,23 @@ class SqlEvents(_Repo):
         # One lead's events are in log order by their versions too: walked on the lead's
         # versions' index (tables.py, `uq_events_entity_version`).
         order = c.entity_version if entity_id else c.seq
-        if after:
-            anchor = self.get(mid, after)
-            if anchor is None:
+        anchor = self.get(mid, after) if after else None
+        if after and anchor is None:
+            floor = cursors.purged_event_floor(after, purged_before)
+            if floor is None:
                 raise BadRequestError(f"after={after!r} names no event of this tenant")
+            # Purged: from the first event logged with an id minted since (the tenant's log
+            # walked from its oldest event left, a few unsettled ones before it at most).
+            start = self.conn.execute(
+                select(c.seq).where(c.mid == mid, c.event_id >= floor).order_by(c.seq).limit(1)
+            ).scalar()
+            if start is None:
+                return Page([], None)
+            if entity_id:
+                conds.append(c.entity_version > versions_through(entity_id, start - 1))
+            else:
+                conds.append(c.seq >= start)
+        if anchor is not None:
             if entity_id == anchor.entity_id:
                 conds.append(c.entity_version > anchor.entity_version)
             elif entity_id:

@@ -199,13 +199,23 @@ class MemoryEvents:
         event_type: str | None,
         entity_id: str | None,
         limit: int,
+        purged_before: float | None = None,
     ) -> Page[StoredEvent]:
         start = 0
         if after:
             anchor = self.get(mid, after)
-            if anchor is None:
-                raise BadRequestError(f"after={after!r} names no event of this tenant")
-            start = anchor.seq
+            if anchor is not None:
+                start = anchor.seq
+            else:
+                floor = cursors.purged_event_floor(after, purged_before)
+                if floor is None:
+                    raise BadRequestError(f"after={after!r} names no event of this tenant")
+                first = next(
+                    (e.seq for e in self._s.events if e.mid == mid and e.event_id >= floor), None
+                )
+                if first is None:
+                    return Page([], None)
+                start = first - 1
         rows = [
             e
             for e in self._s.events

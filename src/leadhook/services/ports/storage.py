@@ -303,7 +303,14 @@ class EventRepository(Protocol):
         event_type: str | None,
         entity_id: str | None,
         limit: int,
-    ) -> Page[StoredEvent]: ...
+        purged_before: float | None = None,
+    ) -> Page[StoredEvent]:
+        """The tenant's events after the event `after` (None: from the first), oldest first.
+        An `after` the log does not hold is a 400, unless it was minted before
+        `purged_before` (the time retention purges events before): then the page starts
+        from about where that event was (`cursor.purged_event_floor`)."""
+        ...
+
     def timeline(
         self, mid: str, entity_id: str, *, is_follow_up: int | None, cursor: str | None, limit: int
     ) -> Page[StoredEvent]: ...
