@@ -752,3 +752,37 @@ def test_a_graceful_stop_still_sends_a_refusal_waiting_its_turn() -> None:
         assert errors == []
 
     _serve_on_uvloop(app, check, with_server=True)
+
+
+def test_a_request_without_one_host_is_refused_in_its_turn() -> None:
+    """Catches: an HTTP/1.1 request with no Host, or any with two (which a proxy in front may
+    read differently from this server), served as if whole (RFC 9112, 3.2: a MUST)."""
+
+    async def refused(port: int, request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), 5)  # the server closes
+        writer.close()
+        return answer
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        for request in (
+            b"GET /small HTTP/1.1\r\n\r\n",
+            b"GET /small HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+            b"GET /small HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n",
+        ):
+            answer = await refused(port, request)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 Bad Request"), answer
+            assert "exactly one Host" in json.loads(body)["detail"]
+        # HTTP/1.0 needs none; a good request behind a refused one's turn is still answered.
+        ok = await refused(port, b"GET /small HTTP/1.0\r\n\r\n")
+        assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b'{"ok":true}')
+        both = await refused(
+            port, b"GET /small HTTP/1.1\r\nhost: x\r\n\r\nGET /small HTTP/1.1\r\n\r\n"
+        )
+        first, _, second = both.partition(b'{"ok":true}')
+        assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 400"), both
+        assert errors == []
+
+    _serve_on_uvloop(_app, check)

@@ -167,6 +167,10 @@ _UNPARSABLE = (
     "the request could not be read as HTTP/1.1 (its request line, a header, or its body's "
     "framing); the connection is closed"
 )
+_HOST_RULE = (
+    "an HTTP/1.1 request needs exactly one Host header (RFC 9112, 3.2), and no request may "
+    "have two; the connection is closed"
+)
 _UPGRADE_WITH_BODY = (
     "an Upgrade request with a body is not served: this server does not change protocols "
     "(send the request without Upgrade); the connection is closed"
@@ -225,6 +229,13 @@ class OneSendHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() != "1.0"):
+            # RFC 9112, 3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host
+            # and to any with more than one; two of them let a proxy and this server read
+            # different ones. Answered in its turn, as any other refusal.
+            self.send_400_response("Host", _HOST_RULE)
+            return
         if self.parser.should_upgrade() and not self._should_upgrade():
             # An upgrade this server does not make (h2c, any token but a WebSocket's). The
             # parser ends such a request at its head and would read what follows as a new
