@@ -10,6 +10,7 @@ import socket
 import struct
 from typing import Any
 
+import pytest
 import uvicorn
 
 from leadhook.cli.runtime import _JOIN_MAX, OneSendHttpTools, _OneSend
@@ -786,3 +787,64 @@ def test_a_request_without_one_host_is_refused_in_its_turn() -> None:
         assert errors == []
 
     _serve_on_uvloop(_app, check)
+
+
+def test_a_request_not_sent_whole_in_time_gets_408_and_its_connection_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Catches: a connection that never finished a request's head (or body), or never began
+    one, held for ever (uvicorn has no such timeout: ~21,000 of them took /healthz down)."""
+    from leadhook.cli import runtime
+
+    monkeypatch.setattr(runtime, "REQUEST_READ_TIMEOUT", 0.5)
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            message = await receive()
+            seen.append(message["type"])
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        if message["type"] == "http.disconnect":
+            return
+        await asyncio.sleep(0.8 if scope["path"] == "/slow" else 0)
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def sent(port: int, *parts: bytes, pause: float = 0.0) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for part in parts:
+            writer.write(part)
+            await asyncio.sleep(pause)
+        answer = await asyncio.wait_for(reader.read(), 5)  # the server closes
+        writer.close()
+        return answer
+
+    def timed_out(answer: bytes) -> bool:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return head.startswith(b"HTTP/1.1 408 Request Timeout") and json.loads(body)[
+            "type"
+        ].endswith("/request-timeout")
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        assert await sent(port) == b""  # never began a request: closed, nothing to answer
+        assert timed_out(await sent(port, b"GET /a HTTP/1.1\r\nhost: x\r\n"))  # a head cut
+        body_cut = b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc"
+        assert timed_out(await sent(port, body_cut))
+        assert seen[-1] == "http.disconnect"  # its app was told, not left waiting
+        # A request sent slowly but whole in time, and one pipelined behind an answer that
+        # takes longer than the timeout: both answered.
+        slow = b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        assert (await sent(port, slow[:10], slow[10:30], slow[30:], pause=0.1)).endswith(b"{}")
+        both = await sent(
+            port,
+            b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n"
+            b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        assert both.count(b"HTTP/1.1 200 OK") == 2, both
+        assert errors == []
+
+    _serve_on_uvloop(app, check)

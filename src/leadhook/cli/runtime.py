@@ -29,6 +29,12 @@ SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = logging.getLogger("leadhook.serve")
 Deliver = Literal["inline", "process"] | None
 MAX_REQUEST_HEAD = 64 * 1024
+# Seconds a client has to send a request whole, from its first byte; and a new connection to
+# begin its first request. Uvicorn has no such limit: a client that opened connections and
+# never finished a head (or a body) held each for ever, until the process ran out of file
+# descriptors (docs/operations.md, "Exposed to untrusted clients"). nginx's header and body
+# timeouts are 60 s too.
+REQUEST_READ_TIMEOUT = 60.0
 # Seconds a stopping server gives the requests in flight before it cancels them.
 GRACE_SECONDS = 5
 
@@ -171,6 +177,10 @@ _HOST_RULE = (
     "an HTTP/1.1 request needs exactly one Host header (RFC 9112, 3.2), and no request may "
     "have two; the connection is closed"
 )
+_READ_TIMED_OUT = (
+    "the request was not sent whole within {seconds:g} seconds of its first byte; the "
+    "connection is closed"
+)
 _UPGRADE_WITH_BODY = (
     "an Upgrade request with a body is not served: this server does not change protocols "
     "(send the request without Upgrade); the connection is closed"
@@ -189,11 +199,25 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+def _refusal_bytes(protocol: HttpToolsProtocol, status: bytes, body: bytes) -> bytes:
+    """The whole answer of a refusal the protocol makes itself: problem+json, then closed."""
+    head = [b"HTTP/1.1 ", status, b"\r\n"]
+    for name, value in protocol.server_state.default_headers:
+        head += [name, b": ", value, b"\r\n"]
+    head += [
+        b"content-type: application/problem+json\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n\r\n",
+    ]
+    return b"".join(head) + body
+
+
 class OneSendHttpTools(HttpToolsProtocol):
     """Uvicorn's httptools protocol, each answer's head and body in one send (`_OneSend`),
     and a request head over `MAX_REQUEST_HEAD` refused as it arrives."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._read_timer: asyncio.TimerHandle | None = None
         self._one_send = _OneSend(transport, self.loop)
         self._head_open = False  # a request's head has begun and not ended
         self._head_bytes = 0  # bytes read since, counted a read at a time
@@ -203,6 +227,7 @@ class OneSendHttpTools(HttpToolsProtocol):
         self._running: Any = None  # the request whose app was started last
         self._read_no_more = False  # an upgrade not made: what follows it is not HTTP
         super().connection_made(self._one_send)  # type: ignore[arg-type]
+        self._arm_read_timer()  # a connection that never begins a request is closed too
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None or self._read_no_more:
@@ -225,7 +250,43 @@ class OneSendHttpTools(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._head_open = True
         self._heads_begun += 1
+        self._arm_read_timer()
         super().on_message_begin()
+
+    def _arm_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+        self._read_timer = self.loop.call_later(REQUEST_READ_TIMEOUT, self._read_timed_out)
+
+    def _read_timed_out(self) -> None:
+        """A request not read whole within `REQUEST_READ_TIMEOUT` of its first byte: 408, and
+        the connection closed; a new connection that sent nothing: closed. While earlier
+        requests are still being answered the wait is this server's (it reads no further
+        until then), and the clock starts again."""
+        self._read_timer = None
+        if self.transport.is_closing() or self._refusal is not None:
+            return
+        cycle = self.cycle
+        body_due = not self._head_open and cycle is not None and cycle.more_body
+        if body_due and cycle is self._running:
+            # Its app waits for the rest of the body: it is told the client is gone, and the
+            # client gets the 408 unless an answer of the app's has begun already.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()
+                return
+            cycle.scope[REFUSED] = 408
+        elif self._answering():
+            self._arm_read_timer()
+            return
+        elif not body_due and not self._head_open:
+            self.transport.close()  # nothing begun: nothing to answer
+            return
+        detail = _READ_TIMED_OUT.format(seconds=REQUEST_READ_TIMEOUT)
+        body = problem_text(408, "Request timeout", detail, "request-timeout").encode()
+        self._refusal = _refusal_bytes(self, b"408 Request Timeout", body)
+        self._refuse()
 
     def on_headers_complete(self) -> None:
         self._head_open = False
@@ -256,6 +317,9 @@ class OneSendHttpTools(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
         if self._refusal is None:
             super().on_message_complete()
 
@@ -268,6 +332,9 @@ class OneSendHttpTools(HttpToolsProtocol):
         # into the loop's exception handler (a peer's reset read in the turn its answer was
         # written). Written straight to the transport, it was dropped quietly.
         self._one_send.drop()
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
         # A request whose answer has not begun gets none: counted as its client's close
         # (`CLIENT_GONE`), not as the status its app goes on to send into the void.
         running = self._running
@@ -331,15 +398,7 @@ class OneSendHttpTools(HttpToolsProtocol):
         # header's name, a request line that is not HTTP) never reaches the app: uvicorn
         # answered it in plain text, the one refusal of the API that was not problem+json.
         body = problem_text(400, "Bad request", detail or _UNPARSABLE, "bad-request").encode()
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
-        head += [
-            b"content-type: application/problem+json\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"connection: close\r\n\r\n",
-        ]
-        self._refusal = b"".join(head) + body
+        self._refusal = _refusal_bytes(self, b"400 Bad Request", body)
         # Answers go out in the order of their requests (RFC 9112, 9.3.2). Written at once,
         # the refusal of a request pipelined behind one still being worked on came first,
         # and that one's answer (a lead created, say) was never sent: the connection closes
