@@ -848,3 +848,33 @@ def test_a_request_not_sent_whole_in_time_gets_408_and_its_connection_closes(
         assert errors == []
 
     _serve_on_uvloop(app, check)
+
+
+def test_a_transfer_coding_other_than_chunked_is_501() -> None:
+    """Catches: `Transfer-Encoding: gzip, chunked` read as chunked (httptools looks at the last
+    coding only), the body reaching the app still compressed (RFC 9112, 6.1: 501)."""
+
+    async def check(port: int, errors: list[dict[str, Any]]) -> None:
+        # ("chunked, chunked" is httptools' own 400: it cannot be parsed.)
+        for codings in (b"gzip, chunked", b"deflate,chunked", b"identity"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /small HTTP/1.1\r\nhost: x\r\ntransfer-encoding: "
+                + codings
+                + b"\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+            )
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 501 Not Implemented"), (codings, answer)
+            assert json.loads(body)["type"].endswith("/not-implemented")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /small HTTP/1.1\r\nhost: x\r\ntransfer-encoding: Chunked\r\n"
+            b"connection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        )
+        assert (await asyncio.wait_for(reader.read(), 5)).endswith(b'{"ok":true}')
+        writer.close()
+        assert errors == []
+
+    _serve_on_uvloop(_app, check)

@@ -177,6 +177,15 @@ _HOST_RULE = (
     "an HTTP/1.1 request needs exactly one Host header (RFC 9112, 3.2), and no request may "
     "have two; the connection is closed"
 )
+_CODINGS = (
+    "the only transfer coding this server reads is a single 'chunked' (RFC 9112, 6.1); send "
+    "the body without another coding; the connection is closed"
+)
+# Refusals the protocol makes itself: status line, title, problem type.
+_REFUSALS = {
+    400: (b"400 Bad Request", "Bad request", "bad-request"),
+    501: (b"501 Not Implemented", "Not implemented", "not-implemented"),
+}
 _READ_TIMED_OUT = (
     "the request was not sent whole within {seconds:g} seconds of its first byte; the "
     "connection is closed"
@@ -290,6 +299,18 @@ class OneSendHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        codings = [
+            coding.strip().lower()
+            for name, value in self.headers
+            if name == b"transfer-encoding"
+            for coding in value.split(b",")
+        ]
+        if codings and codings != [b"chunked"]:
+            # RFC 9112, 6.1: a transfer coding the server does not understand is 501. Read as
+            # chunked (httptools looks at the last coding only), a body sent `gzip, chunked`
+            # reached the app still compressed.
+            self._send_refusal(501, _CODINGS)
+            return
         hosts = sum(1 for name, _ in self.headers if name == b"host")
         if hosts > 1 or (hosts == 0 and self.parser.get_http_version() != "1.0"):
             # RFC 9112, 3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host
@@ -397,8 +418,13 @@ class OneSendHttpTools(HttpToolsProtocol):
         # A request httptools cannot parse (a control character in a header, a space in a
         # header's name, a request line that is not HTTP) never reaches the app: uvicorn
         # answered it in plain text, the one refusal of the API that was not problem+json.
-        body = problem_text(400, "Bad request", detail or _UNPARSABLE, "bad-request").encode()
-        self._refusal = _refusal_bytes(self, b"400 Bad Request", body)
+        self._send_refusal(400, detail or _UNPARSABLE)
+
+    def _send_refusal(self, status: int, detail: str) -> None:
+        """Refuse the request being read with `status` (400 or 501), in its turn."""
+        kind = _REFUSALS[status]
+        body = problem_text(status, kind[1], detail, kind[2]).encode()
+        self._refusal = _refusal_bytes(self, kind[0], body)
         # Answers go out in the order of their requests (RFC 9112, 9.3.2). Written at once,
         # the refusal of a request pipelined behind one still being worked on came first,
         # and that one's answer (a lead created, say) was never sent: the connection closes
@@ -408,7 +434,7 @@ class OneSendHttpTools(HttpToolsProtocol):
         if self._unfinishable():
             # Counted as what its client got, not as a client gone (`metrics.REFUSED`).
             broken: Any = self.cycle
-            broken.scope[REFUSED] = 400
+            broken.scope[REFUSED] = status
             self._refuse()
         elif not self._answering():
             self._refuse()
