@@ -140,11 +140,10 @@ def build(
     checked against it and, with `rewrite_secrets` (a service starting, not a command-line
     job), stored webhook secrets are brought under the first key.
     """
-    # Each PostgreSQL writer thread keeps a connection for as long as it lives, and so does the
-    # event loop's own writer: the pool has its 16 for everything else besides them (with 16
-    # writer threads and a pool of 16, the API's reads waited for a connection that never came
-    # free).
-    engine = make_engine(settings.database_url, pool_size=17 + settings.writer_threads)
+    # Each PostgreSQL writer thread keeps a connection for as long as it lives: the pool has
+    # its 16 for everything else besides them (with 16 writer threads and a pool of 16, the
+    # API's reads waited for a connection that never came free).
+    engine = make_engine(settings.database_url, pool_size=16 + settings.writer_threads)
     key_file = None if settings.secret_keys else default_key_file(settings.database_url)
     # A start (`run_migrations`) reads the database before a key file is made: an unreachable
     # database stops it here, as the migrations would.

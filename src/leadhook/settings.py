@@ -174,10 +174,9 @@ class Settings:
     # file beside the database. Never in a repr: settings may be printed or logged.
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
-    # PostgreSQL: threads writing the behaviours that would wait for a row lock (the event
-    # loop writes the others) and those submitted with no loop, each on a connection of its
-    # own. More let a write waiting on another process's row lock not hold up the tenants
-    # sharing its thread (docs/write-path.md, "Group commit").
+    # Threads writing behaviours to PostgreSQL, each on a connection of its own (SQLite's are
+    # written on the event loop). More let a write waiting on another process's row lock not
+    # hold up the rest, at more CPU a behaviour (docs/write-path.md, "Group commit").
     writer_threads: int = 1
     # Live subscriptions a tenant may have. Every event is copied to each of them in the
     # behaviour's transaction: a tenant with 1,000 made one batch of 200 leads write 200,000

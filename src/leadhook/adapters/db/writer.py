@@ -18,21 +18,14 @@ gate is held for each transaction. A SQLite group runs without a savepoint an it
 (`_run_unguarded`): an item that fails before writing fails alone without one, and one that
 fails after writing sends the group round again, each item in its savepoint.
 
-PostgreSQL's writes submitted from an event loop are gathered and run on that loop too, on
-a connection of the loop's own: a writer thread beside the loop paid a GIL hand-over at every
-round trip of its group (the loop serving requests held it meanwhile), and the API ~15% more
-CPU an event (bench/profiles.md, the thirty-second round). The loop's connection never waits
-long for a lock (`LOOP_LOCK_TIMEOUT_MS`): a unit that would wait (a lead another session
-holds, a tenant's event log being read whole) goes to the writer threads (one unless
-`LEADHOOK_WRITER_THREADS` says more), which wait as long as it takes without stopping the
-loop, and so do the tenant's next units until the threads have none of its left
-(`_hand_over`). So does a group when the pool has no connection free for the loop. The
-threads, each with its own connection and queue (a tenant's items all go to one,
-`_queue_of`), also take the writes submitted from a thread with no loop. Each item's
-statements go in psycopg's pipeline mode (adapters/db/pipeline.py): two round trips a
-behaviour, not one a statement; and a batch of several is first tried deferred
-(`_run_deferred`), with one sync for all of it. An item that PostgreSQL aborts to break a
-deadlock (or a serialisation failure) is run again in a later batch, on a writer thread.
+PostgreSQL answers over the network, so its writes go to writer threads (one unless
+`LEADHOOK_WRITER_THREADS` says more), each with its own connection and queue (a tenant's
+items all go to one, `_queue_of`): a batch waiting on a row lock or on its commit does not
+stop the loop (nor the other threads, other tenants' work). Each item's statements
+go in psycopg's pipeline mode (adapters/db/pipeline.py): two round trips a behaviour, not one
+a statement; and a batch of several is first tried deferred (`_run_deferred`), with one sync
+for all of it. An item that PostgreSQL aborts to break a deadlock (or a serialisation failure)
+is run again in a later batch.
 """
 
 from __future__ import annotations
@@ -51,7 +44,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event
-from sqlalchemy.pool import QueuePool
 
 from leadhook.adapters.db.engine import (
     BUSY_TIMEOUT,
@@ -71,12 +63,6 @@ log = logging.getLogger("leadhook.writer")
 
 # SQLSTATEs after which the same work may simply run again: deadlock, serialisation failure.
 _RETRYABLE = frozenset({"40P01", "40001"})
-# PostgreSQL: how long a statement on the loop's own connection waits for a lock (row or
-# advisory) before it fails with lock_not_available and its unit goes to a writer thread. A
-# group of another session holds its locks for a few milliseconds; the loop serves nobody while
-# it waits, so it never waits much longer than that.
-LOOP_LOCK_TIMEOUT_MS = 20
-_LOCK_TIMEOUT = frozenset({"55P03"})
 # What a statement fails with when `refuse_waiting` cancels it (query_canceled), and what the
 # rest of its transaction then fails with (in_failed_sql_transaction).
 _CANCELLED = frozenset({"57014", "25P02"})
@@ -126,7 +112,6 @@ class _Item:
     submitted: float = 0.0  # time.monotonic() when submitted on the loop
     lock_key: str = ""  # the lead whose row the unit locks first ("": none)
     route: str = ""  # its tenant: a tenant's units all go to one writer thread
-    handed: bool = False  # PostgreSQL: taken from the loop by a writer thread (`_hand_over`)
 
 
 def _cancel_all(drivers: list[Any]) -> None:
@@ -211,12 +196,6 @@ class GroupWriter:
         # behaviour where one spends 0.68, at the same or a lower rate (docs/write-path.md).
         self._threads_wanted = threads or 1
         self._pipelined = engine.dialect.name == "postgresql"
-        # Writes submitted on an event loop run on it: SQLite's always, PostgreSQL's unless
-        # they would wait for a lock (see the module's docstring).
-        self._loop_writes = self._on_loop or self._pipelined
-        # PostgreSQL: units handed from the loop to the writer threads and not yet done, by
-        # tenant; while a tenant has any, its new units go to the threads too (`_hand_over`).
-        self._handed: dict[str, int] = {}
         if self._pipelined and not event.contains(engine, "before_cursor_execute", end_before_core):
             event.listen(engine, "before_cursor_execute", end_before_core)
         self._max_batch = max_batch
@@ -267,50 +246,21 @@ class GroupWriter:
             future.set_exception(RuntimeError("the writer is closed"))
         elif self._refusing is not None:
             future.set_exception(self._refusing)
-        elif not self._loop_writes:
-            self._to_thread(item)
+        elif not self._on_loop:
+            if not self._threads:
+                self._start()
+            self._queue_of(item).put(item)
         else:
             try:
                 loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop in this thread
-                if self._pipelined:
-                    self._to_thread(item)
-                else:  # SQLite: write now, on a connection of its own
-                    self._commit(None, [item], keep=False)
-                return future
-            if self._handed and item.route in self._handed:
-                self._hand_over([item])  # behind the tenant's units on a thread, in order
+            except RuntimeError:  # no loop in this thread: write now, on a connection of its own
+                self._commit(None, [item], keep=False)
                 return future
             if not self._pending and self._retry is None:
                 loop.call_soon(self._flush, self._gather_turns)
             item.submitted = time.monotonic()
             self._pending.append(item)
         return future
-
-    def _to_thread(self, item: _Item) -> None:
-        if not self._threads:
-            self._start()
-        self._queue_of(item).put(item)
-
-    def _hand_over(self, items: list[_Item]) -> None:
-        """Give PostgreSQL units from the loop to the writer threads (they would wait for a
-        lock, or for a connection): counted by tenant until done, so that the tenant's next
-        units follow them there instead of each waiting on the loop first."""
-        with self._lock:
-            for item in items:
-                if not item.handed:
-                    item.handed = True
-                    self._handed[item.route] = self._handed.get(item.route, 0) + 1
-        for item in items:
-            self._to_thread(item)
-
-    def _done_handed(self, item: _Item) -> None:
-        with self._lock:
-            left = self._handed.get(item.route, 0) - 1
-            if left > 0:
-                self._handed[item.route] = left
-            else:
-                self._handed.pop(item.route, None)
 
     def _flush(self, turns: int = 0) -> None:
         """Commit what was submitted on the loop (SQLite), in batches of `max_batch`, once
@@ -394,63 +344,14 @@ class GroupWriter:
         """
         try:
             while self._pending:
-                if on_loop and self._pipelined:
-                    if self._loop_connection() is None:  # it would wait: the threads take it
-                        pending, self._pending = self._pending, []
-                        self._hand_over(pending)
-                        return True
-                elif on_loop and not self._begin_on_loop():
+                if on_loop and not self._begin_on_loop():
                     return False
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                self._loop_conn = self._commit(self._loop_conn, batch, held=True, on_loop=on_loop)
+                self._loop_conn = self._commit(self._loop_conn, batch, held=True)
             return True
         finally:
             self._gate.release()
-
-    def _loop_connection(self) -> Connection | None:
-        """PostgreSQL: the loop's own connection, its lock waits bounded by
-        `LOOP_LOCK_TIMEOUT_MS`; None when getting one would wait (the pool has none free)
-        or failed (the server is gone: a writer thread's connection finds out and says so,
-        without stopping the loop)."""
-        if self._loop_conn is not None:
-            return self._loop_conn
-        pool = self._engine.pool
-        if (
-            isinstance(pool, QueuePool)
-            and pool.checkedout() >= pool.size()
-            and not pool.checkedin()
-        ):
-            return None
-        conn = None
-        try:
-            conn = self._engine.connect()
-            conn.exec_driver_sql(f"SET lock_timeout = {LOOP_LOCK_TIMEOUT_MS}")
-            conn.commit()  # a SET stays for the session once its transaction commits
-        except Exception:
-            log.debug("no connection for the loop's writes", exc_info=True)
-            self._discard(conn)
-            return None
-        self._loop_conn = conn
-        return conn
-
-    def _release_loop_connection(self) -> None:
-        """Give the loop's connection back to the pool as it was taken."""
-        conn, self._loop_conn = self._loop_conn, None
-        if conn is None:
-            return
-        try:
-            if is_sqlite(self._engine):
-                _as_loop_writer(conn, taken=False)
-            else:
-                conn.rollback()
-                conn.exec_driver_sql("RESET lock_timeout")
-                conn.commit()
-        except Exception:
-            log.debug("resetting the loop's writer connection failed", exc_info=True)
-            self._discard(conn)
-            return
-        conn.close()
 
     def _queue_of(self, item: _Item) -> queue.SimpleQueue[_Item | None]:
         """The queue of the writer thread of the item's tenant.
@@ -559,13 +460,15 @@ class GroupWriter:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        if self._pipelined:
-            # What is left runs here, waiting for locks as long as it takes.
-            self._release_loop_connection()
         if self._pending:
             self._gate.acquire()
             self._flush_held(on_loop=False)
-        self._release_loop_connection()
+        if self._loop_conn is not None:
+            try:
+                _as_loop_writer(self._loop_conn, taken=False)  # back as it was taken
+            finally:
+                self._loop_conn.close()
+                self._loop_conn = None
 
     # ---- the writer thread ----------------------------------------------------------------
 
@@ -604,20 +507,11 @@ class GroupWriter:
                 conn.close()
 
     def _commit(
-        self,
-        conn: Connection | None,
-        batch: list[_Item],
-        *,
-        keep: bool = True,
-        held: bool = False,
-        on_loop: bool = False,
+        self, conn: Connection | None, batch: list[_Item], *, keep: bool = True, held: bool = False
     ) -> Connection | None:
         """Run `batch` in one transaction; resolve its futures; return the connection to reuse.
 
-        `held`: the caller holds the write gate already (the loop's flush). `on_loop`: run by
-        the loop's flush, on its connection (PostgreSQL: a unit that waited out its lock
-        timeout goes to a writer thread, `_hand_over`)."""
-        hand_locks = on_loop and self._pipelined
+        `held`: the caller holds the write gate already (the loop's flush)."""
         refusing = self._refusing
         if refusing is not None:  # the server stops: nothing more is begun (`refuse_waiting`)
             for item in batch:
@@ -631,18 +525,13 @@ class GroupWriter:
                     conn = self._engine.connect()
                 self._track(conn, batch)
                 deferred, way = None, "one_by_one"
-                locked = False
                 if self._pipelined and len(batch) > 1:
-                    deferred, tainted, locked = self._run_deferred(conn, batch)
+                    deferred, tainted = self._run_deferred(conn, batch)
                     way = "deferred" if deferred is not None else "deferred_redone"
                     if deferred is None and tainted:
                         self._track(None, batch)  # the connection it names is closed next
-                        conn = self._discard(conn)
-                        if hand_locks:  # no connection is made on the loop: a thread runs it
-                            locked = True
-                        else:
-                            conn = self._engine.connect()
-                            self._track(conn, batch)
+                        conn = self._discard(conn) or self._engine.connect()
+                        self._track(conn, batch)
                 elif len(batch) > 1:
                     if self._run_unguarded(conn, batch, outcomes):
                         deferred, way = outcomes, "deferred"
@@ -650,17 +539,10 @@ class GroupWriter:
                         outcomes, way = [], "deferred_redone"
                 if deferred is not None:
                     outcomes, again, tainted = deferred, [], False
-                elif hand_locks and locked:
-                    # The group waited out the loop's lock timeout: run unit by unit here,
-                    # its units would each wait as long again. A thread runs it instead.
-                    outcomes, again, tainted = [], list(batch), False
                 else:
-                    assert conn is not None  # replaced above unless handed over
-                    outcomes, again, tainted = self._run_items(conn, batch, hand_locks)
+                    outcomes, again, tainted = self._run_items(conn, batch)
                 self._count(way, len(batch))
-                if conn is None:  # a group handed over with its connection discarded
-                    pass
-                elif any(ok for _, ok, _ in outcomes):
+                if any(ok for _, ok, _ in outcomes):
                     if self._pipelined and aborted(conn):
                         # A lone unit that caught a server error and carried on: PostgreSQL
                         # would answer this COMMIT with a ROLLBACK, and the unit be told its
@@ -669,7 +551,7 @@ class GroupWriter:
                     conn.commit()
                 else:
                     conn.rollback()
-                if self._pipelined and conn is not None:
+                if self._pipelined:
                     settle(conn)  # its transaction began in its pipeline (Pipeline.begin)
                 if tainted:  # see adapters/db/pipeline.py: a fresh connection for what follows
                     conn = self._discard(conn)
@@ -692,14 +574,8 @@ class GroupWriter:
                 for item, ok, value in outcomes
             ]
         if again:
-            # Deadlock victims (and, from the loop, units that would wait for a lock): to a
-            # writer thread (PostgreSQL), or run once more right now (SQLite; or stopping,
-            # when the threads are gone).
-            if self._closed and not self._threads_alive():
-                conn = self._commit(conn, again, keep=keep, held=held)
-            elif hand_locks:
-                self._hand_over(again)
-            elif self._on_loop:
+            # Deadlock victims: in the queue again (threads), or run once more right now.
+            if self._on_loop:
                 conn = self._commit(conn, again, keep=keep, held=held)
             else:
                 for item in again:
@@ -708,23 +584,17 @@ class GroupWriter:
             conn.close()
             conn = None
         for item, ok, value in outcomes:
-            if item.handed:
-                self._done_handed(item)
             if ok:
                 item.future.set_result(value)
             else:
                 item.future.set_exception(value)
         return conn
 
-    def _threads_alive(self) -> bool:
-        with self._lock:
-            return any(thread.is_alive() for thread in self._threads)
-
     def _track(self, conn: Connection | None, batch: list[_Item]) -> None:
         """Note the group a writer thread runs now on `conn` (None: it is done), for
         `refuse_waiting` to cancel."""
-        if self._on_loop or threading.current_thread() not in self._threads:
-            return  # the loop's (or a stopping caller's) own group: nothing to cancel
+        if self._on_loop:
+            return
         driver = None if conn is None else conn.connection.driver_connection
         with self._lock:
             if driver is None:
@@ -734,7 +604,7 @@ class GroupWriter:
 
     def _run_deferred(
         self, conn: Connection, batch: list[_Item]
-    ) -> tuple[list[tuple[_Item, bool, Any]] | None, bool, bool]:
+    ) -> tuple[list[tuple[_Item, bool, Any]] | None, bool]:
         """Run a group of items in one pipeline with a single sync at its end, which carries
         the group's COMMIT too (PostgreSQL).
 
@@ -743,8 +613,7 @@ class GroupWriter:
         of two per item. The price is that an error is known only at the end, and not whose:
         so any error at all (a unit's own included) rolls the whole group back, and the
         caller runs it again item by item (`_run_items`), where every error is its unit's.
-        Answers (outcomes, or None for "run it again"; whether the connection is tainted;
-        whether it failed waiting out its lock timeout).
+        Answers (outcomes, or None for "run it again"; whether the connection is tainted).
         """
         driver_in_transaction(conn)  # begin, as `_run_items` does
         uow = BoundUnitOfWork(conn, self._ids)
@@ -769,10 +638,10 @@ class GroupWriter:
                 conn.rollback()
             except Exception:  # a broken connection: the caller replaces it
                 log.debug("rolling back a deferred group failed", exc_info=True)
-                return None, True, False
+                return None, True
             settle(conn)  # before the group runs again unit by unit, each in its savepoint
-            return None, pipe.tainted, _sqlstate_in(exc, _LOCK_TIMEOUT)
-        return outcomes, False, False
+            return None, pipe.tainted
+        return outcomes, False
 
     def _run_unguarded(
         self, conn: Connection, batch: list[_Item], outcomes: list[tuple[_Item, bool, Any]]
@@ -823,11 +692,10 @@ class GroupWriter:
         return True
 
     def _run_items(
-        self, conn: Connection, batch: list[_Item], hand_locks: bool = False
+        self, conn: Connection, batch: list[_Item]
     ) -> tuple[list[tuple[_Item, bool, Any]], list[_Item], bool]:
         """Run each item in its savepoint (none if it is alone); answer the outcomes, the
-        deadlock victims to run again (with `hand_locks`, the units that waited out the
-        loop's lock timeout too), and whether the connection must be replaced."""
+        deadlock victims to run again, and whether the connection must be replaced."""
         driver = unread(conn)
         uow = BoundUnitOfWork(conn, self._ids)
         alone = len(batch) == 1
@@ -869,9 +737,7 @@ class GroupWriter:
                         driver.execute(_ROLLBACK_ITEM)
                         driver.execute(_RELEASE_ITEM)
                         uow.forget()  # a lock taken in the savepoint went with it
-                    if (_retryable(exc) and item.runs < _MAX_RUNS) or (
-                        hand_locks and _sqlstate_in(exc, _LOCK_TIMEOUT)
-                    ):
+                    if _retryable(exc) and item.runs < _MAX_RUNS:
                         again.append(item)
                     else:
                         outcomes.append((item, False, exc))
