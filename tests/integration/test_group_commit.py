@@ -1051,3 +1051,51 @@ def test_the_most_writer_threads_leave_connections_for_everything_else(
         assert _count(c, mid) == 96
     finally:
         c.close()
+
+
+def test_on_postgresql_the_loop_waits_for_its_group_but_never_for_a_held_lock(
+    container: Container, tenant: str
+) -> None:
+    """Catches: the loop's writes handed to the writer thread one by one as submitted, and
+    the loop not waiting for their commit (the thread then waited for the GIL after every
+    round trip while the loop served); and, the other way, the loop waiting for a group
+    stuck on a row lock another session holds (every request of every tenant waiting)."""
+    if container.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writes run on the loop itself (the tests above)")
+    writer, leads = container.writer, container.leads
+    assert writer is not None
+    _, body = leads.submit_create(_req(tenant), {"fields": {"name": "held"}}).result(30)
+    lead_id = json.loads(body)["lead"]["id"]
+
+    async def scenario(holder: Any) -> tuple[list[float], list[int]]:
+        # Idle threads: the turn's writes are committed when the loop comes back.
+        gathered = [writer.submit(lambda uow, n=n: n) for n in range(3)]
+        for _ in range(GATHER_TURNS + 1):
+            await asyncio.sleep(0)
+        assert all(f.done() for f in gathered)
+        assert writer.counts()["units"] >= 3
+        # A held row: the thread waits for it, the loop does not (at most one short wait).
+        loop = asyncio.get_running_loop()
+        gaps: list[float] = []
+        first = leads.submit_perform(_req(tenant), "notes", lead_id, {"notes": "first"})
+        second = None
+        last = loop.time()
+        for i in range(40):
+            await asyncio.sleep(0.01)
+            gaps.append(loop.time() - last)
+            last = loop.time()
+            if i == 5:
+                second = leads.submit_perform(_req(tenant), "notes", lead_id, {"notes": "2"})
+            writer.submit(lambda uow: None)  # more writes, each turn: none is waited for
+        assert second is not None and not first.done() and not second.done()
+        holder.rollback()
+        answers = [await asyncio.wrap_future(f) for f in (first, second)]
+        return gaps, [json.loads(b)["lead"]["version"] for _, b in answers]
+
+    with container.engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM leads WHERE id = :id FOR UPDATE"), {"id": lead_id})
+        gaps, versions = asyncio.run(scenario(holder))
+    assert versions == [2, 3]  # in the order they came, once the row was let go
+    # One wait of LOOP_WAIT_FOR_GROUP (0.05 s) at most while the row is held, not one each
+    # of the 40 turns that wrote (2 s more); a loaded machine's scheduling is the margin.
+    assert max(gaps) < 0.25 and sum(gaps) < 1.2, gaps
