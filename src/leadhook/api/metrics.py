@@ -111,14 +111,27 @@ class ApiMetrics:
 T = TypeVar("T")
 
 
+# The scrapes' reads failing now (by message): logged when they begin to fail and when they
+# read again, not at every scrape (a scraper every 0.1 s wrote twenty lines a second during
+# an outage, where docs/operations.md promises one when it starts and one when it ends).
+_FAILING: set[str] = set()
+
+
 def _scraped(read: Callable[[], T], failed: str) -> T | None:
-    """What `read` reads from the database for a scrape; None (logged) if it fails: a scrape
-    must not fail because the database is down."""
+    """What `read` reads from the database for a scrape; None (logged once) if it fails: a
+    scrape must not fail because the database is down."""
+    log = logging.getLogger("leadhook.api")
     try:
-        return read()
+        value = read()
     except Exception as exc:
-        logging.getLogger("leadhook.api").warning(failed, extra={"error": type(exc).__name__})
+        if failed not in _FAILING:
+            _FAILING.add(failed)
+            log.warning(failed, extra={"error": type(exc).__name__, "until": "it reads again"})
         return None
+    if failed in _FAILING:
+        _FAILING.discard(failed)
+        log.warning(f"{failed} before: it reads again")
+    return value
 
 
 class PurgeCounts(Collector):
