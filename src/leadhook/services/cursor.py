@@ -75,10 +75,12 @@ def decode_keyed(cursor: str | None) -> tuple[float, str] | None:
 _EVENT_ID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.ASCII)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # How much earlier than a purged event's own millisecond a listing resumes: an event is logged
-# (takes its seq) when its transaction commits, a moment after its id was minted, so the
-# events logged after it may have been minted a little before it. A few may come again;
-# none is skipped unless its transaction took longer than this.
-RESUME_MARGIN_MS = 1000
+# (takes its seq) when its transaction commits, after its id was minted, so the events logged
+# after it may have been minted before it: by a behaviour that waited for a row lock, or on a
+# process whose clock is behind. Events minted in those ten seconds before it come again (a
+# consumer deduplicates by `event_id`); one minted earlier still and committed after it would
+# be missed.
+RESUME_MARGIN_MS = 10_000
 
 
 def event_millisecond(event_id: str) -> int | None:
