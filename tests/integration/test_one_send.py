@@ -845,6 +845,27 @@ def test_a_request_not_sent_whole_in_time_gets_408_and_its_connection_closes(
             b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         )
         assert both.count(b"HTTP/1.1 200 OK") == 2, both
+        # A request whose body waited behind a long answer (the server reads no further
+        # meanwhile) gets its time again once that answer is out.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n"
+            b"POST /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 4\r\n\r\nab"
+        )
+        first = await asyncio.wait_for(reader.readuntil(b"{}"), 5)
+        assert first.startswith(b"HTTP/1.1 200 OK")
+        await asyncio.sleep(0.3)  # the client's own delay: under the timeout
+        writer.write(b"cd")
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200 OK")
+        writer.close()
+        # Blank lines after a request begin none: the connection is closed all the same (a
+        # hole that held it for ever: uvicorn's keep-alive timer stopped at the bytes).
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readuntil(b"{}"), 5)).startswith(b"HTTP/1.1 200")
+        writer.write(b"\r\n")
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # closed, well before 5 s
+        writer.close()
         assert errors == []
 
     _serve_on_uvloop(app, check)
@@ -868,13 +889,14 @@ def test_a_transfer_coding_other_than_chunked_is_501() -> None:
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 501 Not Implemented"), (codings, answer)
             assert json.loads(body)["type"].endswith("/not-implemented")
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"POST /small HTTP/1.1\r\nhost: x\r\ntransfer-encoding: Chunked\r\n"
-            b"connection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
-        )
-        assert (await asyncio.wait_for(reader.read(), 5)).endswith(b'{"ok":true}')
-        writer.close()
+        for chunked in (b"Chunked", b", chunked"):  # any case; an empty list element
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /small HTTP/1.1\r\nhost: x\r\ntransfer-encoding: " + chunked + b"\r\n"
+                b"connection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+            )
+            assert (await asyncio.wait_for(reader.read(), 5)).endswith(b'{"ok":true}'), chunked
+            writer.close()
         assert errors == []
 
     _serve_on_uvloop(_app, check)

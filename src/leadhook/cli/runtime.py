@@ -249,6 +249,11 @@ class OneSendHttpTools(HttpToolsProtocol):
         # the limit by at most one read (uvloop's are up to 256 KiB).
         begun = self._heads_begun
         super().data_received(data)
+        if self._read_timer is None and not self._one_send.is_closing():
+            # Bytes that begin no request (blank lines before a request line, which the
+            # parser skips) cancelled uvicorn's keep-alive timer: with no clock of this
+            # protocol's running either, such a connection was held for ever (a review).
+            self._arm_read_timer()
         if not self._head_open or self._one_send.is_closing():
             return
         self._head_bytes = 0 if self._heads_begun != begun else self._head_bytes + len(data)
@@ -267,6 +272,11 @@ class OneSendHttpTools(HttpToolsProtocol):
             self._read_timer.cancel()
         self._read_timer = self.loop.call_later(REQUEST_READ_TIMEOUT, self._read_timed_out)
 
+    def _body_due(self) -> bool:
+        """Whether the last request's head was read and the rest of its body is still due."""
+        cycle = self.cycle
+        return not self._head_open and cycle is not None and bool(cycle.more_body)
+
     def _read_timed_out(self) -> None:
         """A request not read whole within `REQUEST_READ_TIMEOUT` of its first byte: 408, and
         the connection closed; a new connection that sent nothing: closed. While earlier
@@ -276,7 +286,7 @@ class OneSendHttpTools(HttpToolsProtocol):
         if self.transport.is_closing() or self._refusal is not None:
             return
         cycle = self.cycle
-        body_due = not self._head_open and cycle is not None and cycle.more_body
+        body_due = self._body_due()
         if body_due and cycle is self._running:
             # Its app waits for the rest of the body: it is told the client is gone, and the
             # client gets the 408 unless an answer of the app's has begun already.
@@ -305,6 +315,7 @@ class OneSendHttpTools(HttpToolsProtocol):
             if name == b"transfer-encoding"
             for coding in value.split(b",")
         ]
+        codings = [coding for coding in codings if coding]  # empty list elements (RFC 9110, 5.6.1)
         if codings and codings != [b"chunked"]:
             # RFC 9112, 6.1: a transfer coding the server does not understand is 501. Read as
             # chunked (httptools looks at the last coding only), a body sent `gzip, chunked`
@@ -474,6 +485,10 @@ class OneSendHttpTools(HttpToolsProtocol):
         return None
 
     def on_response_complete(self) -> None:
+        if self._read_timer is not None and (self._head_open or self._body_due()):
+            # The request being read waited while earlier ones were answered (this server
+            # reads no further meanwhile): its clock starts again now.
+            self._arm_read_timer()
         super().on_response_complete()
         if self.transport.is_closing() or self._answering():
             return
