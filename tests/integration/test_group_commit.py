@@ -1099,3 +1099,38 @@ def test_on_postgresql_the_loop_waits_for_its_group_but_never_for_a_held_lock(
     # One wait of LOOP_WAIT_FOR_GROUP (0.05 s) at most while the row is held, not one each
     # of the 40 turns that wrote (2 s more); a loaded machine's scheduling is the margin.
     assert max(gaps) < 0.25 and sum(gaps) < 1.2, gaps
+
+
+def test_a_write_left_gathered_by_a_loop_is_written_when_the_writer_closes(
+    container: Container, tenant: str
+) -> None:
+    """Catches: `close` running SQLite's PRAGMAs on a PostgreSQL connection (and so failing,
+    the engine left undisposed) when a loop that gathered a write stopped before handing it
+    over; and a write gathered after `close` queued to threads already gone."""
+    writer = GroupWriter(container.engine, container.gate, ids=container.ids)
+    loop = asyncio.new_event_loop()
+
+    async def gather_only() -> Future[int]:
+        return writer.submit(lambda uow: 7)
+
+    try:
+        left = loop.run_until_complete(gather_only())  # the loop stops before its next turn
+    finally:
+        loop.close()
+    writer.close()
+    assert left.result(timeout=10) == 7
+
+
+def test_a_behaviour_waited_for_on_an_event_loop_is_refused_before_it_is_submitted(
+    container: Container, tenant: str
+) -> None:
+    """Catches: `LeadService.create` (and the other waiting forms) called on an event loop:
+    the writer commits what a loop submits when the loop comes round again, so the wait
+    never ended and the loop hung."""
+
+    async def on_the_loop() -> None:
+        with pytest.raises(RuntimeError, match="await its submit_"):
+            container.leads.create(_req(tenant), {"fields": {"name": "x"}})
+
+    asyncio.run(on_the_loop())
+    assert _count(container, tenant) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -55,6 +56,21 @@ BEHAVIOURS: dict[str, Behaviour] = {
     ),
     "source": lambda ctx, lead, a: b.change_source(ctx, lead, a["fields"]),
 }
+
+
+def _waited(submit: Callable[[], Future[Answer]]) -> Answer:
+    """What a behaviour's future holds, waited for: for a thread with no event loop of its own
+    (the command line, scripts, a route's thread of the pool).
+
+    The writer commits what an event loop submits when that loop comes round again (SQLite's
+    writes on the loop itself, PostgreSQL's gathered there first), so a loop waiting here
+    would wait for ever: refused before anything is submitted, with what to call instead (a
+    review)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return submit().result()
+    raise RuntimeError("a behaviour waited for on an event loop: await its submit_* future")
 
 
 def new_events(events: Sequence[LeadEvent]) -> list[NewEvent]:
@@ -143,17 +159,17 @@ class LeadService:
 
     def create(self, req: BehaviourRequest, args: Mapping[str, Any]) -> Answer:
         """Create a lead (201) and emit object_create."""
-        return self.submit_create(req, args).result()
+        return _waited(lambda: self.submit_create(req, args))
 
     def create_many(self, req: BehaviourRequest, items: Sequence[Mapping[str, Any]]) -> Answer:
         """Create many leads in one transaction; each emits its own object_create (201)."""
-        return self.submit_create_many(req, items).result()
+        return _waited(lambda: self.submit_create_many(req, items))
 
     def perform(
         self, req: BehaviourRequest, behaviour: str, lead_id: str, args: Mapping[str, Any]
     ) -> Answer:
         """Perform `behaviour` on a lead (200), emitting what it caused."""
-        return self.submit_perform(req, behaviour, lead_id, args).result()
+        return _waited(lambda: self.submit_perform(req, behaviour, lead_id, args))
 
     def submit_create(self, req: BehaviourRequest, args: Mapping[str, Any]) -> Future[Answer]:
         """Create a lead (201) and emit object_create."""
@@ -323,7 +339,7 @@ class LeadService:
                 return 200, '{"events":[' + ",".join(payloads) + "]}"
             return 200, behaviour_body(changes.answer, payloads)
 
-        return self._commit(req, work, lock_key).result()
+        return _waited(lambda: self._commit(req, work, lock_key))
 
     # ---- reads ----------------------------------------------------------------------------
 

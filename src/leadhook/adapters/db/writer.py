@@ -308,6 +308,9 @@ class GroupWriter:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        if self._closed:  # the threads are stopping or gone: written here, as `close` would
+            self._commit(None, batch, keep=False)
+            return
         with self._lock:
             idle = not self._running
         idle = idle and all(q.empty() for q in self._queues)
@@ -519,7 +522,8 @@ class GroupWriter:
             self._flush_held(on_loop=False)
         if self._loop_conn is not None:
             try:
-                _as_loop_writer(self._loop_conn, taken=False)  # back as it was taken
+                if self._on_loop:  # SQLite's loop connection: back as it was taken
+                    _as_loop_writer(self._loop_conn, taken=False)
             finally:
                 self._loop_conn.close()
                 self._loop_conn = None
