@@ -108,6 +108,7 @@ def test_valid_public_urls_pass_unchanged(url: str) -> None:
         ("http:///nohost", "host"),
         ("http://example.com:0/", "port 0"),
         ("http://example.com\\evil/p", "backslash"),
+        ("http://example.com%5Cevil/p", "backslash"),
         ("http://example.com:99999/", "not a valid URL"),
         ("http://exa mple.com/", "whitespace"),
         ("http://example.com/\n", "whitespace"),

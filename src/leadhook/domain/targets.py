@@ -143,10 +143,10 @@ def validate_url(url: str, *, allow_private: bool) -> str:
         raise TargetError("must be an absolute http:// or https:// URL")
     if parts.username is not None or parts.password is not None:
         raise TargetError("must not carry credentials (user:password@)")
-    if "\\" in parts.netloc:
+    if "\\" in parts.netloc or "%5c" in parts.netloc.lower():
         # `http://host\evil/p`: a browser reads the backslash as a slash (host `host`), this
         # reader as part of the host, and the sender refused it only when it came to send.
-        raise TargetError("must not have a backslash in its host")
+        raise TargetError("must not have a backslash in its host (nor %5C)")
     host = parts.hostname
     if not host:
         raise TargetError("must name a host")
