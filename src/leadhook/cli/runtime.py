@@ -223,7 +223,9 @@ def _refusal_bytes(protocol: HttpToolsProtocol, status: bytes, body: bytes) -> b
 
 class OneSendHttpTools(HttpToolsProtocol):
     """Uvicorn's httptools protocol, each answer's head and body in one send (`_OneSend`),
-    and a request head over `MAX_REQUEST_HEAD` refused as it arrives."""
+    a request head over `MAX_REQUEST_HEAD` refused as it arrives, a request not sent whole
+    within `REQUEST_READ_TIMEOUT` refused (408), and the requests RFC 9112 says a server
+    must or should refuse (no Host or two: 400; a transfer coding but chunked: 501)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._read_timer: asyncio.TimerHandle | None = None
