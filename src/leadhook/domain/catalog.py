@@ -279,9 +279,14 @@ class Catalog:
     # ---- lookups -------------------------------------------------------------------------
 
     @cached_property
+    def stages_in_order(self) -> tuple[LifeStage, ...]:
+        """The life stages by `order`, then (for stages of one order) by code."""
+        return tuple(sorted(self.life_stages.values(), key=lambda s: (s.order, s.code)))
+
+    @cached_property
     def first_stage(self) -> str:
         """The stage every new lead starts in."""
-        return min(self.life_stages.values(), key=lambda s: (s.order, s.code)).code
+        return self.stages_in_order[0].code
 
     @property
     def first_pool(self) -> str:
@@ -314,10 +319,9 @@ class Catalog:
         # Built once per catalog (catalogs are immutable): every create sorts its fields.
         # Stage times in the stages' order, after the custom fields, after the builtins.
         builtin = _BUILTIN_POSITION
-        stages = sorted(self.life_stages.values(), key=lambda s: (s.order, s.code))
         orders = {
             stage_timestamp_field(stage.code): (len(builtin) + 1 + i, "")
-            for i, stage in enumerate(stages)
+            for i, stage in enumerate(self.stages_in_order)
         }
         orders.update({code: (len(builtin), code) for code in self.custom_fields})
         orders.update({code: (position, "") for code, position in builtin.items()})

@@ -269,8 +269,7 @@ def find_entry(catalog: Catalog, kind: str, key: str) -> dict[str, Any] | None:
 
 
 def _stage_time_fields(catalog: Catalog) -> list[FieldDef]:
-    stages = sorted(catalog.life_stages.values(), key=lambda s: (s.order, s.code))
-    defs = (catalog.field_def(stage_timestamp_field(stage.code)) for stage in stages)
+    defs = (catalog.field_def(stage_timestamp_field(s.code)) for s in catalog.stages_in_order)
     return [f for f in defs if f is not None and f.code not in catalog.custom_fields]
 
 
