@@ -184,6 +184,7 @@ _CODINGS = (
 # Refusals the protocol makes itself: status line, title, problem type.
 _REFUSALS = {
     400: (b"400 Bad Request", "Bad request", "bad-request"),
+    408: (b"408 Request Timeout", "Request timeout", "request-timeout"),
     501: (b"501 Not Implemented", "Not implemented", "not-implemented"),
 }
 _READ_TIMED_OUT = (
@@ -208,9 +209,12 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def _refusal_bytes(protocol: HttpToolsProtocol, status: bytes, body: bytes) -> bytes:
-    """The whole answer of a refusal the protocol makes itself: problem+json, then closed."""
-    head = [b"HTTP/1.1 ", status, b"\r\n"]
+def _refusal_bytes(protocol: HttpToolsProtocol, status: int, detail: str) -> bytes:
+    """The whole answer of a refusal the protocol makes itself (`_REFUSALS`): problem+json,
+    then closed."""
+    status_line, title, kind = _REFUSALS[status]
+    body = problem_text(status, title, detail, kind).encode()
+    head = [b"HTTP/1.1 ", status_line, b"\r\n"]
     for name, value in protocol.server_state.default_headers:
         head += [name, b": ", value, b"\r\n"]
     head += [
@@ -305,8 +309,7 @@ class OneSendHttpTools(HttpToolsProtocol):
             self.transport.close()  # nothing begun: nothing to answer
             return
         detail = _READ_TIMED_OUT.format(seconds=REQUEST_READ_TIMEOUT)
-        body = problem_text(408, "Request timeout", detail, "request-timeout").encode()
-        self._refusal = _refusal_bytes(self, b"408 Request Timeout", body)
+        self._refusal = _refusal_bytes(self, 408, detail)
         self._refuse()
 
     def on_headers_complete(self) -> None:
@@ -435,9 +438,7 @@ class OneSendHttpTools(HttpToolsProtocol):
 
     def _send_refusal(self, status: int, detail: str) -> None:
         """Refuse the request being read with `status` (400 or 501), in its turn."""
-        kind = _REFUSALS[status]
-        body = problem_text(status, kind[1], detail, kind[2]).encode()
-        self._refusal = _refusal_bytes(self, kind[0], body)
+        self._refusal = _refusal_bytes(self, status, detail)
         # Answers go out in the order of their requests (RFC 9112, 9.3.2). Written at once,
         # the refusal of a request pipelined behind one still being worked on came first,
         # and that one's answer (a lead created, say) was never sent: the connection closes
