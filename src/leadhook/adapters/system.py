@@ -7,6 +7,7 @@ import threading
 import time
 
 from leadhook.domain.signing import generate_secret
+from leadhook.services.cursor import CROCKFORD
 
 
 class SystemClock:
@@ -55,8 +56,8 @@ def new_uuid7(at: float) -> int:
     return (int(at * 1000) << 80) | _UUID7_BITS | rand_a | (rand & _RAND_B)
 
 
-# A ULID's text: Crockford's base32 of its 128 bits, 26 characters (the top two bits are 0).
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# A ULID's text: Crockford's base32 of its 128 bits, 26 characters (the top two bits are 0);
+# the alphabet is the one event ids are read back with (`services.cursor`).
 _CROCKFORD_PAIRS = tuple(a + b for a in CROCKFORD for b in CROCKFORD)  # ten bits per lookup
 
 

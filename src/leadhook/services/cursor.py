@@ -73,7 +73,8 @@ def decode_keyed(cursor: str | None) -> tuple[float, str] | None:
 # An event id: a ULID, 26 characters of Crockford's base32, its first ten the millisecond it
 # was minted in (adapters/system.py).
 _EVENT_ID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.ASCII)
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+"""Crockford's base32, in which event ids (ULIDs) are written (adapters/system.py)."""
 # How much earlier than a purged event's own millisecond a listing resumes: an event is logged
 # (takes its seq) when its transaction commits, after its id was minted, so the events logged
 # after it may have been minted before it: by a behaviour that waited for a row lock, or on a
@@ -89,7 +90,7 @@ def event_millisecond(event_id: str) -> int | None:
         return None
     ms = 0
     for ch in event_id[:10]:
-        ms = ms * 32 + _CROCKFORD.index(ch)
+        ms = ms * 32 + CROCKFORD.index(ch)
     return ms
 
 
@@ -98,7 +99,7 @@ def event_id_floor(ms: int) -> str:
     digits = []
     for _ in range(10):
         ms, digit = divmod(max(ms, 0), 32)
-        digits.append(_CROCKFORD[digit])
+        digits.append(CROCKFORD[digit])
     return "".join(reversed(digits)) + "0" * 16
 
 
