@@ -408,6 +408,11 @@ def test_idempotency_key_replays_the_first_answer(api: Api) -> None:
     assert_problem(api.post("/v1/leads", json={"fields": {"name": "y"}}, headers=key), 409)
     lid = first.json()["lead"]["id"]
     assert_problem(api.post(f"/v1/leads/{lid}/notes", json={"notes": "n"}, headers=key), 409)
+    # What only the tenant's data tells (an unknown lead, a field code the catalog lacks) is
+    # found after the key is compared (docs/api.md): 409 too; a body's shape is refused first.
+    assert_problem(api.post("/v1/leads/nope/notes", json={"notes": "n"}, headers=key), 409)
+    assert_problem(api.post("/v1/leads", json={"fields": {"nope": "x"}}, headers=key), 409)
+    assert_problem(api.post(f"/v1/leads/{lid}/notes", json={"notes": 5}, headers=key), 422)
     assert api.counts() == counts
 
     note_key = {"Idempotency-Key": "note-1"}
@@ -567,3 +572,23 @@ def test_a_lead_carries_its_version_as_its_etag(api: Api) -> None:
     fresh = api.get(path, headers={"If-None-Match": '"1"'})
     assert fresh.status_code == 200 and fresh.json()["version"] == 2
     assert fresh.headers["etag"] == '"2"'
+
+
+def test_a_read_honours_if_match_before_if_none_match(api: Api) -> None:
+    # RFC 9110 13.1.1: If-Match is evaluated for any method, and before If-None-Match.
+    lead = api.create_lead(fields={"name": "Ada"})
+    path = f"/v1/leads/{lead['id']}"
+    for tag in ('"1"', 'W/"1"', '"9", "1"', "*"):
+        got = api.get(path, headers={"If-Match": tag})
+        assert got.status_code == 200 and got.json()["id"] == lead["id"], tag
+    stale = api.get(path, headers={"If-Match": '"99"'})
+    assert_problem(stale, 412)
+    assert "version 1, not 99" in stale.json()["detail"]
+    both = api.get(path, headers={"If-None-Match": '"1"', "If-Match": '"99"'})
+    assert_problem(both, 412)
+    assert api.get(path, headers={"If-None-Match": '"1"', "If-Match": '"1"'}).status_code == 304
+    head = api.client.head(path, headers={**api.auth(), "If-Match": '"99"'})
+    assert head.status_code == 412
+    assert_problem(api.get(path, headers={"If-Match": "version one"}), 400)
+    # An unknown lead is 404 whatever If-Match lists; a malformed one is refused first.
+    assert_problem(api.get("/v1/leads/nope", headers={"If-Match": '"1"'}), 404)

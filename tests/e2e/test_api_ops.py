@@ -277,6 +277,14 @@ def test_values_no_database_can_take_are_400_not_500(api: Api) -> None:
         assert_problem(api.get(path, params=params), 400)
     assert_problem(api.post("/v1/leads/%00/notes", json={"notes": "x"}), 400)
     assert_problem(api.client.get("/v1/tenants/%00", headers=admin), 400)
+    # A query that is not UTF-8 once percent-decoded was read with U+FFFD in its place: a
+    # filter that matched nothing (200), where the same bytes in a body are refused.
+    for query in ("owner=%FF", "lead_pool=%ED%A0%80", "%C3=x", "owner=a%E2%82"):
+        refused = api.client.get(f"/v1/leads?{query}", headers=api.auth())
+        assert "not UTF-8" in assert_problem(refused, 400)["detail"], query
+    assert_problem(api.post(f"/v1/leads/{lid}/notes?x=%FF", json={"notes": "x"}), 400)
+    for fine in ("owner=%E2%82%AC", "owner=+%2B", "owner=%EF%BF%BD"):  # €, " +", U+FFFD itself
+        assert api.client.get(f"/v1/leads?{fine}", headers=api.auth()).status_code == 200
     assert_problem(api.client.delete("/v1/tenants/t1/keys/%00", headers=admin), 400)
     # Nor in the body: PostgreSQL text cannot hold a NUL, so no backend takes one.
     counts = api.counts()

@@ -3,6 +3,7 @@ types, the one representation of time, and the metrics of the documentation rout
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Iterator
@@ -239,6 +240,29 @@ def test_a_body_that_is_not_json_is_415_and_changes_nothing(api: Api) -> None:
     resp = api.patch(f"/v1/leads/{lid}", content=b"x", headers={"content-type": "text/plain"})
     assert resp.headers["accept-patch"] == "application/json"
     assert api.counts() == counts
+
+
+def test_a_content_coded_body_is_415_and_changes_nothing(api: Api) -> None:
+    # RFC 9110 8.4.1: the API reads a body as sent; a gzip body was read as broken UTF-8
+    # (400) and a plain one labelled gzip was taken as if unlabelled.
+    lid = api.create_lead()["id"]
+    counts = api.counts()
+    plain = json.dumps({"notes": "x"}).encode()
+    for coding, body in (("gzip", gzip.compress(plain)), ("gzip", plain), ("br, identity", plain)):
+        for method, path in (("POST", f"/v1/leads/{lid}/notes"), ("POST", "/v1/leads")):
+            headers = {"content-type": "application/json", "content-encoding": coding}
+            problem = assert_problem(api.request(method, path, content=body, headers=headers), 415)
+            assert "content-coded" in problem["detail"], problem
+            assert coding.split(",")[0] in problem["detail"]
+    assert api.counts() == counts
+    # The credential is checked first, as for every body the API cannot read.
+    anonymous = {"content-type": "application/json", "content-encoding": "gzip"}
+    refused = api.client.post("/v1/leads", content=gzip.compress(plain), headers=anonymous)
+    assert_problem(refused, 401)
+    # identity is no coding at all.
+    same = {"content-type": "application/json", "content-encoding": "identity"}
+    ok = api.post(f"/v1/leads/{lid}/notes", content=plain, headers=same)
+    assert ok.status_code == 200, ok.text
 
 
 def test_json_bodies_with_or_without_a_content_type_are_read(api: Api) -> None:

@@ -100,6 +100,9 @@ BAD_TENANTS: list[tuple[dict[str, object], list[str | int] | None]] = [
     ({"mid": "ok", "object_id": 56}, ["body", "object_id"]),
     ({"mid": "ok", "object_id": "x" * 201}, ["body", "object_id"]),
     ({"mid": "ok", "name": ""}, ["body", "name"]),
+    # As every catalog name: shown in the console, the CLI's tables, events' texts.
+    ({"mid": "ok", "name": "a\nb"}, ["body", "name"]),
+    ({"mid": "ok", "name": "bell\u0007"}, ["body", "name"]),
     ({"mid": "ok", "surprise": 1}, ["body", "surprise"]),
 ]
 
@@ -109,7 +112,8 @@ def test_create_tenant_refuses_bad_input(api: Api) -> None:
         problem = assert_problem(api.client.post("/v1/tenants", json=body, headers=ADMIN), 422, loc)
         assert problem["errors"], body
         if body.get("name"):
-            assert "at most 200 characters" in problem["errors"][0]["msg"]
+            want = "control characters" if len(body["name"]) < 200 else "at most 200 characters"
+            assert want in problem["errors"][0]["msg"], body
         if isinstance(body.get("object_id"), str):  # a number is the body model's 422
             assert "1-64 characters of ASCII" in problem["errors"][0]["msg"], body
     bad_json = {**ADMIN, "content-type": "application/json"}

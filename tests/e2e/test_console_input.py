@@ -43,6 +43,9 @@ def test_a_nul_in_an_address_or_a_form_is_refused_with_a_page(api: Api) -> None:
         resp = api.client.get(path)
         assert resp.status_code == 400, (path, resp.text[:200])
         assert resp.headers["content-type"].startswith("text/html") and "NUL" in resp.text
+    # A query that is not UTF-8 is refused as the API refuses it.
+    resp = api.client.get("/console/leads?q=%FF")
+    assert resp.status_code == 400 and "not UTF-8" in resp.text
     before = api.get("/v1/subscriptions").json()["data"]
     form = {"csrf_token": token, "url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
     resp = api.client.post("/console/subscriptions", data={**form, "description": "a\x00b"})

@@ -7,13 +7,14 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import Depends, Header, Query, Request
 from pydantic import AfterValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from leadhook.api.metrics import HEAD_ORIGIN
-from leadhook.api.problems import JSON_MEDIA_TYPE
+from leadhook.api.problems import JSON_MEDIA_TYPE, coded_body
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import (
     BadJsonError,
@@ -204,6 +205,7 @@ def _json_media_type(content_type: str) -> bool:
 
 
 NUL_IN_ADDRESS = "the path and the query must not contain NUL characters"
+QUERY_NOT_UTF8 = "the query is not UTF-8 text once percent-decoded (%FF, a surrogate's bytes)"
 
 HEAD_AS_GET = HEAD_ORIGIN
 """The scope key a HEAD request carries while it is answered as its GET (`api/app.py`): a
@@ -211,28 +213,40 @@ route whose answer never ends (the console's event stream) sends its head and st
 is the server's own scope, which the copy answered as GET was made from."""
 
 
-def nul_in_address(request: Request) -> bool:
-    """Tell whether the request's path or query holds a NUL (no id or filter can)."""
+def address_problem(request: Request) -> str | None:
+    """What makes the request's path or query unreadable as text, or None: a NUL (no id or
+    filter holds one) or a query that is not UTF-8 once percent-decoded (`?owner=%FF`: read
+    with U+FFFD in its place, it was a filter that matched nothing, not a refusal)."""
     query = request.query_params.multi_items()
-    return "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in query)
+    if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in query):
+        return NUL_IN_ADDRESS
+    raw = request.scope.get("query_string", b"")
+    if b"%" in raw and not utf8(unquote_to_bytes(raw.replace(b"+", b" "))):
+        return QUERY_NOT_UTF8
+    return None
 
 
 async def storable_input(request: Request) -> None:
     """Refuse input that no store can keep, the same on every backend, before it gets near one.
 
     A NUL in the path or query (no id holds one, and PostgreSQL refuses it in any text
-    parameter) is a 400. A body sent as anything but JSON (`text/plain`, a form) is a 415;
-    a body without a Content-Type is read as JSON (the API reads nothing else). In the
+    parameter), or a query that is not UTF-8, is a 400. A body sent as anything but JSON
+    (`text/plain`, a form), or content-coded (`Content-Encoding: gzip`: the API reads bodies
+    as sent), is a 415; a body without a Content-Type is read as JSON. In the
     body, text with a NUL (PostgreSQL text cannot hold one) or an unpaired surrogate (valid
     JSON, but not Unicode: no driver can encode it) is a 422 naming where it is. A body that
     is not UTF-8 at all (UTF-16, Latin-1, a surrogate's three bytes) is a 400 `bad-json`.
     """
-    if nul_in_address(request):
-        raise BadRequestError(NUL_IN_ADDRESS)
+    problem = address_problem(request)
+    if problem is not None:
+        raise BadRequestError(problem)
     if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
         return
     body = await request.body()
     content_type = request.headers.get("content-type")
+    coded = coded_body(request) if body else None
+    if coded is not None:
+        raise coded
     if body and content_type is not None and not _json_media_type(content_type):
         raise UnsupportedMediaTypeError(
             f"the request body must be {JSON_MEDIA_TYPE},"

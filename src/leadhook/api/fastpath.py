@@ -160,13 +160,15 @@ class FastBehaviours:
 
     def _submit(self, scope: Scope, fast: FastRoute, lead_id: str, raw: bytes) -> Any:
         wanted = {b"authorization": None, b"content-type": None, b"if-match": None,
-                  b"idempotency-key": None}  # fmt: skip
+                  b"idempotency-key": None, b"content-encoding": None}  # fmt: skip
         for name, value in scope["headers"]:
             if name in wanted:
                 if wanted[name] is not None:
                     raise _Fallback  # a repeated header: let the app decide
                 wanted[name] = value.decode("latin-1")
         content_type = wanted[b"content-type"]
+        if wanted[b"content-encoding"] is not None:  # the app's 415 (or identity's pass)
+            raise _Fallback
         if not plain_json_input(scope["path"], scope["query_string"], content_type, raw):
             raise _Fallback
         try:

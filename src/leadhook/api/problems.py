@@ -188,20 +188,52 @@ async def _credential_first(request: Request) -> Response | None:
     return None
 
 
+def content_coding(values: list[str]) -> str:
+    """The codings a request's `Content-Encoding` lines list other than `identity` ("" for
+    none), as sent."""
+    codings = [c.strip() for v in values for c in v.split(",")]
+    return ", ".join(c for c in codings if c and c.lower() != "identity")
+
+
+def coded_body(request: Request) -> UnsupportedMediaTypeError | None:
+    """The 415 of a request whose body is content-coded (`Content-Encoding: gzip`), or None.
+
+    The API reads a body as it is sent (RFC 9110 8.4.1 lets a server refuse a coding it does
+    not accept with 415): a gzip body was answered as text that is not UTF-8, and a plain one
+    labelled gzip read as if it were unlabelled.
+    """
+    coding = content_coding(request.headers.getlist("content-encoding"))
+    if not coding:
+        return None
+    return UnsupportedMediaTypeError(
+        f"the request body must not be content-coded (Content-Encoding: {coding[:64]}):"
+        f" send it as plain {JSON_MEDIA_TYPE}"
+    )
+
+
+async def _unreadable(request: Request, detail: str) -> Response:
+    """The answer to a body the JSON reader refused: the credential's problem first, then a
+    content coding's, else `bad-json` with `detail`."""
+    refused = await _credential_first(request)
+    if refused is not None:
+        return refused
+    coded = coded_body(request)
+    if coded is not None:
+        return await _leadhook_error(request, coded)
+    return problem(400, "Bad request", detail, "bad-json")
+
+
 async def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     syntax = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
     if syntax is not None:
-        refused = await _credential_first(request)
-        if refused is not None:
-            return refused
         # `bad-json` names no field (there is none to name in a body that is not JSON): what
         # the reader found, and where, is the detail, as for every other unreadable body.
         loc = syntax.get("loc", ())
         where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
         reason = str((syntax.get("ctx") or {}).get("error") or "").strip()
         detail = f"the request body is not valid JSON: {reason or 'a syntax error'}{where}"
-        return problem(400, "Bad request", detail, "bad-json")
+        return await _unreadable(request, detail)
     errors = [{"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
@@ -236,7 +268,7 @@ async def _http_error(req: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     unreadable = _unreadable_body(exc)
     if unreadable is not None:
-        return await _credential_first(req) or problem(400, "Bad request", unreadable, "bad-json")
+        return await _unreadable(req, unreadable)
     headers = dict(exc.headers or {})
     table = route_table(req.scope)
     if exc.status_code == 405 and table is not None:

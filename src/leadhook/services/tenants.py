@@ -9,7 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from leadhook.domain.catalog import DEFAULT_OBJECT_ID, DEFAULT_TIMEZONE, Catalog, validate_key
+from leadhook.domain.catalog import (
+    DEFAULT_OBJECT_ID,
+    DEFAULT_TIMEZONE,
+    Catalog,
+    has_control,
+    validate_key,
+)
 from leadhook.domain.catalog_entries import find_entry, upsert_entry, validate_timezone
 from leadhook.domain.errors import (
     FieldProblem,
@@ -82,6 +88,8 @@ class TenantService:
             raise ValidationError.at(
                 ("body", "name"), "must be a non-empty string of at most 200 characters"
             )
+        if name is not None and has_control(name):  # as every catalog name (catalog_entries)
+            raise ValidationError.at(("body", "name"), "must not contain control characters")
         if object_id is not None:  # one rule, whatever is wrong with it (a review)
             with _located("body"):
                 validate_key(object_id, "object_id")

@@ -32,7 +32,7 @@ from leadhook.api.console.session import (
     Session,
     SessionSigner,
 )
-from leadhook.api.deps import NUL_IN_ADDRESS, nul_in_address
+from leadhook.api.deps import address_problem
 from leadhook.api.limits import TokenBuckets, rate_detail, retry_after
 from leadhook.api.problems import problem_kind
 from leadhook.bootstrap import Container
@@ -347,11 +347,13 @@ def _over_rate(request: Request) -> Response | None:
 
 
 async def _unstorable(request: Request) -> tuple[int, str] | None:
-    """What the API's `storable_input` refuses, refused here too: a NUL in the path or query
-    (400) or in a form's text (422). No id or text holds one, PostgreSQL refuses it in any
-    text parameter (the console's pages answered 500 there), and SQLite would store it."""
-    if nul_in_address(request):
-        return 400, NUL_IN_ADDRESS
+    """What the API's `storable_input` refuses, refused here too: a NUL in the path or query,
+    or a query that is not UTF-8 (400), a NUL in a form's text (422). No id or text holds a
+    NUL, PostgreSQL refuses it in any text parameter (the console's pages answered 500
+    there), and SQLite would store it."""
+    problem = address_problem(request)
+    if problem is not None:
+        return 400, problem
     if request.method == "POST":
         form = await request.form()
         if any(isinstance(v, str) and "\x00" in k + v for k, v in form.multi_items()):

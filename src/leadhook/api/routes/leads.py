@@ -15,7 +15,13 @@ from fastapi import APIRouter, Body, Header, Query
 from starlette.responses import Response
 
 from leadhook.api import models as m
-from leadhook.api.deps import BEHAVIOUR_HEADERS, BehaviourReq, ContainerDep, Mid
+from leadhook.api.deps import (
+    BEHAVIOUR_HEADERS,
+    BehaviourReq,
+    ContainerDep,
+    Mid,
+    if_match_versions,
+)
 from leadhook.api.problems_doc import ERRORS
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import ValidationError
@@ -171,10 +177,15 @@ def get_lead(
     mid: Mid,
     c: ContainerDep,
     if_none_match: Annotated[str | None, Header()] = None,
+    if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Return the lead object itself, with its version as its `ETag` (`"3"`): what a
-    behaviour's `If-Match` takes. `If-None-Match` naming that version (or `*`) answers 304."""
+    behaviour's `If-Match` takes. `If-None-Match` naming that version (or `*`) answers 304.
+    `If-Match` is read as a behaviour reads it and first (RFC 9110 13.2.2): a lead at a
+    version it does not list is 412, whatever `If-None-Match` says."""
+    versions = if_match_versions(if_match)  # a malformed one is 400, before the lead is read
     lead = c.leads.get(mid, lead_id)
+    BehaviourRequest(mid, Operator(), if_match=versions).check_version(lead_id, lead.version)
     tag = f'"{lead.version}"'
     if if_none_match is not None and _names(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
