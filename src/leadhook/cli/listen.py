@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,29 @@ HOP_HEADERS = frozenset(
 )
 
 
+# What a terminal acts on rather than shows: C0 and C1 controls (ESC starts a colour, a
+# title, a clear screen; a line break starts a line that can pass for one of ours), the line
+# and paragraph separators and the bidirectional overrides that reorder what follows.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown(value: Any) -> str:
+    """`value` as text a terminal shows as it is: each control character escaped (`\\x1b`,
+    `\\n`, `\\u202e`). Every text of an event is the sender's, and a lead's field values
+    come from web forms: one must not colour, clear or forge the listener's lines."""
+
+    def escape(found: re.Match[str]) -> str:
+        char = found.group()
+        named = _NAMED.get(char)
+        if named is not None:
+            return named
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROLS.sub(escape, str(value))
+
+
 def _side(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
@@ -62,15 +86,15 @@ def render_event(
     line = Text()
     line.append(_mark(verified), "green" if verified else "yellow")
     line.append(f"{event.event_type:<26}", "bold cyan")
-    line.append(f" lead {extra.entity_id}  v{event.entity_version}")
+    line.append(f" lead {shown(extra.entity_id)}  v{event.entity_version}")
     line.append(f"  by {OPERATORS.get(extra.operator_type, '?')}", "dim")
     if extra.operator_id:
-        line.append(f" {extra.operator_id}", "dim")
+        line.append(f" {shown(extra.operator_id)}", "dim")
     if event.action_keyword != event.event_type:
-        line.append(f"  ({event.action_keyword})", "magenta")
+        line.append(f"  ({shown(event.action_keyword)})", "magenta")
     for detail in _details(event, member_names or {}):
         line.append("\n      ")
-        line.append(detail)
+        line.append(shown(detail))
     return line
 
 
@@ -143,15 +167,18 @@ class Listener:
             self.counts["verified"] += int(verified)
             message = test.event.get("data", {}).get("message", "")
             self.console.print(
-                Text(f"{_mark(verified)}{test.event.get('event_type')}  {message}", "green")
+                Text(
+                    f"{_mark(verified)}{shown(test.event.get('event_type'))}  {shown(message)}",
+                    "green",
+                )
             )
             return await self._answer(body, headers)
         except UnknownEventReceived as newer:
             self.counts["verified"] += int(verified)
             self.console.print(
                 Text(
-                    f"{_mark(verified)}{newer.event.get('event_type')}"
-                    f"  {newer.event.get('event_id')}"
+                    f"{_mark(verified)}{shown(newer.event.get('event_type'))}"
+                    f"  {shown(newer.event.get('event_id'))}"
                     "  (a type this leadhook does not know: acknowledged, not shown)",
                     "yellow",
                 )
@@ -160,7 +187,7 @@ class Listener:
         except (SignatureError, InvalidPayload) as exc:
             self.counts["rejected"] += 1
             status = 401 if isinstance(exc, SignatureError) else 400
-            self.console.print(Text(f"✘ rejected ({status}): {exc}", "bold red"))
+            self.console.print(Text(f"✘ rejected ({status}): {shown(exc)}", "bold red"))
             return web.Response(status=status, text=f"{exc}\n")
         self.counts["verified"] += int(verified)
         self.console.print(render_event(event, verified=verified))
