@@ -14,6 +14,8 @@ from test_cli import ADMIN_TOKEN, Running, free_port, post
 from test_cli import start as start  # the fixture
 
 from leadhook.api.limits import TokenBuckets
+from leadhook.bootstrap import build
+from leadhook.domain.errors import ConflictError
 from leadhook.settings import DEFAULT_RATE_LIMIT, Settings, SettingsError
 
 pytestmark = pytest.mark.slow
@@ -172,3 +174,22 @@ def test_max_subscriptions_must_be_a_whole_number_from_1_to_1000(value: str) -> 
     with pytest.raises(SettingsError, match="LEADHOOK_MAX_SUBSCRIPTIONS"):
         Settings.from_env({"LEADHOOK_MAX_SUBSCRIPTIONS": value})
     assert Settings.from_env({}).max_subscriptions == 16
+
+
+def test_a_tenant_past_the_bound_is_told_so(tmp_path: Path) -> None:
+    # The CLI applies its own environment's bound: a tenant can hold more subscriptions than
+    # a server with a lower one allows, which then said "has 3, the most it may have (=2)".
+
+    url = f"sqlite:///{tmp_path}/bound.db"
+    body = {"url": "https://hooks.example.com/in", "event_types": ["*"]}
+    wide = build(Settings(database_url=url, max_subscriptions=3))
+    mid = wide.tenants.create("acme").tenant.mid
+    for _ in range(3):
+        wide.subscriptions.create(mid, body)
+    narrow = build(Settings(database_url=url, max_subscriptions=2), run_migrations=False)
+    with pytest.raises(ConflictError) as refused:
+        narrow.subscriptions.create(mid, body)
+    said = str(refused.value)
+    assert "has 3 subscriptions, more than it may have (LEADHOOK_MAX_SUBSCRIPTIONS=2)" in said
+    wide.close()
+    narrow.close()

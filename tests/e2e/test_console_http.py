@@ -190,8 +190,11 @@ def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
     assert client.get(
         "/console/deliveries?since=2026-03-01T10:00&until=2026-03-02T10:00"
     ).is_success
-    resp = client.get("/console/events?event_type=nope")
-    assert resp.status_code == 422 and "unknown event type" in resp.text
+    for page in ("events", "deliveries"):  # the value named on both, in either language
+        resp = client.get(f"/console/{page}?event_type=nope")
+        assert resp.status_code == 422 and "unknown event type &#39;nope&#39;" in resp.text
+        zh = client.get(f"/console/{page}?event_type=nope", headers={"Accept-Language": "zh-CN"})
+        assert zh.status_code == 422 and "未知的事件类型 &#39;nope&#39;" in zh.text, page
     resp = client.get("/console/leads?p=0")
     assert (
         resp.status_code == 400 and "Page: Input should be greater than or equal to 1" in resp.text

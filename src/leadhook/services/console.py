@@ -18,9 +18,8 @@ from zoneinfo import ZoneInfo
 
 from leadhook.domain.catalog import EMPTY_TEXT, Catalog, NamedMatches
 from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
-from leadhook.domain.events import EVENT_TYPES
 from leadhook.domain.lead import ATTRIBUTE_FIELDS, Lead
-from leadhook.services.deliveries import status_problem
+from leadhook.services.deliveries import event_type_problem, status_problem
 from leadhook.services.ports import (
     USER_AGENT,
     Attempt,
@@ -493,8 +492,9 @@ class ConsoleService:
         limit: int,
     ) -> tuple[list[StoredEvent], str | None]:
         """Page through the log newest first, filtered by type and lead."""
-        if event_type and event_type not in EVENT_TYPES:
-            raise ValidationError.at(("query", "event_type"), f"unknown event type {event_type!r}")
+        wrong = event_type_problem(event_type or None)
+        if wrong is not None:
+            raise ValidationError.at(("query", "event_type"), wrong)
         found = self._q.events(
             mid,
             event_type=event_type or None,
@@ -571,8 +571,10 @@ class ConsoleService:
         wrong = status_problem(query.status or None)
         if wrong is not None:
             raise ValidationError.at(("query", "status"), wrong)
-        if query.event_type and query.event_type not in EVENT_TYPES:
-            raise ValidationError.at(("query", "event_type"), "unknown event type")
+        # The value named, as on the events page (the Chinese page read it half in English).
+        wrong = event_type_problem(query.event_type or None)
+        if wrong is not None:
+            raise ValidationError.at(("query", "event_type"), wrong)
         rows = self._q.deliveries(mid, query, _seq_cursor(before), limit + 1)
         nxt = str(rows[limit - 1][0]) if len(rows) > limit else None
         return [d for _, d in rows[:limit]], nxt

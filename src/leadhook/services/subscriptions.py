@@ -223,8 +223,11 @@ class SubscriptionService:
             return
         live = uow.subscriptions.count_for_adding(mid)
         if live >= self._max:
+            # More than the bound when a process with a higher one made them (the CLI reads
+            # its own environment): "the most it may have" would have been wrong then.
+            bound = "the most it may have" if live == self._max else "more than it may have"
             raise ConflictError(
-                f"this tenant has {live} subscriptions, the most it may have"
+                f"this tenant has {live} subscriptions, {bound}"
                 f" (LEADHOOK_MAX_SUBSCRIPTIONS={self._max}): delete one first, or send more"
                 " event types to one endpoint (event_types)"
             )

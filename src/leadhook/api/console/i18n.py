@@ -306,6 +306,13 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             r"请先删除一个，或让一个端点接收更多事件类型",
         ),
         (
+            r"this tenant has (\d+) subscriptions, more than it may have"
+            r" \(LEADHOOK_MAX_SUBSCRIPTIONS=(\d+)\): delete one first, or send more event types"
+            r" to one endpoint \(event_types\)",
+            r"该租户已有 \1 个订阅，超过上限（LEADHOOK_MAX_SUBSCRIPTIONS=\2）："
+            r"请先删除一个，或让一个端点接收更多事件类型",
+        ),
+        (
             r"this API key is limited to (\S+) requests a second \(bursts of (\S+)\);"
             r" retry after the time Retry-After gives",
             r"此 API 密钥每秒最多 \1 个请求（突发 \2 个）；请稍候再试",
