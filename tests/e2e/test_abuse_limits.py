@@ -179,7 +179,6 @@ def test_max_subscriptions_must_be_a_whole_number_from_1_to_1000(value: str) -> 
 def test_a_tenant_past_the_bound_is_told_so(tmp_path: Path) -> None:
     # The CLI applies its own environment's bound: a tenant can hold more subscriptions than
     # a server with a lower one allows, which then said "has 3, the most it may have (=2)".
-
     url = f"sqlite:///{tmp_path}/bound.db"
     body = {"url": "https://hooks.example.com/in", "event_types": ["*"]}
     wide = build(Settings(database_url=url, max_subscriptions=3))
