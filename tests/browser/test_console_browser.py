@@ -185,6 +185,11 @@ def test_a_failed_delivery_is_retried_after_the_receiver_recovers_then_replayed(
     status = page.get_by_test_id("delivery-status")
     until(lambda: status.inner_text() == "delivered", page, "the retry to be delivered")
     assert page.locator("article.attempt").count() == 2
+    # The retry started a new count, as the list and the API's attempt_count say; every
+    # attempt made is counted apart (one label showed both numbers).
+    page.reload()
+    assert page.get_by_test_id("attempt-count").inner_text() == "1"
+    assert page.get_by_test_id("attempts-all").inner_text() == "2"
     screenshot(page, "delivery", tmp_path)
     page.goto(server.url + f"/console/deliveries?subscription={sub_id}")
     screenshot(page, "deliveries", tmp_path)

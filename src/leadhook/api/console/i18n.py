@@ -110,6 +110,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "p99": ("p99", "p99"),
     "per_second": ("Deliveries/s", "投递/秒"),
     "attempts": ("Attempts", "尝试"),
+    "attempts.all": ("Every attempt, retries and replays included", "全部尝试（含重试与重放）"),
     "max_in_flight": ("Max in flight", "最大并发"),
     "rate_limit": ("Rate limit (per s)", "速率限制（每秒）"),
     "rotate": ("Rotate secret", "轮换密钥"),
