@@ -127,7 +127,7 @@ def test_a_command_line_job_with_the_keys_reordered_re_encrypts_nothing(
 
 
 def test_a_service_whose_key_no_longer_opens_the_secrets_answers_503_and_is_not_ready(
-    database_url: str,
+    database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A service running on `old` while another started with `new,old` re-encrypted every
     # secret: its requests that need a secret answer 503 (not a 500 with a traceback each),
@@ -154,13 +154,31 @@ def test_a_service_whose_key_no_longer_opens_the_secrets_answers_503_and_is_not_
             assert ".key" not in read.text  # no server path in an answer
             ready = client.get("/readyz")
             assert ready.status_code == 503
+            # The database answers: the probe says what is wrong instead.
+            assert ready.json()["detail"].startswith("this service's secret keys do not open")
             # A behaviour needs no secret: it commits, and its delivery waits in the outbox
             # for a process that has the key.
-            created = client.post("/v1/leads", json={"fields": {}}, headers=auth)
-            assert created.status_code == 201, created.text
+            caplog.set_level(logging.INFO, logger="leadhook.api")
+            for _ in range(3):
+                created = client.post("/v1/leads", json={"fields": {}}, headers=auth)
+                assert created.status_code == 201, created.text
+                again = client.get(f"/v1/subscriptions/{sub.id}", headers=auth)
+                assert again.status_code == 503
             lead_id = created.json()["lead"]["id"]
             waiting = client.get(f"/v1/deliveries?lead_id={lead_id}", headers=auth)
             assert [d["status"] for d in waiting.json()["data"]] == ["pending"], waiting.text
+            # A behaviour's success is no news of the key: one outage, logged once (it was
+            # logged over and over, each time "available again" between).
+            said = [r.getMessage() for r in caplog.records if r.name == "leadhook.api"]
+            assert not any("again" in line for line in said), said
+            # The secrets written back with the key this service holds: ready, and said so.
+            build(Settings(database_url=database_url, secret_keys=(old, new))).close()
+            assert client.get("/readyz").status_code == 200
+            assert client.get(f"/v1/subscriptions/{sub.id}", headers=auth).status_code == 200
+            said = [r.getMessage() for r in caplog.records if r.name == "leadhook.api"]
+            assert [line for line in said if "again" in line] == [
+                next(line for line in said if line.startswith("the secret keys open"))
+            ], said
     finally:
         running.close()
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from leadhook.api.problems import OutageLog, classify_storage_error
+from leadhook.domain.errors import SecretKeyUnavailableError
 
 
 def _sqlite_error(tmp_path: Path, sql: str) -> sqlite3.Error:
@@ -76,3 +77,29 @@ def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
     assert len(lines) == 2
     assert lines[0].startswith("database unavailable: answering 503")
     assert "50 requests were refused" in lines[1]
+
+
+def test_a_secret_keys_outage_ends_only_when_the_keys_open_the_secrets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A behaviour reads no secret: its success said nothing about the key, yet logged the
+    # database "available again", and the next refused secret read a new outage (a review).
+    caplog.set_level(logging.INFO, logger="leadhook.api")
+    outages = OutageLog()
+    wrong_key = SecretKeyUnavailableError("LEADHOOK_SECRET_KEY no longer opens them")
+    for _ in range(4):
+        outages.failed(503, "the secret keys", wrong_key)
+        outages.answered()  # a behaviour went through
+    assert outages.key_since is not None and outages.since is None
+    # A database outage meanwhile is its own, logged and ended on its own.
+    outages.failed(503, "the database is unavailable", psycopg.OperationalError("refused"))
+    outages.answered()
+    outages.key_opens()
+    outages.key_opens()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("database unavailable: answering 503")
+    assert "SecretKeyUnavailableError" in lines[0]
+    assert "OperationalError" in lines[1] and "available again" in lines[2]
+    assert lines[3].startswith("the secret keys open the webhook secrets again")
+    assert "4 requests were refused" in lines[3]

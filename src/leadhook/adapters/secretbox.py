@@ -25,7 +25,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from leadhook.domain.errors import UnavailableError
+from leadhook.domain.errors import SecretKeyUnavailableError
 
 log = logging.getLogger("leadhook.secrets")
 
@@ -35,7 +35,7 @@ KEY_FILE_NAME = "leadhook.key"
 _CACHE_LIMIT = 16_384
 
 
-class SecretKeyError(UnavailableError):
+class SecretKeyError(SecretKeyUnavailableError):
     """The configured keys are malformed, or do not decrypt what the database holds.
 
     Its message (`str`) names the key's source for the operator (the command line, the log);

@@ -28,6 +28,7 @@ from leadhook.domain.errors import (
     LeadhookError,
     LeadVoidedError,
     NotFoundError,
+    SecretKeyUnavailableError,
     UnauthorizedError,
     UnavailableError,
     UnsupportedMediaTypeError,
@@ -350,20 +351,37 @@ def _classify_psycopg(exc: psycopg.Error) -> tuple[int, str, int] | None:
 
 
 class OutageLog:
-    """Log a storage outage once when it starts and once when it ends, never per request."""
+    """Log a storage outage once when it starts and once when it ends, never per request.
+
+    Two outages are told apart. The database's ends with any request the store answers. The
+    secret key's (the keys this process holds no longer open the stored webhook secrets:
+    another process re-encrypted them) does not end because a behaviour, which reads no
+    secret, went through: only when the readiness check finds the key opening them again
+    (`key_opens`). One log kept both: each behaviour after a refused secret read logged
+    the database "available again", and the next refusal a new outage.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.since: float | None = None
+        self.since: float | None = None  # the database's outage
         self.refused = 0
+        self.key_since: float | None = None  # the secret key's
+        self.key_refused = 0
 
     def failed(self, status: int, reason: str, exc: BaseException) -> None:
         """Record a request refused because of the store; log only the first of an outage."""
+        key = isinstance(exc, SecretKeyUnavailableError)
         with self._lock:
-            self.refused += 1
-            if self.since is not None:
-                return
-            self.since = time.monotonic()
+            if key:
+                self.key_refused += 1
+                if self.key_since is not None:
+                    return
+                self.key_since = time.monotonic()
+            else:
+                self.refused += 1
+                if self.since is not None:
+                    return
+                self.since = time.monotonic()
         # The exception's class and first line only: no traceback, no SQL, no parameters.
         first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
         log.error(
@@ -375,7 +393,7 @@ class OutageLog:
         )
 
     def answered(self) -> None:
-        """Record a request the store answered; ends an outage in progress."""
+        """Record a request the store answered; ends the database's outage in progress."""
         if self.since is None:
             return
         with self._lock:
@@ -385,6 +403,22 @@ class OutageLog:
             self.since, self.refused = None, 0
         log.warning(
             "database available again after %.1f s; %d requests were refused meanwhile",
+            lasted,
+            refused,
+        )
+
+    def key_opens(self) -> None:
+        """Record that the secret keys open the stored secrets; ends the key's outage."""
+        if self.key_since is None:
+            return
+        with self._lock:
+            if self.key_since is None:
+                return
+            lasted, refused = time.monotonic() - self.key_since, self.key_refused
+            self.key_since, self.key_refused = None, 0
+        log.warning(
+            "the secret keys open the webhook secrets again after %.1f s;"
+            " %d requests were refused meanwhile",
             lasted,
             refused,
         )

@@ -95,3 +95,8 @@ class ClaimRefusedError(ConflictError):
 class UnavailableError(LeadhookError):
     """The service cannot take the request now: nothing was written. Raised as is by a
     stopping server (`GroupWriter.refuse_waiting`); the adapters' SecretKeyError is one too."""
+
+
+class SecretKeyUnavailableError(UnavailableError):
+    """The service's secret keys do not open the stored webhook secrets (the adapters'
+    SecretKeyError): the database answers, but what needs a secret waits for an operator."""

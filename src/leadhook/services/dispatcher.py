@@ -70,6 +70,16 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def claim_failure_logged(failures: int) -> bool:
+    """Whether the `failures`-th claim failing in a row is logged: the 1st (with its
+    traceback), 2nd, 4th, 8th, ... 64th, then one a minute (a claim is tried every second).
+
+    A line a second filled a log through an outage that lasts until an operator acts (a
+    database down for the night, secret keys that no longer open the secrets).
+    """
+    return failures & (failures - 1) == 0 if failures <= 64 else failures % 60 == 0
+
+
 @dataclass
 class DispatcherStats:
     """Counters since start, for metrics; the delivery counters count recorded verdicts."""
@@ -430,14 +440,19 @@ class Dispatcher:
             self._verdicts[:0], self._releases[:0] = verdicts, releases
             if verdicts or releases:
                 self._flush.set()
-            # The first failure of a run with its traceback; then a line a second until a
-            # claim succeeds again (a database outage is not sixty lines a second).
-            extra = {"worker_id": self.worker_id, "failures": self._claim_failures + 1}
-            if self._claim_failures:
-                log.warning("claim failed again; retrying in 1s", extra=extra)
-            else:
-                log.exception("claim failed; retrying in 1s", extra=extra)
+            # The first failure of a run with its traceback; then fewer and fewer lines
+            # until a claim succeeds again (`claim_failure_logged`).
             self._claim_failures += 1
+            failures = self._claim_failures
+            extra = {"worker_id": self.worker_id, "failures": failures}
+            if failures == 1:
+                log.exception("claim failed; retrying in 1s", extra=extra)
+            elif claim_failure_logged(failures):
+                log.warning(
+                    "claim failed again (%d times in a row); retrying every 1s",
+                    failures,
+                    extra=extra,
+                )
             return -1
         if self._claim_failures:
             log.warning(

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from leadhook.api.deps import ContainerDep
 from leadhook.api.problems import OutageLog
+from leadhook.domain.errors import SecretKeyUnavailableError
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("leadhook.api")
@@ -58,12 +59,17 @@ def readyz(request: Request, c: ContainerDep) -> Response:
         # The driver's message can name hosts and users: log it (once per outage, however
         # often probes ask), never show it unauthenticated.
         outages.failed(503, "the readiness check failed", exc)
+        detail = "the database is not reachable"
+        if isinstance(exc, SecretKeyUnavailableError):  # it answered: the keys are wrong
+            outages.answered()
+            detail = "this service's secret keys do not open the stored webhook secrets"
         return JSONResponse(
-            {"status": "unavailable", "detail": "the database is not reachable"},
+            {"status": "unavailable", "detail": detail},
             status_code=503,
             headers={"Retry-After": "5"},
         )
     outages.answered()
+    outages.key_opens()
     return JSONResponse({"status": "ready", "database": database})
 
 
