@@ -136,8 +136,12 @@ def test_a_write_still_waiting_when_serve_stops_is_refused_unwritten(
     # Another program holds SQLite's write lock; a create waits for it; serve is told to stop.
     # The request is answered 503 (retry) before the grace period cancels it, and the lead is
     # not written afterwards (it was answered a bare 500, then written as serve closed).
-    serve, base = _serve(tmp_path, start, "stopping")
+    serve, base = _serve(tmp_path, start, "stopping", LEADHOOK_RETRY_SCHEDULE="1,1,1,1,1,1")
     key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    # A delivery retried every second: the delivery process claims while the lock is held.
+    post(f"{base}/v1/subscriptions", {"url": "http://127.0.0.1:9/x", "event_types": ["*"]}, key)
+    post(f"{base}/v1/leads", {"fields": {"name": "before"}}, key)
+    time.sleep(2.0)
     holder = sqlite3.connect(tmp_path / "stopping.db", isolation_level=None, timeout=30)
     holder.execute("BEGIN IMMEDIATE")
     answers: list[httpx.Response] = []
@@ -154,19 +158,23 @@ def test_a_write_still_waiting_when_serve_stops_is_refused_unwritten(
 
     waiting = threading.Thread(target=create)
     waiting.start()
-    time.sleep(1.0)  # the create is waiting for the lock
+    time.sleep(3.0)  # the create is waiting for the lock, and so is the delivery process
     serve.proc.send_signal(signal.SIGTERM)
     waiting.join(timeout=15)
+    # Serve stops with the lock still held: its delivery process waited for SQLite's busy
+    # timeout (30 s) in a claim before it (a review; the lock was let go first here before).
+    stopping = time.monotonic()
+    assert serve.proc.wait(timeout=15) == 0
+    assert time.monotonic() - stopping < 10
     holder.execute("ROLLBACK")
     holder.close()
-    assert serve.proc.wait(timeout=15) == 0
     (answer,) = answers
     assert answer.status_code == 503, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.headers["retry-after"] == "5"
     assert "not written" in answer.json()["detail"]
     with sqlite3.connect(tmp_path / "stopping.db") as db:
-        assert db.execute("SELECT count(*) FROM leads").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM leads").fetchone() == (1,)  # "before"
     assert "waiting writes refused" in serve.output()
 
 

@@ -892,3 +892,51 @@ def test_an_attempt_to_a_url_the_subscription_left_says_nothing_of_its_endpoint(
     assert shown["circuit"]["state"] == "closed" and shown["circuit"]["consecutive_failures"] == 0
     statuses = {d["id"]: d["status"] for d in deliveries(container, sub["id"])}
     assert sorted(statuses.values()) == ["dead"] + ["failed"] * 5  # the deliveries' own states
+
+
+def test_a_write_lock_another_program_holds_neither_freezes_the_loop_nor_a_stop(
+    request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    # SQLite only: another program (the sqlite3 shell, a backup) holds the write lock without
+    # leadhook's gate. `try_now` (the loop's way) waited out SQLite's 30 s busy timeout on the
+    # loop; a claim on a thread held a stop for as long (a review: serve took 27 s to stop).
+    import sqlite3
+
+    c = open_backend("sqlite", request, tmp_path)
+    try:
+        setup(c)
+        lead = new_lead(c)
+        q = SqlDeliveryQueue(c.engine, c.gate)
+        holder = sqlite3.connect(c.engine.url.database or "", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        now = time.time() + 1
+        args = {"worker_id": "w1", "limit": 10, "now": now, "lease_until": now + 60}
+        started = time.monotonic()
+        assert q.try_now("claim", exclude=(), **args) == (False, None)
+        assert time.monotonic() - started < 0.5  # declined at once: a thread waits instead
+        failed: list[BaseException] = []
+
+        def waiting() -> None:
+            try:
+                q.claim(exclude=(), **args)
+            except Exception as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=waiting)
+        thread.start()
+        time.sleep(1.0)
+        assert thread.is_alive() and not failed  # it waits for the lock, in slices
+        told = time.monotonic()
+        q.stop_waiting()
+        thread.join(5)
+        assert not thread.is_alive() and time.monotonic() - told < 1.0
+        assert "locked" in str(failed[0])
+        holder.execute("ROLLBACK")
+        holder.close()
+        # The connections went back to the pool with SQLite's usual wait, and nothing was taken.
+        with c.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+        fresh = SqlDeliveryQueue(c.engine, c.gate)
+        assert [j.entity_id for j in fresh.claim(exclude=(), **args)] == [lead]
+    finally:
+        c.close()

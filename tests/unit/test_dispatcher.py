@@ -929,6 +929,9 @@ class InlineMemoryQueue(SettlingMemoryQueue):
         self.inline += 1
         return True, getattr(self, call)(**kwargs)
 
+    def stop_waiting(self) -> None:
+        self.told_to_stop_waiting = True
+
     def claim(self, **kwargs: Any) -> list[Job]:
         self.threads.append(("claim", threading.get_ident()))
         return super().claim(**kwargs)

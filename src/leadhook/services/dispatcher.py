@@ -228,7 +228,7 @@ class Dispatcher:
         self._wake, self._flush = asyncio.Event(), asyncio.Event()
         self._claimed = asyncio.Event()  # a claim has returned (see `_recorder`)
         self._sender = self._make_sender()
-        self._done = self._drained = False
+        self._done = self._drained = self._stopping = False
 
         def poke() -> None:
             with contextlib.suppress(RuntimeError):  # a closing loop has nothing left to wake
@@ -262,6 +262,11 @@ class Dispatcher:
 
     async def _relay(self, stop: asyncio.Event) -> None:
         await stop.wait()
+        self._stopping = True
+        if self._inline is not None:
+            # A claim or record waiting on a thread for a write lock another program holds
+            # gives up now: a stop waited for that program (SQLite's 30 s busy timeout).
+            self._inline.stop_waiting()
         self._wake.set()
 
     # ---- leases ------------------------------------------------------------------------------
@@ -440,6 +445,9 @@ class Dispatcher:
             self._verdicts[:0], self._releases[:0] = verdicts, releases
             if verdicts or releases:
                 self._flush.set()
+            if self._stopping:  # given up for the stop (`_relay`): nothing was taken
+                log.info("claim given up: stopping", extra={"worker_id": self.worker_id})
+                return -1
             # The first failure of a run with its traceback; then fewer and fewer lines
             # until a claim succeeds again (`claim_failure_logged`).
             self._claim_failures += 1

@@ -39,6 +39,18 @@ def locked_error() -> sqlite3.OperationalError:
     return exc
 
 
+def is_locked(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is SQLite's "database is locked" or "table is locked":
+    a write lock held elsewhere."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sqlite3.OperationalError):
+            code = (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF
+            return code in (SQLITE_BUSY, SQLITE_LOCKED)
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    return False
+
+
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for a plain `postgresql://` URL."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):

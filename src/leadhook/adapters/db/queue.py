@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -31,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, TextClause, select, text, update
 
 from leadhook.adapters.db import tables as t
-from leadhook.adapters.db.engine import WriteGate, is_sqlite
+from leadhook.adapters.db.engine import BUSY_TIMEOUT, WriteGate, is_locked, is_sqlite
 from leadhook.adapters.db.queue_sql import queue_statements
 from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.secretbox import SecretBox, box_for
@@ -135,6 +136,15 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
 # The calls an event loop may run itself (try_now): one short transaction each.
 _INLINE = frozenset({"claim", "settle_and_claim", "record", "release"})
 
+BUSY_SLICE = 0.2
+"""Seconds a queue transaction on a thread waits at a time for SQLite's write lock held by
+another program, before it looks whether it should stop waiting (`_begun`)."""
+
+
+class _NotNow(Exception):
+    """SQLite's write lock is held by another program: not a call for the loop (`try_now`)."""
+
+
 SKIP_TTL = 10.0  # seconds a claim's starting point (`_skip_to`) is trusted
 SKIP_MARGIN = 5.0  # seconds it starts before it (other hosts' clocks)
 SKIP_MEMOS = 8  # starting points kept (for as many sets of skipped subscriptions)
@@ -174,6 +184,7 @@ class SqlDeliveryQueue:
         self._circuit_close = text(sql.circuit_close)
         self._unanswered_due = text(sql.unanswered_due)
         self._here = threading.local()  # `held`: this thread holds the gate (try_now)
+        self._stopping = threading.Event()  # `stop_waiting`
 
     def _named(self, conn: Connection, stmt: TextClause, params: dict[str, Any]) -> Any:
         """Run one of the named-parameter statements: on SQLite by the driver itself
@@ -190,7 +201,7 @@ class SqlDeliveryQueue:
     def _tx(self) -> Iterator[Connection]:
         held = getattr(self._here, "held", False)  # try_now took the gate for this thread
         self._here.opened = []  # circuits this transaction opens (`_circuits`)
-        with nullcontext() if held else self._gate.hold(), self._engine.begin() as conn:
+        with nullcontext() if held else self._gate.hold(), self._begun(inline=held) as conn:
             yield conn
         for sub_id, circuit, reopened in self._here.opened:
             log.warning(
@@ -204,6 +215,51 @@ class SqlDeliveryQueue:
             )
         self._here.opened = []
 
+    @contextmanager
+    def _begun(self, *, inline: bool) -> Iterator[Connection]:
+        """`engine.begin()`, with SQLite's write lock waited for as a stoppable caller may.
+
+        The write gate orders leadhook's own writers; another program (the `sqlite3` shell,
+        a backup tool) can hold SQLite's lock without it. SQLite's busy handler then waits
+        up to `BUSY_TIMEOUT` inside `BEGIN IMMEDIATE`, deaf to everything: on the loop
+        (`try_now`) that froze the delivery process, sends and heartbeats included, and on
+        a thread it held a stop for as long (serve took 27 s to stop, a review). On the loop
+        the lock is not waited for at all (`_NotNow`: the call goes to a thread); on a
+        thread it is waited for `BUSY_SLICE` at a time, up to `BUSY_TIMEOUT` in all, and not
+        after `stop_waiting`.
+        """
+        if not self._sqlite:
+            with self._engine.begin() as conn:
+                yield conn
+            return
+        with self._engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute(f"PRAGMA busy_timeout={0 if inline else int(BUSY_SLICE * 1000)}")
+            try:
+                deadline = time.monotonic() + BUSY_TIMEOUT
+                while True:
+                    try:
+                        transaction = conn.begin()
+                        break
+                    except Exception as exc:
+                        if not is_locked(exc):
+                            raise
+                        conn.rollback()  # nothing began: the connection is as it was
+                        if inline:
+                            raise _NotNow from exc
+                        if self._stopping.is_set() or time.monotonic() >= deadline:
+                            raise
+                with transaction:
+                    yield conn
+            finally:
+                if not conn.invalidated:
+                    driver.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+
+    def stop_waiting(self) -> None:
+        """From now on a transaction waiting for SQLite's write lock gives up (`_begun`)."""
+        self._stopping.set()
+
     def try_now(self, call: str, /, **kwargs: Any) -> tuple[bool, Any]:
         """Run `call` (claim, settle_and_claim, record, release) at once if the write gate is
         free this instant: SQLite only, for an event loop, which must not wait for the gate
@@ -214,6 +270,8 @@ class SqlDeliveryQueue:
         self._here.held = True
         try:
             return True, getattr(self, call)(**kwargs)
+        except _NotNow:  # another program holds SQLite's write lock: a thread waits for it
+            return False, None
         finally:
             self._here.held = False
             self._gate.release()

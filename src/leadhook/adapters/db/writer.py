@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 import time
 import zlib
@@ -53,9 +52,8 @@ from sqlalchemy import Connection, Engine, event
 
 from leadhook.adapters.db.engine import (
     BUSY_TIMEOUT,
-    SQLITE_BUSY,
-    SQLITE_LOCKED,
     WriteGate,
+    is_locked,
     is_sqlite,
     locked_error,
 )
@@ -158,16 +156,6 @@ def _as_loop_writer(conn: Connection, taken: bool) -> None:
     assert driver is not None
     driver.execute(f"PRAGMA busy_timeout={0 if taken else int(BUSY_TIMEOUT * 1000)}")
     driver.execute(f"PRAGMA temp_store={'MEMORY' if taken else 'DEFAULT'}")
-
-
-def _locked(exc: BaseException) -> bool:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, sqlite3.OperationalError):
-            code = (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF
-            return code in (SQLITE_BUSY, SQLITE_LOCKED)
-        cause = getattr(cause, "orig", None) or cause.__cause__
-    return False
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -376,14 +364,14 @@ class GroupWriter:
             if not conn.in_transaction():
                 driver_in_transaction(conn)
         except Exception as exc:
-            if conn is not None and _locked(exc):
+            if conn is not None and is_locked(exc):
                 try:
                     conn.rollback()  # no transaction began: ready for the next try
                     return False
                 except Exception:
                     log.debug("resetting the writer's connection failed", exc_info=True)
             self._loop_conn = self._discard(conn)
-            if _locked(exc):
+            if is_locked(exc):
                 return False
             # The file cannot be opened, the disk is gone: every waiting write says so.
             pending, self._pending = self._pending, []

@@ -128,3 +128,8 @@ class InlineQueue(Protocol):
         """Run the queue's method `call` with `kwargs` at once if that cannot wait on anyone
         (the write gate is free this instant): (True, its answer); else (False, None)."""
         ...
+
+    def stop_waiting(self) -> None:
+        """Give up every wait for the database's write lock from now on (the caller is
+        stopping): a call waiting for it fails at once instead of when it is let go."""
+        ...
