@@ -816,6 +816,24 @@ def test_duplicates_match_normalised_mobile_or_email(uow: UnitOfWorkFactory) -> 
     assert _read(uow, lambda u: u.pools.duplicates(_lead("L9", fields={}), 10)) == []
 
 
+def test_duplicates_compare_whole_keys_past_the_indexed_length(uow: UnitOfWorkFactory) -> None:
+    # The index keeps 255 characters of a key: addresses alike that far were listed as
+    # duplicates (`matched_on: []`), and a merge led by the list voided another's lead.
+    long = "a" * 260
+    base = _lead("L0", fields={"email": long + "1@x.com"})
+    others = [_lead(f"L{i}", fields={"email": long + "2@x.com"}) for i in range(1, 6)]
+    same = _lead("L6", fields={"email": " " + long.upper() + "1@X.com"})
+    _write(uow, lambda u: u.leads.add_many([base, *others, same]))
+    # Found past a first page of five false matches.
+    assert [x.id for x in _read(uow, lambda u: u.pools.duplicates(base, 2))] == ["L6"]
+    assert [x.id for x in _read(uow, lambda u: u.pools.duplicates(others[0], 10))] == [
+        "L2",
+        "L3",
+        "L4",
+        "L5",
+    ]
+
+
 def test_automation_runs_page_newest_first(uow: UnitOfWorkFactory) -> None:
     runs = [
         AutomationRun(f"R{i}", "t1", "reclaim", "market", "schedule", T0 + i, T0 + i, (f"L{i}",))

@@ -283,6 +283,14 @@ def test_least_loaded_gives_the_member_with_fewest_open_leads(world: World) -> N
     _, body = world.leads.create_many(world.req(), [{"lead_pool": "east"}] * 3)
     batch = [d["lead"]["owner"] for d in json.loads(body)["data"]]
     assert sorted(batch) == ["m1", "m2", "m3"]  # the batch counts its own leads
+    # ... also those it gives an owner by name (they counted only once stored: a review).
+    loads += Counter(batch)
+    light = min(MEMBERS, key=lambda m: (loads[m], m))
+    heavy = [m for m in MEMBERS if m != light]
+    named = [{"owner": light}] * 3 + [{"lead_pool": "east"}]
+    _, body = world.leads.create_many(world.req(), named)
+    owners = [d["lead"]["owner"] for d in json.loads(body)["data"]]
+    assert owners[:3] == [light] * 3 and owners[3] in heavy, (loads, owners)
 
 
 def test_choose_member_rotates_and_skips_the_former_owner() -> None:

@@ -13,8 +13,9 @@ class Allocation:
 
     The pool's turn is read under a row lock and written back in the same transaction, so
     round robin continues where it stopped across restarts and processes, and two concurrent
-    creates never get the same turn. Leads handed out earlier in this unit of work (a batch)
-    count towards least-loaded before they are stored.
+    creates never get the same turn. Leads given an owner earlier in this unit of work (a
+    batch), handed out here or created with one named, count towards least-loaded before
+    they are stored.
     """
 
     def __init__(self, uow: UnitOfWork, ctx: b.Context) -> None:
@@ -25,6 +26,9 @@ class Allocation:
     def __call__(self, before: Lead | None, outcome: b.Effect) -> b.Effect:
         """Return `outcome`, followed by an allocation when the lead arrived unowned."""
         if not pools.arrives_unowned(before, outcome):
+            owner = outcome.lead.owner
+            if before is None and owner is not None:  # created with an owner named
+                self._given[owner] = self._given.get(owner, 0) + 1
             return outcome
         lead, ctx = outcome.lead, self._ctx
         pool = ctx.catalog.lead_pools.get(lead.lead_pool)

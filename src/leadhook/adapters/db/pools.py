@@ -150,13 +150,35 @@ class SqlPools:
         ]
         if not matches:
             return []
-        rows = self.conn.execute(
-            select(c.state)
-            .where(c.mid == lead.mid, c.id != lead.id, c.voided.is_(False), or_(*matches))
-            .order_by(c.seq)
-            .limit(limit)
-        ).scalars()
-        return [Lead.from_json(json.loads(s)) for s in rows]
+        # The index holds keys cut at KEY_LENGTH: two addresses alike that far are told
+        # apart here, by their whole keys (they were listed as duplicates, `matched_on: []`,
+        # and a merge led by the list voided another person's lead). Rows are read a page
+        # at a time until `limit` true ones are found.
+        mine = duplicate_keys(lead)
+        found: list[Lead] = []
+        after = 0
+        while len(found) < limit:
+            rows = self.conn.execute(
+                select(c.seq, c.state)
+                .where(
+                    c.mid == lead.mid,
+                    c.id != lead.id,
+                    c.voided.is_(False),
+                    or_(*matches),
+                    c.seq > after,
+                )
+                .order_by(c.seq)
+                .limit(limit)
+            ).all()
+            for seq, state in rows:
+                after = seq
+                other = Lead.from_json(json.loads(state))
+                theirs = duplicate_keys(other)
+                if any(a is not None and a == b for a, b in zip(mine, theirs, strict=True)):
+                    found.append(other)
+            if len(rows) < limit:
+                break
+        return found[:limit]
 
     def add_run(self, run: AutomationRun) -> None:
         self.conn.execute(
