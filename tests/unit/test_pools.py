@@ -11,6 +11,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from leadhook.adapters.memory import FakeClock, MemoryStore, SequentialIds
 from leadhook.domain.catalog import Assignment
@@ -24,9 +26,10 @@ from leadhook.domain.errors import (
 )
 from leadhook.domain.events import parse_event_json
 from leadhook.domain.operator import SYSTEM, Operator
-from leadhook.domain.pools import choose_member, email_key, mobile_key
+from leadhook.domain.pools import Duplicate, choose_member, email_key, merged_notes, mobile_key
 from leadhook.domain.replay import fold
 from leadhook.domain.times import rfc3339
+from leadhook.domain.values import MAX_TEXT
 from leadhook.services.automation import AutomationService, PoolService
 from leadhook.services.leads import BehaviourRequest, LeadService
 from leadhook.services.tenants import TenantService
@@ -643,6 +646,67 @@ def test_a_merge_emits_exactly_these_events(world: World) -> None:
     with pytest.raises(LeadVoidedError):
         world.pools.merge(world.req(op), survivor, [first])
     assert world.log() == log
+
+
+def test_a_merge_fills_from_a_value_kept_under_source_after_its_field_moved(
+    world: World,
+) -> None:
+    # A value written while its field was a source field stays under `source` until the next
+    # write; read by its code from either group, it was skipped by a merge (a review).
+    world.put("fields", "camp", {"name": "Camp", "group": "source"})
+    survivor = world.create(fields={"name": "s"})["lead"]["id"]
+    dup = world.create(fields={"name": "d"})["lead"]["id"]
+    world.perform("source", dup, fields={"camp": "c1"})
+    world.put("fields", "camp", {"name": "Camp", "group": "ordinary"})
+    _, body = world.pools.merge(world.req(), survivor, [dup])
+    events = json.loads(body)["events"]
+    assert [e["event_type"] for e in events] == ["object_update", "object_voids"]
+    assert events[0]["extra_data"]["mapping_data"] == {"camp": [None, "c1"]}
+    assert world.lead(survivor)["fields"]["camp"] == "c1"
+
+
+def test_a_merge_carries_every_note_however_long(world: World) -> None:
+    # Notes past a note's 10,000 characters were cut ("…"): the second duplicate's was lost.
+    survivor = world.create(fields={"name": "s"})["lead"]["id"]
+    dups = [world.create(fields={"name": f"d{i}"})["lead"]["id"] for i in range(2)]
+    for i, dup in enumerate(dups):
+        world.perform("notes", dup, notes="N" * 6000 + f"END{i}")
+    _, body = world.pools.merge(world.req(), survivor, dups)
+    events = json.loads(body)["events"]
+    notes = [e["extra_data"]["notes"] for e in events if e["event_type"] == "object_add_notes"]
+    assert notes == [
+        f"Notes merged from lead {dups[0]}:\n" + "N" * 6000 + "END0",
+        f"Notes merged from lead {dups[1]}:\n" + "N" * 6000 + "END1",
+    ]
+    assert [e["entity_version"] for e in events[:2]] == [2, 3]
+
+
+@given(
+    st.lists(
+        st.lists(st.text(alphabet="ab\n", max_size=MAX_TEXT), min_size=1, max_size=3),
+        max_size=4,
+    )
+)
+def test_merged_notes_hold_the_whole_text_in_notes_a_note_can_hold(
+    notes: list[list[str]],
+) -> None:
+    from leadhook.domain.lead import Lead
+
+    dups = [
+        Duplicate(Lead(f"L{i}", "t1", 1, "bt", None, "market", "new"), tuple(n))
+        for i, n in enumerate(notes)
+    ]
+    whole = "\n\n".join(f"Notes merged from lead {d.lead.id}:\n" + "\n".join(d.notes) for d in dups)
+    parts = merged_notes(dups)
+    assert all(0 < len(part) <= MAX_TEXT for part in parts)
+    assert bool(parts) == bool(whole) and (len(parts) == 1) == (0 < len(whole) <= MAX_TEXT)
+    # In order, each cut taking out only the break it was made at: nothing of the text lost.
+    end = 0
+    for part in parts:
+        start = whole.index(part, end)
+        assert whole[end:start] in ("", "\n", "\n\n") and (start == 0) == (end == 0)
+        end = start + len(part)
+    assert end == len(whole)
 
 
 def test_a_merge_by_the_system_is_automatic_and_keeps_an_owner(world: World) -> None:

@@ -348,7 +348,8 @@ def merge(ctx: b.Context, survivor: Lead, duplicates: Sequence[Duplicate]) -> Me
 
     on the survivor, `object_update` (its empty ordinary fields filled from the duplicates,
     the first duplicate that has a value wins), `object_add_team_member` (the duplicates'
-    collaborators), `object_add_notes` (the duplicates' notes in one note), and, when it had no
+    collaborators), `object_add_notes` (the duplicates' notes in one note, or in several when
+    they pass a note's length), and, when it had no
     owner and a duplicate had one, `object_change_owner` (scene 6, that owner); then
     `object_voids` of each duplicate in the order given, naming the survivor. The data is on
     the survivor before the duplicates disappear. A step with nothing to do emits nothing.
@@ -361,7 +362,9 @@ def merge(ctx: b.Context, survivor: Lead, duplicates: Sequence[Duplicate]) -> Me
     cat = ctx.catalog
     fills: dict[str, Any] = {}
     for dup in duplicates:
-        for code, value in dup.lead.fields.items():
+        # A value is read where the lead holds it: under `source` too, for a field moved to
+        # the ordinary group since it was written (`Lead.value`; it was skipped there).
+        for code, value in (*dup.lead.fields.items(), *dup.lead.source.items()):
             fdef = cat.field_def(code)
             if (
                 fdef is not None
@@ -379,8 +382,7 @@ def merge(ctx: b.Context, survivor: Lead, duplicates: Sequence[Duplicate]) -> Me
     added = [m for m in dict.fromkeys(team) if m not in out.lead.team_members]
     if added:
         out = then(out, b.add_team_members(ctx, out.lead, added))
-    note = merged_note(duplicates)
-    if note:
+    for note in merged_notes(duplicates):
         out = then(out, b.add_note(ctx, out.lead, note))
     owner = next((d.lead.owner for d in duplicates if d.lead.owner is not None), None)
     if out.lead.owner is None and owner is not None:
@@ -401,10 +403,26 @@ def _still_valid(catalog: Catalog, fdef: FieldDef, value: Any) -> bool:
     return True
 
 
-def merged_note(duplicates: Sequence[Duplicate]) -> str:
-    """The one note that carries the duplicates' notes (empty when they had none)."""
+def merged_notes(duplicates: Sequence[Duplicate]) -> list[str]:
+    """The note that carries the duplicates' notes, or as many as their text needs: a note
+    holds `MAX_TEXT` characters, and the text was cut there ("…"), losing whatever followed.
+
+    Each part is cut at the last paragraph (else line) break that fits, else at `MAX_TEXT`;
+    none when the duplicates had no notes.
+    """
     parts = [
         f"Notes merged from lead {d.lead.id}:\n" + "\n".join(d.notes) for d in duplicates if d.notes
     ]
     text = "\n\n".join(parts)
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+    notes: list[str] = []
+    while len(text) > MAX_TEXT:
+        head = text[:MAX_TEXT]
+        for gap in ("\n\n", "\n", ""):  # "" is no break in reach: cut at the bound
+            cut = head.rfind(gap) if gap else MAX_TEXT
+            if cut > 0:
+                break
+        notes.append(text[:cut])
+        text = text[cut + len(gap) :]
+    if text:
+        notes.append(text)
+    return notes
