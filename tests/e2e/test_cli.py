@@ -340,6 +340,10 @@ def test_a_bad_switch_in_the_environment_stops_serve(tmp_path: Path) -> None:
         "sqlite+aiosqlite:///x.db",
         "sqlite:///:memory:",
         "sqlite://",
+        # The driver drops options it does not read (with a warning): the file was opened
+        # for writing all the same.
+        "sqlite:///x.db?mode=ro",
+        "sqlite:///x.db?timeout=1&uri=false",
     ],
 )
 def test_a_database_url_leadhook_cannot_use_is_one_line_and_exit_2(

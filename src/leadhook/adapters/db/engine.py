@@ -78,6 +78,16 @@ def url_problem(url: str) -> str | None:
             " processes cannot share: name a file, sqlite:///PATH"
         )
     if backend == "sqlite" and driver == "pysqlite":
+        # The driver reads no option but `uri=true` (then SQLite reads those of a `file:`
+        # name), and leadhook sets its own timeout and transactions: `?mode=ro` was dropped
+        # with a library warning, and the file opened for writing all the same.
+        ignored = sorted(set(parsed.query) - {"uri"})
+        if ignored and str(parsed.query.get("uri", "")).lower() != "true":
+            return (
+                f"the database URL's options ({', '.join(ignored)}) would be ignored: a"
+                " sqlite:///PATH URL takes none (SQLite's own, such as mode, only with a"
+                " file: name and uri=true)"
+            )
         return None
     if backend == "postgresql" and driver == "psycopg":
         return None
