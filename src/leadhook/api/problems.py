@@ -350,6 +350,12 @@ def _classify_psycopg(exc: psycopg.Error) -> tuple[int, str, int] | None:
     return None
 
 
+@dataclass
+class _Outage:
+    since: float | None = None  # monotonic; None: no outage
+    refused: int = 0
+
+
 class OutageLog:
     """Log a storage outage once when it starts and once when it ends, never per request.
 
@@ -363,25 +369,27 @@ class OutageLog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.since: float | None = None  # the database's outage
-        self.refused = 0
-        self.key_since: float | None = None  # the secret key's
-        self.key_refused = 0
+        self._database = _Outage()
+        self._key = _Outage()
+
+    @property
+    def since(self) -> float | None:
+        """When the database's outage began (None: none)."""
+        return self._database.since
+
+    @property
+    def key_since(self) -> float | None:
+        """When the secret key's outage began (None: none)."""
+        return self._key.since
 
     def failed(self, status: int, reason: str, exc: BaseException) -> None:
         """Record a request refused because of the store; log only the first of an outage."""
-        key = isinstance(exc, SecretKeyUnavailableError)
+        outage = self._key if isinstance(exc, SecretKeyUnavailableError) else self._database
         with self._lock:
-            if key:
-                self.key_refused += 1
-                if self.key_since is not None:
-                    return
-                self.key_since = time.monotonic()
-            else:
-                self.refused += 1
-                if self.since is not None:
-                    return
-                self.since = time.monotonic()
+            outage.refused += 1
+            if outage.since is not None:
+                return
+            outage.since = time.monotonic()
         # The exception's class and first line only: no traceback, no SQL, no parameters.
         first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
         log.error(
@@ -394,34 +402,21 @@ class OutageLog:
 
     def answered(self) -> None:
         """Record a request the store answered; ends the database's outage in progress."""
-        if self.since is None:
-            return
-        with self._lock:
-            if self.since is None:
-                return
-            lasted, refused = time.monotonic() - self.since, self.refused
-            self.since, self.refused = None, 0
-        log.warning(
-            "database available again after %.1f s; %d requests were refused meanwhile",
-            lasted,
-            refused,
-        )
+        self._end(self._database, "database available again")
 
     def key_opens(self) -> None:
         """Record that the secret keys open the stored secrets; ends the key's outage."""
-        if self.key_since is None:
+        self._end(self._key, "the secret keys open the webhook secrets again")
+
+    def _end(self, outage: _Outage, what: str) -> None:
+        if outage.since is None:
             return
         with self._lock:
-            if self.key_since is None:
+            if outage.since is None:
                 return
-            lasted, refused = time.monotonic() - self.key_since, self.key_refused
-            self.key_since, self.key_refused = None, 0
-        log.warning(
-            "the secret keys open the webhook secrets again after %.1f s;"
-            " %d requests were refused meanwhile",
-            lasted,
-            refused,
-        )
+            lasted, refused = time.monotonic() - outage.since, outage.refused
+            outage.since, outage.refused = None, 0
+        log.warning("%s after %.1f s; %d requests were refused meanwhile", what, lasted, refused)
 
 
 async def _storage_error(req: Request, exc: Exception) -> Response:
