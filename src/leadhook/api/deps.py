@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
 from fastapi import Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -113,16 +114,26 @@ def bearer(authorization: str | None) -> str | None:
     return token
 
 
+async def tenant_of(c: Container, api_key: str | None) -> str:
+    """The tenant (`mid`) of a key, or its 401.
+
+    A key seen in the last two seconds is answered from the service's cache, on the loop,
+    without a thread hop; another costs one indexed read, on a thread: a database that
+    stalls (a server stopped, a network cut without a reset) held that read, on the loop,
+    and with it every request, `/healthz` included, for as long (a review).
+    """
+    mid = c.tenants.cached(api_key)
+    if mid is not None:
+        return mid
+    return await run_in_threadpool(c.tenants.authenticate, api_key)
+
+
 async def tenant(
     c: ContainerDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> str:
-    """Authenticate a tenant key and return its `mid`.
-
-    Async on purpose: a known key is answered from the service's cache without a thread hop;
-    a key not seen for a while costs one indexed read, on the loop.
-    """
-    return c.tenants.authenticate(bearer(authorization))
+    """Authenticate a tenant key and return its `mid` (`tenant_of`)."""
+    return await tenant_of(c, bearer(authorization))
 
 
 async def admin(
@@ -327,7 +338,7 @@ async def checked_tenant(request: Request) -> str:
     sub-dependency (the container, the Authorization header) cost FastAPI a resolution step.
     """
     c: Container = request.app.state.container
-    mid = c.tenants.authenticate(bearer(request.headers.get("authorization")))
+    mid = await tenant_of(c, bearer(request.headers.get("authorization")))
     await storable_input(request)
     return mid
 
@@ -354,7 +365,7 @@ async def route_credential(request: Request) -> None:
     header = request.headers.get("authorization")
     c: Container = request.app.state.container
     if calls & {checked_tenant, tenant, behaviour_request}:  # the last calls checked_tenant
-        c.tenants.authenticate(bearer(header))
+        await tenant_of(c, bearer(header))
     elif calls & {checked_admin, admin}:
         await admin(c, header)
 
