@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from api_helpers import Api, assert_behaviour, assert_problem, seeded_api
 
-from leadhook.domain.catalog_entries import catalog_to_json
+from leadhook.domain.catalog_entries import MAX_CATALOG_BYTES, catalog_to_json
 
 
 @pytest.fixture
@@ -357,3 +357,27 @@ def test_each_stages_timestamp_field_is_listed_and_readable_as_a_builtin(api: Ap
     assert api.get("/v1/catalog/fields/to_won_timestamp").json()["builtin"] is True
     refused = api.put("/v1/catalog/fields/to_won_timestamp", json={"name": "x"})
     assert refused.status_code == 422
+
+
+def test_a_catalog_is_bounded_in_size_and_a_refused_entry_changes_nothing(api: Api) -> None:
+    # Each request under the body's 1 MiB, forty of them made a catalog of 18 MB: every
+    # behaviour of the tenant paid for it, and its versions held gigabytes (a review).
+    def options(n: int, prefix: str) -> dict[str, str]:
+        return {f"{prefix}{i}": "L" * 190 for i in range(n)}
+
+    before = api.get("/v1/catalog").json()
+    huge = {"name": "big", "type": "option", "options": options(3000, "o")}  # ~600 KB
+    refused = assert_problem(api.put("/v1/catalog/fields/big", json=huge), 422, ["body"])
+    assert f"more than the {MAX_CATALOG_BYTES:,}" in refused["detail"]
+    half = {"name": "half", "type": "option", "options": options(1300, "h")}  # ~260 KB
+    assert api.put("/v1/catalog/fields/half", json=half).status_code == 200
+    other = {"name": "other", "type": "option", "options": options(1300, "k")}
+    assert_problem(api.put("/v1/catalog/fields/other", json=other), 422, ["body"])
+    after = api.get("/v1/catalog").json()
+    assert {k: v for k, v in after.items() if k != "fields"} == {
+        k: v for k, v in before.items() if k != "fields"
+    }
+    assert "big" not in json.dumps(after["fields"]) and "other" not in after["fields"]
+    # Within the bound, the catalog still works: a lead takes one of the options.
+    lead = api.post("/v1/leads", json={"fields": {"half": "h7"}})
+    assert assert_behaviour(lead, 201)["lead"]["fields"]["half"] == "h7"

@@ -6,6 +6,7 @@ unit tests run on cannot drift from the stores that production runs on.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
@@ -855,3 +856,19 @@ def test_tenants_with_reclaim(uow: UnitOfWorkFactory) -> None:
     )
     _write(uow, lambda u: u.tenants.add(Tenant("t2", cat, T0)))
     assert [x.mid for x in _read(uow, lambda u: u.pools.tenants_with_reclaim())] == ["t2"]
+
+
+def test_the_catalog_cache_is_bounded_by_its_texts_bytes() -> None:
+    # 256 versions of a large catalog were kept whatever their size (a review).
+    from leadhook.adapters.db.repositories import _CatalogCache
+
+    texts = [json.dumps(catalog_to_json(_catalog(f"t{i}"))) for i in range(6)]
+    size = max(len(t) for t in texts)
+    cache = _CatalogCache(budget=3 * size)
+    first = cache(texts[0])
+    assert cache(texts[0]) is first  # parsed once
+    for text in texts[1:]:
+        cache(text)
+    held = list(cache._parsed)
+    assert len(held) == 3 and held == texts[3:]  # the least recently used forgotten
+    assert cache(texts[0]) is not first  # parsed again

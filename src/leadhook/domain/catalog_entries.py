@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import replace
@@ -210,6 +211,25 @@ def validate_timezone(tz: str) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationError.at(loc, f"unknown time zone {tz!r}") from exc
     return tz
+
+
+MAX_CATALOG_BYTES = 512 * 1024
+"""The most a tenant's catalog may hold, as its JSON text in UTF-8. Every behaviour of the
+tenant reads it, and the service keeps the versions in use parsed in memory: a catalog of
+18 MB (forty option fields of 4,500 options each, every request under the body's 1 MiB) cost
+each of the tenant's behaviours 40-80 ms of the API's loop, and its versions gigabytes."""
+
+
+def check_catalog_size(catalog: Catalog) -> None:
+    """Refuse (422) a catalog past `MAX_CATALOG_BYTES`."""
+    text = json.dumps(catalog_to_json(catalog), ensure_ascii=False, separators=(",", ":"))
+    size = len(text.encode())
+    if size > MAX_CATALOG_BYTES:
+        raise ValidationError.at(
+            ("body",),
+            f"the catalog would hold {size:,} bytes, more than the {MAX_CATALOG_BYTES:,} a"
+            " tenant's catalog may: make this entry smaller, or remove entries no lead uses",
+        )
 
 
 def catalog_to_json(catalog: Catalog) -> dict[str, Any]:

@@ -16,7 +16,12 @@ from leadhook.domain.catalog import (
     has_control,
     validate_key,
 )
-from leadhook.domain.catalog_entries import find_entry, upsert_entry, validate_timezone
+from leadhook.domain.catalog_entries import (
+    check_catalog_size,
+    find_entry,
+    upsert_entry,
+    validate_timezone,
+)
 from leadhook.domain.errors import (
     FieldProblem,
     NotFoundError,
@@ -200,6 +205,7 @@ class TenantService:
                 raise NotFoundError(f"tenant {mid!r} not found")
             with _located("path"):  # the domain names the entry's key `key`
                 catalog = upsert_entry(tenant.catalog, kind, key, body)
+            check_catalog_size(catalog)
             uow.tenants.save_catalog(mid, catalog)
             uow.commit()
         return catalog

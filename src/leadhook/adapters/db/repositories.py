@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy import (
@@ -46,11 +48,37 @@ from leadhook.services.ports import (
 _MAX_INT32 = 2**31 - 1
 
 
-@lru_cache(maxsize=256)
-def _parse_catalog(text: str) -> Catalog:
-    # Read on every behaviour, changed rarely: parse each distinct catalog text once. A Catalog
-    # is immutable (changes make a new one), so sharing it between requests is safe.
-    return catalog_from_json(json.loads(text))
+class _CatalogCache:
+    """Each distinct catalog text parsed once, the least recently used forgotten past a
+    budget of text (`CATALOG_CACHE_BYTES`), not past a count: 256 versions of a large
+    catalog held gigabytes (a review). A Catalog is immutable (a change makes a new one), so
+    sharing it between requests and threads is safe."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._held = 0
+        self._parsed: OrderedDict[str, Catalog] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> Catalog:
+        found = self._parsed.get(text)  # the hit, on every behaviour: no lock (the GIL's)
+        if found is not None:
+            with suppress(KeyError):  # forgotten by another thread meanwhile: still valid
+                self._parsed.move_to_end(text)
+            return found
+        catalog = catalog_from_json(json.loads(text))
+        with self._lock:
+            if text not in self._parsed:
+                self._parsed[text] = catalog
+                self._held += len(text)
+                while self._held > self._budget and len(self._parsed) > 1:
+                    gone, _ = self._parsed.popitem(last=False)
+                    self._held -= len(gone)
+        return catalog
+
+
+CATALOG_CACHE_BYTES = 32 * 1024 * 1024
+_parse_catalog = _CatalogCache(CATALOG_CACHE_BYTES)  # read on every behaviour, changed rarely
 
 
 def driver_in_transaction(conn: Connection) -> Any:
