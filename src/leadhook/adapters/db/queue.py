@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, TextClause, select, text, update
 
 from leadhook.adapters.db import tables as t
-from leadhook.adapters.db.engine import BUSY_TIMEOUT, WriteGate, is_locked, is_sqlite
+from leadhook.adapters.db.engine import WriteGate, is_locked, is_sqlite
 from leadhook.adapters.db.queue_sql import queue_statements
 from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.secretbox import SecretBox, box_for
@@ -141,6 +141,9 @@ BUSY_SLICE = 0.2
 another program, before it looks whether it should stop waiting (`_begun`)."""
 
 
+_BUSY_MS = "leadhook_busy_ms"  # a connection's `info`: its own busy timeout, in ms
+
+
 class _NotNow(Exception):
     """SQLite's write lock is held by another program: not a call for the loop (`try_now`)."""
 
@@ -225,8 +228,8 @@ class SqlDeliveryQueue:
         (`try_now`) that froze the delivery process, sends and heartbeats included, and on
         a thread it held a stop for as long (serve took 27 s to stop, a review). On the loop
         the lock is not waited for at all (`_NotNow`: the call goes to a thread); on a
-        thread it is waited for `BUSY_SLICE` at a time, up to `BUSY_TIMEOUT` in all, and not
-        after `stop_waiting`.
+        thread it is waited for `BUSY_SLICE` at a time, up to the connection's own busy
+        timeout in all, and not after `stop_waiting`.
         """
         if not self._sqlite:
             with self._engine.begin() as conn:
@@ -235,9 +238,15 @@ class SqlDeliveryQueue:
         with self._engine.connect() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
-            driver.execute(f"PRAGMA busy_timeout={0 if inline else int(BUSY_SLICE * 1000)}")
+            # The connection's own wait (`BUSY_TIMEOUT`, as every connection is set up) is the
+            # whole wait; read once a connection.
+            wait_ms = conn.info.get(_BUSY_MS)
+            if wait_ms is None:
+                wait_ms = conn.info[_BUSY_MS] = driver.execute("PRAGMA busy_timeout").fetchone()[0]
+            slice_ms = 0 if inline else min(wait_ms, int(BUSY_SLICE * 1000))
+            driver.execute(f"PRAGMA busy_timeout={slice_ms}")
             try:
-                deadline = time.monotonic() + BUSY_TIMEOUT
+                deadline = time.monotonic() + wait_ms / 1000
                 while True:
                     try:
                         transaction = conn.begin()
@@ -254,7 +263,7 @@ class SqlDeliveryQueue:
                     yield conn
             finally:
                 if not conn.invalidated:
-                    driver.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+                    driver.execute(f"PRAGMA busy_timeout={wait_ms}")
 
     def stop_waiting(self) -> None:
         """From now on a transaction waiting for SQLite's write lock gives up (`_begun`)."""
