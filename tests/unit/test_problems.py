@@ -25,6 +25,7 @@ EXPECTED = {
     errors.LeadVoidedError: (409, "lead-voided", "Lead is voided"),
     errors.ClaimRefusedError: (409, "claim-refused", "Claim refused"),
     errors.UnavailableError: (503, "unavailable", "Service unavailable"),
+    errors.SecretKeyUnavailableError: (503, "unavailable", "Service unavailable"),
 }
 
 DOMAIN_ERRORS = [

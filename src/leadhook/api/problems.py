@@ -72,6 +72,7 @@ PROBLEMS: dict[type[LeadhookError], ProblemKind] = {
     LeadVoidedError: ProblemKind(409, "lead-voided", "Lead is voided"),
     ClaimRefusedError: ProblemKind(409, "claim-refused", "Claim refused"),
     UnavailableError: ProblemKind(503, "unavailable", "Service unavailable"),
+    SecretKeyUnavailableError: ProblemKind(503, "unavailable", "Service unavailable"),
 }
 """Domain error class → its answer; a subclass not listed answers as its nearest listed base."""
 

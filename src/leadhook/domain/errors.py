@@ -17,7 +17,9 @@ LeadhookError: every error leadhook raises on purpose
   │     ├── LeadVoidedError: a behaviour other than restore on a voided lead
   │     └── ClaimRefusedError: a claim the pool's rules refuse
   └── UnavailableError: the service cannot take the request now (it is stopping, or its
-        secret keys no longer open the store); nothing was written: send it again later
+        │   secret keys no longer open the store); nothing was written: send it again later
+        └── SecretKeyUnavailableError: the service's secret keys do not open the stored
+              webhook secrets (an outage of its own in the API's log)
 """
 
 from __future__ import annotations
