@@ -125,14 +125,19 @@ class BehaviourRequest:
 
     def check_version(self, lead_id: str, version: int) -> None:
         """Refuse (412) a lead at a version `If-Match` does not list."""
-        wanted = self.if_match
-        if wanted is None:
-            return
-        listed = frozenset((wanted,)) if isinstance(wanted, int) else wanted
-        if version not in listed:
-            named = ", ".join(str(v) for v in sorted(listed))
-            either = named if len(listed) == 1 else f"any of {named}"
-            raise VersionMismatchError(f"lead {lead_id} is at version {version}, not {either}")
+        check_listed_version(self.if_match, lead_id, version)
+
+
+def check_listed_version(wanted: int | frozenset[int] | None, lead_id: str, version: int) -> None:
+    """Refuse (412) lead `lead_id` at `version` if `wanted` (what `If-Match` lists; None: no
+    check) does not list it: a behaviour's check, and a read's (`GET /v1/leads/{id}`)."""
+    if wanted is None:
+        return
+    listed = frozenset((wanted,)) if isinstance(wanted, int) else wanted
+    if version not in listed:
+        named = ", ".join(str(v) for v in sorted(listed))
+        either = named if len(listed) == 1 else f"any of {named}"
+        raise VersionMismatchError(f"lead {lead_id} is at version {version}, not {either}")
 
 
 class LeadService:

@@ -26,7 +26,7 @@ from leadhook.api.problems_doc import ERRORS
 from leadhook.bootstrap import Container
 from leadhook.domain.errors import ValidationError
 from leadhook.domain.operator import Operator
-from leadhook.services.leads import BehaviourRequest, dumps
+from leadhook.services.leads import BehaviourRequest, check_listed_version, dumps
 from leadhook.services.ports import LeadFilter
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"], responses=ERRORS)
@@ -185,7 +185,7 @@ def get_lead(
     version it does not list is 412, whatever `If-None-Match` says."""
     versions = if_match_versions(if_match)  # a malformed one is 400, before the lead is read
     lead = c.leads.get(mid, lead_id)
-    BehaviourRequest(mid, Operator(), if_match=versions).check_version(lead_id, lead.version)
+    check_listed_version(versions, lead_id, lead.version)
     tag = f'"{lead.version}"'
     if if_none_match is not None and _names(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
