@@ -508,3 +508,30 @@ def test_listen_verifies_what_serve_delivers(tmp_path: Path, start: Callable[...
     assert "5 received, 2 verified, 3 rejected" in listen.output()
     assert downstream.terminate() == 0
     assert serve.terminate() == 0
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_worker_waits_for_a_postgresql_server_not_there_yet(
+    start: Callable[..., Running], stop: int
+) -> None:
+    # A worker started before its database (a machine booting, a deploy) exited 1, with
+    # nothing to start it again outside serve (a PostgreSQL operator's review).
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/leadhook"  # nothing listens there
+    worker = start("worker", "--database-url", url, name="waiting")
+    said = worker.wait_for("trying again in 2 s")
+    assert "cannot open postgresql://postgres@127.0.0.1" in said and "yet" in said
+    assert worker.proc.poll() is None
+    assert worker.terminate(stop) == 0  # stopped while it waits: nothing to undo
+
+
+@pytest.mark.postgres
+def test_a_worker_set_up_wrong_does_not_wait(tmp_path: Path, postgres_url: str) -> None:
+    # A database that does not exist does not come by waiting: one line, exit 1, at once.
+    from sqlalchemy.engine import make_url
+
+    missing = make_url(postgres_url).set(database="leadhook_no_such_database")
+    url = missing.render_as_string(hide_password=False)
+    started = time.monotonic()
+    result = run("worker", "--database-url", url, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "does not exist" in result.stderr and time.monotonic() - started < 20

@@ -89,3 +89,19 @@ def test_the_banners_tenant_command_names_its_database_without_its_password(
     assert password_withheld(given)  # given by flag: the other shell must export it first
     monkeypatch.setenv("LEADHOOK_DATABASE_URL", secret_url)
     assert not password_withheld(given)  # the command runs as printed where it is exported
+
+
+def test_a_worker_waits_only_for_a_server_not_there_yet() -> None:
+    import psycopg
+
+    from leadhook.cli.common import server_not_there_yet
+
+    def refused(text: str) -> psycopg.OperationalError:
+        return psycopg.OperationalError(f"connection failed: {text}")
+
+    assert server_not_there_yet(refused("port 5432 failed: Connection refused"))
+    assert server_not_there_yet(refused("FATAL:  the database system is starting up"))
+    assert server_not_there_yet(refused("FATAL:  sorry, too many clients already"))
+    assert not server_not_there_yet(refused('FATAL:  database "x" does not exist'))
+    assert not server_not_there_yet(refused("FATAL:  password authentication failed"))
+    assert not server_not_there_yet(RuntimeError("not a database's"))

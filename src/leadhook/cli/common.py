@@ -202,18 +202,94 @@ def _option_detail(detail: str) -> str:
     return detail.removeprefix("body.").removeprefix("query.")
 
 
+# The pauses of a worker waiting for its PostgreSQL server at start (`opened`), then the last.
+DATABASE_WAITS = (1.0, 2.0, 5.0, 10.0)
+
+
+def server_not_there_yet(exc: BaseException) -> bool:
+    """Whether `exc` says the PostgreSQL server cannot be reached *now* (refused, starting,
+    shutting down, out of connections), not that it was set up wrong (a password, a database
+    that does not exist: those do not pass by waiting). SQLite is a file: never."""
+    import psycopg
+
+    orig = getattr(exc, "orig", None) or exc
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    state: str | None = getattr(orig, "sqlstate", None)
+    if state:
+        return state.startswith("08") or state.startswith("57P") or state == "53300"
+    # A refused connection (or none at all) carries no state, and neither does the server's
+    # own refusal at connect time: that one's reason says whether it passes by waiting.
+    text = str(orig)
+    return "FATAL:" not in text or any(passing in text for passing in _PASSING_REFUSALS)
+
+
+# What a PostgreSQL server answers at connect time while it cannot take one *yet*.
+_PASSING_REFUSALS = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "too many clients already",
+    "remaining connection slots are reserved",
+)
+
+
+def _built(settings: Settings, *, service: bool, wait: bool) -> Container:
+    """`build`, and with `wait` again and again while the server is not there yet: a worker
+    started before its database (a machine booting, a deploy) exited 1, with nothing to start
+    it again outside serve. SIGTERM or Ctrl-C meanwhile ends it (exit 0)."""
+    import logging
+    import signal
+    import time
+
+    from leadhook.bootstrap import build
+
+    waits = 0
+    while True:
+        try:
+            return build(settings, rewrite_secrets=service)
+        except Exception as exc:
+            if not wait or not server_not_there_yet(exc):
+                raise
+            pause = DATABASE_WAITS[min(waits, len(DATABASE_WAITS) - 1)]
+            waits += 1
+            if waits & (waits - 1) == 0 or waits % 30 == 0:  # fewer lines as it goes on
+                logging.getLogger("leadhook.worker").warning(
+                    "cannot open %s yet: %s; trying again in %g s (%d tries so far)",
+                    display_url(settings.database_url),
+                    _driver_reason(exc),
+                    pause,
+                    waits,
+                )
+            previous = signal.signal(signal.SIGTERM, _stop_waiting)
+            try:
+                time.sleep(pause)
+            except (KeyboardInterrupt, _StopWaiting):
+                raise typer.Exit(0) from None
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+
+
+class _StopWaiting(Exception):
+    """SIGTERM while a worker waits for its database."""
+
+
+def _stop_waiting(_signum: int, _frame: Any) -> None:
+    raise _StopWaiting
+
+
 @contextmanager
-def opened(settings: Settings, *, service: bool = False) -> Iterator[Container]:
+def opened(settings: Settings, *, service: bool = False, wait: bool = False) -> Iterator[Container]:
     """Build the container (migrating the database) and close it after; fail on errors.
 
     `service`: a service starts (serve, worker): stored webhook secrets are re-encrypted
     under the first key (a key rotation's step 2). A command-line job only checks the key:
     run with the keys in another order, it must not re-encrypt what running services read.
+    `wait`: a PostgreSQL server not there yet is waited for (`_built`), not an error.
     """
-    from leadhook.bootstrap import build
-
     with database_errors(settings.database_url):
-        container = build(settings, rewrite_secrets=service)
+        container = _built(settings, service=service, wait=wait)
     try:
         yield container
     except ValidationError as exc:  # a bad option value (a time zone, an id): exit 2

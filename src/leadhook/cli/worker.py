@@ -40,7 +40,9 @@ def worker(
     configure_logging(log_level)
     settings = load_settings(database_url=database_url, concurrency=concurrency)
     supervised = wake_fd is not None
-    with opened(settings, service=True) as container:
+    # A worker of its own waits for a database not there yet; serve's delivery process exits
+    # and serve starts it again (it must hear serve's stop on its pipe, which it reads later).
+    with opened(settings, service=True, wait=not supervised) as container:
 
         def started() -> None:
             if supervised:
