@@ -274,9 +274,13 @@ class OneSendHttpTools(HttpToolsProtocol):
         super().on_message_begin()
 
     def _arm_read_timer(self) -> None:
+        self._stop_read_timer()
+        self._read_timer = self.loop.call_later(REQUEST_READ_TIMEOUT, self._read_timed_out)
+
+    def _stop_read_timer(self) -> None:
         if self._read_timer is not None:
             self._read_timer.cancel()
-        self._read_timer = self.loop.call_later(REQUEST_READ_TIMEOUT, self._read_timed_out)
+            self._read_timer = None
 
     def _body_due(self) -> bool:
         """Whether the last request's head was read and the rest of its body is still due."""
@@ -354,9 +358,7 @@ class OneSendHttpTools(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._stop_read_timer()
         if self._refusal is None:
             super().on_message_complete()
 
@@ -369,9 +371,7 @@ class OneSendHttpTools(HttpToolsProtocol):
         # into the loop's exception handler (a peer's reset read in the turn its answer was
         # written). Written straight to the transport, it was dropped quietly.
         self._one_send.drop()
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._stop_read_timer()
         # A request whose answer has not begun gets none: counted as its client's close
         # (`CLIENT_GONE`), not as the status its app goes on to send into the void.
         running = self._running
