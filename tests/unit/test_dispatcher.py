@@ -23,7 +23,7 @@ from leadhook.adapters.memory.uow import MemoryStore
 from leadhook.domain.attempts import TURNED_AWAY, SendResult, no_answer
 from leadhook.domain.retry import RetryPolicy
 from leadhook.domain.signing import generate_secret
-from leadhook.services.dispatcher import Dispatcher, batch_of, claim_failure_logged
+from leadhook.services.dispatcher import Dispatcher, batch_of, failure_logged
 from leadhook.services.lanes import MAX_IN_FLIGHT
 from leadhook.services.ports import DeliveryStatus, Job, StoredEvent, Subscription, Verdict
 from leadhook.services.wakeup import Wakeup
@@ -1010,7 +1010,7 @@ async def test_a_database_outage_logs_one_traceback_then_a_line_a_try(
 
 def test_a_long_outage_logs_fewer_and_fewer_lines() -> None:
     # A line a second filled the log through an outage only an operator ends.
-    logged = [n for n in range(1, 3601) if claim_failure_logged(n)]
+    logged = [n for n in range(1, 3601) if failure_logged(n)]
     assert logged[:8] == [1, 2, 4, 8, 16, 32, 64, 120]
     assert len(logged) == 7 + 3600 // 60 - 1  # an hour: 66 lines, not 3,600
 

@@ -244,6 +244,7 @@ def _built(settings: Settings, *, service: bool, wait: bool) -> Container:
     import time
 
     from leadhook.bootstrap import build
+    from leadhook.services.dispatcher import failure_logged
 
     waits = 0
     while True:
@@ -254,7 +255,7 @@ def _built(settings: Settings, *, service: bool, wait: bool) -> Container:
                 raise
             pause = DATABASE_WAITS[min(waits, len(DATABASE_WAITS) - 1)]
             waits += 1
-            if waits & (waits - 1) == 0 or waits % 30 == 0:  # fewer lines as it goes on
+            if failure_logged(waits):  # fewer lines as it goes on, as a failing claim's
                 logging.getLogger("leadhook.worker").warning(
                     "cannot open %s yet: %s; trying again in %g s (%d tries so far)",
                     display_url(settings.database_url),

@@ -70,11 +70,12 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def claim_failure_logged(failures: int) -> bool:
-    """Whether the `failures`-th claim failing in a row is logged: the 1st (with its
-    traceback), 2nd, 4th, 8th, ... 64th, then one a minute (a claim is tried every second).
+def failure_logged(failures: int) -> bool:
+    """Whether the `failures`-th failure in a row of something tried again and again is
+    logged: the 1st, 2nd, 4th, 8th, ... 64th, then every 60th (a claim tried every second:
+    one a minute; a worker's start waiting 10 s for its database: one every ten minutes).
 
-    A line a second filled a log through an outage that lasts until an operator acts (a
+    A line a try filled a log through an outage that lasts until an operator acts (a
     database down for the night, secret keys that no longer open the secrets).
     """
     return failures & (failures - 1) == 0 if failures <= 64 else failures % 60 == 0
@@ -449,13 +450,13 @@ class Dispatcher:
                 log.info("claim given up: stopping", extra={"worker_id": self.worker_id})
                 return -1
             # The first failure of a run with its traceback; then fewer and fewer lines
-            # until a claim succeeds again (`claim_failure_logged`).
+            # until a claim succeeds again (`failure_logged`).
             self._claim_failures += 1
             failures = self._claim_failures
             extra = {"worker_id": self.worker_id, "failures": failures}
             if failures == 1:
                 log.exception("claim failed; retrying in 1s", extra=extra)
-            elif claim_failure_logged(failures):
+            elif failure_logged(failures):
                 log.warning(
                     "claim failed again (%d times in a row); retrying every 1s",
                     failures,
