@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import replace
@@ -26,6 +25,7 @@ from leadhook.domain.catalog import (
     validate_key,
 )
 from leadhook.domain.errors import ConflictError, ValidationError
+from leadhook.domain.jsontext import dumps
 from leadhook.domain.operator import MAX_OPERATOR_ID
 from leadhook.domain.pools import parse_pool, pool_from_json, pool_keys, pool_to_json
 from leadhook.domain.values import MAX_TEXT
@@ -222,8 +222,7 @@ each of the tenant's behaviours 40-80 ms of the API's loop, and its versions gig
 
 def check_catalog_size(catalog: Catalog) -> None:
     """Refuse (422) a catalog past `MAX_CATALOG_BYTES`."""
-    text = json.dumps(catalog_to_json(catalog), ensure_ascii=False, separators=(",", ":"))
-    size = len(text.encode())
+    size = len(dumps(catalog_to_json(catalog)).encode())  # the text the store keeps
     if size > MAX_CATALOG_BYTES:
         raise ValidationError.at(
             ("body",),
