@@ -27,13 +27,13 @@ from leadhook.receiver import (
 SECRET = os.environ.get("LEADHOOK_SECRET", "")
 seen = Deduplicator()
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-REASONS = {204: "No Content", 400: "Bad Request", 401: "Unauthorized", 405: "Not Allowed"}
+REASONS = {204: "No Content", 400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed"}
 
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """Answer 204 for a verified event, 401 for a bad signature, 400 for a bad body."""
     if environ["REQUEST_METHOD"] != "POST":
-        start_response("405 Not Allowed", [("content-type", "text/plain")])
+        start_response("405 Method Not Allowed", [("content-type", "text/plain")])
         return [b"POST leadhook deliveries here\n"]
     body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     try:

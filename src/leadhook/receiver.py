@@ -209,7 +209,10 @@ def parse(body: bytes | str) -> LeadEvent:
             ):
                 raise UnknownEventReceived(data) from None
             tag = (first.get("ctx") or {}).get("tag")
-            why = f"event_type {tag!r} is not one of the contract's event types"
+            if tag == TEST_EVENT_TYPE:  # with an event_id it was a test event (above)
+                why = "a webhook_test event with no event_id (a non-empty string on every event)"
+            else:
+                why = f"event_type {tag!r} is not one of the contract's event types"
         else:
             why = f"{where + ': ' if where else ''}{first.get('msg', '')}"
         raise InvalidPayload(f"not a lead event: {why}") from exc
@@ -436,16 +439,41 @@ class GapDetector:
     A version older than the highest seen fills its gap if it was missing and is otherwise a
     duplicate; both are fine. By default the first event seen of a lead starts its history;
     with `start_at_one` (subscribed before the leads existed) versions before it are missing
-    too. At most `max_leads` leads are tracked, the least recently seen forgotten first.
+    too.
+
+    It is in memory and bounded: at most `max_leads` leads are tracked. Beyond that the least
+    recently seen lead with nothing missing is forgotten first (among the oldest
+    `_EVICTION_SCAN`; if all of those have gaps outstanding, the oldest, gaps and all).
+    `forgotten` counts them. A forgotten lead seen again starts anew: by default at the
+    version then seen (a gap across the forgetting goes unreported), with `start_at_one` from
+    version 1 (versions that did arrive are reported again: fetch and de-duplicate them). Size
+    `max_leads` to the leads that change in a subscriber's window, or keep each lead's last
+    version in the subscriber's own database.
     """
+
+    _EVICTION_SCAN = 64
 
     def __init__(self, *, start_at_one: bool = False, max_leads: int = 100_000) -> None:
         if max_leads < 1:
             raise ValueError("max_leads must be at least 1")
         self.start_at_one = start_at_one
         self.max_leads = max_leads
+        self.forgotten = 0
         self._leads: OrderedDict[str, _Lead] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _forget_one(self, keep: str) -> None:
+        # The least recently seen lead with nothing outstanding, else the least recent; never
+        # `keep`, the lead being recorded (the most recent).
+        victim = next(iter(self._leads))
+        for scanned, (entity_id, lead) in enumerate(self._leads.items()):
+            if scanned >= self._EVICTION_SCAN or entity_id == keep:
+                break
+            if not lead.missing:
+                victim = entity_id
+                break
+        del self._leads[victim]
+        self.forgotten += 1
 
     def observe(self, event: LeadEvent) -> Gap | None:
         """Record the event; return the versions it shows to be missing, if any are new."""
@@ -461,7 +489,7 @@ class GapDetector:
                 lead = _Lead(highest=0 if self.start_at_one else version - 1, missing=[])
                 self._leads[entity_id] = lead
                 while len(self._leads) > self.max_leads:
-                    self._leads.popitem(last=False)
+                    self._forget_one(keep=entity_id)
             self._leads.move_to_end(entity_id)
             if version <= lead.highest:
                 lead.missing = _fill(lead.missing, version)

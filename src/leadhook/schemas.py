@@ -42,12 +42,18 @@ def write_schemas(directory: Path) -> list[Path]:
 
 
 def _default_directory() -> Path:
-    # src/leadhook/schemas.py -> the repository root is two folders above `leadhook`.
-    return Path(__file__).resolve().parents[2] / "schemas"
+    # In a checkout (src/leadhook/schemas.py) the repository's own `schemas/`, two folders
+    # above `leadhook`; installed from a wheel, `schemas/` in the current folder, never a
+    # folder inside the Python installation.
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "src" / "leadhook").is_dir():
+        return root / "schemas"
+    return Path.cwd() / "schemas"
 
 
 def main(argv: list[str]) -> int:
-    """Write the schemas to the folder named by the first argument (default: `<repo>/schemas`)."""
+    """Write the schemas to the folder named by the first argument (default: the checkout's
+    `schemas/`, or `./schemas` when leadhook is installed from a wheel)."""
     if len(argv) > 1:
         sys.stderr.write("usage: python -m leadhook.schemas [DIRECTORY]\n")
         return 2

@@ -278,7 +278,8 @@ def test_a_test_event_is_held_to_the_webhook_id_rule_too() -> None:
         if event_id is None:
             del data["event_id"]
         body = json.dumps(data).encode()
-        with pytest.raises(InvalidPayload):
+        # Said as what it is, not as an event type the contract lacks.
+        with pytest.raises(InvalidPayload, match="webhook_test event with no event_id"):
             verify_and_parse(body, signed(body, [SECRET], msg_id="M1"), SECRET, now=NOW)
 
 
@@ -553,3 +554,25 @@ def test_a_json_reader_refusal_is_an_invalid_payload() -> None:
             parse(body)
     finally:
         sys.set_int_max_str_digits(limit)
+
+
+def test_the_bound_forgets_leads_with_nothing_missing_first() -> None:
+    gaps = GapDetector(max_leads=2)
+    assert gaps.observe_version("A", 1) is None
+    assert gaps.observe_version("A", 3) == Gap("A", 2, 2)  # A has a gap outstanding
+    gaps.observe_version("B", 1)
+    gaps.observe_version("C", 1)  # forgets B, the least recent with nothing missing
+    assert gaps.last_version("B") is None and gaps.missing("A") == [2]
+    assert gaps.forgotten == 1
+    assert gaps.observe_version("A", 5) == Gap("A", 4, 4)  # A still tracked: the gap is seen
+
+
+def test_the_bound_forgets_the_oldest_when_every_lead_has_a_gap() -> None:
+    gaps = GapDetector(max_leads=2)
+    gaps.observe_version("A", 2)
+    gaps.observe_version("A", 4)
+    gaps.observe_version("B", 2)
+    gaps.observe_version("B", 4)
+    assert gaps.observe_version("C", 1) is None  # the newest is never the one forgotten
+    assert gaps.last_version("A") is None and gaps.last_version("C") == 1
+    assert gaps.missing("B") == [3] and gaps.forgotten == 1

@@ -121,3 +121,16 @@ def test_schema_refuses_an_unknown_key_and_a_bad_scene() -> None:
     assert not validator.is_valid({**event, "surprise": 1})
     assert not validator.is_valid({**event, "extra_data": {**event["extra_data"], "scene_type": 7}})
     assert not validator.is_valid({**event, "action_keyword": "object_change_owner"})
+
+
+def test_the_default_folder_is_the_checkouts_or_else_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadhook import schemas
+
+    assert schemas._default_directory() == SCHEMA_DIR.resolve()
+    # Installed from a wheel: never a folder inside the Python installation.
+    installed = tmp_path / "lib" / "python3.11" / "site-packages" / "leadhook" / "schemas.py"
+    monkeypatch.setattr(schemas, "__file__", str(installed))
+    monkeypatch.chdir(tmp_path)
+    assert schemas._default_directory() == tmp_path / "schemas"

@@ -44,7 +44,7 @@ class OperatorIn(_In):
     operator_id: int = Field(0, ge=0, le=2**53 - 1)
     # Codes of an open vocabulary (`pc` and `mobile` are examples of an environment): up to
     # OPERATOR_CODE characters, kept as given; ids and names up to OPERATOR_TEXT. Every
-    # event of the behaviour carries them (docs/api.md, "Behaviours").
+    # event of the behaviour carries them (docs/api.md, "Leads").
     omni_user_uuid: str = Field("", max_length=OPERATOR_TEXT)
     login_platform: str = Field(
         "", max_length=OPERATOR_CODE, examples=["member_center", "jingsocial"]

@@ -80,8 +80,9 @@ def _print_new_key(api_key: str, key_id: str) -> None:
     console.print(f"  {api_key}")
     console.print(f"Key id: {key_id}")
     console.print(
-        f"Use it as: curl -H 'Authorization: Bearer {api_key}' http://127.0.0.1:8000/v1/catalog"
-        " (or the address `leadhook serve` printed)",
+        f"Use it as: curl -H 'Authorization: Bearer {api_key}' BASE/v1/catalog, BASE being"
+        " the address `leadhook serve` printed (http://127.0.0.1:8000 unless --port or --host"
+        " set another)",
         markup=False,
     )
 

@@ -396,11 +396,17 @@ class SubscriptionService:
             try:
                 since = parse_rfc3339(since, in_query=False)
             except ValueError as exc:
-                raise _bad("since", str(exc)) from None
+                text = str(exc)
+                if text.startswith("must be "):  # not a date-time at all: say both forms
+                    text = "must be unix seconds (a number >= 0) or " + text[len("must be ") :]
+                raise _bad("since", text) from None
             if since < 0:
                 raise _bad("since", "is before 1970-01-01T00:00:00Z, unix time 0")
         if not finite_number(since) or since < 0:
-            raise _bad("since", "must be unix seconds (a number >= 0)")
+            raise _bad(
+                "since",
+                "must be unix seconds (a number >= 0) or an RFC 3339 date-time with a time zone",
+            )
         if status is not None and status not in REPLAYABLE:
             raise _bad("status", f"must be {' or '.join(REPLAYABLE)}, or omitted (both)")
         with self._uow() as uow:

@@ -201,5 +201,6 @@ def list_attempts(delivery_id: str, mid: Mid, c: ContainerDep) -> m.AttemptPageO
 )
 def retry_delivery(delivery_id: str, mid: Mid, c: ContainerDep) -> m.DeliveryOut:
     """Send a `failed`, `dead` or `delivered` delivery again now, with a fresh retry schedule
-    (409 if it is already `pending` or its subscription was deleted)."""
+    (409 if it is already `pending`, a worker is sending it right now, or its subscription
+    was deleted)."""
     return bodies.delivery(c.subscriptions.retry(mid, delivery_id))
