@@ -533,6 +533,15 @@ def test_body_over_one_mebibyte_is_413_and_writes_nothing(api: Api) -> None:
         f"/v1/leads/{lid}/notes", content=chunks(), headers={"content-type": "application/json"}
     )
     assert_problem(chunked, 413)
+    # Without a key, or with an unknown one, the answer is the credential's 401, as for any
+    # other request: declared or chunked, the size is not looked at first.
+    for auth in ({}, {"authorization": "Bearer lh_unknown"}):
+        headers = {"content-type": "application/json", **auth}
+        for content in (big, chunks()):
+            refused = api.client.post(f"/v1/leads/{lid}/notes", content=content, headers=headers)
+            assert_problem(refused, 401)
+        admin_only = api.client.post("/v1/tenants", content=big, headers=headers)
+        assert_problem(admin_only, 401)
     small = api.post(
         f"/v1/leads/{lid}/notes",
         content=iter([b'{"notes": ', b'"chunked"}']),

@@ -214,7 +214,7 @@ def test_attempts_of_a_delivery(stack: Stack) -> None:
 # ---- bodies that are not JSON ---------------------------------------------------------------
 
 
-def test_a_body_that_is_not_json_is_415_and_changes_nothing(api: Api) -> None:
+def test_a_body_that_is_not_json_is_422_and_changes_nothing(api: Api) -> None:
     lid = api.create_lead()["id"]
     counts = api.counts()
     bodies: list[dict[str, Any]] = [
@@ -231,10 +231,12 @@ def test_a_body_that_is_not_json_is_415_and_changes_nothing(api: Api) -> None:
     ]
     for method, path in routes:
         for kwargs in bodies:
-            problem = assert_problem(api.request(method, path, **kwargs), 415)
+            # 422, not 415: bad input stays within 400/404/409/412/413/422 (docs/api.md).
+            problem = assert_problem(api.request(method, path, **kwargs), 422)
+            assert problem["type"].endswith("/unsupported-media-type"), problem
             assert "application/json" in problem["detail"]
     text = {"content": b"mid=x", "headers": {**ADMIN, "content-type": "text/plain"}}
-    assert_problem(api.client.post("/v1/tenants", **text), 415)
+    assert_problem(api.client.post("/v1/tenants", **text), 422)
     resp = api.post(f"/v1/leads/{lid}/notes", content=b"x", headers={"content-type": "text/csv"})
     assert resp.headers["accept-post"] == "application/json"
     resp = api.patch(f"/v1/leads/{lid}", content=b"x", headers={"content-type": "text/plain"})
@@ -242,7 +244,7 @@ def test_a_body_that_is_not_json_is_415_and_changes_nothing(api: Api) -> None:
     assert api.counts() == counts
 
 
-def test_a_content_coded_body_is_415_and_changes_nothing(api: Api) -> None:
+def test_a_content_coded_body_is_422_and_changes_nothing(api: Api) -> None:
     # RFC 9110 8.4.1: the API reads a body as sent; a gzip body was read as broken UTF-8
     # (400) and a plain one labelled gzip was taken as if unlabelled.
     lid = api.create_lead()["id"]
@@ -251,7 +253,7 @@ def test_a_content_coded_body_is_415_and_changes_nothing(api: Api) -> None:
     for coding, body in (("gzip", gzip.compress(plain)), ("gzip", plain), ("br, identity", plain)):
         for method, path in (("POST", f"/v1/leads/{lid}/notes"), ("POST", "/v1/leads")):
             headers = {"content-type": "application/json", "content-encoding": coding}
-            problem = assert_problem(api.request(method, path, content=body, headers=headers), 415)
+            problem = assert_problem(api.request(method, path, content=body, headers=headers), 422)
             assert "content-coded" in problem["detail"], problem
             assert coding.split(",")[0] in problem["detail"]
     assert api.counts() == counts

@@ -17,7 +17,7 @@ EXPECTED = {
     errors.ValidationError: (422, "validation", "Validation failed"),
     errors.BadRequestError: (400, "bad-request", "Bad request"),
     errors.BadJsonError: (400, "bad-json", "Bad request"),
-    errors.UnsupportedMediaTypeError: (415, "unsupported-media-type", "Unsupported media type"),
+    errors.UnsupportedMediaTypeError: (422, "unsupported-media-type", "Unsupported media type"),
     errors.UnauthorizedError: (401, "unauthorized", "Unauthorized"),
     errors.NotFoundError: (404, "not-found", "Not found"),
     errors.VersionMismatchError: (412, "version-mismatch", "Precondition failed"),

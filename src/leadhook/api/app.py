@@ -40,14 +40,14 @@ fixed JSON contract, and delivers the events to subscribers' webhooks, signed (S
 Webhooks), in order per lead, retried for about three days, never lost.
 
 Errors are `application/problem+json` (RFC 9457). Bodies are JSON: any other media type
-answers 415. Every mutating lead call honours `Idempotency-Key` and `If-Match: <version>`.
+answers 422. Every mutating lead call honours `Idempotency-Key` and `If-Match: <version>`.
 Times in answers are RFC 3339 UTC strings (`2026-12-01T08:30:00.250Z`); the event contract's
 own fields keep their form. The *Webhooks* section documents each event type exactly as
 subscribers receive it, as does `GET /v1/event-types`.
 """
 
 
-# A JSON body without a Content-Type is read as JSON (any other media type is a 415, see
+# A JSON body without a Content-Type is read as JSON (any other media type is a 422, see
 # deps.storable_input). FastAPI 0.12x reads it so by default; newer versions need the flag.
 _LENIENT_CONTENT_TYPE: dict[str, Any] = (
     {"strict_content_type": False}
@@ -186,7 +186,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(FastBehaviours, api=app, container=container, table=fast)
     problems.install(app, deps.route_credential)
     s = container.settings
-    app.add_middleware(BodyLimit, limit=s.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=s.max_body_bytes, credential=deps.path_credential)
     buckets = None if s.rate_limit is None else TokenBuckets(*s.rate_limit)
     app.state.rate_buckets = buckets  # the console's sessions count against it too
     if buckets is not None:

@@ -243,10 +243,11 @@ async def storable_input(request: Request) -> None:
     A NUL in the path or query (no id holds one, and PostgreSQL refuses it in any text
     parameter), or a query that is not UTF-8, is a 400. A body sent as anything but JSON
     (`text/plain`, a form), or content-coded (`Content-Encoding: gzip`: the API reads bodies
-    as sent), is a 415; a body without a Content-Type is read as JSON. In the
-    body, text with a NUL (PostgreSQL text cannot hold one) or an unpaired surrogate (valid
-    JSON, but not Unicode: no driver can encode it) is a 422 naming where it is. A body that
-    is not UTF-8 at all (UTF-16, Latin-1, a surrogate's three bytes) is a 400 `bad-json`.
+    as sent), is a 422 `unsupported-media-type`; a body without a Content-Type is read as
+    JSON. In the body, text with a NUL (PostgreSQL text cannot hold one) or an unpaired
+    surrogate (valid JSON, but not Unicode: no driver can encode it) is a 422 naming where it
+    is. A body that is not UTF-8 at all (UTF-16, Latin-1, a surrogate's three bytes) is a 400
+    `bad-json`.
     """
     problem = address_problem(request)
     if problem is not None:
@@ -368,6 +369,22 @@ async def route_credential(request: Request) -> None:
         await tenant_of(c, bearer(header))
     elif calls & {checked_admin, admin}:
         await admin(c, header)
+
+
+async def path_credential(request: Request) -> None:
+    """Check the credential a request's path asks for, before any route is chosen: the admin
+    token under `/v1/tenants`, a tenant key under the rest of `/v1/`, none elsewhere. For a
+    request refused before routing (a body over the limit): its 401 comes first, as it does
+    for every other request."""
+    path = request.url.path
+    if not path.startswith("/v1/"):
+        return
+    header = request.headers.get("authorization")
+    c: Container = request.app.state.container
+    if path == "/v1/tenants" or path.startswith("/v1/tenants/"):
+        await admin(c, header)
+    else:
+        await tenant_of(c, bearer(header))
 
 
 Mid = Annotated[str, Depends(checked_tenant)]

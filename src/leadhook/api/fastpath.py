@@ -167,7 +167,7 @@ class FastBehaviours:
                     raise _Fallback  # a repeated header: let the app decide
                 wanted[name] = value.decode("latin-1")
         content_type = wanted[b"content-type"]
-        if wanted[b"content-encoding"] is not None:  # the app's 415 (or identity's pass)
+        if wanted[b"content-encoding"] is not None:  # the app's 422 (or identity's pass)
             raise _Fallback
         if not plain_json_input(scope["path"], scope["query_string"], content_type, raw):
             raise _Fallback

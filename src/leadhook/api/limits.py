@@ -13,10 +13,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook.api import problems
+from leadhook.api.problems import CredentialCheck
 
 MAX_TRACKED_KEYS = 10_000
 """Buckets kept at once; the least recently used goes first (random keys cannot grow memory)."""
@@ -180,11 +182,14 @@ class BodyLimit:
 
     A declared Content-Length over the limit is refused before reading; a chunked body is
     buffered up to the limit and refused as soon as it passes it, then replayed to the app.
+    The credential the route asks for is checked first: with none, or an unknown one, the
+    answer is 401, as for every other request.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, credential: CredentialCheck | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.credential = credential
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -193,7 +198,7 @@ class BodyLimit:
         declared = declared_length(scope)
         if declared is not None:
             if declared.isdigit() and int(declared) > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
+                await (await self._refusal(scope))(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -213,12 +218,21 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
+                await (await self._refusal(scope))(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         await self.app(scope, replayed(b"".join(chunks), receive), send)
+
+    async def _refusal(self, scope: Scope) -> Response:
+        """The 413, or the 401 of the credential the request's path asks for (`credential`:
+        it raises the request's 401, if any)."""
+        if self.credential is not None:
+            refused = await problems.credential_refusal(Request(scope), self.credential)
+            if refused is not None:
+                return refused
+        return _too_large(self.limit)
 
 
 def _too_large(limit: int) -> Response:

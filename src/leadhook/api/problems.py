@@ -46,7 +46,7 @@ RETRY_AFTER_UNAVAILABLE = 5
 RETRY_AFTER_LOCKED = 1
 RETRY_AFTER_FULL = 60
 JSON_MEDIA_TYPE = "application/json"
-"""The one media type request bodies may have (a 415 names it in Accept-Post/Accept-Patch)."""
+"""The one media type request bodies may have (its problem names it in Accept-Post/Accept-Patch)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,9 @@ PROBLEMS: dict[type[LeadhookError], ProblemKind] = {
     ValidationError: ProblemKind(422, "validation", "Validation failed"),
     BadRequestError: ProblemKind(400, "bad-request", "Bad request"),
     BadJsonError: ProblemKind(400, "bad-json", "Bad request"),
-    UnsupportedMediaTypeError: ProblemKind(415, "unsupported-media-type", "Unsupported media type"),
+    # 422, not HTTP's own 415: the API's reference page keeps bad input to 400, 404, 409, 412,
+    # 413 and 422, and clients are written against it (docs/api.md, "Bodies").
+    UnsupportedMediaTypeError: ProblemKind(422, "unsupported-media-type", "Unsupported media type"),
     UnauthorizedError: ProblemKind(401, "unauthorized", "Unauthorized"),
     NotFoundError: ProblemKind(404, "not-found", "Not found"),
     VersionMismatchError: ProblemKind(412, "version-mismatch", "Precondition failed"),
@@ -173,7 +175,7 @@ async def _leadhook_error(request: Request, exc: Exception) -> Response:
 CredentialCheck = Callable[[Request], Awaitable[None]]
 
 
-async def _credential_first(request: Request) -> Response | None:
+async def credential_first(request: Request) -> Response | None:
     """The answer to a request whose credential fails, checked before its body's problem.
 
     FastAPI reads a route's JSON body before the route's dependencies run, so a body that is
@@ -181,8 +183,11 @@ async def _credential_first(request: Request) -> Response | None:
     here too, as for every other request (see `install`).
     """
     check: CredentialCheck | None = getattr(request.app.state, "credential_check", None)
-    if check is None:
-        return None
+    return None if check is None else await credential_refusal(request, check)
+
+
+async def credential_refusal(request: Request, check: CredentialCheck) -> Response | None:
+    """The problem `check` raises for the request's credential (its 401), or None."""
     try:
         await check(request)
     except LeadhookError as exc:
@@ -198,10 +203,11 @@ def content_coding(values: list[str]) -> str:
 
 
 def coded_body(request: Request) -> UnsupportedMediaTypeError | None:
-    """The 415 of a request whose body is content-coded (`Content-Encoding: gzip`), or None.
+    """The problem (422) of a request whose body is content-coded (`Content-Encoding: gzip`),
+    or None.
 
     The API reads a body as it is sent (RFC 9110 8.4.1 lets a server refuse a coding it does
-    not accept with 415): a gzip body was answered as text that is not UTF-8, and a plain one
+    not accept): a gzip body was answered as text that is not UTF-8, and a plain one
     labelled gzip read as if it were unlabelled.
     """
     coding = content_coding(request.headers.getlist("content-encoding"))
@@ -216,7 +222,7 @@ def coded_body(request: Request) -> UnsupportedMediaTypeError | None:
 async def _unreadable(request: Request, detail: str) -> Response:
     """The answer to a body the JSON reader refused: the credential's problem first, then a
     content coding's, else `bad-json` with `detail`."""
-    refused = await _credential_first(request)
+    refused = await credential_first(request)
     if refused is not None:
         return refused
     coded = coded_body(request)

@@ -17,8 +17,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     412: {**_DOC, "description": "If-Match names an older version"},
     413: {**_DOC, "description": "Body over 1 MiB"},
     414: {**_DOC, "description": "URL (path and query) over 8 KiB"},
-    415: {**_DOC, "description": "A body that is not application/json"},
-    422: {**_DOC, "description": "Invalid input; `errors` names each field"},
+    422: {
+        **_DOC,
+        "description": "Invalid input; `errors` names each field (or a body that is not"
+        " application/json, `unsupported-media-type`)",
+    },
     429: {**_DOC, "description": "Over this API key's request rate; retry after `Retry-After`"},
     431: {**_DOC, "description": "Request headers over 16 KiB"},
     503: {
