@@ -271,3 +271,33 @@ def test_an_upgrade_behind_a_behaviour_is_refused_after_its_answer(
     leads = httpx.get(f"{base}/v1/leads", headers={"Authorization": f"Bearer {key}"}).json()
     assert [lead["fields"]["name"] for lead in leads["data"]] == ["up"]
     assert serve.terminate() == 0
+
+
+def test_an_open_console_stream_does_not_hold_up_a_graceful_stop(
+    tmp_path: Path, start: Callable[..., Running]
+) -> None:
+    # A live stream lasts 30 s; the grace period is 5 s. It held every stop for the whole
+    # grace period, then was cancelled with an ERROR and a traceback in the log (a review).
+    serve, base = _serve(tmp_path, start, "live")
+    key = post(f"{base}/v1/tenants", {"mid": "acme"}, ADMIN_TOKEN)["api_key"]
+    with httpx.Client(base_url=base, timeout=30) as client:
+        login = client.get("/console/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login)
+        assert token is not None
+        signed = client.post("/console/login", data={"api_key": key, "csrf_token": token[1]})
+        assert signed.status_code == 303, signed.text
+        with client.stream("GET", "/console/events/stream") as live:
+            assert live.status_code == 200
+            chunks = live.iter_bytes()
+            assert next(chunks).startswith(b"retry:")
+            stopping = time.monotonic()
+            serve.proc.send_signal(signal.SIGTERM)
+            for _ in chunks:  # the stream ends (the server closes it) well before 5 s
+                pass
+            ended = time.monotonic() - stopping
+    assert serve.proc.wait(timeout=15) == 0
+    took = time.monotonic() - stopping
+    assert ended < 2.5 and took < 4.5, (ended, took)
+    output = serve.output()
+    assert "timeout graceful shutdown exceeded" not in output, output
+    assert "Traceback" not in output and "ERROR" not in output, output

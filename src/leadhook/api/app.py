@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -159,6 +160,13 @@ def _constant(body: bytes) -> Callable[[], Awaitable[HTMLResponse]]:
     return page
 
 
+def stopping(app: Any) -> None:
+    """Tell `app`'s long-lived answers that the server is stopping (see `create_app`)."""
+    event = getattr(getattr(app, "state", None), "stopping", None)
+    if isinstance(event, asyncio.Event):
+        event.set()
+
+
 def create_app(container: Container) -> FastAPI:
     """Build the API around a container (settings, database, services)."""
     app = LeadhookAPI(
@@ -174,6 +182,9 @@ def create_app(container: Container) -> FastAPI:
         **_NO_TELEMETRY,
     )
     app.state.container = container
+    # Set when the server begins to stop (`stopping`): long-lived answers (the console's live
+    # stream) end at once rather than hold the graceful shutdown until it cancels them.
+    app.state.stopping = asyncio.Event()
     registry = CollectorRegistry()
     app.state.registry = registry
     api_metrics = ApiMetrics(registry)

@@ -563,12 +563,14 @@ async def run_service(
     shutdown = shutdown or asyncio.Event()
     stop = asyncio.Event()
     server: _Server | None = None
+    api: Any = None
     tasks: list[asyncio.Task[None]] = []
     if sock is not None:
         from leadhook.api.app import create_app  # here: a worker and `listen` need no API
 
+        api = create_app(container)
         config = uvicorn.Config(
-            create_app(container),
+            api,
             log_config=None,  # the command configures logging (`cli.logs.configure_logging`)
             log_level=log_level,
             access_log=access_log,
@@ -612,6 +614,9 @@ async def run_service(
         waiter.cancel()
         if server is not None:
             server.should_exit = True
+            from leadhook.api.app import stopping
+
+            stopping(api)  # the console's live streams end now, not at the grace period's end
             # A write still waiting (for a lock another program holds) when the grace period
             # is nearly over is refused, unwritten, with a 503 its client may retry; else
             # uvicorn cancels its request (a bare 500) and `close` wrote it afterwards.

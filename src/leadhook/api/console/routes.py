@@ -60,8 +60,9 @@ LIVE_POLL_SECONDS = 0.5
 SESSION_CHECK_SECONDS = 1.0
 """How often a live stream checks that its session is still signed in (and its key valid)."""
 LIVE_STREAM_SECONDS = 30.0
-"""A live stream ends after this long and the browser reconnects where it left off, so an
-open console never holds a server's graceful shutdown for long."""
+"""A live stream ends after this long and the browser reconnects where it left off. It also
+ends within `LIVE_POLL_SECONDS` of the server beginning to stop (`app.state.stopping`), so an
+open console never holds a graceful shutdown."""
 
 
 PageDep = Annotated[Page, Depends(page_of)]
@@ -225,12 +226,16 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
         del head.headers["content-length"]
         return head
 
+    stopping: asyncio.Event | None = getattr(request.app.state, "stopping", None)
+
     async def stream() -> AsyncIterator[bytes]:
         last = start
         ends = time.monotonic() + LIVE_STREAM_SECONDS
         checked = time.monotonic()
         yield b"retry: 500\n\n"
         while time.monotonic() < ends and not await request.is_disconnected():
+            if stopping is not None and stopping.is_set():
+                return  # the server is stopping: the browser reconnects to the next one
             if time.monotonic() - checked >= SESSION_CHECK_SECONDS:
                 # A stream outlives the request that opened it: the session signed out (in
                 # another tab) or its key revoked ends it too, and the page goes to sign in.
