@@ -6,6 +6,7 @@ import base64
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from leadhook.api.console.session import (
     SessionSigner,
     csrf_ok,
 )
+from leadhook.domain.attempts import TURNED_AWAY
 from leadhook.domain.catalog import Catalog, Entry, Member
 from leadhook.domain.errors import NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES
@@ -26,6 +28,7 @@ from leadhook.services.console import (
     chart_series,
     health_of,
     percentile,
+    request_headers,
     timeline_entry,
 )
 from leadhook.services.ports import Subscription
@@ -61,6 +64,26 @@ def test_health_counts_successes_and_names_the_newest_failure() -> None:
     assert h.per_second == 4 / 3600
     empty = health_of([])
     assert empty.success_rate is None and empty.last_error is None and empty.per_second == 0
+
+
+def test_health_times_only_attempts_that_went_out() -> None:
+    # A turned-away attempt (the circuit open) is a failure of the delivery but took no time
+    # at the endpoint: its 0 ms made a never-answering endpoint's p50 read 0.0 ms (a review).
+    turned = [sample(NOW - i, None, 0.0, TURNED_AWAY) for i in range(1, 9)]
+    h = health_of([*turned, sample(NOW - 20, None, 10_000.0, "timeout")])
+    assert (h.attempts, h.successes) == (9, 0)
+    assert h.p50_ms == 10_000.0 and h.p99_ms == 10_000.0
+    assert health_of(turned).p50_ms is None
+
+
+def test_an_attempt_turned_away_shows_no_request_headers() -> None:
+    from types import SimpleNamespace
+
+    delivery: Any = SimpleNamespace(event_id="E1")
+    sent: Any = SimpleNamespace(attempted_at=NOW, error="timeout")
+    turned: Any = SimpleNamespace(attempted_at=NOW, error=TURNED_AWAY)
+    assert dict(request_headers(delivery, sent, b"{}"))["webhook-id"] == "E1"
+    assert request_headers(delivery, turned, b"{}") == ()  # nothing went out
 
 
 def test_the_chart_buckets_rate_and_failure_share_per_minute() -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from leadhook.domain.attempts import TURNED_AWAY
 from leadhook.domain.catalog import EMPTY_TEXT, Catalog, NamedMatches
 from leadhook.domain.errors import NotFoundError, UnauthorizedError, ValidationError
 from leadhook.domain.lead import ATTRIBUTE_FIELDS, Lead
@@ -212,7 +213,9 @@ def health_of(samples: Iterable[AttemptSample], window: float = HEALTH_WINDOW) -
         return Health(window=window)
     failed = [s for s in items if not s.ok]
     last = max(failed, key=lambda s: s.attempted_at) if failed else None
-    latencies = [s.latency_ms for s in items]
+    # The time to an answer or to a failure: an attempt the open circuit turned away never
+    # went out, and its 0 ms would pull the endpoint's figures down to nothing.
+    latencies = [s.latency_ms for s in items if s.error != TURNED_AWAY]
     return Health(
         attempts=len(items),
         successes=len(items) - len(failed),
@@ -265,7 +268,10 @@ def request_headers(d: Delivery, a: Attempt, body: bytes) -> tuple[tuple[str, st
 
     The dispatcher signs each attempt with the secrets active at that instant and keeps no
     copy of the signature, so the console shows where it was and says that it is not stored.
+    Empty for an attempt the open circuit turned away: no request went out.
     """
+    if a.error == TURNED_AWAY:
+        return ()
     return (
         ("webhook-id", d.event_id),
         ("webhook-timestamp", str(int(a.attempted_at))),

@@ -172,6 +172,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "created": ("Created", "创建时间"),
     "attempt": ("Attempt", "尝试"),
     "no_attempts": ("Not attempted yet.", "尚未尝试。"),
+    "not_sent": (
+        "Not sent: the endpoint's circuit was open, so no request went out.",
+        "未发送：该端点处于熔断状态，没有发出请求。",
+    ),
     "not_found": ("Not found", "未找到"),
     "method_not_allowed": ("Not a page", "不是页面"),
     "forbidden": ("Refused", "已拒绝"),
