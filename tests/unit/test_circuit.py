@@ -61,3 +61,16 @@ def test_the_queue_says_which_attempt_was_the_probe() -> None:
     assert (straggler.failures, straggler.retry_at) == (THRESHOLD + 1, c.retry_at)
     probe = after_no_answer(c, [16.0], now=16.5, probed=True)
     assert probe.retry_at == 16.5 + 2 * BASE_COOLDOWN
+
+
+def test_the_first_cooldown_ends_before_the_first_retry_can_come_due() -> None:
+    # With the default schedule, the first retry of an attempt that opened the circuit comes
+    # 3.75-5 s later: a 5 s cooldown turned every one of them away (a review), and an
+    # endpoint back after a blip waited for the second retry, ~30 s.
+    from leadhook.domain.retry import JITTER_SPREAD, RetryPolicy
+
+    first_wait = RetryPolicy.default().schedule[0] * (1 - JITTER_SPREAD)
+    c = CLOSED
+    for t in range(THRESHOLD):
+        c = after_no_answer(c, [float(t)], float(t))
+    assert c.state(THRESHOLD - 1 + first_wait) == "half_open"  # the earliest first retry probes

@@ -32,8 +32,11 @@ CircuitState = Literal["closed", "open", "half_open"]
 
 THRESHOLD = 5
 """Consecutive attempts without an answer that open the circuit."""
-BASE_COOLDOWN = 5.0
-"""Seconds the circuit stays open the first time."""
+BASE_COOLDOWN = 3.0
+"""Seconds the circuit stays open the first time. Shorter than the default schedule's first
+retry (5 s, jittered down to 3.75 s): the first retries of the attempts that opened it find the
+circuit half open, and the first of them goes as the probe. With 5 s every one of them was
+turned away, and an endpoint back after a blip waited for the second retry (~30 s)."""
 MAX_COOLDOWN = 600.0
 """The longest cooldown, however often the probe fails."""
 
