@@ -358,6 +358,10 @@ def test_replay_takes_since_as_unix_seconds_or_rfc3339(stack: Stack) -> None:
         assert resp.status_code == 202 and resp.json() == {"replayed": 0}, resp.text
     for since in (-1, "yesterday", "2000-01-01T00:00:00", True):
         assert_problem(stack.call("POST", path, json={"since": since}), 422)
+    for status in ("dead", "delivered", "failed"):
+        resp = stack.call("POST", path, json={"since": 0, "status": status})
+        assert resp.status_code == 202 and resp.json() == {"replayed": 0}, resp.text
+    assert_problem(stack.call("POST", path, json={"since": 0, "status": "pending"}), 422)
     # A date-time before unix time 0 says so; a body's error gives no query-string advice.
     resp = stack.call("POST", path, json={"since": "0001-01-01T00:00:00+14:00"})
     assert "before 1970-01-01" in assert_problem(resp, 422)["detail"]

@@ -111,6 +111,11 @@ def test_a_tenants_webhooks_from_the_shell(tmp_path: Path, hook: str) -> None:
     # Unix seconds too, as the API's `since` takes them (it was refused: "must be RFC 3339").
     code, out, err = cli("subscriptions", "replay", "acme", made["id"], "--since", "0")
     assert code == 0 and "0 deliveries" in out, err
+    replay_failed = ("subscriptions", "replay", "acme", made["id"], "--since", "0")
+    code, out, err = cli(*replay_failed, "--status", "failed")
+    assert code == 0 and "0 deliveries" in out, err
+    code, out, err = cli(*replay_failed, "--status", "pending")
+    assert code == 2 and "status:" in err, (out, err)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +138,7 @@ def test_a_tenants_webhooks_from_the_shell(tmp_path: Path, hook: str) -> None:
                 "pending",
             ),
             2,
-            "status: must be dead or delivered, or omitted (both)",
+            "status: must be dead, delivered, failed, or omitted (dead and delivered)",
         ),
         (("deliveries", "list", "acme", "--limit", "0"), 2, "--limit"),
         (("deliveries", "retry", "acme", "dlv_nope"), 1, "not found"),

@@ -865,6 +865,35 @@ def test_a_replay_sends_again_only_the_types_the_subscription_receives_now(
     assert c.subscriptions.replay(MID, sub["id"], 0, "delivered") == 1
 
 
+def test_a_replay_of_failed_deliveries_sends_them_now_but_not_one_a_worker_holds(
+    container: Backend,
+) -> None:
+    """An endpoint that answered 500 is mended: its failed deliveries waited for their next
+    retry, hours away later in the schedule, with no way to send them all now (a review)."""
+    c = container
+    sub = setup(c)
+    leads = [new_lead(c) for _ in range(3)]
+    q, now = queue_of(c), time.time() + 1
+    jobs = claim(q, now)
+    assert len(jobs) == 3
+    later = now + 3600
+    q.record(
+        worker_id="w1", verdicts=[outcome(j, "failed", code=500, at=later) for j in jobs], now=now
+    )
+    # A worker re-attempts one of them: it keeps its status, and its lease, until recorded.
+    (held,) = claim(q, later + 1, limit=1)
+    assert c.subscriptions.replay(MID, sub["id"], 0, "dead") == 0  # not what failed means
+    assert c.subscriptions.replay(MID, sub["id"], 0, "failed") == 2
+    shown = {d["entity_id"]: d for d in deliveries(c, sub["id"])}
+    assert sorted(d["status"] for d in shown.values()) == ["failed", "pending", "pending"]
+    assert shown[held.entity_id]["status"] == "failed"  # left to its worker
+    again = claim(q, now + 2)  # due now, with a fresh schedule: long before `later`
+    assert {j.entity_id for j in again} == set(leads) - {held.entity_id}
+    assert all(d["attempt_count"] == 0 for k, d in shown.items() if k != held.entity_id)
+    # Omitted, a replay still means the finished ones only.
+    assert c.subscriptions.replay(MID, sub["id"], 0) == 0
+
+
 def test_an_attempt_to_a_url_the_subscription_left_says_nothing_of_its_endpoint(
     container: Backend,
 ) -> None:

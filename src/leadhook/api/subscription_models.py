@@ -106,14 +106,18 @@ def _one_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 
 
 class ReplayIn(_In):
-    """Queue again the deliveries created since a time: dead ones, delivered ones, or both."""
+    """Queue again the deliveries created since a time: dead ones, delivered ones, or both; or
+    make the failed ones (waiting for a retry) due now."""
 
     since: Annotated[float | str, WrapValidator(_one_error)] = Field(
         description="deliveries created at or after it: unix seconds (a number >= 0) or an"
         " RFC 3339 date-time with its time zone"
     )
-    status: Literal["dead", "delivered"] | None = Field(
-        None, description="only deliveries in this state; omitted: dead and delivered"
+    status: Literal["dead", "delivered", "failed"] | None = Field(
+        None,
+        description="only deliveries in this state; omitted: dead and delivered. `failed`: the"
+        " deliveries waiting for a retry are sent now, with a fresh schedule (after an endpoint"
+        " that answered errors is mended)",
     )
 
 

@@ -176,11 +176,18 @@ def subscriptions_replay(
         ),
     ],
     status: Annotated[
-        str | None, typer.Option(help="Only `dead` or only `delivered` ones (default: both).")
+        str | None,
+        typer.Option(
+            help="Only `dead` or only `delivered` ones (default: both); `failed`: the ones"
+            " waiting for a retry, sent now."
+        ),
     ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Queue again the subscription's finished deliveries created since a time."""
+    """Queue again the subscription's finished deliveries created since a time.
+
+    With --status failed: send now, each with a fresh schedule, those waiting for a retry.
+    """
     with opened(existing_database(load_settings(database_url=database_url))) as container:
         count = container.subscriptions.replay(mid, sub_id, _unix_or_text(since), status)
     console.print(f"{count} deliveries of {sub_id} queued again.", markup=False)

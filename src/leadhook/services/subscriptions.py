@@ -43,6 +43,7 @@ MAX_IN_FLIGHT_LIMIT = MAX_IN_FLIGHT
 MAX_RATE = 100_000.0
 MAX_DESCRIPTION = 1000
 REPLAYABLE: tuple[str, ...] = tuple(s.value for s in ports.REPLAYABLE)
+REPLAY_STATUSES: tuple[str, ...] = tuple(s.value for s in ports.REPLAY_STATUSES)
 """What a replay may name (`dead`, `delivered`); the console offers them too."""
 EDITABLE = frozenset(
     {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}
@@ -386,7 +387,8 @@ class SubscriptionService:
         return retried
 
     def replay(self, mid: str, sub_id: str, since: Any, status: Any = None) -> int:
-        """Queue again the subscription's finished deliveries created since `since`; count them.
+        """Queue again the subscription's finished deliveries created since `since` (with
+        `status` "failed": send now those waiting for a retry); count them.
 
         `since` is unix seconds, or an RFC 3339 date-time with its time zone. Only the event
         types the subscription receives now are sent again: a subscriber that narrowed its
@@ -407,8 +409,11 @@ class SubscriptionService:
                 "since",
                 "must be unix seconds (a number >= 0) or an RFC 3339 date-time with a time zone",
             )
-        if status is not None and status not in REPLAYABLE:
-            raise _bad("status", f"must be {' or '.join(REPLAYABLE)}, or omitted (both)")
+        if status is not None and status not in REPLAY_STATUSES:
+            raise _bad(
+                "status",
+                f"must be {', '.join(REPLAY_STATUSES)}, or omitted ({' and '.join(REPLAYABLE)})",
+            )
         with self._uow() as uow:
             sub = self._sub(uow, mid, sub_id)
             types = None if "*" in sub.event_types else tuple(sub.event_types)

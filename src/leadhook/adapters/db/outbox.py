@@ -24,6 +24,7 @@ from leadhook.services.ports import (
     Attempt,
     Delivery,
     DeliveryFilter,
+    DeliveryStatus,
     IdFactory,
     NewEvent,
     Page,
@@ -383,6 +384,10 @@ class SqlDeliveries(_OnConnection):
             conds.append(d.status == status)
         else:
             conds.append(d.status.in_(REPLAYABLE))
+        if status == DeliveryStatus.FAILED:
+            # A failed delivery keeps its status while a worker re-attempts it: its live lease
+            # leaves it to the worker (two must never send it at once), as a retry does.
+            conds.append(or_(d.locked_until.is_(None), d.locked_until < now))
         result = self.conn.execute(
             update(t.deliveries).where(_locked_in_order(*conds), *conds).values(**requeued(now))
         )

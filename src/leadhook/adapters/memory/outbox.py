@@ -214,6 +214,11 @@ class MemoryDeliveries:
                 and d.created_at >= since
                 and d.status in wanted
                 and (event_types is None or d.event_type in event_types)
+                and not (
+                    d.status == DeliveryStatus.FAILED
+                    and d.locked_until is not None
+                    and d.locked_until >= now
+                )
             ):
                 self._s.deliveries[seq] = d.with_(**requeued(now))
                 count += 1

@@ -349,8 +349,8 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         ),
         (r"must be one of (.+)", r"必须是以下之一：\1"),
         (
-            r"must be dead or delivered, or omitted \(both\)",
-            "必须是 dead 或 delivered，或留空（两者都要）",
+            r"must be dead, delivered, failed, or omitted \(dead and delivered\)",
+            "必须是 dead、delivered 或 failed，或留空（dead 和 delivered）",
         ),
         (r"must be a position from a previous page", "必须是上一页给出的位置"),
         (r"the subscription of this delivery was deleted", "该投递的订阅已被删除"),

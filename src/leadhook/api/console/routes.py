@@ -51,7 +51,7 @@ from leadhook.services.console import (
     pretty_json,
 )
 from leadhook.services.lanes import MAX_IN_FLIGHT
-from leadhook.services.subscriptions import REPLAYABLE
+from leadhook.services.subscriptions import REPLAY_STATUSES
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -348,7 +348,7 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
         sub=sub,
         health=health,
         chart_json=page.render_json([asdict(chart)]),
-        replayable=REPLAYABLE,
+        replayable=REPLAY_STATUSES,
         max_in_flight_cap=MAX_IN_FLIGHT,
         nav="subscriptions",
         canonical=_with_query(

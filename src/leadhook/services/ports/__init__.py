@@ -21,6 +21,7 @@ from leadhook.services.ports.delivery import (
 from leadhook.services.ports.storage import (
     DELIVERY_STATUSES,
     ENDED_BY_DELETE,
+    REPLAY_STATUSES,
     REPLAYABLE,
     SETTLED,
     UNFINISHED,
@@ -62,6 +63,7 @@ __all__ = [
     "DELIVERY_STATUSES",
     "ENDED_BY_DELETE",
     "REPLAYABLE",
+    "REPLAY_STATUSES",
     "SETTLED",
     "UNFINISHED",
     "USER_AGENT",

@@ -52,6 +52,9 @@ SETTLED: tuple[DeliveryStatus, ...] = (
 retry may requeue it."""
 REPLAYABLE: tuple[DeliveryStatus, ...] = (DeliveryStatus.DEAD, DeliveryStatus.DELIVERED)
 """Statuses a replay requeues when it names none."""
+REPLAY_STATUSES: tuple[DeliveryStatus, ...] = (*REPLAYABLE, DeliveryStatus.FAILED)
+"""Statuses a replay may name: the finished ones, and `failed` (waiting for a retry: made due
+now with a fresh schedule, as a retry of each would; not one a worker is re-attempting)."""
 
 
 @dataclass(frozen=True)
