@@ -15,7 +15,7 @@ from leadhook.adapters.db.engine import WriteGate, is_sqlite, make_engine, other
 from leadhook.adapters.db.health import SqlReadiness
 from leadhook.adapters.db.keycheck import forget_key, holds_secrets, key_opens, prepare_secrets
 from leadhook.adapters.db.queue import SqlDeliveryQueue
-from leadhook.adapters.db.retention import SqlRetention, delivery_backlog
+from leadhook.adapters.db.retention import SqlRetention, delivery_backlog, delivery_outcomes
 from leadhook.adapters.db.uow import SqlUnitOfWork
 from leadhook.adapters.db.writer import GroupWriter
 from leadhook.adapters.http.sender import HttpSender
@@ -89,6 +89,10 @@ class Container:
     def purge_counts(self) -> dict[str, int]:
         """Return the rows retention purged per table since the database was created."""
         return SqlRetention(self.engine, self.gate).counts()
+
+    def delivery_outcomes(self) -> dict[str, int]:
+        """What every delivery loop did since the database was created, by outcome."""
+        return delivery_outcomes(self.engine)
 
     def delivery_backlog(self) -> tuple[int, float | None]:
         """How many deliveries wait for enabled subscriptions, and when the earliest is due."""

@@ -61,5 +61,9 @@ class MemoryContainer:
         """Return a queue handle on the store (several handles share it, as workers would)."""
         return MemoryDeliveryQueue(self.store)
 
+    def delivery_outcomes(self) -> dict[str, int]:
+        """What the records counted, as `Container.delivery_outcomes` reads it."""
+        return dict(self.store.state.outcomes)
+
     def close(self) -> None:
         """Nothing to release: the store goes with the object."""

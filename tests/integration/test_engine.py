@@ -105,6 +105,8 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
     # Nothing was lost on the way: every delivery is still there, unfinished.
     statuses = [d["status"] for d in deliveries(container, sub["id"])]
     assert len(statuses) == 8 and set(statuses) <= {"pending", "failed"}
+    # Counted as it was recorded, both workers' summed: nine failed attempts, two openings.
+    assert container.delivery_outcomes() == {"failed": 9, "circuit_opened": 2}
 
 
 def test_an_open_circuit_turns_away_what_comes_due_and_its_close_makes_that_due(
@@ -357,6 +359,43 @@ def test_purge_counts_reach_metrics(container: Container) -> None:
         finally:
             holder.execute("ROLLBACK")
             holder.close()
+
+
+def test_delivery_outcomes_are_counted_as_recorded_and_reach_metrics(
+    container: Container,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from leadhook.api.app import create_app
+
+    setup(container)
+    for _ in range(4):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    jobs = claim(q, now)
+    turned = Verdict(jobs[3], Attempt(now, None, 0.0, TURNED_AWAY, ""), "failed", now + 5, None)
+    verdicts = [
+        outcome(jobs[0], "delivered"),
+        outcome(jobs[1], "failed", code=500, at=now + 5),
+        outcome(jobs[2], "dead", code=500),
+        replace(turned, sent=False),
+    ]
+    q.record(worker_id="w1", verdicts=verdicts[:2], now=now)
+    q.record(worker_id="another-worker", verdicts=verdicts[2:], now=now)
+    counts = {"delivered": 1, "failed": 2, "dead": 1, "turned_away": 1}
+    assert container.delivery_outcomes() == counts
+    with TestClient(create_app(container)) as client:
+        text = client.get("/metrics").text
+    assert 'leadhook_delivery_attempts_total{result="delivered"} 1.0' in text
+    assert 'leadhook_delivery_attempts_total{result="failed"} 2.0' in text
+    assert 'leadhook_delivery_attempts_total{result="turned_away"} 1.0' in text
+    assert "leadhook_deliveries_dead_total 1.0" in text
+    assert "leadhook_circuit_openings_total 0.0" in text
+    q.record(worker_id="w1", verdicts=[outcome(jobs[1], "failed", code=500)], now=now)
+    assert container.delivery_outcomes()["failed"] == 3
+    with container.engine.connect() as conn:  # a row per outcome and worker slot, not a record
+        rows = conn.execute(select(func.count()).select_from(t.delivery_outcomes)).scalar()
+    assert rows == 5
 
 
 def test_event_retention_walks_past_old_unsettled_events_a_window_at_a_time(

@@ -892,6 +892,7 @@ def test_a_replay_of_failed_deliveries_sends_them_now_but_not_one_a_worker_holds
     assert all(d["attempt_count"] == 0 for k, d in shown.items() if k != held.entity_id)
     # Omitted, a replay still means the finished ones only.
     assert c.subscriptions.replay(MID, sub["id"], 0) == 0
+    assert c.delivery_outcomes() == {"failed": 3}  # each backend counts what it recorded
 
 
 def test_an_attempt_to_a_url_the_subscription_left_says_nothing_of_its_endpoint(

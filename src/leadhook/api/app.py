@@ -20,7 +20,13 @@ from leadhook.api import console, deps, problems
 from leadhook.api.fastpath import FastBehaviours, ShortWay, fast_routes
 from leadhook.api.limits import BodyLimit, HeaderLimit, RateLimit, TokenBuckets
 from leadhook.api.matching import RouteTable
-from leadhook.api.metrics import ApiMetrics, DeliveryBacklog, PurgeCounts, WriterCounts
+from leadhook.api.metrics import (
+    ApiMetrics,
+    DeliveryBacklog,
+    DeliveryOutcomes,
+    PurgeCounts,
+    WriterCounts,
+)
 from leadhook.api.routes import (
     automation,
     catalog,
@@ -191,6 +197,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.api_metrics = api_metrics
     registry.register(PurgeCounts(container.purge_counts))
     registry.register(DeliveryBacklog(container.delivery_backlog, container.clock))
+    registry.register(DeliveryOutcomes(container.delivery_outcomes))
     registry.register(WriterCounts(container.writer.counts))
     # Innermost: behaviour requests that need no judgement skip the router (api/fastpath.py).
     fast = fast_routes(leads.router.routes, leads.FAST_ACTIONS)

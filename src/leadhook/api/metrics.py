@@ -205,6 +205,48 @@ class DeliveryBacklog(Collector):
         )
 
 
+class DeliveryOutcomes(Collector):
+    """What the delivery loops did, every worker's (`serve`'s child and `leadhook worker`s
+    alike), read from the database at each scrape: the delivering processes serve no HTTP,
+    and each record counts its outcomes in its own transaction (`delivery_outcomes`)."""
+
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        # Without it, registering would call collect(), and read the database, right away.
+        yield from self._families({})
+
+    def collect(self) -> Iterator[Metric]:
+        counts = _scraped(self._read, "reading the delivery outcomes failed")
+        if counts is None:
+            return
+        yield from self._families(counts)
+
+    @staticmethod
+    def _families(counts: dict[str, int]) -> Iterator[Metric]:
+        attempts = CounterMetricFamily(
+            "leadhook_delivery_attempts",
+            "Delivery attempts since the database was created, by result: delivered (2xx),"
+            " failed (an error status, no answer, a refused target), turned_away (the"
+            " endpoint's circuit open: nothing sent)",
+            labels=["result"],
+        )
+        for result in ("delivered", "failed", "turned_away"):
+            attempts.add_metric([result], counts.get(result, 0))
+        yield attempts
+        yield CounterMetricFamily(
+            "leadhook_deliveries_dead",
+            "Deliveries that went dead (retries exhausted, or the endpoint answered 410)",
+            value=counts.get("dead", 0),
+        )
+        yield CounterMetricFamily(
+            "leadhook_circuit_openings",
+            "Times an endpoint's circuit opened, or opened again after a failed probe",
+            value=counts.get("circuit_opened", 0),
+        )
+
+
 class WriterCounts(Collector):
     """The group-commit writer's transactions by way, and the behaviours in them.
 

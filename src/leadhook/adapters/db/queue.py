@@ -38,12 +38,20 @@ from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit, after_no_answer
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
-from leadhook.services.ports import DeliveryStatus, Job, Verdict
+from leadhook.services.ports import DeliveryStatus, Job, Verdict, outcome_slot, tally
 
 DELIVERED = DeliveryStatus.DELIVERED
 
 _d = t.deliveries.c
 _s = t.subscriptions.c
+
+# An upsert adding a record's counts to its worker's slot (`tally`): the same text in both
+# dialects, run by sqlite3 itself on SQLite (as the record's other statements are there).
+_COUNT_OUTCOMES = """INSERT INTO delivery_outcomes (outcome, slot, n)
+VALUES ({outcome}, {slot}, {n})
+ON CONFLICT (outcome, slot) DO UPDATE SET n = delivery_outcomes.n + excluded.n"""
+_COUNT_OUTCOMES_SQLITE = _COUNT_OUTCOMES.format(outcome="?", slot="?", n="?")
+_COUNT_OUTCOMES_NAMED = text(_COUNT_OUTCOMES.format(outcome=":outcome", slot=":slot", n=":n"))
 
 
 def _this_host() -> str:
@@ -483,6 +491,7 @@ class SqlDeliveryQueue:
     def _record_in(
         self, conn: Connection, worker_id: str, verdicts: Sequence[Verdict], now: float
     ) -> None:
+        every = verdicts
         attempts = _attempt_rows(verdicts)
         finished = _finish_rows(verdicts, now, worker_id)
         if self._sql.columnar:  # PostgreSQL: the same values, an array per column
@@ -508,7 +517,21 @@ class SqlDeliveryQueue:
             ids = self._sql.id_list(sorted(failing))
             self._named(conn, self._streak_start, {"ids": ids, "now": now})
         self._disable(conn, verdicts, now)
+        opened_before = len(self._here.opened)
         self._circuits(conn, verdicts, now)
+        # Counted here, in the transaction that stores them (every attempt, even one to a URL
+        # the subscription has left): /metrics reads the sums (`delivery_outcomes`).
+        counts = tally(every, len(self._here.opened) - opened_before)
+        if counts:
+            slot = outcome_slot(worker_id)
+            if self._sql.columnar:  # PostgreSQL
+                rows = [{"outcome": name, "slot": slot, "n": n} for name, n in counts.items()]
+                conn.execute(_COUNT_OUTCOMES_NAMED, rows)
+            else:
+                driver = driver_in_transaction(conn)
+                driver.executemany(
+                    _COUNT_OUTCOMES_SQLITE, [(name, slot, n) for name, n in counts.items()]
+                )
 
     def _circuits(self, conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
         """Close the circuit of endpoints that answered; count the silence of the others.

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, TextClause, bindparam, select, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, func, select, text
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import WriteGate, is_sqlite
@@ -223,6 +223,17 @@ def delivery_backlog(engine: Engine) -> tuple[int, float | None]:
         earliest = conn.execute(earliest_sql).scalar()
         count = conn.execute(count_sql).scalar_one()
     return int(count), None if earliest is None else float(earliest)
+
+
+def delivery_outcomes(engine: Engine) -> dict[str, int]:
+    """What the delivery loops did since the database was created, every worker's summed
+    (`delivery_outcomes`, written by each record: `services.ports.tally`). A read without the
+    write lock, as the other scrapes."""
+    o = t.delivery_outcomes.c
+    with engine.connect() as raw:
+        conn = raw.execution_options(leadhook_readonly=True)
+        rows = conn.execute(select(o.outcome, func.sum(o.n)).group_by(o.outcome)).all()
+    return {name: int(n) for name, n in rows}
 
 
 def _attempts(conn: Connection, seqs: Sequence[Any]) -> int:

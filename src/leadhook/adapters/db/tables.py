@@ -292,6 +292,18 @@ idempotency_keys = Table(
 
 # Rows purged by retention since the database was created, per table (shown in /metrics):
 # kept in the database because the purging worker and the API may be different processes.
+# What the delivery loops did, counted in the transaction that records it (`/metrics`): a row
+# per outcome and slot (a hash of the worker's id, 16 slots), so that two workers on
+# PostgreSQL rarely update the same row, and the table stays a few dozen rows however many
+# workers come and go.
+delivery_outcomes = Table(
+    "delivery_outcomes",
+    metadata,
+    Column("outcome", String(32), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
 purge_counts = Table(
     "purge_counts",
     metadata,

@@ -20,7 +20,7 @@ from dataclasses import replace
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
 from leadhook.adapters.memory.uow import MemoryStore
 from leadhook.services.lanes import claim_cap
-from leadhook.services.ports import UNFINISHED, DeliveryStatus, Job, Verdict
+from leadhook.services.ports import UNFINISHED, DeliveryStatus, Job, Verdict, tally
 
 
 class MemoryDeliveryQueue:
@@ -63,6 +63,8 @@ class MemoryDeliveryQueue:
         if not verdicts:
             return
         with self._tx() as state:
+            for name, n in tally(verdicts).items():  # no circuits here to count openings of
+                state.outcomes[name] = state.outcomes.get(name, 0) + n
             for o in verdicts:
                 seq = o.job.seq
                 # The attempt happened, whoever holds the lease now: it is always kept.

@@ -108,6 +108,7 @@ class MemoryState:
     subscriptions: dict[str, SubscriptionRow] = field(default_factory=dict)
     deliveries: dict[int, DeliveryRow] = field(default_factory=dict)
     attempts: dict[int, tuple[Attempt, ...]] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)  # delivery_outcomes, summed
     idempotency: dict[tuple[str, str], IdempotencyRow] = field(default_factory=dict)
     # Pool automation: (mid, lead_pool) → turn; runs in insertion (seq) order.
     pool_turns: dict[tuple[str, str], PoolTurn] = field(default_factory=dict)

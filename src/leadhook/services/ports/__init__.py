@@ -8,6 +8,7 @@ Every name is re-exported here, so `from leadhook.services.ports import X` works
 
 from leadhook.domain.attempts import SendResult
 from leadhook.services.ports.delivery import (
+    OUTCOMES,
     USER_AGENT,
     DeliveryQueue,
     Disable,
@@ -17,6 +18,8 @@ from leadhook.services.ports.delivery import (
     SenderFactory,
     SettlingQueue,
     Verdict,
+    outcome_slot,
+    tally,
 )
 from leadhook.services.ports.storage import (
     DELIVERY_STATUSES,
@@ -62,6 +65,7 @@ from leadhook.services.ports.storage import (
 __all__ = [
     "DELIVERY_STATUSES",
     "ENDED_BY_DELETE",
+    "OUTCOMES",
     "REPLAYABLE",
     "REPLAY_STATUSES",
     "SETTLED",
@@ -107,5 +111,7 @@ __all__ = [
     "UnitOfWorkFactory",
     "Verdict",
     "delivery_of",
+    "outcome_slot",
     "requeued",
+    "tally",
 ]

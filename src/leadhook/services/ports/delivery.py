@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -133,3 +134,36 @@ class InlineQueue(Protocol):
         """Give up every wait for the database's write lock from now on (the caller is
         stopping): a call waiting for it fails at once instead of when it is let go."""
         ...
+
+
+OUTCOMES: tuple[str, ...] = ("delivered", "failed", "turned_away", "dead", "circuit_opened")
+"""What the delivery counters count (`tally`, /metrics): an attempt answered 2xx, an attempt
+that failed (an error status, no answer, a refused target), an attempt the open circuit
+turned away (nothing sent), a delivery that went dead (its last attempt failed or a 410), and
+an endpoint's circuit that opened (or opened again after a failed probe)."""
+
+
+OUTCOME_SLOTS = 16
+"""Rows each outcome is counted in (`outcome_slot`)."""
+
+
+def outcome_slot(worker_id: str) -> int:
+    """The row of `delivery_outcomes` a worker adds its counts to: two workers rarely share one
+    (no waiting on each other's row locks), and a new worker id adds no row."""
+    return zlib.crc32(worker_id.encode()) % OUTCOME_SLOTS
+
+
+def tally(verdicts: Sequence[Verdict], circuits_opened: int = 0) -> dict[str, int]:
+    """Count what a record of `verdicts` stores, by `OUTCOMES` (only those above zero)."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for o in verdicts:
+        if not o.sent:
+            counts["turned_away"] += 1
+        elif o.status == DeliveryStatus.DELIVERED:
+            counts["delivered"] += 1
+        else:
+            counts["failed"] += 1
+        if o.status == DeliveryStatus.DEAD:
+            counts["dead"] += 1
+    counts["circuit_opened"] += circuits_opened
+    return {name: n for name, n in counts.items() if n}
