@@ -3,6 +3,7 @@ recovery and retention."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -38,8 +39,9 @@ def shown(c: Container, sub_id: str) -> dict[str, Any]:
 
 
 def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it(
-    container: Container,
+    container: Container, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="leadhook.queue")
     sub = setup(container, max_in_flight=10)
     other = create(container, MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]})
     for _ in range(8):
@@ -102,6 +104,12 @@ def test_a_silent_endpoint_opens_its_circuit_then_one_probe_closes_or_reopens_it
     q.record(worker_id="w2", verdicts=[outcome(probe2, "failed", code=500, at=second)], now=second)
     assert shown(container, sub["id"])["state"] == "closed"
     assert shown(container, sub["id"])["consecutive_failures"] == 0
+    # Its close is said once, as its openings were (the operator saw only the openings).
+    said = [r for r in caplog.records if r.name == "leadhook.queue"]
+    closed = [r for r in said if r.getMessage().startswith("circuit closed")]
+    assert [(r.levelname, r.subscription_id) for r in closed] == [("INFO", sub["id"])]  # type: ignore[attr-defined]
+    assert closed[0].open_for_s == round(second - (probe_time + 2), 1)  # type: ignore[attr-defined]
+    assert len([r for r in said if r.getMessage().startswith("circuit opened")]) == 2
     # Nothing was lost on the way: every delivery is still there, unfinished.
     statuses = [d["status"] for d in deliveries(container, sub["id"])]
     assert len(statuses) == 8 and set(statuses) <= {"pending", "failed"}

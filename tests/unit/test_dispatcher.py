@@ -1028,10 +1028,13 @@ class OpenCircuitQueue(MemoryQueue):
         return [replace(j, circuit_open_until=self.open_until.get(j.subscription_id)) for j in jobs]
 
 
-async def test_an_open_circuit_turns_jobs_away_on_the_schedule_without_sending() -> None:
+async def test_an_open_circuit_turns_jobs_away_on_the_schedule_without_sending(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Catches: a job of an open circuit sent anyway, held without spending an attempt (a dead
     endpoint's backlog then outlived its retry schedule), taking a sending slot, or recorded
     as the endpoint's silence (`Verdict.sent`, which would reopen the circuit for longer)."""
+    caplog.set_level(logging.DEBUG, logger="leadhook.dispatcher")
     queue, sender = OpenCircuitQueue(), FakeSender()
     down, up = Sub("down"), Sub("up")
     for lead in range(5):
@@ -1056,6 +1059,12 @@ async def test_an_open_circuit_turns_jobs_away_on_the_schedule_without_sending()
     assert d0 == [(1, "failed"), (1, "failed"), (1, "dead"), (2, "failed"), (2, "failed"),
                   (2, "dead")]  # fmt: skip
     assert {r.status for r in queue.rows if r.subscription_id == "up"} == {"delivered"}
+    # A line per turned-away attempt at DEBUG (the opening was the warning); dead, a warning.
+    lines = [r for r in caplog.records if r.name == "leadhook.dispatcher"]
+    assert {r.levelno for r in lines if "turned away" in r.getMessage()} == {logging.DEBUG}
+    assert not [r for r in lines if r.getMessage() == "delivery attempt failed"]
+    dead = [r for r in lines if r.getMessage() == "delivery given up: dead"]
+    assert len(dead) == 6 and {r.levelno for r in dead} == {logging.WARNING}
 
 
 async def test_a_turned_away_attempt_ends_a_long_failing_streak_in_an_auto_disable(

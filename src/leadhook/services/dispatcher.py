@@ -816,10 +816,18 @@ class Dispatcher:
             )  # fmt: skip
         # Each line names the tenant and the subscription: an operator can find the delivery
         # (GET /v1/deliveries/{id} with one of the tenant's keys) from the log alone. A
-        # delivery given up (dead) is a warning: no further attempt will be made.
+        # delivery given up (dead) is a warning: no further attempt will be made. An attempt
+        # the open circuit turned away is a debug line: the circuit's opening was the warning,
+        # and a line per delivery coming due made a third of an outage's log (a review).
+        if status != FAILED:
+            level, message = logging.WARNING, "delivery given up: dead"
+        elif sent:
+            level, message = logging.INFO, "delivery attempt failed"
+        else:
+            level, message = logging.DEBUG, "delivery attempt turned away: circuit open"
         log.log(
-            logging.INFO if status == FAILED else logging.WARNING,
-            "delivery attempt failed" if status == FAILED else "delivery given up: dead",
+            level,
+            message,
             extra={
                 "delivery_id": job.id,
                 "mid": job.mid,

@@ -193,6 +193,7 @@ class SqlDeliveryQueue:
         self._streak_end = text(sql.streak_end)
         self._streak_start = text(sql.streak_start)
         self._circuit_close = text(sql.circuit_close)
+        self._open_circuits = text(sql.open_circuits)
         self._unanswered_due = text(sql.unanswered_due)
         self._here = threading.local()  # `held`: this thread holds the gate (try_now)
         self._stopping = threading.Event()  # `stop_waiting`
@@ -212,6 +213,7 @@ class SqlDeliveryQueue:
     def _tx(self) -> Iterator[Connection]:
         held = getattr(self._here, "held", False)  # try_now took the gate for this thread
         self._here.opened = []  # circuits this transaction opens (`_circuits`)
+        self._here.closed = []  # and those it closes, with how long they were open
         with nullcontext() if held else self._gate.hold(), self._begun(inline=held) as conn:
             yield conn
         for sub_id, circuit, reopened in self._here.opened:
@@ -224,7 +226,13 @@ class SqlDeliveryQueue:
                     "reopened": reopened,
                 },
             )
+        for sub_id, open_for in self._here.closed:
+            log.info(
+                "circuit closed: the endpoint answers again",
+                extra={"subscription_id": sub_id, "open_for_s": round(open_for, 1)},
+            )
         self._here.opened = []
+        self._here.closed = []
 
     @contextmanager
     def _begun(self, *, inline: bool) -> Iterator[Connection]:
@@ -552,6 +560,8 @@ class SqlDeliveryQueue:
             # Before the close: only a circuit that was open (and whose subscription may send)
             # makes what got no answer due; a closed one's failures keep their schedule.
             params = self._sql.unanswered_due_params(ids, now)
+            reopening = self._named(conn, self._open_circuits, {"ids": params["ids"]}).fetchall()
+            self._here.closed.extend((sub, now - (at or now)) for sub, at in reopening)
             self._named(conn, self._unanswered_due, params)
             self._named(conn, self._circuit_close, {"ids": params["ids"]})
         if not silent:

@@ -96,6 +96,9 @@ class QueueStatements:
     """Subscriptions (`:ids`) whose delivery failed: a streak starts at `:now` unless one runs."""
     circuit_close: str
     """Subscriptions (`:ids`) that answered: their circuit closes (if it was not closed)."""
+    open_circuits: str
+    """Those of the subscriptions `:ids` whose circuit is open or half open, and since when:
+    read before `circuit_close`, for its log line."""
     unanswered_due: str
     """The failed deliveries whose last attempt got no answer (their `last_error` starts with
     `:turned_away` or `:no_response`) of those subscriptions `:ids` whose circuit is open and
@@ -189,6 +192,8 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND first_failure_at IS NULL""",
     circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
+    open_circuits="""SELECT id, circuit_opened_at FROM subscriptions
+WHERE id IN (SELECT value FROM json_each(:ids)) AND circuit_retry_at IS NOT NULL""",
     unanswered_due="""UPDATE deliveries SET next_attempt_at = :now
 WHERE subscription_id IN (
       SELECT id FROM subscriptions WHERE id IN (SELECT value FROM json_each(:ids))
@@ -325,6 +330,8 @@ WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NULL""",
     circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
 WHERE id = ANY(CAST(:ids AS TEXT[]))
   AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
+    open_circuits="""SELECT id, circuit_opened_at FROM subscriptions
+WHERE id = ANY(CAST(:ids AS TEXT[])) AND circuit_retry_at IS NOT NULL""",
     unanswered_due="""UPDATE deliveries SET next_attempt_at = :now
 WHERE subscription_id IN (
       SELECT id FROM subscriptions WHERE id = ANY(CAST(:ids AS TEXT[]))
