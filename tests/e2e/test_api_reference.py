@@ -44,6 +44,8 @@ def test_the_reference_says_only_a_hash_of_a_key_is_stored(api: Api) -> None:
     first = api.client.post("/v1/tenants", json={"mid": "hashed"}, headers=ADMIN)
     second = api.client.post("/v1/tenants/hashed/keys", headers=ADMIN)
     assert first.status_code == second.status_code == 201
+    # Both answers name the new key's id as `key_id` (the key's own object also as `id`).
+    assert second.json()["key_id"] == second.json()["id"] and first.json()["key_id"]
     keys = {first.json()["api_key"], second.json()["api_key"]}
     with api.container.engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(select(t.api_keys)).mappings()]

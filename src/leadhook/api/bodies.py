@@ -194,7 +194,8 @@ def keys(found: Iterable[ApiKey]) -> m.KeyListOut:
 
 def new_key(issued: NewKey) -> m.IssuedKeyOut:
     """A new API key, shown this once."""
-    return m.IssuedKeyOut(**_key_fields(issued.key), api_key=issued.api_key)
+    fields = _key_fields(issued.key)
+    return m.IssuedKeyOut(**fields, api_key=issued.api_key, key_id=fields["id"])
 
 
 # The model of each catalog kind's entries. The catalog's JSON form is the domain's (the store

@@ -316,6 +316,7 @@ class IssuedKeyOut(KeyOut):
     """A new API key (`api_key` is shown only in this answer)."""
 
     api_key: str
+    key_id: str = Field(description="the same as `id`, named as `POST /v1/tenants` names it")
 
 
 class KeyListOut(BaseModel):
