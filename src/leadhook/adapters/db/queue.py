@@ -499,7 +499,18 @@ class SqlDeliveryQueue:
     def _record_in(
         self, conn: Connection, worker_id: str, verdicts: Sequence[Verdict], now: float
     ) -> None:
-        every = verdicts
+        # Counted first, in the transaction that stores them (every attempt, even one to a URL
+        # the subscription has left): /metrics reads the sums (`delivery_outcomes`). First,
+        # so that on PostgreSQL a counter row is the first lock a record takes: two workers
+        # sharing a slot wait for each other there, holding nothing else, and never deadlock
+        # over a subscription row. Circuit openings are known only at the end: their row is
+        # taken now (+0) when an attempt got no answer, and added to then.
+        counts = tally(verdicts)
+        may_open = any(o.sent and o.attempt.status_code is None for o in verdicts)
+        if may_open:
+            counts["circuit_opened"] = 0
+        slot = outcome_slot(worker_id)
+        self._count(conn, slot, counts)
         attempts = _attempt_rows(verdicts)
         finished = _finish_rows(verdicts, now, worker_id)
         if self._sql.columnar:  # PostgreSQL: the same values, an array per column
@@ -527,19 +538,22 @@ class SqlDeliveryQueue:
         self._disable(conn, verdicts, now)
         opened_before = len(self._here.opened)
         self._circuits(conn, verdicts, now)
-        # Counted here, in the transaction that stores them (every attempt, even one to a URL
-        # the subscription has left): /metrics reads the sums (`delivery_outcomes`).
-        counts = tally(every, len(self._here.opened) - opened_before)
-        if counts:
-            slot = outcome_slot(worker_id)
-            if self._sql.columnar:  # PostgreSQL
-                rows = [{"outcome": name, "slot": slot, "n": n} for name, n in counts.items()]
-                conn.execute(_COUNT_OUTCOMES_NAMED, rows)
-            else:
-                driver = driver_in_transaction(conn)
-                driver.executemany(
-                    _COUNT_OUTCOMES_SQLITE, [(name, slot, n) for name, n in counts.items()]
-                )
+        opened = len(self._here.opened) - opened_before
+        if opened:  # its row is this transaction's already (`may_open`): no new wait
+            self._count(conn, slot, {"circuit_opened": opened})
+
+    def _count(self, conn: Connection, slot: int, counts: dict[str, int]) -> None:
+        """Add `counts` to this worker's slot of `delivery_outcomes`, in a fixed order."""
+        if not counts:
+            return
+        if self._sql.columnar:  # PostgreSQL
+            rows = [{"outcome": name, "slot": slot, "n": n} for name, n in counts.items()]
+            conn.execute(_COUNT_OUTCOMES_NAMED, rows)
+        else:
+            driver = driver_in_transaction(conn)
+            driver.executemany(
+                _COUNT_OUTCOMES_SQLITE, [(name, slot, n) for name, n in counts.items()]
+            )
 
     def _circuits(self, conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
         """Close the circuit of endpoints that answered; count the silence of the others.
