@@ -91,7 +91,7 @@ class Container:
         return SqlRetention(self.engine, self.gate).counts()
 
     def delivery_outcomes(self) -> dict[str, int]:
-        """What every delivery loop did since the database was created, by outcome."""
+        """What every delivery loop did since the counters began (migration 0007), by outcome."""
         return delivery_outcomes(self.engine)
 
     def delivery_backlog(self) -> tuple[int, float | None]:

@@ -542,6 +542,20 @@ def test_body_over_one_mebibyte_is_413_and_writes_nothing(api: Api) -> None:
             assert_problem(refused, 401)
         admin_only = api.client.post("/v1/tenants", content=big, headers=headers)
         assert_problem(admin_only, 401)
+    # A key that cannot be read (the database down) leaves the size's 413, never a 500.
+    import sqlalchemy.exc
+
+    def down(_key: str | None) -> str:
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("server closed"))
+
+    original = api.container.tenants.authenticate
+    api.container.tenants.authenticate = down  # type: ignore[method-assign]
+    try:
+        headers = {"content-type": "application/json", "authorization": "Bearer lh_not_cached"}
+        over = api.client.post(f"/v1/leads/{lid}/notes", content=big, headers=headers)
+        assert_problem(over, 413)
+    finally:
+        api.container.tenants.authenticate = original  # type: ignore[method-assign]
     small = api.post(
         f"/v1/leads/{lid}/notes",
         content=iter([b'{"notes": ', b'"chunked"}']),

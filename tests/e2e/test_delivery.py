@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -543,7 +544,10 @@ def _turned_away(stack: Stack, sub_id: str, n: int) -> bool:
     return len(failed) == n and all(d["last_error"].startswith(TURNED_AWAY) for d in failed)
 
 
-def test_a_new_url_or_an_answered_test_closes_the_circuit(stack: Stack) -> None:
+def test_a_new_url_or_an_answered_test_closes_the_circuit(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="leadhook.subscriptions")
     # The endpoint was down and its circuit open for ten minutes: a delivery that came due
     # meanwhile was turned away (an attempt spent, nothing sent), its next retry a minute
     # later on this schedule. The integrator moves the subscription to a working URL: what
@@ -584,3 +588,11 @@ def test_a_new_url_or_an_answered_test_closes_the_circuit(stack: Stack) -> None:
     closed = stack.call("GET", f"/v1/subscriptions/{sub['id']}").json()["circuit"]
     assert closed["state"] == "closed" and closed["consecutive_failures"] == 0
     wait_for(lambda: len(stack.receiver.acked()) == 5, timeout=10, what="the lead after the test")
+    # Each close was said, as each opening is: by the new URL, then by the test event.
+    said = [
+        r.by  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "circuit closed: the endpoint answers again"
+        and r.subscription_id == sub["id"]  # type: ignore[attr-defined]
+    ]
+    assert said == ["a new url", "a test event"], said

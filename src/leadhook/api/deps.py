@@ -376,7 +376,7 @@ async def path_credential(request: Request) -> None:
     token under `/v1/tenants`, a tenant key under the rest of `/v1/`, none elsewhere. For a
     request refused before routing (a body over the limit): its 401 comes first, as it does
     for every other request."""
-    path = request.url.path
+    path: str = request.scope["path"]  # as routing reads it (not re-escaped)
     if not path.startswith("/v1/"):
         return
     header = request.headers.get("authorization")

@@ -7,6 +7,7 @@ database work runs, so a flood costs leadhook as little as possible.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -19,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadhook.api import problems
 from leadhook.api.problems import CredentialCheck
+
+log = logging.getLogger("leadhook.api")
 
 MAX_TRACKED_KEYS = 10_000
 """Buckets kept at once; the least recently used goes first (random keys cannot grow memory)."""
@@ -182,8 +185,9 @@ class BodyLimit:
 
     A declared Content-Length over the limit is refused before reading; a chunked body is
     buffered up to the limit and refused as soon as it passes it, then replayed to the app.
-    The credential the route asks for is checked first: with none, or an unknown one, the
-    answer is 401, as for every other request.
+    The credential the request's path asks for is checked first: with none, or an unknown
+    one, the answer is 401, as for every other request (a key that cannot be read, the
+    database down, leaves the 413).
     """
 
     def __init__(self, app: ASGIApp, limit: int, credential: CredentialCheck | None = None) -> None:
@@ -229,7 +233,12 @@ class BodyLimit:
         """The 413, or the 401 of the credential the request's path asks for (`credential`:
         it raises the request's 401, if any)."""
         if self.credential is not None:
-            refused = await problems.credential_refusal(Request(scope), self.credential)
+            try:
+                refused = await problems.credential_refusal(Request(scope), self.credential)
+            except Exception:  # the key cannot be read (the database is down): the size
+                # alone refuses the request, as before the credential was looked at
+                log.debug("no key read for a body over the size limit", exc_info=True)
+                refused = None
             if refused is not None:
                 return refused
         return _too_large(self.limit)

@@ -227,7 +227,7 @@ class DeliveryOutcomes(Collector):
     def _families(counts: dict[str, int]) -> Iterator[Metric]:
         attempts = CounterMetricFamily(
             "leadhook_delivery_attempts",
-            "Delivery attempts since the database was created, by result: delivered (2xx),"
+            "Delivery attempts since the counters began, by result: delivered (2xx),"
             " failed (an error status, no answer, a refused target), turned_away (the"
             " endpoint's circuit open: nothing sent)",
             labels=["result"],

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from leadhook.domain.attempts import Delivered
-from leadhook.domain.circuit import CLOSED
+from leadhook.domain.circuit import CLOSED, Circuit
 from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.events import EVENT_TYPES, TEST_EVENT_TYPE
 from leadhook.domain.signing import webhook_headers
@@ -42,9 +43,28 @@ MAX_IN_FLIGHT_LIMIT = MAX_IN_FLIGHT
 """More attempts at once to one endpoint only lets one subscriber hold more of the slots."""
 MAX_RATE = 100_000.0
 MAX_DESCRIPTION = 1000
+log = logging.getLogger("leadhook.subscriptions")
+
+
+def _said_closed(sub_id: str, circuit: Circuit, now: float, by: str) -> None:
+    """Log a circuit closed outside the queue (a test event answered, a new URL), as the queue
+    logs the closes a delivery's answer makes (adapters/db/queue.py)."""
+    if circuit.retry_at is None:
+        return  # it was not open
+    log.info(
+        "circuit closed: the endpoint answers again",
+        extra={
+            "subscription_id": sub_id,
+            "open_for_s": round(now - (circuit.opened_at or now), 1),
+            "by": by,
+        },
+    )
+
+
 REPLAYABLE: tuple[str, ...] = tuple(s.value for s in ports.REPLAYABLE)
+"""What a replay that names no status queues again (`dead`, `delivered`)."""
 REPLAY_STATUSES: tuple[str, ...] = tuple(s.value for s in ports.REPLAY_STATUSES)
-"""What a replay may name (`dead`, `delivered`); the console offers them too."""
+"""What a replay may name (`dead`, `delivered`, `failed`); the console offers them too."""
 EDITABLE = frozenset(
     {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}
 )
@@ -286,6 +306,8 @@ class SubscriptionService:
             if moved:
                 uow.subscriptions.close_circuit(mid, sub_id, now)
             uow.commit()
+        if moved:
+            _said_closed(sub_id, sub.circuit, now, "a new url")
         if (new.enabled and not sub.enabled) or moved:
             self._on_enqueued()  # its pending deliveries may flow again
         return new
@@ -348,9 +370,13 @@ class SubscriptionService:
         return TestResult(ok, event, attempt)
 
     def _close_circuit(self, mid: str, sub_id: str, url: str) -> None:
+        now = self._clock()
         with self._uow() as uow:
-            uow.subscriptions.close_circuit(mid, sub_id, self._clock(), url)
+            before = uow.subscriptions.get(mid, sub_id)
+            uow.subscriptions.close_circuit(mid, sub_id, now, url)
             uow.commit()
+        if before is not None and before.url == url:
+            _said_closed(sub_id, before.circuit, now, "a test event")
 
     # ---- deliveries --------------------------------------------------------------------------
 

@@ -193,7 +193,7 @@ class SqlDeliveryQueue:
         self._streak_end = text(sql.streak_end)
         self._streak_start = text(sql.streak_start)
         self._circuit_close = text(sql.circuit_close)
-        self._open_circuits = text(sql.open_circuits)
+        self._open_circuits = None if sql.open_circuits is None else text(sql.open_circuits)
         self._unanswered_due = text(sql.unanswered_due)
         self._here = threading.local()  # `held`: this thread holds the gate (try_now)
         self._stopping = threading.Event()  # `stop_waiting`
@@ -214,8 +214,10 @@ class SqlDeliveryQueue:
         held = getattr(self._here, "held", False)  # try_now took the gate for this thread
         self._here.opened = []  # circuits this transaction opens (`_circuits`)
         self._here.closed = []  # and those it closes, with how long they were open
+        self._here.counts = {}  # what its records count (`_record_in`, `_count`)
         with nullcontext() if held else self._gate.hold(), self._begun(inline=held) as conn:
             yield conn
+            self._count(conn)
         for sub_id, circuit, reopened in self._here.opened:
             log.warning(
                 "circuit opened: the endpoint does not answer",
@@ -229,7 +231,11 @@ class SqlDeliveryQueue:
         for sub_id, open_for in self._here.closed:
             log.info(
                 "circuit closed: the endpoint answers again",
-                extra={"subscription_id": sub_id, "open_for_s": round(open_for, 1)},
+                extra={
+                    "subscription_id": sub_id,
+                    "open_for_s": round(open_for, 1),
+                    "by": "a delivery's answer",
+                },
             )
         self._here.opened = []
         self._here.closed = []
@@ -499,18 +505,7 @@ class SqlDeliveryQueue:
     def _record_in(
         self, conn: Connection, worker_id: str, verdicts: Sequence[Verdict], now: float
     ) -> None:
-        # Counted first, in the transaction that stores them (every attempt, even one to a URL
-        # the subscription has left): /metrics reads the sums (`delivery_outcomes`). First,
-        # so that on PostgreSQL a counter row is the first lock a record takes: two workers
-        # sharing a slot wait for each other there, holding nothing else, and never deadlock
-        # over a subscription row. Circuit openings are known only at the end: their row is
-        # taken now (+0) when an attempt got no answer, and added to then.
-        counts = tally(verdicts)
-        may_open = any(o.sent and o.attempt.status_code is None for o in verdicts)
-        if may_open:
-            counts["circuit_opened"] = 0
-        slot = outcome_slot(worker_id)
-        self._count(conn, slot, counts)
+        every = verdicts
         attempts = _attempt_rows(verdicts)
         finished = _finish_rows(verdicts, now, worker_id)
         if self._sql.columnar:  # PostgreSQL: the same values, an array per column
@@ -538,12 +533,20 @@ class SqlDeliveryQueue:
         self._disable(conn, verdicts, now)
         opened_before = len(self._here.opened)
         self._circuits(conn, verdicts, now)
-        opened = len(self._here.opened) - opened_before
-        if opened:  # its row is this transaction's already (`may_open`): no new wait
-            self._count(conn, slot, {"circuit_opened": opened})
+        # Counted in the transaction that stores them (every attempt, even one to a URL the
+        # subscription has left), written by `_tx` as its last statement (`_count`).
+        counts = self._here.counts
+        for name, n in tally(every, len(self._here.opened) - opened_before).items():
+            counts[name] = counts.get(name, 0) + n
+        self._here.slot = outcome_slot(worker_id)
 
-    def _count(self, conn: Connection, slot: int, counts: dict[str, int]) -> None:
-        """Add `counts` to this worker's slot of `delivery_outcomes`, in a fixed order."""
+    def _count(self, conn: Connection) -> None:
+        """Add what this transaction's records counted to the worker's slot of
+        `delivery_outcomes`: the last statement before the commit. On PostgreSQL a worker
+        holding a counter row then has only its COMMIT left, so another worker sharing the slot
+        waits that long and no longer (taken first, the rows were held through the claim that
+        follows a record), and the rows are always taken in `OUTCOMES` order: no deadlock."""
+        counts, slot = self._here.counts, getattr(self._here, "slot", 0)
         if not counts:
             return
         if self._sql.columnar:  # PostgreSQL
@@ -574,10 +577,15 @@ class SqlDeliveryQueue:
             # Before the close: only a circuit that was open (and whose subscription may send)
             # makes what got no answer due; a closed one's failures keep their schedule.
             params = self._sql.unanswered_due_params(ids, now)
-            reopening = self._named(conn, self._open_circuits, {"ids": params["ids"]}).fetchall()
-            self._here.closed.extend((sub, now - (at or now)) for sub, at in reopening)
             self._named(conn, self._unanswered_due, params)
-            self._named(conn, self._circuit_close, {"ids": params["ids"]})
+            closing = {"ids": params["ids"]}
+            if self._open_circuits is not None:  # SQLite: read what is open, then close it
+                was_open = self._named(conn, self._open_circuits, closing).fetchall()
+                self._named(conn, self._circuit_close, closing)
+            else:  # PostgreSQL: the close returns what it closed, as it was
+                closed = self._named(conn, self._circuit_close, closing).fetchall()
+                was_open = [(sub, at) for sub, at, retry_at in closed if retry_at is not None]
+            self._here.closed.extend((sub, now - (at or now)) for sub, at in was_open)
         if not silent:
             return
         stmt = select(

@@ -95,10 +95,14 @@ class QueueStatements:
     streak_start: str
     """Subscriptions (`:ids`) whose delivery failed: a streak starts at `:now` unless one runs."""
     circuit_close: str
-    """Subscriptions (`:ids`) that answered: their circuit closes (if it was not closed)."""
-    open_circuits: str
-    """Those of the subscriptions `:ids` whose circuit is open or half open, and since when:
-    read before `circuit_close`, for its log line."""
+    """Subscriptions (`:ids`) that answered: their circuit closes (if it was not closed).
+    PostgreSQL: it returns each row it changed with its circuit as it was (`id`,
+    `circuit_opened_at`, `circuit_retry_at`), for the close's log line: a row another worker
+    closed meanwhile is left out (the update re-reads it once its lock is let go)."""
+    open_circuits: str | None
+    """SQLite (one writer at a time): those of the subscriptions `:ids` whose circuit is open
+    or half open, and since when, read before `circuit_close`; PostgreSQL: None (the close
+    says it)."""
     unanswered_due: str
     """The failed deliveries whose last attempt got no answer (their `last_error` starts with
     `:turned_away` or `:no_response`) of those subscriptions `:ids` whose circuit is open and
@@ -326,12 +330,13 @@ WHERE d.seq = v.seq AND d.seq IN (SELECT seq FROM held) AND d.locked_by = %s""",
 WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NOT NULL""",
     streak_start="""UPDATE subscriptions SET first_failure_at = :now
 WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NULL""",
-    circuit_close="""UPDATE subscriptions SET circuit_failures = 0, circuit_opened_at = NULL,
+    circuit_close="""UPDATE subscriptions AS s SET circuit_failures = 0, circuit_opened_at = NULL,
     circuit_retry_at = NULL, circuit_cooldown = NULL, circuit_probe_until = NULL
-WHERE id = ANY(CAST(:ids AS TEXT[]))
-  AND (circuit_failures > 0 OR circuit_retry_at IS NOT NULL)""",
-    open_circuits="""SELECT id, circuit_opened_at FROM subscriptions
-WHERE id = ANY(CAST(:ids AS TEXT[])) AND circuit_retry_at IS NOT NULL""",
+FROM (SELECT id, circuit_opened_at, circuit_retry_at FROM subscriptions
+      WHERE id = ANY(CAST(:ids AS TEXT[]))) AS was
+WHERE s.id = was.id AND (s.circuit_failures > 0 OR s.circuit_retry_at IS NOT NULL)
+RETURNING s.id, was.circuit_opened_at, was.circuit_retry_at""",
+    open_circuits=None,
     unanswered_due="""UPDATE deliveries SET next_attempt_at = :now
 WHERE subscription_id IN (
       SELECT id FROM subscriptions WHERE id = ANY(CAST(:ids AS TEXT[]))

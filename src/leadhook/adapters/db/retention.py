@@ -226,7 +226,7 @@ def delivery_backlog(engine: Engine) -> tuple[int, float | None]:
 
 
 def delivery_outcomes(engine: Engine) -> dict[str, int]:
-    """What the delivery loops did since the database was created, every worker's summed
+    """What the delivery loops did since the counters began, every worker's summed
     (`delivery_outcomes`, written by each record: `services.ports.tally`). A read without the
     write lock, as the other scrapes."""
     o = t.delivery_outcomes.c

@@ -290,12 +290,10 @@ idempotency_keys = Table(
     Column("created_at", Float, nullable=False, index=True),  # purged by age
 )
 
-# Rows purged by retention since the database was created, per table (shown in /metrics):
-# kept in the database because the purging worker and the API may be different processes.
 # What the delivery loops did, counted in the transaction that records it (`/metrics`): a row
-# per outcome and slot (a hash of the worker's id, 16 slots), so that two workers on
-# PostgreSQL rarely update the same row, and the table stays a few dozen rows however many
-# workers come and go.
+# per outcome and slot (a hash of the worker's id, 16 slots), written last before the commit,
+# so that two workers sharing a slot on PostgreSQL wait at most each other's COMMIT, and the
+# table stays a few dozen rows however many workers come and go.
 delivery_outcomes = Table(
     "delivery_outcomes",
     metadata,
@@ -304,6 +302,8 @@ delivery_outcomes = Table(
     Column("n", BigInteger, nullable=False),
 )
 
+# Rows purged by retention since the database was created, per table (shown in /metrics):
+# kept in the database because the purging worker and the API may be different processes.
 purge_counts = Table(
     "purge_counts",
     metadata,

@@ -136,8 +136,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "test.failed": ("The endpoint did not acknowledge.", "接收端未确认。"),
     "replay": ("Replay", "重放"),
     "replay.help": (
-        "Queue again this subscription's finished deliveries created since a time.",
-        "将该订阅自某时间以来已结束的投递重新排队。",
+        "Queue again this subscription's finished deliveries created since a time, or send"
+        " now the failed ones waiting for a retry.",
+        "将该订阅自某时间以来已结束的投递重新排队，或立即发送等待重试的失败投递。",
     ),
     "replay.done": ("Deliveries queued again", "已重新排队的投递"),
     "since": ("Since", "起始时间"),

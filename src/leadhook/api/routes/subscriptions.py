@@ -138,8 +138,10 @@ def list_deliveries(
     "/{sub_id}/replay", status_code=202, response_model=m.ReplayOut, summary="Replay deliveries"
 )
 def replay(sub_id: str, body: m.ReplayIn, mid: Mid, c: ContainerDep) -> m.ReplayOut:
-    """Queue again the finished deliveries created since `since`. They are sent again with the
-    same `webhook-id`, in order per lead, with a fresh retry schedule."""
+    """Queue again the finished deliveries created since `since` (`status`: only `dead` or
+    only `delivered` ones), or, with `status` `failed`, send now those waiting for a retry.
+    They are sent again with the same `webhook-id`, in order per lead, with a fresh retry
+    schedule."""
     return bodies.replayed(c.subscriptions.replay(mid, sub_id, body.since, body.status))
 
 

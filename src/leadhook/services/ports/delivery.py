@@ -148,8 +148,9 @@ OUTCOME_SLOTS = 16
 
 
 def outcome_slot(worker_id: str) -> int:
-    """The row of `delivery_outcomes` a worker adds its counts to: two workers rarely share one
-    (no waiting on each other's row locks), and a new worker id adds no row."""
+    """The row of `delivery_outcomes` a worker adds its counts to, one of `OUTCOME_SLOTS`: a
+    new worker id adds no row. Two workers may share one (likely from about four on): they
+    then take turns at its update, the last statement of each record (a COMMIT's wait)."""
     return zlib.crc32(worker_id.encode()) % OUTCOME_SLOTS
 
 

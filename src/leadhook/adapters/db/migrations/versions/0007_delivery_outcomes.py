@@ -5,8 +5,9 @@ deliveries gone dead, circuits opened) was known only to the process that delive
 serves no HTTP: `/metrics` had no counter of it. Each record now adds its counts here in its
 own transaction, and the API's `/metrics` sums them at each scrape.
 
-A row per outcome and slot (a hash of the worker's id into 16): two workers on PostgreSQL
-rarely update the same row, and the table holds a few dozen rows at most.
+A row per outcome and slot (a hash of the worker's id into 16), updated as the last statement
+of a record: workers sharing a slot on PostgreSQL wait at most for each other's COMMIT, and the
+table holds a few dozen rows at most.
 
 Revision ID: 0007
 Revises: 0006
