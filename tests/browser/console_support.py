@@ -139,7 +139,8 @@ class ConsoleLog:
     def on_console(self, message: Any) -> None:
         if message.type != "error":
             return
-        if self.http_errors_expected and "Failed to load resource" in message.text:
+        expected = ("Failed to load resource", "Response Status Error Code")  # and htmx's
+        if self.http_errors_expected and any(text in message.text for text in expected):
             return  # a 4xx page the test asked for
         self.errors.append(f"console: {message.text}")
 

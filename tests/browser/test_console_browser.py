@@ -464,3 +464,36 @@ def test_table_cells_and_change_labels_keep_their_words_whole(
     assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
     page.goto(server.url + f"/console/leads/{lead}")
     assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+
+
+def test_a_search_or_a_test_send_after_the_session_ended_goes_to_sign_in(
+    page: Any, server: Server, console_log: ConsoleLog
+) -> None:
+    from console_support import make_tenant
+
+    # Signed out in another tab, then typing in the search box: htmx followed the redirect and
+    # swapped the sign-in page's (absent) results in, so the table vanished and nothing said
+    # why (a review). The page now goes to the sign-in form, and back to the search after it.
+    tenant = make_tenant(server, "searchgone")
+    tenant.lead("孙八", "13400134000")
+    sign_in(page, server, tenant, "/leads")
+    other = page.context.new_page()
+    other.goto(server.url + "/console/leads")
+    other.get_by_role("button", name="Sign out").click()
+    other.wait_for_url("**/console/login")
+    page.locator("#q").fill("孙")
+    page.wait_for_url("**/console/login?next=%2Fconsole%2Fleads**", timeout=10_000)
+    page.get_by_label("Tenant API key").fill(tenant.key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/console/leads"))
+    # A test send to a subscription deleted meanwhile: the answer's error is said where the
+    # result goes, not swallowed (an earlier result stayed as if it were the new one).
+    sub = tenant.call(
+        "POST", "/v1/subscriptions", json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]}
+    ).json()
+    page.goto(server.url + f"/console/subscriptions/{sub['id']}")
+    tenant.call("DELETE", f"/v1/subscriptions/{sub['id']}")
+    console_log.http_errors_expected = True  # the 404 this asks for
+    page.get_by_role("button", name="Send a test event").click()
+    page.locator("#test-result").get_by_role("alert").get_by_text("HTTP 404").wait_for()
+    other.close()

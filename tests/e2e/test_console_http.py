@@ -152,6 +152,10 @@ def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
     sign_in(client, tenant(client, "acme"))
     resp = client.get("/console/deliveries?since=yesterday")
     assert resp.status_code == 422 and "is not a time" in resp.text
+    # Named by its box: with Since and Until on one form, which one was refused (a review).
+    assert "Since: &#39;yesterday&#39; is not a time" in resp.text, resp.text
+    later = client.get("/console/deliveries?since=2026-03-01T10:00&until=tomorrow")
+    assert later.status_code == 422 and "Until: &#39;tomorrow&#39; is not a time" in later.text
     # A refused filter comes back above the filter form, as typed, to be corrected there.
     assert 'role="alert"' in resp.text and 'id="f-since"' in resp.text
     assert resp.text.index('role="alert"') < resp.text.index('<form method="get"')
@@ -580,3 +584,65 @@ def test_head_of_the_event_stream_answers_its_head_and_ends(
         gone.headers.get("location"),
     )
     assert out.status_code != 200
+
+
+def test_a_session_that_ended_sends_htmx_and_forms_to_sign_in_and_back_to_their_page(
+    client: TestClient,
+) -> None:
+    from leadhook.api.console.views import safe_next
+
+    # htmx followed a redirect to the sign-in page and swapped its fragment in (a search's
+    # results vanished): it is told to load the sign-in form instead, back to its page.
+    search = client.get(
+        "/console/leads?q=x",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/console/leads?q=x"},
+    )
+    assert search.status_code == 200
+    assert search.headers["hx-redirect"] == "/console/login?next=%2Fconsole%2Fleads%3Fq%3Dx"
+    # A page answered to a form posted without JavaScript (a test send) switches language
+    # back to the page the form was on, not to its action (a GET of which is a 405).
+    key = tenant(client, "acme")
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]},
+        headers={"Authorization": f"Bearer {key}"},
+    ).json()
+    token = sign_in(client, key)
+    page = f"/console/subscriptions/{sub['id']}"
+    posted = client.post(
+        f"{page}/test", data={"csrf_token": token}, headers={"Referer": f"http://testserver{page}"}
+    )
+    assert posted.status_code == 200, posted.text
+    assert f'name="next" value="{page}"' in posted.text
+    # The sign-in's way back stays inside the console's pages.
+    for kept in ("/console", "/console/leads?q=a", "/console/deliveries/d1"):
+        assert safe_next(kept) == kept
+    for refused in ("/consolex", "/console/../v1/tenants", "/console/%2e%2e/v1", "//evil",
+                    "/console\\..\\v1", "https://evil/console/", None, ""):  # fmt: skip
+        assert safe_next(refused) == "/console/leads", refused
+
+
+def test_a_retry_for_a_disabled_subscription_says_it_waits(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]},
+        headers=auth,
+    ).json()
+    client.post("/v1/leads", json={"fields": {"name": "张三"}}, headers=auth)
+    (delivery,) = client.get("/v1/deliveries", headers=auth).json()["data"]
+    client.post(f"/v1/deliveries/{delivery['id']}/retry", headers=auth)  # 409: pending
+    with client.app.state.container.engine.begin() as conn:  # type: ignore[attr-defined]
+        from sqlalchemy import text
+
+        conn.execute(text("UPDATE deliveries SET status = 'dead'"))
+    client.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": False}, headers=auth)
+    token = sign_in(client, key)
+    page = client.get(f"/console/deliveries/{delivery['id']}")
+    assert "Its subscription is disabled" in page.text
+    done = client.post(f"/console/deliveries/{delivery['id']}/retry", data={"csrf_token": token})
+    assert done.status_code == 303
+    shown = client.get(done.headers["location"])
+    assert "it will be sent once its subscription is enabled again" in shown.text, shown.text
+    assert "it will be sent in a moment" not in shown.text

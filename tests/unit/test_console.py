@@ -74,6 +74,9 @@ def test_health_times_only_attempts_that_went_out() -> None:
     assert (h.attempts, h.successes) == (9, 0)
     assert h.p50_ms == 10_000.0 and h.p99_ms == 10_000.0
     assert health_of(turned).p50_ms is None
+    # The last error is the endpoint's own (the timeout), not the circuit's turning away.
+    assert h.last_error == "timeout" and h.last_error_at == NOW - 20
+    assert health_of(turned).last_error == TURNED_AWAY  # nothing else to say
 
 
 def test_an_attempt_turned_away_shows_no_request_headers() -> None:

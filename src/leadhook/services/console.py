@@ -212,7 +212,10 @@ def health_of(samples: Iterable[AttemptSample], window: float = HEALTH_WINDOW) -
     if not items:
         return Health(window=window)
     failed = [s for s in items if not s.ok]
-    last = max(failed, key=lambda s: s.attempted_at) if failed else None
+    # The last error the endpoint gave: an attempt the open circuit turned away says only
+    # that the circuit is open, and hid the cause (a refused connection) behind it.
+    told = [s for s in failed if s.error != TURNED_AWAY] or failed
+    last = max(told, key=lambda s: s.attempted_at) if told else None
     # The time to an answer or to a failure: an attempt the open circuit turned away never
     # went out, and its 0 ms would pull the endpoint's figures down to nothing.
     latencies = [s.latency_ms for s in items if s.error != TURNED_AWAY]
@@ -534,8 +537,15 @@ class ConsoleService:
 
     def subscription_exists(self, mid: str, sub_id: str) -> bool:
         """Tell whether the tenant's subscription is still there (not deleted)."""
+        return self.subscription_state(mid, sub_id) != "deleted"
+
+    def subscription_state(self, mid: str, sub_id: str) -> str:
+        """`enabled`, `disabled` (its deliveries wait for it) or `deleted`."""
         with self._read() as uow:
-            return uow.subscriptions.get(mid, sub_id) is not None
+            sub = uow.subscriptions.get(mid, sub_id)
+        if sub is None:
+            return "deleted"
+        return "enabled" if sub.enabled else "disabled"
 
     def subscription_list(self, mid: str) -> list[Subscription]:
         """Return every subscription of the tenant, oldest first."""

@@ -156,6 +156,18 @@ STRINGS: dict[str, tuple[str, str]] = {
     ),
     "sub.deleted": ("deleted", "已删除"),
     "retried": ("Queued again: it will be sent in a moment.", "已重新排队，稍后发送。"),
+    "retried.waiting": (
+        "Queued again: it will be sent once its subscription is enabled again.",
+        "已重新排队：订阅重新启用后发送。",
+    ),
+    "replay.waiting": (
+        "The subscription is disabled: they will be sent once it is enabled again.",
+        "该订阅已停用：重新启用后才会发送。",
+    ),
+    "sub.disabled_note": (
+        "Its subscription is disabled: this delivery waits until it is enabled again.",
+        "其订阅已停用：此投递将等到订阅重新启用后再发送。",
+    ),
     "saved": ("Saved.", "已保存。"),
     "sub.created": ("Subscription created.", "订阅已创建。"),
     "request": ("Request", "请求"),
@@ -173,6 +185,12 @@ STRINGS: dict[str, tuple[str, str]] = {
     "created": ("Created", "创建时间"),
     "attempt": ("Attempt", "尝试"),
     "no_attempts": ("Not attempted yet.", "尚未尝试。"),
+    "page_position": ("Page", "分页位置"),
+    "not_stored": ("(not stored)", "（未保存）"),
+    "request_failed": (
+        "The request failed: reload the page and try again",
+        "请求失败：请刷新页面后重试",
+    ),
     "not_sent": (
         "Not sent: the endpoint's circuit was open, so no request went out.",
         "未发送：该端点处于熔断状态，没有发出请求。",
@@ -262,6 +280,7 @@ FIELD_LABELS = {
     "event_type": "event_type",
     "lead": "lead_id",
     "p": "page_number",
+    "before": "page_position",
 }
 
 # Why an address is refused (domain/targets.py), in Chinese.

@@ -474,7 +474,7 @@ def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> R
     mid = signed_in(page)
     catalog = page.container.console.catalog(mid)
     try:
-        at = parse_local(catalog, since)
+        at = parse_local(catalog, since, "since")
         if at is None:
             raise ValidationError.at(("since",), "choose the time from which to replay")
         replayed = page.container.subscriptions.replay(mid, sub_id, at, status or None)
@@ -505,7 +505,8 @@ def deliveries(
     catalog = svc.catalog(mid)
     error, code = None, 200
     try:
-        since_at, until_at = parse_local(catalog, since), parse_local(catalog, until)
+        since_at = parse_local(catalog, since, "since")
+        until_at = parse_local(catalog, until, "until")
         # The boxes are `datetime-local`: a time given as unix seconds or with an offset is
         # shown back in the tenant's timezone, as a box can hold it (else it came back empty
         # and the next Filter dropped it).
@@ -570,7 +571,8 @@ def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any
     found, body, attempts = svc.delivery(mid, delivery_id)
     # A deleted subscription's deliveries cannot be sent again (the retry is refused, 409):
     # the page says so rather than offer a button that only fails.
-    orphaned = not svc.subscription_exists(mid, found.subscription_id)
+    state = svc.subscription_state(mid, found.subscription_id)
+    orphaned = state == "deleted"
     return page.render(
         "delivery.html",
         status=status,
@@ -579,6 +581,7 @@ def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any
         body=pretty_json(body),
         attempts=attempts,
         orphaned=orphaned,
+        sub_disabled=state == "disabled",
         nav="deliveries",
         canonical=_with_query(f"/console/deliveries/{found.id}", done=extra.get("done")),
         **extra,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
@@ -133,7 +133,7 @@ class Page:
             csrf=self.session.csrf,
             mid=self.session.mid,
             path=self.request.url.path,
-            here=_here(self.request),
+            here=_page_address(self.request),
             version=__version__,
             event_types=EVENT_TYPES,
             when=lambda at: _when(catalog, at),
@@ -216,6 +216,20 @@ def _here(request: Request) -> str:
     return path + ("?" + request.url.query if request.url.query else "")
 
 
+def _page_address(request: Request) -> str:
+    """The address of the page the user is on: the request's own for a GET; for a form's POST
+    (answered with a page, or refused), the page it was sent from (htmx's `HX-Current-URL`,
+    else the same-origin `Referer`), so that a language switch or a sign-in goes back to a
+    page, not to an action only POST may reach (a 405)."""
+    if request.method in ("GET", "HEAD"):
+        return _here(request)
+    for header in ("hx-current-url", "referer"):
+        parts = urlsplit(request.headers.get(header, ""))
+        if parts.netloc == request.url.netloc and parts.path.startswith("/console/"):
+            return parts.path + ("?" + parts.query if parts.query else "")
+    return "/console/leads"
+
+
 def _query(request: Request, **changes: Any) -> str:
     """The current query string with some parameters changed (None removes one)."""
     params = dict(request.query_params)
@@ -235,8 +249,13 @@ def _when(catalog: Catalog | None, at: float | None) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def parse_local(catalog: Catalog, text: str | None) -> float | None:
-    """Read a `datetime-local` input (or unix seconds) as a time in the tenant's timezone."""
+def parse_local(catalog: Catalog, text: str | None, field: str = "") -> float | None:
+    """Read a `datetime-local` input (or unix seconds) as a time in the tenant's timezone; a
+    refusal names its box by `field` (its label: the filter's Since and Until both refuse)."""
+
+    def refused(message: str) -> ValidationError:
+        return ValidationError.at((field,), message) if field else ValidationError(message)
+
     if text is None or not text.strip():
         return None
     text = text.strip()
@@ -246,11 +265,11 @@ def parse_local(catalog: Catalog, text: str | None) -> float | None:
         seconds = text.replace(".", "", 1)
         at = float(text) if seconds.isascii() and seconds.isdigit() else _from_local(catalog, text)
     except ValueError:
-        raise ValidationError(f"{text!r} is not a time (YYYY-MM-DDTHH:MM)") from None
+        raise refused(f"{text!r} is not a time (YYYY-MM-DDTHH:MM)") from None
     if not 0 <= at <= _LAST_SECOND or _past_9999_locally(catalog, at):
         # Shown back in its box as a date in the tenant's timezone, which ends in 9999: the
         # last UTC second of 9999 is already the year 10000 east of UTC.
-        raise ValidationError(f"{text!r} is not a time between 1970 and 9999")
+        raise refused(f"{text!r} is not a time between 1970 and 9999")
     return at
 
 
@@ -301,9 +320,12 @@ def signed_in(page: Page) -> str:
 
 
 def safe_next(value: str | None) -> str:
-    """A redirect target inside the console only (never another site)."""
-    if value and value.startswith("/console") and not value.startswith("//"):
-        return value
+    """A redirect target inside the console only: never another site, nor an API address
+    reached through `/consolex` or a `..` segment."""
+    if value and (value == "/console" or value.startswith("/console/")):
+        path = urlsplit(value).path
+        if "\\" not in value and ".." not in path.split("/") and "%2e" not in path.lower():
+            return value
     return "/console/leads"
 
 
@@ -377,8 +399,14 @@ class ConsoleRoute(APIRoute):
             try:
                 return await handler(request)
             except SignInRequired:
-                target = "/console/login?" + urlencode({"next": _here(request)})
-                response = RedirectResponse(target, status_code=303)
+                target = "/console/login?" + urlencode({"next": _page_address(request)})
+                if request.headers.get("hx-request") == "true":
+                    # htmx would follow a redirect and swap the sign-in page's fragment into
+                    # the page (a search's results emptied, a test's result unchanged): it is
+                    # told to load the sign-in form itself instead.
+                    response = Response(status_code=200, headers={"hx-redirect": target})
+                else:
+                    response = RedirectResponse(target, status_code=303)
                 response.headers.update(SECURITY_HEADERS)
                 return response
             except LeadhookError as exc:

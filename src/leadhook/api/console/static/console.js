@@ -116,6 +116,16 @@
         switcher.value = location.pathname + location.search;
       });
     }
+    // htmx swaps nothing for an error answer: a test send or a search refused (a subscription
+    // deleted meanwhile, a server error) said nothing, and an earlier result stayed as if new.
+    document.body.addEventListener("htmx:responseError", function (evt) {
+      var target = evt.detail.target;
+      if (!target) return;
+      var said = document.body.getAttribute("data-request-failed") || "The request failed";
+      target.replaceChildren(
+        el("p", { "class": "error", "role": "alert" }, said + " (HTTP " + evt.detail.xhr.status + ")")
+      );
+    });
     var live = document.getElementById("live");
     if (live) startLive(live);
     var charts = document.getElementById("charts");
