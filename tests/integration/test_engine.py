@@ -523,3 +523,46 @@ def test_the_log_read_after_an_event_retention_purged_goes_on_from_where_it_was(
             log("01" + "Z" * 24)
     finally:
         c.close()
+
+
+def test_deleting_a_subscription_while_a_worker_records_for_it_does_not_deadlock(
+    container: Container,
+) -> None:
+    """Catches: the delete locked the subscription's row, then its deliveries; a worker's
+    record locks the deliveries it holds, then their subscription's row (its failure streak):
+    on PostgreSQL the two deadlocked and one was aborted (a review, under load)."""
+    import threading
+
+    sub = setup(container)
+    for _ in range(3):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    jobs = claim(q, now)
+    assert len(jobs) == 3
+    named, paused = q._named, threading.Event()  # type: ignore[union-attr]
+
+    def slow(conn: Any, stmt: Any, params: Any) -> Any:
+        if stmt is q._streak_start and not paused.is_set():  # type: ignore[union-attr]
+            paused.set()  # the deliveries are this record's now; the delete comes here
+            time.sleep(1.0)
+        return named(conn, stmt, params)
+
+    q._named = slow  # type: ignore[union-attr,method-assign]
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            verdicts = [outcome(j, "failed", code=500, at=now + 60) for j in jobs]
+            q.record(worker_id="w1", verdicts=verdicts, now=now)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=record)
+    worker.start()
+    assert paused.wait(10)
+    container.subscriptions.delete(MID, sub["id"])  # waits for the record, then ends them
+    worker.join(15)
+    assert errors == [] and not worker.is_alive()
+    with container.engine.connect() as conn:
+        ended = conn.execute(select(t.deliveries.c.status)).scalars().all()
+    assert sorted(ended) == ["dead"] * 3  # recorded failed, then ended by the delete

@@ -302,9 +302,9 @@ class SubscriptionService:
                 # Another URL is another endpoint: the old one's silence (its open circuit,
                 # its failure streak towards auto-disable) says nothing about the new one.
                 new = replace(new, first_failure_at=None, circuit=CLOSED)
+            if moved:  # the deliveries' rows before the subscription's, as a worker's record
+                uow.subscriptions.close_circuit(mid, sub_id, now)  # takes them (no deadlock)
             uow.subscriptions.update(new)
-            if moved:
-                uow.subscriptions.close_circuit(mid, sub_id, now)
             uow.commit()
         if moved:
             _said_closed(sub_id, sub.circuit, now, "a new url")

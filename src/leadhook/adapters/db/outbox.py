@@ -161,18 +161,21 @@ class SqlSubscriptions(_OnConnection):
     def delete(self, mid: str, sub_id: str, at: float) -> None:
         self._forget()
         c = t.subscriptions.c
-        self.conn.execute(
-            update(t.subscriptions)
-            .where(c.id == sub_id, c.mid == mid)
-            .values(deleted_at=at, enabled=False, disabled_reason="deleted")
-        )
         # Nothing more is sent to a deleted endpoint: its unfinished deliveries end as dead.
+        # Their rows first, in the order of their seq, then the subscription's: a worker's
+        # record locks the deliveries it holds, then their subscriptions' rows (streaks,
+        # circuits), and the other order deadlocked with it on PostgreSQL (a review).
         d = t.deliveries.c
-        ending = (d.subscription_id == sub_id, d.status.in_(UNFINISHED))
+        ending = (d.subscription_id == sub_id, d.mid == mid, d.status.in_(UNFINISHED))
         self.conn.execute(
             update(t.deliveries)
             .where(_locked_in_order(*ending), *ending)
             .values(**ENDED_BY_DELETE, updated_at=at)
+        )
+        self.conn.execute(
+            update(t.subscriptions)
+            .where(c.id == sub_id, c.mid == mid)
+            .values(deleted_at=at, enabled=False, disabled_reason="deleted")
         )
 
     def page(self, mid: str, cursor: str | None, limit: int) -> Page[Subscription]:
