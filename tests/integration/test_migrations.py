@@ -211,3 +211,28 @@ def test_a_database_lacking_what_its_revision_promises_is_refused(
     )
     assert cli.returncode == 2, cli.stdout + cli.stderr
     assert "lacks subscriptions.circuit_retry_at" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_a_database_a_newer_leadhook_migrated_is_refused_in_one_line(
+    database_url: str, engine: Engine
+) -> None:
+    """Catches: code older than the database's schema (a rollback, a worker not yet upgraded)
+    ended in a hundred lines of Alembic's traceback ("Can't locate revision")."""
+    from leadhook.bootstrap import build
+    from leadhook.settings import Settings
+
+    build(Settings(database_url=database_url)).close()
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(migrate.SchemaMismatchError, match="at migration 0099, which this"):
+        build(Settings(database_url=database_url))
+    cli = subprocess.run(
+        [sys.executable, "-m", "leadhook", "tenants", "list", "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LEADHOOK_SECRET_KEY": ""},
+        timeout=60,
+    )
+    assert cli.returncode == 2, cli.stdout + cli.stderr
+    assert "a newer leadhook migrated it" in cli.stderr and "Traceback" not in cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1, cli.stderr

@@ -11,6 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
+from leadhook import __version__
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant works: it only has to be the same in every leadhook process.
 _PG_MIGRATION_LOCK = 7_340_211
@@ -53,11 +55,23 @@ def upgrade(engine: Engine, revision: str = "head", *, secret_box: Any = None) -
 
 
 def _at_head(engine: Engine, cfg: Config) -> bool:
-    """Whether the database records the newest revision (a read, no write lock)."""
-    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    """Whether the database records the newest revision (a read, no write lock); refused
+    (`SchemaMismatchError`) if it records one this version does not know."""
+    script = ScriptDirectory.from_config(cfg)
+    heads = set(script.get_heads())
     with engine.connect() as raw:
         conn = raw.execution_options(leadhook_readonly=True)
         current = MigrationContext.configure(conn).get_current_heads()
+    known = {s.revision for s in script.walk_revisions()}
+    newer = sorted(set(current) - known)
+    if newer:
+        # A newer leadhook migrated it (a rollback of the code, a worker not yet upgraded):
+        # Alembic's own refusal was a hundred lines of traceback.
+        raise SchemaMismatchError(
+            f"the database is at migration {', '.join(newer)}, which this leadhook"
+            f" {__version__} does not know (its newest: {', '.join(sorted(heads))}): a newer"
+            " leadhook migrated it; run that version, or a newer one"
+        )
     return bool(current) and set(current) == heads
 
 
