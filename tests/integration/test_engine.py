@@ -388,8 +388,8 @@ def test_delivery_outcomes_are_counted_as_recorded_and_reach_metrics(
         outcome(jobs[2], "dead", code=500),
         replace(turned, sent=False),
     ]
-    q.record(worker_id="w1", verdicts=verdicts[:2], now=now)
-    q.record(worker_id="another-worker", verdicts=verdicts[2:], now=now)
+    q.record(worker_id="w1", verdicts=verdicts[:3], now=now)  # w1 holds their leases
+    q.record(worker_id="another-worker", verdicts=verdicts[3:], now=now)
     counts = {"delivered": 1, "failed": 2, "dead": 1, "turned_away": 1}
     assert container.delivery_outcomes() == counts
     with TestClient(create_app(container)) as client:
@@ -403,7 +403,7 @@ def test_delivery_outcomes_are_counted_as_recorded_and_reach_metrics(
     assert container.delivery_outcomes()["failed"] == 3
     with container.engine.connect() as conn:  # a row per outcome and worker slot, not a record
         rows = conn.execute(select(func.count()).select_from(t.delivery_outcomes)).scalar()
-    assert rows == 5
+    assert rows == 4  # w1's delivered, failed and dead; the other worker's turned_away
 
 
 def test_event_retention_walks_past_old_unsettled_events_a_window_at_a_time(

@@ -895,6 +895,24 @@ def test_a_replay_of_failed_deliveries_sends_them_now_but_not_one_a_worker_holds
     assert c.delivery_outcomes() == {"failed": 3}  # each backend counts what it recorded
 
 
+def test_a_late_record_of_a_lease_taken_over_counts_no_dead_delivery(
+    container: Backend,
+) -> None:
+    """Catches: after an outage longer than a lease, the worker that had sent a delivery and
+    the one that took its lease over both recorded it dead, and `/metrics` counted 328 dead
+    deliveries where 300 had died (an operator's review)."""
+    c = container
+    setup(c)
+    new_lead(c)
+    q, now = queue_of(c), time.time() + 1
+    (first,) = claim(q, now, worker="w1", lease_until=now + 1)
+    (again,) = claim(q, now + 2, worker="w2")  # w1's lease ran out: w2 holds it now
+    q.record(worker_id="w1", verdicts=[outcome(first, "dead", code=500)], now=now + 3)
+    assert c.delivery_outcomes() == {"failed": 1}  # its attempt, but no delivery ended
+    q.record(worker_id="w2", verdicts=[outcome(again, "dead", code=500)], now=now + 4)
+    assert c.delivery_outcomes() == {"failed": 2, "dead": 1}
+
+
 def test_an_attempt_to_a_url_the_subscription_left_says_nothing_of_its_endpoint(
     container: Backend,
 ) -> None:

@@ -508,15 +508,23 @@ class SqlDeliveryQueue:
         every = verdicts
         attempts = _attempt_rows(verdicts)
         finished = _finish_rows(verdicts, now, worker_id)
+        # How many deliveries this record ended dead: only those whose lease it still held
+        # (`finish` leaves the others to the worker that took them over), or an outage longer
+        # than a lease counted some twice (an operator's review).
         if self._sql.columnar:  # PostgreSQL: the same values, an array per column
             conn.exec_driver_sql(self._sql.insert_attempts, tuple(_columns(attempts)))
             status, count, due, error, _, seq, _ = _columns(finished)
             params = (seq, worker_id, now, seq, status, count, due, error, worker_id)
-            conn.exec_driver_sql(self._sql.finish, params)
+            ended = conn.exec_driver_sql(self._sql.finish, params).fetchall()
+            dead = sum(1 for (s,) in ended if s == DeliveryStatus.DEAD)
         else:  # SQLite: sqlite3 itself, a row at a time in-process
             driver = driver_in_transaction(conn)
             driver.executemany(self._sql.insert_attempts, attempts)
-            driver.executemany(self._sql.finish, finished)
+            dying = [row for row in finished if row[0] == DeliveryStatus.DEAD]
+            dead = driver.executemany(self._sql.finish, dying).rowcount if dying else 0
+            driver.executemany(
+                self._sql.finish, [row for row in finished if row[0] != DeliveryStatus.DEAD]
+            )
         # What an attempt says of the endpoint (its streak, a 410, its circuit) holds only
         # while the subscription still points at the URL the attempt went to: one sent before
         # a PATCH to a new URL says nothing of the new endpoint.
@@ -536,7 +544,7 @@ class SqlDeliveryQueue:
         # Counted in the transaction that stores them (every attempt, even one to a URL the
         # subscription has left), written by `_tx` as its last statement (`_count`).
         counts = self._here.counts
-        for name, n in tally(every, len(self._here.opened) - opened_before).items():
+        for name, n in tally(every, len(self._here.opened) - opened_before, dead).items():
             counts[name] = counts.get(name, 0) + n
         self._here.slot = outcome_slot(worker_id)
 

@@ -325,7 +325,8 @@ UPDATE deliveries AS d SET status = v.status, attempt_count = v.attempt_count,
 FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS TEXT[]), CAST(%s AS INTEGER[]),
     CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS TEXT[]))
     AS v(seq, status, attempt_count, next_attempt_at, last_error)
-WHERE d.seq = v.seq AND d.seq IN (SELECT seq FROM held) AND d.locked_by = %s""",
+WHERE d.seq = v.seq AND d.seq IN (SELECT seq FROM held) AND d.locked_by = %s
+RETURNING d.status""",
     streak_end="""UPDATE subscriptions SET first_failure_at = NULL
 WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NOT NULL""",
     streak_start="""UPDATE subscriptions SET first_failure_at = :now

@@ -62,9 +62,9 @@ class MemoryDeliveryQueue:
         """Store the attempts and the deliveries' new states; track failing subscriptions."""
         if not verdicts:
             return
+        every = verdicts
         with self._tx() as state:
-            for name, n in tally(verdicts).items():  # no circuits here to count openings of
-                state.outcomes[name] = state.outcomes.get(name, 0) + n
+            dead = 0
             for o in verdicts:
                 seq = o.job.seq
                 # The attempt happened, whoever holds the lease now: it is always kept.
@@ -72,6 +72,7 @@ class MemoryDeliveryQueue:
                 row = state.deliveries.get(seq)
                 if row is None or row.locked_by != worker_id:
                     continue  # a late record must not overwrite the next lease holder's work
+                dead += o.status == DeliveryStatus.DEAD
                 state.deliveries[seq] = row.with_(
                     status=o.status,
                     attempt_count=o.job.attempt_count + 1,
@@ -94,6 +95,8 @@ class MemoryDeliveryQueue:
             for sub_id in failing:  # a failure starts one, unless it has started already
                 _set_streak(state, sub_id, now)
             _disable(state, verdicts, now)
+            for name, n in tally(every, dead=dead).items():  # no circuits here to open
+                state.outcomes[name] = state.outcomes.get(name, 0) + n
 
     def release(self, *, worker_id: str, seqs: Sequence[int], now: float) -> None:
         """Give leased deliveries back unsent, so any worker can claim them at once."""

@@ -154,8 +154,13 @@ def outcome_slot(worker_id: str) -> int:
     return zlib.crc32(worker_id.encode()) % OUTCOME_SLOTS
 
 
-def tally(verdicts: Sequence[Verdict], circuits_opened: int = 0) -> dict[str, int]:
-    """Count what a record of `verdicts` stores, by `OUTCOMES` (only those above zero)."""
+def tally(
+    verdicts: Sequence[Verdict], circuits_opened: int = 0, dead: int | None = None
+) -> dict[str, int]:
+    """Count what a record of `verdicts` stores, by `OUTCOMES` (only those above zero).
+
+    `dead`: how many deliveries the record actually ended dead, where the store knows (a
+    verdict whose lease another worker took over ends nothing); else each dead verdict."""
     counts = dict.fromkeys(OUTCOMES, 0)
     for o in verdicts:
         if not o.sent:
@@ -167,4 +172,6 @@ def tally(verdicts: Sequence[Verdict], circuits_opened: int = 0) -> dict[str, in
         if o.status == DeliveryStatus.DEAD:
             counts["dead"] += 1
     counts["circuit_opened"] += circuits_opened
+    if dead is not None:
+        counts["dead"] = dead
     return {name: n for name, n in counts.items() if n}
