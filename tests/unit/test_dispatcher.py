@@ -1008,6 +1008,31 @@ async def test_a_database_outage_logs_one_traceback_then_a_line_a_try(
     assert any(r.getMessage() == "claims work again" for r in caplog.records)
 
 
+async def test_records_failing_through_an_outage_are_logged_thinned_and_written_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A traceback a try (every 0.5-5 s) made an outage a thousand-line log (an operator's
+    # review): the same thinning as the claims', and tried again at the claims' pace.
+    class DownRecords(MemoryQueue):
+        down = 3
+
+        def record(self, **kwargs: Any) -> None:
+            if self.down:
+                self.down -= 1
+                raise RuntimeError("database is down")
+            super().record(**kwargs)
+
+    queue, sender = DownRecords(), FakeSender()
+    queue.add(Sub("s"), "L1", 1)
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="leadhook.dispatcher"):
+        await run_until(make(queue, sender), finished(queue))
+    said = [r for r in caplog.records if r.getMessage() == "recording outcomes failed"]
+    assert [r.attempts for r in said] == [1, 2]  # type: ignore[attr-defined]  # not the 3rd
+    assert {r.status for r in queue.rows} == {"delivered"}  # written once it could be
+    assert time.monotonic() - started < 5  # 0.5 + 1 + 1 s of waiting, not 1 + 2 + 4
+
+
 def test_a_long_outage_logs_fewer_and_fewer_lines() -> None:
     # A line a second filled the log through an outage only an operator ends.
     logged = [n for n in range(1, 3601) if failure_logged(n)]

@@ -194,6 +194,7 @@ class Dispatcher:
         self._tenants: dict[str, TenantTurn] = {}
         self._turns: deque[str] = deque()  # tenants whose subscriptions have jobs to start
         self._held: dict[int, float] = {}  # seq -> lease_until of every job not yet written
+        self._renew_failures = 0  # renewals failed in a row (their log is thinned)
         self._tasks: set[asyncio.Task[None]] = set()
         self._verdicts: list[Verdict] = []
         self._releases: list[int] = []
@@ -301,8 +302,14 @@ class Dispatcher:
                     self._queue.renew, worker_id=self.worker_id, seqs=seqs, lease_until=lease_until
                 )
             except Exception:
-                log.exception("renewing leases failed", extra={"worker_id": self.worker_id})
+                self._renew_failures += 1
+                if failure_logged(self._renew_failures):  # not a traceback every 5 s
+                    log.exception(
+                        "renewing leases failed",
+                        extra={"worker_id": self.worker_id, "failures": self._renew_failures},
+                    )
                 continue
+            self._renew_failures = 0
             self.stats.renewed += len(kept)
             for seq in seqs:
                 if seq in self._held:  # not written meanwhile
@@ -886,13 +893,17 @@ class Dispatcher:
                     await self._call("release", args)
             except Exception:
                 failures += 1
-                log.exception("recording outcomes failed", extra={"attempts": failures})
+                if failure_logged(failures):  # as the claims' (an outage: not one a try)
+                    log.exception("recording outcomes failed", extra={"attempts": failures})
                 self._verdicts[:0], self._releases[:0] = verdicts, releases
                 if self._drained and failures >= 3:
                     # Giving up is safe: the leases expire and the deliveries are sent again.
                     self._verdicts, self._releases = [], []
                     return
-                await asyncio.sleep(min(5.0, 0.5 * 2**failures))
+                # Tried again as often as a claim is (every second at most): waiting up to 5 s,
+                # the outcomes of sends made before an outage were still unwritten when the
+                # first claims after it took their expired leases, and sent them again.
+                await asyncio.sleep(min(1.0, 0.25 * 2**failures))
                 continue
             self._recorded(verdicts, releases)
 
