@@ -646,3 +646,11 @@ def test_a_retry_for_a_disabled_subscription_says_it_waits(client: TestClient) -
     shown = client.get(done.headers["location"])
     assert "it will be sent once its subscription is enabled again" in shown.text, shown.text
     assert "it will be sent in a moment" not in shown.text
+
+
+def test_an_empty_filtered_list_says_the_filters_match_nothing(client: TestClient) -> None:
+    sign_in(client, tenant(client, "acme"))
+    assert "Nothing here yet." in client.get("/console/leads").text
+    assert "Nothing matches these filters." in client.get("/console/leads?q=nobody").text
+    assert "Nothing matches these filters." in client.get("/console/deliveries?status=dead").text
+    assert "Nothing matches these filters." in client.get("/console/events?lead=x").text

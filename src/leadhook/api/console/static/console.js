@@ -20,9 +20,20 @@
     var after = section.getAttribute("data-after");
     if (after) url += "?after=" + encodeURIComponent(after);
     var source = new EventSource(url);
-    source.onopen = function () { state.textContent = section.getAttribute("data-connected"); };
+    // A stream ends every 30 s by design and the browser reconnects at once: "reconnecting"
+    // is said only if the connection stays away (a status region read out every 30 s else).
+    var away = null;
+    source.onopen = function () {
+      if (away) { clearTimeout(away); away = null; }
+      var connected = section.getAttribute("data-connected");
+      if (state.textContent !== connected) state.textContent = connected;
+    };
     source.onerror = function () {
-      state.textContent = section.getAttribute("data-disconnected");
+      if (!away) {
+        away = setTimeout(function () {
+          state.textContent = section.getAttribute("data-disconnected");
+        }, 2000);
+      }
       // The browser gives up on a stream answered with something else than events (the
       // sign-in page, after a sign-out): the page itself then goes where it has to.
       if (source.readyState === EventSource.CLOSED) location.reload();
@@ -97,7 +108,7 @@
         ],
       }, columns, wrap);
     }
-    chart(rateLabel, function (s) { return s.rate; }, rateLabel, { range: function (u, min, max) { return [0, Math.max(1, max)]; } });
+    chart(rateLabel, function (s) { return s.rate; }, rateLabel, { range: function (u, min, max) { return [0, max > 0 ? max * 1.15 : 1]; } });
     chart(failLabel, function (s) { return s.failure_pct; }, failLabel, { range: [0, 100] });
   }
 
