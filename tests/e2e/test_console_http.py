@@ -346,16 +346,22 @@ def test_a_new_secret_is_shown_once_and_a_reload_repeats_nothing(client: TestCli
     assert new.group(1) not in client.get(f"/console/subscriptions/{sub['id']}").text
 
 
-def test_a_deleted_subscriptions_delivery_offers_no_retry(client: TestClient) -> None:
+def one_delivery(
+    client: TestClient, url: str
+) -> tuple[str, dict[str, str], dict[str, Any], dict[str, Any]]:
+    """A tenant's key and header, a subscription to `url` and the delivery of one lead."""
     key = tenant(client, "acme")
     auth = {"Authorization": f"Bearer {key}"}
     sub = client.post(
-        "/v1/subscriptions",
-        json={"url": "http://127.0.0.1:9/gone", "event_types": ["*"]},
-        headers=auth,
+        "/v1/subscriptions", json={"url": url, "event_types": ["*"]}, headers=auth
     ).json()
     client.post("/v1/leads", json={"fields": {"name": "张三"}}, headers=auth)
     (delivery,) = client.get("/v1/deliveries", headers=auth).json()["data"]
+    return key, auth, sub, delivery
+
+
+def test_a_deleted_subscriptions_delivery_offers_no_retry(client: TestClient) -> None:
+    key, auth, sub, delivery = one_delivery(client, "http://127.0.0.1:9/gone")
     token = sign_in(client, key)
     assert client.delete(f"/v1/subscriptions/{sub['id']}", headers=auth).status_code == 204
     page = client.get(f"/console/deliveries/{delivery['id']}")
@@ -623,15 +629,7 @@ def test_a_session_that_ended_sends_htmx_and_forms_to_sign_in_and_back_to_their_
 
 
 def test_a_retry_for_a_disabled_subscription_says_it_waits(client: TestClient) -> None:
-    key = tenant(client, "acme")
-    auth = {"Authorization": f"Bearer {key}"}
-    sub = client.post(
-        "/v1/subscriptions",
-        json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]},
-        headers=auth,
-    ).json()
-    client.post("/v1/leads", json={"fields": {"name": "张三"}}, headers=auth)
-    (delivery,) = client.get("/v1/deliveries", headers=auth).json()["data"]
+    key, auth, sub, delivery = one_delivery(client, "http://127.0.0.1:9/x")
     client.post(f"/v1/deliveries/{delivery['id']}/retry", headers=auth)  # 409: pending
     with client.app.state.container.engine.begin() as conn:  # type: ignore[attr-defined]
         from sqlalchemy import text
