@@ -52,12 +52,13 @@
       summary.appendChild(el("strong", {}, e.label));
       summary.appendChild(document.createTextNode(" "));
       summary.appendChild(el("code", {}, e.event_type));
-      summary.appendChild(document.createTextNode(" · "));
-      summary.appendChild(el("a", { href: "/console/leads/" + encodeURIComponent(e.entity_id) }, e.entity_id));
       summary.appendChild(document.createTextNode(" v" + e.entity_version));
       details.appendChild(summary);
       details.appendChild(el("pre", { "class": "json" }, e.json));
       item.appendChild(details);
+      // Beside the summary, not in it (a link inside <summary>: a control in a control).
+      var href = "/console/leads/" + encodeURIComponent(e.entity_id);
+      item.appendChild(el("a", { "class": "event-lead", href: href }, e.entity_id));
       list.insertBefore(item, list.firstChild);
       while (list.children.length > 200) list.removeChild(list.lastChild);
     });
