@@ -140,6 +140,17 @@ def test_a_replay_without_a_time_says_to_choose_one(api: Api) -> None:
         f"/console/subscriptions/{sub['id']}/replay", data={"csrf_token": token, "since": ""}
     )
     assert resp.status_code == 422 and "choose the time from which to replay" in resp.text
+    # The form comes back as it was sent, its choice kept (here none: dead and delivered)...
+    assert '<option value="" selected>' in resp.text
+    # ...and offers the dead ones first when it is shown anew.
+    shown = api.client.get(f"/console/subscriptions/{sub['id']}")
+    assert '<option value="dead" selected>' in shown.text
+    chose = api.client.post(
+        f"/console/subscriptions/{sub['id']}/replay",
+        data={"csrf_token": token, "since": "", "status": "failed"},
+    )
+    assert '<option value="failed" selected>' in chose.text
+    assert '<option value="dead" selected>' not in chose.text
     assert "unix seconds" not in resp.text
 
 

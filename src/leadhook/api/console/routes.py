@@ -340,11 +340,16 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
     sub, health, chart = svc.subscription(mid, sub_id)
     catalog = svc.catalog(mid)
     hour_ago = _box_time(catalog, page.container.clock() - 3600)
+    # A replay offers the dead ones first (Svix's "recover" resends failures only): a click
+    # on the default does not send every delivered event of the hour again.
+    replay = {"replay_since": hour_ago, "replay_status": "dead"}
+    replay.update({k: v for k, v in extra.items() if k in replay})  # a refused one, as typed
+    extra = {k: v for k, v in extra.items() if k not in replay}
     return page.render(
         "subscription.html",
         status=status,
         catalog=catalog,
-        replay_since=hour_ago,
+        **replay,
         sub=sub,
         health=health,
         chart_json=page.render_json([asdict(chart)]),
@@ -481,7 +486,14 @@ def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> R
     except LeadhookError as exc:
         if error_status(exc) == 404:
             raise
-        return _subscription_page(page, sub_id, status=error_status(exc), error=page.explain(exc))
+        return _subscription_page(
+            page,
+            sub_id,
+            status=error_status(exc),
+            error=page.explain(exc),
+            replay_since=since,
+            replay_status=status,
+        )
     return page.redirect(f"/console/subscriptions/{sub_id}?done=replayed&n={replayed}")
 
 
