@@ -245,3 +245,16 @@ def test_a_problem_is_named_by_its_forms_label_and_unknown_text_stays_as_it_is()
     assert explain(NotFoundError("subscription 'x1' not found"), "zh") == "未找到订阅 'x1'"
     # Every Chinese rendering is anchored: a longer message is not half-translated.
     assert message("must be a string or else", "zh") == "must be a string or else"
+
+
+def test_an_errors_wait_counted_from_the_failure_is_left_to_the_next_attempts_time() -> None:
+    # "HTTP 500; retry 3 in 491.17s", read hours later, seemed to say "from now" (a review):
+    # the pages show the cause, and the next attempt's time beside it.
+    from leadhook.api.console.views import _env
+
+    cause = _env.filters["cause"]
+    assert cause("HTTP 500; retry 3 in 491.17s") == "HTTP 500"
+    assert cause("timeout after 10s; Retry-After 20s") == "timeout after 10s"
+    assert cause("busy; Retry-After asked for no wait: retry 2 in 20s, the schedule's") == "busy"
+    kept = "not sent: circuit open; retries exhausted after 4 attempts"
+    assert cause(kept) == kept and cause(None) == ""

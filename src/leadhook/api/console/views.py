@@ -8,6 +8,7 @@ without JavaScript, and every POST must carry the session's CSRF token.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,6 +86,14 @@ def _fmt_pct(value: float | None) -> str:
 
 
 _env.filters["num"] = _fmt_number
+# A delivery's `last_error` ends with when its next attempt was due, counted from the failure
+# ("HTTP 500; retry 3 in 491.17s"): read hours later it seemed to say "from now". The pages
+# show the cause, and the next attempt's time apart (`next_attempt_at`).
+_RELATIVE_WAIT = re.compile(
+    r"; (?:retry \d+ in [\d.]+s(?:, the schedule's)?|Retry-After [\d.]+s"
+    r"|Retry-After asked for no wait: retry \d+ in [\d.]+s, the schedule's)$"
+)
+_env.filters["cause"] = lambda text: _RELATIVE_WAIT.sub("", text or "")
 _env.filters["pct"] = _fmt_pct
 
 
