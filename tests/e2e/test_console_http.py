@@ -492,6 +492,17 @@ def test_a_chinese_page_says_why_it_refused_in_chinese_by_the_forms_labels(
         f"/v1/subscriptions/{sub['id']}", headers={"Authorization": f"Bearer {key}"}
     ).json()
     assert after["max_in_flight"] == sub["max_in_flight"]
+    # The CSRF refusal, an action opened as a page and a disable's reason, in Chinese too.
+    forged = client.post(f"/console/subscriptions/{sub['id']}/test", data={"csrf_token": "x"})
+    assert forged.status_code == 403 and "没有有效的 CSRF 令牌" in forged.text
+    opened = client.get(f"/console/subscriptions/{sub['id']}/test")
+    assert opened.status_code == 405 and "是一个操作，不是页面" in opened.text
+    client.patch(
+        f"/v1/subscriptions/{sub['id']}",
+        json={"enabled": False},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert "已通过 API 停用" in client.get(f"/console/subscriptions/{sub['id']}").text
 
 
 def test_a_lead_page_names_relations_by_the_catalogs_object_names_and_scenes_by_name(

@@ -325,6 +325,20 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         ),
         (r"must be a string", "必须是文本"),
         (
+            r"this form has no valid CSRF token: reload the page and try again",
+            "此表单没有有效的 CSRF 令牌：请刷新页面后重试",
+        ),
+        (
+            r"(/console/\S*) is an action, not a page: use its button in the console",
+            r"\1 是一个操作，不是页面：请使用控制台中的按钮",
+        ),
+        (
+            r"(/console/\S*) is a page: open it, nothing is posted to it",
+            r"\1 是页面：请直接打开，不能向它提交",
+        ),
+        (r"disabled via the console", "已在控制台停用"),
+        (r"disabled via the API", "已通过 API 停用"),
+        (
             r"this tenant has (\d+) subscriptions, the most it may have"
             r" \(LEADHOOK_MAX_SUBSCRIPTIONS=(\d+)\): delete one first, or send more event types"
             r" to one endpoint \(event_types\)",

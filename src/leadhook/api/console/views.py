@@ -147,6 +147,7 @@ class Page:
             event_types=EVENT_TYPES,
             when=lambda at: _when(catalog, at),
             query=lambda **kw: _query(self.request, **kw),
+            msg=lambda text: i18n.message(text, self.lang),  # a stored reason, in Chinese too
             **context,
         )
         return self.finish(HTMLResponse(html, status_code=status))
