@@ -46,19 +46,11 @@ MAX_DESCRIPTION = 1000
 log = logging.getLogger("leadhook.subscriptions")
 
 
-def _said_closed(sub_id: str, circuit: Circuit, now: float, by: str) -> None:
-    """Log a circuit closed outside the queue (a test event answered, a new URL), as the queue
-    logs the closes a delivery's answer makes (adapters/db/queue.py)."""
-    if circuit.retry_at is None:
-        return  # it was not open
-    log.info(
-        "circuit closed: the endpoint answers again",
-        extra={
-            "subscription_id": sub_id,
-            "open_for_s": round(now - (circuit.opened_at or now), 1),
-            "by": by,
-        },
-    )
+def _said_closed(sub_id: str, was: Circuit | None, now: float, by: str) -> None:
+    """Log a circuit closed outside the queue (a test event answered, a new URL): `was`, the
+    circuit as `close_circuit` found it, if it was open."""
+    if was is not None and was.retry_at is not None:
+        ports.log_circuit_closed(log, sub_id, now - (was.opened_at or now), by)
 
 
 REPLAYABLE: tuple[str, ...] = tuple(s.value for s in ports.REPLAYABLE)
@@ -302,12 +294,12 @@ class SubscriptionService:
                 # Another URL is another endpoint: the old one's silence (its open circuit,
                 # its failure streak towards auto-disable) says nothing about the new one.
                 new = replace(new, first_failure_at=None, circuit=CLOSED)
+            was = None
             if moved:  # the deliveries' rows before the subscription's, as a worker's record
-                uow.subscriptions.close_circuit(mid, sub_id, now)  # takes them (no deadlock)
+                was = uow.subscriptions.close_circuit(mid, sub_id, now)  # takes them (no deadlock)
             uow.subscriptions.update(new)
             uow.commit()
-        if moved:
-            _said_closed(sub_id, sub.circuit, now, "a new url")
+        _said_closed(sub_id, was, now, "a new url")
         if (new.enabled and not sub.enabled) or moved:
             self._on_enqueued()  # its pending deliveries may flow again
         return new
@@ -372,11 +364,9 @@ class SubscriptionService:
     def _close_circuit(self, mid: str, sub_id: str, url: str) -> None:
         now = self._clock()
         with self._uow() as uow:
-            before = uow.subscriptions.get(mid, sub_id)
-            uow.subscriptions.close_circuit(mid, sub_id, now, url)
+            was = uow.subscriptions.close_circuit(mid, sub_id, now, url)
             uow.commit()
-        if before is not None and before.url == url:
-            _said_closed(sub_id, before.circuit, now, "a test event")
+        _said_closed(sub_id, was, now, "a test event")
 
     # ---- deliveries --------------------------------------------------------------------------
 

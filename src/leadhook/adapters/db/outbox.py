@@ -136,16 +136,24 @@ class SqlSubscriptions(_OnConnection):
             .values(**_sub_values(sub, self.box))
         )
 
-    def close_circuit(self, mid: str, sub_id: str, now: float, url: str | None = None) -> None:
+    def close_circuit(
+        self, mid: str, sub_id: str, now: float, url: str | None = None
+    ) -> Circuit | None:
         self._forget()
         c = t.subscriptions.c
         where = [c.id == sub_id, c.mid == mid] + ([] if url is None else [c.url == url])
-        if self.conn.execute(select(c.id).where(*where)).first() is not None:
-            # Before the close, the queue's own statement (the rule in one place): if the
-            # circuit was open and the subscription may send, what got no answer is due now.
-            queue = queue_statements(self.conn.dialect.name)
-            params = queue.unanswered_due_params([sub_id], now)
-            self.conn.execute(text(queue.unanswered_due), params)
+        row = self.conn.execute(
+            select(
+                c.circuit_failures, c.circuit_opened_at, c.circuit_retry_at, c.circuit_cooldown
+            ).where(*where)
+        ).first()
+        if row is None:
+            return None
+        # Before the close, the queue's own statement (the rule in one place): if the circuit
+        # was open and the subscription may send, what got no answer is due now.
+        queue = queue_statements(self.conn.dialect.name)
+        params = queue.unanswered_due_params([sub_id], now)
+        self.conn.execute(text(queue.unanswered_due), params)
         self.conn.execute(
             update(t.subscriptions)
             .where(*where)
@@ -157,6 +165,7 @@ class SqlSubscriptions(_OnConnection):
                 circuit_probe_until=None,
             )
         )
+        return Circuit(*row)
 
     def delete(self, mid: str, sub_id: str, at: float) -> None:
         self._forget()

@@ -38,7 +38,14 @@ from leadhook.adapters.db.repositories import driver_in_transaction
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit, after_no_answer
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
-from leadhook.services.ports import DeliveryStatus, Job, Verdict, outcome_slot, tally
+from leadhook.services.ports import (
+    DeliveryStatus,
+    Job,
+    Verdict,
+    log_circuit_closed,
+    outcome_slot,
+    tally,
+)
 
 DELIVERED = DeliveryStatus.DELIVERED
 
@@ -229,14 +236,7 @@ class SqlDeliveryQueue:
                 },
             )
         for sub_id, open_for in self._here.closed:
-            log.info(
-                "circuit closed: the endpoint answers again",
-                extra={
-                    "subscription_id": sub_id,
-                    "open_for_s": round(open_for, 1),
-                    "by": "a delivery's answer",
-                },
-            )
+            log_circuit_closed(log, sub_id, open_for, "a delivery's answer")
         self._here.opened = []
         self._here.closed = []
 

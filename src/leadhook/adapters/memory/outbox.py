@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
 from leadhook.domain.attempts import UNANSWERED
-from leadhook.domain.circuit import CLOSED
+from leadhook.domain.circuit import CLOSED, Circuit
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
     ENDED_BY_DELETE,
@@ -53,24 +53,28 @@ class MemorySubscriptions:
             kept = replace(sub, created_at=row.sub.created_at, circuit=row.sub.circuit)
             self._s.subscriptions[sub.id] = SubscriptionRow(kept, row.deleted_at)
 
-    def close_circuit(self, mid: str, sub_id: str, now: float, url: str | None = None) -> None:
+    def close_circuit(
+        self, mid: str, sub_id: str, now: float, url: str | None = None
+    ) -> Circuit | None:
         row = self._s.subscriptions.get(sub_id)
-        if row is not None and row.sub.mid == mid and url in (None, row.sub.url):
-            closed = replace(row.sub, circuit=CLOSED)
-            self._s.subscriptions[sub_id] = SubscriptionRow(closed, row.deleted_at)
-            if row.sub.circuit.retry_at is None or not row.sub.enabled or row.deleted_at:
-                return  # as in SQL: only an open circuit of a subscription that may send
-            # What got no answer (turned away or not) is due at once.
-            for seq, d in list(self._s.deliveries.items()):
-                if (
-                    d.subscription_id == sub_id
-                    and d.status == DeliveryStatus.FAILED
-                    and d.next_attempt_at is not None
-                    and d.next_attempt_at > now
-                    and d.locked_until is None
-                    and (d.last_error or "").startswith(UNANSWERED)
-                ):
-                    self._s.deliveries[seq] = d.with_(next_attempt_at=now)
+        if row is None or row.sub.mid != mid or url not in (None, row.sub.url):
+            return None
+        closed = replace(row.sub, circuit=CLOSED)
+        self._s.subscriptions[sub_id] = SubscriptionRow(closed, row.deleted_at)
+        if row.sub.circuit.retry_at is None or not row.sub.enabled or row.deleted_at:
+            return row.sub.circuit  # as in SQL: only an open circuit of one that may send
+        # What got no answer (turned away or not) is due at once.
+        for seq, d in list(self._s.deliveries.items()):
+            if (
+                d.subscription_id == sub_id
+                and d.status == DeliveryStatus.FAILED
+                and d.next_attempt_at is not None
+                and d.next_attempt_at > now
+                and d.locked_until is None
+                and (d.last_error or "").startswith(UNANSWERED)
+            ):
+                self._s.deliveries[seq] = d.with_(next_attempt_at=now)
+        return row.sub.circuit
 
     def delete(self, mid: str, sub_id: str, at: float) -> None:
         row = self._s.subscriptions.get(sub_id)

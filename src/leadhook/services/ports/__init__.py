@@ -18,6 +18,7 @@ from leadhook.services.ports.delivery import (
     SenderFactory,
     SettlingQueue,
     Verdict,
+    log_circuit_closed,
     outcome_slot,
     tally,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "UnitOfWorkFactory",
     "Verdict",
     "delivery_of",
+    "log_circuit_closed",
     "outcome_slot",
     "requeued",
     "tally",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -175,3 +176,13 @@ def tally(
     if dead is not None:
         counts["dead"] = dead
     return {name: n for name, n in counts.items() if n}
+
+
+def log_circuit_closed(log: logging.Logger, sub_id: str, open_for: float, by: str) -> None:
+    """Say that a subscription's circuit closed, `open_for` seconds after it last opened:
+    the one line for every way it closes (a delivery's answer in the queue; a test event or a
+    new URL in the subscription service)."""
+    log.info(
+        "circuit closed: the endpoint answers again",
+        extra={"subscription_id": sub_id, "open_for_s": round(open_for, 1), "by": by},
+    )

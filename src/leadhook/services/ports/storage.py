@@ -326,11 +326,14 @@ class SubscriptionRepository(Protocol):
     def get(self, mid: str, sub_id: str) -> Subscription | None: ...
     def add(self, sub: Subscription) -> None: ...
     def update(self, sub: Subscription) -> None: ...
-    def close_circuit(self, mid: str, sub_id: str, now: float, url: str | None = None) -> None:
+    def close_circuit(
+        self, mid: str, sub_id: str, now: float, url: str | None = None
+    ) -> Circuit | None:
         """Close the subscription's circuit (its endpoint answered, or is another one now);
         with `url`, only while the subscription still points there. If the circuit was open
         and the subscription may send (enabled, not deleted), its failed deliveries whose last
-        attempt got no answer (turned away, or sent without one) are due at `now`."""
+        attempt got no answer (turned away, or sent without one) are due at `now`. Returns the
+        circuit as it was (None: no such subscription, or at another URL)."""
         ...
 
     def delete(self, mid: str, sub_id: str, at: float) -> None: ...
