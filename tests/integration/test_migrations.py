@@ -178,6 +178,17 @@ def test_automation_migration_backfills_clocks_and_duplicate_keys(engine: Engine
     assert (lead.owner_since, lead.last_follow_up_at) == (300, 200)
 
 
+def _leadhook(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `leadhook` command as an operator would, with no secret key in its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "leadhook", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LEADHOOK_SECRET_KEY": ""},
+        timeout=60,
+    )
+
+
 def test_a_database_lacking_what_its_revision_promises_is_refused(
     database_url: str, engine: Engine
 ) -> None:
@@ -192,23 +203,7 @@ def test_a_database_lacking_what_its_revision_promises_is_refused(
         conn.execute(text("ALTER TABLE subscriptions DROP COLUMN circuit_retry_at"))
     with pytest.raises(migrate.SchemaMismatchError, match=r"subscriptions\.circuit_retry_at"):
         build(Settings(database_url=database_url))
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "leadhook",
-            "tenants",
-            "keys",
-            "list",
-            "acme",
-            "--database-url",
-            database_url,
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LEADHOOK_SECRET_KEY": ""},
-        timeout=60,
-    )
+    cli = _leadhook("tenants", "keys", "list", "acme", "--database-url", database_url)
     assert cli.returncode == 2, cli.stdout + cli.stderr
     assert "lacks subscriptions.circuit_retry_at" in cli.stderr and "Traceback" not in cli.stderr
 
@@ -226,13 +221,7 @@ def test_a_database_a_newer_leadhook_migrated_is_refused_in_one_line(
         conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
     with pytest.raises(migrate.SchemaMismatchError, match="at migration 0099, which this"):
         build(Settings(database_url=database_url))
-    cli = subprocess.run(
-        [sys.executable, "-m", "leadhook", "tenants", "list", "--database-url", database_url],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LEADHOOK_SECRET_KEY": ""},
-        timeout=60,
-    )
+    cli = _leadhook("tenants", "list", "--database-url", database_url)
     assert cli.returncode == 2, cli.stdout + cli.stderr
     assert "a newer leadhook migrated it" in cli.stderr and "Traceback" not in cli.stderr
     assert len(cli.stderr.strip().splitlines()) == 1, cli.stderr
