@@ -342,6 +342,14 @@ def test_with_javascript_off_reloading_after_a_form_repeats_nothing(
         assert page.get_by_test_id("secret").count() == 0
         current = acme.call("GET", f"/v1/subscriptions/{sub['id']}/secret").json()["secret"]
         assert current == rotated  # one rotation, however often the page was reloaded
+        # The secret shown again on request, then the subscription deleted: both are forms.
+        page.get_by_role("button", name="Reveal secret").click()
+        assert page.get_by_test_id("secret").inner_text() == rotated
+        page.get_by_text("Delete subscription…").click()
+        page.get_by_role("button", name="Delete it for good").click()
+        expect(page.get_by_test_id("deleted")).to_be_visible()
+        left = acme.call("GET", "/v1/subscriptions").json()["data"]
+        assert sub["id"] not in {s["id"] for s in left}
         # The live view cannot run: the page says so, rather than wait for events forever.
         page.goto(server.url + "/console/events")
         expect(page.get_by_test_id("live-needs-js")).to_be_visible()

@@ -346,6 +346,56 @@ def test_a_new_secret_is_shown_once_and_a_reload_repeats_nothing(client: TestCli
     assert new.group(1) not in client.get(f"/console/subscriptions/{sub['id']}").text
 
 
+def test_the_secret_is_revealed_by_a_form_and_a_subscription_deleted_with_its_deliveries(
+    client: TestClient,
+) -> None:
+    key, auth, sub, delivery = one_delivery(client, "http://127.0.0.1:9/gone")
+    token = sign_in(client, key)
+    page = client.get(f"/console/subscriptions/{sub['id']}").text
+    assert f'action="/console/subscriptions/{sub["id"]}/reveal-secret"' in page
+    assert "whsec_" not in page  # no secret until asked for
+    # Without the form's token nothing is shown.
+    refused = client.post(f"/console/subscriptions/{sub['id']}/reveal-secret")
+    assert refused.status_code == 403 and "whsec_" not in refused.text
+    revealed = client.post(
+        f"/console/subscriptions/{sub['id']}/reveal-secret", data={"csrf_token": token}
+    )
+    assert revealed.status_code == 303
+    assert revealed.headers["location"] == f"/console/subscriptions/{sub['id']}?done=revealed"
+    assert "whsec_" not in revealed.headers["location"] + revealed.headers["set-cookie"]
+    shown = client.get(revealed.headers["location"]).text
+    secret = re.search(r'data-testid="secret">(whsec_[^<]+)<', shown)
+    assert secret is not None and "The current signing secret" in shown
+    assert secret.group(1) == sub["secret"]  # the one it signs with: nothing rotated
+    again = client.get(revealed.headers["location"]).text
+    assert sub["secret"] not in again and 'data-testid="secret-gone"' in again
+    # Another tenant's subscription is not found, its secret not shown.
+    other = sign_in(client, tenant(client, "other"))
+    stranger = client.post(
+        f"/console/subscriptions/{sub['id']}/reveal-secret", data={"csrf_token": other}
+    )
+    assert stranger.status_code == 404 and "whsec_" not in stranger.text
+    missing = client.post(f"/console/subscriptions/{sub['id']}/delete", data={"csrf_token": other})
+    assert missing.status_code == 404
+    assert client.get(f"/v1/subscriptions/{sub['id']}", headers=auth).status_code == 200
+    # The owner deletes it: its unfinished delivery ends as dead, the list says so.
+    token = sign_in(client, key)
+    assert 'data-testid="delete"' in client.get(f"/console/subscriptions/{sub['id']}").text
+    gone = client.post(f"/console/subscriptions/{sub['id']}/delete", data={"csrf_token": token})
+    assert gone.status_code == 303
+    assert gone.headers["location"] == "/console/subscriptions?done=deleted"
+    listed = client.get(gone.headers["location"]).text
+    assert 'data-testid="deleted"' in listed and sub["id"] not in listed
+    assert "its unfinished deliveries ended as dead" in listed
+    assert client.get(f"/v1/subscriptions/{sub['id']}", headers=auth).status_code == 404
+    assert client.get(f"/v1/deliveries/{delivery['id']}", headers=auth).json()["status"] == "dead"
+    assert client.get(f"/console/subscriptions/{sub['id']}").status_code == 404
+    twice = client.post(f"/console/subscriptions/{sub['id']}/delete", data={"csrf_token": token})
+    assert twice.status_code == 404
+    # An unknown `done` says nothing.
+    assert 'data-testid="deleted"' not in client.get("/console/subscriptions?done=x").text
+
+
 def one_delivery(
     client: TestClient, url: str
 ) -> tuple[str, dict[str, str], dict[str, Any], dict[str, Any]]:
@@ -379,6 +429,8 @@ def test_an_action_opened_as_a_page_is_405_and_an_unknown_page_404(client: TestC
         "/console/logout",
         "/console/lang",
         "/console/subscriptions/sub_x/rotate-secret",
+        "/console/subscriptions/sub_x/reveal-secret",
+        "/console/subscriptions/sub_x/delete",
         "/console/deliveries/dlv_x/retry",
     ):
         resp = client.get(path)

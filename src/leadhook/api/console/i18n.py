@@ -115,16 +115,32 @@ STRINGS: dict[str, tuple[str, str]] = {
     "max_in_flight": ("Max in flight", "最大并发"),
     "rate_limit": ("Rate limit (per s)", "速率限制（每秒）"),
     "rotate": ("Rotate secret", "轮换密钥"),
+    "reveal": ("Reveal secret", "显示密钥"),
+    "secret.revealed": (
+        "The current signing secret: keep it out of chats, tickets and logs.",
+        "当前的签名密钥：请勿贴到聊天、工单或日志中。",
+    ),
+    "delete": ("Delete subscription…", "删除订阅…"),
+    "delete.help": (
+        "Nothing more is sent to this endpoint: its deliveries that have not succeeded yet end"
+        " as dead, and the subscription leaves every list. This cannot be undone.",
+        "之后不再向此端点发送：尚未成功的投递全部标记为死信，订阅从列表中移除。此操作无法撤销。",
+    ),
+    "delete.confirm": ("Delete it for good", "确认永久删除"),
+    "sub.deleted.done": (
+        "The subscription was deleted; its unfinished deliveries ended as dead.",
+        "订阅已删除，其未完成的投递已标记为死信。",
+    ),
     "secret.once": (
         "The signing secret, shown this once: copy it now.",
         "签名密钥只显示这一次，请立即复制。",
     ),
     "secret.gone": (
-        "The secret was shown once, when it was issued. GET /v1/subscriptions/{id}/secret"
-        " (with the tenant's API key) reads it again. Rotating once more would end the"
-        " previous secret at once.",
-        "密钥只在签发时显示一次。可用租户 API 密钥调用 GET /v1/subscriptions/{id}/secret"
-        " 再次读取。再次轮换会立即停用之前的密钥。",
+        "The secret was shown once and is not shown on reload. \u201cReveal secret\u201d below, or"
+        " GET /v1/subscriptions/{id}/secret with the tenant's API key, shows it again."
+        " Rotating once more would end the previous secret at once.",
+        "密钥只显示一次，刷新页面不会再显示。可点击下方“显示密钥”，或用租户 API 密钥调用"
+        " GET /v1/subscriptions/{id}/secret 再次查看。再次轮换会立即停用之前的密钥。",
     ),
     "secret.rotated": (
         "The previous secret keeps signing beside this one for 24 hours.",

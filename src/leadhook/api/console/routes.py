@@ -306,9 +306,9 @@ def _subscriptions_page(page: PageDep, status: int = 200, **extra: Any) -> Respo
 
 
 @router.get("/subscriptions")
-def subscriptions(page: PageDep) -> Response:
+def subscriptions(page: PageDep, done: str | None = None) -> Response:
     """Every subscription with its last hour's health, a chart, and a form for a new one."""
-    return _subscriptions_page(page)
+    return _subscriptions_page(page, done=done if done == "deleted" else None)
 
 
 @router.post("/subscriptions", dependencies=[Csrf])
@@ -463,6 +463,25 @@ def rotate(page: PageDep, sub_id: str) -> Response:
     rotated = page.container.subscriptions.rotate_secret(signed_in(page), sub_id)
     url_of = f"/console/subscriptions/{sub_id}?done=rotated"
     return page.redirect_revealing(url_of, sub_id, rotated.secret, rotated=True)
+
+
+@router.post("/subscriptions/{sub_id}/reveal-secret", dependencies=[Csrf])
+def reveal(page: PageDep, sub_id: str) -> Response:
+    """Show the current signing secret (what `GET /v1/subscriptions/{id}/secret` reads).
+
+    A form, not a link: the page it leads to shows the secret once, from a sealed cookie, so
+    the secret is in no address, no history entry and no page a reload brings back."""
+    sub = page.container.subscriptions.get(signed_in(page), sub_id)
+    url_of = f"/console/subscriptions/{sub_id}?done=revealed"
+    return page.redirect_revealing(url_of, sub_id, sub.secret, rotated=False)
+
+
+@router.post("/subscriptions/{sub_id}/delete", dependencies=[Csrf])
+def delete(page: PageDep, sub_id: str) -> Response:
+    """Delete the subscription, as `DELETE /v1/subscriptions/{id}`: its unfinished deliveries
+    end as dead, and the list it returns to says so."""
+    page.container.subscriptions.delete(signed_in(page), sub_id)
+    return page.redirect("/console/subscriptions?done=deleted")
 
 
 @router.post("/subscriptions/{sub_id}/test", dependencies=[Csrf])
