@@ -132,6 +132,7 @@ def test_an_event_arrives_live(page: Any, server: Server, acme: Tenant, tmp_path
     live.wait_for(timeout=10_000)
     item = page.locator("#live-events li").first
     assert "Lead created" in item.inner_text()
+    live_time = item.locator("time").inner_text()  # when it happened, in the tenant's zone
     item.locator("summary").click()
     assert '"event_type": "object_create"' in item.locator("pre").inner_text()
     screenshot(page, "events", tmp_path)
@@ -140,6 +141,7 @@ def test_an_event_arrives_live(page: Any, server: Server, acme: Tenant, tmp_path
     page.locator("#live-state").get_by_text("connected").wait_for()
     logged = page.locator("ol.events").nth(1).locator("li")
     assert logged.count() == 1
+    assert logged.first.locator("time").inner_text() == live_time  # as the log says it
     logged.first.locator("summary").click()  # its JSON, pretty-printed
     assert '\n  "mid": "acme"' in logged.first.locator("pre").inner_text()
 

@@ -227,6 +227,7 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
         return head
 
     stopping: asyncio.Event | None = getattr(request.app.state, "stopping", None)
+    catalog = await asyncio.to_thread(svc.catalog, mid)  # its timezone, for each item's time
 
     async def stream() -> AsyncIterator[bytes]:
         last = start
@@ -252,6 +253,7 @@ async def event_stream(request: Request, after: str | None = None) -> Response:
                     "entity_id": e.entity_id,
                     "entity_version": e.entity_version,
                     "create_time": e.create_time,
+                    "when": local_time(catalog, e.create_time),  # as the log below shows it
                     "json": pretty_json(e.payload),
                 }
                 text = json.dumps(data, ensure_ascii=False)

@@ -52,7 +52,8 @@
       summary.appendChild(el("strong", {}, e.label));
       summary.appendChild(document.createTextNode(" "));
       summary.appendChild(el("code", {}, e.event_type));
-      summary.appendChild(document.createTextNode(" v" + e.entity_version));
+      summary.appendChild(document.createTextNode(" v" + e.entity_version + " · "));
+      summary.appendChild(el("time", { "class": "muted" }, e.when));
       details.appendChild(summary);
       details.appendChild(el("pre", { "class": "json" }, e.json));
       item.appendChild(details);
