@@ -153,8 +153,18 @@ def _secret_list(secret: Secrets) -> tuple[str, ...]:
     return secrets
 
 
+def _raw(body: bytes | str) -> bytes:
+    """The bytes a body was received as. A framework that hands over text decoded them as
+    UTF-8 (leadhook's bodies are UTF-8 JSON), and encoding it again gives the same bytes."""
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogatepass")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    raise TypeError(f"body must be the raw bytes received (or their text), not {type(body)!r}")
+
+
 def verify_signature(
-    body: bytes,
+    body: bytes | str,
     headers: Mapping[str, str],
     secret: Secrets,
     *,
@@ -169,6 +179,7 @@ def verify_signature(
     a `whsec_` secret.
     """
     secrets = _secret_list(secret)
+    body = _raw(body)
     at = int(time.time()) if now is None else now
     for s in secrets[:-1]:
         try:
@@ -237,7 +248,7 @@ def _event_object(body: bytes | str) -> dict[str, Any] | None:
 
 
 def verify_and_parse(
-    body: bytes,
+    body: bytes | str,
     headers: Mapping[str, str],
     secret: Secrets,
     *,
@@ -246,11 +257,13 @@ def verify_and_parse(
 ) -> LeadEvent:
     """Verify a delivery and return its event as the model of its type (e.g. `ObjectCreate`).
 
-    `body` must be the raw bytes as received, before any JSON decoding. Header names match
+    `body` must be the raw bytes as received, before any JSON decoding (or their text, as a
+    framework that decoded them as UTF-8 hands it over). Header names match
     case-insensitively. Raises `SignatureError` (answer 401), `InvalidPayload` (400) or, for
     leadhook's test event, `WebhookTestReceived` (2xx), and for an event of a type newer than
     this version, `UnknownEventReceived` (2xx); see `response_status`.
     """
+    body = _raw(body)
     verify_signature(body, headers, secret, tolerance=tolerance, now=now)
     webhook_id = {k.lower(): v for k, v in headers.items()}.get("webhook-id", "").strip()
     try:

@@ -576,3 +576,21 @@ def test_the_bound_forgets_the_oldest_when_every_lead_has_a_gap() -> None:
     assert gaps.observe_version("C", 1) is None  # the newest is never the one forgotten
     assert gaps.last_version("A") is None and gaps.last_version("C") == 1
     assert gaps.missing("B") == [3] and gaps.forgotten == 1
+
+
+def test_a_body_handed_over_as_text_verifies_as_its_bytes() -> None:
+    # A framework that decoded the body as UTF-8 (Flask's get_data(as_text=True)) hands over
+    # text: it is the same bytes encoded again, so it verifies, Chinese values included.
+    body = golden("object_create")
+    body = body.replace(b'"mid"', '"\u5907\u6ce8": "\u5f20\u4e09", "mid"'.encode(), 1)
+    headers = signed(body, [SECRET])
+    as_text = verify_and_parse(body.decode(), headers, SECRET, now=NOW)
+    assert as_text == verify_and_parse(body, headers, SECRET, now=NOW)
+    assert isinstance(as_text, ObjectCreate)
+    receiver.verify_signature(body.decode(), headers, SECRET, now=NOW)
+    tampered = body.decode().replace("\u5f20\u4e09", "\u674e\u56db")
+    with pytest.raises(BadSignatureError):
+        verify_and_parse(tampered, headers, SECRET, now=NOW)
+    # Anything else is a programming error that says what it was given.
+    with pytest.raises(TypeError, match=r"raw bytes received.*dict"):
+        verify_and_parse(json.loads(body), headers, SECRET, now=NOW)  # type: ignore[arg-type]
