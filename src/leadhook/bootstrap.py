@@ -18,7 +18,7 @@ from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.db.retention import SqlRetention, delivery_backlog, delivery_outcomes
 from leadhook.adapters.db.uow import SqlUnitOfWork
 from leadhook.adapters.db.writer import GroupWriter
-from leadhook.adapters.http.sender import HttpSender
+from leadhook.adapters.http.sender import HttpSender, check_name_now
 from leadhook.adapters.secretbox import SecretKeyError, attach, default_key_file, load_box
 from leadhook.adapters.system import SystemClock, SystemIds
 from leadhook.domain.signing import generate_secret
@@ -200,6 +200,7 @@ def build(
             readonly_uow=readonly,
             on_enqueued=wakeup.notify,
             max_subscriptions=settings.max_subscriptions,
+            check_name=check_name_now,
         ),
         console=ConsoleService(readonly, SqlConsoleQueries(engine), clock),
         deliveries=DeliveryService(readonly),

@@ -3,7 +3,9 @@ logged whole; and a disguised private target refused at create and at send."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from api_helpers import ADMIN, Api, assert_problem, open_api
 
 from leadhook.adapters.http.sender import HttpSender
+from leadhook.domain.targets import refusal_reason
 
 
 @pytest.fixture
@@ -105,6 +108,53 @@ def test_a_disguised_private_target_is_refused_at_create(api: Api, url: str) -> 
     )
     assert_problem(resp, 422, ["body", "url"])
     assert api.client.get("/v1/subscriptions", headers=api.auth()).json()["data"] == []
+
+
+def _inward_name() -> str:
+    """This machine's own name when it resolves to an address webhooks must not reach (as it
+    does on most: /etc/hosts maps it to 127.0.1.1, 127.0.0.1 or a private address)."""
+    name = socket.gethostname()
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except OSError:
+        pytest.skip(f"this machine's name {name!r} does not resolve")
+    if not any(refusal_reason(ipaddress.ip_address(i[4][0])) for i in infos):
+        pytest.skip(f"this machine's name {name!r} resolves to public addresses only")
+    return name
+
+
+def test_a_name_that_resolves_inside_is_refused_at_create_and_at_a_url_change(api: Api) -> None:
+    name = _inward_name()
+    hook = {"url": f"http://{name}:9/hook", "event_types": ["*"]}
+    resp = api.client.post("/v1/subscriptions", json=hook, headers=api.auth())
+    body = assert_problem(resp, 422, ["body", "url"])
+    assert f"{name} resolves to a refused address" in body["detail"]
+    assert "LEADHOOK_ALLOW_PRIVATE_TARGETS=1" in body["detail"]
+    assert api.client.get("/v1/subscriptions", headers=api.auth()).json()["data"] == []
+    # A name that does not resolve (yet) passes: every send resolves and checks it again.
+    made = api.post("/v1/subscriptions", json={**hook, "url": "https://nothing.invalid/hook"})
+    assert made.status_code == 201, made.text
+    sub = made.json()
+    moved = api.client.patch(
+        f"/v1/subscriptions/{sub['id']}", json={"url": hook["url"]}, headers=api.auth()
+    )
+    assert_problem(moved, 422, ["body", "url"])
+    kept = api.client.get(f"/v1/subscriptions/{sub['id']}", headers=api.auth()).json()
+    assert kept["url"] == "https://nothing.invalid/hook" and kept["updated_at"] == sub["updated_at"]
+    # Its URL kept as it is, the rest of a change is not looked up again.
+    same = api.client.patch(
+        f"/v1/subscriptions/{sub['id']}",
+        json={"url": sub["url"], "description": "d"},
+        headers=api.auth(),
+    )
+    assert same.status_code == 200, same.text
+
+
+def test_a_name_that_resolves_inside_is_allowed_with_private_targets(tmp_path: Path) -> None:
+    name = _inward_name()
+    with open_api(f"sqlite:///{tmp_path}/private.db", allow_private_targets=True) as api:
+        hook = {"url": f"http://{name}:9/hook", "event_types": ["*"]}
+        assert api.post("/v1/subscriptions", json=hook).status_code == 201
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from leadhook.adapters.http.sender import check_name_now
 from leadhook.api.console.i18n import STRINGS, explain, message, pick, translator
 from leadhook.api.console.session import (
     MAX_AGE,
@@ -231,6 +232,17 @@ def test_a_refused_endpoint_url_reads_in_chinese(url: str) -> None:
     zh = message(said, "zh")
     assert zh != said and re.search(r"[\u4e00-\u9fff]", zh), said
     assert not re.search(r"\b(is|must|names|set)\b", zh.split("（")[0]), zh
+    assert message(said, "en") == said
+
+
+def test_a_name_refused_for_what_it_resolves_to_reads_in_chinese() -> None:
+    with pytest.raises(TargetError) as caught:
+        check_name_now("hooks.acme", resolve=lambda host: ["10.0.0.7"])
+    said = str(caught.value)
+    assert message(said, "zh") == (
+        "hooks.acme 解析到的地址被拒绝：10.0.0.7 是私有地址；"
+        "如需允许，请设置 LEADHOOK_ALLOW_PRIVATE_TARGETS=1"
+    )
     assert message(said, "en") == said
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
+import time
+from collections.abc import Callable
 
 import pytest
 
+from leadhook.adapters.http.sender import check_name_now
 from leadhook.domain.targets import (
     TargetError,
     check_address,
@@ -148,3 +152,32 @@ def test_check_host_names_pass_only_when_not_local() -> None:
     check_host("hooks.example.com", allow_private=False)
     with pytest.raises(TargetError):
         check_host("LOCALHOST.", allow_private=False)
+
+
+def test_a_name_is_refused_now_when_any_address_it_resolves_to_is_not_public() -> None:
+    def resolving(*addresses: str) -> Callable[[str], list[str]]:
+        return lambda host: list(addresses)
+
+    with pytest.raises(TargetError, match=r"^hooks\.acme resolves to a refused address: 10\.1"):
+        check_name_now("hooks.acme.", resolve=resolving("93.184.215.14", "10.1.2.3"))
+    with pytest.raises(TargetError, match=r"169\.254\.169\.254"):
+        check_name_now("meta.acme", resolve=resolving("169.254.169.254"))
+    check_name_now("hooks.acme", resolve=resolving("93.184.215.14", "2606:2800:21f:cb07::1"))
+
+
+def test_a_name_that_does_not_resolve_or_not_in_time_passes_to_the_send_check() -> None:
+    def missing(host: str) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def slow(host: str) -> list[str]:
+        time.sleep(0.5)
+        return ["127.0.0.1"]
+
+    def never(host: str) -> list[str]:
+        raise AssertionError("a literal address is not looked up")
+
+    check_name_now("nothing.invalid", resolve=missing)
+    started = time.monotonic()
+    check_name_now("slow.acme", resolve=slow, timeout=0.05)
+    assert time.monotonic() - started < 0.4
+    check_name_now("127.0.0.1", resolve=never)  # check_host's, at validate_url

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from leadhook.domain.attempts import Delivered
 from leadhook.domain.circuit import CLOSED, Circuit
@@ -92,8 +93,12 @@ class SubscriptionService:
         readonly_uow: UnitOfWorkFactory | None = None,
         on_enqueued: Callable[[], None] = lambda: None,
         max_subscriptions: int | None = None,
+        check_name: Callable[[str], None] | None = None,
     ) -> None:
-        self._max = max_subscriptions  # live subscriptions a tenant may have; None: no bound
+        self._max = max_subscriptions
+        # Resolves a URL's host name now and raises TargetError if it reaches inside (an
+        # adapter's); None: names are checked only when sent to.
+        self._check_name = check_name  # live subscriptions a tenant may have; None: no bound
         self._uow = uow
         self._read = readonly_uow or uow
         self._clock = clock
@@ -109,6 +114,17 @@ class SubscriptionService:
             raise _bad("url", "must be a string")
         try:
             return validate_url(value, allow_private=self._allow_private)
+        except TargetError as exc:
+            raise _bad("url", str(exc)) from None
+
+    def _reachable(self, url: str) -> None:
+        """Refuse a URL whose host name resolves now to an address webhooks must not reach
+        (422, as a literal one is); run before any transaction: a lookup may take seconds."""
+        host = urlsplit(url).hostname
+        if self._allow_private or self._check_name is None or not host:
+            return
+        try:
+            self._check_name(host)
         except TargetError as exc:
             raise _bad("url", str(exc)) from None
 
@@ -176,6 +192,7 @@ class SubscriptionService:
             if required not in fields:
                 raise _bad(required, "is required")
         values = self._validated(fields)
+        self._reachable(values["url"])
         now = self._clock()
         sub = Subscription(
             id=self._ids.short(),
@@ -278,6 +295,12 @@ class SubscriptionService:
         `via`: where a disable came from, for its `disabled_reason` ("disabled via the API",
         "… via the console", "… via the command line")."""
         values = self._validated(changes)
+        if "url" in values:
+            # A new URL's name is looked up (not the URL kept: an edit of the description
+            # is not refused because the name has since moved; its sends are).
+            with self._read() as uow:
+                if self._sub(uow, mid, sub_id).url != values["url"]:
+                    self._reachable(values["url"])
         now = self._clock()
         with self._uow() as uow:
             sub = self._sub(uow, mid, sub_id)

@@ -18,8 +18,10 @@ import asyncio
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent import futures
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, cast
@@ -82,6 +84,52 @@ class SystemResolver:
             if address not in addresses:
                 addresses.append(address)
         return addresses
+
+
+# How long a subscription's create or change waits for its host name to resolve before it
+# lets the name pass unresolved (every send checks the name again, `GuardedResolver`).
+NAME_CHECK_SECONDS = 2.0
+_name_checks: futures.ThreadPoolExecutor | None = None
+_name_checks_lock = threading.Lock()
+
+
+def _name_check_pool() -> futures.ThreadPoolExecutor:
+    global _name_checks
+    with _name_checks_lock:
+        if _name_checks is None:
+            _name_checks = futures.ThreadPoolExecutor(4, thread_name_prefix="leadhook-names")
+        return _name_checks
+
+
+def check_name_now(
+    host: str,
+    *,
+    resolve: Callable[[str], list[str]] | None = None,
+    timeout: float = NAME_CHECK_SECONDS,
+) -> None:
+    """Refuse, when a subscription is created or its URL changed, a host name that resolves
+    now to an address webhooks must not reach (`TargetError`, said as a send says it).
+
+    A literal address is `check_host`'s. A name that does not resolve, or not within
+    `timeout`, passes: it may be made later, and every send resolves and checks it again
+    (a name can also be pointed inside afterwards, which only that check sees)."""
+    if parse_ip(host) is not None:
+        return
+    lookup = resolve or _addresses_of
+    try:
+        addresses = _name_check_pool().submit(lookup, host).result(timeout=timeout)
+    except (OSError, UnicodeError, ValueError, futures.TimeoutError):
+        return
+    for address in addresses:
+        try:
+            check_address(address, allow_private=False)
+        except TargetError as exc:
+            raise TargetError(f"{host.rstrip('.')} resolves to a refused address: {exc}") from None
+
+
+def _addresses_of(host: str) -> list[str]:
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return [str(sockaddr[0]) for _family, _type, _proto, _name, sockaddr in infos]
 
 
 class GuardedResolver:

@@ -424,12 +424,17 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 _REFUSED_ADDRESS = re.compile(r"(.+?) is (.+?)( \(embedded in .+\))?; (set LEADHOOK_.*)\Z")
+# A name refused for what it resolves to (adapters/http/sender.py, `check_name_now`).
+_RESOLVED_TO = re.compile(r"(\S+) resolves to a refused address: (.+)\Z", re.DOTALL)
 
 
 def message(text: str, lang: str) -> str:
     """A service's message in `lang`: Chinese where the console knows it, else as it is."""
     if lang != "zh":
         return text
+    resolved = _RESOLVED_TO.match(text)
+    if resolved is not None:
+        return f"{resolved.group(1)} 解析到的地址被拒绝：{message(resolved.group(2), lang)}"
     refused = _REFUSED_ADDRESS.match(text)
     if refused is not None and refused.group(2) in _ADDRESS_KINDS_ZH:
         embedded = refused.group(3) or ""
