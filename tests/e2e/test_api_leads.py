@@ -354,6 +354,8 @@ BAD_CREATES: list[tuple[Any, list[str | int]]] = [
     ({"owner": "nope"}, ["body", "owner"]),
     ({"lead_pool": "nope"}, ["body", "lead_pool"]),
     ({"lead_omni_user_uuid": 5}, ["body", "lead_omni_user_uuid"]),
+    ({"lead_omni_user_uuid": "a\nb\u0007"}, ["body", "lead_omni_user_uuid"]),
+    ({"lead_omni_user_uuid": "u" * 201}, ["body", "lead_omni_user_uuid"]),
     ({"fields": [1]}, ["body", "fields"]),
     ({"surprise": True}, ["body", "surprise"]),
 ]

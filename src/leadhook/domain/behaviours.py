@@ -11,13 +11,14 @@ from leadhook.domain.catalog import (
     EXTERNAL_ID_RULE,
     KEY_PATTERN,
     Catalog,
+    has_control,
     is_external_id,
     stage_timestamp_field,
 )
 from leadhook.domain.errors import LeadVoidedError, ValidationError
 from leadhook.domain.events import EVENT_CATEGORY, LeadEvent, parse_event
 from leadhook.domain.lead import Lead, Relation, track_clocks
-from leadhook.domain.operator import SYSTEM, Operator
+from leadhook.domain.operator import MAX_OPERATOR_TEXT, SYSTEM, Operator
 from leadhook.domain.values import (
     MAX_TEXT,
     change_mapping,
@@ -159,6 +160,20 @@ def _text(value: Any, loc: tuple[str | int, ...], *, required: bool) -> str:
     return value
 
 
+def _user_id(value: Any) -> str:
+    """A lead's `lead_omni_user_uuid`: another system's user id, held to the rule of the
+    operator's `omni_user_uuid` (at most 200 characters) and, as every id an event carries, no
+    control character. None or "" is none."""
+    loc = ("body", "lead_omni_user_uuid")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_OPERATOR_TEXT:
+        raise ValidationError.at(loc, f"must be a string of at most {MAX_OPERATOR_TEXT} characters")
+    if has_control(value):
+        raise ValidationError.at(loc, "must not contain control characters")
+    return value
+
+
 def _ref(catalog: Catalog, code: str, value: Any) -> Any:
     fdef = catalog.field_def(code)
     assert fdef is not None
@@ -191,9 +206,7 @@ def create_lead(
         owner=_ref(cat, "owner", owner),
         lead_pool=_ref(cat, "lead_pool", lead_pool) or cat.first_pool,
         life_status=stage,
-        lead_omni_user_uuid=_text(
-            lead_omni_user_uuid, ("body", "lead_omni_user_uuid"), required=False
-        ),
+        lead_omni_user_uuid=_user_id(lead_omni_user_uuid),
         created_at=ctx.now,
     )
     source_codes = {c for c in values if (f := cat.field_def(c)) and f.group == "source"}
