@@ -270,3 +270,20 @@ def test_problem_answers_are_documented_under_their_media_type(walk: Walk) -> No
         "status",
         "detail",
     ]
+
+
+def test_an_operation_lists_no_problem_it_cannot_give(walk: Walk) -> None:
+    paths = walk.seen.doc["paths"]
+
+    def codes(path: str, method: str) -> set[str]:
+        return set(paths[path][method]["responses"])
+
+    # 412 only where If-Match is read: the behaviours and the lead's read.
+    assert "412" in codes("/v1/leads/{lead_id}/status", "post")
+    assert "412" in codes("/v1/leads/{lead_id}", "get")
+    for path, method in (("/v1/catalog", "get"), ("/v1/events", "get"), ("/v1/tenants", "post")):
+        assert "412" not in codes(path, method), (path, method)
+    # 507 (a full disk refusing a write) only where something is written.
+    assert "507" in codes("/v1/leads", "post") and "507" in codes("/v1/subscriptions", "post")
+    for path in ("/v1/catalog", "/v1/events", "/v1/leads", "/v1/subscriptions"):
+        assert "507" not in codes(path, "get"), path

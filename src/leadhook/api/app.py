@@ -27,6 +27,7 @@ from leadhook.api.metrics import (
     PurgeCounts,
     WriterCounts,
 )
+from leadhook.api.problems_doc import narrow_problems
 from leadhook.api.routes import (
     automation,
     catalog,
@@ -268,6 +269,9 @@ def _document_webhooks(app: FastAPI) -> None:
                 content = hook["post"]["requestBody"]["content"]["application/json"]
                 value = types.example(event_type)
                 content["examples"] = {"example": {"summary": event_type, "value": value}}
+            for operations in doc.get("paths", {}).values():
+                for method, operation in operations.items():
+                    narrow_problems(method, operation)
             app.openapi_schema = doc
         return app.openapi_schema
 

@@ -31,3 +31,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
     507: {**_DOC, "description": "The database's disk is full; the write was rolled back"},
 }
+
+
+def narrow_problems(method: str, operation: dict[str, Any]) -> None:
+    """Drop from an operation's documented answers the problems it cannot give: 412 where no
+    `If-Match` is read, 507 (a full disk refusing a write) where nothing is written."""
+    responses = operation.get("responses", {})
+    params = operation.get("parameters", [])
+    headers = {str(p.get("name", "")).lower() for p in params if p.get("in") == "header"}
+    if "if-match" not in headers:
+        responses.pop("412", None)
+    if method.lower() in ("get", "head"):
+        responses.pop("507", None)
