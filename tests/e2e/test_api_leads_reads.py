@@ -153,9 +153,12 @@ def test_timeline_is_newest_first_with_follow_up_filter_and_paging(api: Api) -> 
         assert _all_pages(api, f"/v1/leads/{lid}/timeline", limit, is_follow_up=1) == follow_ups
     others = _all_pages(api, f"/v1/leads/{lid}/timeline", 3, is_follow_up=0)
     assert others == [e for e in everything if e["extra_data"]["is_follow_up"] == 0]
+    # true / false, as the notes' body takes them, read as 1 / 0.
+    assert _all_pages(api, f"/v1/leads/{lid}/timeline", 2, is_follow_up="true") == follow_ups
+    assert _all_pages(api, f"/v1/leads/{lid}/timeline", 3, is_follow_up="false") == others
     for params in ({"cursor": "%%%"}, {"cursor": cursors.encode(10**19)}):
         assert_problem(api.get(f"/v1/leads/{lid}/timeline", params=params), 400)
-    for params in ({"is_follow_up": 2}, {"limit": 0}):
+    for params in ({"is_follow_up": 2}, {"is_follow_up": "yes"}, {"limit": 0}):
         assert_problem(api.get(f"/v1/leads/{lid}/timeline", params=params), 422)
     huge = api.get(f"/v1/leads/{lid}/timeline", params={"cursor": cursors.encode(2**40)})
     assert huge.json()["data"] == everything[:50]

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Header, Query
 from starlette.responses import Response
@@ -206,12 +206,16 @@ def timeline(
     lead_id: str,
     mid: Mid,
     c: ContainerDep,
-    is_follow_up: Annotated[int | None, Query(ge=0, le=1)] = None,
+    is_follow_up: Annotated[
+        Literal["0", "1", "true", "false"] | None,
+        Query(description="1 (or true): follow-ups only; 0 (or false): the others"),
+    ] = None,
     cursor: str | None = None,
     limit: Limit = 50,
 ) -> Response:
     """Return the lead's events, newest first."""
-    body = c.leads.timeline(mid, lead_id, is_follow_up, cursor, limit)
+    follow_up = None if is_follow_up is None else int(is_follow_up in ("1", "true"))
+    body = c.leads.timeline(mid, lead_id, follow_up, cursor, limit)
     return Response(body, media_type=JSON)
 
 
