@@ -92,6 +92,10 @@ def test_a_tenants_webhooks_from_the_shell(tmp_path: Path, hook: str) -> None:
     assert code == 0, err
     (delivery,) = json.loads(out)["data"]
     assert delivery["status"] == "pending" and delivery["event_type"] == "object_create"
+    code, out, err = cli("deliveries", "list", "acme")
+    assert code == 0 and delivery["id"] in out, err
+    # Its attempts count the current schedule, and the table says so.
+    assert "attempts*" in out and "starts again at 0" in out, out
     code, out, err = cli("deliveries", "list", "acme", "--status", "dead", "--json")
     assert json.loads(out)["data"] == []
     code, out, err = cli("deliveries", "list", "acme", "--status", "dead")

@@ -229,8 +229,14 @@ def deliveries_list(
         return
     table = _table(
         f"Deliveries of {mid}",
-        "created (UTC)", "status", "subscription", "event type", "lead", "attempts", "last error",
+        "created (UTC)", "status", "subscription", "event type", "lead", "attempts*", "last error",
     )  # fmt: skip
+    # The API's attempt_count: a retry or a replay starts a new schedule at 0; every attempt
+    # made is in GET /v1/deliveries/{id}/attempts (and on the console's delivery page).
+    table.caption = (
+        "* attempts in the current schedule (a retry or a replay starts again at 0);"
+        " every attempt: GET /v1/deliveries/{id}/attempts"
+    )
     for d in found:
         table.add_row(
             d["id"], _time(d["created_at"]), d["status"], d["subscription_id"], d["event_type"],
