@@ -2,6 +2,7 @@
 
 .venv/bin/python -m bench.floor            # 3 rounds of 3,000 leads a variant
 .venv/bin/python -m bench.floor 5 2000     # 5 rounds of 2,000
+.venv/bin/python -m bench.floor 3 3000 "floor, delivered" leadhook   # these variants only
 
 Each round measures, one after the other with the same client as the sequential goal
 (`bench.scenarios._behaviours`, one connection):
@@ -22,6 +23,7 @@ bench/profiles.md (the twenty-seventh round) reads what they say.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -32,7 +34,7 @@ from pathlib import Path
 import httpx
 
 from bench import scenarios as sc
-from bench.harness import ROOT, child, cpu_seconds, free_port
+from bench.harness import ROOT, child, cpu_seconds, free_port, wait_count
 
 # The secondary indexes of leads, events and deliveries that serve listings, filters and
 # retention: a create needs none of them for its own checks. Kept: the primary and unique
@@ -60,19 +62,44 @@ LISTING_INDEXES = (
 Rate = dict[str, float]
 
 
-def floor(tmp: Path, leads: int, *, subscribed: bool, listing: bool, template: bool) -> Rate:
+def floor(
+    tmp: Path,
+    leads: int,
+    *,
+    subscribed: bool,
+    listing: bool,
+    template: bool,
+    delivered: bool = False,
+) -> Rate:
     """One sequential client against the floor app on a database leadhook set up: leads/s and
-    the app's CPU a lead."""
+    the app's CPU a lead. `delivered`: its subscription is the bench's receiver and a
+    `leadhook worker` delivers the rows the floor writes, as serve's delivery process would
+    (it also runs the WAL checkpointer); the run counts only once every lead is received."""
     from leadhook.bootstrap import build
     from leadhook.settings import Settings
 
-    db = tmp / f"floor-{time.time_ns()}.db"
-    container = build(Settings(database_url=f"sqlite:///{db}", allow_private_targets=True))
-    tenant = container.tenants.create("bench", "bench")
-    if subscribed:
-        hook = {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
-        container.subscriptions.create(tenant.tenant.mid, hook)
-    container.close()
+    with contextlib.ExitStack() as stack:
+        base = stack.enter_context(sc.receiver(tmp)) if delivered else "http://127.0.0.1:9"
+        db = tmp / f"floor-{time.time_ns()}.db"
+        container = build(Settings(database_url=f"sqlite:///{db}", allow_private_targets=True))
+        tenant = container.tenants.create("bench", "bench")
+        if subscribed:
+            hook = {"url": base + "/hook", "event_types": ["*"]}
+            container.subscriptions.create(tenant.tenant.mid, hook)
+        container.close()
+        return _floor_run(tmp, db, tenant.api_key, leads, listing, template, base, delivered)
+
+
+def _floor_run(
+    tmp: Path,
+    db: Path,
+    key: str,
+    leads: int,
+    listing: bool,
+    template: bool,
+    receiver: str,
+    delivered: bool,
+) -> Rate:
     if not listing:
         with sqlite3.connect(db) as conn:
             for name in LISTING_INDEXES:
@@ -81,7 +108,9 @@ def floor(tmp: Path, leads: int, *, subscribed: bool, listing: bool, template: b
     cmd = [sys.executable, "-m", "bench.baselines.floor_app", str(port), str(db)]
     cmd += ["--template"] if template else []
     keeper = [sys.executable, "-m", "bench.baselines.floor_app", "checkpoint", str(db)]
-    with child(keeper), child(cmd, log=tmp / f"floor-{port}.log") as proc:
+    if delivered:
+        keeper = [str(sc.BIN / "leadhook"), "worker", "--database-url", f"sqlite:///{db}"]
+    with child(keeper, env=sc.ENV), child(cmd, log=tmp / f"floor-{port}.log") as proc:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
@@ -92,10 +121,14 @@ def floor(tmp: Path, leads: int, *, subscribed: bool, listing: bool, template: b
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.05)
-        asyncio.run(sc._behaviours(base, tenant.api_key, 50, 0, 1, None))  # warm up
+        asyncio.run(sc._behaviours(base, key, 50, 0, 1, None))  # warm up
+        if delivered:
+            wait_count(receiver, 50, timeout=120)  # the worker is up and delivering
         cpu = cpu_seconds(proc.pid)
-        emitted, seconds = asyncio.run(sc._behaviours(base, tenant.api_key, leads, 0, 1, None))
+        emitted, seconds = asyncio.run(sc._behaviours(base, key, leads, 0, 1, None))
         cpu = cpu_seconds(proc.pid) - cpu
+        if delivered:
+            wait_count(receiver, emitted + 50, timeout=600)
     return {"leads_per_s": emitted / seconds, "server_cpu_ms_per_lead": cpu / emitted * 1000}
 
 
@@ -127,6 +160,11 @@ VARIANTS = {
     "floor, no listing indexes": dict(subscribed=True, listing=False, template=False),
     "floor, template": dict(subscribed=True, listing=True, template=True),
     "floor, template, no listing indexes": dict(subscribed=True, listing=False, template=True),
+    # The same two with their deliveries sent, as a product with one subscription sends them.
+    "floor, delivered": dict(subscribed=True, listing=True, template=False, delivered=True),
+    "floor, template, no listing indexes, delivered": dict(
+        subscribed=True, listing=False, template=True, delivered=True
+    ),
 }
 
 
@@ -134,14 +172,22 @@ def main() -> None:
     """Run the rounds, print them, write the JSON."""
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     leads = int(sys.argv[2]) if len(sys.argv) > 2 else 3_000
+    only = [name.strip() for name in sys.argv[3:]]  # variants named exactly; all if none
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-floor-"))
     results: list[dict[str, Rate]] = []
     for i in range(rounds):
         rates: dict[str, Rate] = {"skeleton": sc.skeleton_ingest(leads, 1, tmp)}
         for name, how in VARIANTS.items():
-            rates[name] = floor(tmp, leads, **how)
-        rates["leadhook"] = leadhook(tmp, leads, subscribed=True)
-        rates["leadhook, no subscription"] = leadhook(tmp, leads, subscribed=False)
+            if wanted(name):
+                rates[name] = floor(tmp, leads, **how)
+        if wanted("leadhook"):
+            rates["leadhook"] = leadhook(tmp, leads, subscribed=True)
+        if wanted("leadhook, no subscription"):
+            rates["leadhook, no subscription"] = leadhook(tmp, leads, subscribed=False)
         results.append(rates)
         skeleton = rates["skeleton"]["leads_per_s"]
         print(f"round {i + 1}: leads/s, % of the skeleton, server CPU ms a lead", flush=True)
