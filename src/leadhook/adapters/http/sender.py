@@ -21,7 +21,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent import futures
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, cast
@@ -89,16 +88,8 @@ class SystemResolver:
 # How long a subscription's create or change waits for its host name to resolve before it
 # lets the name pass unresolved (every send checks the name again, `GuardedResolver`).
 NAME_CHECK_SECONDS = 2.0
-_name_checks: futures.ThreadPoolExecutor | None = None
-_name_checks_lock = threading.Lock()
-
-
-def _name_check_pool() -> futures.ThreadPoolExecutor:
-    global _name_checks
-    with _name_checks_lock:
-        if _name_checks is None:
-            _name_checks = futures.ThreadPoolExecutor(4, thread_name_prefix="leadhook-names")
-        return _name_checks
+# Lookups at once; one past them passes unresolved rather than wait behind a stuck resolver.
+_NAME_CHECKS = threading.BoundedSemaphore(8)
 
 
 def check_name_now(
@@ -112,15 +103,29 @@ def check_name_now(
 
     A literal address is `check_host`'s. A name that does not resolve, or not within
     `timeout`, passes: it may be made later, and every send resolves and checks it again
-    (a name can also be pointed inside afterwards, which only that check sees)."""
+    (a name can also be pointed inside afterwards, which only that check sees). The lookup
+    runs on a daemon thread: one the resolver holds longer never holds a stopping process."""
     if parse_ip(host) is not None:
         return
     lookup = resolve or _addresses_of
-    try:
-        addresses = _name_check_pool().submit(lookup, host).result(timeout=timeout)
-    except (OSError, UnicodeError, ValueError, futures.TimeoutError):
+    found: list[list[str]] = []
+
+    def run() -> None:
+        try:
+            found.append(lookup(host))
+        except (OSError, UnicodeError, ValueError):
+            pass
+        finally:
+            _NAME_CHECKS.release()
+
+    if not _NAME_CHECKS.acquire(timeout=timeout):
         return
-    for address in addresses:
+    thread = threading.Thread(target=run, name="leadhook-name-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not found:
+        return
+    for address in found[0]:
         try:
             check_address(address, allow_private=False)
         except TargetError as exc:
