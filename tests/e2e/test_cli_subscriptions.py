@@ -120,6 +120,22 @@ def test_a_tenants_webhooks_from_the_shell(tmp_path: Path, hook: str) -> None:
     assert code == 0 and "0 deliveries" in out, err
     code, out, err = cli(*replay_failed, "--status", "pending")
     assert code == 2 and "status:" in err, (out, err)
+    # What it never got: nothing (its lead's create was queued); a subscription made now gets
+    # the lead's create from the log, once.
+    missing = ("subscriptions", "replay-missing", "acme")
+    code, out, err = cli(*missing, made["id"], "--since", "0")
+    assert code == 0 and "0 missing events queued" in out, (out, err)
+    code, out, err = cli("subscriptions", "create", "acme", "--url", hook, "--json")
+    late = json.loads(out)["id"]
+    code, out, err = cli(
+        *missing, late, "--since", "2020-01-01T00:00:00Z", "--until", "2999-01-01T00:00:00Z"
+    )
+    assert code == 0 and f"1 missing events queued for {late}." in out, (out, err)
+    assert "More are missing" not in out
+    code, out, err = cli(*missing, late, "--since", "0")
+    assert code == 0 and "0 missing events queued" in out, (out, err)
+    code, out, err = cli(*missing, late, "--since", "10", "--until", "5")
+    assert code == 2 and "until: must be later than since" in err, (out, err)
 
 
 @pytest.mark.parametrize(

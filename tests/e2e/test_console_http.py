@@ -396,6 +396,37 @@ def test_the_secret_is_revealed_by_a_form_and_a_subscription_deleted_with_its_de
     assert 'data-testid="deleted"' not in client.get("/console/subscriptions?done=x").text
 
 
+def test_missing_events_are_sent_from_the_subscriptions_page(client: TestClient) -> None:
+    key = tenant(client, "acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    for name in ("a", "b"):
+        client.post("/v1/leads", json={"fields": {"name": name}}, headers=auth)
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]},
+        headers=auth,
+    ).json()
+    token = sign_in(client, key)
+    page = f"/console/subscriptions/{sub['id']}"
+    assert f'action="{page}/replay-missing"' in client.get(page).text
+    refused = client.post(f"{page}/replay-missing", data={"csrf_token": token, "since": ""})
+    assert refused.status_code == 422 and "choose the time" in refused.text
+    sent = client.post(
+        f"{page}/replay-missing", data={"csrf_token": token, "since": "2000-01-01T00:00"}
+    )
+    assert sent.status_code == 303 and sent.headers["location"] == f"{page}?done=missing&n=2"
+    shown = client.get(sent.headers["location"]).text
+    assert "Missing events queued" in shown and 'data-testid="replayed">2<' in shown
+    assert (
+        len(client.get(f"/v1/subscriptions/{sub['id']}/deliveries", headers=auth).json()["data"])
+        == 2
+    )
+    again = client.post(
+        f"{page}/replay-missing", data={"csrf_token": token, "since": "2000-01-01T00:00"}
+    )
+    assert again.headers["location"] == f"{page}?done=missing&n=0"
+
+
 def one_delivery(
     client: TestClient, url: str
 ) -> tuple[str, dict[str, str], dict[str, Any], dict[str, Any]]:
@@ -431,6 +462,7 @@ def test_an_action_opened_as_a_page_is_405_and_an_unknown_page_404(client: TestC
         "/console/subscriptions/sub_x/rotate-secret",
         "/console/subscriptions/sub_x/reveal-secret",
         "/console/subscriptions/sub_x/delete",
+        "/console/subscriptions/sub_x/replay-missing",
         "/console/deliveries/dlv_x/retry",
     ):
         resp = client.get(path)

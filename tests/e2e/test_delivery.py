@@ -109,6 +109,38 @@ def test_dead_after_the_last_attempt_then_replay_and_retry_send_again(stack: Sta
     assert len(stack.receiver.all()) == 5  # the refused retry sent nothing
 
 
+@ON_EVERY_BACKEND
+def test_a_subscription_made_later_is_backfilled_from_the_log_signed_and_in_order(
+    stack: Stack,
+) -> None:
+    first, second = stack.lead(notes=2), stack.lead()
+    sub = stack.subscribe()  # after the events: nothing is queued for it
+    stack.dispatch()
+    path = f"/v1/subscriptions/{sub['id']}/replay-missing"
+    for bad in ({}, {"since": "yesterday"}, {"since": 0, "until": 0}, {"since": 0, "x": 1}):
+        assert_problem(stack.call("POST", path, json=bad), 422)
+    assert stack.deliveries(sub["id"]) == []  # the refused calls queued nothing
+    resp = stack.call("POST", path, json={"since": "2000-01-01T00:00:00Z"})
+    assert resp.status_code == 202 and resp.json() == {"replayed": 4, "more": False}
+    wait_for(lambda: len(stack.receiver.acked()) == 4, what="4 backfilled deliveries")
+    for rec in stack.receiver.acked():
+        assert rec.verified_with == [sub["secret"]]
+        assert rec.msg_id == rec.event["event_id"]
+        assert rec.body == stack.call("GET", f"/v1/events/{rec.msg_id}").content
+    versions = [
+        r.event["entity_version"]
+        for r in stack.receiver.acked()
+        if r.event["extra_data"]["entity_id"] == first
+    ]
+    assert versions == [1, 2, 3]  # in order per lead
+    assert {r.event["extra_data"]["entity_id"] for r in stack.receiver.acked()} == {first, second}
+    again = stack.call("POST", path, json={"since": 0})
+    assert again.json() == {"replayed": 0, "more": False}  # nothing is missing any more
+    assert_problem(
+        stack.call("POST", "/v1/subscriptions/nope/replay-missing", json={"since": 0}), 404
+    )
+
+
 # How long the receiver holds an attempt that a test retries while it is in flight: long enough
 # for the test's calls on a loaded machine, within the attempt timeout of `patient`.
 HOLD = 2.5

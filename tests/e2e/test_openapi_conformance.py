@@ -171,6 +171,8 @@ def every_operation(w: Walk) -> None:
     w.ok("GET", f"/v1/deliveries/{did}/attempts")
     w.ok("GET", f"/v1/subscriptions/{sid}")  # failing since the attempt
     w.ok("POST", f"/v1/subscriptions/{sid}/replay", json={"since": 0})
+    w.ok("POST", f"/v1/subscriptions/{sid}/replay-missing", json={"since": 0})
+    w.call("POST", f"/v1/subscriptions/{sid}/replay-missing", json={"since": 5, "until": 1})
     one_dead_attempt(w)
     w.ok("POST", f"/v1/deliveries/{did}/retry")
     w.call("GET", "/v1/deliveries", params={"created_after": "yesterday"})  # 422

@@ -23,6 +23,7 @@ from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.memory.queue import MemoryDeliveryQueue
 from leadhook.api import bodies
 from leadhook.bootstrap import Container, build
+from leadhook.domain.errors import NotFoundError, ValidationError
 from leadhook.domain.operator import Operator
 from leadhook.domain.times import rfc3339
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
@@ -988,3 +989,49 @@ def test_a_write_lock_another_program_holds_neither_freezes_the_loop_nor_a_stop(
         assert [j.entity_id for j in fresh.claim(exclude=(), **args)] == [lead]
     finally:
         c.close()
+
+
+def test_replay_missing_queues_what_a_subscription_never_got_once_in_log_order(
+    container: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Svix's "replay missing": the events of a period a subscription was disabled were
+    never queued for it, and a replay re-sends only deliveries that exist; a subscription
+    made after the events had no way to be backfilled from the log."""
+    c = container
+    sub = setup(c)
+    first = new_lead(c)
+    c.subscriptions.update(MID, sub["id"], {"enabled": False})
+    quiet = new_lead(c, notes=1)  # object_create and object_add_notes, queued for nobody
+    c.leads.perform(REQ, "notes", first, {"notes": "while off", "is_follow_up": False})
+    c.subscriptions.update(MID, sub["id"], {"enabled": True})
+    assert len(deliveries(c, sub["id"])) == 1
+    assert c.subscriptions.replay(MID, sub["id"], 0) == 0  # nothing finished to re-send
+    assert c.subscriptions.replay_missing(MID, sub["id"], 0) == (3, False)
+    queued = sorted(
+        (d["entity_id"], d["entity_version"], d["status"]) for d in deliveries(c, sub["id"])
+    )
+    expected = [(first, 1), (first, 2), (quiet, 1), (quiet, 2)]
+    assert queued == sorted((lead, version, "pending") for lead, version in expected)
+    assert c.subscriptions.replay_missing(MID, sub["id"], 0) == (0, False)  # once only
+    # Per-lead order holds: the first lead's note waits for its create.
+    q, now = queue_of(c), time.time() + 1
+    assert sorted((j.entity_id, j.entity_version) for j in claim(q, now)) == sorted(
+        [(first, 1), (quiet, 1)]
+    )
+    # A subscription made afterwards is backfilled from the log, its event types only, at
+    # most the limit a call: `more` says to call again.
+    late = create(c, MID, {"url": "http://127.0.0.1:9/late", "event_types": ["object_create"]})
+    monkeypatch.setattr("leadhook.services.subscriptions.REPLAY_MISSING_LIMIT", 1)
+    assert c.subscriptions.replay_missing(MID, late["id"], "1970-01-01T00:00:00Z") == (1, True)
+    assert c.subscriptions.replay_missing(MID, late["id"], 0) == (1, False)
+    made = [(d["entity_id"], d["event_type"]) for d in deliveries(c, late["id"])]
+    assert sorted(made) == sorted([(first, "object_create"), (quiet, "object_create")])
+    # A window: nothing before `since`, nothing from `until` on.
+    other = create(c, MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]})
+    assert c.subscriptions.replay_missing(MID, other["id"], time.time() + 60) == (0, False)
+    assert c.subscriptions.replay_missing(MID, other["id"], 0, 1) == (0, False)
+    assert deliveries(c, other["id"]) == []
+    with pytest.raises(ValidationError, match="until: must be later than since"):
+        c.subscriptions.replay_missing(MID, other["id"], 10, 10)
+    with pytest.raises(NotFoundError):
+        c.subscriptions.replay_missing(MID, "no-such-subscription", 0)

@@ -121,6 +121,18 @@ class ReplayIn(_In):
     )
 
 
+class ReplayMissingIn(_In):
+    """Queue the tenant's logged events the subscription has no delivery of."""
+
+    since: Annotated[float | str, WrapValidator(_one_error)] = Field(
+        description="events created at or after it: unix seconds (a number >= 0) or an"
+        " RFC 3339 date-time with its time zone"
+    )
+    until: Annotated[float | str, WrapValidator(_one_error)] | None = Field(
+        None, description="events created before it (the same forms); omitted: up to now"
+    )
+
+
 class CircuitOut(BaseModel):
     """The endpoint's circuit breaker: `open` after 5 attempts in a row got no answer (timeout,
     connection refused or reset); nothing is sent until `retry_at`, then `half_open`: one probe.
@@ -237,3 +249,11 @@ class ReplayOut(BaseModel):
     """How many deliveries were queued again."""
 
     replayed: int
+
+
+class ReplayMissingOut(BaseModel):
+    """How many missing events were queued, and whether more are missing than one call
+    queues (10,000): the same call again queues the next ones."""
+
+    replayed: int
+    more: bool

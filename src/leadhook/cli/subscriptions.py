@@ -193,6 +193,34 @@ def subscriptions_replay(
     console.print(f"{count} deliveries of {sub_id} queued again.", markup=False)
 
 
+@subscriptions_app.command("replay-missing")
+def subscriptions_replay_missing(
+    mid: Mid,
+    sub_id: SubId,
+    since: Annotated[
+        str,
+        typer.Option(
+            help="Events created since then: RFC 3339 with a zone, or unix seconds (0: the"
+            " whole log)."
+        ),
+    ],
+    until: Annotated[
+        str | None,
+        typer.Option(help="Events created before then (the same forms); default: up to now."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Queue the logged events the subscription never got: from a disabled period, or from
+    before it was created (a backfill). At most 10,000 a run, oldest first; run it again for
+    the rest (it says when more are missing)."""
+    with opened(existing_database(load_settings(database_url=database_url))) as container:
+        count, more = container.subscriptions.replay_missing(
+            mid, sub_id, _unix_or_text(since), None if until is None else _unix_or_text(until)
+        )
+    rest = " More are missing: run it again to queue the next ones." if more else ""
+    console.print(f"{count} missing events queued for {sub_id}.{rest}", markup=False)
+
+
 def _unix_or_text(value: str) -> float | str:
     """`--since` as the API's `since` takes it: unix seconds (`0`, `1764979200.5`), else the
     text, an RFC 3339 date-time that the service reads (and refuses with the reason)."""

@@ -57,6 +57,9 @@ def _said_closed(sub_id: str, was: Circuit | None, now: float, by: str) -> None:
 REPLAYABLE: tuple[str, ...] = tuple(s.value for s in ports.REPLAYABLE)
 """What a replay that names no status queues again (`dead`, `delivered`)."""
 REPLAY_STATUSES: tuple[str, ...] = tuple(s.value for s in ports.REPLAY_STATUSES)
+# The most events one `replay_missing` queues: one transaction of that many inserts holds
+# SQLite's write lock for a fraction of a second; the same call again queues the next ones.
+REPLAY_MISSING_LIMIT = 10_000
 """What a replay may name (`dead`, `delivered`, `failed`); the console offers them too."""
 EDITABLE = frozenset(
     {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}
@@ -72,6 +75,26 @@ class TestResult:
     success: bool
     event: dict[str, Any]
     attempt: Attempt
+
+
+def _instant(field: str, value: Any) -> float:
+    """A time a replay takes: unix seconds, or an RFC 3339 date-time with its time zone."""
+    if isinstance(value, str):
+        try:
+            value = parse_rfc3339(value, in_query=False)
+        except ValueError as exc:
+            text = str(exc)
+            if text.startswith("must be "):  # not a date-time at all: say both forms
+                text = "must be unix seconds (a number >= 0) or " + text[len("must be ") :]
+            raise _bad(field, text) from None
+        if value < 0:
+            raise _bad(field, "is before 1970-01-01T00:00:00Z, unix time 0")
+    if not finite_number(value) or value < 0:
+        raise _bad(
+            field,
+            "must be unix seconds (a number >= 0) or an RFC 3339 date-time with a time zone",
+        )
+    return float(value)
 
 
 def _bad(field: str | tuple[str | int, ...], msg: str) -> ValidationError:
@@ -433,21 +456,7 @@ class SubscriptionService:
         types the subscription receives now are sent again: a subscriber that narrowed its
         `event_types` does not get back what it asked to stop receiving.
         """
-        if isinstance(since, str):
-            try:
-                since = parse_rfc3339(since, in_query=False)
-            except ValueError as exc:
-                text = str(exc)
-                if text.startswith("must be "):  # not a date-time at all: say both forms
-                    text = "must be unix seconds (a number >= 0) or " + text[len("must be ") :]
-                raise _bad("since", text) from None
-            if since < 0:
-                raise _bad("since", "is before 1970-01-01T00:00:00Z, unix time 0")
-        if not finite_number(since) or since < 0:
-            raise _bad(
-                "since",
-                "must be unix seconds (a number >= 0) or an RFC 3339 date-time with a time zone",
-            )
+        since = _instant("since", since)
         if status is not None and status not in REPLAY_STATUSES:
             raise _bad(
                 "status",
@@ -456,8 +465,34 @@ class SubscriptionService:
         with self._uow() as uow:
             sub = self._sub(uow, mid, sub_id)
             types = None if "*" in sub.event_types else tuple(sub.event_types)
-            count = uow.deliveries.replay(mid, sub_id, float(since), status, self._clock(), types)
+            count = uow.deliveries.replay(mid, sub_id, since, status, self._clock(), types)
             uow.commit()
         if count:
             self._on_enqueued()
         return count
+
+    def replay_missing(
+        self, mid: str, sub_id: str, since: Any, until: Any = None
+    ) -> tuple[int, bool]:
+        """Queue the tenant's logged events created since `since` (and before `until`) that
+        the subscription has no delivery of: those of the disabled period, or from before
+        it existed (a backfill). At most REPLAY_MISSING_LIMIT a call, oldest first; answer
+        how many, and whether more are missing (the same call again queues the next ones).
+
+        Only the event types the subscription receives now; they are sent with their own
+        `webhook-id` (the event's id), in order per lead.
+        """
+        start = _instant("since", since)
+        end = None if until is None else _instant("until", until)
+        if end is not None and end <= start:
+            raise _bad("until", "must be later than since")
+        with self._uow() as uow:
+            sub = self._sub(uow, mid, sub_id)
+            types = None if "*" in sub.event_types else tuple(sub.event_types)
+            count, more = uow.deliveries.replay_missing(
+                mid, sub_id, start, end, self._clock(), types, REPLAY_MISSING_LIMIT
+            )
+            uow.commit()
+        if count:
+            self._on_enqueued()
+        return count, more

@@ -227,3 +227,45 @@ class MemoryDeliveries:
                 self._s.deliveries[seq] = d.with_(**requeued(now))
                 count += 1
         return count
+
+    def replay_missing(
+        self,
+        mid: str,
+        sub_id: str,
+        since: float,
+        until: float | None,
+        now: float,
+        event_types: Collection[str] | None,
+        limit: int,
+    ) -> tuple[int, bool]:
+        sent = {d.event_seq for d in self._s.deliveries.values() if d.subscription_id == sub_id}
+        missing = [
+            ev
+            for ev in self._s.events
+            if ev is not None
+            and ev.mid == mid
+            and ev.create_time >= since
+            and (until is None or ev.create_time < until)
+            and (event_types is None or ev.event_type in event_types)
+            and ev.seq not in sent
+        ]
+        missing.sort(key=lambda ev: ev.seq)
+        for ev in missing[:limit]:
+            self._s.delivery_seq += 1
+            self._s.deliveries[self._s.delivery_seq] = DeliveryRow(
+                seq=self._s.delivery_seq,
+                id=self._new_id(),
+                mid=mid,
+                subscription_id=sub_id,
+                event_seq=ev.seq,
+                event_id=ev.event_id,
+                entity_id=ev.entity_id,
+                entity_version=ev.entity_version,
+                event_type=ev.event_type,
+                status=DeliveryStatus.PENDING,
+                attempt_count=0,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        return min(len(missing), limit), len(missing) > limit

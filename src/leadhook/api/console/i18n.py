@@ -116,6 +116,20 @@ STRINGS: dict[str, tuple[str, str]] = {
     "rate_limit": ("Rate limit (per s)", "速率限制（每秒）"),
     "rotate": ("Rotate secret", "轮换密钥"),
     "reveal": ("Reveal secret", "显示密钥"),
+    "missing": ("Events it never got", "未投递过的事件"),
+    "missing.help": (
+        "Queue the tenant's events since a time that this subscription has no delivery of:"
+        " those of a period it was disabled, or from before it was created. 10,000 at most"
+        " at a time, oldest first, in order per lead.",
+        "将某时间之后、此订阅从未投递过的事件加入队列：包括订阅停用期间的事件，或订阅创建之前的事件。"
+        "每次最多 10,000 条，从最早的开始，按线索顺序投递。",
+    ),
+    "missing.send": ("Send missing events", "发送缺失的事件"),
+    "missing.done": ("Missing events queued", "已加入队列的缺失事件"),
+    "missing.more": (
+        "More are missing: send again for the next ones.",
+        "还有更多缺失事件：再次发送以加入后续事件。",
+    ),
     "secret.revealed": (
         "The current signing secret: keep it out of chats, tickets and logs.",
         "当前的签名密钥：请勿贴到聊天、工单或日志中。",

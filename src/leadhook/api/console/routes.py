@@ -344,7 +344,7 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
     hour_ago = _box_time(catalog, page.container.clock() - 3600)
     # A replay offers the dead ones first (Svix's "recover" resends failures only): a click
     # on the default does not send every delivered event of the hour again.
-    replay = {"replay_since": hour_ago, "replay_status": "dead"}
+    replay = {"replay_since": hour_ago, "replay_status": "dead", "missing_since": hour_ago}
     replay.update({k: v for k, v in extra.items() if k in replay})  # a refused one, as typed
     extra = {k: v for k, v in extra.items() if k not in replay}
     return page.render(
@@ -516,6 +516,26 @@ def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> R
             replay_status=status,
         )
     return page.redirect(f"/console/subscriptions/{sub_id}?done=replayed&n={replayed}")
+
+
+@router.post("/subscriptions/{sub_id}/replay-missing", dependencies=[Csrf])
+def replay_missing(page: PageDep, sub_id: str, since: Text = "") -> Response:
+    """Queue the logged events since a time (tenant's timezone) it has no delivery of."""
+    mid = signed_in(page)
+    catalog = page.container.console.catalog(mid)
+    try:
+        at = parse_local(catalog, since, "since")
+        if at is None:
+            raise ValidationError.at(("since",), "choose the time from which to replay")
+        queued, more = page.container.subscriptions.replay_missing(mid, sub_id, at)
+    except LeadhookError as exc:
+        if error_status(exc) == 404:
+            raise
+        return _subscription_page(
+            page, sub_id, status=error_status(exc), error=page.explain(exc), missing_since=since
+        )
+    done = "missing_more" if more else "missing"
+    return page.redirect(f"/console/subscriptions/{sub_id}?done={done}&n={queued}")
 
 
 # ---- deliveries ---------------------------------------------------------------------------

@@ -82,8 +82,8 @@ def update_subscription(
     sub_id: str, body: m.SubscriptionPatch, mid: Mid, c: ContainerDep
 ) -> m.SubscriptionOut:
     """Change the fields sent; invalid input changes nothing. Re-enabling lets the deliveries
-    still pending flow again; events of the disabled period are not queued (read them from
-    `GET /v1/events`: a replay re-sends only deliveries that exist)."""
+    still pending flow again; events of the disabled period are not queued
+    (`POST /v1/subscriptions/{id}/replay-missing` queues them)."""
     sub = c.subscriptions.update(mid, sub_id, body.model_dump(exclude_unset=True))
     return bodies.subscription(sub, c.clock())
 
@@ -143,6 +143,24 @@ def replay(sub_id: str, body: m.ReplayIn, mid: Mid, c: ContainerDep) -> m.Replay
     They are sent again with the same `webhook-id`, in order per lead, with a fresh retry
     schedule."""
     return bodies.replayed(c.subscriptions.replay(mid, sub_id, body.since, body.status))
+
+
+@router.post(
+    "/{sub_id}/replay-missing",
+    status_code=202,
+    response_model=m.ReplayMissingOut,
+    summary="Send the events a subscription never got",
+)
+def replay_missing(
+    sub_id: str, body: m.ReplayMissingIn, mid: Mid, c: ContainerDep
+) -> m.ReplayMissingOut:
+    """Queue the tenant's logged events created since `since` (and before `until`) that this
+    subscription has no delivery of: the events of a period it was disabled, or from before
+    it was created (a backfill). Only the event types it receives now; each is sent with its
+    own `webhook-id` (the event's id), in order per lead. At most 10,000 a call, oldest
+    first: `more` says whether the same call again has more to queue."""
+    count, more = c.subscriptions.replay_missing(mid, sub_id, body.since, body.until)
+    return m.ReplayMissingOut(replayed=count, more=more)
 
 
 @deliveries_router.get(

@@ -377,6 +377,21 @@ class DeliveryRepository(Protocol):
         those of `event_types` when given (None: every type); answer how many."""
         ...
 
+    def replay_missing(
+        self,
+        mid: str,
+        sub_id: str,
+        since: float,
+        until: float | None,
+        now: float,
+        event_types: Collection[str] | None,
+        limit: int,
+    ) -> tuple[int, bool]:
+        """Queue for `sub_id` the tenant's logged events (of `event_types`, None: every type)
+        created at or after `since` (and before `until`) that it has no delivery of, oldest
+        first, at most `limit`; answer how many, and whether more are missing."""
+        ...
+
 
 class IdempotencyRepository(Protocol):
     """Responses to requests that carried an Idempotency-Key."""
