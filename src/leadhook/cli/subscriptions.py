@@ -210,9 +210,11 @@ def subscriptions_replay_missing(
     ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Queue the logged events the subscription never got: from a disabled period, or from
-    before it was created (a backfill). At most 10,000 a run, oldest first; run it again for
-    the rest (it says when more are missing)."""
+    """Queue the logged events since a time that the subscription never got.
+
+    Those of a period it was disabled, or from before it was created (a backfill). At most
+    10,000 a run, oldest first; run it again for the rest (it says when more are missing).
+    """
     with opened(existing_database(load_settings(database_url=database_url))) as container:
         count, more = container.subscriptions.replay_missing(
             mid, sub_id, _unix_or_text(since), None if until is None else _unix_or_text(until)

@@ -130,24 +130,28 @@ class MemoryDeliveries:
                 stored = self._s.events[self._s.event_index[ev.event_id]]
                 assert stored is not None
                 seq = stored.seq
-            self._s.delivery_seq += 1
-            self._s.deliveries[self._s.delivery_seq] = DeliveryRow(
-                seq=self._s.delivery_seq,
-                id=self._new_id(),
-                mid=ev.mid,
-                subscription_id=sub.id,
-                event_seq=seq,
-                event_id=ev.event_id,
-                entity_id=ev.entity_id,
-                entity_version=ev.entity_version,
-                event_type=ev.event_type,
-                status=DeliveryStatus.PENDING,
-                attempt_count=0,
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+            self._add(sub.id, seq, ev, now)
         return len(rows)
+
+    def _add(self, sub_id: str, event_seq: int, ev: NewEvent, now: float) -> None:
+        """A new pending delivery of the event (at `event_seq` in the log) to `sub_id`."""
+        self._s.delivery_seq += 1
+        self._s.deliveries[self._s.delivery_seq] = DeliveryRow(
+            seq=self._s.delivery_seq,
+            id=self._new_id(),
+            mid=ev.mid,
+            subscription_id=sub_id,
+            event_seq=event_seq,
+            event_id=ev.event_id,
+            entity_id=ev.entity_id,
+            entity_version=ev.entity_version,
+            event_type=ev.event_type,
+            status=DeliveryStatus.PENDING,
+            attempt_count=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
 
     def _delivery(self, row: DeliveryRow) -> Delivery:
         return delivery_of(row, self._s.attempts.get(row.seq, ()))
@@ -251,21 +255,5 @@ class MemoryDeliveries:
         ]
         missing.sort(key=lambda ev: ev.seq)
         for ev in missing[:limit]:
-            self._s.delivery_seq += 1
-            self._s.deliveries[self._s.delivery_seq] = DeliveryRow(
-                seq=self._s.delivery_seq,
-                id=self._new_id(),
-                mid=mid,
-                subscription_id=sub_id,
-                event_seq=ev.seq,
-                event_id=ev.event_id,
-                entity_id=ev.entity_id,
-                entity_version=ev.entity_version,
-                event_type=ev.event_type,
-                status=DeliveryStatus.PENDING,
-                attempt_count=0,
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+            self._add(sub_id, ev.seq, ev, now)
         return min(len(missing), limit), len(missing) > limit

@@ -494,15 +494,20 @@ async def send_test(request: Request, sub_id: str) -> Response:
     return await asyncio.to_thread(_subscription_page, page, sub_id, test=result)
 
 
+def _replay_since(page: Page, mid: str, since: str) -> float:
+    """A replay form's `since` box, in the tenant's timezone; an empty box is refused."""
+    at = parse_local(page.container.console.catalog(mid), since, "since")
+    if at is None:
+        raise ValidationError.at(("since",), "choose the time from which to replay")
+    return at
+
+
 @router.post("/subscriptions/{sub_id}/replay", dependencies=[Csrf])
 def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> Response:
     """Queue again the finished deliveries created since a time (tenant's timezone)."""
     mid = signed_in(page)
-    catalog = page.container.console.catalog(mid)
     try:
-        at = parse_local(catalog, since, "since")
-        if at is None:
-            raise ValidationError.at(("since",), "choose the time from which to replay")
+        at = _replay_since(page, mid, since)
         replayed = page.container.subscriptions.replay(mid, sub_id, at, status or None)
     except LeadhookError as exc:
         if error_status(exc) == 404:
@@ -522,11 +527,8 @@ def replay(page: PageDep, sub_id: str, since: Text = "", status: Text = "") -> R
 def replay_missing(page: PageDep, sub_id: str, since: Text = "") -> Response:
     """Queue the logged events since a time (tenant's timezone) it has no delivery of."""
     mid = signed_in(page)
-    catalog = page.container.console.catalog(mid)
     try:
-        at = parse_local(catalog, since, "since")
-        if at is None:
-            raise ValidationError.at(("since",), "choose the time from which to replay")
+        at = _replay_since(page, mid, since)
         queued, more = page.container.subscriptions.replay_missing(mid, sub_id, at)
     except LeadhookError as exc:
         if error_status(exc) == 404:
