@@ -123,6 +123,45 @@ def test_an_outage_answers_503_and_leadhook_recovers_without_restart(
     _assert_no_secret_in(out, key, sub["secret"])
 
 
+def test_the_first_write_after_the_server_dropped_its_connections_succeeds(
+    served: Any, own_pg: OwnPostgres
+) -> None:
+    """The writer keeps its connection between groups: once the server had ended it (a
+    restart, `idle_session_timeout`, a pooler's recycle), the next write answered 503 on a
+    healthy database, while `/readyz` said ready (an operator's review)."""
+    api, key, proc, url = served
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=api, headers=auth, timeout=20) as client:
+        assert client.post("/v1/leads", json={"fields": {"name": "warm"}}).status_code == 201
+        killer = create_engine(url, isolation_level="AUTOCOMMIT")
+        with killer.connect() as k:
+            ended = k.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND state = 'idle'"
+                )
+            ).scalar_one()
+        killer.dispose()
+        assert ended >= 1
+        for name in ("after idle sessions ended", "and again"):
+            resp = client.post("/v1/leads", json={"fields": {"name": name}})
+            assert resp.status_code == 201, resp.text
+        own_pg.stop()
+        own_pg.start()
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "not ready 30 s after the restart"
+            time.sleep(0.1)
+        resp = client.post("/v1/leads", json={"fields": {"name": "after a restart"}})
+        assert resp.status_code == 201, resp.text
+        names = [x["fields"]["name"] for x in client.get("/v1/leads").json()["data"]]
+        assert sorted(names) == sorted(
+            ["warm", "after idle sessions ended", "and again", "after a restart"]
+        )  # each written once
+    assert "the writer's connection was gone" in proc.output()
+
+
 def _terminate_when_waiting(url: str, statement: str, hold: str, request: Callable[[], Any]) -> Any:
     """Lock with `hold`, run `request` (it blocks on the lock), terminate its backend."""
     locker = create_engine(url)

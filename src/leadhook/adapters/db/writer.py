@@ -92,6 +92,22 @@ LOOP_WAIT_FOR_GROUP = 0.05
 # rate +2-8% (16 clients, three pairs); one sequential client measured the same either way
 # (bench/profiles.md, the eleventh round).
 GATHER_TURNS = 2
+
+
+def _gone(conn: Connection | None) -> bool:
+    """Whether `conn`'s link to the server is broken or closed (psycopg says so after an
+    error that lost it; SQLAlchemy when it saw a disconnect)."""
+    if conn is None:
+        return False
+    if conn.invalidated:
+        return True
+    try:
+        driver = conn.connection.driver_connection
+    except Exception:  # the pool already let it go: gone
+        return True
+    return bool(getattr(driver, "broken", False) or getattr(driver, "closed", False))
+
+
 # Each unit of a group runs in a savepoint of its own (the same text on both dialects).
 _SAVEPOINT = "SAVEPOINT leadhook_item"
 _ROLLBACK_ITEM = "ROLLBACK TO SAVEPOINT leadhook_item"
@@ -553,11 +569,20 @@ class GroupWriter:
                 conn.close()
 
     def _commit(
-        self, conn: Connection | None, batch: list[_Item], *, keep: bool = True, held: bool = False
+        self,
+        conn: Connection | None,
+        batch: list[_Item],
+        *,
+        keep: bool = True,
+        held: bool = False,
+        reconnected: bool = False,
     ) -> Connection | None:
         """Run `batch` in one transaction; resolve its futures; return the connection to reuse.
 
-        `held`: the caller holds the write gate already (the loop's flush)."""
+        `held`: the caller holds the write gate already (the loop's flush). A connection kept
+        from an earlier group that turns out to be gone (the server restarted, or ended idle
+        sessions) before this group's COMMIT was sent wrote nothing: the group runs again, once,
+        on a new connection (`reconnected`), rather than answer 503 for a healthy database."""
         refusing = self._refusing
         if refusing is not None:  # the server stops: nothing more is begun (`refuse_waiting`)
             for item in batch:
@@ -565,6 +590,7 @@ class GroupWriter:
             return conn
         outcomes: list[tuple[_Item, bool, Any]] = []
         again: list[_Item] = []
+        kept, committing = conn is not None, False
         try:
             with nullcontext() if held else self._gate.hold():
                 if conn is None:
@@ -594,6 +620,7 @@ class GroupWriter:
                         # would answer this COMMIT with a ROLLBACK, and the unit be told its
                         # write was done. (In a group, its savepoint's release fails it.)
                         raise RuntimeError("the transaction failed on the server: not committed")
+                    committing = True
                     conn.commit()
                 else:
                     conn.rollback()
@@ -602,6 +629,11 @@ class GroupWriter:
                 if tainted:  # see adapters/db/pipeline.py: a fresh connection for what follows
                     conn = self._discard(conn)
         except Exception as exc:
+            if kept and not committing and not reconnected and _gone(conn):
+                log.info("the writer's connection was gone (%s): the group runs again", exc)
+                self._discard(conn)
+                self._track(None, batch)
+                return self._commit(None, batch, keep=keep, held=held, reconnected=True)
             # The transaction itself failed (commit refused, connection lost): nothing of this
             # batch was written. Every item that had succeeded fails with it.
             conn = self._discard(conn)
