@@ -519,6 +519,13 @@ def test_the_log_read_after_an_event_retention_purged_goes_on_from_where_it_was(
             container.events.get(MID, read_up_to)
         (created,) = log(read_up_to)
         assert json.loads(container.events.get(MID, created))["extra_data"]["entity_id"] == later
+        # A process without the retention setting (the API, when only the worker has it)
+        # resumes alike: the purge kept its horizon in the database (an operator's review).
+        assert container.settings.retention.event_retention is None
+        again = container.events.list(
+            MID, after=read_up_to, event_type=None, entity_id=None, limit=9
+        )
+        assert [e["event_id"] for e in json.loads(again)["data"]] == [created]
         with pytest.raises(BadRequestError):  # an id that was never this tenant's: still 400
             log("01" + "Z" * 24)
     finally:

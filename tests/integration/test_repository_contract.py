@@ -464,7 +464,7 @@ def test_an_event_page_after_an_event_retention_purged_goes_on_from_where_it_was
                 event_type=filters.get("event_type"),
                 entity_id=filters.get("entity_id"),
                 limit=10,
-                purged_before=horizon,
+                purged_before=None if horizon is None else (lambda: horizon),
             )
 
         return [e.event_id for e in _read(uow, read).data]

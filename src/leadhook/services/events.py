@@ -19,8 +19,9 @@ class EventService:
         purged_before: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._read = readonly_uow
-        # The unix time before which retention purges events now (None: it purges none): an
+        # The unix time before which retention has purged events (None: it purged none): an
         # `after` minted before it that the log no longer holds resumes about where it was.
+        # Asked only for such an `after` (it may read the database).
         self._purged_before = purged_before
 
     def list(
@@ -43,7 +44,7 @@ class EventService:
                 event_type=event_type,
                 entity_id=entity_id,
                 limit=limit,
-                purged_before=self._purged_before() if after else None,
+                purged_before=self._purged_before,
             )
         return page_body([e.payload for e in page.data], page.next_cursor)
 

@@ -458,7 +458,7 @@ class SqlEvents(_Repo):
         event_type: str | None,
         entity_id: str | None,
         limit: int,
-        purged_before: float | None = None,
+        purged_before: Callable[[], float | None] | None = None,
     ) -> Page[StoredEvent]:
         c = t.events.c
         conds = [c.mid == mid]
@@ -468,7 +468,7 @@ class SqlEvents(_Repo):
         order = c.entity_version if entity_id else c.seq
         anchor = self.get(mid, after) if after else None
         if after and anchor is None:
-            floor = cursors.purged_event_floor(after, purged_before)
+            floor = cursors.purged_event_floor(after, purged_before and purged_before())
             if floor is None:
                 raise BadRequestError(f"after={after!r} names no event of this tenant")
             # Purged: from the first event logged with an id minted since (the tenant's log

@@ -84,10 +84,12 @@ WHERE seq IN :seqs
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)
 RETURNING seq""").bindparams(bindparam("seqs", expanding=True))
 
-_COUNT = text("""INSERT INTO purge_counts (table_name, rows, last_purge_at)
-VALUES (:table_name, :rows, :now)
+_COUNT = text("""INSERT INTO purge_counts (table_name, rows, last_purge_at, horizon)
+VALUES (:table_name, :rows, :now, :horizon)
 ON CONFLICT (table_name)
-DO UPDATE SET rows = purge_counts.rows + excluded.rows, last_purge_at = excluded.last_purge_at""")
+DO UPDATE SET rows = purge_counts.rows + excluded.rows, last_purge_at = excluded.last_purge_at,
+  horizon = CASE WHEN purge_counts.horizon IS NULL OR purge_counts.horizon < excluded.horizon
+    THEN excluded.horizon ELSE purge_counts.horizon END""")
 
 # What each kind's purge statements are, for the query-plan test.
 PURGE_QUERIES: dict[str, TextClause] = {
@@ -133,7 +135,8 @@ class SqlRetention:
                 done = self._events(conn, int(before), limit, now)
             for table, rows in done.items():
                 if rows:
-                    conn.execute(_COUNT, {"table_name": table, "rows": rows, "now": now})
+                    counted = {"table_name": table, "rows": rows, "now": now, "horizon": before}
+                    conn.execute(_COUNT, counted)
             return done
 
     def _events(self, conn: Connection, before: int, limit: int, now: float) -> dict[str, int]:
@@ -173,6 +176,14 @@ class SqlRetention:
                 self._after = -1  # reached the horizon: the next call starts over
                 break
         return found
+
+    def horizon(self, table: str) -> float | None:
+        """The newest time a purge of `table` deleted rows created before (None: none yet)."""
+        c = t.purge_counts.c
+        with self._engine.connect() as raw:
+            conn = raw.execution_options(leadhook_readonly=True)
+            found = conn.execute(select(c.horizon).where(c.table_name == table)).scalar()
+        return None if found is None else float(found)
 
     def counts(self) -> dict[str, int]:
         """Return the rows purged per table since the database was created."""

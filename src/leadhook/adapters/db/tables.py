@@ -310,6 +310,9 @@ purge_counts = Table(
     Column("table_name", String(64), primary_key=True),
     Column("rows", BigInteger, nullable=False),
     Column("last_purge_at", Float, nullable=False),
+    # The newest time a purge of this table deleted rows created before (0008): the API reads
+    # the events' to resume a listing from a purged event, whatever its own settings say.
+    Column("horizon", Float),
 )
 
 # One row: a value encrypted with the secret key, so a process started with another key

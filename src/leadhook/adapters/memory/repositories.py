@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 
 from leadhook.adapters.memory.state import (
@@ -199,7 +199,7 @@ class MemoryEvents:
         event_type: str | None,
         entity_id: str | None,
         limit: int,
-        purged_before: float | None = None,
+        purged_before: Callable[[], float | None] | None = None,
     ) -> Page[StoredEvent]:
         start = 0
         if after:
@@ -207,7 +207,7 @@ class MemoryEvents:
             if anchor is not None:
                 start = anchor.seq
             else:
-                floor = cursors.purged_event_floor(after, purged_before)
+                floor = cursors.purged_event_floor(after, purged_before and purged_before())
                 if floor is None:
                     raise BadRequestError(f"after={after!r} names no event of this tenant")
                 first = next(

@@ -306,12 +306,12 @@ class EventRepository(Protocol):
         event_type: str | None,
         entity_id: str | None,
         limit: int,
-        purged_before: float | None = None,
+        purged_before: Callable[[], float | None] | None = None,
     ) -> Page[StoredEvent]:
         """The tenant's events after the event `after` (None: from the first), oldest first.
-        An `after` the log does not hold is a 400, unless it was minted before
-        `purged_before` (the time retention purges events before): then the page starts
-        from about where that event was (`cursor.purged_event_floor`)."""
+        An `after` the log does not hold is a 400, unless it was minted before the time
+        `purged_before()` says retention has purged events before (asked only then): the
+        page starts from about where that event was (`cursor.purged_event_floor`)."""
         ...
 
     def timeline(
