@@ -81,6 +81,21 @@ def failure_logged(failures: int) -> bool:
     return failures & (failures - 1) == 0 if failures <= 64 else failures % 60 == 0
 
 
+def said_failed(
+    what: str, exc: BaseException, failures: int, extra: dict[str, Any], again: str = ""
+) -> None:
+    """Log the `failures`-th failure in a row of something tried again and again: the first
+    (`what`) with its traceback, a later one (those `failure_logged` lets through; `again`,
+    with the count) in one line ending with the error: an outage's repeats were a
+    hundred-line traceback each, all of the same cause (an operator's review)."""
+    if failures == 1:
+        log.error(what, exc_info=exc, extra=extra)
+        return
+    error = " ".join(str(exc).split())[:300] or type(exc).__name__
+    said = (again or f"{what} (%d times in a row)") % failures
+    log.warning("%s: %s", said, error, extra=extra)
+
+
 @dataclass
 class DispatcherStats:
     """Counters since start, for metrics; the delivery counters count recorded verdicts."""
@@ -301,12 +316,14 @@ class Dispatcher:
                 kept = await asyncio.to_thread(
                     self._queue.renew, worker_id=self.worker_id, seqs=seqs, lease_until=lease_until
                 )
-            except Exception:
+            except Exception as exc:
                 self._renew_failures += 1
                 if failure_logged(self._renew_failures):  # not a traceback every 5 s
-                    log.exception(
+                    said_failed(
                         "renewing leases failed",
-                        extra={"worker_id": self.worker_id, "failures": self._renew_failures},
+                        exc,
+                        self._renew_failures,
+                        {"worker_id": self.worker_id, "failures": self._renew_failures},
                     )
                 continue
             self._renew_failures = 0
@@ -366,7 +383,13 @@ class Dispatcher:
                 if got == limit and not stop.is_set():
                     continue  # more may be due right now
                 if got < 0:
-                    await self._sleep(1.0)
+                    # A full second, not cut short by wake-ups: under load a commit wakes the
+                    # loop every few milliseconds, and a claim that fails (a database down,
+                    # secrets the keys no longer open) was tried again at once, in a tight
+                    # loop that said "retrying in 1s" (an operator's review).
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await stop.wait()
                     continue
             if self._loop.time() - last_sweep > 5.0:
                 last_sweep = self._loop.time()
@@ -448,7 +471,7 @@ class Dispatcher:
             args.update(verdicts=verdicts, releases=releases)
         try:
             jobs: list[Job] = await self._call(call, args)
-        except Exception:
+        except Exception as exc:
             # Nothing of the transaction was written: what it carried is recorded again.
             self._verdicts[:0], self._releases[:0] = verdicts, releases
             if verdicts or releases:
@@ -461,13 +484,13 @@ class Dispatcher:
             self._claim_failures += 1
             failures = self._claim_failures
             extra = {"worker_id": self.worker_id, "failures": failures}
-            if failures == 1:
-                log.exception("claim failed; retrying in 1s", extra=extra)
-            elif failure_logged(failures):
-                log.warning(
-                    "claim failed again (%d times in a row); retrying every 1s",
+            if failure_logged(failures):
+                said_failed(
+                    "claim failed; retrying in 1s",
+                    exc,
                     failures,
-                    extra=extra,
+                    extra,
+                    "claim failed again (%d times in a row); retrying every 1s",
                 )
             return -1
         if self._claim_failures:
@@ -891,10 +914,10 @@ class Dispatcher:
                 if releases:
                     args = {"worker_id": self.worker_id, "seqs": releases, "now": self._clock()}
                     await self._call("release", args)
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 if failure_logged(failures):  # as the claims' (an outage: not one a try)
-                    log.exception("recording outcomes failed", extra={"attempts": failures})
+                    said_failed("recording outcomes failed", exc, failures, {"attempts": failures})
                 self._verdicts[:0], self._releases[:0] = verdicts, releases
                 if self._drained and failures >= 3:
                     # Giving up is safe: the leases expire and the deliveries are sent again.
