@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
@@ -328,6 +329,8 @@ def test_a_new_secret_is_shown_once_and_a_reload_repeats_nothing(client: TestCli
     page = client.get(rotated.headers["location"])
     new = re.search(r'data-testid="secret">(whsec_[^<]+)<', page.text)
     assert new is not None and new.group(1) != created.group(1)
+    assert 'data-testid="rotating"' in page.text  # a second rotation now would end the first
+    assert 'data-testid="rotating"' not in first.text
     assert "The previous secret keeps signing" in page.text
     # Reloading the page shows no secret and rotates nothing: the subscription signs with the
     # secret the page showed, which a second rotation would have replaced.
@@ -383,15 +386,25 @@ def test_the_secret_is_revealed_by_a_form_and_a_subscription_deleted_with_its_de
     assert 'data-testid="delete"' in client.get(f"/console/subscriptions/{sub['id']}").text
     gone = client.post(f"/console/subscriptions/{sub['id']}/delete", data={"csrf_token": token})
     assert gone.status_code == 303
-    assert gone.headers["location"] == "/console/subscriptions?done=deleted"
+    assert gone.headers["location"] == f"/console/subscriptions?done=deleted&id={sub['id']}"
     listed = client.get(gone.headers["location"]).text
-    assert 'data-testid="deleted"' in listed and sub["id"] not in listed
+    assert 'data-testid="deleted"' in listed
     assert "its unfinished deliveries ended as dead" in listed
+    # Its ended deliveries are a link away: they stay, filtered by it.
+    assert f'href="/console/deliveries?subscription={sub["id"]}"' in listed
+    assert f'href="/console/subscriptions/{sub["id"]}"' not in listed  # not a live row
     assert client.get(f"/v1/subscriptions/{sub['id']}", headers=auth).status_code == 404
     assert client.get(f"/v1/deliveries/{delivery['id']}", headers=auth).json()["status"] == "dead"
     assert client.get(f"/console/subscriptions/{sub['id']}").status_code == 404
     twice = client.post(f"/console/subscriptions/{sub['id']}/delete", data={"csrf_token": token})
     assert twice.status_code == 404
+    # A test sent from a page shown before the delete says so where its answer would be.
+    late = client.post(
+        f"/console/subscriptions/{sub['id']}/test",
+        headers={"X-CSRF-Token": token, "HX-Request": "true"},
+    )
+    assert late.status_code == 200 and 'id="test-result"' in late.text
+    assert "deleted meanwhile: no test event was sent" in late.text
     # An unknown `done` says nothing.
     assert 'data-testid="deleted"' not in client.get("/console/subscriptions?done=x").text
 
@@ -715,6 +728,40 @@ def test_a_session_that_ended_sends_htmx_and_forms_to_sign_in_and_back_to_their_
     )
     assert posted.status_code == 200, posted.text
     assert f'name="next" value="{page}"' in posted.text
+    # Signed out in another tab: the page's forms carry the ended session's token. A form
+    # (JavaScript or not) goes to sign in and back to its page, not to a CSRF refusal.
+    client.post("/console/logout", data={"csrf_token": token})
+    for action in ("rotate-secret", "reveal-secret", "disable", "delete"):
+        stale = client.post(
+            f"{page}/{action}",
+            data={"csrf_token": token},
+            headers={"Referer": f"http://testserver{page}"},
+        )
+        assert stale.status_code == 303, (action, stale.text)
+        assert stale.headers["location"] == "/console/login?" + urlencode({"next": page})
+    htmx = client.post(
+        f"{page}/test",
+        headers={
+            "X-CSRF-Token": token,
+            "HX-Request": "true",
+            "HX-Current-URL": f"http://testserver{page}",
+        },
+    )
+    assert htmx.headers["hx-redirect"] == "/console/login?" + urlencode({"next": page})
+    assert (
+        client.get(
+            f"/v1/subscriptions/{sub['id']}/secret", headers={"Authorization": f"Bearer {key}"}
+        ).json()["secret"]
+        == sub["secret"]
+    )  # nothing ran
+    # Signed in, a wrong token is still refused as such; so is a stale one at sign-in.
+    fresh = sign_in(client, key)
+    wrong = client.post(f"{page}/rotate-secret", data={"csrf_token": token})
+    assert wrong.status_code == 403 and "CSRF" in wrong.text
+    assert fresh != token
+    client.post("/console/logout", data={"csrf_token": fresh})
+    login = client.post("/console/login", data={"api_key": key, "csrf_token": fresh})
+    assert login.status_code == 403
     # The sign-in's way back stays inside the console's pages.
     for kept in ("/console", "/console/leads?q=a", "/console/deliveries/d1"):
         assert safe_next(kept) == kept

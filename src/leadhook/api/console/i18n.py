@@ -116,6 +116,16 @@ STRINGS: dict[str, tuple[str, str]] = {
     "rate_limit": ("Rate limit (per s)", "速率限制（每秒）"),
     "rotate": ("Rotate secret", "轮换密钥"),
     "reveal": ("Reveal secret", "显示密钥"),
+    "rotate.open": ("Rotate secret…", "轮换密钥…"),
+    "rotate.help": (
+        "Issues a new signing secret. The current one keeps signing beside it for 24 hours:"
+        " switch your receivers to the new one within that time.",
+        "签发新的签名密钥。当前密钥在 24 小时内仍会同时签名：请在此期间将接收方切换到新密钥。",
+    ),
+    "rotate.again": (
+        "A rotation is under way: rotating again now ends the previous secret at once.",
+        "轮换正在进行中：现在再次轮换会立即停用之前的密钥。",
+    ),
     "missing": ("Events it never got", "未投递过的事件"),
     "missing.help": (
         "Queue the tenant's events since a time that this subscription has no delivery of:"
@@ -137,14 +147,17 @@ STRINGS: dict[str, tuple[str, str]] = {
     "delete": ("Delete subscription…", "删除订阅…"),
     "delete.help": (
         "Nothing more is sent to this endpoint: its deliveries that have not succeeded yet end"
-        " as dead, and the subscription leaves every list. This cannot be undone.",
-        "之后不再向此端点发送：尚未成功的投递全部标记为死信，订阅从列表中移除。此操作无法撤销。",
+        " as dead (they stay in the deliveries list, filtered by this subscription), and the"
+        " subscription leaves the subscriptions list. This cannot be undone.",
+        "之后不再向此端点发送：尚未成功的投递全部标记为失败终止（仍可在投递列表中按此订阅筛选查看），"
+        "订阅从订阅列表中移除。此操作无法撤销。",
     ),
     "delete.confirm": ("Delete it for good", "确认永久删除"),
     "sub.deleted.done": (
         "The subscription was deleted; its unfinished deliveries ended as dead.",
-        "订阅已删除，其未完成的投递已标记为死信。",
+        "订阅已删除，其未完成的投递已标记为失败终止。",
     ),
+    "sub.deleted.deliveries": ("See its deliveries", "查看它的投递"),
     "secret.once": (
         "The signing secret, shown this once: copy it now.",
         "签名密钥只显示这一次，请立即复制。",
@@ -163,6 +176,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "actions": ("Actions", "操作"),
     "test": ("Send a test event", "发送测试事件"),
     "test.result": ("Test answer", "测试结果"),
+    "test.gone": (
+        "This subscription was deleted meanwhile: no test event was sent.",
+        "此订阅已被删除，未发送测试事件。",
+    ),
     "test.ok": ("The endpoint acknowledged the test event.", "接收端已确认测试事件。"),
     "test.failed": ("The endpoint did not acknowledge.", "接收端未确认。"),
     "replay": ("Replay", "重放"),

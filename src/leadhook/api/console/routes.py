@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.routing import APIRoute
-from starlette.responses import Response, StreamingResponse
+from markupsafe import escape
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from leadhook.api.console.i18n import LANGS
 from leadhook.api.console.session import LANG_COOKIE, Session, csrf_ok
@@ -26,6 +27,7 @@ from leadhook.api.console.views import (
     ConsoleRoute,
     CsrfRefused,
     Page,
+    SignInRequired,
     error_page,
     error_status,
     page_of,
@@ -75,9 +77,16 @@ async def checked(request: Request) -> None:
     given = form.get("csrf_token")
     token = given if isinstance(given, str) else request.headers.get("x-csrf-token")
     if not csrf_ok(page.session, token):
+        if page.session.mid is None and request.url.path not in _SIGNED_OUT_FORMS:
+            # The session ended since the page was shown (signed out or in again in another
+            # tab, its key revoked): its token went with it. To sign in, and back to the page,
+            # as a search or the live view go; a "no valid CSRF token" page said nothing of why.
+            raise SignInRequired
         raise CsrfRefused("this form has no valid CSRF token: reload the page and try again")
 
 
+# The forms a signed-out browser posts: their refusal is the CSRF one.
+_SIGNED_OUT_FORMS = frozenset({"/console/login", "/console/lang", "/console/logout"})
 Csrf = Depends(checked)
 Text = Annotated[str, Form()]
 OptText = Annotated[str | None, Form()]
@@ -308,9 +317,13 @@ def _subscriptions_page(page: PageDep, status: int = 200, **extra: Any) -> Respo
 
 
 @router.get("/subscriptions")
-def subscriptions(page: PageDep, done: str | None = None) -> Response:
+def subscriptions(page: PageDep, done: str | None = None, id: str | None = None) -> Response:
     """Every subscription with its last hour's health, a chart, and a form for a new one."""
-    return _subscriptions_page(page, done=done if done == "deleted" else None)
+    if done != "deleted":
+        return _subscriptions_page(page)
+    # Its deliveries that the delete ended are a link away (they stay, filtered by it).
+    ended = None if not id else "/console/deliveries?" + urlencode({"subscription": id})
+    return _subscriptions_page(page, done=done, ended=ended)
 
 
 @router.post("/subscriptions", dependencies=[Csrf])
@@ -357,6 +370,8 @@ def _subscription_page(page: Page, sub_id: str, status: int = 200, **extra: Any)
         chart_json=page.render_json([asdict(chart)]),
         replayable=REPLAY_STATUSES,
         max_in_flight_cap=MAX_IN_FLIGHT,
+        # A rotation under way: the previous secret still signs (until it expires).
+        rotating=(sub.previous_secret_expires_at or 0) > page.container.clock(),
         nav="subscriptions",
         canonical=_with_query(
             f"/console/subscriptions/{sub.id}", done=extra.get("done"), n=extra.get("replayed")
@@ -483,14 +498,27 @@ def delete(page: PageDep, sub_id: str) -> Response:
     """Delete the subscription, as `DELETE /v1/subscriptions/{id}`: its unfinished deliveries
     end as dead, and the list it returns to says so."""
     page.container.subscriptions.delete(signed_in(page), sub_id)
-    return page.redirect("/console/subscriptions?done=deleted")
+    return page.redirect("/console/subscriptions?" + urlencode({"done": "deleted", "id": sub_id}))
 
 
 @router.post("/subscriptions/{sub_id}/test", dependencies=[Csrf])
 async def send_test(request: Request, sub_id: str) -> Response:
     """Send a signed test event now and show how the endpoint answered."""
     page = await asyncio.to_thread(page_of, request)
-    result = await page.container.subscriptions.send_test(signed_in(page), sub_id)
+    try:
+        result = await page.container.subscriptions.send_test(signed_in(page), sub_id)
+    except NotFoundError:
+        if request.headers.get("hx-request") != "true":
+            raise  # without JavaScript: the console's "not found" page
+        # Deleted since the page was shown (another tab, the API): said where the test's
+        # answer would have been, not as "the request failed: reload the page".
+        gone = escape(page.t("test.gone"))
+        return page.finish(
+            HTMLResponse(
+                '<div id="test-result" aria-live="polite"><p class="flash err"'
+                f' data-testid="test-result">{gone}</p></div>'
+            )
+        )
     return await asyncio.to_thread(_subscription_page, page, sub_id, test=result)
 
 
