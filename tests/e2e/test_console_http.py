@@ -339,6 +339,16 @@ def test_a_new_secret_is_shown_once_and_a_reload_repeats_nothing(client: TestCli
         assert new.group(1) not in again.text and 'data-testid="secret-gone"' in again.text
     current = client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=auth).json()
     assert current["secret"] == new.group(1)
+    # Revealed while the rotation is under way: the page says until when the previous one
+    # signs too; the reload's note, that a second rotation would end it at once.
+    revealed = client.post(
+        f"/console/subscriptions/{sub['id']}/reveal-secret", data={"csrf_token": token}
+    )
+    shown = client.get(revealed.headers["location"]).text
+    assert 'data-testid="previous-secret"' in shown and new.group(1) in shown
+    reloaded = client.get(revealed.headers["location"]).text
+    assert "rotating again now ends the previous secret at once" in reloaded
+    assert "Rotating once more" not in first.text
     assert len(client.get("/v1/subscriptions", headers=auth).json()["data"]) == 2
     # A sealed secret opens only for its own subscription and its own session.
     assert sealed is not None
@@ -347,6 +357,24 @@ def test_a_new_secret_is_shown_once_and_a_reload_repeats_nothing(client: TestCli
     sign_in(client, key)  # a new session: the cookie sealed for the old one opens nothing
     client.cookies.set("leadhook_console_reveal", sealed, path="/console")
     assert new.group(1) not in client.get(f"/console/subscriptions/{sub['id']}").text
+
+
+def test_signed_in_the_sign_in_page_says_so_and_no_latency_reads_as_a_dash(
+    client: TestClient,
+) -> None:
+    key = tenant(client, "acme")
+    client.post(
+        "/v1/subscriptions",
+        json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert 'data-testid="signed-in-as"' not in client.get("/console/login").text
+    sign_in(client, key)
+    again = client.get("/console/login?next=/console/events").text
+    assert 'data-testid="signed-in-as"' in again and "acme" in again
+    assert 'href="/console/events"' in again  # on to the page, without signing in again
+    listed = client.get("/console/subscriptions").text
+    assert "- ms" not in listed  # no attempt yet: no latency, not a dash with a unit
 
 
 def test_the_secret_is_revealed_by_a_form_and_a_subscription_deleted_with_its_deliveries(

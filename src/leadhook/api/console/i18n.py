@@ -116,6 +116,17 @@ STRINGS: dict[str, tuple[str, str]] = {
     "rate_limit": ("Rate limit (per s)", "速率限制（每秒）"),
     "rotate": ("Rotate secret", "轮换密钥"),
     "reveal": ("Reveal secret", "显示密钥"),
+    "colon": (": ", "："),  # before a figure a message ends with
+    "sign_in.already": (
+        "This browser is signed in already (another key signs it in as that key's tenant"
+        " instead), as",
+        "此浏览器已登录（使用其他密钥登录将切换为该密钥的租户），当前租户：",
+    ),
+    "sign_in.go_on": ("Go on without signing in again", "不重新登录，继续"),
+    "secret.previous": (
+        "The previous secret also signs every delivery until",
+        "之前的密钥在以下时间之前也会为每次投递签名：",
+    ),
     "rotate.open": ("Rotate secret…", "轮换密钥…"),
     "rotate.help": (
         "Issues a new signing secret. The current one keeps signing beside it for 24 hours:"
@@ -164,10 +175,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     ),
     "secret.gone": (
         "The secret was shown once and is not shown on reload. \u201cReveal secret\u201d below, or"
-        " GET /v1/subscriptions/{id}/secret with the tenant's API key, shows it again."
-        " Rotating once more would end the previous secret at once.",
+        " GET /v1/subscriptions/{id}/secret with the tenant's API key, shows it again.",
         "密钥只显示一次，刷新页面不会再显示。可点击下方“显示密钥”，或用租户 API 密钥调用"
-        " GET /v1/subscriptions/{id}/secret 再次查看。再次轮换会立即停用之前的密钥。",
+        " GET /v1/subscriptions/{id}/secret 再次查看。",
     ),
     "secret.rotated": (
         "The previous secret keeps signing beside this one for 24 hours.",

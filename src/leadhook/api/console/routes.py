@@ -104,7 +104,8 @@ def home(page: PageDep) -> Response:
 
 @router.get("/login")
 def login_form(page: PageDep, next: str | None = None) -> Response:
-    """The sign-in form: one password field for a tenant API key."""
+    """The sign-in form: one password field for a tenant API key (signed in already, it says
+    so: another key signs this browser in as that key's tenant instead)."""
     return page.render("login.html", next=safe_next(next))
 
 

@@ -86,6 +86,8 @@ def _fmt_pct(value: float | None) -> str:
 
 
 _env.filters["num"] = _fmt_number
+# A latency with its unit, or a dash alone when there is none ("- ms" read as a value).
+_env.filters["ms"] = lambda value: "-" if value is None else f"{_fmt_number(value)} ms"
 # A delivery's `last_error` ends with when its next attempt was due, counted from the failure
 # ("HTTP 500; retry 3 in 491.17s"): read hours later it seemed to say "from now". The pages
 # show the cause, and the next attempt's time apart (`next_attempt_at`).
