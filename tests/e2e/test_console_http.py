@@ -169,6 +169,12 @@ def test_bad_filters_answer_a_page_with_the_reason(client: TestClient) -> None:
     )
     assert reversed_range.status_code == 422
     assert "Until: must be later than since" in reversed_range.text
+    # The event log's filter alike: above its form, with the form and the live view kept.
+    events = client.get("/console/events", params={"event_type": "bogus", "lead": "L1"})
+    assert events.status_code == 422 and 'role="alert"' in events.text
+    assert events.text.index('role="alert"') < events.text.index('<form method="get"')
+    assert 'id="live-events"' in events.text and 'value="L1"' in events.text
+    assert "Nothing matches" not in events.text
     assert 'value="2026-03-01T10:00:00"' in reversed_range.text  # kept, in the box's form
     assert '<option value="dead" selected>' in reversed_range.text
     # A time given as unix seconds or with an offset comes back in the box, in the tenant's
@@ -492,6 +498,9 @@ def test_a_deleted_subscriptions_delivery_offers_no_retry(client: TestClient) ->
     assert f'href="/console/subscriptions/{sub["id"]}"' not in page.text  # it would be a 404
     refused = client.post(f"/console/deliveries/{delivery['id']}/retry", data={"csrf_token": token})
     assert refused.status_code == 409 and "was deleted" in refused.text
+    # Said once, by the page, where its Retry button was (not the service's words above it).
+    assert refused.text.count('data-testid="no-retry"') == 1
+    assert 'class="flash err"' not in refused.text
 
 
 def test_an_action_opened_as_a_page_is_405_and_an_unknown_page_404(client: TestClient) -> None:
@@ -819,6 +828,6 @@ def test_a_retry_for_a_disabled_subscription_says_it_waits(client: TestClient) -
 def test_an_empty_filtered_list_says_the_filters_match_nothing(client: TestClient) -> None:
     sign_in(client, tenant(client, "acme"))
     assert "Nothing here yet." in client.get("/console/leads").text
-    assert "Nothing matches these filters." in client.get("/console/leads?q=nobody").text
+    assert "No lead matches this search." in client.get("/console/leads?q=nobody").text
     assert "Nothing matches these filters." in client.get("/console/deliveries?status=dead").text
     assert "Nothing matches these filters." in client.get("/console/events?lead=x").text

@@ -41,6 +41,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "first_page": ("First page", "第一页"),
     "none": ("Nothing here yet.", "暂无数据。"),
     "none.filtered": ("Nothing matches these filters.", "没有符合这些筛选条件的内容。"),
+    "none.search": ("No lead matches this search.", "没有符合此搜索的线索。"),
     "none.past_end": (
         "Nothing more: this page is past the end of the list.",
         "没有更多数据：此页已超出列表末尾。",

@@ -200,11 +200,21 @@ def events(
     """The event log, newest first, filtered by type and lead; a live view above it."""
     mid = signed_in(page)
     svc = page.container.console
-    found, nxt = svc.events(mid, event_type or None, lead.strip() or None, before, PER_PAGE)
+    error, code = None, 200
+    try:
+        found, nxt = svc.events(mid, event_type or None, lead.strip() or None, before, PER_PAGE)
+    except LeadhookError as exc:
+        # Above the filter form, to be corrected there (as the deliveries' filters are), not
+        # a page of its own whose only way on was back to the console's start.
+        if error_status(exc) == 404:
+            raise
+        error, code, found, nxt = page.explain(exc), error_status(exc), [], None
     catalog = svc.catalog(mid)
     items = [(e, pretty_json(e.payload)) for e in found]
     return page.render(
         "events.html",
+        status=code,
+        error=error,
         catalog=catalog,
         items=items,
         event_type=event_type,
@@ -679,9 +689,15 @@ def retry(page: PageDep, delivery_id: str) -> Response:
     try:
         page.container.subscriptions.retry(mid, delivery_id)
     except LeadhookError as exc:
-        if error_status(exc) == 404:
+        status = error_status(exc)
+        if status == 404:
             raise
-        return _delivery_page(page, delivery_id, status=error_status(exc), error=page.explain(exc))
+        found = page.container.console.delivery(mid, delivery_id)[0]
+        if page.container.console.subscription_state(mid, found.subscription_id) == "deleted":
+            # The page says so itself, where its Retry button was: not the service's words
+            # stacked on top of it.
+            return _delivery_page(page, delivery_id, status=status)
+        return _delivery_page(page, delivery_id, status=status, error=page.explain(exc))
     return page.redirect(f"/console/deliveries/{delivery_id}?done=retried")
 
 
