@@ -561,13 +561,26 @@ def test_a_deleted_subscriptions_deliveries_stay_filtered_by_it(client: TestClie
     assert client.delete(f"/v1/subscriptions/{gone['id']}", headers=auth).status_code == 204
     sign_in(client, key)
     page = client.get(f"/console/deliveries?subscription={gone['id']}&status=dead").text
-    # The filter shows (and keeps, for the next Filter) the deleted subscription it is on.
-    assert f'<option value="{gone["id"]}" selected>{gone["id"]} (deleted)</option>' in page
+    # The filter shows (and keeps, for the next Filter) the deleted subscription it is on,
+    # by what named it (its URL here: it has no description), not by a raw id.
+    gone_url = "http://127.0.0.1:9/gone"
+    assert f'<option value="{gone["id"]}" selected>{gone_url} (deleted)</option>' in page
+    assert f"{gone_url}</a>" not in page and f"<td>{gone_url} (deleted)</td>" in page
     assert f'href="/console/subscriptions/{gone["id"]}"' not in page  # it would be a 404
     assert (
         page.count('data-delivery="') == 1
         and f'href="/console/subscriptions/{kept["id"]}"' not in page
     )
+    (dead,) = client.get(f"/v1/deliveries?subscription_id={gone['id']}", headers=auth).json()[
+        "data"
+    ]
+    assert (
+        f"{gone_url} <code>{gone['id']}</code> (deleted)"
+        in client.get(f"/console/deliveries/{dead['id']}").text
+    )
+    # An id that names no subscription of this tenant is said to be none, not "deleted".
+    other = client.get("/console/deliveries?subscription=bogus").text
+    assert '<option value="bogus" selected>bogus (no such subscription)</option>' in other
 
 
 def test_a_page_past_the_end_says_so_and_time_boxes_name_their_zone(client: TestClient) -> None:

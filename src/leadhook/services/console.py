@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -94,6 +94,10 @@ class ConsoleQueries(Protocol):
         self, mid: str, query: DeliveryQuery, before_seq: int | None, limit: int
     ) -> list[tuple[int, Delivery]]: ...
     def attempts_since(self, mid: str, since: float, limit: int) -> list[AttemptSample]: ...
+    def deleted_subscriptions(self, mid: str, ids: Collection[str]) -> dict[str, str]:
+        """The deleted subscriptions among `ids`, each with what names it (its description,
+        else its URL)."""
+        ...
 
 
 # ---- what the pages show --------------------------------------------------------------------
@@ -546,6 +550,10 @@ class ConsoleService:
         if sub is None:
             return "deleted"
         return "enabled" if sub.enabled else "disabled"
+
+    def deleted_names(self, mid: str, ids: Collection[str]) -> dict[str, str]:
+        """What names each deleted subscription among `ids` (its description, else URL)."""
+        return self._q.deleted_subscriptions(mid, ids) if ids else {}
 
     def subscription_list(self, mid: str) -> list[Subscription]:
         """Return every subscription of the tenant, oldest first."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -202,3 +202,13 @@ class SqlConsoleQueries:
             AttemptSample(r.subscription_id, r.attempted_at, r.status_code, r.latency_ms, r.error)
             for r in rows
         ]
+
+    def deleted_subscriptions(self, mid: str, ids: Collection[str]) -> dict[str, str]:
+        c = t.subscriptions.c
+        with self._conn() as conn:
+            rows = conn.execute(
+                select(c.id, c.description, c.url).where(
+                    c.mid == mid, c.id.in_(sorted(ids)), c.deleted_at.is_not(None)
+                )
+            ).all()
+        return {r.id: r.description or r.url for r in rows}

@@ -214,6 +214,7 @@ STRINGS: dict[str, tuple[str, str]] = {
         "其订阅已删除：此投递无法再次发送。",
     ),
     "sub.deleted": ("deleted", "已删除"),
+    "sub.unknown": ("no such subscription", "无此订阅"),
     "retried": ("Queued again: it will be sent in a moment.", "已重新排队，稍后发送。"),
     "retried.waiting": (
         "Queued again: it will be sent once its subscription is enabled again.",

@@ -621,6 +621,10 @@ def deliveries(
         # rather than on an error page with no way back to it.
         error, code, found, nxt = page.explain(exc), error_status(exc), [], None
     subs = svc.subscription_list(mid)
+    live = {s.id: s.description or s.url for s in subs}
+    # A deleted subscription's deliveries stay: named by what named it, not by a raw id.
+    named = {d.subscription_id for d in found} | ({subscription} if subscription else set())
+    deleted = svc.deleted_names(mid, named - set(live))
     return page.render(
         "deliveries.html",
         status=code,
@@ -628,7 +632,8 @@ def deliveries(
         catalog=catalog,
         items=found,
         subs=subs,
-        sub_names={s.id: s.description or s.url for s in subs},
+        sub_names=live,
+        deleted_names=deleted,
         f={
             "subscription": subscription,
             "status": status,
@@ -667,6 +672,7 @@ def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any
     # the page says so rather than offer a button that only fails.
     state = svc.subscription_state(mid, found.subscription_id)
     orphaned = state == "deleted"
+    gone = svc.deleted_names(mid, {found.subscription_id}) if orphaned else {}
     return page.render(
         "delivery.html",
         status=status,
@@ -675,6 +681,7 @@ def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any
         body=pretty_json(body),
         attempts=attempts,
         orphaned=orphaned,
+        orphan_name=gone.get(found.subscription_id),
         sub_disabled=state == "disabled",
         nav="deliveries",
         canonical=_with_query(f"/console/deliveries/{found.id}", done=extra.get("done")),
