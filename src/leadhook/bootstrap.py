@@ -113,16 +113,11 @@ class Container:
         self.engine.dispose()
 
 
-def _events_purged_before(
-    settings: Settings, clock: Clock, engine: Engine, gate: WriteGate
-) -> float | None:
-    """The time before which retention may have purged events: the newest horizon a purge
-    kept in the database (any process's, whatever this one's settings), or this process's
-    own horizon now; None when neither purges."""
+def _events_purged_before(settings: Settings, clock: Clock) -> float | None:
+    """The time before which this process's retention purges events now; None when it keeps
+    them all. (The SQL log also reads the horizon the purges kept in the database.)"""
     keep = settings.retention.event_retention
-    own = None if keep is None else clock() - keep
-    kept = SqlRetention(engine, gate).horizon("events")
-    return max((h for h in (own, kept) if h is not None), default=None)
+    return None if keep is None else clock() - keep
 
 
 def make_sender(settings: Settings, limit: int) -> Sender:
@@ -196,9 +191,7 @@ def build(
         ids=ids,
         tenants=TenantService(uow, clock, ids, readonly_uow=readonly),
         leads=leads,
-        events=EventService(
-            readonly, partial(_events_purged_before, settings, clock, engine, gate)
-        ),
+        events=EventService(readonly, partial(_events_purged_before, settings, clock)),
         subscriptions=SubscriptionService(
             uow,
             clock,

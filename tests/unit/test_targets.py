@@ -158,11 +158,28 @@ def test_a_name_is_refused_now_when_any_address_it_resolves_to_is_not_public() -
     def resolving(*addresses: str) -> Callable[[str], list[str]]:
         return lambda host: list(addresses)
 
-    with pytest.raises(TargetError, match=r"^hooks\.acme resolves to a refused address: 10\.1"):
+    with pytest.raises(TargetError, match=r"^hooks\.acme resolves to a private address; set"):
         check_name_now("hooks.acme.", resolve=resolving("93.184.215.14", "10.1.2.3"))
-    with pytest.raises(TargetError, match=r"169\.254\.169\.254"):
+    with pytest.raises(TargetError, match="resolves to a cloud metadata address") as caught:
         check_name_now("meta.acme", resolve=resolving("169.254.169.254"))
+    assert "169.254" not in str(caught.value)  # the kind, not the address: no internal DNS
+    with pytest.raises(TargetError) as embedded:
+        check_name_now("six.acme", resolve=resolving("2002:a00:7::"))  # 6to4 of 10.0.0.7
+    assert "10.0.0.7" not in str(embedded.value) and "2002" not in str(embedded.value)
     check_name_now("hooks.acme", resolve=resolving("93.184.215.14", "2606:2800:21f:cb07::1"))
+
+
+def test_the_name_looked_up_is_the_one_the_sender_connects_to() -> None:
+    # Python's IDNA 2003 codec reads "faß.de" as "fass.de"; yarl (the sender) as
+    # "xn--fa-hia.de": the check looked up another host than the one sent to (a review).
+    asked: list[str] = []
+
+    def resolve(host: str) -> list[str]:
+        asked.append(host)
+        return ["93.184.215.14"]
+
+    check_name_now("faß.de", resolve=resolve)
+    assert asked == ["xn--fa-hia.de"]
 
 
 def test_a_name_that_does_not_resolve_or_not_in_time_passes_to_the_send_check() -> None:

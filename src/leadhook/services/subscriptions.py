@@ -320,10 +320,12 @@ class SubscriptionService:
         values = self._validated(changes)
         if "url" in values:
             # A new URL's name is looked up (not the URL kept: an edit of the description
-            # is not refused because the name has since moved; its sends are).
+            # is not refused because the name has since moved; its sends are), with no
+            # transaction open: a lookup may take seconds.
             with self._read() as uow:
-                if self._sub(uow, mid, sub_id).url != values["url"]:
-                    self._reachable(values["url"])
+                moving = self._sub(uow, mid, sub_id).url != values["url"]
+            if moving:
+                self._reachable(values["url"])
         now = self._clock()
         with self._uow() as uow:
             sub = self._sub(uow, mid, sub_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from typing import Any
@@ -12,9 +13,11 @@ from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, selec
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.queue_sql import queue_statements
 from leadhook.adapters.db.repositories import driver_in_transaction, execute_rows, unread
+from leadhook.adapters.db.retention import PG_PURGE_LOCK
 from leadhook.adapters.db.sql import statements
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit
+from leadhook.domain.errors import NotFoundError
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
     ENDED_BY_DELETE,
@@ -97,6 +100,14 @@ class _OnConnection:
     def unread(self) -> Any:
         """Where named SQL whose answer nobody reads runs (`repositories.unread`)."""
         return unread(self.conn)
+
+
+# How far before `since` a replay-missing's bisect of the log starts: commits that overtook
+# each other, and writers whose clocks disagree by up to this much, are still found.
+SKEW_MARGIN = 300.0
+# Held (shared, to the transaction's end) by a replay-missing on PostgreSQL: the events
+# purge takes the same key exclusively, with a try, and skips while one runs (retention.py).
+_REPLAY_HOLDS_PURGE = text("SELECT pg_advisory_xact_lock_shared(:k)").bindparams(k=PG_PURGE_LOCK)
 
 
 def _locked_in_order(*conds: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -415,14 +426,24 @@ class SqlDeliveries(_OnConnection):
         event_types: Collection[str] | None,
         limit: int,
     ) -> tuple[int, bool]:
-        if self.conn.dialect.name == "postgresql":
-            # Two replays of one subscription beside each other would both find an event
-            # missing and queue it twice: they take turns on its row. (A worker locks
-            # deliveries, then this row; this takes the row and locks no delivery.)
-            s = t.subscriptions.c
-            self.conn.execute(select(s.id).where(s.id == sub_id).with_for_update())
+        # On PostgreSQL two replays of one subscription beside each other would both find an
+        # event missing and queue it twice: they take turns on its row (a worker locks
+        # deliveries, then this row; this takes the row and locks no delivery). A delete
+        # waited for meanwhile leaves no live row: nothing is queued for it.
+        pg = self.conn.dialect.name == "postgresql"
+        s = t.subscriptions.c
+        live = select(s.id).where(s.id == sub_id, s.mid == mid, s.deleted_at.is_(None))
+        if self.conn.execute(live.with_for_update() if pg else live).first() is None:
+            raise NotFoundError(f"subscription {sub_id!r} not found")
+        if pg:
+            # The events purge deletes an event that has no delivery: it would not see the
+            # deliveries this transaction adds, and leave them pointing at nothing (never
+            # claimable, in the claims' way). It skips while a replay holds this (shared).
+            self.conn.execute(_REPLAY_HOLDS_PURGE)
+        # Event times are whole seconds: an event in the second `since` falls in counts.
+        start = math.floor(since)
         e, d = t.events.c, t.deliveries.c
-        conds = [e.mid == mid, e.seq >= self._first_seq_since(mid, since), e.create_time >= since]
+        conds = [e.mid == mid, e.seq >= self._first_seq_since(mid, start), e.create_time >= start]
         if until is not None:
             conds.append(e.create_time < until)
         if event_types is not None:
@@ -442,8 +463,9 @@ class SqlDeliveries(_OnConnection):
 
     def _first_seq_since(self, mid: str, since: float) -> int:
         """About the first seq of the tenant's log created at `since`, by bisecting its seqs
-        (a log in seq order is in time order but for commits that overtook each other:
-        the bound is taken a minute early, and the caller filters on the time itself)."""
+        (a log in seq order is in time order but for commits that overtook each other and
+        writers' clocks apart: the bound is taken SKEW_MARGIN early, and the caller filters
+        on the time itself)."""
         e = t.events.c
         bounds = self.conn.execute(
             select(func.min(e.seq), func.max(e.seq)).where(e.mid == mid)
@@ -451,7 +473,7 @@ class SqlDeliveries(_OnConnection):
         if bounds[0] is None:
             return 0
         lo, hi = int(bounds[0]), int(bounds[1]) + 1
-        early = since - 60
+        early = since - SKEW_MARGIN
         while lo < hi:
             middle = (lo + hi) // 2
             row = self.conn.execute(

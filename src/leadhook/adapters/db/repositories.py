@@ -468,7 +468,7 @@ class SqlEvents(_Repo):
         order = c.entity_version if entity_id else c.seq
         anchor = self.get(mid, after) if after else None
         if after and anchor is None:
-            floor = cursors.purged_event_floor(after, purged_before and purged_before())
+            floor = cursors.purged_event_floor(after, self._purged_before(purged_before))
             if floor is None:
                 raise BadRequestError(f"after={after!r} names no event of this tenant")
             # Purged: from the first event logged with an id minted since (the tenant's log
@@ -499,6 +499,15 @@ class SqlEvents(_Repo):
         data = [_event(r) for r in rows[:limit]]
         nxt = data[-1].event_id if len(rows) > limit else None
         return Page(data, nxt)
+
+    def _purged_before(self, own: Callable[[], float | None] | None) -> float | None:
+        """The time before which retention may have purged events: this process's horizon
+        (`own`), or the newest one a purge kept in the database (any process's, whatever this
+        one's settings say), read on this transaction's own connection."""
+        c = t.purge_counts.c
+        kept = self.conn.execute(select(c.horizon).where(c.table_name == "events")).scalar()
+        horizons = [h for h in ((own() if own else None), kept) if h is not None]
+        return max(horizons) if horizons else None
 
     def timeline(
         self, mid: str, entity_id: str, *, is_follow_up: int | None, cursor: str | None, limit: int

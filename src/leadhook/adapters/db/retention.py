@@ -23,8 +23,8 @@ from leadhook.services.retention import Kind
 
 # Only one PostgreSQL worker purges at a time (the others skip the batch): the same rows would
 # be fought over otherwise. Any constant works, as long as every leadhook process uses it.
-_PG_PURGE_LOCK = 7_340_212
-_TRY_PURGE_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)").bindparams(k=_PG_PURGE_LOCK)
+PG_PURGE_LOCK = 7_340_212
+_TRY_PURGE_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)").bindparams(k=PG_PURGE_LOCK)
 
 _KEYS = text("""DELETE FROM idempotency_keys
 WHERE (mid, key) IN (
@@ -176,14 +176,6 @@ class SqlRetention:
                 self._after = -1  # reached the horizon: the next call starts over
                 break
         return found
-
-    def horizon(self, table: str) -> float | None:
-        """The newest time a purge of `table` deleted rows created before (None: none yet)."""
-        c = t.purge_counts.c
-        with self._engine.connect() as raw:
-            conn = raw.execution_options(leadhook_readonly=True)
-            found = conn.execute(select(c.horizon).where(c.table_name == table)).scalar()
-        return None if found is None else float(found)
 
     def counts(self) -> dict[str, int]:
         """Return the rows purged per table since the database was created."""

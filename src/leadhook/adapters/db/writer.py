@@ -582,7 +582,9 @@ class GroupWriter:
         `held`: the caller holds the write gate already (the loop's flush). A connection kept
         from an earlier group that turns out to be gone (the server restarted, or ended idle
         sessions) before this group's COMMIT was sent wrote nothing: the group runs again, once,
-        on a new connection (`reconnected`), rather than answer 503 for a healthy database."""
+        on a new connection (`reconnected`), rather than answer 503 for a healthy database. (A
+        pipelined group of several sends its COMMIT with its statements: it is not run again
+        so; `_run_deferred` has its own way back, one unit at a time.)"""
         refusing = self._refusing
         if refusing is not None:  # the server stops: nothing more is begun (`refuse_waiting`)
             for item in batch:
@@ -598,6 +600,9 @@ class GroupWriter:
                 self._track(conn, batch)
                 deferred, way = None, "one_by_one"
                 if self._pipelined and len(batch) > 1:
+                    # Its COMMIT goes out with the group's one sync: from here on, a lost
+                    # connection may have committed it, and it is not run again below.
+                    committing = True
                     deferred, tainted = self._run_deferred(conn, batch)
                     way = "deferred" if deferred is not None else "deferred_redone"
                     if deferred is None and tainted:

@@ -31,7 +31,14 @@ from yarl import URL
 
 from leadhook.adapters.http.answers import http_answer, no_answer
 from leadhook.domain.attempts import SendResult
-from leadhook.domain.targets import TargetError, check_address, check_host, parse_ip
+from leadhook.domain.targets import (
+    ALLOW_HINT,
+    TargetError,
+    check_address,
+    check_host,
+    parse_ip,
+    refusal_reason,
+)
 
 BODY_LIMIT = 1024
 HEAD_LIMIT = 65536  # bytes of an answer read before it is whole or over BODY_LIMIT: its head
@@ -88,7 +95,7 @@ class SystemResolver:
 # How long a subscription's create or change waits for its host name to resolve before it
 # lets the name pass unresolved (every send checks the name again, `GuardedResolver`).
 NAME_CHECK_SECONDS = 2.0
-# Lookups at once; one past them passes unresolved rather than wait behind a stuck resolver.
+# Lookups at once: one past them passes unresolved rather than wait behind a stuck resolver.
 _NAME_CHECKS = threading.BoundedSemaphore(8)
 
 
@@ -99,37 +106,50 @@ def check_name_now(
     timeout: float = NAME_CHECK_SECONDS,
 ) -> None:
     """Refuse, when a subscription is created or its URL changed, a host name that resolves
-    now to an address webhooks must not reach (`TargetError`, said as a send says it).
+    now to an address webhooks must not reach (`TargetError`).
 
     A literal address is `check_host`'s. A name that does not resolve, or not within
-    `timeout`, passes: it may be made later, and every send resolves and checks it again
-    (a name can also be pointed inside afterwards, which only that check sees). The lookup
-    runs on a daemon thread: one the resolver holds longer never holds a stopping process."""
+    `timeout`, passes, and so does one while `_NAME_CHECKS` lookups are running already: it
+    may be made later, and every send resolves and checks it again (a name can also be
+    pointed inside afterwards, which only that check sees). The name looked up is the one
+    the sender connects to (yarl's IDNA 2008 form, not Python's IDNA 2003: `faß.de` is
+    `xn--fa-hia.de`, not `fass.de`), on a daemon thread: one the resolver holds longer never
+    holds a stopping process. The refusal names the kind of address, not the address: the
+    API is no way to read a network's internal names."""
     if parse_ip(host) is not None:
         return
+    try:
+        name = URL.build(scheme="http", host=host).raw_host or host
+    except (ValueError, UnicodeError):
+        return  # not a name the sender could reach either: its send says why
     lookup = resolve or _addresses_of
     found: list[list[str]] = []
 
     def run() -> None:
         try:
-            found.append(lookup(host))
+            found.append(lookup(name))
         except (OSError, UnicodeError, ValueError):
             pass
         finally:
             _NAME_CHECKS.release()
 
-    if not _NAME_CHECKS.acquire(timeout=timeout):
+    if not _NAME_CHECKS.acquire(blocking=False):
         return
-    thread = threading.Thread(target=run, name="leadhook-name-check", daemon=True)
-    thread.start()
+    try:
+        thread = threading.Thread(target=run, name="leadhook-name-check", daemon=True)
+        thread.start()
+    except BaseException:
+        _NAME_CHECKS.release()
+        raise
     thread.join(timeout)
     if not found:
         return
     for address in found[0]:
-        try:
-            check_address(address, allow_private=False)
-        except TargetError as exc:
-            raise TargetError(f"{host.rstrip('.')} resolves to a refused address: {exc}") from None
+        ip = parse_ip(address)
+        reason = None if ip is None else refusal_reason(ip)
+        if reason is not None:
+            kind = reason.split(" is ", 1)[-1].split(" (", 1)[0]  # no address in it
+            raise TargetError(f"{host.rstrip('.')} resolves to {kind}; {ALLOW_HINT}")
 
 
 def _addresses_of(host: str) -> list[str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from leadhook.adapters.memory.state import DeliveryRow, MemoryState, SubscriptionRow
 from leadhook.domain.attempts import UNANSWERED
 from leadhook.domain.circuit import CLOSED, Circuit
+from leadhook.domain.errors import NotFoundError
 from leadhook.services import cursor as cursors
 from leadhook.services.ports import (
     ENDED_BY_DELETE,
@@ -242,13 +244,16 @@ class MemoryDeliveries:
         event_types: Collection[str] | None,
         limit: int,
     ) -> tuple[int, bool]:
+        row = self._s.subscriptions.get(sub_id)
+        if row is None or row.sub.mid != mid or row.deleted_at is not None:
+            raise NotFoundError(f"subscription {sub_id!r} not found")
         sent = {d.event_seq for d in self._s.deliveries.values() if d.subscription_id == sub_id}
         missing = [
             ev
             for ev in self._s.events
             if ev is not None
             and ev.mid == mid
-            and ev.create_time >= since
+            and ev.create_time >= math.floor(since)  # whole seconds: its second counts
             and (until is None or ev.create_time < until)
             and (event_types is None or ev.event_type in event_types)
             and ev.seq not in sent

@@ -468,7 +468,7 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 _REFUSED_ADDRESS = re.compile(r"(.+?) is (.+?)( \(embedded in .+\))?; (set LEADHOOK_.*)\Z")
 # A name refused for what it resolves to (adapters/http/sender.py, `check_name_now`).
-_RESOLVED_TO = re.compile(r"(\S+) resolves to a refused address: (.+)\Z", re.DOTALL)
+_RESOLVED_TO = re.compile(r"(\S+) resolves to (.+?); set LEADHOOK_.*\Z")
 
 
 def message(text: str, lang: str) -> str:
@@ -476,8 +476,8 @@ def message(text: str, lang: str) -> str:
     if lang != "zh":
         return text
     resolved = _RESOLVED_TO.match(text)
-    if resolved is not None:
-        return f"{resolved.group(1)} 解析到的地址被拒绝：{message(resolved.group(2), lang)}"
+    if resolved is not None and resolved.group(2) in _ADDRESS_KINDS_ZH:
+        return f"{resolved.group(1)} 解析到{_ADDRESS_KINDS_ZH[resolved.group(2)]}；{_ALLOW_ZH}"
     refused = _REFUSED_ADDRESS.match(text)
     if refused is not None and refused.group(2) in _ADDRESS_KINDS_ZH:
         embedded = refused.group(3) or ""
