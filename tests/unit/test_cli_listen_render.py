@@ -45,3 +45,15 @@ def test_shown_keeps_ordinary_text() -> None:
     assert shown("赵拥晨 O'Brien 😀 tab\there") == "赵拥晨 O'Brien 😀 tab\\there"
     assert shown("\x00\x7f\x85\u2028") == "\\x00\\x7f\\x85\\u2028"
     assert shown(12) == "12"
+
+
+def test_a_member_with_no_numeric_id_is_named_by_its_user_id() -> None:
+    # A claim from a pool: the member is the operator (type 2) with operator_id 0 when it is
+    # bound to none; "by member" alone said nothing of who (a new user's walk-through).
+    event = json.loads(EXAMPLE.read_text())
+    event["extra_data"].update(operator_type=2, operator_id=0, omni_user_uuid="m-wang")
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, color_system=None, width=200).print(
+        render_event(parse(json.dumps(event).encode()), verified=True)
+    )
+    assert "by member m-wang" in out.getvalue()

@@ -90,6 +90,9 @@ def render_event(
     line.append(f"  by {OPERATORS.get(extra.operator_type, '?')}", "dim")
     if extra.operator_id:
         line.append(f" {shown(extra.operator_id)}", "dim")
+    elif extra.operator_type and extra.omni_user_uuid:
+        # A member bound to no numeric id (a claim from a pool): named by its user id.
+        line.append(f" {shown(extra.omni_user_uuid)}", "dim")
     if event.action_keyword != event.event_type:
         line.append(f"  ({shown(event.action_keyword)})", "magenta")
     for detail in _details(event, member_names or {}):

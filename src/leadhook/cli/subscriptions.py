@@ -25,7 +25,8 @@ from leadhook.cli.common import (
 )
 
 subscriptions_app = typer.Typer(
-    help="List, create, enable, disable, test and replay a tenant's webhook subscriptions."
+    help="List, create, enable, disable, test and replay a tenant's webhook subscriptions,"
+    " and send them the events they missed."
 )
 deliveries_app = typer.Typer(help="List a tenant's deliveries and send one again.")
 
@@ -190,7 +191,9 @@ def subscriptions_replay(
     """
     with opened(existing_database(load_settings(database_url=database_url))) as container:
         count = container.subscriptions.replay(mid, sub_id, _unix_or_text(since), status)
-    console.print(f"{count} deliveries of {sub_id} queued again.", markup=False)
+    what = "delivery" if count == 1 else "deliveries"
+    how = "sent now, each with a fresh schedule" if status == "failed" else "queued again"
+    console.print(f"{count} {what} of {sub_id} {how}.", markup=False)
 
 
 @subscriptions_app.command("replay-missing")
@@ -219,8 +222,13 @@ def subscriptions_replay_missing(
         count, more = container.subscriptions.replay_missing(
             mid, sub_id, _unix_or_text(since), None if until is None else _unix_or_text(until)
         )
-    rest = " More are missing: run it again to queue the next ones." if more else ""
-    console.print(f"{count} missing events queued for {sub_id}.{rest}", markup=False)
+    what = "missing event" if count == 1 else "missing events"
+    rest = (
+        " More are missing: run it again to queue the next ones."
+        if more
+        else " Nothing more is missing."
+    )
+    console.print(f"{count} {what} queued for {sub_id}.{rest}", markup=False)
 
 
 def _unix_or_text(value: str) -> float | str:
