@@ -356,8 +356,11 @@ def test_replay_takes_since_as_unix_seconds_or_rfc3339(stack: Stack) -> None:
     for since in (0, 1.5, "2000-01-01T00:00:00Z", "2000-01-01T08:00:00+08:00"):
         resp = stack.call("POST", path, json={"since": since})
         assert resp.status_code == 202 and resp.json() == {"replayed": 0}, resp.text
-    for since in (-1, "yesterday", "2000-01-01T00:00:00", True):
+    for since in (-1, "yesterday", "2000-01-01T00:00:00", True, 1e308, 253402300800):
         assert_problem(stack.call("POST", path, json={"since": since}), 422)
+        missing = stack.call("POST", path + "-missing", json={"since": since})
+        assert_problem(missing, 422)  # not a 500 from a number no column holds
+    assert_problem(stack.call("POST", path + "-missing", json={"since": 0, "until": 1e308}), 422)
     for status in ("dead", "delivered", "failed"):
         resp = stack.call("POST", path, json={"since": 0, "status": status})
         assert resp.status_code == 202 and resp.json() == {"replayed": 0}, resp.text

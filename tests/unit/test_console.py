@@ -269,3 +269,21 @@ def test_an_errors_wait_counted_from_the_failure_is_left_to_the_next_attempts_ti
     assert cause("busy; Retry-After asked for no wait: retry 2 in 20s, the schedule's") == "busy"
     kept = "not sent: circuit open; retries exhausted after 4 attempts"
     assert cause(kept) == kept and cause(None) == ""
+
+
+def test_a_long_refused_text_is_neither_translated_slowly_nor_echoed_whole() -> None:
+    # A 40 KB time box made the Chinese message patterns backtrack for seconds with the GIL
+    # held: every tenant's requests waited (a security review).
+    import time as clock
+
+    from leadhook.api.console.views import parse_local
+
+    hostile = " is ;" * 8000
+    started = clock.perf_counter()
+    assert message(hostile, "zh") == hostile  # past the longest translated: left as it is
+    with pytest.raises(ValidationError) as caught:
+        parse_local(Catalog.default("t1", "bt"), hostile)
+    said = str(caught.value)
+    assert len(said) < 200 and "…" in said
+    message(said, "zh")
+    assert clock.perf_counter() - started < 0.5

@@ -77,6 +77,9 @@ class TestResult:
     attempt: Attempt
 
 
+LAST_INSTANT = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
 def _instant(field: str, value: Any) -> float:
     """A time a replay takes: unix seconds, or an RFC 3339 date-time with its time zone."""
     if isinstance(value, str):
@@ -94,6 +97,8 @@ def _instant(field: str, value: Any) -> float:
             field,
             "must be unix seconds (a number >= 0) or an RFC 3339 date-time with a time zone",
         )
+    if value > LAST_INSTANT:  # past any time a database column holds (1e308 was a 500)
+        raise _bad(field, "is after 9999-12-31T23:59:59Z, unix time 253402300799")
     return float(value)
 
 

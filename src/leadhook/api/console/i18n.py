@@ -466,14 +466,22 @@ _ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         ),
     )
 )
-_REFUSED_ADDRESS = re.compile(r"(.+?) is (.+?)( \(embedded in .+\))?; (set LEADHOOK_.*)\Z")
+# Bounded pieces only: two lazy `.+?` groups here took seconds of backtracking (the GIL held,
+# every tenant's requests waiting) on a 40 KB text a time box echoed (a security review).
+_REFUSED_ADDRESS = re.compile(
+    r"(\S+) is (an? [a-z0-9 -]{1,40} address|not a public address)"
+    r"( \(embedded in \S+\))?; (set LEADHOOK_\S+ to allow it)\Z"
+)
+# Longer service messages are left in English: each pattern below reads a message in time
+# linear at worst in its length, and none the console translates is near this long.
+_LONGEST_TRANSLATED = 600
 # A name refused for what it resolves to (adapters/http/sender.py, `check_name_now`).
 _RESOLVED_TO = re.compile(r"(\S+) resolves to (.+?); set LEADHOOK_.*\Z")
 
 
 def message(text: str, lang: str) -> str:
     """A service's message in `lang`: Chinese where the console knows it, else as it is."""
-    if lang != "zh":
+    if lang != "zh" or len(text) > _LONGEST_TRANSLATED:
         return text
     resolved = _RESOLVED_TO.match(text)
     if resolved is not None and resolved.group(2) in _ADDRESS_KINDS_ZH:

@@ -277,12 +277,18 @@ def parse_local(catalog: Catalog, text: str | None, field: str = "") -> float | 
         seconds = text.replace(".", "", 1)
         at = float(text) if seconds.isascii() and seconds.isdigit() else _from_local(catalog, text)
     except ValueError:
-        raise refused(f"{text!r} is not a time (YYYY-MM-DDTHH:MM)") from None
+        raise refused(f"{_echo(text)} is not a time (YYYY-MM-DDTHH:MM)") from None
     if not 0 <= at <= _LAST_SECOND or _past_9999_locally(catalog, at):
         # Shown back in its box as a date in the tenant's timezone, which ends in 9999: the
         # last UTC second of 9999 is already the year 10000 east of UTC.
-        raise refused(f"{text!r} is not a time between 1970 and 9999")
+        raise refused(f"{_echo(text)} is not a time between 1970 and 9999")
     return at
+
+
+def _echo(text: str, most: int = 60) -> str:
+    """What a refusal says of a refused time box: its text (repr), cut to `most` characters:
+    the whole of a 1 MiB box was echoed (and read by every message pattern)."""
+    return repr(text if len(text) <= most else text[:most] + "…")
 
 
 def _past_9999_locally(catalog: Catalog, at: float) -> bool:
