@@ -1054,10 +1054,11 @@ def test_replay_missing_holds_off_the_events_purge_and_a_delete_it_waited_for(
         lead = new_lead(c, notes=2)  # no subscription yet: its events are settled at once
         late = create(c, MID, {"url": "http://127.0.0.1:9/late", "event_types": ["*"]})
         purge = SqlRetention(c.engine, c.gate)
+        with c.readonly_uow() as reading:
+            seqs, more = reading.deliveries.missing_events(MID, late["id"], 0, None, None, 100)
+        assert len(seqs) == 3 and not more
         with c.uow() as uow:
-            assert uow.deliveries.replay_missing(
-                MID, late["id"], 0, None, time.time(), None, 100
-            ) == (3, False)
+            assert uow.deliveries.queue_missing(MID, late["id"], seqs, time.time()) == 3
             # Meanwhile, in another transaction, the purge of everything before now skips.
             done = purge.purge("events", before=time.time() + 60, limit=100, now=time.time())
             assert done == {}

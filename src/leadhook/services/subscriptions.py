@@ -58,7 +58,8 @@ REPLAYABLE: tuple[str, ...] = tuple(s.value for s in ports.REPLAYABLE)
 """What a replay that names no status queues again (`dead`, `delivered`)."""
 REPLAY_STATUSES: tuple[str, ...] = tuple(s.value for s in ports.REPLAY_STATUSES)
 # The most events one `replay_missing` queues: one transaction of that many inserts holds
-# SQLite's write lock for a fraction of a second; the same call again queues the next ones.
+# SQLite's write lock for a fraction of a second (the walk that finds them holds none); the
+# same call again queues the next ones.
 REPLAY_MISSING_LIMIT = 10_000
 """What a replay may name (`dead`, `delivered`, `failed`); the console offers them too."""
 EDITABLE = frozenset(
@@ -493,12 +494,19 @@ class SubscriptionService:
         end = None if until is None else _instant("until", until)
         if end is not None and end <= start:
             raise _bad("until", "must be later than since")
-        with self._uow() as uow:
+        # Found in a read (a walk of the window, seconds on a log of millions, holds no
+        # write lock: on SQLite every tenant's writes would wait behind it), then queued in
+        # a write that finds them again.
+        with self._read() as uow:
             sub = self._sub(uow, mid, sub_id)
             types = None if "*" in sub.event_types else tuple(sub.event_types)
-            count, more = uow.deliveries.replay_missing(
-                mid, sub_id, start, end, self._clock(), types, REPLAY_MISSING_LIMIT
+            seqs, more = uow.deliveries.missing_events(
+                mid, sub_id, start, end, types, REPLAY_MISSING_LIMIT
             )
+        if not seqs:
+            return 0, more
+        with self._uow() as uow:
+            count = uow.deliveries.queue_missing(mid, sub_id, seqs, self._clock())
             uow.commit()
         if count:
             self._on_enqueued()

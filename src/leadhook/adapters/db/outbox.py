@@ -416,16 +416,32 @@ class SqlDeliveries(_OnConnection):
         )
         return int(result.rowcount)
 
-    def replay_missing(
+    def missing_events(
         self,
         mid: str,
         sub_id: str,
         since: float,
         until: float | None,
-        now: float,
         event_types: Collection[str] | None,
         limit: int,
-    ) -> tuple[int, bool]:
+    ) -> tuple[list[int], bool]:
+        # Event times are whole seconds: an event in the second `since` falls in counts.
+        start = math.floor(since)
+        e, d = t.events.c, t.deliveries.c
+        conds = [e.mid == mid, e.seq >= self._first_seq_since(mid, start), e.create_time >= start]
+        if until is not None:
+            conds.append(e.create_time < until)
+        if event_types is not None:
+            conds.append(e.event_type.in_(sorted(event_types)))
+        delivered = select(d.seq).where(d.event_seq == e.seq, d.subscription_id == sub_id)
+        seqs = list(
+            self.conn.execute(
+                select(e.seq).where(*conds, ~delivered.exists()).order_by(e.seq).limit(limit + 1)
+            ).scalars()
+        )
+        return [int(seq) for seq in seqs[:limit]], len(seqs) > limit
+
+    def queue_missing(self, mid: str, sub_id: str, seqs: Sequence[int], now: float) -> int:
         # On PostgreSQL two replays of one subscription beside each other would both find an
         # event missing and queue it twice: they take turns on its row (a worker locks
         # deliveries, then this row; this takes the row and locks no delivery). A delete
@@ -440,26 +456,20 @@ class SqlDeliveries(_OnConnection):
             # deliveries this transaction adds, and leave them pointing at nothing (never
             # claimable, in the claims' way). It skips while a replay holds this (shared).
             self.conn.execute(_REPLAY_HOLDS_PURGE)
-        # Event times are whole seconds: an event in the second `since` falls in counts.
-        start = math.floor(since)
         e, d = t.events.c, t.deliveries.c
-        conds = [e.mid == mid, e.seq >= self._first_seq_since(mid, start), e.create_time >= start]
-        if until is not None:
-            conds.append(e.create_time < until)
-        if event_types is not None:
-            conds.append(e.event_type.in_(sorted(event_types)))
         delivered = select(d.seq).where(d.event_seq == e.seq, d.subscription_id == sub_id)
-        rows = self.conn.execute(
-            select(e.seq, e.event_id, e.entity_id, e.entity_version, e.event_type)
-            .where(*conds, ~delivered.exists())
-            .order_by(e.seq)
-            .limit(limit + 1)
-        ).all()
-        new_id = self.ids.short
-        params = [(new_id(), mid, sub_id, *r, now, now, now) for r in rows[:limit]]
-        if params:
-            execute_rows(self.unread, self.sql.insert_delivery, params)
-        return len(params), len(rows) > limit
+        new_id, queued = self.ids.short, 0
+        for at in range(0, len(seqs), 1000):  # bound the statement's parameters
+            rows = self.conn.execute(
+                select(e.seq, e.event_id, e.entity_id, e.entity_version, e.event_type)
+                .where(e.mid == mid, e.seq.in_(list(seqs[at : at + 1000])), ~delivered.exists())
+                .order_by(e.seq)
+            ).all()
+            params = [(new_id(), mid, sub_id, *r, now, now, now) for r in rows]
+            if params:
+                execute_rows(self.unread, self.sql.insert_delivery, params)
+            queued += len(params)
+        return queued
 
     def _first_seq_since(self, mid: str, since: float) -> int:
         """About the first seq of the tenant's log created at `since`, by bisecting its seqs

@@ -234,31 +234,39 @@ class MemoryDeliveries:
                 count += 1
         return count
 
-    def replay_missing(
+    def missing_events(
         self,
         mid: str,
         sub_id: str,
         since: float,
         until: float | None,
-        now: float,
         event_types: Collection[str] | None,
         limit: int,
-    ) -> tuple[int, bool]:
+    ) -> tuple[list[int], bool]:
+        sent = {d.event_seq for d in self._s.deliveries.values() if d.subscription_id == sub_id}
+        start = math.floor(since)  # whole seconds: the second `since` falls in counts
+        missing = sorted(
+            ev.seq
+            for ev in self._s.events
+            if ev is not None
+            and ev.mid == mid
+            and ev.create_time >= start
+            and (until is None or ev.create_time < until)
+            and (event_types is None or ev.event_type in event_types)
+            and ev.seq not in sent
+        )
+        return missing[:limit], len(missing) > limit
+
+    def queue_missing(self, mid: str, sub_id: str, seqs: Sequence[int], now: float) -> int:
         row = self._s.subscriptions.get(sub_id)
         if row is None or row.sub.mid != mid or row.deleted_at is not None:
             raise NotFoundError(f"subscription {sub_id!r} not found")
         sent = {d.event_seq for d in self._s.deliveries.values() if d.subscription_id == sub_id}
-        missing = [
-            ev
-            for ev in self._s.events
-            if ev is not None
-            and ev.mid == mid
-            and ev.create_time >= math.floor(since)  # whole seconds: its second counts
-            and (until is None or ev.create_time < until)
-            and (event_types is None or ev.event_type in event_types)
-            and ev.seq not in sent
-        ]
-        missing.sort(key=lambda ev: ev.seq)
-        for ev in missing[:limit]:
+        wanted = set(seqs) - sent
+        events = sorted(
+            (ev for ev in self._s.events if ev is not None and ev.mid == mid and ev.seq in wanted),
+            key=lambda ev: ev.seq,
+        )
+        for ev in events:
             self._add(sub_id, ev.seq, ev, now)
-        return min(len(missing), limit), len(missing) > limit
+        return len(events)

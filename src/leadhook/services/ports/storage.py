@@ -377,19 +377,24 @@ class DeliveryRepository(Protocol):
         those of `event_types` when given (None: every type); answer how many."""
         ...
 
-    def replay_missing(
+    def missing_events(
         self,
         mid: str,
         sub_id: str,
         since: float,
         until: float | None,
-        now: float,
         event_types: Collection[str] | None,
         limit: int,
-    ) -> tuple[int, bool]:
-        """Queue for `sub_id` the tenant's logged events (of `event_types`, None: every type)
-        created at or after `since` (and before `until`) that it has no delivery of, oldest
-        first, at most `limit`; answer how many, and whether more are missing."""
+    ) -> tuple[list[int], bool]:
+        """The seqs of the tenant's logged events (of `event_types`, None: every type) created
+        at or after `since` (whole seconds) and before `until` that `sub_id` has no delivery
+        of, oldest first, at most `limit`; and whether more are missing. A read."""
+        ...
+
+    def queue_missing(self, mid: str, sub_id: str, seqs: Sequence[int], now: float) -> int:
+        """Queue for the live subscription `sub_id` a pending delivery of each event of
+        `seqs` it still has none of (found again: another replay may have queued some, a
+        purge deleted some); how many. NotFoundError when the subscription is gone."""
         ...
 
 
