@@ -1110,3 +1110,31 @@ def test_a_name_is_looked_up_with_no_connection_held(container: Backend) -> None
     c.subscriptions.update(MID, sub["id"], {"url": "https://hooks.example/moved"})
     c.subscriptions.update(MID, sub["id"], {"url": "https://hooks.example/moved"})  # kept
     assert held == [0, 0]  # the create's and the change's; a URL kept is not looked up
+
+
+def test_replay_missing_does_not_send_again_what_delivery_retention_purged(
+    container: Backend,
+) -> None:
+    """Catches (an integrator): once retention purged a subscription's delivered deliveries,
+    replay-missing found their events "missing" and sent the whole log again."""
+    if not isinstance(container, Container):
+        pytest.skip("the memory store purges nothing")
+    from leadhook.adapters.db.retention import SqlRetention
+
+    c = container
+    sub = setup(c)
+    lead = new_lead(c, notes=1)
+    q, now = queue_of(c), time.time() + 1
+    for _ in range(2):  # its create, then its note: per-lead order
+        (job,) = claim(q, now)
+        q.record(worker_id="w1", verdicts=[outcome(job, "delivered")], now=now)
+    done = SqlRetention(c.engine, c.gate).purge(
+        "deliveries", before=time.time() + 5, limit=100, now=time.time()
+    )
+    assert done["deliveries"] == 2 and deliveries(c, sub["id"]) == []
+    assert c.subscriptions.replay_missing(MID, sub["id"], 0) == (0, False)
+    # A subscription made after those events never had them: its backfill still sends them.
+    time.sleep(1.1)  # event times are whole seconds
+    late = create(c, MID, {"url": "http://127.0.0.1:9/late", "event_types": ["*"]})
+    assert c.subscriptions.replay_missing(MID, late["id"], 0) == (2, False)
+    assert {d["entity_id"] for d in deliveries(c, late["id"])} == {lead}

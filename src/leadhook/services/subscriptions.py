@@ -501,7 +501,7 @@ class SubscriptionService:
             sub = self._sub(uow, mid, sub_id)
             types = None if "*" in sub.event_types else tuple(sub.event_types)
             seqs, more = uow.deliveries.missing_events(
-                mid, sub_id, start, end, types, REPLAY_MISSING_LIMIT
+                mid, sub_id, start, end, types, REPLAY_MISSING_LIMIT, sub.created_at
             )
         if not seqs:
             return 0, more

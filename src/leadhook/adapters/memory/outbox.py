@@ -242,6 +242,7 @@ class MemoryDeliveries:
         until: float | None,
         event_types: Collection[str] | None,
         limit: int,
+        created_at: float = 0.0,  # the memory store purges no delivery: nothing is unknown
     ) -> tuple[list[int], bool]:
         sent = {d.event_seq for d in self._s.deliveries.values() if d.subscription_id == sub_id}
         start = math.floor(since)  # whole seconds: the second `since` falls in counts

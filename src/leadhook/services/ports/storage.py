@@ -385,10 +385,15 @@ class DeliveryRepository(Protocol):
         until: float | None,
         event_types: Collection[str] | None,
         limit: int,
+        created_at: float = 0.0,
     ) -> tuple[list[int], bool]:
         """The seqs of the tenant's logged events (of `event_types`, None: every type) created
         at or after `since` (whole seconds) and before `until` that `sub_id` has no delivery
-        of, oldest first, at most `limit`; and whether more are missing. A read."""
+        of, oldest first, at most `limit`; and whether more are missing. A read.
+
+        An event from after the subscription was made (`created_at`) but before the time
+        delivery retention has purged delivered deliveries up to is left out: it may well
+        have been delivered, its row since purged."""
         ...
 
     def queue_missing(self, mid: str, sub_id: str, seqs: Sequence[int], now: float) -> int:
