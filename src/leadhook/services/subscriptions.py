@@ -57,11 +57,11 @@ def _said_closed(sub_id: str, was: Circuit | None, now: float, by: str) -> None:
 REPLAYABLE: tuple[str, ...] = tuple(s.value for s in ports.REPLAYABLE)
 """What a replay that names no status queues again (`dead`, `delivered`)."""
 REPLAY_STATUSES: tuple[str, ...] = tuple(s.value for s in ports.REPLAY_STATUSES)
+"""What a replay may name (`dead`, `delivered`, `failed`); the console offers them too."""
 # The most events one `replay_missing` queues: one transaction of that many inserts holds
 # SQLite's write lock for a fraction of a second (the walk that finds them holds none); the
 # same call again queues the next ones.
 REPLAY_MISSING_LIMIT = 10_000
-"""What a replay may name (`dead`, `delivered`, `failed`); the console offers them too."""
 EDITABLE = frozenset(
     {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}
 )
@@ -124,10 +124,10 @@ class SubscriptionService:
         max_subscriptions: int | None = None,
         check_name: Callable[[str], None] | None = None,
     ) -> None:
-        self._max = max_subscriptions
+        self._max = max_subscriptions  # live subscriptions a tenant may have; None: no bound
         # Resolves a URL's host name now and raises TargetError if it reaches inside (an
         # adapter's); None: names are checked only when sent to.
-        self._check_name = check_name  # live subscriptions a tenant may have; None: no bound
+        self._check_name = check_name
         self._uow = uow
         self._read = readonly_uow or uow
         self._clock = clock
