@@ -108,6 +108,8 @@ def test_the_tour_runs_twice_and_leaves_nothing_failing(
         # 8 events of the first lead, 5 of the lead pool section, and the test event.
         assert out.count("✔ verified") == 14, f"run {run}:\n{out}"
         assert '"success":true' in out and '{"replayed":0}' in out, f"run {run}:\n{out}"
+        # Nothing is missing: the subscription was made before the tour's first lead.
+        assert '{"replayed":0,"more":false}' in out, f"run {run}:\n{out}"
         # The subscription it made is deleted at the end (DELETE answers 204).
         assert re.search(r"(^|\})204$", out, re.MULTILINE), f"run {run}:\n{out}"
     with sqlite3.connect(db) as conn:
