@@ -135,15 +135,17 @@ def build(
     settings: Settings,
     *,
     run_migrations: bool = True,
+    upgrade: bool = True,
     rewrite_secrets: bool = True,
     clock: Clock | None = None,
     ids: IdFactory | None = None,
 ) -> Container:
     """Wire the real adapters into the services for `settings`.
 
-    With `run_migrations` (a process starting), the database is migrated, the secret key is
-    checked against it and, with `rewrite_secrets` (a service starting, not a command-line
-    job), stored webhook secrets are brought under the first key.
+    With `run_migrations` (a process starting), the database is migrated (or, without
+    `upgrade`, a listing's start, only required to be at the newest migration already), the
+    secret key is checked against it and, with `rewrite_secrets` (a service starting, not a
+    command-line job), stored webhook secrets are brought under the first key.
     """
     # Each PostgreSQL writer thread keeps a connection for as long as it lives: the pool has
     # its 16 for everything else besides them (with 16 writer threads and a pool of 16, the
@@ -167,7 +169,10 @@ def build(
     box = load_box(settings.secret_keys, settings.database_url)
     attach(engine, box)
     if run_migrations:
-        migrate.upgrade(engine, secret_box=box)
+        if upgrade:
+            migrate.upgrade(engine, secret_box=box)
+        else:
+            migrate.require_head(engine)
         migrate.check_schema(engine)
         prepare_secrets(engine, box, rewrite=rewrite_secrets)
     gate = WriteGate(engine)

@@ -225,3 +225,37 @@ def test_a_database_a_newer_leadhook_migrated_is_refused_in_one_line(
     assert cli.returncode == 2, cli.stdout + cli.stderr
     assert "a newer leadhook migrated it" in cli.stderr and "Traceback" not in cli.stderr
     assert len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+
+
+def test_a_listing_does_not_upgrade_and_0008_starts_the_horizons_at_the_last_purge(
+    database_url: str, engine: Engine
+) -> None:
+    """Catches (an upgrade's review): the new version's `tenants list`, run to look before
+    switching over, migrated the live database, and older processes then refused it on their
+    next start; and purges made before 0008 kept no horizon, so an API without the retention
+    setting still refused a purged `after`, and replay-missing sent purged deliveries again."""
+    from leadhook.bootstrap import build
+    from leadhook.settings import Settings
+
+    build(Settings(database_url=database_url)).close()
+    migrate.downgrade(engine, "0007")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO purge_counts (table_name, rows, last_purge_at)"
+                " VALUES ('events', 3, 1700000000), ('deliveries', 9, 1700000100)"
+            )
+        )
+    for command_line in (("tenants", "list"), ("deliveries", "list", "acme")):
+        cli = _leadhook(*command_line, "--database-url", database_url)
+        assert cli.returncode == 2, cli.stdout + cli.stderr
+        assert "at migration 0007, older than this" in cli.stderr, cli.stderr
+        assert "Traceback" not in cli.stderr
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+    build(Settings(database_url=database_url)).close()  # a process starting migrates
+    with engine.connect() as conn:
+        horizons = dict(conn.execute(text("SELECT table_name, horizon FROM purge_counts")).all())
+    assert horizons == {"events": 1700000000.0, "deliveries": 1700000100.0}
+    cli = _leadhook("tenants", "list", "--database-url", database_url)
+    assert cli.returncode == 0, cli.stdout + cli.stderr

@@ -235,7 +235,7 @@ _PASSING_REFUSALS = (
 )
 
 
-def _built(settings: Settings, *, service: bool, wait: bool) -> Container:
+def _built(settings: Settings, *, service: bool, wait: bool, listing: bool = False) -> Container:
     """`build`, and with `wait` again and again while the server is not there yet: a worker
     started before its database (a machine booting, a deploy) exited 1, with nothing to start
     it again outside serve. SIGTERM or Ctrl-C meanwhile ends it (exit 0)."""
@@ -249,7 +249,7 @@ def _built(settings: Settings, *, service: bool, wait: bool) -> Container:
     waits = 0
     while True:
         try:
-            return build(settings, rewrite_secrets=service)
+            return build(settings, rewrite_secrets=service, upgrade=not listing)
         except Exception as exc:
             if not wait or not server_not_there_yet(exc):
                 raise
@@ -281,8 +281,14 @@ def _stop_waiting(_signum: int, _frame: Any) -> None:
 
 
 @contextmanager
-def opened(settings: Settings, *, service: bool = False, wait: bool = False) -> Iterator[Container]:
+def opened(
+    settings: Settings, *, service: bool = False, wait: bool = False, listing: bool = False
+) -> Iterator[Container]:
     """Build the container (migrating the database) and close it after; fail on errors.
+
+    `listing`: a command that only reads (the `list` ones) does not migrate: on a database
+    an older leadhook still runs on, looking before switching over would commit the upgrade
+    (and the older processes refuse the database once they restart). It exits 2 saying so.
 
     `service`: a service starts (serve, worker): stored webhook secrets are re-encrypted
     under the first key (a key rotation's step 2). A command-line job only checks the key:
@@ -290,7 +296,7 @@ def opened(settings: Settings, *, service: bool = False, wait: bool = False) -> 
     `wait`: a PostgreSQL server not there yet is waited for (`_built`), not an error.
     """
     with database_errors(settings.database_url):
-        container = _built(settings, service=service, wait=wait)
+        container = _built(settings, service=service, wait=wait, listing=listing)
     try:
         yield container
     except ValidationError as exc:  # a bad option value (a time zone, an id): exit 2

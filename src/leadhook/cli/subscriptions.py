@@ -61,7 +61,9 @@ def subscriptions_list(mid: Mid, database_url: DatabaseUrl = None, as_json: AsJs
     """List the tenant's subscriptions, oldest first, with their circuit (never a secret)."""
     from leadhook.api import bodies
 
-    with opened(existing_database(load_settings(database_url=database_url))) as container:
+    with opened(
+        existing_database(load_settings(database_url=database_url)), listing=True
+    ) as container:
         container.tenants.get(mid)  # a mistyped tenant is "not found" (1), not an empty list
         now, subs = container.clock(), container.subscriptions
         found = all_pages(lambda cursor: bodies.subscriptions(subs.list(mid, cursor, 200), now))
@@ -255,7 +257,9 @@ def deliveries_list(
     from leadhook.api import bodies
     from leadhook.services.deliveries import delivery_filter
 
-    with opened(existing_database(load_settings(database_url=database_url))) as container:
+    with opened(
+        existing_database(load_settings(database_url=database_url)), listing=True
+    ) as container:
         container.tenants.get(mid)  # a mistyped tenant is "not found" (1), not an empty list
         filters = delivery_filter(
             status=status, event_type=event_type, lead_id=lead, subscription_id=subscription

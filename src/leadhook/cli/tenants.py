@@ -60,7 +60,9 @@ def tenants_list(database_url: DatabaseUrl = None, as_json: AsJson = False) -> N
     """List every tenant, oldest first: mid, name, time zone, object id, created."""
     from leadhook.api import bodies
 
-    with opened(existing_database(load_settings(database_url=database_url))) as container:
+    with opened(
+        existing_database(load_settings(database_url=database_url)), listing=True
+    ) as container:
         tenants = container.tenants
         found = all_pages(lambda cursor: bodies.tenants(tenants.list_tenants(cursor, 200)))
     if as_json:
@@ -96,7 +98,9 @@ def keys_list(
     """List a tenant's keys: id, prefix, created, revoked (never the keys themselves)."""
     from leadhook.api import bodies
 
-    with opened(existing_database(load_settings(database_url=database_url))) as container:
+    with opened(
+        existing_database(load_settings(database_url=database_url)), listing=True
+    ) as container:
         keys = bodies.keys(container.tenants.list_keys(mid)).model_dump()["data"]
     if as_json:
         console.print_json(json.dumps({"data": keys}))

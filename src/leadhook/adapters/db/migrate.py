@@ -75,6 +75,25 @@ def _at_head(engine: Engine, cfg: Config) -> bool:
     return bool(current) and set(current) == heads
 
 
+def require_head(engine: Engine) -> None:
+    """Refuse (`SchemaMismatchError`) a database not at this version's newest migration,
+    without migrating it: a listing from the command line reads what is there, and must not
+    commit an upgrade that processes of the older version still running would then refuse."""
+    cfg = alembic_config()
+    if _at_head(engine, cfg):
+        return
+    with engine.connect() as raw:
+        conn = raw.execution_options(leadhook_readonly=True)
+        current = MigrationContext.configure(conn).get_current_heads()
+    heads = ScriptDirectory.from_config(cfg).get_heads()
+    raise SchemaMismatchError(
+        f"the database is at migration {', '.join(sorted(current)) or 'none'}, older than this"
+        f" leadhook {__version__}'s {', '.join(sorted(heads))}: a listing does not upgrade it;"
+        " start `leadhook serve` or `leadhook worker` of this version (they migrate), or run"
+        " the version that made it"
+    )
+
+
 def downgrade(engine: Engine, revision: str = "base", *, secret_box: Any = None) -> None:
     """Migrate the database down to `revision` (`secret_box` decrypts stored secrets)."""
     cfg = alembic_config()
