@@ -141,13 +141,9 @@ def check_name_now(
         _NAME_CHECKS.release()
         raise
     thread.join(timeout)
-    if not found:
-        return
-    for address in found[0]:
-        ip = parse_ip(address)
-        reason = None if ip is None else refusal_reason(ip)
-        if reason is not None:
-            raise TargetError(f"{host.rstrip('.')} resolves to {_kind(reason)}; {ALLOW_HINT}")
+    kind = _refused_kind(found[0]) if found else None
+    if kind is not None:
+        raise TargetError(f"{host.rstrip('.')} resolves to {kind}; {ALLOW_HINT}")
 
 
 def _addresses_of(host: str) -> list[str]:
@@ -163,22 +159,27 @@ class GuardedResolver:
 
     async def resolve(self, host: str, port: int) -> list[str]:
         addresses = await self._inner.resolve(host, port)
-        for address in addresses:
-            ip = parse_ip(address)
-            reason = "not an IP address" if ip is None else refusal_reason(ip)
-            if reason is not None:
-                # Every address must pass: a name that also points inside could be rebound.
-                # Said by its kind, not its address: a delivery's error is the tenant's to
-                # read, and no way to learn a network's internal addresses (a review).
-                raise TargetRefused(
-                    f"refused target {host.rstrip('.')}: resolves to {_kind(reason)}; {ALLOW_HINT}"
-                )
+        # Every address must pass: a name that also points inside could be rebound. Said by
+        # its kind, not its address: a delivery's error is the tenant's to read, and no way to
+        # learn a network's internal addresses (a review).
+        kind = _refused_kind(addresses)
+        if kind is not None:
+            raise TargetRefused(
+                f"refused target {host.rstrip('.')}: resolves to {kind}; {ALLOW_HINT}"
+            )
         return addresses
 
 
-def _kind(reason: str) -> str:
-    """The kind of address a refusal names (`refusal_reason`), without the address."""
-    return reason.split(" is ", 1)[-1].split(" (", 1)[0]
+def _refused_kind(addresses: list[str]) -> str | None:
+    """The kind of the first of `addresses` webhooks must not reach (`refusal_reason`'s words
+    without the address: "a private address"), or None when every one is public: the one
+    rule of the check at a subscription's create and of the check at every send."""
+    for address in addresses:
+        ip = parse_ip(address)
+        reason = "not an IP address" if ip is None else refusal_reason(ip)
+        if reason is not None:
+            return reason.split(" is ", 1)[-1].split(" (", 1)[0]
+    return None
 
 
 @dataclass(frozen=True, slots=True)
