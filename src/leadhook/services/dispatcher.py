@@ -84,10 +84,12 @@ def failure_logged(failures: int) -> bool:
 def said_failed(
     what: str, exc: BaseException, failures: int, extra: dict[str, Any], again: str = ""
 ) -> None:
-    """Log the `failures`-th failure in a row of something tried again and again: the first
-    (`what`) with its traceback, a later one (those `failure_logged` lets through; `again`,
-    with the count) in one line ending with the error: an outage's repeats were a
+    """Log the `failures`-th failure in a row of something tried again and again, if it is
+    one `failure_logged` lets through: the first (`what`) with its traceback, a later one
+    (`again`, with the count) in one line ending with the error: an outage's repeats were a
     hundred-line traceback each, all of the same cause (an operator's review)."""
+    if not failure_logged(failures):
+        return
     if failures == 1:
         log.error(what, exc_info=exc, extra=extra)
         return
@@ -318,13 +320,12 @@ class Dispatcher:
                 )
             except Exception as exc:
                 self._renew_failures += 1
-                if failure_logged(self._renew_failures):  # not a traceback every 5 s
-                    said_failed(
-                        "renewing leases failed",
-                        exc,
-                        self._renew_failures,
-                        {"worker_id": self.worker_id, "failures": self._renew_failures},
-                    )
+                said_failed(  # not a traceback every 5 s
+                    "renewing leases failed",
+                    exc,
+                    self._renew_failures,
+                    {"worker_id": self.worker_id, "failures": self._renew_failures},
+                )
                 continue
             self._renew_failures = 0
             self.stats.renewed += len(kept)
@@ -483,15 +484,13 @@ class Dispatcher:
             # until a claim succeeds again (`failure_logged`).
             self._claim_failures += 1
             failures = self._claim_failures
-            extra = {"worker_id": self.worker_id, "failures": failures}
-            if failure_logged(failures):
-                said_failed(
-                    "claim failed; retrying in 1s",
-                    exc,
-                    failures,
-                    extra,
-                    "claim failed again (%d times in a row); retrying every 1s",
-                )
+            said_failed(
+                "claim failed; retrying in 1s",
+                exc,
+                failures,
+                {"worker_id": self.worker_id, "failures": failures},
+                "claim failed again (%d times in a row); retrying every 1s",
+            )
             return -1
         if self._claim_failures:
             log.warning(
@@ -916,8 +915,8 @@ class Dispatcher:
                     await self._call("release", args)
             except Exception as exc:
                 failures += 1
-                if failure_logged(failures):  # as the claims' (an outage: not one a try)
-                    said_failed("recording outcomes failed", exc, failures, {"attempts": failures})
+                # Thinned as the claims' are (an outage: not one a try).
+                said_failed("recording outcomes failed", exc, failures, {"attempts": failures})
                 self._verdicts[:0], self._releases[:0] = verdicts, releases
                 if self._drained and failures >= 3:
                     # Giving up is safe: the leases expire and the deliveries are sent again.
