@@ -103,6 +103,11 @@ def _instant(field: str, value: Any) -> float:
     return float(value)
 
 
+def _types_of(sub: ports.Subscription) -> tuple[str, ...] | None:
+    """The event types a replay of `sub` sends: those it receives now (None: every type)."""
+    return None if "*" in sub.event_types else tuple(sub.event_types)
+
+
 def _bad(field: str | tuple[str | int, ...], msg: str) -> ValidationError:
     loc = (field,) if isinstance(field, str) else field
     return ValidationError.at(("body", *loc), msg)
@@ -472,7 +477,7 @@ class SubscriptionService:
             )
         with self._uow() as uow:
             sub = self._sub(uow, mid, sub_id)
-            types = None if "*" in sub.event_types else tuple(sub.event_types)
+            types = _types_of(sub)
             count = uow.deliveries.replay(mid, sub_id, since, status, self._clock(), types)
             uow.commit()
         if count:
@@ -499,7 +504,7 @@ class SubscriptionService:
         # a write that finds them again.
         with self._read() as uow:
             sub = self._sub(uow, mid, sub_id)
-            types = None if "*" in sub.event_types else tuple(sub.event_types)
+            types = _types_of(sub)
             seqs, more = uow.deliveries.missing_events(
                 mid, sub_id, start, end, types, REPLAY_MISSING_LIMIT, sub.created_at
             )

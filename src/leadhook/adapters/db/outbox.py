@@ -8,12 +8,23 @@ from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.queue_sql import queue_statements
 from leadhook.adapters.db.repositories import driver_in_transaction, execute_rows, unread
-from leadhook.adapters.db.retention import PG_PURGE_LOCK
+from leadhook.adapters.db.retention import PG_PURGE_LOCK, purge_horizon
 from leadhook.adapters.db.sql import statements
 from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit
@@ -108,6 +119,13 @@ SKEW_MARGIN = 300.0
 # Held (shared, to the transaction's end) by a replay-missing on PostgreSQL: the events
 # purge takes the same key exclusively, with a try, and skips while one runs (retention.py).
 _REPLAY_HOLDS_PURGE = text("SELECT pg_advisory_xact_lock_shared(:k)").bindparams(k=PG_PURGE_LOCK)
+
+
+def _delivered_to(sub_id: str) -> Select[Any]:
+    """The deliveries to `sub_id` of the event of the enclosing query's `events` row: an
+    event a replay-missing finds missing is one with none (`~_delivered_to(...).exists()`)."""
+    e, d = t.events.c, t.deliveries.c
+    return select(d.seq).where(d.event_seq == e.seq, d.subscription_id == sub_id)
 
 
 def _locked_in_order(*conds: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -428,13 +446,12 @@ class SqlDeliveries(_OnConnection):
     ) -> tuple[list[int], bool]:
         # Event times are whole seconds: an event in the second `since` falls in counts.
         start = math.floor(since)
-        e, d = t.events.c, t.deliveries.c
+        e = t.events.c
         conds = [e.mid == mid, e.seq >= self._first_seq_since(mid, start), e.create_time >= start]
         # Delivered deliveries purged by retention (up to the horizon it kept) leave no trace:
         # an event since the subscription was made and before that horizon may have been
         # delivered, and is not sent again (a whole log went out twice: an integrator).
-        c = t.purge_counts.c
-        purged = self.conn.execute(select(c.horizon).where(c.table_name == "deliveries")).scalar()
+        purged = purge_horizon(self.conn, "deliveries")
         if purged is not None and purged > created_at:
             conds.append(
                 or_(e.create_time < math.floor(created_at), e.create_time >= math.ceil(purged))
@@ -443,7 +460,7 @@ class SqlDeliveries(_OnConnection):
             conds.append(e.create_time < until)
         if event_types is not None:
             conds.append(e.event_type.in_(sorted(event_types)))
-        delivered = select(d.seq).where(d.event_seq == e.seq, d.subscription_id == sub_id)
+        delivered = _delivered_to(sub_id)
         seqs = list(
             self.conn.execute(
                 select(e.seq).where(*conds, ~delivered.exists()).order_by(e.seq).limit(limit + 1)
@@ -466,8 +483,8 @@ class SqlDeliveries(_OnConnection):
             # deliveries this transaction adds, and leave them pointing at nothing (never
             # claimable, in the claims' way). It skips while a replay holds this (shared).
             self.conn.execute(_REPLAY_HOLDS_PURGE)
-        e, d = t.events.c, t.deliveries.c
-        delivered = select(d.seq).where(d.event_seq == e.seq, d.subscription_id == sub_id)
+        e = t.events.c
+        delivered = _delivered_to(sub_id)
         new_id, queued = self.ids.short, 0
         for at in range(0, len(seqs), 1000):  # bound the statement's parameters
             rows = self.conn.execute(

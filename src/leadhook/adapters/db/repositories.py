@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.pipeline import deferring, flushed, held_writes, kept_cursor, send_held
 from leadhook.adapters.db.pools import lead_columns
+from leadhook.adapters.db.retention import purge_horizon
 from leadhook.adapters.db.sql import LEAD_INDEXED, statements, update_lead
 from leadhook.domain.catalog import Catalog
 from leadhook.domain.catalog_entries import catalog_from_json, catalog_to_json
@@ -504,8 +505,7 @@ class SqlEvents(_Repo):
         """The time before which retention may have purged events: this process's horizon
         (`own`), or the newest one a purge kept in the database (any process's, whatever this
         one's settings say), read on this transaction's own connection."""
-        c = t.purge_counts.c
-        kept = self.conn.execute(select(c.horizon).where(c.table_name == "events")).scalar()
+        kept = purge_horizon(self.conn, "events")
         horizons = [h for h in ((own() if own else None), kept) if h is not None]
         return max(horizons) if horizons else None
 

@@ -228,6 +228,14 @@ def delivery_backlog(engine: Engine) -> tuple[int, float | None]:
     return int(count), None if earliest is None else float(earliest)
 
 
+def purge_horizon(conn: Connection, table: str) -> float | None:
+    """The newest time a purge of `table` deleted rows created before (`purge_counts`,
+    migration 0008; None: none yet), read on the caller's connection, in its transaction."""
+    c = t.purge_counts.c
+    found = conn.execute(select(c.horizon).where(c.table_name == table)).scalar()
+    return None if found is None else float(found)
+
+
 def delivery_outcomes(engine: Engine) -> dict[str, int]:
     """What the delivery loops did since the counters began, every worker's summed
     (`delivery_outcomes`, written by each record: `services.ports.tally`). A read without the

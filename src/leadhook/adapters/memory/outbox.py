@@ -244,7 +244,7 @@ class MemoryDeliveries:
         limit: int,
         created_at: float = 0.0,  # the memory store purges no delivery: nothing is unknown
     ) -> tuple[list[int], bool]:
-        sent = {d.event_seq for d in self._s.deliveries.values() if d.subscription_id == sub_id}
+        sent = self._sent_to(sub_id)
         start = math.floor(since)  # whole seconds: the second `since` falls in counts
         missing = sorted(
             ev.seq
@@ -258,11 +258,15 @@ class MemoryDeliveries:
         )
         return missing[:limit], len(missing) > limit
 
+    def _sent_to(self, sub_id: str) -> set[int]:
+        """The log seqs of the events `sub_id` has a delivery of."""
+        return {d.event_seq for d in self._s.deliveries.values() if d.subscription_id == sub_id}
+
     def queue_missing(self, mid: str, sub_id: str, seqs: Sequence[int], now: float) -> int:
         row = self._s.subscriptions.get(sub_id)
         if row is None or row.sub.mid != mid or row.deleted_at is not None:
             raise NotFoundError(f"subscription {sub_id!r} not found")
-        sent = {d.event_seq for d in self._s.deliveries.values() if d.subscription_id == sub_id}
+        sent = self._sent_to(sub_id)
         wanted = set(seqs) - sent
         events = sorted(
             (ev for ev in self._s.events if ev is not None and ev.mid == mid and ev.seq in wanted),
