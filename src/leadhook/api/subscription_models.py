@@ -105,11 +105,15 @@ def _one_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         ) from None
 
 
+# A replay's time: unix seconds or RFC 3339, one error when it is neither (`_one_error`).
+Instant = Annotated[float | str, WrapValidator(_one_error)]
+
+
 class ReplayIn(_In):
     """Queue again the deliveries created since a time: dead ones, delivered ones, or both; or
     make the failed ones (waiting for a retry) due now."""
 
-    since: Annotated[float | str, WrapValidator(_one_error)] = Field(
+    since: Instant = Field(
         description="deliveries created at or after it: unix seconds (a number >= 0) or an"
         " RFC 3339 date-time with its time zone"
     )
@@ -124,11 +128,11 @@ class ReplayIn(_In):
 class ReplayMissingIn(_In):
     """Queue the tenant's logged events the subscription has no delivery of."""
 
-    since: Annotated[float | str, WrapValidator(_one_error)] = Field(
+    since: Instant = Field(
         description="events created at or after it: unix seconds (a number >= 0) or an"
         " RFC 3339 date-time with its time zone"
     )
-    until: Annotated[float | str, WrapValidator(_one_error)] | None = Field(
+    until: Instant | None = Field(
         None, description="events created before it (the same forms); omitted: up to now"
     )
 
