@@ -673,6 +673,10 @@ def _delivery_page(page: Page, delivery_id: str, status: int = 200, **extra: Any
     state = svc.subscription_state(mid, found.subscription_id)
     orphaned = state == "deleted"
     gone = svc.deleted_names(mid, {found.subscription_id}) if orphaned else {}
+    if orphaned:
+        # A refused retry's reason is the page's own notice, where its Retry button was: not
+        # the service's words stacked on top of it.
+        extra.pop("error", None)
     return page.render(
         "delivery.html",
         status=status,
@@ -696,15 +700,9 @@ def retry(page: PageDep, delivery_id: str) -> Response:
     try:
         page.container.subscriptions.retry(mid, delivery_id)
     except LeadhookError as exc:
-        status = error_status(exc)
-        if status == 404:
+        if error_status(exc) == 404:
             raise
-        found = page.container.console.delivery(mid, delivery_id)[0]
-        if page.container.console.subscription_state(mid, found.subscription_id) == "deleted":
-            # The page says so itself, where its Retry button was: not the service's words
-            # stacked on top of it.
-            return _delivery_page(page, delivery_id, status=status)
-        return _delivery_page(page, delivery_id, status=status, error=page.explain(exc))
+        return _delivery_page(page, delivery_id, status=error_status(exc), error=page.explain(exc))
     return page.redirect(f"/console/deliveries/{delivery_id}?done=retried")
 
 
