@@ -57,6 +57,13 @@ def upgrade(engine: Engine, revision: str = "head", *, secret_box: Any = None) -
 def _at_head(engine: Engine, cfg: Config) -> bool:
     """Whether the database records the newest revision (a read, no write lock); refused
     (`SchemaMismatchError`) if it records one this version does not know."""
+    current, heads = _revisions(engine, cfg)
+    return bool(current) and current == heads
+
+
+def _revisions(engine: Engine, cfg: Config) -> tuple[set[str], set[str]]:
+    """The revisions the database records and this version's newest (a read, no write
+    lock); refused (`SchemaMismatchError`) if it records one this version does not know."""
     script = ScriptDirectory.from_config(cfg)
     heads = set(script.get_heads())
     with engine.connect() as raw:
@@ -72,20 +79,16 @@ def _at_head(engine: Engine, cfg: Config) -> bool:
             f" {__version__} does not know (its newest: {', '.join(sorted(heads))}): a newer"
             " leadhook migrated it; run that version, or a newer one"
         )
-    return bool(current) and set(current) == heads
+    return set(current), heads
 
 
 def require_head(engine: Engine) -> None:
     """Refuse (`SchemaMismatchError`) a database not at this version's newest migration,
     without migrating it: a listing from the command line reads what is there, and must not
     commit an upgrade that processes of the older version still running would then refuse."""
-    cfg = alembic_config()
-    if _at_head(engine, cfg):
+    current, heads = _revisions(engine, alembic_config())
+    if current and current == heads:
         return
-    with engine.connect() as raw:
-        conn = raw.execution_options(leadhook_readonly=True)
-        current = MigrationContext.configure(conn).get_current_heads()
-    heads = ScriptDirectory.from_config(cfg).get_heads()
     raise SchemaMismatchError(
         f"the database is at migration {', '.join(sorted(current)) or 'none'}, older than this"
         f" leadhook {__version__}'s {', '.join(sorted(heads))}: a listing does not upgrade it;"
