@@ -162,6 +162,12 @@ def reserve_of(concurrency: int) -> int:
     return max(1, concurrency // 8) if concurrency > 1 else 0
 
 
+GATHER = 0.016
+"""Seconds a claim loop woken by a commit waits for the commits of the next moments to join
+its claim (`Dispatcher`); serve's delivery process also stops listening to its wake-up pipe for
+as long after each wake-up (`cli.runtime.watch_wake_fd`)."""
+
+
 class Dispatcher:
     """Run the delivery loop of one worker; several workers may share one PostgreSQL queue."""
 
@@ -180,7 +186,7 @@ class Dispatcher:
         worker_id: str | None = None,
         batch_size: int | None = None,
         poll_interval: float = 0.25,
-        gather: float = 0.016,
+        gather: float = GATHER,
         rand: Callable[[], float] = random.random,
         retention: Retention | None = None,
     ) -> None:
