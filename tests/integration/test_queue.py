@@ -23,8 +23,9 @@ from leadhook.adapters.db.queue import SqlDeliveryQueue
 from leadhook.adapters.memory.queue import MemoryDeliveryQueue
 from leadhook.api import bodies
 from leadhook.bootstrap import Container, build
-from leadhook.domain.errors import NotFoundError, ValidationError
+from leadhook.domain.errors import ConflictError, NotFoundError, ValidationError
 from leadhook.domain.operator import Operator
+from leadhook.domain.targets import TargetError
 from leadhook.domain.times import rfc3339
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
 from leadhook.services.leads import BehaviourRequest
@@ -1110,6 +1111,36 @@ def test_a_name_is_looked_up_with_no_connection_held(container: Backend) -> None
     c.subscriptions.update(MID, sub["id"], {"url": "https://hooks.example/moved"})
     c.subscriptions.update(MID, sub["id"], {"url": "https://hooks.example/moved"})  # kept
     assert held == [0, 0]  # the create's and the change's; a URL kept is not looked up
+
+
+def test_a_retried_create_answers_its_subscription_without_looking_the_name_up(
+    container: Backend,
+) -> None:
+    """Catches (a review): a create retried with its Idempotency-Key looked the URL's name up
+    again before finding the stored answer: a name that stopped resolving to a public address
+    (or a resolver that timed out) turned the retry into a 422 though the subscription had
+    been made."""
+    c = container
+    setup(c)
+    looked: list[str] = []
+
+    def look_up(host: str) -> None:
+        looked.append(host)
+        if len(looked) > 1:
+            raise TargetError(f"{host} resolves to a private address")
+
+    c.subscriptions._check_name = look_up  # type: ignore[attr-defined]
+    c.subscriptions._allow_private = False  # type: ignore[attr-defined]
+    body = {"url": "https://hooks.example/new", "event_types": ["*"]}
+    first = c.subscriptions.create(MID, body, once=("key-1", "fp-1"))
+    again = c.subscriptions.create(MID, body, once=("key-1", "fp-1"))
+    assert again.id == first.id and again.secret == first.secret
+    assert looked == ["hooks.example"]  # the first request's lookup only
+    with pytest.raises(ValidationError):  # a new request is looked up, and refused
+        c.subscriptions.create(MID, body, once=("key-2", "fp-2"))
+    with pytest.raises(ConflictError):  # the key with another request: 409, no lookup
+        c.subscriptions.create(MID, {**body, "description": "x"}, once=("key-1", "fp-other"))
+    assert looked == ["hooks.example", "hooks.example"]
 
 
 def test_replay_missing_does_not_send_again_what_delivery_retention_purged(

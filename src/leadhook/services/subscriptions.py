@@ -226,6 +226,14 @@ class SubscriptionService:
             if required not in fields:
                 raise _bad(required, "is required")
         values = self._validated(fields)
+        if once is not None:
+            # A retry answers what the first request made before anything is looked up: the
+            # URL's name may no longer resolve as it did (or not in time), and the client
+            # retrying a create whose answer it lost must still get its subscription.
+            with self._read() as uow:
+                first = self._created_with(uow, mid, *once)
+            if first is not None:
+                return first
         self._reachable(values["url"])
         now = self._clock()
         sub = Subscription(
