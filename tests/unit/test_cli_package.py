@@ -105,3 +105,16 @@ def test_a_worker_waits_only_for_a_server_not_there_yet() -> None:
     assert not server_not_there_yet(refused('FATAL:  database "x" does not exist'))
     assert not server_not_there_yet(refused("FATAL:  password authentication failed"))
     assert not server_not_there_yet(RuntimeError("not a database's"))
+
+
+@pytest.mark.parametrize("command", [["serve"], ["subscriptions", "list"], ["tenants", "list"]])
+def test_a_flag_is_not_shown_as_taking_a_value(command: list[str]) -> None:
+    # Typer 0.29 printed `--json <bool>` and `--help <bool>` (pyproject.toml pins below it):
+    # a flag takes no value, and the help must not say it does.
+    from typer.testing import CliRunner
+
+    from leadhook.cli.root import app
+
+    got = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "100"})
+    assert got.exit_code == 0, got.output
+    assert "--help" in got.output and "<bool>" not in got.output
