@@ -39,8 +39,13 @@ def receive(event: Annotated[LeadEvent, Depends(verified_event)]) -> None:
         return  # a redelivery of an event already handled
     gap = versions.observe(event)
     if gap is not None:
+        # Versions are counted over every event type: a subscription to some types only
+        # sees gaps by design (the other types' versions). With `["*"]` a gap is an event
+        # whose delivery went dead (later ones wait for an earlier one until then): replay it,
+        # or read it from the log.
         log.warning(
-            "lead %s: versions %s never arrived; fetch GET /v1/events?entity_id=%s",
+            "lead %s: versions %s not received here (other event types, if the subscription"
+            " takes some only); to catch up, read GET /v1/events?entity_id=%s",
             gap.entity_id,
             list(gap.versions),
             gap.entity_id,
