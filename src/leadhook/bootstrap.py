@@ -205,6 +205,7 @@ def build(
             allow_private=settings.allow_private_targets,
             readonly_uow=readonly,
             on_enqueued=wakeup.notify,
+            on_stopped=wakeup.notify_stopped,
             max_subscriptions=settings.max_subscriptions,
             check_name=check_name_now,
         ),

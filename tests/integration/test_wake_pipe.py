@@ -5,12 +5,13 @@ meanwhile (tests/e2e/test_serve_process.py runs it inside serve)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Iterator
 
 import pytest
 
-from leadhook.cli.runtime import watch_wake_fd
+from leadhook.cli.runtime import STOPPED, WAITING, watch_wake_fd
 from leadhook.services.dispatcher import GATHER
 
 
@@ -19,10 +20,8 @@ def pipe() -> Iterator[tuple[int, int]]:
     read_end, write_end = os.pipe()
     yield read_end, write_end
     for fd in (read_end, write_end):
-        try:
+        with contextlib.suppress(OSError):  # closed by the test (its EOF)
             os.close(fd)
-        except OSError:
-            pass  # closed by the test (its EOF)
 
 
 async def _settle() -> None:
@@ -91,4 +90,22 @@ async def test_no_hold_wakes_for_every_byte(pipe: tuple[int, int]) -> None:
 
 def test_the_hold_is_the_dispatchers_gather() -> None:
     # A longer hold would delay a commit's delivery past the claim the first wake-up makes.
-    assert watch_wake_fd.__defaults__ == (GATHER,)
+    assert watch_wake_fd.__defaults__ is not None
+    assert watch_wake_fd.__defaults__[0] == GATHER
+
+
+async def test_a_stopped_byte_tells_of_a_stopped_subscription_and_wakes(
+    pipe: tuple[int, int],
+) -> None:
+    read_end, write_end = pipe
+    wakes: list[int] = []
+    stops: list[int] = []
+    watch_wake_fd(
+        read_end, lambda: wakes.append(1), lambda: None, hold=0.05, stopped=lambda: stops.append(1)
+    )
+    os.write(write_end, WAITING)
+    await _settle()
+    assert (len(wakes), len(stops)) == (1, 0)
+    os.write(write_end, WAITING + STOPPED + WAITING)  # among commits' bytes, during the hold
+    await asyncio.sleep(0.15)
+    assert (len(wakes), len(stops)) == (2, 1)

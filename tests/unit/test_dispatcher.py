@@ -705,6 +705,47 @@ async def test_a_subscription_disabled_meanwhile_gets_none_of_the_jobs_on_hand()
     assert all(r.locked_by is None for r in pending)
 
 
+async def test_a_stopped_subscription_s_jobs_on_hand_go_back_when_told() -> None:
+    # The API tells the dispatcher of a disable or a delete (`Wakeup.notify_stopped`): what it
+    # holds for the subscription goes back at once, not at the next heartbeat (5 s here).
+    async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        await asyncio.sleep(0.3)
+        return http(200, 300.0)
+
+    queue, sender, wakeup = MemoryQueue(), FakeSender(slow), Wakeup()
+    sub = Sub("s", max_in_flight=1)
+    for n in range(20):
+        queue.add(sub, f"L{n}", 1)
+    dispatcher = Dispatcher(
+        queue,
+        lambda: sender,
+        policy=RetryPolicy.from_env_value("1"),
+        clock=time.time,
+        wakeup=wakeup,
+        concurrency=8,
+        lease_seconds=15.0,  # a heartbeat every 5 s: after the test
+        worker_id="w1",
+        poll_interval=0.02,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    deadline = time.monotonic() + 5
+    while not sender.sent:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    with queue.store.lock:  # disabled through the store, as the API does
+        queue.store.state.subscriptions["s"] = SubscriptionRow(
+            Sub("s", max_in_flight=1, enabled=False).subscription()
+        )
+    wakeup.notify_stopped()
+    await asyncio.sleep(1.5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert len(sender.sent) <= 2, len(sender.sent)  # the one in flight, at most one more
+    assert len(queue.released) >= 2
+    assert all(r.locked_by is None for r in queue.rows if r.status == "pending")
+
+
 async def test_max_in_flight_is_clamped_to_the_cap() -> None:
     async def slow(url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         await asyncio.sleep(0.3)

@@ -593,6 +593,47 @@ def test_wakeup_calls_listeners_until_they_stop() -> None:
     assert calls == ["a", "b", "b"]
 
 
+def test_wakeup_tells_a_stopped_subscription_apart_from_waiting_work() -> None:
+    wakeup = Wakeup()
+    calls: list[str] = []
+    wakeup.listen(lambda: calls.append("waiting"))
+    stop = wakeup.listen_stopped(lambda: calls.append("stopped"))
+    wakeup.notify_stopped()
+    wakeup.notify()
+    stop()
+    wakeup.notify_stopped()
+    assert calls == ["stopped", "waiting"]
+
+
+def test_a_disable_or_a_delete_tells_the_delivery_loops_and_nothing_else_does() -> None:
+    from leadhook.services.subscriptions import SubscriptionService
+
+    store, clock, ids = MemoryStore(), FakeClock(START), SequentialIds()
+    TenantService(store.uow, clock, ids).create("t1", "Tenant One")
+    told: list[str] = []
+
+    def sender() -> Any:
+        raise AssertionError("nothing is sent")
+
+    subs = SubscriptionService(
+        store.uow,
+        clock,
+        ids,
+        sender,
+        allow_private=True,
+        on_enqueued=lambda: told.append("waiting"),
+        on_stopped=lambda: told.append("stopped"),
+    )
+    sub = subs.create("t1", {"url": "https://example.com/a", "event_types": ["*"]})
+    subs.update("t1", sub.id, {"description": "crm"})
+    subs.update("t1", sub.id, {"enabled": False})
+    subs.update("t1", sub.id, {"enabled": False})  # already disabled: nothing changes
+    subs.update("t1", sub.id, {"enabled": True})
+    subs.update("t1", sub.id, {"enabled": False, "url": "https://example.com/b"})
+    subs.delete("t1", sub.id)
+    assert told == ["stopped", "waiting", "waiting", "stopped", "stopped"]
+
+
 def test_hash_key_is_sha256() -> None:
     assert hash_key("lh_x") == hashlib.sha256(b"lh_x").hexdigest()
 

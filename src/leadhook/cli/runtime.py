@@ -720,9 +720,14 @@ class DeliveryProcess:
 
         def wake() -> None:
             with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is pending
-                os.write(write_end, b"!")
+                os.write(write_end, WAITING)
+
+        def stopped() -> None:
+            with contextlib.suppress(BlockingIOError, OSError):  # full: the child is stuck
+                os.write(write_end, STOPPED)  # and learns it at its heartbeat
 
         unlisten = self._container.wakeup.listen(wake)
+        unlisten_stopped = self._container.wakeup.listen_stopped(stopped)
         exits = 0  # in a row, each soon after its start (`next_pause`)
         try:
             while not stop.is_set():
@@ -757,6 +762,7 @@ class DeliveryProcess:
                         await stop.wait()
         finally:
             unlisten()
+            unlisten_stopped()
             os.close(write_end)
             os.close(read_end)
 
@@ -772,10 +778,21 @@ class DeliveryProcess:
             await exited
 
 
+# The bytes serve writes to its delivery process's pipe: deliveries are waiting (a commit
+# enqueued some, or let some flow again), or a subscription was disabled or deleted.
+WAITING = b"!"
+STOPPED = b"x"
+
+
 def watch_wake_fd(
-    fd: int, wake: Callable[[], None], on_eof: Callable[[], None], hold: float = GATHER
+    fd: int,
+    wake: Callable[[], None],
+    on_eof: Callable[[], None],
+    hold: float = GATHER,
+    stopped: Callable[[], None] = lambda: None,
 ) -> None:
-    """Call `wake` whenever bytes arrive on `fd`, `on_eof` once its writer is gone.
+    """Call `wake` whenever bytes arrive on `fd` (and `stopped` too when a `STOPPED` byte is
+    among them), `on_eof` once its writer is gone.
 
     After a wake-up the pipe is not watched for `hold` seconds: serve writes a byte for every
     commit that enqueued deliveries, and the dispatcher woken by the first one waits that long
@@ -796,6 +813,8 @@ def watch_wake_fd(
             if hold > 0:
                 loop.remove_reader(fd)
                 loop.call_later(hold, loop.add_reader, fd, readable)
+            if STOPPED in data:
+                stopped()
             wake()
         else:
             loop.remove_reader(fd)

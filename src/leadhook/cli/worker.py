@@ -56,7 +56,8 @@ def worker(
         async def deliver() -> None:
             shutdown = asyncio.Event()
             if wake_fd is not None:
-                watch_wake_fd(wake_fd, container.wakeup.notify, shutdown.set)
+                wakeup = container.wakeup
+                watch_wake_fd(wake_fd, wakeup.notify, shutdown.set, stopped=wakeup.notify_stopped)
             await run_service(
                 container,
                 sock=None,

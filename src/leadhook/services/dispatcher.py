@@ -259,7 +259,16 @@ class Dispatcher:
             with contextlib.suppress(RuntimeError):  # a closing loop has nothing left to wake
                 loop.call_soon_threadsafe(self._poked)
 
+        def stopped() -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._stopped_poked)
+
         unlisten = self._wakeup.listen(poke) if self._wakeup is not None else None
+        unlisten_stopped = (
+            self._wakeup.listen_stopped(stopped) if self._wakeup is not None else None
+        )
+        self._stop_check: asyncio.Task[None] | None = None
+        self._stop_again = False
         relay = asyncio.create_task(self._relay(stop))
         recorder = asyncio.create_task(self._recorder())
         heartbeat = asyncio.create_task(self._beat())
@@ -271,6 +280,10 @@ class Dispatcher:
         finally:
             if unlisten is not None:
                 unlisten()
+            if unlisten_stopped is not None:
+                unlisten_stopped()
+            if self._stop_check is not None:
+                self._stop_check.cancel()
             relay.cancel()
             await self._shutdown(recorder)
             heartbeat.cancel()
@@ -284,6 +297,20 @@ class Dispatcher:
         """A commit enqueued deliveries: wake the claim loop; a fruitless claim may not be."""
         self._fruitless = self._alone = None
         self._wake.set()
+
+    def _stopped_poked(self) -> None:
+        """A subscription was disabled or deleted: give back what is held for it now."""
+        if self._stop_check is not None and not self._stop_check.done():
+            self._stop_again = True  # one more look once the running one ends
+            return
+        self._stop_check = asyncio.create_task(self._check_stopped())
+
+    async def _check_stopped(self) -> None:
+        while True:
+            self._stop_again = False
+            await self._drop_stopped()
+            if not self._stop_again:
+                return
 
     async def _relay(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -344,10 +371,11 @@ class Dispatcher:
 
     async def _drop_stopped(self) -> None:
         """Give back the waiting jobs of subscriptions disabled or deleted since they were
-        claimed: a worker learns of an API's disable at the next heartbeat, not after sending
-        everything it had on hand (a 3 s endpoint disabled with 64 on hand got 48 more
-        attempts over 8 s). Attempts already in flight end as they would; their leases are
-        still renewed, so a quick re-enable cannot send one twice."""
+        claimed: a worker learns of an API's disable at the next heartbeat (serve's delivery
+        process, and a dispatcher in the API's own process, at once: `Wakeup.notify_stopped`),
+        not after sending everything it had on hand (a 3 s endpoint disabled with 64 on hand
+        got 48 more attempts over 8 s). Attempts already in flight end as they would; their
+        leases are still renewed, so a quick re-enable cannot send one twice."""
         subs = [sub for sub, lane in self._lanes.items() if lane.waiting]
         if not subs:
             return

@@ -126,6 +126,7 @@ class SubscriptionService:
         allow_private: bool = False,
         readonly_uow: UnitOfWorkFactory | None = None,
         on_enqueued: Callable[[], None] = lambda: None,
+        on_stopped: Callable[[], None] = lambda: None,
         max_subscriptions: int | None = None,
         check_name: Callable[[str], None] | None = None,
     ) -> None:
@@ -140,6 +141,9 @@ class SubscriptionService:
         self._make_sender = sender_factory
         self._allow_private = allow_private
         self._on_enqueued = on_enqueued
+        # A subscription was disabled or deleted: the delivery loops hand back what they hold
+        # for it and have not started (`Dispatcher`), instead of at their next heartbeat.
+        self._on_stopped = on_stopped
 
     # ---- validation --------------------------------------------------------------------------
 
@@ -369,6 +373,8 @@ class SubscriptionService:
         _said_closed(sub_id, was, now, "a new url")
         if (new.enabled and not sub.enabled) or moved:
             self._on_enqueued()  # its pending deliveries may flow again
+        if sub.enabled and not new.enabled:
+            self._on_stopped()
         return new
 
     def delete(self, mid: str, sub_id: str) -> None:
@@ -377,6 +383,7 @@ class SubscriptionService:
             self._sub(uow, mid, sub_id)
             uow.subscriptions.delete(mid, sub_id, self._clock())
             uow.commit()
+        self._on_stopped()
 
     def rotate_secret(self, mid: str, sub_id: str) -> Subscription:
         """Issue a new secret; the current one keeps signing beside it for ROTATION_OVERLAP."""
