@@ -867,6 +867,46 @@ def test_a_replay_sends_again_only_the_types_the_subscription_receives_now(
     assert c.subscriptions.replay(MID, sub["id"], 0, "delivered") == 1
 
 
+
+def test_a_large_replay_is_queued_in_batches_of_their_own_transactions(
+    container: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catches (a scale review): a replay of 463,651 deliveries was one UPDATE that held
+    SQLite's write lock for 17 s, and every tenant's behaviours waited behind it."""
+    from leadhook.services import subscriptions as subs_module
+
+    c = container
+    sub = setup(c)
+    other = create(c, MID, {"url": "https://other.test/hook", "event_types": ["*"]})
+    for _ in range(7):
+        new_lead(c)
+    q, now = queue_of(c), time.time() + 1
+    done = 0
+    while jobs := claim(q, now):
+        verdicts = [outcome(j, "delivered" if j.seq % 3 else "dead") for j in jobs]
+        q.record(worker_id="w1", verdicts=verdicts, now=now)
+        done += len(jobs)
+    assert done == 14  # seven events, two subscriptions
+    monkeypatch.setattr(subs_module, "REPLAY_BATCH", 2)
+    writes: list[int] = []
+    opened = c.subscriptions._uow  # type: ignore[attr-defined]
+
+    def counted() -> Any:
+        writes.append(1)
+        return opened()
+
+    monkeypatch.setattr(c.subscriptions, "_uow", counted)
+    assert c.subscriptions.replay(MID, sub["id"], 0) == 7
+    mine = deliveries(c, sub["id"])
+    assert sorted(d["status"] for d in mine) == ["pending"] * 7
+    assert {d["status"] for d in deliveries(c, other["id"])} <= {"delivered", "dead"}
+    # Each status walked in batches of two, each its own transaction (one more for the last,
+    # which finds the end): never one statement over the whole window.
+    assert len(writes) >= 5
+    writes.clear()
+    assert c.subscriptions.replay(MID, sub["id"], 0) == 0  # nothing finished to send again
+    assert len(writes) == 2  # one look a status
+
 def test_a_replay_of_failed_deliveries_sends_them_now_but_not_one_a_worker_holds(
     container: Backend,
 ) -> None:

@@ -62,6 +62,9 @@ REPLAY_STATUSES: tuple[str, ...] = tuple(s.value for s in ports.REPLAY_STATUSES)
 # SQLite's write lock for a fraction of a second (the walk that finds them holds none); the
 # same call again queues the next ones.
 REPLAY_MISSING_LIMIT = 10_000
+# The deliveries one transaction of a `replay` queues again: the write lock is let go between
+# batches, so other writers wait for one batch (milliseconds), not for the whole replay.
+REPLAY_BATCH = 2_000
 EDITABLE = frozenset(
     {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}
 )
@@ -490,13 +493,27 @@ class SubscriptionService:
                 "status",
                 f"must be {', '.join(REPLAY_STATUSES)}, or omitted ({' and '.join(REPLAYABLE)})",
             )
-        with self._uow() as uow:
-            sub = self._sub(uow, mid, sub_id)
-            types = _types_of(sub)
-            count = uow.deliveries.replay(mid, sub_id, since, status, self._clock(), types)
-            uow.commit()
-        if count:
-            self._on_enqueued()
+        with self._read() as uow:
+            types = _types_of(self._sub(uow, mid, sub_id))
+        # In batches of REPLAY_BATCH, each its own transaction: a replay of hundreds of
+        # thousands held SQLite's write lock for its whole update (17 s: every tenant's
+        # behaviours waited), as retention's purge would without its batches.
+        count = 0
+        for one in (status,) if status else REPLAYABLE:
+            after: int | None = None
+            while True:
+                with self._uow() as uow:
+                    self._sub(uow, mid, sub_id)  # deleted meanwhile: 404, its rows dead
+                    done, after = uow.deliveries.replay(
+                        mid, sub_id, since, one, self._clock(), types,
+                        after_seq=after, limit=REPLAY_BATCH,
+                    )  # fmt: skip
+                    uow.commit()
+                count += done
+                if done:
+                    self._on_enqueued()  # the first batches go out while the rest are queued
+                if after is None:
+                    break
         return count
 
     def replay_missing(

@@ -416,7 +416,10 @@ class SqlDeliveries(_OnConnection):
         status: str | None,
         now: float,
         event_types: Collection[str] | None = None,
-    ) -> int:
+        *,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> tuple[int, int | None]:
         d = t.deliveries.c
         conds = [d.mid == mid, d.subscription_id == sub_id, d.created_at >= since]
         if event_types is not None:
@@ -429,10 +432,38 @@ class SqlDeliveries(_OnConnection):
             # A failed delivery keeps its status while a worker re-attempts it: its live lease
             # leaves it to the worker (two must never send it at once), as a retry does.
             conds.append(or_(d.locked_until.is_(None), d.locked_until < now))
+        if limit is None:
+            result = self.conn.execute(
+                update(t.deliveries).where(_locked_in_order(*conds), *conds).values(**requeued(now))
+            )
+            return int(result.rowcount), None
+        # A batch: the next `limit` of the window in seq order, walked on the subscription's
+        # (status, seq) index from where the last batch ended, or from about where the window
+        # begins (the tenant's first delivery created SKEW_MARGIN before `since`).
+        # Not by `mid` (the subscription is the tenant's): SQLite's planner, with no
+        # statistics, walked the tenant's (mid, status, seq) index instead, every delivery of
+        # that status in the tenant, for a few of the subscription's.
+        first = self._first_delivery_since(mid, since) if after_seq is None else after_seq + 1
+        found = select(d.seq).where(*conds[1:], d.seq >= first).order_by(d.seq).limit(limit)
+        seqs = [int(seq) for seq in self.conn.execute(found.with_for_update()).scalars()]
+        if not seqs:
+            return 0, None
         result = self.conn.execute(
-            update(t.deliveries).where(_locked_in_order(*conds), *conds).values(**requeued(now))
+            update(t.deliveries).where(d.seq.in_(seqs), *conds).values(**requeued(now))
         )
-        return int(result.rowcount)
+        return int(result.rowcount), (seqs[-1] if len(seqs) == limit else None)
+
+    def _first_delivery_since(self, mid: str, since: float) -> int:
+        """About the first seq of the tenant's deliveries created at `since` (SKEW_MARGIN
+        early, as for the log: the caller filters on the time itself)."""
+        d = t.deliveries.c
+        seq = self.conn.execute(
+            select(d.seq)
+            .where(d.mid == mid, d.created_at >= since - SKEW_MARGIN)
+            .order_by(d.created_at)
+            .limit(1)
+        ).scalar()
+        return 0 if seq is None else int(seq)
 
     def missing_events(
         self,

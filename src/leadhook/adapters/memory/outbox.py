@@ -214,12 +214,19 @@ class MemoryDeliveries:
         status: str | None,
         now: float,
         event_types: Collection[str] | None = None,
-    ) -> int:
+        *,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> tuple[int, int | None]:
         wanted = (status,) if status else REPLAYABLE
         count = 0
-        for seq, d in list(self._s.deliveries.items()):
+        seen: list[int] = []
+        for seq, d in sorted(self._s.deliveries.items()):
+            if limit is not None and len(seen) == limit:
+                break
             if (
-                d.mid == mid
+                (after_seq is None or seq > after_seq)
+                and d.mid == mid
                 and d.subscription_id == sub_id
                 and d.created_at >= since
                 and d.status in wanted
@@ -232,7 +239,9 @@ class MemoryDeliveries:
             ):
                 self._s.deliveries[seq] = d.with_(**requeued(now))
                 count += 1
-        return count
+                seen.append(seq)
+        more = limit is not None and len(seen) == limit
+        return count, (seen[-1] if more else None)
 
     def missing_events(
         self,

@@ -372,9 +372,18 @@ class DeliveryRepository(Protocol):
         status: str | None,
         now: float,
         event_types: Collection[str] | None = None,
-    ) -> int:
+        *,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> tuple[int, int | None]:
         """Queue again the finished deliveries of `sub_id` created since `since`: only
-        those of `event_types` when given (None: every type); answer how many."""
+        those of `event_types` when given (None: every type); answer how many, and where the
+        next batch starts.
+
+        With `limit`, a batch: at most that many, in seq order, after `after_seq` (None: from
+        the window's start); the second item is the last seq taken when more may follow,
+        None when the window is done. A batch walks one status (`status` given: a batch of
+        `status` None would sort every match). Without `limit`: all at once, and None."""
         ...
 
     def missing_events(
