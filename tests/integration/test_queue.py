@@ -239,6 +239,33 @@ def test_a_claim_skipping_a_backlog_still_finds_every_other_delivery(container: 
     assert {j.subscription_id for j in again} == {busy["id"]} and len(again) >= 30
 
 
+
+def test_a_disabled_subscription_s_backlog_is_walked_past_and_found_once_enabled(
+    container: Backend,
+) -> None:
+    """Catches (a scale review): a disabled subscription's 450,000 due deliveries stayed first
+    in the due index, and every claim walked them all and dropped each (300 ms a claim, the
+    worker busy for ever). A claim now starts past them, as past a skipped subscription's
+    backlog; enabled again, they are claimed at once, oldest first."""
+    off = setup(container)
+    for _ in range(30):
+        new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    if not isinstance(q, MemoryDeliveryQueue):
+        with container.engine.begin() as conn:  # an old backlog, due long before the rest
+            conn.execute(update(t.deliveries).values(next_attempt_at=now - 3600))
+    container.subscriptions.update(MID, off["id"], {"enabled": False})
+    other = create(container, MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]})
+    lead = new_lead(container)
+    (job,) = claim(q, now)
+    assert (job.subscription_id, job.entity_id) == (other["id"], lead)
+    if isinstance(q, SqlDeliveryQueue):  # the walk started after the disabled backlog
+        assert any(off["id"] in memo.excluded for memo in q._skips.values())
+    q.record(worker_id="w1", verdicts=[outcome(job, "delivered")], now=now)
+    container.subscriptions.update(MID, off["id"], {"enabled": True})
+    again = claim(q, now + 1, limit=500)
+    assert {j.subscription_id for j in again} == {off["id"]} and len(again) >= 30
+
 def test_a_claim_takes_a_bounded_share_of_one_subscription(container: Backend) -> None:
     narrow = setup(container, max_in_flight=1)
     wide = create(

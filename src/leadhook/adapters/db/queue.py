@@ -39,6 +39,7 @@ from leadhook.adapters.secretbox import SecretBox, box_for
 from leadhook.domain.circuit import Circuit, after_no_answer
 from leadhook.services.lanes import LANE_DEPTH, MAX_IN_FLIGHT, claim_cap
 from leadhook.services.ports import (
+    UNFINISHED,
     DeliveryStatus,
     Job,
     Verdict,
@@ -381,7 +382,11 @@ class SqlDeliveryQueue:
                 lease_until=lease_until, worker=worker_id, depth=LANE_DEPTH, mif=MAX_IN_FLIGHT
             )
         rows: list[tuple[Any, ...]] = []
-        skip = frozenset(exclude)
+        # A disabled subscription's due backlog stays in the due index, earliest first: every
+        # pass walked all of it and dropped each row (300 ms a claim behind 450,000, the
+        # worker busy for ever and every tenant's writes slower: a scale review). Skipped like
+        # a subscription at its share, the walk starts after it (`_skip_to`).
+        skip = frozenset(exclude) | self._disabled_with_work(conn)
         passed: frozenset[str] = frozenset()
         for _ in range(CLAIM_PASSES):
             # A pass that took a subscription's whole share of the claim (`claim_cap`) leaves
@@ -416,6 +421,18 @@ class SqlDeliveryQueue:
                 .values(circuit_probe_until=None)
             )
         return rows
+
+    @staticmethod
+    def _disabled_with_work(conn: Connection) -> frozenset[str]:
+        """The disabled (not deleted) subscriptions that have unfinished deliveries."""
+        waiting = (
+            select(_d.seq)
+            .where(_d.subscription_id == _s.id, _d.status.in_(UNFINISHED))
+            .limit(1)
+            .exists()
+        )
+        query = select(_s.id).where(~_s.enabled, _s.deleted_at.is_(None), waiting)
+        return frozenset(str(r) for r in conn.execute(query).scalars())
 
     def _skip_to(
         self, conn: Connection, excluded: frozenset[str], now: float, passed: frozenset[str]
