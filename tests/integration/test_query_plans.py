@@ -327,3 +327,40 @@ def test_the_partial_indexes_serve_their_queries(container: Container) -> None:
         store.purge("deliveries", before=1.0, limit=10, now=1.0)
     plans = [_indexes_read(c.engine, s, p) for s, p in statements if "deliveries" in s]
     assert any("ix_deliveries_delivered_at" in plan for plan in plans), plans
+
+
+def test_a_delivery_listing_walks_the_index_its_filters_name(container: Container) -> None:
+    """Catches (a scale review, 1.8 million deliveries): SQLite's planner, with no statistics,
+    listed a subscription's dead deliveries through the tenant's (mid, status, seq) index
+    (300-570 ms) and sorted every delivery a `created_after` matched (2.9 s)."""
+    from leadhook.services.ports import DeliveryFilter
+
+    c = container
+    if c.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's planner reads the table's statistics")
+    seeded = _populate(c)
+    sub_id, lead = seeded["sub"]["id"], seeded["lead"]
+    now = time.time()
+    cases = {
+        "ix_deliveries_subscription_status_seq": DeliveryFilter(
+            status="dead", subscription_id=sub_id
+        ),
+        "ix_deliveries_subscription_seq": DeliveryFilter(
+            subscription_id=sub_id, created_after=now - 60
+        ),
+        "ix_deliveries_mid_entity_id_seq": DeliveryFilter(entity_id=lead, subscription_id=sub_id),
+        "ix_deliveries_mid_seq": DeliveryFilter(created_after=now - 60, created_before=now + 60),
+        "ix_deliveries_mid_status_seq": DeliveryFilter(status="dead", created_before=now),
+    }
+    for index, filters in cases.items():
+        with captured(c.engine) as statements, c.readonly_uow() as uow:
+            uow.deliveries.search(MID, filters, None, 50)
+        listing = [(s, p) for s, p in statements if "ORDER BY deliveries.seq DESC" in s]
+        assert len(listing) == 1, statements
+        with c.engine.connect() as conn:
+            plan = [
+                str(r[-1])
+                for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + listing[0][0], listing[0][1])
+            ]
+        assert any(f"USING INDEX {index} " in line for line in plan), (filters, plan)
+        assert not any("TEMP B-TREE" in line for line in plan), (filters, plan)

@@ -239,7 +239,6 @@ def test_a_claim_skipping_a_backlog_still_finds_every_other_delivery(container: 
     assert {j.subscription_id for j in again} == {busy["id"]} and len(again) >= 30
 
 
-
 def test_a_disabled_subscription_s_backlog_is_walked_past_and_found_once_enabled(
     container: Backend,
 ) -> None:
@@ -265,6 +264,7 @@ def test_a_disabled_subscription_s_backlog_is_walked_past_and_found_once_enabled
     container.subscriptions.update(MID, off["id"], {"enabled": True})
     again = claim(q, now + 1, limit=500)
     assert {j.subscription_id for j in again} == {off["id"]} and len(again) >= 30
+
 
 def test_a_claim_takes_a_bounded_share_of_one_subscription(container: Backend) -> None:
     narrow = setup(container, max_in_flight=1)
@@ -894,7 +894,6 @@ def test_a_replay_sends_again_only_the_types_the_subscription_receives_now(
     assert c.subscriptions.replay(MID, sub["id"], 0, "delivered") == 1
 
 
-
 def test_a_large_replay_is_queued_in_batches_of_their_own_transactions(
     container: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -933,6 +932,7 @@ def test_a_large_replay_is_queued_in_batches_of_their_own_transactions(
     writes.clear()
     assert c.subscriptions.replay(MID, sub["id"], 0) == 0  # nothing finished to send again
     assert len(writes) == 2  # one look a status
+
 
 def test_a_replay_of_failed_deliveries_sends_them_now_but_not_one_a_worker_holds(
     container: Backend,

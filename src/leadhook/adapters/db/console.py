@@ -12,6 +12,7 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from leadhook.adapters.db import tables as t
+from leadhook.adapters.db.outbox import listing_conditions
 from leadhook.adapters.db.repositories import SqlEvents, _event, versions_from
 from leadhook.domain.catalog import NamedMatches
 from leadhook.domain.lead import Lead
@@ -167,20 +168,17 @@ class SqlConsoleQueries:
     def deliveries(
         self, mid: str, query: DeliveryQuery, before_seq: int | None, limit: int
     ) -> list[tuple[int, Delivery]]:
-        d = t.deliveries.c
-        conds = [d.mid == mid]
-        for column, value in (
-            (d.subscription_id, query.subscription_id),
-            (d.status, query.status),
-            (d.event_type, query.event_type),
-            (d.entity_id, query.entity_id),
-        ):
-            if value:
-                conds.append(column == value)
-        if query.since is not None:
-            conds.append(d.created_at >= query.since)
-        if query.until is not None:
-            conds.append(d.created_at < query.until)
+        with self._conn() as conn:
+            conds = listing_conditions(
+                conn,
+                mid,
+                status=query.status or None,
+                event_type=query.event_type or None,
+                entity_id=query.entity_id or None,
+                subscription_id=query.subscription_id or None,
+                created_after=query.since,
+                created_before=query.until,
+            )
         rows = self._newest(t.deliveries, conds, before_seq, limit)
         # The listing shows the attempt count and last error; attempts are on the detail page.
         return [(int(r.seq), delivery_of(r, ())) for r in rows]
