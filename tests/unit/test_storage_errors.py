@@ -103,3 +103,21 @@ def test_a_secret_keys_outage_ends_only_when_the_keys_open_the_secrets(
     assert "OperationalError" in lines[1] and "available again" in lines[2]
     assert lines[3].startswith("the secret keys open the webhook secrets again")
     assert "4 requests were refused" in lines[3]
+
+
+def test_the_writer_knows_a_lost_connection_from_a_failed_statement(tmp_path: Path) -> None:
+    # psycopg raised "the connection is lost" (no SQLSTATE) from a pipeline while the
+    # connection's status still read as fine: the writer then answered 503 on a healthy
+    # database instead of running the group again on a new connection (one run in three
+    # of tests/e2e/test_faults_postgres.py).
+    from leadhook.adapters.db.writer import _lost
+
+    lost = psycopg.OperationalError("the connection is lost")
+    assert _lost(lost)
+    assert _lost(sa_exc.OperationalError("INSERT …", {}, lost))  # SQLAlchemy's wrapper
+    assert _lost(psycopg.errors.AdminShutdown("terminating connection"))  # 57P01
+    assert not _lost(psycopg.errors.LockNotAvailable("lock timeout"))  # 55P03: the statement
+    assert not _lost(psycopg.errors.QueryCanceled("canceling statement"))  # 57014: a stop
+    assert not _lost(psycopg.errors.DeadlockDetected("deadlock"))
+    assert not _lost(_sqlite_error(tmp_path, "SELEC 1"))
+    assert not _lost(RuntimeError("the transaction failed on the server: not committed"))

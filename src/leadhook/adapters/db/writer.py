@@ -48,6 +48,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, Engine, event
 
 from leadhook.adapters.db.engine import (
@@ -176,6 +177,21 @@ def _as_loop_writer(conn: Connection, taken: bool) -> None:
 
 def _retryable(exc: BaseException) -> bool:
     return _sqlstate_in(exc, _RETRYABLE)
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether `exc` says the connection to PostgreSQL is lost: psycopg's own "the connection
+    is lost" (no SQLSTATE: raised on the client, in a pipeline while the connection's status
+    still read as fine, and on the driver's cursor, where SQLAlchemy does not see it to
+    invalidate the connection), a connection exception (08) or an operator's intervention
+    (57P: the server shut down or ended the session)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, psycopg.OperationalError):
+            state = cause.sqlstate
+            return state is None or state.startswith(("08", "57P"))
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    return False
 
 
 def _sqlstate_in(exc: BaseException, states: frozenset[str]) -> bool:
@@ -634,7 +650,7 @@ class GroupWriter:
                 if tainted:  # see adapters/db/pipeline.py: a fresh connection for what follows
                     conn = self._discard(conn)
         except Exception as exc:
-            if kept and not committing and not reconnected and _gone(conn):
+            if kept and not committing and not reconnected and (_gone(conn) or _lost(exc)):
                 log.info("the writer's connection was gone (%s): the group runs again", exc)
                 self._discard(conn)
                 self._track(None, batch)
