@@ -211,16 +211,23 @@ def test_a_delivery_in_flight_when_its_subscription_is_deleted_stays_dead(
     assert claim(q, now + 10) == []
 
 
+def old_backlog(c: Backend, leads: int) -> tuple[Queue, float]:
+    """`leads` new leads' deliveries, made due an hour before the rest (the memory queue has
+    no due index to walk); the queue and a time at which they are due."""
+    for _ in range(leads):
+        new_lead(c)
+    q, now = queue_of(c), time.time() + 1
+    if not isinstance(q, MemoryDeliveryQueue):
+        with c.engine.begin() as conn:
+            conn.execute(update(t.deliveries).values(next_attempt_at=now - 3600))
+    return q, now
+
+
 def test_a_claim_skipping_a_backlog_still_finds_every_other_delivery(container: Backend) -> None:
     # A claim skipping a subscription starts its walk after that one's backlog (the SQL queue
     # remembers where): whatever else is due, or becomes due later, is still found.
     busy = setup(container, max_in_flight=50)
-    for _ in range(30):
-        new_lead(container)
-    q, now = queue_of(container), time.time() + 1
-    if not isinstance(q, MemoryDeliveryQueue):
-        with container.engine.begin() as conn:  # an old backlog, due long before the rest
-            conn.execute(update(t.deliveries).values(next_attempt_at=now - 3600))
+    q, now = old_backlog(container, 30)
     other = create(container, MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]})
     del other  # every event now goes to both; the busy one's backlog is skipped below
     lead = new_lead(container, notes=1)  # v1 and v2 to both subscriptions
@@ -247,12 +254,7 @@ def test_a_disabled_subscription_s_backlog_is_walked_past_and_found_once_enabled
     worker busy for ever). A claim now starts past them, as past a skipped subscription's
     backlog; enabled again, they are claimed at once, oldest first."""
     off = setup(container)
-    for _ in range(30):
-        new_lead(container)
-    q, now = queue_of(container), time.time() + 1
-    if not isinstance(q, MemoryDeliveryQueue):
-        with container.engine.begin() as conn:  # an old backlog, due long before the rest
-            conn.execute(update(t.deliveries).values(next_attempt_at=now - 3600))
+    q, now = old_backlog(container, 30)
     container.subscriptions.update(MID, off["id"], {"enabled": False})
     other = create(container, MID, {"url": "http://127.0.0.1:9/other", "event_types": ["*"]})
     lead = new_lead(container)

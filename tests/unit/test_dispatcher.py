@@ -671,6 +671,19 @@ async def test_the_heartbeat_renews_every_held_lease_in_one_call() -> None:
     assert sorted(first_seqs) == [1, 2, 3, 4]  # in flight and waiting, in one statement
 
 
+async def disabled_once_sending(queue: MemoryQueue, sender: FakeSender) -> None:
+    """Wait for the first send, then disable subscription "s" through the store, as the API
+    does."""
+    deadline = time.monotonic() + 5
+    while not sender.sent:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    with queue.store.lock:
+        queue.store.state.subscriptions["s"] = SubscriptionRow(
+            Sub("s", max_in_flight=1, enabled=False).subscription()
+        )
+
+
 async def test_a_subscription_disabled_meanwhile_gets_none_of_the_jobs_on_hand() -> None:
     # A worker holds up to LANE_DEPTH times max_in_flight of a subscription; an API disable
     # used to reach it only through the claims, so everything on hand was still sent.
@@ -685,14 +698,7 @@ async def test_a_subscription_disabled_meanwhile_gets_none_of_the_jobs_on_hand()
     dispatcher = short_leases(queue, sender, 1.5)  # a heartbeat every 0.5 s
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
-    deadline = time.monotonic() + 5
-    while not sender.sent:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
-    with queue.store.lock:  # disabled through the store, as the API does
-        queue.store.state.subscriptions["s"] = SubscriptionRow(
-            Sub("s", max_in_flight=1, enabled=False).subscription()
-        )
+    await disabled_once_sending(queue, sender)
     await asyncio.sleep(2.5)
     stop.set()
     await asyncio.wait_for(task, 10)
@@ -729,14 +735,7 @@ async def test_a_stopped_subscription_s_jobs_on_hand_go_back_when_told() -> None
     )
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
-    deadline = time.monotonic() + 5
-    while not sender.sent:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
-    with queue.store.lock:  # disabled through the store, as the API does
-        queue.store.state.subscriptions["s"] = SubscriptionRow(
-            Sub("s", max_in_flight=1, enabled=False).subscription()
-        )
+    await disabled_once_sending(queue, sender)
     wakeup.notify_stopped()
     await asyncio.sleep(1.5)
     stop.set()
