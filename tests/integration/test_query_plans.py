@@ -352,6 +352,12 @@ def test_a_delivery_listing_walks_the_index_its_filters_name(container: Containe
         "ix_deliveries_mid_seq": DeliveryFilter(created_after=now - 60, created_before=now + 60),
         "ix_deliveries_mid_status_seq": DeliveryFilter(status="dead", created_before=now),
     }
+    # A window that begins after every delivery: an empty range, and an empty page.
+    with c.readonly_uow() as uow:
+        assert (
+            uow.deliveries.search(MID, DeliveryFilter(created_after=now + 3600), None, 50).data
+            == []
+        )
     for index, filters in cases.items():
         with captured(c.engine) as statements, c.readonly_uow() as uow:
             uow.deliveries.search(MID, filters, None, 50)

@@ -138,6 +138,9 @@ def _locked_in_order(*conds: ColumnElement[bool]) -> ColumnElement[bool]:
     return d.seq.in_(select(d.seq).where(*conds).order_by(d.seq).with_for_update())
 
 
+_NO_SEQ = 2**62  # past every seq a table will have
+
+
 def first_delivery_since(conn: Connection, mid: str, since: float, none: int = 0) -> int:
     """About the first seq of the tenant's deliveries created at `since` (SKEW_MARGIN early,
     as for the log: the caller filters on the time itself); `none` if there is no delivery
@@ -188,7 +191,8 @@ def listing_conditions(
             conds.append(column == value)
     if created_after is not None:
         conds.append(d.created_at + 0 >= created_after)
-        conds.append(d.seq >= first_delivery_since(conn, mid, created_after))
+        # None created since: an empty range of the index, not a walk of all of them.
+        conds.append(d.seq >= first_delivery_since(conn, mid, created_after, none=_NO_SEQ))
     if created_before is not None:
         conds.append(d.created_at + 0 < created_before)
         end = first_delivery_since(conn, mid, created_before + 2 * SKEW_MARGIN, none=-1)
