@@ -818,6 +818,28 @@ def test_duplicates_match_normalised_mobile_or_email(uow: UnitOfWorkFactory) -> 
     assert _read(uow, lambda u: u.pools.duplicates(_lead("L9", fields={}), 10)) == []
 
 
+def test_duplicates_by_either_key_come_once_each_in_seq_order(uow: UnitOfWorkFactory) -> None:
+    # Each key is walked on its own index and the walks merged: a lead sharing both keys comes
+    # once, leads of the two walks interleave in the order they were made, and a short page
+    # is the first of that order.
+    base = _lead("L0", fields={"mobile": "13800138000", "email": "a@x.cn"})
+    leads = [
+        base,
+        _lead("L1", fields={"email": "a@x.cn"}),
+        _lead("L2", fields={"mobile": "13800138000", "email": "a@x.cn"}),
+        _lead("L3", fields={"mobile": "13800138000"}),
+        _lead("L4", fields={"email": "a@x.cn"}),
+    ]
+    _write(uow, lambda u: u.leads.add_many(leads))
+    assert [x.id for x in _read(uow, lambda u: u.pools.duplicates(base, 10))] == [
+        "L1",
+        "L2",
+        "L3",
+        "L4",
+    ]
+    assert [x.id for x in _read(uow, lambda u: u.pools.duplicates(base, 3))] == ["L1", "L2", "L3"]
+
+
 def test_duplicates_compare_whole_keys_past_the_indexed_length(uow: UnitOfWorkFactory) -> None:
     # The index keeps 255 characters of a key: addresses alike that far were listed as
     # duplicates (`matched_on: []`), and a merge led by the list voided another's lead.

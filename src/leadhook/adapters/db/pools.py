@@ -158,18 +158,26 @@ class SqlPools:
         found: list[Lead] = []
         after = 0
         while len(found) < limit:
-            rows = self.conn.execute(
-                select(c.seq, c.state)
-                .where(
-                    c.mid == lead.mid,
-                    c.id != lead.id,
-                    c.voided.is_(False),
-                    or_(*matches),
-                    c.seq > after,
-                )
-                .order_by(c.seq)
-                .limit(limit)
-            ).all()
+            # One walk a key, each on its own partial index in seq order, merged here: asked
+            # with both keys at once (OR), SQLite's planner walked the tenant's leads instead
+            # (148 ms for a lead with one duplicate among 300,000: a scale review).
+            walks = [
+                self.conn.execute(
+                    select(c.seq, c.state)
+                    .where(
+                        c.mid == lead.mid,
+                        match,
+                        c.id != lead.id,
+                        c.voided.is_(False),
+                        c.seq > after,
+                    )
+                    .order_by(c.seq)
+                    .limit(limit)
+                ).all()
+                for match in matches
+            ]
+            merged = {int(row.seq): row.state for walk in walks for row in walk}
+            rows = sorted(merged.items())[:limit]
             for seq, state in rows:
                 after = seq
                 other = Lead.from_json(json.loads(state))
