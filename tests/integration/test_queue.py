@@ -1107,6 +1107,37 @@ def test_replay_missing_queues_what_a_subscription_never_got_once_in_log_order(
         c.subscriptions.replay_missing(MID, "no-such-subscription", 0)
 
 
+def test_a_backfill_in_several_calls_resumes_where_the_last_one_stopped(
+    container: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catches (a scale review): each call of a backfill walked the log from `since` again,
+    past everything the calls before it had queued (~126 calls over 1.26 million events,
+    each slower than the last). The same call again now resumes about where the last one
+    stopped; every event is still queued once, in order."""
+    c = container
+    c.tenants.create(MID)
+    leads = [new_lead(c, notes=1) for _ in range(4)]  # eight events, no subscription yet
+    late = create(c, MID, {"url": "http://127.0.0.1:9/late", "event_types": ["*"]})
+    monkeypatch.setattr("leadhook.services.subscriptions.REPLAY_MISSING_LIMIT", 3)
+    resumed: list[int | None] = []
+    read = c.subscriptions._resumed  # type: ignore[attr-defined]
+
+    def spy(window: Any) -> int | None:
+        got: int | None = read(window)
+        resumed.append(got)
+        return got
+
+    monkeypatch.setattr(c.subscriptions, "_resumed", spy)
+    calls = [c.subscriptions.replay_missing(MID, late["id"], 0) for _ in range(3)]
+    assert calls == [(3, True), (3, True), (2, False)]
+    assert resumed[0] is None and resumed[1] is not None and resumed[2] is not None
+    assert resumed[1] < resumed[2]  # each call resumes past the one before
+    made = sorted((d["entity_id"], d["entity_version"]) for d in deliveries(c, late["id"]))
+    assert made == sorted((lead, v) for lead in leads for v in (1, 2))  # each event once
+    assert c.subscriptions.replay_missing(MID, late["id"], 0) == (0, False)
+    assert resumed[3] is None  # a window done is forgotten
+
+
 @pytest.mark.postgres
 def test_replay_missing_holds_off_the_events_purge_and_a_delete_it_waited_for(
     request: pytest.FixtureRequest, tmp_path: Any

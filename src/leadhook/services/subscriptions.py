@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -65,6 +66,9 @@ REPLAY_MISSING_LIMIT = 10_000
 # The deliveries one transaction of a `replay` queues again: the write lock is let go between
 # batches, so other writers wait for one batch (milliseconds), not for the whole replay.
 REPLAY_BATCH = 2_000
+# Windows of replay-missing calls that left `more`: where the same call again resumes (a
+# process's own memory; another process's call walks from `since`, as a first one does).
+RESUME_MEMOS = 256
 EDITABLE = frozenset(
     {"url", "event_types", "description", "enabled", "max_in_flight", "rate_limit_per_s"}
 )
@@ -147,6 +151,10 @@ class SubscriptionService:
         # A subscription was disabled or deleted: the delivery loops hand back what they hold
         # for it and have not started (`Dispatcher`), instead of at their next heartbeat.
         self._on_stopped = on_stopped
+        # (mid, subscription, since, until, types) → the last seq a replay-missing of that
+        # window queued, when it said `more` (RESUME_MEMOS at most, the oldest dropped).
+        self._resume: dict[tuple[Any, ...], int] = {}
+        self._resume_lock = threading.Lock()  # calls come on the API's threads
 
     # ---- validation --------------------------------------------------------------------------
 
@@ -516,6 +524,12 @@ class SubscriptionService:
                     break
         return count
 
+    def _resumed(self, window: tuple[Any, ...]) -> int | None:
+        """Where an earlier call of `window` that said `more` stopped (forgotten once read:
+        the call that reads it leaves its own)."""
+        with self._resume_lock:
+            return self._resume.pop(window, None)
+
     def replay_missing(
         self, mid: str, sub_id: str, since: Any, until: Any = None
     ) -> tuple[int, bool]:
@@ -537,14 +551,27 @@ class SubscriptionService:
         with self._read() as uow:
             sub = self._sub(uow, mid, sub_id)
             types = _types_of(sub)
+            window = (mid, sub_id, start, end, types)
             seqs, more = uow.deliveries.missing_events(
-                mid, sub_id, start, end, types, REPLAY_MISSING_LIMIT, sub.created_at
+                mid,
+                sub_id,
+                start,
+                end,
+                types,
+                REPLAY_MISSING_LIMIT,
+                sub.created_at,
+                resume_after=self._resumed(window),
             )
         if not seqs:
             return 0, more
         with self._uow() as uow:
             count = uow.deliveries.queue_missing(mid, sub_id, seqs, self._clock())
             uow.commit()
+        if more:  # the same call again starts about where this one stopped
+            with self._resume_lock:
+                while len(self._resume) >= RESUME_MEMOS:
+                    del self._resume[next(iter(self._resume))]  # the oldest
+                self._resume[window] = seqs[-1]
         if count:
             self._on_enqueued()
         return count, more

@@ -522,11 +522,27 @@ class SqlDeliveries(_OnConnection):
         event_types: Collection[str] | None,
         limit: int,
         created_at: float = 0.0,
+        resume_after: int | None = None,
     ) -> tuple[list[int], bool]:
         # Event times are whole seconds: an event in the second `since` falls in counts.
         start = math.floor(since)
         e = t.events.c
-        conds = [e.mid == mid, e.seq >= self._first_seq_since(mid, start), e.create_time >= start]
+        # A call after one that queued up to `resume_after` starts its walk about where that
+        # event was logged (SKEW_MARGIN early: an event committed since with a lower seq is
+        # still found), not at `since` again: a backfill of a log of millions walked, call
+        # after call, everything the calls before it had queued (a scale review).
+        walk_from: float = start
+        if resume_after is not None:
+            logged = self.conn.execute(
+                select(e.create_time).where(e.mid == mid, e.seq == resume_after)
+            ).scalar()
+            if logged is not None:
+                walk_from = max(start, float(logged))
+        conds = [
+            e.mid == mid,
+            e.seq >= self._first_seq_since(mid, walk_from),
+            e.create_time >= start,
+        ]
         # Delivered deliveries purged by retention (up to the horizon it kept) leave no trace:
         # an event since the subscription was made and before that horizon may have been
         # delivered, and is not sent again (a whole log went out twice: an integrator).

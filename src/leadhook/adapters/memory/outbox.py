@@ -252,6 +252,7 @@ class MemoryDeliveries:
         event_types: Collection[str] | None,
         limit: int,
         created_at: float = 0.0,  # the memory store purges no delivery: nothing is unknown
+        resume_after: int | None = None,  # a walk of a few events: nothing to save
     ) -> tuple[list[int], bool]:
         sent = self._sent_to(sub_id)
         start = math.floor(since)  # whole seconds: the second `since` falls in counts

@@ -395,6 +395,7 @@ class DeliveryRepository(Protocol):
         event_types: Collection[str] | None,
         limit: int,
         created_at: float = 0.0,
+        resume_after: int | None = None,
     ) -> tuple[list[int], bool]:
         """The seqs of the tenant's logged events (of `event_types`, None: every type) created
         at or after `since` (whole seconds) and before `until` that `sub_id` has no delivery
@@ -402,7 +403,11 @@ class DeliveryRepository(Protocol):
 
         An event from after the subscription was made (`created_at`) but before the time
         delivery retention has purged delivered deliveries up to is left out: it may well
-        have been delivered, its row since purged."""
+        have been delivered, its row since purged.
+
+        `resume_after`: the last seq an earlier call of the same window queued; the walk may
+        start about where that event was logged (a store may ignore it: it only saves the
+        walk over what that call queued)."""
         ...
 
     def queue_missing(self, mid: str, sub_id: str, seqs: Sequence[int], now: float) -> int:
