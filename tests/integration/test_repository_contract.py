@@ -653,17 +653,25 @@ def test_deliveries(uow: UnitOfWorkFactory) -> None:
     # A pending delivery may be in a worker's hands: retry leaves it alone (no second sender).
     assert _write(uow, lambda u: u.deliveries.retry("t1", first.id, T0 + 50)) is None
     assert _write(uow, lambda u: u.deliveries.retry("t2", first.id, T0)) is None
-    assert _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0, None, T0 + 60)) == (0, None)
+    assert _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0, None, T0 + 60, limit=100)) == (
+        0,
+        None,
+    )
     # Deleting a subscription ends its unfinished deliveries as dead, and replay finds them.
     _write(uow, lambda u: u.subscriptions.delete("t1", "s1", T0 + 70))
     dead = _deliveries(uow, "s1", "dead")
     assert len(dead) == 3 and {d.last_error for d in dead} == {"subscription deleted"}
-    replayed = _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0 + 1, "dead", T0 + 80))
+    replayed = _write(
+        uow, lambda u: u.deliveries.replay("t1", "s1", T0 + 1, "dead", T0 + 80, limit=100)
+    )
     assert replayed == (1, None)
     assert [d.entity_id for d in _deliveries(uow, "s1", "pending")] == ["L2"]
     # A fresh schedule has no error yet: the dead one's reason goes with the schedule it ended.
     assert [d.last_error for d in _deliveries(uow, "s1", "pending")] == [None]
-    assert _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0, None, T0 + 90)) == (2, None)
+    assert _write(uow, lambda u: u.deliveries.replay("t1", "s1", T0, None, T0 + 90, limit=100)) == (
+        2,
+        None,
+    )
     # Retry puts a settled delivery back at the head of the line, with a fresh schedule.
     _write(uow, lambda u: u.subscriptions.delete("t1", "s1", T0 + 95))
     retried = _write(uow, lambda u: u.deliveries.retry("t1", first.id, T0 + 100))

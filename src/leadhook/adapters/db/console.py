@@ -76,6 +76,22 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _newest_on(
+    conn: Connection,
+    table: Table,
+    conds: list[ColumnElement[bool]],
+    before_seq: int | None,
+    limit: int,
+    *,
+    order: ColumnElement[Any] | None = None,
+) -> Sequence[Row[Any]]:
+    """`SqlConsoleQueries._newest` on a connection the caller holds."""
+    if before_seq is not None:
+        conds = [*conds, table.c.seq < before_seq]
+    newest = (table.c.seq if order is None else order).desc()
+    return conn.execute(select(table).where(and_(*conds)).order_by(newest).limit(limit)).all()
+
+
 class SqlConsoleQueries:
     """Each query in a read-only transaction of its own."""
 
@@ -101,13 +117,8 @@ class SqlConsoleQueries:
         """The rows of `table` that match `conds`, newest (highest `seq`) first, and only those
         older than `before_seq` when it is given: one page of a console listing. `order`: a
         column in the same order as `seq` among the rows `conds` match, to sort by instead."""
-        if before_seq is not None:
-            conds = [*conds, table.c.seq < before_seq]
-        newest = (table.c.seq if order is None else order).desc()
         with self._conn() as conn:
-            return conn.execute(
-                select(table).where(and_(*conds)).order_by(newest).limit(limit)
-            ).all()
+            return _newest_on(conn, table, conds, before_seq, limit, order=order)
 
     def search_leads(
         self, mid: str, text: str, named: NamedMatches, offset: int, limit: int
@@ -179,7 +190,7 @@ class SqlConsoleQueries:
                 created_after=query.since,
                 created_before=query.until,
             )
-        rows = self._newest(t.deliveries, conds, before_seq, limit)
+            rows = _newest_on(conn, t.deliveries, conds, before_seq, limit)
         # The listing shows the attempt count and last error; attempts are on the detail page.
         return [(int(r.seq), delivery_of(r, ())) for r in rows]
 

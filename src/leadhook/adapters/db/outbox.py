@@ -478,7 +478,7 @@ class SqlDeliveries(_OnConnection):
         event_types: Collection[str] | None = None,
         *,
         after_seq: int | None = None,
-        limit: int | None = None,
+        limit: int,
     ) -> tuple[int, int | None]:
         d = t.deliveries.c
         conds = [d.mid == mid, d.subscription_id == sub_id, d.created_at >= since]
@@ -492,12 +492,7 @@ class SqlDeliveries(_OnConnection):
             # A failed delivery keeps its status while a worker re-attempts it: its live lease
             # leaves it to the worker (two must never send it at once), as a retry does.
             conds.append(or_(d.locked_until.is_(None), d.locked_until < now))
-        if limit is None:
-            result = self.conn.execute(
-                update(t.deliveries).where(_locked_in_order(*conds), *conds).values(**requeued(now))
-            )
-            return int(result.rowcount), None
-        # A batch: the next `limit` of the window in seq order, walked on the subscription's
+        # The next `limit` of the window in seq order, walked on the subscription's
         # (status, seq) index from where the last batch ended, or from about where the window
         # begins (the tenant's first delivery created SKEW_MARGIN before `since`).
         # Not by `mid` (the subscription is the tenant's): SQLite's planner, with no

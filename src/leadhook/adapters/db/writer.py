@@ -41,7 +41,7 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from concurrent.futures import Future
 from contextlib import nullcontext
@@ -185,22 +185,23 @@ def _lost(exc: BaseException) -> bool:
     still read as fine, and on the driver's cursor, where SQLAlchemy does not see it to
     invalidate the connection), a connection exception (08) or an operator's intervention
     (57P: the server shut down or ended the session)."""
-    cause: BaseException | None = exc
-    while cause is not None:
+    for cause in _causes(exc):
         if isinstance(cause, psycopg.OperationalError):
             state = cause.sqlstate
             return state is None or state.startswith(("08", "57P"))
-        cause = getattr(cause, "orig", None) or cause.__cause__
     return False
 
 
 def _sqlstate_in(exc: BaseException, states: frozenset[str]) -> bool:
+    return any(getattr(cause, "sqlstate", None) in states for cause in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it wraps: SQLAlchemy's `orig`, else its `__cause__`."""
     cause: BaseException | None = exc
     while cause is not None:
-        if getattr(cause, "sqlstate", None) in states:
-            return True
+        yield cause
         cause = getattr(cause, "orig", None) or cause.__cause__
-    return False
 
 
 class GroupWriter:

@@ -216,13 +216,13 @@ class MemoryDeliveries:
         event_types: Collection[str] | None = None,
         *,
         after_seq: int | None = None,
-        limit: int | None = None,
+        limit: int,
     ) -> tuple[int, int | None]:
         wanted = (status,) if status else REPLAYABLE
         count = 0
         seen: list[int] = []
         for seq, d in sorted(self._s.deliveries.items()):
-            if limit is not None and len(seen) == limit:
+            if len(seen) == limit:
                 break
             if (
                 (after_seq is None or seq > after_seq)
@@ -240,8 +240,7 @@ class MemoryDeliveries:
                 self._s.deliveries[seq] = d.with_(**requeued(now))
                 count += 1
                 seen.append(seq)
-        more = limit is not None and len(seen) == limit
-        return count, (seen[-1] if more else None)
+        return count, (seen[-1] if len(seen) == limit else None)
 
     def missing_events(
         self,

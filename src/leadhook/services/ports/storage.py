@@ -374,16 +374,13 @@ class DeliveryRepository(Protocol):
         event_types: Collection[str] | None = None,
         *,
         after_seq: int | None = None,
-        limit: int | None = None,
+        limit: int,
     ) -> tuple[int, int | None]:
-        """Queue again the finished deliveries of `sub_id` created since `since`: only
-        those of `event_types` when given (None: every type); answer how many, and where the
-        next batch starts.
-
-        With `limit`, a batch: at most that many, in seq order, after `after_seq` (None: from
-        the window's start); the second item is the last seq taken when more may follow,
-        None when the window is done. A batch walks one status (`status` given: a batch of
-        `status` None would sort every match). Without `limit`: all at once, and None."""
+        """Queue again a batch of the finished deliveries of `sub_id` created since `since`:
+        only those of `event_types` when given (None: every type), at most `limit`, in seq
+        order, after `after_seq` (None: from the window's start); answer how many, and the
+        last seq taken when more may follow (None when the window is done). A batch walks one
+        status on its index (`status` None, both, sorts every match)."""
         ...
 
     def missing_events(
