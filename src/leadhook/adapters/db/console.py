@@ -76,7 +76,7 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _newest_on(
+def _newest(
     conn: Connection,
     table: Table,
     conds: list[ColumnElement[bool]],
@@ -85,7 +85,9 @@ def _newest_on(
     *,
     order: ColumnElement[Any] | None = None,
 ) -> Sequence[Row[Any]]:
-    """`SqlConsoleQueries._newest` on a connection the caller holds."""
+    """The rows of `table` that match `conds`, newest (highest `seq`) first, and only those
+    older than `before_seq` when it is given: one page of a console listing. `order`: a
+    column in the same order as `seq` among the rows `conds` match, to sort by instead."""
     if before_seq is not None:
         conds = [*conds, table.c.seq < before_seq]
     newest = (table.c.seq if order is None else order).desc()
@@ -104,21 +106,6 @@ class SqlConsoleQueries:
             conn = raw.execution_options(leadhook_readonly=True)
             with conn.begin():
                 yield conn
-
-    def _newest(
-        self,
-        table: Table,
-        conds: list[ColumnElement[bool]],
-        before_seq: int | None,
-        limit: int,
-        *,
-        order: ColumnElement[Any] | None = None,
-    ) -> Sequence[Row[Any]]:
-        """The rows of `table` that match `conds`, newest (highest `seq`) first, and only those
-        older than `before_seq` when it is given: one page of a console listing. `order`: a
-        column in the same order as `seq` among the rows `conds` match, to sort by instead."""
-        with self._conn() as conn:
-            return _newest_on(conn, table, conds, before_seq, limit, order=order)
 
     def search_leads(
         self, mid: str, text: str, named: NamedMatches, offset: int, limit: int
@@ -161,9 +148,11 @@ class SqlConsoleQueries:
             # on the index of the lead's versions, the cursor a bound on them too.
             if before_seq is not None:
                 conds.append(c.entity_version < versions_from(entity_id, before_seq))
-            rows = self._newest(t.events, conds, None, limit, order=c.entity_version)
+            with self._conn() as conn:
+                rows = _newest(conn, t.events, conds, None, limit, order=c.entity_version)
             return [_event(r) for r in rows]
-        return [_event(r) for r in self._newest(t.events, conds, before_seq, limit)]
+        with self._conn() as conn:
+            return [_event(r) for r in _newest(conn, t.events, conds, before_seq, limit)]
 
     def latest_event_id(self, mid: str) -> str | None:
         c = t.events.c
@@ -190,7 +179,7 @@ class SqlConsoleQueries:
                 created_after=query.since,
                 created_before=query.until,
             )
-            rows = _newest_on(conn, t.deliveries, conds, before_seq, limit)
+            rows = _newest(conn, t.deliveries, conds, before_seq, limit)
         # The listing shows the attempt count and last error; attempts are on the detail page.
         return [(int(r.seq), delivery_of(r, ())) for r in rows]
 
