@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select, update
+from sqlalchemy import Engine, event, select, text, update
 from test_queue import MID, REQ, claim, new_lead, outcome, queue_of, setup
 
 from leadhook.adapters.db import tables as t
@@ -393,3 +393,49 @@ def test_duplicates_walk_the_keys_indexes_not_the_tenant(container: Container) -
     assert any("ix_leads_mobile_key" in plan for plan in plans), plans
     assert any("ix_leads_email_key" in plan for plan in plans), plans
     assert not any("ix_leads_mid_seq" in plan for plan in plans), plans
+
+
+def test_a_leads_later_deliveries_are_held_back_and_let_go_on_its_order_index(
+    container: Container,
+) -> None:
+    """What a record runs for each failed or finished delivery (`wait_behind`, `come_due`)
+    probes the lead's unfinished deliveries on ix_deliveries_lead_order, and the claims'
+    sweep (`wait_sweep`) walks the due index in order: catches a plan that reads every
+    delivery once per verdict, or sorts every due one."""
+    c = container
+    setup(c, max_in_flight=50)
+    for _ in range(5):
+        new_lead(c, notes=1)
+    sql = queue_statements(c.engine.dialect.name)
+    now = time.time()
+    with c.engine.connect() as conn:
+        seq = conn.execute(select(t.deliveries.c.seq).limit(1)).scalar_one()
+    order = "ix_deliveries_lead_order"
+    if c.engine.dialect.name == "sqlite":
+        plans = {
+            "wait_behind": _indexes_read(c.engine, sql.wait_behind, (now, "s", "l", 1, seq)),
+            "come_due": _indexes_read(c.engine, sql.come_due, ("s", "l", 1, now)),
+        }
+        sweep = {"now": now, "after": -1.0, "exclude": "[]", "walk": 100}
+        plans["wait_sweep"] = _indexes_read(c.engine, sql.wait_sweep, sweep)
+        assert "USING INDEX ix_deliveries_due" in plans["wait_sweep"], plans["wait_sweep"]
+    else:
+        with c.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE deliveries")
+        plans = {
+            "wait_behind": _indexes_read(
+                c.engine, sql.wait_behind, (["s"], ["l"], [1], [now], [seq])
+            ),
+            "come_due": _indexes_read(c.engine, sql.come_due, (now, ["s"], ["l"], [1], now)),
+        }
+        with c.engine.connect() as conn:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            rows = conn.execute(
+                text("EXPLAIN " + sql.wait_sweep),
+                {"now": now, "after": -1.0, "exclude": [], "walk": 100},
+            ).all()
+            plans["wait_sweep"] = "\n".join(str(r[0]) for r in rows)
+    for name, plan in plans.items():
+        assert order in plan, f"{name}:\n{plan}"
+        assert "TEMP B-TREE" not in plan and "Seq Scan on deliveries" not in plan, plan
+        assert not re.search(r"^SCAN deliveries(?! USING)", plan, re.M), f"{name}:\n{plan}"

@@ -17,6 +17,7 @@ import pytest
 from queue_support import MemoryContainer, empty_database
 from sqlalchemy import update
 
+from leadhook.adapters.db import queue as queue_module
 from leadhook.adapters.db import tables as t
 from leadhook.adapters.db.engine import WriteGate, make_engine
 from leadhook.adapters.db.queue import SqlDeliveryQueue
@@ -168,6 +169,90 @@ def test_a_lead_is_claimed_one_event_at_a_time_in_version_order(container: Backe
     q.record(worker_id="w1", verdicts=[outcome(v2, "delivered")], now=now)
     (v3,) = claim(q, now + 6)
     assert v3.entity_version == 3
+
+
+def later_versions(c: Backend, sub_id: str) -> list[tuple[str, str | None]]:
+    """(status, next_attempt_at) of the subscription's deliveries after a lead's first, oldest
+    first (these tests write one lead)."""
+    shown = sorted(deliveries(c, sub_id), key=lambda d: d["entity_version"])
+    return [(d["status"], d["next_attempt_at"]) for d in shown if d["entity_version"] > 1]
+
+
+def test_a_failed_deliverys_later_versions_wait_for_its_retry_then_go_when_it_is_delivered(
+    container: Backend,
+) -> None:
+    """Catches: a lead's later deliveries left due while an earlier one waits for its retry:
+    per-lead order holds them back anyway, and every claim stepped over each of them (behind a
+    dead endpoint, tens of thousands: a worker busy walking them, every tenant's deliveries
+    late); and, once held back, one left waiting when the earlier one went early."""
+    sub = setup(container)
+    new_lead(container, notes=2)  # versions 1, 2, 3
+    q, now = queue_of(container), time.time() + 1
+    (v1,) = claim(q, now)
+    q.record(worker_id="w1", verdicts=[outcome(v1, "failed", code=500, at=now + 600)], now=now)
+    assert later_versions(container, sub["id"]) == [("pending", rfc3339(now + 600))] * 2
+    # Sent before its schedule says (a replay of what failed): once delivered, the lead's later
+    # deliveries are due at once, and go in order.
+    assert container.subscriptions.replay(MID, sub["id"], 0, "failed") == 1
+    (again,) = claim(q, now + 1)
+    assert again.seq == v1.seq
+    q.record(worker_id="w1", verdicts=[outcome(again, "delivered")], now=now + 2)
+    assert later_versions(container, sub["id"]) == [("pending", rfc3339(now + 2))] * 2
+    (v2,) = claim(q, now + 2)
+    assert v2.entity_version == 2
+
+
+def test_a_dead_deliverys_later_versions_are_due_at_once(container: Backend) -> None:
+    sub = setup(container)
+    new_lead(container, notes=1)
+    q, now = queue_of(container), time.time() + 1
+    (v1,) = claim(q, now)
+    q.record(worker_id="w1", verdicts=[outcome(v1, "failed", code=500, at=now + 600)], now=now)
+    assert container.subscriptions.replay(MID, sub["id"], 0, "failed") == 1
+    (again,) = claim(q, now + 1)
+    q.record(worker_id="w1", verdicts=[outcome(again, "dead", code=410)], now=now + 2)
+    assert later_versions(container, sub["id"]) == [("pending", rfc3339(now + 2))]
+    (v2,) = claim(q, now + 2)
+    assert v2.entity_version == 2
+
+
+def test_a_late_failure_of_a_delivery_another_worker_delivered_holds_nothing_back(
+    container: Backend,
+) -> None:
+    setup(container)
+    new_lead(container, notes=1)
+    q, now = queue_of(container), time.time() + 1
+    (v1,) = claim(q, now, lease_until=now + 10)
+    (taken,) = claim(q, now + 11, worker="w2")  # w1's lease ran out: w2 sends it again
+    q.record(worker_id="w2", verdicts=[outcome(taken, "delivered")], now=now + 12)
+    q.record(worker_id="w1", verdicts=[outcome(v1, "failed", code=500, at=now + 600)], now=now + 13)
+    (v2,) = claim(q, now + 13)
+    assert v2.entity_version == 2
+
+
+def test_a_new_events_delivery_behind_a_waiting_one_is_moved_out_of_the_claims_way(
+    container: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catches: deliveries of a lead's new events, written due at once behind an earlier one
+    that waits for its retry, left in every claim's walk until that retry."""
+    monkeypatch.setattr(queue_module, "SWEEP_EVERY", 0.0)  # every claim sweeps
+    sub = setup(container)
+    lead = new_lead(container)
+    q, now = queue_of(container), time.time() + 1
+    (v1,) = claim(q, now)
+    q.record(worker_id="w1", verdicts=[outcome(v1, "failed", code=500, at=now + 600)], now=now)
+    container.leads.perform(REQ, "notes", lead, {"notes": "later", "is_follow_up": False})
+    ((status, due),) = later_versions(container, sub["id"])
+    assert status == "pending" and due is not None and due < rfc3339(now + 1)
+    assert claim(q, now + 1) == []
+    assert later_versions(container, sub["id"]) == [("pending", rfc3339(now + 600))]
+    # A delivery in flight holds nothing back this way: it ends soon, and the next is due then.
+    (v1b,) = claim(q, now + 601)
+    container.leads.perform(REQ, "notes", lead, {"notes": "later still", "is_follow_up": False})
+    assert claim(q, now + 601) == []
+    assert later_versions(container, sub["id"])[-1][1] < rfc3339(now + 601)  # type: ignore[operator]
+    q.record(worker_id="w1", verdicts=[outcome(v1b, "delivered")], now=now + 602)
+    assert [j.entity_version for j in claim(q, now + 602)] == [2]
 
 
 def test_a_replayed_earlier_version_waits_while_a_later_one_is_in_flight(

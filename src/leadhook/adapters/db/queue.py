@@ -49,6 +49,8 @@ from leadhook.services.ports import (
 )
 
 DELIVERED = DeliveryStatus.DELIVERED
+FAILED = DeliveryStatus.FAILED
+DEAD = DeliveryStatus.DEAD
 
 _d = t.deliveries.c
 _s = t.subscriptions.c
@@ -131,6 +133,27 @@ def _finish_rows(verdicts: Sequence[Verdict], now: float, worker_id: str) -> lis
     ]  # fmt: skip
 
 
+def _order_rows(
+    verdicts: Sequence[Verdict],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What the verdicts change for their leads' later deliveries (per-lead order): those of a
+    delivery that failed wait for its next attempt (`wait_behind`: subscription, lead, version,
+    its next attempt, its seq); those of one that finished may go (`come_due`: subscription,
+    lead, version)."""
+    waits: list[tuple[Any, ...]] = []
+    ended: list[tuple[Any, ...]] = []
+    for o in verdicts:
+        job = o.job
+        if o.status == FAILED and o.next_attempt_at is not None:
+            waits.append(
+                (job.subscription_id, job.entity_id, job.entity_version,
+                 float(o.next_attempt_at), job.seq)
+            )  # fmt: skip
+        elif o.status in (DELIVERED, DEAD):
+            ended.append((job.subscription_id, job.entity_id, job.entity_version))
+    return waits, ended
+
+
 def _at_cap(rows: Sequence[Sequence[Any]], probes: Collection[str]) -> set[str]:
     """The subscriptions of which a PostgreSQL claim took as many jobs as `claim_cap` lets it
     (it caps in SQL, so more of theirs may be due): the claim's next pass skips them."""
@@ -168,6 +191,10 @@ SKIP_TTL = 10.0  # seconds a claim's starting point (`_skip_to`) is trusted
 SKIP_MARGIN = 5.0  # seconds it starts before it (other hosts' clocks)
 SKIP_MEMOS = 8  # starting points kept (for as many sets of skipped subscriptions)
 CLAIM_PASSES = 4  # the most walks of the due index one claim makes (see `_claim_in`)
+SWEEP_EVERY = 5.0
+"""Seconds between two claims that look for deliveries due behind an earlier one that waits
+(`wait_sweep`); a sweep that moved any looks again at the next claim."""
+SWEEP_WALK = 2_000  # the due rows one sweep looks at
 
 log = logging.getLogger("leadhook.queue")
 
@@ -193,6 +220,8 @@ class SqlDeliveryQueue:
         self._claim_sql = text(sql.claim)
         self._first_due_outside = text(sql.first_due_outside)
         self._skips: dict[frozenset[str], _Skip] = {}
+        self._wait_sweep = text(sql.wait_sweep)
+        self._next_sweep = 0.0  # monotonic time of the next `wait_sweep` (`_claim_in`)
         self._reserve_probes = text(sql.reserve_probes)
         self._renew = text(sql.renew)
         self._live = text(sql.live)
@@ -388,7 +417,7 @@ class SqlDeliveryQueue:
         # a subscription at its share, the walk starts after it (`_skip_to`).
         skip = frozenset(exclude) | self._disabled_with_work(conn)
         passed: frozenset[str] = frozenset()
-        for _ in range(CLAIM_PASSES):
+        for walk in range(CLAIM_PASSES):
             # A pass that took a subscription's whole share of the claim (`claim_cap`) leaves
             # that subscription's other due rows where they are; the next pass skips it and
             # starts after its due backlog (`_skip_to`). Without it, an endpoint failing at
@@ -402,6 +431,8 @@ class SqlDeliveryQueue:
                 exclude=id_list(sorted(skip)),
                 after=self._skip_to(conn, skip, now, passed) if skip else -1.0,
             )
+            if walk == 0:
+                self._sweep(conn, params, now)
             if self._sqlite:
                 got, capped = self._claim_sqlite(conn, params, worker_id, lease_until, probes)
             else:
@@ -421,6 +452,17 @@ class SqlDeliveryQueue:
                 .values(circuit_probe_until=None)
             )
         return rows
+
+    def _sweep(self, conn: Connection, params: dict[str, Any], now: float) -> None:
+        """Every `SWEEP_EVERY` seconds, before a claim's first walk: move the deliveries due
+        behind an earlier one of their lead that waits for its retry to that retry's time
+        (`wait_sweep`), out of this walk's way and the next ones'. A sweep that moved any
+        runs again at the next claim, until the front of the due index is clear."""
+        if time.monotonic() < self._next_sweep:
+            return
+        swept = {"now": now, "after": params["after"], "exclude": params["exclude"]}
+        moved = self._named(conn, self._wait_sweep, {**swept, "walk": SWEEP_WALK}).rowcount
+        self._next_sweep = 0.0 if moved else time.monotonic() + SWEEP_EVERY
 
     @staticmethod
     def _disabled_with_work(conn: Connection) -> frozenset[str]:
@@ -542,6 +584,7 @@ class SqlDeliveryQueue:
             driver.executemany(
                 self._sql.finish, [row for row in finished if row[0] != DeliveryStatus.DEAD]
             )
+        self._keep_lead_order(conn, verdicts, now)
         # What an attempt says of the endpoint (its streak, a 410, its circuit) holds only
         # while the subscription still points at the URL the attempt went to: one sent before
         # a PATCH to a new URL says nothing of the new endpoint.
@@ -564,6 +607,23 @@ class SqlDeliveryQueue:
         for name, n in tally(every, len(self._here.opened) - opened_before, dead).items():
             counts[name] = counts.get(name, 0) + n
         self._here.slot = outcome_slot(worker_id)
+
+    def _keep_lead_order(self, conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
+        """Hold a failed delivery's later versions back until its next attempt, out of the
+        claims' way (`wait_behind`); let those of a finished one go (`come_due`)."""
+        waits, ended = _order_rows(verdicts)
+        if self._sql.columnar:  # PostgreSQL
+            if waits:
+                conn.exec_driver_sql(self._sql.wait_behind, tuple(_columns(waits)))
+            if ended:
+                subs, leads, versions = _columns(ended)
+                conn.exec_driver_sql(self._sql.come_due, (now, subs, leads, versions, now))
+            return
+        driver = driver_in_transaction(conn)
+        if waits:
+            driver.executemany(self._sql.wait_behind, [(w[3], *w[:3], w[4]) for w in waits])
+        if ended:
+            driver.executemany(self._sql.come_due, [(*e, now) for e in ended])
 
     def _count(self, conn: Connection) -> None:
         """Add what this transaction's records counted to the worker's slot of

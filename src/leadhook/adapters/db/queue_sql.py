@@ -90,6 +90,31 @@ class QueueStatements:
     """`insert_attempts` and `finish` take one array per column (PostgreSQL): a record of a
     hundred verdicts is two statements, not two hundred. Pipelined one by one, the server's
     parse, bind and execute of each was ~0.1 ms a verdict: a third of a drain's claims."""
+    wait_behind: str
+    """A lead's later deliveries wait with its earlier one that failed (driver markers:
+    subscription, lead, version, that delivery's next attempt, its seq). Its pending,
+    unleased deliveries of later versions to that subscription, due before its next attempt,
+    are given that time: per-lead order holds them back until then anyway, and due earlier they
+    lay in the claim's walk of the due index, every claim stepping over each of them (behind an
+    endpoint that is down, tens of thousands: a claim of 80 ms, every tenant's deliveries
+    late). Only while that delivery is still failed with that time or later: a verdict whose
+    lease another worker had taken over (and perhaps delivered it) holds nothing back.
+    PostgreSQL (`columnar`): one array per column, rows another transaction holds skipped
+    (`SKIP LOCKED`: a wait spared, a later claim steps over that row)."""
+    wait_sweep: str
+    """`wait_behind` for the deliveries that became due behind an earlier one that waits: of the
+    first `:walk` rows of the claims' walk (due at `:now`, from `:after`, not of `:exclude`),
+    the pending, unleased ones that an unleased, unfinished earlier version of their lead
+    holds back past `:now` get its time (the latest such). A delivery of a lead's new event
+    whose earlier one waits for its retry is written due at once: without this, it lay in every
+    claim's way until that retry. Rows another transaction holds are skipped (PostgreSQL)."""
+    come_due: str
+    """A lead's later deliveries are due at once (driver markers: subscription, lead, version, the
+    time; PostgreSQL: the time, one array per column, the time again): its delivery of that
+    version finished (delivered or dead), so the later ones `wait_behind` held back may go now,
+    however soon it finished (a retry or replay of it, a circuit that closed). Run for every
+    finished delivery: one probe of the lead's unfinished deliveries, which finds nothing
+    unless something waited. The rows are locked in the order of their seq (PostgreSQL)."""
     streak_end: str
     """Subscriptions (`:ids`) whose delivery succeeded: their failure streak ends."""
     streak_start: str
@@ -188,6 +213,41 @@ WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker""",
     finish="""UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?,
     last_error = ?, locked_until = NULL, locked_by = NULL, updated_at = ?
     WHERE seq = ? AND locked_by = ?""",
+    # `status IN (…)` as well as `= 'pending'`: the planner then takes the partial index
+    # ix_deliveries_lead_order (a lead's unfinished deliveries to a subscription).
+    wait_behind="""UPDATE deliveries SET next_attempt_at = ?1
+WHERE subscription_id = ?2 AND entity_id = ?3 AND entity_version > ?4
+  AND status IN ('pending', 'failed') AND status = 'pending' AND locked_until IS NULL
+  AND next_attempt_at < ?1
+  AND EXISTS (SELECT 1 FROM deliveries h
+              WHERE h.seq = ?5 AND h.status = 'failed' AND h.next_attempt_at >= ?1)""",
+    wait_sweep="""UPDATE deliveries SET next_attempt_at = (
+    SELECT MAX(e.next_attempt_at + 0) FROM deliveries e
+    WHERE e.subscription_id = deliveries.subscription_id
+      AND e.entity_id = deliveries.entity_id AND e.entity_version < deliveries.entity_version
+      AND e.status IN ('pending', 'failed') AND e.locked_until IS NULL
+      AND e.next_attempt_at + 0 > :now)
+WHERE seq IN (
+    SELECT w.seq FROM (
+        SELECT d.seq, d.subscription_id, d.entity_id, d.entity_version, d.status, d.locked_until
+        FROM deliveries d INDEXED BY ix_deliveries_due
+        WHERE d.status IN ('pending', 'failed')
+          AND d.next_attempt_at <= :now AND d.next_attempt_at >= :after
+          AND d.subscription_id NOT IN (SELECT value FROM json_each(:exclude))
+        ORDER BY d.next_attempt_at
+        LIMIT :walk
+    ) AS w
+    WHERE w.status = 'pending' AND w.locked_until IS NULL
+      AND EXISTS (
+          SELECT 1 FROM deliveries e
+          WHERE e.subscription_id = w.subscription_id AND e.entity_id = w.entity_id
+            AND e.entity_version < w.entity_version
+            AND e.status IN ('pending', 'failed') AND e.locked_until IS NULL
+            AND e.next_attempt_at + 0 > :now))""",
+    come_due="""UPDATE deliveries SET next_attempt_at = ?4
+WHERE subscription_id = ?1 AND entity_id = ?2 AND entity_version > ?3
+  AND status IN ('pending', 'failed') AND status = 'pending' AND locked_until IS NULL
+  AND next_attempt_at > ?4""",
     streak_end="""UPDATE subscriptions SET first_failure_at = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND first_failure_at IS NOT NULL""",
     streak_start="""UPDATE subscriptions SET first_failure_at = :now
@@ -327,6 +387,64 @@ FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS TEXT[]), CAST(%s AS INTEGER[]),
     AS v(seq, status, attempt_count, next_attempt_at, last_error)
 WHERE d.seq = v.seq AND d.seq IN (SELECT seq FROM held) AND d.locked_by = %s
 RETURNING d.status""",
+    wait_behind="""UPDATE deliveries AS d SET next_attempt_at = w.until
+FROM (
+    SELECT later.seq, v.until
+    FROM unnest(CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), CAST(%s AS INTEGER[]),
+        CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS BIGINT[])) AS v(sub, lead, version, until, head)
+    JOIN deliveries later ON later.subscription_id = v.sub AND later.entity_id = v.lead
+        AND later.entity_version > v.version
+    WHERE later.status IN ('pending', 'failed') AND later.status = 'pending'
+      AND later.locked_until IS NULL AND later.next_attempt_at < v.until
+      AND EXISTS (SELECT 1 FROM deliveries h
+                  WHERE h.seq = v.head AND h.status = 'failed' AND h.next_attempt_at >= v.until)
+    ORDER BY later.seq
+    FOR UPDATE OF later SKIP LOCKED
+) AS w
+WHERE d.seq = w.seq""",
+    wait_sweep="""UPDATE deliveries AS d SET next_attempt_at = b.until
+FROM (
+    SELECT l.seq, x.until
+    FROM (
+        SELECT w.seq, (
+            SELECT MAX(e.next_attempt_at + 0) FROM deliveries e
+            WHERE e.subscription_id = w.subscription_id AND e.entity_id = w.entity_id
+              AND e.entity_version < w.entity_version
+              AND e.status IN ('pending', 'failed') AND e.locked_until IS NULL
+              AND e.next_attempt_at + 0 > :now) AS until
+        FROM (
+            SELECT d2.seq, d2.subscription_id, d2.entity_id, d2.entity_version, d2.status,
+                   d2.locked_until
+            FROM deliveries d2
+            WHERE d2.status IN ('pending', 'failed')
+              AND d2.next_attempt_at <= :now AND d2.next_attempt_at >= :after
+              AND d2.subscription_id <> ALL(CAST(:exclude AS TEXT[]))
+            ORDER BY d2.next_attempt_at
+            LIMIT :walk
+        ) AS w
+        WHERE w.status = 'pending' AND w.locked_until IS NULL
+    ) AS x
+    JOIN deliveries l ON l.seq = x.seq
+    WHERE x.until IS NOT NULL AND l.status = 'pending' AND l.locked_until IS NULL
+    ORDER BY l.seq
+    FOR UPDATE OF l SKIP LOCKED
+) AS b
+WHERE d.seq = b.seq""",
+    come_due="""UPDATE deliveries AS d SET next_attempt_at = %s
+FROM (
+    SELECT later.seq
+    FROM unnest(CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), CAST(%s AS INTEGER[]))
+        AS v(sub, lead, version)
+    JOIN deliveries later ON later.subscription_id = v.sub AND later.entity_id = v.lead
+        AND later.entity_version > v.version
+    WHERE later.status IN ('pending', 'failed') AND later.status = 'pending'
+      -- `+ 0`: not a bound of the due index, which statistics taken while nothing waited
+      -- would have the planner walk (every delivery due later) instead of the lead's few.
+      AND later.locked_until IS NULL AND later.next_attempt_at + 0 > %s
+    ORDER BY later.seq
+    FOR UPDATE OF later
+) AS w
+WHERE d.seq = w.seq""",
     streak_end="""UPDATE subscriptions SET first_failure_at = NULL
 WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NOT NULL""",
     streak_start="""UPDATE subscriptions SET first_failure_at = :now

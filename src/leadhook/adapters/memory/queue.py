@@ -49,6 +49,7 @@ class MemoryDeliveryQueue:
     ) -> list[Job]:
         """Lease up to `limit` due deliveries to `worker_id`, earliest due first."""
         with self._tx() as state:
+            _sweep(state, now)
             picked = _pick(state, now, limit, frozenset(exclude))
             jobs: list[Job] = []
             for row in picked:
@@ -82,6 +83,7 @@ class MemoryDeliveryQueue:
                     locked_by=None,
                     updated_at=now,
                 )
+            _keep_lead_order(state, verdicts, now)
             # An attempt to a URL the subscription no longer has says nothing of its endpoint.
             verdicts = [
                 o for o in verdicts if _current_url(state, o.job.subscription_id) == o.job.url
@@ -173,6 +175,68 @@ def _pick(state: MemoryState, now: float, limit: int, exclude: frozenset[str]) -
             if len(picked) == limit:
                 break
     return picked
+
+
+def _later(state: MemoryState, sub_id: str, lead: str, version: int) -> Iterator[DeliveryRow]:
+    """A lead's pending, unleased deliveries to a subscription after `version`."""
+    for d in state.deliveries.values():
+        if (
+            d.subscription_id == sub_id
+            and d.entity_id == lead
+            and d.entity_version > version
+            and d.status == DeliveryStatus.PENDING
+            and d.locked_until is None
+        ):
+            yield d
+
+
+def _keep_lead_order(state: MemoryState, verdicts: Sequence[Verdict], now: float) -> None:
+    """As SQL's `wait_behind` and `come_due`: a failed delivery's later versions wait for its
+    next attempt; a finished one's are due at once."""
+    for o in verdicts:
+        job, until = o.job, o.next_attempt_at
+        if o.status == DeliveryStatus.FAILED and until is not None:
+            head = state.deliveries.get(job.seq)
+            if head is None or head.status != DeliveryStatus.FAILED:
+                continue
+            if head.next_attempt_at is None or head.next_attempt_at < until:
+                continue
+            for d in list(_later(state, job.subscription_id, job.entity_id, job.entity_version)):
+                if d.next_attempt_at is not None and d.next_attempt_at < until:
+                    state.deliveries[d.seq] = d.with_(next_attempt_at=until)
+        elif o.status in (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD):
+            for d in list(_later(state, job.subscription_id, job.entity_id, job.entity_version)):
+                if d.next_attempt_at is not None and d.next_attempt_at > now:
+                    state.deliveries[d.seq] = d.with_(next_attempt_at=now)
+
+
+def _sweep(state: MemoryState, now: float) -> None:
+    """As SQL's `wait_sweep`: a pending, unleased delivery due behind an unleased, unfinished
+    earlier version of its lead that waits past `now` takes that one's time (the latest)."""
+    waiting: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for d in state.deliveries.values():
+        if (
+            d.status in UNFINISHED
+            and d.locked_until is None
+            and d.next_attempt_at is not None
+            and d.next_attempt_at > now
+        ):
+            waiting[(d.subscription_id, d.entity_id)].append((d.entity_version, d.next_attempt_at))
+    if not waiting:
+        return
+    for d in list(state.deliveries.values()):
+        if (
+            d.status != DeliveryStatus.PENDING
+            or d.locked_until is not None
+            or d.next_attempt_at is None
+            or d.next_attempt_at > now
+        ):
+            continue
+        times = [
+            t for v, t in waiting.get((d.subscription_id, d.entity_id), ()) if v < d.entity_version
+        ]
+        if times:
+            state.deliveries[d.seq] = d.with_(next_attempt_at=max(times))
 
 
 def _claimable(row: SubscriptionRow | None) -> bool:
