@@ -219,7 +219,12 @@ class DeliveryOut(BaseModel):
     entity_version: int
     status: Literal["pending", "delivered", "failed", "dead"]
     attempt_count: int
-    next_attempt_at: str | None = Field(description="RFC 3339, UTC; null once finished")
+    next_attempt_at: str | None = Field(
+        description=(
+            "RFC 3339, UTC; null once finished. In flight: the end of its lease. Behind an"
+            " earlier delivery of its lead that waits for a retry: that retry's time"
+        )
+    )
     last_error: str | None
     created_at: str = Field(description="RFC 3339, UTC")
     updated_at: str = Field(description="RFC 3339, UTC")

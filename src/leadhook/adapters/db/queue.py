@@ -194,7 +194,7 @@ CLAIM_PASSES = 4  # the most walks of the due index one claim makes (see `_claim
 SWEEP_EVERY = 5.0
 """Seconds between two claims that look for deliveries due behind an earlier one that waits
 (`wait_sweep`); a sweep that moved any looks again at the next claim."""
-SWEEP_WALK = 2_000  # the due rows one sweep looks at
+SWEEP_WALK = 1_000  # the due rows one sweep looks at (~15 ms of SQLite's write lock)
 
 log = logging.getLogger("leadhook.queue")
 
@@ -461,8 +461,19 @@ class SqlDeliveryQueue:
         if time.monotonic() < self._next_sweep:
             return
         swept = {"now": now, "after": params["after"], "exclude": params["exclude"]}
-        moved = self._named(conn, self._wait_sweep, {**swept, "walk": SWEEP_WALK}).rowcount
-        self._next_sweep = 0.0 if moved else time.monotonic() + SWEEP_EVERY
+        found = self._named(conn, self._wait_sweep, {**swept, "walk": SWEEP_WALK}).fetchall()
+        self._wait_until(conn, [(int(seq), float(until)) for seq, until in found])
+        self._next_sweep = 0.0 if found else time.monotonic() + SWEEP_EVERY
+
+    def _wait_until(self, conn: Connection, moves: list[tuple[int, float]]) -> None:
+        """Move the deliveries `moves` names (seq, time) to that time (`wait_until`)."""
+        if not moves:
+            return
+        if self._sql.columnar:  # PostgreSQL
+            seqs, times = _columns(moves)
+            conn.exec_driver_sql(self._sql.wait_until, (seqs, times, seqs))
+        else:
+            driver_in_transaction(conn).executemany(self._sql.wait_until, moves)
 
     @staticmethod
     def _disabled_with_work(conn: Connection) -> frozenset[str]:
@@ -612,12 +623,13 @@ class SqlDeliveryQueue:
         """Hold a failed delivery's later versions back until its next attempt, out of the
         claims' way (`wait_behind`); let those of a finished one go (`come_due`)."""
         waits, ended = _order_rows(verdicts)
-        if self._sql.columnar:  # PostgreSQL
+        if self._sql.columnar:  # PostgreSQL: found, then moved by seq (`wait_until`)
             if waits:
-                conn.exec_driver_sql(self._sql.wait_behind, tuple(_columns(waits)))
+                found = conn.exec_driver_sql(self._sql.wait_behind, tuple(_columns(waits)))
+                self._wait_until(conn, [(int(seq), float(t)) for seq, t in found])
             if ended:
                 subs, leads, versions = _columns(ended)
-                conn.exec_driver_sql(self._sql.come_due, (now, subs, leads, versions, now))
+                conn.exec_driver_sql(self._sql.come_due, (now, subs, leads, versions, now, now))
             return
         driver = driver_in_transaction(conn)
         if waits:
