@@ -419,7 +419,7 @@ def test_a_leads_later_deliveries_are_held_back_and_let_go_on_its_order_index(
         params: dict[str, Any] = {
             "wait_behind": (now, "s", "l", 1, seq),
             "come_due": ("s", "l", 1, now),
-            "wait_until": (seq, now),
+            "wait_until": (seq, now, seq),
         }
         sweep["exclude"] = "[]"
     else:
@@ -427,8 +427,8 @@ def test_a_leads_later_deliveries_are_held_back_and_let_go_on_its_order_index(
             conn.exec_driver_sql("ANALYZE deliveries")
         params = {
             "wait_behind": (["s"], ["l"], [1], [now], [seq]),
-            "come_due": (now, ["s"], ["l"], [1], now, now),
-            "wait_until": ([seq], [now], [seq]),
+            "come_due": (now, ["s"], ["l"], [1], now),
+            "wait_until": ([seq], [now], [seq], [seq]),
         }
         sweep["exclude"] = []
     plans = {name: _indexes_read(c.engine, getattr(sql, name), p) for name, p in params.items()}

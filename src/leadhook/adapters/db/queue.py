@@ -462,16 +462,17 @@ class SqlDeliveryQueue:
             return
         swept = {"now": now, "after": params["after"], "exclude": params["exclude"]}
         found = self._named(conn, self._wait_sweep, {**swept, "walk": SWEEP_WALK}).fetchall()
-        self._wait_until(conn, [(int(seq), float(until)) for seq, until in found])
+        self._wait_until(conn, [(int(r[0]), float(r[1]), int(r[2])) for r in found])
         self._next_sweep = 0.0 if found else time.monotonic() + SWEEP_EVERY
 
-    def _wait_until(self, conn: Connection, moves: list[tuple[int, float]]) -> None:
-        """Move the deliveries `moves` names (seq, time) to that time (`wait_until`)."""
+    def _wait_until(self, conn: Connection, moves: list[tuple[int, float, int]]) -> None:
+        """Move the deliveries `moves` names (seq, time, the seq of the one it waits behind)
+        to that time, if that one still waits so (`wait_until`)."""
         if not moves:
             return
         if self._sql.columnar:  # PostgreSQL
-            seqs, times = _columns(moves)
-            conn.exec_driver_sql(self._sql.wait_until, (seqs, times, seqs))
+            seqs, times, heads = _columns(moves)
+            conn.exec_driver_sql(self._sql.wait_until, (seqs, times, heads, seqs))
         else:
             driver_in_transaction(conn).executemany(self._sql.wait_until, moves)
 
@@ -626,10 +627,10 @@ class SqlDeliveryQueue:
         if self._sql.columnar:  # PostgreSQL: found, then moved by seq (`wait_until`)
             if waits:
                 found = conn.exec_driver_sql(self._sql.wait_behind, tuple(_columns(waits)))
-                self._wait_until(conn, [(int(seq), float(t)) for seq, t in found])
+                self._wait_until(conn, [(int(r[0]), float(r[1]), int(r[2])) for r in found])
             if ended:
                 subs, leads, versions = _columns(ended)
-                conn.exec_driver_sql(self._sql.come_due, (now, subs, leads, versions, now, now))
+                conn.exec_driver_sql(self._sql.come_due, (now, subs, leads, versions, now))
             return
         driver = driver_in_transaction(conn)
         if waits:

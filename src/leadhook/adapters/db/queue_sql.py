@@ -93,34 +93,46 @@ class QueueStatements:
     wait_behind: str
     """A lead's later deliveries wait with its earlier one that failed (driver markers:
     subscription, lead, version, that delivery's next attempt, its seq). Its pending,
-    unleased deliveries of later versions to that subscription, due before its next attempt,
-    are given that time: per-lead order holds them back until then anyway, and due earlier they
-    lay in the claim's walk of the due index, every claim stepping over each of them (behind an
-    endpoint that is down, tens of thousands: a claim of 80 ms, every tenant's deliveries
-    late). Only while that delivery is still failed with that time or later: a verdict whose
-    lease another worker had taken over (and perhaps delivered it) holds nothing back.
-    PostgreSQL (`columnar`): one array per column, rows another transaction holds skipped
-    (`SKIP LOCKED`: a wait spared, a later claim steps over that row)."""
+    unleased deliveries of later versions to that subscription are given that time:
+    per-lead order holds them back until then anyway, and due earlier they lay in the claim's
+    walk of the due index, every claim stepping over each of them (behind an endpoint that
+    is down, tens of thousands: a claim of 50-190 ms, every tenant's deliveries late). Only
+    while that delivery is still failed, unleased, with that time or later: a late verdict of
+    a lease another worker took over (and may be sending or have delivered) holds nothing
+    back. The next 1,000 versions at most: a lead with more waiting has the rest moved by the
+    claims' sweep as they reach them (a record is not the place for 10,000 updates: 0.5 s on
+    PostgreSQL). PostgreSQL (`columnar`): one array per column; it answers the rows to move
+    (seq, time, that delivery's seq) for `wait_until`."""
     wait_sweep: str
     """`wait_behind` for the deliveries that became due behind an earlier one that waits: of the
     first `:walk` rows of the claims' walk (due at `:now`, from `:after`, not of `:exclude`),
-    the pending, unleased ones that an unleased, unfinished earlier version of their lead
-    holds back past `:now`, with the time it waits for (the latest such): (seq, until). A
-    delivery of a lead's new event whose earlier one waits for its retry is written due at
-    once: without this, it lay in every claim's way until that retry. `wait_until` moves them."""
+    the pending, unleased ones whose lead's earliest unfinished delivery to the subscription
+    (the one per-lead order sends first) is unleased and waits past `:now`: (seq, its time,
+    its seq). A delivery of a lead's new event whose earlier one waits for its retry is
+    written due at once: without this, it lay in every claim's way until that retry.
+    `wait_until` moves them. One probe of the lead's order index a row, whatever the number
+    of the lead's versions (a `MAX` over them all cost a lead of 10,000 waiting versions
+    seconds a sweep)."""
     wait_until: str
-    """Give the deliveries `wait_sweep` found their time (driver markers: seq, time; PostgreSQL:
-    one array per column), if they still are pending, unleased and due before it. Rows
-    another transaction holds are skipped (PostgreSQL). Apart from the walk, so that each is
-    found by its seq: planned together, PostgreSQL joined the walk's rows to a scan of the
-    whole table."""
+    """Give the deliveries found by `wait_sweep` (or PostgreSQL's `wait_behind`) the time they
+    wait for (driver markers: seq, time, the seq of the delivery they wait behind; PostgreSQL:
+    one array per column, then the seqs again), if they are still pending and unleased and
+    that one is still unfinished, unleased and waiting that long: what changed since they were
+    found (it was claimed, sent, delivered) moves nothing. Rows another transaction holds are
+    skipped (PostgreSQL). Apart from the walk, so that each is found by its seq: planned
+    together, PostgreSQL joined the walk's rows to a scan of the whole table."""
     come_due: str
-    """A lead's later deliveries are due at once (driver markers: subscription, lead, version, the
+    """A lead's next delivery is due at once (driver markers: subscription, lead, version, the
     time; PostgreSQL: the time, one array per column, the time again): its delivery of that
-    version finished (delivered or dead), so the later ones `wait_behind` held back may go now,
-    however soon it finished (a retry or replay of it, a circuit that closed). Run for every
-    finished delivery: one probe of the lead's unfinished deliveries, which finds nothing
-    unless something waited. The rows are locked in the order of their seq (PostgreSQL)."""
+    version finished (delivered or dead), so the next one, if pending and held back by
+    `wait_behind` or the sweep, may go now, however soon that came (a retry or replay of it, a
+    circuit that closed). Only the next: the ones after it wait for it in turn, and each is let
+    go when the one before it finishes (pulling them all made those behind a failed one in
+    between due again, in the claims' way). One probe of the lead's order index per finished
+    delivery. PostgreSQL skips a row another transaction holds (`SKIP LOCKED`: a record
+    holds its finished rows already, and waiting in seq order for others deadlocked with a
+    subscription's DELETE locking the same lead's rows in seq order); such a row waits for
+    the time it was given."""
     streak_end: str
     """Subscriptions (`:ids`) whose delivery succeeded: their failure streak ends."""
     streak_start: str
@@ -225,19 +237,24 @@ WHERE seq IN (SELECT value FROM json_each(:seqs)) AND locked_by = :worker""",
     # (status, seq) index, which PostgreSQL took, walking all of the subscription's pending
     # deliveries for each verdict (300 ms a record of 64 behind 12,000).
     wait_behind="""UPDATE deliveries SET next_attempt_at = ?1
-WHERE subscription_id = ?2 AND entity_id = ?3 AND entity_version > ?4
-  AND status IN ('pending', 'failed') AND status <> 'failed' AND locked_until IS NULL
-  AND next_attempt_at < ?1
+WHERE seq IN (
+    SELECT e.seq FROM deliveries e
+    WHERE e.subscription_id = ?2 AND e.entity_id = ?3 AND e.entity_version > ?4
+      AND e.status IN ('pending', 'failed')
+    ORDER BY e.entity_version
+    LIMIT 1000)
+  AND status <> 'failed' AND locked_until IS NULL AND next_attempt_at <> ?1
   AND EXISTS (SELECT 1 FROM deliveries h
-              WHERE h.seq = ?5 AND h.status = 'failed' AND h.next_attempt_at >= ?1)""",
-    wait_sweep="""SELECT w.seq, (
-    SELECT MAX(e.next_attempt_at + 0) FROM deliveries e
-    WHERE e.subscription_id = w.subscription_id AND e.entity_id = w.entity_id
-      AND e.entity_version < w.entity_version
-      AND e.status IN ('pending', 'failed') AND e.locked_until IS NULL
-      AND e.next_attempt_at + 0 > :now) AS until
+              WHERE h.seq = ?5 AND h.status = 'failed' AND h.locked_until IS NULL
+                AND h.next_attempt_at >= ?1)""",
+    wait_sweep="""SELECT w.seq, h.next_attempt_at, h.seq
 FROM (
-    SELECT d.seq, d.subscription_id, d.entity_id, d.entity_version, d.status, d.locked_until
+    SELECT d.seq, d.status, d.locked_until, (
+        SELECT e.seq FROM deliveries e
+        WHERE e.subscription_id = d.subscription_id AND e.entity_id = d.entity_id
+          AND e.entity_version < d.entity_version AND e.status IN ('pending', 'failed')
+        ORDER BY e.entity_version
+        LIMIT 1) AS head
     FROM deliveries d INDEXED BY ix_deliveries_due
     WHERE d.status IN ('pending', 'failed')
       AND d.next_attempt_at <= :now AND d.next_attempt_at >= :after
@@ -245,14 +262,23 @@ FROM (
     ORDER BY d.next_attempt_at
     LIMIT :walk
 ) AS w
-WHERE w.status = 'pending' AND w.locked_until IS NULL AND until IS NOT NULL""",
+JOIN deliveries h ON h.seq = w.head
+WHERE w.status = 'pending' AND w.locked_until IS NULL
+  AND h.locked_until IS NULL AND h.next_attempt_at + 0 > :now""",
     wait_until="""UPDATE deliveries SET next_attempt_at = ?2
 WHERE seq = ?1 AND status IN ('pending', 'failed') AND status <> 'failed'
-  AND locked_until IS NULL AND next_attempt_at < ?2""",
+  AND locked_until IS NULL AND next_attempt_at <> ?2
+  AND EXISTS (SELECT 1 FROM deliveries h
+              WHERE h.seq = ?3 AND h.status IN ('pending', 'failed')
+                AND h.locked_until IS NULL AND h.next_attempt_at >= ?2)""",
     come_due="""UPDATE deliveries SET next_attempt_at = ?4
-WHERE subscription_id = ?1 AND entity_id = ?2 AND entity_version > ?3
-  AND status IN ('pending', 'failed') AND status <> 'failed' AND locked_until IS NULL
-  AND next_attempt_at > ?4""",
+WHERE seq = (
+    SELECT e.seq FROM deliveries e
+    WHERE e.subscription_id = ?1 AND e.entity_id = ?2 AND e.entity_version > ?3
+      AND e.status IN ('pending', 'failed')
+    ORDER BY e.entity_version
+    LIMIT 1)
+  AND status <> 'failed' AND locked_until IS NULL AND next_attempt_at > ?4""",
     streak_end="""UPDATE subscriptions SET first_failure_at = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND first_failure_at IS NOT NULL""",
     streak_start="""UPDATE subscriptions SET first_failure_at = :now
@@ -395,46 +421,47 @@ RETURNING d.status""",
     # PostgreSQL finds the rows to move and moves them in two statements (`wait_until`), each
     # row by its seq: planned as a join, the lead probes became a bitmap of every unfinished
     # delivery (the due index's rows) filtered against each verdict (450 ms a record of 64
-    # behind 33,000). The probe is a LATERAL subquery kept apart by OFFSET 0: an index scan
-    # of the lead's order index per verdict. A row found by its seq has its status read as
+    # behind 33,000). The probe is a LATERAL subquery: an index scan of the lead's order
+    # index per verdict, in version order. A row found by its seq has its status read as
     # `(status || '')`: a plain `status = 'pending'` implies the due index's condition, and
     # with statistics from a smaller queue the planner ANDed that whole index (every
     # unfinished delivery) into the lookup of a few seqs.
-    wait_behind="""SELECT l.seq, v.until
+    wait_behind="""SELECT l.seq, v.until, v.head
 FROM unnest(CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), CAST(%s AS INTEGER[]),
     CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS BIGINT[])) AS v(sub, lead, version, until, head)
 CROSS JOIN LATERAL (
-    SELECT later.seq FROM deliveries later
+    SELECT later.seq, later.status, later.locked_until, later.next_attempt_at
+    FROM deliveries later
     WHERE later.subscription_id = v.sub AND later.entity_id = v.lead
-      AND later.entity_version > v.version
-      AND later.status IN ('pending', 'failed') AND later.status <> 'failed'
-      AND later.locked_until IS NULL AND later.next_attempt_at + 0 < v.until
-    OFFSET 0
+      AND later.entity_version > v.version AND later.status IN ('pending', 'failed')
+    ORDER BY later.entity_version
+    LIMIT 1000
 ) AS l
-WHERE EXISTS (SELECT 1 FROM deliveries h
+WHERE l.status <> 'failed' AND l.locked_until IS NULL AND l.next_attempt_at + 0 <> v.until
+  AND EXISTS (SELECT 1 FROM deliveries h
               WHERE h.seq = v.head AND (h.status || '') = 'failed'
-                AND h.next_attempt_at >= v.until)""",
-    wait_sweep="""SELECT x.seq, x.until FROM (
-    SELECT w.seq, (
-        SELECT MAX(e.next_attempt_at + 0) FROM deliveries e
-        WHERE e.subscription_id = w.subscription_id AND e.entity_id = w.entity_id
-          AND e.entity_version < w.entity_version
-          AND e.status IN ('pending', 'failed') AND e.locked_until IS NULL
-          AND e.next_attempt_at + 0 > :now) AS until
-    FROM (
-        SELECT d.seq, d.subscription_id, d.entity_id, d.entity_version, d.status, d.locked_until
-        FROM deliveries d
-        WHERE d.status IN ('pending', 'failed')
-          AND d.next_attempt_at <= :now AND d.next_attempt_at >= :after
-          AND d.subscription_id <> ALL(CAST(:exclude AS TEXT[]))
-        ORDER BY d.next_attempt_at
-        LIMIT :walk
-    ) AS w
-    WHERE w.status = 'pending' AND w.locked_until IS NULL
-) AS x
-WHERE x.until IS NOT NULL""",
+                AND h.locked_until IS NULL AND h.next_attempt_at >= v.until)""",
+    wait_sweep="""SELECT w.seq, h.next_attempt_at, h.seq
+FROM (
+    SELECT d.seq, d.status, d.locked_until, (
+        SELECT e.seq FROM deliveries e
+        WHERE e.subscription_id = d.subscription_id AND e.entity_id = d.entity_id
+          AND e.entity_version < d.entity_version AND e.status IN ('pending', 'failed')
+        ORDER BY e.entity_version
+        LIMIT 1) AS head
+    FROM deliveries d
+    WHERE d.status IN ('pending', 'failed')
+      AND d.next_attempt_at <= :now AND d.next_attempt_at >= :after
+      AND d.subscription_id <> ALL(CAST(:exclude AS TEXT[]))
+    ORDER BY d.next_attempt_at
+    LIMIT :walk
+) AS w
+JOIN deliveries h ON h.seq = w.head
+WHERE w.status = 'pending' AND w.locked_until IS NULL
+  AND h.locked_until IS NULL AND h.next_attempt_at + 0 > :now""",
     wait_until="""UPDATE deliveries AS d SET next_attempt_at = u.until
-FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS DOUBLE PRECISION[])) AS u(seq, until)
+FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS BIGINT[]))
+    AS u(seq, until, head)
 WHERE d.seq = u.seq
   AND d.seq = ANY(ARRAY(
       SELECT x.seq FROM deliveries x
@@ -442,7 +469,10 @@ WHERE d.seq = u.seq
         AND x.locked_until IS NULL
       ORDER BY x.seq
       FOR UPDATE SKIP LOCKED))
-  AND d.next_attempt_at + 0 < u.until""",
+  AND d.next_attempt_at + 0 <> u.until
+  AND EXISTS (SELECT 1 FROM deliveries h
+              WHERE h.seq = u.head AND (h.status || '') IN ('pending', 'failed')
+                AND h.locked_until IS NULL AND h.next_attempt_at >= u.until)""",
     come_due="""UPDATE deliveries AS d SET next_attempt_at = %s
 WHERE d.seq = ANY(ARRAY(
     SELECT x.seq FROM deliveries x
@@ -451,17 +481,18 @@ WHERE d.seq = ANY(ARRAY(
         FROM unnest(CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), CAST(%s AS INTEGER[]))
             AS v(sub, lead, version)
         CROSS JOIN LATERAL (
-            SELECT later.seq FROM deliveries later
+            SELECT later.seq, later.status FROM deliveries later
             WHERE later.subscription_id = v.sub AND later.entity_id = v.lead
               AND later.entity_version > v.version
-              AND later.status IN ('pending', 'failed') AND later.status <> 'failed'
-              AND later.locked_until IS NULL AND later.next_attempt_at + 0 > %s
-            OFFSET 0
-        ) AS l))
+              AND later.status IN ('pending', 'failed')
+            ORDER BY later.entity_version
+            LIMIT 1
+        ) AS l
+        WHERE l.status <> 'failed'))
       AND (x.status || '') = 'pending' AND x.locked_until IS NULL
+      AND x.next_attempt_at + 0 > %s
     ORDER BY x.seq
-    FOR UPDATE))
-  AND d.next_attempt_at + 0 > %s""",
+    FOR UPDATE SKIP LOCKED))""",
     streak_end="""UPDATE subscriptions SET first_failure_at = NULL
 WHERE id = ANY(CAST(:ids AS TEXT[])) AND first_failure_at IS NOT NULL""",
     streak_start="""UPDATE subscriptions SET first_failure_at = :now

@@ -177,66 +177,67 @@ def _pick(state: MemoryState, now: float, limit: int, exclude: frozenset[str]) -
     return picked
 
 
-def _later(state: MemoryState, sub_id: str, lead: str, version: int) -> Iterator[DeliveryRow]:
-    """A lead's pending, unleased deliveries to a subscription after `version`."""
-    for d in state.deliveries.values():
-        if (
-            d.subscription_id == sub_id
-            and d.entity_id == lead
-            and d.entity_version > version
-            and d.status == DeliveryStatus.PENDING
-            and d.locked_until is None
-        ):
-            yield d
+def _unfinished(state: MemoryState, sub_id: str, lead: str) -> list[DeliveryRow]:
+    """A lead's unfinished deliveries to a subscription, in version order."""
+    rows = [
+        d
+        for d in state.deliveries.values()
+        if d.subscription_id == sub_id and d.entity_id == lead and d.status in UNFINISHED
+    ]
+    return sorted(rows, key=lambda d: d.entity_version)
+
+
+def _free_pending(d: DeliveryRow) -> bool:
+    return d.status == DeliveryStatus.PENDING and d.locked_until is None
 
 
 def _keep_lead_order(state: MemoryState, verdicts: Sequence[Verdict], now: float) -> None:
     """As SQL's `wait_behind` and `come_due`: a failed delivery's later versions wait for its
-    next attempt; a finished one's are due at once."""
+    next attempt (while it is still failed, unleased and waiting that long); a finished one's
+    next version is due at once."""
     for o in verdicts:
         job, until = o.job, o.next_attempt_at
+        rows = _unfinished(state, job.subscription_id, job.entity_id)
+        later = [d for d in rows if d.entity_version > job.entity_version]
         if o.status == DeliveryStatus.FAILED and until is not None:
             head = state.deliveries.get(job.seq)
-            if head is None or head.status != DeliveryStatus.FAILED:
+            if (
+                head is None
+                or head.status != DeliveryStatus.FAILED
+                or head.locked_until is not None
+                or head.next_attempt_at is None
+                or head.next_attempt_at < until
+            ):
                 continue
-            if head.next_attempt_at is None or head.next_attempt_at < until:
-                continue
-            for d in list(_later(state, job.subscription_id, job.entity_id, job.entity_version)):
-                if d.next_attempt_at is not None and d.next_attempt_at < until:
+            for d in later:
+                if _free_pending(d) and d.next_attempt_at != until:
                     state.deliveries[d.seq] = d.with_(next_attempt_at=until)
-        elif o.status in (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD):
-            for d in list(_later(state, job.subscription_id, job.entity_id, job.entity_version)):
-                if d.next_attempt_at is not None and d.next_attempt_at > now:
-                    state.deliveries[d.seq] = d.with_(next_attempt_at=now)
+        elif o.status in (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD) and later:
+            d = later[0]
+            if _free_pending(d) and d.next_attempt_at is not None and d.next_attempt_at > now:
+                state.deliveries[d.seq] = d.with_(next_attempt_at=now)
 
 
 def _sweep(state: MemoryState, now: float) -> None:
-    """As SQL's `wait_sweep`: a pending, unleased delivery due behind an unleased, unfinished
-    earlier version of its lead that waits past `now` takes that one's time (the latest)."""
-    waiting: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    """As SQL's `wait_sweep`: a pending, unleased delivery due behind its lead's earliest
+    unfinished one, when that one is unleased and waits past `now`, takes that one's time."""
+    heads: dict[tuple[str, str], DeliveryRow] = {}
     for d in state.deliveries.values():
-        if (
-            d.status in UNFINISHED
-            and d.locked_until is None
-            and d.next_attempt_at is not None
-            and d.next_attempt_at > now
-        ):
-            waiting[(d.subscription_id, d.entity_id)].append((d.entity_version, d.next_attempt_at))
-    if not waiting:
-        return
+        if d.status in UNFINISHED:
+            key = (d.subscription_id, d.entity_id)
+            if key not in heads or d.entity_version < heads[key].entity_version:
+                heads[key] = d
     for d in list(state.deliveries.values()):
-        if (
-            d.status != DeliveryStatus.PENDING
-            or d.locked_until is not None
-            or d.next_attempt_at is None
-            or d.next_attempt_at > now
-        ):
+        if not _free_pending(d) or d.next_attempt_at is None or d.next_attempt_at > now:
             continue
-        times = [
-            t for v, t in waiting.get((d.subscription_id, d.entity_id), ()) if v < d.entity_version
-        ]
-        if times:
-            state.deliveries[d.seq] = d.with_(next_attempt_at=max(times))
+        head = heads[(d.subscription_id, d.entity_id)]
+        if (
+            head.entity_version < d.entity_version
+            and head.locked_until is None
+            and head.next_attempt_at is not None
+            and head.next_attempt_at > now
+        ):
+            state.deliveries[d.seq] = d.with_(next_attempt_at=head.next_attempt_at)
 
 
 def _claimable(row: SubscriptionRow | None) -> bool:
