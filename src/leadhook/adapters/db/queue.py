@@ -138,8 +138,8 @@ def _order_rows(
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """What the verdicts change for their leads' later deliveries (per-lead order): those of a
     delivery that failed wait for its next attempt (`wait_behind`: subscription, lead, version,
-    its next attempt, its seq); those of one that finished may go (`come_due`: subscription,
-    lead, version)."""
+    its next attempt, its seq); the next one of one that finished may go (`come_due`:
+    subscription, lead, version)."""
     waits: list[tuple[Any, ...]] = []
     ended: list[tuple[Any, ...]] = []
     for o in verdicts:
@@ -193,8 +193,8 @@ SKIP_MEMOS = 8  # starting points kept (for as many sets of skipped subscription
 CLAIM_PASSES = 4  # the most walks of the due index one claim makes (see `_claim_in`)
 SWEEP_EVERY = 5.0
 """Seconds between two claims that look for deliveries due behind an earlier one that waits
-(`wait_sweep`); a sweep that moved any looks again at the next claim."""
-SWEEP_WALK = 1_000  # the due rows one sweep looks at (~15 ms of SQLite's write lock)
+(`wait_sweep`); a sweep that found any looks again at the next claim."""
+SWEEP_WALK = 1_000  # the due rows one sweep looks at (~5 ms of SQLite's write lock, 1,000 moved)
 
 log = logging.getLogger("leadhook.queue")
 
@@ -456,7 +456,7 @@ class SqlDeliveryQueue:
     def _sweep(self, conn: Connection, params: dict[str, Any], now: float) -> None:
         """Every `SWEEP_EVERY` seconds, before a claim's first walk: move the deliveries due
         behind an earlier one of their lead that waits for its retry to that retry's time
-        (`wait_sweep`), out of this walk's way and the next ones'. A sweep that moved any
+        (`wait_sweep`), out of this walk's way and the next ones'. A sweep that found any
         runs again at the next claim, until the front of the due index is clear."""
         if time.monotonic() < self._next_sweep:
             return
@@ -622,7 +622,7 @@ class SqlDeliveryQueue:
 
     def _keep_lead_order(self, conn: Connection, verdicts: Sequence[Verdict], now: float) -> None:
         """Hold a failed delivery's later versions back until its next attempt, out of the
-        claims' way (`wait_behind`); let those of a finished one go (`come_due`)."""
+        claims' way (`wait_behind`); let the next one of a finished one go (`come_due`)."""
         waits, ended = _order_rows(verdicts)
         if self._sql.columnar:  # PostgreSQL: found, then moved by seq (`wait_until`)
             if waits:
