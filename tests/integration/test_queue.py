@@ -191,8 +191,8 @@ def test_a_failed_deliverys_later_versions_wait_for_its_retry_then_go_when_it_is
     (v1,) = claim(q, now)
     q.record(worker_id="w1", verdicts=[outcome(v1, "failed", code=500, at=now + 600)], now=now)
     assert later_versions(container, sub["id"]) == [("pending", rfc3339(now + 600))] * 2
-    # Sent before its schedule says (a replay of what failed): once delivered, the lead's later
-    # deliveries are due at once, and go in order.
+    # Sent before its schedule says (a replay of what failed): once it is delivered, the lead's
+    # next delivery is due at once, and each after it when the one before it finishes.
     assert container.subscriptions.replay(MID, sub["id"], 0, "failed") == 1
     (again,) = claim(q, now + 1)
     assert again.seq == v1.seq
