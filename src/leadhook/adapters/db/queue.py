@@ -462,12 +462,14 @@ class SqlDeliveryQueue:
             return
         swept = {"now": now, "after": params["after"], "exclude": params["exclude"]}
         found = self._named(conn, self._wait_sweep, {**swept, "walk": SWEEP_WALK}).fetchall()
-        self._wait_until(conn, [(int(r[0]), float(r[1]), int(r[2])) for r in found])
+        self._wait_until(conn, found)
         self._next_sweep = 0.0 if found else time.monotonic() + SWEEP_EVERY
 
-    def _wait_until(self, conn: Connection, moves: list[tuple[int, float, int]]) -> None:
-        """Move the deliveries `moves` names (seq, time, the seq of the one it waits behind)
-        to that time, if that one still waits so (`wait_until`)."""
+    def _wait_until(self, conn: Connection, found: Sequence[Sequence[Any]]) -> None:
+        """Move the deliveries `found` names (seq, time, the seq of the one it waits behind,
+        as `wait_sweep` and PostgreSQL's `wait_behind` answer them) to that time, if that one
+        still waits so (`wait_until`)."""
+        moves = [(int(r[0]), float(r[1]), int(r[2])) for r in found]
         if not moves:
             return
         if self._sql.columnar:  # PostgreSQL
@@ -627,7 +629,7 @@ class SqlDeliveryQueue:
         if self._sql.columnar:  # PostgreSQL: found, then moved by seq (`wait_until`)
             if waits:
                 found = conn.exec_driver_sql(self._sql.wait_behind, tuple(_columns(waits)))
-                self._wait_until(conn, [(int(r[0]), float(r[1]), int(r[2])) for r in found])
+                self._wait_until(conn, found.fetchall())
             if ended:
                 subs, leads, versions = _columns(ended)
                 conn.exec_driver_sql(self._sql.come_due, (now, subs, leads, versions, now))

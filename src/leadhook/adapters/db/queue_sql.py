@@ -167,6 +167,28 @@ def _array(items: Sequence[Any]) -> list[Any]:
     return list(items)
 
 
+# The claims' sweep (`QueueStatements.wait_sweep`), the same in both dialects but for how the
+# walk names its index (`due`) and leaves out the skipped subscriptions (`outside`).
+_WAIT_SWEEP = """SELECT w.seq, h.next_attempt_at, h.seq
+FROM (
+    SELECT d.seq, d.status, d.locked_until, (
+        SELECT e.seq FROM deliveries e
+        WHERE e.subscription_id = d.subscription_id AND e.entity_id = d.entity_id
+          AND e.entity_version < d.entity_version AND e.status IN ('pending', 'failed')
+        ORDER BY e.entity_version
+        LIMIT 1) AS head
+    FROM {due}
+    WHERE d.status IN ('pending', 'failed')
+      AND d.next_attempt_at <= :now AND d.next_attempt_at >= :after
+      AND {outside}
+    ORDER BY d.next_attempt_at
+    LIMIT :walk
+) AS w
+JOIN deliveries h ON h.seq = w.head
+WHERE w.status = 'pending' AND w.locked_until IS NULL
+  AND h.locked_until IS NULL AND h.next_attempt_at + 0 > :now"""
+
+
 SQLITE = QueueStatements(
     claim="""
 SELECT due.seq, due.subscription_id, due.next_attempt_at, s.max_in_flight, s.rate_limit_per_s,
@@ -247,24 +269,10 @@ WHERE seq IN (
   AND EXISTS (SELECT 1 FROM deliveries h
               WHERE h.seq = ?5 AND h.status = 'failed' AND h.locked_until IS NULL
                 AND h.next_attempt_at >= ?1)""",
-    wait_sweep="""SELECT w.seq, h.next_attempt_at, h.seq
-FROM (
-    SELECT d.seq, d.status, d.locked_until, (
-        SELECT e.seq FROM deliveries e
-        WHERE e.subscription_id = d.subscription_id AND e.entity_id = d.entity_id
-          AND e.entity_version < d.entity_version AND e.status IN ('pending', 'failed')
-        ORDER BY e.entity_version
-        LIMIT 1) AS head
-    FROM deliveries d INDEXED BY ix_deliveries_due
-    WHERE d.status IN ('pending', 'failed')
-      AND d.next_attempt_at <= :now AND d.next_attempt_at >= :after
-      AND d.subscription_id NOT IN (SELECT value FROM json_each(:exclude))
-    ORDER BY d.next_attempt_at
-    LIMIT :walk
-) AS w
-JOIN deliveries h ON h.seq = w.head
-WHERE w.status = 'pending' AND w.locked_until IS NULL
-  AND h.locked_until IS NULL AND h.next_attempt_at + 0 > :now""",
+    wait_sweep=_WAIT_SWEEP.format(
+        due="deliveries d INDEXED BY ix_deliveries_due",
+        outside="d.subscription_id NOT IN (SELECT value FROM json_each(:exclude))",
+    ),
     wait_until="""UPDATE deliveries SET next_attempt_at = ?2
 WHERE seq = ?1 AND status IN ('pending', 'failed') AND status <> 'failed'
   AND locked_until IS NULL AND next_attempt_at <> ?2
@@ -441,24 +449,9 @@ WHERE l.status <> 'failed' AND l.locked_until IS NULL AND l.next_attempt_at + 0 
   AND EXISTS (SELECT 1 FROM deliveries h
               WHERE h.seq = v.head AND (h.status || '') = 'failed'
                 AND h.locked_until IS NULL AND h.next_attempt_at >= v.until)""",
-    wait_sweep="""SELECT w.seq, h.next_attempt_at, h.seq
-FROM (
-    SELECT d.seq, d.status, d.locked_until, (
-        SELECT e.seq FROM deliveries e
-        WHERE e.subscription_id = d.subscription_id AND e.entity_id = d.entity_id
-          AND e.entity_version < d.entity_version AND e.status IN ('pending', 'failed')
-        ORDER BY e.entity_version
-        LIMIT 1) AS head
-    FROM deliveries d
-    WHERE d.status IN ('pending', 'failed')
-      AND d.next_attempt_at <= :now AND d.next_attempt_at >= :after
-      AND d.subscription_id <> ALL(CAST(:exclude AS TEXT[]))
-    ORDER BY d.next_attempt_at
-    LIMIT :walk
-) AS w
-JOIN deliveries h ON h.seq = w.head
-WHERE w.status = 'pending' AND w.locked_until IS NULL
-  AND h.locked_until IS NULL AND h.next_attempt_at + 0 > :now""",
+    wait_sweep=_WAIT_SWEEP.format(
+        due="deliveries d", outside="d.subscription_id <> ALL(CAST(:exclude AS TEXT[]))"
+    ),
     wait_until="""UPDATE deliveries AS d SET next_attempt_at = u.until
 FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS DOUBLE PRECISION[]), CAST(%s AS BIGINT[]))
     AS u(seq, until, head)
