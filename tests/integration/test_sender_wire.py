@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import ipaddress
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -762,9 +763,14 @@ async def test_many_informational_answers_are_read_in_one_pass(
     # Each head's protocol is found from where the last head ended. Found from the first head
     # again for every head, the 3,600 `100`s that fit in the limit cost ~6.5 million searches
     # (most of a second of CPU an attempt, an endpoint's to ask for); one pass, a few ms.
+    # The bound is on this process's CPU (the sender and the in-process server), not on the
+    # answer's latency: on this shared machine a loaded hour stretched the latency to 610 ms
+    # with the parse still one pass.
     many = b"HTTP/1.1 100 \r\n\r\n" * 3600
     server = await raw(_writes(many + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
     async with HttpSender(timeout=5, allow_private=True) as sender:
+        cpu = time.process_time()
         result = await sender.send(server.url(), b"{}", {})
+        cpu = time.process_time() - cpu
     assert isinstance(result, Delivered) and result.body == "ok"
-    assert result.latency_ms < 300
+    assert cpu < 0.3
